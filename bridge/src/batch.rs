@@ -1,0 +1,479 @@
+//! Batches: the unit the coordinator signs and publishes, and that every replayer checks.
+//! [`BatchBuilder`] makes them, [`replay`] checks them; both close a batch with the same code.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use secp256k1::schnorr::Signature;
+use secp256k1::{Keypair, Message, SECP256K1, SecretKey, XOnlyPublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::to_bytes;
+use crate::commitment::CommitmentError;
+use crate::hashing::{tagged_hash, tags};
+use crate::recipient::Recipient;
+use crate::state::{ChainHead, State};
+use crate::stf::{Effect, Receipt, TxError, apply};
+use crate::tx::{BatchTx, Tx, verify_all};
+use crate::withdrawals::{BtcPayout, BtcWithdrawals, EthWithdrawal, EthWithdrawalTree, MerkleTree};
+
+/// The version of the header layout, checked on replay.
+pub const BATCH_VERSION: u16 = 1;
+/// The most transactions one batch may carry.
+pub const MAX_BATCH_TXS: usize = 100_000;
+
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct BatchHeader {
+    pub version: u16,
+    /// The genesis hash of the network (see [`crate::NetworkParams::genesis_hash`]).
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub network: [u8; 32],
+    pub number: u64,
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub prev_hash: [u8; 32],
+    /// Milliseconds since the Unix epoch, chosen by the coordinator, never decreasing.
+    pub timestamp: u64,
+    pub tx_count: u32,
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub txs_root: [u8; 32],
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub post_state_root: [u8; 32],
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub eth_withdrawals_root: [u8; 32],
+    pub btc_withdrawals: BtcWithdrawals,
+}
+
+impl BatchHeader {
+    /// `tagged_hash("bridge/batch-header", borsh(header))`: what the coordinator signs and the
+    /// next batch's `prev_hash`.
+    pub fn hash(&self) -> [u8; 32] {
+        tagged_hash(tags::BATCH_HEADER, &[&to_bytes(self)])
+    }
+}
+
+/// A header with the coordinator's BIP-340 signature over its hash.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct SignedHeader {
+    pub header: BatchHeader,
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub signature: [u8; 64],
+}
+
+impl SignedHeader {
+    pub fn verify(&self, coordinator_key: &[u8; 32]) -> Result<(), SignatureMismatch> {
+        verify_bip340(coordinator_key, &self.header.hash(), &self.signature)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the header's BIP-340 signature does not verify with the coordinator key")]
+pub struct SignatureMismatch;
+
+pub fn verify_bip340(key: &[u8; 32], digest: &[u8; 32], signature: &[u8; 64]) -> Result<(), SignatureMismatch> {
+    let key = XOnlyPublicKey::from_slice(key).map_err(|_| SignatureMismatch)?;
+    let signature = Signature::from_slice(signature).map_err(|_| SignatureMismatch)?;
+    SECP256K1.verify_schnorr(&signature, &Message::from_digest(*digest), &key).map_err(|_| SignatureMismatch)
+}
+
+/// A batch as published: the signed header and the transactions.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct SignedBatch {
+    pub header: BatchHeader,
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub signature: [u8; 64],
+    pub body: Vec<BatchTx>,
+}
+
+impl SignedBatch {
+    pub fn hash(&self) -> [u8; 32] {
+        self.header.hash()
+    }
+
+    pub fn signed_header(&self) -> SignedHeader {
+        SignedHeader { header: self.header.clone(), signature: self.signature }
+    }
+}
+
+/// The coordinator's identity key. Its `Debug` shows only the public key.
+pub struct CoordinatorKey(Keypair);
+
+impl std::fmt::Debug for CoordinatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CoordinatorKey({})", hex::encode(self.public_key()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a coordinator secret key is 32 bytes, non-zero and below the secp256k1 order")]
+pub struct BadSecretKey;
+
+impl CoordinatorKey {
+    pub fn from_secret(secret: &[u8; 32]) -> Result<Self, BadSecretKey> {
+        let secret = SecretKey::from_slice(secret).map_err(|_| BadSecretKey)?;
+        Ok(CoordinatorKey(Keypair::from_secret_key(SECP256K1, &secret)))
+    }
+
+    /// The x-only public key that `NetworkParams::coordinator_key` must name.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.0.x_only_public_key().0.serialize()
+    }
+
+    /// A BIP-340 signature with no auxiliary randomness: deterministic, as BIP-340 allows.
+    pub fn sign(&self, digest: &[u8; 32]) -> [u8; 64] {
+        SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(*digest), &self.0).serialize()
+    }
+}
+
+/// What a batch owes on L1, derived from its receipts.
+#[derive(Debug)]
+pub struct Settlement {
+    pub eth: EthWithdrawalTree,
+    pub btc: Vec<BtcPayout>,
+}
+
+/// A batch the coordinator made, with what it owes on L1.
+#[derive(Debug)]
+pub struct SealedBatch {
+    pub batch: SignedBatch,
+    pub settlement: Settlement,
+}
+
+/// A batch that replayed cleanly, with what it owes on L1.
+#[derive(Debug)]
+pub struct Replayed {
+    pub hash: [u8; 32],
+    pub receipts: Vec<Receipt>,
+    pub settlement: Settlement,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("the batch is full ({MAX_BATCH_TXS} transactions); seal it and start another")]
+    Full,
+    #[error("the timestamp {got} is before the previous batch's {previous}")]
+    TimestampRegressed { previous: u64, got: u64 },
+    #[error("the coordinator key is not the one the network names")]
+    WrongKey,
+    #[error(transparent)]
+    Commitment(#[from] CommitmentError),
+}
+
+/// The open batch of a coordinator: transactions applied to the state, in order, with what
+/// they owe on L1.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    number: u64,
+    txs: Vec<BatchTx>,
+    closing: Closing,
+}
+
+impl BatchBuilder {
+    pub fn new(state: &State) -> Self {
+        let number = state.head().next_number;
+        BatchBuilder { number, txs: Vec::new(), closing: Closing::new(number) }
+    }
+
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Applies `tx` to `state` and adds it to the batch; on `Err` neither changed.
+    pub fn apply(&mut self, state: &mut State, tx: Tx) -> Result<Receipt, ApplyError> {
+        if self.txs.len() >= MAX_BATCH_TXS {
+            return Err(ApplyError::BatchFull);
+        }
+        assert_eq!(state.head().next_number, self.number, "the state moved on under an open batch");
+        let receipt = apply(state, &tx).map_err(ApplyError::Tx)?;
+        self.closing.record(&receipt);
+        self.txs.push(tx.to_batch_tx());
+        Ok(receipt)
+    }
+
+    /// Closes the batch: computes its roots, commits the state root, signs the header.
+    pub fn seal(self, state: &mut State, timestamp: u64, key: &CoordinatorKey) -> Result<SealedBatch, BatchError> {
+        if key.public_key() != state.params().coordinator_key {
+            return Err(BatchError::WrongKey);
+        }
+        let head = state.head();
+        if timestamp < head.last_timestamp {
+            return Err(BatchError::TimestampRegressed { previous: head.last_timestamp, got: timestamp });
+        }
+        let pending = state.prepare_root()?;
+        let (roots, settlement) = self.closing.finish();
+        let header = BatchHeader {
+            version: BATCH_VERSION,
+            network: state.genesis_hash(),
+            number: self.number,
+            prev_hash: head.last_hash,
+            timestamp,
+            tx_count: u32::try_from(self.txs.len()).map_err(|_| BatchError::Full)?,
+            txs_root: roots.txs_root,
+            post_state_root: pending.root(),
+            eth_withdrawals_root: roots.eth_withdrawals_root,
+            btc_withdrawals: roots.btc_withdrawals,
+        };
+        let hash = header.hash();
+        state.commit_root(pending, ChainHead { next_number: self.number + 1, last_hash: hash, last_timestamp: timestamp });
+        let signature = key.sign(&hash);
+        Ok(SealedBatch { batch: SignedBatch { header, signature, body: self.txs }, settlement })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the open batch is full; seal it first")]
+    BatchFull,
+    #[error(transparent)]
+    Tx(TxError),
+}
+
+/// The roots a batch's receipts produce, accumulated in the same way by the builder and by
+/// replay, so the two cannot drift apart.
+#[derive(Debug)]
+struct Closing {
+    number: u64,
+    tx_hashes: Vec<[u8; 32]>,
+    eth: Vec<EthWithdrawal>,
+    btc: Vec<BtcPayout>,
+}
+
+struct Roots {
+    txs_root: [u8; 32],
+    eth_withdrawals_root: [u8; 32],
+    btc_withdrawals: BtcWithdrawals,
+}
+
+impl Closing {
+    fn new(number: u64) -> Self {
+        Closing { number, tx_hashes: Vec::new(), eth: Vec::new(), btc: Vec::new() }
+    }
+
+    fn record(&mut self, receipt: &Receipt) {
+        self.tx_hashes.push(receipt.tx_hash);
+        let Effect::Withdrawn(w) = &receipt.effect else {
+            return;
+        };
+        match &w.recipient {
+            Recipient::Ethereum(recipient) => {
+                let token = w.asset.eth_token();
+                assert!(token.is_some(), "an Ethereum recipient for a non-Ethereum asset passed the STF");
+                self.eth.push(EthWithdrawal {
+                    batch: self.number,
+                    index: u32::try_from(self.eth.len()).unwrap_or(u32::MAX),
+                    token: token.unwrap_or_default(),
+                    recipient: *recipient,
+                    amount: w.amount,
+                });
+            }
+            Recipient::Bitcoin(script) => {
+                let amount_sat = u64::try_from(w.amount.units());
+                assert!(amount_sat.is_ok(), "a Bitcoin withdrawal above the coin supply passed the STF");
+                self.btc.push(BtcPayout {
+                    tx_hash: w.tx_hash,
+                    script_pubkey: script.to_bytes(),
+                    amount_sat: amount_sat.unwrap_or_default(),
+                });
+            }
+        }
+    }
+
+    fn finish(self) -> (Roots, Settlement) {
+        let txs_root = MerkleTree::new(
+            self.tx_hashes.iter().map(|h| tagged_hash(tags::TXS_LEAF, &[h])).collect(),
+            |a, b| tagged_hash(tags::TXS_NODE, &[a, b]),
+        )
+        .root();
+        let eth = EthWithdrawalTree::new(self.eth);
+        let roots =
+            Roots { txs_root, eth_withdrawals_root: eth.root(), btc_withdrawals: BtcWithdrawals::commit(&self.btc) };
+        (roots, Settlement { eth, btc: self.btc })
+    }
+}
+
+/// Which root of a header disagreed with the replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootKind {
+    Txs,
+    PostState,
+    EthWithdrawals,
+    BtcWithdrawals,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("batch header version {0} is not supported (this build replays version {BATCH_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("the batch is for another network (genesis {got}, expected {expected})")]
+    WrongNetwork { expected: String, got: String },
+    #[error("the coordinator's signature on batch {number} does not verify")]
+    BadSignature { number: u64 },
+    #[error("expected batch {expected}, got batch {got}")]
+    UnexpectedNumber { expected: u64, got: u64 },
+    #[error("batch {number} does not link to the previous batch (prev_hash {got}, expected {expected})")]
+    BrokenLink { number: u64, expected: String, got: String },
+    #[error("batch {number}'s timestamp {got} is before the previous batch's {previous}")]
+    TimestampRegressed { number: u64, previous: u64, got: u64 },
+    #[error("batch {number} says it has {header} transactions but carries {body}")]
+    TxCountMismatch { number: u64, header: u32, body: usize },
+    #[error("batch {number} carries {count} transactions, more than {MAX_BATCH_TXS}")]
+    TooManyTxs { number: u64, count: usize },
+    #[error("transaction {index} of batch {number} is invalid: {error}")]
+    InvalidTx { number: u64, index: usize, tx_hash: String, error: TxError },
+    #[error("batch {number}'s {root:?} root is {header} but replay computes {computed}")]
+    RootMismatch { number: u64, root: RootKind, header: String, computed: String },
+    #[error(transparent)]
+    Commitment(#[from] CommitmentError),
+}
+
+/// Checks a signed batch against `state` and, only if every check passes, applies it.
+/// On `Err` the state is exactly as it was.
+pub fn replay(state: &mut State, batch: &SignedBatch) -> Result<Replayed, ReplayError> {
+    check_envelope(state, batch)?;
+    let number = batch.header.number;
+    let verified = verify_all(&batch.body, state.domain());
+
+    state.begin();
+    let result = replay_body(state, batch, verified);
+    match result {
+        Ok((replayed, pending)) => {
+            state.keep();
+            let head = ChainHead { next_number: number + 1, last_hash: replayed.hash, last_timestamp: batch.header.timestamp };
+            state.commit_root(pending, head);
+            Ok(replayed)
+        }
+        Err(e) => {
+            state.rollback();
+            Err(e)
+        }
+    }
+}
+
+fn check_envelope(state: &State, batch: &SignedBatch) -> Result<(), ReplayError> {
+    let header = &batch.header;
+    let head = state.head();
+    if header.version != BATCH_VERSION {
+        return Err(ReplayError::UnsupportedVersion(header.version));
+    }
+    if header.network != state.genesis_hash() {
+        return Err(ReplayError::WrongNetwork { expected: hex::encode(state.genesis_hash()), got: hex::encode(header.network) });
+    }
+    batch
+        .signed_header()
+        .verify(&state.params().coordinator_key)
+        .map_err(|_| ReplayError::BadSignature { number: header.number })?;
+    if header.number != head.next_number {
+        return Err(ReplayError::UnexpectedNumber { expected: head.next_number, got: header.number });
+    }
+    if header.prev_hash != head.last_hash {
+        return Err(ReplayError::BrokenLink {
+            number: header.number,
+            expected: hex::encode(head.last_hash),
+            got: hex::encode(header.prev_hash),
+        });
+    }
+    if header.timestamp < head.last_timestamp {
+        return Err(ReplayError::TimestampRegressed { number: header.number, previous: head.last_timestamp, got: header.timestamp });
+    }
+    if batch.body.len() > MAX_BATCH_TXS {
+        return Err(ReplayError::TooManyTxs { number: header.number, count: batch.body.len() });
+    }
+    if header.tx_count as usize != batch.body.len() {
+        return Err(ReplayError::TxCountMismatch { number: header.number, header: header.tx_count, body: batch.body.len() });
+    }
+    Ok(())
+}
+
+fn replay_body(
+    state: &mut State,
+    batch: &SignedBatch,
+    verified: Vec<Result<Tx, TxError>>,
+) -> Result<(Replayed, crate::commitment::PendingRoot), ReplayError> {
+    let header = &batch.header;
+    let number = header.number;
+    let mut closing = Closing::new(number);
+    let mut receipts = Vec::with_capacity(verified.len());
+    let domain = state.domain().clone();
+    for (index, (tx, raw)) in verified.into_iter().zip(&batch.body).enumerate() {
+        let invalid = |error: TxError| {
+            let tx_hash = match raw {
+                BatchTx::User(user) => user.tx.signing_hash(&domain),
+                BatchTx::System(system) => system.hash(),
+            };
+            ReplayError::InvalidTx { number, index, tx_hash: hex::encode(tx_hash), error }
+        };
+        let receipt = match tx {
+            Ok(tx) => apply(state, &tx).map_err(invalid)?,
+            Err(error) => return Err(invalid(error)),
+        };
+        closing.record(&receipt);
+        receipts.push(receipt);
+    }
+    let pending = state.prepare_root()?;
+    let (roots, settlement) = closing.finish();
+    let checks = [
+        (RootKind::Txs, header.txs_root, roots.txs_root),
+        (RootKind::PostState, header.post_state_root, pending.root()),
+        (RootKind::EthWithdrawals, header.eth_withdrawals_root, roots.eth_withdrawals_root),
+    ];
+    for (root, expected, computed) in checks {
+        if expected != computed {
+            return Err(ReplayError::RootMismatch { number, root, header: hex::encode(expected), computed: hex::encode(computed) });
+        }
+    }
+    if header.btc_withdrawals != roots.btc_withdrawals {
+        return Err(ReplayError::RootMismatch {
+            number,
+            root: RootKind::BtcWithdrawals,
+            header: hex::encode(header.btc_withdrawals.digest),
+            computed: hex::encode(roots.btc_withdrawals.digest),
+        });
+    }
+    Ok((Replayed { hash: header.hash(), receipts, settlement }, pending))
+}
+
+/// Two validly signed headers with one number and different contents: proof, checkable by
+/// anyone offline with the coordinator's public key, that the coordinator equivocated.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Equivocation {
+    pub first: SignedHeader,
+    pub second: SignedHeader,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EquivocationError {
+    #[error("the two headers have different numbers ({0} and {1}): that is no equivocation")]
+    DifferentNumbers(u64, u64),
+    #[error("the two headers are the same header")]
+    SameHeader,
+    #[error("the {0} header's signature does not verify with the coordinator key")]
+    BadSignature(&'static str),
+}
+
+impl Equivocation {
+    /// Builds the evidence if `first` and `second` really are an equivocation by `coordinator_key`.
+    pub fn new(first: SignedHeader, second: SignedHeader, coordinator_key: &[u8; 32]) -> Result<Self, EquivocationError> {
+        let evidence = Equivocation { first, second };
+        evidence.verify(coordinator_key)?;
+        Ok(evidence)
+    }
+
+    pub fn verify(&self, coordinator_key: &[u8; 32]) -> Result<(), EquivocationError> {
+        let (a, b) = (&self.first.header, &self.second.header);
+        if a.number != b.number {
+            return Err(EquivocationError::DifferentNumbers(a.number, b.number));
+        }
+        if a.hash() == b.hash() {
+            return Err(EquivocationError::SameHeader);
+        }
+        self.first.verify(coordinator_key).map_err(|_| EquivocationError::BadSignature("first"))?;
+        self.second.verify(coordinator_key).map_err(|_| EquivocationError::BadSignature("second"))?;
+        Ok(())
+    }
+}

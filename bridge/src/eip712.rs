@@ -1,0 +1,72 @@
+//! The EIP-712 typed data users sign. A wallet's `eth_signTypedData_v4` over these types, with
+//! the network's domain, produces the signature the bridge accepts.
+
+use alloy_primitives::U256;
+use alloy_sol_types::{Eip712Domain, SolStruct, sol};
+
+use crate::hashing::keccak256;
+use crate::network::{EIP712_NAME, EIP712_VERSION, NetworkParams};
+
+sol! {
+    /// Move `amount` of `asset` from `from` to `to` inside the bridge, paying `fee`.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Transfer {
+        address from;
+        address to;
+        string asset;
+        uint256 amount;
+        uint256 fee;
+        uint64 nonce;
+    }
+
+    /// Take `amount` of `asset` out of the bridge to `recipient` on the asset's chain.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Withdraw {
+        address from;
+        string asset;
+        uint256 amount;
+        uint256 fee;
+        string recipient;
+        uint64 nonce;
+    }
+}
+
+/// The network's EIP-712 domain with its separator computed once; the hot path then hashes
+/// only the message struct.
+#[derive(Clone, Debug)]
+pub struct Domain {
+    domain: Eip712Domain,
+    separator: [u8; 32],
+}
+
+impl Domain {
+    pub fn new(params: &NetworkParams) -> Self {
+        let domain = Eip712Domain::new(
+            Some(EIP712_NAME.into()),
+            Some(EIP712_VERSION.into()),
+            Some(U256::from(params.chain_id)),
+            Some(params.eth_vault.into()),
+            None,
+        );
+        let separator = domain.hash_struct().0;
+        Domain { domain, separator }
+    }
+
+    pub fn eip712_domain(&self) -> &Eip712Domain {
+        &self.domain
+    }
+
+    pub fn separator(&self) -> [u8; 32] {
+        self.separator
+    }
+
+    /// `keccak256(0x19 ‖ 0x01 ‖ domainSeparator ‖ hashStruct(message))`.
+    pub fn signing_hash<T: SolStruct>(&self, message: &T) -> [u8; 32] {
+        let mut preimage = [0u8; 66];
+        preimage[0] = 0x19;
+        preimage[1] = 0x01;
+        preimage[2..34].copy_from_slice(&self.separator);
+        preimage[34..].copy_from_slice(&message.eip712_hash_struct().0);
+        keccak256(preimage)
+    }
+}

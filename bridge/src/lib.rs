@@ -1,0 +1,32 @@
+//! The protocol core of the settlement bridge: pure and deterministic, no I/O, no clock, no
+//! randomness. The coordinator executes with it, confirmers and watchmen replay with it, and
+//! a signature on L1 is only as safe as its determinism. See docs/PROTOCOL.md for the formats.
+
+pub mod address;
+pub mod amount;
+pub mod asset;
+pub mod batch;
+pub mod codec;
+pub mod commitment;
+pub mod eip712;
+pub mod hashing;
+pub mod network;
+pub mod recipient;
+pub mod serde_hex;
+pub mod signature;
+pub mod state;
+pub mod stf;
+pub mod tx;
+pub mod withdrawals;
+
+pub use address::Address;
+pub use amount::Amount;
+pub use asset::{AssetId, Chain};
+pub use batch::{
+    BatchBuilder, BatchHeader, CoordinatorKey, Equivocation, ReplayError, Replayed, SealedBatch, SignedBatch,
+    SignedHeader, replay,
+};
+pub use network::{AssetConfig, BtcNetwork, NetworkParams};
+pub use state::{State, StateKey};
+pub use stf::{Receipt, TxError, apply};
+pub use tx::{BatchTx, Deposit, L1Ref, SignedUserTx, SystemTx, Transfer, Tx, UserTx, Withdraw};

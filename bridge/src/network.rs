@@ -1,0 +1,105 @@
+//! The parameters a bridge network is born with. Their hash (the genesis hash) is the first
+//! batch's `prev_hash` and every header's `network`, so a batch can only replay on the network
+//! it was made for.
+
+use std::collections::BTreeSet;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::asset::AssetId;
+use crate::hashing::{tagged_hash, tags};
+
+/// The Bitcoin network the vault lives on; addresses of any other network are refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum BtcNetwork {
+    Mainnet = 0,
+    Testnet = 1,
+    Signet = 2,
+    Regtest = 3,
+}
+
+impl From<BtcNetwork> for bitcoin::Network {
+    fn from(n: BtcNetwork) -> Self {
+        match n {
+            BtcNetwork::Mainnet => bitcoin::Network::Bitcoin,
+            BtcNetwork::Testnet => bitcoin::Network::Testnet,
+            BtcNetwork::Signet => bitcoin::Network::Signet,
+            BtcNetwork::Regtest => bitcoin::Network::Regtest,
+        }
+    }
+}
+
+/// An asset the network accepts, with the smallest fee a user transaction in it must pay.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct AssetConfig {
+    pub asset: AssetId,
+    pub min_fee: Amount,
+}
+
+/// Everything the state-transition function depends on besides the state and the batch.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct NetworkParams {
+    /// A short name, e.g. `devnet` or `mainnet`; also the Arweave `Network` tag.
+    pub name: String,
+    /// The bridge network's EIP-712 `chainId`: distinct from any L1 chain id.
+    pub chain_id: u64,
+    /// The Ethereum vault contract: the EIP-712 `verifyingContract`.
+    pub eth_vault: Address,
+    pub btc_network: BtcNetwork,
+    /// The coordinator's identity key (BIP-340 x-only) that signs batch headers.
+    pub coordinator_key: [u8; 32],
+    /// The account that receives every fee.
+    pub fee_account: Address,
+    /// Accepted assets, sorted and without duplicates (checked by [`NetworkParams::validate`]).
+    pub assets: Vec<AssetConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("the network name must be 1 to 32 characters of a-z, 0-9 and `-`, got {0:?}")]
+    Name(String),
+    #[error("the asset list must be sorted and free of duplicates (found {0} out of order)")]
+    AssetOrder(AssetId),
+    #[error("the coordinator key is not a valid BIP-340 x-only public key")]
+    CoordinatorKey,
+}
+
+/// The EIP-712 domain name and version; with `chain_id` and `eth_vault` they make the domain.
+pub const EIP712_NAME: &str = "Settlement Bridge";
+pub const EIP712_VERSION: &str = "1";
+
+impl NetworkParams {
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 32
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(ParamsError::Name(self.name.clone()));
+        }
+        let mut seen = BTreeSet::new();
+        let mut previous: Option<AssetId> = None;
+        for config in &self.assets {
+            if previous.is_some_and(|p| p >= config.asset) || !seen.insert(config.asset) {
+                return Err(ParamsError::AssetOrder(config.asset));
+            }
+            previous = Some(config.asset);
+        }
+        secp256k1::XOnlyPublicKey::from_slice(&self.coordinator_key).map_err(|_| ParamsError::CoordinatorKey)?;
+        Ok(())
+    }
+
+    /// The hash that names this network: the first batch's `prev_hash`, every header's `network`.
+    pub fn genesis_hash(&self) -> [u8; 32] {
+        tagged_hash(tags::GENESIS, &[&borsh::to_vec(self).unwrap_or_default()])
+    }
+
+    pub fn asset(&self, asset: &AssetId) -> Option<&AssetConfig> {
+        self.assets.binary_search_by(|c| c.asset.cmp(asset)).ok().map(|i| &self.assets[i])
+    }
+}

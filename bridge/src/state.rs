@@ -1,0 +1,326 @@
+//! The ledger: balances, nonces, credited deposits and per-asset supply, with the authenticated
+//! commitment over them and an undo journal so a failed batch replay leaves nothing behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use borsh::{BorshDeserialize, BorshSerialize};
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::asset::AssetId;
+use crate::codec::to_bytes;
+use crate::commitment::{Commitment, CommitmentError, PendingRoot, StateProof, key_hash};
+use crate::eip712::Domain;
+use crate::network::NetworkParams;
+use crate::tx::L1Ref;
+
+/// The key of a committed state entry; its borsh bytes are the tree key (docs/PROTOCOL.md).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+pub enum StateKey {
+    /// Value: the next nonce, `u64` little-endian.
+    Nonce(Address) = 0,
+    /// Value: the balance, `u128` little-endian.
+    Balance(Address, AssetId) = 1,
+    /// Value: the single byte `1`: this L1 deposit has been credited.
+    Deposit(L1Ref) = 2,
+}
+
+/// Per-asset totals. Conservation: `liabilities + withdrawn == deposited`, asserted after
+/// every write.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Supply {
+    /// Everything ever credited from L1.
+    pub deposited: Amount,
+    /// Everything ever debited for payout on L1.
+    pub withdrawn: Amount,
+    /// What the ledger owes its users now: the sum of all balances, fees included.
+    pub liabilities: Amount,
+}
+
+/// The end of the chain of batches this state has taken in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ChainHead {
+    /// The number the next batch must carry; batch numbers start at 1.
+    pub next_number: u64,
+    /// The previous batch's header hash, or the genesis hash before the first batch.
+    pub last_hash: [u8; 32],
+    pub last_timestamp: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Undo {
+    Balance(Address, AssetId, Option<Amount>),
+    Nonce(Address, Option<u64>),
+    Credited(L1Ref),
+    Supply(AssetId, Option<Supply>),
+}
+
+/// One transaction's effects, computed in full before any of them is written.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub balances: Vec<(Address, AssetId, Amount)>,
+    pub nonce: Option<(Address, u64)>,
+    pub credited: Option<L1Ref>,
+    pub deposited: Option<(AssetId, Amount)>,
+    pub withdrawn: Option<(AssetId, Amount)>,
+}
+
+#[derive(Debug)]
+pub struct State {
+    params: NetworkParams,
+    domain: Domain,
+    genesis: [u8; 32],
+    balances: BTreeMap<(Address, AssetId), Amount>,
+    nonces: BTreeMap<Address, u64>,
+    credited: BTreeSet<L1Ref>,
+    supply: BTreeMap<AssetId, Supply>,
+    /// Entries written since the commitment was last updated.
+    dirty: BTreeSet<StateKey>,
+    journal: Option<Vec<Undo>>,
+    commitment: Commitment,
+    head: ChainHead,
+}
+
+impl State {
+    /// The state at genesis: empty, with the chain head at the genesis hash.
+    pub fn genesis(params: NetworkParams) -> Self {
+        let genesis = params.genesis_hash();
+        State {
+            domain: Domain::new(&params),
+            params,
+            genesis,
+            balances: BTreeMap::new(),
+            nonces: BTreeMap::new(),
+            credited: BTreeSet::new(),
+            supply: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            journal: None,
+            commitment: Commitment::default(),
+            head: ChainHead { next_number: 1, last_hash: genesis, last_timestamp: 0 },
+        }
+    }
+
+    pub fn params(&self) -> &NetworkParams {
+        &self.params
+    }
+
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    pub fn genesis_hash(&self) -> [u8; 32] {
+        self.genesis
+    }
+
+    pub fn head(&self) -> ChainHead {
+        self.head
+    }
+
+    pub fn balance(&self, account: &Address, asset: &AssetId) -> Amount {
+        self.balances.get(&(*account, *asset)).copied().unwrap_or_default()
+    }
+
+    /// Every asset `account` has ever held, in asset order.
+    pub fn balances_of(&self, account: &Address) -> impl Iterator<Item = (AssetId, Amount)> + '_ {
+        let account = *account;
+        self.balances.range((account, AssetId::Eth)..).take_while(move |((a, _), _)| *a == account).map(|((_, asset), amount)| (*asset, *amount))
+    }
+
+    /// The nonce the account's next transaction must carry.
+    pub fn nonce(&self, account: &Address) -> u64 {
+        self.nonces.get(account).copied().unwrap_or(0)
+    }
+
+    pub fn is_credited(&self, l1_ref: &L1Ref) -> bool {
+        self.credited.contains(l1_ref)
+    }
+
+    pub fn supply(&self, asset: &AssetId) -> Supply {
+        self.supply.get(asset).copied().unwrap_or_default()
+    }
+
+    pub fn supplies(&self) -> impl Iterator<Item = (&AssetId, &Supply)> {
+        self.supply.iter()
+    }
+
+    /// The committed root: the `post_state_root` of the last batch taken in.
+    pub fn state_root(&self) -> [u8; 32] {
+        self.commitment.root_or_empty()
+    }
+
+    /// A proof for one entry against [`State::state_root`]. Entries written since the last
+    /// batch are not yet in the root; the proof shows what the root commits to.
+    pub fn prove(&self, key: &StateKey) -> Result<StateProof, CommitmentError> {
+        self.commitment.prove(&to_bytes(key))
+    }
+
+    /// Writes one transaction's effects. They were checked in full by the caller, so nothing
+    /// here can fail for a reason of input; only a broken invariant stops it.
+    pub(crate) fn write(&mut self, changes: Changes) {
+        for (account, asset, amount) in changes.balances {
+            let old = self.balances.insert((account, asset), amount);
+            self.record(Undo::Balance(account, asset, old));
+            self.dirty.insert(StateKey::Balance(account, asset));
+            self.adjust_liabilities(asset, old.unwrap_or_default(), amount);
+        }
+        if let Some((account, nonce)) = changes.nonce {
+            let old = self.nonces.insert(account, nonce);
+            assert_eq!(old.unwrap_or(0) + 1, nonce, "nonces advance by one");
+            self.record(Undo::Nonce(account, old));
+            self.dirty.insert(StateKey::Nonce(account));
+        }
+        if let Some(l1_ref) = changes.credited {
+            assert!(self.credited.insert(l1_ref), "a deposit was credited twice");
+            self.record(Undo::Credited(l1_ref));
+            self.dirty.insert(StateKey::Deposit(l1_ref));
+        }
+        if let Some((asset, amount)) = changes.deposited {
+            self.update_supply(asset, |s| s.deposited = s.deposited.checked_add(amount).expect_invariant("deposited overflow"));
+        }
+        if let Some((asset, amount)) = changes.withdrawn {
+            self.update_supply(asset, |s| s.withdrawn = s.withdrawn.checked_add(amount).expect_invariant("withdrawn overflow"));
+        }
+        self.assert_conserved();
+    }
+
+    fn adjust_liabilities(&mut self, asset: AssetId, old: Amount, new: Amount) {
+        self.update_supply(asset, |s| {
+            let without = s.liabilities.checked_sub(old).expect_invariant("liabilities below a balance");
+            s.liabilities = without.checked_add(new).expect_invariant("liabilities overflow");
+        });
+    }
+
+    fn update_supply(&mut self, asset: AssetId, change: impl FnOnce(&mut Supply)) {
+        let old = self.supply.get(&asset).copied();
+        self.record(Undo::Supply(asset, old));
+        change(self.supply.entry(asset).or_default());
+    }
+
+    /// Conservation, per asset: what users hold plus what left for L1 is what came in.
+    fn assert_conserved(&self) {
+        for (asset, supply) in &self.supply {
+            assert_eq!(
+                supply.liabilities.checked_add(supply.withdrawn),
+                Some(supply.deposited),
+                "conservation broken for {asset}: {supply:?}"
+            );
+        }
+    }
+
+    fn record(&mut self, undo: Undo) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(undo);
+        }
+    }
+
+    /// Starts recording undo information, so that [`State::rollback`] can restore this point.
+    pub(crate) fn begin(&mut self) {
+        assert!(self.journal.is_none(), "journals do not nest");
+        self.journal = Some(Vec::new());
+    }
+
+    /// Keeps everything written since [`State::begin`].
+    pub(crate) fn keep(&mut self) {
+        self.journal = None;
+    }
+
+    /// Restores the state as it was at [`State::begin`].
+    pub(crate) fn rollback(&mut self) {
+        let Some(journal) = self.journal.take() else {
+            return;
+        };
+        for undo in journal.into_iter().rev() {
+            match undo {
+                Undo::Balance(account, asset, old) => restore(&mut self.balances, (account, asset), old),
+                Undo::Nonce(account, old) => restore(&mut self.nonces, account, old),
+                Undo::Credited(l1_ref) => {
+                    self.credited.remove(&l1_ref);
+                }
+                Undo::Supply(asset, old) => restore(&mut self.supply, asset, old),
+            }
+        }
+    }
+
+    /// Computes the root over every entry written since the last commitment update, without
+    /// changing the committed root.
+    pub(crate) fn prepare_root(&self) -> Result<PendingRoot, CommitmentError> {
+        let mut writes = BTreeMap::new();
+        for key in &self.dirty {
+            let key_bytes = to_bytes(key);
+            let hash = key_hash(&key_bytes);
+            match self.entry_value(key) {
+                Some(value) => {
+                    writes.insert(hash, Some(value));
+                }
+                // Written and then rolled back before it ever reached the tree: nothing to do.
+                None if !self.commitment.contains(hash) => {}
+                None => {
+                    writes.insert(hash, None);
+                }
+            }
+        }
+        self.commitment.prepare(writes)
+    }
+
+    /// Makes a prepared root the committed one and moves the chain head to `head`.
+    pub(crate) fn commit_root(&mut self, pending: PendingRoot, head: ChainHead) {
+        self.commitment.apply(pending);
+        self.dirty.clear();
+        self.head = head;
+    }
+
+    fn entry_value(&self, key: &StateKey) -> Option<Vec<u8>> {
+        match key {
+            StateKey::Nonce(account) => self.nonces.get(account).map(|n| n.to_le_bytes().to_vec()),
+            StateKey::Balance(account, asset) => self.balances.get(&(*account, *asset)).map(|b| b.units().to_le_bytes().to_vec()),
+            StateKey::Deposit(l1_ref) => self.credited.contains(l1_ref).then(|| vec![1]),
+        }
+    }
+
+    /// A fingerprint of everything the ledger holds, for tests that a rejected input changed
+    /// nothing. It covers the uncommitted entries too, unlike the state root.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut bytes = Vec::new();
+        for ((account, asset), amount) in &self.balances {
+            bytes.extend(to_bytes(&(account, asset, amount)));
+        }
+        for (account, nonce) in &self.nonces {
+            bytes.extend(to_bytes(&(account, nonce)));
+        }
+        for l1_ref in &self.credited {
+            bytes.extend(to_bytes(l1_ref));
+        }
+        for (asset, s) in &self.supply {
+            bytes.extend(to_bytes(&(asset, s.deposited, s.withdrawn, s.liabilities)));
+        }
+        bytes.extend(self.state_root());
+        bytes.extend(to_bytes(&(self.head.next_number, self.head.last_hash, self.head.last_timestamp)));
+        crate::hashing::sha256(bytes)
+    }
+}
+
+fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, old: Option<V>) {
+    match old {
+        Some(value) => {
+            map.insert(key, value);
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
+/// `expect` for arithmetic that only a broken invariant can make fail (the amounts involved
+/// were checked against smaller totals first).
+trait ExpectInvariant<T> {
+    fn expect_invariant(self, what: &str) -> T;
+}
+
+impl<T> ExpectInvariant<T> for Option<T> {
+    #[allow(clippy::expect_used)]
+    fn expect_invariant(self, what: &str) -> T {
+        self.expect(what)
+    }
+}

@@ -1,0 +1,219 @@
+//! The state-transition function: `apply(&mut State, &Tx) -> Result<Receipt, TxError>`.
+//! Every check runs before any write, so a rejected transaction leaves the state byte for byte
+//! as it was.
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::asset::{AssetId, Chain};
+use crate::recipient::{Recipient, RecipientError};
+use crate::signature::SignatureError;
+use crate::state::{Changes, State};
+use crate::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, UserTx, Withdraw};
+
+/// Why a transaction was refused. Each has a stable `code()` for APIs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("bad signature: {0}")]
+    Signature(SignatureError),
+    #[error("the signature is by {signer}, not by the `from` account {from}: check the signing key and the EIP-712 domain (chainId and vault)")]
+    SignerMismatch { signer: Address, from: Address },
+    #[error("the EIP-712 domain is not this network's: {0}")]
+    WrongDomain(String),
+    #[error("asset {0} is not accepted by this network")]
+    UnknownAsset(AssetId),
+    #[error("the amount must be greater than zero")]
+    ZeroAmount,
+    #[error("the fee {fee} is below this network's minimum of {min_fee} for {asset}")]
+    FeeTooLow { asset: AssetId, fee: Amount, min_fee: Amount },
+    #[error("a transfer to the sending account itself is refused")]
+    SelfTransfer,
+    #[error("nonce {got} was already used; the account's next nonce is {expected}")]
+    NonceReplayed { expected: u64, got: u64 },
+    #[error("nonce {got} skips ahead; the account's next nonce is {expected}")]
+    NonceGap { expected: u64, got: u64 },
+    #[error("insufficient {asset}: the account holds {available} and this needs {needed}")]
+    Overdraft { asset: AssetId, available: Amount, needed: Amount },
+    #[error("the amounts overflow 128 bits")]
+    Overflow,
+    #[error("invalid recipient: {0}")]
+    InvalidRecipient(RecipientError),
+    #[error("the deposit {0:?} has already been credited")]
+    DepositAlreadyCredited(L1Ref),
+    #[error("the deposit's chain {chain}, its L1 reference and its asset {asset} do not agree")]
+    DepositChainMismatch { chain: Chain, asset: AssetId },
+}
+
+impl TxError {
+    /// A stable machine-readable name, used as the API's error `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TxError::Signature(SignatureError::HighS) => "high_s_signature",
+            TxError::Signature(_) => "bad_signature",
+            TxError::SignerMismatch { .. } => "signer_mismatch",
+            TxError::WrongDomain(_) => "wrong_domain",
+            TxError::UnknownAsset(_) => "unknown_asset",
+            TxError::ZeroAmount => "zero_amount",
+            TxError::FeeTooLow { .. } => "fee_too_low",
+            TxError::SelfTransfer => "self_transfer",
+            TxError::NonceReplayed { .. } => "nonce_replayed",
+            TxError::NonceGap { .. } => "nonce_gap",
+            TxError::Overdraft { .. } => "overdraft",
+            TxError::Overflow => "overflow",
+            TxError::InvalidRecipient(_) => "invalid_recipient",
+            TxError::DepositAlreadyCredited(_) => "deposit_already_credited",
+            TxError::DepositChainMismatch { .. } => "deposit_chain_mismatch",
+        }
+    }
+}
+
+/// A withdrawal the ledger has debited and L1 must now pay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub tx_hash: [u8; 32],
+    pub account: Address,
+    pub asset: AssetId,
+    pub amount: Amount,
+    pub recipient: Recipient,
+}
+
+/// What an accepted transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Transferred,
+    Withdrawn(Withdrawal),
+    Deposited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub tx_hash: [u8; 32],
+    pub effect: Effect,
+}
+
+/// Applies one verified transaction. On `Err` nothing has changed.
+pub fn apply(state: &mut State, tx: &Tx) -> Result<Receipt, TxError> {
+    let tx_hash = tx.hash();
+    let (changes, effect) = match tx {
+        Tx::User(user) => match user.tx() {
+            UserTx::Transfer(transfer) => (check_transfer(state, transfer)?, Effect::Transferred),
+            UserTx::Withdraw(withdraw) => {
+                let (changes, withdrawal) = check_withdraw(state, withdraw, tx_hash)?;
+                (changes, Effect::Withdrawn(withdrawal))
+            }
+        },
+        Tx::System(SystemTx::Deposit(deposit)) => (check_deposit(state, deposit)?, Effect::Deposited),
+    };
+    state.write(changes);
+    Ok(Receipt { tx_hash, effect })
+}
+
+/// Balance reads and writes of one transaction, seen through its own pending writes so that
+/// the same account in two roles (a fee account that pays, say) is counted right.
+struct Ledger<'s> {
+    state: &'s State,
+    changes: Changes,
+}
+
+impl<'s> Ledger<'s> {
+    fn new(state: &'s State) -> Self {
+        Ledger { state, changes: Changes::default() }
+    }
+
+    fn balance(&self, account: Address, asset: AssetId) -> Amount {
+        self.changes
+            .balances
+            .iter()
+            .rev()
+            .find(|(a, s, _)| *a == account && *s == asset)
+            .map(|(_, _, amount)| *amount)
+            .unwrap_or_else(|| self.state.balance(&account, &asset))
+    }
+
+    fn debit(&mut self, account: Address, asset: AssetId, amount: Amount) -> Result<(), TxError> {
+        let available = self.balance(account, asset);
+        let left = available.checked_sub(amount).ok_or(TxError::Overdraft { asset, available, needed: amount })?;
+        self.changes.balances.push((account, asset, left));
+        Ok(())
+    }
+
+    fn credit(&mut self, account: Address, asset: AssetId, amount: Amount) -> Result<(), TxError> {
+        if amount.is_zero() {
+            return Ok(()); // a zero fee creates no entry for the fee account
+        }
+        let total = self.balance(account, asset).checked_add(amount).ok_or(TxError::Overflow)?;
+        self.changes.balances.push((account, asset, total));
+        Ok(())
+    }
+
+    fn advance_nonce(&mut self, account: Address, got: u64) -> Result<(), TxError> {
+        let expected = self.state.nonce(&account);
+        if got < expected {
+            return Err(TxError::NonceReplayed { expected, got });
+        }
+        if got > expected {
+            return Err(TxError::NonceGap { expected, got });
+        }
+        let next = expected.checked_add(1).ok_or(TxError::Overflow)?;
+        self.changes.nonce = Some((account, next));
+        Ok(())
+    }
+}
+
+/// Checks shared by every user transaction: a known asset, a positive amount, the minimum fee,
+/// and the next nonce. Returns `amount + fee`.
+fn check_common(ledger: &mut Ledger<'_>, from: Address, asset: AssetId, amount: Amount, fee: Amount, nonce: u64) -> Result<Amount, TxError> {
+    let config = ledger.state.params().asset(&asset).ok_or(TxError::UnknownAsset(asset))?;
+    if amount.is_zero() {
+        return Err(TxError::ZeroAmount);
+    }
+    if fee < config.min_fee {
+        return Err(TxError::FeeTooLow { asset, fee, min_fee: config.min_fee });
+    }
+    ledger.advance_nonce(from, nonce)?;
+    amount.checked_add(fee).ok_or(TxError::Overflow)
+}
+
+fn check_transfer(state: &State, t: &Transfer) -> Result<Changes, TxError> {
+    if t.from == t.to {
+        return Err(TxError::SelfTransfer);
+    }
+    let mut ledger = Ledger::new(state);
+    let total = check_common(&mut ledger, t.from, t.asset, t.amount, t.fee, t.nonce)?;
+    ledger.debit(t.from, t.asset, total)?;
+    ledger.credit(t.to, t.asset, t.amount)?;
+    ledger.credit(state.params().fee_account, t.asset, t.fee)?;
+    Ok(ledger.changes)
+}
+
+fn check_withdraw(state: &State, w: &Withdraw, tx_hash: [u8; 32]) -> Result<(Changes, Withdrawal), TxError> {
+    let mut ledger = Ledger::new(state);
+    let total = check_common(&mut ledger, w.from, w.asset, w.amount, w.fee, w.nonce)?;
+    let recipient =
+        Recipient::parse(&w.recipient, &w.asset, w.amount, state.params().btc_network).map_err(TxError::InvalidRecipient)?;
+    ledger.debit(w.from, w.asset, total)?;
+    ledger.credit(state.params().fee_account, w.asset, w.fee)?;
+    ledger.changes.withdrawn = Some((w.asset, w.amount));
+    let withdrawal = Withdrawal { tx_hash, account: w.from, asset: w.asset, amount: w.amount, recipient };
+    Ok((ledger.changes, withdrawal))
+}
+
+fn check_deposit(state: &State, d: &Deposit) -> Result<Changes, TxError> {
+    if state.params().asset(&d.asset).is_none() {
+        return Err(TxError::UnknownAsset(d.asset));
+    }
+    if d.amount.is_zero() {
+        return Err(TxError::ZeroAmount);
+    }
+    if d.chain != d.l1_ref.chain() || d.chain != d.asset.chain() {
+        return Err(TxError::DepositChainMismatch { chain: d.chain, asset: d.asset });
+    }
+    if state.is_credited(&d.l1_ref) {
+        return Err(TxError::DepositAlreadyCredited(d.l1_ref));
+    }
+    state.supply(&d.asset).deposited.checked_add(d.amount).ok_or(TxError::Overflow)?;
+    let mut ledger = Ledger::new(state);
+    ledger.credit(d.account, d.asset, d.amount)?;
+    ledger.changes.credited = Some(d.l1_ref);
+    ledger.changes.deposited = Some((d.asset, d.amount));
+    Ok(ledger.changes)
+}

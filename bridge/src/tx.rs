@@ -1,0 +1,256 @@
+//! Transactions: what users sign, what L1 facts the system records, and the verified forms the
+//! state-transition function accepts.
+
+use alloy_primitives::U256;
+use borsh::{BorshDeserialize, BorshSerialize};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::asset::{AssetId, Chain};
+use crate::codec::to_bytes;
+use crate::eip712::{self, Domain};
+use crate::hashing::{tagged_hash, tags};
+use crate::signature::Authorization;
+use crate::stf::TxError;
+
+/// Move funds to another bridge account.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    pub from: Address,
+    pub to: Address,
+    pub asset: AssetId,
+    pub amount: Amount,
+    pub fee: Amount,
+    pub nonce: u64,
+}
+
+/// Take funds out of the bridge to an address on the asset's chain. `recipient` is kept as the
+/// exact text the user signed; it is parsed and checked by the state-transition function.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Withdraw {
+    pub from: Address,
+    pub asset: AssetId,
+    pub amount: Amount,
+    pub fee: Amount,
+    pub recipient: String,
+    pub nonce: u64,
+}
+
+/// The message of a user transaction, exactly as signed.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UserTx {
+    Transfer(Transfer) = 0,
+    Withdraw(Withdraw) = 1,
+}
+
+impl UserTx {
+    pub fn from(&self) -> Address {
+        match self {
+            UserTx::Transfer(t) => t.from,
+            UserTx::Withdraw(w) => w.from,
+        }
+    }
+
+    pub fn nonce(&self) -> u64 {
+        match self {
+            UserTx::Transfer(t) => t.nonce,
+            UserTx::Withdraw(w) => w.nonce,
+        }
+    }
+
+    /// The EIP-712 digest the user signs. It is also the transaction's hash: `from` and `nonce`
+    /// are in the message, so no two accepted transactions share it.
+    pub fn signing_hash(&self, domain: &Domain) -> [u8; 32] {
+        match self {
+            UserTx::Transfer(t) => domain.signing_hash(&t.to_eip712()),
+            UserTx::Withdraw(w) => domain.signing_hash(&w.to_eip712()),
+        }
+    }
+}
+
+impl Transfer {
+    pub fn to_eip712(&self) -> eip712::Transfer {
+        eip712::Transfer {
+            from: self.from.into(),
+            to: self.to.into(),
+            asset: self.asset.to_string(),
+            amount: U256::from(self.amount.units()),
+            fee: U256::from(self.fee.units()),
+            nonce: self.nonce,
+        }
+    }
+}
+
+impl Withdraw {
+    pub fn to_eip712(&self) -> eip712::Withdraw {
+        eip712::Withdraw {
+            from: self.from.into(),
+            asset: self.asset.to_string(),
+            amount: U256::from(self.amount.units()),
+            fee: U256::from(self.fee.units()),
+            recipient: self.recipient.clone(),
+            nonce: self.nonce,
+        }
+    }
+}
+
+/// A user transaction with its authorization, as it travels in a batch body.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct SignedUserTx {
+    pub tx: UserTx,
+    pub auth: Authorization,
+}
+
+impl SignedUserTx {
+    /// Checks the authorization and returns the form the state-transition function accepts.
+    pub fn verify(&self, domain: &Domain) -> Result<VerifiedUserTx, TxError> {
+        let hash = self.tx.signing_hash(domain);
+        match &self.auth {
+            Authorization::Eip712Secp256k1 { signature } => {
+                let signer = signature.recover(&hash).map_err(TxError::Signature)?;
+                if signer != self.tx.from() {
+                    return Err(TxError::SignerMismatch { signer, from: self.tx.from() });
+                }
+            }
+        }
+        Ok(VerifiedUserTx { hash, signed: self.clone() })
+    }
+}
+
+/// A user transaction whose authorization has been checked. Only [`SignedUserTx::verify`]
+/// makes one, so the state-transition function never sees an unchecked signature.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VerifiedUserTx {
+    hash: [u8; 32],
+    signed: SignedUserTx,
+}
+
+impl VerifiedUserTx {
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    pub fn tx(&self) -> &UserTx {
+        &self.signed.tx
+    }
+
+    pub fn signed(&self) -> &SignedUserTx {
+        &self.signed
+    }
+
+    pub fn into_signed(self) -> SignedUserTx {
+        self.signed
+    }
+}
+
+/// Where on L1 a deposit happened; each is credited at most once, ever.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+#[serde(tag = "chain", rename_all = "lowercase")]
+pub enum L1Ref {
+    /// A vault event: the transaction hash and the log's index in its block.
+    Ethereum {
+        #[serde(with = "crate::serde_hex::fixed")]
+        tx_hash: [u8; 32],
+        log_index: u64,
+    } = 0,
+    /// A transaction output paying a deposit address; `txid` in internal byte order.
+    Bitcoin {
+        #[serde(with = "crate::serde_hex::fixed")]
+        txid: [u8; 32],
+        vout: u32,
+    } = 1,
+}
+
+impl L1Ref {
+    pub fn chain(&self) -> Chain {
+        match self {
+            L1Ref::Ethereum { .. } => Chain::Ethereum,
+            L1Ref::Bitcoin { .. } => Chain::Bitcoin,
+        }
+    }
+}
+
+/// A deposit seen on L1 by a chain watcher. Every replayer checks it against its own view of L1.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deposit {
+    pub chain: Chain,
+    pub l1_ref: L1Ref,
+    pub account: Address,
+    pub asset: AssetId,
+    pub amount: Amount,
+}
+
+/// Transactions the coordinator adds from L1 facts. Bitcoin payout bookkeeping (spent vault
+/// outputs, change) joins this enum with the Bitcoin vault.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SystemTx {
+    Deposit(Deposit) = 0,
+}
+
+impl SystemTx {
+    pub fn hash(&self) -> [u8; 32] {
+        tagged_hash(tags::SYSTEM_TX, &[&to_bytes(self)])
+    }
+}
+
+/// One entry of a batch body.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum BatchTx {
+    User(SignedUserTx) = 0,
+    System(SystemTx) = 1,
+}
+
+impl BatchTx {
+    /// Checks what can be checked without state: a user transaction's signature.
+    pub fn verify(&self, domain: &Domain) -> Result<Tx, TxError> {
+        match self {
+            BatchTx::User(signed) => signed.verify(domain).map(Tx::User),
+            BatchTx::System(system) => Ok(Tx::System(system.clone())),
+        }
+    }
+}
+
+/// A transaction ready for the state-transition function.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Tx {
+    User(VerifiedUserTx),
+    System(SystemTx),
+}
+
+impl Tx {
+    pub fn hash(&self) -> [u8; 32] {
+        match self {
+            Tx::User(user) => user.hash(),
+            Tx::System(system) => system.hash(),
+        }
+    }
+
+    pub fn to_batch_tx(&self) -> BatchTx {
+        match self {
+            Tx::User(user) => BatchTx::User(user.signed().clone()),
+            Tx::System(system) => BatchTx::System(system.clone()),
+        }
+    }
+}
+
+/// Verifies many transactions on every core; results come back in input order, so what
+/// follows is as deterministic as a sequential loop.
+pub fn verify_all(txs: &[BatchTx], domain: &Domain) -> Vec<Result<Tx, TxError>> {
+    txs.par_iter().map(|tx| tx.verify(domain)).collect()
+}
