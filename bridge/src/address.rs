@@ -21,7 +21,9 @@ pub enum AddressError {
     Prefix,
     #[error("an address may contain only hex digits after `0x`")]
     Hex,
-    #[error("the address's EIP-55 checksum (its mix of upper and lower case) is wrong: check for a typo; expected {expected}")]
+    #[error(
+        "the address's EIP-55 checksum (its mix of upper and lower case) is wrong: check for a typo; expected {expected}"
+    )]
     Checksum { expected: String },
 }
 
@@ -152,9 +154,6 @@ mod tests {
     fn malformed_text_is_refused() {
         assert_eq!("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".parse::<Address>(), Err(AddressError::Prefix));
         assert_eq!("0x1234".parse::<Address>(), Err(AddressError::Length(6)));
-        assert_eq!(
-            "0xzaAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".parse::<Address>(),
-            Err(AddressError::Hex)
-        );
+        assert_eq!("0xzaAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".parse::<Address>(), Err(AddressError::Hex));
     }
 }

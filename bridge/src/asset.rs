@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::address::{Address, AddressError};
 
 /// The layer-1 chains the bridge holds funds on.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
@@ -99,10 +101,9 @@ impl FromStr for AssetId {
         let (chain, token) = s.split_once(':').ok_or_else(|| AssetError::Form(s.to_owned()))?;
         match chain {
             "eth" if token == "ETH" => Ok(AssetId::Eth),
-            "eth" if token.starts_with("0x") => token
-                .parse()
-                .map(AssetId::Erc20)
-                .map_err(|source| AssetError::Token { text: s.to_owned(), source }),
+            "eth" if token.starts_with("0x") => {
+                token.parse().map(AssetId::Erc20).map_err(|source| AssetError::Token { text: s.to_owned(), source })
+            }
             "eth" => Err(AssetError::Form(s.to_owned())),
             "btc" if token == "BTC" => Ok(AssetId::Btc),
             "btc" => Err(AssetError::BitcoinToken(s.to_owned())),

@@ -219,7 +219,10 @@ impl BatchBuilder {
             btc_withdrawals: roots.btc_withdrawals,
         };
         let hash = header.hash();
-        state.commit_root(pending, ChainHead { next_number: self.number + 1, last_hash: hash, last_timestamp: timestamp });
+        state.commit_root(
+            pending,
+            ChainHead { next_number: self.number + 1, last_hash: hash, last_timestamp: timestamp },
+        );
         let signature = key.sign(&hash);
         Ok(SealedBatch { batch: SignedBatch { header, signature, body: self.txs }, settlement })
     }
@@ -284,11 +287,11 @@ impl Closing {
     }
 
     fn finish(self) -> (Roots, Settlement) {
-        let txs_root = MerkleTree::new(
-            self.tx_hashes.iter().map(|h| tagged_hash(tags::TXS_LEAF, &[h])).collect(),
-            |a, b| tagged_hash(tags::TXS_NODE, &[a, b]),
-        )
-        .root();
+        let txs_root =
+            MerkleTree::new(self.tx_hashes.iter().map(|h| tagged_hash(tags::TXS_LEAF, &[h])).collect(), |a, b| {
+                tagged_hash(tags::TXS_NODE, &[a, b])
+            })
+            .root();
         let eth = EthWithdrawalTree::new(self.eth);
         let roots =
             Roots { txs_root, eth_withdrawals_root: eth.root(), btc_withdrawals: BtcWithdrawals::commit(&self.btc) };
@@ -344,7 +347,8 @@ pub fn replay(state: &mut State, batch: &SignedBatch) -> Result<Replayed, Replay
     match result {
         Ok((replayed, pending)) => {
             state.keep();
-            let head = ChainHead { next_number: number + 1, last_hash: replayed.hash, last_timestamp: batch.header.timestamp };
+            let head =
+                ChainHead { next_number: number + 1, last_hash: replayed.hash, last_timestamp: batch.header.timestamp };
             state.commit_root(pending, head);
             Ok(replayed)
         }
@@ -362,7 +366,10 @@ fn check_envelope(state: &State, batch: &SignedBatch) -> Result<(), ReplayError>
         return Err(ReplayError::UnsupportedVersion(header.version));
     }
     if header.network != state.genesis_hash() {
-        return Err(ReplayError::WrongNetwork { expected: hex::encode(state.genesis_hash()), got: hex::encode(header.network) });
+        return Err(ReplayError::WrongNetwork {
+            expected: hex::encode(state.genesis_hash()),
+            got: hex::encode(header.network),
+        });
     }
     batch
         .signed_header()
@@ -379,13 +386,21 @@ fn check_envelope(state: &State, batch: &SignedBatch) -> Result<(), ReplayError>
         });
     }
     if header.timestamp < head.last_timestamp {
-        return Err(ReplayError::TimestampRegressed { number: header.number, previous: head.last_timestamp, got: header.timestamp });
+        return Err(ReplayError::TimestampRegressed {
+            number: header.number,
+            previous: head.last_timestamp,
+            got: header.timestamp,
+        });
     }
     if batch.body.len() > MAX_BATCH_TXS {
         return Err(ReplayError::TooManyTxs { number: header.number, count: batch.body.len() });
     }
     if header.tx_count as usize != batch.body.len() {
-        return Err(ReplayError::TxCountMismatch { number: header.number, header: header.tx_count, body: batch.body.len() });
+        return Err(ReplayError::TxCountMismatch {
+            number: header.number,
+            header: header.tx_count,
+            body: batch.body.len(),
+        });
     }
     Ok(())
 }
@@ -424,7 +439,12 @@ fn replay_body(
     ];
     for (root, expected, computed) in checks {
         if expected != computed {
-            return Err(ReplayError::RootMismatch { number, root, header: hex::encode(expected), computed: hex::encode(computed) });
+            return Err(ReplayError::RootMismatch {
+                number,
+                root,
+                header: hex::encode(expected),
+                computed: hex::encode(computed),
+            });
         }
     }
     if header.btc_withdrawals != roots.btc_withdrawals {
@@ -458,7 +478,11 @@ pub enum EquivocationError {
 
 impl Equivocation {
     /// Builds the evidence if `first` and `second` really are an equivocation by `coordinator_key`.
-    pub fn new(first: SignedHeader, second: SignedHeader, coordinator_key: &[u8; 32]) -> Result<Self, EquivocationError> {
+    pub fn new(
+        first: SignedHeader,
+        second: SignedHeader,
+        coordinator_key: &[u8; 32],
+    ) -> Result<Self, EquivocationError> {
         let evidence = Equivocation { first, second };
         evidence.verify(coordinator_key)?;
         Ok(evidence)

@@ -24,7 +24,9 @@ pub enum CodecError {
     TooShort,
     #[error("the data does not start with the batch magic bytes: it is not a batch")]
     BadMagic,
-    #[error("batch codec version {0} is not supported (this build reads version {CODEC_VERSION}); upgrade the software")]
+    #[error(
+        "batch codec version {0} is not supported (this build reads version {CODEC_VERSION}); upgrade the software"
+    )]
     UnsupportedVersion(u16),
     #[error("the batch does not decompress: {0}")]
     Decompress(String),

@@ -17,6 +17,7 @@ pub mod signature;
 pub mod state;
 pub mod stf;
 pub mod tx;
+pub mod wallet;
 pub mod withdrawals;
 
 pub use address::Address;
@@ -30,3 +31,4 @@ pub use network::{AssetConfig, BtcNetwork, NetworkParams};
 pub use state::{State, StateKey};
 pub use stf::{Receipt, TxError, apply};
 pub use tx::{BatchTx, Deposit, L1Ref, SignedUserTx, SystemTx, Transfer, Tx, UserTx, Withdraw};
+pub use wallet::Wallet;

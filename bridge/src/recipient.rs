@@ -33,7 +33,9 @@ pub enum RecipientError {
     BitcoinNetwork(BtcNetwork),
     #[error("{0} sat is more than all the bitcoin there will ever be")]
     AboveSupply(Amount),
-    #[error("{amount} sat to this address is below its dust limit of {limit} sat: Bitcoin nodes would not relay the payout")]
+    #[error(
+        "{amount} sat to this address is below its dust limit of {limit} sat: Bitcoin nodes would not relay the payout"
+    )]
     Dust { amount: Amount, limit: u64 },
 }
 
@@ -99,7 +101,12 @@ mod tests {
             Err(RecipientError::Ethereum(_))
         ));
         assert_eq!(
-            Recipient::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", &AssetId::Eth, Amount(1), BtcNetwork::Regtest),
+            Recipient::parse(
+                "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+                &AssetId::Eth,
+                Amount(1),
+                BtcNetwork::Regtest
+            ),
             Ok(Recipient::Ethereum("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".parse().unwrap()))
         );
     }

@@ -85,9 +85,8 @@ impl EcdsaSignature {
         compact[32..].copy_from_slice(&self.s);
         let id = RecoveryId::from_i32(i32::from(self.y_parity)).map_err(|_| SignatureError::Invalid)?;
         let signature = RecoverableSignature::from_compact(&compact, id).map_err(|_| SignatureError::Invalid)?;
-        let key = SECP256K1
-            .recover_ecdsa(&Message::from_digest(*digest), &signature)
-            .map_err(|_| SignatureError::Invalid)?;
+        let key =
+            SECP256K1.recover_ecdsa(&Message::from_digest(*digest), &signature).map_err(|_| SignatureError::Invalid)?;
         let uncompressed = key.serialize_uncompressed();
         let hash = keccak256(&uncompressed[1..]);
         let mut address = [0u8; 20];

@@ -125,7 +125,10 @@ impl State {
     /// Every asset `account` has ever held, in asset order.
     pub fn balances_of(&self, account: &Address) -> impl Iterator<Item = (AssetId, Amount)> + '_ {
         let account = *account;
-        self.balances.range((account, AssetId::Eth)..).take_while(move |((a, _), _)| *a == account).map(|((_, asset), amount)| (*asset, *amount))
+        self.balances
+            .range((account, AssetId::Eth)..)
+            .take_while(move |((a, _), _)| *a == account)
+            .map(|((_, asset), amount)| (*asset, *amount))
     }
 
     /// The nonce the account's next transaction must carry.
@@ -177,10 +180,14 @@ impl State {
             self.dirty.insert(StateKey::Deposit(l1_ref));
         }
         if let Some((asset, amount)) = changes.deposited {
-            self.update_supply(asset, |s| s.deposited = s.deposited.checked_add(amount).expect_invariant("deposited overflow"));
+            self.update_supply(asset, |s| {
+                s.deposited = s.deposited.checked_add(amount).expect_invariant("deposited overflow")
+            });
         }
         if let Some((asset, amount)) = changes.withdrawn {
-            self.update_supply(asset, |s| s.withdrawn = s.withdrawn.checked_add(amount).expect_invariant("withdrawn overflow"));
+            self.update_supply(asset, |s| {
+                s.withdrawn = s.withdrawn.checked_add(amount).expect_invariant("withdrawn overflow")
+            });
         }
         self.assert_conserved();
     }
@@ -274,7 +281,9 @@ impl State {
     fn entry_value(&self, key: &StateKey) -> Option<Vec<u8>> {
         match key {
             StateKey::Nonce(account) => self.nonces.get(account).map(|n| n.to_le_bytes().to_vec()),
-            StateKey::Balance(account, asset) => self.balances.get(&(*account, *asset)).map(|b| b.units().to_le_bytes().to_vec()),
+            StateKey::Balance(account, asset) => {
+                self.balances.get(&(*account, *asset)).map(|b| b.units().to_le_bytes().to_vec())
+            }
             StateKey::Deposit(l1_ref) => self.credited.contains(l1_ref).then(|| vec![1]),
         }
     }

@@ -15,7 +15,9 @@ use crate::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, UserTx, Withdraw};
 pub enum TxError {
     #[error("bad signature: {0}")]
     Signature(SignatureError),
-    #[error("the signature is by {signer}, not by the `from` account {from}: check the signing key and the EIP-712 domain (chainId and vault)")]
+    #[error(
+        "the signature is by {signer}, not by the `from` account {from}: check the signing key and the EIP-712 domain (chainId and vault)"
+    )]
     SignerMismatch { signer: Address, from: Address },
     #[error("the EIP-712 domain is not this network's: {0}")]
     WrongDomain(String),
@@ -161,7 +163,14 @@ impl<'s> Ledger<'s> {
 
 /// Checks shared by every user transaction: a known asset, a positive amount, the minimum fee,
 /// and the next nonce. Returns `amount + fee`.
-fn check_common(ledger: &mut Ledger<'_>, from: Address, asset: AssetId, amount: Amount, fee: Amount, nonce: u64) -> Result<Amount, TxError> {
+fn check_common(
+    ledger: &mut Ledger<'_>,
+    from: Address,
+    asset: AssetId,
+    amount: Amount,
+    fee: Amount,
+    nonce: u64,
+) -> Result<Amount, TxError> {
     let config = ledger.state.params().asset(&asset).ok_or(TxError::UnknownAsset(asset))?;
     if amount.is_zero() {
         return Err(TxError::ZeroAmount);
@@ -188,8 +197,8 @@ fn check_transfer(state: &State, t: &Transfer) -> Result<Changes, TxError> {
 fn check_withdraw(state: &State, w: &Withdraw, tx_hash: [u8; 32]) -> Result<(Changes, Withdrawal), TxError> {
     let mut ledger = Ledger::new(state);
     let total = check_common(&mut ledger, w.from, w.asset, w.amount, w.fee, w.nonce)?;
-    let recipient =
-        Recipient::parse(&w.recipient, &w.asset, w.amount, state.params().btc_network).map_err(TxError::InvalidRecipient)?;
+    let recipient = Recipient::parse(&w.recipient, &w.asset, w.amount, state.params().btc_network)
+        .map_err(TxError::InvalidRecipient)?;
     ledger.debit(w.from, w.asset, total)?;
     ledger.credit(state.params().fee_account, w.asset, w.fee)?;
     ledger.changes.withdrawn = Some((w.asset, w.amount));

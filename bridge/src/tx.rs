@@ -151,7 +151,9 @@ impl VerifiedUserTx {
 }
 
 /// Where on L1 a deposit happened; each is credited at most once, ever.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
 #[serde(tag = "chain", rename_all = "lowercase")]

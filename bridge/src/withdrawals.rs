@@ -100,7 +100,10 @@ pub struct EthWithdrawalTree {
 
 impl std::fmt::Debug for EthWithdrawalTree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EthWithdrawalTree").field("len", &self.withdrawals.len()).field("root", &hex::encode(self.root())).finish()
+        f.debug_struct("EthWithdrawalTree")
+            .field("len", &self.withdrawals.len())
+            .field("root", &hex::encode(self.root()))
+            .finish()
     }
 }
 
@@ -171,7 +174,13 @@ mod tests {
     use super::*;
 
     fn withdrawal(index: u32) -> EthWithdrawal {
-        EthWithdrawal { batch: 7, index, token: Address::ZERO, recipient: Address([index as u8; 20]), amount: Amount(1000 + index as u128) }
+        EthWithdrawal {
+            batch: 7,
+            index,
+            token: Address::ZERO,
+            recipient: Address([index as u8; 20]),
+            amount: Amount(1000 + index as u128),
+        }
     }
 
     #[test]

@@ -1,0 +1,76 @@
+//! Fixtures shared by the integration tests: a small network and funded wallets.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use bridge::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, UserTx, Withdraw};
+use bridge::{Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, NetworkParams, State, Wallet};
+
+pub const TOKEN: Address = Address([0x70; 20]);
+pub const REGTEST_P2TR: &str = "bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6";
+
+pub fn coordinator_key() -> CoordinatorKey {
+    CoordinatorKey::from_secret(&[0xc0; 32]).unwrap()
+}
+
+pub fn wallet(n: u64) -> Wallet {
+    let mut secret = [0x11; 32];
+    secret[24..].copy_from_slice(&n.to_be_bytes());
+    Wallet::from_secret(&secret).unwrap()
+}
+
+pub fn fee_account() -> Address {
+    Address([0xfe; 20])
+}
+
+pub fn params() -> NetworkParams {
+    let mut assets = vec![
+        AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) },
+        AssetConfig { asset: AssetId::Erc20(TOKEN), min_fee: Amount(0) },
+        AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) },
+    ];
+    assets.sort_by_key(|a| a.asset);
+    let params = NetworkParams {
+        name: "testnet".into(),
+        chain_id: 7_777,
+        eth_vault: Address([0x7a; 20]),
+        btc_network: BtcNetwork::Regtest,
+        coordinator_key: coordinator_key().public_key(),
+        fee_account: fee_account(),
+        assets,
+    };
+    params.validate().unwrap();
+    params
+}
+
+pub fn genesis() -> State {
+    State::genesis(params())
+}
+
+pub fn deposit(account: Address, asset: AssetId, amount: u128, n: u64) -> Tx {
+    let l1_ref = match asset.chain() {
+        Chain::Ethereum => L1Ref::Ethereum { tx_hash: [n as u8; 32], log_index: n },
+        Chain::Bitcoin => L1Ref::Bitcoin { txid: [n as u8; 32], vout: n as u32 },
+    };
+    Tx::System(SystemTx::Deposit(Deposit { chain: asset.chain(), l1_ref, account, asset, amount: Amount(amount) }))
+}
+
+pub fn domain() -> bridge::eip712::Domain {
+    bridge::eip712::Domain::new(&params())
+}
+
+pub fn transfer(from: &Wallet, to: Address, asset: AssetId, amount: u128, fee: u128, nonce: u64) -> Tx {
+    let tx =
+        UserTx::Transfer(Transfer { from: from.address(), to, asset, amount: Amount(amount), fee: Amount(fee), nonce });
+    Tx::User(from.sign(tx, &domain()).verify(&domain()).unwrap())
+}
+
+pub fn withdraw(from: &Wallet, asset: AssetId, amount: u128, fee: u128, recipient: &str, nonce: u64) -> Tx {
+    let tx = UserTx::Withdraw(Withdraw {
+        from: from.address(),
+        asset,
+        amount: Amount(amount),
+        fee: Amount(fee),
+        recipient: recipient.into(),
+        nonce,
+    });
+    Tx::User(from.sign(tx, &domain()).verify(&domain()).unwrap())
+}
