@@ -53,6 +53,7 @@ pub struct NetworkParams {
     pub eth_vault: Address,
     pub btc_network: BtcNetwork,
     /// The coordinator's identity key (BIP-340 x-only) that signs batch headers.
+    #[serde(with = "crate::serde_hex::fixed")]
     pub coordinator_key: [u8; 32],
     /// The account that receives every fee.
     pub fee_account: Address,

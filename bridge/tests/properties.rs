@@ -29,13 +29,17 @@ fn signature() -> impl Strategy<Value = EcdsaSignature> {
 }
 
 fn batch_tx() -> impl Strategy<Value = BatchTx> {
-    let transfer = (address(), address(), asset(), amount(), amount(), any::<u64>())
-        .prop_map(|(from, to, asset, amount, fee, nonce)| UserTx::Transfer(Transfer { from, to, asset, amount, fee, nonce }));
-    let withdraw = (address(), asset(), amount(), amount(), "[a-zA-Z0-9]{0,70}", any::<u64>()).prop_map(
-        |(from, asset, amount, fee, recipient, nonce)| UserTx::Withdraw(Withdraw { from, asset, amount, fee, recipient, nonce }),
+    let transfer = (address(), address(), asset(), amount(), amount(), any::<u64>()).prop_map(
+        |(from, to, asset, amount, fee, nonce)| UserTx::Transfer(Transfer { from, to, asset, amount, fee, nonce }),
     );
-    let user = (prop_oneof![transfer, withdraw], signature())
-        .prop_map(|(tx, signature)| BatchTx::User(SignedUserTx { tx, auth: Authorization::Eip712Secp256k1 { signature } }));
+    let withdraw = (address(), asset(), amount(), amount(), "[a-zA-Z0-9]{0,70}", any::<u64>()).prop_map(
+        |(from, asset, amount, fee, recipient, nonce)| {
+            UserTx::Withdraw(Withdraw { from, asset, amount, fee, recipient, nonce })
+        },
+    );
+    let user = (prop_oneof![transfer, withdraw], signature()).prop_map(|(tx, signature)| {
+        BatchTx::User(SignedUserTx { tx, auth: Authorization::Eip712Secp256k1 { signature } })
+    });
     let l1_ref = prop_oneof![
         (any::<[u8; 32]>(), any::<u64>()).prop_map(|(tx_hash, log_index)| L1Ref::Ethereum { tx_hash, log_index }),
         (any::<[u8; 32]>(), any::<u32>()).prop_map(|(txid, vout)| L1Ref::Bitcoin { txid, vout }),
@@ -82,11 +86,22 @@ fn op() -> impl Strategy<Value = Op> {
     let small = prop_oneof![0u128..2_000, Just(u128::MAX), Just(u128::MAX / 2)];
     let skew = prop_oneof![8 => Just(0i8), 1 => Just(-1i8), 1 => Just(1i8)];
     prop_oneof![
-        (0u8..4, 0u8..3, small.clone(), 0u8..12).prop_map(|(account, asset, amount, l1)| Op::Deposit { account, asset, amount, l1 }),
-        (0u8..4, 0u8..4, 0u8..3, small.clone(), 0u128..20, skew.clone())
-            .prop_map(|(from, to, asset, amount, fee, nonce_skew)| Op::Transfer { from, to, asset, amount, fee, nonce_skew }),
-        (0u8..4, 0u8..3, small, 0u128..20, skew)
-            .prop_map(|(from, asset, amount, fee, nonce_skew)| Op::Withdraw { from, asset, amount, fee, nonce_skew }),
+        (0u8..4, 0u8..3, small.clone(), 0u8..12).prop_map(|(account, asset, amount, l1)| Op::Deposit {
+            account,
+            asset,
+            amount,
+            l1
+        }),
+        (0u8..4, 0u8..4, 0u8..3, small.clone(), 0u128..20, skew.clone()).prop_map(
+            |(from, to, asset, amount, fee, nonce_skew)| Op::Transfer { from, to, asset, amount, fee, nonce_skew }
+        ),
+        (0u8..4, 0u8..3, small, 0u128..20, skew).prop_map(|(from, asset, amount, fee, nonce_skew)| Op::Withdraw {
+            from,
+            asset,
+            amount,
+            fee,
+            nonce_skew
+        }),
     ]
 }
 
@@ -104,7 +119,13 @@ fn to_tx(state: &State, op: &Op) -> Tx {
                 Chain::Bitcoin => L1Ref::Bitcoin { txid: [l1; 32], vout: 0 },
             };
             let account = wallet(account as u64).address();
-            Tx::System(SystemTx::Deposit(Deposit { chain: asset.chain(), l1_ref, account, asset, amount: Amount(amount) }))
+            Tx::System(SystemTx::Deposit(Deposit {
+                chain: asset.chain(),
+                l1_ref,
+                account,
+                asset,
+                amount: Amount(amount),
+            }))
         }
         Op::Transfer { from, to, asset, amount, fee, nonce_skew } => transfer(
             &wallet(from as u64),

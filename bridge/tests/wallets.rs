@@ -135,3 +135,34 @@ fn alloy_private_key_signer_signatures_are_accepted() {
         accept(tx, &signature.as_bytes());
     }
 }
+
+/// The withdrawal leaf is OpenZeppelin's double-hashed `abi.encode(...)`: checked against
+/// Foundry's own ABI encoder and keccak.
+#[test]
+fn withdrawal_leaf_matches_cast_abi_encoding() {
+    let cast = tools_bin("cast");
+    let w = bridge::withdrawals::EthWithdrawal {
+        batch: 7,
+        index: 3,
+        token: TOKEN,
+        recipient: wallet(2).address(),
+        amount: Amount(u128::MAX - 5),
+    };
+    let run = |args: &[&str]| {
+        let output = Command::new(&cast).args(args).output().unwrap();
+        assert!(output.status.success(), "cast {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let encoded = run(&[
+        "abi-encode",
+        "f(uint64,uint32,address,address,uint256)",
+        &w.batch.to_string(),
+        &w.index.to_string(),
+        &w.token.to_string(),
+        &w.recipient.to_string(),
+        &w.amount.to_string(),
+    ]);
+    let inner = run(&["keccak", &encoded]);
+    let leaf = run(&["keccak", &inner]);
+    assert_eq!(leaf, format!("0x{}", hex::encode(w.leaf())));
+}
