@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: installs the pinned npm tools the tests drive, then runs every test of the
+# workspace (doc tests, then all other tests in parallel with cargo-nextest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ops/tools/install.sh
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest…" >&2
+  cargo install cargo-nextest --locked
+fi
+cargo test --workspace --doc
+cargo nextest run --workspace --no-fail-fast "$@"
