@@ -17,6 +17,8 @@ pub const CODEC_NAME: &str = "bridge-batch-v1+zstd";
 /// The largest decompressed batch accepted; bigger is refused before it is read.
 pub const MAX_BATCH_BYTES: u64 = 64 << 20;
 const ZSTD_LEVEL: i32 = 3;
+/// The largest zstd window a decoder accepts (16 MiB); level 3 uses at most 2 MiB.
+const ZSTD_MAX_WINDOW_LOG: u32 = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -77,7 +79,10 @@ pub fn decode_batch(bytes: &[u8]) -> Result<SignedBatch, CodecError> {
     if version != CODEC_VERSION {
         return Err(CodecError::UnsupportedVersion(version));
     }
-    let decoder = zstd::stream::read::Decoder::new(&bytes[6..]).map_err(|e| CodecError::Decompress(e.to_string()))?;
+    let mut decoder =
+        zstd::stream::read::Decoder::new(&bytes[6..]).map_err(|e| CodecError::Decompress(e.to_string()))?;
+    // A hostile frame may ask for a huge window; ours never need more than 2^21 bytes.
+    decoder.window_log_max(ZSTD_MAX_WINDOW_LOG).map_err(|e| CodecError::Decompress(e.to_string()))?;
     let mut raw = Vec::new();
     decoder.take(MAX_BATCH_BYTES + 1).read_to_end(&mut raw).map_err(|e| CodecError::Decompress(e.to_string()))?;
     if raw.len() as u64 > MAX_BATCH_BYTES {

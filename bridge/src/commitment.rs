@@ -96,7 +96,17 @@ impl Commitment {
         }
         let version = self.version.map_or(0, |v| v + 1);
         let tree = Sha256Jmt::new(self);
-        let (root, update) = tree.put_value_set(writes, version).map_err(|e| CommitmentError(format!("{e:#}")))?;
+        let (root, update) = if writes.values().all(Option::is_some) {
+            // The common case (the ledger never deletes): jmt's batch insertion builds each
+            // touched internal node once for the whole set, instead of once per key.
+            let values = writes.into_iter().filter_map(|(key, value)| value.map(|v| (key, v))).collect();
+            let (mut roots, update) = tree
+                .batch_put_value_sets(vec![values], None, version)
+                .map_err(|e| CommitmentError(format!("{e:#}")))?;
+            (roots.pop().ok_or_else(|| CommitmentError("no root for a non-empty update".into()))?, update)
+        } else {
+            tree.put_value_set(writes, version).map_err(|e| CommitmentError(format!("{e:#}")))?
+        };
         Ok(PendingRoot { root: root.0, update: Some((version, update)) })
     }
 
@@ -218,5 +228,54 @@ mod hex_opt_vec {
                 hex::decode(digits).map(Some).map_err(serde::de::Error::custom)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes(keys: std::ops::Range<u32>, value: u8) -> BTreeMap<KeyHash, Option<OwnedValue>> {
+        keys.map(|k| (key_hash(&k.to_le_bytes()), Some(vec![value]))).collect()
+    }
+
+    #[test]
+    fn batch_and_single_insertion_agree_and_deleting_everything_empties_the_tree() {
+        let mut batched = Commitment::default();
+        let pending = batched.prepare(writes(0..200, 1)).unwrap();
+        batched.apply(pending);
+        let pending = batched.prepare(writes(100..300, 2)).unwrap();
+        batched.apply(pending);
+
+        // The same entries through the per-key path (a delete in the set forces it).
+        let mut single = Commitment::default();
+        let mut first = writes(0..200, 1);
+        first.insert(key_hash(b"gone"), Some(vec![9]));
+        let pending = single.prepare(first).unwrap();
+        single.apply(pending);
+        let mut second = writes(100..300, 2);
+        second.insert(key_hash(b"gone"), None);
+        let pending = single.prepare(second).unwrap();
+        single.apply(pending);
+        assert_eq!(batched.root(), single.root());
+        assert_eq!(batched.len(), 300);
+
+        let all: BTreeMap<_, _> = (0..300u32).map(|k| (key_hash(&k.to_le_bytes()), None)).collect();
+        let pending = single.prepare(all).unwrap();
+        single.apply(pending);
+        assert_eq!(single.root(), Some(empty_root()));
+        assert!(single.is_empty());
+    }
+
+    #[test]
+    fn stale_nodes_are_pruned() {
+        let mut tree = Commitment::default();
+        for round in 0..5u8 {
+            let pending = tree.prepare(writes(0..64, round)).unwrap();
+            tree.apply(pending);
+        }
+        // 64 leaves and their internal nodes, not five versions' worth.
+        assert!(tree.nodes.len() < 2 * 64, "{} nodes kept", tree.nodes.len());
+        tree.prove(&7u32.to_le_bytes()).unwrap().verify(tree.root_or_empty()).unwrap();
     }
 }

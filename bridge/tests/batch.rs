@@ -1,4 +1,5 @@
 //! Batches: sealing, the codec, replay from genesis, and every way a batch can be wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
 

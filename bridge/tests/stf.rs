@@ -1,4 +1,5 @@
 //! The state-transition function: what it accepts, and that every refusal changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! hashes they must produce, so that another implementation can check itself against ours and
 //! so that any change to a format here is caught. `BRIDGE_WRITE_VECTORS=1` rewrites the file
 //! (only for a deliberate, versioned format change).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
 

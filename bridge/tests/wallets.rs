@@ -1,5 +1,6 @@
 //! Real wallets' signatures are accepted: `cast wallet sign --data` (Foundry, producing what
 //! `eth_signTypedData_v4` returns) and alloy's `PrivateKeySigner`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Fixtures shared by the integration tests: a small network and funded wallets.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use bridge::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, UserTx, Withdraw};
 use bridge::{Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, NetworkParams, State, Wallet};
