@@ -1,0 +1,84 @@
+//! Data availability: where the coordinator publishes signed batches and where everyone else
+//! finds them. The truth is what the DA holds, so every reader checks what it reads: the codec,
+//! the coordinator's signature, and the number the batch was filed under.
+
+mod dir;
+
+use async_trait::async_trait;
+use bridge::SignedBatch;
+
+pub use dir::DirDa;
+
+/// Where a batch was published: an Arweave transaction id, or a file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub number: u64,
+    pub locator: String,
+}
+
+/// A batch read back from the DA, already decoded and checked against the coordinator key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedBatch {
+    pub locator: String,
+    pub batch: SignedBatch,
+    /// The encoded size, as published.
+    pub size: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaError {
+    #[error("the DA store at {path} cannot be used: {source}; check that the directory exists and is writable")]
+    Io { path: String, source: std::io::Error },
+    #[error("batch {number} is already published with different contents ({locator}): refusing to overwrite it")]
+    Conflict { number: u64, locator: String },
+    #[error("{locator} is not a valid batch: {reason}")]
+    Invalid { locator: String, reason: String },
+    #[error("{locator} holds batch {found}, not batch {expected}")]
+    Misfiled { locator: String, expected: u64, found: u64 },
+    #[error("the DA worker stopped unexpectedly: {0}")]
+    Worker(String),
+}
+
+/// A store of signed batches, one per number.
+#[async_trait]
+pub trait DataAvailability: Send + Sync {
+    /// Publishes `batch`. Publishing the same batch again returns where it already is; a
+    /// different batch under a number already taken is a [`DaError::Conflict`].
+    async fn publish(&self, batch: &SignedBatch) -> Result<Published, DaError>;
+
+    /// The batch with `number`, or `None` if none is published (yet).
+    async fn fetch(&self, number: u64) -> Result<Option<FetchedBatch>, DaError>;
+
+    /// The highest number `n` such that batches `1..=n` are all published.
+    async fn latest(&self) -> Result<u64, DaError>;
+
+    /// Up to `limit` consecutive batches after `number`, in order, stopping at the first gap.
+    async fn batches_after(&self, number: u64, limit: usize) -> Result<Vec<FetchedBatch>, DaError> {
+        let mut out = Vec::new();
+        let mut next = number + 1;
+        while out.len() < limit {
+            match self.fetch(next).await? {
+                Some(fetched) => out.push(fetched),
+                None => break,
+            }
+            next += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a published batch and checks it is a batch of `expected` signed by `coordinator_key`.
+pub fn check_published(
+    bytes: &[u8],
+    locator: &str,
+    expected: u64,
+    coordinator_key: &[u8; 32],
+) -> Result<SignedBatch, DaError> {
+    let invalid = |reason: String| DaError::Invalid { locator: locator.to_owned(), reason };
+    let batch = bridge::codec::decode_batch(bytes).map_err(|e| invalid(e.to_string()))?;
+    if batch.header.number != expected {
+        return Err(DaError::Misfiled { locator: locator.to_owned(), expected, found: batch.header.number });
+    }
+    batch.signed_header().verify(coordinator_key).map_err(|e| invalid(e.to_string()))?;
+    Ok(batch)
+}
