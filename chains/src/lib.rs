@@ -1,4 +1,6 @@
 //! Adapters between the protocol core and the outside world. `da`: where batches are published
-//! and found (Arweave in production, a local directory as the embedded default).
+//! and found (Arweave in production, a local directory as the embedded default); `arweave`: the
+//! Arweave client underneath.
 
+pub mod arweave;
 pub mod da;

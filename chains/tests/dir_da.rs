@@ -1,47 +1,11 @@
 //! `DirDa`: publish and follow real signed batches through a directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
-use bridge::tx::{Deposit, L1Ref, SystemTx};
-use bridge::{
-    Address, Amount, AssetConfig, AssetId, BatchBuilder, BtcNetwork, Chain, CoordinatorKey, NetworkParams, SignedBatch,
-    State, Tx,
-};
+mod common;
+
+use bridge::{CoordinatorKey, State};
 use chains::da::{DaError, DataAvailability, DirDa};
-
-fn key() -> CoordinatorKey {
-    CoordinatorKey::from_secret(&[0xc0; 32]).unwrap()
-}
-
-fn params(key: &CoordinatorKey) -> NetworkParams {
-    NetworkParams {
-        name: "dirda".into(),
-        chain_id: 1,
-        eth_vault: Address([1; 20]),
-        btc_network: BtcNetwork::Regtest,
-        coordinator_key: key.public_key(),
-        fee_account: Address([0xfe; 20]),
-        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
-    }
-}
-
-/// `n` chained batches, each crediting one deposit.
-fn batches(n: u64, key: &CoordinatorKey) -> Vec<SignedBatch> {
-    let mut state = State::genesis(params(key));
-    (1..=n)
-        .map(|i| {
-            let mut builder = BatchBuilder::new(&state);
-            let deposit = Deposit {
-                chain: Chain::Ethereum,
-                l1_ref: L1Ref::Ethereum { tx_hash: [i as u8; 32], log_index: i },
-                account: Address([7; 20]),
-                asset: AssetId::Eth,
-                amount: Amount(i as u128),
-            };
-            builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
-            builder.seal(&mut state, i, key).unwrap().batch
-        })
-        .collect()
-}
+use common::{batches, key, params};
 
 #[tokio::test]
 async fn publish_and_follow_twenty_batches() {

@@ -2,11 +2,16 @@
 //! finds them. The truth is what the DA holds, so every reader checks what it reads: the codec,
 //! the coordinator's signature, and the number the batch was filed under.
 
+mod arweave;
 mod dir;
 
 use async_trait::async_trait;
 use bridge::SignedBatch;
+use bridge::batch::Equivocation;
 
+use crate::arweave::{GatewayError, WalletError};
+
+pub use arweave::{ArweaveDa, ArweaveDaConfig, Rejection};
 pub use dir::DirDa;
 
 /// Where a batch was published: an Arweave transaction id, or a file name.
@@ -37,6 +42,16 @@ pub enum DaError {
     Misfiled { locator: String, expected: u64, found: u64 },
     #[error("the DA worker stopped unexpectedly: {0}")]
     Worker(String),
+    #[error("batch {number} cannot be published before batch {previous} is")]
+    OutOfOrder { number: u64, previous: u64 },
+    #[error("the coordinator signed two different batches numbered {}: equivocation evidence is attached", .0.first.header.number)]
+    Equivocation(Box<Equivocation>),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    #[error("the publisher's journal at {path} cannot be used: {reason}")]
+    Journal { path: String, reason: String },
 }
 
 /// A store of signed batches, one per number.
@@ -48,6 +63,10 @@ pub trait DataAvailability: Send + Sync {
 
     /// The batch with `number`, or `None` if none is published (yet).
     async fn fetch(&self, number: u64) -> Result<Option<FetchedBatch>, DaError>;
+
+    /// How many confirmations the published batch `number` has: `None` if it is not published,
+    /// `u64::MAX` for a store where publication is final at once.
+    async fn confirmations(&self, number: u64) -> Result<Option<u64>, DaError>;
 
     /// The highest number `n` such that batches `1..=n` are all published.
     async fn latest(&self) -> Result<u64, DaError>;

@@ -1,0 +1,129 @@
+//! A local Arweave gateway (arlocal) run as a child process: for tests and the devnet. It is
+//! started on a free loopback port with its own database directory, is ready once `/info`
+//! answers, and is killed when this handle is dropped, so nothing is left running.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::gateway::{Gateway, GatewayError, RetryPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArlocalError {
+    #[error("arlocal is not installed at {0}; run `bash ops/tools/install.sh`")]
+    Missing(String),
+    #[error("arlocal could not be started: {0}")]
+    Start(std::io::Error),
+    #[error("arlocal did not answer /info within {0:?}; see its log at {1}")]
+    NotReady(Duration, String),
+    #[error("arlocal refused a request: {0}")]
+    Gateway(#[from] GatewayError),
+}
+
+/// The npm tools directory (`ops/tools/node_modules/.bin`), overridable with `BRIDGE_TOOLS_BIN`.
+pub fn tools_bin() -> PathBuf {
+    match std::env::var_os("BRIDGE_TOOLS_BIN") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/tools/node_modules/.bin"),
+    }
+}
+
+#[derive(Debug)]
+pub struct Arlocal {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Arlocal {
+    /// Starts arlocal with a fresh database in a temporary directory.
+    pub async fn start() -> Result<Self, ArlocalError> {
+        let dir = tempfile::tempdir().map_err(ArlocalError::Start)?;
+        let path = dir.path().to_path_buf();
+        let mut arlocal = Self::start_in(&path).await?;
+        arlocal._dir = Some(dir);
+        Ok(arlocal)
+    }
+
+    /// Starts arlocal keeping its database in `dir` (which survives a restart).
+    pub async fn start_in(dir: &Path) -> Result<Self, ArlocalError> {
+        let bin = tools_bin().join("arlocal");
+        if !bin.exists() {
+            return Err(ArlocalError::Missing(bin.display().to_string()));
+        }
+        let port = free_port().map_err(ArlocalError::Start)?;
+        let log_path = dir.join("arlocal.log");
+        let log = std::fs::File::create(&log_path).map_err(ArlocalError::Start)?;
+        let log_err = log.try_clone().map_err(ArlocalError::Start)?;
+        let child = Command::new(&bin)
+            .arg(port.to_string())
+            .arg("--persist")
+            .arg("--dbpath")
+            .arg(dir.join("db"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(ArlocalError::Start)?;
+        let url = format!("http://127.0.0.1:{port}");
+        let arlocal = Arlocal { child, url, http: reqwest::Client::new(), _dir: None };
+        let deadline = Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        while started.elapsed() < deadline {
+            if let Ok(response) = arlocal.http.get(format!("{}/info", arlocal.url)).send().await
+                && response.status().is_success()
+            {
+                return Ok(arlocal);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ArlocalError::NotReady(deadline, log_path.display().to_string()))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A gateway client for this arlocal with the default retry policy.
+    pub fn gateway(&self) -> Result<Gateway, GatewayError> {
+        Gateway::new(&self.url, RetryPolicy::default())
+    }
+
+    /// Credits `winston` to `address` (arlocal only).
+    pub async fn mint(&self, address: &str, winston: u128) -> Result<(), ArlocalError> {
+        self.get(&format!("/mint/{address}/{winston}")).await
+    }
+
+    /// Mines `blocks` blocks, confirming every pending transaction (arlocal only).
+    pub async fn mine(&self, blocks: u64) -> Result<(), ArlocalError> {
+        self.get(&format!("/mine/{blocks}")).await
+    }
+
+    async fn get(&self, path: &str) -> Result<(), ArlocalError> {
+        let url = format!("{}{}", self.url, path);
+        let response = self.http.get(&url).send().await.map_err(|e| GatewayError::Unreachable {
+            url: url.clone(),
+            attempts: 1,
+            last: e.to_string(),
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(GatewayError::Refused { url, status: status.as_u16(), body }.into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Arlocal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

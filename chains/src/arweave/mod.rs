@@ -1,0 +1,17 @@
+//! Arweave, written from the protocol up (no maintained Rust client exists): format-2
+//! transactions, deep-hash, `data_root` chunking, RSA-PSS signing with `ring`, and a gateway
+//! client with retries. `ArweaveDa` (in `da`) builds on it.
+
+pub mod arlocal;
+mod deep_hash;
+mod gateway;
+pub mod merkle;
+mod pss;
+mod tx;
+mod wallet;
+
+pub use deep_hash::{DeepHashItem, deep_hash};
+pub use gateway::{FoundTx, Gateway, GatewayError, INLINE_LIMIT, RetryPolicy, TxStatus};
+pub use pss::verify as verify_pss;
+pub use tx::{Tag, Transaction, TxError, TxJson};
+pub use wallet::{ArweaveWallet, WalletError, address_of, b64, to_b64};

@@ -1,0 +1,559 @@
+//! `ArweaveDa`: batches as Arweave transactions signed by the coordinator's Arweave wallet.
+//!
+//! Each batch is one transaction tagged with its number, the previous batch's hash and the
+//! previous batch's Arweave id (`Prev-Tx`), so a follower links batches by ids and never relies
+//! on GraphQL's order within a block. GraphQL only gives leads: every lead is fetched and checked
+//! (Arweave signature, owner, tags, confirmations, `data_root`, the batch's own coordinator
+//! signature, the link to the previous batch) before it is believed. Anything else is a
+//! forgery: logged with its Arweave id and counted in `bridge_da_rejected_total{kind}`.
+//!
+//! The publisher writes each signed transaction to a journal before posting it and keeps it
+//! there until the batch is confirmed, so a restart resumes without posting a batch twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use bridge::SignedBatch;
+use bridge::batch::Equivocation;
+use bridge::codec::{CODEC_NAME, encode_batch};
+use serde::{Deserialize, Serialize};
+
+use super::{DaError, DataAvailability, FetchedBatch, Published, check_published};
+use crate::arweave::{ArweaveWallet, Gateway, GatewayError, Tag, Transaction, TxJson, TxStatus};
+
+const APP_VERSION: &str = "1";
+const CONTENT_TYPE: &str = "application/octet-stream";
+
+#[derive(Debug, Clone)]
+pub struct ArweaveDaConfig {
+    /// `App-Name` tag shared by every batch of this bridge.
+    pub app_name: String,
+    /// `Network` tag: the network's name, so that devnets and mainnets never mix.
+    pub network: String,
+    /// The key that signs batch headers (BIP-340).
+    pub coordinator_key: [u8; 32],
+    /// The Arweave address of the coordinator's wallet: only its transactions are read.
+    pub coordinator_address: String,
+    /// Confirmations a batch needs before a follower accepts it.
+    pub confirmations: u64,
+    /// The most transactions one batch number may carry before the query is refused as spam.
+    pub max_candidates: usize,
+}
+
+impl ArweaveDaConfig {
+    pub fn new(network: &str, coordinator_key: [u8; 32], coordinator_address: &str) -> Self {
+        ArweaveDaConfig {
+            app_name: "settlement-bridge".into(),
+            network: network.into(),
+            coordinator_key,
+            coordinator_address: coordinator_address.into(),
+            confirmations: 1,
+            max_candidates: 1000,
+        }
+    }
+}
+
+/// Why a transaction that looked like a batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    /// Posted by a wallet other than the coordinator's.
+    WrongOwner,
+    /// The Arweave transaction is malformed or its signature does not verify.
+    BadTransaction,
+    /// Tags missing or disagreeing with the batch inside.
+    BadTags,
+    /// The data served does not match the `data_root` the transaction signs.
+    BadData,
+    /// Not a batch signed by the coordinator key (bad codec or bad signature).
+    BadBatch,
+    /// A batch filed under a number that is not its own.
+    Misfiled,
+    /// A batch that does not link to the accepted previous batch, or whose previous batch is missing.
+    BrokenLink,
+    /// The same batch posted again under another id (accepted once, counted).
+    Duplicate,
+    /// Two different validly signed batches with one number.
+    Equivocation,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::WrongOwner => "wrong_owner",
+            Rejection::BadTransaction => "bad_transaction",
+            Rejection::BadTags => "bad_tags",
+            Rejection::BadData => "bad_data",
+            Rejection::BadBatch => "bad_batch",
+            Rejection::Misfiled => "misfiled",
+            Rejection::BrokenLink => "broken_link",
+            Rejection::Duplicate => "duplicate",
+            Rejection::Equivocation => "equivocation",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ArweaveDa {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    gateway: Gateway,
+    config: ArweaveDaConfig,
+    publisher: Option<Publisher>,
+    /// Batches accepted at the configured depth, with every id that carries them.
+    accepted: Mutex<BTreeMap<u64, Candidate>>,
+    /// (kind, Arweave id) pairs already counted, so polling does not count one forgery twice.
+    rejected: Mutex<BTreeMap<(Rejection, String), ()>>,
+    publish_lock: tokio::sync::Mutex<()>,
+    /// `latest` so far: every batch up to it was accepted one after another from batch 1.
+    latest: Mutex<u64>,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    wallet: ArweaveWallet,
+    journal: PathBuf,
+}
+
+/// A checked batch transaction.
+#[derive(Debug, Clone)]
+struct Candidate {
+    ids: Vec<String>,
+    batch: SignedBatch,
+    hash: [u8; 32],
+    prev_tx: Option<String>,
+    size: usize,
+}
+
+/// What the journal keeps of a posted batch until it is confirmed.
+#[derive(Serialize, Deserialize)]
+struct JournalEntry {
+    number: u64,
+    batch_hash: String,
+    tx: TxJson,
+}
+
+enum Lookup {
+    Missing,
+    NotDeepEnough,
+    Found(Box<Candidate>),
+}
+
+impl ArweaveDa {
+    /// A reader that follows the coordinator's batches.
+    pub fn follower(gateway: Gateway, config: ArweaveDaConfig) -> Self {
+        Self::build(gateway, config, None)
+    }
+
+    /// The coordinator's publisher: `wallet` must be the configured coordinator wallet;
+    /// `journal_dir` keeps posted transactions until they are confirmed.
+    pub fn publisher(
+        gateway: Gateway,
+        config: ArweaveDaConfig,
+        wallet: ArweaveWallet,
+        journal_dir: &Path,
+    ) -> Result<Self, DaError> {
+        if wallet.address() != config.coordinator_address {
+            return Err(DaError::Journal {
+                path: journal_dir.display().to_string(),
+                reason: format!(
+                    "the wallet {} is not the configured coordinator wallet {}",
+                    wallet.address(),
+                    config.coordinator_address
+                ),
+            });
+        }
+        std::fs::create_dir_all(journal_dir).map_err(|e| journal_error(journal_dir, e))?;
+        let publisher = Publisher { wallet, journal: journal_dir.to_path_buf() };
+        Ok(Self::build(gateway, config, Some(publisher)))
+    }
+
+    fn build(gateway: Gateway, config: ArweaveDaConfig, publisher: Option<Publisher>) -> Self {
+        ArweaveDa {
+            inner: Arc::new(Inner {
+                gateway,
+                config,
+                publisher,
+                accepted: Mutex::new(BTreeMap::new()),
+                rejected: Mutex::new(BTreeMap::new()),
+                publish_lock: tokio::sync::Mutex::new(()),
+                latest: Mutex::new(0),
+            }),
+        }
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.inner.gateway
+    }
+
+    /// How many distinct transactions were refused, by kind (also exported as a metric).
+    pub fn rejections(&self) -> BTreeMap<Rejection, u64> {
+        let mut counts = BTreeMap::new();
+        for (kind, _) in lock(&self.inner.rejected).keys() {
+            *counts.entry(*kind).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Every Arweave id that carries the accepted batch `number` (more than one if it was reposted).
+    pub fn ids_of(&self, number: u64) -> Vec<String> {
+        lock(&self.inner.accepted).get(&number).map(|c| c.ids.clone()).unwrap_or_default()
+    }
+
+    /// Walks the journal: batches confirmed deep enough are forgotten, batches the gateway lost
+    /// are posted again. Returns how many entries remain. The publisher calls it before each
+    /// publish; a restart calls it to resume.
+    pub async fn settle_journal(&self) -> Result<usize, DaError> {
+        let Some(publisher) = &self.inner.publisher else { return Ok(0) };
+        let mut remaining = 0;
+        for (path, entry) in read_journal(&publisher.journal)? {
+            let tx = Transaction::from_json(&entry.tx).map_err(GatewayError::from)?;
+            match self.inner.gateway.status(&tx.id_b64()).await? {
+                TxStatus::Confirmed { confirmations, .. } if confirmations >= self.inner.config.confirmations => {
+                    std::fs::remove_file(&path).map_err(|e| journal_error(&path, e))?;
+                    sync_dir(&publisher.journal)?;
+                    continue;
+                }
+                TxStatus::NotFound => {
+                    tracing::warn!(number = entry.number, id = %tx.id_b64(), "the gateway lost a posted batch; posting it again");
+                    self.inner.gateway.upload(&tx).await?;
+                }
+                _ => {}
+            }
+            remaining += 1;
+        }
+        Ok(remaining)
+    }
+
+    fn reject(&self, kind: Rejection, id: &str, why: &str) {
+        let fresh = lock(&self.inner.rejected).insert((kind, id.to_owned()), ()).is_none();
+        if fresh {
+            tracing::warn!(kind = kind.as_str(), arweave_id = id, why, "refused a transaction posing as a batch");
+            metrics::counter!("bridge_da_rejected_total", "kind" => kind.as_str()).increment(1);
+        }
+    }
+
+    /// Finds and checks every transaction filed as batch `number`; returns the valid ones with at
+    /// least `depth` confirmations (grouped by batch), and whether others are still too shallow.
+    async fn candidates(&self, number: u64, depth: u64) -> Result<(Vec<Candidate>, bool), DaError> {
+        let config = &self.inner.config;
+        let leads = self
+            .inner
+            .gateway
+            .find_by_tags(
+                &[
+                    ("App-Name", config.app_name.clone()),
+                    ("Network", config.network.clone()),
+                    ("Batch-Number", number.to_string()),
+                ],
+                config.max_candidates,
+            )
+            .await?;
+        let mut ids: Vec<String> = leads.into_iter().map(|lead| lead.id).collect();
+        ids.sort();
+        ids.dedup();
+        let mut valid: Vec<Candidate> = Vec::new();
+        let mut shallow = false;
+        for id in ids {
+            let Some(candidate) = self.check(&id, number, depth, &mut shallow).await? else { continue };
+            match valid.iter_mut().find(|c| c.hash == candidate.hash) {
+                Some(same) => {
+                    self.reject(Rejection::Duplicate, &id, "the same batch posted again");
+                    same.ids.extend(candidate.ids);
+                }
+                None => valid.push(candidate),
+            }
+        }
+        Ok((valid, shallow))
+    }
+
+    /// Checks one lead; `None` if it is not (yet) a valid batch transaction.
+    async fn check(&self, id: &str, number: u64, depth: u64, shallow: &mut bool) -> Result<Option<Candidate>, DaError> {
+        let config = &self.inner.config;
+        let gateway = &self.inner.gateway;
+        let tx = match gateway.tx(id).await {
+            Ok(Some(tx)) => tx,
+            Ok(None) => return Ok(None),
+            Err(GatewayError::Tx(e)) => {
+                self.reject(Rejection::BadTransaction, id, &e.to_string());
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Err(e) = tx.verify() {
+            self.reject(Rejection::BadTransaction, id, &e.to_string());
+            return Ok(None);
+        }
+        if tx.id_b64() != id {
+            self.reject(Rejection::BadTransaction, id, "the gateway served another transaction");
+            return Ok(None);
+        }
+        if tx.owner_address() != config.coordinator_address {
+            self.reject(Rejection::WrongOwner, id, &format!("owned by {}", tx.owner_address()));
+            return Ok(None);
+        }
+        let number_text = number.to_string();
+        let tags_agree = tx.tag("App-Name") == Some(config.app_name.as_str())
+            && tx.tag("Network") == Some(config.network.as_str())
+            && tx.tag("Batch-Number") == Some(number_text.as_str())
+            && tx.tag("Codec") == Some(CODEC_NAME);
+        if !tags_agree {
+            self.reject(Rejection::BadTags, id, "App-Name, Network, Batch-Number or Codec disagree");
+            return Ok(None);
+        }
+        match gateway.status(id).await? {
+            TxStatus::NotFound => return Ok(None),
+            TxStatus::Pending if depth > 0 => {
+                *shallow = true;
+                return Ok(None);
+            }
+            TxStatus::Confirmed { confirmations, .. } if confirmations < depth => {
+                *shallow = true;
+                return Ok(None);
+            }
+            _ => {}
+        }
+        // Read the data only now, at depth, so what is checked is what is buried.
+        let data = match gateway.data(&tx).await {
+            Ok(data) => data,
+            Err(GatewayError::Malformed { reason, .. }) => {
+                self.reject(Rejection::BadData, id, &reason);
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let batch = match check_published(&data, id, number, &config.coordinator_key) {
+            Ok(batch) => batch,
+            Err(DaError::Misfiled { found, .. }) => {
+                self.reject(Rejection::Misfiled, id, &format!("holds batch {found}"));
+                return Ok(None);
+            }
+            Err(e) => {
+                self.reject(Rejection::BadBatch, id, &e.to_string());
+                return Ok(None);
+            }
+        };
+        let header = &batch.header;
+        if tx.tag("Prev-Hash") != Some(hex::encode(header.prev_hash).as_str())
+            || tx.tag("State-Root") != Some(hex::encode(header.post_state_root).as_str())
+        {
+            self.reject(Rejection::BadTags, id, "Prev-Hash or State-Root disagree with the batch");
+            return Ok(None);
+        }
+        let prev_tx = tx.tag("Prev-Tx").map(str::to_owned);
+        if (number > 1) != prev_tx.is_some() {
+            self.reject(Rejection::BadTags, id, "Prev-Tx is missing (or present on batch 1)");
+            return Ok(None);
+        }
+        Ok(Some(Candidate { ids: vec![id.to_owned()], hash: batch.hash(), batch, prev_tx, size: data.len() }))
+    }
+
+    /// The batch `number` at `depth`, if exactly one valid batch is filed under it.
+    async fn single(&self, number: u64, depth: u64) -> Result<Lookup, DaError> {
+        let (mut valid, shallow) = self.candidates(number, depth).await?;
+        if valid.len() > 1 {
+            let (first, second) = (&valid[0], &valid[1]);
+            for id in first.ids.iter().chain(&second.ids) {
+                self.reject(Rejection::Equivocation, id, "two different signed batches with one number");
+            }
+            let evidence = Equivocation::new(
+                first.batch.signed_header(),
+                second.batch.signed_header(),
+                &self.inner.config.coordinator_key,
+            )
+            .map_err(|e| DaError::Invalid { locator: first.ids[0].clone(), reason: e.to_string() })?;
+            return Err(DaError::Equivocation(Box::new(evidence)));
+        }
+        Ok(match valid.pop() {
+            Some(candidate) => Lookup::Found(Box::new(candidate)),
+            None if shallow => Lookup::NotDeepEnough,
+            None => Lookup::Missing,
+        })
+    }
+
+    /// Batch `number` accepted at the follower's depth, linked to batch `number - 1`.
+    async fn accepted(&self, number: u64) -> Result<Option<Candidate>, DaError> {
+        if let Some(hit) = lock(&self.inner.accepted).get(&number) {
+            return Ok(Some(hit.clone()));
+        }
+        let depth = self.inner.config.confirmations;
+        let Lookup::Found(mut candidate) = self.single(number, depth).await? else { return Ok(None) };
+        if number > 1 {
+            let previous = lock(&self.inner.accepted).get(&(number - 1)).cloned();
+            let previous = match previous {
+                Some(previous) => previous,
+                None => match self.single(number - 1, depth).await? {
+                    Lookup::Found(previous) => *previous,
+                    Lookup::NotDeepEnough => return Ok(None),
+                    Lookup::Missing => {
+                        for id in &candidate.ids {
+                            self.reject(Rejection::BrokenLink, id, "a gap: the previous batch is missing");
+                        }
+                        return Ok(None);
+                    }
+                },
+            };
+            let links = candidate.batch.header.prev_hash == previous.hash
+                && candidate.prev_tx.as_ref().is_some_and(|prev| previous.ids.contains(prev));
+            if !links {
+                for id in &candidate.ids {
+                    self.reject(Rejection::BrokenLink, id, "Prev-Tx or Prev-Hash does not name the previous batch");
+                }
+                return Ok(None);
+            }
+        }
+        candidate.ids.sort();
+        lock(&self.inner.accepted).insert(number, (*candidate).clone());
+        Ok(Some(*candidate))
+    }
+
+    /// Our own valid transactions for `number`, at any depth (pending included).
+    async fn own_posting(&self, number: u64) -> Result<Option<Candidate>, DaError> {
+        match self.single(number, 0).await? {
+            Lookup::Found(candidate) => Ok(Some(*candidate)),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl DataAvailability for ArweaveDa {
+    async fn publish(&self, batch: &SignedBatch) -> Result<Published, DaError> {
+        let Some(publisher) = &self.inner.publisher else {
+            return Err(DaError::Journal { path: String::new(), reason: "this ArweaveDa only follows".into() });
+        };
+        let _one_at_a_time = self.inner.publish_lock.lock().await;
+        self.settle_journal().await?;
+        let number = batch.header.number;
+        let hash = batch.hash();
+
+        // Already there (posted before a restart, or by an earlier call)?
+        if let Some(existing) = self.own_posting(number).await? {
+            if existing.hash == hash {
+                return Ok(Published { number, locator: existing.ids[0].clone() });
+            }
+            return Err(DaError::Conflict { number, locator: existing.ids[0].clone() });
+        }
+        let journal_path = publisher.journal.join(format!("batch-{number:020}.json"));
+        if let Some(entry) = read_entry(&journal_path)? {
+            if entry.batch_hash != hex::encode(hash) {
+                return Err(DaError::Conflict { number, locator: entry.tx.id.clone() });
+            }
+            // Posted, but not indexed yet: settle_journal re-posted it if the gateway lost it.
+            return Ok(Published { number, locator: entry.tx.id });
+        }
+
+        let mut tags = vec![
+            Tag::new("App-Name", &self.inner.config.app_name),
+            Tag::new("App-Version", APP_VERSION),
+            Tag::new("Network", &self.inner.config.network),
+            Tag::new("Batch-Number", number.to_string()),
+            Tag::new("Prev-Hash", hex::encode(batch.header.prev_hash)),
+            Tag::new("State-Root", hex::encode(batch.header.post_state_root)),
+            Tag::new("Codec", CODEC_NAME),
+            Tag::new("Content-Type", CONTENT_TYPE),
+        ];
+        if number > 1 {
+            let previous =
+                self.own_posting(number - 1).await?.ok_or(DaError::OutOfOrder { number, previous: number - 1 })?;
+            if previous.hash != batch.header.prev_hash {
+                return Err(DaError::Invalid {
+                    locator: previous.ids[0].clone(),
+                    reason: format!("batch {number} does not follow the published batch {}", number - 1),
+                });
+            }
+            tags.push(Tag::new("Prev-Tx", &previous.ids[0]));
+        }
+        let data = encode_batch(batch);
+        let gateway = &self.inner.gateway;
+        let anchor = gateway.tx_anchor().await?;
+        let reward = gateway.price(data.len() as u64).await?;
+        let mut tx = Transaction::with_data(data, tags, anchor, reward, publisher.wallet.owner().to_vec());
+        tx.sign(&publisher.wallet).map_err(GatewayError::from)?;
+        let entry = JournalEntry { number, batch_hash: hex::encode(hash), tx: tx.to_json(true) };
+        write_entry(&publisher.journal, &journal_path, &entry)?;
+        gateway.upload(&tx).await?;
+        tracing::info!(number, arweave_id = %tx.id_b64(), bytes = tx.data_size, "published batch to Arweave");
+        Ok(Published { number, locator: tx.id_b64() })
+    }
+
+    async fn fetch(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
+        Ok(self.accepted(number).await?.map(|c| FetchedBatch {
+            locator: c.ids[0].clone(),
+            batch: c.batch,
+            size: c.size,
+        }))
+    }
+
+    async fn confirmations(&self, number: u64) -> Result<Option<u64>, DaError> {
+        let Some(posting) = self.own_posting(number).await? else { return Ok(None) };
+        let mut best = 0;
+        for id in &posting.ids {
+            if let TxStatus::Confirmed { confirmations, .. } = self.inner.gateway.status(id).await? {
+                best = best.max(confirmations);
+            }
+        }
+        Ok(Some(best))
+    }
+
+    async fn latest(&self) -> Result<u64, DaError> {
+        let mut n = *lock(&self.inner.latest);
+        while self.accepted(n + 1).await?.is_some() {
+            n += 1;
+        }
+        let mut latest = lock(&self.inner.latest);
+        *latest = (*latest).max(n);
+        Ok(*latest)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn journal_error(path: &Path, e: impl std::fmt::Display) -> DaError {
+    DaError::Journal { path: path.display().to_string(), reason: e.to_string() }
+}
+
+fn read_entry(path: &Path) -> Result<Option<JournalEntry>, DaError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| journal_error(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(journal_error(path, e)),
+    }
+}
+
+fn read_journal(dir: &Path) -> Result<Vec<(PathBuf, JournalEntry)>, DaError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| journal_error(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    paths.sort();
+    let mut entries = Vec::with_capacity(paths.len());
+    for path in paths {
+        if let Some(entry) = read_entry(&path)? {
+            entries.push((path, entry));
+        }
+    }
+    Ok(entries)
+}
+
+/// Writes the entry atomically: temporary file, fsync, rename, fsync the directory.
+fn write_entry(dir: &Path, path: &Path, entry: &JournalEntry) -> Result<(), DaError> {
+    use std::io::Write;
+    let bytes = serde_json::to_vec(entry).map_err(|e| journal_error(path, e))?;
+    let temp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&temp).map_err(|e| journal_error(&temp, e))?;
+    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|e| journal_error(&temp, e))?;
+    std::fs::rename(&temp, path).map_err(|e| journal_error(path, e))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), DaError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| journal_error(dir, e))
+}

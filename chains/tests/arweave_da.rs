@@ -1,0 +1,359 @@
+//! `ArweaveDa` against a real arlocal: publish and follow, chunked batches, forgeries, the
+//! arweave-js cross-check both ways, and a restart without a double publish.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use bridge::codec::{CODEC_NAME, encode_batch};
+use bridge::{BatchBuilder, SignedBatch, State};
+use chains::arweave::arlocal::Arlocal;
+use chains::arweave::{ArweaveWallet, Gateway, GatewayError, INLINE_LIMIT, RetryPolicy, Tag, Transaction, WalletError};
+use chains::da::{ArweaveDa, ArweaveDaConfig, DaError, DataAvailability, Rejection};
+use common::{batches, batches_of, key, params};
+
+const CHECK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/tools/arweave-check.js");
+
+fn node(args: &[&str], tags: &[(&str, String)]) -> String {
+    let mut command = Command::new("node");
+    command.arg(CHECK_SCRIPT).args(args);
+    for (name, value) in tags {
+        command.env(format!("TAG_{name}"), value);
+    }
+    let output = command.output().expect("node runs");
+    assert!(output.status.success(), "arweave-check.js {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// An arlocal with a funded coordinator wallet and a funded stranger.
+struct Net {
+    arlocal: Arlocal,
+    dir: tempfile::TempDir,
+    coordinator_jwk: PathBuf,
+    stranger_jwk: PathBuf,
+}
+
+impl Net {
+    async fn start() -> Net {
+        let arlocal = Arlocal::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for name in ["coordinator.json", "stranger.json"] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, node(&["generate"], &[])).unwrap();
+            let wallet = ArweaveWallet::load(&path).unwrap();
+            arlocal.mint(wallet.address(), 1_000_000_000_000_000).await.unwrap();
+            paths.push(path);
+        }
+        let stranger_jwk = paths.pop().unwrap();
+        let coordinator_jwk = paths.pop().unwrap();
+        Net { arlocal, dir, coordinator_jwk, stranger_jwk }
+    }
+
+    /// Mines until what is pending has one confirmation (arlocal counts the block that
+    /// includes a transaction as zero).
+    async fn confirm(&self) {
+        self.arlocal.mine(2).await.unwrap();
+    }
+
+    fn coordinator(&self) -> ArweaveWallet {
+        ArweaveWallet::load(&self.coordinator_jwk).unwrap()
+    }
+
+    fn stranger(&self) -> ArweaveWallet {
+        ArweaveWallet::load(&self.stranger_jwk).unwrap()
+    }
+
+    fn config(&self) -> ArweaveDaConfig {
+        ArweaveDaConfig::new(&params(&key()).name, key().public_key(), self.coordinator().address())
+    }
+
+    fn gateway(&self) -> Gateway {
+        self.arlocal.gateway().unwrap()
+    }
+
+    fn publisher(&self) -> ArweaveDa {
+        ArweaveDa::publisher(self.gateway(), self.config(), self.coordinator(), &self.dir.path().join("journal"))
+            .unwrap()
+    }
+
+    fn follower(&self) -> ArweaveDa {
+        ArweaveDa::follower(self.gateway(), self.config())
+    }
+
+    /// Posts `data` with `tags` from `wallet`, bypassing every check the publisher makes.
+    async fn post_raw(&self, wallet: &ArweaveWallet, tags: Vec<Tag>, data: Vec<u8>) -> String {
+        let gateway = self.gateway();
+        let anchor = gateway.tx_anchor().await.unwrap();
+        let reward = gateway.price(data.len() as u64).await.unwrap();
+        let mut tx = Transaction::with_data(data, tags, anchor, reward, wallet.owner().to_vec());
+        tx.sign(wallet).unwrap();
+        gateway.upload(&tx).await.unwrap();
+        tx.id_b64()
+    }
+}
+
+/// The tags a batch carries (docs/PROTOCOL.md), filed under `number`.
+fn tags_for(batch: &SignedBatch, number: u64, prev_tx: Option<&str>) -> Vec<Tag> {
+    let mut tags = vec![
+        Tag::new("App-Name", "settlement-bridge"),
+        Tag::new("App-Version", "1"),
+        Tag::new("Network", &params(&key()).name),
+        Tag::new("Batch-Number", number.to_string()),
+        Tag::new("Prev-Hash", hex::encode(batch.header.prev_hash)),
+        Tag::new("State-Root", hex::encode(batch.header.post_state_root)),
+        Tag::new("Codec", CODEC_NAME),
+        Tag::new("Content-Type", "application/octet-stream"),
+    ];
+    if let Some(prev) = prev_tx {
+        tags.push(Tag::new("Prev-Tx", prev));
+    }
+    tags
+}
+
+fn replay_all(fetched: &[chains::da::FetchedBatch], state: &mut State) {
+    for f in fetched {
+        bridge::batch::replay(state, &f.batch).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn publish_and_follow_twenty_batches() {
+    let net = Net::start().await;
+    let key = key();
+    let (all, final_state) = batches_of(20, 3, &key);
+    let publisher = net.publisher();
+    let follower = net.follower();
+
+    // Unconfirmed, the first batch is invisible to a follower needing one confirmation.
+    let first = publisher.publish(&all[0]).await.unwrap();
+    assert_eq!(follower.fetch(1).await.unwrap(), None);
+    assert_eq!(publisher.confirmations(1).await.unwrap(), Some(0));
+    net.confirm().await;
+    assert_eq!(follower.fetch(1).await.unwrap().unwrap().locator, first.locator);
+    assert_eq!(publisher.confirmations(1).await.unwrap(), Some(1));
+
+    for batch in &all[1..] {
+        let published = publisher.publish(batch).await.unwrap();
+        assert_eq!(published.number, batch.header.number);
+    }
+    assert_eq!(follower.latest().await.unwrap(), 1, "the rest is not confirmed yet");
+    net.confirm().await;
+    assert_eq!(follower.latest().await.unwrap(), 20);
+
+    // From an empty start, a fresh follower replays to the coordinator's state.
+    let fresh = net.follower();
+    let fetched = fresh.batches_after(0, 100).await.unwrap();
+    assert_eq!(fetched.len(), 20);
+    let mut state = State::genesis(params(&key));
+    replay_all(&fetched, &mut state);
+    assert_eq!(state.state_root(), final_state.state_root());
+
+    // From the middle: only what comes after, in order.
+    let middle = net.follower().batches_after(10, 100).await.unwrap();
+    assert_eq!(middle.iter().map(|f| f.batch.header.number).collect::<Vec<_>>(), (11..=20).collect::<Vec<_>>());
+    assert_eq!(middle, fetched[10..]);
+    assert!(fresh.rejections().is_empty(), "{:?}", fresh.rejections());
+}
+
+#[tokio::test]
+async fn a_batch_above_the_inline_limit_travels_in_chunks() {
+    let net = Net::start().await;
+    let (all, _) = batches_of(1, 10_000, &key());
+    let size = encode_batch(&all[0]).len() as u64;
+    assert!(size > 2 * INLINE_LIMIT, "the batch must span several chunks: {size} bytes");
+    let published = net.publisher().publish(&all[0]).await.unwrap();
+    net.confirm().await;
+    let fetched = net.follower().fetch(1).await.unwrap().unwrap();
+    assert_eq!(fetched.batch, all[0]);
+    assert_eq!(fetched.size as u64, size);
+    // The reference client agrees with the chunked transaction we signed.
+    assert_eq!(node(&["verify", net.arlocal.url(), &published.locator], &[]), "ok");
+}
+
+#[tokio::test]
+async fn forgeries_are_refused_and_counted() {
+    let net = Net::start().await;
+    let key = key();
+    let all = batches(5, &key);
+    let publisher = net.publisher();
+    let one = publisher.publish(&all[0]).await.unwrap();
+    let two = publisher.publish(&all[1]).await.unwrap();
+    let coordinator = net.coordinator();
+
+    // Batch 3, genuine inside, but posted by another wallet.
+    net.post_raw(&net.stranger(), tags_for(&all[2], 3, Some(&two.locator)), encode_batch(&all[2])).await;
+    // Batch 3 from the coordinator's wallet, with a broken coordinator signature.
+    let mut forged = all[2].clone();
+    forged.signature[0] ^= 1;
+    net.post_raw(&coordinator, tags_for(&forged, 3, Some(&two.locator)), encode_batch(&forged)).await;
+    // Batch 2 filed again as number 3.
+    net.post_raw(&coordinator, tags_for(&all[1], 3, Some(&two.locator)), encode_batch(&all[1])).await;
+    // Batch 5, genuine, but batch 4 is missing: a gap.
+    net.post_raw(&coordinator, tags_for(&all[4], 5, Some(&two.locator)), encode_batch(&all[4])).await;
+    net.confirm().await;
+
+    let follower = net.follower();
+    assert_eq!(follower.latest().await.unwrap(), 2);
+    assert_eq!(follower.fetch(3).await.unwrap(), None);
+    assert_eq!(follower.fetch(5).await.unwrap(), None);
+    let rejections = follower.rejections();
+    for kind in [Rejection::WrongOwner, Rejection::BadBatch, Rejection::Misfiled, Rejection::BrokenLink] {
+        assert_eq!(rejections.get(&kind), Some(&1), "{kind:?} in {rejections:?}");
+    }
+
+    // The forgeries do not stop the real batch 3.
+    publisher.publish(&all[2]).await.unwrap();
+    net.confirm().await;
+    assert_eq!(follower.latest().await.unwrap(), 3);
+    assert_eq!(follower.ids_of(1), vec![one.locator]);
+
+    // A second, validly signed batch 4: the publisher refuses to post over it, and a follower
+    // surfaces the equivocation with evidence anyone can check.
+    let mut state = State::genesis(params(&key));
+    for batch in &all[..3] {
+        bridge::batch::replay(&mut state, batch).unwrap();
+    }
+    let mut builder = BatchBuilder::new(&state);
+    builder.apply(&mut state, common::deposit(10_000)).unwrap();
+    let rival = builder.seal(&mut state, 4, &key).unwrap().batch;
+    assert_ne!(rival.hash(), all[3].hash());
+    let three = follower.ids_of(3)[0].clone();
+    net.post_raw(&coordinator, tags_for(&rival, 4, Some(&three)), encode_batch(&rival)).await;
+    assert!(matches!(publisher.publish(&all[3]).await, Err(DaError::Conflict { number: 4, .. })));
+    net.post_raw(&coordinator, tags_for(&all[3], 4, Some(&three)), encode_batch(&all[3])).await;
+    net.confirm().await;
+    match follower.fetch(4).await {
+        Err(DaError::Equivocation(evidence)) => evidence.verify(&key.public_key()).unwrap(),
+        other => panic!("expected an equivocation, got {other:?}"),
+    }
+    assert_eq!(follower.rejections().get(&Rejection::Equivocation), Some(&2));
+}
+
+#[tokio::test]
+async fn cross_check_with_arweave_js_both_ways() {
+    let net = Net::start().await;
+    let all = batches(2, &key());
+    // arweave-js verifies what we signed and posted.
+    let one = net.publisher().publish(&all[0]).await.unwrap();
+    assert_eq!(node(&["verify", net.arlocal.url(), &one.locator], &[]), "ok");
+
+    // We verify what arweave-js signed (its salt is the longest the key allows, not ours) and a
+    // follower accepts batch 2 posted by it with the coordinator's wallet.
+    let tags: Vec<(&str, String)> = tags_for(&all[1], 2, Some(&one.locator))
+        .into_iter()
+        .map(|t| {
+            let name: &'static str = String::from_utf8(t.name).unwrap().leak();
+            (name, String::from_utf8(t.value).unwrap())
+        })
+        .collect();
+    let coordinator_jwk = net.coordinator_jwk.display().to_string();
+    let id = node(&["create", net.arlocal.url(), &coordinator_jwk, &hex::encode(encode_batch(&all[1]))], &tags);
+    let tx = net.gateway().tx(&id).await.unwrap().unwrap();
+    tx.verify().unwrap();
+    let mut tampered = tx.clone();
+    tampered.tags[0].value.push(b'!');
+    assert!(tampered.verify().is_err(), "a changed tag breaks the signature");
+    net.confirm().await;
+    assert_eq!(net.follower().fetch(2).await.unwrap().unwrap().batch, all[1]);
+}
+
+#[tokio::test]
+async fn a_restarted_publisher_does_not_publish_twice() {
+    let net = Net::start().await;
+    let all = batches(5, &key());
+    let first_run: Vec<String> = {
+        let publisher = net.publisher();
+        let mut ids = Vec::new();
+        for batch in &all[..3] {
+            ids.push(publisher.publish(batch).await.unwrap().locator);
+        }
+        ids
+    };
+    // A new process with the same journal publishes everything again, from the start.
+    let publisher = net.publisher();
+    for (i, batch) in all.iter().enumerate() {
+        let published = publisher.publish(batch).await.unwrap();
+        if i < 3 {
+            assert_eq!(published.locator, first_run[i]);
+        }
+    }
+    let gateway = net.gateway();
+    for n in 1..=5u64 {
+        let found = gateway
+            .find_by_tags(&[("App-Name", "settlement-bridge".into()), ("Batch-Number", n.to_string())], 10)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "batch {n} is on Arweave exactly once");
+    }
+    // The journal keeps every batch until it is confirmed, then lets go.
+    assert_eq!(publisher.settle_journal().await.unwrap(), 5);
+    net.confirm().await;
+    assert_eq!(publisher.settle_journal().await.unwrap(), 0);
+    assert_eq!(net.follower().latest().await.unwrap(), 5);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_error() {
+    // Nothing listens on the port: the gateway is unreachable, after the retries.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let retry = RetryPolicy {
+        attempts: 2,
+        first_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+        request_timeout: Duration::from_secs(2),
+    };
+    let gateway = Gateway::new(&format!("http://127.0.0.1:{port}"), retry).unwrap();
+    let follower = ArweaveDa::follower(gateway, ArweaveDaConfig::new("x", key().public_key(), "nobody"));
+    match follower.fetch(1).await {
+        Err(DaError::Gateway(GatewayError::Unreachable { attempts: 2, .. })) => {}
+        other => panic!("expected an unreachable gateway, got {other:?}"),
+    }
+    assert!(matches!(Gateway::new("ftp://x", RetryPolicy::default()), Err(GatewayError::BadUrl(_))));
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    assert!(matches!(ArweaveWallet::load(&missing), Err(WalletError::Unreadable { .. })));
+    let write = |name: &str, text: &str| -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let garbage = write("garbage.json", "not json");
+    assert!(matches!(ArweaveWallet::load(&garbage), Err(WalletError::NotJwk(_))));
+    let ec = write("ec.json", r#"{"kty":"EC","n":"","e":""}"#);
+    assert!(matches!(ArweaveWallet::load(&ec), Err(WalletError::NotRsa(_))));
+    let public_only = node(&["generate"], &[]);
+    let mut jwk: serde_json::Value = serde_json::from_str(&public_only).unwrap();
+    jwk.as_object_mut().unwrap().remove("d");
+    let public_only = write("public.json", &jwk.to_string());
+    let err = ArweaveWallet::load(&public_only).unwrap_err();
+    assert!(matches!(err, WalletError::NotRsa(_)), "{err}");
+    assert!(err.to_string().contains("\"d\""), "the error names the missing part: {err}");
+}
+
+#[test]
+fn data_roots_agree_with_arweave_js() {
+    use chains::arweave::merkle::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, data_root};
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [
+        1,
+        MIN_CHUNK_SIZE,
+        MAX_CHUNK_SIZE,
+        MAX_CHUNK_SIZE + 1,
+        MAX_CHUNK_SIZE + MIN_CHUNK_SIZE - 1,
+        2 * MAX_CHUNK_SIZE,
+        3 * MAX_CHUNK_SIZE + 5,
+        4 * MAX_CHUNK_SIZE + 40_000,
+    ];
+    for size in sizes {
+        let data: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
+        let path = dir.path().join(format!("{size}.bin"));
+        std::fs::write(&path, &data).unwrap();
+        let theirs = node(&["data-root", &path.display().to_string()], &[]);
+        assert_eq!(chains::arweave::to_b64(&data_root(&data)), theirs, "data_root of {size} bytes");
+    }
+}
