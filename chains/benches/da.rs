@@ -1,5 +1,7 @@
 //! `cargo bench -p chains`: DirDa's publish rate (encode + write + fsync + link + directory
-//! fsync) against a plain write + fsync of the same bytes to the same disk, in the same run.
+//! fsync) against a plain write + fsync of the same bytes to the same disk, in the same run;
+//! then ArweaveDa's publish + confirm + fetch + verify against a plain `POST /tx` of the same
+//! bytes to the same arlocal.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -9,7 +11,9 @@ use bridge::tx::{Deposit, L1Ref, SystemTx};
 use bridge::{
     Address, Amount, AssetConfig, AssetId, BatchBuilder, BtcNetwork, Chain, CoordinatorKey, NetworkParams, State, Tx,
 };
-use chains::da::{DataAvailability, DirDa};
+use chains::arweave::arlocal::Arlocal;
+use chains::arweave::{ArweaveWallet, Transaction};
+use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
 
 const BATCHES: u64 = 20;
 const TXS_PER_BATCH: u64 = 10_000;
@@ -83,4 +87,119 @@ async fn main() {
         publish / ceiling
     );
     println!("| DirDa fetch (read + decode + signature check) | {fetch:.0} MB/s | {:.2}× ceiling |", fetch / ceiling);
+
+    arweave(&key).await;
+}
+
+/// Hash-like deposits, so that a batch is as incompressible as real signed transactions.
+fn dense_batches(count: u64, per_batch: u64, key: &CoordinatorKey) -> Vec<bridge::SignedBatch> {
+    let mut state = State::genesis(NetworkParams {
+        name: "bench".into(),
+        chain_id: 1,
+        eth_vault: Address([1; 20]),
+        btc_network: BtcNetwork::Regtest,
+        coordinator_key: key.public_key(),
+        fee_account: Address([0xfe; 20]),
+        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+    });
+    let mut seed = 0u64;
+    (1..=count)
+        .map(|b| {
+            let mut builder = BatchBuilder::new(&state);
+            for _ in 0..per_batch {
+                seed += 1;
+                let tx_hash = bridge::hashing::sha256(seed.to_be_bytes());
+                let mut account = [0u8; 20];
+                account.copy_from_slice(&bridge::hashing::sha256(tx_hash)[..20]);
+                let deposit = Deposit {
+                    chain: Chain::Ethereum,
+                    l1_ref: L1Ref::Ethereum { tx_hash, log_index: seed },
+                    account: Address(account),
+                    asset: AssetId::Eth,
+                    amount: Amount(1 + u128::from(seed)),
+                };
+                builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
+            }
+            builder.seal(&mut state, b, key).unwrap().batch
+        })
+        .collect()
+}
+
+fn generate_jwk(dir: &std::path::Path, name: &str) -> Option<ArweaveWallet> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/tools/arweave-check.js");
+    let output = std::process::Command::new("node").arg(script).arg("generate").output().ok()?;
+    let path = dir.join(name);
+    std::fs::write(&path, output.stdout).ok()?;
+    ArweaveWallet::load(&path).ok()
+}
+
+async fn arweave(key: &CoordinatorKey) {
+    const ROUNDS: u64 = 5;
+    let arlocal = match Arlocal::start().await {
+        Ok(arlocal) => arlocal,
+        Err(e) => {
+            println!("\nArweaveDa benchmark skipped: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(coordinator), Some(plain_wallet)) =
+        (generate_jwk(dir.path(), "c.json"), generate_jwk(dir.path(), "p.json"))
+    else {
+        println!("\nArweaveDa benchmark skipped: node cannot generate a wallet (run `bash ops/tools/install.sh`)");
+        return;
+    };
+    for wallet in [&coordinator, &plain_wallet] {
+        arlocal.mint(wallet.address(), 10u128.pow(18)).await.unwrap();
+    }
+    let gateway = arlocal.gateway().unwrap();
+    println!(
+        "\n| ArweaveDa on arlocal ({ROUNDS} batches per size) | plain POST /tx | publish + confirm + fetch + verify | ratio |"
+    );
+    println!("| --- | --- | --- | --- |");
+    for per_batch in [1_000u64, 10_000] {
+        let network = format!("bench-{per_batch}");
+        let mut config = ArweaveDaConfig::new(&network, key.public_key(), coordinator.address());
+        config.app_name = format!("bench-{per_batch}");
+        let wallet = ArweaveWallet::load(&dir.path().join("c.json")).unwrap();
+        let journal = dir.path().join(format!("journal-{per_batch}"));
+        let publisher = ArweaveDa::publisher(gateway.clone(), config.clone(), wallet, &journal).unwrap();
+        let follower = ArweaveDa::follower(gateway.clone(), config);
+        let batches = dense_batches(ROUNDS, per_batch, key);
+        let encoded: Vec<Vec<u8>> = batches.iter().map(bridge::codec::encode_batch).collect();
+        let bytes = encoded.iter().map(Vec::len).sum::<usize>() / encoded.len();
+
+        // Ceiling: the same bytes, already signed, in one plain POST each.
+        let mut signed = Vec::new();
+        for data in &encoded {
+            let anchor = gateway.tx_anchor().await.unwrap();
+            let mut tx = Transaction::with_data(data.clone(), Vec::new(), anchor, 0, plain_wallet.owner().to_vec());
+            tx.reward = gateway.price(tx.data_size).await.unwrap();
+            tx.sign(&plain_wallet).unwrap();
+            signed.push(serde_json::to_value(tx.to_json(true)).unwrap());
+        }
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        for body in &signed {
+            let response = http.post(format!("{}/tx", arlocal.url())).json(body).send().await.unwrap();
+            assert!(response.status().is_success());
+        }
+        let plain = started.elapsed().as_secs_f64() / ROUNDS as f64;
+
+        let started = Instant::now();
+        for batch in &batches {
+            publisher.publish(batch).await.unwrap();
+            arlocal.mine(2).await.unwrap();
+            let fetched = follower.fetch(batch.header.number).await.unwrap().unwrap();
+            assert_eq!(fetched.batch.hash(), batch.hash());
+        }
+        let ours = started.elapsed().as_secs_f64() / ROUNDS as f64;
+        println!(
+            "| {per_batch} txs ({:.0} KB zstd) | {:.1} ms | {:.1} ms | {:.2} |",
+            bytes as f64 / 1e3,
+            plain * 1e3,
+            ours * 1e3,
+            plain / ours
+        );
+    }
 }

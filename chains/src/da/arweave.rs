@@ -117,6 +117,9 @@ struct Inner {
 struct Publisher {
     wallet: ArweaveWallet,
     journal: PathBuf,
+    /// What this process posted: number -> (Arweave id, batch hash), so the next batch's
+    /// `Prev-Tx` needs no lookup. Empty after a restart, when lookups by tags take over.
+    posted: Mutex<BTreeMap<u64, (String, [u8; 32])>>,
 }
 
 /// A checked batch transaction.
@@ -168,7 +171,7 @@ impl ArweaveDa {
             });
         }
         std::fs::create_dir_all(journal_dir).map_err(|e| journal_error(journal_dir, e))?;
-        let publisher = Publisher { wallet, journal: journal_dir.to_path_buf() };
+        let publisher = Publisher { wallet, journal: journal_dir.to_path_buf(), posted: Mutex::new(BTreeMap::new()) };
         Ok(Self::build(gateway, config, Some(publisher)))
     }
 
@@ -434,6 +437,7 @@ impl DataAvailability for ArweaveDa {
         // Already there (posted before a restart, or by an earlier call)?
         if let Some(existing) = self.own_posting(number).await? {
             if existing.hash == hash {
+                lock(&publisher.posted).insert(number, (existing.ids[0].clone(), hash));
                 return Ok(Published { number, locator: existing.ids[0].clone() });
             }
             return Err(DaError::Conflict { number, locator: existing.ids[0].clone() });
@@ -477,6 +481,11 @@ impl DataAvailability for ArweaveDa {
         let entry = JournalEntry { number, batch_hash: hex::encode(hash), tx: tx.to_json(true) };
         write_entry(&publisher.journal, &journal_path, &entry)?;
         gateway.upload(&tx).await?;
+        let mut posted = lock(&publisher.posted);
+        posted.insert(number, (tx.id_b64(), hash));
+        // Only the latest is ever needed as a `Prev-Tx`.
+        posted.retain(|&n, _| n >= number);
+        drop(posted);
         tracing::info!(number, arweave_id = %tx.id_b64(), bytes = tx.data_size, "published batch to Arweave");
         Ok(Published { number, locator: tx.id_b64() })
     }
