@@ -357,3 +357,75 @@ fn data_roots_agree_with_arweave_js() {
         assert_eq!(chains::arweave::to_b64(&data_root(&data)), theirs, "data_root of {size} bytes");
     }
 }
+
+/// A gateway that lies or stalls, on a raw loopback socket: `answer` maps a request line to the
+/// response body (status 200), `None` to a stall longer than the client's timeout.
+async fn lying_gateway(answer: impl Fn(&str) -> Option<Vec<u8>> + Send + Sync + 'static) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let line = request.lines().next().unwrap_or("").to_owned();
+                match answer(&line) {
+                    Some(body) => {
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                        let _ = socket.write_all(head.as_bytes()).await;
+                        let _ = socket.write_all(&body).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(5)).await,
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_lying_or_stalled_gateway_is_a_clear_error() {
+    let quick = RetryPolicy {
+        attempts: 2,
+        first_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+        request_timeout: Duration::from_millis(500),
+    };
+
+    // A GraphQL answer of the wrong shape.
+    let url = lying_gateway(|_| Some(br#"{"data":{"transactions":"nonsense"}}"#.to_vec())).await;
+    let gateway = Gateway::new(&url, quick.clone()).unwrap();
+    let follower = ArweaveDa::follower(gateway, ArweaveDaConfig::new("x", key().public_key(), "nobody"));
+    match follower.fetch(1).await {
+        Err(DaError::Gateway(GatewayError::Malformed { url, .. })) => assert!(url.ends_with("/graphql")),
+        other => panic!("expected a malformed GraphQL answer, got {other:?}"),
+    }
+
+    // Data cut short: it no longer matches the data_root the transaction signs.
+    let dir = tempfile::tempdir().unwrap();
+    let jwk = dir.path().join("w.json");
+    std::fs::write(&jwk, node(&["generate"], &[])).unwrap();
+    let wallet = ArweaveWallet::load(&jwk).unwrap();
+    let mut tx = Transaction::with_data(vec![7u8; 5000], Vec::new(), vec![1; 32], 1, wallet.owner().to_vec());
+    tx.sign(&wallet).unwrap();
+    let truncated = chains::arweave::to_b64(&tx.data[..4000]).into_bytes();
+    let url = lying_gateway(move |_| Some(truncated.clone())).await;
+    let gateway = Gateway::new(&url, quick.clone()).unwrap();
+    match gateway.data(&tx).await {
+        Err(GatewayError::Malformed { reason, .. }) => assert!(reason.contains("data_root"), "{reason}"),
+        other => panic!("expected a data_root mismatch, got {other:?}"),
+    }
+
+    // A gateway that accepts connections and never answers: a timeout, retried, then given up.
+    let url = lying_gateway(|_| None).await;
+    let gateway = Gateway::new(&url, quick).unwrap();
+    match gateway.height().await {
+        Err(GatewayError::Unreachable { attempts: 2, .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
