@@ -1,0 +1,6 @@
+//! The coordinator: accepts users' signed transactions, applies them in one order with the
+//! protocol core, acknowledges each only once it is durable, and seals and publishes batches.
+//! `store`: the durable ledger; `sequencer`: the single writer.
+
+pub mod sequencer;
+pub mod store;

@@ -1,0 +1,238 @@
+//! The sequencer: the one writer. It owns the state and the open batch, applies transactions in
+//! arrival order with the protocol core, and commits every accepted transaction to the ledger
+//! before anyone hears back (group commit: whatever queued while the last commit ran goes in the
+//! next one). Signatures are checked before a transaction reaches it, in parallel.
+//!
+//! If a commit fails, the state in memory is ahead of the ledger: the sequencer stops (fail-stop)
+//! and refuses everything until it is restarted, which rebuilds the state from the ledger.
+
+use bridge::batch::{ApplyError, ReplayError, SealedBatch};
+use bridge::{BatchBuilder, CoordinatorKey, NetworkParams, Receipt, State, Tx};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SequencerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the ledger does not replay: batch {number}: {source}; the database and the network parameters disagree")]
+    Replay { number: u64, source: ReplayError },
+    #[error("the ledger holds transaction {seq} that no longer applies: {reason}; the database is damaged")]
+    Ledger { seq: u64, reason: String },
+    #[error("sealing batch {number} failed: {reason}")]
+    Seal { number: u64, reason: String },
+    #[error("the sequencer stopped after a failed commit; restart the coordinator")]
+    Stopped,
+}
+
+/// One transaction's fate: applied (and durable) or refused, with the reason.
+pub type Outcome = Result<Receipt, ApplyError>;
+
+/// The single writer, used directly (one task) or through [`SequencerHandle`].
+#[derive(Debug)]
+pub struct Sequencer {
+    state: State,
+    builder: BatchBuilder,
+    store: Store,
+    key: CoordinatorKey,
+    next_seq: u64,
+    /// Sequence number of the open batch's first transaction.
+    batch_first_seq: u64,
+    stopped: bool,
+}
+
+impl Sequencer {
+    /// Rebuilds the state from the ledger: replays every sealed batch, then re-applies the
+    /// acknowledged transactions not yet sealed, in their order.
+    pub async fn recover(store: Store, params: NetworkParams, key: CoordinatorKey) -> Result<Self, SequencerError> {
+        let mut state = State::genesis(params);
+        for stored in store.batches().await? {
+            let number = stored.batch.header.number;
+            bridge::batch::replay(&mut state, &stored.batch)
+                .map_err(|source| SequencerError::Replay { number, source })?;
+        }
+        let mut builder = BatchBuilder::new(&state);
+        let pending = store.unbatched_txs().await?;
+        let batch_first_seq = match pending.first() {
+            Some((seq, _)) => *seq,
+            None => store.next_seq().await?,
+        };
+        let domain = state.domain().clone();
+        for (seq, batch_tx) in pending {
+            let tx = batch_tx.verify(&domain).map_err(|e| SequencerError::Ledger { seq, reason: e.to_string() })?;
+            builder.apply(&mut state, tx).map_err(|e| SequencerError::Ledger { seq, reason: e.to_string() })?;
+        }
+        let next_seq = store.next_seq().await?;
+        assert_eq!(next_seq, batch_first_seq + builder.len() as u64, "unsealed transactions are the ledger's tail");
+        Ok(Sequencer { state, builder, store, key, next_seq, batch_first_seq, stopped: false })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Transactions in the open batch.
+    pub fn open_len(&self) -> usize {
+        self.builder.len()
+    }
+
+    /// Applies `txs` in order and commits the accepted ones in one database transaction;
+    /// returns each one's outcome only after that commit.
+    pub async fn submit(&mut self, txs: Vec<Tx>) -> Result<Vec<Outcome>, SequencerError> {
+        if self.stopped {
+            return Err(SequencerError::Stopped);
+        }
+        let mut outcomes = Vec::with_capacity(txs.len());
+        let mut accepted = Vec::new();
+        for tx in txs {
+            let hash = tx.hash();
+            let batch_tx = tx.to_batch_tx();
+            let outcome = match self.builder.apply(&mut self.state, tx) {
+                // A full batch is sealed on the spot, and the transaction goes into the next.
+                Err(ApplyError::BatchFull) => {
+                    self.store.append_txs(self.next_seq, &accepted).await.map_err(|e| self.stop(e))?;
+                    self.next_seq += accepted.len() as u64;
+                    accepted.clear();
+                    self.seal_open(self.state.head().last_timestamp).await?;
+                    let tx = batch_tx
+                        .verify(self.state.domain())
+                        .map_err(|e| SequencerError::Ledger { seq: self.next_seq, reason: e.to_string() })?;
+                    self.builder.apply(&mut self.state, tx)
+                }
+                other => other,
+            };
+            if outcome.is_ok() {
+                accepted.push((hash, batch_tx));
+            }
+            outcomes.push(outcome);
+        }
+        self.store.append_txs(self.next_seq, &accepted).await.map_err(|e| self.stop(e))?;
+        self.next_seq += accepted.len() as u64;
+        Ok(outcomes)
+    }
+
+    /// Seals the open batch (if it holds anything) with `timestamp` and records it.
+    pub async fn seal(&mut self, timestamp: u64) -> Result<Option<SealedBatch>, SequencerError> {
+        if self.stopped {
+            return Err(SequencerError::Stopped);
+        }
+        if self.builder.is_empty() {
+            return Ok(None);
+        }
+        // Timestamps never go backwards, whatever the clock does.
+        let timestamp = timestamp.max(self.state.head().last_timestamp);
+        self.seal_open(timestamp).await.map(Some)
+    }
+
+    async fn seal_open(&mut self, timestamp: u64) -> Result<SealedBatch, SequencerError> {
+        let builder = std::mem::replace(&mut self.builder, BatchBuilder::new(&self.state));
+        let number = builder.number();
+        let sealed = builder
+            .seal(&mut self.state, timestamp, &self.key)
+            .map_err(|e| self.stop_with(SequencerError::Seal { number, reason: e.to_string() }))?;
+        self.store.record_batch(&sealed.batch, self.batch_first_seq).await.map_err(|e| self.stop(e))?;
+        self.batch_first_seq += u64::from(sealed.batch.header.tx_count);
+        self.builder = BatchBuilder::new(&self.state);
+        assert_eq!(self.batch_first_seq, self.next_seq, "a sealed batch holds every acknowledged transaction");
+        Ok(sealed)
+    }
+
+    fn stop(&mut self, error: StoreError) -> SequencerError {
+        self.stop_with(error.into())
+    }
+
+    fn stop_with(&mut self, error: SequencerError) -> SequencerError {
+        tracing::error!(%error, "the sequencer stops: memory is ahead of the ledger");
+        self.stopped = true;
+        error
+    }
+}
+
+enum Command {
+    Submit(Box<Tx>, oneshot::Sender<Result<Outcome, String>>),
+    Seal(u64, oneshot::Sender<Result<Option<SealedBatch>, String>>),
+}
+
+/// A cloneable way in to a sequencer running on its own task: each `submit` waits for its
+/// transaction's commit, and concurrent submits share commits.
+#[derive(Debug, Clone)]
+pub struct SequencerHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+/// The most transactions one group commit carries.
+const GROUP_COMMIT_MAX: usize = 4096;
+
+impl SequencerHandle {
+    /// Runs `sequencer` on a task of its own until every handle is dropped.
+    pub fn spawn(mut sequencer: Sequencer) -> (Self, tokio::task::JoinHandle<Sequencer>) {
+        let (commands, mut inbox) = mpsc::channel::<Command>(GROUP_COMMIT_MAX * 2);
+        let task = tokio::spawn(async move {
+            while let Some(first) = inbox.recv().await {
+                let mut group = vec![first];
+                while group.len() < GROUP_COMMIT_MAX {
+                    match inbox.try_recv() {
+                        Ok(command) => group.push(command),
+                        Err(_) => break,
+                    }
+                }
+                run_group(&mut sequencer, group).await;
+            }
+            sequencer
+        });
+        (SequencerHandle { commands }, task)
+    }
+
+    /// Submits one verified transaction; resolves once it is durable (or refused).
+    pub async fn submit(&self, tx: Tx) -> Result<Outcome, SequencerError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Submit(Box::new(tx), reply)).await.map_err(|_| SequencerError::Stopped)?;
+        answer.await.map_err(|_| SequencerError::Stopped)?.map_err(|_| SequencerError::Stopped)
+    }
+
+    /// Seals the open batch.
+    pub async fn seal(&self, timestamp: u64) -> Result<Option<SealedBatch>, SequencerError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Seal(timestamp, reply)).await.map_err(|_| SequencerError::Stopped)?;
+        answer.await.map_err(|_| SequencerError::Stopped)?.map_err(|_| SequencerError::Stopped)
+    }
+}
+
+/// Runs consecutive submits as one group commit, keeping seals in their place in the order.
+async fn run_group(sequencer: &mut Sequencer, group: Vec<Command>) {
+    let mut txs = Vec::new();
+    let mut replies = Vec::new();
+    for command in group {
+        match command {
+            Command::Submit(tx, reply) => {
+                txs.push(*tx);
+                replies.push(reply);
+            }
+            Command::Seal(timestamp, reply) => {
+                flush(sequencer, std::mem::take(&mut txs), std::mem::take(&mut replies)).await;
+                let _ = reply.send(sequencer.seal(timestamp).await.map_err(|e| e.to_string()));
+            }
+        }
+    }
+    flush(sequencer, txs, replies).await;
+}
+
+async fn flush(sequencer: &mut Sequencer, txs: Vec<Tx>, replies: Vec<oneshot::Sender<Result<Outcome, String>>>) {
+    if txs.is_empty() {
+        return;
+    }
+    match sequencer.submit(txs).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            let error = error.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The sequencer and its ledger on real databases: SQLite always, PostgreSQL when
+//! `DATABASE_URL` is set (each test in a schema of its own, so tests run in parallel).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+use bridge::batch::ApplyError;
+use bridge::tx::{Deposit, L1Ref, SystemTx, Transfer, UserTx};
+use bridge::{
+    Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, NetworkParams, Tx, TxError, Wallet,
+};
+use coordinator::sequencer::{Sequencer, SequencerHandle};
+use coordinator::store::Store;
+
+fn key() -> CoordinatorKey {
+    CoordinatorKey::from_secret(&[0xc0; 32]).unwrap()
+}
+
+fn params() -> NetworkParams {
+    NetworkParams {
+        name: "coordinator-test".into(),
+        chain_id: 31_337,
+        eth_vault: Address([0x7a; 20]),
+        btc_network: BtcNetwork::Regtest,
+        coordinator_key: key().public_key(),
+        fee_account: Address([0xfe; 20]),
+        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+    }
+}
+
+fn wallet(n: u64) -> Wallet {
+    let mut secret = [0x11; 32];
+    secret[24..].copy_from_slice(&n.to_be_bytes());
+    Wallet::from_secret(&secret).unwrap()
+}
+
+fn deposit(account: Address, amount: u128, n: u64) -> Tx {
+    let l1_ref = L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n };
+    Tx::System(SystemTx::Deposit(Deposit {
+        chain: Chain::Ethereum,
+        l1_ref,
+        account,
+        asset: AssetId::Eth,
+        amount: Amount(amount),
+    }))
+}
+
+fn transfer(from: &Wallet, to: Address, amount: u128, nonce: u64) -> Tx {
+    let domain = bridge::eip712::Domain::new(&params());
+    let tx = UserTx::Transfer(Transfer {
+        from: from.address(),
+        to,
+        asset: AssetId::Eth,
+        amount: Amount(amount),
+        fee: Amount(0),
+        nonce,
+    });
+    Tx::User(from.sign(tx, &domain).verify(&domain).unwrap())
+}
+
+/// A ledger URL per test: a SQLite file, or a fresh Postgres schema when `postgres` is asked.
+struct Ledger {
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn ledgers() -> Vec<Ledger> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![Ledger { url: format!("sqlite://{}", dir.path().join("ledger.db").display()), _dir: dir }];
+    if let Ok(base) = std::env::var("DATABASE_URL") {
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        let schema = format!("t{}_{}", std::process::id(), unique());
+        let pool = sqlx::AnyPool::connect(&base).await.unwrap();
+        pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        out.push(Ledger {
+            url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+            _dir: tempfile::tempdir().unwrap(),
+        });
+    }
+    out
+}
+
+/// Unique within this run: a counter and the clock's nanoseconds (processes differ by pid).
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}_{nanos}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[tokio::test]
+async fn acknowledged_txs_survive_a_restart_sealed_or_not() {
+    for ledger in ledgers().await {
+        let (alice, bob) = (wallet(1), wallet(2));
+        let store = Store::open(&ledger.url).await.unwrap();
+        let mut sequencer = Sequencer::recover(store, params(), key()).await.unwrap();
+        let outcomes = sequencer
+            .submit(vec![
+                deposit(alice.address(), 1_000, 1),
+                transfer(&alice, bob.address(), 300, 0),
+                // Overdraft: refused, and never stored.
+                transfer(&alice, bob.address(), 10_000, 1),
+            ])
+            .await
+            .unwrap();
+        assert!(outcomes[0].is_ok() && outcomes[1].is_ok(), "{outcomes:?}");
+        assert!(matches!(outcomes[2], Err(ApplyError::Tx(TxError::Overdraft { .. }))), "{outcomes:?}");
+        let sealed = sequencer.seal(1_000).await.unwrap().unwrap();
+        assert_eq!(sealed.batch.header.tx_count, 2);
+        // Acknowledged after the seal, not yet sealed.
+        sequencer.submit(vec![transfer(&alice, bob.address(), 100, 1)]).await.unwrap()[0].clone().unwrap();
+        let before = sequencer.state().fingerprint();
+        drop(sequencer);
+
+        let store = Store::open(&ledger.url).await.unwrap();
+        let mut recovered = Sequencer::recover(store, params(), key()).await.unwrap();
+        assert_eq!(recovered.state().fingerprint(), before, "{}", ledger.url);
+        assert_eq!(recovered.state().balance(&bob.address(), &AssetId::Eth), Amount(400));
+        assert_eq!(recovered.open_len(), 1);
+        let second = recovered.seal(2_000).await.unwrap().unwrap();
+        assert_eq!(second.batch.header.number, 2);
+        assert_eq!(second.batch.header.prev_hash, sealed.batch.hash());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_submits_share_commits_and_keep_one_order() {
+    for ledger in ledgers().await {
+        let store = Store::open(&ledger.url).await.unwrap();
+        let sequencer = Sequencer::recover(store, params(), key()).await.unwrap();
+        let (handle, task) = SequencerHandle::spawn(sequencer);
+        let mut joins = Vec::new();
+        for client in 0..8u64 {
+            let handle = handle.clone();
+            joins.push(tokio::spawn(async move {
+                let me = wallet(100 + client);
+                handle.submit(deposit(me.address(), 1_000, client)).await.unwrap().unwrap();
+                for nonce in 0..25 {
+                    handle.submit(transfer(&me, Address([9; 20]), 1, nonce)).await.unwrap().unwrap();
+                }
+            }));
+        }
+        for join in joins {
+            join.await.unwrap();
+        }
+        handle.seal(5).await.unwrap().unwrap();
+        drop(handle);
+        let sequencer = task.await.unwrap();
+        assert_eq!(sequencer.state().balance(&Address([9; 20]), &AssetId::Eth), Amount(200));
+        let before = sequencer.state().fingerprint();
+        drop(sequencer);
+        let recovered = Sequencer::recover(Store::open(&ledger.url).await.unwrap(), params(), key()).await.unwrap();
+        assert_eq!(recovered.state().fingerprint(), before);
+        assert_eq!(recovered.open_len(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_bad_database_url_is_a_clear_error() {
+    let err = Store::open("mysql://x").await.unwrap_err();
+    assert!(err.to_string().contains("sqlite://"), "{err}");
+    let err = Store::open("postgres://nobody:secret@127.0.0.1:1/none").await.unwrap_err();
+    assert!(!err.to_string().contains("secret"), "the password is not printed: {err}");
+}
