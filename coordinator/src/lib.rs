@@ -2,5 +2,6 @@
 //! protocol core, acknowledges each only once it is durable, and seals and publishes batches.
 //! `store`: the durable ledger; `sequencer`: the single writer.
 
+pub mod publisher;
 pub mod sequencer;
 pub mod store;

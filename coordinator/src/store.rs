@@ -170,6 +170,19 @@ impl Store {
             .collect()
     }
 
+    /// Sealed batches not yet published, in order.
+    pub async fn unpublished_batches(&self) -> Result<Vec<SignedBatch>, StoreError> {
+        let rows =
+            sqlx::query("SELECT body FROM batches WHERE locator IS NULL ORDER BY number").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let body: Vec<u8> = row.try_get("body")?;
+                SignedBatch::try_from_slice(&body)
+                    .map_err(|e| StoreError::Corrupt { what: "batch".into(), reason: e.to_string() })
+            })
+            .collect()
+    }
+
     /// Acknowledged transactions not yet in a sealed batch, in sequence order.
     pub async fn unbatched_txs(&self) -> Result<Vec<(u64, BatchTx)>, StoreError> {
         let rows =

@@ -162,3 +162,35 @@ async fn a_bad_database_url_is_a_clear_error() {
     let err = Store::open("postgres://nobody:secret@127.0.0.1:1/none").await.unwrap_err();
     assert!(!err.to_string().contains("secret"), "the password is not printed: {err}");
 }
+
+#[tokio::test]
+async fn sealed_batches_are_published_once_even_across_a_restart() {
+    use chains::da::{DataAvailability, DirDa};
+    use coordinator::publisher::Publisher;
+    use std::sync::Arc;
+
+    for ledger in ledgers().await {
+        let da_dir = tempfile::tempdir().unwrap();
+        let da: Arc<dyn DataAvailability> = Arc::new(DirDa::open(da_dir.path(), key().public_key()).unwrap());
+        let alice = wallet(1);
+        let store = Store::open(&ledger.url).await.unwrap();
+        let mut sequencer = Sequencer::recover(store.clone(), params(), key()).await.unwrap();
+        sequencer.submit(vec![deposit(alice.address(), 50, 1)]).await.unwrap();
+        sequencer.seal(1).await.unwrap().unwrap();
+        let publisher = Publisher::new(store.clone(), da.clone());
+        assert_eq!(publisher.publish_pending().await.unwrap().len(), 1);
+
+        // Sealed, then the process dies before publishing.
+        sequencer.submit(vec![transfer(&alice, Address([3; 20]), 5, 0)]).await.unwrap();
+        sequencer.seal(2).await.unwrap().unwrap();
+        drop((sequencer, publisher, store));
+
+        let store = Store::open(&ledger.url).await.unwrap();
+        let publisher = Publisher::new(store.clone(), da.clone());
+        let published = publisher.publish_pending().await.unwrap();
+        assert_eq!(published.iter().map(|p| p.number).collect::<Vec<_>>(), vec![2]);
+        assert!(publisher.publish_pending().await.unwrap().is_empty(), "nothing is published twice");
+        assert_eq!(da.latest().await.unwrap(), 2);
+        assert!(store.batches().await.unwrap().iter().all(|b| b.locator.is_some()));
+    }
+}

@@ -1,0 +1,51 @@
+//! The publisher: takes sealed batches from the ledger, in order, and publishes them through the
+//! data-availability layer, noting where each went. A batch is never dropped (it stays in the
+//! ledger, unpublished, until the DA accepts it) and never published twice (the DA refuses or
+//! recognises a repeat, and the ledger remembers the locator).
+
+use std::sync::Arc;
+
+use chains::da::{DaError, DataAvailability, Published};
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("publishing batch {number} failed: {source}; it stays in the ledger and is retried")]
+    Da { number: u64, source: DaError },
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    store: Store,
+    da: Arc<dyn DataAvailability>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("store", &self.store.backend()).finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub fn new(store: Store, da: Arc<dyn DataAvailability>) -> Self {
+        Publisher { store, da }
+    }
+
+    /// Publishes every sealed batch the ledger holds without a locator, in order; stops at the
+    /// first failure so that batches are never published out of order.
+    pub async fn publish_pending(&self) -> Result<Vec<Published>, PublishError> {
+        let mut done = Vec::new();
+        for batch in self.store.unpublished_batches().await? {
+            let number = batch.header.number;
+            let published = self.da.publish(&batch).await.map_err(|source| PublishError::Da { number, source })?;
+            assert_eq!(published.number, number, "the DA files a batch under its own number");
+            self.store.set_published(number, &published.locator).await?;
+            tracing::info!(number, locator = %published.locator, "batch published");
+            done.push(published);
+        }
+        Ok(done)
+    }
+}
