@@ -1,7 +1,9 @@
 //! The coordinator: accepts users' signed transactions, applies them in one order with the
 //! protocol core, acknowledges each only once it is durable, and seals and publishes batches.
-//! `store`: the durable ledger; `sequencer`: the single writer.
+//! `store`: the durable ledger; `sequencer`: the single writer; `publisher`: sealed batches to
+//! the DA; `deposits`: L1 deposits in from the chain watchers.
 
+pub mod deposits;
 pub mod publisher;
 pub mod sequencer;
 pub mod store;

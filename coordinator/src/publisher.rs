@@ -4,6 +4,9 @@
 //! recognises a repeat, and the ledger remembers the locator).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use chains::da::{DaError, DataAvailability, Published};
 
@@ -47,5 +50,16 @@ impl Publisher {
             done.push(published);
         }
         Ok(done)
+    }
+
+    /// Publishes whenever a batch is sealed (`sealed` is notified) and every `retry`, forever;
+    /// a failure is logged and retried, the batch staying in the ledger meanwhile.
+    pub async fn run(self, sealed: Arc<Notify>, retry: Duration) {
+        loop {
+            if let Err(error) = self.publish_pending().await {
+                tracing::warn!(%error, "publishing failed; retrying");
+            }
+            let _ = tokio::time::timeout(retry, sealed.notified()).await;
+        }
     }
 }

@@ -8,7 +8,11 @@
 
 use bridge::batch::{ApplyError, ReplayError, SealedBatch};
 use bridge::{BatchBuilder, CoordinatorKey, NetworkParams, Receipt, State, Tx};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::store::{Store, StoreError};
 
@@ -164,12 +168,36 @@ pub struct SequencerHandle {
 /// The most transactions one group commit carries.
 const GROUP_COMMIT_MAX: usize = 4096;
 
+/// When the open batch is sealed: at `max_txs` transactions, or `max_age` after its first.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    pub max_txs: usize,
+    pub max_age: Duration,
+}
+
 impl SequencerHandle {
-    /// Runs `sequencer` on a task of its own until every handle is dropped.
-    pub fn spawn(mut sequencer: Sequencer) -> (Self, tokio::task::JoinHandle<Sequencer>) {
+    /// Runs `sequencer` on a task of its own until every handle is dropped. Batches are sealed
+    /// by `policy`, stamped with `clock()` (seconds), and `sealed` is notified after each seal.
+    pub fn spawn(
+        mut sequencer: Sequencer,
+        policy: BatchPolicy,
+        clock: fn() -> u64,
+        sealed: Arc<Notify>,
+    ) -> (Self, tokio::task::JoinHandle<Sequencer>) {
         let (commands, mut inbox) = mpsc::channel::<Command>(GROUP_COMMIT_MAX * 2);
         let task = tokio::spawn(async move {
-            while let Some(first) = inbox.recv().await {
+            // Unsealed transactions recovered from the ledger start the clock too.
+            let mut opened = (sequencer.open_len() > 0).then(Instant::now);
+            loop {
+                let deadline = opened.map(|at| at + policy.max_age);
+                let next = tokio::select! {
+                    command = inbox.recv() => command,
+                    () = sleep_until(deadline) => {
+                        seal_now(&mut sequencer, clock, &sealed, &mut opened).await;
+                        continue;
+                    }
+                };
+                let Some(first) = next else { break };
                 let mut group = vec![first];
                 while group.len() < GROUP_COMMIT_MAX {
                     match inbox.try_recv() {
@@ -177,7 +205,16 @@ impl SequencerHandle {
                         Err(_) => break,
                     }
                 }
-                run_group(&mut sequencer, group).await;
+                if run_group(&mut sequencer, group).await {
+                    sealed.notify_one();
+                }
+                if sequencer.open_len() >= policy.max_txs {
+                    seal_now(&mut sequencer, clock, &sealed, &mut opened).await;
+                } else if sequencer.open_len() == 0 {
+                    opened = None;
+                } else if opened.is_none() {
+                    opened = Some(Instant::now());
+                }
             }
             sequencer
         });
@@ -191,7 +228,7 @@ impl SequencerHandle {
         answer.await.map_err(|_| SequencerError::Stopped)?.map_err(|_| SequencerError::Stopped)
     }
 
-    /// Seals the open batch.
+    /// Seals the open batch now.
     pub async fn seal(&self, timestamp: u64) -> Result<Option<SealedBatch>, SequencerError> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Seal(timestamp, reply)).await.map_err(|_| SequencerError::Stopped)?;
@@ -199,8 +236,29 @@ impl SequencerHandle {
     }
 }
 
-/// Runs consecutive submits as one group commit, keeping seals in their place in the order.
-async fn run_group(sequencer: &mut Sequencer, group: Vec<Command>) {
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn seal_now(sequencer: &mut Sequencer, clock: fn() -> u64, sealed: &Notify, opened: &mut Option<Instant>) {
+    match sequencer.seal(clock()).await {
+        Ok(Some(batch)) => {
+            tracing::info!(number = batch.batch.header.number, txs = batch.batch.header.tx_count, "batch sealed");
+            sealed.notify_one();
+        }
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, "sealing failed"),
+    }
+    *opened = None;
+}
+
+/// Runs consecutive submits as one group commit, keeping seals in their place in the order;
+/// true if a batch was sealed.
+async fn run_group(sequencer: &mut Sequencer, group: Vec<Command>) -> bool {
+    let mut sealed_any = false;
     let mut txs = Vec::new();
     let mut replies = Vec::new();
     for command in group {
@@ -211,11 +269,14 @@ async fn run_group(sequencer: &mut Sequencer, group: Vec<Command>) {
             }
             Command::Seal(timestamp, reply) => {
                 flush(sequencer, std::mem::take(&mut txs), std::mem::take(&mut replies)).await;
-                let _ = reply.send(sequencer.seal(timestamp).await.map_err(|e| e.to_string()));
+                let result = sequencer.seal(timestamp).await.map_err(|e| e.to_string());
+                sealed_any |= matches!(result, Ok(Some(_)));
+                let _ = reply.send(result);
             }
         }
     }
     flush(sequencer, txs, replies).await;
+    sealed_any
 }
 
 async fn flush(sequencer: &mut Sequencer, txs: Vec<Tx>, replies: Vec<oneshot::Sender<Result<Outcome, String>>>) {

@@ -7,7 +7,7 @@ use bridge::tx::{Deposit, L1Ref, SystemTx, Transfer, UserTx};
 use bridge::{
     Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, NetworkParams, Tx, TxError, Wallet,
 };
-use coordinator::sequencer::{Sequencer, SequencerHandle};
+use coordinator::sequencer::{BatchPolicy, Sequencer, SequencerHandle};
 use coordinator::store::Store;
 
 fn key() -> CoordinatorKey {
@@ -128,7 +128,8 @@ async fn concurrent_submits_share_commits_and_keep_one_order() {
     for ledger in ledgers().await {
         let store = Store::open(&ledger.url).await.unwrap();
         let sequencer = Sequencer::recover(store, params(), key()).await.unwrap();
-        let (handle, task) = SequencerHandle::spawn(sequencer);
+        let policy = BatchPolicy { max_txs: 100_000, max_age: std::time::Duration::from_secs(3600) };
+        let (handle, task) = SequencerHandle::spawn(sequencer, policy, || 1, Default::default());
         let mut joins = Vec::new();
         for client in 0..8u64 {
             let handle = handle.clone();
@@ -192,5 +193,49 @@ async fn sealed_batches_are_published_once_even_across_a_restart() {
         assert!(publisher.publish_pending().await.unwrap().is_empty(), "nothing is published twice");
         assert_eq!(da.latest().await.unwrap(), 2);
         assert!(store.batches().await.unwrap().iter().all(|b| b.locator.is_some()));
+    }
+}
+
+#[tokio::test]
+async fn batches_seal_on_size_and_on_age_and_deposits_credit_once() {
+    use chains::da::{DataAvailability, DirDa};
+    use coordinator::deposits::{deposit_channel, forward_deposits};
+    use coordinator::publisher::Publisher;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    for ledger in ledgers().await {
+        let da_dir = tempfile::tempdir().unwrap();
+        let da: Arc<dyn DataAvailability> = Arc::new(DirDa::open(da_dir.path(), key().public_key()).unwrap());
+        let store = Store::open(&ledger.url).await.unwrap();
+        let sequencer = Sequencer::recover(store.clone(), params(), key()).await.unwrap();
+        let sealed = Arc::new(tokio::sync::Notify::new());
+        let policy = BatchPolicy { max_txs: 10, max_age: Duration::from_millis(200) };
+        let (handle, task) = SequencerHandle::spawn(sequencer, policy, || 7, sealed.clone());
+        let publisher = tokio::spawn(Publisher::new(store.clone(), da.clone()).run(sealed, Duration::from_millis(100)));
+
+        // 25 deposits, each handed in twice: 25 credited, in batches of 10, 10 and (by age) 5.
+        let (sink, source) = deposit_channel(64);
+        let forwarder = tokio::spawn(forward_deposits(source, handle.clone()));
+        for n in 0..25u64 {
+            let Tx::System(SystemTx::Deposit(d)) = deposit(Address([n as u8; 20]), 1, n) else { unreachable!() };
+            sink.send(d.clone()).await.unwrap();
+            sink.send(d).await.unwrap();
+        }
+        drop(sink);
+        assert_eq!(forwarder.await.unwrap(), 25);
+
+        let mut waited = 0;
+        while da.latest().await.unwrap() < 3 && waited < 300 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited += 1;
+        }
+        let fetched = da.batches_after(0, 10).await.unwrap();
+        let sizes: Vec<u32> = fetched.iter().map(|f| f.batch.header.tx_count).collect();
+        assert_eq!(sizes, vec![10, 10, 5], "{}", ledger.url);
+        publisher.abort();
+        drop(handle);
+        let sequencer = task.await.unwrap();
+        assert_eq!(sequencer.open_len(), 0);
     }
 }
