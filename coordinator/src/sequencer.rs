@@ -68,7 +68,12 @@ impl Sequencer {
             builder.apply(&mut state, tx).map_err(|e| SequencerError::Ledger { seq, reason: e.to_string() })?;
         }
         let next_seq = store.next_seq().await?;
-        assert_eq!(next_seq, batch_first_seq + builder.len() as u64, "unsealed transactions are the ledger's tail");
+        if next_seq != batch_first_seq + builder.len() as u64 {
+            return Err(SequencerError::Ledger {
+                seq: batch_first_seq,
+                reason: "unsealed transactions are not the ledger's tail".into(),
+            });
+        }
         Ok(Sequencer { state, builder, store, key, next_seq, batch_first_seq, stopped: false })
     }
 
