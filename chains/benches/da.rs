@@ -7,10 +7,11 @@
 use std::io::Write;
 use std::time::Instant;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use bridge::tx::{Deposit, L1Ref, SystemTx};
-use bridge::{
-    Address, Amount, AssetConfig, AssetId, BatchBuilder, BtcNetwork, Chain, CoordinatorKey, NetworkParams, State, Tx,
-};
+use bridge::{Address, Amount, AssetId, BatchBuilder, Chain, CoordinatorKey, State, Tx};
 use chains::arweave::arlocal::Arlocal;
 use chains::arweave::{ArweaveWallet, Transaction};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
@@ -20,18 +21,10 @@ const TXS_PER_BATCH: u64 = 10_000;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let key = CoordinatorKey::from_secret(&[0xc0; 32]).unwrap();
-    let params = NetworkParams {
-        name: "bench".into(),
-        chain_id: 1,
-        eth_vault: Address([1; 20]),
-        btc_network: BtcNetwork::Regtest,
-        coordinator_key: key.public_key(),
-        fee_account: Address([0xfe; 20]),
-        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
-    };
+    let key = common::key();
     eprintln!("building {BATCHES} batches of {TXS_PER_BATCH} deposits…");
-    let mut state = State::genesis(params);
+    // Repetitive deposits (they compress well), so the DirDa figures measure the store.
+    let mut state = State::genesis(common::params(&key));
     let batches: Vec<_> = (1..=BATCHES)
         .map(|b| {
             let mut builder = BatchBuilder::new(&state);
@@ -91,40 +84,6 @@ async fn main() {
     arweave(&key).await;
 }
 
-/// Hash-like deposits, so that a batch is as incompressible as real signed transactions.
-fn dense_batches(count: u64, per_batch: u64, key: &CoordinatorKey) -> Vec<bridge::SignedBatch> {
-    let mut state = State::genesis(NetworkParams {
-        name: "bench".into(),
-        chain_id: 1,
-        eth_vault: Address([1; 20]),
-        btc_network: BtcNetwork::Regtest,
-        coordinator_key: key.public_key(),
-        fee_account: Address([0xfe; 20]),
-        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
-    });
-    let mut seed = 0u64;
-    (1..=count)
-        .map(|b| {
-            let mut builder = BatchBuilder::new(&state);
-            for _ in 0..per_batch {
-                seed += 1;
-                let tx_hash = bridge::hashing::sha256(seed.to_be_bytes());
-                let mut account = [0u8; 20];
-                account.copy_from_slice(&bridge::hashing::sha256(tx_hash)[..20]);
-                let deposit = Deposit {
-                    chain: Chain::Ethereum,
-                    l1_ref: L1Ref::Ethereum { tx_hash, log_index: seed },
-                    account: Address(account),
-                    asset: AssetId::Eth,
-                    amount: Amount(1 + u128::from(seed)),
-                };
-                builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
-            }
-            builder.seal(&mut state, b, key).unwrap().batch
-        })
-        .collect()
-}
-
 fn generate_jwk(dir: &std::path::Path, name: &str) -> Option<ArweaveWallet> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/tools/arweave-check.js");
     let output = std::process::Command::new("node").arg(script).arg("generate").output().ok()?;
@@ -165,7 +124,8 @@ async fn arweave(key: &CoordinatorKey) {
         let journal = dir.path().join(format!("journal-{per_batch}"));
         let publisher = ArweaveDa::publisher(gateway.clone(), config.clone(), wallet, &journal).unwrap();
         let follower = ArweaveDa::follower(gateway.clone(), config);
-        let batches = dense_batches(ROUNDS, per_batch, key);
+        // Hash-like deposits: as incompressible as real signed transactions.
+        let (batches, _) = common::batches_of(ROUNDS, per_batch, key);
         let encoded: Vec<Vec<u8>> = batches.iter().map(bridge::codec::encode_batch).collect();
         let bytes = encoded.iter().map(Vec::len).sum::<usize>() / encoded.len();
 

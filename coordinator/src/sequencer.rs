@@ -7,7 +7,7 @@
 //! and refuses everything until it is restarted, which rebuilds the state from the ledger.
 
 use bridge::batch::{ApplyError, ReplayError, SealedBatch};
-use bridge::{BatchBuilder, CoordinatorKey, NetworkParams, Receipt, State, Tx};
+use bridge::{BatchBuilder, BatchTx, CoordinatorKey, NetworkParams, Receipt, State, Tx};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,9 +100,7 @@ impl Sequencer {
             let outcome = match self.builder.apply(&mut self.state, tx) {
                 // A full batch is sealed on the spot, and the transaction goes into the next.
                 Err(ApplyError::BatchFull) => {
-                    self.store.append_txs(self.next_seq, &accepted).await.map_err(|e| self.stop(e))?;
-                    self.next_seq += accepted.len() as u64;
-                    accepted.clear();
+                    self.commit(std::mem::take(&mut accepted)).await?;
                     self.seal_open(self.state.head().last_timestamp).await?;
                     let tx = batch_tx
                         .verify(self.state.domain())
@@ -116,9 +114,15 @@ impl Sequencer {
             }
             outcomes.push(outcome);
         }
+        self.commit(accepted).await?;
+        Ok(outcomes)
+    }
+
+    /// Appends applied transactions to the ledger in one database transaction.
+    async fn commit(&mut self, accepted: Vec<([u8; 32], BatchTx)>) -> Result<(), SequencerError> {
         self.store.append_txs(self.next_seq, &accepted).await.map_err(|e| self.stop(e))?;
         self.next_seq += accepted.len() as u64;
-        Ok(outcomes)
+        Ok(())
     }
 
     /// Seals the open batch (if it holds anything) with `timestamp` and records it.

@@ -7,7 +7,7 @@
 
 use borsh::BorshDeserialize;
 use bridge::{BatchTx, SignedBatch};
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{AnyPoolOptions, AnyRow, install_default_drivers};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
 #[derive(Debug, thiserror::Error)]
@@ -160,27 +160,14 @@ impl Store {
     pub async fn batches(&self) -> Result<Vec<StoredBatch>, StoreError> {
         let rows =
             sqlx::query("SELECT number, body, locator FROM batches ORDER BY number").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let body: Vec<u8> = row.try_get("body")?;
-                let batch = SignedBatch::try_from_slice(&body)
-                    .map_err(|e| StoreError::Corrupt { what: "batch".into(), reason: e.to_string() })?;
-                Ok(StoredBatch { batch, locator: row.try_get("locator")? })
-            })
-            .collect()
+        rows.iter().map(|row| Ok(StoredBatch { batch: batch_in(row)?, locator: row.try_get("locator")? })).collect()
     }
 
     /// Sealed batches not yet published, in order.
     pub async fn unpublished_batches(&self) -> Result<Vec<SignedBatch>, StoreError> {
         let rows =
             sqlx::query("SELECT body FROM batches WHERE locator IS NULL ORDER BY number").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let body: Vec<u8> = row.try_get("body")?;
-                SignedBatch::try_from_slice(&body)
-                    .map_err(|e| StoreError::Corrupt { what: "batch".into(), reason: e.to_string() })
-            })
-            .collect()
+        rows.iter().map(batch_in).collect()
     }
 
     /// Acknowledged transactions not yet in a sealed batch, in sequence order.
@@ -204,6 +191,12 @@ impl Store {
         let top: Option<i64> = row.try_get("top")?;
         Ok(top.map_or(0, |t| from_i64(t) + 1))
     }
+}
+
+/// The batch in a `batches` row's `body`.
+fn batch_in(row: &AnyRow) -> Result<SignedBatch, StoreError> {
+    let body: Vec<u8> = row.try_get("body")?;
+    SignedBatch::try_from_slice(&body).map_err(|e| StoreError::Corrupt { what: "batch".into(), reason: e.to_string() })
 }
 
 // Sequence and batch numbers stay far below 2^63; the asserts keep a bug from wrapping silently.

@@ -176,7 +176,12 @@ impl Gateway {
 
     /// Posts a signed transaction: inline if its data fits, otherwise the header then every chunk.
     pub async fn upload(&self, tx: &Transaction) -> Result<(), GatewayError> {
-        assert!(tx.data_matches(&tx.data), "a transaction is uploaded with the data it commits to");
+        let chunked = super::merkle::chunk_data(&tx.data);
+        let root = chunked.as_ref().map(|c| c.data_root.to_vec()).unwrap_or_default();
+        assert!(
+            tx.data.len() as u64 == tx.data_size && root == tx.data_root,
+            "a transaction is uploaded with the data it commits to"
+        );
         let inline = tx.data_size <= INLINE_LIMIT;
         let json = serde_json::to_value(tx.to_json(inline)).map_err(|e| self.malformed("/tx", e))?;
         let (status, body) = self.send(true, "/tx", Body::Json(json)).await?;
@@ -184,8 +189,8 @@ impl Gateway {
         if !(status.is_success() || status == StatusCode::ALREADY_REPORTED) {
             return Err(refused(&self.url("/tx"), status, &body));
         }
-        if !inline && let Some(chunked) = super::merkle::chunk_data(&tx.data) {
-            self.upload_chunks(tx, &chunked).await?;
+        if !inline && let Some(chunked) = &chunked {
+            self.upload_chunks(tx, chunked).await?;
         }
         Ok(())
     }

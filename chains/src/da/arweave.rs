@@ -10,7 +10,7 @@
 //! The publisher writes each signed transaction to a journal before posting it and keeps it
 //! there until the batch is confirmed, so a restart resumes without posting a batch twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -107,7 +107,7 @@ struct Inner {
     /// Batches accepted at the configured depth, with every id that carries them.
     accepted: Mutex<BTreeMap<u64, Candidate>>,
     /// (kind, Arweave id) pairs already counted, so polling does not count one forgery twice.
-    rejected: Mutex<BTreeMap<(Rejection, String), ()>>,
+    rejected: Mutex<BTreeSet<(Rejection, String)>>,
     publish_lock: tokio::sync::Mutex<()>,
     /// `latest` so far: every batch up to it was accepted one after another from batch 1.
     latest: Mutex<u64>,
@@ -182,7 +182,7 @@ impl ArweaveDa {
                 config,
                 publisher,
                 accepted: Mutex::new(BTreeMap::new()),
-                rejected: Mutex::new(BTreeMap::new()),
+                rejected: Mutex::new(BTreeSet::new()),
                 publish_lock: tokio::sync::Mutex::new(()),
                 latest: Mutex::new(0),
             }),
@@ -196,7 +196,7 @@ impl ArweaveDa {
     /// How many distinct transactions were refused, by kind (also exported as a metric).
     pub fn rejections(&self) -> BTreeMap<Rejection, u64> {
         let mut counts = BTreeMap::new();
-        for (kind, _) in lock(&self.inner.rejected).keys() {
+        for (kind, _) in lock(&self.inner.rejected).iter() {
             *counts.entry(*kind).or_insert(0) += 1;
         }
         counts
@@ -214,14 +214,15 @@ impl ArweaveDa {
         let Some(publisher) = &self.inner.publisher else { return Ok(0) };
         let mut remaining = 0;
         for (path, entry) in read_journal(&publisher.journal)? {
-            let tx = Transaction::from_json(&entry.tx).map_err(GatewayError::from)?;
-            match self.inner.gateway.status(&tx.id_b64()).await? {
+            // The data is decoded only for a repost; the status needs the id alone.
+            match self.inner.gateway.status(&entry.tx.id).await? {
                 TxStatus::Confirmed { confirmations, .. } if confirmations >= self.inner.config.confirmations => {
                     std::fs::remove_file(&path).map_err(|e| journal_error(&path, e))?;
                     sync_dir(&publisher.journal)?;
                     continue;
                 }
                 TxStatus::NotFound => {
+                    let tx = Transaction::from_json(&entry.tx).map_err(GatewayError::from)?;
                     tracing::warn!(number = entry.number, id = %tx.id_b64(), "the gateway lost a posted batch; posting it again");
                     self.inner.gateway.upload(&tx).await?;
                 }
@@ -233,7 +234,7 @@ impl ArweaveDa {
     }
 
     fn reject(&self, kind: Rejection, id: &str, why: &str) {
-        let fresh = lock(&self.inner.rejected).insert((kind, id.to_owned()), ()).is_none();
+        let fresh = lock(&self.inner.rejected).insert((kind, id.to_owned()));
         if fresh {
             tracing::warn!(kind = kind.as_str(), arweave_id = id, why, "refused a transaction posing as a batch");
             metrics::counter!("bridge_da_rejected_total", "kind" => kind.as_str()).increment(1);
@@ -479,7 +480,11 @@ impl DataAvailability for ArweaveDa {
         let mut tx = Transaction::with_data(data, tags, anchor, reward, publisher.wallet.owner().to_vec());
         tx.sign(&publisher.wallet).map_err(GatewayError::from)?;
         let entry = JournalEntry { number, batch_hash: hex::encode(hash), tx: tx.to_json(true) };
-        write_entry(&publisher.journal, &journal_path, &entry)?;
+        // Serialising and fsyncing up to tens of megabytes: off the async workers.
+        let journal_dir = publisher.journal.clone();
+        tokio::task::spawn_blocking(move || write_entry(&journal_dir, &journal_path, &entry))
+            .await
+            .map_err(|e| DaError::Worker(e.to_string()))??;
         gateway.upload(&tx).await?;
         let mut posted = lock(&publisher.posted);
         posted.insert(number, (tx.id_b64(), hash));
