@@ -62,6 +62,8 @@ impl Arlocal {
             .arg("--persist")
             .arg("--dbpath")
             .arg(dir.join("db"))
+            // arlocal writes `logs` and `tmp/` into its working directory: keep them in `dir`.
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
