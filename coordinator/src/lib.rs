@@ -3,7 +3,11 @@
 //! `store`: the durable ledger; `sequencer`: the single writer; `publisher`: sealed batches to
 //! the DA; `deposits`: L1 deposits in from the chain watchers.
 
+pub mod api;
+pub mod config;
 pub mod deposits;
+pub mod node;
 pub mod publisher;
 pub mod sequencer;
 pub mod store;
+pub mod takeover;

@@ -41,12 +41,21 @@ impl Publisher {
     /// first failure so that batches are never published out of order.
     pub async fn publish_pending(&self) -> Result<Vec<Published>, PublishError> {
         let mut done = Vec::new();
-        for batch in self.store.unpublished_batches().await? {
+        let pending = self.store.unpublished_batches().await?;
+        metrics::gauge!("bridge_coordinator_unpublished_batches").set(pending.len() as f64);
+        let mut left = pending.len();
+        for batch in pending {
             let number = batch.header.number;
             let published = self.da.publish(&batch).await.map_err(|source| PublishError::Da { number, source })?;
             assert_eq!(published.number, number, "the DA files a batch under its own number");
             self.store.set_published(number, &published.locator).await?;
-            tracing::info!(number, locator = %published.locator, "batch published");
+            left -= 1;
+            // Lag: from the batch's seal (its timestamp) to the DA's acceptance.
+            let lag_ms = crate::node::unix_millis().saturating_sub(batch.header.timestamp);
+            metrics::histogram!("bridge_coordinator_publish_lag_seconds").record(lag_ms as f64 / 1000.0);
+            metrics::gauge!("bridge_coordinator_published_batch").set(number as f64);
+            metrics::gauge!("bridge_coordinator_unpublished_batches").set(left as f64);
+            tracing::info!(number, locator = %published.locator, lag_ms, "batch published");
             done.push(published);
         }
         Ok(done)

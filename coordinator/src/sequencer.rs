@@ -162,9 +162,13 @@ impl Sequencer {
     }
 }
 
+/// A read of the live state, run on the sequencer's task between commits.
+type Read = Box<dyn FnOnce(&State) + Send>;
+
 enum Command {
     Submit(Box<Tx>, oneshot::Sender<Result<Outcome, String>>),
     Seal(u64, oneshot::Sender<Result<Option<SealedBatch>, String>>),
+    Read(Read),
 }
 
 /// A cloneable way in to a sequencer running on its own task: each `submit` waits for its
@@ -186,7 +190,7 @@ pub struct BatchPolicy {
 
 impl SequencerHandle {
     /// Runs `sequencer` on a task of its own until every handle is dropped. Batches are sealed
-    /// by `policy`, stamped with `clock()` (seconds), and `sealed` is notified after each seal.
+    /// by `policy`, stamped with `clock()` (milliseconds since the Unix epoch), and `sealed` is notified after each seal.
     pub fn spawn(
         mut sequencer: Sequencer,
         policy: BatchPolicy,
@@ -237,6 +241,35 @@ impl SequencerHandle {
         answer.await.map_err(|_| SequencerError::Stopped)?.map_err(|_| SequencerError::Stopped)
     }
 
+    /// Submits verified transactions in this order (they may share one commit); resolves once
+    /// every one of them is durable or refused, with each one's outcome.
+    pub async fn submit_many(&self, txs: Vec<Tx>) -> Result<Vec<Outcome>, SequencerError> {
+        let mut answers = Vec::with_capacity(txs.len());
+        for tx in txs {
+            let (reply, answer) = oneshot::channel();
+            self.commands.send(Command::Submit(Box::new(tx), reply)).await.map_err(|_| SequencerError::Stopped)?;
+            answers.push(answer);
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(answer.await.map_err(|_| SequencerError::Stopped)?.map_err(|_| SequencerError::Stopped)?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Runs `read` against the live state (everything acknowledged so far) and returns its answer.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&State) -> T + Send + 'static,
+    ) -> Result<T, SequencerError> {
+        let (reply, answer) = oneshot::channel();
+        let read: Read = Box::new(move |state| {
+            let _ = reply.send(read(state));
+        });
+        self.commands.send(Command::Read(read)).await.map_err(|_| SequencerError::Stopped)?;
+        answer.await.map_err(|_| SequencerError::Stopped)
+    }
+
     /// Seals the open batch now.
     pub async fn seal(&self, timestamp: u64) -> Result<Option<SealedBatch>, SequencerError> {
         let (reply, answer) = oneshot::channel();
@@ -281,6 +314,11 @@ async fn run_group(sequencer: &mut Sequencer, group: Vec<Command>) -> bool {
                 let result = sequencer.seal(timestamp).await.map_err(|e| e.to_string());
                 sealed_any |= matches!(result, Ok(Some(_)));
                 let _ = reply.send(result);
+            }
+            // Reads see every submit queued before them, so they wait for that commit.
+            Command::Read(read) => {
+                flush(sequencer, std::mem::take(&mut txs), std::mem::take(&mut replies)).await;
+                read(sequencer.state());
             }
         }
     }

@@ -6,7 +6,7 @@
 //! after the database transaction holding it commits.
 
 use borsh::BorshDeserialize;
-use bridge::{BatchTx, SignedBatch};
+use bridge::{Address, BatchTx, SignedBatch, SystemTx, UserTx};
 use sqlx::any::{AnyPoolOptions, AnyRow, install_default_drivers};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
@@ -100,16 +100,34 @@ impl Store {
         if txs.is_empty() {
             return Ok(());
         }
-        let mut db = self.pool.begin().await?;
+        let mut rows = Vec::with_capacity(txs.len());
+        let mut touches = Vec::with_capacity(txs.len() * 2);
         for (i, (hash, tx)) in txs.iter().enumerate() {
+            let seq = to_i64(first_seq + i as u64);
             let body =
                 borsh::to_vec(tx).map_err(|e| StoreError::Corrupt { what: "tx".into(), reason: e.to_string() })?;
-            sqlx::query("INSERT INTO txs (seq, hash, body, batch) VALUES ($1, $2, $3, NULL)")
-                .bind(to_i64(first_seq + i as u64))
-                .bind(hash.to_vec())
-                .bind(body)
-                .execute(&mut *db)
-                .await?;
+            rows.push((seq, hash.to_vec(), body));
+            for account in accounts_touched(tx) {
+                touches.push((account.0.to_vec(), seq));
+            }
+        }
+        let mut db = self.pool.begin().await?;
+        // Many rows per statement: one round trip per few hundred rows instead of one per row.
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row_insert("INSERT INTO txs (seq, hash, body, batch) VALUES ", chunk.len(), 3, ", NULL");
+            let mut query = sqlx::query(&sql);
+            for (seq, hash, body) in chunk {
+                query = query.bind(*seq).bind(hash.clone()).bind(body.clone());
+            }
+            query.execute(&mut *db).await?;
+        }
+        for chunk in touches.chunks(ROWS_PER_INSERT) {
+            let sql = multi_row_insert("INSERT INTO account_txs (account, seq) VALUES ", chunk.len(), 2, "");
+            let mut query = sqlx::query(&sql);
+            for (account, seq) in chunk {
+                query = query.bind(account.clone()).bind(*seq);
+            }
+            query.execute(&mut *db).await?;
         }
         db.commit().await?;
         Ok(())
@@ -185,12 +203,144 @@ impl Store {
             .collect()
     }
 
+    /// Where transaction `hash` stands in the ledger, if it was acknowledged.
+    pub async fn tx_by_hash(&self, hash: &[u8; 32]) -> Result<Option<LedgerTx>, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.seq, t.hash, t.body, t.batch, b.locator FROM txs t \
+             LEFT JOIN batches b ON b.number = t.batch WHERE t.hash = $1",
+        )
+        .bind(hash.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ledger_tx).transpose()
+    }
+
+    /// Transactions touching `account`, newest first, with sequence numbers below `before`.
+    pub async fn txs_of(&self, account: &Address, before: u64, limit: u32) -> Result<Vec<LedgerTx>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.seq, t.hash, t.body, t.batch, b.locator FROM account_txs a \
+             JOIN txs t ON t.seq = a.seq LEFT JOIN batches b ON b.number = t.batch \
+             WHERE a.account = $1 AND a.seq < $2 ORDER BY a.seq DESC LIMIT $3",
+        )
+        .bind(account.0.to_vec())
+        .bind(to_i64(before.min(i64::MAX as u64)))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ledger_tx).collect()
+    }
+
+    /// Sealed batch `number`, if there is one.
+    pub async fn batch(&self, number: u64) -> Result<Option<StoredBatch>, StoreError> {
+        let Ok(number) = i64::try_from(number) else { return Ok(None) };
+        let row = sqlx::query("SELECT body, locator FROM batches WHERE number = $1")
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok(StoredBatch { batch: batch_in(&row)?, locator: row.try_get("locator")? })).transpose()
+    }
+
+    /// The hashes of batch `number`'s transactions, in order.
+    pub async fn tx_hashes_in(&self, number: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+        let Ok(number) = i64::try_from(number) else { return Ok(Vec::new()) };
+        let rows = sqlx::query("SELECT hash FROM txs WHERE batch = $1 ORDER BY seq")
+            .bind(number)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let hash: Vec<u8> = row.try_get("hash")?;
+                <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::Corrupt {
+                    what: format!("batch {number}"),
+                    reason: "a transaction hash is not 32 bytes".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// The newest sealed batch's number and locator, and the newest published one's number.
+    pub async fn publication(&self) -> Result<Publication, StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(number) AS sealed, MAX(CASE WHEN locator IS NOT NULL THEN number END) AS published \
+             FROM batches",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let sealed: Option<i64> = row.try_get("sealed")?;
+        let published: Option<i64> = row.try_get("published")?;
+        Ok(Publication { sealed: sealed.map_or(0, from_i64), published: published.map_or(0, from_i64) })
+    }
+
     /// The next sequence number to hand out.
     pub async fn next_seq(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT MAX(seq) AS top FROM txs").fetch_one(&self.pool).await?;
         let top: Option<i64> = row.try_get("top")?;
         Ok(top.map_or(0, |t| from_i64(t) + 1))
     }
+}
+
+/// An acknowledged transaction and how far it has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerTx {
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub tx: BatchTx,
+    pub batch: Option<u64>,
+    pub locator: Option<String>,
+}
+
+/// How far sealing and publishing have got; 0 means none yet (batch numbers start at 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publication {
+    pub sealed: u64,
+    pub published: u64,
+}
+
+const ROWS_PER_INSERT: usize = 256;
+
+/// `prefix` followed by `rows` groups of `columns` numbered placeholders, each group ending
+/// with `tail` (constant columns).
+fn multi_row_insert(prefix: &str, rows: usize, columns: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(prefix.len() + rows * (columns * 6 + tail.len() + 4));
+    sql.push_str(prefix);
+    let mut n = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            n += 1;
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&n.to_string());
+        }
+        sql.push_str(tail);
+        sql.push(')');
+    }
+    sql
+}
+
+/// The accounts whose history a transaction belongs in (the fee account's would be everything).
+fn accounts_touched(tx: &BatchTx) -> Vec<Address> {
+    match tx {
+        BatchTx::User(signed) => match &signed.tx {
+            UserTx::Transfer(t) => vec![t.from, t.to],
+            UserTx::Withdraw(w) => vec![w.from],
+        },
+        BatchTx::System(SystemTx::Deposit(d)) => vec![d.account],
+    }
+}
+
+fn ledger_tx(row: &AnyRow) -> Result<LedgerTx, StoreError> {
+    let seq = from_i64(row.try_get("seq")?);
+    let hash: Vec<u8> = row.try_get("hash")?;
+    let hash = <[u8; 32]>::try_from(hash.as_slice())
+        .map_err(|_| StoreError::Corrupt { what: format!("tx {seq}"), reason: "hash is not 32 bytes".into() })?;
+    let body: Vec<u8> = row.try_get("body")?;
+    let tx = BatchTx::try_from_slice(&body)
+        .map_err(|e| StoreError::Corrupt { what: format!("tx {seq}"), reason: e.to_string() })?;
+    let batch: Option<i64> = row.try_get("batch")?;
+    Ok(LedgerTx { seq, hash, tx, batch: batch.map(from_i64), locator: row.try_get("locator")? })
 }
 
 /// The batch in a `batches` row's `body`.

@@ -3,90 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 use bridge::batch::ApplyError;
-use bridge::tx::{Deposit, L1Ref, SystemTx, Transfer, UserTx};
-use bridge::{
-    Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, NetworkParams, Tx, TxError, Wallet,
-};
+use bridge::tx::SystemTx;
+use bridge::{Address, Amount, AssetId, Tx, TxError};
 use coordinator::sequencer::{BatchPolicy, Sequencer, SequencerHandle};
 use coordinator::store::Store;
 
-fn key() -> CoordinatorKey {
-    CoordinatorKey::from_secret(&[0xc0; 32]).unwrap()
-}
-
-fn params() -> NetworkParams {
-    NetworkParams {
-        name: "coordinator-test".into(),
-        chain_id: 31_337,
-        eth_vault: Address([0x7a; 20]),
-        btc_network: BtcNetwork::Regtest,
-        coordinator_key: key().public_key(),
-        fee_account: Address([0xfe; 20]),
-        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
-    }
-}
-
-fn wallet(n: u64) -> Wallet {
-    let mut secret = [0x11; 32];
-    secret[24..].copy_from_slice(&n.to_be_bytes());
-    Wallet::from_secret(&secret).unwrap()
-}
-
-fn deposit(account: Address, amount: u128, n: u64) -> Tx {
-    let l1_ref = L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n };
-    Tx::System(SystemTx::Deposit(Deposit {
-        chain: Chain::Ethereum,
-        l1_ref,
-        account,
-        asset: AssetId::Eth,
-        amount: Amount(amount),
-    }))
-}
-
-fn transfer(from: &Wallet, to: Address, amount: u128, nonce: u64) -> Tx {
-    let domain = bridge::eip712::Domain::new(&params());
-    let tx = UserTx::Transfer(Transfer {
-        from: from.address(),
-        to,
-        asset: AssetId::Eth,
-        amount: Amount(amount),
-        fee: Amount(0),
-        nonce,
-    });
-    Tx::User(from.sign(tx, &domain).verify(&domain).unwrap())
-}
-
-/// A ledger URL per test: a SQLite file, or a fresh Postgres schema when `postgres` is asked.
-struct Ledger {
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn ledgers() -> Vec<Ledger> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![Ledger { url: format!("sqlite://{}", dir.path().join("ledger.db").display()), _dir: dir }];
-    if let Ok(base) = std::env::var("DATABASE_URL") {
-        use sqlx::Executor;
-        sqlx::any::install_default_drivers();
-        let schema = format!("t{}_{}", std::process::id(), unique());
-        let pool = sqlx::AnyPool::connect(&base).await.unwrap();
-        pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        out.push(Ledger {
-            url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
-            _dir: tempfile::tempdir().unwrap(),
-        });
-    }
-    out
-}
-
-/// Unique within this run: a counter and the clock's nanoseconds (processes differ by pid).
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}_{nanos}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn acknowledged_txs_survive_a_restart_sealed_or_not() {

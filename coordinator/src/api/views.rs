@@ -1,0 +1,179 @@
+//! What the API answers with. Hashes, keys and addresses are `0x` hex; amounts are decimal
+//! strings (JSON numbers lose precision above 2^53).
+
+use bridge::{BatchTx, SignedBatch};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ErrorBody;
+use crate::store::LedgerTx;
+
+pub fn hex32(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+/// A transaction the coordinator has durably accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// The transaction's hash (its EIP-712 signing hash).
+    pub hash: String,
+    /// Always `accepted`: it is in the ledger and will be in a batch.
+    pub status: String,
+}
+
+/// One element of `POST /txs`'s answer, in the order the transactions were sent.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TxResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// `accepted` or `refused`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TxResults {
+    pub results: Vec<TxResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FeeRule {
+    pub asset: String,
+    /// The least fee a transaction in this asset must carry, in base units.
+    pub min_fee: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LatestBatch {
+    /// 0 before the first batch.
+    pub number: u64,
+    pub hash: String,
+    pub state_root: String,
+    /// The newest batch the DA has accepted (0: none yet).
+    pub published: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DaInfo {
+    /// `dir` or `arweave`.
+    pub kind: String,
+    /// The directory, or the Arweave gateway.
+    pub location: String,
+    /// Arweave only: the coordinator's wallet address, whose transactions alone are batches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Info {
+    pub network: String,
+    pub genesis_hash: String,
+    /// The EIP-712 domain's `chainId`.
+    pub chain_id: u64,
+    /// The Ethereum vault: the EIP-712 domain's `verifyingContract`.
+    pub eth_vault: String,
+    pub btc_network: String,
+    /// The BIP-340 key that signs batch headers.
+    pub coordinator_key: String,
+    pub fee_account: String,
+    pub fees: Vec<FeeRule>,
+    pub latest_batch: LatestBatch,
+    pub da: DaInfo,
+    /// The most transactions one `POST /txs` may carry.
+    pub max_txs_per_request: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Balance {
+    pub asset: String,
+    pub amount: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Account {
+    pub address: String,
+    /// The nonce the account's next transaction must carry.
+    pub nonce: u64,
+    /// Non-zero balances, by asset.
+    pub balances: Vec<Balance>,
+}
+
+/// An acknowledged transaction and how far it has got: `accepted` (in the ledger), then
+/// `batched` (sealed into batch `batch`), then `published` (on the DA at `locator`). Hard
+/// finality is the confirmer's to report.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TxStatus {
+    pub hash: String,
+    pub status: String,
+    /// The order the sequencer applied it in.
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locator: Option<String>,
+    /// The transaction as it is (or will be) in the batch.
+    #[schema(value_type = Object)]
+    pub tx: BatchTx,
+}
+
+impl From<LedgerTx> for TxStatus {
+    fn from(tx: LedgerTx) -> Self {
+        let status = match (&tx.batch, &tx.locator) {
+            (None, _) => "accepted",
+            (Some(_), None) => "batched",
+            (Some(_), Some(_)) => "published",
+        };
+        TxStatus {
+            hash: hex32(&tx.hash),
+            status: status.into(),
+            seq: tx.seq,
+            batch: tx.batch,
+            locator: tx.locator,
+            tx: tx.tx,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountTxs {
+    pub txs: Vec<TxStatus>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Batch {
+    pub number: u64,
+    pub hash: String,
+    /// The header as signed, with the coordinator's signature.
+    #[schema(value_type = Object)]
+    pub header: bridge::batch::BatchHeader,
+    pub signature: String,
+    /// The hashes of its transactions, in order.
+    pub tx_hashes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locator: Option<String>,
+}
+
+impl Batch {
+    pub fn new(batch: &SignedBatch, locator: Option<String>, tx_hashes: Vec<String>) -> Self {
+        Batch {
+            number: batch.header.number,
+            hash: hex32(&batch.hash()),
+            header: batch.header.clone(),
+            signature: hex32(&batch.signature),
+            tx_hashes,
+            locator,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when sealed batches wait to be published.
+    pub status: String,
+    pub sealed: u64,
+    pub published: u64,
+}

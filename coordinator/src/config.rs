@@ -1,0 +1,373 @@
+//! The coordinator's configuration: one TOML file (every option is in
+//! `coordinator.example.toml`, with its default), environment overrides
+//! `COORDINATOR__<SECTION>__<OPTION>`, and `DATABASE_URL`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bridge::{Address, AssetConfig, BtcNetwork, NetworkParams};
+use serde::Deserialize;
+
+/// The annotated example, also shown by `coordinator --help`.
+pub const EXAMPLE: &str = include_str!("../coordinator.example.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the config file {path} is not valid TOML: {source}")]
+    Toml { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("the configuration is invalid: {0} (see `coordinator --help` for every option)")]
+    Invalid(String),
+    #[error("the environment variable {name} does not name an option: {reason}")]
+    Env { name: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub network: NetworkConfig,
+    pub coordinator: CoordinatorConfig,
+    pub api: ApiConfig,
+    pub batch: BatchConfig,
+    pub da: DaConfig,
+    pub log: LogConfig,
+    pub dev: DevConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub name: String,
+    pub chain_id: u64,
+    pub eth_vault: Address,
+    pub btc_network: BtcNetwork,
+    pub fee_account: Address,
+    pub coordinator_key: Option<String>,
+    pub assets: Vec<AssetConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    pub key_file: Option<PathBuf>,
+    pub create_key: bool,
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub max_txs_per_request: usize,
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub max_txs: usize,
+    pub max_age_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DaKind {
+    Dir,
+    Arweave,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaConfig {
+    pub kind: DaKind,
+    pub dir: Option<PathBuf>,
+    pub gateway: Option<String>,
+    pub wallet: Option<PathBuf>,
+    pub journal_dir: Option<PathBuf>,
+    pub confirmations: u64,
+    pub publish_retry_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevConfig {
+    pub deposits: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("coordinator-data"),
+            network: NetworkConfig::default(),
+            coordinator: CoordinatorConfig { key_file: None, create_key: true, database_url: None },
+            api: ApiConfig::default(),
+            batch: BatchConfig { max_txs: 10_000, max_age_ms: 1_000 },
+            da: DaConfig {
+                kind: DaKind::Dir,
+                dir: None,
+                gateway: None,
+                wallet: None,
+                journal_dir: None,
+                confirmations: 1,
+                publish_retry_ms: 2_000,
+            },
+            log: LogConfig { format: LogFormat::Human, filter: "info".into() },
+            dev: DevConfig::default(),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            name: "devnet".into(),
+            chain_id: 424_242,
+            eth_vault: Address(hex_literal("5fbdb2315678afecb367f032d93f642f64180aa3")),
+            btc_network: BtcNetwork::Regtest,
+            fee_account: Address(hex_literal("000000000000000000000000000000000000fee5")),
+            coordinator_key: None,
+            assets: vec![
+                AssetConfig { asset: bridge::AssetId::Eth, min_fee: bridge::Amount(0) },
+                AssetConfig { asset: bridge::AssetId::Btc, min_fee: bridge::Amount(0) },
+            ],
+        }
+    }
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Config::default().coordinator
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 1 << 20,
+            max_txs_per_request: 1_000,
+            rate_limit_per_second: 200.0,
+            rate_limit_burst: 400.0,
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Config::default().batch
+    }
+}
+
+impl Default for DaConfig {
+    fn default() -> Self {
+        Config::default().da
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Config::default().log
+    }
+}
+
+fn hex_literal<const N: usize>(digits: &str) -> [u8; N] {
+    let mut out = [0; N];
+    hex::decode_to_slice(digits, &mut out).unwrap_or_else(|e| unreachable!("a constant is bad hex: {e}"));
+    out
+}
+
+const ENV_PREFIX: &str = "COORDINATOR__";
+
+impl Config {
+    /// The file at `path` (or the defaults), then the environment's overrides.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let table: toml::Table = toml::from_str(&text)
+                    .map_err(|source| ConfigError::Toml { path: path.to_owned(), source: Box::new(source) })?;
+                (table, path.to_owned())
+            }
+            None => (toml::Table::new(), PathBuf::from("(defaults)")),
+        };
+        let mut database_url = None;
+        for (name, value) in env {
+            if name == "DATABASE_URL" {
+                database_url = Some(value);
+            } else if let Some(option) = name.strip_prefix(ENV_PREFIX) {
+                set_option(&mut table, &name, option, &value)?;
+            }
+        }
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|source| ConfigError::Toml { path: origin, source: Box::new(source) })?;
+        if database_url.is_some() {
+            config.coordinator.database_url = database_url;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.batch.max_txs == 0 || self.batch.max_txs > bridge::batch::MAX_BATCH_TXS {
+            return invalid(format!("batch.max_txs must be 1 to {}", bridge::batch::MAX_BATCH_TXS));
+        }
+        if self.batch.max_age_ms == 0 {
+            return invalid("batch.max_age_ms must be at least 1".into());
+        }
+        if self.api.max_txs_per_request == 0 || self.api.body_limit_bytes < 1024 {
+            return invalid("api.max_txs_per_request must be at least 1 and api.body_limit_bytes at least 1024".into());
+        }
+        let (rate, burst) = (self.api.rate_limit_per_second, self.api.rate_limit_burst);
+        if !(rate.is_finite() && rate >= 0.0 && burst.is_finite() && (rate == 0.0 || burst >= 1.0)) {
+            return invalid(
+                "api.rate_limit_per_second must be 0 (off) or positive, with rate_limit_burst at least 1".into(),
+            );
+        }
+        if self.da.kind == DaKind::Arweave && (self.da.gateway.is_none() || self.da.wallet.is_none()) {
+            return invalid("da.kind = \"arweave\" needs da.gateway and da.wallet".into());
+        }
+        if self.dev.deposits.is_some() && !["devnet", "test", "bench"].iter().any(|p| self.network.name.starts_with(p))
+        {
+            return invalid(format!(
+                "dev.deposits credits funds no chain has seen; it is refused on network {:?} (only devnet*, test*, bench*)",
+                self.network.name
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.coordinator.key_file.clone().unwrap_or_else(|| self.data_dir.join("coordinator.key"))
+    }
+
+    pub fn database_url(&self) -> String {
+        self.coordinator
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ledger.db").display()))
+    }
+
+    pub fn da_dir(&self) -> PathBuf {
+        self.da.dir.clone().unwrap_or_else(|| self.data_dir.join("da"))
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.da.journal_dir.clone().unwrap_or_else(|| self.data_dir.join("arweave-journal"))
+    }
+
+    /// The network's parameters with the coordinator's key; checks the configured key, if any.
+    pub fn network_params(&self, coordinator_key: [u8; 32]) -> Result<NetworkParams, ConfigError> {
+        if let Some(configured) = &self.network.coordinator_key {
+            let configured = bridge::serde_hex::parse_fixed::<32>(configured)
+                .map_err(|e| ConfigError::Invalid(format!("network.coordinator_key: {e}")))?;
+            if configured != coordinator_key {
+                return Err(ConfigError::Invalid(format!(
+                    "the key file holds coordinator key 0x{}, but network.coordinator_key is 0x{}: wrong key file?",
+                    hex::encode(coordinator_key),
+                    hex::encode(configured)
+                )));
+            }
+        }
+        let n = &self.network;
+        let params = NetworkParams {
+            name: n.name.clone(),
+            chain_id: n.chain_id,
+            eth_vault: n.eth_vault,
+            btc_network: n.btc_network,
+            coordinator_key,
+            fee_account: n.fee_account,
+            assets: n.assets.clone(),
+        };
+        params.validate().map_err(|e| ConfigError::Invalid(format!("network: {e}")))?;
+        Ok(params)
+    }
+}
+
+/// Sets `section.option` (from `COORDINATOR__SECTION__OPTION`) in `table`. The value is read as
+/// TOML when it parses as a TOML value (numbers, booleans, arrays), else as a string.
+fn set_option(table: &mut toml::Table, name: &str, option: &str, raw: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = option.split("__").map(str::to_lowercase).collect();
+    if path.iter().any(String::is_empty) || path.len() > 2 {
+        return Err(ConfigError::Env { name: name.into(), reason: "use COORDINATOR__SECTION__OPTION".into() });
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut target = table;
+    for section in &path[..path.len() - 1] {
+        let entry = target.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        target = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Env { name: name.into(), reason: format!("{section} is not a section") })?;
+    }
+    target.insert(path[path.len() - 1].clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        assert_eq!(Config::load(Some(&path), []).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let env = [
+            ("COORDINATOR__API__LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
+            ("COORDINATOR__BATCH__MAX_TXS".to_owned(), "77".to_owned()),
+            ("COORDINATOR__DATA_DIR".to_owned(), "/tmp/x".to_owned()),
+            ("DATABASE_URL".to_owned(), "postgres://u@h/db".to_owned()),
+        ];
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.api.listen.port(), 9999);
+        assert_eq!(config.batch.max_txs, 77);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.database_url(), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn unknown_options_and_bad_values_are_refused() {
+        let unknown = Config::load(None, [("COORDINATOR__API__LISTEN_ON".to_owned(), "x".to_owned())]).unwrap_err();
+        assert!(unknown.to_string().contains("listen_on"), "{unknown}");
+        let bad = Config::load(None, [("COORDINATOR__BATCH__MAX_TXS".to_owned(), "0".to_owned())]).unwrap_err();
+        assert!(bad.to_string().contains("max_txs"), "{bad}");
+        let dev = Config::load(
+            None,
+            [
+                ("COORDINATOR__NETWORK__NAME".to_owned(), "mainnet".to_owned()),
+                ("COORDINATOR__DEV__DEPOSITS".to_owned(), "d.json".to_owned()),
+            ],
+        )
+        .unwrap_err();
+        assert!(dev.to_string().contains("refused on network"), "{dev}");
+    }
+}

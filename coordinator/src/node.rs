@@ -1,0 +1,302 @@
+//! A running coordinator: the ledger, the sequencer, the publisher, the deposit intake and the
+//! HTTP API, wired from a [`Config`]. The binary runs one; tests start them on loopback.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bridge::tx::L1Ref;
+use bridge::{Amount, AssetId, Chain, CoordinatorKey, Deposit, NetworkParams};
+use chains::arweave::{ArweaveWallet, Gateway, RetryPolicy};
+use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiContext, ApiLimits, RateLimit, RateLimiter};
+use crate::config::{Config, ConfigError, DaKind};
+use crate::deposits::{DepositSink, deposit_channel, forward_deposits};
+use crate::publisher::Publisher;
+use crate::sequencer::{BatchPolicy, Sequencer, SequencerError, SequencerHandle};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sequencer(#[from] Box<SequencerError>),
+    #[error("the coordinator key file {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("the DA cannot be opened: {0}")]
+    Da(String),
+    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("the dev deposits file {path}: {reason}")]
+    DevDeposits { path: String, reason: String },
+}
+
+/// Milliseconds since the Unix epoch: batch timestamps.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The process's Prometheus recorder, installed on first use (one per process).
+pub fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                tracing::warn!(%error, "metrics recorder not installed; /metrics will be empty");
+                None
+            }
+        })
+        .clone()
+}
+
+/// Reads the coordinator key (64 hex digits), creating it first if `create` and it is missing.
+pub fn load_key(path: &Path, create: bool) -> Result<CoordinatorKey, NodeError> {
+    let err = |reason: String| NodeError::Key { path: path.display().to_string(), reason };
+    if !path.exists() {
+        if !create {
+            return Err(err("missing; create one with `coordinator keygen` or set coordinator.create_key".into()));
+        }
+        write_new_key(path).map_err(err)?;
+        tracing::warn!(path = %path.display(), "created a new coordinator key; keep a copy of it");
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let secret = bridge::serde_hex::parse_fixed::<32>(text.trim())
+        .or_else(|_| bridge::serde_hex::parse_fixed::<32>(&format!("0x{}", text.trim())))
+        .map_err(|_| err("must hold 64 hex digits on one line".into()))?;
+    CoordinatorKey::from_secret(&secret).map_err(|_| err("not a valid secp256k1 secret key".into()))
+}
+
+/// Writes a fresh random key to `path` (owner-only), refusing to overwrite one.
+pub fn write_new_key(path: &Path) -> Result<[u8; 32], String> {
+    let mut secret = [0u8; 32];
+    loop {
+        getrandom::fill(&mut secret).map_err(|e| format!("no randomness: {e}"))?;
+        if CoordinatorKey::from_secret(&secret).is_ok() {
+            break;
+        }
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| e.to_string())?;
+    file.write_all(format!("{}\n", hex::encode(secret)).as_bytes()).map_err(|e| e.to_string())?;
+    file.sync_all().map_err(|e| e.to_string())?;
+    let key = CoordinatorKey::from_secret(&secret).map_err(|_| "generated key invalid".to_owned())?;
+    Ok(key.public_key())
+}
+
+/// The DA named by the config: a publisher (`for_publishing`) or a follower.
+pub fn open_da(
+    config: &Config,
+    params: &NetworkParams,
+    for_publishing: bool,
+) -> Result<(Arc<dyn DataAvailability>, api::views::DaInfo), NodeError> {
+    match config.da.kind {
+        DaKind::Dir => {
+            let dir = config.da_dir();
+            let da = DirDa::open(&dir, params.coordinator_key).map_err(|e| NodeError::Da(e.to_string()))?;
+            let info = api::views::DaInfo { kind: "dir".into(), location: dir.display().to_string(), owner: None };
+            Ok((Arc::new(da), info))
+        }
+        DaKind::Arweave => {
+            let (Some(url), Some(wallet_path)) = (&config.da.gateway, &config.da.wallet) else {
+                return Err(NodeError::Da("da.gateway and da.wallet are required for arweave".into()));
+            };
+            let gateway = Gateway::new(url, RetryPolicy::default()).map_err(|e| NodeError::Da(e.to_string()))?;
+            let wallet = ArweaveWallet::load(wallet_path)
+                .map_err(|e| NodeError::Da(format!("wallet {}: {e}", wallet_path.display())))?;
+            let mut da_config = ArweaveDaConfig::new(&params.name, params.coordinator_key, wallet.address());
+            da_config.confirmations = config.da.confirmations;
+            let info = api::views::DaInfo {
+                kind: "arweave".into(),
+                location: url.clone(),
+                owner: Some(wallet.address().to_owned()),
+            };
+            let da: Arc<dyn DataAvailability> = if for_publishing {
+                Arc::new(
+                    ArweaveDa::publisher(gateway, da_config, wallet, &config.journal_dir())
+                        .map_err(|e| NodeError::Da(e.to_string()))?,
+                )
+            } else {
+                Arc::new(ArweaveDa::follower(gateway, da_config))
+            };
+            Ok((da, info))
+        }
+    }
+}
+
+/// A coordinator serving on `addr` until [`Node::shutdown`].
+#[derive(Debug)]
+pub struct Node {
+    pub addr: SocketAddr,
+    pub params: NetworkParams,
+    pub store: Store,
+    /// Where chain watchers hand in deposits.
+    pub deposits: DepositSink,
+    sequencer: SequencerHandle,
+    publisher: Publisher,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    pub async fn start(config: &Config) -> Result<Node, NodeError> {
+        let key = load_key(&config.key_file(), config.coordinator.create_key)?;
+        let params = config.network_params(key.public_key())?;
+        let store = Store::open(&config.database_url()).await?;
+        let (da, da_info) = open_da(config, &params, true)?;
+        let sequencer = Sequencer::recover(store.clone(), params.clone(), key).await.map_err(Box::new)?;
+        let head = sequencer.state().head();
+        tracing::info!(
+            network = %params.name,
+            coordinator_key = %hex::encode(params.coordinator_key),
+            next_batch = head.next_number,
+            open_txs = sequencer.open_len(),
+            database = ?store.backend(),
+            "ledger recovered"
+        );
+        let sealed = Arc::new(Notify::new());
+        let policy =
+            BatchPolicy { max_txs: config.batch.max_txs, max_age: Duration::from_millis(config.batch.max_age_ms) };
+        let (handle, sequencer_task) = SequencerHandle::spawn(sequencer, policy, unix_millis, sealed.clone());
+        let mut background = vec![tokio::spawn(async move {
+            if let Err(error) = sequencer_task.await {
+                tracing::error!(%error, "the sequencer task ended abnormally");
+            }
+        })];
+        let publisher = Publisher::new(store.clone(), da);
+        let retry = Duration::from_millis(config.da.publish_retry_ms);
+        background.push(tokio::spawn(publisher.clone().run(sealed, retry)));
+
+        let (sink, source) = deposit_channel(1024);
+        let forwarding = handle.clone();
+        background.push(tokio::spawn(async move {
+            let credited = forward_deposits(source, forwarding).await;
+            tracing::info!(credited, "deposit intake closed");
+        }));
+        if let Some(path) = &config.dev.deposits {
+            for deposit in dev_deposits(path)? {
+                sink.send(deposit).await.map_err(|_| NodeError::Sequencer(Box::new(SequencerError::Stopped)))?;
+            }
+        }
+
+        let rate = (config.api.rate_limit_per_second > 0.0)
+            .then_some(RateLimit { per_second: config.api.rate_limit_per_second, burst: config.api.rate_limit_burst });
+        let context = ApiContext {
+            sequencer: handle.clone(),
+            store: store.clone(),
+            domain: bridge::eip712::Domain::new(&params),
+            params: params.clone(),
+            da: da_info,
+            limits: ApiLimits {
+                body_bytes: config.api.body_limit_bytes,
+                txs_per_request: config.api.max_txs_per_request,
+                rate,
+            },
+            limiter: RateLimiter::new(rate),
+            metrics: prometheus(),
+        };
+        let listener = tokio::net::TcpListener::bind(config.api.listen)
+            .await
+            .map_err(|source| NodeError::Listen { addr: config.api.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.api.listen, source })?;
+        let app = api::router(context).into_make_service_with_connect_info::<SocketAddr>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serving.await {
+                tracing::error!(%error, "the HTTP server failed");
+            }
+        });
+        tracing::info!(%addr, "API listening");
+        Ok(Node {
+            addr,
+            params,
+            store,
+            deposits: sink,
+            sequencer: handle,
+            publisher,
+            stop: Some(stop),
+            server,
+            background,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn sequencer(&self) -> &SequencerHandle {
+        &self.sequencer
+    }
+
+    /// Stops taking requests, lets those in flight finish, seals what is open and publishes it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        if let Err(error) = self.sequencer.seal(unix_millis()).await {
+            tracing::warn!(%error, "sealing at shutdown failed; the open transactions stay in the ledger");
+        }
+        // One last publication round, bounded so that a dead DA cannot hold the shutdown; what
+        // is left stays in the ledger and is published at the next start.
+        match tokio::time::timeout(Duration::from_secs(10), self.publisher.publish_pending()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "publishing at shutdown failed; retried at the next start"),
+            Err(_) => tracing::warn!("publishing at shutdown timed out; retried at the next start"),
+        }
+        for task in self.background {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevDeposit {
+    account: bridge::Address,
+    asset: AssetId,
+    amount: Amount,
+}
+
+/// The dev deposits file as deposits. Each gets an L1 reference derived from its place in the
+/// file, so a restart hands in the same references and none is credited twice.
+fn dev_deposits(path: &Path) -> Result<Vec<Deposit>, NodeError> {
+    let err = |reason: String| NodeError::DevDeposits { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let entries: Vec<DevDeposit> = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    Ok(entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let tag = bridge::hashing::sha256(format!("dev-deposit/{i}/{}/{}", entry.account, entry.asset));
+            let chain = entry.asset.chain();
+            let l1_ref = match chain {
+                Chain::Ethereum => L1Ref::Ethereum { tx_hash: tag, log_index: i as u64 },
+                Chain::Bitcoin => L1Ref::Bitcoin { txid: tag, vout: 0 },
+            };
+            Deposit { chain, l1_ref, account: entry.account, asset: entry.asset, amount: entry.amount }
+        })
+        .collect())
+}

@@ -1,0 +1,148 @@
+//! What the coordinator's tests share: the test network, wallets, transactions, and a ledger
+//! per test on SQLite and (when `DATABASE_URL` is set) PostgreSQL.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bridge::tx::{Deposit, L1Ref, SystemTx, Transfer, UserTx};
+use bridge::{Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, NetworkParams, Tx, Wallet};
+
+pub const KEY_SECRET: [u8; 32] = [0xc0; 32];
+
+pub fn key() -> CoordinatorKey {
+    CoordinatorKey::from_secret(&KEY_SECRET).unwrap()
+}
+
+pub fn params() -> NetworkParams {
+    NetworkParams {
+        name: "test-coordinator".into(),
+        chain_id: 31_337,
+        eth_vault: Address([0x7a; 20]),
+        btc_network: BtcNetwork::Regtest,
+        coordinator_key: key().public_key(),
+        fee_account: Address([0xfe; 20]),
+        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+    }
+}
+
+pub fn wallet(n: u64) -> Wallet {
+    let mut secret = [0x11; 32];
+    secret[24..].copy_from_slice(&n.to_be_bytes());
+    Wallet::from_secret(&secret).unwrap()
+}
+
+pub fn deposit(account: Address, amount: u128, n: u64) -> Tx {
+    let l1_ref = L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n };
+    Tx::System(SystemTx::Deposit(Deposit {
+        chain: Chain::Ethereum,
+        l1_ref,
+        account,
+        asset: AssetId::Eth,
+        amount: Amount(amount),
+    }))
+}
+
+pub fn transfer(from: &Wallet, to: Address, amount: u128, nonce: u64) -> Tx {
+    let domain = bridge::eip712::Domain::new(&params());
+    let tx = UserTx::Transfer(Transfer {
+        from: from.address(),
+        to,
+        asset: AssetId::Eth,
+        amount: Amount(amount),
+        fee: Amount(0),
+        nonce,
+    });
+    Tx::User(from.sign(tx, &domain).verify(&domain).unwrap())
+}
+
+/// A ledger URL per test: a SQLite file, or a fresh Postgres schema when `postgres` is asked.
+pub struct Ledger {
+    pub url: String,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn ledgers() -> Vec<Ledger> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![Ledger { url: format!("sqlite://{}", dir.path().join("ledger.db").display()), _dir: dir }];
+    if let Ok(base) = std::env::var("DATABASE_URL") {
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        let schema = format!("t{}_{}", std::process::id(), unique());
+        let pool = sqlx::AnyPool::connect(&base).await.unwrap();
+        pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        out.push(Ledger {
+            url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+            _dir: tempfile::tempdir().unwrap(),
+        });
+    }
+    out
+}
+
+/// Unique within this run: a counter and the clock's nanoseconds (processes differ by pid).
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}_{nanos}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A config for a coordinator on loopback (any free port) over `database_url`, with its files
+/// in `dir`, on the test network, funding `funded` wallets (1..=funded) with 1 ETH each through
+/// the dev deposits file. No rate limit unless a test sets one.
+pub fn node_config(dir: &std::path::Path, database_url: &str, funded: u64) -> coordinator::config::Config {
+    use coordinator::config::{Config, NetworkConfig};
+    let key_file = dir.join("coordinator.key");
+    if !key_file.exists() {
+        std::fs::write(&key_file, hex::encode(KEY_SECRET)).unwrap();
+    }
+    let p = params();
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    config.network = NetworkConfig {
+        name: p.name.clone(),
+        chain_id: p.chain_id,
+        eth_vault: p.eth_vault,
+        btc_network: p.btc_network,
+        fee_account: p.fee_account,
+        coordinator_key: Some(format!("0x{}", hex::encode(p.coordinator_key))),
+        assets: p.assets.clone(),
+    };
+    config.coordinator.key_file = Some(key_file);
+    config.coordinator.create_key = false;
+    config.coordinator.database_url = Some(database_url.to_owned());
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.api.rate_limit_per_second = 0.0;
+    config.batch.max_age_ms = 100;
+    config.da.publish_retry_ms = 200;
+    if funded > 0 {
+        let deposits: Vec<serde_json::Value> = (1..=funded)
+            .map(|n| serde_json::json!({ "account": wallet(n).address(), "asset": "eth:ETH", "amount": ONE_ETH.to_string() }))
+            .collect();
+        let path = dir.join("deposits.json");
+        std::fs::write(&path, serde_json::to_vec(&deposits).unwrap()).unwrap();
+        config.dev.deposits = Some(path);
+    }
+    config
+}
+
+pub const ONE_ETH: u128 = 1_000_000_000_000_000_000;
+
+/// A signed transfer as the API takes it.
+pub fn transfer_request(from: &Wallet, to: Address, amount: u128, nonce: u64) -> serde_json::Value {
+    let Tx::User(user) = transfer(from, to, amount, nonce) else { unreachable!() };
+    serde_json::to_value(coordinator::api::request::TxRequest::from_signed(user.signed())).unwrap()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `seconds`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    seconds: u64,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
