@@ -146,3 +146,116 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// [`node_config`] written as a TOML file for the `coordinator` binary, listening on any free
+/// port; returns the file's path.
+pub fn config_file(dir: &std::path::Path, database_url: &str, funded: u64, extra: &str) -> std::path::PathBuf {
+    let config = node_config(dir, database_url, funded);
+    let n = &config.network;
+    let deposits = match &config.dev.deposits {
+        Some(path) => format!("[dev]\ndeposits = {:?}\n", path.display().to_string()),
+        None => String::new(),
+    };
+    let text = format!(
+        r#"data_dir = {data_dir:?}
+
+[network]
+name = {name:?}
+chain_id = {chain_id}
+eth_vault = "{vault}"
+btc_network = "regtest"
+fee_account = "{fee}"
+coordinator_key = {key:?}
+assets = [{{ asset = "eth:ETH", min_fee = "0" }}]
+
+[coordinator]
+key_file = {key_file:?}
+create_key = false
+database_url = {url:?}
+
+[api]
+listen = "127.0.0.1:0"
+rate_limit_per_second = 0.0
+
+[batch]
+max_age_ms = 50
+max_txs = 500
+
+[da]
+publish_retry_ms = 200
+
+{deposits}
+{extra}
+"#,
+        data_dir = dir.display().to_string(),
+        name = n.name,
+        chain_id = n.chain_id,
+        vault = n.eth_vault,
+        fee = n.fee_account,
+        key = n.coordinator_key.clone().unwrap(),
+        key_file = config.key_file().display().to_string(),
+        url = database_url,
+    );
+    let path = dir.join("coordinator.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The `coordinator` binary running with a config file; killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub url: String,
+}
+
+impl Process {
+    /// Starts `coordinator --config <config> run` and waits for it to say where it listens.
+    pub async fn start(config: &std::path::Path) -> Process {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordinator"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("RUST_LOG", "warn")
+            // The test's own DATABASE_URL would override the config's ledger.
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the coordinator starts within a minute")
+            .unwrap()
+            .expect("the coordinator prints where it listens");
+        let url =
+            line.strip_prefix("coordinator listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
+        Process { child, url }
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing.
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    /// SIGTERM, then waits for the clean shutdown (seal and publish what is open).
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().unwrap();
+        let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait()).await.unwrap().unwrap();
+        assert!(exit.success(), "the coordinator exited with {exit}");
+    }
+}
+
+/// Runs the `coordinator` binary to completion with `args`.
+pub fn run_binary(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap()
+}
