@@ -76,6 +76,12 @@ impl Store {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        // The hash and account indexes take random keys: a group commit touches
+                        // pages all over them, which should stay in memory.
+                        conn.execute("PRAGMA cache_size = -65536").await?;
+                        // Checkpoint every 64 MiB of log rather than 4: index pages dirtied by
+                        // many commits are then copied into the database once, not each time.
+                        conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
                     }
                     Ok(())
                 })
@@ -106,26 +112,26 @@ impl Store {
             let seq = to_i64(first_seq + i as u64);
             let body =
                 borsh::to_vec(tx).map_err(|e| StoreError::Corrupt { what: "tx".into(), reason: e.to_string() })?;
-            rows.push((seq, hash.to_vec(), body));
+            rows.push((seq, hash.to_vec(), key_of(hash), body));
             for account in accounts_touched(tx) {
-                touches.push((account.0.to_vec(), seq));
+                touches.push((key_of(&account.0), seq));
             }
         }
         let mut db = self.pool.begin().await?;
         // Many rows per statement: one round trip per few hundred rows instead of one per row.
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let sql = multi_row_insert("INSERT INTO txs (seq, hash, body, batch) VALUES ", chunk.len(), 3, ", NULL");
+        for chunk in chunked(rows, ROWS_PER_INSERT) {
+            let sql = self.multi_row_insert("INSERT INTO txs (seq, hash, hash_key, body) VALUES ", chunk.len(), 4, "");
             let mut query = sqlx::query(&sql);
-            for (seq, hash, body) in chunk {
-                query = query.bind(*seq).bind(hash.clone()).bind(body.clone());
+            for (seq, hash, hash_key, body) in chunk {
+                query = query.bind(seq).bind(hash).bind(hash_key).bind(body);
             }
             query.execute(&mut *db).await?;
         }
         for chunk in touches.chunks(ROWS_PER_INSERT) {
-            let sql = multi_row_insert("INSERT INTO account_txs (account, seq) VALUES ", chunk.len(), 2, "");
+            let sql = self.multi_row_insert("INSERT INTO account_txs (account_key, seq) VALUES ", chunk.len(), 2, "");
             let mut query = sqlx::query(&sql);
-            for (account, seq) in chunk {
-                query = query.bind(account.clone()).bind(*seq);
+            for (account_key, seq) in chunk {
+                query = query.bind(*account_key).bind(*seq);
             }
             query.execute(&mut *db).await?;
         }
@@ -133,33 +139,40 @@ impl Store {
         Ok(())
     }
 
-    /// Records a sealed batch and marks the transactions `first_seq..first_seq + tx_count` as
-    /// in it, atomically.
+    /// Records a sealed batch holding the transactions `first_seq..first_seq + tx_count`, which
+    /// must be the ledger's next unbatched ones.
     pub async fn record_batch(&self, batch: &SignedBatch, first_seq: u64) -> Result<(), StoreError> {
-        let number = to_i64(batch.header.number);
-        let body =
-            borsh::to_vec(batch).map_err(|e| StoreError::Corrupt { what: "batch".into(), reason: e.to_string() })?;
-        let last_seq = first_seq + u64::from(batch.header.tx_count);
+        let number = batch.header.number;
+        let count = u64::from(batch.header.tx_count);
+        let corrupt = |reason: String| StoreError::Corrupt { what: format!("batch {number}"), reason };
+        let body = borsh::to_vec(batch).map_err(|e| corrupt(e.to_string()))?;
         let mut db = self.pool.begin().await?;
-        sqlx::query("INSERT INTO batches (number, hash, body, locator) VALUES ($1, $2, $3, NULL)")
-            .bind(number)
-            .bind(batch.hash().to_vec())
-            .bind(body)
-            .execute(&mut *db)
-            .await?;
-        let marked = sqlx::query("UPDATE txs SET batch = $1 WHERE seq >= $2 AND seq < $3 AND batch IS NULL")
-            .bind(number)
-            .bind(to_i64(first_seq))
-            .bind(to_i64(last_seq))
-            .execute(&mut *db)
-            .await?
-            .rows_affected();
-        if marked != u64::from(batch.header.tx_count) {
-            return Err(StoreError::Corrupt {
-                what: format!("batch {}", batch.header.number),
-                reason: format!("{marked} ledger rows for {} transactions", batch.header.tx_count),
-            });
+        let row = sqlx::query(
+            "SELECT (SELECT COALESCE(MAX(first_seq + tx_count), 0) FROM batches) AS batched, \
+             (SELECT COUNT(*) FROM txs WHERE seq >= $1 AND seq < $2) AS present",
+        )
+        .bind(to_i64(first_seq))
+        .bind(to_i64(first_seq + count))
+        .fetch_one(&mut *db)
+        .await?;
+        let batched: i64 = row.try_get("batched")?;
+        let present: i64 = row.try_get("present")?;
+        if from_i64(batched) != first_seq || from_i64(present) != count || count == 0 {
+            return Err(corrupt(format!(
+                "it would hold transactions {first_seq}..{}, but {batched} are batched and {present} of them are in the ledger",
+                first_seq + count
+            )));
         }
+        sqlx::query(
+            "INSERT INTO batches (number, hash, body, locator, first_seq, tx_count) VALUES ($1, $2, $3, NULL, $4, $5)",
+        )
+        .bind(to_i64(number))
+        .bind(batch.hash().to_vec())
+        .bind(body)
+        .bind(to_i64(first_seq))
+        .bind(to_i64(count))
+        .execute(&mut *db)
+        .await?;
         db.commit().await?;
         Ok(())
     }
@@ -190,8 +203,12 @@ impl Store {
 
     /// Acknowledged transactions not yet in a sealed batch, in sequence order.
     pub async fn unbatched_txs(&self) -> Result<Vec<(u64, BatchTx)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, body FROM txs WHERE batch IS NULL ORDER BY seq").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT seq, body FROM txs WHERE seq >= (SELECT COALESCE(MAX(first_seq + tx_count), 0) FROM batches) \
+             ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let seq: i64 = row.try_get("seq")?;
@@ -203,31 +220,95 @@ impl Store {
             .collect()
     }
 
+    /// `prefix` followed by `rows` groups of `columns` placeholders, each group ending with
+    /// `tail` (constant columns). SQLite gets anonymous `?`: it resolves each numbered `$n` by
+    /// a linear scan, which makes a statement of hundreds of them quadratic.
+    fn multi_row_insert(&self, prefix: &str, rows: usize, columns: usize, tail: &str) -> String {
+        let mut sql = String::with_capacity(prefix.len() + rows * (columns * 6 + tail.len() + 4));
+        sql.push_str(prefix);
+        let mut n = 0;
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..columns {
+                n += 1;
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match self.backend {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&n.to_string());
+                    }
+                }
+            }
+            sql.push_str(tail);
+            sql.push(')');
+        }
+        sql
+    }
+
     /// Where transaction `hash` stands in the ledger, if it was acknowledged.
     pub async fn tx_by_hash(&self, hash: &[u8; 32]) -> Result<Option<LedgerTx>, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.seq, t.hash, t.body, t.batch, b.locator FROM txs t \
-             LEFT JOIN batches b ON b.number = t.batch WHERE t.hash = $1",
-        )
-        .bind(hash.to_vec())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(ledger_tx).transpose()
+        let row = sqlx::query("SELECT seq, hash, body FROM txs WHERE hash_key = $1 AND hash = $2")
+            .bind(key_of(hash))
+            .bind(hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut txs = vec![ledger_tx(&row)?];
+        self.place_in_batches(&mut txs).await?;
+        Ok(txs.pop())
     }
 
     /// Transactions touching `account`, newest first, with sequence numbers below `before`.
     pub async fn txs_of(&self, account: &Address, before: u64, limit: u32) -> Result<Vec<LedgerTx>, StoreError> {
         let rows = sqlx::query(
-            "SELECT t.seq, t.hash, t.body, t.batch, b.locator FROM account_txs a \
-             JOIN txs t ON t.seq = a.seq LEFT JOIN batches b ON b.number = t.batch \
-             WHERE a.account = $1 AND a.seq < $2 ORDER BY a.seq DESC LIMIT $3",
+            "SELECT t.seq, t.hash, t.body FROM account_txs a JOIN txs t ON t.seq = a.seq \
+             WHERE a.account_key = $1 AND a.seq < $2 ORDER BY a.seq DESC LIMIT $3",
         )
-        .bind(account.0.to_vec())
+        .bind(key_of(&account.0))
         .bind(to_i64(before.min(i64::MAX as u64)))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(ledger_tx).collect()
+        let mut txs = rows.iter().map(ledger_tx).collect::<Result<Vec<_>, _>>()?;
+        // Another account may share the key's 8 bytes (it would take 2^64 work to make one).
+        txs.retain(|tx| accounts_touched(&tx.tx).contains(account));
+        self.place_in_batches(&mut txs).await?;
+        Ok(txs)
+    }
+
+    /// Fills in each transaction's batch and locator from the batches' sequence ranges.
+    async fn place_in_batches(&self, txs: &mut [LedgerTx]) -> Result<(), StoreError> {
+        let (Some(low), Some(high)) = (txs.iter().map(|t| t.seq).min(), txs.iter().map(|t| t.seq).max()) else {
+            return Ok(());
+        };
+        let rows = sqlx::query(
+            "SELECT number, locator, first_seq, tx_count FROM batches \
+             WHERE first_seq <= $2 AND first_seq + tx_count > $1 ORDER BY first_seq",
+        )
+        .bind(to_i64(low))
+        .bind(to_i64(high))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ranges = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let first = from_i64(row.try_get("first_seq")?);
+            let count = from_i64(row.try_get("tx_count")?);
+            let locator: Option<String> = row.try_get("locator")?;
+            ranges.push((first, first + count, from_i64(row.try_get("number")?), locator));
+        }
+        for tx in txs {
+            let holding = ranges.partition_point(|(_, end, _, _)| *end <= tx.seq);
+            if let Some((first, end, number, locator)) = ranges.get(holding)
+                && (*first..*end).contains(&tx.seq)
+            {
+                tx.batch = Some(*number);
+                tx.locator.clone_from(locator);
+            }
+        }
+        Ok(())
     }
 
     /// Sealed batch `number`, if there is one.
@@ -243,10 +324,13 @@ impl Store {
     /// The hashes of batch `number`'s transactions, in order.
     pub async fn tx_hashes_in(&self, number: u64) -> Result<Vec<[u8; 32]>, StoreError> {
         let Ok(number) = i64::try_from(number) else { return Ok(Vec::new()) };
-        let rows = sqlx::query("SELECT hash FROM txs WHERE batch = $1 ORDER BY seq")
-            .bind(number)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT t.hash FROM batches b JOIN txs t ON t.seq >= b.first_seq AND t.seq < b.first_seq + b.tx_count \
+             WHERE b.number = $1 ORDER BY t.seq",
+        )
+        .bind(number)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let hash: Vec<u8> = row.try_get("hash")?;
@@ -298,26 +382,22 @@ pub struct Publication {
 
 const ROWS_PER_INSERT: usize = 256;
 
-/// `prefix` followed by `rows` groups of `columns` numbered placeholders, each group ending
-/// with `tail` (constant columns).
-fn multi_row_insert(prefix: &str, rows: usize, columns: usize, tail: &str) -> String {
-    let mut sql = String::with_capacity(prefix.len() + rows * (columns * 6 + tail.len() + 4));
-    sql.push_str(prefix);
-    let mut n = 0;
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..columns {
-            n += 1;
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&n.to_string());
-        }
-        sql.push_str(tail);
-        sql.push(')');
+/// `items` in owned chunks of `size` (binding takes values, so no copies).
+fn chunked<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::with_capacity(items.len().div_ceil(size));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        out.push(items.by_ref().take(size).collect());
     }
-    sql
+    out
+}
+
+/// The index key of a hash or an address: its first 8 bytes, big-endian, as a signed integer
+/// (both databases' 64-bit integer).
+fn key_of(bytes: &[u8]) -> i64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes[..8]);
+    i64::from_be_bytes(first)
 }
 
 /// The accounts whose history a transaction belongs in (the fee account's would be everything).
@@ -331,6 +411,7 @@ fn accounts_touched(tx: &BatchTx) -> Vec<Address> {
     }
 }
 
+/// A `txs` row, not yet placed in a batch.
 fn ledger_tx(row: &AnyRow) -> Result<LedgerTx, StoreError> {
     let seq = from_i64(row.try_get("seq")?);
     let hash: Vec<u8> = row.try_get("hash")?;
@@ -339,8 +420,7 @@ fn ledger_tx(row: &AnyRow) -> Result<LedgerTx, StoreError> {
     let body: Vec<u8> = row.try_get("body")?;
     let tx = BatchTx::try_from_slice(&body)
         .map_err(|e| StoreError::Corrupt { what: format!("tx {seq}"), reason: e.to_string() })?;
-    let batch: Option<i64> = row.try_get("batch")?;
-    Ok(LedgerTx { seq, hash, tx, batch: batch.map(from_i64), locator: row.try_get("locator")? })
+    Ok(LedgerTx { seq, hash, tx, batch: None, locator: None })
 }
 
 /// The batch in a `batches` row's `body`.

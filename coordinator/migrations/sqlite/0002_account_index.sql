@@ -1,7 +1,8 @@
 -- Which acknowledged transactions touch which account (sender, receiver, depositor), for the
--- API's per-account history; newest first by `seq`.
+-- API's per-account history. The account is keyed by its address's first 8 bytes, for the same
+-- reason as `txs.hash_key`; readers check the transaction itself.
 CREATE TABLE account_txs (
-    account BLOB NOT NULL,
+    account_key INTEGER NOT NULL,
     seq INTEGER NOT NULL,
-    PRIMARY KEY (account, seq)
+    PRIMARY KEY (account_key, seq)
 ) WITHOUT ROWID;

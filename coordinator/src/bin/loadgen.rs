@@ -1,0 +1,594 @@
+//! `loadgen`: load for the coordinator, from pre-signed transfers of many accounts.
+//!
+//! - `loadgen deposits --accounts N`: the dev deposits file that funds its accounts.
+//! - `loadgen send --url URL`: sends to a running coordinator and reports acknowledged TPS and
+//!   latency.
+//! - `loadgen bench`: the README's benchmark table: the machine's signature ceiling, the
+//!   in-process sequencer path and the HTTP path (the `coordinator` binary next to this one),
+//!   on SQLite and, when `DATABASE_URL` is set, PostgreSQL; every figure a ratio to the ceiling
+//!   measured in the same run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bridge::signature::Authorization;
+use bridge::tx::{L1Ref, SystemTx};
+use bridge::{
+    Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, Deposit, NetworkParams, SignedUserTx,
+    Transfer, Tx, UserTx, Wallet,
+};
+use clap::{Parser, Subcommand};
+use coordinator::api::request::TxRequest;
+use coordinator::sequencer::Sequencer;
+use coordinator::store::Store;
+use rayon::prelude::*;
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "Load for the coordinator from pre-signed transfers of many accounts.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the dev deposits file (JSON) funding `accounts` load accounts with 1 ETH each.
+    Deposits {
+        #[arg(long, default_value_t = 2_000)]
+        accounts: u64,
+    },
+    /// Send pre-signed transfers to a running coordinator whose dev deposits fund the accounts.
+    Send {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 2_000)]
+        accounts: u64,
+        #[arg(long, default_value_t = 20_000)]
+        txs: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// The first nonce each account uses (to send again to the same coordinator).
+        #[arg(long, default_value_t = 0)]
+        first_nonce: u64,
+        /// Transfers per request: 1 posts to /tx, more to /txs.
+        #[arg(long, default_value_t = 1)]
+        per_request: usize,
+    },
+    /// The benchmark table (README): ceiling, in-process sequencer, HTTP; SQLite and Postgres.
+    Bench {
+        #[arg(long, default_value_t = 2_000)]
+        accounts: u64,
+        /// Transactions through the in-process sequencer, per database.
+        #[arg(long, default_value_t = 40_000)]
+        txs: usize,
+        /// Transactions over HTTP, per database and mode.
+        #[arg(long, default_value_t = 20_000)]
+        http_txs: usize,
+        /// `POST /tx` requests in flight.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match Cli::parse().command {
+        Command::Deposits { accounts } => {
+            println!("{}", serde_json::to_string_pretty(&deposits_file(accounts))?);
+            Ok(())
+        }
+        Command::Send { url, accounts, txs, concurrency, first_nonce, per_request } => runtime.block_on(async {
+            let params = params_of(&url).await?;
+            eprintln!("signing {txs} transfers from {accounts} accounts…");
+            let requests = sign_requests(&params, accounts, txs, first_nonce);
+            let report = send(&url, requests, concurrency, per_request).await?;
+            println!("{report}");
+            Ok(())
+        }),
+        Command::Bench { accounts, txs, http_txs, concurrency } => {
+            runtime.block_on(bench(accounts, txs, http_txs, concurrency))
+        }
+    }
+}
+
+/// Load account `n`: a fixed key, so that every run (and the deposits file) agree.
+fn account(n: u64) -> Wallet {
+    let secret = bridge::hashing::sha256(format!("loadgen/account/{n}"));
+    Wallet::from_secret(&secret).unwrap_or_else(|_| unreachable!("a hash is a valid key but with odds 2^-128"))
+}
+
+fn sink() -> Address {
+    Address([0x5e; 20])
+}
+
+fn deposits_file(accounts: u64) -> serde_json::Value {
+    let wallets: Vec<Wallet> = (0..accounts).into_par_iter().map(account).collect();
+    serde_json::Value::Array(
+        wallets
+            .iter()
+            .map(|w| serde_json::json!({ "account": w.address(), "asset": "eth:ETH", "amount": ONE_ETH.to_string() }))
+            .collect(),
+    )
+}
+
+const BENCH_SECRET: [u8; 32] = [0xc0; 32];
+
+const ONE_ETH: u128 = 1_000_000_000_000_000_000;
+
+/// `txs` transfers of 1 wei to the sink, round-robin over the accounts (so each account's
+/// nonces go up by one per round), signed on every core.
+fn sign_transfers(params: &NetworkParams, accounts: u64, txs: usize, first_nonce: u64) -> Vec<SignedUserTx> {
+    let domain = bridge::eip712::Domain::new(params);
+    let wallets: Vec<Wallet> = (0..accounts).into_par_iter().map(account).collect();
+    (0..txs)
+        .into_par_iter()
+        .map(|i| {
+            let wallet = &wallets[i % accounts as usize];
+            let nonce = first_nonce + (i as u64 / accounts);
+            let tx = UserTx::Transfer(Transfer {
+                from: wallet.address(),
+                to: sink(),
+                asset: AssetId::Eth,
+                amount: Amount(1),
+                fee: Amount(0),
+                nonce,
+            });
+            wallet.sign(tx, &domain)
+        })
+        .collect()
+}
+
+/// Request bodies, grouped by sender: each group is one account's transfers in nonce order.
+fn sign_requests(params: &NetworkParams, accounts: u64, txs: usize, first_nonce: u64) -> Vec<Vec<Vec<u8>>> {
+    let signed = sign_transfers(params, accounts, txs, first_nonce);
+    let mut by_account: Vec<Vec<Vec<u8>>> = vec![Vec::new(); accounts as usize];
+    for (i, tx) in signed.iter().enumerate() {
+        let body = serde_json::to_vec(&TxRequest::from_signed(tx)).unwrap_or_default();
+        by_account[i % accounts as usize].push(body);
+    }
+    by_account
+}
+
+async fn params_of(url: &str) -> anyhow::Result<NetworkParams> {
+    let info: serde_json::Value = reqwest::get(format!("{url}/info")).await?.error_for_status()?.json().await?;
+    let text = |field: &str| info[field].as_str().map(str::to_owned).context(format!("/info has no {field}"));
+    Ok(NetworkParams {
+        name: text("network")?,
+        chain_id: info["chain_id"].as_u64().context("/info has no chain_id")?,
+        eth_vault: text("eth_vault")?.parse()?,
+        btc_network: BtcNetwork::Regtest,
+        coordinator_key: bridge::serde_hex::parse_fixed(&text("coordinator_key")?).map_err(anyhow::Error::msg)?,
+        fee_account: text("fee_account")?.parse()?,
+        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+    })
+}
+
+#[derive(Debug)]
+struct Report {
+    acked: usize,
+    refused: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Report {
+    fn tps(&self) -> f64 {
+        self.acked as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index]
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} acknowledged, {} refused in {:.2} s: {:.0} tx/s; latency p50 {:.2} ms, p99 {:.2} ms",
+            self.acked,
+            self.refused,
+            self.elapsed.as_secs_f64(),
+            self.tps(),
+            self.percentile(0.50).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// Sends every account's transfers with `concurrency` requests in flight, each request
+/// carrying `per_request` transfers (`POST /tx` for one, `POST /txs` for more). Accounts are
+/// split among the in-flight lanes and each lane sends round by round, so every account's
+/// nonces arrive in order.
+async fn send(
+    url: &str,
+    by_account: Vec<Vec<Vec<u8>>>,
+    concurrency: usize,
+    per_request: usize,
+) -> anyhow::Result<Report> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let concurrency = concurrency.max(1).min(by_account.len().max(1));
+    let per_request = per_request.max(1);
+    let mut lanes: Vec<Vec<Vec<Vec<u8>>>> = vec![Vec::new(); concurrency];
+    for (i, requests) in by_account.into_iter().enumerate() {
+        lanes[i % concurrency].push(requests);
+    }
+    // Each lane's requests, in order: round k (nonce k of each of its accounts) before round k + 1.
+    let lanes: Vec<Vec<(usize, Vec<u8>)>> = lanes
+        .into_iter()
+        .map(|lane| {
+            let longest = lane.iter().map(Vec::len).max().unwrap_or(0);
+            let mut requests = Vec::new();
+            for round in 0..longest {
+                let bodies: Vec<&Vec<u8>> = lane.iter().filter_map(|account| account.get(round)).collect();
+                for group in bodies.chunks(per_request) {
+                    if per_request == 1 {
+                        requests.push((1, group[0].clone()));
+                    } else {
+                        let mut body = b"[".to_vec();
+                        for (i, tx) in group.iter().enumerate() {
+                            if i > 0 {
+                                body.push(b',');
+                            }
+                            body.extend_from_slice(tx);
+                        }
+                        body.push(b']');
+                        requests.push((group.len(), body));
+                    }
+                }
+            }
+            requests
+        })
+        .collect();
+    let total: usize = lanes.iter().flatten().map(|(n, _)| n).sum();
+    let progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                eprintln!("  {} / {total} answered", progress.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        })
+    };
+    let path = if per_request == 1 { "tx" } else { "txs" };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for lane in lanes {
+        let (http, url, progress) = (http.clone(), format!("{url}/{path}"), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut refused = 0;
+            for (count, body) in lane {
+                let sent = Instant::now();
+                let response = http.post(&url).header("content-type", "application/json").body(body).send().await?;
+                let ok = response.status().is_success();
+                let answer = response.bytes().await?;
+                let accepted = match (ok, count) {
+                    (false, _) => 0,
+                    (true, 1) => 1,
+                    (true, _) => serde_json::from_slice::<serde_json::Value>(&answer)
+                        .ok()
+                        .and_then(|v| {
+                            v["results"].as_array().map(|r| r.iter().filter(|x| x["status"] == "accepted").count())
+                        })
+                        .unwrap_or(0),
+                };
+                if accepted < count && refused == 0 {
+                    eprintln!("  refused: {}", String::from_utf8_lossy(&answer[..answer.len().min(400)]));
+                }
+                refused += count - accepted;
+                latencies.extend(std::iter::repeat_n(sent.elapsed(), accepted));
+                progress.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, reqwest::Error>((latencies, refused))
+        }));
+    }
+    let mut report = Report { acked: 0, refused: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+    for task in tasks {
+        let (latencies, refused) = task.await??;
+        report.acked += latencies.len();
+        report.refused += refused;
+        report.latencies.extend(latencies);
+    }
+    report.elapsed = started.elapsed();
+    ticker.abort();
+    report.latencies.sort();
+    Ok(report)
+}
+
+fn bench_params(key: &CoordinatorKey) -> NetworkParams {
+    NetworkParams {
+        name: "bench".into(),
+        chain_id: 424_242,
+        eth_vault: Address([0x7a; 20]),
+        btc_network: BtcNetwork::Regtest,
+        coordinator_key: key.public_key(),
+        fee_account: Address([0xfe; 20]),
+        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+    }
+}
+
+/// Ledgers to measure: SQLite always, Postgres (a schema of its own) when `DATABASE_URL` is set.
+async fn ledgers(dir: &Path, run: &str) -> anyhow::Result<Vec<(&'static str, String, Option<String>)>> {
+    let mut out = vec![("SQLite", format!("sqlite://{}", dir.join(format!("{run}.db")).display()), None)];
+    if let Ok(base) = std::env::var("DATABASE_URL") {
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        let schema = format!("loadgen_{}_{run}", std::process::id());
+        let pool = sqlx::AnyPool::connect(&base).await.context("DATABASE_URL")?;
+        pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await?;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        out.push(("Postgres", format!("{base}{sep}options=-c%20search_path%3D{schema}"), Some(schema)));
+    }
+    Ok(out)
+}
+
+async fn drop_schema(schema: &str) {
+    use sqlx::Executor;
+    if let Ok(base) = std::env::var("DATABASE_URL")
+        && let Ok(pool) = sqlx::AnyPool::connect(&base).await
+    {
+        let _ = pool.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await;
+    }
+}
+
+async fn bench(accounts: u64, txs: usize, http_txs: usize, concurrency: usize) -> anyhow::Result<()> {
+    let cores = rayon::current_num_threads();
+    let key = CoordinatorKey::from_secret(&BENCH_SECRET).map_err(|_| anyhow::anyhow!("bad bench key"))?;
+    let params = bench_params(&key);
+    let mut rows: Vec<[String; 3]> = Vec::new();
+
+    eprintln!("signing {txs} transfers from {accounts} accounts…");
+    let signed = sign_transfers(&params, accounts, txs, 0);
+    let domain = bridge::eip712::Domain::new(&params);
+    let digests: Vec<[u8; 32]> = signed.iter().map(|t| t.tx.signing_hash(&domain)).collect();
+    let recoveries_per_second = || {
+        let started = Instant::now();
+        for (tx, digest) in signed.iter().zip(&digests) {
+            let Authorization::Eip712Secp256k1 { signature } = tx.auth;
+            std::hint::black_box(signature.recover(digest).ok());
+        }
+        signed.len() as f64 / started.elapsed().as_secs_f64()
+    };
+    // Measured at the start and again at the end; the mean is the ceiling (this machine's
+    // speed drifts by a fifth within minutes).
+    let first = recoveries_per_second();
+
+    // Rates now, ratios once the ceiling is known.
+    let mut measured: Vec<(String, f64, String, &str)> = Vec::new();
+    let dir = tempfile::tempdir()?;
+    for (name, url, schema) in ledgers(dir.path(), "in_process").await? {
+        eprintln!("{name}: in-process sequencer, {txs} transfers…");
+        let (rate, rate_sealed) = in_process(&url, &params, accounts, &signed).await?;
+        measured.push((
+            format!("{name}: sequencer in process (verify on all cores + apply + durable group commit)"),
+            rate,
+            format!("{rate:.0} tx/s"),
+            " (goal ≥ 0.8)",
+        ));
+        measured.push((
+            format!("{name}: the same, sealing a batch (state root, signature, record) every 10,000"),
+            rate_sealed,
+            format!("{rate_sealed:.0} tx/s"),
+            "",
+        ));
+        if let Some(schema) = &schema {
+            drop_schema(schema).await;
+        }
+    }
+    let modes = [(concurrency, 1), (8, 100)];
+    for (name, url, schema) in ledgers(dir.path(), "http").await? {
+        eprintln!("{name}: over HTTP, {http_txs} transfers per mode…");
+        let reports = over_http(dir.path(), &url, accounts, http_txs, &modes, &params).await?;
+        for ((in_flight, per_request), report) in modes.iter().zip(reports) {
+            if report.refused > 0 {
+                bail!(
+                    "{name}: {} transfers were refused; the benchmark's accounts are not as expected",
+                    report.refused
+                );
+            }
+            let how = if *per_request == 1 {
+                format!("POST /tx, {in_flight} in flight")
+            } else {
+                format!("POST /txs of {per_request}, {in_flight} in flight")
+            };
+            measured.push((
+                format!("{name}: HTTP {how}, load generator on the same cores"),
+                report.tps(),
+                format!(
+                    "{:.0} tx/s, ack p50 {:.1} ms, p99 {:.1} ms",
+                    report.tps(),
+                    report.percentile(0.5).as_secs_f64() * 1e3,
+                    report.percentile(0.99).as_secs_f64() * 1e3
+                ),
+                " (goal ≥ 0.5)",
+            ));
+        }
+        if let Some(schema) = &schema {
+            drop_schema(schema).await;
+        }
+    }
+    let last = recoveries_per_second();
+    let one_core = (first + last) / 2.0;
+    let ceiling = one_core * cores as f64;
+    rows.push([
+        "ceiling: libsecp256k1 recoveries/s × cores".into(),
+        format!("({first:.0} + {last:.0}) / 2 × {cores} = {ceiling:.0}/s"),
+        "1.00".into(),
+    ]);
+    for (what, rate, figure, goal) in measured {
+        rows.push([what, figure, format!("{:.2}{goal}", rate / ceiling)]);
+    }
+
+    println!("| coordinator benchmark ({cores} cores, {accounts} accounts) | figure | ratio to ceiling |");
+    println!("| --- | --- | --- |");
+    for [what, figure, ratio] in rows {
+        println!("| {what} | {figure} | {ratio} |");
+    }
+    Ok(())
+}
+
+/// The sequencer alone: signatures recovered on every core (the next chunk while the current
+/// one is applied and committed), applied in order, committed in groups. Returns the rate
+/// without and with sealing every 10,000.
+async fn in_process(
+    url: &str,
+    params: &NetworkParams,
+    accounts: u64,
+    signed: &[SignedUserTx],
+) -> anyhow::Result<(f64, f64)> {
+    let store = Store::open(url).await?;
+    let key = CoordinatorKey::from_secret(&BENCH_SECRET).map_err(|_| anyhow::anyhow!("bad bench key"))?;
+    let mut sequencer = Sequencer::recover(store, params.clone(), key).await?;
+    let funding: Vec<Tx> = (0..accounts)
+        .map(|n| {
+            Tx::System(SystemTx::Deposit(Deposit {
+                chain: Chain::Ethereum,
+                l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n },
+                account: account(n).address(),
+                asset: AssetId::Eth,
+                amount: Amount(ONE_ETH),
+            }))
+        })
+        .collect();
+    sequencer.submit(funding).await?;
+    sequencer.seal(1).await?;
+
+    const GROUP: usize = 8_192;
+    const SEAL_EVERY: usize = 10_000;
+    let domain = Arc::new(bridge::eip712::Domain::new(params));
+    let chunks: Vec<Vec<SignedUserTx>> = signed.chunks(GROUP).map(<[SignedUserTx]>::to_vec).collect();
+    let verify = |chunk: Vec<SignedUserTx>, domain: Arc<bridge::eip712::Domain>| {
+        tokio::task::spawn_blocking(move || {
+            chunk.par_iter().map(|tx| tx.verify(&domain).map(Tx::User)).collect::<Vec<_>>()
+        })
+    };
+    let mut sealing = Duration::ZERO;
+    let (mut waiting, mut submitting) = (Duration::ZERO, Duration::ZERO);
+    let mut since_seal = 0;
+    let started = Instant::now();
+    let mut chunks = chunks.into_iter();
+    // Two chunks verified ahead: the cores stay busy while the ledger waits on its fsync.
+    let mut ahead: std::collections::VecDeque<_> = chunks.by_ref().take(2).map(|c| verify(c, domain.clone())).collect();
+    while let Some(pending) = ahead.pop_front() {
+        let waited = Instant::now();
+        let verified = pending.await?;
+        waiting += waited.elapsed();
+        if let Some(chunk) = chunks.next() {
+            ahead.push_back(verify(chunk, domain.clone()));
+        }
+        let txs: Vec<Tx> = verified.into_iter().collect::<Result<_, _>>()?;
+        let count = txs.len();
+        let submitted = Instant::now();
+        let outcomes = sequencer.submit(txs).await?;
+        submitting += submitted.elapsed();
+        if let Some(refused) = outcomes.iter().find_map(|o| o.as_ref().err()) {
+            bail!("the benchmark's transfer was refused: {refused}");
+        }
+        since_seal += count;
+        if since_seal >= SEAL_EVERY {
+            let seal_started = Instant::now();
+            sequencer.seal(2).await?;
+            sealing += seal_started.elapsed();
+            since_seal = 0;
+        }
+    }
+    let total = started.elapsed();
+    eprintln!(
+        "  waiting for signatures {:.2} s, applying and committing {:.2} s, sealing {:.2} s, of {:.2} s",
+        waiting.as_secs_f64(),
+        submitting.as_secs_f64(),
+        sealing.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    let n = signed.len() as f64;
+    Ok((n / (total - sealing).as_secs_f64(), n / total.as_secs_f64()))
+}
+
+/// The `coordinator` binary (next to this one) on `url`, driven over loopback HTTP.
+async fn over_http(
+    dir: &Path,
+    url: &str,
+    accounts: u64,
+    txs: usize,
+    modes: &[(usize, usize)],
+    params: &NetworkParams,
+) -> anyhow::Result<Vec<Report>> {
+    let run = tempfile::tempdir_in(dir)?;
+    let key_file = run.path().join("coordinator.key");
+    std::fs::write(&key_file, hex::encode(BENCH_SECRET))?;
+    let deposits = run.path().join("deposits.json");
+    std::fs::write(&deposits, serde_json::to_vec(&deposits_file(accounts))?)?;
+    let config = run.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[network]\nname = \"bench\"\nchain_id = {chain_id}\neth_vault = \"{vault}\"\n\
+             fee_account = \"{fee}\"\nassets = [{{ asset = \"eth:ETH\", min_fee = \"0\" }}]\n\
+             [coordinator]\nkey_file = {key:?}\ncreate_key = false\ndatabase_url = {url:?}\n\
+             [api]\nlisten = \"127.0.0.1:0\"\nrate_limit_per_second = 0.0\n[dev]\ndeposits = {deposits:?}\n",
+            data = run.path().display().to_string(),
+            chain_id = params.chain_id,
+            vault = params.eth_vault,
+            fee = params.fee_account,
+            key = key_file.display().to_string(),
+            deposits = deposits.display().to_string(),
+        ),
+    )?;
+    let binary = sibling_binary("coordinator")?;
+    let mut child = tokio::process::Command::new(&binary)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let base = {
+        use tokio::io::AsyncBufReadExt;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let line = tokio::io::BufReader::new(stdout).lines().next_line().await?.context("the coordinator exited")?;
+        line.strip_prefix("coordinator listening on ").context("unexpected first line")?.to_owned()
+    };
+    // Wait until the last funded account has its deposit.
+    let last = account(accounts - 1).address();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let body: serde_json::Value = reqwest::get(format!("{base}/accounts/{last}")).await?.json().await?;
+        if body["balances"].as_array().is_some_and(|b| !b.is_empty()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the dev deposits were not credited within two minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut reports = Vec::new();
+    let rounds = txs.div_ceil(accounts as usize) as u64;
+    for (i, (in_flight, per_request)) in modes.iter().enumerate() {
+        let requests = sign_requests(params, accounts, txs, i as u64 * rounds);
+        reports.push(send(&base, requests, *in_flight, *per_request).await?);
+    }
+    child.start_kill()?;
+    let _ = child.wait().await;
+    Ok(reports)
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!("{} is missing: build it with `cargo build --release -p coordinator --bins`", path.display());
+    }
+    Ok(path)
+}
