@@ -82,6 +82,9 @@ impl Store {
                         // Checkpoint every 64 MiB of log rather than 4: index pages dirtied by
                         // many commits are then copied into the database once, not each time.
                         conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
+                        // Statement journals (undo for one multi-row INSERT) in memory, not in
+                        // temporary files: the transaction's durability is the WAL's business.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                     }
                     Ok(())
                 })

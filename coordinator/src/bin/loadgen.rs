@@ -365,11 +365,28 @@ async fn bench(accounts: u64, txs: usize, http_txs: usize, concurrency: usize) -
     // Rates now, ratios once the ceiling is known.
     let mut measured: Vec<(String, f64, String, &str)> = Vec::new();
     let dir = tempfile::tempdir()?;
-    for (name, url, schema) in ledgers(dir.path(), "in_process").await? {
-        eprintln!("{name}: in-process sequencer, {txs} transfers…");
-        let (rate, rate_sealed) = in_process(&url, &params, accounts, &signed).await?;
+    // Three runs per database, each on a fresh ledger; the median is reported (one run is a
+    // second or two, and this machine is noisy).
+    let mut runs: Vec<(&str, f64, f64)> = Vec::new();
+    for run in 0..3 {
+        for (name, url, schema) in ledgers(dir.path(), &format!("in_process_{run}")).await? {
+            eprintln!("{name}: in-process sequencer, {txs} transfers (run {})…", run + 1);
+            let (rate, rate_sealed) = in_process(&url, &params, accounts, &signed).await?;
+            runs.push((name, rate, rate_sealed));
+            if let Some(schema) = &schema {
+                drop_schema(schema).await;
+            }
+        }
+    }
+    for name in ["SQLite", "Postgres"] {
+        let median = |pick: fn(&(&str, f64, f64)) -> f64| {
+            let mut rates: Vec<f64> = runs.iter().filter(|r| r.0 == name).map(pick).collect();
+            rates.sort_by(f64::total_cmp);
+            rates.get(rates.len() / 2).copied()
+        };
+        let (Some(rate), Some(rate_sealed)) = (median(|r| r.1), median(|r| r.2)) else { continue };
         measured.push((
-            format!("{name}: sequencer in process (verify on all cores + apply + durable group commit)"),
+            format!("{name}: sequencer in process (verify on all cores + apply + durable group commit), median of 3"),
             rate,
             format!("{rate:.0} tx/s"),
             " (goal ≥ 0.8)",
@@ -380,9 +397,6 @@ async fn bench(accounts: u64, txs: usize, http_txs: usize, concurrency: usize) -
             format!("{rate_sealed:.0} tx/s"),
             "",
         ));
-        if let Some(schema) = &schema {
-            drop_schema(schema).await;
-        }
     }
     let modes = [(concurrency, 1), (8, 100)];
     for (name, url, schema) in ledgers(dir.path(), "http").await? {
