@@ -217,3 +217,42 @@ async fn fresh_ledger(ledger: &Ledger, dir: &std::path::Path) -> String {
         more.pop().unwrap().url
     }
 }
+
+#[test]
+fn the_cli_explains_itself_and_refuses_bad_configuration_clearly() {
+    let help = run_binary(&["--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    // Every option of the configuration file is in the help.
+    for option in [
+        "max_txs_per_request",
+        "rate_limit_per_second",
+        "body_limit_bytes",
+        "max_age_ms",
+        "journal_dir",
+        "database_url",
+        "COORDINATOR__",
+    ] {
+        assert!(text.contains(option), "--help does not explain {option}");
+    }
+    let missing = run_binary(&["--config", "/nonexistent/coordinator.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read the config file"), "{missing:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[api]\nlisten_on = 1\n").unwrap();
+    let refused = run_binary(&["--config", bad.to_str().unwrap(), "check"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("listen_on"), "{refused:?}");
+
+    // keygen writes a key once and never overwrites it.
+    let config = dir.path().join("keys.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\n", dir.path().display().to_string())).unwrap();
+    let made = run_binary(&["--config", config.to_str().unwrap(), "keygen"]);
+    assert!(made.status.success(), "{made:?}");
+    assert!(String::from_utf8_lossy(&made.stdout).contains("coordinator key"));
+    let again = run_binary(&["--config", config.to_str().unwrap(), "keygen"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"), "{again:?}");
+}

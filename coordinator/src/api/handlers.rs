@@ -6,13 +6,14 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query};
+use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bridge::{Address, SignedUserTx, Tx};
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
+use std::net::SocketAddr;
 use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody};
@@ -93,6 +94,7 @@ use axum::extract::State;
 ))]
 pub async fn post_txs(
     State(context): Ctx,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<views::TxResults>, ApiError> {
     let Value::Array(items) = request::json_of(&body_of(body)?)? else {
@@ -104,6 +106,10 @@ pub async fn post_txs(
             "too_many_txs",
             format!("{} transactions in one request; the most is {max}", items.len()),
         ));
+    }
+    // The rate limit counts transactions: the request itself paid for one on the way in.
+    if let Err(wait) = context.limiter.take(client.ip(), items.len().saturating_sub(1) as f64) {
+        return Err(super::rate_limited(client.ip(), wait));
     }
     let expected = expected(&context);
     let domain = context.domain.clone();

@@ -111,6 +111,7 @@ pub fn router(context: ApiContext) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_bytes))
+        .layer(middleware::from_fn(retry_after))
         .layer(middleware::from_fn(count_requests))
         .with_state(context)
 }
@@ -120,19 +121,29 @@ async fn rate_limit(State(context): Ctx, request: Request, next: Next) -> Respon
     if let Some(client) = client
         && let Err(wait) = context.limiter.take(client, 1.0)
     {
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many requests from {client}; retry in {wait:.2} s (nothing from this request was applied)"),
-        )
-        .into_response();
-        let seconds = wait.ceil().max(1.0) as u64;
-        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert("retry-after", value);
-        }
-        return response;
+        return rate_limited(client, wait).into_response();
     }
     next.run(request).await
+}
+
+/// 429 with a JSON error; the `retry-after` header is added by [`retry_after`].
+fn rate_limited(client: std::net::IpAddr, wait: f64) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests from {client}; retry in {wait:.2} s (nothing from this request was applied)"),
+    )
+}
+
+/// Every 429 says when to come back, in whole seconds.
+async fn retry_after(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::TOO_MANY_REQUESTS
+        && let Ok(value) = HeaderValue::from_str("1")
+    {
+        response.headers_mut().insert("retry-after", value);
+    }
+    response
 }
 
 async fn count_requests(request: Request, next: Next) -> Response {
