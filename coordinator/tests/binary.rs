@@ -174,7 +174,7 @@ async fn takeover_rebuilds_the_ledger_from_the_da_and_serves_on() {
         assert!(String::from_utf8_lossy(&refused.stderr).contains("already holds a ledger"), "{refused:?}");
 
         // The database is lost; the DA is all there is.
-        let fresh = fresh_ledger(&ledger, dir.path()).await;
+        let (fresh, _kept) = fresh_ledger(&ledger, dir.path()).await;
         let config = config_file(dir.path(), &fresh, 2, "");
         let config_arg = config.display().to_string();
         let recovered = run_binary(&["--config", &config_arg, "recover", "--from-da"]);
@@ -208,13 +208,14 @@ async fn takeover_rebuilds_the_ledger_from_the_da_and_serves_on() {
     }
 }
 
-/// An empty ledger of the same kind as `ledger`: a new SQLite file, or a new Postgres schema.
-async fn fresh_ledger(ledger: &Ledger, dir: &std::path::Path) -> String {
+/// An empty ledger of the same kind as `ledger`: a new SQLite file, or a new Postgres schema
+/// (kept while the returned `Ledger` lives).
+async fn fresh_ledger(ledger: &Ledger, dir: &std::path::Path) -> (String, Option<Ledger>) {
     if ledger.url.starts_with("sqlite:") {
-        format!("sqlite://{}", dir.join("rebuilt.db").display())
+        (format!("sqlite://{}", dir.join("rebuilt.db").display()), None)
     } else {
-        let mut more = ledgers().await;
-        more.pop().unwrap().url
+        let postgres = ledgers().await.pop().unwrap();
+        (postgres.url.clone(), Some(postgres))
     }
 }
 

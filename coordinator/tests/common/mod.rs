@@ -57,11 +57,34 @@ pub fn transfer(from: &Wallet, to: Address, amount: u128, nonce: u64) -> Tx {
 pub struct Ledger {
     pub url: String,
     pub _dir: tempfile::TempDir,
+    /// The Postgres schema to drop when the test is done with it.
+    schema: Option<(String, String)>,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let Some((base, schema)) = self.schema.take() else { return };
+        // A runtime of its own on a thread of its own: this may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Executor;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Ok(pool) = sqlx::AnyPool::connect(&base).await {
+                    // Bounded: a connection still open on the schema must not hang the test.
+                    let _ =
+                        pool.execute(format!("SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE").as_str()).await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 pub async fn ledgers() -> Vec<Ledger> {
     let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![Ledger { url: format!("sqlite://{}", dir.path().join("ledger.db").display()), _dir: dir }];
+    let mut out =
+        vec![Ledger { url: format!("sqlite://{}", dir.path().join("ledger.db").display()), _dir: dir, schema: None }];
     if let Ok(base) = std::env::var("DATABASE_URL") {
         use sqlx::Executor;
         sqlx::any::install_default_drivers();
@@ -72,6 +95,7 @@ pub async fn ledgers() -> Vec<Ledger> {
         out.push(Ledger {
             url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
             _dir: tempfile::tempdir().unwrap(),
+            schema: Some((base.clone(), schema)),
         });
     }
     out
