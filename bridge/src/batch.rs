@@ -190,8 +190,9 @@ impl BatchBuilder {
         }
         assert_eq!(state.head().next_number, self.number, "the state moved on under an open batch");
         let receipt = apply(state, &tx).map_err(ApplyError::Tx)?;
-        self.closing.record(&receipt);
-        self.txs.push(tx.to_batch_tx());
+        let batch_tx = tx.to_batch_tx();
+        self.closing.record(&receipt, tx_leaf(&batch_tx));
+        self.txs.push(batch_tx);
         Ok(receipt)
     }
 
@@ -241,7 +242,7 @@ pub enum ApplyError {
 #[derive(Debug)]
 struct Closing {
     number: u64,
-    tx_hashes: Vec<[u8; 32]>,
+    tx_leaves: Vec<[u8; 32]>,
     eth: Vec<EthWithdrawal>,
     btc: Vec<BtcPayout>,
 }
@@ -254,11 +255,12 @@ struct Roots {
 
 impl Closing {
     fn new(number: u64) -> Self {
-        Closing { number, tx_hashes: Vec::new(), eth: Vec::new(), btc: Vec::new() }
+        Closing { number, tx_leaves: Vec::new(), eth: Vec::new(), btc: Vec::new() }
     }
 
-    fn record(&mut self, receipt: &Receipt) {
-        self.tx_hashes.push(receipt.tx_hash);
+    /// `leaf` is the transaction's [`tx_leaf`]: the root commits to the authorizations too.
+    fn record(&mut self, receipt: &Receipt, leaf: [u8; 32]) {
+        self.tx_leaves.push(leaf);
         let Effect::Withdrawn(w) = &receipt.effect else {
             return;
         };
@@ -287,16 +289,29 @@ impl Closing {
     }
 
     fn finish(self) -> (Roots, Settlement) {
-        let txs_root =
-            MerkleTree::new(self.tx_hashes.iter().map(|h| tagged_hash(tags::TXS_LEAF, &[h])).collect(), |a, b| {
-                tagged_hash(tags::TXS_NODE, &[a, b])
-            })
-            .root();
+        let txs_root = txs_root_of(self.tx_leaves);
         let eth = EthWithdrawalTree::new(self.eth);
         let roots =
             Roots { txs_root, eth_withdrawals_root: eth.root(), btc_withdrawals: BtcWithdrawals::commit(&self.btc) };
         (roots, Settlement { eth, btc: self.btc })
     }
+}
+
+/// A transaction's leaf in `txs_root`: `tagged_hash("bridge/txs-leaf", borsh(BatchTx))`. It
+/// covers the authorization as well as the message, so the coordinator's signature on a header
+/// binds the exact body, signatures included: a body with a forged user signature is then
+/// provably the coordinator's, not someone's edit of it.
+pub fn tx_leaf(tx: &BatchTx) -> [u8; 32] {
+    tagged_hash(tags::TXS_LEAF, &[&to_bytes(tx)])
+}
+
+/// The `txs_root` of a body: checks, without any state, that a body is the one a header names.
+pub fn txs_root(body: &[BatchTx]) -> [u8; 32] {
+    txs_root_of(body.iter().map(tx_leaf).collect())
+}
+
+fn txs_root_of(leaves: Vec<[u8; 32]>) -> [u8; 32] {
+    MerkleTree::new(leaves, |a, b| tagged_hash(tags::TXS_NODE, &[a, b])).root()
 }
 
 /// Which root of a header disagreed with the replay.
@@ -412,6 +427,17 @@ fn replay_body(
 ) -> Result<(Replayed, crate::commitment::PendingRoot), ReplayError> {
     let header = &batch.header;
     let number = header.number;
+    // The body must be the one the coordinator signed before any of it counts: a mismatch here
+    // is someone's edit, an invalid transaction after it is the coordinator's own doing.
+    let body_root = txs_root(&batch.body);
+    if body_root != header.txs_root {
+        return Err(ReplayError::RootMismatch {
+            number,
+            root: RootKind::Txs,
+            header: hex::encode(header.txs_root),
+            computed: hex::encode(body_root),
+        });
+    }
     let mut closing = Closing::new(number);
     let mut receipts = Vec::with_capacity(verified.len());
     let domain = state.domain().clone();
@@ -427,7 +453,7 @@ fn replay_body(
             Ok(tx) => apply(state, &tx).map_err(invalid)?,
             Err(error) => return Err(invalid(error)),
         };
-        closing.record(&receipt);
+        closing.record(&receipt, tx_leaf(raw));
         receipts.push(receipt);
     }
     let pending = state.prepare_root()?;

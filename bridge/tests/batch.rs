@@ -116,10 +116,29 @@ fn refuses(n: usize, bad: &SignedBatch, check: impl Fn(&ReplayError) -> bool) {
     replay(&mut follower, &batches[n]).unwrap();
 }
 
-/// Re-signs a doctored header with the real coordinator key: what a cheating coordinator does.
+/// Re-signs a doctored batch with the real coordinator key, its `txs_root` matching the doctored
+/// body: what a cheating coordinator does.
 fn resign(mut batch: SignedBatch) -> SignedBatch {
+    batch.header.txs_root = bridge::batch::txs_root(&batch.body);
     batch.signature = coordinator_key().sign(&batch.header.hash());
     batch
+}
+
+#[test]
+fn a_body_edited_after_signing_is_refused_as_not_the_coordinators() {
+    let (_, batches) = history();
+    // A user signature swapped for another valid-looking one: the header's txs_root covers the
+    // authorizations, so the edit shows before any transaction is looked at.
+    let mut bad = batches[1].clone();
+    let other = batches[1].body.iter().rev().find_map(|tx| match tx {
+        bridge::BatchTx::User(user) => Some(user.auth),
+        _ => None,
+    });
+    let bridge::BatchTx::User(user) = &mut bad.body[0] else { panic!("expected a user tx") };
+    user.auth = other.unwrap();
+    assert_ne!(bad.body, batches[1].body, "the test needs two different signatures");
+    refuses(1, &bad, |e| matches!(e, ReplayError::RootMismatch { root: RootKind::Txs, .. }));
+    assert_eq!(bridge::batch::txs_root(&batches[1].body), batches[1].header.txs_root);
 }
 
 #[test]
