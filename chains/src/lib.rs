@@ -4,3 +4,4 @@
 
 pub mod arweave;
 pub mod da;
+pub mod db;

@@ -7,28 +7,22 @@
 
 use borsh::BorshDeserialize;
 use bridge::{Address, BatchTx, SignedBatch, SystemTx, UserTx};
-use sqlx::any::{AnyPoolOptions, AnyRow, install_default_drivers};
-use sqlx::{AnyPool, Connection, Executor, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the database at {url} cannot be opened: {source}; check DATABASE_URL and that the server is up")]
-    Open { url: String, source: sqlx::Error },
+    #[error(transparent)]
+    Open(#[from] chains::db::DbError),
     #[error("the database migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a database operation failed: {0}")]
     Database(#[from] sqlx::Error),
     #[error("the ledger holds a record that does not decode ({what}): {reason}; the database is damaged")]
     Corrupt { what: String, reason: String },
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
-    Unsupported(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use chains::db::Backend;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -47,51 +41,7 @@ impl Store {
     /// Opens (and migrates) the ledger at `url`: `sqlite://PATH` (created if missing) or
     /// `postgres://…`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            return Err(StoreError::Unsupported(url.to_owned()));
-        };
-        let url_with_mode = match backend {
-            Backend::Sqlite if !url.contains("mode=") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-            }
-            _ => url.to_owned(),
-        };
-        // One direct connection first: a wrong URL or a server that is down fails at once, with
-        // the driver's own reason, instead of after the pool's acquire timeout.
-        let probe = sqlx::AnyConnection::connect(&url_with_mode)
-            .await
-            .map_err(|source| StoreError::Open { url: redact(url), source })?;
-        probe.close().await.map_err(|source| StoreError::Open { url: redact(url), source })?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL: readers never block the writer; FULL: a commit survives power loss.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        // The hash and account indexes take random keys: a group commit touches
-                        // pages all over them, which should stay in memory.
-                        conn.execute("PRAGMA cache_size = -65536").await?;
-                        // Checkpoint every 64 MiB of log rather than 4: index pages dirtied by
-                        // many commits are then copied into the database once, not each time.
-                        conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
-                        // Statement journals (undo for one multi-row INSERT) in memory, not in
-                        // temporary files: the transaction's durability is the WAL's business.
-                        conn.execute("PRAGMA temp_store = MEMORY").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url_with_mode)
-            .await
-            .map_err(|source| StoreError::Open { url: redact(url), source })?;
+        let (pool, backend) = chains::db::open(url).await?;
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
@@ -439,18 +389,4 @@ fn to_i64(value: u64) -> i64 {
 
 fn from_i64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or_else(|_| unreachable!("negative ledger number {value}"))
-}
-
-/// The URL without its password, for error messages and logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }

