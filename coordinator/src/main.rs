@@ -47,6 +47,8 @@ enum Command {
     },
     /// Print the effective configuration's main settings and exit.
     Check,
+    /// Print the network's parameters as JSON (what confirmers and watchmen need), and exit.
+    Params,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
             Command::Keygen => keygen(&config),
             Command::Recover { .. } => recover(&config).await,
             Command::Check => check(&config),
+            Command::Params => params(&config),
         }
     });
     match result {
@@ -159,6 +162,13 @@ async fn recover(config: &Config) -> anyhow::Result<()> {
         recovered.txs,
         hex::encode(recovered.state_root)
     );
+    Ok(())
+}
+
+fn params(config: &Config) -> anyhow::Result<()> {
+    let key = node::load_key(&config.key_file(), false).context("the network's parameters name the coordinator key")?;
+    let params = config.network_params(key.public_key())?;
+    println!("{}", serde_json::to_string_pretty(&params)?);
     Ok(())
 }
 

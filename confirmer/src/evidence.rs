@@ -1,0 +1,190 @@
+//! Evidence files: everything needed to check an alarm offline, with nothing but this file.
+//! The network's parameters name the coordinator's key; every claim rests on batches that key
+//! signed, and on the protocol core's replay.
+//!
+//! - replay kinds (root mismatch, broken link, invalid tx, invalid batch): the batches from
+//!   genesis to the bad one. Checking replays them all: each before it must replay, and it must
+//!   fail the way the file says. (Self-contained, so it grows with the history; a state witness
+//!   for the touched keys would make it small.)
+//! - equivocation: the two signed headers.
+//! - a deposit L1 does not show: the signed batch that credits it and the deposit's place in
+//!   it; that L1 lacks it is for the reader to see on L1, and the file says where to look.
+//! - a missing batch: the signed header of the batch after it.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bridge::batch::{Equivocation, SignedHeader, replay};
+use bridge::codec::{decode_batch, encode_batch};
+use bridge::tx::SystemTx;
+use bridge::{BatchTx, NetworkParams, SignedBatch, State};
+use serde::{Deserialize, Serialize};
+
+use crate::alarm::AlarmKind;
+
+pub const EVIDENCE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    pub version: u32,
+    pub kind: AlarmKind,
+    /// The batch the alarm is about.
+    pub number: u64,
+    pub network: NetworkParams,
+    /// What the confirmer saw, for people.
+    pub detail: String,
+    /// Replay kinds: batches 1..=number; deposit: the crediting batch alone. Base64 of the
+    /// published encoding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equivocation: Option<Equivocation>,
+    /// Deposit: its index in the crediting batch's body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposit_index: Option<usize>,
+    /// Missing batch: the signed header of batch `number + 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_header: Option<SignedHeader>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("this is not an evidence file: {0}")]
+    Malformed(String),
+    #[error("evidence version {0} is not one this build checks (it checks version {EVIDENCE_VERSION})")]
+    Version(u32),
+    #[error("the network parameters in the file are invalid: {0}")]
+    Network(String),
+    #[error("the evidence does not prove a {kind}: {reason}")]
+    NotProven { kind: AlarmKind, reason: String },
+}
+
+impl Evidence {
+    pub fn encode_batches(batches: &[&SignedBatch]) -> Vec<String> {
+        batches.iter().map(|b| BASE64.encode(encode_batch(b))).collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, EvidenceError> {
+        serde_json::from_str(text).map_err(|e| EvidenceError::Malformed(e.to_string()))
+    }
+
+    fn decoded(&self) -> Result<Vec<SignedBatch>, EvidenceError> {
+        self.batches
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let bytes = BASE64.decode(text).map_err(|e| EvidenceError::Malformed(format!("batch {i}: {e}")))?;
+                decode_batch(&bytes).map_err(|e| EvidenceError::Malformed(format!("batch {i}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Checks the evidence and explains, in one paragraph, what it proves.
+    pub fn check(&self) -> Result<String, EvidenceError> {
+        if self.version != EVIDENCE_VERSION {
+            return Err(EvidenceError::Version(self.version));
+        }
+        self.network.validate().map_err(|e| EvidenceError::Network(e.to_string()))?;
+        let key = self.network.coordinator_key;
+        let fail = |reason: String| EvidenceError::NotProven { kind: self.kind, reason };
+        let signer = format!("0x{}", hex::encode(key));
+        match self.kind {
+            AlarmKind::Equivocation => {
+                let pair =
+                    self.equivocation.as_ref().ok_or_else(|| fail("the two signed headers are missing".into()))?;
+                pair.verify(&key).map_err(|e| fail(e.to_string()))?;
+                Ok(format!(
+                    "The coordinator (key {signer}) signed two different batches numbered {}: header hashes 0x{} and \
+                     0x{}. A coordinator signs exactly one batch per number, so it equivocated; both signatures check \
+                     with its public key alone.",
+                    pair.first.header.number,
+                    hex::encode(pair.first.header.hash()),
+                    hex::encode(pair.second.header.hash())
+                ))
+            }
+            AlarmKind::MissingBatch => {
+                let next =
+                    self.next_header.as_ref().ok_or_else(|| fail("the next batch's header is missing".into()))?;
+                next.verify(&key).map_err(|_| fail("the next header's signature does not check".into()))?;
+                if next.header.number != self.number + 1 {
+                    return Err(fail(format!("the header is batch {}, not {}", next.header.number, self.number + 1)));
+                }
+                Ok(format!(
+                    "The coordinator (key {signer}) signed batch {} (header 0x{}), which follows batch {} (its prev_hash is \
+                     0x{}), but batch {} was not on the DA when this file was written ({}). Without it nobody can replay \
+                     past batch {}: look for it on the DA; if it stays missing, the coordinator withheld it.",
+                    next.header.number,
+                    hex::encode(next.header.hash()),
+                    self.number,
+                    hex::encode(next.header.prev_hash),
+                    self.number,
+                    self.detail,
+                    self.number.saturating_sub(1)
+                ))
+            }
+            AlarmKind::DepositNotOnL1 => {
+                let batches = self.decoded()?;
+                let [batch] = batches.as_slice() else {
+                    return Err(fail("the file must hold exactly the crediting batch".into()));
+                };
+                batch.signed_header().verify(&key).map_err(|_| fail("the batch's signature does not check".into()))?;
+                if bridge::batch::txs_root(&batch.body) != batch.header.txs_root {
+                    return Err(fail("the body is not the one the signed header names".into()));
+                }
+                let index = self.deposit_index.ok_or_else(|| fail("the deposit's index is missing".into()))?;
+                let Some(BatchTx::System(SystemTx::Deposit(deposit))) = batch.body.get(index) else {
+                    return Err(fail(format!("transaction {index} of batch {} is not a deposit", batch.header.number)));
+                };
+                Ok(format!(
+                    "The coordinator (key {signer}) signed batch {} crediting {} {} to {} for the L1 deposit {:?} \
+                     (transaction {index} of the batch; the signature covers it through txs_root). The confirmer's L1 \
+                     node said: {}. Look the reference up on {}: if it is not there at depth, the coordinator minted \
+                     funds from nothing.",
+                    batch.header.number,
+                    deposit.amount,
+                    deposit.asset,
+                    deposit.account,
+                    deposit.l1_ref,
+                    self.detail,
+                    deposit.chain
+                ))
+            }
+            AlarmKind::RootMismatch | AlarmKind::BrokenLink | AlarmKind::InvalidTx | AlarmKind::InvalidBatch => {
+                let batches = self.decoded()?;
+                let Some((bad, before)) = batches.split_last() else {
+                    return Err(fail("the file holds no batches".into()));
+                };
+                if bad.header.number != self.number || batches.len() as u64 != self.number {
+                    return Err(fail(format!("the file must hold batches 1 to {}", self.number)));
+                }
+                bad.signed_header()
+                    .verify(&key)
+                    .map_err(|_| fail("the bad batch's signature does not check".into()))?;
+                let mut state = State::genesis(self.network.clone());
+                for batch in before {
+                    replay(&mut state, batch)
+                        .map_err(|e| fail(format!("batch {} before it does not replay ({e})", batch.header.number)))?;
+                }
+                let error = match replay(&mut state, bad) {
+                    Ok(_) => return Err(fail(format!("batch {} replays cleanly", self.number))),
+                    Err(error) => error,
+                };
+                if AlarmKind::of_replay(&error) != Some(self.kind) {
+                    return Err(fail(format!("batch {} fails differently: {error}", self.number)));
+                }
+                Ok(format!(
+                    "Batch {} is signed by the coordinator (key {signer}) and follows batches 1 to {}, which replay \
+                     cleanly from the network's genesis; replaying it with the protocol's rules fails: {error}. The \
+                     coordinator published a batch the rules refuse, so nothing from batch {} on is final.",
+                    self.number,
+                    self.number - 1,
+                    self.number
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The follower: fetches the coordinator's batches from the DA in order, replays each with the
+//! protocol core, checks its deposits against L1, and records what it replayed. Hard finality
+//! is the longest prefix of batches that replayed, have nothing left unchecked, and precede
+//! every alarm.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bridge::batch::replay;
+use bridge::tx::SystemTx;
+use bridge::{BatchTx, NetworkParams, SignedBatch, State};
+use chains::da::{DaError, DataAvailability, FetchedBatch};
+
+use crate::alarm::{Alarm, AlarmKind};
+use crate::deposits::{DepositCheck, DepositVerifiers, VerifierError};
+use crate::evidence::{EVIDENCE_VERSION, Evidence};
+use crate::store::{ConfirmerStore, ReplayedBatch, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the DA could not be read: {0}; retrying")]
+    Da(DaError),
+    #[error(transparent)]
+    Verifier(#[from] VerifierError),
+    #[error(
+        "the confirmer's own record does not replay at batch {number}: {reason}; delete its database and replay from genesis"
+    )]
+    OwnRecord { number: u64, reason: String },
+}
+
+/// Where the follower stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The last batch replayed (0: none).
+    pub replayed: u64,
+    /// The last hard-final batch (0: none).
+    pub hard_final: u64,
+    /// Why the batch after `hard_final` is not hard-final, if it replayed.
+    pub unverified: Option<String>,
+    pub alarms: Vec<Alarm>,
+}
+
+/// What one [`Follower::step`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Step {
+    pub replayed: u64,
+    pub alarm: Option<Alarm>,
+}
+
+/// What became of one fetched batch.
+enum Taken {
+    Replayed,
+    /// A deposit is not yet at depth on L1.
+    Waiting,
+    /// Not the coordinator's bytes.
+    Foreign,
+    Alarm(Alarm),
+}
+
+/// How many consecutive steps a gap (batch n missing, n + 1 published) may last before it is an
+/// alarm: on Arweave a later transaction can be seen before an earlier one is.
+const GAP_PATIENCE: u32 = 3;
+
+pub struct Follower {
+    da: Arc<dyn DataAvailability>,
+    store: ConfirmerStore,
+    verifiers: DepositVerifiers,
+    params: NetworkParams,
+    state: State,
+    replayed: u64,
+    hard_final: u64,
+    unverified: Option<String>,
+    /// The batch of the first alarm: nothing from it on is replayed or final.
+    halted_at: Option<u64>,
+    alarms: Vec<Alarm>,
+    gap_seen: u32,
+    /// Batch numbers whose bytes on the DA were not the coordinator's (logged once each).
+    foreign: BTreeSet<u64>,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower")
+            .field("replayed", &self.replayed)
+            .field("hard_final", &self.hard_final)
+            .field("halted_at", &self.halted_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Follower {
+    /// Resumes from what `store` holds (replaying it again, locally), or starts at genesis.
+    pub async fn open(
+        da: Arc<dyn DataAvailability>,
+        store: ConfirmerStore,
+        params: NetworkParams,
+        verifiers: DepositVerifiers,
+    ) -> Result<Self, FollowError> {
+        let mut follower = Follower {
+            da,
+            store,
+            verifiers,
+            state: State::genesis(params.clone()),
+            params,
+            replayed: 0,
+            hard_final: 0,
+            unverified: None,
+            halted_at: None,
+            alarms: Vec::new(),
+            gap_seen: 0,
+            foreign: BTreeSet::new(),
+        };
+        for stored in follower.store.replayed().await? {
+            let number = stored.batch.header.number;
+            replay(&mut follower.state, &stored.batch)
+                .map_err(|e| FollowError::OwnRecord { number, reason: e.to_string() })?;
+            follower.advance(number, stored.unverified);
+        }
+        for (alarm, _) in follower.store.alarms().await? {
+            follower.halted_at = Some(follower.halted_at.map_or(alarm.number, |n| n.min(alarm.number)));
+            follower.alarms.push(alarm);
+        }
+        follower.publish_metrics();
+        Ok(follower)
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            replayed: self.replayed,
+            hard_final: self.hard_final,
+            unverified: self.unverified.clone(),
+            alarms: self.alarms.clone(),
+        }
+    }
+
+    /// The replayed state (as of batch [`Status::replayed`]).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn is_hard_final(&self, number: u64) -> bool {
+        number >= 1 && number <= self.hard_final
+    }
+
+    fn advance(&mut self, number: u64, unverified: Option<String>) {
+        assert_eq!(number, self.replayed + 1, "batches are replayed in order");
+        self.replayed = number;
+        if self.hard_final + 1 == number && self.unverified.is_none() && unverified.is_none() {
+            self.hard_final = number;
+        } else if self.unverified.is_none() {
+            self.unverified = unverified.map(|why| format!("batch {number}: {why}"));
+        }
+    }
+
+    /// Fetches and replays up to `limit` new batches.
+    pub async fn step(&mut self, limit: usize) -> Result<Step, FollowError> {
+        let mut step = Step::default();
+        if self.halted_at.is_some() {
+            return Ok(step);
+        }
+        let fetched = match self.da.batches_after(self.replayed, limit).await {
+            Ok(fetched) => fetched,
+            Err(DaError::Equivocation(pair)) => {
+                let number = pair.first.header.number;
+                let detail = format!("two batches numbered {number} signed by the coordinator");
+                let evidence = self.evidence(AlarmKind::Equivocation, number, &detail);
+                let evidence = Evidence { equivocation: Some(*pair), ..evidence };
+                step.alarm = Some(self.raise(AlarmKind::Equivocation, number, detail, evidence).await?);
+                return Ok(step);
+            }
+            Err(error @ (DaError::Invalid { .. } | DaError::Misfiled { .. })) => {
+                // Bytes the coordinator did not sign are nobody's batch: not an alarm.
+                if self.foreign.insert(self.replayed + 1) {
+                    tracing::warn!(%error, "ignoring a DA entry the coordinator did not sign");
+                    metrics::counter!("bridge_confirmer_foreign_entries_total").increment(1);
+                }
+                return Ok(step);
+            }
+            Err(error) => return Err(FollowError::Da(error)),
+        };
+        if fetched.is_empty() {
+            step.alarm = self.check_gap().await?;
+            return Ok(step);
+        }
+        self.gap_seen = 0;
+        for item in fetched {
+            let number = item.batch.header.number;
+            if number != self.replayed + 1 {
+                // The DA hands batches in order from the one asked for; anything else is a gap.
+                break;
+            }
+            match self.take(item).await? {
+                Taken::Replayed => step.replayed += 1,
+                // Checked again at the next step.
+                Taken::Waiting | Taken::Foreign => break,
+                Taken::Alarm(alarm) => {
+                    step.alarm = Some(alarm);
+                    break;
+                }
+            }
+        }
+        self.publish_metrics();
+        Ok(step)
+    }
+
+    /// Checks one fetched batch's deposits and replays it.
+    async fn take(&mut self, item: FetchedBatch) -> Result<Taken, FollowError> {
+        let number = item.batch.header.number;
+        // The DA checked the header's signature; the body must be the one it names, or these
+        // are not the coordinator's bytes and nothing in them counts.
+        if bridge::batch::txs_root(&item.batch.body) != item.batch.header.txs_root {
+            if self.foreign.insert(number) {
+                tracing::warn!(number, locator = %item.locator, "ignoring a batch body that is not the one the coordinator signed");
+                metrics::counter!("bridge_confirmer_foreign_entries_total").increment(1);
+            }
+            return Ok(Taken::Foreign);
+        }
+        // Deposits first: the state must not take in a batch whose deposits L1 denies.
+        let mut unverified = None;
+        for (index, tx) in item.batch.body.iter().enumerate() {
+            let BatchTx::System(SystemTx::Deposit(deposit)) = tx else { continue };
+            let Some(verifier) = self.verifiers.for_chain(deposit.chain) else {
+                unverified.get_or_insert_with(|| format!("unverified: deposit on {}", deposit.chain));
+                continue;
+            };
+            match verifier.check(deposit).await? {
+                DepositCheck::Confirmed => {}
+                DepositCheck::NotYetDeep => return Ok(Taken::Waiting),
+                DepositCheck::NotOnL1 { reason } => {
+                    let detail = format!("deposit {:?} on {}: {reason}", deposit.l1_ref, deposit.chain);
+                    let evidence = Evidence {
+                        batches: Evidence::encode_batches(&[&item.batch]),
+                        deposit_index: Some(index),
+                        ..self.evidence(AlarmKind::DepositNotOnL1, number, &detail)
+                    };
+                    return Ok(Taken::Alarm(self.raise(AlarmKind::DepositNotOnL1, number, detail, evidence).await?));
+                }
+            }
+        }
+        match replay(&mut self.state, &item.batch) {
+            Ok(_) => {}
+            Err(error) => match AlarmKind::of_replay(&error) {
+                Some(kind) => {
+                    let detail = error.to_string();
+                    let history = self.store.replayed().await?;
+                    let mut batches: Vec<&SignedBatch> = history.iter().map(|r| &r.batch).collect();
+                    batches.push(&item.batch);
+                    let evidence = Evidence {
+                        batches: Evidence::encode_batches(&batches),
+                        ..self.evidence(kind, number, &detail)
+                    };
+                    return Ok(Taken::Alarm(self.raise(kind, number, detail, evidence).await?));
+                }
+                None => {
+                    // Not the coordinator's doing (someone's edit of its bytes): not an alarm,
+                    // and not progress either.
+                    if self.foreign.insert(number) {
+                        tracing::warn!(number, %error, "ignoring a batch body that is not the one the coordinator signed");
+                        metrics::counter!("bridge_confirmer_foreign_entries_total").increment(1);
+                    }
+                    return Ok(Taken::Foreign);
+                }
+            },
+        }
+        self.store
+            .record_replayed(&ReplayedBatch {
+                batch: item.batch,
+                locator: item.locator,
+                unverified: unverified.clone(),
+            })
+            .await?;
+        self.advance(number, unverified);
+        Ok(Taken::Replayed)
+    }
+
+    /// Batch `replayed + 1` is missing: is a later one published?
+    async fn check_gap(&mut self) -> Result<Option<Alarm>, FollowError> {
+        let missing = self.replayed + 1;
+        // A later entry that does not check (not the coordinator's) is no sign of a gap.
+        let later: Option<FetchedBatch> = self.da.fetch(missing + 1).await.unwrap_or_default();
+        let Some(later) = later else {
+            self.gap_seen = 0;
+            return Ok(None);
+        };
+        self.gap_seen += 1;
+        if self.gap_seen < GAP_PATIENCE {
+            return Ok(None);
+        }
+        let detail = format!("batch {} is published at {} but batch {missing} is not", missing + 1, later.locator);
+        let evidence = Evidence {
+            next_header: Some(later.batch.signed_header()),
+            ..self.evidence(AlarmKind::MissingBatch, missing, &detail)
+        };
+        Ok(Some(self.raise(AlarmKind::MissingBatch, missing, detail, evidence).await?))
+    }
+
+    fn evidence(&self, kind: AlarmKind, number: u64, detail: &str) -> Evidence {
+        Evidence {
+            version: EVIDENCE_VERSION,
+            kind,
+            number,
+            network: self.params.clone(),
+            detail: detail.to_owned(),
+            batches: Vec::new(),
+            equivocation: None,
+            deposit_index: None,
+            next_header: None,
+        }
+    }
+
+    async fn raise(
+        &mut self,
+        kind: AlarmKind,
+        number: u64,
+        detail: String,
+        evidence: Evidence,
+    ) -> Result<Alarm, FollowError> {
+        let alarm = Alarm { number, kind, detail };
+        tracing::error!(number, kind = %kind, detail = %alarm.detail, "ALARM: hard finality stops here");
+        metrics::counter!("bridge_confirmer_alarms_total", "kind" => kind.as_str()).increment(1);
+        self.store.record_alarm(&alarm, &evidence.to_json()).await?;
+        self.halted_at = Some(self.halted_at.map_or(number, |n| n.min(number)));
+        self.alarms.push(alarm.clone());
+        Ok(alarm)
+    }
+
+    fn publish_metrics(&self) {
+        metrics::gauge!("bridge_confirmer_replayed_batch").set(self.replayed as f64);
+        metrics::gauge!("bridge_confirmer_hard_final_batch").set(self.hard_final as f64);
+    }
+}

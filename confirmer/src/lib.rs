@@ -1,0 +1,13 @@
+//! The confirmer: follows the coordinator's batches on the DA, checks and replays every one
+//! with the protocol core, and knows which are hard-final. It trusts only the DA's bytes, the
+//! coordinator's public key and L1 (through [`deposits::DepositVerifier`]s). Anything that does
+//! not check out is an [`alarm::Alarm`] with an evidence file anyone can verify offline.
+//!
+//! `follower`: the loop; `store`: what it has replayed and the alarms; `deposits`: deposit
+//! checks against L1; `alarm`: what can go wrong; `evidence`: the files that prove it.
+
+pub mod alarm;
+pub mod deposits;
+pub mod evidence;
+pub mod follower;
+pub mod store;

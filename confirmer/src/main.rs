@@ -1,0 +1,165 @@
+//! `confirmer`: follows the coordinator's batches and checks evidence files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bridge::NetworkParams;
+use chains::arweave::{Gateway, RetryPolicy};
+use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
+use clap::{Parser, Subcommand};
+use confirmer::deposits::DepositVerifiers;
+use confirmer::evidence::Evidence;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "confirmer",
+    version,
+    about = "Follows the coordinator's batches on the DA, replays them, and raises evidence of fraud."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Follow the DA: replay every batch, report hard finality, raise alarms.
+    Follow {
+        /// The network's parameters as JSON (`coordinator params` prints them).
+        #[arg(long)]
+        params: PathBuf,
+        /// Follow a directory DA.
+        #[arg(long, conflicts_with = "arweave")]
+        da_dir: Option<PathBuf>,
+        /// Follow Arweave through this gateway.
+        #[arg(long, requires = "owner")]
+        arweave: Option<String>,
+        /// Arweave: the coordinator's wallet address; only its transactions are batches.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Arweave: confirmations a batch needs.
+        #[arg(long, default_value_t = 1)]
+        confirmations: u64,
+        /// Where the confirmer keeps what it replayed: sqlite://PATH or postgres://…
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://confirmer.db")]
+        database_url: String,
+        /// How often to look for new batches, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop once caught up instead of following forever.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Check an evidence file offline and explain what it proves.
+    CheckEvidence { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::CheckEvidence { file } => check_evidence(&file),
+        Command::Follow { params, da_dir, arweave, owner, confirmations, database_url, interval_ms, once } => {
+            match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(follow(
+                    params,
+                    da_dir,
+                    arweave,
+                    owner,
+                    confirmations,
+                    database_url,
+                    interval_ms,
+                    once,
+                )),
+                Err(error) => Err(error.into()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("confirmer: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_evidence(file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let evidence = Evidence::from_json(&text).with_context(|| format!("{} is not an evidence file", file.display()))?;
+    let explanation = evidence.check().with_context(|| format!("{} does not hold up", file.display()))?;
+    println!("{explanation}");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    params: PathBuf,
+    da_dir: Option<PathBuf>,
+    arweave: Option<String>,
+    owner: Option<String>,
+    confirmations: u64,
+    database_url: String,
+    interval_ms: u64,
+    once: bool,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&params).with_context(|| format!("reading {}", params.display()))?;
+    let params: NetworkParams = serde_json::from_str(&text).context("the network parameters")?;
+    params.validate().context("the network parameters")?;
+    let da: Arc<dyn DataAvailability> = match (da_dir, arweave, owner) {
+        (Some(dir), None, _) => Arc::new(DirDa::open(dir, params.coordinator_key)?),
+        (None, Some(url), Some(owner)) => {
+            let mut config = ArweaveDaConfig::new(&params.name, params.coordinator_key, &owner);
+            config.confirmations = confirmations;
+            Arc::new(ArweaveDa::follower(Gateway::new(&url, RetryPolicy::default())?, config))
+        }
+        _ => anyhow::bail!("say where the batches are: --da-dir DIR, or --arweave URL --owner ADDRESS"),
+    };
+    let store = ConfirmerStore::open(&database_url).await?;
+    let mut follower = Follower::open(da, store, params, DepositVerifiers::none()).await?;
+    loop {
+        match follower.step(64).await {
+            Ok(step) => {
+                let status = follower.status();
+                if step.replayed > 0 || step.alarm.is_some() {
+                    eprintln!(
+                        "replayed to batch {}, hard-final to batch {}{}",
+                        status.replayed,
+                        status.hard_final,
+                        status.unverified.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
+                    );
+                }
+                if let Some(alarm) = step.alarm {
+                    eprintln!("ALARM at batch {}: {} ({})", alarm.number, alarm.kind, alarm.detail);
+                }
+                if step.replayed == 0 && once {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "replayed": status.replayed,
+                            "hard_final": status.hard_final,
+                            "unverified": status.unverified,
+                            "alarms": status.alarms,
+                        })
+                    );
+                    return Ok(());
+                }
+                if step.replayed > 0 {
+                    continue;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "following failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+    }
+}

@@ -1,0 +1,328 @@
+//! The confirmer following real batches on a directory DA: an honest history from the
+//! coordinator over HTTP, and every kind of cheating a signed batch can carry, each raising its
+//! alarm with evidence that checks offline. The confirmer's store runs on SQLite and, when
+//! `DATABASE_URL` is set, on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+use std::sync::Arc;
+
+use bridge::batch::BatchBuilder;
+use bridge::tx::{L1Ref, SystemTx, Transfer, UserTx};
+use bridge::{
+    Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, Deposit, NetworkParams, SignedBatch,
+    State, StateKey, Tx, Wallet,
+};
+use chains::da::{DataAvailability, DirDa};
+use confirmer::alarm::AlarmKind;
+use confirmer::deposits::DepositVerifiers;
+use confirmer::evidence::Evidence;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+
+fn key() -> CoordinatorKey {
+    CoordinatorKey::from_secret(&[0xc0; 32]).unwrap()
+}
+
+fn params() -> NetworkParams {
+    NetworkParams {
+        name: "test-confirmer".into(),
+        chain_id: 31_337,
+        eth_vault: Address([0x7a; 20]),
+        btc_network: BtcNetwork::Regtest,
+        coordinator_key: key().public_key(),
+        fee_account: Address([0xfe; 20]),
+        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+    }
+}
+
+fn wallet(n: u64) -> Wallet {
+    let mut secret = [0x22; 32];
+    secret[24..].copy_from_slice(&n.to_be_bytes());
+    Wallet::from_secret(&secret).unwrap()
+}
+
+fn deposit(account: Address, amount: u128, n: u64) -> Tx {
+    Tx::System(SystemTx::Deposit(Deposit {
+        chain: Chain::Ethereum,
+        l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n },
+        account,
+        asset: AssetId::Eth,
+        amount: Amount(amount),
+    }))
+}
+
+fn transfer(from: &Wallet, to: Address, amount: u128, nonce: u64) -> Tx {
+    let domain = bridge::eip712::Domain::new(&params());
+    let tx = UserTx::Transfer(Transfer {
+        from: from.address(),
+        to,
+        asset: AssetId::Eth,
+        amount: Amount(amount),
+        fee: Amount(0),
+        nonce,
+    });
+    Tx::User(from.sign(tx, &domain).verify(&domain).unwrap())
+}
+
+/// An honest history: batch 1 funds ten wallets, batches 2.. move funds between them.
+fn history(batches: u64, per_batch: u64) -> Vec<SignedBatch> {
+    let mut state = State::genesis(params());
+    let mut out = Vec::new();
+    let mut builder = BatchBuilder::new(&state);
+    for n in 0..10 {
+        builder.apply(&mut state, deposit(wallet(n).address(), 1_000_000, n)).unwrap();
+    }
+    out.push(builder.seal(&mut state, 1, &key()).unwrap().batch);
+    let mut nonces = [0u64; 10];
+    for b in 1..batches {
+        let mut builder = BatchBuilder::new(&state);
+        for i in 0..per_batch {
+            let from = ((b * per_batch + i) % 10) as usize;
+            let to = wallet((from as u64 + 1) % 10).address();
+            builder.apply(&mut state, transfer(&wallet(from as u64), to, 1 + i as u128, nonces[from])).unwrap();
+            nonces[from] += 1;
+        }
+        out.push(builder.seal(&mut state, 1 + b, &key()).unwrap().batch);
+    }
+    out
+}
+
+/// A doctored batch re-signed by the coordinator key, its txs_root matching its body: what a
+/// cheating coordinator publishes.
+fn resign(mut batch: SignedBatch) -> SignedBatch {
+    batch.header.txs_root = bridge::batch::txs_root(&batch.body);
+    batch.signature = key().sign(&batch.header.hash());
+    batch
+}
+
+struct Ledger {
+    url: String,
+    _dir: tempfile::TempDir,
+    /// The Postgres schema to drop at the end.
+    schema: Option<(String, String)>,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let Some((base, schema)) = self.schema.take() else { return };
+        let _ = std::thread::spawn(move || {
+            use sqlx::Executor;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Ok(pool) = sqlx::AnyPool::connect(&base).await {
+                    let _ =
+                        pool.execute(format!("SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE").as_str()).await;
+                    pool.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn stores() -> Vec<Ledger> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![Ledger {
+        url: format!("sqlite://{}", dir.path().join("confirmer.db").display()),
+        _dir: dir,
+        schema: None,
+    }];
+    if let Ok(base) = std::env::var("DATABASE_URL") {
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let schema = format!("c{}_{nanos}", std::process::id());
+        let pool = sqlx::AnyPool::connect(&base).await.unwrap();
+        pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        out.push(Ledger {
+            url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+            _dir: tempfile::tempdir().unwrap(),
+            schema: Some((base.clone(), schema)),
+        });
+    }
+    out
+}
+
+async fn follower(da: &DirDa, url: &str) -> Follower {
+    let store = ConfirmerStore::open(url).await.unwrap();
+    Follower::open(Arc::new(da.clone()), store, params(), DepositVerifiers::none()).await.unwrap()
+}
+
+async fn catch_up(follower: &mut Follower) {
+    for _ in 0..100 {
+        let step = follower.step(16).await.unwrap();
+        if step.replayed == 0 {
+            return;
+        }
+    }
+    panic!("the follower never caught up");
+}
+
+#[tokio::test]
+async fn an_honest_history_replays_proves_and_resumes() {
+    let batches = history(30, 100);
+    for ledger in stores().await {
+        let dir = tempfile::tempdir().unwrap();
+        let da = DirDa::open(dir.path(), params().coordinator_key).unwrap();
+        for batch in &batches[..20] {
+            da.publish(batch).await.unwrap();
+        }
+        let mut confirmer = follower(&da, &ledger.url).await;
+        catch_up(&mut confirmer).await;
+        let status = confirmer.status();
+        assert_eq!(status.replayed, 20);
+        assert!(status.alarms.is_empty(), "{:?}", status.alarms);
+        // Batch 1 credits deposits and no Ethereum verifier is configured: nothing is hard-final,
+        // and the confirmer says why instead of assuming.
+        assert_eq!(status.hard_final, 0);
+        assert_eq!(status.unverified.as_deref(), Some("batch 1: unverified: deposit on eth"));
+        assert_eq!(confirmer.state().state_root(), batches[19].header.post_state_root);
+
+        // Proofs of balances check against the root the coordinator signed.
+        for n in 0..10 {
+            let proof = confirmer.state().prove(&StateKey::Balance(wallet(n).address(), AssetId::Eth)).unwrap();
+            proof.verify(batches[19].header.post_state_root).unwrap();
+            assert!(proof.value.is_some());
+        }
+
+        // Killed (dropped) and restarted: it resumes from its store, then follows new batches.
+        let fingerprint = confirmer.state().fingerprint();
+        drop(confirmer);
+        let mut confirmer = follower(&da, &ledger.url).await;
+        assert_eq!(confirmer.status().replayed, 20);
+        assert_eq!(confirmer.state().fingerprint(), fingerprint);
+        for batch in &batches[20..] {
+            da.publish(batch).await.unwrap();
+        }
+        catch_up(&mut confirmer).await;
+        assert_eq!(confirmer.status().replayed, 30);
+        assert_eq!(confirmer.state().state_root(), batches[29].header.post_state_root);
+    }
+}
+
+/// Publishes `honest[..n]` and then `bad` as batch n + 1; the follower must raise `kind` at it,
+/// replay nothing past it, and leave evidence that checks.
+async fn expect_alarm(bad: SignedBatch, kind: AlarmKind) -> String {
+    let honest = history(4, 10);
+    let n = bad.header.number as usize - 1;
+    let dir = tempfile::tempdir().unwrap();
+    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
+    for batch in &honest[..n] {
+        da.publish(batch).await.unwrap();
+    }
+    da.publish(&bad).await.unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let mut confirmer = follower(&da, &url).await;
+    catch_up(&mut confirmer).await;
+    let status = confirmer.status();
+    assert_eq!(status.replayed, n as u64, "nothing from the bad batch on is replayed");
+    assert_eq!(status.alarms.len(), 1, "{:?}", status.alarms);
+    assert_eq!(status.alarms[0].kind, kind);
+    assert_eq!(status.alarms[0].number, n as u64 + 1);
+    // Halted: more steps change nothing, and a restart remembers the alarm.
+    assert_eq!(confirmer.step(16).await.unwrap().replayed, 0);
+    drop(confirmer);
+    let confirmer = follower(&da, &url).await;
+    assert_eq!(confirmer.status().alarms.len(), 1);
+
+    let store = ConfirmerStore::open(&url).await.unwrap();
+    let (_, evidence) = store.alarms().await.unwrap().remove(0);
+    let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
+    assert!(explanation.contains(&format!("{}", n + 1)), "{explanation}");
+    evidence
+}
+
+#[tokio::test]
+async fn a_wrong_state_root_raises_an_alarm_with_evidence() {
+    let mut bad = history(4, 10)[2].clone();
+    bad.header.post_state_root[3] ^= 1;
+    let evidence = expect_alarm(resign(bad), AlarmKind::RootMismatch).await;
+
+    // A corrupt evidence file is refused with a clear message.
+    let mut tampered = Evidence::from_json(&evidence).unwrap();
+    tampered.batches.pop();
+    let error = tampered.check().unwrap_err().to_string();
+    assert!(error.contains("must hold batches 1 to 3"), "{error}");
+    let garbage = Evidence::from_json("{\"version\": 1}").unwrap_err().to_string();
+    assert!(garbage.contains("not an evidence file"), "{garbage}");
+}
+
+#[tokio::test]
+async fn a_forged_user_signature_raises_an_invalid_tx_alarm() {
+    let mut bad = history(4, 10)[1].clone();
+    let bridge::BatchTx::User(user) = &mut bad.body[0] else { panic!("expected a user tx") };
+    let UserTx::Transfer(t) = &mut user.tx else { panic!("expected a transfer") };
+    t.amount = Amount(999); // the signature no longer matches the message
+    let evidence = expect_alarm(resign(bad), AlarmKind::InvalidTx).await;
+    assert!(evidence.contains("invalid_tx"));
+}
+
+#[tokio::test]
+async fn a_broken_chain_link_raises_an_alarm() {
+    let mut bad = history(4, 10)[3].clone();
+    bad.header.prev_hash = [7; 32];
+    expect_alarm(resign(bad), AlarmKind::BrokenLink).await;
+}
+
+#[tokio::test]
+async fn a_missing_batch_raises_an_alarm_after_patience() {
+    let honest = history(4, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
+    for batch in [&honest[0], &honest[1], &honest[3]] {
+        da.publish(batch).await.unwrap();
+    }
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let mut confirmer = follower(&da, &url).await;
+    let mut alarm = None;
+    for _ in 0..10 {
+        if let Some(raised) = confirmer.step(16).await.unwrap().alarm {
+            alarm = Some(raised);
+            break;
+        }
+    }
+    let alarm = alarm.expect("a persistent gap raises an alarm");
+    assert_eq!((alarm.kind, alarm.number), (AlarmKind::MissingBatch, 3));
+    assert_eq!(confirmer.status().replayed, 2);
+    let store = ConfirmerStore::open(&url).await.unwrap();
+    let (_, evidence) = store.alarms().await.unwrap().remove(0);
+    let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
+    assert!(explanation.contains("batch 3 was not on the DA"), "{explanation}");
+}
+
+#[tokio::test]
+async fn bytes_the_coordinator_did_not_sign_are_ignored_not_alarmed() {
+    let honest = history(4, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
+    da.publish(&honest[0]).await.unwrap();
+    // Batch 2 with a body someone edited after the coordinator signed it.
+    let mut edited = honest[1].clone();
+    edited.body.swap(0, 1);
+    da.publish(&edited).await.unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let mut confirmer = follower(&da, &url).await;
+    catch_up(&mut confirmer).await;
+    for _ in 0..5 {
+        confirmer.step(16).await.unwrap();
+    }
+    let status = confirmer.status();
+    assert_eq!(status.replayed, 1);
+    assert!(status.alarms.is_empty(), "an edit by someone else is not the coordinator's fraud: {:?}", status.alarms);
+}
+
+#[test]
+fn the_cli_checks_evidence_and_refuses_a_corrupt_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.json");
+    std::fs::write(&corrupt, "{ not json").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_confirmer"))
+        .arg("check-evidence")
+        .arg(&corrupt)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not an evidence file"), "{stderr}");
+}
