@@ -3,10 +3,10 @@
 //! is the longest prefix of batches that replayed, have nothing left unchecked, and precede
 //! every alarm.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use bridge::batch::replay;
+use bridge::batch::{Settlement, replay};
 use bridge::tx::SystemTx;
 use bridge::{BatchTx, NetworkParams, SignedBatch, State};
 use chains::da::{DaError, DataAvailability, FetchedBatch};
@@ -78,6 +78,10 @@ pub struct Follower {
     gap_seen: u32,
     /// Batch numbers whose bytes on the DA were not the coordinator's (logged once each).
     foreign: BTreeSet<u64>,
+    /// What each replayed batch owes on L1, for batches that owe anything.
+    settlements: BTreeMap<u64, Arc<Settlement>>,
+    /// Which batch holds each replayed transaction.
+    tx_batches: BTreeMap<[u8; 32], u64>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -111,11 +115,14 @@ impl Follower {
             alarms: Vec::new(),
             gap_seen: 0,
             foreign: BTreeSet::new(),
+            settlements: BTreeMap::new(),
+            tx_batches: BTreeMap::new(),
         };
         for stored in follower.store.replayed().await? {
             let number = stored.batch.header.number;
-            replay(&mut follower.state, &stored.batch)
+            let replayed = replay(&mut follower.state, &stored.batch)
                 .map_err(|e| FollowError::OwnRecord { number, reason: e.to_string() })?;
+            follower.keep(number, replayed);
             follower.advance(number, stored.unverified);
         }
         for (alarm, _) in follower.store.alarms().await? {
@@ -142,6 +149,45 @@ impl Follower {
 
     pub fn is_hard_final(&self, number: u64) -> bool {
         number >= 1 && number <= self.hard_final
+    }
+
+    /// What batch `number` owes on L1, if it is hard-final: the watchman's question, answered
+    /// from this confirmer's own replay. `None` if it is not (yet) hard-final.
+    pub fn final_settlement(&self, number: u64) -> Option<Arc<Settlement>> {
+        if !self.is_hard_final(number) {
+            return None;
+        }
+        Some(self.settlements.get(&number).cloned().unwrap_or_else(|| {
+            Arc::new(Settlement { eth: bridge::withdrawals::EthWithdrawalTree::new(Vec::new()), btc: Vec::new() })
+        }))
+    }
+
+    /// The batch holding transaction `hash`, if it was replayed.
+    pub fn batch_of_tx(&self, hash: &[u8; 32]) -> Option<u64> {
+        self.tx_batches.get(hash).copied()
+    }
+
+    pub fn params(&self) -> &NetworkParams {
+        &self.params
+    }
+
+    pub fn store(&self) -> &ConfirmerStore {
+        &self.store
+    }
+
+    /// The DA followed.
+    pub fn da(&self) -> &Arc<dyn DataAvailability> {
+        &self.da
+    }
+
+    fn keep(&mut self, number: u64, replayed: bridge::batch::Replayed) {
+        for receipt in &replayed.receipts {
+            self.tx_batches.insert(receipt.tx_hash, number);
+        }
+        let settlement = replayed.settlement;
+        if !settlement.eth.withdrawals().is_empty() || !settlement.btc.is_empty() {
+            self.settlements.insert(number, Arc::new(settlement));
+        }
     }
 
     fn advance(&mut self, number: u64, unverified: Option<String>) {
@@ -240,7 +286,7 @@ impl Follower {
             }
         }
         match replay(&mut self.state, &item.batch) {
-            Ok(_) => {}
+            Ok(replayed) => self.keep(number, replayed),
             Err(error) => match AlarmKind::of_replay(&error) {
                 Some(kind) => {
                     let detail = error.to_string();

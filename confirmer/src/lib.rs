@@ -7,6 +7,7 @@
 //! checks against L1; `alarm`: what can go wrong; `evidence`: the files that prove it.
 
 pub mod alarm;
+pub mod api;
 pub mod deposits;
 pub mod evidence;
 pub mod follower;

@@ -10,10 +10,13 @@ use bridge::NetworkParams;
 use chains::arweave::{Gateway, RetryPolicy};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
 use clap::{Parser, Subcommand};
+use confirmer::api::ApiContext;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::evidence::Evidence;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::sync::RwLock;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,9 +54,15 @@ enum Command {
         /// How often to look for new batches, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
-        /// Stop once caught up instead of following forever.
+        /// Stop once caught up instead of following forever (and serve no API).
         #[arg(long)]
         once: bool,
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// The coordinator's API, to report how far behind it this confirmer is.
+        #[arg(long)]
+        coordinator: Option<String>,
     },
     /// Check an evidence file offline and explain what it proves.
     CheckEvidence { file: PathBuf },
@@ -69,18 +78,22 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::CheckEvidence { file } => check_evidence(&file),
-        Command::Follow { params, da_dir, arweave, owner, confirmations, database_url, interval_ms, once } => {
+        Command::Follow {
+            params,
+            da_dir,
+            arweave,
+            owner,
+            confirmations,
+            database_url,
+            interval_ms,
+            once,
+            listen,
+            coordinator,
+        } => {
+            let source = Source { params, da_dir, arweave, owner, confirmations, database_url };
+            let serve = (!once).then_some((listen, coordinator));
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(follow(
-                    params,
-                    da_dir,
-                    arweave,
-                    owner,
-                    confirmations,
-                    database_url,
-                    interval_ms,
-                    once,
-                )),
+                Ok(runtime) => runtime.block_on(follow(source, interval_ms, serve)),
                 Err(error) => Err(error.into()),
             }
         }
@@ -102,35 +115,55 @@ fn check_evidence(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn follow(
+/// What to follow and where to keep it.
+#[derive(Debug)]
+struct Source {
     params: PathBuf,
     da_dir: Option<PathBuf>,
     arweave: Option<String>,
     owner: Option<String>,
     confirmations: u64,
     database_url: String,
+}
+
+/// Follows until stopped; with `serve`, also serves the API (else stops once caught up).
+async fn follow(
+    source: Source,
     interval_ms: u64,
-    once: bool,
+    serve: Option<(std::net::SocketAddr, Option<String>)>,
 ) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&params).with_context(|| format!("reading {}", params.display()))?;
+    let text =
+        std::fs::read_to_string(&source.params).with_context(|| format!("reading {}", source.params.display()))?;
     let params: NetworkParams = serde_json::from_str(&text).context("the network parameters")?;
     params.validate().context("the network parameters")?;
-    let da: Arc<dyn DataAvailability> = match (da_dir, arweave, owner) {
+    let da: Arc<dyn DataAvailability> = match (source.da_dir, source.arweave, source.owner) {
         (Some(dir), None, _) => Arc::new(DirDa::open(dir, params.coordinator_key)?),
         (None, Some(url), Some(owner)) => {
             let mut config = ArweaveDaConfig::new(&params.name, params.coordinator_key, &owner);
-            config.confirmations = confirmations;
+            config.confirmations = source.confirmations;
             Arc::new(ArweaveDa::follower(Gateway::new(&url, RetryPolicy::default())?, config))
         }
         _ => anyhow::bail!("say where the batches are: --da-dir DIR, or --arweave URL --owner ADDRESS"),
     };
-    let store = ConfirmerStore::open(&database_url).await?;
-    let mut follower = Follower::open(da, store, params, DepositVerifiers::none()).await?;
+    let store = ConfirmerStore::open(&source.database_url).await?;
+    let follower = Arc::new(RwLock::new(Follower::open(da, store, params, DepositVerifiers::none()).await?));
+    let once = serve.is_none();
+    if let Some((listen, coordinator)) = serve {
+        let metrics = PrometheusBuilder::new().install_recorder().ok();
+        let app = confirmer::api::router(ApiContext { follower: follower.clone(), metrics, coordinator });
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+        println!("confirmer listening on http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the API server failed");
+            }
+        });
+    }
     loop {
-        match follower.step(64).await {
+        let stepped = follower.write().await.step(64).await;
+        match stepped {
             Ok(step) => {
-                let status = follower.status();
+                let status = follower.read().await.status();
                 if step.replayed > 0 || step.alarm.is_some() {
                     eprintln!(
                         "replayed to batch {}, hard-final to batch {}{}",

@@ -4,6 +4,7 @@
 use borsh::BorshDeserialize;
 use bridge::SignedBatch;
 use chains::db::{Backend, DbError};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use crate::alarm::{Alarm, AlarmKind};
@@ -51,14 +52,17 @@ impl ConfirmerStore {
         let rows = sqlx::query("SELECT number, body, locator, unverified FROM replayed_batches ORDER BY number")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let body: Vec<u8> = row.try_get("body")?;
-                let batch = SignedBatch::try_from_slice(&body)
-                    .map_err(|e| StoreError::Corrupt { what: "a replayed batch".into(), reason: e.to_string() })?;
-                Ok(ReplayedBatch { batch, locator: row.try_get("locator")?, unverified: row.try_get("unverified")? })
-            })
-            .collect()
+        rows.iter().map(replayed_in).collect()
+    }
+
+    /// Replayed batch `number`, if there is one.
+    pub async fn replayed_batch(&self, number: u64) -> Result<Option<ReplayedBatch>, StoreError> {
+        let Ok(number) = i64::try_from(number) else { return Ok(None) };
+        let row = sqlx::query("SELECT body, locator, unverified FROM replayed_batches WHERE number = $1")
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(replayed_in).transpose()
     }
 
     pub async fn record_replayed(&self, replayed: &ReplayedBatch) -> Result<(), StoreError> {
@@ -110,4 +114,12 @@ impl ConfirmerStore {
             })
             .collect()
     }
+}
+
+/// A `replayed_batches` row.
+fn replayed_in(row: &AnyRow) -> Result<ReplayedBatch, StoreError> {
+    let body: Vec<u8> = row.try_get("body")?;
+    let batch = SignedBatch::try_from_slice(&body)
+        .map_err(|e| StoreError::Corrupt { what: "a replayed batch".into(), reason: e.to_string() })?;
+    Ok(ReplayedBatch { batch, locator: row.try_get("locator")?, unverified: row.try_get("unverified")? })
 }

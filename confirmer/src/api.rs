@@ -1,0 +1,284 @@
+//! The confirmer's HTTP API: hard finality, accounts with proofs against the verified root,
+//! transactions, batches and alarms. Errors are `{code, message}` with a 4xx/5xx status, as the
+//! coordinator's are; `/openapi.json` describes it.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bridge::commitment::StateProof;
+use bridge::{Address, StateKey};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::alarm::Alarm;
+use crate::follower::Follower;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError(StatusCode, ErrorBody);
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError(status, ErrorBody { code: code.into(), message: message.into() })
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "request failed inside the confirmer");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the confirmer failed to answer; its logs say why")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+/// Everything a handler can reach.
+pub struct ApiContext {
+    pub follower: Arc<RwLock<Follower>>,
+    pub metrics: Option<PrometheusHandle>,
+    /// The coordinator's API, to report how far behind it this confirmer is.
+    pub coordinator: Option<String>,
+}
+
+impl std::fmt::Debug for ApiContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiContext").field("coordinator", &self.coordinator).finish_non_exhaustive()
+    }
+}
+
+type Ctx = State<Arc<ApiContext>>;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatusView {
+    /// The last batch replayed (0: none).
+    pub replayed: u64,
+    /// The last hard-final batch (0: none).
+    pub hard_final: u64,
+    /// Why the batch after `hard_final` is not hard-final, if it replayed.
+    pub unverified: Option<String>,
+    /// Batches on the DA not yet replayed (unknown if the DA cannot be read now).
+    pub behind_da: Option<u64>,
+    /// Batches the coordinator has sealed that are not yet replayed here (if configured).
+    pub behind_coordinator: Option<u64>,
+    pub alarms: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    pub address: String,
+    /// The batch whose state this is, its state root, and whether it is hard-final.
+    pub batch: u64,
+    pub state_root: String,
+    pub hard_final: bool,
+    pub nonce: u64,
+    pub balances: Vec<BalanceView>,
+    /// Proofs of the nonce and of every balance (inclusion or exclusion) against `state_root`.
+    #[schema(value_type = Vec<Object>)]
+    pub proofs: Vec<StateProof>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BalanceView {
+    pub asset: String,
+    pub amount: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TxView {
+    pub hash: String,
+    pub batch: u64,
+    pub hard_final: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchView {
+    pub number: u64,
+    pub hash: String,
+    /// The header, every root of which this confirmer's replay reproduced.
+    #[schema(value_type = Object)]
+    pub header: bridge::batch::BatchHeader,
+    pub locator: String,
+    pub hard_final: bool,
+    pub unverified: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AlarmView {
+    #[schema(value_type = Object)]
+    pub alarm: Alarm,
+    /// The evidence file: `confirmer check-evidence` verifies it offline.
+    #[schema(value_type = Object)]
+    pub evidence: serde_json::Value,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Settlement bridge confirmer",
+        description = "Hard finality, verified state with proofs, and alarms."
+    ),
+    paths(get_status, get_account, get_tx, get_batch, get_alarms),
+    components(schemas(ErrorBody, StatusView, AccountView, BalanceView, TxView, BatchView, AlarmView))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+pub fn router(context: ApiContext) -> Router {
+    Router::new()
+        .route("/status", get(get_status))
+        .route("/accounts/{address}", get(get_account))
+        .route("/tx/{hash}", get(get_tx))
+        .route("/batches/{number}", get(get_batch))
+        .route("/alarms", get(get_alarms))
+        .route("/metrics", get(get_metrics))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; GET /openapi.json lists them")
+        })
+        .with_state(Arc::new(context))
+}
+
+fn hex32(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+fn path_text(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(text)| text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.to_string()))
+}
+
+/// Hard finality and lag.
+#[utoipa::path(get, path = "/status", responses((status = 200, body = StatusView)))]
+async fn get_status(State(context): Ctx) -> Result<Json<StatusView>, ApiError> {
+    let (status, da) = {
+        let follower = context.follower.read().await;
+        (follower.status(), follower.da().clone())
+    };
+    let behind_da = da.latest().await.ok().map(|latest| latest.saturating_sub(status.replayed));
+    let mut behind_coordinator = None;
+    if let Some(url) = &context.coordinator
+        && let Ok(response) = reqwest::get(format!("{url}/info")).await
+        && let Ok(info) = response.json::<serde_json::Value>().await
+        && let Some(sealed) = info["latest_batch"]["number"].as_u64()
+    {
+        behind_coordinator = Some(sealed.saturating_sub(status.replayed));
+    }
+    Ok(Json(StatusView {
+        replayed: status.replayed,
+        hard_final: status.hard_final,
+        unverified: status.unverified,
+        behind_da,
+        behind_coordinator,
+        alarms: status.alarms.len(),
+    }))
+}
+
+/// An account's nonce and balances in the replayed state, each with a proof against its root.
+#[utoipa::path(get, path = "/accounts/{address}", params(("address" = String, Path, description = "0x and 40 hex digits")),
+    responses((status = 200, body = AccountView), (status = 400, body = ErrorBody)))]
+async fn get_account(
+    State(context): Ctx,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<AccountView>, ApiError> {
+    let text = path_text(path)?;
+    let address: Address = text.parse().map_err(|e: bridge::address::AddressError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_address", e.to_string())
+    })?;
+    let follower = context.follower.read().await;
+    let state = follower.state();
+    let mut proofs = vec![state.prove(&StateKey::Nonce(address)).map_err(ApiError::internal)?];
+    let mut balances = Vec::new();
+    for asset in follower.params().assets.iter().map(|a| a.asset) {
+        proofs.push(state.prove(&StateKey::Balance(address, asset)).map_err(ApiError::internal)?);
+        let amount = state.balance(&address, &asset);
+        if !amount.is_zero() {
+            balances.push(BalanceView { asset: asset.to_string(), amount: amount.to_string() });
+        }
+    }
+    let batch = follower.status().replayed;
+    Ok(Json(AccountView {
+        address: address.to_string(),
+        batch,
+        state_root: hex32(&state.state_root()),
+        hard_final: follower.is_hard_final(batch),
+        nonce: state.nonce(&address),
+        balances,
+        proofs,
+    }))
+}
+
+/// Whether a transaction is in a replayed batch, and whether that batch is hard-final.
+#[utoipa::path(get, path = "/tx/{hash}", params(("hash" = String, Path, description = "0x and 64 hex digits")),
+    responses((status = 200, body = TxView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_tx(State(context): Ctx, path: Result<Path<String>, PathRejection>) -> Result<Json<TxView>, ApiError> {
+    let text = path_text(path)?;
+    let hash = bridge::serde_hex::parse_fixed::<32>(&text).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_hex", format!("a transaction hash is 0x and 64 hex digits: {e}"))
+    })?;
+    let follower = context.follower.read().await;
+    let batch = follower
+        .batch_of_tx(&hash)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_tx", format!("no replayed batch holds {text}")))?;
+    Ok(Json(TxView { hash: hex32(&hash), batch, hard_final: follower.is_hard_final(batch) }))
+}
+
+/// A replayed batch: its header (every root reproduced here) and its finality.
+#[utoipa::path(get, path = "/batches/{number}", params(("number" = u64, Path, description = "from 1")),
+    responses((status = 200, body = BatchView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_batch(
+    State(context): Ctx,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<BatchView>, ApiError> {
+    let text = path_text(path)?;
+    let number: u64 = text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_batch_number",
+            format!("a batch number is a whole number, got {text:?}"),
+        )
+    })?;
+    let follower = context.follower.read().await;
+    let stored = follower.store().replayed_batch(number).await.map_err(ApiError::internal)?;
+    let stored = stored.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_batch", format!("batch {number} has not been replayed"))
+    })?;
+    Ok(Json(BatchView {
+        number,
+        hash: hex32(&stored.batch.hash()),
+        header: stored.batch.header.clone(),
+        locator: stored.locator,
+        hard_final: follower.is_hard_final(number),
+        unverified: stored.unverified,
+    }))
+}
+
+/// Every alarm, with its evidence file.
+#[utoipa::path(get, path = "/alarms", responses((status = 200, body = Vec<AlarmView>)))]
+async fn get_alarms(State(context): Ctx) -> Result<Json<Vec<AlarmView>>, ApiError> {
+    let follower = context.follower.read().await;
+    let alarms = follower.store().alarms().await.map_err(ApiError::internal)?;
+    Ok(Json(
+        alarms
+            .into_iter()
+            .map(|(alarm, evidence)| AlarmView { alarm, evidence: serde_json::from_str(&evidence).unwrap_or_default() })
+            .collect(),
+    ))
+}
+
+async fn get_metrics(State(context): Ctx) -> Response {
+    let text = context.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
