@@ -353,9 +353,21 @@ pub enum ReplayError {
 /// Checks a signed batch against `state` and, only if every check passes, applies it.
 /// On `Err` the state is exactly as it was.
 pub fn replay(state: &mut State, batch: &SignedBatch) -> Result<Replayed, ReplayError> {
-    check_envelope(state, batch)?;
-    let number = batch.header.number;
     let verified = verify_all(&batch.body, state.domain());
+    replay_verified(state, batch, verified)
+}
+
+/// [`replay`] with the body's signatures already checked: `verified` is
+/// `verify_all(&batch.body, domain)`, computed ahead (a follower checks the next batch's
+/// signatures on every core while it applies this one). On `Err` the state is exactly as it was.
+pub fn replay_verified(
+    state: &mut State,
+    batch: &SignedBatch,
+    verified: Vec<Result<Tx, TxError>>,
+) -> Result<Replayed, ReplayError> {
+    check_envelope(state, batch)?;
+    assert_eq!(verified.len(), batch.body.len(), "one verification result per transaction of the body");
+    let number = batch.header.number;
 
     state.begin();
     let result = replay_body(state, batch, verified);

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use bridge::batch::{Settlement, replay};
+use bridge::batch::{Settlement, replay, replay_verified};
 use bridge::tx::SystemTx;
 use bridge::{BatchTx, NetworkParams, SignedBatch, State};
 use chains::da::{DaError, DataAvailability, FetchedBatch};
@@ -24,6 +24,8 @@ pub enum FollowError {
     Da(DaError),
     #[error(transparent)]
     Verifier(#[from] VerifierError),
+    #[error("a signature-checking worker failed: {0}")]
+    Worker(String),
     #[error(
         "the confirmer's own record does not replay at batch {number}: {reason}; delete its database and replay from genesis"
     )]
@@ -231,13 +233,24 @@ impl Follower {
             return Ok(step);
         }
         self.gap_seen = 0;
-        for item in fetched {
+        // The next batch's signatures are recovered on every core while this one is applied.
+        let domain = Arc::new(self.state.domain().clone());
+        let verify = |batch: &SignedBatch| {
+            let (body, domain) = (batch.body.clone(), domain.clone());
+            tokio::task::spawn_blocking(move || bridge::tx::verify_all(&body, &domain))
+        };
+        let mut fetched = fetched.into_iter().peekable();
+        let mut checking = fetched.peek().map(|item| verify(&item.batch));
+        while let Some(item) = fetched.next() {
             let number = item.batch.header.number;
+            let Some(pending) = checking.take() else { break };
+            checking = fetched.peek().map(|next| verify(&next.batch));
             if number != self.replayed + 1 {
                 // The DA hands batches in order from the one asked for; anything else is a gap.
                 break;
             }
-            match self.take(item).await? {
+            let verified = pending.await.map_err(|e| FollowError::Worker(e.to_string()))?;
+            match self.take(item, verified).await? {
                 Taken::Replayed => step.replayed += 1,
                 // Checked again at the next step.
                 Taken::Waiting | Taken::Foreign => break,
@@ -252,7 +265,11 @@ impl Follower {
     }
 
     /// Checks one fetched batch's deposits and replays it.
-    async fn take(&mut self, item: FetchedBatch) -> Result<Taken, FollowError> {
+    async fn take(
+        &mut self,
+        item: FetchedBatch,
+        verified: Vec<Result<bridge::Tx, bridge::TxError>>,
+    ) -> Result<Taken, FollowError> {
         let number = item.batch.header.number;
         // The DA checked the header's signature; the body must be the one it names, or these
         // are not the coordinator's bytes and nothing in them counts.
@@ -285,7 +302,7 @@ impl Follower {
                 }
             }
         }
-        match replay(&mut self.state, &item.batch) {
+        match replay_verified(&mut self.state, &item.batch, verified) {
             Ok(replayed) => self.keep(number, replayed),
             Err(error) => match AlarmKind::of_replay(&error) {
                 Some(kind) => {

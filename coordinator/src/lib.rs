@@ -11,3 +11,4 @@ pub mod publisher;
 pub mod sequencer;
 pub mod store;
 pub mod takeover;
+pub mod throughput;

@@ -2,7 +2,6 @@
 //! signature ceiling measured in the same run.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -13,7 +12,6 @@ use bridge::{
 };
 use coordinator::sequencer::Sequencer;
 use coordinator::store::Store;
-use rayon::prelude::*;
 
 use crate::send::{Report, send};
 use crate::{BENCH_SECRET, ONE_ETH, account, deposits_file, sign_requests, sign_transfers};
@@ -190,53 +188,15 @@ async fn in_process(
     sequencer.submit(funding).await?;
     sequencer.seal(1).await?;
 
-    const GROUP: usize = 8_192;
-    const SEAL_EVERY: usize = 10_000;
-    let domain = Arc::new(bridge::eip712::Domain::new(params));
-    let chunks: Vec<Vec<SignedUserTx>> = signed.chunks(GROUP).map(<[SignedUserTx]>::to_vec).collect();
-    let verify = |chunk: Vec<SignedUserTx>, domain: Arc<bridge::eip712::Domain>| {
-        tokio::task::spawn_blocking(move || {
-            chunk.par_iter().map(|tx| tx.verify(&domain).map(Tx::User)).collect::<Vec<_>>()
-        })
-    };
-    let mut sealing = Duration::ZERO;
-    let (mut waiting, mut submitting) = (Duration::ZERO, Duration::ZERO);
-    let mut since_seal = 0;
-    let started = Instant::now();
-    let mut chunks = chunks.into_iter();
-    // Two chunks verified ahead: the cores stay busy while the ledger waits on its fsync.
-    let mut ahead: std::collections::VecDeque<_> = chunks.by_ref().take(2).map(|c| verify(c, domain.clone())).collect();
-    while let Some(pending) = ahead.pop_front() {
-        let waited = Instant::now();
-        let verified = pending.await?;
-        waiting += waited.elapsed();
-        if let Some(chunk) = chunks.next() {
-            ahead.push_back(verify(chunk, domain.clone()));
-        }
-        let txs: Vec<Tx> = verified.into_iter().collect::<Result<_, _>>()?;
-        let count = txs.len();
-        let submitted = Instant::now();
-        let outcomes = sequencer.submit(txs).await?;
-        submitting += submitted.elapsed();
-        if let Some(refused) = outcomes.iter().find_map(|o| o.as_ref().err()) {
-            bail!("the benchmark's transfer was refused: {refused}");
-        }
-        since_seal += count;
-        if since_seal >= SEAL_EVERY {
-            let seal_started = Instant::now();
-            sequencer.seal(2).await?;
-            sealing += seal_started.elapsed();
-            since_seal = 0;
-        }
-    }
-    let total = started.elapsed();
+    let driven = coordinator::throughput::drive(&mut sequencer, signed, 10_000, 2).await?;
     eprintln!(
         "  waiting for signatures {:.2} s, applying and committing {:.2} s, sealing {:.2} s, of {:.2} s",
-        waiting.as_secs_f64(),
-        submitting.as_secs_f64(),
-        sealing.as_secs_f64(),
-        total.as_secs_f64()
+        driven.waiting.as_secs_f64(),
+        driven.submitting.as_secs_f64(),
+        driven.sealing.as_secs_f64(),
+        driven.total.as_secs_f64()
     );
+    let (total, sealing) = (driven.total, driven.sealing);
     let n = signed.len() as f64;
     Ok((n / (total - sealing).as_secs_f64(), n / total.as_secs_f64()))
 }

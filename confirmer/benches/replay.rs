@@ -1,0 +1,128 @@
+//! `cargo bench -p confirmer`: the confirmer's replay rate against the coordinator's sustained
+//! rate, measured in the same run on the same transactions (DESIGN.md §6). The coordinator
+//! path: its sequencer in process (signatures on all cores, apply, durable group commit,
+//! sealing every 10,000) on SQLite. The confirmer path: from genesis, every batch fetched from
+//! the directory DA (read, decode, coordinator signature), replayed (signatures on all cores,
+//! apply, every root), and recorded in its own SQLite store. Goal: ≥ 1.5, so that a confirmer
+//! catches up after downtime rather than merely keeping pace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bridge::tx::{L1Ref, SystemTx, Transfer, UserTx};
+use bridge::{
+    Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, Deposit, NetworkParams, SignedUserTx, Tx,
+    Wallet,
+};
+use chains::da::{DataAvailability, DirDa};
+use confirmer::deposits::DepositVerifiers;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+use coordinator::sequencer::Sequencer;
+use coordinator::store::Store;
+use rayon::prelude::*;
+
+const ACCOUNTS: u64 = 2_000;
+const TXS: usize = 60_000;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let key = CoordinatorKey::from_secret(&[0xc0; 32]).unwrap();
+    let params = NetworkParams {
+        name: "bench".into(),
+        chain_id: 424_242,
+        eth_vault: Address([0x7a; 20]),
+        btc_network: BtcNetwork::Regtest,
+        coordinator_key: key.public_key(),
+        fee_account: Address([0xfe; 20]),
+        assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+    };
+    eprintln!("signing {TXS} transfers from {ACCOUNTS} accounts…");
+    let domain = bridge::eip712::Domain::new(&params);
+    let wallets: Vec<Wallet> = (0..ACCOUNTS)
+        .into_par_iter()
+        .map(|n| Wallet::from_secret(&bridge::hashing::sha256(format!("bench/{n}"))).unwrap())
+        .collect();
+    let signed: Vec<SignedUserTx> = (0..TXS)
+        .into_par_iter()
+        .map(|i| {
+            let wallet = &wallets[i % ACCOUNTS as usize];
+            let tx = UserTx::Transfer(Transfer {
+                from: wallet.address(),
+                to: Address([0x5e; 20]),
+                asset: AssetId::Eth,
+                amount: Amount(1),
+                fee: Amount(0),
+                nonce: i as u64 / ACCOUNTS,
+            });
+            wallet.sign(tx, &domain)
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("coordinator.db").display())).await.unwrap();
+    let mut sequencer = Sequencer::recover(store.clone(), params.clone(), key).await.unwrap();
+    let funding: Vec<Tx> = wallets
+        .iter()
+        .enumerate()
+        .map(|(n, w)| {
+            Tx::System(SystemTx::Deposit(Deposit {
+                chain: Chain::Ethereum,
+                l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n as u64 },
+                account: w.address(),
+                asset: AssetId::Eth,
+                amount: Amount(1_000_000),
+            }))
+        })
+        .collect();
+    sequencer.submit(funding).await.unwrap();
+    sequencer.seal(1).await.unwrap();
+    eprintln!("coordinator: {TXS} transfers through the sequencer…");
+    let driven = coordinator::throughput::drive(&mut sequencer, &signed, 10_000, 2).await.unwrap();
+    sequencer.seal(3).await.unwrap();
+    let coordinator_rate = TXS as f64 / driven.total.as_secs_f64();
+
+    let da = DirDa::open(dir.path().join("da"), params.coordinator_key).unwrap();
+    let batches = store.batches().await.unwrap();
+    for stored in &batches {
+        da.publish(&stored.batch).await.unwrap();
+    }
+    let total_txs: usize = batches.iter().map(|b| b.batch.body.len()).sum();
+
+    eprintln!("confirmer: replaying {} batches ({total_txs} transactions) from genesis…", batches.len());
+    let confirmer_store =
+        ConfirmerStore::open(&format!("sqlite://{}", dir.path().join("confirmer.db").display())).await.unwrap();
+    let mut follower =
+        Follower::open(Arc::new(da.clone()), confirmer_store, params, DepositVerifiers::none()).await.unwrap();
+    let started = Instant::now();
+    loop {
+        if follower.step(64).await.unwrap().replayed == 0 {
+            break;
+        }
+    }
+    let replay_time = started.elapsed();
+    assert_eq!(follower.status().replayed, batches.len() as u64);
+    assert!(follower.status().alarms.is_empty());
+    let replay_rate = total_txs as f64 / replay_time.as_secs_f64();
+    let _ = da.latest().await;
+
+    println!(
+        "| confirmer benchmark ({} cores, {ACCOUNTS} accounts, {TXS} transfers) | figure | ratio |",
+        rayon::current_num_threads()
+    );
+    println!("| --- | --- | --- |");
+    println!(
+        "| coordinator: sequencer in process, sealing every 10,000 (the reference) | {coordinator_rate:.0} tx/s | 1.00 |"
+    );
+    println!(
+        "| confirmer: fetch + check + replay + record, from genesis | {replay_rate:.0} tx/s ({} batches in {:.2} s) | {:.2} (goal ≥ 1.5) |",
+        batches.len(),
+        replay_time.as_secs_f64(),
+        replay_rate / coordinator_rate
+    );
+}
