@@ -212,6 +212,27 @@ impl Follower {
             Ok(fetched) => fetched,
             Err(DaError::Equivocation(pair)) => {
                 let number = pair.first.header.number;
+                // The batches before the equivocating one are still the coordinator's only
+                // ones: take them first, one at a time.
+                while self.replayed + 1 < number {
+                    let Ok(Some(item)) = self.da.fetch(self.replayed + 1).await else { break };
+                    let body = item.batch.body.clone();
+                    let domain = self.state.domain().clone();
+                    let verified = tokio::task::spawn_blocking(move || bridge::tx::verify_all(&body, &domain))
+                        .await
+                        .map_err(|e| FollowError::Worker(e.to_string()))?;
+                    match self.take(item, verified).await? {
+                        Taken::Replayed => step.replayed += 1,
+                        Taken::Alarm(alarm) => {
+                            step.alarm = Some(alarm);
+                            return Ok(step);
+                        }
+                        Taken::Waiting | Taken::Foreign => return Ok(step),
+                    }
+                }
+                if self.replayed + 1 < number {
+                    return Ok(step);
+                }
                 let detail = format!("two batches numbered {number} signed by the coordinator");
                 let evidence = self.evidence(AlarmKind::Equivocation, number, &detail);
                 let evidence = Evidence { equivocation: Some(*pair), ..evidence };

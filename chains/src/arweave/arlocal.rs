@@ -17,6 +17,8 @@ pub enum ArlocalError {
     Start(std::io::Error),
     #[error("arlocal did not answer /info within {0:?}; see its log at {1}")]
     NotReady(Duration, String),
+    #[error("arlocal exited while starting: {0}")]
+    Exited(String),
     #[error("arlocal refused a request: {0}")]
     Gateway(#[from] GatewayError),
 }
@@ -49,6 +51,20 @@ impl Arlocal {
 
     /// Starts arlocal keeping its database in `dir` (which survives a restart).
     pub async fn start_in(dir: &Path) -> Result<Self, ArlocalError> {
+        // The free port is found by binding and releasing it, so another process (a test running
+        // beside this one) can take it first; arlocal then dies, and we try another port.
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::start_once(dir).await {
+                Ok(arlocal) => return Ok(arlocal),
+                Err(ArlocalError::Exited(reason)) => last = Some(reason),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(ArlocalError::Exited(last.unwrap_or_default()))
+    }
+
+    async fn start_once(dir: &Path) -> Result<Self, ArlocalError> {
         let bin = tools_bin().join("arlocal");
         if !bin.exists() {
             return Err(ArlocalError::Missing(bin.display().to_string()));
@@ -70,13 +86,25 @@ impl Arlocal {
             .spawn()
             .map_err(ArlocalError::Start)?;
         let url = format!("http://127.0.0.1:{port}");
-        let arlocal = Arlocal { child, url, http: reqwest::Client::new(), _dir: None };
+        let mut arlocal = Arlocal { child, url, http: reqwest::Client::new(), _dir: None };
         let deadline = Duration::from_secs(60);
         let started = std::time::Instant::now();
         while started.elapsed() < deadline {
+            if let Ok(Some(status)) = arlocal.child.try_wait() {
+                return Err(ArlocalError::Exited(format!(
+                    "arlocal on port {port} exited ({status}); see {}",
+                    log_path.display()
+                )));
+            }
             if let Ok(response) = arlocal.http.get(format!("{}/info", arlocal.url)).send().await
                 && response.status().is_success()
             {
+                // Answered: but by ours only if ours is still running (else another process
+                // holds the port).
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                if let Ok(Some(status)) = arlocal.child.try_wait() {
+                    return Err(ArlocalError::Exited(format!("port {port} was taken ({status})")));
+                }
                 return Ok(arlocal);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -105,11 +133,20 @@ impl Arlocal {
 
     async fn get(&self, path: &str) -> Result<(), ArlocalError> {
         let url = format!("{}{}", self.url, path);
-        let response = self.http.get(&url).send().await.map_err(|e| GatewayError::Unreachable {
-            url: url.clone(),
-            attempts: 1,
-            last: e.to_string(),
-        })?;
+        // A loaded machine can make even loopback refuse for a moment: three tries.
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            match self.http.get(&url).send().await {
+                Ok(response) => break response,
+                Err(e) if attempt >= 3 => {
+                    return Err(
+                        GatewayError::Unreachable { url: url.clone(), attempts: attempt, last: e.to_string() }.into()
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await,
+            }
+        };
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
