@@ -155,6 +155,8 @@ pub struct Node {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    /// The publisher's loop, stopped before the last round at shutdown.
+    publishing: JoinHandle<()>,
 }
 
 impl Node {
@@ -184,7 +186,7 @@ impl Node {
         })];
         let publisher = Publisher::new(store.clone(), da);
         let retry = Duration::from_millis(config.da.publish_retry_ms);
-        background.push(tokio::spawn(publisher.clone().run(sealed, retry)));
+        let publishing = tokio::spawn(publisher.clone().run(sealed, retry));
 
         let (sink, source) = deposit_channel(1024);
         let forwarding = handle.clone();
@@ -239,6 +241,7 @@ impl Node {
             stop: Some(stop),
             server,
             background,
+            publishing,
         })
     }
 
@@ -259,6 +262,8 @@ impl Node {
         if let Err(error) = self.sequencer.seal(unix_millis()).await {
             tracing::warn!(%error, "sealing at shutdown failed; the open transactions stay in the ledger");
         }
+        self.publishing.abort();
+        let _ = (&mut self.publishing).await;
         // One last publication round, bounded so that a dead DA cannot hold the shutdown; what
         // is left stays in the ledger and is published at the next start.
         match tokio::time::timeout(Duration::from_secs(10), self.publisher.publish_pending()).await {

@@ -71,7 +71,14 @@ impl Inner {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(io(&path, e)),
         }
-        let tmp = self.dir.join(format!(".{locator}.{}.tmp", std::process::id()));
+        // Unique per call, not only per process: two publishers in one process (the background
+        // one and a shutdown's last round) must never write the same temporary file.
+        static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            ".{locator}.{}.{}.tmp",
+            std::process::id(),
+            NEXT_TMP.fetch_add(1, Ordering::Relaxed)
+        ));
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(bytes)?;
