@@ -25,6 +25,9 @@ use tokio::sync::RwLock;
     about = "Follows the coordinator's batches on the DA, replays them, and raises evidence of fraud."
 )]
 struct Cli {
+    /// Log format: human or json (RUST_LOG sets the filter).
+    #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,14 +72,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match Cli::parse().command {
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let result = match cli.command {
         Command::CheckEvidence { file } => check_evidence(&file),
         Command::Follow {
             params,
