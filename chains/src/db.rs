@@ -68,6 +68,29 @@ pub async fn open(url: &str) -> Result<(AnyPool, Backend), DbError> {
     Ok((pool, backend))
 }
 
+/// A throwaway schema in the PostgreSQL database at `base`, for tests and benchmarks that share
+/// one server: returns a URL whose connections use it (`search_path`). Drop it with
+/// [`drop_schema`].
+pub async fn create_schema(base: &str, schema: &str) -> Result<String, DbError> {
+    install_default_drivers();
+    let open_error = |source| DbError::Open { url: redact(base), source };
+    let pool = AnyPool::connect(base).await.map_err(open_error)?;
+    pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await.map_err(open_error)?;
+    pool.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Ok(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+/// Drops a schema made by [`create_schema`] and everything in it; best effort, and bounded so
+/// that a connection still open on it cannot hang the caller.
+pub async fn drop_schema(base: &str, schema: &str) {
+    install_default_drivers();
+    if let Ok(pool) = AnyPool::connect(base).await {
+        let _ = pool.execute(format!("SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE").as_str()).await;
+        pool.close().await;
+    }
+}
+
 /// The URL without its password, for error messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {

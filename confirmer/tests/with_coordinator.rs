@@ -31,15 +31,7 @@ async fn a_confirmer_agrees_with_the_coordinator_on_thousands_of_transfers() {
         .collect();
     std::fs::write(dir.path().join("deposits.json"), serde_json::to_vec(&deposits).unwrap()).unwrap();
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    config.network = NetworkConfig {
-        name: p.name.clone(),
-        chain_id: p.chain_id,
-        eth_vault: p.eth_vault,
-        btc_network: p.btc_network,
-        fee_account: p.fee_account,
-        coordinator_key: Some(format!("0x{}", hex::encode(p.coordinator_key))),
-        assets: p.assets.clone(),
-    };
+    config.network = NetworkConfig::from(&p);
     config.coordinator.key_file = Some(dir.path().join("coordinator.key"));
     config.coordinator.create_key = false;
     config.api.listen = "127.0.0.1:0".parse().unwrap();

@@ -152,6 +152,21 @@ impl Default for NetworkConfig {
     }
 }
 
+impl From<&NetworkParams> for NetworkConfig {
+    /// The configuration naming `params` exactly, the coordinator key included.
+    fn from(params: &NetworkParams) -> Self {
+        NetworkConfig {
+            name: params.name.clone(),
+            chain_id: params.chain_id,
+            eth_vault: params.eth_vault,
+            btc_network: params.btc_network,
+            fee_account: params.fee_account,
+            coordinator_key: Some(format!("0x{}", hex::encode(params.coordinator_key))),
+            assets: params.assets.clone(),
+        }
+    }
+}
+
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         Config::default().coordinator

@@ -102,16 +102,10 @@ pub struct Ledger {
 impl Drop for Ledger {
     fn drop(&mut self) {
         let Some((base, schema)) = self.schema.take() else { return };
+        // A runtime of its own on a thread of its own: this may run inside the test's runtime.
         let _ = std::thread::spawn(move || {
-            use sqlx::Executor;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                if let Ok(pool) = sqlx::AnyPool::connect(&base).await {
-                    let _ =
-                        pool.execute(format!("SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE").as_str()).await;
-                    pool.close().await;
-                }
-            });
+            runtime.block_on(chains::db::drop_schema(&base, &schema));
         })
         .join();
     }
@@ -125,18 +119,13 @@ pub async fn stores() -> Vec<Ledger> {
         schema: None,
     }];
     if let Ok(base) = std::env::var("DATABASE_URL") {
-        use sqlx::Executor;
-        sqlx::any::install_default_drivers();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let schema = format!("c{}_{nanos}", std::process::id());
-        let pool = sqlx::AnyPool::connect(&base).await.unwrap();
-        pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        out.push(Ledger {
-            url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
-            _dir: tempfile::tempdir().unwrap(),
-            schema: Some((base.clone(), schema)),
-        });
+        let schema = format!(
+            "c{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        );
+        let url = chains::db::create_schema(&base, &schema).await.unwrap();
+        out.push(Ledger { url, _dir: tempfile::tempdir().unwrap(), schema: Some((base, schema)) });
     }
     out
 }

@@ -66,16 +66,8 @@ impl Drop for Ledger {
         let Some((base, schema)) = self.schema.take() else { return };
         // A runtime of its own on a thread of its own: this may run inside the test's runtime.
         let _ = std::thread::spawn(move || {
-            use sqlx::Executor;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                if let Ok(pool) = sqlx::AnyPool::connect(&base).await {
-                    // Bounded: a connection still open on the schema must not hang the test.
-                    let _ =
-                        pool.execute(format!("SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE").as_str()).await;
-                    pool.close().await;
-                }
-            });
+            runtime.block_on(chains::db::drop_schema(&base, &schema));
         })
         .join();
     }
@@ -86,17 +78,9 @@ pub async fn ledgers() -> Vec<Ledger> {
     let mut out =
         vec![Ledger { url: format!("sqlite://{}", dir.path().join("ledger.db").display()), _dir: dir, schema: None }];
     if let Ok(base) = std::env::var("DATABASE_URL") {
-        use sqlx::Executor;
-        sqlx::any::install_default_drivers();
         let schema = format!("t{}_{}", std::process::id(), unique());
-        let pool = sqlx::AnyPool::connect(&base).await.unwrap();
-        pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        out.push(Ledger {
-            url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
-            _dir: tempfile::tempdir().unwrap(),
-            schema: Some((base.clone(), schema)),
-        });
+        let url = chains::db::create_schema(&base, &schema).await.unwrap();
+        out.push(Ledger { url, _dir: tempfile::tempdir().unwrap(), schema: Some((base, schema)) });
     }
     out
 }
@@ -120,15 +104,7 @@ pub fn node_config(dir: &std::path::Path, database_url: &str, funded: u64) -> co
     }
     let p = params();
     let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
-    config.network = NetworkConfig {
-        name: p.name.clone(),
-        chain_id: p.chain_id,
-        eth_vault: p.eth_vault,
-        btc_network: p.btc_network,
-        fee_account: p.fee_account,
-        coordinator_key: Some(format!("0x{}", hex::encode(p.coordinator_key))),
-        assets: p.assets.clone(),
-    };
+    config.network = NetworkConfig::from(&p);
     config.coordinator.key_file = Some(key_file);
     config.coordinator.create_key = false;
     config.coordinator.database_url = Some(database_url.to_owned());

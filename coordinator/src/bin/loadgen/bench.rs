@@ -32,23 +32,16 @@ fn bench_params(key: &CoordinatorKey) -> NetworkParams {
 async fn ledgers(dir: &Path, run: &str) -> anyhow::Result<Vec<(&'static str, String, Option<String>)>> {
     let mut out = vec![("SQLite", format!("sqlite://{}", dir.join(format!("{run}.db")).display()), None)];
     if let Ok(base) = std::env::var("DATABASE_URL") {
-        use sqlx::Executor;
-        sqlx::any::install_default_drivers();
         let schema = format!("loadgen_{}_{run}", std::process::id());
-        let pool = sqlx::AnyPool::connect(&base).await.context("DATABASE_URL")?;
-        pool.execute(format!("CREATE SCHEMA {schema}").as_str()).await?;
-        let sep = if base.contains('?') { '&' } else { '?' };
-        out.push(("Postgres", format!("{base}{sep}options=-c%20search_path%3D{schema}"), Some(schema)));
+        let url = chains::db::create_schema(&base, &schema).await.context("DATABASE_URL")?;
+        out.push(("Postgres", url, Some(schema)));
     }
     Ok(out)
 }
 
 async fn drop_schema(schema: &str) {
-    use sqlx::Executor;
-    if let Ok(base) = std::env::var("DATABASE_URL")
-        && let Ok(pool) = sqlx::AnyPool::connect(&base).await
-    {
-        let _ = pool.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await;
+    if let Ok(base) = std::env::var("DATABASE_URL") {
+        chains::db::drop_schema(&base, schema).await;
     }
 }
 
