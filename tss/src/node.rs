@@ -1,0 +1,174 @@
+//! A watchman's threshold-signing node: the mesh, the signer answering peers, and the session
+//! coordinator for what this watchman wants signed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use tokio::task::JoinHandle;
+
+use crate::dkg::{self, Ceremony, DkgError, DkgProgress, Participants};
+use crate::group::GroupKey;
+use crate::keystore::KeyShare;
+use crate::mesh::{self, MeshConfig, MeshError, MeshHandle};
+use crate::policy::{SigningPolicy, SigningRequest};
+use crate::roast::{self, SessionError, SessionOutcome, Signers};
+use crate::signer::{InboundHandler, Signer};
+use crate::{SessionId, TssError};
+
+pub struct TssNodeConfig {
+    pub identity: libp2p::identity::Keypair,
+    pub mesh: MeshConfig,
+    /// The DKG threshold `t` (a signature needs `t` shares).
+    pub threshold: u16,
+    pub share: Option<KeyShare>,
+    pub policy: Arc<dyn SigningPolicy>,
+    /// A signing session's deadline.
+    pub session_timeout: Duration,
+    /// How long before an unresponsive signer is asked again within a session.
+    pub retry: Duration,
+}
+
+impl std::fmt::Debug for TssNodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TssNodeConfig")
+            .field("mesh", &self.mesh)
+            .field("threshold", &self.threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct TssNode {
+    mesh: MeshHandle,
+    signer: Arc<Signer>,
+    handler: Arc<dyn InboundHandler>,
+    peers: Vec<PeerId>,
+    threshold: u16,
+    session_timeout: Duration,
+    retry: Duration,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TssNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TssNode").field("peer", &self.mesh.local_peer_id()).finish_non_exhaustive()
+    }
+}
+
+impl TssNode {
+    pub async fn start(config: TssNodeConfig) -> Result<Self, MeshError> {
+        let signer = Arc::new(Signer::new(config.share.clone(), config.policy.clone()));
+        Self::start_with_handler(config, signer.clone(), signer).await
+    }
+
+    /// Starts with `handler` answering peers (tests use a handler that misbehaves; watchmen use
+    /// the [`Signer`] itself).
+    pub async fn start_with_handler(
+        config: TssNodeConfig,
+        signer: Arc<Signer>,
+        handler: Arc<dyn InboundHandler>,
+    ) -> Result<Self, MeshError> {
+        let local = config.identity.public().to_peer_id();
+        let peers = config.mesh.peers.iter().map(|p| p.peer_id).filter(|p| *p != local).collect();
+        let (mesh, mut inbound, mesh_task) = mesh::start(config.identity, config.mesh).await?;
+        let answering = handler.clone();
+        let inbound_task = tokio::spawn(async move {
+            while let Some(request) = inbound.recv().await {
+                let handler = answering.clone();
+                // Shares and DKG steps cost milliseconds of curve arithmetic: off the reactor.
+                tokio::task::spawn_blocking(move || {
+                    let response = handler.handle(request.from, request.request);
+                    let _ = request.reply.send(response);
+                });
+            }
+        });
+        Ok(TssNode {
+            mesh,
+            signer,
+            handler,
+            peers,
+            threshold: config.threshold,
+            session_timeout: config.session_timeout,
+            retry: config.retry,
+            tasks: vec![mesh_task, inbound_task],
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.mesh.local_peer_id()
+    }
+
+    pub fn mesh(&self) -> &MeshHandle {
+        &self.mesh
+    }
+
+    pub fn share(&self) -> Option<KeyShare> {
+        self.signer.share()
+    }
+
+    pub fn group_key(&self) -> Option<Result<GroupKey, TssError>> {
+        self.share().map(|s| GroupKey::of(&s.public))
+    }
+
+    fn participants(&self) -> Result<Participants, DkgError> {
+        Participants::new(self.peer_id(), self.peers.iter().copied(), self.threshold)
+    }
+
+    /// Runs the DKG with every configured watchman (all must run it with `session`), installs the
+    /// share, and returns it.
+    pub async fn dkg(
+        &self,
+        session: SessionId,
+        timeout: Duration,
+        progress: impl FnMut(DkgProgress),
+    ) -> Result<KeyShare, DkgError> {
+        let participants = self.participants()?;
+        let inbox = self.signer.dkg_inbox();
+        let share = dkg::run(&self.mesh, &inbox, session, &participants, Ceremony::Fresh, timeout, progress).await?;
+        self.signer.set_share(share.clone());
+        Ok(share)
+    }
+
+    /// New shares of the same group key, made with every watchman; the old shares stop working
+    /// together with the new ones.
+    pub async fn refresh(
+        &self,
+        session: SessionId,
+        timeout: Duration,
+        progress: impl FnMut(DkgProgress),
+    ) -> Result<KeyShare, DkgError> {
+        let participants = self.participants()?;
+        let old = self.share().ok_or(DkgError::Participants("no share to refresh".into()))?;
+        let inbox = self.signer.dkg_inbox();
+        let ceremony = Ceremony::Refresh(Box::new(old));
+        let share = dkg::run(&self.mesh, &inbox, session, &participants, ceremony, timeout, progress).await?;
+        self.signer.set_share(share.clone());
+        Ok(share)
+    }
+
+    /// Signs every request in one robust session coordinated by this watchman.
+    pub async fn sign(&self, requests: Vec<SigningRequest>) -> Result<SessionOutcome, SessionError> {
+        let share = self.share().ok_or(SessionError::NoShare)?;
+        let by_identifier: BTreeMap<_, _> = self
+            .peers
+            .iter()
+            .chain([&self.peer_id()])
+            .filter_map(|p| Some((dkg::identifier_of(p).ok()?, *p)))
+            .collect();
+        let signers = Signers { mesh: self.mesh.clone(), local: self.handler.clone(), by_identifier };
+        let started = std::time::Instant::now();
+        let outcome =
+            roast::sign(&signers, &share, SessionId::random(), requests, self.session_timeout, self.retry).await;
+        metrics::histogram!("tss_signing_seconds").record(started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+impl Drop for TssNode {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Robust signing, in the manner of ROAST (Ruffing et al., 2022).
+//!
+//! The session coordinator (whichever watchman has something to sign) asks every signer for
+//! fresh commitments. As soon as `t` signers have answered it starts an attempt with them; each
+//! signer's answer to an attempt carries its shares *and* fresh commitments for the next one, so
+//! a responsive honest signer is ready again at once. A signer that does not answer in time
+//! just is not ready (it is asked again); one whose share fails FROST's cheater detection is
+//! named and excluded for the session; one whose policy refuses is excluded with its reason.
+//! Attempts run concurrently; the first to complete wins. The session fails only when fewer than
+//! `t` signers remain who could still sign, or at its deadline.
+//!
+//! One session signs many messages at once (a batch's payouts): every commitment, share and
+//! package is a vector with one entry per message, so the network rounds are paid once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use frost::Identifier;
+use frost_secp256k1_tr as frost;
+use futures::stream::{FuturesUnordered, StreamExt};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::SessionId;
+use crate::group::{GroupKey, bip340_bytes};
+use crate::keystore::KeyShare;
+use crate::mesh::MeshHandle;
+use crate::messages::{Request, Response};
+use crate::policy::SigningRequest;
+use crate::signer::{InboundHandler, MAX_MESSAGES_PER_SESSION};
+
+/// A message and its BIP-340 signature under the key its path names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedMessage {
+    pub request: SigningRequest,
+    #[serde(with = "hex_64")]
+    pub signature: [u8; 64],
+    /// The x-only key the signature verifies under.
+    #[serde(with = "crate::group::hex_bytes")]
+    pub key: [u8; 32],
+}
+
+/// Why a signer took no part in the signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exclusion {
+    /// Its share failed verification: named by FROST's cheater detection.
+    InvalidShare,
+    /// Its policy said no.
+    Refused { reason: String },
+    /// It answered, but not usefully (wrong counts, malformed, an error).
+    Faulty { reason: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionOutcome {
+    pub session: SessionId,
+    pub signatures: Vec<SignedMessage>,
+    /// The `t` signers whose shares made the signatures.
+    pub signers: Vec<PeerId>,
+    pub excluded: BTreeMap<PeerId, Exclusion>,
+    pub attempts: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("only {remaining} signers could still sign but {threshold} are needed; excluded: {excluded:?}")]
+    NotEnoughSigners { remaining: usize, threshold: u16, excluded: BTreeMap<PeerId, Exclusion> },
+    #[error("no attempt completed before the deadline; unresponsive: {unresponsive:?}; excluded: {excluded:?}")]
+    Timeout { unresponsive: Vec<PeerId>, excluded: BTreeMap<PeerId, Exclusion> },
+    #[error("this watchman holds no key share")]
+    NoShare,
+    #[error("a session signs 1 to {MAX_MESSAGES_PER_SESSION} messages, not {0}")]
+    Size(usize),
+    #[error("{0}")]
+    Frost(String),
+}
+
+/// How to reach each signer: over the mesh, or, for this watchman itself, directly.
+pub(crate) struct Signers {
+    pub mesh: MeshHandle,
+    pub local: Arc<dyn InboundHandler>,
+    pub by_identifier: BTreeMap<Identifier, PeerId>,
+}
+
+impl Signers {
+    async fn ask(&self, peer: PeerId, request: Request) -> Response {
+        if peer == self.mesh.local_peer_id() {
+            let local = self.local.clone();
+            let me = peer;
+            return tokio::task::spawn_blocking(move || local.handle(me, request))
+                .await
+                .unwrap_or_else(|e| Response::Failed { reason: format!("the local signer panicked: {e}") });
+        }
+        match self.mesh.request(peer, request).await {
+            Ok(response) => response,
+            Err(error) => Response::Failed { reason: format!("unreachable: {error}") },
+        }
+    }
+}
+
+enum Event {
+    Committed { id: Identifier, response: Response },
+    Signed { attempt: usize, id: Identifier, response: Response },
+}
+
+type Pending<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = Event> + Send + 'a>>>;
+
+struct Ready {
+    id: Identifier,
+    nonce_id: u64,
+    commitments: Vec<frost::round1::SigningCommitments>,
+}
+
+struct Attempt {
+    members: BTreeMap<Identifier, ()>,
+    packages: Vec<frost::SigningPackage>,
+    shares: BTreeMap<Identifier, Vec<frost::round2::SignatureShare>>,
+    live: bool,
+}
+
+/// Runs one signing session to a signature for every request, or to a reason there is none.
+pub(crate) async fn sign(
+    signers: &Signers,
+    share: &KeyShare,
+    session: SessionId,
+    requests: Vec<SigningRequest>,
+    timeout: Duration,
+    retry: Duration,
+) -> Result<SessionOutcome, SessionError> {
+    let count = u32::try_from(requests.len()).ok().filter(|c| (1..=MAX_MESSAGES_PER_SESSION).contains(c));
+    let Some(count) = count else { return Err(SessionError::Size(requests.len())) };
+    let threshold = share.public.min_signers().unwrap_or(*share.key_package.min_signers());
+    let deadline = Instant::now() + timeout;
+    let tweaked: Vec<frost::keys::PublicKeyPackage> =
+        requests.iter().map(|r| r.key_path.tweak_public(&share.public)).collect();
+    let everyone: BTreeSet<Identifier> = share.public.verifying_shares().keys().copied().collect();
+    let peer_of = |id: &Identifier| signers.by_identifier.get(id).copied();
+
+    let mut pending: Pending<'_> = FuturesUnordered::new();
+    let commit = |id: Identifier, delay: Duration| -> Pin<Box<dyn Future<Output = Event> + Send + '_>> {
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let response = match peer_of(&id) {
+                Some(peer) => signers.ask(peer, Request::Commit { session, count }).await,
+                None => Response::Failed { reason: "no peer has this identifier".into() },
+            };
+            Event::Committed { id, response }
+        })
+    };
+    for id in &everyone {
+        pending.push(commit(*id, Duration::ZERO));
+    }
+
+    let mut ready: Vec<Ready> = Vec::new();
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut excluded: BTreeMap<Identifier, Exclusion> = BTreeMap::new();
+    let mut unresponsive: BTreeSet<Identifier> = BTreeSet::new();
+    let named = |excluded: &BTreeMap<Identifier, Exclusion>| -> BTreeMap<PeerId, Exclusion> {
+        excluded.iter().filter_map(|(id, why)| Some((peer_of(id)?, why.clone()))).collect()
+    };
+
+    loop {
+        let remaining = everyone.len() - excluded.len();
+        if remaining < usize::from(threshold) {
+            metrics::counter!("tss_signing_sessions_total", "outcome" => "not_enough").increment(1);
+            return Err(SessionError::NotEnoughSigners { remaining, threshold, excluded: named(&excluded) });
+        }
+        // Start an attempt with every `t` ready signers.
+        while ready.len() >= usize::from(threshold) {
+            let chosen: Vec<Ready> = ready.drain(..usize::from(threshold)).collect();
+            let mut packages = Vec::with_capacity(requests.len());
+            for (index, request) in requests.iter().enumerate() {
+                let commitments: BTreeMap<Identifier, frost::round1::SigningCommitments> =
+                    chosen.iter().map(|r| (r.id, r.commitments[index])).collect();
+                packages.push(frost::SigningPackage::new(commitments, &request.message));
+            }
+            let attempt = attempts.len();
+            metrics::counter!("tss_signing_attempts_total").increment(1);
+            tracing::debug!(%session, attempt, signers = chosen.len(), "signing attempt");
+            for member in &chosen {
+                let Some(peer) = peer_of(&member.id) else { continue };
+                let request = Request::Sign {
+                    session,
+                    nonce_id: member.nonce_id,
+                    requests: requests.clone(),
+                    packages: packages.clone(),
+                };
+                let id = member.id;
+                pending.push(Box::pin(async move {
+                    Event::Signed { attempt, id, response: signers.ask(peer, request).await }
+                }));
+            }
+            attempts.push(Attempt {
+                members: chosen.iter().map(|r| (r.id, ())).collect(),
+                packages,
+                shares: BTreeMap::new(),
+                live: true,
+            });
+        }
+
+        let event = match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some(event)) => event,
+            Ok(None) | Err(_) => {
+                metrics::counter!("tss_signing_sessions_total", "outcome" => "timeout").increment(1);
+                return Err(SessionError::Timeout {
+                    unresponsive: unresponsive.iter().filter_map(&peer_of).collect(),
+                    excluded: named(&excluded),
+                });
+            }
+        };
+        match event {
+            Event::Committed { id, response } => match response {
+                Response::Commitments { nonce_id, commitments } if commitments.len() == requests.len() => {
+                    unresponsive.remove(&id);
+                    ready.push(Ready { id, nonce_id, commitments });
+                }
+                Response::Refused { reason } => {
+                    excluded.insert(id, Exclusion::Refused { reason });
+                }
+                Response::Failed { reason } => {
+                    tracing::debug!(%session, ?id, %reason, "no commitments; asking again");
+                    unresponsive.insert(id);
+                    pending.push(commit(id, retry));
+                }
+                other => {
+                    excluded.insert(id, Exclusion::Faulty { reason: format!("answered Commit with {}", kind(&other)) });
+                }
+            },
+            Event::Signed { attempt, id, response } => {
+                let Some(current) = attempts.get_mut(attempt) else { continue };
+                match response {
+                    Response::Shares { shares, next_nonce_id, next } if shares.len() == requests.len() => {
+                        if next.len() == requests.len() && !excluded.contains_key(&id) {
+                            ready.push(Ready { id, nonce_id: next_nonce_id, commitments: next });
+                        }
+                        if !current.live {
+                            continue;
+                        }
+                        current.shares.insert(id, shares);
+                        if current.shares.len() == current.members.len() {
+                            current.live = false;
+                            match aggregate(current, &requests, &tweaked) {
+                                Ok(signatures) => {
+                                    metrics::counter!("tss_signing_sessions_total", "outcome" => "signed").increment(1);
+                                    let signers_used = current.members.keys().filter_map(&peer_of).collect();
+                                    return Ok(SessionOutcome {
+                                        session,
+                                        signatures,
+                                        signers: signers_used,
+                                        excluded: named(&excluded),
+                                        attempts: attempt + 1,
+                                    });
+                                }
+                                Err(AggregateError::Cheaters(culprits)) => {
+                                    for culprit in culprits {
+                                        metrics::counter!("tss_invalid_shares_total").increment(1);
+                                        tracing::warn!(%session, peer = ?peer_of(&culprit), "invalid signature share: signer excluded");
+                                        excluded.insert(culprit, Exclusion::InvalidShare);
+                                    }
+                                    ready.retain(|r| !excluded.contains_key(&r.id));
+                                }
+                                Err(AggregateError::Other(reason)) => return Err(SessionError::Frost(reason)),
+                            }
+                        }
+                    }
+                    Response::Refused { reason } => {
+                        current.live = false;
+                        excluded.insert(id, Exclusion::Refused { reason });
+                    }
+                    Response::Failed { reason } => {
+                        // Unreachable or lost its nonces: this attempt is over; ask it afresh.
+                        current.live = false;
+                        tracing::debug!(%session, ?id, %reason, "attempt lost a signer");
+                        unresponsive.insert(id);
+                        pending.push(commit(id, retry));
+                    }
+                    other => {
+                        current.live = false;
+                        excluded
+                            .insert(id, Exclusion::Faulty { reason: format!("answered Sign with {}", kind(&other)) });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn kind(response: &Response) -> &'static str {
+    match response {
+        Response::Ack => "Ack",
+        Response::Commitments { .. } => "wrong commitments",
+        Response::Shares { .. } => "wrong shares",
+        Response::Refused { .. } => "Refused",
+        Response::Failed { .. } => "Failed",
+    }
+}
+
+enum AggregateError {
+    Cheaters(Vec<Identifier>),
+    Other(String),
+}
+
+fn aggregate(
+    attempt: &Attempt,
+    requests: &[SigningRequest],
+    tweaked: &[frost::keys::PublicKeyPackage],
+) -> Result<Vec<SignedMessage>, AggregateError> {
+    let mut signed = Vec::with_capacity(requests.len());
+    let mut cheaters = BTreeSet::new();
+    for (index, request) in requests.iter().enumerate() {
+        let shares: BTreeMap<Identifier, frost::round2::SignatureShare> =
+            attempt.shares.iter().map(|(id, s)| (*id, s[index])).collect();
+        // `tweaked` is already tweaked for this path; aggregate over it with no further tweak.
+        match frost::aggregate(&attempt.packages[index], &shares, &tweaked[index]) {
+            Ok(signature) => {
+                let key = GroupKey::x_only_of(tweaked[index].verifying_key())
+                    .map_err(|e| AggregateError::Other(e.to_string()))?;
+                let signature = bip340_bytes(&signature).map_err(|e| AggregateError::Other(e.to_string()))?;
+                signed.push(SignedMessage { request: request.clone(), signature, key });
+            }
+            Err(error) => {
+                let culprits = error.culprits();
+                if culprits.is_empty() {
+                    return Err(AggregateError::Other(format!("aggregation failed: {error}")));
+                }
+                cheaters.extend(culprits);
+            }
+        }
+    }
+    if cheaters.is_empty() { Ok(signed) } else { Err(AggregateError::Cheaters(cheaters.into_iter().collect())) }
+}
+
+mod hex_64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = hex::decode(&text).map_err(serde::de::Error::custom)?;
+        bytes.try_into().map_err(|_| serde::de::Error::custom("expected 64 bytes"))
+    }
+}
