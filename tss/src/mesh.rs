@@ -3,8 +3,9 @@
 //!
 //! Only peers on the configured allow-list get a connection: a PeerId is known once the Noise
 //! handshake has proved it, and the allow-list behaviour denies every other one then (counted
-//! in `tss_mesh_refused_connections_total`). Every allowed peer is dialled, and redialled with
-//! exponential backoff while disconnected, so a restarted watchman rejoins by itself.
+//! in `tss_mesh_refused_connections_total`). Of each pair of watchmen the one with the smaller
+//! PeerId dials, and redials with exponential backoff while disconnected, so a restarted
+//! watchman rejoins by itself; a request to a peer not connected dials it at once.
 //!
 //! One task owns the swarm; [`MeshHandle`] talks to it over channels, and inbound requests go
 //! out on an [`Inbound`] channel whose receiver answers them.
@@ -236,7 +237,10 @@ struct MeshTask {
 impl MeshTask {
     async fn run(&mut self) {
         let now = Instant::now();
-        for peer in self.addresses.keys() {
+        // Of each pair, the peer with the smaller PeerId keeps the connection up, so a mesh of n
+        // holds n(n-1)/2 connections, not twice that; requests still dial on demand.
+        let local = *self.swarm.local_peer_id();
+        for peer in self.addresses.keys().filter(|p| local < **p) {
             self.redial.insert(*peer, Redial { at: now, backoff: BACKOFF_MIN });
         }
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -309,7 +313,7 @@ impl MeshTask {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 tracing::info!(peer = %peer_id, "disconnected; redialling with backoff");
-                if self.addresses.contains_key(&peer_id) {
+                if self.addresses.contains_key(&peer_id) && *self.swarm.local_peer_id() < peer_id {
                     self.redial.insert(peer_id, Redial { at: Instant::now() + BACKOFF_MIN, backoff: BACKOFF_MIN });
                 }
                 self.publish_connected();

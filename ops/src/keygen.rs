@@ -1,0 +1,153 @@
+//! `bridgectl identity` and `bridgectl keygen`: the key ceremony.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tss::dkg::DkgProgress;
+use tss::keystore::{self, KdfParams, Passphrase};
+use tss::{GroupKey, MeshConfig, RefuseAll, TssNode, TssNodeConfig};
+
+use crate::watchmen::WatchmenFile;
+
+#[derive(Debug, clap::Args)]
+pub struct PassphraseArgs {
+    /// A file holding the passphrase that encrypts the key files.
+    #[arg(long, conflicts_with = "passphrase_env")]
+    pub passphrase_file: Option<PathBuf>,
+    /// An environment variable holding the passphrase.
+    #[arg(long, default_value = "BRIDGE_PASSPHRASE")]
+    pub passphrase_env: String,
+}
+
+impl PassphraseArgs {
+    pub fn passphrase(&self) -> anyhow::Result<Passphrase> {
+        Ok(match &self.passphrase_file {
+            Some(file) => Passphrase::from_file(file)?,
+            None => Passphrase::from_env(&self.passphrase_env)
+                .with_context(|| "give --passphrase-file, or set the variable --passphrase-env names")?,
+        })
+    }
+}
+
+/// Creates a watchman's mesh identity and prints its PeerId for the watchmen file.
+pub fn new_identity(out: &Path, passphrase: &PassphraseArgs) -> anyhow::Result<()> {
+    if out.exists() {
+        bail!("{} exists; a watchman's identity is not replaced by accident (move it away first)", out.display());
+    }
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    keystore::save_identity(out, &keypair, &passphrase.passphrase()?, KdfParams::default())?;
+    println!("{}", keypair.public().to_peer_id());
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// The watchmen file (threshold and every watchman's peer_id and address).
+    #[arg(long)]
+    pub watchmen: PathBuf,
+    /// This watchman's identity file (from `bridgectl identity new`).
+    #[arg(long)]
+    pub identity: PathBuf,
+    /// Where to write this watchman's encrypted key share.
+    #[arg(long)]
+    pub share: PathBuf,
+    /// How long to wait for the other watchmen.
+    #[arg(long, default_value = "300")]
+    pub timeout_secs: u64,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct KeygenReport {
+    group_key: GroupKey,
+    taproot_address: String,
+    ethereum: EthereumKey,
+    share_file: String,
+}
+
+#[derive(Serialize)]
+struct EthereumKey {
+    /// `x(Q)`, the vault's `px`.
+    px: String,
+    /// Q's y parity (the vault's check lifts x to the even y; this is for reference).
+    y_odd: bool,
+}
+
+pub async fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    if args.share.exists() {
+        bail!("{} exists; a key share is never overwritten (move it away first)", args.share.display());
+    }
+    let watchmen = WatchmenFile::load(&args.watchmen)?;
+    let entries = watchmen.entries()?;
+    let passphrase = args.passphrase.passphrase()?;
+    let identity = keystore::load_identity(&args.identity, &passphrase)?;
+    let me = identity.public().to_peer_id();
+    let Some(mine) = entries.iter().find(|e| e.peer_id == me) else {
+        bail!("this identity ({me}) is not in {}", args.watchmen.display());
+    };
+    let config = TssNodeConfig {
+        identity,
+        mesh: MeshConfig {
+            listen: mine.address.clone(),
+            peers: entries.clone(),
+            request_timeout: Duration::from_secs(10),
+        },
+        threshold: watchmen.threshold,
+        share: None,
+        // A key ceremony signs nothing.
+        policy: Arc::new(RefuseAll("this node is running a key ceremony, not signing".into())),
+        session_timeout: Duration::from_secs(60),
+        retry: Duration::from_secs(1),
+    };
+    let node = TssNode::start(config).await?;
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let others = entries.iter().map(|e| e.peer_id).filter(|p| *p != me).collect();
+    eprintln!("keygen: {}-of-{} as {me}", watchmen.threshold, entries.len());
+    node.mesh()
+        .wait_for(&others, timeout, |connected, of| {
+            eprint!("\rkeygen: waiting for watchmen: {connected}/{of} connected   ");
+            let _ = std::io::stderr().flush();
+        })
+        .await
+        .map_err(|missing| {
+            anyhow::anyhow!("timed out waiting for {missing:?}: are they running keygen with this same watchmen file?")
+        })?;
+    eprintln!();
+    let share = node
+        .dkg(watchmen.session("keygen")?, timeout, |step| match step {
+            DkgProgress::Round1 { received, of } => eprintln!("keygen: round 1: {received}/{of} packages"),
+            DkgProgress::Echo => eprintln!("keygen: echo round: every watchman holds the same packages"),
+            DkgProgress::Round2 => eprintln!("keygen: round 2: shares received"),
+            DkgProgress::Done => eprintln!("keygen: done"),
+        })
+        .await?;
+    share.save(&args.share, &passphrase, KdfParams::default())?;
+    let group_key = GroupKey::of(&share.public)?;
+    let report = KeygenReport {
+        taproot_address: group_key.taproot_address(watchmen.bitcoin_network()?)?.to_string(),
+        ethereum: EthereumKey {
+            px: format!("0x{}", hex::encode(group_key.output_key)),
+            y_odd: group_key.output_key_odd_y,
+        },
+        share_file: args.share.display().to_string(),
+        group_key,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("group key (x-only, tweaked): {}", hex::encode(report.group_key.output_key));
+        println!("internal key:                {}", hex::encode(report.group_key.internal_key));
+        println!("taproot address:             {}", report.taproot_address);
+        println!("ethereum vault px:           {} (y odd: {})", report.ethereum.px, report.ethereum.y_odd);
+        println!("key share:                   {} (encrypted)", report.share_file);
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `bridgectl`: the operator's and the user's command line.
+
+mod keygen;
+mod watchmen;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "bridgectl", version, about = "Key ceremonies for watchmen (more commands follow: devnet, wallet).")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A watchman's mesh identity.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Run the DKG with every watchman in the watchmen file; every operator runs it at once.
+    Keygen(keygen::KeygenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Create an encrypted identity file and print its PeerId (for the watchmen file).
+    New {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        passphrase: keygen::PassphraseArgs,
+    },
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format);
+    let result = match cli.command {
+        Command::Identity { command: IdentityCommand::New { out, passphrase } } => {
+            keygen::new_identity(&out, &passphrase)
+        }
+        Command::Keygen(args) => keygen::keygen(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bridgectl: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
