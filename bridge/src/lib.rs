@@ -9,6 +9,7 @@ pub mod batch;
 pub mod codec;
 pub mod commitment;
 pub mod eip712;
+pub mod eth_settlement;
 pub mod hashing;
 pub mod network;
 pub mod recipient;

@@ -5,3 +5,4 @@
 pub mod arweave;
 pub mod da;
 pub mod db;
+pub mod deposit;

@@ -1,35 +1,13 @@
 //! Deposits are checked against L1, never taken on trust. Each chain adapter implements
-//! [`DepositVerifier`]; a deposit on a chain without one leaves its batch replayed but not
-//! hard-final, and the confirmer says so.
+//! [`DepositVerifier`] (defined in `chains::deposit`, re-exported here); a deposit on a chain
+//! without one leaves its batch replayed but not hard-final, and the confirmer says so.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use bridge::{Chain, Deposit};
+use bridge::Chain;
 
-/// What L1 says about a deposit a batch credits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DepositCheck {
-    /// L1 shows it, at the confirmation depth, with this account, asset and amount.
-    Confirmed,
-    /// L1 shows it, but not yet as deep as the chain requires: check again later.
-    NotYetDeep,
-    /// L1 does not show it as credited (absent, reorged out, or different): an alarm.
-    NotOnL1 { reason: String },
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the {chain} node could not be asked about a deposit: {reason}; retrying")]
-pub struct VerifierError {
-    pub chain: Chain,
-    pub reason: String,
-}
-
-#[async_trait]
-pub trait DepositVerifier: Send + Sync {
-    async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError>;
-}
+pub use chains::deposit::{DepositCheck, DepositVerifier, VerifierError};
 
 /// The verifiers configured, by chain.
 #[derive(Clone, Default)]

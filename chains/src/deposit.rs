@@ -1,0 +1,29 @@
+//! Deposits are checked against L1, never taken on trust. Each chain adapter implements
+//! [`DepositVerifier`] (Ethereum: [`crate::ethereum::EthDepositVerifier`]); the confirmer
+//! re-exports these types from `confirmer::deposits`.
+
+use async_trait::async_trait;
+use bridge::{Chain, Deposit};
+
+/// What L1 says about a deposit a batch credits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepositCheck {
+    /// L1 shows it, at the confirmation depth, with this account, asset and amount.
+    Confirmed,
+    /// L1 shows it, but not yet as deep as the chain requires: check again later.
+    NotYetDeep,
+    /// L1 does not show it as credited (absent, reorged out, or different): an alarm.
+    NotOnL1 { reason: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the {chain} node could not be asked about a deposit: {reason}; retrying")]
+pub struct VerifierError {
+    pub chain: Chain,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait DepositVerifier: Send + Sync {
+    async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError>;
+}

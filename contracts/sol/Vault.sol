@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.27;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {BitMaps} from "@openzeppelin/contracts/utils/structs/BitMaps.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+
+import {Bip340} from "./Bip340.sol";
+
+/// @title The bridge's Ethereum vault.
+/// @notice Holds ether and ERC-20 tokens deposited to bridge accounts. Funds leave only through
+/// a withdrawals root signed by the watchmen's FROST group key (an ordinary BIP-340 signature),
+/// one leaf at a time, each at most once. Every message the group signs is described in
+/// docs/PROTOCOL.md ("Ethereum vault messages") and computed in Rust by `bridge::eth_settlement`.
+contract Vault is ReentrancyGuard {
+    using SafeERC20 for IERC20;
+    using BitMaps for BitMaps.BitMap;
+
+    // ---------------------------------------------------------------- message kinds
+    bytes32 internal constant WITHDRAWALS_KIND = keccak256("bridge/eth/withdrawals-root/v1");
+    bytes32 internal constant SET_CAP_KIND = keccak256("bridge/eth/set-cap/v1");
+    bytes32 internal constant UNPAUSE_KIND = keccak256("bridge/eth/unpause/v1");
+    bytes32 internal constant ROTATE_KIND = keccak256("bridge/eth/rotate-key/v1");
+    bytes32 internal constant ACCEPT_KIND = keccak256("bridge/eth/accept-key/v1");
+
+    // ---------------------------------------------------------------- types
+    /// One leaf of a withdrawals tree, with its proof.
+    struct Payout {
+        uint32 index;
+        address token;
+        address recipient;
+        uint256 amount;
+        bytes32[] proof;
+    }
+
+    /// A rolling per-token cap: a bucket of `limit` that refills linearly over `window` seconds.
+    /// `limit == 0` means no cap.
+    struct Cap {
+        uint128 limit;
+        uint64 window;
+        // The bucket's level (what is still available) at `updatedAt`.
+        uint128 available;
+        uint64 updatedAt;
+    }
+
+    // ---------------------------------------------------------------- errors
+    error PlainEtherRefused();
+    error ZeroAmount();
+    error AmountTooLarge(uint256 amount);
+    error NothingReceived(address token);
+    error Paused();
+    error NotPaused();
+    error NotGuardian(address caller);
+    error InvalidSignature();
+    error InvalidKey(uint256 px);
+    error EmptyRoot(uint64 batch);
+    error RootAlreadySubmitted(uint64 batch);
+    error UnknownBatch(uint64 batch);
+    error AlreadyPaid(uint64 batch, uint32 index);
+    error InvalidProof(uint64 batch, uint32 index);
+    error EthTransferFailed(address recipient, uint256 amount);
+    error CapExceeded(address token, uint256 amount, uint256 available, uint256 retryAfter);
+    error StaleNonce(uint64 expected, uint64 given);
+    error BadEpoch(uint64 expected, uint64 given);
+    error NoPendingKey();
+    error InvalidWindow();
+
+    // ---------------------------------------------------------------- events
+    /// A deposit credited to the bridge account `account`: `amount` is what the vault received.
+    /// `token` is the zero address for ether. `nonce` counts the vault's deposits from 0.
+    event Deposited(
+        uint64 indexed nonce, address indexed token, address indexed account, address sender, uint256 amount
+    );
+    event WithdrawalsSubmitted(uint64 indexed batch, bytes32 root, uint64 epoch);
+    event Withdrawn(
+        uint64 indexed batch, uint32 indexed index, address indexed token, address recipient, uint256 amount
+    );
+    event PausedBy(address guardian);
+    event Unpaused(uint64 nonce);
+    event CapSet(address indexed token, uint128 limit, uint64 window, uint64 nonce);
+    event KeyRotationProposed(uint256 newKeyX, uint64 newEpoch);
+    event KeyRotated(uint256 newKeyX, uint64 newEpoch);
+
+    // ---------------------------------------------------------------- state
+    /// The guardian may pause; only the group key unpauses.
+    address public immutable guardian;
+    /// The group key's x coordinate (BIP-340 x-only, even y).
+    uint256 public groupKey;
+    /// Bumped by each key rotation; every signed message names it.
+    uint64 public keyEpoch;
+    /// The next nonce of a signed unpause or cap setting (replay protection).
+    uint64 public adminNonce;
+    /// Deposits so far: the next deposit's nonce.
+    uint64 public depositCount;
+    bool public paused;
+
+    uint256 public pendingKey;
+    uint64 public pendingEpoch;
+
+    /// The withdrawals root of each batch submitted, zero otherwise.
+    mapping(uint64 batch => bytes32 root) public roots;
+    mapping(address token => Cap cap) public caps;
+    /// Leaf `index` of batch `batch` is paid iff bit `(batch << 32) | index` is set.
+    BitMaps.BitMap private _paid;
+
+    constructor(uint256 groupKey_, address guardian_) {
+        if (groupKey_ == 0 || groupKey_ >= Bip340.N) revert InvalidKey(groupKey_);
+        groupKey = groupKey_;
+        guardian = guardian_;
+    }
+
+    receive() external payable {
+        revert PlainEtherRefused();
+    }
+
+    fallback() external payable {
+        revert PlainEtherRefused();
+    }
+
+    modifier whenNotPaused() {
+        if (paused) revert Paused();
+        _;
+    }
+
+    // ---------------------------------------------------------------- deposits
+    /// Deposits the ether sent to `account` (the sender when zero).
+    function depositETH(address account) external payable whenNotPaused {
+        _credit(address(0), account, msg.value);
+    }
+
+    /// Deposits `amount` of `token` to `account` (the sender when zero). The credit is the
+    /// vault's measured balance increase, which is less than `amount` for a fee-on-transfer token.
+    function depositERC20(address token, uint256 amount, address account) external nonReentrant whenNotPaused {
+        if (token == address(0)) revert NothingReceived(token);
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = IERC20(token).balanceOf(address(this)) - before;
+        if (received == 0 && amount != 0) revert NothingReceived(token);
+        _credit(token, account, received);
+    }
+
+    function _credit(address token, address account, uint256 amount) private {
+        if (amount == 0) revert ZeroAmount();
+        if (amount > type(uint128).max) revert AmountTooLarge(amount);
+        if (account == address(0)) account = msg.sender;
+        uint64 nonce = depositCount;
+        depositCount = nonce + 1;
+        emit Deposited(nonce, token, account, msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------- withdrawals
+    /// Accepts batch `batch`'s withdrawals root, signed by the group key of the current epoch.
+    function submitWithdrawals(uint64 batch, bytes32 root, Bip340.Signature calldata sig) external whenNotPaused {
+        if (root == bytes32(0)) revert EmptyRoot(batch);
+        if (roots[batch] != bytes32(0)) revert RootAlreadySubmitted(batch);
+        uint64 epoch = keyEpoch;
+        _requireGroupSignature(keccak256(abi.encode(WITHDRAWALS_KIND, block.chainid, address(this), epoch, batch, root)), sig);
+        roots[batch] = root;
+        emit WithdrawalsSubmitted(batch, root, epoch);
+    }
+
+    /// Pays leaf `index` of batch `batch`. Anyone may call it; a leaf is paid once.
+    function withdraw(
+        uint64 batch,
+        uint32 index,
+        address token,
+        address recipient,
+        uint256 amount,
+        bytes32[] calldata proof
+    ) external nonReentrant whenNotPaused {
+        bytes32 root = roots[batch];
+        if (root == bytes32(0)) revert UnknownBatch(batch);
+        uint256 bit = (uint256(batch) << 32) | index;
+        if (_paid.get(bit)) revert AlreadyPaid(batch, index);
+        _paid.set(bit);
+        _pay(root, batch, index, token, recipient, amount, proof);
+    }
+
+    /// Pays several leaves of one batch. Leaves already paid (say by another submitter racing
+    /// this one) are skipped, so the call stays useful; an invalid proof reverts it all.
+    function withdrawMany(uint64 batch, Payout[] calldata payouts) external nonReentrant whenNotPaused {
+        bytes32 root = roots[batch];
+        if (root == bytes32(0)) revert UnknownBatch(batch);
+        uint256 count = payouts.length;
+        for (uint256 i = 0; i < count; ++i) {
+            Payout calldata p = payouts[i];
+            uint256 bit = (uint256(batch) << 32) | p.index;
+            if (_paid.get(bit)) continue;
+            _paid.set(bit);
+            _pay(root, batch, p.index, p.token, p.recipient, p.amount, p.proof);
+        }
+    }
+
+    /// True iff leaf `index` of batch `batch` has been paid.
+    function isPaid(uint64 batch, uint32 index) external view returns (bool) {
+        return _paid.get((uint256(batch) << 32) | index);
+    }
+
+    function _pay(
+        bytes32 root,
+        uint64 batch,
+        uint32 index,
+        address token,
+        address recipient,
+        uint256 amount,
+        bytes32[] calldata proof
+    ) private {
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(batch, index, token, recipient, amount))));
+        if (!MerkleProof.verifyCalldata(proof, root, leaf)) revert InvalidProof(batch, index);
+        _consumeCap(token, amount);
+        if (token == address(0)) {
+            (bool ok,) = recipient.call{value: amount}("");
+            if (!ok) revert EthTransferFailed(recipient, amount);
+        } else {
+            IERC20(token).safeTransfer(recipient, amount);
+        }
+        emit Withdrawn(batch, index, token, recipient, amount);
+    }
+
+    // ---------------------------------------------------------------- caps
+    /// What token `token` may still pay out now under its cap (`type(uint256).max` if uncapped).
+    function availableUnderCap(address token) public view returns (uint256) {
+        Cap memory cap = caps[token];
+        if (cap.limit == 0) return type(uint256).max;
+        return _level(cap);
+    }
+
+    function _level(Cap memory cap) private view returns (uint256) {
+        uint256 refill = (block.timestamp - cap.updatedAt) * uint256(cap.limit) / cap.window;
+        uint256 level = uint256(cap.available) + refill;
+        return level > cap.limit ? cap.limit : level;
+    }
+
+    function _consumeCap(address token, uint256 amount) private {
+        Cap storage stored = caps[token];
+        uint128 limit = stored.limit;
+        if (limit == 0) return;
+        Cap memory cap = stored;
+        uint256 level = _level(cap);
+        if (amount > level) {
+            // Seconds until the bucket holds `amount` (never, if above the limit itself).
+            uint256 retryAfter = amount > limit
+                ? type(uint256).max
+                : ((amount - level) * cap.window + limit - 1) / limit;
+            revert CapExceeded(token, amount, level, retryAfter);
+        }
+        stored.available = uint128(level - amount);
+        stored.updatedAt = uint64(block.timestamp);
+    }
+
+    /// Sets the rolling cap of `token` (the zero address for ether): at most `limit` per
+    /// `window` seconds, refilling linearly; `limit == 0` removes the cap. Signed by the group.
+    function setCap(address token, uint128 limit, uint64 window, uint64 nonce, Bip340.Signature calldata sig) external {
+        uint64 expected = adminNonce;
+        if (nonce != expected) revert StaleNonce(expected, nonce);
+        if (limit != 0 && window == 0) revert InvalidWindow();
+        _requireGroupSignature(
+            keccak256(abi.encode(SET_CAP_KIND, block.chainid, address(this), keyEpoch, nonce, token, limit, window)), sig
+        );
+        adminNonce = expected + 1;
+        caps[token] = Cap({limit: limit, window: window, available: limit, updatedAt: uint64(block.timestamp)});
+        emit CapSet(token, limit, window, nonce);
+    }
+
+    // ---------------------------------------------------------------- pause
+    /// The guardian stops deposits and withdrawals.
+    function pause() external {
+        if (msg.sender != guardian) revert NotGuardian(msg.sender);
+        paused = true;
+        emit PausedBy(msg.sender);
+    }
+
+    /// Only a group signature resumes.
+    function unpause(uint64 nonce, Bip340.Signature calldata sig) external {
+        if (!paused) revert NotPaused();
+        uint64 expected = adminNonce;
+        if (nonce != expected) revert StaleNonce(expected, nonce);
+        _requireGroupSignature(keccak256(abi.encode(UNPAUSE_KIND, block.chainid, address(this), keyEpoch, nonce)), sig);
+        adminNonce = expected + 1;
+        paused = false;
+        emit Unpaused(nonce);
+    }
+
+    // ---------------------------------------------------------------- key rotation
+    /// Step one: the current key names its successor and the next epoch.
+    function proposeKey(uint256 newKey, Bip340.Signature calldata sig) external {
+        if (newKey == 0 || newKey >= Bip340.N) revert InvalidKey(newKey);
+        uint64 epoch = keyEpoch;
+        uint64 next = epoch + 1;
+        _requireGroupSignature(keccak256(abi.encode(ROTATE_KIND, block.chainid, address(this), epoch, newKey, next)), sig);
+        pendingKey = newKey;
+        pendingEpoch = next;
+        emit KeyRotationProposed(newKey, next);
+    }
+
+    /// Step two: the new key signs its acceptance; from then on only it signs, and every message
+    /// signed for an earlier epoch is void.
+    function acceptKey(Bip340.Signature calldata sig) external {
+        uint256 newKey = pendingKey;
+        if (newKey == 0) revert NoPendingKey();
+        uint64 next = pendingEpoch;
+        if (next != keyEpoch + 1) revert BadEpoch(keyEpoch + 1, next);
+        bytes32 m = keccak256(abi.encode(ACCEPT_KIND, block.chainid, address(this), next, newKey));
+        if (!Bip340.verify(newKey, m, sig)) revert InvalidSignature();
+        groupKey = newKey;
+        keyEpoch = next;
+        pendingKey = 0;
+        pendingEpoch = 0;
+        emit KeyRotated(newKey, next);
+    }
+
+    // ---------------------------------------------------------------- signatures
+    function _requireGroupSignature(bytes32 m, Bip340.Signature calldata sig) private view {
+        if (!Bip340.verify(groupKey, m, sig)) revert InvalidSignature();
+    }
+
+    /// The BIP-340 check alone, for clients and tests: is `sig` a signature of `m` by `px`?
+    function verifyBip340(uint256 px, bytes32 m, Bip340.Signature calldata sig) external view returns (bool) {
+        return Bip340.verify(px, m, sig);
+    }
+}

@@ -1,0 +1,494 @@
+//! The vault against anvil: deposits, the BIP-340 check against libsecp256k1, withdrawals,
+//! pause, caps and key rotation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+use bridge::eth_settlement::{
+    VaultDomain, accept_key_message, rotate_key_message, set_cap_message, unpause_message, withdrawals_message,
+};
+use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
+use bridge::{Amount, eth_settlement::EvmSchnorrSignature};
+use contracts::harness::{Setup, keypair, payouts, vault_error};
+use contracts::{FeeToken, TestToken, Vault, b256, from_alloy, group_key, sign, vault_signature};
+use proptest::prelude::Rng;
+use proptest::test_runner::{RngAlgorithm, TestRng};
+use secp256k1::{Keypair, Message, SECP256K1, SecretKey, XOnlyPublicKey};
+
+use Vault::VaultErrors as E;
+
+fn eth_leaves(batch: u64, amounts: &[u128], recipient_base: u8) -> EthWithdrawalTree {
+    EthWithdrawalTree::new(
+        amounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| EthWithdrawal {
+                batch,
+                index: i as u32,
+                token: bridge::Address::ZERO,
+                recipient: bridge::Address([recipient_base.wrapping_add(i as u8); 20]),
+                amount: Amount(*a),
+            })
+            .collect(),
+    )
+}
+
+async fn fund(setup: &Setup, wei: u128) {
+    setup.vault.depositETH(Address::ZERO).value(U256::from(wei)).send().await.unwrap().get_receipt().await.unwrap();
+}
+
+/// The custom error of a failed call (simulated with `eth_call`, so no gas is spent).
+macro_rules! revert_of {
+    ($call:expr) => {{
+        let err = $call.call().await.expect_err("the call should revert");
+        vault_error(&err).unwrap_or_else(|| panic!("not a vault error: {err}"))
+    }};
+}
+
+#[tokio::test]
+async fn deposits_of_ether_and_tokens_are_logged_with_the_amount_received() {
+    let setup = Setup::new().await.unwrap();
+    let vault = &setup.vault;
+
+    // Ether to the sender's own account, then to another account.
+    let receipt =
+        vault.depositETH(Address::ZERO).value(U256::from(1000)).send().await.unwrap().get_receipt().await.unwrap();
+    let log = receipt.decoded_log::<Vault::Deposited>().unwrap();
+    assert_eq!((log.nonce, log.token, log.account, log.amount), (0, Address::ZERO, setup.deployer, U256::from(1000)));
+    let other = Address::repeat_byte(0x42);
+    let receipt = vault.depositETH(other).value(U256::from(5)).send().await.unwrap().get_receipt().await.unwrap();
+    let log = receipt.decoded_log::<Vault::Deposited>().unwrap();
+    assert_eq!((log.nonce, log.account, log.sender, log.amount), (1, other, setup.deployer, U256::from(5)));
+    assert!(matches!(revert_of!(vault.depositETH(other)), E::ZeroAmount(_)));
+
+    // Plain ether is refused.
+    let tx = TransactionRequest::default().with_to(setup.vault_address()).with_value(U256::from(1));
+    let err = setup.provider.call(tx).await.expect_err("plain ether must be refused");
+    let data = err.as_error_resp().and_then(|e| e.as_revert_data()).expect("revert data");
+    assert!(matches!(<E as alloy::sol_types::SolInterface>::abi_decode(&data).unwrap(), E::PlainEtherRefused(_)));
+
+    // An OpenZeppelin ERC-20.
+    let token = TestToken::deploy(setup.provider.clone()).await.unwrap();
+    token.mint(setup.deployer, U256::from(1_000_000)).send().await.unwrap().get_receipt().await.unwrap();
+    token.approve(setup.vault_address(), U256::MAX).send().await.unwrap().get_receipt().await.unwrap();
+    let receipt =
+        vault.depositERC20(*token.address(), U256::from(777), other).send().await.unwrap().get_receipt().await.unwrap();
+    let log = receipt.decoded_log::<Vault::Deposited>().unwrap();
+    assert_eq!((log.nonce, log.token, log.account, log.amount), (2, *token.address(), other, U256::from(777)));
+    assert_eq!(token.balanceOf(setup.vault_address()).call().await.unwrap(), U256::from(777));
+
+    // A fee-on-transfer token: the credit is what arrived.
+    let fee = FeeToken::deploy(setup.provider.clone()).await.unwrap();
+    fee.mint(setup.deployer, U256::from(1_000_000)).send().await.unwrap().get_receipt().await.unwrap();
+    fee.approve(setup.vault_address(), U256::MAX).send().await.unwrap().get_receipt().await.unwrap();
+    let receipt = vault
+        .depositERC20(*fee.address(), U256::from(1000), Address::ZERO)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let log = receipt.decoded_log::<Vault::Deposited>().unwrap();
+    assert_eq!((log.token, log.account, log.amount), (*fee.address(), setup.deployer, U256::from(990)));
+    assert_eq!(fee.balanceOf(setup.vault_address()).call().await.unwrap(), U256::from(990));
+    assert_eq!(vault.depositCount().call().await.unwrap(), 4);
+}
+
+/// secp256k1's field prime.
+const FIELD_P: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0xff, 0xfc, 0x2f,
+];
+/// secp256k1's group order.
+const ORDER_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xba, 0xae, 0xdc,
+    0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
+];
+
+fn random_keypair(rng: &mut TestRng) -> Keypair {
+    loop {
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        if let Ok(secret) = SecretKey::from_slice(&bytes) {
+            return Keypair::from_secret_key(SECP256K1, &secret);
+        }
+    }
+}
+
+fn flip_bit(bytes: &mut [u8; 32], rng: &mut TestRng) {
+    let bit = rng.next_u32() as usize % 256;
+    bytes[bit / 8] ^= 1 << (bit % 8);
+}
+
+/// libsecp256k1's verdict on `(r, s)` by `px` over `m`.
+fn libsecp_verifies(px: [u8; 32], m: [u8; 32], r: [u8; 32], s: [u8; 32]) -> bool {
+    let Ok(key) = XOnlyPublicKey::from_slice(&px) else { return false };
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(&r);
+    bytes[32..].copy_from_slice(&s);
+    let Ok(sig) = secp256k1::schnorr::Signature::from_slice(&bytes) else { return false };
+    SECP256K1.verify_schnorr(&sig, &Message::from_digest(m), &key).is_ok()
+}
+
+/// 1,000 cases through `eth_call`: valid signatures, and mutated s, r, ry, message and key.
+#[tokio::test]
+async fn bip340_check_agrees_with_libsecp256k1() {
+    let setup = Setup::new().await.unwrap();
+    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x34; 32]);
+    let mut counts = [[0u32; 2]; 8];
+    for case in 0..1000u32 {
+        let key = random_keypair(&mut rng);
+        let mut m = [0u8; 32];
+        rng.fill_bytes(&mut m);
+        let mut aux = [0u8; 32];
+        rng.fill_bytes(&mut aux);
+        let sig = SECP256K1.sign_schnorr_with_aux_rand(&Message::from_digest(m), &key, &aux).serialize();
+        let evm = EvmSchnorrSignature::from_bip340(&sig).unwrap();
+        let (mut px, mut r, mut ry, mut s) = (key.x_only_public_key().0.serialize(), evm.r, evm.ry, evm.s);
+        let kind = case % 8;
+        match kind {
+            0 => {}
+            1 => flip_bit(&mut s, &mut rng),
+            2 => {
+                // Another r; its ry as an honest caller would compute it, when it has one.
+                flip_bit(&mut r, &mut rng);
+                let mut other = sig;
+                other[..32].copy_from_slice(&r);
+                if let Some(lifted) = EvmSchnorrSignature::from_bip340(&other) {
+                    ry = lifted.ry;
+                }
+            }
+            3 => {
+                // The other y of R (odd), or any other value.
+                if rng.next_u32().is_multiple_of(2) {
+                    ry = (U256::from_be_bytes(FIELD_P) - U256::from_be_bytes(ry)).to_be_bytes();
+                } else {
+                    flip_bit(&mut ry, &mut rng);
+                }
+            }
+            4 => flip_bit(&mut m, &mut rng),
+            5 => {
+                if rng.next_u32().is_multiple_of(2) {
+                    px = random_keypair(&mut rng).x_only_public_key().0.serialize();
+                } else {
+                    flip_bit(&mut px, &mut rng);
+                }
+            }
+            6 => {
+                // s + n or more: not a scalar (libsecp256k1 refuses it too).
+                let low = U256::from_be_bytes(s) & U256::from(u128::MAX);
+                s = (U256::from_be_bytes(ORDER_N) + low).to_be_bytes();
+            }
+            _ => {
+                // r + p or more: not a field element.
+                let low = U256::from_be_bytes(r) & U256::from(u128::MAX);
+                r = (U256::from_be_bytes(FIELD_P) + low).to_be_bytes();
+            }
+        }
+        let expected = libsecp_verifies(px, m, r, s)
+            && ry
+                == EvmSchnorrSignature::from_bip340(&{
+                    let mut both = [0u8; 64];
+                    both[..32].copy_from_slice(&r);
+                    both[32..].copy_from_slice(&s);
+                    both
+                })
+                .map(|lifted| lifted.ry)
+                .unwrap_or([0xff; 32]);
+        let got = setup
+            .vault
+            .verifyBip340(U256::from_be_bytes(px), B256::from(m), vault_signature(&EvmSchnorrSignature { r, ry, s }))
+            .call()
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            expected,
+            "case {case} (kind {kind}): px={} m={} r={} ry={} s={}",
+            hex(&px),
+            hex(&m),
+            hex(&r),
+            hex(&ry),
+            hex(&s)
+        );
+        counts[kind as usize][usize::from(got)] += 1;
+    }
+    // Every valid case verified, and the mutations were mostly refused.
+    assert_eq!(counts[0], [0, 125]);
+    for (kind, count) in counts.iter().enumerate().skip(1) {
+        assert!(count[0] >= 100, "kind {kind}: {count:?}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn withdrawals_are_paid_once_and_bad_submissions_revert_with_their_errors() {
+    let setup = Setup::new().await.unwrap();
+    let vault = &setup.vault;
+    fund(&setup, 1_000_000).await;
+    let one = eth_leaves(1, &[100, 200, 300], 0x10);
+    let two = eth_leaves(2, &[100, 200, 300], 0x10);
+
+    // Nothing is paid before the root.
+    let p = payouts(&one, [0]).remove(0);
+    assert_eq!(
+        revert_of!(vault.withdraw(1, 0, p.token, p.recipient, p.amount, p.proof.clone())),
+        E::UnknownBatch(Vault::UnknownBatch { batch: 1 })
+    );
+
+    // Signatures for another chain, vault or epoch, and by another key, are refused.
+    let root = b256(one.root());
+    let domain = setup.domain(0);
+    let wrong_domains = [
+        VaultDomain { chain_id: setup.chain_id + 1, ..domain },
+        VaultDomain { vault: bridge::Address([0x99; 20]), ..domain },
+        VaultDomain { epoch: 1, ..domain },
+    ];
+    for wrong in wrong_domains {
+        let sig = sign(&setup.key, withdrawals_message(&wrong, 1, one.root()));
+        assert!(matches!(revert_of!(vault.submitWithdrawals(1, root, sig)), E::InvalidSignature(_)), "{wrong:?}");
+    }
+    let forged = sign(&keypair(8), withdrawals_message(&domain, 1, one.root()));
+    assert!(matches!(revert_of!(vault.submitWithdrawals(1, root, forged)), E::InvalidSignature(_)));
+    // A signature for batch 1 does not submit batch 2.
+    let sig_one = sign(&setup.key, withdrawals_message(&domain, 1, one.root()));
+    assert!(matches!(revert_of!(vault.submitWithdrawals(2, root, sig_one.clone())), E::InvalidSignature(_)));
+    assert!(matches!(revert_of!(vault.submitWithdrawals(1, B256::ZERO, sig_one.clone())), E::EmptyRoot(_)));
+
+    setup.submit(1, &one, 0).await.unwrap();
+    assert_eq!(vault.roots(1).call().await.unwrap(), root);
+    // A replay of the submission.
+    assert_eq!(
+        revert_of!(vault.submitWithdrawals(1, root, sig_one)),
+        E::RootAlreadySubmitted(Vault::RootAlreadySubmitted { batch: 1 })
+    );
+
+    // Leaf 0, once.
+    vault
+        .withdraw(1, 0, p.token, p.recipient, p.amount, p.proof.clone())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert_eq!(setup.balance(p.recipient).await.unwrap(), U256::from(100));
+    assert_eq!(
+        revert_of!(vault.withdraw(1, 0, p.token, p.recipient, p.amount, p.proof.clone())),
+        E::AlreadyPaid(Vault::AlreadyPaid { batch: 1, index: 0 })
+    );
+    // Another amount or recipient does not prove.
+    assert!(matches!(
+        revert_of!(vault.withdraw(1, 1, p.token, p.recipient, U256::from(200), p.proof.clone())),
+        E::InvalidProof(_)
+    ));
+
+    // withdrawMany skips what is paid and pays the rest once.
+    let receipt = vault.withdrawMany(1, payouts(&one, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(withdrawn(&receipt), 2);
+    let again = vault.withdrawMany(1, payouts(&one, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(withdrawn(&again) == 0);
+    for (i, amount) in [100u64, 200, 300].into_iter().enumerate() {
+        assert_eq!(setup.balance(payouts(&one, [i as u32])[0].recipient).await.unwrap(), U256::from(amount));
+        assert!(vault.isPaid(1, i as u32).call().await.unwrap());
+    }
+
+    // Batch 2 pays the same recipients the same amounts; batch 1's proofs do not open it.
+    setup.submit(2, &two, 0).await.unwrap();
+    let p1 = payouts(&one, [1]).remove(0);
+    assert_eq!(
+        revert_of!(vault.withdraw(2, 1, p1.token, p1.recipient, p1.amount, p1.proof.clone())),
+        E::InvalidProof(Vault::InvalidProof { batch: 2, index: 1 })
+    );
+    assert_eq!(
+        revert_of!(vault.withdrawMany(2, payouts(&one, [1]))),
+        E::InvalidProof(Vault::InvalidProof { batch: 2, index: 1 })
+    );
+    vault.withdrawMany(2, payouts(&two, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(setup.balance(p1.recipient).await.unwrap(), U256::from(400));
+}
+
+#[tokio::test]
+async fn erc20_withdrawals_pay_the_token() {
+    let setup = Setup::new().await.unwrap();
+    let token = TestToken::deploy(setup.provider.clone()).await.unwrap();
+    token.mint(setup.deployer, U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    token.approve(setup.vault_address(), U256::MAX).send().await.unwrap().get_receipt().await.unwrap();
+    setup
+        .vault
+        .depositERC20(*token.address(), U256::from(10_000), Address::ZERO)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let recipient = bridge::Address([0x77; 20]);
+    let tree = EthWithdrawalTree::new(vec![EthWithdrawal {
+        batch: 3,
+        index: 0,
+        token: from_alloy(*token.address()),
+        recipient,
+        amount: Amount(2500),
+    }]);
+    setup.submit(3, &tree, 0).await.unwrap();
+    setup.vault.withdrawMany(3, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(token.balanceOf(contracts::to_alloy(recipient)).call().await.unwrap(), U256::from(2500));
+    assert_eq!(token.balanceOf(setup.vault_address()).call().await.unwrap(), U256::from(7500));
+}
+
+#[tokio::test]
+async fn the_guardian_pauses_and_only_the_group_unpauses() {
+    let setup = Setup::new().await.unwrap();
+    let vault = &setup.vault;
+    fund(&setup, 1000).await;
+    let tree = eth_leaves(1, &[10], 0x20);
+    setup.submit(1, &tree, 0).await.unwrap();
+
+    // Only the guardian pauses.
+    assert!(matches!(revert_of!(vault.pause()), E::NotGuardian(_)));
+    let as_guardian = Vault::new(setup.vault_address(), setup.guardian.clone());
+    as_guardian.pause().send().await.unwrap().get_receipt().await.unwrap();
+    assert!(vault.paused().call().await.unwrap());
+    assert!(matches!(revert_of!(vault.depositETH(Address::ZERO).value(U256::from(1))), E::Paused(_)));
+    assert!(matches!(revert_of!(vault.withdrawMany(1, payouts(&tree, [0]))), E::Paused(_)));
+
+    // The guardian cannot unpause; a forged, stale or misdirected signature does not either.
+    let domain = setup.domain(0);
+    let good = sign(&setup.key, unpause_message(&domain, 0));
+    assert!(matches!(
+        revert_of!(as_guardian.unpause(0, sign(&keypair(9), unpause_message(&domain, 0)))),
+        E::InvalidSignature(_)
+    ));
+    assert!(matches!(revert_of!(vault.unpause(1, sign(&setup.key, unpause_message(&domain, 1)))), E::StaleNonce(_)));
+    assert!(matches!(
+        revert_of!(vault.unpause(0, sign(&setup.key, unpause_message(&setup.domain(1), 0)))),
+        E::InvalidSignature(_)
+    ));
+    vault.unpause(0, good.clone()).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(!vault.paused().call().await.unwrap());
+    vault.withdrawMany(1, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
+
+    // The unpause signature cannot be replayed after another pause.
+    as_guardian.pause().send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(revert_of!(vault.unpause(0, good)), E::StaleNonce(Vault::StaleNonce { expected: 1, given: 0 }));
+    assert!(matches!(
+        revert_of!(vault.unpause(1, sign(&setup.key, unpause_message(&domain, 0)))),
+        E::InvalidSignature(_)
+    ));
+    vault.unpause(1, sign(&setup.key, unpause_message(&domain, 1))).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(matches!(revert_of!(vault.unpause(2, sign(&setup.key, unpause_message(&domain, 2)))), E::NotPaused(_)));
+}
+
+#[tokio::test]
+async fn a_payout_over_the_cap_waits_for_the_window() {
+    let setup = Setup::new().await.unwrap();
+    let vault = &setup.vault;
+    fund(&setup, 1000).await;
+    let domain = setup.domain(0);
+    let window = 3600u64;
+    // Only a group signature sets a cap.
+    let forged = sign(&keypair(9), set_cap_message(&domain, 0, bridge::Address::ZERO, 100, window));
+    assert!(matches!(revert_of!(vault.setCap(Address::ZERO, 100, window, 0, forged)), E::InvalidSignature(_)));
+    let sig = sign(&setup.key, set_cap_message(&domain, 0, bridge::Address::ZERO, 100, window));
+    vault.setCap(Address::ZERO, 100, window, 0, sig.clone()).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(matches!(revert_of!(vault.setCap(Address::ZERO, 100, window, 0, sig)), E::StaleNonce(_)));
+
+    let tree = eth_leaves(1, &[80, 30, 150], 0x30);
+    setup.submit(1, &tree, 0).await.unwrap();
+    vault.withdrawMany(1, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    let p = payouts(&tree, [1]).remove(0);
+    match revert_of!(vault.withdraw(1, 1, p.token, p.recipient, p.amount, p.proof.clone())) {
+        E::CapExceeded(e) => {
+            assert_eq!((e.token, e.amount, e.available), (Address::ZERO, U256::from(30), U256::from(20)));
+            assert!(e.retryAfter > U256::ZERO && e.retryAfter <= U256::from(window));
+        }
+        other => panic!("expected CapExceeded, got {other:?}"),
+    }
+    // Above the limit itself: never, until the cap changes.
+    let big = payouts(&tree, [2]).remove(0);
+    match revert_of!(vault.withdraw(1, 2, big.token, big.recipient, big.amount, big.proof.clone())) {
+        E::CapExceeded(e) => assert_eq!(e.retryAfter, U256::MAX),
+        other => panic!("expected CapExceeded, got {other:?}"),
+    }
+
+    // After the window, the payout goes through.
+    let _: serde_json::Value = setup.provider.raw_request("evm_increaseTime".into(), (window,)).await.unwrap();
+    let _: serde_json::Value = setup.provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    vault.withdraw(1, 1, p.token, p.recipient, p.amount, p.proof).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(setup.balance(p.recipient).await.unwrap(), U256::from(30));
+    assert_eq!(vault.availableUnderCap(Address::ZERO).call().await.unwrap(), U256::from(70));
+
+    // Removing the cap (limit 0) lets the large payout through.
+    let sig = sign(&setup.key, set_cap_message(&domain, 1, bridge::Address::ZERO, 0, 0));
+    vault.setCap(Address::ZERO, 0, 0, 1, sig).send().await.unwrap().get_receipt().await.unwrap();
+    vault
+        .withdraw(1, 2, big.token, big.recipient, big.amount, big.proof)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn key_rotation_takes_two_signatures_and_voids_the_old_key() {
+    let mut setup = Setup::new().await.unwrap();
+    let vault = setup.vault.clone();
+    fund(&setup, 1000).await;
+    let old = setup.key;
+    let new = keypair(11);
+    let new_x = key_x(&new);
+    let d0 = setup.domain(0);
+    let d1 = setup.domain(1);
+
+    // Proposed by the current key only.
+    let by_new = sign(&new, rotate_key_message(&d0, new_x));
+    assert!(matches!(revert_of!(vault.proposeKey(group_key(&new), by_new)), E::InvalidSignature(_)));
+    assert!(matches!(revert_of!(vault.acceptKey(sign(&new, accept_key_message(&d1, new_x)))), E::NoPendingKey(_)));
+    vault
+        .proposeKey(group_key(&new), sign(&old, rotate_key_message(&d0, new_x)))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    // Until accepted, the old key still signs.
+    let tree = eth_leaves(1, &[10], 0x40);
+    setup.submit(1, &tree, 0).await.unwrap();
+
+    // Accepted by the new key only.
+    assert!(matches!(revert_of!(vault.acceptKey(sign(&old, accept_key_message(&d1, new_x)))), E::InvalidSignature(_)));
+    vault.acceptKey(sign(&new, accept_key_message(&d1, new_x))).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!((vault.groupKey().call().await.unwrap(), vault.keyEpoch().call().await.unwrap()), (group_key(&new), 1));
+
+    // The old key is void, whatever epoch it names; signatures of epoch 0 are void too.
+    let tree2 = eth_leaves(2, &[10], 0x41);
+    let root2 = b256(tree2.root());
+    for (key, domain) in [(&old, d0), (&old, d1), (&new, d0)] {
+        let sig = sign(key, withdrawals_message(&domain, 2, tree2.root()));
+        assert!(matches!(revert_of!(vault.submitWithdrawals(2, root2, sig)), E::InvalidSignature(_)));
+    }
+    setup.key = new;
+    setup.submit(2, &tree2, 1).await.unwrap();
+    // Roots accepted before the rotation stay payable.
+    vault.withdrawMany(1, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    vault.withdrawMany(2, payouts(&tree2, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(matches!(revert_of!(vault.acceptKey(sign(&new, accept_key_message(&d1, new_x)))), E::NoPendingKey(_)));
+}
+
+fn key_x(key: &Keypair) -> [u8; 32] {
+    key.x_only_public_key().0.serialize()
+}
+
+fn withdrawn(receipt: &alloy::rpc::types::TransactionReceipt) -> usize {
+    receipt.inner.logs().iter().filter(|log| log.log_decode::<Vault::Withdrawn>().is_ok()).count()
+}
