@@ -49,6 +49,17 @@ impl Store {
         Ok(Store { pool, backend })
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`: a
+    /// deferred transaction that reads and then writes fails at once with `SQLITE_BUSY_SNAPSHOT`
+    /// (not after `busy_timeout`) if another connection committed in between, as the publisher's
+    /// `set_published` does while a batch is recorded.
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -70,7 +81,7 @@ impl Store {
                 touches.push((key_of(&account.0), seq));
             }
         }
-        let mut db = self.pool.begin().await?;
+        let mut db = self.write_transaction().await?;
         // Many rows per statement: one round trip per few hundred rows instead of one per row.
         for chunk in chunked(rows, ROWS_PER_INSERT) {
             let sql = self.multi_row_insert("INSERT INTO txs (seq, hash, hash_key, body) VALUES ", chunk.len(), 4, "");
@@ -99,7 +110,7 @@ impl Store {
         let count = u64::from(batch.header.tx_count);
         let corrupt = |reason: String| StoreError::Corrupt { what: format!("batch {number}"), reason };
         let body = borsh::to_vec(batch).map_err(|e| corrupt(e.to_string()))?;
-        let mut db = self.pool.begin().await?;
+        let mut db = self.write_transaction().await?;
         let row = sqlx::query(
             "SELECT (SELECT COALESCE(MAX(first_seq + tx_count), 0) FROM batches) AS batched, \
              (SELECT COUNT(*) FROM txs WHERE seq >= $1 AND seq < $2) AS present",
