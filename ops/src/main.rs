@@ -26,6 +26,8 @@ enum Command {
     },
     /// Run the DKG with every watchman in the watchmen file; every operator runs it at once.
     Keygen(keygen::KeygenArgs),
+    /// New shares of the same group key, with every watchman at once.
+    Refresh(keygen::RefreshArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +61,7 @@ async fn main() -> std::process::ExitCode {
             keygen::new_identity(&out, &passphrase)
         }
         Command::Keygen(args) => keygen::keygen(args).await,
+        Command::Refresh(args) => keygen::refresh(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

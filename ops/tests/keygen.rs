@@ -73,6 +73,33 @@ fn three_watchmen_make_one_group_key_with_keygen() {
         assert_eq!(std::fs::metadata(&share).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
+    // A refresh with every watchman: new shares, the same key.
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            bridgectl()
+                .args(["refresh", "--json", "--timeout-secs", "60", "--watchmen"])
+                .arg(&file)
+                .arg("--identity")
+                .arg(dir.path().join(format!("identity-{i}.key")))
+                .arg("--share")
+                .arg(dir.path().join(format!("share-{i}.key")))
+                .arg("--new-share")
+                .arg(dir.path().join(format!("share-{i}.new.key")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let refreshed: serde_json::Value = serde_json::from_str(&ok(child.wait_with_output().unwrap())).unwrap();
+        assert_eq!(refreshed["group_key"], reports[0]["group_key"], "a refresh keeps the group key");
+    }
+    assert_ne!(
+        std::fs::read(dir.path().join("share-0.key")).unwrap(),
+        std::fs::read(dir.path().join("share-0.new.key")).unwrap()
+    );
+
     // The ceremony never overwrites a share.
     let again = bridgectl()
         .args(["keygen", "--watchmen"])
