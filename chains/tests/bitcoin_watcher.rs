@@ -15,7 +15,7 @@ use bitcoin::{
 };
 use bridge::tx::{Deposit, L1Ref};
 use bridge::{AssetId, BtcNetwork, Chain};
-use chains::bitcoin::{CoreRpc, DepositWatcher, WatchError, WatcherConfig};
+use chains::bitcoin::{CoreRpc, DepositChecker, DepositStatus, DepositWatcher, WatchError, WatcherConfig};
 use regtest::{RegtestConfig, RegtestNode};
 use tokio::sync::mpsc;
 
@@ -82,7 +82,9 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
     rpc.generate_to_address(101, &miner.address).await.unwrap();
 
     let config = WatcherConfig { depth: 3, start_height: 1, poll_interval: Duration::from_millis(10) };
-    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, group_key(), config).unwrap();
+    let key = group_key();
+    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, key, config).unwrap();
+    let checker = DepositChecker::new(rpc.clone(), BtcNetwork::Regtest, key, 3);
     let account = bridge::Address([0xa1; 20]);
     let address = watcher.watch(account);
     let (sink, mut deposits) = mpsc::channel(16);
@@ -91,6 +93,14 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
     let tx = miner.pay(&rpc, &address, Amount::from_sat(250_000)).await;
     rpc.generate_to_address(2, &miner.address).await.unwrap(); // 2 confirmations: not yet
     assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
+    let early = Deposit {
+        chain: Chain::Bitcoin,
+        l1_ref: L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 0 },
+        account,
+        asset: AssetId::Btc,
+        amount: bridge::Amount(250_000),
+    };
+    assert_eq!(checker.check(&early).await.unwrap(), DepositStatus::NotYetDeep { confirmations: 2 });
 
     // A competing branch from below the deposit's block, with more work: the deposit drops out.
     let fork = rpc.block_hash(101).await.unwrap();
@@ -116,6 +126,17 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
             amount: bridge::Amount(250_000),
         }
     );
+    assert_eq!(checker.check(&deposit).await.unwrap(), DepositStatus::Confirmed);
+    let more = Deposit { amount: bridge::Amount(250_001), ..deposit.clone() };
+    assert!(matches!(checker.check(&more).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    let elsewhere = Deposit { account: bridge::Address([0xb2; 20]), ..deposit.clone() };
+    assert!(matches!(checker.check(&elsewhere).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    let change =
+        Deposit { l1_ref: L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 1 }, ..deposit.clone() };
+    assert!(matches!(checker.check(&change).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    let unknown = Deposit { l1_ref: L1Ref::Bitcoin { txid: [7; 32], vout: 0 }, ..deposit.clone() };
+    assert!(matches!(checker.check(&unknown).await.unwrap(), DepositStatus::NotOnChain { .. }));
+
     rpc.generate_to_address(3, &miner.address).await.unwrap();
     assert_eq!(watcher.poll(&sink).await.unwrap(), 0, "never credited twice");
     assert!(deposits.try_recv().is_err());
@@ -126,6 +147,11 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
     let err = watcher.poll(&sink).await.unwrap_err();
     assert!(matches!(err, WatchError::ReorgBelowDepth { .. }), "{err}");
     assert!(deposits.try_recv().is_err());
+    assert_eq!(
+        checker.check(&deposit).await.unwrap(),
+        DepositStatus::NotYetDeep { confirmations: 0 },
+        "back in the mempool"
+    );
 }
 
 #[tokio::test]

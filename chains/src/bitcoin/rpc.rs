@@ -64,6 +64,8 @@ impl RpcError {
 
 /// Core's `RPC_METHOD_NOT_FOUND`.
 pub const METHOD_NOT_FOUND: i64 = -32601;
+/// Core's `RPC_INVALID_ADDRESS_OR_KEY`, also its answer for an unknown transaction or block.
+pub const NOT_FOUND: i64 = -5;
 
 /// A Core RPC client.
 #[derive(Debug, Clone)]
@@ -146,6 +148,26 @@ pub struct UnspentOutput {
     pub script_pubkey: ScriptBuf,
     /// Whether a coinbase created it.
     pub coinbase: bool,
+}
+
+/// `getrawtransaction` verbose: the transaction and where the node has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionInfo {
+    /// The transaction, decoded from the answer's `hex` and checked against the txid asked for.
+    pub tx: Transaction,
+    /// The block holding it; `None` while it is in the mempool.
+    pub block_hash: Option<BlockHash>,
+    /// Confirmations on the active chain (0 or absent when unconfirmed).
+    pub confirmations: u64,
+}
+
+#[derive(Deserialize)]
+struct RawTransactionInfo {
+    hex: String,
+    #[serde(rename = "blockhash")]
+    block_hash: Option<BlockHash>,
+    #[serde(default)]
+    confirmations: u64,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +287,17 @@ impl CoreRpc {
             return Err(self.malformed("getrawtransaction", format!("asked for {txid}, got {}", tx.compute_txid())));
         }
         Ok(tx)
+    }
+
+    /// `getrawtransaction` verbose, searching the mempool and the chain (a `bitcoind` needs
+    /// `-txindex=1` to find confirmed transactions without a block hash).
+    pub async fn transaction_info(&self, txid: &Txid) -> Result<TransactionInfo, RpcError> {
+        let raw: RawTransactionInfo = self.call("getrawtransaction", json!([txid.to_string(), true])).await?;
+        let tx: Transaction = self.decode_hex("getrawtransaction", &raw.hex)?;
+        if tx.compute_txid() != *txid {
+            return Err(self.malformed("getrawtransaction", format!("asked for {txid}, got {}", tx.compute_txid())));
+        }
+        Ok(TransactionInfo { tx, block_hash: raw.block_hash, confirmations: raw.confirmations })
     }
 
     /// `sendrawtransaction`.
