@@ -32,9 +32,9 @@ impl Miner {
         Self { keypair, address }
     }
 
-    /// Pay `value` from the coinbase of block 1 (mature after 101 blocks) to `to`, change back.
-    async fn pay(&self, rpc: &CoreRpc, to: &Address, value: Amount) -> Transaction {
-        let coinbase = rpc.block(&rpc.block_hash(1).await.unwrap()).await.unwrap().txdata[0].clone();
+    /// Pay `value` from the coinbase of block `height` (mature 100 blocks later) to `to`, change back.
+    async fn pay(&self, rpc: &CoreRpc, height: u64, to: &Address, value: Amount) -> Transaction {
+        let coinbase = rpc.block(&rpc.block_hash(height).await.unwrap()).await.unwrap().txdata[0].clone();
         let prevout = coinbase.output[0].clone();
         let change = prevout.value - value - Amount::from_sat(1_000);
         let mut tx = Transaction {
@@ -90,7 +90,7 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
     let (sink, mut deposits) = mpsc::channel(16);
     assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
 
-    let tx = miner.pay(&rpc, &address, Amount::from_sat(250_000)).await;
+    let tx = miner.pay(&rpc, 1, &address, Amount::from_sat(250_000)).await;
     rpc.generate_to_address(2, &miner.address).await.unwrap(); // 2 confirmations: not yet
     assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
     let early = Deposit {
@@ -167,4 +167,33 @@ async fn a_node_that_is_down_credits_nothing() {
     assert!(matches!(watcher.poll(&sink).await, Err(WatchError::Rpc(_))));
     assert!(deposits.try_recv().is_err());
     assert_eq!(watcher.next_height(), 0);
+}
+
+#[tokio::test]
+async fn the_running_watcher_credits_each_deposit_once_and_stops_when_the_channel_closes() {
+    let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
+    let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+    let miner = Miner::new();
+    rpc.generate_to_address(101, &miner.address).await.unwrap();
+    let config = WatcherConfig { depth: 1, start_height: 0, poll_interval: Duration::from_millis(5) };
+    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, group_key(), config).unwrap();
+    let address = watcher.watch(bridge::Address([0xc3; 20]));
+    let (sink, mut deposits) = mpsc::channel(4);
+    let running = tokio::spawn(watcher.run(sink));
+
+    let tx = miner.pay(&rpc, 1, &address, Amount::from_sat(100_000)).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    let deposit = deposits.recv().await.unwrap();
+    assert_eq!(deposit.l1_ref, L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 0 });
+    rpc.generate_to_address(5, &miner.address).await.unwrap();
+    // A second deposit: when it arrives the watcher has read every block before it, so a repeat of
+    // the first would have arrived first.
+    let second = miner.pay(&rpc, 2, &address, Amount::from_sat(200_000)).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    let next = deposits.recv().await.unwrap();
+    assert_eq!(next.l1_ref, L1Ref::Bitcoin { txid: second.compute_txid().to_byte_array(), vout: 0 });
+    deposits.close();
+    let stopped = running.await.unwrap();
+    assert!(matches!(stopped, Err(WatchError::SinkClosed)), "{stopped:?}");
+    assert!(deposits.try_recv().is_err(), "credited once");
 }
