@@ -39,6 +39,8 @@ async fn reads_the_chain_of_the_regtest_node() {
     let out = rpc.tx_out(&bitcoin::OutPoint { txid, vout: 0 }, true).await.unwrap().unwrap();
     assert_eq!(out.value, bitcoin::Amount::from_int_btc(50));
     assert!(out.coinbase);
+    let absent = bitcoin::OutPoint { txid, vout: 5 };
+    assert_eq!(rpc.tx_out(&absent, true).await.unwrap(), None, "Core's null result");
     assert_eq!(rpc.raw_mempool().await.unwrap(), vec![]);
     assert_eq!(rpc.estimate_smart_fee(6).await.unwrap(), Some(1_000));
     assert_eq!(rpc.submit_block(&block).await.unwrap().as_deref(), Some("duplicate"));
@@ -89,6 +91,11 @@ async fn malformed_answers_are_reported_as_malformed() {
     let wrong_shape = garbage_server(r#"{"result":"tall","error":null,"id":"bridge"}"#).await;
     let err = CoreRpc::new(wrong_shape, "u", "p").block_count().await.unwrap_err();
     assert!(matches!(&err, RpcError::Malformed { method, .. } if method == "getblockcount"), "{err}");
+
+    let no_result = garbage_server(r#"{"id":"bridge"}"#).await;
+    let outpoint = bitcoin::OutPoint::null();
+    let err = CoreRpc::new(no_result, "u", "p").tx_out(&outpoint, true).await.unwrap_err();
+    assert!(matches!(err, RpcError::Malformed { .. }), "not read as a spent output: {err}");
 
     let bad_block = garbage_server(r#"{"result":"00ff","error":null,"id":"bridge"}"#).await;
     let hash = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206".parse().unwrap();

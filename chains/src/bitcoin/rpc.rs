@@ -78,10 +78,16 @@ pub struct CoreRpc {
 
 #[derive(Deserialize)]
 struct Envelope {
-    #[serde(default)]
-    result: Value,
+    // `None` only when the key is missing (a present `null` is `Some(Null)`): an answer without
+    // `result` is no Core answer, and must not read as "no such output".
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
     #[serde(default)]
     error: Option<ErrorObject>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -233,7 +239,10 @@ impl CoreRpc {
         if let Some(error) = envelope.error {
             return Err(RpcError::Rpc { method: method.into(), code: error.code, message: error.message });
         }
-        Ok(envelope.result)
+        if status != 200 {
+            return Err(self.malformed(method, format!("HTTP {status} without an error object")));
+        }
+        envelope.result.ok_or_else(|| self.malformed(method, "the answer has no `result`".into()))
     }
 
     fn malformed(&self, method: &str, detail: String) -> RpcError {
