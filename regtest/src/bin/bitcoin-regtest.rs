@@ -23,7 +23,8 @@ struct Args {
     /// RPC basic-auth password.
     #[arg(long, default_value = "regtest", env = "REGTEST_RPC_PASSWORD")]
     rpc_password: String,
-    /// Directory for the kernel's block files (a temporary directory when absent).
+    /// Directory for the kernel's block files (a temporary directory when absent). Use a new one
+    /// per run: the chain starts from genesis every time (the kernel's databases are in memory).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
     /// What estimatesmartfee answers, in satoshis per kvB.
