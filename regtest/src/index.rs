@@ -91,7 +91,13 @@ impl ChainIndex {
 
     /// Median time past of the last 11 blocks ending at the tip.
     pub fn median_time_past(&self) -> u32 {
-        let mut times: Vec<u32> = self.blocks.iter().rev().take(11).map(|b| b.block.header.time).collect();
+        self.median_time_past_at(self.height())
+    }
+
+    /// Median time past of the last 11 blocks ending at `height` (clamped to the tip).
+    pub fn median_time_past_at(&self, height: u32) -> u32 {
+        let end = (height as usize + 1).min(self.blocks.len());
+        let mut times: Vec<u32> = self.blocks[..end].iter().rev().take(11).map(|b| b.block.header.time).collect();
         times.sort_unstable();
         times.get(times.len() / 2).copied().unwrap_or(0)
     }

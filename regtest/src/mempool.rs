@@ -148,18 +148,24 @@ impl Mempool {
         let mut prevouts = Vec::with_capacity(tx.input.len());
         for input in &tx.input {
             let outpoint = &input.previous_output;
-            if let Some(coin) = index.coin(outpoint) {
+            let coin_height = if let Some(coin) = index.coin(outpoint) {
                 if coin.coinbase && next_height - coin.height < COINBASE_MATURITY {
                     return Err(Reject::rejected("bad-txns-premature-spend-of-coinbase"));
                 }
                 prevouts.push(coin.output.clone());
+                coin.height
             } else if let Some(output) = self.output(outpoint) {
                 if replaces.contains(&outpoint.txid) {
                     return Err(Reject::rejected("bad-txns-spends-conflicting-tx"));
                 }
                 prevouts.push(output.clone());
+                next_height
             } else {
                 return Err(Reject::missing_inputs());
+            };
+            if !sequence_lock_met(tx, input.sequence, coin_height, next_height, index) {
+                // The kernel would refuse a block holding it; keep it out of the mempool as Core does.
+                return Err(Reject::rejected("non-BIP68-final"));
             }
         }
         let input_value: Amount = prevouts.iter().map(|o| o.value).sum();
@@ -235,6 +241,29 @@ fn is_final(tx: &Transaction, next_height: u32, median_time_past: u32) -> bool {
     match (height, time) {
         (Ok(height), Ok(time)) => tx.lock_time.is_satisfied_by(height, time),
         _ => false,
+    }
+}
+
+/// BIP-68 relative lock of one input, as Core checks it for the next block: by height, the coin
+/// must be `value` blocks deep; by time, `value × 512` seconds must have passed between the
+/// median time past before the coin's block and the tip's.
+fn sequence_lock_met(
+    tx: &Transaction,
+    sequence: bitcoin::Sequence,
+    coin_height: u32,
+    next_height: u32,
+    index: &ChainIndex,
+) -> bool {
+    if tx.version.0 < 2 || !sequence.is_relative_lock_time() {
+        return true;
+    }
+    let value = sequence.0 & 0xffff;
+    if sequence.is_time_locked() {
+        let since = index.median_time_past_at(coin_height.saturating_sub(1));
+        // Core: since + value·512 − 1 < tip's median time past.
+        u64::from(since) + (u64::from(value) << 9) <= u64::from(index.median_time_past())
+    } else {
+        coin_height + value <= next_height
     }
 }
 

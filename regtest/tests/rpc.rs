@@ -289,3 +289,26 @@ async fn envelopes_unknown_methods_and_auth_as_core() {
     assert_eq!(rpc.call("getblockhash", json!(["zero"])).await.unwrap_err().0, -3);
     assert_eq!(rpc.call("getblockhash", json!({ "heigth": 0 })).await.unwrap_err().0, -8);
 }
+
+#[tokio::test]
+async fn relative_lock_times_are_kept_out_until_the_kernel_would_accept_them() {
+    let (_node, rpc) = start().await;
+    let alice = Wallet::new();
+    let coin = funded(&rpc, &alice).await;
+    let parent = pay(&alice, &coin, &alice, 1_000);
+    rpc.ok("sendrawtransaction", json!([hex(&parent)])).await;
+    let output = (OutPoint { txid: parent.compute_txid(), vout: 0 }, parent.output[0].clone());
+    let value = output.1.value - Amount::from_sat(1_000);
+    let child = alice.spend_with(
+        std::slice::from_ref(&output),
+        vec![TxOut { value, script_pubkey: alice.script() }],
+        bitcoin::Sequence::from_height(1),
+    );
+    let (code, message) = rpc.call("sendrawtransaction", json!([hex(&child)])).await.unwrap_err();
+    assert_eq!((code, message.as_str()), (-26, "non-BIP68-final"), "its parent is not one block deep yet");
+    rpc.mine(1, &alice.address).await;
+    rpc.ok("sendrawtransaction", json!([hex(&child)])).await;
+    let mined = rpc.mine(1, &alice.address).await;
+    let block = rpc.ok("getblock", json!([mined[0]])).await;
+    assert_eq!(block["tx"][1], json!(child.compute_txid().to_string()), "and the kernel accepts the block");
+}

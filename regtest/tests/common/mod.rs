@@ -88,6 +88,11 @@ impl Wallet {
 
     /// Spend `prevouts` (all this wallet's) to `outputs`, signing each input on the key path.
     pub fn spend(&self, inputs: &[(OutPoint, TxOut)], outputs: Vec<TxOut>) -> Transaction {
+        self.spend_with(inputs, outputs, Sequence::ENABLE_RBF_NO_LOCKTIME)
+    }
+
+    /// As `spend`, every input with `sequence`.
+    pub fn spend_with(&self, inputs: &[(OutPoint, TxOut)], outputs: Vec<TxOut>, sequence: Sequence) -> Transaction {
         let mut tx = Transaction {
             version: transaction::Version::TWO,
             lock_time: absolute::LockTime::ZERO,
@@ -96,7 +101,7 @@ impl Wallet {
                 .map(|(outpoint, _)| TxIn {
                     previous_output: *outpoint,
                     script_sig: ScriptBuf::new(),
-                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                    sequence,
                     witness: Witness::new(),
                 })
                 .collect(),
