@@ -33,6 +33,7 @@ pub mod tags {
     pub const TXS_NODE: &str = "bridge/txs-node";
     pub const BTC_WITHDRAWALS: &str = "bridge/btc-withdrawals";
     pub const SYSTEM_TX: &str = "bridge/system-tx";
+    pub const BTC_DEPOSIT: &str = "bridge/btc-deposit";
 }
 
 #[cfg(test)]

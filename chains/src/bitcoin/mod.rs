@@ -1,0 +1,14 @@
+//! Bitcoin: a client for Bitcoin Core's JSON-RPC (`rpc`), per-account Taproot deposit addresses
+//! of the vault's group key (`deposit`), the deposit watcher (`watcher`) and the deposit check
+//! for the confirmer (`verify`). Works against `bitcoind` and against the workspace's regtest
+//! node (crate `regtest`, a dev-dependency only: nothing here depends on the kernel).
+
+pub mod deposit;
+pub mod rpc;
+pub mod verify;
+pub mod watcher;
+
+pub use deposit::{account_merkle_root, deposit_address, vault_address};
+pub use rpc::{CoreRpc, RpcError};
+pub use verify::{DepositChecker, DepositStatus};
+pub use watcher::{DepositWatcher, WatchError, WatcherConfig};

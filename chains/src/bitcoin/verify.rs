@@ -1,0 +1,95 @@
+//! Checking a Bitcoin `Deposit` against the chain, for the confirmer: the referenced output
+//! exists on the active chain at the required depth, pays the account's deposit address, and
+//! carries the credited amount. Needs a node that finds confirmed transactions by txid
+//! (`bitcoind -txindex=1`, or the regtest test node).
+
+use ::bitcoin::hashes::Hash as _;
+use ::bitcoin::key::XOnlyPublicKey;
+use ::bitcoin::{TxOut, Txid};
+use bridge::tx::{Deposit, L1Ref};
+use bridge::{AssetId, BtcNetwork, Chain};
+
+use super::deposit::deposit_script;
+use super::rpc::{CoreRpc, NOT_FOUND, RpcError};
+
+/// What the chain says about a deposit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepositStatus {
+    /// On the active chain at depth, paying the account's address the credited amount.
+    Confirmed,
+    /// On the chain (or in the mempool) but not yet `depth` deep: ask again later.
+    NotYetDeep {
+        /// Confirmations now.
+        confirmations: u64,
+    },
+    /// The chain does not show this deposit: absent, reorged out, or different.
+    NotOnChain {
+        /// What differs.
+        reason: String,
+    },
+}
+
+/// Checks Bitcoin deposits against a Core node.
+#[derive(Debug, Clone)]
+pub struct DepositChecker {
+    rpc: CoreRpc,
+    network: BtcNetwork,
+    group_key: XOnlyPublicKey,
+    depth: u32,
+}
+
+impl DepositChecker {
+    /// A checker for the vault with `group_key` on `network`, requiring `depth` confirmations.
+    pub fn new(rpc: CoreRpc, network: BtcNetwork, group_key: XOnlyPublicKey, depth: u32) -> Self {
+        Self { rpc, network, group_key, depth }
+    }
+
+    /// Check `deposit`. Errors are the node's (retry later); a wrong deposit is a status.
+    pub async fn check(&self, deposit: &Deposit) -> Result<DepositStatus, RpcError> {
+        let not_on_chain = |reason: String| Ok(DepositStatus::NotOnChain { reason });
+        let L1Ref::Bitcoin { txid, vout } = deposit.l1_ref else {
+            return not_on_chain("not a Bitcoin L1 reference".into());
+        };
+        if deposit.chain != Chain::Bitcoin || deposit.asset != AssetId::Btc {
+            return not_on_chain(format!("chain {:?} asset {:?} is not bitcoin", deposit.chain, deposit.asset));
+        }
+        let txid = Txid::from_byte_array(txid);
+        let info = match self.rpc.transaction_info(&txid).await {
+            Ok(info) => info,
+            Err(e) if e.code() == Some(NOT_FOUND) => return not_on_chain(format!("transaction {txid} is unknown")),
+            Err(e) => return Err(e),
+        };
+        let Some(TxOut { value, script_pubkey }) = info.tx.output.get(vout as usize) else {
+            return not_on_chain(format!("transaction {txid} has no output {vout}"));
+        };
+        let expected = deposit_script(self.group_key, self.network, &deposit.account);
+        if *script_pubkey != expected {
+            return not_on_chain(format!("output {txid}:{vout} does not pay {}'s deposit address", deposit.account));
+        }
+        if u128::from(value.to_sat()) != deposit.amount.0 {
+            return not_on_chain(format!(
+                "output {txid}:{vout} is {} sat, the deposit says {}",
+                value.to_sat(),
+                deposit.amount.0
+            ));
+        }
+        if info.block_hash.is_none() || info.confirmations < u64::from(self.depth) {
+            return Ok(DepositStatus::NotYetDeep { confirmations: info.confirmations });
+        }
+        Ok(DepositStatus::Confirmed)
+    }
+}
+
+/// The confirmer's view: a Bitcoin deposit in a batch is final only when the chain shows it.
+#[async_trait::async_trait]
+impl crate::deposit::DepositVerifier for DepositChecker {
+    async fn check(&self, deposit: &Deposit) -> Result<crate::deposit::DepositCheck, crate::deposit::VerifierError> {
+        use crate::deposit::DepositCheck;
+        match DepositChecker::check(self, deposit).await {
+            Ok(DepositStatus::Confirmed) => Ok(DepositCheck::Confirmed),
+            Ok(DepositStatus::NotYetDeep { .. }) => Ok(DepositCheck::NotYetDeep),
+            Ok(DepositStatus::NotOnChain { reason }) => Ok(DepositCheck::NotOnL1 { reason }),
+            Err(error) => Err(crate::deposit::VerifierError { chain: Chain::Bitcoin, reason: error.to_string() }),
+        }
+    }
+}

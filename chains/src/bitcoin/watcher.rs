@@ -1,0 +1,167 @@
+//! The deposit watcher: follows the active chain through Core's RPC and credits every output
+//! paying a watched account's deposit address once its block has `depth` confirmations, as a
+//! `bridge::Deposit` into the coordinator's deposit channel.
+//!
+//! It only reads blocks already at depth, in height order, each checked to build on the last one
+//! it read, so a reorg shallower than `depth` never reaches it (what it would have credited is not
+//! read yet) and a deeper one is reported as an error instead of being followed: a credited deposit
+//! cannot be taken back. Each outpoint is credited at most once per watcher, and the state refuses
+//! a repeated L1 reference anyway.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ::bitcoin::hashes::Hash as _;
+use ::bitcoin::key::XOnlyPublicKey;
+use ::bitcoin::{Address, BlockHash, OutPoint, ScriptBuf};
+use bridge::tx::{Deposit, L1Ref};
+use bridge::{AssetId, BtcNetwork, Chain};
+use tokio::sync::mpsc;
+
+use super::deposit::deposit_address;
+use super::rpc::{CoreRpc, RpcError};
+
+/// How the watcher follows the chain.
+#[derive(Debug, Clone)]
+pub struct WatcherConfig {
+    /// Confirmations a block needs before its deposits are credited (1 = in the tip).
+    pub depth: u32,
+    /// First height to read (the vault's birth height, or where a restarted watcher left off).
+    pub start_height: u64,
+    /// Pause between polls in [`DepositWatcher::run`].
+    pub poll_interval: Duration,
+}
+
+/// Why the watcher stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// Talking to the node failed; nothing of the failed poll was credited past the last whole block.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// A block whose deposits were already credited left the active chain.
+    #[error(
+        "block {height} was {credited} when its deposits were credited and is now {now}: a reorg deeper than the \
+         configured depth ({depth}); stop and investigate, and configure a larger depth"
+    )]
+    ReorgBelowDepth {
+        /// The height.
+        height: u64,
+        /// The block read then.
+        credited: BlockHash,
+        /// What the node has there now.
+        now: BlockHash,
+        /// The depth configured.
+        depth: u32,
+    },
+    /// The deposit channel is closed: the coordinator stopped.
+    #[error("the deposit channel is closed (the coordinator stopped); restart the watcher with the coordinator")]
+    SinkClosed,
+    /// `depth` must be at least 1.
+    #[error("the deposit depth must be at least 1 confirmation")]
+    ZeroDepth,
+}
+
+/// The Bitcoin deposit watcher.
+#[derive(Debug)]
+pub struct DepositWatcher {
+    rpc: CoreRpc,
+    network: BtcNetwork,
+    group_key: XOnlyPublicKey,
+    config: WatcherConfig,
+    accounts: HashMap<ScriptBuf, bridge::Address>,
+    last: Option<(u64, BlockHash)>,
+    credited: HashSet<OutPoint>,
+}
+
+impl DepositWatcher {
+    /// A watcher for the vault with `group_key` on `network`.
+    pub fn new(
+        rpc: CoreRpc,
+        network: BtcNetwork,
+        group_key: XOnlyPublicKey,
+        config: WatcherConfig,
+    ) -> Result<Self, WatchError> {
+        if config.depth == 0 {
+            return Err(WatchError::ZeroDepth);
+        }
+        Ok(Self { rpc, network, group_key, config, accounts: HashMap::new(), last: None, credited: HashSet::new() })
+    }
+
+    /// Watch `account`'s deposit address; returns it.
+    pub fn watch(&mut self, account: bridge::Address) -> Address {
+        let address = deposit_address(self.group_key, self.network, &account);
+        self.accounts.insert(address.script_pubkey(), account);
+        address
+    }
+
+    /// The next height to be read.
+    pub fn next_height(&self) -> u64 {
+        self.last.map_or(self.config.start_height, |(h, _)| h + 1)
+    }
+
+    /// Read every block that reached depth since the last poll and credit its deposits into
+    /// `sink`. Returns how many deposits were credited.
+    pub async fn poll(&mut self, sink: &mpsc::Sender<Deposit>) -> Result<usize, WatchError> {
+        let tip = self.rpc.block_count().await?;
+        if let Some((height, credited)) = self.last {
+            let now = self.rpc.block_hash(height).await?;
+            if now != credited {
+                return Err(WatchError::ReorgBelowDepth { height, credited, now, depth: self.config.depth });
+            }
+        }
+        let mut count = 0;
+        while self.next_height() + u64::from(self.config.depth) <= tip + 1 {
+            let height = self.next_height();
+            let hash = self.rpc.block_hash(height).await?;
+            let block = self.rpc.block(&hash).await?;
+            if let Some((_, parent)) = self.last
+                && block.header.prev_blockhash != parent
+            {
+                return Err(WatchError::ReorgBelowDepth {
+                    height: height - 1,
+                    credited: parent,
+                    now: block.header.prev_blockhash,
+                    depth: self.config.depth,
+                });
+            }
+            for tx in &block.txdata {
+                let txid = tx.compute_txid();
+                for (vout, output) in tx.output.iter().enumerate() {
+                    let Some(account) = self.accounts.get(&output.script_pubkey) else { continue };
+                    let outpoint = OutPoint { txid, vout: vout as u32 };
+                    if !self.credited.insert(outpoint) {
+                        continue;
+                    }
+                    let deposit = Deposit {
+                        chain: Chain::Bitcoin,
+                        l1_ref: L1Ref::Bitcoin { txid: txid.to_raw_hash().to_byte_array(), vout: outpoint.vout },
+                        account: *account,
+                        asset: AssetId::Btc,
+                        amount: bridge::Amount(u128::from(output.value.to_sat())),
+                    };
+                    tracing::info!(%outpoint, %account, sat = output.value.to_sat(), height, "bitcoin deposit at depth");
+                    sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;
+                    count += 1;
+                }
+            }
+            self.last = Some((height, hash));
+        }
+        Ok(count)
+    }
+
+    /// Poll until the deposit channel closes or an error stops it. Node errors are retried after
+    /// the poll interval (the node may come back); a deep reorg stops the watcher.
+    pub async fn run(mut self, sink: mpsc::Sender<Deposit>) -> Result<(), WatchError> {
+        loop {
+            match self.poll(&sink).await {
+                Ok(_) => {}
+                Err(WatchError::Rpc(e)) => tracing::warn!(error = %e, "bitcoin watcher: node error, retrying"),
+                Err(e) => return Err(e),
+            }
+            if sink.is_closed() {
+                return Err(WatchError::SinkClosed);
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The Bitcoin deposit watcher on the regtest node (Bitcoin Core's kernel): a deposit to an
+//! account's Taproot address is credited once at depth; a reorg before depth credits nothing; a
+//! reorg below depth stops it; a broken node credits nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::key::{Keypair, Secp256k1, TapTweak};
+use bitcoin::secp256k1::{Message, SecretKey, rand};
+use bitcoin::sighash::{Prevouts, SighashCache};
+use bitcoin::{
+    Address, Amount, BlockHash, Network, OutPoint, ScriptBuf, Sequence, TapSighashType, Transaction, TxIn, TxOut,
+    Witness, absolute, transaction,
+};
+use bridge::tx::{Deposit, L1Ref};
+use bridge::{AssetId, BtcNetwork, Chain};
+use chains::bitcoin::{CoreRpc, DepositChecker, DepositStatus, DepositWatcher, WatchError, WatcherConfig};
+use regtest::{RegtestConfig, RegtestNode};
+use tokio::sync::mpsc;
+
+struct Miner {
+    keypair: Keypair,
+    address: Address,
+}
+
+impl Miner {
+    fn new() -> Self {
+        let secp = Secp256k1::new();
+        let keypair = Keypair::from_secret_key(&secp, &SecretKey::new(&mut rand::thread_rng()));
+        let address = Address::p2tr(&secp, keypair.x_only_public_key().0, None, Network::Regtest);
+        Self { keypair, address }
+    }
+
+    /// Pay `value` from the coinbase of block `height` (mature 100 blocks later) to `to`, change back.
+    async fn pay(&self, rpc: &CoreRpc, height: u64, to: &Address, value: Amount) -> Transaction {
+        let coinbase = rpc.block(&rpc.block_hash(height).await.unwrap()).await.unwrap().txdata[0].clone();
+        let prevout = coinbase.output[0].clone();
+        let change = prevout.value - value - Amount::from_sat(1_000);
+        let mut tx = Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint { txid: coinbase.compute_txid(), vout: 0 },
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: Witness::new(),
+            }],
+            output: vec![
+                TxOut { value, script_pubkey: to.script_pubkey() },
+                TxOut { value: change, script_pubkey: self.address.script_pubkey() },
+            ],
+        };
+        let secp = Secp256k1::new();
+        let sighash = SighashCache::new(&tx)
+            .taproot_key_spend_signature_hash(0, &Prevouts::All(&[prevout]), TapSighashType::Default)
+            .unwrap();
+        let tweaked = self.keypair.tap_tweak(&secp, None).to_keypair();
+        let signature = secp.sign_schnorr(&Message::from_digest(sighash.to_byte_array()), &tweaked);
+        tx.input[0].witness = Witness::from_slice(&[signature.as_ref().to_vec()]);
+        rpc.send_raw_transaction(&tx).await.unwrap();
+        tx
+    }
+}
+
+fn group_key() -> bitcoin::key::XOnlyPublicKey {
+    let secp = Secp256k1::new();
+    Keypair::from_secret_key(&secp, &SecretKey::new(&mut rand::thread_rng())).x_only_public_key().0
+}
+
+async fn mine_branch(node: &RegtestNode, from: BlockHash, count: u32, to: &Address) -> Vec<BlockHash> {
+    let chain = node.node().clone();
+    let script = to.script_pubkey();
+    tokio::task::spawn_blocking(move || chain.mine_branch(from, count, &script)).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_nothing() {
+    let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
+    let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+    let miner = Miner::new();
+    rpc.generate_to_address(101, &miner.address).await.unwrap();
+
+    let config = WatcherConfig { depth: 3, start_height: 1, poll_interval: Duration::from_millis(10) };
+    let key = group_key();
+    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, key, config).unwrap();
+    let checker = DepositChecker::new(rpc.clone(), BtcNetwork::Regtest, key, 3);
+    let account = bridge::Address([0xa1; 20]);
+    let address = watcher.watch(account);
+    let (sink, mut deposits) = mpsc::channel(16);
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
+
+    let tx = miner.pay(&rpc, 1, &address, Amount::from_sat(250_000)).await;
+    rpc.generate_to_address(2, &miner.address).await.unwrap(); // 2 confirmations: not yet
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
+    let early = Deposit {
+        chain: Chain::Bitcoin,
+        l1_ref: L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 0 },
+        account,
+        asset: AssetId::Btc,
+        amount: bridge::Amount(250_000),
+    };
+    assert_eq!(checker.check(&early).await.unwrap(), DepositStatus::NotYetDeep { confirmations: 2 });
+
+    // A competing branch from below the deposit's block, with more work: the deposit drops out.
+    let fork = rpc.block_hash(101).await.unwrap();
+    mine_branch(&node, fork, 3, &miner.address).await;
+    assert_eq!(rpc.block_count().await.unwrap(), 104);
+    assert_eq!(rpc.raw_mempool().await.unwrap(), vec![tx.compute_txid()], "the deposit is unconfirmed again");
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
+    assert!(deposits.try_recv().is_err(), "nothing credited before depth");
+
+    // Mined again at 105; at depth 3 once the tip is 107.
+    rpc.generate_to_address(2, &miner.address).await.unwrap();
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 1);
+    let deposit = deposits.try_recv().unwrap();
+    assert_eq!(
+        deposit,
+        Deposit {
+            chain: Chain::Bitcoin,
+            l1_ref: L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 0 },
+            account,
+            asset: AssetId::Btc,
+            amount: bridge::Amount(250_000),
+        }
+    );
+    assert_eq!(checker.check(&deposit).await.unwrap(), DepositStatus::Confirmed);
+    let more = Deposit { amount: bridge::Amount(250_001), ..deposit.clone() };
+    assert!(matches!(checker.check(&more).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    let elsewhere = Deposit { account: bridge::Address([0xb2; 20]), ..deposit.clone() };
+    assert!(matches!(checker.check(&elsewhere).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    let change =
+        Deposit { l1_ref: L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 1 }, ..deposit.clone() };
+    assert!(matches!(checker.check(&change).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    let unknown = Deposit { l1_ref: L1Ref::Bitcoin { txid: [7; 32], vout: 0 }, ..deposit.clone() };
+    assert!(matches!(checker.check(&unknown).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    // The same answers through the confirmer's trait.
+    use chains::deposit::{DepositCheck, DepositVerifier};
+    let verifier: &dyn DepositVerifier = &checker;
+    assert_eq!(verifier.check(&deposit).await.unwrap(), DepositCheck::Confirmed);
+    assert!(matches!(verifier.check(&more).await.unwrap(), DepositCheck::NotOnL1 { .. }));
+
+    rpc.generate_to_address(3, &miner.address).await.unwrap();
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 0, "never credited twice");
+    assert!(deposits.try_recv().is_err());
+
+    // A reorg below depth (from below the credited block) stops the watcher instead of being followed.
+    let below = rpc.block_hash(104).await.unwrap();
+    mine_branch(&node, below, 8, &miner.address).await;
+    let err = watcher.poll(&sink).await.unwrap_err();
+    assert!(matches!(err, WatchError::ReorgBelowDepth { .. }), "{err}");
+    assert!(deposits.try_recv().is_err());
+    assert_eq!(
+        checker.check(&deposit).await.unwrap(),
+        DepositStatus::NotYetDeep { confirmations: 0 },
+        "back in the mempool"
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_is_down_credits_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let config = WatcherConfig { depth: 1, start_height: 0, poll_interval: Duration::from_millis(10) };
+    let mut watcher =
+        DepositWatcher::new(CoreRpc::new(url, "u", "p"), BtcNetwork::Regtest, group_key(), config).unwrap();
+    watcher.watch(bridge::Address([1; 20]));
+    let (sink, mut deposits) = mpsc::channel(4);
+    assert!(matches!(watcher.poll(&sink).await, Err(WatchError::Rpc(_))));
+    assert!(deposits.try_recv().is_err());
+    assert_eq!(watcher.next_height(), 0);
+}
+
+#[tokio::test]
+async fn the_running_watcher_credits_each_deposit_once_and_stops_when_the_channel_closes() {
+    let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
+    let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+    let miner = Miner::new();
+    rpc.generate_to_address(101, &miner.address).await.unwrap();
+    let config = WatcherConfig { depth: 1, start_height: 0, poll_interval: Duration::from_millis(5) };
+    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, group_key(), config).unwrap();
+    let address = watcher.watch(bridge::Address([0xc3; 20]));
+    let (sink, mut deposits) = mpsc::channel(4);
+    let running = tokio::spawn(watcher.run(sink));
+
+    let tx = miner.pay(&rpc, 1, &address, Amount::from_sat(100_000)).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    let deposit = deposits.recv().await.unwrap();
+    assert_eq!(deposit.l1_ref, L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 0 });
+    rpc.generate_to_address(5, &miner.address).await.unwrap();
+    // A second deposit: when it arrives the watcher has read every block before it, so a repeat of
+    // the first would have arrived first.
+    let second = miner.pay(&rpc, 2, &address, Amount::from_sat(200_000)).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    let next = deposits.recv().await.unwrap();
+    assert_eq!(next.l1_ref, L1Ref::Bitcoin { txid: second.compute_txid().to_byte_array(), vout: 0 });
+    deposits.close();
+    let stopped = running.await.unwrap();
+    assert!(matches!(stopped, Err(WatchError::SinkClosed)), "{stopped:?}");
+    assert!(deposits.try_recv().is_err(), "credited once");
+}
