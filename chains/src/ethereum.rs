@@ -5,6 +5,8 @@
 //! least `b + depth`, that is once `depth` blocks sit on top of it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use alloy::eips::BlockNumberOrTag;
@@ -303,6 +305,7 @@ pub struct Submitter {
     pub max_bumps: u32,
     /// Leaves paid per `withdrawMany` transaction.
     pub max_per_tx: usize,
+    fee_bumps: Arc<AtomicU64>,
 }
 
 impl Submitter {
@@ -314,6 +317,7 @@ impl Submitter {
             confirm_timeout: Duration::from_secs(60),
             max_bumps: 5,
             max_per_tx: 100,
+            fee_bumps: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -363,6 +367,8 @@ impl Submitter {
         let gas = self.provider.estimate_gas(base.clone()).await?;
         let fees = self.provider.estimate_eip1559_fees().await?;
         let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas.max(1));
+        // Every version of this transaction sent: any of them may be the one mined.
+        let mut sent: Vec<B256> = Vec::new();
         for attempt in 0..=self.max_bumps {
             let tx = base
                 .clone()
@@ -371,33 +377,59 @@ impl Submitter {
                 .with_max_fee_per_gas(max_fee)
                 .with_max_priority_fee_per_gas(tip);
             match self.provider.send_transaction(tx).await {
-                Ok(pending) => match pending.with_timeout(Some(self.confirm_timeout)).get_receipt().await {
-                    Ok(receipt) if receipt.status() => return Ok(receipt),
-                    Ok(receipt) => {
-                        return Err(SubmitError::Reverted(format!(
-                            "transaction {} reverted on chain",
-                            receipt.transaction_hash
-                        )));
+                Ok(pending) => {
+                    sent.push(*pending.tx_hash());
+                    match pending.with_timeout(Some(self.confirm_timeout)).get_receipt().await {
+                        Ok(receipt) => return Self::succeeded(receipt),
+                        Err(error) => tracing::warn!(nonce, attempt, %error, "not mined in time; bumping the fee"),
                     }
-                    Err(error) => tracing::warn!(nonce, attempt, %error, "not mined in time; bumping the fee"),
-                },
+                }
                 Err(error) => {
                     let text = error.to_string();
-                    if text.contains("nonce too low") {
-                        // An earlier transaction with this nonce was mined: the caller re-reads.
-                        return Err(SubmitError::Rpc(text));
-                    }
-                    if !(text.contains("underpriced") || text.contains("already known")) {
+                    if !(text.contains("underpriced")
+                        || text.contains("already known")
+                        || text.contains("nonce too low"))
+                    {
                         return Err(error.into());
                     }
-                    tracing::warn!(nonce, attempt, %text, "the node wants a higher fee");
+                    tracing::warn!(nonce, attempt, %text, "the node refused this version");
                 }
+            }
+            if let Some(receipt) = self.mined(&sent).await? {
+                return Self::succeeded(receipt);
+            }
+            if self.provider.get_transaction_count(self.from).latest().await? > nonce {
+                // The nonce went to a transaction not sent here: the caller re-reads the vault.
+                return Err(SubmitError::Rpc(format!("nonce {nonce} was used by another transaction")));
             }
             // Replacements need at least 10% more; take 25%.
             max_fee += max_fee / 4 + 1;
             tip += tip / 4 + 1;
+            self.fee_bumps.fetch_add(1, Ordering::Relaxed);
         }
         Err(SubmitError::Stuck { nonce, attempts: self.max_bumps })
+    }
+
+    async fn mined(&self, sent: &[B256]) -> Result<Option<TransactionReceipt>, SubmitError> {
+        for hash in sent {
+            if let Some(receipt) = self.provider.get_transaction_receipt(*hash).await? {
+                return Ok(Some(receipt));
+            }
+        }
+        Ok(None)
+    }
+
+    fn succeeded(receipt: TransactionReceipt) -> Result<TransactionReceipt, SubmitError> {
+        if receipt.status() {
+            Ok(receipt)
+        } else {
+            Err(SubmitError::Reverted(format!("transaction {} reverted on chain", receipt.transaction_hash)))
+        }
+    }
+
+    /// How many times a fee was bumped since this submitter was made (shared by its clones).
+    pub fn fee_bumps(&self) -> u64 {
+        self.fee_bumps.load(Ordering::Relaxed)
     }
 
     pub fn vault(&self) -> Address {

@@ -215,3 +215,41 @@ async fn the_submitter_sends_only_what_is_missing() {
     // A different root for the same batch is a conflict, not a resend.
     assert!(submitter.submit_root(4, [1; 32], &sig).await.is_err());
 }
+
+#[tokio::test]
+async fn a_transaction_not_mined_is_sent_again_with_a_higher_fee() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    let tree = EthWithdrawalTree::new(vec![EthWithdrawal {
+        batch: 1,
+        index: 0,
+        token: bridge::Address::ZERO,
+        recipient: bridge::Address([0x61; 20]),
+        amount: Amount(42),
+    }]);
+    let message = withdrawals_message(&setup.domain(0), 1, tree.root());
+    let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+    let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
+    let mut submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    submitter.confirm_timeout = Duration::from_millis(800);
+    submitter.submit_root(1, tree.root(), &sig).await.unwrap();
+
+    // Blocks stop coming: the payout waits in the pool until the submitter has bumped its fee.
+    let _: serde_json::Value = setup.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    let paying = tokio::spawn({
+        let submitter = submitter.clone();
+        async move { submitter.pay(&tree).await }
+    });
+    while submitter.fee_bumps() == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mine(&setup, 1).await;
+    let receipts = paying.await.unwrap().unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert!(submitter.fee_bumps() >= 1);
+    assert_eq!(setup.balance(Address::repeat_byte(0x61)).await.unwrap(), U256::from(42));
+    // Exactly one version was mined.
+    let block = setup.provider.get_block_by_number(receipts[0].block_number.unwrap().into()).await.unwrap().unwrap();
+    assert_eq!(block.transactions.len(), 1);
+}
