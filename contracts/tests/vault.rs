@@ -544,3 +544,16 @@ async fn the_official_bip340_vectors() {
         assert_eq!(libsecp_verifies(px, m, r, s), got, "vector {index}: libsecp256k1 disagrees");
     }
 }
+
+#[tokio::test]
+async fn a_key_that_is_not_on_the_curve_is_refused() {
+    let setup = Setup::new().await.unwrap();
+    // BIP-340 vector 5's key has no point; vector 14's exceeds the field.
+    for bad in ["EEFDEA4CDB677750A420FEE807EACF21EB9898AE79B9768766E4FAA04A2D4A34", &"F".repeat(64)] {
+        let px = U256::from_be_bytes(unhex32(bad));
+        let err = Vault::deploy(setup.provider.clone(), px, setup.deployer).await.unwrap_err();
+        assert!(matches!(vault_error(&err), Some(E::InvalidKey(_))), "{err}");
+        let sig = sign(&setup.key, rotate_key_message(&setup.domain(0), unhex32(bad)));
+        assert!(matches!(revert_of!(setup.vault.proposeKey(px, sig)), E::InvalidKey(_)));
+    }
+}
