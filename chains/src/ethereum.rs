@@ -263,7 +263,9 @@ pub enum SubmitError {
     Rpc(String),
     #[error("the vault holds another root for batch {batch}: {onchain}")]
     RootConflict { batch: u64, onchain: B256 },
-    #[error("the vault refused the call: {0}")]
+    #[error("the vault refused the call: {0:?}")]
+    Refused(Vault::VaultErrors),
+    #[error("the call reverted: {0}")]
     Reverted(String),
     #[error("transaction with nonce {nonce} not mined after {attempts} fee bumps")]
     Stuck { nonce: u64, attempts: u32 },
@@ -272,7 +274,7 @@ pub enum SubmitError {
 impl From<alloy::contract::Error> for SubmitError {
     fn from(e: alloy::contract::Error) -> Self {
         match e.as_decoded_interface_error::<Vault::VaultErrors>() {
-            Some(error) => SubmitError::Reverted(format!("{error:?}")),
+            Some(error) => SubmitError::Refused(error),
             None => SubmitError::Rpc(e.to_string()),
         }
     }
@@ -282,12 +284,21 @@ impl From<alloy::transports::TransportError> for SubmitError {
     fn from(e: alloy::transports::TransportError) -> Self {
         match e.as_error_resp().and_then(|r| r.as_revert_data()) {
             Some(data) => match <Vault::VaultErrors as alloy::sol_types::SolInterface>::abi_decode(&data) {
-                Ok(error) => SubmitError::Reverted(format!("{error:?}")),
+                Ok(error) => SubmitError::Refused(error),
                 Err(_) => SubmitError::Reverted(format!("0x{}", hex::encode(&data))),
             },
             None => SubmitError::Rpc(e.to_string()),
         }
     }
+}
+
+/// What [`Submitter::pay`] did.
+#[derive(Debug, Default)]
+pub struct Payment {
+    /// One per `withdrawMany` transaction mined.
+    pub receipts: Vec<TransactionReceipt>,
+    /// Leaves whose ether recipient refused the payment; they stay unpaid.
+    pub refused: Vec<u32>,
 }
 
 /// Sends `submitWithdrawals` and `withdrawMany`. Idempotent: it reads the vault's roots and
@@ -340,9 +351,13 @@ impl Submitter {
     }
 
     /// Pays every leaf of `tree` not yet paid (all from one batch), `max_per_tx` per transaction.
-    pub async fn pay(&self, tree: &EthWithdrawalTree) -> Result<Vec<TransactionReceipt>, SubmitError> {
+    /// An ether recipient that refuses its payment (a contract that reverts) would make the
+    /// whole `withdrawMany` revert: its leaves are left out and reported in `refused`, and the
+    /// rest are paid.
+    pub async fn pay(&self, tree: &EthWithdrawalTree) -> Result<Payment, SubmitError> {
+        let mut payment = Payment::default();
         let Some(batch) = tree.withdrawals().first().map(|w| w.batch) else {
-            return Ok(Vec::new());
+            return Ok(payment);
         };
         let mut unpaid = Vec::new();
         for w in tree.withdrawals() {
@@ -350,13 +365,31 @@ impl Submitter {
                 unpaid.push(w.index);
             }
         }
-        let mut receipts = Vec::new();
         for chunk in unpaid.chunks(self.max_per_tx.max(1)) {
-            let payouts = contracts::payouts(tree, chunk.iter().copied());
-            let call = Vault::withdrawManyCall { batch, payouts };
-            receipts.push(self.send(call.abi_encode()).await?);
+            let mut payouts = contracts::payouts(tree, chunk.iter().copied());
+            while !payouts.is_empty() {
+                let call = Vault::withdrawManyCall { batch, payouts: payouts.clone() };
+                match self.send(call.abi_encode()).await {
+                    Ok(receipt) => {
+                        payment.receipts.push(receipt);
+                        break;
+                    }
+                    Err(SubmitError::Refused(Vault::VaultErrors::EthTransferFailed(refusal))) => {
+                        let (refused, rest): (Vec<_>, Vec<_>) = payouts
+                            .into_iter()
+                            .partition(|p| p.token == Address::ZERO && p.recipient == refusal.recipient);
+                        if refused.is_empty() {
+                            return Err(SubmitError::Refused(Vault::VaultErrors::EthTransferFailed(refusal)));
+                        }
+                        tracing::warn!(batch, recipient = %refusal.recipient, "an ether recipient refuses its payout; paying the others");
+                        payment.refused.extend(refused.iter().map(|p| p.index));
+                        payouts = rest;
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
         }
-        Ok(receipts)
+        Ok(payment)
     }
 
     /// Sends a call to the vault, managing the nonce and bumping the fee while it is not mined.

@@ -206,9 +206,9 @@ async fn the_submitter_sends_only_what_is_missing() {
 
     // Someone else pays leaf 3 first; the submitter pays the other four in two transactions.
     setup.vault.withdrawMany(4, contracts::payouts(&tree, [3])).send().await.unwrap().get_receipt().await.unwrap();
-    let receipts = submitter.pay(&tree).await.unwrap();
-    assert_eq!(receipts.len(), 2);
-    assert!(submitter.pay(&tree).await.unwrap().is_empty(), "paid twice");
+    let payment = submitter.pay(&tree).await.unwrap();
+    assert_eq!((payment.receipts.len(), payment.refused.len()), (2, 0));
+    assert!(submitter.pay(&tree).await.unwrap().receipts.is_empty(), "paid twice");
     for w in tree.withdrawals() {
         assert_eq!(setup.balance(contracts::to_alloy(w.recipient)).await.unwrap(), U256::from(w.amount.0));
     }
@@ -245,11 +245,45 @@ async fn a_transaction_not_mined_is_sent_again_with_a_higher_fee() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     mine(&setup, 1).await;
-    let receipts = paying.await.unwrap().unwrap();
+    let receipts = paying.await.unwrap().unwrap().receipts;
     assert_eq!(receipts.len(), 1);
     assert!(submitter.fee_bumps() >= 1);
     assert_eq!(setup.balance(Address::repeat_byte(0x61)).await.unwrap(), U256::from(42));
     // Exactly one version was mined.
     let block = setup.provider.get_block_by_number(receipts[0].block_number.unwrap().into()).await.unwrap().unwrap();
     assert_eq!(block.transactions.len(), 1);
+}
+
+#[tokio::test]
+async fn an_ether_recipient_that_refuses_does_not_block_the_others() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    // Another vault refuses plain ether: a recipient contract that reverts.
+    let refuser = contracts::Vault::deploy(setup.provider.clone(), contracts::group_key(&setup.key), setup.deployer)
+        .await
+        .unwrap();
+    let recipients = [bridge::Address([0x71; 20]), from_alloy(*refuser.address()), bridge::Address([0x72; 20])];
+    let tree = EthWithdrawalTree::new(
+        recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| EthWithdrawal {
+                batch: 9,
+                index: i as u32,
+                token: bridge::Address::ZERO,
+                recipient: *r,
+                amount: Amount(10),
+            })
+            .collect(),
+    );
+    let message = withdrawals_message(&setup.domain(0), 9, tree.root());
+    let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+    let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
+    let submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    submitter.submit_root(9, tree.root(), &sig).await.unwrap();
+    let payment = submitter.pay(&tree).await.unwrap();
+    assert_eq!((payment.receipts.len(), payment.refused.clone()), (1, vec![1]));
+    assert_eq!(setup.balance(Address::repeat_byte(0x71)).await.unwrap(), U256::from(10));
+    assert_eq!(setup.balance(Address::repeat_byte(0x72)).await.unwrap(), U256::from(10));
+    assert!(!setup.vault.isPaid(9, 1).call().await.unwrap());
 }
