@@ -264,7 +264,7 @@ pub enum SubmitError {
     #[error("the vault holds another root for batch {batch}: {onchain}")]
     RootConflict { batch: u64, onchain: B256 },
     #[error("the vault refused the call: {0:?}")]
-    Refused(Vault::VaultErrors),
+    Refused(Box<Vault::VaultErrors>),
     #[error("the call reverted: {0}")]
     Reverted(String),
     #[error("transaction with nonce {nonce} not mined after {attempts} fee bumps")]
@@ -274,7 +274,7 @@ pub enum SubmitError {
 impl From<alloy::contract::Error> for SubmitError {
     fn from(e: alloy::contract::Error) -> Self {
         match e.as_decoded_interface_error::<Vault::VaultErrors>() {
-            Some(error) => SubmitError::Refused(error),
+            Some(error) => SubmitError::Refused(Box::new(error)),
             None => SubmitError::Rpc(e.to_string()),
         }
     }
@@ -284,7 +284,7 @@ impl From<alloy::transports::TransportError> for SubmitError {
     fn from(e: alloy::transports::TransportError) -> Self {
         match e.as_error_resp().and_then(|r| r.as_revert_data()) {
             Some(data) => match <Vault::VaultErrors as alloy::sol_types::SolInterface>::abi_decode(&data) {
-                Ok(error) => SubmitError::Refused(error),
+                Ok(error) => SubmitError::Refused(Box::new(error)),
                 Err(_) => SubmitError::Reverted(format!("0x{}", hex::encode(&data))),
             },
             None => SubmitError::Rpc(e.to_string()),
@@ -374,12 +374,15 @@ impl Submitter {
                         payment.receipts.push(receipt);
                         break;
                     }
-                    Err(SubmitError::Refused(Vault::VaultErrors::EthTransferFailed(refusal))) => {
+                    Err(SubmitError::Refused(error)) => {
+                        let Vault::VaultErrors::EthTransferFailed(refusal) = *error else {
+                            return Err(SubmitError::Refused(error));
+                        };
                         let (refused, rest): (Vec<_>, Vec<_>) = payouts
                             .into_iter()
                             .partition(|p| p.token == Address::ZERO && p.recipient == refusal.recipient);
                         if refused.is_empty() {
-                            return Err(SubmitError::Refused(Vault::VaultErrors::EthTransferFailed(refusal)));
+                            return Err(SubmitError::Refused(Box::new(Vault::VaultErrors::EthTransferFailed(refusal))));
                         }
                         tracing::warn!(batch, recipient = %refusal.recipient, "an ether recipient refuses its payout; paying the others");
                         payment.refused.extend(refused.iter().map(|p| p.index));
