@@ -193,6 +193,14 @@ impl EthDepositVerifier {
     pub fn new(provider: DynProvider, vault: Address, depth: u64) -> Self {
         EthDepositVerifier { provider, vault, depth }
     }
+
+    /// A verifier asking the JSON-RPC node at `url` about the vault `vault` (plain http: alloy is
+    /// built without TLS here; enable its `reqwest-rustls-tls` feature for https).
+    pub fn connect(url: &str, vault: bridge::Address, depth: u64) -> Result<Self, String> {
+        let url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
+        let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
+        Ok(EthDepositVerifier::new(provider, contracts::to_alloy(vault), depth))
+    }
 }
 
 fn not_on_l1(reason: impl Into<String>) -> Result<DepositCheck, VerifierError> {
