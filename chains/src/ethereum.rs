@@ -110,6 +110,19 @@ impl DepositWatcher {
         DepositWatcher { provider, vault, confirmation, next_block: from_block, scanned: VecDeque::new(), sink }
     }
 
+    /// A watcher asking the JSON-RPC node at `url` (plain http) about the vault `vault`.
+    pub fn connect(
+        url: &str,
+        vault: bridge::Address,
+        confirmation: Confirmation,
+        from_block: u64,
+        sink: mpsc::Sender<Deposit>,
+    ) -> Result<Self, String> {
+        let url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
+        let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
+        Ok(DepositWatcher::new(provider, contracts::to_alloy(vault), confirmation, from_block, sink))
+    }
+
     /// The first block not yet scanned: where a restarted watcher resumes.
     pub fn next_block(&self) -> u64 {
         self.next_block
