@@ -1,9 +1,12 @@
 //! Adapters between the protocol core and the outside world. `da`: where batches are published
 //! and found (Arweave in production, a local directory as the embedded default); `arweave`: the
-//! Arweave client underneath; `bitcoin`: the Bitcoin Core RPC client.
+//! Arweave client underneath; `bitcoin`: the Bitcoin Core RPC client, deposit addresses, watcher
+//! and checker; `deposit`: the check of a deposit against L1 the confirmer runs; `ethereum`: the
+//! vault's deposit watcher and verifier, the withdrawal submitter, holdings.
 
 pub mod arweave;
 pub mod bitcoin;
 pub mod da;
 pub mod db;
 pub mod deposit;
+pub mod ethereum;

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bridge::NetworkParams;
+use bridge::{Chain, NetworkParams};
 use chains::arweave::{Gateway, RetryPolicy};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
+use chains::ethereum::EthDepositVerifier;
 use clap::{Parser, Subcommand};
 use confirmer::api::ApiContext;
 use confirmer::deposits::DepositVerifiers;
@@ -33,6 +34,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Follow the DA: replay every batch, report hard finality, raise alarms.
     Follow {
@@ -66,6 +68,13 @@ enum Command {
         /// The coordinator's API, to report how far behind it this confirmer is.
         #[arg(long)]
         coordinator: Option<String>,
+        /// An Ethereum JSON-RPC node: Ethereum deposits are then checked against the vault
+        /// (`eth_vault` in the parameters); without it they are replayed but not hard-final.
+        #[arg(long)]
+        eth_rpc: Option<String>,
+        /// Blocks an Ethereum deposit needs on top of it.
+        #[arg(long, default_value_t = 12)]
+        eth_depth: u64,
     },
     /// Check an evidence file offline and explain what it proves.
     CheckEvidence { file: PathBuf },
@@ -97,8 +106,10 @@ fn main() -> ExitCode {
             once,
             listen,
             coordinator,
+            eth_rpc,
+            eth_depth,
         } => {
-            let source = Source { params, da_dir, arweave, owner, confirmations, database_url };
+            let source = Source { params, da_dir, arweave, owner, confirmations, database_url, eth_rpc, eth_depth };
             let serve = (!once).then_some((listen, coordinator));
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime.block_on(follow(source, interval_ms, serve)),
@@ -132,6 +143,8 @@ struct Source {
     owner: Option<String>,
     confirmations: u64,
     database_url: String,
+    eth_rpc: Option<String>,
+    eth_depth: u64,
 }
 
 /// Follows until stopped; with `serve`, also serves the API (else stops once caught up).
@@ -154,7 +167,13 @@ async fn follow(
         _ => anyhow::bail!("say where the batches are: --da-dir DIR, or --arweave URL --owner ADDRESS"),
     };
     let store = ConfirmerStore::open(&source.database_url).await?;
-    let follower = Arc::new(RwLock::new(Follower::open(da, store, params, DepositVerifiers::none()).await?));
+    let mut verifiers = DepositVerifiers::none();
+    if let Some(url) = &source.eth_rpc {
+        let verifier =
+            EthDepositVerifier::connect(url, params.eth_vault, source.eth_depth).map_err(anyhow::Error::msg)?;
+        verifiers = verifiers.with(Chain::Ethereum, Arc::new(verifier));
+    }
+    let follower = Arc::new(RwLock::new(Follower::open(da, store, params, verifiers).await?));
     let once = serve.is_none();
     if let Some((listen, coordinator)) = serve {
         let metrics = PrometheusBuilder::new().install_recorder().ok();

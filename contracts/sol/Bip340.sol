@@ -55,6 +55,17 @@ library Bip340 {
         return recovered == _pointAddress(r, ry);
     }
 
+    /// True iff `px` is the x coordinate of a curve point (`px³ + 7` is a square mod p, by
+    /// Euler's criterion through the modexp precompile) and below n, as `verify` requires.
+    function isValidKey(uint256 px) internal view returns (bool) {
+        if (px == 0 || px >= N) {
+            return false;
+        }
+        uint256 c = addmod(mulmod(px, mulmod(px, px, P), P), 7, P);
+        (bool ok, bytes memory out) = address(0x05).staticcall(abi.encode(32, 32, 32, c, (P - 1) / 2, P));
+        return ok && out.length == 32 && abi.decode(out, (uint256)) == 1;
+    }
+
     /// sha256(CHALLENGE_TAG ‖ CHALLENGE_TAG ‖ r ‖ px ‖ m), through the SHA-256 precompile.
     function _challenge(uint256 r, uint256 px, bytes32 m) private view returns (bytes32 digest) {
         bytes32 tag = CHALLENGE_TAG;

@@ -106,7 +106,7 @@ contract Vault is ReentrancyGuard {
     BitMaps.BitMap private _paid;
 
     constructor(uint256 groupKey_, address guardian_) {
-        if (groupKey_ == 0 || groupKey_ >= Bip340.N) revert InvalidKey(groupKey_);
+        if (!Bip340.isValidKey(groupKey_)) revert InvalidKey(groupKey_);
         groupKey = groupKey_;
         guardian = guardian_;
     }
@@ -286,7 +286,7 @@ contract Vault is ReentrancyGuard {
     // ---------------------------------------------------------------- key rotation
     /// Step one: the current key names its successor and the next epoch.
     function proposeKey(uint256 newKey, Bip340.Signature calldata sig) external {
-        if (newKey == 0 || newKey >= Bip340.N) revert InvalidKey(newKey);
+        if (!Bip340.isValidKey(newKey)) revert InvalidKey(newKey);
         uint64 epoch = keyEpoch;
         uint64 next = epoch + 1;
         _requireGroupSignature(keccak256(abi.encode(ROTATE_KIND, block.chainid, address(this), epoch, newKey, next)), sig);

@@ -98,14 +98,20 @@ impl Anvil {
         let mut last = None;
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let child = tokio::process::Command::new(tools_bin().join("anvil"))
+            // anvil runs under a small shell that kills it when its stdin closes: when this
+            // `Anvil` is dropped, and also when the test process dies without dropping it.
+            let child = tokio::process::Command::new("bash")
+                .arg("-c")
+                .arg(r#"anvil="$1"; shift; "$anvil" "$@" & pid=$!; cat >/dev/null; kill "$pid" 2>/dev/null; wait"#)
+                .arg("anvil-watchdog")
+                .arg(tools_bin().join("anvil"))
                 .arg("--port")
                 .arg(port.to_string())
                 .arg("--silent")
                 .args(args)
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .kill_on_drop(true)
                 .spawn()
                 .context("starting anvil from ops/tools (run ops/tools/install.sh)")?;
             let mut anvil = Anvil { child, port };
@@ -138,7 +144,8 @@ impl Anvil {
 
 impl Drop for Anvil {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        // Closing the shell's stdin makes it kill anvil and exit.
+        drop(self.child.stdin.take());
     }
 }
 
@@ -188,10 +195,18 @@ pub mod harness {
         Keypair::from_secret_key(SECP256K1, &secret)
     }
 
-    /// A provider that signs with `key` (hex private key).
+    /// A provider that signs with `key` (hex private key). Nonces are read from the node for
+    /// each transaction (not cached), so several providers may sign for one account and a
+    /// reorg that drops transactions does not leave a gap.
     pub fn signing_provider(url: &str, key: &str) -> anyhow::Result<DynProvider> {
         let signer: PrivateKeySigner = key.parse()?;
-        Ok(ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse()?).erased())
+        Ok(ProviderBuilder::default()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(url.parse()?)
+            .erased())
     }
 
     #[derive(Debug)]

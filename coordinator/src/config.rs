@@ -33,6 +33,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub da: DaConfig,
     pub log: LogConfig,
+    pub ethereum: EthereumConfig,
     pub dev: DevConfig,
 }
 
@@ -106,6 +107,22 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// The Ethereum deposit watcher (`chains::ethereum::DepositWatcher`); off without `rpc`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EthereumConfig {
+    pub rpc: Option<String>,
+    pub depth: u64,
+    pub from_block: u64,
+    pub poll_ms: u64,
+}
+
+impl Default for EthereumConfig {
+    fn default() -> Self {
+        EthereumConfig { rpc: None, depth: 12, from_block: 0, poll_ms: 2_000 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevConfig {
@@ -130,6 +147,7 @@ impl Default for Config {
                 publish_retry_ms: 2_000,
             },
             log: LogConfig { format: LogFormat::Human, filter: "info".into() },
+            ethereum: EthereumConfig::default(),
             dev: DevConfig::default(),
         }
     }

@@ -194,6 +194,21 @@ impl Node {
             let credited = forward_deposits(source, forwarding).await;
             tracing::info!(credited, "deposit intake closed");
         }));
+        if let Some(url) = &config.ethereum.rpc {
+            let watcher = chains::ethereum::DepositWatcher::connect(
+                url,
+                params.eth_vault,
+                chains::ethereum::Confirmation::Depth(config.ethereum.depth),
+                config.ethereum.from_block,
+                sink.clone(),
+            )
+            .map_err(|reason| NodeError::Config(ConfigError::Invalid(reason)))?;
+            let poll = Duration::from_millis(config.ethereum.poll_ms);
+            background.push(tokio::spawn(async move {
+                let error = watcher.run(poll).await;
+                tracing::error!(%error, "the Ethereum deposit watcher stopped");
+            }));
+        }
         if let Some(path) = &config.dev.deposits {
             for deposit in dev_deposits(path)? {
                 sink.send(deposit).await.map_err(|_| NodeError::Sequencer(Box::new(SequencerError::Stopped)))?;

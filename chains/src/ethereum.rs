@@ -1,0 +1,495 @@
+//! Ethereum: the vault's deposit watcher, the deposit verifier the confirmer uses, the
+//! withdrawal submitter, and the vault's holdings. All through alloy, against any JSON-RPC node.
+//!
+//! Depth: a deposit in block `b` is handed on (and verified as `Confirmed`) once the head is at
+//! least `b + depth`, that is once `depth` blocks sit on top of it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use alloy::eips::BlockNumberOrTag;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{Filter, Log, TransactionReceipt, TransactionRequest};
+use alloy::sol_types::{SolCall, SolEvent};
+use async_trait::async_trait;
+use bridge::eth_settlement::EvmSchnorrSignature;
+use bridge::withdrawals::EthWithdrawalTree;
+use bridge::{Amount, AssetId, Chain, Deposit, L1Ref};
+use contracts::{TestToken, Vault, from_alloy, vault_signature};
+use tokio::sync::mpsc;
+
+use crate::deposit::{DepositCheck, DepositVerifier, VerifierError};
+
+/// How deep a deposit must be before it counts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Confirmation {
+    /// At least this many blocks on top of the deposit's block.
+    Depth(u64),
+    /// At or below the node's `finalized` block.
+    Finalized,
+}
+
+impl Confirmation {
+    /// The highest block number that counts, given the node's view.
+    async fn safe_block(self, provider: &DynProvider) -> Result<Option<u64>, String> {
+        match self {
+            Confirmation::Depth(depth) => {
+                let head = provider.get_block_number().await.map_err(|e| e.to_string())?;
+                Ok(head.checked_sub(depth))
+            }
+            Confirmation::Finalized => {
+                let block =
+                    provider.get_block_by_number(BlockNumberOrTag::Finalized).await.map_err(|e| e.to_string())?;
+                Ok(block.map(|b| b.header.number))
+            }
+        }
+    }
+}
+
+/// A vault `Deposited` log as the bridge's deposit.
+pub fn deposit_from_log(log: &Log) -> Result<Deposit, String> {
+    let decoded = log.log_decode::<Vault::Deposited>().map_err(|e| format!("not a Deposited event: {e}"))?;
+    let event = decoded.inner.data;
+    let tx_hash = log.transaction_hash.ok_or("log without a transaction hash")?;
+    let log_index = log.log_index.ok_or("log without an index")?;
+    let amount = u128::try_from(event.amount).map_err(|_| format!("amount {} above 2^128", event.amount))?;
+    let asset = if event.token == Address::ZERO { AssetId::Eth } else { AssetId::Erc20(from_alloy(event.token)) };
+    Ok(Deposit {
+        chain: Chain::Ethereum,
+        l1_ref: L1Ref::Ethereum { tx_hash: tx_hash.0, log_index },
+        account: from_alloy(event.account),
+        asset,
+        amount: Amount(amount),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("the Ethereum node: {0}")]
+    Rpc(String),
+    #[error(
+        "block {number} the watcher had already scanned at depth is no longer canonical: a reorg deeper \
+         than the confirmation depth; deposits credited from it may be gone. Stopping: raise the depth and \
+         investigate"
+    )]
+    DeepReorg { number: u64 },
+    #[error("a vault log the watcher cannot read: {0}")]
+    BadLog(String),
+    #[error("the deposit channel is closed")]
+    SinkClosed,
+}
+
+/// How many scanned block hashes the watcher keeps to notice a deep reorg.
+const REMEMBERED_BLOCKS: usize = 128;
+
+/// Reads the vault's deposits at depth and hands each to the coordinator once, in block order.
+#[derive(Debug)]
+pub struct DepositWatcher {
+    provider: DynProvider,
+    vault: Address,
+    confirmation: Confirmation,
+    next_block: u64,
+    scanned: VecDeque<(u64, B256)>,
+    sink: mpsc::Sender<Deposit>,
+}
+
+impl DepositWatcher {
+    /// Watches `vault` from `from_block` (the vault's deployment block, or where a previous run
+    /// stopped: the coordinator's state refuses a deposit credited twice, so starting early is safe).
+    pub fn new(
+        provider: DynProvider,
+        vault: Address,
+        confirmation: Confirmation,
+        from_block: u64,
+        sink: mpsc::Sender<Deposit>,
+    ) -> Self {
+        DepositWatcher { provider, vault, confirmation, next_block: from_block, scanned: VecDeque::new(), sink }
+    }
+
+    /// A watcher asking the JSON-RPC node at `url` (plain http) about the vault `vault`.
+    pub fn connect(
+        url: &str,
+        vault: bridge::Address,
+        confirmation: Confirmation,
+        from_block: u64,
+        sink: mpsc::Sender<Deposit>,
+    ) -> Result<Self, String> {
+        let url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
+        let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
+        Ok(DepositWatcher::new(provider, contracts::to_alloy(vault), confirmation, from_block, sink))
+    }
+
+    /// The first block not yet scanned: where a restarted watcher resumes.
+    pub fn next_block(&self) -> u64 {
+        self.next_block
+    }
+
+    /// Scans every block that has newly reached the confirmation depth; returns the number of
+    /// deposits handed on.
+    pub async fn poll(&mut self) -> Result<usize, WatchError> {
+        let rpc = |e: alloy::transports::TransportError| WatchError::Rpc(e.to_string());
+        let Some(safe) = self.confirmation.safe_block(&self.provider).await.map_err(WatchError::Rpc)? else {
+            return Ok(0);
+        };
+        // The last block scanned must still be canonical.
+        if let Some(&(number, hash)) = self.scanned.back() {
+            let block = self.provider.get_block_by_number(number.into()).await.map_err(rpc)?;
+            if block.map(|b| b.header.hash) != Some(hash) {
+                return Err(WatchError::DeepReorg { number });
+            }
+        }
+        let mut handed = 0;
+        while self.next_block <= safe {
+            let number = self.next_block;
+            let block = self
+                .provider
+                .get_block_by_number(number.into())
+                .await
+                .map_err(rpc)?
+                .ok_or_else(|| WatchError::Rpc(format!("block {number} is missing")))?;
+            if let Some(&(previous, hash)) = self.scanned.back()
+                && previous + 1 == number
+                && block.header.parent_hash != hash
+            {
+                return Err(WatchError::DeepReorg { number: previous });
+            }
+            // Logs by block hash (EIP-234): exactly this block's, even if a reorg happens meanwhile.
+            let filter = Filter::new()
+                .address(self.vault)
+                .event_signature(Vault::Deposited::SIGNATURE_HASH)
+                .at_block_hash(block.header.hash);
+            let mut logs = self.provider.get_logs(&filter).await.map_err(rpc)?;
+            logs.sort_by_key(|log| log.log_index);
+            for log in logs.iter().filter(|log| !log.removed) {
+                let deposit = deposit_from_log(log).map_err(WatchError::BadLog)?;
+                tracing::info!(block = number, ?deposit, "Ethereum deposit at depth");
+                self.sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;
+                handed += 1;
+            }
+            self.scanned.push_back((number, block.header.hash));
+            if self.scanned.len() > REMEMBERED_BLOCKS {
+                self.scanned.pop_front();
+            }
+            self.next_block = number + 1;
+        }
+        Ok(handed)
+    }
+
+    /// Polls every `interval` until a fatal error (a deep reorg, the channel closed); node
+    /// errors are logged and retried.
+    pub async fn run(mut self, interval: Duration) -> WatchError {
+        loop {
+            match self.poll().await {
+                Ok(_) => {}
+                Err(WatchError::Rpc(reason)) => tracing::warn!(%reason, "Ethereum node error; retrying"),
+                Err(fatal) => return fatal,
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}
+
+/// The confirmer's check of an Ethereum deposit: the receipt at `l1_ref` succeeded, the log at
+/// that index came from the vault, its block is canonical and deep enough, and every field matches.
+#[derive(Debug, Clone)]
+pub struct EthDepositVerifier {
+    provider: DynProvider,
+    vault: Address,
+    depth: u64,
+}
+
+impl EthDepositVerifier {
+    pub fn new(provider: DynProvider, vault: Address, depth: u64) -> Self {
+        EthDepositVerifier { provider, vault, depth }
+    }
+
+    /// A verifier asking the JSON-RPC node at `url` about the vault `vault` (plain http: alloy is
+    /// built without TLS here; enable its `reqwest-rustls-tls` feature for https).
+    pub fn connect(url: &str, vault: bridge::Address, depth: u64) -> Result<Self, String> {
+        let url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
+        let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
+        Ok(EthDepositVerifier::new(provider, contracts::to_alloy(vault), depth))
+    }
+}
+
+fn not_on_l1(reason: impl Into<String>) -> Result<DepositCheck, VerifierError> {
+    Ok(DepositCheck::NotOnL1 { reason: reason.into() })
+}
+
+#[async_trait]
+impl DepositVerifier for EthDepositVerifier {
+    async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError> {
+        let rpc =
+            |e: alloy::transports::TransportError| VerifierError { chain: Chain::Ethereum, reason: e.to_string() };
+        let L1Ref::Ethereum { tx_hash, log_index } = deposit.l1_ref else {
+            return not_on_l1("not an Ethereum reference");
+        };
+        if deposit.chain != Chain::Ethereum {
+            return not_on_l1("an Ethereum reference on a deposit of another chain");
+        }
+        let Some(receipt) = self.provider.get_transaction_receipt(B256::from(tx_hash)).await.map_err(rpc)? else {
+            return not_on_l1(format!("no transaction 0x{} on L1 (never sent, or reorged out)", hex::encode(tx_hash)));
+        };
+        if !receipt.status() {
+            return not_on_l1("the transaction reverted");
+        }
+        let Some(log) = receipt.inner.logs().iter().find(|log| log.log_index == Some(log_index)) else {
+            return not_on_l1(format!("the transaction has no log at index {log_index}"));
+        };
+        if log.address() != self.vault {
+            return not_on_l1(format!("the log came from {}, not the vault {}", log.address(), self.vault));
+        }
+        match deposit_from_log(log) {
+            Ok(seen) if seen == *deposit => {}
+            Ok(seen) => return not_on_l1(format!("L1 shows a different deposit: {seen:?}")),
+            Err(reason) => return not_on_l1(reason),
+        }
+        let (Some(number), Some(hash)) = (receipt.block_number, receipt.block_hash) else {
+            return Ok(DepositCheck::NotYetDeep);
+        };
+        let canonical = self.provider.get_block_by_number(number.into()).await.map_err(rpc)?;
+        if canonical.map(|b| b.header.hash) != Some(hash) {
+            return not_on_l1(format!("block {number} holding the deposit is no longer canonical"));
+        }
+        let head = self.provider.get_block_number().await.map_err(rpc)?;
+        if head.saturating_sub(number) < self.depth {
+            return Ok(DepositCheck::NotYetDeep);
+        }
+        Ok(DepositCheck::Confirmed)
+    }
+}
+
+/// The vault's balance of each asset: ether and the given ERC-20 tokens.
+pub async fn vault_holdings(
+    provider: &DynProvider,
+    vault: Address,
+    tokens: &[Address],
+) -> Result<BTreeMap<AssetId, U256>, alloy::contract::Error> {
+    let mut holdings = BTreeMap::new();
+    holdings.insert(AssetId::Eth, provider.get_balance(vault).await?);
+    for token in tokens {
+        let balance = TestToken::new(*token, provider.clone()).balanceOf(vault).call().await?;
+        holdings.insert(AssetId::Erc20(from_alloy(*token)), balance);
+    }
+    Ok(holdings)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the Ethereum node: {0}")]
+    Rpc(String),
+    #[error("the vault holds another root for batch {batch}: {onchain}")]
+    RootConflict { batch: u64, onchain: B256 },
+    #[error("the vault refused the call: {0:?}")]
+    Refused(Box<Vault::VaultErrors>),
+    #[error("the call reverted: {0}")]
+    Reverted(String),
+    #[error("transaction with nonce {nonce} not mined after {attempts} fee bumps")]
+    Stuck { nonce: u64, attempts: u32 },
+}
+
+impl From<alloy::contract::Error> for SubmitError {
+    fn from(e: alloy::contract::Error) -> Self {
+        match e.as_decoded_interface_error::<Vault::VaultErrors>() {
+            Some(error) => SubmitError::Refused(Box::new(error)),
+            None => SubmitError::Rpc(e.to_string()),
+        }
+    }
+}
+
+impl From<alloy::transports::TransportError> for SubmitError {
+    fn from(e: alloy::transports::TransportError) -> Self {
+        match e.as_error_resp().and_then(|r| r.as_revert_data()) {
+            Some(data) => match <Vault::VaultErrors as alloy::sol_types::SolInterface>::abi_decode(&data) {
+                Ok(error) => SubmitError::Refused(Box::new(error)),
+                Err(_) => SubmitError::Reverted(format!("0x{}", hex::encode(&data))),
+            },
+            None => SubmitError::Rpc(e.to_string()),
+        }
+    }
+}
+
+/// What [`Submitter::pay`] did.
+#[derive(Debug, Default)]
+pub struct Payment {
+    /// One per `withdrawMany` transaction mined.
+    pub receipts: Vec<TransactionReceipt>,
+    /// Leaves whose ether recipient refused the payment; they stay unpaid.
+    pub refused: Vec<u32>,
+}
+
+/// Sends `submitWithdrawals` and `withdrawMany`. Idempotent: it reads the vault's roots and
+/// bitmap first and sends only what is missing, so it can be rerun after a crash. Nonces come
+/// from the account's confirmed transaction count, so a restart replaces (at a higher fee) a
+/// transaction left pending rather than queueing behind it; a transaction not mined within
+/// `confirm_timeout` is re-sent with the same nonce and 25% higher fees, up to `max_bumps` times.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    /// A provider with a wallet for `from`.
+    provider: DynProvider,
+    vault: Vault::VaultInstance<DynProvider>,
+    from: Address,
+    pub confirm_timeout: Duration,
+    pub max_bumps: u32,
+    /// Leaves paid per `withdrawMany` transaction.
+    pub max_per_tx: usize,
+    fee_bumps: Arc<AtomicU64>,
+}
+
+impl Submitter {
+    pub fn new(provider: DynProvider, vault: Address, from: Address) -> Self {
+        Submitter {
+            vault: Vault::new(vault, provider.clone()),
+            provider,
+            from,
+            confirm_timeout: Duration::from_secs(60),
+            max_bumps: 5,
+            max_per_tx: 100,
+            fee_bumps: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Submits batch `batch`'s root with the group signature; `None` if the vault has it already.
+    pub async fn submit_root(
+        &self,
+        batch: u64,
+        root: [u8; 32],
+        sig: &EvmSchnorrSignature,
+    ) -> Result<Option<TransactionReceipt>, SubmitError> {
+        let onchain = self.vault.roots(batch).call().await?;
+        if onchain == B256::from(root) {
+            return Ok(None);
+        }
+        if onchain != B256::ZERO {
+            return Err(SubmitError::RootConflict { batch, onchain });
+        }
+        let call = Vault::submitWithdrawalsCall { batch, root: B256::from(root), sig: vault_signature(sig) };
+        self.send(call.abi_encode()).await.map(Some)
+    }
+
+    /// Pays every leaf of `tree` not yet paid (all from one batch), `max_per_tx` per transaction.
+    /// An ether recipient that refuses its payment (a contract that reverts) would make the
+    /// whole `withdrawMany` revert: its leaves are left out and reported in `refused`, and the
+    /// rest are paid.
+    pub async fn pay(&self, tree: &EthWithdrawalTree) -> Result<Payment, SubmitError> {
+        let mut payment = Payment::default();
+        let Some(batch) = tree.withdrawals().first().map(|w| w.batch) else {
+            return Ok(payment);
+        };
+        let mut unpaid = Vec::new();
+        for w in tree.withdrawals() {
+            if !self.vault.isPaid(batch, w.index).call().await? {
+                unpaid.push(w.index);
+            }
+        }
+        for chunk in unpaid.chunks(self.max_per_tx.max(1)) {
+            let mut payouts = contracts::payouts(tree, chunk.iter().copied());
+            while !payouts.is_empty() {
+                let call = Vault::withdrawManyCall { batch, payouts: payouts.clone() };
+                match self.send(call.abi_encode()).await {
+                    Ok(receipt) => {
+                        payment.receipts.push(receipt);
+                        break;
+                    }
+                    Err(SubmitError::Refused(error)) => {
+                        let Vault::VaultErrors::EthTransferFailed(refusal) = *error else {
+                            return Err(SubmitError::Refused(error));
+                        };
+                        let (refused, rest): (Vec<_>, Vec<_>) = payouts
+                            .into_iter()
+                            .partition(|p| p.token == Address::ZERO && p.recipient == refusal.recipient);
+                        if refused.is_empty() {
+                            return Err(SubmitError::Refused(Box::new(Vault::VaultErrors::EthTransferFailed(refusal))));
+                        }
+                        tracing::warn!(batch, recipient = %refusal.recipient, "an ether recipient refuses its payout; paying the others");
+                        payment.refused.extend(refused.iter().map(|p| p.index));
+                        payouts = rest;
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        Ok(payment)
+    }
+
+    /// Sends a call to the vault, managing the nonce and bumping the fee while it is not mined.
+    async fn send(&self, input: Vec<u8>) -> Result<TransactionReceipt, SubmitError> {
+        let nonce = self.provider.get_transaction_count(self.from).latest().await?;
+        let base = TransactionRequest::default().with_from(self.from).with_to(*self.vault.address()).with_input(input);
+        // Simulating first turns a revert into its custom error instead of a spent fee.
+        let gas = self.provider.estimate_gas(base.clone()).await?;
+        let fees = self.provider.estimate_eip1559_fees().await?;
+        let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas.max(1));
+        // Every version of this transaction sent: any of them may be the one mined.
+        let mut sent: Vec<B256> = Vec::new();
+        for attempt in 0..=self.max_bumps {
+            let tx = base
+                .clone()
+                .with_nonce(nonce)
+                .with_gas_limit(gas + gas / 5)
+                .with_max_fee_per_gas(max_fee)
+                .with_max_priority_fee_per_gas(tip);
+            match self.provider.send_transaction(tx).await {
+                Ok(pending) => {
+                    sent.push(*pending.tx_hash());
+                    match pending.with_timeout(Some(self.confirm_timeout)).get_receipt().await {
+                        Ok(receipt) => return Self::succeeded(receipt),
+                        Err(error) => tracing::warn!(nonce, attempt, %error, "not mined in time; bumping the fee"),
+                    }
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    if !(text.contains("underpriced")
+                        || text.contains("already known")
+                        || text.contains("nonce too low"))
+                    {
+                        return Err(error.into());
+                    }
+                    tracing::warn!(nonce, attempt, %text, "the node refused this version");
+                }
+            }
+            if let Some(receipt) = self.mined(&sent).await? {
+                return Self::succeeded(receipt);
+            }
+            if self.provider.get_transaction_count(self.from).latest().await? > nonce {
+                // The nonce went to a transaction not sent here: the caller re-reads the vault.
+                return Err(SubmitError::Rpc(format!("nonce {nonce} was used by another transaction")));
+            }
+            // Replacements need at least 10% more; take 25%.
+            max_fee += max_fee / 4 + 1;
+            tip += tip / 4 + 1;
+            self.fee_bumps.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(SubmitError::Stuck { nonce, attempts: self.max_bumps })
+    }
+
+    async fn mined(&self, sent: &[B256]) -> Result<Option<TransactionReceipt>, SubmitError> {
+        for hash in sent {
+            if let Some(receipt) = self.provider.get_transaction_receipt(*hash).await? {
+                return Ok(Some(receipt));
+            }
+        }
+        Ok(None)
+    }
+
+    fn succeeded(receipt: TransactionReceipt) -> Result<TransactionReceipt, SubmitError> {
+        if receipt.status() {
+            Ok(receipt)
+        } else {
+            Err(SubmitError::Reverted(format!("transaction {} reverted on chain", receipt.transaction_hash)))
+        }
+    }
+
+    /// How many times a fee was bumped since this submitter was made (shared by its clones).
+    pub fn fee_bumps(&self) -> u64 {
+        self.fee_bumps.load(Ordering::Relaxed)
+    }
+
+    pub fn vault(&self) -> Address {
+        *self.vault.address()
+    }
+}

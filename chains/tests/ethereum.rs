@@ -1,0 +1,289 @@
+//! chains::ethereum against anvil: the watcher at depth and across reorgs, the verifier
+//! (including a spoofed event), the submitter's idempotence, and the holdings.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionReceipt;
+use bridge::eth_settlement::{EvmSchnorrSignature, withdrawals_message};
+use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
+use bridge::{Amount, AssetId, Chain, Deposit, L1Ref};
+use chains::deposit::{DepositCheck, DepositVerifier};
+use chains::ethereum::{Confirmation, DepositWatcher, EthDepositVerifier, Submitter, deposit_from_log, vault_holdings};
+use contracts::ANVIL_KEY_0;
+use contracts::harness::{Setup, signing_provider};
+use contracts::{Spoofer, TestToken, from_alloy};
+use secp256k1::{Message, SECP256K1};
+use tokio::sync::mpsc;
+
+const DEPTH: u64 = 3;
+
+async fn mine(setup: &Setup, blocks: u64) {
+    let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (blocks,)).await.unwrap();
+}
+
+async fn reorg(setup: &Setup, depth: u64) {
+    let _: serde_json::Value =
+        setup.provider.raw_request("anvil_reorg".into(), (depth, Vec::<serde_json::Value>::new())).await.unwrap();
+}
+
+async fn deposit_eth(setup: &Setup, wei: u64) -> (TransactionReceipt, Deposit) {
+    // A fresh provider each time: a reorg drops transactions, which a cached nonce would not know.
+    let provider = signing_provider(&setup.anvil.url(), ANVIL_KEY_0).unwrap();
+    let receipt = contracts::Vault::new(setup.vault_address(), provider)
+        .depositETH(Address::repeat_byte(0xab))
+        .value(U256::from(wei))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let deposit = deposit_from_log(&receipt.inner.logs()[0]).unwrap();
+    (receipt, deposit)
+}
+
+fn watcher(setup: &Setup, sink: mpsc::Sender<Deposit>) -> DepositWatcher {
+    DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(DEPTH), 0, sink)
+}
+
+fn drain(rx: &mut mpsc::Receiver<Deposit>) -> Vec<Deposit> {
+    let mut all = Vec::new();
+    while let Ok(d) = rx.try_recv() {
+        all.push(d);
+    }
+    all
+}
+
+#[tokio::test]
+async fn deposits_are_handed_on_once_and_only_at_depth() {
+    let setup = Setup::new().await.unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let mut watcher = watcher(&setup, tx);
+
+    let (receipt, expected) = deposit_eth(&setup, 1234).await;
+    assert_eq!(
+        expected,
+        Deposit {
+            chain: Chain::Ethereum,
+            l1_ref: L1Ref::Ethereum { tx_hash: receipt.transaction_hash.0, log_index: 0 },
+            account: bridge::Address([0xab; 20]),
+            asset: AssetId::Eth,
+            amount: Amount(1234),
+        }
+    );
+    for _ in 0..DEPTH {
+        assert_eq!(watcher.poll().await.unwrap(), 0);
+        assert!(drain(&mut rx).is_empty(), "handed on before depth");
+        mine(&setup, 1).await;
+    }
+    assert_eq!(watcher.poll().await.unwrap(), 1);
+    assert_eq!(drain(&mut rx), vec![expected]);
+    mine(&setup, 5).await;
+    assert_eq!(watcher.poll().await.unwrap(), 0);
+    assert!(drain(&mut rx).is_empty(), "handed on twice");
+
+    // An ERC-20 deposit.
+    let token = TestToken::deploy(setup.provider.clone()).await.unwrap();
+    token.mint(setup.deployer, U256::from(500)).send().await.unwrap().get_receipt().await.unwrap();
+    token.approve(setup.vault_address(), U256::MAX).send().await.unwrap().get_receipt().await.unwrap();
+    setup
+        .vault
+        .depositERC20(*token.address(), U256::from(500), Address::ZERO)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    mine(&setup, DEPTH).await;
+    watcher.poll().await.unwrap();
+    let handed = drain(&mut rx);
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].asset, AssetId::Erc20(from_alloy(*token.address())));
+    assert_eq!((handed[0].account, handed[0].amount), (from_alloy(setup.deployer), Amount(500)));
+
+    // The holdings.
+    let holdings = vault_holdings(&setup.provider, setup.vault_address(), &[*token.address()]).await.unwrap();
+    assert_eq!(holdings[&AssetId::Eth], U256::from(1234));
+    assert_eq!(holdings[&AssetId::Erc20(from_alloy(*token.address()))], U256::from(500));
+}
+
+#[tokio::test]
+async fn a_reorg_before_depth_credits_nothing_and_one_past_depth_stops_the_watcher() {
+    let setup = Setup::new().await.unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let mut watcher = watcher(&setup, tx);
+    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), DEPTH);
+
+    let (_, removed) = deposit_eth(&setup, 777).await;
+    mine(&setup, 1).await;
+    watcher.poll().await.unwrap();
+    assert_eq!(verifier.check(&removed).await.unwrap(), DepositCheck::NotYetDeep);
+    // The deposit's block and the one after are replaced by empty blocks.
+    reorg(&setup, 2).await;
+    mine(&setup, DEPTH + 2).await;
+    assert_eq!(watcher.poll().await.unwrap(), 0);
+    assert!(drain(&mut rx).is_empty(), "a reorged-out deposit was handed on");
+    assert!(matches!(verifier.check(&removed).await.unwrap(), DepositCheck::NotOnL1 { .. }));
+
+    // A deposit that reached depth is handed on; a reorg deeper than the depth is an error.
+    let (_, kept) = deposit_eth(&setup, 888).await;
+    mine(&setup, DEPTH).await;
+    watcher.poll().await.unwrap();
+    assert_eq!(drain(&mut rx), vec![kept]);
+    reorg(&setup, DEPTH + 2).await;
+    mine(&setup, 3).await;
+    let err = watcher.poll().await.unwrap_err();
+    assert!(matches!(err, chains::ethereum::WatchError::DeepReorg { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_verifier_checks_every_field_the_depth_and_the_emitter() {
+    let setup = Setup::new().await.unwrap();
+    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), DEPTH);
+    let (_, deposit) = deposit_eth(&setup, 1000).await;
+    assert_eq!(verifier.check(&deposit).await.unwrap(), DepositCheck::NotYetDeep);
+    mine(&setup, DEPTH).await;
+    assert_eq!(verifier.check(&deposit).await.unwrap(), DepositCheck::Confirmed);
+
+    // Every field must match.
+    let more = Deposit { amount: Amount(1001), ..deposit.clone() };
+    let other_account = Deposit { account: bridge::Address([1; 20]), ..deposit.clone() };
+    let other_asset = Deposit { asset: AssetId::Erc20(bridge::Address([2; 20])), ..deposit.clone() };
+    let L1Ref::Ethereum { tx_hash, .. } = deposit.l1_ref else { unreachable!() };
+    let other_log = Deposit { l1_ref: L1Ref::Ethereum { tx_hash, log_index: 1 }, ..deposit.clone() };
+    let absent = Deposit { l1_ref: L1Ref::Ethereum { tx_hash: [9; 32], log_index: 0 }, ..deposit.clone() };
+    for wrong in [more, other_account, other_asset, other_log, absent] {
+        assert!(matches!(verifier.check(&wrong).await.unwrap(), DepositCheck::NotOnL1 { .. }), "{wrong:?}");
+    }
+
+    // The same event emitted by another contract is refused.
+    let spoofer = Spoofer::deploy(setup.provider.clone()).await.unwrap();
+    let receipt = spoofer
+        .fake(0, Address::ZERO, Address::repeat_byte(0xab), U256::from(1_000_000))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let spoofed = deposit_from_log(&receipt.inner.logs()[0]).unwrap();
+    mine(&setup, DEPTH).await;
+    match verifier.check(&spoofed).await.unwrap() {
+        DepositCheck::NotOnL1 { reason } => assert!(reason.contains("not the vault"), "{reason}"),
+        other => panic!("a spoofed deposit was {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_submitter_sends_only_what_is_missing() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    let tree = EthWithdrawalTree::new(
+        (0..5u32)
+            .map(|i| EthWithdrawal {
+                batch: 4,
+                index: i,
+                token: bridge::Address::ZERO,
+                recipient: bridge::Address([0x50 + i as u8; 20]),
+                amount: Amount(100 + u128::from(i)),
+            })
+            .collect(),
+    );
+    let message = withdrawals_message(&setup.domain(0), 4, tree.root());
+    let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+    let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
+
+    let from = setup.deployer;
+    let mut submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), from);
+    submitter.max_per_tx = 2;
+    submitter.confirm_timeout = Duration::from_secs(10);
+    assert!(submitter.submit_root(4, tree.root(), &sig).await.unwrap().is_some());
+    assert!(submitter.submit_root(4, tree.root(), &sig).await.unwrap().is_none(), "submitted twice");
+
+    // Someone else pays leaf 3 first; the submitter pays the other four in two transactions.
+    setup.vault.withdrawMany(4, contracts::payouts(&tree, [3])).send().await.unwrap().get_receipt().await.unwrap();
+    let payment = submitter.pay(&tree).await.unwrap();
+    assert_eq!((payment.receipts.len(), payment.refused.len()), (2, 0));
+    assert!(submitter.pay(&tree).await.unwrap().receipts.is_empty(), "paid twice");
+    for w in tree.withdrawals() {
+        assert_eq!(setup.balance(contracts::to_alloy(w.recipient)).await.unwrap(), U256::from(w.amount.0));
+    }
+    // A different root for the same batch is a conflict, not a resend.
+    assert!(submitter.submit_root(4, [1; 32], &sig).await.is_err());
+}
+
+#[tokio::test]
+async fn a_transaction_not_mined_is_sent_again_with_a_higher_fee() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    let tree = EthWithdrawalTree::new(vec![EthWithdrawal {
+        batch: 1,
+        index: 0,
+        token: bridge::Address::ZERO,
+        recipient: bridge::Address([0x61; 20]),
+        amount: Amount(42),
+    }]);
+    let message = withdrawals_message(&setup.domain(0), 1, tree.root());
+    let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+    let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
+    let mut submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    submitter.confirm_timeout = Duration::from_millis(800);
+    submitter.submit_root(1, tree.root(), &sig).await.unwrap();
+
+    // Blocks stop coming: the payout waits in the pool until the submitter has bumped its fee.
+    let _: serde_json::Value = setup.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    let paying = tokio::spawn({
+        let submitter = submitter.clone();
+        async move { submitter.pay(&tree).await }
+    });
+    while submitter.fee_bumps() == 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mine(&setup, 1).await;
+    let receipts = paying.await.unwrap().unwrap().receipts;
+    assert_eq!(receipts.len(), 1);
+    assert!(submitter.fee_bumps() >= 1);
+    assert_eq!(setup.balance(Address::repeat_byte(0x61)).await.unwrap(), U256::from(42));
+    // Exactly one version was mined.
+    let block = setup.provider.get_block_by_number(receipts[0].block_number.unwrap().into()).await.unwrap().unwrap();
+    assert_eq!(block.transactions.len(), 1);
+}
+
+#[tokio::test]
+async fn an_ether_recipient_that_refuses_does_not_block_the_others() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    // Another vault refuses plain ether: a recipient contract that reverts.
+    let refuser = contracts::Vault::deploy(setup.provider.clone(), contracts::group_key(&setup.key), setup.deployer)
+        .await
+        .unwrap();
+    let recipients = [bridge::Address([0x71; 20]), from_alloy(*refuser.address()), bridge::Address([0x72; 20])];
+    let tree = EthWithdrawalTree::new(
+        recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| EthWithdrawal {
+                batch: 9,
+                index: i as u32,
+                token: bridge::Address::ZERO,
+                recipient: *r,
+                amount: Amount(10),
+            })
+            .collect(),
+    );
+    let message = withdrawals_message(&setup.domain(0), 9, tree.root());
+    let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+    let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
+    let submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    submitter.submit_root(9, tree.root(), &sig).await.unwrap();
+    let payment = submitter.pay(&tree).await.unwrap();
+    assert_eq!((payment.receipts.len(), payment.refused.clone()), (1, vec![1]));
+    assert_eq!(setup.balance(Address::repeat_byte(0x71)).await.unwrap(), U256::from(10));
+    assert_eq!(setup.balance(Address::repeat_byte(0x72)).await.unwrap(), U256::from(10));
+    assert!(!setup.vault.isPaid(9, 1).call().await.unwrap());
+}
