@@ -353,6 +353,11 @@ impl Submitter {
         }
     }
 
+    /// The withdrawals root the vault holds for `batch`; all zero if none yet.
+    pub async fn root_of(&self, batch: u64) -> Result<[u8; 32], SubmitError> {
+        Ok(self.vault.roots(batch).call().await?.0)
+    }
+
     /// Submits batch `batch`'s root with the group signature; `None` if the vault has it already.
     pub async fn submit_root(
         &self,

@@ -4,7 +4,8 @@
 //! not check out is an [`alarm::Alarm`] with an evidence file anyone can verify offline.
 //!
 //! `follower`: the loop; `store`: what it has replayed and the alarms; `deposits`: deposit
-//! checks against L1; `alarm`: what can go wrong; `evidence`: the files that prove it.
+//! checks against L1; `alarm`: what can go wrong; `evidence`: the files that prove it;
+//! `watchman`: signing only what this replay justifies, and settling it on L1.
 
 pub mod alarm;
 pub mod api;
@@ -12,3 +13,4 @@ pub mod deposits;
 pub mod evidence;
 pub mod follower;
 pub mod store;
+pub mod watchman;

@@ -1,0 +1,14 @@
+//! The watchman: a confirmer that holds a share of the group key. It signs only what its own
+//! replay of the DA justifies ([`policy::ReplayPolicy`]), and stops signing on any alarm.
+//!
+//! `book`: what this watchman's replay says each hard-final batch owes, shared between the
+//! follower loop (writer) and the signing policy (reader); `policy`: the `SigningPolicy`;
+//! `settle`: sign, submit and pay each hard-final batch's Ethereum withdrawals.
+
+pub mod book;
+pub mod policy;
+pub mod settle;
+
+pub use book::SettlementBook;
+pub use policy::{ReplayPolicy, SETTLE_ETH_WITHDRAWALS};
+pub use settle::{EthSettlement, SettleError, SettledBatch};

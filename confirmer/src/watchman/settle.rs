@@ -1,0 +1,111 @@
+//! The settlement loop's Ethereum step: for every hard-final batch that owes Ethereum
+//! withdrawals, get the group's signature over its root (a ROAST session among the watchmen,
+//! each of whom asks its own [`ReplayPolicy`](super::ReplayPolicy)), submit it to the vault,
+//! and pay every leaf. Idempotent: the vault's roots and bitmap are read before anything is
+//! signed or sent, so a restart, or another watchman having done it, costs nothing twice.
+
+use bridge::eth_settlement::{EvmSchnorrSignature, VaultDomain, withdrawals_message};
+use chains::ethereum::{SubmitError, Submitter};
+use tss::{KeyPath, SessionError, SigningContext, SigningRequest, TssNode};
+
+use super::book::SettlementBook;
+use super::policy::SETTLE_ETH_WITHDRAWALS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("signing is stopped: {0}")]
+    Halted(String),
+    #[error("batch {batch}: no signature: {source}")]
+    Signing { batch: u64, source: SessionError },
+    #[error("batch {batch}: the group's signature is not a BIP-340 signature the vault takes")]
+    BadSignature { batch: u64 },
+    #[error("batch {batch}: the vault: {source}")]
+    Vault { batch: u64, source: SubmitError },
+}
+
+/// What one batch's settlement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledBatch {
+    pub batch: u64,
+    /// Whether this watchman signed and submitted the root (false: the vault had it).
+    pub submitted_root: bool,
+    /// `withdrawMany` transactions sent.
+    pub payout_transactions: usize,
+    /// Leaves an ether recipient refused; they stay payable by anyone.
+    pub refused: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub struct EthSettlement {
+    book: SettlementBook,
+    domain: VaultDomain,
+    submitter: Submitter,
+    /// Batches below this are settled.
+    next: u64,
+}
+
+impl EthSettlement {
+    pub fn new(book: SettlementBook, domain: VaultDomain, submitter: Submitter) -> Self {
+        EthSettlement { book, domain, submitter, next: 1 }
+    }
+
+    /// The request the watchmen sign for batch `batch`'s root.
+    pub fn request(domain: &VaultDomain, batch: u64, root: [u8; 32]) -> SigningRequest {
+        SigningRequest {
+            message: withdrawals_message(domain, batch, root).to_vec(),
+            key_path: KeyPath::Vault,
+            context: SigningContext {
+                chain: "ethereum".into(),
+                batch: Some(batch),
+                purpose: SETTLE_ETH_WITHDRAWALS.into(),
+                detail: root.to_vec(),
+            },
+        }
+    }
+
+    /// Settles every hard-final batch not settled yet, in order; stops at the first failure
+    /// (it is retried at the next call).
+    pub async fn settle(&mut self, tss: &TssNode) -> Result<Vec<SettledBatch>, SettleError> {
+        let mut done = Vec::new();
+        for (batch, settlement) in self.book.owing_from(self.next) {
+            if let Some(why) = self.book.halted() {
+                return Err(SettleError::Halted(why));
+            }
+            let tree = &settlement.eth;
+            if tree.withdrawals().is_empty() {
+                self.next = batch + 1;
+                continue;
+            }
+            let root = tree.root();
+            let vault = |source| SettleError::Vault { batch, source };
+            let submitted_root = if self.submitter.root_of(batch).await.map_err(vault)? == root {
+                false
+            } else {
+                let started = std::time::Instant::now();
+                let outcome = tss
+                    .sign(vec![Self::request(&self.domain, batch, root)])
+                    .await
+                    .map_err(|source| SettleError::Signing { batch, source })?;
+                metrics::histogram!("watchman_eth_signing_seconds").record(started.elapsed().as_secs_f64());
+                let signature = outcome
+                    .signatures
+                    .first()
+                    .and_then(|s| EvmSchnorrSignature::from_bip340(&s.signature))
+                    .ok_or(SettleError::BadSignature { batch })?;
+                self.submitter.submit_root(batch, root, &signature).await.map_err(vault)?;
+                true
+            };
+            let payment = self.submitter.pay(tree).await.map_err(vault)?;
+            metrics::counter!("watchman_eth_batches_settled_total").increment(1);
+            tracing::info!(batch, submitted_root, payouts = payment.receipts.len(), refused = ?payment.refused, "Ethereum withdrawals settled");
+            done.push(SettledBatch {
+                batch,
+                submitted_root,
+                payout_transactions: payment.receipts.len(),
+                refused: payment.refused,
+            });
+            self.next = batch + 1;
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,222 @@
+//! Watchmen settle Ethereum withdrawals only when their own replay justifies them: a deposit
+//! into a vault on anvil, credited by the coordinator's watcher; a withdrawal through the API;
+//! three watchmen (2-of-3, a real DKG over libp2p on 127.0.0.1), each replaying the DA with its
+//! own follower and checking the deposit against anvil; the root signed, submitted and paid. A
+//! forged root is refused by every watchman and nothing more leaves the vault.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address as EthAddress, U256};
+use alloy::providers::Provider;
+use bridge::eth_settlement::VaultDomain;
+use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
+use bridge::{AssetId, UserTx, Withdraw};
+use chains::da::DirDa;
+use chains::ethereum::{EthDepositVerifier, Submitter};
+use common::*;
+use confirmer::deposits::DepositVerifiers;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+use confirmer::watchman::{EthSettlement, ReplayPolicy, SettlementBook};
+use contracts::harness::Setup;
+use contracts::{Vault, from_alloy, to_alloy};
+use coordinator::api::request::TxRequest;
+use coordinator::config::{Config, NetworkConfig};
+use coordinator::node::Node;
+use tss::mesh::PeerEntry;
+use tss::{GroupKey, MeshConfig, SessionError, SessionId, TssNode, TssNodeConfig};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn entries(identities: &[libp2p::identity::Keypair]) -> Vec<PeerEntry> {
+    identities
+        .iter()
+        .map(|k| PeerEntry {
+            peer_id: k.public().to_peer_id(),
+            address: format!("/ip4/127.0.0.1/tcp/{}", free_port()).parse().unwrap(),
+        })
+        .collect()
+}
+
+fn tss_config(
+    identity: &libp2p::identity::Keypair,
+    entries: &[PeerEntry],
+    share: Option<tss::KeyShare>,
+    policy: Arc<dyn tss::SigningPolicy>,
+) -> TssNodeConfig {
+    let me = identity.public().to_peer_id();
+    let listen = entries.iter().find(|e| e.peer_id == me).unwrap().address.clone();
+    TssNodeConfig {
+        identity: identity.clone(),
+        mesh: MeshConfig { listen, peers: entries.to_vec(), request_timeout: Duration::from_secs(5) },
+        threshold: 2,
+        share,
+        policy,
+        session_timeout: Duration::from_secs(20),
+        retry: Duration::from_millis(300),
+    }
+}
+
+async fn eth_balance(node: &Node, account: bridge::Address) -> u128 {
+    let body: serde_json::Value =
+        reqwest::get(format!("{}/accounts/{account}", node.url())).await.unwrap().json().await.unwrap();
+    body["balances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["asset"] == "eth:ETH")
+        .map_or(0, |b| b["amount"].as_str().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_root() {
+    // The key ceremony: three watchmen, 2-of-3.
+    let identities: Vec<_> = (0..3).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
+    let ceremony = entries(&identities);
+    let mut nodes = Vec::new();
+    for identity in &identities {
+        let policy = Arc::new(tss::RefuseAll("key ceremony".into()));
+        nodes.push(TssNode::start(tss_config(identity, &ceremony, None, policy)).await.unwrap());
+    }
+    let session = SessionId::random();
+    let shares: Vec<_> =
+        futures::future::join_all(nodes.iter().map(|n| n.dkg(session, Duration::from_secs(60), |_| {})))
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+    drop(nodes);
+    let group = GroupKey::of(&shares[0].public).unwrap();
+
+    // The vault, deployed with the group's key.
+    let setup = Setup::new().await.unwrap();
+    let vault =
+        Vault::deploy(setup.provider.clone(), U256::from_be_bytes(group.output_key), setup.deployer).await.unwrap();
+    let vault_address = *vault.address();
+    let domain = VaultDomain { chain_id: setup.chain_id, vault: from_alloy(vault_address), epoch: 0 };
+
+    // The coordinator, watching the vault at depth 1.
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params();
+    p.eth_vault = from_alloy(vault_address);
+    p.chain_id = setup.chain_id;
+    std::fs::write(dir.path().join("coordinator.key"), hex::encode([0xc0u8; 32])).unwrap();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.network = NetworkConfig::from(&p);
+    config.coordinator.key_file = Some(dir.path().join("coordinator.key"));
+    config.coordinator.create_key = false;
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.api.rate_limit_per_second = 0.0;
+    config.batch.max_age_ms = 100;
+    config.ethereum.rpc = Some(setup.anvil.url());
+    config.ethereum.depth = 1;
+    config.ethereum.poll_ms = 100;
+    let coordinator = Node::start(&config).await.unwrap();
+
+    // A user deposits 1 ETH-unit amount and withdraws part of it to an Ethereum address.
+    let user = wallet(1);
+    let recipient = bridge::Address([0x5e; 20]);
+    vault
+        .depositETH(to_alloy(user.address()))
+        .value(U256::from(1_000_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (2,)).await.unwrap();
+    for _ in 0..300 {
+        if eth_balance(&coordinator, user.address()).await == 1_000_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(eth_balance(&coordinator, user.address()).await, 1_000_000, "the deposit is credited");
+    let withdraw = UserTx::Withdraw(Withdraw {
+        from: user.address(),
+        asset: AssetId::Eth,
+        amount: bridge::Amount(400_000),
+        fee: bridge::Amount(0),
+        recipient: recipient.to_string(),
+        nonce: 0,
+    });
+    let signed = user.sign(withdraw, &bridge::eip712::Domain::new(&p));
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/tx", coordinator.url()))
+        .json(&TxRequest::from_signed(&signed))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    coordinator.shutdown().await; // seals and publishes what is open
+
+    // Each watchman replays the DA with its own follower, checking deposits against anvil.
+    let mut books = Vec::new();
+    for i in 0..3 {
+        let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
+        let store =
+            ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
+        let verifier = EthDepositVerifier::connect(&setup.anvil.url(), p.eth_vault, 1).unwrap();
+        let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
+        let mut follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
+        catch_up(&mut follower).await;
+        let book = SettlementBook::default();
+        book.update_from(&follower);
+        assert!(book.hard_final() >= 1, "watchman {i}: {:?}", follower.status());
+        books.push(book);
+    }
+
+    // The watchmen, each with its own replay's policy.
+    let running = entries(&identities);
+    let mut watchmen = Vec::new();
+    for (i, identity) in identities.iter().enumerate() {
+        let policy = Arc::new(ReplayPolicy::new(books[i].clone(), Some(domain)));
+        watchmen.push(TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap());
+    }
+
+    // A forged root (paying someone else) is refused by every watchman: no signature exists.
+    let (batch, owed) = books[0].owing_from(1).into_iter().next().expect("a batch owes the withdrawal");
+    let forged = EthWithdrawalTree::new(vec![EthWithdrawal {
+        batch,
+        index: 0,
+        token: bridge::Address::ZERO,
+        recipient: bridge::Address([0xba; 20]),
+        amount: bridge::Amount(400_000),
+    }]);
+    let refused = watchmen[0].sign(vec![EthSettlement::request(&domain, batch, forged.root())]).await.unwrap_err();
+    assert!(matches!(refused, SessionError::NotEnoughSigners { .. }), "{refused}");
+
+    // The honest settlement: signed by the group, submitted, paid exactly once.
+    let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer);
+    let mut settlement = EthSettlement::new(books[0].clone(), domain, submitter.clone());
+    let before = setup.balance(EthAddress::from(recipient.0)).await.unwrap();
+    let settled = settlement.settle(&watchmen[0]).await.unwrap();
+    assert_eq!(settled.len(), 1);
+    assert!(settled[0].submitted_root);
+    assert_eq!(submitter.root_of(batch).await.unwrap(), owed.eth.root());
+    let after = setup.balance(EthAddress::from(recipient.0)).await.unwrap();
+    assert_eq!(after - before, U256::from(400_000u64), "the recipient is paid the withdrawal exactly");
+    assert_eq!(
+        setup.balance(vault_address).await.unwrap(),
+        U256::from(600_000u64),
+        "the vault keeps what the ledger still owes"
+    );
+
+    // Again, from another watchman (a restart, or a second settler): nothing is paid twice.
+    let mut again = EthSettlement::new(books[1].clone(), domain, submitter);
+    let settled = again.settle(&watchmen[1]).await.unwrap();
+    assert_eq!(settled.len(), 1);
+    assert!(!settled[0].submitted_root, "the vault had the root: nothing was signed");
+    assert_eq!(settled[0].payout_transactions, 0);
+    assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), after);
+}
