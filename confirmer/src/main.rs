@@ -75,6 +75,22 @@ enum Command {
         /// Blocks an Ethereum deposit needs on top of it.
         #[arg(long, default_value_t = 12)]
         eth_depth: u64,
+        /// A Bitcoin Core JSON-RPC node (with `-txindex=1`): Bitcoin deposits are then checked
+        /// against the chain; needs --btc-group-key.
+        #[arg(long, requires = "btc_group_key")]
+        btc_rpc: Option<String>,
+        #[arg(long, default_value = "bridge")]
+        btc_rpc_user: String,
+        /// The RPC password (better from the environment).
+        #[arg(long, env = "BTC_RPC_PASSWORD", default_value = "", hide_env_values = true)]
+        btc_rpc_password: String,
+        /// The watchmen's internal group key (x-only, hex, as `bridgectl keygen` prints it): the
+        /// key every account's deposit address tweaks.
+        #[arg(long)]
+        btc_group_key: Option<String>,
+        /// Confirmations a Bitcoin deposit needs.
+        #[arg(long, default_value_t = 6)]
+        btc_depth: u32,
     },
     /// Check an evidence file offline and explain what it proves.
     CheckEvidence { file: PathBuf },
@@ -108,8 +124,21 @@ fn main() -> ExitCode {
             coordinator,
             eth_rpc,
             eth_depth,
+            btc_rpc,
+            btc_rpc_user,
+            btc_rpc_password,
+            btc_group_key,
+            btc_depth,
         } => {
-            let source = Source { params, da_dir, arweave, owner, confirmations, database_url, eth_rpc, eth_depth };
+            let bitcoin = btc_rpc.map(|url| BitcoinSource {
+                url,
+                user: btc_rpc_user,
+                password: btc_rpc_password,
+                group_key: btc_group_key.unwrap_or_default(),
+                depth: btc_depth,
+            });
+            let source =
+                Source { params, da_dir, arweave, owner, confirmations, database_url, eth_rpc, eth_depth, bitcoin };
             let serve = (!once).then_some((listen, coordinator));
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime.block_on(follow(source, interval_ms, serve)),
@@ -145,6 +174,16 @@ struct Source {
     database_url: String,
     eth_rpc: Option<String>,
     eth_depth: u64,
+    bitcoin: Option<BitcoinSource>,
+}
+
+#[derive(Debug)]
+struct BitcoinSource {
+    url: String,
+    user: String,
+    password: String,
+    group_key: String,
+    depth: u32,
 }
 
 /// Follows until stopped; with `serve`, also serves the API (else stops once caught up).
@@ -172,6 +211,17 @@ async fn follow(
         let verifier =
             EthDepositVerifier::connect(url, params.eth_vault, source.eth_depth).map_err(anyhow::Error::msg)?;
         verifiers = verifiers.with(Chain::Ethereum, Arc::new(verifier));
+    }
+    if let Some(bitcoin) = &source.bitcoin {
+        let key = hex::decode(bitcoin.group_key.trim_start_matches("0x"))
+            .ok()
+            .and_then(|bytes| bitcoin::key::XOnlyPublicKey::from_slice(&bytes).ok())
+            .with_context(|| {
+                format!("--btc-group-key {:?} is not an x-only public key (64 hex digits)", bitcoin.group_key)
+            })?;
+        let rpc = chains::bitcoin::CoreRpc::new(bitcoin.url.clone(), bitcoin.user.clone(), bitcoin.password.clone());
+        let checker = chains::bitcoin::DepositChecker::new(rpc, params.btc_network, key, bitcoin.depth);
+        verifiers = verifiers.with(Chain::Bitcoin, Arc::new(checker));
     }
     let follower = Arc::new(RwLock::new(Follower::open(da, store, params, verifiers).await?));
     let once = serve.is_none();

@@ -181,3 +181,28 @@ fn the_cli_checks_evidence_and_refuses_a_corrupt_file() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is not an evidence file"), "{stderr}");
 }
+
+#[test]
+fn a_bad_bitcoin_group_key_or_a_missing_one_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let params_file = dir.path().join("params.json");
+    std::fs::write(&params_file, serde_json::to_vec(&params()).unwrap()).unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_confirmer"))
+            .args(["follow", "--once", "--params"])
+            .arg(&params_file)
+            .arg("--da-dir")
+            .arg(dir.path().join("da"))
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", dir.path().join("c.db").display()))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--btc-rpc", "http://127.0.0.1:1", "--btc-group-key", "not-a-key"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not an x-only public key"), "{output:?}");
+    let output = run(&["--btc-rpc", "http://127.0.0.1:1"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--btc-group-key"), "{output:?}");
+}
