@@ -21,7 +21,7 @@ use common::*;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{EthSettlement, ReplayPolicy, SettlementBook};
+use confirmer::watchman::{EthSettlement, ReplayPolicy, SettlementBook, Watchman};
 use contracts::harness::Setup;
 use contracts::{Vault, from_alloy, to_alloy};
 use coordinator::api::request::TxRequest;
@@ -160,49 +160,39 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     assert_eq!(answer["status"], "accepted", "{answer}");
     coordinator.shutdown().await; // seals and publishes what is open
 
-    // Each watchman replays the DA with its own follower, checking deposits against anvil.
-    let mut books = Vec::new();
-    for i in 0..3 {
+    // Each watchman: its own follower (checking deposits against anvil), its own book, its
+    // policy reading that book, and its own submitter.
+    let running = entries(&identities);
+    let mut watchmen = Vec::new();
+    for (i, identity) in identities.iter().enumerate() {
         let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
         let store =
             ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
         let verifier = EthDepositVerifier::connect(&setup.anvil.url(), p.eth_vault, 1).unwrap();
         let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
-        let mut follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
-        catch_up(&mut follower).await;
+        let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
         let book = SettlementBook::default();
-        book.update_from(&follower);
-        assert!(book.hard_final() >= 1, "watchman {i}: {:?}", follower.status());
-        books.push(book);
+        let policy = Arc::new(ReplayPolicy::new(book.clone(), Some(domain)));
+        let node = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap();
+        let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer);
+        // Watchman 2 replays but does not settle; 0 and 1 both settle (one will find it done).
+        let eth = (i < 2).then(|| EthSettlement::new(book.clone(), domain, submitter));
+        watchmen.push(Watchman::new(follower, book, node, eth));
     }
+    // Watchman 2 catches up first: its book is ready when the others ask it to sign.
+    let report = watchmen[2].step(64).await.unwrap();
+    assert!(report.hard_final >= 1, "{:?}", watchmen[2].follower().status());
 
-    // The watchmen, each with its own replay's policy.
-    let running = entries(&identities);
-    let mut watchmen = Vec::new();
-    for (i, identity) in identities.iter().enumerate() {
-        let policy = Arc::new(ReplayPolicy::new(books[i].clone(), Some(domain)));
-        watchmen.push(TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap());
-    }
+    let (batch, owed) = watchmen[2].book().owing_from(1).into_iter().next().expect("a batch owes the withdrawal");
 
-    // A forged root (paying someone else) is refused by every watchman: no signature exists.
-    let (batch, owed) = books[0].owing_from(1).into_iter().next().expect("a batch owes the withdrawal");
-    let forged = EthWithdrawalTree::new(vec![EthWithdrawal {
-        batch,
-        index: 0,
-        token: bridge::Address::ZERO,
-        recipient: bridge::Address([0xba; 20]),
-        amount: bridge::Amount(400_000),
-    }]);
-    let refused = watchmen[0].sign(vec![EthSettlement::request(&domain, batch, forged.root())]).await.unwrap_err();
-    assert!(matches!(refused, SessionError::NotEnoughSigners { .. }), "{refused}");
-
-    // The honest settlement: signed by the group, submitted, paid exactly once.
+    // Watchman 0's turn: replay, then sign (with watchman 2, or 1 once it has replayed), submit,
+    // pay. Watchman 1 has not replayed yet, so its policy refuses until it has.
     let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer);
-    let mut settlement = EthSettlement::new(books[0].clone(), domain, submitter.clone());
     let before = setup.balance(EthAddress::from(recipient.0)).await.unwrap();
-    let settled = settlement.settle(&watchmen[0]).await.unwrap();
-    assert_eq!(settled.len(), 1);
-    assert!(settled[0].submitted_root);
+    let report = watchmen[0].step(64).await.unwrap();
+    assert_eq!(report.settle_error, None);
+    assert_eq!(report.settled.len(), 1);
+    assert!(report.settled[0].submitted_root);
     assert_eq!(submitter.root_of(batch).await.unwrap(), owed.eth.root());
     let after = setup.balance(EthAddress::from(recipient.0)).await.unwrap();
     assert_eq!(after - before, U256::from(400_000u64), "the recipient is paid the withdrawal exactly");
@@ -212,11 +202,37 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         "the vault keeps what the ledger still owes"
     );
 
-    // Again, from another watchman (a restart, or a second settler): nothing is paid twice.
-    let mut again = EthSettlement::new(books[1].clone(), domain, submitter);
-    let settled = again.settle(&watchmen[1]).await.unwrap();
-    assert_eq!(settled.len(), 1);
-    assert!(!settled[0].submitted_root, "the vault had the root: nothing was signed");
-    assert_eq!(settled[0].payout_transactions, 0);
+    // Watchman 1's turn: the vault has the root and every leaf is paid; nothing is signed or
+    // paid twice.
+    let report = watchmen[1].step(64).await.unwrap();
+    assert_eq!(report.settled.len(), 1);
+    assert!(!report.settled[0].submitted_root, "the vault had the root: nothing was signed");
+    assert_eq!(report.settled[0].payout_transactions, 0);
     assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), after);
+    // Now that every watchman has replayed: a forged root for the same batch (paying someone
+    // else) is refused by every one of them; no signature exists and the vault keeps its funds.
+    let forged = EthWithdrawalTree::new(vec![EthWithdrawal {
+        batch,
+        index: 0,
+        token: bridge::Address::ZERO,
+        recipient: bridge::Address([0xba; 20]),
+        amount: bridge::Amount(400_000),
+    }]);
+    let refused =
+        watchmen[2].tss().sign(vec![EthSettlement::request(&domain, batch, forged.root())]).await.unwrap_err();
+    assert!(matches!(refused, SessionError::NotEnoughSigners { .. }), "{refused}");
+
+    assert_eq!(setup.balance(vault_address).await.unwrap(), U256::from(600_000u64));
+
+    // A halted watchman (an alarm, or its operator) signs nothing, even what its replay justifies.
+    watchmen[0].book().halt("an alarm in this test".into());
+    watchmen[2].book().halt("an alarm in this test".into());
+    let honest = EthSettlement::request(&domain, batch, owed.eth.root());
+    let halted = watchmen[1].tss().sign(vec![honest]).await.unwrap_err();
+    match halted {
+        SessionError::NotEnoughSigners { excluded, .. } => {
+            assert!(excluded.values().all(|why| format!("{why:?}").contains("signing is stopped")), "{excluded:?}")
+        }
+        other => panic!("expected the halted watchmen to refuse, got {other}"),
+    }
 }

@@ -3,12 +3,15 @@
 //!
 //! `book`: what this watchman's replay says each hard-final batch owes, shared between the
 //! follower loop (writer) and the signing policy (reader); `policy`: the `SigningPolicy`;
-//! `settle`: sign, submit and pay each hard-final batch's Ethereum withdrawals.
+//! `settle`: sign, submit and pay each hard-final batch's Ethereum withdrawals; `run`: one
+//! watchman's loop turn (replay, book, settle).
 
 pub mod book;
 pub mod policy;
+pub mod run;
 pub mod settle;
 
 pub use book::SettlementBook;
 pub use policy::{ReplayPolicy, SETTLE_ETH_WITHDRAWALS};
+pub use run::{StepReport, Watchman};
 pub use settle::{EthSettlement, SettleError, SettledBatch};

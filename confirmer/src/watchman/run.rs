@@ -1,0 +1,68 @@
+//! One watchman: its own follower feeding its own settlement book, its threshold-signing node
+//! (whose policy reads that book), and the chains' settlement steps. [`Watchman::step`] is one
+//! turn of the loop a watchman process runs forever.
+
+use tss::TssNode;
+
+use super::book::SettlementBook;
+use super::settle::{EthSettlement, SettleError, SettledBatch};
+use crate::follower::{FollowError, Follower};
+
+#[derive(Debug, Default)]
+pub struct StepReport {
+    /// Batches replayed in this turn.
+    pub replayed: u64,
+    pub hard_final: u64,
+    pub settled: Vec<SettledBatch>,
+    /// Why settling stopped in this turn (retried next turn), if it did.
+    pub settle_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Watchman {
+    follower: Follower,
+    book: SettlementBook,
+    tss: TssNode,
+    eth: Option<EthSettlement>,
+}
+
+impl Watchman {
+    /// `tss` must have been started with a [`ReplayPolicy`](super::ReplayPolicy) reading `book`.
+    pub fn new(follower: Follower, book: SettlementBook, tss: TssNode, eth: Option<EthSettlement>) -> Self {
+        Watchman { follower, book, tss, eth }
+    }
+
+    pub fn follower(&self) -> &Follower {
+        &self.follower
+    }
+
+    pub fn book(&self) -> &SettlementBook {
+        &self.book
+    }
+
+    pub fn tss(&self) -> &TssNode {
+        &self.tss
+    }
+
+    /// Replays what is new (up to `limit` batches), updates the book (halting on an alarm),
+    /// then settles what became hard-final. A failed settlement is reported and retried at the
+    /// next turn; a failed replay is an error of the turn.
+    pub async fn step(&mut self, limit: usize) -> Result<StepReport, FollowError> {
+        let step = self.follower.step(limit).await?;
+        self.book.update_from(&self.follower);
+        let mut report =
+            StepReport { replayed: step.replayed, hard_final: self.book.hard_final(), ..StepReport::default() };
+        if let Some(eth) = &mut self.eth {
+            match eth.settle(&self.tss).await {
+                Ok(settled) => report.settled = settled,
+                Err(SettleError::Halted(why)) => report.settle_error = Some(format!("halted: {why}")),
+                Err(error) => {
+                    metrics::counter!("watchman_settle_failures_total").increment(1);
+                    tracing::warn!(%error, "settling failed; retrying next turn");
+                    report.settle_error = Some(error.to_string());
+                }
+            }
+        }
+        Ok(report)
+    }
+}
