@@ -118,7 +118,7 @@ impl DepositWatcher {
         from_block: u64,
         sink: mpsc::Sender<Deposit>,
     ) -> Result<Self, String> {
-        let url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
+        let url = rpc_url(url)?;
         let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
         Ok(DepositWatcher::new(provider, contracts::to_alloy(vault), confirmation, from_block, sink))
     }
@@ -210,9 +210,22 @@ impl EthDepositVerifier {
     /// A verifier asking the JSON-RPC node at `url` about the vault `vault` (plain http: alloy is
     /// built without TLS here; enable its `reqwest-rustls-tls` feature for https).
     pub fn connect(url: &str, vault: bridge::Address, depth: u64) -> Result<Self, String> {
-        let url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
+        let url = rpc_url(url)?;
         let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
         Ok(EthDepositVerifier::new(provider, contracts::to_alloy(vault), depth))
+    }
+}
+
+/// An Ethereum JSON-RPC URL this build can reach. The HTTP transport is built without TLS
+/// (alloy's rustls feature pulls in aws-lc, not built yet), so an `https` endpoint is refused
+/// here, at start-up, rather than failing at every request.
+fn rpc_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed: reqwest::Url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
+    match parsed.scheme() {
+        "http" => Ok(parsed),
+        scheme => Err(format!(
+            "the Ethereum RPC URL {url:?} uses {scheme}; this build speaks plain http only: use a node on a private network or a local TLS-terminating proxy"
+        )),
     }
 }
 
@@ -496,5 +509,19 @@ impl Submitter {
 
     pub fn vault(&self) -> Address {
         *self.vault.address()
+    }
+}
+
+#[cfg(test)]
+mod rpc_url_tests {
+    use super::*;
+
+    #[test]
+    fn an_https_or_malformed_rpc_url_is_refused_at_start_up() {
+        let https = EthDepositVerifier::connect("https://rpc.example", bridge::Address::ZERO, 12).unwrap_err();
+        assert!(https.contains("plain http only"), "{https}");
+        let garbage = EthDepositVerifier::connect("not a url", bridge::Address::ZERO, 12).unwrap_err();
+        assert!(garbage.contains("the Ethereum RPC URL"), "{garbage}");
+        assert!(EthDepositVerifier::connect("http://127.0.0.1:8545", bridge::Address::ZERO, 12).is_ok());
     }
 }
