@@ -229,6 +229,18 @@ fn digest(package: &round1::Package) -> Result<[u8; 32], DkgError> {
     Ok(Sha256::digest(bytes).into())
 }
 
+/// What every other participant sent, by identifier; or who has not sent yet.
+fn from_everyone<T: Clone>(
+    others: &[(Identifier, PeerId)],
+    received: &BTreeMap<PeerId, T>,
+) -> Result<BTreeMap<Identifier, T>, Vec<PeerId>> {
+    let missing: Vec<PeerId> = others.iter().filter(|(_, p)| !received.contains_key(p)).map(|(_, p)| *p).collect();
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    Ok(others.iter().filter_map(|(i, p)| Some((*i, received.get(p)?.clone()))).collect())
+}
+
 /// Who lied, if `echoer`'s hashes differ from this participant's: the package's sender, or the
 /// echoer itself when it misstates this participant's own package (this one knows what it sent).
 fn echo_mismatch(
@@ -303,16 +315,8 @@ async fn run_rounds(
     send_all(mesh, round1_requests, deadline, "round 1").await?;
 
     let total = others.len();
-    let round1_received: BTreeMap<Identifier, round1::Package> = inbox
-        .wait(session, deadline, "round 1", |mailbox| {
-            let missing: Vec<PeerId> =
-                others.iter().filter(|(_, p)| !mailbox.round1.contains_key(p)).map(|(_, p)| *p).collect();
-            if !missing.is_empty() {
-                return Err(missing);
-            }
-            Ok(others.iter().filter_map(|(i, p)| Some((*i, mailbox.round1.get(p)?.clone()))).collect())
-        })
-        .await?;
+    let round1_received: BTreeMap<Identifier, round1::Package> =
+        inbox.wait(session, deadline, "round 1", |mailbox| from_everyone(&others, &mailbox.round1)).await?;
     progress(DkgProgress::Round1 { received: round1_received.len(), of: total });
 
     // The echo round: everyone must hold the same round-1 packages.
@@ -334,9 +338,7 @@ async fn run_rounds(
                     return Ok(Err(culprit));
                 }
             }
-            let missing: Vec<PeerId> =
-                others.iter().filter(|(_, p)| !mailbox.echoes.contains_key(p)).map(|(_, p)| *p).collect();
-            if missing.is_empty() { Ok(Ok(())) } else { Err(missing) }
+            from_everyone(&others, &mailbox.echoes).map(|_| Ok(()))
         })
         .await?
         .map_err(|culprit| {
@@ -357,16 +359,8 @@ async fn run_rounds(
         round2_requests.push((*peer, Request::Dkg { session, step: DkgStep::Round2(package) }));
     }
     send_all(mesh, round2_requests, deadline, "round 2").await?;
-    let round2_received: BTreeMap<Identifier, round2::Package> = inbox
-        .wait(session, deadline, "round 2", |mailbox| {
-            let missing: Vec<PeerId> =
-                others.iter().filter(|(_, p)| !mailbox.round2.contains_key(p)).map(|(_, p)| *p).collect();
-            if !missing.is_empty() {
-                return Err(missing);
-            }
-            Ok(others.iter().filter_map(|(i, p)| Some((*i, mailbox.round2.get(p)?.clone()))).collect())
-        })
-        .await?;
+    let round2_received: BTreeMap<Identifier, round2::Package> =
+        inbox.wait(session, deadline, "round 2", |mailbox| from_everyone(&others, &mailbox.round2)).await?;
     progress(DkgProgress::Round2);
 
     let (key_package, public) = match ceremony {

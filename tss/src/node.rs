@@ -42,7 +42,8 @@ impl std::fmt::Debug for TssNodeConfig {
 pub struct TssNode {
     mesh: MeshHandle,
     signer: Arc<Signer>,
-    handler: Arc<dyn InboundHandler>,
+    /// Every watchman by FROST identifier, this one answered in-process: fixed at start.
+    signers: Signers,
     peers: Vec<PeerId>,
     threshold: u16,
     session_timeout: Duration,
@@ -70,7 +71,9 @@ impl TssNode {
         handler: Arc<dyn InboundHandler>,
     ) -> Result<Self, MeshError> {
         let local = config.identity.public().to_peer_id();
-        let peers = config.mesh.peers.iter().map(|p| p.peer_id).filter(|p| *p != local).collect();
+        let peers: Vec<PeerId> = config.mesh.peers.iter().map(|p| p.peer_id).filter(|p| *p != local).collect();
+        let by_identifier: BTreeMap<_, _> =
+            peers.iter().chain([&local]).filter_map(|p| Some((dkg::identifier_of(p).ok()?, *p))).collect();
         let (mesh, mut inbound, mesh_task) = mesh::start(config.identity, config.mesh).await?;
         let answering = handler.clone();
         let inbound_task = tokio::spawn(async move {
@@ -84,9 +87,9 @@ impl TssNode {
             }
         });
         Ok(TssNode {
+            signers: Signers { mesh: mesh.clone(), local: handler, by_identifier },
             mesh,
             signer,
-            handler,
             peers,
             threshold: config.threshold,
             session_timeout: config.session_timeout,
@@ -150,16 +153,9 @@ impl TssNode {
     /// Signs every request in one robust session coordinated by this watchman.
     pub async fn sign(&self, requests: Vec<SigningRequest>) -> Result<SessionOutcome, SessionError> {
         let share = self.share().ok_or(SessionError::NoShare)?;
-        let by_identifier: BTreeMap<_, _> = self
-            .peers
-            .iter()
-            .chain([&self.peer_id()])
-            .filter_map(|p| Some((dkg::identifier_of(p).ok()?, *p)))
-            .collect();
-        let signers = Signers { mesh: self.mesh.clone(), local: self.handler.clone(), by_identifier };
         let started = std::time::Instant::now();
         let outcome =
-            roast::sign(&signers, &share, SessionId::random(), requests, self.session_timeout, self.retry).await;
+            roast::sign(&self.signers, &share, SessionId::random(), requests, self.session_timeout, self.retry).await;
         metrics::histogram!("tss_signing_seconds").record(started.elapsed().as_secs_f64());
         outcome
     }
