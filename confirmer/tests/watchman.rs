@@ -25,7 +25,6 @@ use confirmer::watchman::{EthSettlement, ReplayPolicy, SettlementBook, Watchman}
 use contracts::harness::Setup;
 use contracts::{Vault, from_alloy, to_alloy};
 use coordinator::api::request::TxRequest;
-use coordinator::config::{Config, NetworkConfig};
 use coordinator::node::Node;
 use tss::mesh::PeerEntry;
 use tss::{GroupKey, MeshConfig, SessionError, SessionId, TssNode, TssNodeConfig};
@@ -106,14 +105,7 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     let mut p = params();
     p.eth_vault = from_alloy(vault_address);
     p.chain_id = setup.chain_id;
-    std::fs::write(dir.path().join("coordinator.key"), hex::encode([0xc0u8; 32])).unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    config.network = NetworkConfig::from(&p);
-    config.coordinator.key_file = Some(dir.path().join("coordinator.key"));
-    config.coordinator.create_key = false;
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.api.rate_limit_per_second = 0.0;
-    config.batch.max_age_ms = 100;
+    let mut config = coordinator_config(dir.path(), &p);
     config.ethereum.rpc = Some(setup.anvil.url());
     config.ethereum.depth = 1;
     config.ethereum.poll_ms = 100;

@@ -14,7 +14,6 @@ use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 use coordinator::api::request::TxRequest;
-use coordinator::config::{Config, NetworkConfig};
 use coordinator::node::Node;
 
 const WALLETS: u64 = 20;
@@ -25,18 +24,11 @@ const FUNDS: u128 = 1_000_000;
 async fn a_confirmer_agrees_with_the_coordinator_on_thousands_of_transfers() {
     let dir = tempfile::tempdir().unwrap();
     let p = params();
-    std::fs::write(dir.path().join("coordinator.key"), hex::encode([0xc0u8; 32])).unwrap();
     let deposits: Vec<serde_json::Value> = (0..WALLETS)
         .map(|n| serde_json::json!({ "account": wallet(n).address(), "asset": "eth:ETH", "amount": FUNDS.to_string() }))
         .collect();
     std::fs::write(dir.path().join("deposits.json"), serde_json::to_vec(&deposits).unwrap()).unwrap();
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    config.network = NetworkConfig::from(&p);
-    config.coordinator.key_file = Some(dir.path().join("coordinator.key"));
-    config.coordinator.create_key = false;
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.api.rate_limit_per_second = 0.0;
-    config.batch.max_age_ms = 100;
+    let mut config = coordinator_config(dir.path(), &p);
     config.batch.max_txs = 500;
     config.dev.deposits = Some(dir.path().join("deposits.json"));
     let node = Node::start(&config).await.unwrap();

@@ -16,8 +16,26 @@ use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 
+const COORDINATOR_SECRET: [u8; 32] = [0xc0; 32];
+
 pub fn key() -> CoordinatorKey {
-    CoordinatorKey::from_secret(&[0xc0; 32]).unwrap()
+    CoordinatorKey::from_secret(&COORDINATOR_SECRET).unwrap()
+}
+
+/// A coordinator on network `p` with [`key`], its data in `dir`, its API on a free port without
+/// a rate limit, sealing every 100 ms.
+pub fn coordinator_config(dir: &std::path::Path, p: &NetworkParams) -> coordinator::config::Config {
+    use coordinator::config::{Config, NetworkConfig};
+    let key_file = dir.join("coordinator.key");
+    std::fs::write(&key_file, hex::encode(COORDINATOR_SECRET)).unwrap();
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    config.network = NetworkConfig::from(p);
+    config.coordinator.key_file = Some(key_file);
+    config.coordinator.create_key = false;
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.api.rate_limit_per_second = 0.0;
+    config.batch.max_age_ms = 100;
+    config
 }
 
 pub fn params() -> NetworkParams {
