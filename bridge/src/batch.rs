@@ -6,6 +6,7 @@ use secp256k1::schnorr::Signature;
 use secp256k1::{Keypair, Message, SECP256K1, SecretKey, XOnlyPublicKey};
 use serde::{Deserialize, Serialize};
 
+use crate::btc_payout::PayoutPlan;
 use crate::codec::to_bytes;
 use crate::commitment::CommitmentError;
 use crate::hashing::{tagged_hash, tags};
@@ -127,6 +128,15 @@ impl CoordinatorKey {
 pub struct Settlement {
     pub eth: EthWithdrawalTree,
     pub btc: Vec<BtcPayout>,
+    /// Bitcoin payout plans the batch made: what the watchmen sign once it is hard-final.
+    pub btc_plans: Vec<PayoutPlan>,
+}
+
+impl Settlement {
+    /// A batch that owes nothing on L1.
+    pub fn empty() -> Self {
+        Settlement { eth: EthWithdrawalTree::new(Vec::new()), btc: Vec::new(), btc_plans: Vec::new() }
+    }
 }
 
 /// A batch the coordinator made, with what it owes on L1.
@@ -245,6 +255,7 @@ struct Closing {
     tx_leaves: Vec<[u8; 32]>,
     eth: Vec<EthWithdrawal>,
     btc: Vec<BtcPayout>,
+    btc_plans: Vec<PayoutPlan>,
 }
 
 struct Roots {
@@ -255,14 +266,19 @@ struct Roots {
 
 impl Closing {
     fn new(number: u64) -> Self {
-        Closing { number, tx_leaves: Vec::new(), eth: Vec::new(), btc: Vec::new() }
+        Closing { number, tx_leaves: Vec::new(), eth: Vec::new(), btc: Vec::new(), btc_plans: Vec::new() }
     }
 
     /// `leaf` is the transaction's [`tx_leaf`]: the root commits to the authorizations too.
     fn record(&mut self, receipt: &Receipt, leaf: [u8; 32]) {
         self.tx_leaves.push(leaf);
-        let Effect::Withdrawn(w) = &receipt.effect else {
-            return;
+        let w = match &receipt.effect {
+            Effect::Withdrawn(w) => w,
+            Effect::BtcPayoutPlanned(plan) => {
+                self.btc_plans.push(plan.clone());
+                return;
+            }
+            _ => return,
         };
         match &w.recipient {
             Recipient::Ethereum(recipient) => {
@@ -293,7 +309,7 @@ impl Closing {
         let eth = EthWithdrawalTree::new(self.eth);
         let roots =
             Roots { txs_root, eth_withdrawals_root: eth.root(), btc_withdrawals: BtcWithdrawals::commit(&self.btc) };
-        (roots, Settlement { eth, btc: self.btc })
+        (roots, Settlement { eth, btc: self.btc, btc_plans: self.btc_plans })
     }
 }
 

@@ -6,6 +6,8 @@ pub mod address;
 pub mod amount;
 pub mod asset;
 pub mod batch;
+pub mod btc_payout;
+pub mod btc_vault;
 pub mod codec;
 pub mod commitment;
 pub mod eip712;
@@ -28,6 +30,8 @@ pub use batch::{
     BatchBuilder, BatchHeader, CoordinatorKey, Equivocation, ReplayError, Replayed, SealedBatch, SignedBatch,
     SignedHeader, replay,
 };
+pub use btc_payout::PayoutPlan;
+pub use btc_vault::{BtcVaultParams, OutPoint, VaultOwner, VaultUtxo};
 pub use network::{AssetConfig, BtcNetwork, NetworkParams};
 pub use state::{State, StateKey};
 pub use stf::{Receipt, TxError, apply};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::asset::AssetId;
+use crate::btc_vault::{BtcVaultParams, BtcVaultParamsError};
 use crate::hashing::{tagged_hash, tags};
 
 /// The Bitcoin network the vault lives on; addresses of any other network are refused.
@@ -52,6 +53,10 @@ pub struct NetworkParams {
     /// The Ethereum vault contract: the EIP-712 `verifyingContract`.
     pub eth_vault: Address,
     pub btc_network: BtcNetwork,
+    /// The Bitcoin vault: the watchmen's group key and the payout fee bounds. Without it the
+    /// network takes no Bitcoin withdrawals (deposits can still be credited).
+    #[serde(default)]
+    pub btc_vault: Option<BtcVaultParams>,
     /// The coordinator's identity key (BIP-340 x-only) that signs batch headers.
     #[serde(with = "crate::serde_hex::fixed")]
     pub coordinator_key: [u8; 32],
@@ -69,6 +74,8 @@ pub enum ParamsError {
     AssetOrder(AssetId),
     #[error("the coordinator key is not a valid BIP-340 x-only public key")]
     CoordinatorKey,
+    #[error(transparent)]
+    BtcVault(#[from] BtcVaultParamsError),
 }
 
 /// The EIP-712 domain name and version; with `chain_id` and `eth_vault` they make the domain.
@@ -92,6 +99,9 @@ impl NetworkParams {
             previous = Some(config.asset);
         }
         secp256k1::XOnlyPublicKey::from_slice(&self.coordinator_key).map_err(|_| ParamsError::CoordinatorKey)?;
+        if let Some(vault) = &self.btc_vault {
+            vault.validate()?;
+        }
         Ok(())
     }
 

@@ -8,6 +8,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::asset::AssetId;
+use crate::btc_payout::PayoutPlan;
+use crate::btc_vault::{OutPoint, QueuedWithdrawal, VaultUtxo};
 use crate::codec::to_bytes;
 use crate::commitment::{Commitment, CommitmentError, PendingRoot, StateProof, key_hash};
 use crate::eip712::Domain;
@@ -25,6 +27,27 @@ pub enum StateKey {
     Balance(Address, AssetId) = 1,
     /// Value: the single byte `1`: this L1 deposit has been credited.
     Deposit(L1Ref) = 2,
+    /// Value: borsh(`VaultUtxo`): an output the Bitcoin vault holds and has not yet planned to spend.
+    VaultUtxo(OutPoint) = 3,
+    /// Value: borsh(`QueuedWithdrawal`): a Bitcoin withdrawal waiting for a payout plan.
+    BtcQueued(u64) = 4,
+    /// Value: borsh(`PayoutPlan`): a payout planned and not yet confirmed on Bitcoin.
+    BtcPlan(u64) = 5,
+    /// Value: borsh(`BtcCounters`).
+    BtcCounters = 6,
+}
+
+/// The sequence numbers of the Bitcoin queue and of payout plans; both start at 1.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize)]
+pub struct BtcCounters {
+    pub next_queued: u64,
+    pub next_plan: u64,
+}
+
+impl Default for BtcCounters {
+    fn default() -> Self {
+        BtcCounters { next_queued: 1, next_plan: 1 }
+    }
 }
 
 /// Per-asset totals. Conservation: `liabilities + withdrawn == deposited`, asserted after
@@ -55,6 +78,10 @@ enum Undo {
     Nonce(Address, Option<u64>),
     Credited(L1Ref),
     Supply(AssetId, Option<Supply>),
+    Utxo(OutPoint, Option<VaultUtxo>),
+    Queued(u64, Option<QueuedWithdrawal>),
+    Plan(u64, Option<PayoutPlan>),
+    Counters(BtcCounters),
 }
 
 /// One transaction's effects, computed in full before any of them is written.
@@ -65,6 +92,14 @@ pub(crate) struct Changes {
     pub credited: Option<L1Ref>,
     pub deposited: Option<(AssetId, Amount)>,
     pub withdrawn: Option<(AssetId, Amount)>,
+    /// Outputs the vault now holds (a Bitcoin deposit, a confirmed payout's change).
+    pub utxos_added: Vec<VaultUtxo>,
+    /// Outputs a new payout plan spends: no other plan may choose them.
+    pub utxos_planned: Vec<OutPoint>,
+    pub queued: Option<QueuedWithdrawal>,
+    pub dequeued: Vec<u64>,
+    pub plan_added: Option<PayoutPlan>,
+    pub plan_confirmed: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -76,6 +111,10 @@ pub struct State {
     nonces: BTreeMap<Address, u64>,
     credited: BTreeSet<L1Ref>,
     supply: BTreeMap<AssetId, Supply>,
+    vault_utxos: BTreeMap<OutPoint, VaultUtxo>,
+    btc_queue: BTreeMap<u64, QueuedWithdrawal>,
+    btc_plans: BTreeMap<u64, PayoutPlan>,
+    btc_counters: BtcCounters,
     /// Entries written since the commitment was last updated.
     dirty: BTreeSet<StateKey>,
     journal: Option<Vec<Undo>>,
@@ -95,6 +134,10 @@ impl State {
             nonces: BTreeMap::new(),
             credited: BTreeSet::new(),
             supply: BTreeMap::new(),
+            vault_utxos: BTreeMap::new(),
+            btc_queue: BTreeMap::new(),
+            btc_plans: BTreeMap::new(),
+            btc_counters: BtcCounters::default(),
             dirty: BTreeSet::new(),
             journal: None,
             commitment: Commitment::default(),
@@ -148,6 +191,37 @@ impl State {
         self.supply.iter()
     }
 
+    /// The outputs the Bitcoin vault holds and has not planned to spend, in outpoint order.
+    pub fn vault_utxos(&self) -> impl Iterator<Item = &VaultUtxo> {
+        self.vault_utxos.values()
+    }
+
+    /// Bitcoin withdrawals waiting for a payout plan, oldest first, with their sequence numbers.
+    pub fn btc_queue(&self) -> impl Iterator<Item = (u64, &QueuedWithdrawal)> {
+        self.btc_queue.iter().map(|(seq, q)| (*seq, q))
+    }
+
+    /// Payout plans not yet confirmed on Bitcoin, oldest first.
+    pub fn btc_plans(&self) -> impl Iterator<Item = &PayoutPlan> {
+        self.btc_plans.values()
+    }
+
+    pub fn btc_plan(&self, id: u64) -> Option<&PayoutPlan> {
+        self.btc_plans.get(&id)
+    }
+
+    pub fn btc_counters(&self) -> BtcCounters {
+        self.btc_counters
+    }
+
+    /// What the Bitcoin vault owns on chain by the ledger's account: unplanned outputs plus the
+    /// inputs of pending plans (still unspent until a plan confirms).
+    pub fn btc_vault_holdings_sat(&self) -> u64 {
+        let unplanned: u64 = self.vault_utxos.values().map(|u| u.amount_sat).sum();
+        let planned: u64 = self.btc_plans.values().map(|p| p.total_in_sat()).sum();
+        unplanned + planned
+    }
+
     /// The committed root: the `post_state_root` of the last batch taken in.
     pub fn state_root(&self) -> [u8; 32] {
         self.commitment.root_or_empty()
@@ -189,7 +263,67 @@ impl State {
                 s.withdrawn = s.withdrawn.checked_add(amount).expect_invariant("withdrawn overflow")
             });
         }
+        self.write_btc(changes.utxos_added, changes.utxos_planned, changes.queued, changes.dequeued);
+        if let Some(plan) = changes.plan_added {
+            let id = plan.id;
+            assert_eq!(id, self.btc_counters.next_plan, "payout plans are numbered in order");
+            let mut counters = self.btc_counters;
+            counters.next_plan += 1;
+            self.set_counters(counters);
+            let old = self.btc_plans.insert(id, plan);
+            assert!(old.is_none(), "payout plan {id} was made twice");
+            self.record(Undo::Plan(id, old));
+            self.dirty.insert(StateKey::BtcPlan(id));
+        }
+        if let Some(id) = changes.plan_confirmed {
+            let old = self.btc_plans.remove(&id);
+            assert!(old.is_some(), "payout plan {id} was confirmed but never made");
+            self.record(Undo::Plan(id, old));
+            self.dirty.insert(StateKey::BtcPlan(id));
+        }
         self.assert_conserved();
+    }
+
+    fn write_btc(
+        &mut self,
+        added: Vec<VaultUtxo>,
+        planned: Vec<OutPoint>,
+        queued: Option<QueuedWithdrawal>,
+        dequeued: Vec<u64>,
+    ) {
+        for utxo in added {
+            let old = self.vault_utxos.insert(utxo.outpoint, utxo);
+            assert!(old.is_none(), "the vault output {:?} was added twice", utxo.outpoint);
+            self.record(Undo::Utxo(utxo.outpoint, old));
+            self.dirty.insert(StateKey::VaultUtxo(utxo.outpoint));
+        }
+        for outpoint in planned {
+            let old = self.vault_utxos.remove(&outpoint);
+            assert!(old.is_some(), "a payout plan spends {outpoint:?}, which the vault does not hold");
+            self.record(Undo::Utxo(outpoint, old));
+            self.dirty.insert(StateKey::VaultUtxo(outpoint));
+        }
+        if let Some(withdrawal) = queued {
+            let mut counters = self.btc_counters;
+            let seq = counters.next_queued;
+            counters.next_queued += 1;
+            self.set_counters(counters);
+            let old = self.btc_queue.insert(seq, withdrawal);
+            self.record(Undo::Queued(seq, old));
+            self.dirty.insert(StateKey::BtcQueued(seq));
+        }
+        for seq in dequeued {
+            let old = self.btc_queue.remove(&seq);
+            assert!(old.is_some(), "queued withdrawal {seq} was paid but never queued");
+            self.record(Undo::Queued(seq, old));
+            self.dirty.insert(StateKey::BtcQueued(seq));
+        }
+    }
+
+    fn set_counters(&mut self, counters: BtcCounters) {
+        let old = std::mem::replace(&mut self.btc_counters, counters);
+        self.record(Undo::Counters(old));
+        self.dirty.insert(StateKey::BtcCounters);
     }
 
     fn adjust_liabilities(&mut self, asset: AssetId, old: Amount, new: Amount) {
@@ -246,6 +380,10 @@ impl State {
                     self.credited.remove(&l1_ref);
                 }
                 Undo::Supply(asset, old) => restore(&mut self.supply, asset, old),
+                Undo::Utxo(outpoint, old) => restore(&mut self.vault_utxos, outpoint, old),
+                Undo::Queued(seq, old) => restore(&mut self.btc_queue, seq, old),
+                Undo::Plan(id, old) => restore(&mut self.btc_plans, id, old),
+                Undo::Counters(old) => self.btc_counters = old,
             }
         }
     }
@@ -285,6 +423,10 @@ impl State {
                 self.balances.get(&(*account, *asset)).map(|b| b.units().to_le_bytes().to_vec())
             }
             StateKey::Deposit(l1_ref) => self.credited.contains(l1_ref).then(|| vec![1]),
+            StateKey::VaultUtxo(outpoint) => self.vault_utxos.get(outpoint).map(to_bytes),
+            StateKey::BtcQueued(seq) => self.btc_queue.get(seq).map(to_bytes),
+            StateKey::BtcPlan(id) => self.btc_plans.get(id).map(to_bytes),
+            StateKey::BtcCounters => Some(to_bytes(&self.btc_counters)),
         }
     }
 
@@ -304,6 +446,16 @@ impl State {
         for (asset, s) in &self.supply {
             bytes.extend(to_bytes(&(asset, s.deposited, s.withdrawn, s.liabilities)));
         }
+        for utxo in self.vault_utxos.values() {
+            bytes.extend(to_bytes(utxo));
+        }
+        for (seq, queued) in &self.btc_queue {
+            bytes.extend(to_bytes(&(seq, queued)));
+        }
+        for plan in self.btc_plans.values() {
+            bytes.extend(to_bytes(plan));
+        }
+        bytes.extend(to_bytes(&self.btc_counters));
         bytes.extend(self.state_root());
         bytes.extend(to_bytes(&(self.head.next_number, self.head.last_hash, self.head.last_timestamp)));
         crate::hashing::sha256(bytes)

@@ -5,10 +5,13 @@
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::asset::{AssetId, Chain};
+use crate::btc_payout::{MAX_PAYOUT_OUTPUTS, MIN_CHANGE_SAT, PayoutError, PayoutPlan, select_inputs};
+use crate::btc_vault::{BtcVaultParams, OutPoint, QueuedWithdrawal, VaultOwner, VaultUtxo};
 use crate::recipient::{Recipient, RecipientError};
 use crate::signature::SignatureError;
 use crate::state::{Changes, State};
 use crate::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, UserTx, Withdraw};
+use crate::withdrawals::BtcPayout;
 
 /// Why a transaction was refused. Each has a stable `code()` for APIs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +46,24 @@ pub enum TxError {
     DepositAlreadyCredited(L1Ref),
     #[error("the deposit's chain {chain}, its L1 reference and its asset {asset} do not agree")]
     DepositChainMismatch { chain: Chain, asset: AssetId },
+    #[error("this network has no Bitcoin vault configured, so it takes no Bitcoin withdrawals")]
+    NoBitcoinVault,
+    #[error("the fee rate {got} sat/vB is outside this network's bounds {min}..={max}")]
+    FeeRateOutOfBounds { got: u64, min: u64, max: u64 },
+    #[error("no Bitcoin withdrawal is waiting for a payout")]
+    NothingToPay,
+    #[error(
+        "the vault's unplanned outputs hold {available} sat in all, and this payout needs {needed} sat within {max_inputs} inputs: wait for an earlier payout's change to confirm"
+    )]
+    VaultLiquidity { needed: u64, available: u64, max_inputs: usize },
+    #[error(
+        "the withdrawals' fees ({budget} sat) do not cover the payout at {fee_rate} sat/vB ({needed} sat): plan at a lower rate or wait for more withdrawals"
+    )]
+    PayoutFeeBudget { budget: u64, fee_rate: u64, needed: u64 },
+    #[error("payout plan {0} is not pending: it was never made or has already confirmed")]
+    UnknownPayoutPlan(u64),
+    #[error("{0}")]
+    Payout(PayoutError),
 }
 
 impl TxError {
@@ -64,6 +85,13 @@ impl TxError {
             TxError::InvalidRecipient(_) => "invalid_recipient",
             TxError::DepositAlreadyCredited(_) => "deposit_already_credited",
             TxError::DepositChainMismatch { .. } => "deposit_chain_mismatch",
+            TxError::NoBitcoinVault => "no_bitcoin_vault",
+            TxError::FeeRateOutOfBounds { .. } => "fee_rate_out_of_bounds",
+            TxError::NothingToPay => "nothing_to_pay",
+            TxError::VaultLiquidity { .. } => "vault_liquidity",
+            TxError::PayoutFeeBudget { .. } => "payout_fee_budget",
+            TxError::UnknownPayoutPlan(_) => "unknown_payout_plan",
+            TxError::Payout(_) => "payout",
         }
     }
 }
@@ -84,6 +112,14 @@ pub enum Effect {
     Transferred,
     Withdrawn(Withdrawal),
     Deposited,
+    /// A Bitcoin payout plan was made; the watchmen sign it once its batch is hard-final.
+    BtcPayoutPlanned(PayoutPlan),
+    /// A payout plan's attempt confirmed; its change (`change`) joined the vault.
+    BtcPayoutConfirmed {
+        plan: u64,
+        attempt: u32,
+        change: VaultUtxo,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +140,14 @@ pub fn apply(state: &mut State, tx: &Tx) -> Result<Receipt, TxError> {
             }
         },
         Tx::System(SystemTx::Deposit(deposit)) => (check_deposit(state, deposit)?, Effect::Deposited),
+        Tx::System(SystemTx::BtcPayoutPlan { fee_rate }) => {
+            let (changes, plan) = check_payout_plan(state, *fee_rate)?;
+            (changes, Effect::BtcPayoutPlanned(plan))
+        }
+        Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt }) => {
+            let (changes, change) = check_payout_confirmed(state, *plan, *attempt)?;
+            (changes, Effect::BtcPayoutConfirmed { plan: *plan, attempt: *attempt, change })
+        }
     };
     state.write(changes);
     Ok(Receipt { tx_hash, effect })
@@ -200,8 +244,26 @@ fn check_withdraw(state: &State, w: &Withdraw, tx_hash: [u8; 32]) -> Result<(Cha
     let recipient = Recipient::parse(&w.recipient, &w.asset, w.amount, state.params().btc_network)
         .map_err(TxError::InvalidRecipient)?;
     ledger.debit(w.from, w.asset, total)?;
-    ledger.credit(state.params().fee_account, w.asset, w.fee)?;
-    ledger.changes.withdrawn = Some((w.asset, w.amount));
+    match &recipient {
+        Recipient::Ethereum(_) => {
+            ledger.credit(state.params().fee_account, w.asset, w.fee)?;
+            ledger.changes.withdrawn = Some((w.asset, w.amount));
+        }
+        // On Bitcoin the fee buys the payout's miner fee: it leaves the ledger with the amount
+        // and what the miners do not take stays in the vault as surplus.
+        Recipient::Bitcoin(script) => {
+            if state.params().btc_vault.is_none() {
+                return Err(TxError::NoBitcoinVault);
+            }
+            let amount_sat = u64::try_from(w.amount.units()).map_err(|_| TxError::Overflow)?;
+            let fee_sat = u64::try_from(w.fee.units()).map_err(|_| TxError::Overflow)?;
+            ledger.changes.withdrawn = Some((w.asset, total));
+            ledger.changes.queued = Some(QueuedWithdrawal {
+                payout: BtcPayout { tx_hash, script_pubkey: script.to_bytes(), amount_sat },
+                fee_sat,
+            });
+        }
+    }
     let withdrawal = Withdrawal { tx_hash, account: w.from, asset: w.asset, amount: w.amount, recipient };
     Ok((ledger.changes, withdrawal))
 }
@@ -224,5 +286,72 @@ fn check_deposit(state: &State, d: &Deposit) -> Result<Changes, TxError> {
     ledger.credit(d.account, d.asset, d.amount)?;
     ledger.changes.credited = Some(d.l1_ref);
     ledger.changes.deposited = Some((d.asset, d.amount));
+    if let L1Ref::Bitcoin { txid, vout } = d.l1_ref {
+        // A Bitcoin deposit is an output of the vault, spendable by the account's tweaked key.
+        let amount_sat = u64::try_from(d.amount.units()).map_err(|_| TxError::Overflow)?;
+        ledger.changes.utxos_added.push(VaultUtxo {
+            outpoint: OutPoint { txid, vout },
+            amount_sat,
+            owner: VaultOwner::Account { account: d.account },
+        });
+    }
     Ok(ledger.changes)
+}
+
+fn btc_vault(state: &State) -> Result<&BtcVaultParams, TxError> {
+    let vault = state.params().btc_vault.as_ref().ok_or(TxError::NoBitcoinVault)?;
+    // Only a vault whose group key is a curve point can be paid from (and `internal_key` relies on it).
+    vault.validate().map_err(|_| TxError::NoBitcoinVault)?;
+    Ok(vault)
+}
+
+/// Fixes a payout for the oldest queued withdrawals (at most [`MAX_PAYOUT_OUTPUTS`]): inputs by
+/// [`select_inputs`], enough to pay them, the whole fee budget and the smallest change, so that
+/// every attempt up to the budget is funded.
+fn check_payout_plan(state: &State, fee_rate: u64) -> Result<(Changes, PayoutPlan), TxError> {
+    let vault = btc_vault(state)?;
+    if fee_rate < vault.min_fee_rate || fee_rate > vault.max_fee_rate {
+        return Err(TxError::FeeRateOutOfBounds { got: fee_rate, min: vault.min_fee_rate, max: vault.max_fee_rate });
+    }
+    let queued: Vec<(u64, &QueuedWithdrawal)> = state.btc_queue().take(MAX_PAYOUT_OUTPUTS).collect();
+    if queued.is_empty() {
+        return Err(TxError::NothingToPay);
+    }
+    let sum = |f: fn(&QueuedWithdrawal) -> u64| {
+        queued.iter().try_fold(0u64, |total, (_, q)| total.checked_add(f(q))).ok_or(TxError::Overflow)
+    };
+    let (total_out, budget) = (sum(|q| q.payout.amount_sat)?, sum(|q| q.fee_sat)?);
+    let needed = total_out.checked_add(budget).and_then(|n| n.checked_add(MIN_CHANGE_SAT)).ok_or(TxError::Overflow)?;
+    let inputs = select_inputs(state.vault_utxos(), needed).ok_or_else(|| TxError::VaultLiquidity {
+        needed,
+        available: state.vault_utxos().map(|u| u.amount_sat).sum(),
+        max_inputs: crate::btc_payout::MAX_PAYOUT_INPUTS,
+    })?;
+    let plan = PayoutPlan {
+        id: state.btc_counters().next_plan,
+        batch: state.head().next_number,
+        fee_rate,
+        budget_sat: budget,
+        inputs,
+        payouts: queued.iter().map(|(_, q)| q.payout.clone()).collect(),
+    };
+    let first_fee = plan.vsize(vault, state.params().btc_network).saturating_mul(fee_rate);
+    if budget < first_fee {
+        return Err(TxError::PayoutFeeBudget { budget, fee_rate, needed: first_fee });
+    }
+    let changes = Changes {
+        utxos_planned: plan.inputs.iter().map(|u| u.outpoint).collect(),
+        dequeued: queued.iter().map(|(seq, _)| *seq).collect(),
+        plan_added: Some(plan.clone()),
+        ..Changes::default()
+    };
+    Ok((changes, plan))
+}
+
+fn check_payout_confirmed(state: &State, id: u64, attempt: u32) -> Result<(Changes, VaultUtxo), TxError> {
+    let vault = btc_vault(state)?;
+    let plan = state.btc_plan(id).ok_or(TxError::UnknownPayoutPlan(id))?;
+    let built = plan.build(vault, state.params().btc_network, attempt).map_err(TxError::Payout)?;
+    let changes = Changes { utxos_added: vec![built.change], plan_confirmed: Some(id), ..Changes::default() };
+    Ok((changes, built.change))
 }

@@ -192,14 +192,24 @@ pub struct Deposit {
     pub amount: Amount,
 }
 
-/// Transactions the coordinator adds from L1 facts. Bitcoin payout bookkeeping (spent vault
-/// outputs, change) joins this enum with the Bitcoin vault.
+/// Transactions the coordinator adds: L1 facts, and the Bitcoin vault's bookkeeping.
 #[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SystemTx {
     Deposit(Deposit) = 0,
+    /// Pay the queued Bitcoin withdrawals in one transaction at `fee_rate` sat/vB (within the
+    /// network's bounds). The ledger fixes the plan: which withdrawals, which vault outputs.
+    BtcPayoutPlan {
+        fee_rate: u64,
+    } = 1,
+    /// Attempt `attempt` of payout plan `plan` confirmed on Bitcoin: its change joins the vault.
+    /// Replayers check it against their own Bitcoin node.
+    BtcPayoutConfirmed {
+        plan: u64,
+        attempt: u32,
+    } = 2,
 }
 
 impl SystemTx {

@@ -197,6 +197,8 @@ proptest! {
                 Ok(receipt) => {
                     match (op, &receipt.effect) {
                         (Op::Deposit { asset, amount, .. }, _) => deposited[*asset as usize] += amount,
+                        // A Bitcoin withdrawal's fee leaves with it, to pay the miners.
+                        (Op::Withdraw { asset: 2, amount, fee, .. }, _) => withdrawn[2] += amount + fee,
                         (Op::Withdraw { asset, amount, .. }, _) => withdrawn[*asset as usize] += amount,
                         _ => {}
                     }

@@ -33,12 +33,26 @@ pub fn params() -> NetworkParams {
         chain_id: 7_777,
         eth_vault: Address([0x7a; 20]),
         btc_network: BtcNetwork::Regtest,
+        btc_vault: Some(btc_vault()),
         coordinator_key: coordinator_key().public_key(),
         fee_account: fee_account(),
         assets,
     };
     params.validate().unwrap();
     params
+}
+
+/// A Bitcoin vault whose group key is a plain key (the payout tests sign with it directly).
+pub fn btc_vault() -> bridge::BtcVaultParams {
+    bridge::BtcVaultParams {
+        group_key: vault_keypair().x_only_public_key().0.serialize(),
+        min_fee_rate: 1,
+        max_fee_rate: 100,
+    }
+}
+
+pub fn vault_keypair() -> secp256k1::Keypair {
+    secp256k1::Keypair::from_seckey_slice(secp256k1::SECP256K1, &[0x07; 32]).unwrap()
 }
 
 pub fn genesis() -> State {

@@ -1,0 +1,129 @@
+//! The Bitcoin vault as the ledger sees it: the group key and fee bounds the network is born
+//! with, the outputs the vault holds (each credited deposit, each confirmed payout's change),
+//! and the withdrawals waiting for a payout transaction.
+//!
+//! Every replayer derives the same outputs from the same batches, so the payout transactions
+//! built from them (see [`crate::btc_payout`]) are byte-identical at every watchman.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use secp256k1::{SECP256K1, XOnlyPublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::hashing::{tagged_hash, tags};
+use crate::network::BtcNetwork;
+use crate::withdrawals::BtcPayout;
+
+/// What a network needs to hold and pay bitcoin.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BtcVaultParams {
+    /// The watchmen's FROST group key `x(P)`: the Taproot internal key of the vault and of every
+    /// deposit address.
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub group_key: [u8; 32],
+    /// The fee rates (sat/vB) a payout plan may carry; a batch outside them is invalid.
+    pub min_fee_rate: u64,
+    pub max_fee_rate: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BtcVaultParamsError {
+    #[error("the Bitcoin vault's group key is not a valid BIP-340 x-only public key")]
+    GroupKey,
+    #[error("the Bitcoin fee-rate bounds must satisfy 1 <= min <= max <= 10000 sat/vB, got {min}..={max}")]
+    FeeRates { min: u64, max: u64 },
+}
+
+/// The most sat/vB a network may ever allow: far above any fee market, low enough that no
+/// fee computation can overflow.
+pub const MAX_FEE_RATE_BOUND: u64 = 10_000;
+
+impl BtcVaultParams {
+    pub fn validate(&self) -> Result<(), BtcVaultParamsError> {
+        XOnlyPublicKey::from_slice(&self.group_key).map_err(|_| BtcVaultParamsError::GroupKey)?;
+        let (min, max) = (self.min_fee_rate, self.max_fee_rate);
+        if min == 0 || min > max || max > MAX_FEE_RATE_BOUND {
+            return Err(BtcVaultParamsError::FeeRates { min, max });
+        }
+        Ok(())
+    }
+
+    /// The group key as a curve point.
+    ///
+    /// # Panics
+    /// If these parameters were never [validated](Self::validate): `NetworkParams::validate` does
+    /// it before a node starts, and the state-transition function before it plans or confirms.
+    #[allow(clippy::panic)]
+    pub fn internal_key(&self) -> XOnlyPublicKey {
+        XOnlyPublicKey::from_slice(&self.group_key).unwrap_or_else(|_| panic!("an unvalidated vault group key"))
+    }
+
+    /// The output script of a vault output owned by `owner`: the vault's own key for change,
+    /// the account's deposit key for a deposit.
+    pub fn script_of(&self, network: BtcNetwork, owner: &VaultOwner) -> bitcoin::ScriptBuf {
+        let root = owner.merkle_root(network).map(bitcoin::TapNodeHash::assume_hidden);
+        bitcoin::ScriptBuf::new_p2tr(SECP256K1, self.internal_key(), root)
+    }
+}
+
+/// The Merkle root that makes `account`'s deposit address:
+/// `tagged("bridge/btc-deposit", network ‖ account)`, the network as its one-byte code.
+pub fn account_merkle_root(network: BtcNetwork, account: &Address) -> [u8; 32] {
+    tagged_hash(tags::BTC_DEPOSIT, &[&[network as u8], &account.0])
+}
+
+/// Which key spends a vault output.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[borsh(use_discriminant = true)]
+#[repr(u8)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VaultOwner {
+    /// The vault key (BIP-86-style tweak, no script tree): payout change.
+    Vault = 0,
+    /// An account's deposit address: the group key tweaked with the account's Merkle root.
+    Account { account: Address } = 1,
+}
+
+impl VaultOwner {
+    /// The Taproot Merkle root the spending key is tweaked with, if any.
+    pub fn merkle_root(&self, network: BtcNetwork) -> Option<[u8; 32]> {
+        match self {
+            VaultOwner::Vault => None,
+            VaultOwner::Account { account } => Some(account_merkle_root(network, account)),
+        }
+    }
+}
+
+/// A transaction output, `txid` in internal byte order (as `L1Ref::Bitcoin`).
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct OutPoint {
+    #[serde(with = "crate::serde_hex::fixed")]
+    pub txid: [u8; 32],
+    pub vout: u32,
+}
+
+impl From<OutPoint> for bitcoin::OutPoint {
+    fn from(o: OutPoint) -> Self {
+        use bitcoin::hashes::Hash;
+        bitcoin::OutPoint { txid: bitcoin::Txid::from_byte_array(o.txid), vout: o.vout }
+    }
+}
+
+/// An output the vault holds and may spend in a payout.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct VaultUtxo {
+    pub outpoint: OutPoint,
+    pub amount_sat: u64,
+    pub owner: VaultOwner,
+}
+
+/// A debited Bitcoin withdrawal waiting for a payout plan, with the fee its user paid towards
+/// the payout's miner fee.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct QueuedWithdrawal {
+    pub payout: BtcPayout,
+    pub fee_sat: u64,
+}

@@ -1,0 +1,205 @@
+//! Bitcoin payouts as the ledger plans them: which withdrawals, which vault outputs, which fee,
+//! and that every builder produces the same bytes. Kernel-level script checks and mining are in
+//! `chains/tests/bitcoin_payout.rs`, on the regtest node.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use bitcoin::hashes::Hash;
+use bitcoin::key::TapTweak;
+use bridge::batch::{BatchBuilder, replay};
+use bridge::btc_payout::{MAX_BUMPS, PayoutError};
+use bridge::stf::{Effect, TxError};
+use bridge::tx::SystemTx;
+use bridge::{AssetId, BtcNetwork, OutPoint, State, Tx, VaultOwner, apply};
+use common::*;
+
+fn plan_payout(fee_rate: u64) -> Tx {
+    Tx::System(SystemTx::BtcPayoutPlan { fee_rate })
+}
+
+fn confirmed(plan: u64, attempt: u32) -> Tx {
+    Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt })
+}
+
+/// Three accounts deposit 80k, 200k and 30k sat; the first withdraws 20k three times, paying
+/// 2k sat of fee each.
+fn queued_state() -> State {
+    let mut state = genesis();
+    for (n, amount) in [(1u64, 80_000u128), (2, 200_000), (3, 30_000)] {
+        apply(&mut state, &deposit(wallet(n).address(), AssetId::Btc, amount, n)).unwrap();
+    }
+    let alice = wallet(1);
+    for nonce in 0..3 {
+        apply(&mut state, &withdraw(&alice, AssetId::Btc, 20_000, 2_000, REGTEST_P2TR, nonce)).unwrap();
+    }
+    state
+}
+
+fn refused(state: &mut State, tx: Tx, expected: TxError) {
+    let before = state.fingerprint();
+    assert_eq!(apply(state, &tx), Err(expected));
+    assert_eq!(state.fingerprint(), before, "a refused transaction changed the state");
+}
+
+#[test]
+fn a_plan_pays_the_queue_from_the_largest_outputs_and_every_builder_agrees() {
+    let mut state = queued_state();
+    assert_eq!(state.btc_queue().count(), 3);
+    let receipt = apply(&mut state, &plan_payout(5)).unwrap();
+    let Effect::BtcPayoutPlanned(plan) = receipt.effect else { panic!("no plan: {receipt:?}") };
+
+    assert_eq!((plan.id, plan.fee_rate, plan.budget_sat), (1, 5, 6_000));
+    assert_eq!(plan.inputs.len(), 1, "the 200k output alone covers 60k + 6k + change");
+    assert_eq!(plan.inputs[0].amount_sat, 200_000);
+    assert_eq!(plan.inputs[0].owner, VaultOwner::Account { account: wallet(2).address() });
+    assert_eq!(plan.payouts.len(), 3);
+    assert_eq!(state.btc_queue().count(), 0);
+    assert_eq!(state.vault_utxos().count(), 2, "the planned output is no longer available");
+    assert_eq!(state.btc_vault_holdings_sat(), 310_000, "planned outputs are still the vault's until spent");
+
+    let vault = btc_vault();
+    let first = plan.build(&vault, BtcNetwork::Regtest, 0).unwrap();
+    assert_eq!(first, plan.build(&vault, BtcNetwork::Regtest, 0).unwrap(), "two builds differ");
+    let vsize = plan.vsize(&vault, BtcNetwork::Regtest);
+    assert_eq!(first.fee_sat, vsize * 5);
+    assert_eq!(first.tx.output.len(), 4, "three payouts and the change");
+    assert_eq!(first.change.amount_sat, 200_000 - 60_000 - first.fee_sat);
+    assert_eq!(first.change.outpoint.vout, 3);
+    assert!(first.tx.input.iter().all(|i| i.sequence.is_rbf()), "every attempt signals replaceability");
+
+    // Bumps raise the fee by at least the relay increment, spend the same inputs, and stop at
+    // the budget.
+    let mut previous = first.fee_sat;
+    let mut attempt = 1;
+    while let Ok(bump) = plan.build(&vault, BtcNetwork::Regtest, attempt) {
+        assert!(bump.fee_sat >= previous + vsize, "attempt {attempt} does not outbid the one before");
+        assert!(bump.fee_sat <= plan.budget_sat);
+        assert_eq!(bump.tx.input, first.tx.input);
+        assert_eq!(bump.tx.output[..3], first.tx.output[..3], "a bump changes only the change");
+        assert_ne!(bump.change.outpoint, first.change.outpoint);
+        previous = bump.fee_sat;
+        attempt += 1;
+    }
+    assert_eq!(previous, plan.budget_sat, "the last bump pays the whole budget");
+    assert!(attempt <= MAX_BUMPS + 1);
+    assert_eq!(plan.build(&vault, BtcNetwork::Regtest, attempt), Err(PayoutError::NoSuchAttempt { id: 1, attempt }));
+}
+
+#[test]
+fn each_sighash_is_signed_by_the_key_its_output_pays_to() {
+    let mut state = queued_state();
+    apply(&mut state, &deposit(wallet(4).address(), AssetId::Btc, 20_000, 4)).unwrap();
+    let alice = wallet(1);
+    // Enough withdrawals that the plan needs several inputs of different accounts.
+    apply(&mut state, &withdraw(&alice, AssetId::Btc, 9_000, 500, REGTEST_P2TR, 3)).unwrap();
+    apply(&mut state, &withdraw(&wallet(2), AssetId::Btc, 150_000, 3_000, REGTEST_P2TR, 0)).unwrap();
+    let Effect::BtcPayoutPlanned(plan) = apply(&mut state, &plan_payout(3)).unwrap().effect else { panic!() };
+    assert!(plan.inputs.len() >= 2, "{plan:?}");
+
+    let vault = btc_vault();
+    let unsigned = plan.build(&vault, BtcNetwork::Regtest, 0).unwrap();
+    let secp = secp256k1::SECP256K1;
+    let mut signatures = Vec::new();
+    for (index, input) in plan.inputs.iter().enumerate() {
+        let root = unsigned.merkle_roots[index].map(bitcoin::TapNodeHash::from_byte_array);
+        assert_eq!(root.map(|r| r.to_byte_array()), input.owner.merkle_root(BtcNetwork::Regtest));
+        let tweaked = vault_keypair().tap_tweak(secp, root).to_keypair();
+        let message = secp256k1::Message::from_digest(unsigned.sighashes[index]);
+        signatures.push(secp.sign_schnorr_no_aux_rand(&message, &tweaked).serialize());
+        // The key that verifies is the one in the output being spent.
+        let script = vault.script_of(BtcNetwork::Regtest, &input.owner);
+        let output_key = secp256k1::XOnlyPublicKey::from_slice(&script.as_bytes()[2..]).unwrap();
+        let signature = secp256k1::schnorr::Signature::from_slice(signatures.last().unwrap()).unwrap();
+        secp.verify_schnorr(&signature, &message, &output_key).unwrap();
+    }
+    let signed = unsigned.with_signatures(&signatures);
+    assert_eq!(signed.compute_txid(), unsigned.tx.compute_txid(), "witnesses do not change the txid");
+    assert_eq!(signed.vsize() as u64, plan.vsize(&vault, BtcNetwork::Regtest), "the fee was sized for this");
+}
+
+#[test]
+fn a_confirmed_attempt_returns_its_change_to_the_vault() {
+    let mut state = queued_state();
+    apply(&mut state, &plan_payout(5)).unwrap();
+    let plan = state.btc_plan(1).unwrap().clone();
+    let bump = plan.build(&btc_vault(), BtcNetwork::Regtest, 2).unwrap();
+
+    let receipt = apply(&mut state, &confirmed(1, 2)).unwrap();
+    assert_eq!(receipt.effect, Effect::BtcPayoutConfirmed { plan: 1, attempt: 2, change: bump.change });
+    assert!(state.btc_plan(1).is_none());
+    assert!(state.vault_utxos().any(|u| *u == bump.change));
+    assert_eq!(state.btc_vault_holdings_sat(), 110_000 + bump.change.amount_sat);
+    refused(&mut state, confirmed(1, 0), TxError::UnknownPayoutPlan(1));
+
+    // The change funds the next payout like any other vault output.
+    apply(&mut state, &withdraw(&wallet(2), AssetId::Btc, 100_000, 5_000, REGTEST_P2TR, 0)).unwrap();
+    let Effect::BtcPayoutPlanned(next) = apply(&mut state, &plan_payout(1)).unwrap().effect else { panic!() };
+    assert_eq!(next.id, 2);
+    assert_eq!(next.inputs[0], bump.change);
+    let supply = state.supply(&AssetId::Btc);
+    assert_eq!(supply.liabilities.checked_add(supply.withdrawn), Some(supply.deposited));
+}
+
+#[test]
+fn plans_that_cannot_be_paid_are_refused_and_change_nothing() {
+    let mut state = genesis();
+    refused(&mut state, plan_payout(5), TxError::NothingToPay);
+
+    let mut state = queued_state();
+    refused(&mut state, plan_payout(0), TxError::FeeRateOutOfBounds { got: 0, min: 1, max: 100 });
+    refused(&mut state, plan_payout(101), TxError::FeeRateOutOfBounds { got: 101, min: 1, max: 100 });
+    // At 30 sat/vB the first attempt alone would cost more than the 6k sat the users paid.
+    assert!(matches!(
+        apply(&mut state, &plan_payout(30)),
+        Err(TxError::PayoutFeeBudget { budget: 6_000, fee_rate: 30, .. })
+    ));
+    refused(&mut state, confirmed(7, 0), TxError::UnknownPayoutPlan(7));
+
+    // The only big output is planned; the rest cannot fund another 60k withdrawal.
+    apply(&mut state, &plan_payout(5)).unwrap();
+    apply(&mut state, &withdraw(&wallet(2), AssetId::Btc, 100_000, 10_000, REGTEST_P2TR, 0)).unwrap();
+    refused(
+        &mut state,
+        plan_payout(5),
+        TxError::VaultLiquidity { needed: 110_330, available: 110_000, max_inputs: 200 },
+    );
+    let too_late = MAX_BUMPS + 1;
+    refused(
+        &mut state,
+        confirmed(1, too_late),
+        TxError::Payout(PayoutError::NoSuchAttempt { id: 1, attempt: too_late }),
+    );
+}
+
+#[test]
+fn a_withdrawal_on_a_network_without_a_bitcoin_vault_is_refused() {
+    let mut params = params();
+    params.btc_vault = None;
+    let mut state = State::genesis(params);
+    apply(&mut state, &deposit(wallet(1).address(), AssetId::Btc, 100_000, 1)).unwrap();
+    let tx = withdraw(&wallet(1), AssetId::Btc, 10_000, 0, REGTEST_P2TR, 0);
+    refused(&mut state, tx, TxError::NoBitcoinVault);
+    refused(&mut state, plan_payout(5), TxError::NoBitcoinVault);
+}
+
+#[test]
+fn replay_makes_the_plan_the_coordinator_made() {
+    let mut coordinator = genesis();
+    let mut builder = BatchBuilder::new(&coordinator);
+    for (n, amount) in [(1u64, 50_000u128), (2, 200_000)] {
+        builder.apply(&mut coordinator, deposit(wallet(n).address(), AssetId::Btc, amount, n)).unwrap();
+    }
+    builder.apply(&mut coordinator, withdraw(&wallet(1), AssetId::Btc, 30_000, 3_000, REGTEST_P2TR, 0)).unwrap();
+    builder.apply(&mut coordinator, plan_payout(4)).unwrap();
+    let sealed = builder.seal(&mut coordinator, 1, &coordinator_key()).unwrap();
+    assert_eq!(sealed.settlement.btc_plans.len(), 1);
+    assert_eq!(sealed.settlement.btc_plans[0].batch, 1);
+
+    let mut replayer = genesis();
+    let replayed = replay(&mut replayer, &sealed.batch).unwrap();
+    assert_eq!(replayed.settlement.btc_plans, sealed.settlement.btc_plans);
+    assert_eq!(replayer.fingerprint(), coordinator.fingerprint());
+    let spent = OutPoint { txid: [2; 32], vout: 2 };
+    assert_eq!(replayed.settlement.btc_plans[0].inputs[0].outpoint, spent);
+}
