@@ -3,7 +3,8 @@
 //! re-exports these types from `confirmer::deposits`.
 
 use async_trait::async_trait;
-use bridge::{Chain, Deposit};
+use bridge::btc_payout::PayoutPlan;
+use bridge::{BtcVaultParams, Chain, Deposit};
 
 /// What L1 says about a deposit a batch credits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,20 @@ pub struct VerifierError {
     pub reason: String,
 }
 
+/// Checks the L1 facts a batch records: deposits on every chain, and on Bitcoin which attempt
+/// of a payout plan confirmed.
 #[async_trait]
 pub trait DepositVerifier: Send + Sync {
     async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError>;
+
+    /// Whether attempt `attempt` of `plan` is on the chain at depth. Only the Bitcoin verifier
+    /// knows payouts; any other chain denies them.
+    async fn check_payout(
+        &self,
+        _vault: &BtcVaultParams,
+        _plan: &PayoutPlan,
+        _attempt: u32,
+    ) -> Result<DepositCheck, VerifierError> {
+        Ok(DepositCheck::NotOnL1 { reason: "this chain has no Bitcoin payouts".into() })
+    }
 }

@@ -5,74 +5,16 @@
 
 use std::time::Duration;
 
+use bitcoin::Amount;
 use bitcoin::hashes::Hash;
-use bitcoin::key::{Keypair, Secp256k1, TapTweak};
-use bitcoin::secp256k1::{Message, SecretKey, rand};
-use bitcoin::sighash::{Prevouts, SighashCache};
-use bitcoin::{
-    Address, Amount, BlockHash, Network, OutPoint, ScriptBuf, Sequence, TapSighashType, Transaction, TxIn, TxOut,
-    Witness, absolute, transaction,
-};
 use bridge::tx::{Deposit, L1Ref};
 use bridge::{AssetId, BtcNetwork, Chain};
 use chains::bitcoin::{CoreRpc, DepositChecker, DepositStatus, DepositWatcher, WatchError, WatcherConfig};
 use regtest::{RegtestConfig, RegtestNode};
 use tokio::sync::mpsc;
 
-struct Miner {
-    keypair: Keypair,
-    address: Address,
-}
-
-impl Miner {
-    fn new() -> Self {
-        let secp = Secp256k1::new();
-        let keypair = Keypair::from_secret_key(&secp, &SecretKey::new(&mut rand::thread_rng()));
-        let address = Address::p2tr(&secp, keypair.x_only_public_key().0, None, Network::Regtest);
-        Self { keypair, address }
-    }
-
-    /// Pay `value` from the coinbase of block `height` (mature 100 blocks later) to `to`, change back.
-    async fn pay(&self, rpc: &CoreRpc, height: u64, to: &Address, value: Amount) -> Transaction {
-        let coinbase = rpc.block(&rpc.block_hash(height).await.unwrap()).await.unwrap().txdata[0].clone();
-        let prevout = coinbase.output[0].clone();
-        let change = prevout.value - value - Amount::from_sat(1_000);
-        let mut tx = Transaction {
-            version: transaction::Version::TWO,
-            lock_time: absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: coinbase.compute_txid(), vout: 0 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                witness: Witness::new(),
-            }],
-            output: vec![
-                TxOut { value, script_pubkey: to.script_pubkey() },
-                TxOut { value: change, script_pubkey: self.address.script_pubkey() },
-            ],
-        };
-        let secp = Secp256k1::new();
-        let sighash = SighashCache::new(&tx)
-            .taproot_key_spend_signature_hash(0, &Prevouts::All(&[prevout]), TapSighashType::Default)
-            .unwrap();
-        let tweaked = self.keypair.tap_tweak(&secp, None).to_keypair();
-        let signature = secp.sign_schnorr(&Message::from_digest(sighash.to_byte_array()), &tweaked);
-        tx.input[0].witness = Witness::from_slice(&[signature.as_ref().to_vec()]);
-        rpc.send_raw_transaction(&tx).await.unwrap();
-        tx
-    }
-}
-
-fn group_key() -> bitcoin::key::XOnlyPublicKey {
-    let secp = Secp256k1::new();
-    Keypair::from_secret_key(&secp, &SecretKey::new(&mut rand::thread_rng())).x_only_public_key().0
-}
-
-async fn mine_branch(node: &RegtestNode, from: BlockHash, count: u32, to: &Address) -> Vec<BlockHash> {
-    let chain = node.node().clone();
-    let script = to.script_pubkey();
-    tokio::task::spawn_blocking(move || chain.mine_branch(from, count, &script)).await.unwrap().unwrap()
-}
+mod common;
+use common::btc::{Miner, group_key, mine_branch};
 
 #[tokio::test]
 async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_nothing() {

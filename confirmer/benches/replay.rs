@@ -38,6 +38,7 @@ async fn bench() {
         chain_id: 424_242,
         eth_vault: Address([0x7a; 20]),
         btc_network: BtcNetwork::Regtest,
+        btc_vault: None,
         coordinator_key: key.public_key(),
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],

@@ -21,6 +21,8 @@ pub enum AlarmKind {
     DepositNotOnL1,
     /// A later batch is published while an earlier one stays missing.
     MissingBatch,
+    /// A batch records a Bitcoin payout attempt as confirmed that the chain does not show.
+    PayoutNotOnL1,
 }
 
 impl AlarmKind {
@@ -33,6 +35,7 @@ impl AlarmKind {
             AlarmKind::Equivocation => "equivocation",
             AlarmKind::DepositNotOnL1 => "deposit_not_on_l1",
             AlarmKind::MissingBatch => "missing_batch",
+            AlarmKind::PayoutNotOnL1 => "payout_not_on_l1",
         }
     }
 

@@ -153,6 +153,28 @@ impl Evidence {
                     deposit.chain
                 ))
             }
+            AlarmKind::PayoutNotOnL1 => {
+                let batches = self.decoded()?;
+                let [batch] = batches.as_slice() else {
+                    return Err(fail("the file must hold exactly the recording batch".into()));
+                };
+                batch.signed_header().verify(&key).map_err(|_| fail("the batch's signature does not check".into()))?;
+                if bridge::batch::txs_root(&batch.body) != batch.header.txs_root {
+                    return Err(fail("the body is not the one the signed header names".into()));
+                }
+                let index = self.deposit_index.ok_or_else(|| fail("the transaction's index is missing".into()))?;
+                let Some(BatchTx::System(SystemTx::BtcPayoutConfirmed { plan, attempt })) = batch.body.get(index)
+                else {
+                    return Err(fail(format!(
+                        "transaction {index} of batch {} is not a payout confirmation",
+                        batch.header.number
+                    )));
+                };
+                Ok(format!(
+                    "The coordinator (key {signer}) signed batch {} recording attempt {attempt} of Bitcoin payout plan                      {plan} as confirmed (transaction {index} of the batch). The confirmer's Bitcoin node said: {}.                      Every replayer derives that attempt's txid from the plan; if the chain does not have it at depth,                      the vault's change in the ledger is not the chain's.",
+                    batch.header.number, self.detail
+                ))
+            }
             AlarmKind::RootMismatch | AlarmKind::BrokenLink | AlarmKind::InvalidTx | AlarmKind::InvalidBatch => {
                 let batches = self.decoded()?;
                 let Some((bad, before)) = batches.split_last() else {

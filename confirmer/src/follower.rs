@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bridge::batch::{Settlement, replay, replay_verified};
 use bridge::tx::SystemTx;
-use bridge::{BatchTx, NetworkParams, SignedBatch, State};
+use bridge::{BatchTx, Chain, NetworkParams, SignedBatch, State};
 use chains::da::{DaError, DataAvailability, FetchedBatch};
 
 use crate::alarm::{Alarm, AlarmKind};
@@ -159,9 +159,7 @@ impl Follower {
         if !self.is_hard_final(number) {
             return None;
         }
-        Some(self.settlements.get(&number).cloned().unwrap_or_else(|| {
-            Arc::new(Settlement { eth: bridge::withdrawals::EthWithdrawalTree::new(Vec::new()), btc: Vec::new() })
-        }))
+        Some(self.settlements.get(&number).cloned().unwrap_or_else(|| Arc::new(Settlement::empty())))
     }
 
     /// The batch holding transaction `hash`, if it was replayed.
@@ -301,25 +299,51 @@ impl Follower {
             }
             return Ok(Taken::Foreign);
         }
-        // Deposits first: the state must not take in a batch whose deposits L1 denies.
+        // L1 facts first: the state must not take in a batch whose deposits or payout
+        // confirmations L1 denies.
         let mut unverified = None;
         for (index, tx) in item.batch.body.iter().enumerate() {
-            let BatchTx::System(SystemTx::Deposit(deposit)) = tx else { continue };
-            let Some(verifier) = self.verifiers.for_chain(deposit.chain) else {
-                unverified.get_or_insert_with(|| format!("unverified: deposit on {}", deposit.chain));
-                continue;
+            let BatchTx::System(system) = tx else { continue };
+            let (chain, kind, check) = match system {
+                SystemTx::Deposit(deposit) => {
+                    let Some(verifier) = self.verifiers.for_chain(deposit.chain) else {
+                        unverified.get_or_insert_with(|| format!("unverified: deposit on {}", deposit.chain));
+                        continue;
+                    };
+                    let detail = format!("deposit {:?} on {}", deposit.l1_ref, deposit.chain);
+                    (detail, AlarmKind::DepositNotOnL1, verifier.check(deposit).await?)
+                }
+                SystemTx::BtcPayoutConfirmed { plan, attempt } => {
+                    // Without a vault the replay below refuses the batch, as the coordinator's error.
+                    let Some(vault) = self.state.params().btc_vault else { continue };
+                    let Some(verifier) = self.verifiers.for_chain(Chain::Bitcoin) else {
+                        unverified.get_or_insert_with(|| "unverified: bitcoin payout".to_string());
+                        continue;
+                    };
+                    let detail = format!("attempt {attempt} of payout plan {plan} on bitcoin");
+                    // A plan is signed only once its batch is hard-final, so it cannot confirm in
+                    // the batch that makes it: it must be pending before this batch.
+                    let check = match self.state.btc_plan(*plan) {
+                        Some(planned) => verifier.check_payout(&vault, planned, *attempt).await?,
+                        None => {
+                            DepositCheck::NotOnL1 { reason: format!("plan {plan} was not pending before this batch") }
+                        }
+                    };
+                    (detail, AlarmKind::PayoutNotOnL1, check)
+                }
+                SystemTx::BtcPayoutPlan { .. } => continue,
             };
-            match verifier.check(deposit).await? {
+            match check {
                 DepositCheck::Confirmed => {}
                 DepositCheck::NotYetDeep => return Ok(Taken::Waiting),
                 DepositCheck::NotOnL1 { reason } => {
-                    let detail = format!("deposit {:?} on {}: {reason}", deposit.l1_ref, deposit.chain);
+                    let detail = format!("{chain}: {reason}");
                     let evidence = Evidence {
                         batches: Evidence::encode_batches(&[&item.batch]),
                         deposit_index: Some(index),
-                        ..self.evidence(AlarmKind::DepositNotOnL1, number, &detail)
+                        ..self.evidence(kind, number, &detail)
                     };
-                    return Ok(Taken::Alarm(self.raise(AlarmKind::DepositNotOnL1, number, detail, evidence).await?));
+                    return Ok(Taken::Alarm(self.raise(kind, number, detail, evidence).await?));
                 }
             }
         }

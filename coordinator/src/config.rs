@@ -34,6 +34,7 @@ pub struct Config {
     pub da: DaConfig,
     pub log: LogConfig,
     pub ethereum: EthereumConfig,
+    pub bitcoin: BitcoinConfig,
     pub dev: DevConfig,
 }
 
@@ -44,6 +45,9 @@ pub struct NetworkConfig {
     pub chain_id: u64,
     pub eth_vault: Address,
     pub btc_network: BtcNetwork,
+    /// `[network.btc_vault]`: the watchmen's group key and payout fee bounds; without it the
+    /// network takes no Bitcoin withdrawals.
+    pub btc_vault: Option<bridge::BtcVaultParams>,
     pub fee_account: Address,
     pub coordinator_key: Option<String>,
     pub assets: Vec<AssetConfig>,
@@ -123,6 +127,34 @@ impl Default for EthereumConfig {
     }
 }
 
+/// The Bitcoin node the coordinator asks about payouts (`payouts::PayoutKeeper`); off without
+/// `rpc`. The password comes from `COORDINATOR__BITCOIN__RPC_PASSWORD`, not from a file in git.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BitcoinConfig {
+    pub rpc: Option<String>,
+    pub rpc_user: String,
+    pub rpc_password: String,
+    /// Confirmations before a payout's change is recorded as the vault's.
+    pub depth: u64,
+    pub poll_ms: u64,
+    /// `estimatesmartfee`'s target in blocks.
+    pub fee_target_blocks: u16,
+}
+
+impl Default for BitcoinConfig {
+    fn default() -> Self {
+        BitcoinConfig {
+            rpc: None,
+            rpc_user: String::new(),
+            rpc_password: String::new(),
+            depth: 6,
+            poll_ms: 2_000,
+            fee_target_blocks: 6,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevConfig {
@@ -148,6 +180,7 @@ impl Default for Config {
             },
             log: LogConfig { format: LogFormat::Human, filter: "info".into() },
             ethereum: EthereumConfig::default(),
+            bitcoin: BitcoinConfig::default(),
             dev: DevConfig::default(),
         }
     }
@@ -160,6 +193,7 @@ impl Default for NetworkConfig {
             chain_id: 424_242,
             eth_vault: Address(hex_literal("5fbdb2315678afecb367f032d93f642f64180aa3")),
             btc_network: BtcNetwork::Regtest,
+            btc_vault: None,
             fee_account: Address(hex_literal("000000000000000000000000000000000000fee5")),
             coordinator_key: None,
             assets: vec![
@@ -178,6 +212,7 @@ impl From<&NetworkParams> for NetworkConfig {
             chain_id: params.chain_id,
             eth_vault: params.eth_vault,
             btc_network: params.btc_network,
+            btc_vault: params.btc_vault,
             fee_account: params.fee_account,
             coordinator_key: Some(format!("0x{}", hex::encode(params.coordinator_key))),
             assets: params.assets.clone(),
@@ -328,6 +363,7 @@ impl Config {
             chain_id: n.chain_id,
             eth_vault: n.eth_vault,
             btc_network: n.btc_network,
+            btc_vault: n.btc_vault,
             coordinator_key,
             fee_account: n.fee_account,
             assets: n.assets.clone(),

@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod deposits;
 pub mod node;
+pub mod payouts;
 pub mod publisher;
 pub mod sequencer;
 pub mod store;

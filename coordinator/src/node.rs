@@ -209,6 +209,28 @@ impl Node {
                 tracing::error!(%error, "the Ethereum deposit watcher stopped");
             }));
         }
+        if let Some(url) = &config.bitcoin.rpc {
+            let vault = params.btc_vault.ok_or_else(|| {
+                NodeError::Config(ConfigError::Invalid(
+                    "bitcoin.rpc is set but network.btc_vault is not: payouts need the vault's group key".into(),
+                ))
+            })?;
+            let rpc = chains::bitcoin::CoreRpc::new(url, &config.bitcoin.rpc_user, &config.bitcoin.rpc_password);
+            let b = &config.bitcoin;
+            let keeper = crate::payouts::PayoutKeeper::new(
+                handle.clone(),
+                rpc,
+                vault,
+                params.btc_network,
+                b.depth,
+                b.fee_target_blocks,
+            );
+            let poll = Duration::from_millis(b.poll_ms);
+            background.push(tokio::spawn(async move {
+                let error = keeper.run(poll).await;
+                tracing::info!(%error, "bitcoin payouts stopped with the sequencer");
+            }));
+        }
         if let Some(path) = &config.dev.deposits {
             for deposit in dev_deposits(path)? {
                 sink.send(deposit).await.map_err(|_| NodeError::Sequencer(Box::new(SequencerError::Stopped)))?;

@@ -372,6 +372,7 @@ fn accounts_touched(tx: &BatchTx) -> Vec<Address> {
             UserTx::Withdraw(w) => vec![w.from],
         },
         BatchTx::System(SystemTx::Deposit(d)) => vec![d.account],
+        BatchTx::System(SystemTx::BtcPayoutPlan { .. } | SystemTx::BtcPayoutConfirmed { .. }) => Vec::new(),
     }
 }
 

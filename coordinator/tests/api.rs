@@ -421,3 +421,37 @@ async fn a_transaction_is_answered_only_after_it_is_durable() {
     let _ = Tx::User; // the transactions above are user transactions
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_account_gets_its_own_bitcoin_deposit_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = |dir: &std::path::Path| format!("sqlite://{}", dir.join("ledger.db").display());
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[0x42; 32]).unwrap();
+    let group_key = bitcoin::key::Keypair::from_secret_key(&secp, &secret).x_only_public_key().0;
+    let mut config = node_config(dir.path(), &sqlite(dir.path()), 0);
+    config.network.btc_vault =
+        Some(bridge::BtcVaultParams { group_key: group_key.serialize(), min_fee_rate: 1, max_fee_rate: 100 });
+    let node = Node::start(&config).await.unwrap();
+    let client = Client::new(&node);
+
+    let alice = wallet(1).address();
+    let (status, body) = client.get(&format!("/accounts/{alice}/btc-deposit-address")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected = chains::bitcoin::deposit_address(group_key, bridge::BtcNetwork::Regtest, &alice);
+    assert_eq!(body["address"], expected.to_string());
+    assert_eq!(body["btc_network"], "regtest");
+    let (_, bob) = client.get(&format!("/accounts/{}/btc-deposit-address", wallet(2).address())).await;
+    assert_ne!(bob["address"], body["address"], "two accounts share a deposit address");
+
+    let (status, body) = client.get("/accounts/0x1234/btc-deposit-address").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_address")), "{body}");
+    node.shutdown().await;
+
+    // A network without a Bitcoin vault says so.
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&node_config(dir.path(), &sqlite(dir.path()), 0)).await.unwrap();
+    let (status, body) = Client::new(&node).get(&format!("/accounts/{alice}/btc-deposit-address")).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("no_bitcoin_vault")), "{body}");
+    node.shutdown().await;
+}

@@ -7,13 +7,10 @@ use ::bitcoin::hashes::Hash;
 use ::bitcoin::key::{Secp256k1, XOnlyPublicKey};
 use ::bitcoin::{Address, ScriptBuf, TapNodeHash};
 use bridge::BtcNetwork;
-use bridge::hashing::{tagged_hash, tags};
 
-/// The Merkle root that makes `account`'s address: `tagged("bridge/btc-deposit", network ‖ account)`
-/// with the network as its one-byte code (mainnet 0, testnet 1, signet 2, regtest 3).
-pub fn account_merkle_root(network: BtcNetwork, account: &bridge::Address) -> [u8; 32] {
-    tagged_hash(tags::BTC_DEPOSIT, &[&[network as u8], &account.0])
-}
+/// The ledger's rule (a payout spends a deposit with the same tweak): see
+/// [`bridge::btc_vault::account_merkle_root`].
+pub use bridge::btc_vault::account_merkle_root;
 
 /// The vault's own address: the group key on the key path with no tweak but BIP-341's empty one.
 pub fn vault_address(group_key: XOnlyPublicKey, network: BtcNetwork) -> Address {
@@ -38,6 +35,7 @@ mod tests {
     use ::bitcoin::secp256k1::{Scalar, SecretKey};
 
     use super::*;
+    use bridge::hashing::tagged_hash;
 
     fn group_key() -> XOnlyPublicKey {
         let secp = Secp256k1::new();

@@ -4,11 +4,13 @@
 //! node (crate `regtest`, a dev-dependency only: nothing here depends on the kernel).
 
 pub mod deposit;
+pub mod payout;
 pub mod rpc;
 pub mod verify;
 pub mod watcher;
 
 pub use deposit::{account_merkle_root, deposit_address, vault_address};
+pub use payout::{PayoutBroadcaster, PayoutRpcError, PayoutStatus};
 pub use rpc::{CoreRpc, RpcError};
 pub use verify::{DepositChecker, DepositStatus};
 pub use watcher::{DepositWatcher, WatchError, WatcherConfig};

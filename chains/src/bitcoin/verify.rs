@@ -80,16 +80,61 @@ impl DepositChecker {
     }
 }
 
+impl DepositChecker {
+    /// Whether attempt `attempt` of `plan` is on the active chain at depth: its txid is the
+    /// one every replayer derives from the plan, so the node either has it or it did not happen.
+    pub async fn check_payout(
+        &self,
+        vault: &bridge::BtcVaultParams,
+        plan: &bridge::btc_payout::PayoutPlan,
+        attempt: u32,
+    ) -> Result<DepositStatus, RpcError> {
+        let unsigned = match plan.build(vault, self.network, attempt) {
+            Ok(unsigned) => unsigned,
+            Err(e) => return Ok(DepositStatus::NotOnChain { reason: e.to_string() }),
+        };
+        let txid = unsigned.tx.compute_txid();
+        let info = match self.rpc.transaction_info(&txid).await {
+            Ok(info) => info,
+            Err(e) if e.code() == Some(NOT_FOUND) => {
+                return Ok(DepositStatus::NotOnChain {
+                    reason: format!("attempt {attempt} of payout plan {} ({txid}) is unknown to the node", plan.id),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if info.block_hash.is_none() || info.confirmations < u64::from(self.depth) {
+            return Ok(DepositStatus::NotYetDeep { confirmations: info.confirmations });
+        }
+        Ok(DepositStatus::Confirmed)
+    }
+}
+
+fn as_check(
+    status: Result<DepositStatus, RpcError>,
+) -> Result<crate::deposit::DepositCheck, crate::deposit::VerifierError> {
+    use crate::deposit::DepositCheck;
+    match status {
+        Ok(DepositStatus::Confirmed) => Ok(DepositCheck::Confirmed),
+        Ok(DepositStatus::NotYetDeep { .. }) => Ok(DepositCheck::NotYetDeep),
+        Ok(DepositStatus::NotOnChain { reason }) => Ok(DepositCheck::NotOnL1 { reason }),
+        Err(error) => Err(crate::deposit::VerifierError { chain: Chain::Bitcoin, reason: error.to_string() }),
+    }
+}
+
 /// The confirmer's view: a Bitcoin deposit in a batch is final only when the chain shows it.
 #[async_trait::async_trait]
 impl crate::deposit::DepositVerifier for DepositChecker {
     async fn check(&self, deposit: &Deposit) -> Result<crate::deposit::DepositCheck, crate::deposit::VerifierError> {
-        use crate::deposit::DepositCheck;
-        match DepositChecker::check(self, deposit).await {
-            Ok(DepositStatus::Confirmed) => Ok(DepositCheck::Confirmed),
-            Ok(DepositStatus::NotYetDeep { .. }) => Ok(DepositCheck::NotYetDeep),
-            Ok(DepositStatus::NotOnChain { reason }) => Ok(DepositCheck::NotOnL1 { reason }),
-            Err(error) => Err(crate::deposit::VerifierError { chain: Chain::Bitcoin, reason: error.to_string() }),
-        }
+        as_check(DepositChecker::check(self, deposit).await)
+    }
+
+    async fn check_payout(
+        &self,
+        vault: &bridge::BtcVaultParams,
+        plan: &bridge::btc_payout::PayoutPlan,
+        attempt: u32,
+    ) -> Result<crate::deposit::DepositCheck, crate::deposit::VerifierError> {
+        as_check(DepositChecker::check_payout(self, vault, plan, attempt).await)
     }
 }

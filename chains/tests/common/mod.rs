@@ -1,5 +1,7 @@
 //! Shared by the `chains` integration tests: a network, its coordinator key, chained batches.
-#![allow(dead_code)] // each test file uses a different part
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // each test file uses a different part
+
+pub mod btc;
 
 use bridge::tx::{Deposit, L1Ref, SystemTx};
 use bridge::{
@@ -17,6 +19,7 @@ pub fn params(key: &CoordinatorKey) -> NetworkParams {
         chain_id: 1,
         eth_vault: Address([1; 20]),
         btc_network: BtcNetwork::Regtest,
+        btc_vault: None,
         coordinator_key: key.public_key(),
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],

@@ -68,9 +68,7 @@ impl SettlementBook {
         if number == 0 || number > entries.hard_final {
             return None;
         }
-        Some(entries.settlements.get(&number).cloned().unwrap_or_else(|| {
-            Arc::new(Settlement { eth: bridge::withdrawals::EthWithdrawalTree::new(Vec::new()), btc: Vec::new() })
-        }))
+        Some(entries.settlements.get(&number).cloned().unwrap_or_else(|| Arc::new(Settlement::empty())))
     }
 
     /// Hard-final batches that owe something on L1, from `from` on.

@@ -167,10 +167,7 @@ pub async fn get_info(State(context): Ctx) -> Result<Json<views::Info>, ApiError
         genesis_hash: hex32(&params.genesis_hash()),
         chain_id: params.chain_id,
         eth_vault: params.eth_vault.to_string(),
-        btc_network: serde_json::to_value(params.btc_network)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        btc_network: bitcoin_network_name(params.btc_network),
         coordinator_key: hex32(&params.coordinator_key),
         fee_account: params.fee_account.to_string(),
         fees: params
@@ -214,6 +211,33 @@ pub async fn get_account(
         })
         .await?;
     Ok(Json(account))
+}
+
+/// The account's own Bitcoin deposit address. Nothing is stored: the address is derived from
+/// the group key and the account, as every replayer derives it.
+#[utoipa::path(get, path = "/accounts/{address}/btc-deposit-address",
+    params(("address" = String, Path, description = "0x and 40 hex digits")),
+    responses((status = 200, body = views::BtcDepositAddress), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "the network has no Bitcoin vault")))]
+pub async fn get_btc_deposit_address(
+    State(context): Ctx,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<views::BtcDepositAddress>, ApiError> {
+    let account = address_in(path)?;
+    let params = &context.params;
+    let vault = params.btc_vault.as_ref().ok_or_else(|| {
+        ApiError::not_found("no_bitcoin_vault", "this network has no Bitcoin vault configured; it takes no bitcoin")
+    })?;
+    let address = chains::bitcoin::deposit_address(vault.internal_key(), params.btc_network, &account);
+    Ok(Json(views::BtcDepositAddress {
+        account: account.to_string(),
+        address: address.to_string(),
+        btc_network: bitcoin_network_name(params.btc_network),
+    }))
+}
+
+fn bitcoin_network_name(network: bridge::BtcNetwork) -> String {
+    serde_json::to_value(network).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,6 +67,7 @@ type Ctx = State<Arc<ApiContext>>;
         handlers::get_info,
         handlers::get_account,
         handlers::get_account_txs,
+        handlers::get_btc_deposit_address,
         handlers::get_tx,
         handlers::get_batch,
         handlers::get_health,
@@ -80,6 +81,7 @@ type Ctx = State<Arc<ApiContext>>;
         views::TxResults,
         views::Info,
         views::Account,
+        views::BtcDepositAddress,
         views::AccountTxs,
         views::TxStatus,
         views::Batch,
@@ -100,6 +102,7 @@ pub fn router(context: ApiContext) -> Router {
         .route("/info", get(handlers::get_info))
         .route("/accounts/{address}", get(handlers::get_account))
         .route("/accounts/{address}/txs", get(handlers::get_account_txs))
+        .route("/accounts/{address}/btc-deposit-address", get(handlers::get_btc_deposit_address))
         .route("/tx/{hash}", get(handlers::get_tx))
         .route("/batches/{number}", get(handlers::get_batch))
         .route("/openapi.json", get(handlers::get_openapi))

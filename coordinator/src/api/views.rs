@@ -99,6 +99,16 @@ pub struct Account {
     pub balances: Vec<Balance>,
 }
 
+/// Where an account deposits bitcoin: the watchmen's group key tweaked for this account, so a
+/// deposit there is credited to it and to no one else.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BtcDepositAddress {
+    pub account: String,
+    /// A Taproot (bech32m) address on `btc_network`.
+    pub address: String,
+    pub btc_network: String,
+}
+
 /// An acknowledged transaction and how far it has got: `accepted` (in the ledger), then
 /// `batched` (sealed into batch `batch`), then `published` (on the DA at `locator`). Hard
 /// finality is the confirmer's to report.

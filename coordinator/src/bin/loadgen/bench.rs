@@ -22,6 +22,7 @@ fn bench_params(key: &CoordinatorKey) -> NetworkParams {
         chain_id: 424_242,
         eth_vault: Address([0x7a; 20]),
         btc_network: BtcNetwork::Regtest,
+        btc_vault: None,
         coordinator_key: key.public_key(),
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],

@@ -157,6 +157,7 @@ async fn params_of(url: &str) -> anyhow::Result<NetworkParams> {
         chain_id: info["chain_id"].as_u64().context("/info has no chain_id")?,
         eth_vault: text("eth_vault")?.parse()?,
         btc_network: BtcNetwork::Regtest,
+        btc_vault: None,
         coordinator_key: bridge::serde_hex::parse_fixed(&text("coordinator_key")?).map_err(anyhow::Error::msg)?,
         fee_account: text("fee_account")?.parse()?,
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],

@@ -1,0 +1,94 @@
+//! Payout transactions on the Bitcoin node: which attempt of a plan the chain holds, and
+//! broadcasting a signed attempt. Building and sighashes are the ledger's
+//! ([`bridge::btc_payout`]): every watchman derives the same bytes from its own replay; this
+//! module only talks to the node.
+
+use bitcoin::hashes::Hash;
+use bitcoin::{Transaction, Txid};
+use bridge::btc_payout::{MAX_BUMPS, PayoutPlan};
+use bridge::{BtcNetwork, BtcVaultParams};
+
+use super::rpc::{CoreRpc, NOT_FOUND, RpcError};
+
+/// Core's `RPC_VERIFY_ALREADY_IN_CHAIN`: "transaction already in block chain".
+const ALREADY_IN_CHAIN: i64 = -27;
+/// Core's `RPC_VERIFY_REJECTED`, which also answers "txn-already-in-mempool".
+const REJECTED: i64 = -26;
+
+/// Where a plan stands on the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayoutStatus {
+    /// No attempt is in the mempool or the chain.
+    Unseen,
+    /// Attempt `attempt` waits in the mempool.
+    Pending { attempt: u32 },
+    /// Attempt `attempt` is in the active chain with `confirmations` confirmations.
+    Confirmed { attempt: u32, confirmations: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayoutRpcError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("the node refused payout {txid}: {reason}")]
+    Refused { txid: Txid, reason: String },
+}
+
+/// The Bitcoin side of paying plans.
+#[derive(Debug, Clone)]
+pub struct PayoutBroadcaster {
+    rpc: CoreRpc,
+    vault: BtcVaultParams,
+    network: BtcNetwork,
+}
+
+impl PayoutBroadcaster {
+    pub fn new(rpc: CoreRpc, vault: BtcVaultParams, network: BtcNetwork) -> Self {
+        PayoutBroadcaster { rpc, vault, network }
+    }
+
+    /// The txid of every attempt the plan allows, in attempt order.
+    pub fn attempt_txids(&self, plan: &PayoutPlan) -> Vec<(u32, Txid)> {
+        (0..=MAX_BUMPS)
+            .map_while(|attempt| plan.build(&self.vault, self.network, attempt).ok())
+            .map(|unsigned| (unsigned.attempt, unsigned.tx.compute_txid()))
+            .collect()
+    }
+
+    /// Looks every attempt up (`getrawtransaction`; a `bitcoind` needs `-txindex=1`). A
+    /// confirmed attempt wins over pending ones; all attempts spend the same inputs, so at most
+    /// one can be in the chain.
+    pub async fn status(&self, plan: &PayoutPlan) -> Result<PayoutStatus, PayoutRpcError> {
+        let mut status = PayoutStatus::Unseen;
+        for (attempt, txid) in self.attempt_txids(plan) {
+            match self.rpc.transaction_info(&txid).await {
+                Ok(info) if info.block_hash.is_some() && info.confirmations > 0 => {
+                    return Ok(PayoutStatus::Confirmed { attempt, confirmations: info.confirmations });
+                }
+                Ok(_) => status = PayoutStatus::Pending { attempt },
+                Err(e) if e.code() == Some(NOT_FOUND) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(status)
+    }
+
+    /// Sends a signed attempt. Sending one the node already has is not an error: a watchman
+    /// that crashed after sending sends again.
+    pub async fn broadcast(&self, tx: &Transaction) -> Result<Txid, PayoutRpcError> {
+        let txid = tx.compute_txid();
+        match self.rpc.send_raw_transaction(tx).await {
+            Ok(sent) => Ok(sent),
+            Err(e) if e.code() == Some(ALREADY_IN_CHAIN) => Ok(txid),
+            Err(RpcError::Rpc { code: REJECTED, message, .. }) if message.contains("already-in-mempool") => Ok(txid),
+            Err(RpcError::Rpc { message, .. }) => Err(PayoutRpcError::Refused { txid, reason: message }),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The txid of a payout attempt in the ledger's byte order (as `L1Ref::Bitcoin` and
+/// [`bridge::OutPoint`] hold it).
+pub fn ledger_txid(txid: &Txid) -> [u8; 32] {
+    txid.to_byte_array()
+}

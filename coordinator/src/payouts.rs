@@ -1,0 +1,128 @@
+//! The coordinator's part in Bitcoin payouts: it proposes a plan when withdrawals wait in the
+//! queue, and records which attempt of a plan the chain confirmed. It holds no key and signs
+//! nothing: the watchmen sign and broadcast each plan from their own replay, and the ledger
+//! itself checks everything the coordinator submits here.
+
+use std::time::Duration;
+
+use bridge::batch::ApplyError;
+use bridge::btc_payout::PayoutPlan;
+use bridge::tx::SystemTx;
+use bridge::{BtcVaultParams, Tx, TxError};
+use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus};
+
+use crate::sequencer::{SequencerError, SequencerHandle};
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PayoutRound {
+    /// Plans recorded as confirmed.
+    pub confirmed: usize,
+    /// Whether a new plan was made.
+    pub planned: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayoutKeeperError {
+    #[error(transparent)]
+    Sequencer(#[from] SequencerError),
+    #[error("asking the Bitcoin node about payouts failed: {0}")]
+    Node(#[from] PayoutRpcError),
+}
+
+impl std::fmt::Debug for PayoutKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayoutKeeper")
+            .field("node", &self.rpc.url())
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct PayoutKeeper {
+    sequencer: SequencerHandle,
+    rpc: CoreRpc,
+    broadcaster: PayoutBroadcaster,
+    vault: BtcVaultParams,
+    /// Confirmations before a payout's change counts as the vault's.
+    depth: u64,
+    /// `estimatesmartfee`'s confirmation target.
+    fee_target: u16,
+}
+
+impl PayoutKeeper {
+    pub fn new(
+        sequencer: SequencerHandle,
+        rpc: CoreRpc,
+        vault: BtcVaultParams,
+        network: bridge::BtcNetwork,
+        depth: u64,
+        fee_target: u16,
+    ) -> Self {
+        let broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, network);
+        PayoutKeeper { sequencer, rpc, broadcaster, vault, depth: depth.max(1), fee_target }
+    }
+
+    /// Records confirmed plans, then plans the queue if anything waits.
+    pub async fn round(&self) -> Result<PayoutRound, PayoutKeeperError> {
+        let (queued, plans): (usize, Vec<PayoutPlan>) =
+            self.sequencer.read(|state| (state.btc_queue().count(), state.btc_plans().cloned().collect())).await?;
+        let mut round = PayoutRound::default();
+        for plan in &plans {
+            if let PayoutStatus::Confirmed { attempt, confirmations } = self.broadcaster.status(plan).await? {
+                if confirmations < self.depth {
+                    continue;
+                }
+                let tx = Tx::System(SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt });
+                match self.sequencer.submit(tx).await? {
+                    Ok(_) => {
+                        round.confirmed += 1;
+                        tracing::info!(plan = plan.id, attempt, confirmations, "bitcoin payout confirmed");
+                    }
+                    Err(error) => tracing::error!(plan = plan.id, attempt, %error, "the ledger refused a confirmation"),
+                }
+            }
+        }
+        if queued > 0 {
+            let fee_rate = self.fee_rate().await;
+            match self.sequencer.submit(Tx::System(SystemTx::BtcPayoutPlan { fee_rate })).await? {
+                Ok(_) => {
+                    round.planned = true;
+                    tracing::info!(queued, fee_rate, "bitcoin payout planned");
+                }
+                // Not enough confirmed money or fee yet: the withdrawals wait for the next round.
+                Err(ApplyError::Tx(error @ (TxError::VaultLiquidity { .. } | TxError::PayoutFeeBudget { .. }))) => {
+                    tracing::info!(queued, fee_rate, %error, "bitcoin withdrawals wait");
+                }
+                Err(error) => tracing::error!(queued, fee_rate, %error, "the ledger refused a payout plan"),
+            }
+        }
+        Ok(round)
+    }
+
+    /// The node's estimate in sat/vB, rounded up, within the network's bounds; the lower bound
+    /// when the node has no estimate (a quiet regtest, a node just started).
+    async fn fee_rate(&self) -> u64 {
+        let estimate = match self.rpc.estimate_smart_fee(self.fee_target).await {
+            Ok(Some(sat_per_kvb)) => sat_per_kvb.div_ceil(1_000),
+            Ok(None) => self.vault.min_fee_rate,
+            Err(error) => {
+                tracing::warn!(%error, "no fee estimate; planning at the network's lowest rate");
+                self.vault.min_fee_rate
+            }
+        };
+        estimate.clamp(self.vault.min_fee_rate, self.vault.max_fee_rate)
+    }
+
+    /// Runs rounds every `poll` until the sequencer stops; a node error is logged and retried.
+    pub async fn run(self, poll: Duration) -> SequencerError {
+        loop {
+            match self.round().await {
+                Ok(_) => {}
+                Err(PayoutKeeperError::Sequencer(error)) => return error,
+                Err(error) => tracing::warn!(%error, "bitcoin payout round failed; retrying"),
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
