@@ -94,11 +94,7 @@ impl PayoutPlan {
 
     /// The plan's size in virtual bytes, signatures included: the same for every attempt.
     pub fn vsize(&self, vault: &BtcVaultParams, network: BtcNetwork) -> u64 {
-        let mut tx = self.skeleton(vault, network, 0);
-        for input in &mut tx.input {
-            input.witness = Witness::from_slice(&[[0u8; SCHNORR_SIG_LEN].as_slice()]);
-        }
-        tx.vsize() as u64
+        signed_vsize(&self.skeleton(vault.script_of(network, &VaultOwner::Vault), 0))
     }
 
     /// The fee of attempt `attempt`, or `None` if that attempt would not outbid the one before
@@ -122,7 +118,9 @@ impl PayoutPlan {
         network: BtcNetwork,
         attempt: u32,
     ) -> Result<UnsignedPayout, PayoutError> {
-        let vsize = self.vsize(vault, network);
+        // One skeleton serves for the size and, with its change filled in, as the transaction.
+        let mut tx = self.skeleton(vault.script_of(network, &VaultOwner::Vault), 0);
+        let vsize = signed_vsize(&tx);
         let fee_sat = self.attempt_fee(vsize, attempt).ok_or(PayoutError::NoSuchAttempt { id: self.id, attempt })?;
         let change_sat = self
             .total_in_sat()
@@ -130,7 +128,9 @@ impl PayoutPlan {
             .and_then(|left| left.checked_sub(fee_sat))
             .ok_or(PayoutError::Overflow(self.id))?;
         assert!(change_sat >= MIN_CHANGE_SAT, "plan {} was made with too little change", self.id);
-        let tx = self.skeleton(vault, network, change_sat);
+        if let Some(change) = tx.output.last_mut() {
+            change.value = Sat::from_sat(change_sat);
+        }
 
         let prevouts: Vec<TxOut> = self
             .inputs
@@ -157,7 +157,7 @@ impl PayoutPlan {
         Ok(UnsignedPayout { attempt, tx, fee_sat, change, sighashes, merkle_roots })
     }
 
-    fn skeleton(&self, vault: &BtcVaultParams, network: BtcNetwork, change_sat: u64) -> Transaction {
+    fn skeleton(&self, change_script: ScriptBuf, change_sat: u64) -> Transaction {
         let input = self
             .inputs
             .iter()
@@ -176,12 +176,18 @@ impl PayoutPlan {
                 script_pubkey: ScriptBuf::from_bytes(p.script_pubkey.clone()),
             })
             .collect();
-        output.push(TxOut {
-            value: Sat::from_sat(change_sat),
-            script_pubkey: vault.script_of(network, &VaultOwner::Vault),
-        });
+        output.push(TxOut { value: Sat::from_sat(change_sat), script_pubkey: change_script });
         Transaction { version: Version::TWO, lock_time: absolute::LockTime::ZERO, input, output }
     }
+}
+
+/// The size of `tx` once every input carries its key-path signature.
+fn signed_vsize(tx: &Transaction) -> u64 {
+    // Per input: the witness item count, the item's length byte and the signature, in weight
+    // units (one each); plus the segwit marker and flag once.
+    let witness_weight = tx.input.len() * (1 + 1 + SCHNORR_SIG_LEN) + 2;
+    let weight = tx.base_size() * 4 + witness_weight;
+    weight.div_ceil(4) as u64
 }
 
 /// Chooses the vault outputs that fund `needed_sat` (payouts + fee budget + the smallest
