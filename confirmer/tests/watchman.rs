@@ -26,41 +26,7 @@ use contracts::harness::Setup;
 use contracts::{Vault, from_alloy, to_alloy};
 use coordinator::api::request::TxRequest;
 use coordinator::node::Node;
-use tss::mesh::PeerEntry;
-use tss::{GroupKey, MeshConfig, SessionError, SessionId, TssNode, TssNodeConfig};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn entries(identities: &[libp2p::identity::Keypair]) -> Vec<PeerEntry> {
-    identities
-        .iter()
-        .map(|k| PeerEntry {
-            peer_id: k.public().to_peer_id(),
-            address: format!("/ip4/127.0.0.1/tcp/{}", free_port()).parse().unwrap(),
-        })
-        .collect()
-}
-
-fn tss_config(
-    identity: &libp2p::identity::Keypair,
-    entries: &[PeerEntry],
-    share: Option<tss::KeyShare>,
-    policy: Arc<dyn tss::SigningPolicy>,
-) -> TssNodeConfig {
-    let me = identity.public().to_peer_id();
-    let listen = entries.iter().find(|e| e.peer_id == me).unwrap().address.clone();
-    TssNodeConfig {
-        identity: identity.clone(),
-        mesh: MeshConfig { listen, peers: entries.to_vec(), request_timeout: Duration::from_secs(5) },
-        threshold: 2,
-        share,
-        policy,
-        session_timeout: Duration::from_secs(20),
-        retry: Duration::from_millis(300),
-    }
-}
+use tss::{GroupKey, SessionError, TssNode};
 
 async fn eth_balance(node: &Node, account: bridge::Address) -> u128 {
     let body: serde_json::Value =
@@ -77,20 +43,7 @@ async fn eth_balance(node: &Node, account: bridge::Address) -> u128 {
 async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_root() {
     // The key ceremony: three watchmen, 2-of-3.
     let identities: Vec<_> = (0..3).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
-    let ceremony = entries(&identities);
-    let mut nodes = Vec::new();
-    for identity in &identities {
-        let policy = Arc::new(tss::RefuseAll("key ceremony".into()));
-        nodes.push(TssNode::start(tss_config(identity, &ceremony, None, policy)).await.unwrap());
-    }
-    let session = SessionId::random();
-    let shares: Vec<_> =
-        futures::future::join_all(nodes.iter().map(|n| n.dkg(session, Duration::from_secs(60), |_| {})))
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
-    drop(nodes);
+    let shares = dkg(&identities).await;
     let group = GroupKey::of(&shares[0].public).unwrap();
 
     // The vault, deployed with the group's key.

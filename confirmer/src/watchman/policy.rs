@@ -4,23 +4,60 @@
 //! session's coordinator) disagrees with this one, which an operator must look at.
 
 use bridge::eth_settlement::{VaultDomain, withdrawals_message};
+use bridge::{BtcNetwork, BtcVaultParams};
 use tss::{Decision, KeyPath, SigningPolicy, SigningRequest};
 
 use super::book::SettlementBook;
 
 /// `SigningContext::purpose` of the Ethereum vault's `submitWithdrawals` message.
 pub const SETTLE_ETH_WITHDRAWALS: &str = "eth-withdrawals-root";
+/// `SigningContext::purpose` of one input's sighash of a Bitcoin payout attempt.
+pub const SIGN_BTC_PAYOUT_INPUT: &str = "btc-payout-input";
+
+/// Which input of which attempt of which plan a Bitcoin request signs: the request's
+/// `SigningContext::detail`, 16 bytes little-endian (plan u64, attempt u32, input u32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayoutInput {
+    pub plan: u64,
+    pub attempt: u32,
+    pub input: u32,
+}
+
+impl PayoutInput {
+    pub fn to_detail(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend(self.plan.to_le_bytes());
+        out.extend(self.attempt.to_le_bytes());
+        out.extend(self.input.to_le_bytes());
+        out
+    }
+
+    pub fn from_detail(detail: &[u8]) -> Option<Self> {
+        let plan = u64::from_le_bytes(detail.get(0..8)?.try_into().ok()?);
+        let attempt = u32::from_le_bytes(detail.get(8..12)?.try_into().ok()?);
+        let input = u32::from_le_bytes(detail.get(12..16)?.try_into().ok()?);
+        (detail.len() == 16).then_some(PayoutInput { plan, attempt, input })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ReplayPolicy {
     book: SettlementBook,
     /// The Ethereum vault this watchman signs for; `None` if it signs for none.
     eth_vault: Option<VaultDomain>,
+    /// The Bitcoin vault this watchman signs for; `None` if it signs for none.
+    btc_vault: Option<(BtcVaultParams, BtcNetwork)>,
 }
 
 impl ReplayPolicy {
     pub fn new(book: SettlementBook, eth_vault: Option<VaultDomain>) -> Self {
-        ReplayPolicy { book, eth_vault }
+        ReplayPolicy { book, eth_vault, btc_vault: None }
+    }
+
+    /// Also sign Bitcoin payouts of this vault (the network's `btc_vault`).
+    pub fn with_bitcoin(mut self, vault: BtcVaultParams, network: BtcNetwork) -> Self {
+        self.btc_vault = Some((vault, network));
+        self
     }
 
     fn check(&self, request: &SigningRequest) -> Result<(), String> {
@@ -29,7 +66,7 @@ impl ReplayPolicy {
         }
         match (request.context.chain.as_str(), request.context.purpose.as_str()) {
             ("ethereum", SETTLE_ETH_WITHDRAWALS) => self.check_eth_withdrawals(request),
-            ("bitcoin", _) => Err("this watchman does not sign Bitcoin payouts yet".into()),
+            ("bitcoin", SIGN_BTC_PAYOUT_INPUT) => self.check_btc_payout_input(request),
             (chain, purpose) => Err(format!("unknown request: chain {chain:?}, purpose {purpose:?}")),
         }
     }
@@ -57,6 +94,53 @@ impl ReplayPolicy {
                 "the message is not batch {batch}'s withdrawals root {} for this vault and epoch as replayed here",
                 hex::encode(root)
             ));
+        }
+        Ok(())
+    }
+}
+
+impl ReplayPolicy {
+    /// The message must be the sighash of the named input of the named attempt of a plan that
+    /// a hard-final batch made in this watchman's replay, rebuilt here byte for byte, and the
+    /// key path the one that input's owner spends with. Any attempt may be signed: every
+    /// attempt spends the same inputs and pays the same outputs, so at most one is ever mined
+    /// and none pays more than the plan's fee budget.
+    fn check_btc_payout_input(&self, request: &SigningRequest) -> Result<(), String> {
+        let Some((vault, network)) = &self.btc_vault else {
+            return Err("this watchman is not configured for a Bitcoin vault".into());
+        };
+        let Some(batch) = request.context.batch else {
+            return Err("a payout input names no batch".into());
+        };
+        let Some(which) = PayoutInput::from_detail(&request.context.detail) else {
+            return Err("a payout input's detail must be 16 bytes: plan, attempt, input".into());
+        };
+        let Some(settlement) = self.book.settlement(batch) else {
+            return Err(format!("batch {batch} is not hard-final in this watchman's replay"));
+        };
+        let Some(plan) = settlement.btc_plans.iter().find(|p| p.id == which.plan) else {
+            return Err(format!("batch {batch} made no payout plan {} in this watchman's replay", which.plan));
+        };
+        let unsigned = plan.build(vault, *network, which.attempt).map_err(|e| e.to_string())?;
+        let index = which.input as usize;
+        let (Some(sighash), Some(root)) = (unsigned.sighashes.get(index), unsigned.merkle_roots.get(index)) else {
+            return Err(format!("payout plan {} has no input {}", plan.id, which.input));
+        };
+        if request.message.as_slice() != sighash.as_slice() {
+            return Err(format!(
+                "the message is not input {} of attempt {} of payout plan {} ({}) as replayed here",
+                which.input,
+                which.attempt,
+                plan.id,
+                unsigned.tx.compute_txid()
+            ));
+        }
+        let expected_path = match root {
+            Some(merkle_root) => KeyPath::Account { merkle_root: *merkle_root },
+            None => KeyPath::Vault,
+        };
+        if request.key_path != expected_path {
+            return Err(format!("input {} of payout plan {} is not spent with that key", which.input, plan.id));
         }
         Ok(())
     }

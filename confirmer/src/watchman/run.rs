@@ -5,6 +5,7 @@
 use tss::TssNode;
 
 use super::book::SettlementBook;
+use super::payout::{BtcPayouts, PayoutAction, PayoutError};
 use super::settle::{EthSettlement, SettleError, SettledBatch};
 use crate::follower::{FollowError, Follower};
 
@@ -14,6 +15,7 @@ pub struct StepReport {
     pub replayed: u64,
     pub hard_final: u64,
     pub settled: Vec<SettledBatch>,
+    pub payouts: Vec<PayoutAction>,
     /// Why settling stopped in this turn (retried next turn), if it did.
     pub settle_error: Option<String>,
 }
@@ -24,12 +26,19 @@ pub struct Watchman {
     book: SettlementBook,
     tss: TssNode,
     eth: Option<EthSettlement>,
+    btc: Option<BtcPayouts>,
 }
 
 impl Watchman {
     /// `tss` must have been started with a [`ReplayPolicy`](super::ReplayPolicy) reading `book`.
     pub fn new(follower: Follower, book: SettlementBook, tss: TssNode, eth: Option<EthSettlement>) -> Self {
-        Watchman { follower, book, tss, eth }
+        Watchman { follower, book, tss, eth, btc: None }
+    }
+
+    /// Also pay Bitcoin plans.
+    pub fn with_bitcoin(mut self, btc: BtcPayouts) -> Self {
+        self.btc = Some(btc);
+        self
     }
 
     pub fn follower(&self) -> &Follower {
@@ -59,6 +68,17 @@ impl Watchman {
                 Err(error) => {
                     metrics::counter!("watchman_settle_failures_total").increment(1);
                     tracing::warn!(%error, "settling failed; retrying next turn");
+                    report.settle_error = Some(error.to_string());
+                }
+            }
+        }
+        if let Some(btc) = &mut self.btc {
+            match btc.settle(&self.tss).await {
+                Ok(actions) => report.payouts = actions,
+                Err(PayoutError::Halted(why)) => report.settle_error = Some(format!("halted: {why}")),
+                Err(error) => {
+                    metrics::counter!("watchman_settle_failures_total").increment(1);
+                    tracing::warn!(%error, "Bitcoin payouts failed; retrying next turn");
                     report.settle_error = Some(error.to_string());
                 }
             }

@@ -3,6 +3,10 @@
 //! `DATABASE_URL` is set) PostgreSQL.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod mesh;
+#[allow(unused_imports)] // not every test runs watchmen
+pub use mesh::*;
+
 use std::sync::Arc;
 
 use bridge::batch::BatchBuilder;
