@@ -1,6 +1,6 @@
 //! Watchmen pay Bitcoin withdrawals only when their own replay justifies them: a deposit to the
 //! account's own Taproot address on the regtest node (Bitcoin Core's kernel), credited by the
-//! coordinator; a withdrawal through the API; the coordinator plans the payout; three watchmen
+//! coordinator's deposit watcher; a withdrawal through the API; the coordinator plans the payout; three watchmen
 //! (2-of-3, a real DKG over libp2p on 127.0.0.1) replay the DA, each checking the deposit against
 //! its node, sign every input of the payout (the deposit's tweaked key) and broadcast it; the
 //! coordinator records the confirmation, which the watchmen check against their node as they
@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
-use bridge::tx::{Deposit, L1Ref};
 use bridge::{AssetConfig, AssetId, BtcVaultParams, Chain, UserTx, Withdraw};
 use btc::{Miner, recipient};
 use chains::bitcoin::{CoreRpc, DepositChecker};
@@ -98,18 +97,9 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
         .unwrap()
         .require_network(bitcoin::Network::Regtest)
         .unwrap();
-    let paid = miner.pay(&rpc, 1, &address, bitcoin::Amount::from_sat(5_000_000)).await;
+    miner.pay(&rpc, 1, &address, bitcoin::Amount::from_sat(5_000_000)).await;
     rpc.generate_to_address(1, &miner.address).await.unwrap();
-    let vout = paid.output.iter().position(|o| o.script_pubkey == address.script_pubkey()).unwrap() as u32;
-    // What the chain watcher hands the coordinator once the deposit is at depth.
-    let deposit = Deposit {
-        chain: Chain::Bitcoin,
-        l1_ref: L1Ref::Bitcoin { txid: paid.compute_txid().to_byte_array(), vout },
-        account: user.address(),
-        asset: AssetId::Btc,
-        amount: bridge::Amount(5_000_000),
-    };
-    coordinator.deposits.send(deposit).await.unwrap();
+    // The coordinator's deposit watcher (depth 1) credits it: the account asked for its address.
     until("the deposit to be credited", async || {
         (btc_balance(&coordinator, user.address()).await == 5_000_000).then_some(())
     })

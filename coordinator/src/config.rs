@@ -135,8 +135,12 @@ pub struct BitcoinConfig {
     pub rpc: Option<String>,
     pub rpc_user: String,
     pub rpc_password: String,
-    /// Confirmations before a payout's change is recorded as the vault's.
+    /// Confirmations before a deposit is credited and before a payout's change is recorded as
+    /// the vault's.
     pub depth: u64,
+    /// The first block the deposit watcher reads: the vault's birth height, or where to resume (a
+    /// deposit handed in twice is refused by the state, so starting early is safe).
+    pub from_height: u64,
     pub poll_ms: u64,
     /// `estimatesmartfee`'s target in blocks.
     pub fee_target_blocks: u16,
@@ -149,6 +153,7 @@ impl Default for BitcoinConfig {
             rpc_user: String::new(),
             rpc_password: String::new(),
             depth: 6,
+            from_height: 0,
             poll_ms: 2_000,
             fee_target_blocks: 6,
         }

@@ -209,14 +209,40 @@ impl Node {
                 tracing::error!(%error, "the Ethereum deposit watcher stopped");
             }));
         }
+        let mut btc_accounts = None;
         if let Some(url) = &config.bitcoin.rpc {
             let vault = params.btc_vault.ok_or_else(|| {
                 NodeError::Config(ConfigError::Invalid(
-                    "bitcoin.rpc is set but network.btc_vault is not: payouts need the vault's group key".into(),
+                    "bitcoin.rpc is set but network.btc_vault is not: deposits and payouts need the vault's group key"
+                        .into(),
                 ))
             })?;
-            let rpc = chains::bitcoin::CoreRpc::new(url, &config.bitcoin.rpc_user, &config.bitcoin.rpc_password);
             let b = &config.bitcoin;
+            let rpc = chains::bitcoin::CoreRpc::new(url, &b.rpc_user, &b.rpc_password);
+            let poll = Duration::from_millis(b.poll_ms);
+            let watcher_config = chains::bitcoin::WatcherConfig {
+                depth: u32::try_from(b.depth).unwrap_or(u32::MAX),
+                start_height: b.from_height,
+                poll_interval: poll,
+            };
+            let mut watcher = chains::bitcoin::DepositWatcher::new(
+                rpc.clone(),
+                params.btc_network,
+                vault.internal_key(),
+                watcher_config,
+            )
+            .map_err(|e| NodeError::Config(ConfigError::Invalid(format!("bitcoin: {e}"))))?;
+            for account in store.btc_deposit_accounts().await? {
+                watcher.watch(account);
+            }
+            let (register, registered) = tokio::sync::mpsc::channel(1024);
+            btc_accounts = Some(register);
+            let deposits = sink.clone();
+            background.push(tokio::spawn(async move {
+                if let Err(error) = watcher.run_with_accounts(deposits, registered).await {
+                    tracing::error!(%error, "the Bitcoin deposit watcher stopped");
+                }
+            }));
             let keeper = crate::payouts::PayoutKeeper::new(
                 handle.clone(),
                 rpc,
@@ -225,7 +251,6 @@ impl Node {
                 b.depth,
                 b.fee_target_blocks,
             );
-            let poll = Duration::from_millis(b.poll_ms);
             background.push(tokio::spawn(async move {
                 let error = keeper.run(poll).await;
                 tracing::info!(%error, "bitcoin payouts stopped with the sequencer");
@@ -252,6 +277,7 @@ impl Node {
             },
             limiter: RateLimiter::new(rate),
             metrics: prometheus(),
+            btc_accounts,
         };
         let listener = tokio::net::TcpListener::bind(config.api.listen)
             .await

@@ -319,6 +319,30 @@ impl Store {
         Ok(Publication { sealed: sealed.map_or(0, from_i64), published: published.map_or(0, from_i64) })
     }
 
+    /// Remembers that `account` asked for its Bitcoin deposit address (idempotent).
+    pub async fn add_btc_deposit_account(&self, account: &Address) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO btc_deposit_accounts (account) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(account.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every account that asked for its Bitcoin deposit address.
+    pub async fn btc_deposit_accounts(&self) -> Result<Vec<Address>, StoreError> {
+        let rows =
+            sqlx::query("SELECT account FROM btc_deposit_accounts ORDER BY account").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let text: String = row.try_get("account")?;
+                text.parse().map_err(|e: bridge::address::AddressError| StoreError::Corrupt {
+                    what: "btc_deposit_accounts".into(),
+                    reason: format!("{text:?}: {e}"),
+                })
+            })
+            .collect()
+    }
+
     /// The next sequence number to hand out.
     pub async fn next_seq(&self) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT MAX(seq) AS top FROM txs").fetch_one(&self.pool).await?;

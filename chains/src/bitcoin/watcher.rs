@@ -151,8 +151,22 @@ impl DepositWatcher {
 
     /// Poll until the deposit channel closes or an error stops it. Node errors are retried after
     /// the poll interval (the node may come back); a deep reorg stops the watcher.
-    pub async fn run(mut self, sink: mpsc::Sender<Deposit>) -> Result<(), WatchError> {
+    pub async fn run(self, sink: mpsc::Sender<Deposit>) -> Result<(), WatchError> {
+        let (_keep, accounts) = mpsc::channel(1);
+        self.run_with_accounts(sink, accounts).await
+    }
+
+    /// [`DepositWatcher::run`], also watching every account that arrives on `accounts` from the
+    /// next poll on (an account asks for its address before it deposits to it).
+    pub async fn run_with_accounts(
+        mut self,
+        sink: mpsc::Sender<Deposit>,
+        mut accounts: mpsc::Receiver<bridge::Address>,
+    ) -> Result<(), WatchError> {
         loop {
+            while let Ok(account) = accounts.try_recv() {
+                self.watch(account);
+            }
             match self.poll(&sink).await {
                 Ok(_) => {}
                 Err(WatchError::Rpc(e)) => tracing::warn!(error = %e, "bitcoin watcher: node error, retrying"),

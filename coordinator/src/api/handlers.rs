@@ -213,8 +213,9 @@ pub async fn get_account(
     Ok(Json(account))
 }
 
-/// The account's own Bitcoin deposit address. Nothing is stored: the address is derived from
-/// the group key and the account, as every replayer derives it.
+/// The account's own Bitcoin deposit address, derived from the group key and the account as
+/// every replayer derives it. The account is remembered (durably, before the answer) so that the
+/// deposit watcher watches its address, now and after a restart.
 #[utoipa::path(get, path = "/accounts/{address}/btc-deposit-address",
     params(("address" = String, Path, description = "0x and 40 hex digits")),
     responses((status = 200, body = views::BtcDepositAddress), (status = 400, body = ErrorBody),
@@ -229,6 +230,11 @@ pub async fn get_btc_deposit_address(
         ApiError::not_found("no_bitcoin_vault", "this network has no Bitcoin vault configured; it takes no bitcoin")
     })?;
     let address = chains::bitcoin::deposit_address(vault.internal_key(), params.btc_network, &account);
+    context.store.add_btc_deposit_account(&account).await?;
+    if let Some(watcher) = &context.btc_accounts {
+        // Closed only if the watcher stopped (logged); the stored account is watched at restart.
+        let _ = watcher.send(account).await;
+    }
     Ok(Json(views::BtcDepositAddress {
         account: account.to_string(),
         address: address.to_string(),

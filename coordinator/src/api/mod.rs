@@ -51,6 +51,9 @@ pub struct ApiContext {
     pub limits: ApiLimits,
     pub limiter: RateLimiter,
     pub metrics: Option<PrometheusHandle>,
+    /// The Bitcoin deposit watcher's intake of accounts that asked for their address; `None`
+    /// when no Bitcoin node is configured (the address is still served and remembered).
+    pub btc_accounts: Option<tokio::sync::mpsc::Sender<bridge::Address>>,
 }
 
 type Ctx = State<Arc<ApiContext>>;
