@@ -11,7 +11,7 @@ use tss::dkg::DkgProgress;
 use tss::keystore::{self, KdfParams, Passphrase};
 use tss::{GroupKey, MeshConfig, RefuseAll, TssNode, TssNodeConfig};
 
-use crate::watchmen::WatchmenFile;
+use tss::roster::WatchmenFile;
 
 #[derive(Debug, clap::Args)]
 pub struct PassphraseArgs {

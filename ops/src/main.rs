@@ -1,7 +1,6 @@
 //! `bridgectl`: the operator's and the user's command line.
 
 mod keygen;
-mod watchmen;
 
 use std::path::PathBuf;
 

@@ -25,6 +25,7 @@ pub mod messages;
 pub mod node;
 pub mod policy;
 pub mod roast;
+pub mod roster;
 pub mod signer;
 
 pub use frost_secp256k1_tr as frost;
