@@ -137,6 +137,12 @@ impl Settlement {
     pub fn empty() -> Self {
         Settlement { eth: EthWithdrawalTree::new(Vec::new()), btc: Vec::new(), btc_plans: Vec::new() }
     }
+
+    /// Whether the batch asks nothing of L1: no Ethereum withdrawals, no Bitcoin withdrawals
+    /// queued, no Bitcoin payout planned.
+    pub fn is_empty(&self) -> bool {
+        self.eth.withdrawals().is_empty() && self.btc.is_empty() && self.btc_plans.is_empty()
+    }
 }
 
 /// A batch the coordinator made, with what it owes on L1.

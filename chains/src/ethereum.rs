@@ -354,6 +354,12 @@ pub struct Submitter {
 }
 
 impl Submitter {
+    /// A submitter paying gas from the account of `key` (hex) through the node at `url`.
+    pub fn connect(url: &str, key: &str, vault: bridge::Address) -> Result<Self, String> {
+        let (provider, from) = signing_provider(url, key)?;
+        Ok(Submitter::new(provider, contracts::to_alloy(vault), from))
+    }
+
     pub fn new(provider: DynProvider, vault: Address, from: Address) -> Self {
         Submitter {
             vault: Vault::new(vault, provider.clone()),
@@ -510,6 +516,49 @@ impl Submitter {
     pub fn vault(&self) -> Address {
         *self.vault.address()
     }
+}
+
+/// A provider that signs with `key` (a secp256k1 private key, hex) over plain http: what a
+/// watchman submits roots and payouts with, and a guardian pauses with. Returns the provider
+/// and the key's address.
+pub fn signing_provider(url: &str, key: &str) -> Result<(DynProvider, Address), String> {
+    use alloy::network::EthereumWallet;
+    use alloy::providers::ProviderBuilder;
+    use alloy::signers::local::PrivateKeySigner;
+    let signer: PrivateKeySigner =
+        key.trim().parse().map_err(|_| "the Ethereum key is not a secp256k1 private key in hex".to_string())?;
+    let address = signer.address();
+    let provider = ProviderBuilder::default()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(rpc_url(url)?)
+        .erased();
+    Ok((provider, address))
+}
+
+/// Pauses the vault with the guardian's provider (see [`signing_provider`]): a watchman's answer
+/// to an alarm. `None` if the vault is paused already.
+pub async fn pause_vault(
+    provider: &DynProvider,
+    vault: bridge::Address,
+) -> Result<Option<TransactionReceipt>, SubmitError> {
+    let vault = Vault::new(contracts::to_alloy(vault), provider.clone());
+    if vault.paused().call().await? {
+        return Ok(None);
+    }
+    let receipt = vault.pause().send().await?.get_receipt().await.map_err(|e| SubmitError::Rpc(e.to_string()))?;
+    if !receipt.status() {
+        return Err(SubmitError::Reverted("pause()".into()));
+    }
+    Ok(Some(receipt))
+}
+
+/// The chain id of the node at `url` (the vault's EIP-712 and signature domain need it).
+pub async fn chain_id(url: &str) -> Result<u64, String> {
+    let provider = alloy::providers::ProviderBuilder::new().connect_http(rpc_url(url)?);
+    provider.get_chain_id().await.map_err(|e| format!("the Ethereum node at {url}: {e}"))
 }
 
 #[cfg(test)]

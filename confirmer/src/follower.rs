@@ -185,7 +185,7 @@ impl Follower {
             self.tx_batches.insert(receipt.tx_hash, number);
         }
         let settlement = replayed.settlement;
-        if !settlement.eth.withdrawals().is_empty() || !settlement.btc.is_empty() {
+        if !settlement.is_empty() {
             self.settlements.insert(number, Arc::new(settlement));
         }
     }

@@ -1,131 +1,41 @@
 //! Watchmen pay Bitcoin withdrawals only when their own replay justifies them: a deposit to the
 //! account's own Taproot address on the regtest node (Bitcoin Core's kernel), credited by the
-//! coordinator's deposit watcher; a withdrawal through the API; the coordinator plans the payout; three watchmen
-//! (2-of-3, a real DKG over libp2p on 127.0.0.1) replay the DA, each checking the deposit against
+//! coordinator's deposit watcher; a withdrawal through the API; the coordinator plans the
+//! payout; three watchmen (2-of-3, a real DKG over libp2p on 127.0.0.1) replay the DA, each checking the deposit against
 //! its node, sign every input of the payout (the deposit's tweaked key) and broadcast it; the
 //! coordinator records the confirmation, which the watchmen check against their node as they
 //! replay it. A forged payout is refused by every watchman.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
-#[path = "../../chains/tests/common/btc.rs"]
-mod btc;
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bitcoin::hashes::Hash;
-use bridge::{AssetConfig, AssetId, BtcVaultParams, Chain, UserTx, Withdraw};
-use btc::{Miner, recipient};
-use chains::bitcoin::{CoreRpc, DepositChecker};
+use bridge::Chain;
+use chains::bitcoin::DepositChecker;
 use chains::da::DirDa;
+use common::bitcoin_bridge::{BitcoinBridge, deposit_and_withdraw, recipient, until};
 use common::*;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 use confirmer::watchman::{BtcPayouts, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
-use coordinator::api::request::TxRequest;
-use coordinator::node::Node;
-use regtest::{RegtestConfig, RegtestNode};
 use tss::{GroupKey, SessionError, TssNode};
-
-async fn btc_balance(node: &Node, account: bridge::Address) -> u128 {
-    let body: serde_json::Value =
-        reqwest::get(format!("{}/accounts/{account}", node.url())).await.unwrap().json().await.unwrap();
-    body["balances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|b| b["asset"] == "btc:BTC")
-        .map_or(0, |b| b["amount"].as_str().unwrap().parse().unwrap())
-}
-
-/// Runs `step` until `done` says so, at most 300 times 100 ms apart.
-async fn until<T>(what: &str, mut step: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(found) = step().await {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_forged_payout() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,libp2p=warn").with_test_writer().try_init();
     // The key ceremony: three watchmen, 2-of-3.
     let identities: Vec<_> = (0..3).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
     let shares = dkg(&identities).await;
     let group = GroupKey::of(&shares[0].public).unwrap();
 
-    // The Bitcoin node, with mature coinbase money.
-    let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
-    let rpc = CoreRpc::new(node.url(), node.user(), node.password());
-    let miner = Miner::new();
-    rpc.generate_to_address(110, &miner.address).await.unwrap();
-
-    // The coordinator: the network's Bitcoin vault is the group key; it asks the node about payouts.
-    let dir = tempfile::tempdir().unwrap();
-    let vault = BtcVaultParams { group_key: group.internal_key, min_fee_rate: 1, max_fee_rate: 50 };
-    let mut p = params();
-    p.btc_vault = Some(vault);
-    p.assets = vec![
-        AssetConfig { asset: AssetId::Eth, min_fee: bridge::Amount(0) },
-        AssetConfig { asset: AssetId::Btc, min_fee: bridge::Amount(0) },
-    ];
-    let mut config = coordinator_config(dir.path(), &p);
-    config.bitcoin.rpc = Some(node.url());
-    config.bitcoin.rpc_user = node.user().into();
-    config.bitcoin.rpc_password = node.password().into();
-    config.bitcoin.depth = 1;
-    config.bitcoin.poll_ms = 100;
-    let coordinator = Node::start(&config).await.unwrap();
-
-    // A user asks for their deposit address and deposits 0.05 BTC to it.
-    let user = wallet(1);
-    let answer: serde_json::Value =
-        reqwest::get(format!("{}/accounts/{}/btc-deposit-address", coordinator.url(), user.address()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    let address: bitcoin::Address = answer["address"]
-        .as_str()
-        .unwrap()
-        .parse::<bitcoin::Address<_>>()
-        .unwrap()
-        .require_network(bitcoin::Network::Regtest)
-        .unwrap();
-    miner.pay(&rpc, 1, &address, bitcoin::Amount::from_sat(5_000_000)).await;
-    rpc.generate_to_address(1, &miner.address).await.unwrap();
-    // The coordinator's deposit watcher (depth 1) credits it: the account asked for its address.
-    until("the deposit to be credited", async || {
-        (btc_balance(&coordinator, user.address()).await == 5_000_000).then_some(())
-    })
-    .await;
-
-    // The user withdraws 0.02 BTC; the fee pays the miners.
+    let BitcoinBridge { node: _node, rpc, miner, dir, params: p, vault, coordinator } =
+        BitcoinBridge::start(group.internal_key).await;
+    // A user deposits 0.05 BTC to their own address and withdraws 0.02 BTC.
     let to = recipient();
-    let withdraw = UserTx::Withdraw(Withdraw {
-        from: user.address(),
-        asset: AssetId::Btc,
-        amount: bridge::Amount(2_000_000),
-        fee: bridge::Amount(10_000),
-        recipient: to.to_string(),
-        nonce: 0,
-    });
-    let signed = user.sign(withdraw, &bridge::eip712::Domain::new(&p));
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/tx", coordinator.url()))
-        .json(&TxRequest::from_signed(&signed))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["status"], "accepted", "{answer}");
+    deposit_and_withdraw(&coordinator, &rpc, &miner, &p, &to).await;
 
     // Each watchman: its own follower (checking Bitcoin facts against the node), book and policy.
     let running = entries(&identities);

@@ -53,8 +53,8 @@ impl WatchmenFile {
     pub fn load(path: &Path) -> Result<Self, RosterError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| RosterError::Read { path: path.to_owned(), source })?;
-        let file: WatchmenFile = toml::from_str(&text)
-            .map_err(|e| RosterError::Parse { path: path.to_owned(), reason: e.to_string() })?;
+        let file: WatchmenFile =
+            toml::from_str(&text).map_err(|e| RosterError::Parse { path: path.to_owned(), reason: e.to_string() })?;
         file.entries()?;
         Ok(file)
     }

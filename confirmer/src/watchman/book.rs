@@ -28,9 +28,7 @@ impl SettlementBook {
         let Ok(mut entries) = self.0.write() else { return };
         for number in entries.hard_final + 1..=status.hard_final {
             if let Some(settlement) = follower.final_settlement(number)
-                && (!settlement.eth.withdrawals().is_empty()
-                    || !settlement.btc.is_empty()
-                    || !settlement.btc_plans.is_empty())
+                && !settlement.is_empty()
             {
                 entries.settlements.insert(number, settlement);
             }

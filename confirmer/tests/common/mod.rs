@@ -3,6 +3,9 @@
 //! `DATABASE_URL` is set) PostgreSQL.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bitcoin_bridge;
+#[path = "../../../chains/tests/common/btc.rs"]
+pub mod btc;
 pub mod mesh;
 #[allow(unused_imports)] // not every test runs watchmen
 pub use mesh::*;

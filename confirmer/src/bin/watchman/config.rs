@@ -1,0 +1,159 @@
+//! The watchman's configuration file (TOML). Secrets never live in it: the key-share passphrase
+//! comes from a file or `WATCHMAN_PASSPHRASE`, the Bitcoin RPC password from
+//! `WATCHMAN_BTC_RPC_PASSWORD`, Ethereum keys from files named here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The network's parameters as JSON (`coordinator params` prints them).
+    pub params: PathBuf,
+    /// Where this watchman keeps what it replayed: sqlite://PATH or postgres://…
+    pub database_url: String,
+    /// How often to look for new batches and settle, in milliseconds.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    /// Where `/metrics` and `/health` are served.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub mesh: MeshSection,
+    pub da: DaSection,
+    pub ethereum: Option<EthereumSection>,
+    pub bitcoin: Option<BitcoinSection>,
+}
+
+fn default_interval() -> u64 {
+    1_000
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9_100))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    /// The watchmen file of the key ceremony (threshold, every watchman's peer id and address).
+    pub watchmen: PathBuf,
+    /// This watchman's encrypted libp2p identity (`bridgectl identity new`).
+    pub identity: PathBuf,
+    /// This watchman's encrypted key share (`bridgectl keygen`).
+    pub share: PathBuf,
+    /// A file holding the passphrase of both; without it, `WATCHMAN_PASSPHRASE`.
+    pub passphrase_file: Option<PathBuf>,
+    /// A signing session's deadline, in seconds.
+    #[serde(default = "default_session")]
+    pub session_timeout_s: u64,
+}
+
+fn default_session() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaSection {
+    /// A directory DA (the devnet's default).
+    pub dir: Option<PathBuf>,
+    /// An Arweave gateway, with the coordinator's wallet address.
+    pub arweave: Option<String>,
+    pub owner: Option<String>,
+    #[serde(default = "one")]
+    pub confirmations: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EthereumSection {
+    /// The Ethereum JSON-RPC node (plain http).
+    pub rpc: String,
+    /// Blocks a deposit needs on top of it.
+    #[serde(default = "default_eth_depth")]
+    pub depth: u64,
+    /// The vault's key epoch (0 until the first key rotation).
+    #[serde(default)]
+    pub epoch: u64,
+    /// A file with the hex private key of the account that pays gas for roots and payouts.
+    /// Without it this watchman replays and signs but submits nothing itself.
+    pub sender_key_file: Option<PathBuf>,
+    /// A file with the guardian's hex private key: on an alarm the vault is paused with it.
+    pub guardian_key_file: Option<PathBuf>,
+}
+
+fn default_eth_depth() -> u64 {
+    12
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitcoinSection {
+    /// Bitcoin Core's JSON-RPC (`-txindex=1`), or the workspace's test node.
+    pub rpc: String,
+    #[serde(default)]
+    pub rpc_user: String,
+    /// Confirmations a deposit or a payout needs.
+    #[serde(default = "default_btc_depth")]
+    pub depth: u32,
+    /// Whether this watchman signs and broadcasts payouts itself (every watchman signs when
+    /// asked; one or two that broadcast are enough).
+    #[serde(default = "yes")]
+    pub pay: bool,
+    /// Blocks a payout may wait in the mempool before the next attempt (a higher fee) replaces it.
+    #[serde(default = "default_bump")]
+    pub bump_after_blocks: u64,
+}
+
+fn default_btc_depth() -> u32 {
+    6
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_bump() -> u64 {
+    3
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("{} is not a watchman configuration", path.display()))?;
+        // Relative paths are relative to the configuration file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut config.params);
+        rebase(&mut config.mesh.watchmen);
+        rebase(&mut config.mesh.identity);
+        rebase(&mut config.mesh.share);
+        if let Some(p) = &mut config.mesh.passphrase_file {
+            rebase(p);
+        }
+        if let Some(p) = &mut config.da.dir {
+            rebase(p);
+        }
+        if let Some(eth) = &mut config.ethereum {
+            if let Some(p) = &mut eth.sender_key_file {
+                rebase(p);
+            }
+            if let Some(p) = &mut eth.guardian_key_file {
+                rebase(p);
+            }
+        }
+        Ok(config)
+    }
+}

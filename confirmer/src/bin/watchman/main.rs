@@ -1,0 +1,253 @@
+//! `watchman`: a confirmer that holds a share of the group key. It replays the DA with its own
+//! follower, signs only what that replay justifies, pays hard-final withdrawals on Ethereum and
+//! Bitcoin, stops signing on any alarm and, with a guardian key, pauses the Ethereum vault.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Json;
+use axum::routing::get;
+use bridge::eth_settlement::VaultDomain;
+use bridge::{Chain, NetworkParams};
+use chains::arweave::{Gateway, RetryPolicy};
+use chains::bitcoin::{CoreRpc, DepositChecker};
+use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
+use chains::ethereum::{EthDepositVerifier, Submitter};
+use clap::Parser;
+use confirmer::deposits::DepositVerifiers;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+use confirmer::watchman::{BtcPayouts, EthSettlement, ReplayPolicy, SettlementBook, Watchman};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tss::keystore::{self, Passphrase};
+use tss::roster::WatchmenFile;
+use tss::{MeshConfig, TssNode, TssNodeConfig};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "watchman", version, about = "A watchman: replays the DA and signs only what its replay justifies.")]
+struct Cli {
+    /// The configuration file (see confirmer/watchman.example.toml).
+    #[arg(long, default_value = "watchman.toml")]
+    config: PathBuf,
+    /// Log format: human or json (RUST_LOG sets the filter).
+    #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let result = Config::load(&cli.config).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(run(config))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("watchman: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&config.params)
+        .with_context(|| format!("cannot read the network parameters {}", config.params.display()))?;
+    let params: NetworkParams = serde_json::from_str(&text).context("the network parameters")?;
+    params.validate().context("the network parameters")?;
+
+    // The mesh and this watchman's share.
+    let passphrase = match &config.mesh.passphrase_file {
+        Some(file) => Passphrase::from_file(file)?,
+        None => Passphrase::from_env("WATCHMAN_PASSPHRASE")
+            .context("set WATCHMAN_PASSPHRASE or mesh.passphrase_file to open the key share")?,
+    };
+    let roster = WatchmenFile::load(&config.mesh.watchmen)?;
+    let entries = roster.entries()?;
+    let identity = keystore::load_identity(&config.mesh.identity, &passphrase)
+        .with_context(|| format!("opening the identity {}", config.mesh.identity.display()))?;
+    let share = tss::KeyShare::load(&config.mesh.share, &passphrase)
+        .with_context(|| format!("opening the key share {}", config.mesh.share.display()))?;
+    let group = tss::GroupKey::of(&share.public)?;
+    let me = identity.public().to_peer_id();
+    let Some(mine) = entries.iter().find(|e| e.peer_id == me) else {
+        bail!("this identity ({me}) is not in the watchmen file {}", config.mesh.watchmen.display());
+    };
+    if let Some(vault) = &params.btc_vault
+        && vault.group_key != group.internal_key
+    {
+        bail!(
+            "the network's Bitcoin vault key {} is not this share's group key {}: wrong share or parameters?",
+            hex::encode(vault.group_key),
+            hex::encode(group.internal_key)
+        );
+    }
+
+    // The follower, checking deposits (and payout confirmations) against this watchman's nodes.
+    let da: Arc<dyn DataAvailability> = match (&config.da.dir, &config.da.arweave, &config.da.owner) {
+        (Some(dir), None, _) => Arc::new(DirDa::open(dir, params.coordinator_key)?),
+        (None, Some(url), Some(owner)) => {
+            let mut da = ArweaveDaConfig::new(&params.name, params.coordinator_key, owner);
+            da.confirmations = config.da.confirmations;
+            Arc::new(ArweaveDa::follower(Gateway::new(url, RetryPolicy::default())?, da))
+        }
+        _ => bail!("[da]: set either `dir`, or `arweave` and `owner`"),
+    };
+    let mut verifiers = DepositVerifiers::none();
+    if let Some(eth) = &config.ethereum {
+        let verifier =
+            EthDepositVerifier::connect(&eth.rpc, params.eth_vault, eth.depth).map_err(anyhow::Error::msg)?;
+        verifiers = verifiers.with(Chain::Ethereum, Arc::new(verifier));
+    }
+    let btc_rpc = config.bitcoin.as_ref().map(|b| {
+        let password = std::env::var("WATCHMAN_BTC_RPC_PASSWORD").unwrap_or_default();
+        CoreRpc::new(b.rpc.clone(), b.rpc_user.clone(), password)
+    });
+    if let (Some(b), Some(rpc)) = (&config.bitcoin, &btc_rpc) {
+        let key = bitcoin::key::XOnlyPublicKey::from_slice(&group.internal_key)?;
+        verifiers = verifiers
+            .with(Chain::Bitcoin, Arc::new(DepositChecker::new(rpc.clone(), params.btc_network, key, b.depth)));
+    }
+    let store = ConfirmerStore::open(&config.database_url).await?;
+    let follower = Follower::open(da, store, params.clone(), verifiers).await?;
+
+    // The policy reads this watchman's book; the node answers the other watchmen with it.
+    let book = SettlementBook::default();
+    let mut eth_domain = None;
+    let mut eth_settlement = None;
+    let mut guardian = None;
+    if let Some(eth) = &config.ethereum {
+        let chain_id = chains::ethereum::chain_id(&eth.rpc).await.map_err(anyhow::Error::msg)?;
+        let domain = VaultDomain { chain_id, vault: params.eth_vault, epoch: eth.epoch };
+        eth_domain = Some(domain);
+        if let Some(file) = &eth.sender_key_file {
+            let key = read_key(file)?;
+            let submitter = Submitter::connect(&eth.rpc, &key, params.eth_vault).map_err(anyhow::Error::msg)?;
+            eth_settlement = Some(EthSettlement::new(book.clone(), domain, submitter));
+        }
+        if let Some(file) = &eth.guardian_key_file {
+            let (provider, _) =
+                chains::ethereum::signing_provider(&eth.rpc, &read_key(file)?).map_err(anyhow::Error::msg)?;
+            guardian = Some(provider);
+        }
+    }
+    let mut policy = ReplayPolicy::new(book.clone(), eth_domain);
+    if let Some(vault) = params.btc_vault
+        && config.bitcoin.is_some()
+    {
+        policy = policy.with_bitcoin(vault, params.btc_network);
+    }
+    let node = TssNode::start(TssNodeConfig {
+        identity,
+        mesh: MeshConfig {
+            listen: mine.address.clone(),
+            peers: entries.clone(),
+            request_timeout: Duration::from_secs(10),
+        },
+        threshold: roster.threshold,
+        share: Some(share),
+        policy: Arc::new(policy),
+        session_timeout: Duration::from_secs(config.mesh.session_timeout_s),
+        retry: Duration::from_secs(1),
+    })
+    .await?;
+    let mut watchman = Watchman::new(follower, book.clone(), node, eth_settlement);
+    if let (Some(b), Some(rpc), Some(vault)) = (&config.bitcoin, &btc_rpc, params.btc_vault)
+        && b.pay
+    {
+        watchman = watchman.with_bitcoin(BtcPayouts::new(
+            book.clone(),
+            vault,
+            params.btc_network,
+            rpc.clone(),
+            b.bump_after_blocks,
+        ));
+    }
+
+    serve(config.listen, book.clone()).await?;
+    eprintln!(
+        "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
+        roster.threshold,
+        entries.len(),
+        hex::encode(group.internal_key),
+        config.listen
+    );
+
+    let mut paused = false;
+    loop {
+        match watchman.step(64).await {
+            Ok(report) => {
+                if report.replayed > 0 || !report.settled.is_empty() || !report.payouts.is_empty() {
+                    tracing::info!(
+                        replayed = report.replayed,
+                        hard_final = report.hard_final,
+                        settled = report.settled.len(),
+                        payouts = ?report.payouts,
+                        "watchman turn"
+                    );
+                }
+                if let Some(error) = report.settle_error {
+                    tracing::warn!(%error, "settling stopped this turn");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "following failed; retrying"),
+        }
+        if let (Some(why), Some(provider), false) = (book.halted(), &guardian, paused) {
+            match chains::ethereum::pause_vault(provider, params.eth_vault).await {
+                Ok(receipt) => {
+                    paused = true;
+                    tracing::error!(%why, already_paused = receipt.is_none(), "the Ethereum vault is paused");
+                }
+                Err(error) => tracing::error!(%error, "pausing the Ethereum vault failed; retrying"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(config.interval_ms)).await;
+    }
+}
+
+fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the key file {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// `/metrics` (Prometheus) and `/health` (whether signing is halted, and why).
+async fn serve(listen: std::net::SocketAddr, book: SettlementBook) -> anyhow::Result<()> {
+    let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    let app = axum::Router::new().route("/metrics", get(move || std::future::ready(metrics.render()))).route(
+        "/health",
+        get(move || {
+            let halted = book.halted();
+            std::future::ready(Json(serde_json::json!({
+                "hard_final": book.hard_final(),
+                "signing": halted.is_none(),
+                "halted": halted,
+            })))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics server failed");
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! A bridge with a Bitcoin vault on the regtest node (Bitcoin Core's kernel): the node with
+//! mature coinbase money, and a coordinator whose vault is the watchmen's group key, watching
+//! deposits and planning payouts at depth 1.
+
+use std::time::Duration;
+
+use bridge::{AssetConfig, AssetId, BtcVaultParams, NetworkParams, UserTx, Withdraw};
+use chains::bitcoin::CoreRpc;
+use coordinator::api::request::TxRequest;
+use coordinator::node::Node;
+use regtest::{RegtestConfig, RegtestNode};
+
+#[allow(unused_imports)] // not every test pays out
+pub use super::btc::{Miner, recipient};
+use super::{coordinator_config, params, wallet};
+
+pub struct BitcoinBridge {
+    pub node: RegtestNode,
+    pub rpc: CoreRpc,
+    pub miner: Miner,
+    pub dir: tempfile::TempDir,
+    pub params: NetworkParams,
+    pub vault: BtcVaultParams,
+    pub coordinator: Node,
+}
+
+impl BitcoinBridge {
+    pub async fn start(group_key: [u8; 32]) -> Self {
+        let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
+        let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+        let miner = Miner::new();
+        rpc.generate_to_address(110, &miner.address).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let vault = BtcVaultParams { group_key, min_fee_rate: 1, max_fee_rate: 50 };
+        let mut p = params();
+        p.btc_vault = Some(vault);
+        p.assets = vec![
+            AssetConfig { asset: AssetId::Eth, min_fee: bridge::Amount(0) },
+            AssetConfig { asset: AssetId::Btc, min_fee: bridge::Amount(0) },
+        ];
+        let mut config = coordinator_config(dir.path(), &p);
+        config.bitcoin.rpc = Some(node.url());
+        config.bitcoin.rpc_user = node.user().into();
+        config.bitcoin.rpc_password = node.password().into();
+        config.bitcoin.depth = 1;
+        config.bitcoin.poll_ms = 100;
+        let coordinator = Node::start(&config).await.unwrap();
+        BitcoinBridge { node, rpc, miner, dir, params: p, vault, coordinator }
+    }
+}
+
+pub async fn btc_balance(node: &Node, account: bridge::Address) -> u128 {
+    let body: serde_json::Value =
+        reqwest::get(format!("{}/accounts/{account}", node.url())).await.unwrap().json().await.unwrap();
+    body["balances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["asset"] == "btc:BTC")
+        .map_or(0, |b| b["amount"].as_str().unwrap().parse().unwrap())
+}
+
+/// Runs `step` until it finds something, at most 300 times 100 ms apart.
+pub async fn until<T>(what: &str, mut step: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(found) = step().await {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Wallet 1 asks for its deposit address, deposits 0.05 BTC (credited by the coordinator's
+/// watcher at depth 1), and withdraws 0.02 BTC to `to` with a 10,000 sat fee.
+pub async fn deposit_and_withdraw(
+    coordinator: &Node,
+    rpc: &CoreRpc,
+    miner: &Miner,
+    p: &NetworkParams,
+    to: &bitcoin::Address,
+) {
+    let user = wallet(1);
+    let answer: serde_json::Value =
+        reqwest::get(format!("{}/accounts/{}/btc-deposit-address", coordinator.url(), user.address()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let address: bitcoin::Address = answer["address"]
+        .as_str()
+        .unwrap()
+        .parse::<bitcoin::Address<_>>()
+        .unwrap()
+        .require_network(bitcoin::Network::Regtest)
+        .unwrap();
+    miner.pay(rpc, 1, &address, bitcoin::Amount::from_sat(5_000_000)).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    until("the deposit to be credited", async || {
+        (btc_balance(coordinator, user.address()).await == 5_000_000).then_some(())
+    })
+    .await;
+    let withdraw = UserTx::Withdraw(Withdraw {
+        from: user.address(),
+        asset: AssetId::Btc,
+        amount: bridge::Amount(2_000_000),
+        fee: bridge::Amount(10_000),
+        recipient: to.to_string(),
+        nonce: 0,
+    });
+    let signed = user.sign(withdraw, &bridge::eip712::Domain::new(p));
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/tx", coordinator.url()))
+        .json(&TxRequest::from_signed(&signed))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "accepted", "{answer}");
+}
