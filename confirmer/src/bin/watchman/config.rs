@@ -157,3 +157,17 @@ impl Config {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_example_is_a_valid_configuration() {
+        let config: Config = toml::from_str(include_str!("../../../watchman.example.toml")).unwrap();
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.bitcoin.unwrap().bump_after_blocks, 3);
+        assert!(config.ethereum.unwrap().sender_key_file.is_none());
+    }
+}
