@@ -1,9 +1,10 @@
 #!/bin/sh
 # Some secrets are read by the binaries only from the environment (DATABASE_URL with its
-# password, BTC_RPC_PASSWORD). Set NAME_FILE=/run/secrets/... instead, and NAME is set here from
-# that file, so the value is in neither compose.yaml nor `docker inspect`.
+# password, BTC_RPC_PASSWORD, the watchman's WATCHMAN_BTC_RPC_PASSWORD). Set
+# NAME_FILE=/run/secrets/... instead, and NAME is set here from that file, so the value is in
+# neither compose.yaml nor `docker inspect`.
 set -eu
-for name in DATABASE_URL BTC_RPC_PASSWORD; do
+for name in DATABASE_URL BTC_RPC_PASSWORD WATCHMAN_BTC_RPC_PASSWORD; do
     eval "file=\${${name}_FILE:-}"
     if [ -n "$file" ]; then
         if [ ! -r "$file" ]; then
