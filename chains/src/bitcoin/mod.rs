@@ -10,7 +10,7 @@ pub mod verify;
 pub mod watcher;
 
 pub use deposit::{account_merkle_root, deposit_address, vault_address};
-pub use payout::{PayoutBroadcaster, PayoutRpcError, PayoutStatus};
+pub use payout::{Holdings, PayoutBroadcaster, PayoutRpcError, PayoutStatus, holdings};
 pub use rpc::{CoreRpc, RpcError};
 pub use verify::{DepositChecker, DepositStatus};
 pub use watcher::{DepositWatcher, WatchError, WatcherConfig};

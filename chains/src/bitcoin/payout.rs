@@ -92,3 +92,30 @@ impl PayoutBroadcaster {
 pub fn ledger_txid(txid: &Txid) -> [u8; 32] {
     txid.to_byte_array()
 }
+
+/// What the chain holds of the outputs the ledger says the vault has (for the solvency watch).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// The sum of the listed outputs the chain has unspent, at the ledger's amounts.
+    pub held_sat: u64,
+    /// Outputs the chain does not have unspent, or has with another amount: each one is a hole
+    /// in the vault that the ledger does not know about.
+    pub missing: Vec<bridge::OutPoint>,
+}
+
+/// Looks each of `outputs` up on the chain (`gettxout`, confirmed only): the vault's Bitcoin
+/// holdings as far as the ledger's own record of them is true. Deposits the ledger has not
+/// credited yet are extra and not counted.
+pub async fn holdings(rpc: &CoreRpc, outputs: &[bridge::VaultUtxo]) -> Result<Holdings, RpcError> {
+    let mut holdings = Holdings::default();
+    for utxo in outputs {
+        let outpoint = bitcoin::OutPoint::from(utxo.outpoint);
+        match rpc.tx_out(&outpoint, false).await? {
+            Some(found) if found.value.to_sat() == utxo.amount_sat => {
+                holdings.held_sat = holdings.held_sat.saturating_add(utxo.amount_sat);
+            }
+            _ => holdings.missing.push(utxo.outpoint),
+        }
+    }
+    Ok(holdings)
+}
