@@ -180,4 +180,10 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         }
         other => panic!("expected the halted watchmen to refuse, got {other}"),
     }
+
+    // With a guardian key, a watchman answers an alarm by pausing the vault (once).
+    let (guardian, _) = chains::ethereum::signing_provider(&setup.anvil.url(), contracts::ANVIL_KEY_0).unwrap();
+    assert!(chains::ethereum::pause_vault(&guardian, domain.vault).await.unwrap().is_some());
+    assert!(chains::ethereum::pause_vault(&guardian, domain.vault).await.unwrap().is_none(), "paused already");
+    assert!(vault.paused().call().await.unwrap());
 }
