@@ -2,8 +2,8 @@
 //! account's own Taproot address on the regtest node (Bitcoin Core's kernel), credited by the
 //! coordinator's deposit watcher; a withdrawal through the API; the coordinator plans the
 //! payout; three watchmen (2-of-3, a real DKG over libp2p on 127.0.0.1) replay the DA, each checking the deposit against
-//! its node, sign every input of the payout (the deposit's tweaked key) and broadcast it; the
-//! coordinator records the confirmation, which the watchmen check against their node as they
+//! its node, sign every input of the payout (the deposit's tweaked key) and broadcast it; when
+//! it is stuck for three blocks, the next attempt replaces it (RBF); the coordinator records the confirmation, which the watchmen check against their node as they
 //! replay it. A forged payout is refused by every watchman.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
@@ -31,7 +31,7 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     let shares = dkg(&identities).await;
     let group = GroupKey::of(&shares[0].public).unwrap();
 
-    let BitcoinBridge { node: _node, rpc, miner, dir, params: p, vault, coordinator } =
+    let BitcoinBridge { node: bitcoin_node, rpc, miner, dir, params: p, vault, coordinator } =
         BitcoinBridge::start(group.internal_key).await;
     // A user deposits 0.05 BTC to their own address and withdraws 0.02 BTC.
     let to = recipient();
@@ -83,11 +83,24 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
         report.payouts.into_iter().find(|a| matches!(a, PayoutAction::Broadcast { .. }))
     })
     .await;
-    let PayoutAction::Broadcast { attempt: 0, txid, .. } = broadcast else { panic!("{broadcast:?}") };
-    let txid: bitcoin::Txid = txid.parse().unwrap();
+    let PayoutAction::Broadcast { attempt: 0, txid: first, .. } = broadcast else { panic!("{broadcast:?}") };
     // A second turn before it is mined signs nothing again: the node has it.
     let report = watchmen[0].step(64).await.unwrap();
     assert!(report.payouts.is_empty(), "{:?}", report.payouts);
+
+    // Stuck: three blocks pass without it (miners took better-paying transactions). Watchman 0
+    // signs the next attempt, which replaces the first in the mempool (same inputs, higher fee).
+    let tip = rpc.block_hash(rpc.block_count().await.unwrap()).await.unwrap();
+    common::btc::mine_branch(&bitcoin_node, tip, 3, &miner.address).await;
+    let bump = until("the fee bump", async || {
+        let report = watchmen[0].step(64).await.unwrap();
+        report.payouts.into_iter().find(|a| matches!(a, PayoutAction::Broadcast { .. }))
+    })
+    .await;
+    let PayoutAction::Broadcast { attempt: 1, txid, .. } = bump else { panic!("{bump:?}") };
+    let txid: bitcoin::Txid = txid.parse().unwrap();
+    assert_ne!(txid.to_string(), first);
+    assert_eq!(rpc.raw_mempool().await.unwrap(), vec![txid], "the bump replaced the first attempt");
 
     rpc.generate_to_address(1, &miner.address).await.unwrap();
     let tx = rpc.raw_transaction(&txid, None).await.unwrap();
@@ -95,6 +108,7 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     assert_eq!(tx.output[0].value.to_sat(), 2_000_000, "the recipient is paid the withdrawal exactly");
     let change = tx.output.last().unwrap().value.to_sat();
     assert!(change >= 5_000_000 - 2_000_000 - 10_000, "the fee is within the user's fee");
+    assert!(change < 5_000_000 - 2_000_000 - 154, "the bump pays more than the first attempt");
 
     // The coordinator records the confirmation; each watchman checks it against its node as it
     // replays, and its ledger's vault is then the chain's.
