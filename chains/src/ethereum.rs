@@ -291,6 +291,27 @@ pub async fn vault_holdings(
     Ok(holdings)
 }
 
+/// [`vault_holdings`] by URL in the ledger's types: what the vault at `vault` holds of ether and
+/// of each token, in base units.
+pub async fn holdings_of(
+    url: &str,
+    vault: bridge::Address,
+    tokens: &[bridge::Address],
+) -> Result<BTreeMap<AssetId, u128>, String> {
+    let provider = alloy::providers::ProviderBuilder::new().connect_http(rpc_url(url)?).erased();
+    let tokens: Vec<Address> = tokens.iter().map(|t| contracts::to_alloy(*t)).collect();
+    let held = vault_holdings(&provider, contracts::to_alloy(vault), &tokens)
+        .await
+        .map_err(|e| format!("the Ethereum node at {url}: {e}"))?;
+    held.into_iter()
+        .map(|(asset, amount)| {
+            let amount =
+                u128::try_from(amount).map_err(|_| format!("the vault's {asset} balance overflows 128 bits"))?;
+            Ok((asset, amount))
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("the Ethereum node: {0}")]

@@ -12,5 +12,6 @@ pub mod api;
 pub mod deposits;
 pub mod evidence;
 pub mod follower;
+pub mod solvency;
 pub mod store;
 pub mod watchman;

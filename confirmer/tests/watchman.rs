@@ -147,6 +147,12 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         "the vault keeps what the ledger still owes"
     );
 
+    // Solvency as watchman 0's replay sees it: the vault holds at least every balance.
+    let watch = confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None };
+    let report = watch.check(watchmen[0].follower().state()).await.unwrap();
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!((report[0].owed, report[0].held, report[0].shortfall()), (600_000, 600_000, 0));
+
     // Watchman 1's turn: the vault has the root and every leaf is paid; nothing is signed or
     // paid twice.
     let report = watchmen[1].step(64).await.unwrap();

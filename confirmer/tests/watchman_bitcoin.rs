@@ -13,12 +13,14 @@ use std::sync::Arc;
 
 use bitcoin::hashes::Hash;
 use bridge::Chain;
+use bridge::tx::{Deposit, L1Ref};
 use chains::bitcoin::DepositChecker;
 use chains::da::DirDa;
 use common::bitcoin_bridge::{BitcoinBridge, deposit_and_withdraw, recipient, until};
 use common::*;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
+use confirmer::solvency::SolvencyWatch;
 use confirmer::store::ConfirmerStore;
 use confirmer::watchman::{BtcPayouts, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
 use tss::{GroupKey, SessionError, TssNode};
@@ -125,6 +127,27 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
         assert_eq!(held.outpoint.txid, txid.to_byte_array());
         assert_eq!(held.amount_sat, change);
     }
+
+    // Solvency, as a watchman's replay sees it: the vault holds every satoshi the ledger owes.
+    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()) };
+    let report = watch.check(watchmen[2].follower().state()).await.unwrap();
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].shortfall(), 0, "{report:?}");
+    assert_eq!(report[0].owed, 5_000_000 - 2_000_000 - 10_000);
+    assert_eq!(report[0].held, u128::from(change));
+    // A ledger that credited a deposit the chain never saw is short by exactly that deposit.
+    let mut forged = bridge::State::genesis(p.clone());
+    let fake = Deposit {
+        chain: Chain::Bitcoin,
+        l1_ref: L1Ref::Bitcoin { txid: [0xfa; 32], vout: 0 },
+        account: wallet(9).address(),
+        asset: bridge::AssetId::Btc,
+        amount: bridge::Amount(700_000),
+    };
+    bridge::apply(&mut forged, &bridge::Tx::System(bridge::tx::SystemTx::Deposit(fake))).unwrap();
+    let report = watch.check(&forged).await.unwrap();
+    assert_eq!(report[0].shortfall(), 700_000, "{report:?}");
+    assert!(report[0].detail.as_deref().unwrap_or_default().contains("not unspent"), "{report:?}");
 
     // A forged payout (the same inputs paying someone else) is refused by every watchman.
     let mut forged = plan.clone();

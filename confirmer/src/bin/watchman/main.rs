@@ -190,8 +190,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.listen
     );
 
+    let watch = confirmer::solvency::SolvencyWatch {
+        eth_rpc: config.ethereum.as_ref().map(|e| e.rpc.clone()),
+        btc_rpc: btc_rpc.clone(),
+    };
     let mut paused = false;
+    let mut turn: u64 = 0;
     loop {
+        turn += 1;
         match watchman.step(64).await {
             Ok(report) => {
                 if report.replayed > 0 || !report.settled.is_empty() || !report.payouts.is_empty() {
@@ -208,6 +214,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             Err(error) => tracing::warn!(%error, "following failed; retrying"),
+        }
+        // Every tenth turn: a vault that cannot cover what this replay owes stops all signing.
+        if turn % 10 == 1 {
+            // A block between two of the check's questions can make a payout look half-done:
+            // a shortfall must be seen twice in a row before it halts anything.
+            let mut checked = watch.check(watchman.follower().state()).await;
+            if checked.as_ref().is_ok_and(|report| report.iter().any(|a| a.shortfall() > 0)) {
+                checked = watch.check(watchman.follower().state()).await;
+            }
+            match checked {
+                Ok(report) => {
+                    for short in report.iter().filter(|a| a.shortfall() > 0) {
+                        let why = format!(
+                            "solvency: the {} vault holds {} but the ledger owes {} ({})",
+                            short.asset,
+                            short.held,
+                            short.owed,
+                            short.detail.as_deref().unwrap_or("no detail")
+                        );
+                        tracing::error!(%why, "shortfall: this watchman stops signing");
+                        book.halt(why);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "the solvency check failed; retrying"),
+            }
         }
         if let (Some(why), Some(provider), false) = (book.halted(), &guardian, paused) {
             match chains::ethereum::pause_vault(provider, params.eth_vault).await {
