@@ -223,6 +223,13 @@ async fn follow(
         let checker = chains::bitcoin::DepositChecker::new(rpc, params.btc_network, key, bitcoin.depth);
         verifiers = verifiers.with(Chain::Bitcoin, Arc::new(checker));
     }
+    let watch = confirmer::solvency::SolvencyWatch {
+        eth_rpc: source.eth_rpc.clone(),
+        btc_rpc: source
+            .bitcoin
+            .as_ref()
+            .map(|b| chains::bitcoin::CoreRpc::new(b.url.clone(), b.user.clone(), b.password.clone())),
+    };
     let follower = Arc::new(RwLock::new(Follower::open(da, store, params, verifiers).await?));
     let once = serve.is_none();
     if let Some((listen, coordinator)) = serve {
@@ -236,7 +243,20 @@ async fn follow(
             }
         });
     }
+    let mut turn: u64 = 0;
     loop {
+        turn += 1;
+        if turn % 10 == 1 && !once {
+            // The solvency watch: a shortfall is logged as an error and exported as a gauge.
+            match watch.check(follower.read().await.state()).await {
+                Ok(report) => {
+                    for short in report.iter().filter(|a| a.shortfall() > 0) {
+                        tracing::error!(asset = %short.asset, owed = short.owed, held = short.held, detail = ?short.detail, "solvency shortfall");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "the solvency check failed; retrying"),
+            }
+        }
         let stepped = follower.write().await.step(64).await;
         match stepped {
             Ok(step) => {
