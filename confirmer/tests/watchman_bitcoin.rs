@@ -43,21 +43,8 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     let running = entries(&identities);
     let mut watchmen = Vec::new();
     for (i, identity) in identities.iter().enumerate() {
-        let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
-        let store =
-            ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
-        let key = bitcoin::key::XOnlyPublicKey::from_slice(&group.internal_key).unwrap();
-        let checker = DepositChecker::new(rpc.clone(), p.btc_network, key, 1);
-        let verifiers = DepositVerifiers::none().with(Chain::Bitcoin, Arc::new(checker));
-        let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
-        let book = SettlementBook::default();
-        let policy = Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network));
-        let node = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap();
-        let mut watchman = Watchman::new(follower, book.clone(), node, None);
-        if i == 0 {
-            watchman = watchman.with_bitcoin(BtcPayouts::new(book, vault, p.btc_network, rpc.clone(), 3));
-        }
-        watchmen.push(watchman);
+        let bridge = (dir.path(), &p, &rpc);
+        watchmen.push(start_watchman(i, identity, &running, &shares[i], bridge, i == 0).await);
     }
 
     // Watchmen 1 and 2 replay until a hard-final batch has the payout plan.
@@ -155,5 +142,66 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     let unsigned = forged.build(&vault, p.btc_network, 0).unwrap();
     let refused = watchmen[2].tss().sign(BtcPayouts::requests(batch, &forged, &unsigned)).await.unwrap_err();
     assert!(matches!(refused, SessionError::NotEnoughSigners { .. }), "{refused}");
+    coordinator.shutdown().await;
+}
+
+/// Watchman `i`: its own follower (checking Bitcoin facts against the node), book, policy and
+/// node; `pays` if it broadcasts payouts (bumping after 3 blocks).
+async fn start_watchman(
+    i: usize,
+    identity: &libp2p::identity::Keypair,
+    running: &[tss::mesh::PeerEntry],
+    share: &tss::KeyShare,
+    (dir, p, rpc): (&std::path::Path, &bridge::NetworkParams, &chains::bitcoin::CoreRpc),
+    pays: bool,
+) -> Watchman {
+    let vault = p.btc_vault.unwrap();
+    let da = DirDa::open(dir.join("da"), p.coordinator_key).unwrap();
+    let store = ConfirmerStore::open(&format!("sqlite://{}", dir.join(format!("w{i}.db")).display())).await.unwrap();
+    let key = bitcoin::key::XOnlyPublicKey::from_slice(&vault.group_key).unwrap();
+    let checker = DepositChecker::new(rpc.clone(), p.btc_network, key, 1);
+    let verifiers = DepositVerifiers::none().with(Chain::Bitcoin, Arc::new(checker));
+    let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
+    let book = SettlementBook::default();
+    let policy = Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network));
+    let node = TssNode::start(tss_config(identity, running, Some(share.clone()), policy)).await.unwrap();
+    let watchman = Watchman::new(follower, book.clone(), node, None);
+    if pays { watchman.with_bitcoin(BtcPayouts::new(book, vault, p.btc_network, rpc.clone(), 3)) } else { watchman }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_of_five_watchmen_down_a_bitcoin_withdrawal_is_still_paid() {
+    // A 3-of-5 key; watchmen 3 and 4 never come back after the ceremony.
+    let identities: Vec<_> = (0..5).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
+    let shares = dkg_with_threshold(&identities, 3).await;
+    let group = GroupKey::of(&shares[0].public).unwrap();
+    assert_eq!((group.threshold, group.signers), (3, 5));
+    let BitcoinBridge { node: _bitcoin_node, rpc, miner, dir, params: p, vault: _, coordinator } =
+        BitcoinBridge::start(group.internal_key).await;
+    let to = recipient();
+    deposit_and_withdraw(&coordinator, &rpc, &miner, &p, &to).await;
+
+    let running = entries(&identities);
+    let mut watchmen = Vec::new();
+    for (i, identity) in identities.iter().enumerate().take(3) {
+        watchmen.push(start_watchman(i, identity, &running, &shares[i], (dir.path(), &p, &rpc), i == 0).await);
+    }
+    for w in [2, 1] {
+        until("a hard-final payout plan", async || {
+            watchmen[w].step(64).await.unwrap();
+            watchmen[w].book().owing_from(1).into_iter().find(|(_, s)| !s.btc_plans.is_empty())
+        })
+        .await;
+    }
+    let broadcast = until("the payout to be broadcast", async || {
+        let report = watchmen[0].step(64).await.unwrap();
+        report.payouts.into_iter().find(|a| matches!(a, PayoutAction::Broadcast { .. }))
+    })
+    .await;
+    let PayoutAction::Broadcast { txid, .. } = broadcast else { panic!("{broadcast:?}") };
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    let tx = rpc.raw_transaction(&txid.parse().unwrap(), None).await.unwrap();
+    assert_eq!(tx.output[0].script_pubkey, to.script_pubkey());
+    assert_eq!(tx.output[0].value.to_sat(), 2_000_000, "paid by the three watchmen still up");
     coordinator.shutdown().await;
 }

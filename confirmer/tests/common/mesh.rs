@@ -20,18 +20,30 @@ pub fn entries(identities: &[libp2p::identity::Keypair]) -> Vec<PeerEntry> {
         .collect()
 }
 
+/// A node's configuration; its threshold is its share's (2 before the DKG).
 pub fn tss_config(
     identity: &libp2p::identity::Keypair,
     entries: &[PeerEntry],
     share: Option<tss::KeyShare>,
     policy: Arc<dyn tss::SigningPolicy>,
 ) -> TssNodeConfig {
+    let threshold = share.as_ref().and_then(|s| s.public.min_signers()).unwrap_or(2);
+    tss_config_with(identity, entries, share, policy, threshold)
+}
+
+pub fn tss_config_with(
+    identity: &libp2p::identity::Keypair,
+    entries: &[PeerEntry],
+    share: Option<tss::KeyShare>,
+    policy: Arc<dyn tss::SigningPolicy>,
+    threshold: u16,
+) -> TssNodeConfig {
     let me = identity.public().to_peer_id();
     let listen = entries.iter().find(|e| e.peer_id == me).unwrap().address.clone();
     TssNodeConfig {
         identity: identity.clone(),
         mesh: MeshConfig { listen, peers: entries.to_vec(), request_timeout: Duration::from_secs(5) },
-        threshold: 2,
+        threshold,
         share,
         policy,
         session_timeout: Duration::from_secs(20),
@@ -41,11 +53,16 @@ pub fn tss_config(
 
 /// A fresh 2-of-n DKG among `identities`; the ceremony's nodes are stopped after it.
 pub async fn dkg(identities: &[libp2p::identity::Keypair]) -> Vec<tss::KeyShare> {
+    dkg_with_threshold(identities, 2).await
+}
+
+/// A fresh `t`-of-n DKG among `identities`.
+pub async fn dkg_with_threshold(identities: &[libp2p::identity::Keypair], t: u16) -> Vec<tss::KeyShare> {
     let ceremony = entries(identities);
     let mut nodes = Vec::new();
     for identity in identities {
         let policy = Arc::new(tss::RefuseAll("key ceremony".into()));
-        nodes.push(TssNode::start(tss_config(identity, &ceremony, None, policy)).await.unwrap());
+        nodes.push(TssNode::start(tss_config_with(identity, &ceremony, None, policy, t)).await.unwrap());
     }
     let session = SessionId::random();
     futures::future::join_all(nodes.iter().map(|n| n.dkg(session, Duration::from_secs(60), |_| {})))
