@@ -17,6 +17,7 @@ use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{AssetId, UserTx, Withdraw};
 use chains::da::DirDa;
 use chains::ethereum::{EthDepositVerifier, Submitter};
+use common::coordinator_api::{balance, submit};
 use common::*;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
@@ -24,20 +25,8 @@ use confirmer::store::ConfirmerStore;
 use confirmer::watchman::{EthSettlement, ReplayPolicy, SettlementBook, Watchman};
 use contracts::harness::Setup;
 use contracts::{Vault, from_alloy, to_alloy};
-use coordinator::api::request::TxRequest;
 use coordinator::node::Node;
 use tss::{GroupKey, SessionError, TssNode};
-
-async fn eth_balance(node: &Node, account: bridge::Address) -> u128 {
-    let body: serde_json::Value =
-        reqwest::get(format!("{}/accounts/{account}", node.url())).await.unwrap().json().await.unwrap();
-    body["balances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|b| b["asset"] == "eth:ETH")
-        .map_or(0, |b| b["amount"].as_str().unwrap().parse().unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_root() {
@@ -78,12 +67,12 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         .unwrap();
     let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (2,)).await.unwrap();
     for _ in 0..300 {
-        if eth_balance(&coordinator, user.address()).await == 1_000_000 {
+        if balance(&coordinator, user.address(), AssetId::Eth).await == 1_000_000 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(eth_balance(&coordinator, user.address()).await, 1_000_000, "the deposit is credited");
+    assert_eq!(balance(&coordinator, user.address(), AssetId::Eth).await, 1_000_000, "the deposit is credited");
     let withdraw = UserTx::Withdraw(Withdraw {
         from: user.address(),
         asset: AssetId::Eth,
@@ -92,17 +81,7 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         recipient: recipient.to_string(),
         nonce: 0,
     });
-    let signed = user.sign(withdraw, &bridge::eip712::Domain::new(&p));
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/tx", coordinator.url()))
-        .json(&TxRequest::from_signed(&signed))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["status"], "accepted", "{answer}");
+    submit(&coordinator, &user.sign(withdraw, &bridge::eip712::Domain::new(&p))).await;
     coordinator.shutdown().await; // seals and publishes what is open
 
     // Each watchman: its own follower (checking deposits against anvil), its own book, its

@@ -2,16 +2,14 @@
 //! mature coinbase money, and a coordinator whose vault is the watchmen's group key, watching
 //! deposits and planning payouts at depth 1.
 
-use std::time::Duration;
-
 use bridge::{AssetConfig, AssetId, BtcVaultParams, NetworkParams, UserTx, Withdraw};
 use chains::bitcoin::CoreRpc;
-use coordinator::api::request::TxRequest;
 use coordinator::node::Node;
 use regtest::{RegtestConfig, RegtestNode};
 
 #[allow(unused_imports)] // not every test pays out
 pub use super::btc::{Miner, recipient};
+pub use super::coordinator_api::{balance, submit, until};
 use super::{coordinator_config, params, wallet};
 
 pub struct BitcoinBridge {
@@ -49,28 +47,6 @@ impl BitcoinBridge {
     }
 }
 
-pub async fn btc_balance(node: &Node, account: bridge::Address) -> u128 {
-    let body: serde_json::Value =
-        reqwest::get(format!("{}/accounts/{account}", node.url())).await.unwrap().json().await.unwrap();
-    body["balances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|b| b["asset"] == "btc:BTC")
-        .map_or(0, |b| b["amount"].as_str().unwrap().parse().unwrap())
-}
-
-/// Runs `step` until it finds something, at most 300 times 100 ms apart.
-pub async fn until<T>(what: &str, mut step: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(found) = step().await {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Wallet 1 asks for its deposit address, deposits 0.05 BTC (credited by the coordinator's
 /// watcher at depth 1), and withdraws 0.02 BTC to `to` with a 10,000 sat fee.
 pub async fn deposit_and_withdraw(
@@ -98,7 +74,7 @@ pub async fn deposit_and_withdraw(
     miner.pay(rpc, 1, &address, bitcoin::Amount::from_sat(5_000_000)).await;
     rpc.generate_to_address(1, &miner.address).await.unwrap();
     until("the deposit to be credited", async || {
-        (btc_balance(coordinator, user.address()).await == 5_000_000).then_some(())
+        (balance(coordinator, user.address(), AssetId::Btc).await == 5_000_000).then_some(())
     })
     .await;
     let withdraw = UserTx::Withdraw(Withdraw {
@@ -109,15 +85,5 @@ pub async fn deposit_and_withdraw(
         recipient: to.to_string(),
         nonce: 0,
     });
-    let signed = user.sign(withdraw, &bridge::eip712::Domain::new(p));
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/tx", coordinator.url()))
-        .json(&TxRequest::from_signed(&signed))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["status"], "accepted", "{answer}");
+    submit(coordinator, &user.sign(withdraw, &bridge::eip712::Domain::new(p))).await;
 }

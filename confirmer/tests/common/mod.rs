@@ -6,6 +6,7 @@
 pub mod bitcoin_bridge;
 #[path = "../../../chains/tests/common/btc.rs"]
 pub mod btc;
+pub mod coordinator_api;
 pub mod mesh;
 #[allow(unused_imports)] // not every test runs watchmen
 pub use mesh::*;
