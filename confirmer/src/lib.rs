@@ -12,6 +12,7 @@ pub mod api;
 pub mod deposits;
 pub mod evidence;
 pub mod follower;
+pub mod logging;
 pub mod solvency;
 pub mod store;
 pub mod watchman;

@@ -3,7 +3,6 @@
 //! ([`bridge::btc_payout`]): every watchman derives the same bytes from its own replay; this
 //! module only talks to the node.
 
-use bitcoin::hashes::Hash;
 use bitcoin::{Transaction, Txid};
 use bridge::btc_payout::{MAX_BUMPS, PayoutPlan};
 use bridge::{BtcNetwork, BtcVaultParams};
@@ -85,12 +84,6 @@ impl PayoutBroadcaster {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// The txid of a payout attempt in the ledger's byte order (as `L1Ref::Bitcoin` and
-/// [`bridge::OutPoint`] hold it).
-pub fn ledger_txid(txid: &Txid) -> [u8; 32] {
-    txid.to_byte_array()
 }
 
 /// What the chain holds of the outputs the ledger says the vault has (for the solvency watch).
