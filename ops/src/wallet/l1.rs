@@ -1,0 +1,181 @@
+//! A withdrawal's last two stages, read from the chain that pays it.
+//!
+//! Ethereum: `signed` once the vault holds a withdrawals root for the transaction's batch (the
+//! watchmen's group signature made it through `submitWithdrawals`), `paid` once the vault has
+//! emitted a `Withdrawn` log for that batch paying the recipient the amount.
+//!
+//! Bitcoin: `signed` once a transaction paying the recipient's script exactly the amount is in
+//! the node's mempool or a block (only a fully signed transaction gets there), `paid` once it
+//! has a confirmation. Transactions already in the mempool, and blocks already mined, when the
+//! withdrawal was sent are not looked at: they cannot be its payout.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use anyhow::{Context, anyhow};
+use bitcoin::{BlockHash, ScriptBuf, Transaction, Txid};
+use chains::bitcoin::rpc::CoreRpc;
+use contracts::Vault;
+
+use super::endpoints::BtcRpc;
+
+/// What the chain shows of the payout so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Nothing,
+    Signed(String),
+    Paid(String),
+}
+
+/// Watches the Ethereum vault for one withdrawal.
+#[derive(Debug)]
+pub struct EthPayout {
+    provider: DynProvider,
+    vault: Address,
+    token: Address,
+    recipient: Address,
+    amount: U256,
+    /// The head when the withdrawal was sent: its root and payment come later.
+    from_block: u64,
+    root_seen: Option<String>,
+}
+
+impl EthPayout {
+    /// Connects to the node and notes its head; call before sending the withdrawal.
+    pub async fn start(
+        url: &str,
+        vault: bridge::Address,
+        token: bridge::Address,
+        recipient: bridge::Address,
+        amount: u128,
+    ) -> anyhow::Result<Self> {
+        let parsed: reqwest::Url = url
+            .parse()
+            .with_context(|| format!("the Ethereum RPC URL {url:?} is not a URL (pass --eth-rpc http://HOST:PORT)"))?;
+        let provider = ProviderBuilder::new().connect_http(parsed).erased();
+        let from_block = provider
+            .get_block_number()
+            .await
+            .map_err(|e| anyhow!("cannot reach the Ethereum node at {url}: {e} (is it running? pass --eth-rpc URL)"))?;
+        Ok(EthPayout {
+            provider,
+            vault: contracts::to_alloy(vault),
+            token: contracts::to_alloy(token),
+            recipient: contracts::to_alloy(recipient),
+            amount: U256::from(amount),
+            from_block,
+            root_seen: None,
+        })
+    }
+
+    pub async fn poll(&mut self, batch: u64) -> anyhow::Result<Seen> {
+        let vault = Vault::new(self.vault, self.provider.clone());
+        if self.root_seen.is_none() {
+            let root = vault
+                .roots(batch)
+                .call()
+                .await
+                .map_err(|e| anyhow!("reading the vault's root of batch {batch}: {e}"))?;
+            if root == B256::ZERO {
+                return Ok(Seen::Nothing);
+            }
+            self.root_seen = Some(format!("root {root} for batch {batch}"));
+        }
+        let filter = Filter::new()
+            .address(self.vault)
+            .event_signature(Vault::Withdrawn::SIGNATURE_HASH)
+            .topic1(B256::from(U256::from(batch)))
+            .from_block(self.from_block);
+        let logs =
+            self.provider.get_logs(&filter).await.map_err(|e| anyhow!("reading the vault's Withdrawn logs: {e}"))?;
+        for log in logs.iter().filter(|log| !log.removed) {
+            let Ok(decoded) = log.log_decode::<Vault::Withdrawn>() else { continue };
+            let event = &decoded.inner.data;
+            if event.token == self.token && event.recipient == self.recipient && event.amount == self.amount {
+                let tx = log.transaction_hash.map(|h| h.to_string()).unwrap_or_else(|| "(pending)".into());
+                return Ok(Seen::Paid(format!("Ethereum tx {tx}, leaf {} of batch {batch}", event.index)));
+            }
+        }
+        Ok(self.root_seen.clone().map_or(Seen::Nothing, Seen::Signed))
+    }
+}
+
+/// Watches a Bitcoin node for one withdrawal's payout.
+#[derive(Debug)]
+pub struct BtcPayout {
+    rpc: CoreRpc,
+    script: ScriptBuf,
+    amount_sat: u64,
+    /// The tip when the withdrawal was sent; only later blocks are scanned.
+    start_height: u64,
+    /// Mempool transactions looked at (or there before the withdrawal), and whether they pay.
+    mempool: HashMap<Txid, bool>,
+    /// Blocks scanned: height to hash and the paying transaction in it, if any.
+    blocks: BTreeMap<u64, (BlockHash, Option<Txid>)>,
+}
+
+impl BtcPayout {
+    /// Connects to the node and notes its tip and mempool; call before sending the withdrawal.
+    pub async fn start(node: &BtcRpc, script: ScriptBuf, amount_sat: u64) -> anyhow::Result<Self> {
+        let rpc = CoreRpc::new(node.url.clone(), node.user.clone(), node.password.clone());
+        let unreachable = |e: chains::bitcoin::rpc::RpcError| {
+            anyhow!(
+                "cannot ask the Bitcoin node at {}: {e} (is it running? pass --btc-rpc URL, --btc-rpc-user and BTC_RPC_PASSWORD)",
+                node.url
+            )
+        };
+        let start_height = rpc.block_count().await.map_err(unreachable)?;
+        let before: HashSet<Txid> = rpc.raw_mempool().await.map_err(unreachable)?.into_iter().collect();
+        Ok(BtcPayout {
+            rpc,
+            script,
+            amount_sat,
+            start_height,
+            mempool: before.into_iter().map(|txid| (txid, false)).collect(),
+            blocks: BTreeMap::new(),
+        })
+    }
+
+    fn pays(&self, tx: &Transaction) -> bool {
+        tx.output.iter().any(|out| out.script_pubkey == self.script && out.value.to_sat() == self.amount_sat)
+    }
+
+    pub async fn poll(&mut self) -> anyhow::Result<Seen> {
+        let rpc_error = |e: chains::bitcoin::rpc::RpcError| anyhow!("asking the Bitcoin node: {e}");
+        let tip = self.rpc.block_count().await.map_err(rpc_error)?;
+        self.blocks.retain(|height, _| *height <= tip);
+        for height in self.start_height.saturating_add(1)..=tip {
+            let hash = self.rpc.block_hash(height).await.map_err(rpc_error)?;
+            if self.blocks.get(&height).is_some_and(|(known, _)| *known == hash) {
+                continue;
+            }
+            let block = self.rpc.block(&hash).await.map_err(rpc_error)?;
+            let paying = block.txdata.iter().find(|tx| self.pays(tx)).map(Transaction::compute_txid);
+            self.blocks.insert(height, (hash, paying));
+        }
+        if let Some((height, txid)) = self.blocks.iter().find_map(|(h, (_, paying))| paying.map(|t| (*h, t))) {
+            let confirmations = tip.saturating_sub(height).saturating_add(1);
+            return Ok(Seen::Paid(format!("Bitcoin tx {txid}, {confirmations} confirmation(s) at height {height}")));
+        }
+        let mut found = None;
+        for txid in self.rpc.raw_mempool().await.map_err(rpc_error)? {
+            let pays = match self.mempool.get(&txid) {
+                Some(pays) => *pays,
+                None => {
+                    // A transaction may leave the mempool between the two calls; skip it then.
+                    let Ok(tx) = self.rpc.raw_transaction(&txid, None).await else { continue };
+                    let pays = self.pays(&tx);
+                    self.mempool.insert(txid, pays);
+                    pays
+                }
+            };
+            if pays {
+                found = Some(txid);
+            }
+        }
+        Ok(found.map_or(Seen::Nothing, |txid| Seen::Signed(format!("Bitcoin tx {txid} in the mempool"))))
+    }
+}
