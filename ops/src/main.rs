@@ -1,6 +1,8 @@
 //! `bridgectl`: the operator's and the user's command line.
 
+mod devnet;
 mod keygen;
+mod wallet;
 
 use std::path::PathBuf;
 
@@ -27,6 +29,10 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// New shares of the same group key, with every watchman at once.
     Refresh(keygen::RefreshArgs),
+    #[command(flatten)]
+    User(wallet::UserCommand),
+    /// The whole bridge on loopback: `devnet up | down | status`.
+    Devnet(devnet::DevnetArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +67,8 @@ async fn main() -> std::process::ExitCode {
         }
         Command::Keygen(args) => keygen::keygen(args).await,
         Command::Refresh(args) => keygen::refresh(args).await,
+        Command::User(command) => wallet::run(command).await,
+        Command::Devnet(args) => devnet::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

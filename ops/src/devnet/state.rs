@@ -1,0 +1,101 @@
+//! What `devnet up` leaves behind in `<dir>/devnet.json`: every part it started (so `down` stops
+//! those and nothing else) and every endpoint (so the wallet commands find the devnet without
+//! flags).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The state file's name inside the devnet directory.
+pub const STATE_FILE: &str = "devnet.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevnetState {
+    /// The devnet directory, absolute.
+    pub dir: PathBuf,
+    pub endpoints: Endpoints,
+    /// The parts in the order they were started; `down` stops them in reverse.
+    pub parts: Vec<Part>,
+    /// The demo wallets `up` funded, encrypted with `wallet_passphrase`.
+    pub demo_wallets: Vec<DemoWallet>,
+    /// The devnet's wallet passphrase (a devnet is for trying things out; never reuse it).
+    pub wallet_passphrase: String,
+    /// The coordinator's batch interval (`batch.max_age_ms`).
+    #[serde(default)]
+    pub batch_ms: u64,
+    /// Seconds between the block producer's Bitcoin blocks.
+    #[serde(default)]
+    pub btc_block_secs: u64,
+}
+
+/// Where each service of the devnet answers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Endpoints {
+    pub coordinator: String,
+    pub confirmer: String,
+    pub arweave: String,
+    pub eth_rpc: String,
+    pub eth_chain_id: u64,
+    /// The vault contract, 0x hex.
+    pub eth_vault: String,
+    /// The devnet's ERC-20 test token, 0x hex.
+    pub erc20: String,
+    pub btc_rpc: String,
+    pub btc_rpc_user: String,
+    pub btc_rpc_password: String,
+    /// Every watchman's `/health` and `/metrics` base URL.
+    pub watchmen: Vec<String>,
+}
+
+/// One process the devnet started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Part {
+    pub name: String,
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): a pid
+    /// the kernel has since given to another process does not match, so `down` leaves it alone.
+    pub started_ticks: u64,
+    pub log: PathBuf,
+    /// A URL that answers while the part is healthy, if it serves one.
+    pub health: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoWallet {
+    pub name: String,
+    pub address: String,
+    pub file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("no devnet in {0}: {STATE_FILE} is missing (start one with `bridgectl devnet up`)")]
+    Missing(PathBuf),
+    #[error("cannot read or write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a devnet state file: {source}")]
+    Format { path: PathBuf, source: serde_json::Error },
+}
+
+impl DevnetState {
+    pub fn load(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(STATE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StateError::Missing(dir.into())),
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| StateError::Format { path, source })
+    }
+
+    /// Written atomically, so a crash mid-write never leaves `down` without the pids.
+    pub fn save(&self) -> Result<(), StateError> {
+        let path = self.dir.join(STATE_FILE);
+        let io = |source| StateError::Io { path: path.clone(), source };
+        let text =
+            serde_json::to_vec_pretty(self).map_err(|source| StateError::Format { path: path.clone(), source })?;
+        let temporary = path.with_extension("json.tmp");
+        std::fs::write(&temporary, text).map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(io)
+    }
+}

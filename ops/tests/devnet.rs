@@ -1,0 +1,215 @@
+//! The devnet end to end, as a user meets it: `bridgectl devnet up` (arlocal, anvil, the regtest
+//! node, a 3-of-5 key ceremony, the vault, coordinator, confirmer, five watchmen), then the wallet
+//! commands: ETH, the ERC-20 and BTC withdrawn and paid on L1 with exact amounts, a transfer,
+//! then `status` and `down`. Everything real, every part a process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use alloy::primitives::{Address as EthAddress, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use serde_json::Value;
+
+/// A user command (`withdraw`, `balance`, …) against the devnet in `dir`, as its demo user.
+fn user(dir: &Path, command: &str) -> Command {
+    let mut user = Command::new(env!("CARGO_BIN_EXE_bridgectl"));
+    user.env("BRIDGE_PASSPHRASE", "devnet").env_remove("DATABASE_URL").arg(command).arg("--devnet").arg(dir);
+    user
+}
+
+fn devnet(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bridgectl"));
+    command.env_remove("DATABASE_URL").arg("devnet").arg("--dir").arg(dir);
+    command
+}
+
+fn ok(output: Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Stops the devnet however the test ends.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = devnet(&self.0).arg("down").output();
+    }
+}
+
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir.join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        out.push_str(&format!("--- {}\n", path.display()));
+        for line in tail.into_iter().rev() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A withdrawal through the CLI, waited for until paid on L1; its stage report.
+fn withdraw(dir: &Path, wallet: &Path, asset: &str, amount: &str, fee: &str, to: &str) -> Value {
+    let output = user(dir, "withdraw")
+        .arg("--wallet")
+        .arg(wallet)
+        .args([
+            "--asset",
+            asset,
+            "--amount",
+            amount,
+            "--fee",
+            fee,
+            "--recipient",
+            to,
+            "--json",
+            "--timeout-secs",
+            "240",
+        ])
+        .output()
+        .unwrap();
+    if !output.status.success() {
+        panic!(
+            "withdraw {asset} failed:\n{}\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            logs(dir)
+        );
+    }
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("devnet");
+    let _down = Down(dir.clone());
+    let up = devnet(&dir).arg("up").arg("--free-ports").output().unwrap();
+    if !up.status.success() {
+        panic!("devnet up failed:\n{}\n{}", String::from_utf8_lossy(&up.stderr), logs(&dir));
+    }
+    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("devnet.json")).unwrap()).unwrap();
+    let e = &state["endpoints"];
+    let alice = PathBuf::from(state["demo_wallets"][0]["file"].as_str().unwrap());
+    let bob_address = state["demo_wallets"][1]["address"].as_str().unwrap().to_owned();
+    let eth = ProviderBuilder::new().connect_http(e["eth_rpc"].as_str().unwrap().parse().unwrap());
+    let vault: EthAddress = e["eth_vault"].as_str().unwrap().parse().unwrap();
+    let token: EthAddress = e["erc20"].as_str().unwrap().parse().unwrap();
+    let vault_eth_before = eth.get_balance(vault).await.unwrap();
+    assert_eq!(vault_eth_before, U256::from(10u64) * U256::from(10u64).pow(U256::from(18u64)), "alice's deposit");
+
+    // A transfer to bob, hard-final on the confirmer.
+    let transfer = ok(
+        user(&dir, "transfer")
+            .arg("--wallet")
+            .arg(&alice)
+            .args(["--asset", "eth:ETH", "--amount", "1000", "--fee", "0", "--to", &bob_address, "--json"])
+            .output()
+            .unwrap(),
+        "transfer",
+    );
+    let transfer: Value = serde_json::from_str(&transfer).unwrap();
+    let stages: Vec<&str> =
+        transfer["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert!(stages.contains(&"hard-final"), "{transfer}");
+
+    // ETH to a fresh address: paid exactly.
+    let eth_to = EthAddress::from([0x51; 20]);
+    let report = withdraw(&dir, &alice, "eth:ETH", "2000000000000000000", "0", &format!("{eth_to:#x}"));
+    let stages: Vec<&str> = report["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["accepted", "batched", "published", "hard-final", "signed", "paid"], "{report}");
+    assert_eq!(eth.get_balance(eth_to).await.unwrap(), U256::from(2_000_000_000_000_000_000u128));
+    assert_eq!(eth.get_balance(vault).await.unwrap(), vault_eth_before - U256::from(2_000_000_000_000_000_000u128));
+
+    // The ERC-20.
+    let token_to = EthAddress::from([0x52; 20]);
+    withdraw(&dir, &alice, &format!("eth:{token:#x}"), "7000000000000000000", "0", &format!("{token_to:#x}"));
+    let erc20 = contracts::TestToken::new(token, eth.clone());
+    assert_eq!(erc20.balanceOf(token_to).call().await.unwrap(), U256::from(7_000_000_000_000_000_000u128));
+    assert_eq!(erc20.balanceOf(vault).call().await.unwrap(), U256::from(93_000_000_000_000_000_000u128));
+
+    // BTC to a fresh Taproot address: the payout pays exactly the amount.
+    let btc_to = {
+        use bitcoin::key::{Keypair, Secp256k1};
+        let secp = Secp256k1::new();
+        let key = Keypair::new(&secp, &mut bitcoin::secp256k1::rand::thread_rng());
+        bitcoin::Address::p2tr(&secp, key.x_only_public_key().0, None, bitcoin::Network::Regtest)
+    };
+    let report = withdraw(&dir, &alice, "btc:BTC", "25000000", "5000", &btc_to.to_string());
+    let stages: Vec<&str> = report["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages.last(), Some(&"paid"), "{report}");
+    let rpc = chains::bitcoin::CoreRpc::new(
+        e["btc_rpc"].as_str().unwrap(),
+        e["btc_rpc_user"].as_str().unwrap(),
+        e["btc_rpc_password"].as_str().unwrap(),
+    );
+    // "Bitcoin tx <txid>, 1 confirmation(s) at height h"
+    let paid_detail = report["stages"].as_array().unwrap().last().unwrap()["detail"].as_str().unwrap().to_owned();
+    let txid: bitcoin::Txid = paid_detail.split([' ', ',']).nth(2).unwrap().parse().unwrap();
+    let tx = rpc.raw_transaction(&txid, None).await.unwrap();
+    let paid: Vec<_> = tx.output.iter().filter(|o| o.script_pubkey == btc_to.script_pubkey()).collect();
+    assert_eq!(paid.len(), 1);
+    assert_eq!(paid[0].value.to_sat(), 25_000_000);
+
+    // Balances on the bridge: what alice had, less what left.
+    let balance: Value = serde_json::from_str(&ok(
+        user(&dir, "balance").arg("--wallet").arg(&alice).arg("--json").output().unwrap(),
+        "balance",
+    ))
+    .unwrap();
+    let text = balance.to_string();
+    assert!(text.contains("7999999999999999000"), "10 ETH - 2 ETH - 1000 wei: {balance}");
+    assert!(text.contains("74995000"), "1 BTC - 0.25 BTC - 5000 sat: {balance}");
+
+    // Every part is up, no watchman stopped signing, the confirmer raised no alarm.
+    let status: Value =
+        serde_json::from_str(&ok(devnet(&dir).args(["status", "--json"]).output().unwrap(), "status")).unwrap();
+    for part in status["parts"].as_array().unwrap() {
+        assert_eq!(part["running"], true, "{part}");
+        assert_ne!(part["healthy"], false, "{part}");
+    }
+    let http = reqwest::Client::new();
+    for watchman in e["watchmen"].as_array().unwrap() {
+        let health: Value =
+            http.get(format!("{}/health", watchman.as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+        assert_eq!(health["signing"], true, "{health}");
+    }
+    let alarms: Value =
+        http.get(format!("{}/alarms", e["confirmer"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(alarms.as_array().map(Vec::len).unwrap_or(0), 0, "{alarms}");
+
+    // `down` stops every process it started.
+    ok(devnet(&dir).arg("down").output().unwrap(), "down");
+    let status: Value =
+        serde_json::from_str(&ok(devnet(&dir).args(["status", "--json"]).output().unwrap(), "status")).unwrap();
+    for part in status["parts"].as_array().unwrap() {
+        assert_eq!(part["running"], false, "{part}");
+    }
+}
+
+#[test]
+fn a_second_devnet_in_a_used_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("precious.txt"), "not a devnet").unwrap();
+    let output = devnet(tmp.path()).arg("up").arg("--free-ports").output().unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("is not a devnet directory"), "{said}");
+    assert!(tmp.path().join("precious.txt").exists(), "nothing of the user's is deleted");
+
+    let nothing = tempfile::tempdir().unwrap();
+    let output = devnet(nothing.path()).arg("down").output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no devnet in"));
+}
