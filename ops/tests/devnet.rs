@@ -172,17 +172,57 @@ async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
     assert!(text.contains("7999999999999999000"), "10 ETH - 2 ETH - 1000 wei: {balance}");
     assert!(text.contains("74995000"), "1 BTC - 0.25 BTC - 5000 sat: {balance}");
 
-    // Every part is up, no watchman stopped signing, the confirmer raised no alarm.
+    // Two of the five watchmen die (SIGKILL): three still sign, the withdrawal is still paid.
+    for victim in ["watchman-3", "watchman-4"] {
+        let part = state["parts"].as_array().unwrap().iter().find(|p| p["name"] == victim).unwrap();
+        let pid = part["pid"].as_u64().unwrap().to_string();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    }
+    let eth_to_2 = EthAddress::from([0x53; 20]);
+    withdraw(&dir, &alice, "eth:ETH", "1000000000000000000", "0", &format!("{eth_to_2:#x}"));
+    assert_eq!(eth.get_balance(eth_to_2).await.unwrap(), U256::from(1_000_000_000_000_000_000u128));
+    let living: Vec<&str> = e["watchmen"].as_array().unwrap()[..3].iter().map(|w| w.as_str().unwrap()).collect();
+
+    // Solvency on both chains for every asset: each living watchman's own check (against its
+    // nodes) reports no shortfall for ETH, the token and BTC.
+    let http = reqwest::Client::new();
+    let assets = ["eth:eth".to_owned(), format!("eth:{token:#x}"), "btc:btc".to_owned()]; // lowercase, as compared
+    for watchman in &living {
+        let mut seen = String::new();
+        for _ in 0..300 {
+            seen = http.get(format!("{watchman}/metrics")).send().await.unwrap().text().await.unwrap();
+            let zero = |asset: &str| {
+                seen.lines().any(|l| {
+                    l.starts_with("bridge_solvency_shortfall")
+                        && l.to_lowercase().contains(&format!("asset=\"{asset}\""))
+                        && l.ends_with(" 0")
+                })
+            };
+            if assets.iter().all(|a| zero(a)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        for asset in &assets {
+            assert!(
+                seen.lines().any(|l| l.to_lowercase().contains(&format!("asset=\"{asset}\"")) && l.ends_with(" 0")),
+                "{watchman}: no zero shortfall for {asset}:\n{seen}"
+            );
+        }
+    }
+
+    // Every part but the two killed is up, no watchman stopped signing, no alarm.
     let status: Value =
         serde_json::from_str(&ok(devnet(&dir).args(["status", "--json"]).output().unwrap(), "status")).unwrap();
     for part in status["parts"].as_array().unwrap() {
-        assert_eq!(part["running"], true, "{part}");
-        assert_ne!(part["healthy"], false, "{part}");
+        let killed = part["name"] == "watchman-3" || part["name"] == "watchman-4";
+        assert_eq!(part["running"], !killed, "{part}");
+        if !killed {
+            assert_ne!(part["healthy"], false, "{part}");
+        }
     }
-    let http = reqwest::Client::new();
-    for watchman in e["watchmen"].as_array().unwrap() {
-        let health: Value =
-            http.get(format!("{}/health", watchman.as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    for watchman in &living {
+        let health: Value = http.get(format!("{watchman}/health")).send().await.unwrap().json().await.unwrap();
         assert_eq!(health["signing"], true, "{health}");
     }
     let alarms: Value =

@@ -133,14 +133,18 @@ fn print_started(state: &DevnetState) {
         println!("  demo wallet {:<6} {}  {}", wallet.name, wallet.address, wallet.file.display());
     }
     println!();
-    println!("Next: the demo wallets' passphrase is {:?}, e.g.", state.wallet_passphrase);
+    let bridgectl = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "bridgectl".into());
+    let devnet = state.dir.display();
     let alice = state.demo_wallets.first().map(|w| w.file.display().to_string()).unwrap_or_default();
+    println!("Next, as alice (the demo wallets' passphrase is {:?}):", state.wallet_passphrase);
     println!("  export BRIDGE_PASSPHRASE={}", state.wallet_passphrase);
-    println!("  cargo run --release -p ops -- balance --wallet {alice}");
+    println!("  {bridgectl} balance --devnet {devnet} --wallet {alice}");
     println!(
-        "  cargo run --release -p ops -- withdraw --wallet {alice} --asset eth:ETH --amount 1000000000000000000 --to <0x address>"
+        "  {bridgectl} withdraw --devnet {devnet} --wallet {alice} --asset eth --amount 1000000000000000000 --recipient 0x…"
     );
-    println!("`bridgectl devnet status` shows each part; `bridgectl devnet down` stops them.");
+    println!(
+        "`bridgectl devnet status` shows each part, `bridgectl devnet down` stops them (README: the walkthrough)."
+    );
 }
 
 #[derive(Serialize)]
