@@ -324,6 +324,8 @@ pub enum SubmitError {
     Reverted(String),
     #[error("transaction with nonce {nonce} not mined after {attempts} fee bumps")]
     Stuck { nonce: u64, attempts: u32 },
+    #[error("the vault is paused by its guardian: nothing is sent until the watchmen unpause it (docs/OPERATIONS.md)")]
+    Paused,
 }
 
 impl From<alloy::contract::Error> for SubmitError {
@@ -354,6 +356,9 @@ pub struct Payment {
     pub receipts: Vec<TransactionReceipt>,
     /// Leaves whose ether recipient refused the payment; they stay unpaid.
     pub refused: Vec<u32>,
+    /// Leaves left for later because their token's cap has no room for them now (the cap
+    /// refills with time; paying them now would only revert).
+    pub deferred: Vec<u32>,
 }
 
 /// Sends `submitWithdrawals` and `withdrawMany`. Idempotent: it reads the vault's roots and
@@ -409,6 +414,9 @@ impl Submitter {
         if onchain == B256::from(root) {
             return Ok(None);
         }
+        if self.vault.paused().call().await? {
+            return Err(SubmitError::Paused);
+        }
         if onchain != B256::ZERO {
             return Err(SubmitError::RootConflict { batch, onchain });
         }
@@ -425,11 +433,32 @@ impl Submitter {
         let Some(batch) = tree.withdrawals().first().map(|w| w.batch) else {
             return Ok(payment);
         };
+        // A paused vault refuses every payout; sending would only burn gas.
+        if self.vault.paused().call().await? {
+            return Err(SubmitError::Paused);
+        }
+        // Each token's room under its cap now; leaves that do not fit wait for it to refill.
+        let mut room: BTreeMap<Address, U256> = BTreeMap::new();
         let mut unpaid = Vec::new();
         for w in tree.withdrawals() {
-            if !self.vault.isPaid(batch, w.index).call().await? {
-                unpaid.push(w.index);
+            if self.vault.isPaid(batch, w.index).call().await? {
+                continue;
             }
+            let token = contracts::to_alloy(w.token);
+            let available = match room.get_mut(&token) {
+                Some(available) => available,
+                None => room.entry(token).or_insert(self.vault.availableUnderCap(token).call().await?),
+            };
+            let amount = U256::from(w.amount.0);
+            if amount <= *available {
+                *available -= amount;
+                unpaid.push(w.index);
+            } else {
+                payment.deferred.push(w.index);
+            }
+        }
+        if !payment.deferred.is_empty() {
+            tracing::warn!(batch, deferred = ?payment.deferred, "leaves over their token's cap wait for it to refill");
         }
         for chunk in unpaid.chunks(self.max_per_tx.max(1)) {
             let mut payouts = contracts::payouts(tree, chunk.iter().copied());

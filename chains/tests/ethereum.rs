@@ -287,3 +287,41 @@ async fn an_ether_recipient_that_refuses_does_not_block_the_others() {
     assert_eq!(setup.balance(Address::repeat_byte(0x72)).await.unwrap(), U256::from(10));
     assert!(!setup.vault.isPaid(9, 1).call().await.unwrap());
 }
+
+#[tokio::test]
+async fn the_submitter_respects_the_vaults_cap_and_pause() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    // A cap of 250 wei per day on ether.
+    let message = bridge::eth_settlement::set_cap_message(&setup.domain(0), 0, bridge::Address::ZERO, 250, 86_400);
+    let cap_sig = contracts::sign(&setup.key, message);
+    setup.vault.setCap(Address::ZERO, 250, 86_400, 0, cap_sig).send().await.unwrap().get_receipt().await.unwrap();
+    let tree = EthWithdrawalTree::new(
+        (0..3u32)
+            .map(|i| EthWithdrawal {
+                batch: 2,
+                index: i,
+                token: bridge::Address::ZERO,
+                recipient: bridge::Address([0x60 + i as u8; 20]),
+                amount: Amount(100),
+            })
+            .collect(),
+    );
+    let message = withdrawals_message(&setup.domain(0), 2, tree.root());
+    let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+    let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
+    let submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    submitter.submit_root(2, tree.root(), &sig).await.unwrap();
+
+    // Two leaves fit under the cap; the third waits for it to refill instead of reverting.
+    let payment = submitter.pay(&tree).await.unwrap();
+    assert_eq!((payment.receipts.len(), payment.deferred.clone()), (1, vec![2]));
+    assert!(setup.vault.isPaid(2, 1).call().await.unwrap());
+    assert!(!setup.vault.isPaid(2, 2).call().await.unwrap());
+
+    // Paused by the guardian: nothing is sent, and the reason is typed.
+    let guardian = contracts::Vault::new(setup.vault_address(), setup.guardian.clone());
+    guardian.pause().send().await.unwrap().get_receipt().await.unwrap();
+    assert!(matches!(submitter.pay(&tree).await, Err(chains::ethereum::SubmitError::Paused)));
+    assert!(!setup.vault.isPaid(2, 2).call().await.unwrap());
+}

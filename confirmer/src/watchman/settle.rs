@@ -96,6 +96,12 @@ impl EthSettlement {
                 true
             };
             let payment = self.submitter.pay(tree).await.map_err(vault)?;
+            if !payment.deferred.is_empty() {
+                // Over a cap: what fit is paid; the rest (and later batches, in order) wait
+                // for the cap to refill and are retried at the next turn.
+                metrics::counter!("watchman_eth_payouts_deferred_total").increment(payment.deferred.len() as u64);
+                break;
+            }
             metrics::counter!("watchman_eth_batches_settled_total").increment(1);
             tracing::info!(batch, submitted_root, payouts = payment.receipts.len(), refused = ?payment.refused, "Ethereum withdrawals settled");
             done.push(SettledBatch {
