@@ -1,7 +1,13 @@
-//! The devnet end to end, as a user meets it: `bridgectl devnet up` (arlocal, anvil, the regtest
-//! node, a 3-of-5 key ceremony, the vault, coordinator, confirmer, five watchmen), then the wallet
-//! commands: ETH, the ERC-20 and BTC withdrawn and paid on L1 with exact amounts, a transfer,
-//! then `status` and `down`. Everything real, every part a process.
+//! The devnet end to end, as users and operators meet it, every part a real process:
+//! `bridgectl devnet up` (arlocal, anvil, the regtest node, a 3-of-5 key ceremony, the vault,
+//! coordinator, confirmer, five watchmen), then
+//! - the wallet commands: ETH, the ERC-20 and BTC withdrawn and paid on L1 with exact amounts, a
+//!   transfer hard-final, two of five watchmen killed and a withdrawal still paid, solvency
+//!   reported by every living watchman for every asset, `status` and `down`;
+//! - the coordinator SIGKILLed under load, restarted, then replaced by `recover --from-da`:
+//!   nothing acknowledged lost, every withdrawal paid exactly once;
+//! - the coordinator forging a withdrawal (a deposit L1 never saw) in a batch it publishes to
+//!   Arweave: an alarm with evidence that checks offline, every watchman halted, nothing paid.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 use std::path::{Path, PathBuf};
@@ -252,4 +258,280 @@ fn a_second_devnet_in_a_used_directory_is_refused() {
     let output = devnet(nothing.path()).arg("down").output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no devnet in"));
+}
+
+/// Alice's key, from her demo wallet file.
+fn alice_key(state: &Value) -> bridge::Wallet {
+    let file = PathBuf::from(state["demo_wallets"][0]["file"].as_str().unwrap());
+    let passphrase = tss::keystore::Passphrase::new("devnet").unwrap();
+    let secret = tss::keystore::open(&file, "bridge-wallet", &passphrase).unwrap();
+    bridge::Wallet::from_secret(&secret[..].try_into().unwrap()).unwrap()
+}
+
+/// Posts alice's transactions back to back until one is not answered (the coordinator died):
+/// every `withdraw_every`th is a withdrawal of `WITHDRAWAL` wei to `recipient`, the rest
+/// transfers of 1 wei to bob. Returns what was acknowledged and the one in flight, if any.
+struct Load {
+    acked: Vec<(String, bool)>,
+    in_flight: Option<(String, bool)>,
+}
+
+const WITHDRAWAL: u128 = 1_000_000_000_000_000;
+
+async fn load(
+    url: String,
+    wallet: bridge::Wallet,
+    domain: bridge::eip712::Domain,
+    bob: bridge::Address,
+    recipient: EthAddress,
+    first_nonce: u64,
+    withdraw_every: u64,
+) -> Load {
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
+    let mut out = Load { acked: Vec::new(), in_flight: None };
+    for nonce in first_nonce.. {
+        let withdraw = nonce % withdraw_every == 0;
+        let tx = if withdraw {
+            bridge::UserTx::Withdraw(bridge::Withdraw {
+                from: wallet.address(),
+                asset: bridge::AssetId::Eth,
+                amount: bridge::Amount(WITHDRAWAL),
+                fee: bridge::Amount(0),
+                recipient: format!("{recipient:#x}"),
+                nonce,
+            })
+        } else {
+            bridge::UserTx::Transfer(bridge::Transfer {
+                from: wallet.address(),
+                to: bob,
+                asset: bridge::AssetId::Eth,
+                amount: bridge::Amount(1),
+                fee: bridge::Amount(0),
+                nonce,
+            })
+        };
+        let signed = wallet.sign(tx, &domain);
+        let hash = format!("0x{}", hex::encode(signed.verify(&domain).unwrap().hash()));
+        let request = coordinator::api::request::TxRequest::from_signed(&signed);
+        match http.post(format!("{url}/tx")).json(&request).send().await {
+            Ok(response) if response.status().is_success() => out.acked.push((hash, withdraw)),
+            Ok(response) => panic!("transaction {nonce} refused: {}", response.text().await.unwrap_or_default()),
+            Err(_) => {
+                out.in_flight = Some((hash, withdraw));
+                return out;
+            }
+        }
+    }
+    unreachable!()
+}
+
+async fn known(http: &reqwest::Client, coordinator: &str, hash: &str) -> bool {
+    http.get(format!("{coordinator}/tx/{hash}")).send().await.unwrap().status().is_success()
+}
+
+async fn info(http: &reqwest::Client, url: &str) -> Value {
+    http.get(format!("{url}/info")).send().await.unwrap().json().await.unwrap()
+}
+
+/// Waits until the confirmer has made the coordinator's latest batch hard-final.
+async fn until_hard_final(http: &reqwest::Client, e: &Value) -> u64 {
+    let (coordinator, confirmer) = (e["coordinator"].as_str().unwrap(), e["confirmer"].as_str().unwrap());
+    for _ in 0..1200 {
+        let latest = info(http, coordinator).await["latest_batch"]["number"].as_u64().unwrap();
+        let status: Value = http.get(format!("{confirmer}/status")).send().await.unwrap().json().await.unwrap();
+        if latest > 0 && status["hard_final"].as_u64() == Some(latest) {
+            return latest;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the confirmer never caught up with the coordinator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_under_load_then_replaced_from_the_da_loses_nothing_and_pays_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("devnet");
+    let _down = Down(dir.clone());
+    let up = devnet(&dir).arg("up").arg("--free-ports").output().unwrap();
+    if !up.status.success() {
+        panic!("devnet up failed:\n{}\n{}", String::from_utf8_lossy(&up.stderr), logs(&dir));
+    }
+    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("devnet.json")).unwrap()).unwrap();
+    let e = state["endpoints"].clone();
+    let coordinator = e["coordinator"].as_str().unwrap().to_owned();
+    let params: bridge::NetworkParams =
+        serde_json::from_slice(&std::fs::read(dir.join("params.json")).unwrap()).unwrap();
+    let domain = bridge::eip712::Domain::new(&params);
+    let alice = alice_key(&state).address();
+    let bob: bridge::Address = state["demo_wallets"][1]["address"].as_str().unwrap().parse().unwrap();
+    let recipient = EthAddress::from([0x5a; 20]);
+    let eth = ProviderBuilder::new().connect_http(e["eth_rpc"].as_str().unwrap().parse().unwrap());
+    let vault: EthAddress = e["eth_vault"].as_str().unwrap().parse().unwrap();
+    let vault_before = eth.get_balance(vault).await.unwrap();
+    let http = reqwest::Client::new();
+
+    // Load, then SIGKILL mid-stream once a few hundred are acknowledged.
+    let client = tokio::spawn(load(coordinator.clone(), alice_key(&state), domain.clone(), bob, recipient, 0, 25));
+    for _ in 0..600 {
+        let account: Value =
+            http.get(format!("{coordinator}/accounts/{alice}")).send().await.unwrap().json().await.unwrap();
+        if account["nonce"].as_u64().unwrap_or(0) >= 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ok(devnet(&dir).args(["kill", "coordinator"]).output().unwrap(), "devnet kill coordinator");
+    let load = client.await.unwrap();
+    assert!(load.acked.len() >= 200, "the load ran: {}", load.acked.len());
+
+    // Restarted on its own ledger: every acknowledged transaction is there.
+    ok(devnet(&dir).args(["restart", "coordinator"]).output().unwrap(), "devnet restart coordinator");
+    for (hash, _) in &load.acked {
+        assert!(known(&http, &coordinator, hash).await, "acknowledged {hash} was lost");
+    }
+    let in_flight_applied = match &load.in_flight {
+        Some((hash, true)) => known(&http, &coordinator, hash).await,
+        _ => false,
+    };
+    let withdrawals = load.acked.iter().filter(|(_, w)| *w).count() as u128 + u128::from(in_flight_applied);
+
+    // Everything published becomes hard-final, and the watchmen pay each withdrawal once.
+    until_hard_final(&http, &e).await;
+    let owed = U256::from(withdrawals * WITHDRAWAL);
+    for _ in 0..1200 {
+        if eth.get_balance(recipient).await.unwrap() >= owed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(eth.get_balance(recipient).await.unwrap(), owed, "{withdrawals} withdrawals, each paid once");
+    let root_before = info(&http, &coordinator).await["latest_batch"]["state_root"].clone();
+
+    // The coordinator's machine is lost: a stand-in rebuilds the ledger from Arweave alone.
+    ok(devnet(&dir).args(["restart", "coordinator", "--from-da"]).output().unwrap(), "restart --from-da");
+    let rebuilt = info(&http, &coordinator).await;
+    assert_eq!(rebuilt["latest_batch"]["state_root"], root_before, "the same state, from the DA alone");
+    for (hash, _) in &load.acked {
+        assert!(known(&http, &coordinator, hash).await, "acknowledged {hash} missing after the takeover");
+    }
+
+    // It serves on: one more withdrawal through the CLI is paid, and nothing earlier twice.
+    withdraw(
+        &dir,
+        &dir.join("wallets/alice.wallet"),
+        "eth:ETH",
+        &WITHDRAWAL.to_string(),
+        "0",
+        &format!("{recipient:#x}"),
+    );
+    let paid_total = owed + U256::from(WITHDRAWAL);
+    assert_eq!(eth.get_balance(recipient).await.unwrap(), paid_total);
+    assert_eq!(eth.get_balance(vault).await.unwrap(), vault_before - paid_total, "the vault paid exactly that");
+    let alarms: Value =
+        http.get(format!("{}/alarms", e["confirmer"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(alarms.as_array().map(Vec::len).unwrap_or(0), 0, "{alarms}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_the_coordinator_forges_is_not_paid_and_raises_an_alarm() {
+    use bridge::batch::BatchBuilder;
+    use bridge::tx::{L1Ref, SystemTx};
+    use chains::arweave::{ArweaveWallet, Gateway, RetryPolicy};
+    use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("devnet");
+    let _down = Down(dir.clone());
+    let up = devnet(&dir).arg("up").arg("--free-ports").output().unwrap();
+    if !up.status.success() {
+        panic!("devnet up failed:\n{}\n{}", String::from_utf8_lossy(&up.stderr), logs(&dir));
+    }
+    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("devnet.json")).unwrap()).unwrap();
+    let e = state["endpoints"].clone();
+    let http = reqwest::Client::new();
+    let eth = ProviderBuilder::new().connect_http(e["eth_rpc"].as_str().unwrap().parse().unwrap());
+    let vault: EthAddress = e["eth_vault"].as_str().unwrap().parse().unwrap();
+    let vault_before = eth.get_balance(vault).await.unwrap();
+
+    // The coordinator turns thief: once its honest batches are final it stops serving and, with
+    // its own key and Arweave wallet, publishes the next batch: a deposit that never happened,
+    // credited to its accomplice, and the accomplice's withdrawal of it.
+    until_hard_final(&http, &e).await;
+    ok(devnet(&dir).args(["kill", "coordinator"]).output().unwrap(), "devnet kill coordinator");
+    let params: bridge::NetworkParams =
+        serde_json::from_slice(&std::fs::read(dir.join("params.json")).unwrap()).unwrap();
+    let secret = hex::decode(std::fs::read_to_string(dir.join("coordinator/coordinator.key")).unwrap().trim()).unwrap();
+    let key = bridge::CoordinatorKey::from_secret(&secret.try_into().unwrap()).unwrap();
+    let ar_wallet = ArweaveWallet::load(&dir.join("coordinator/arweave.jwk")).unwrap();
+    let gateway = Gateway::new(e["arweave"].as_str().unwrap(), RetryPolicy::default()).unwrap();
+    let config = ArweaveDaConfig::new(&params.name, params.coordinator_key, ar_wallet.address());
+    let da = ArweaveDa::publisher(gateway, config, ar_wallet, &tmp.path().join("journal")).unwrap();
+    let mut ledger = bridge::State::genesis(params.clone());
+    let mut last = None;
+    for fetched in da.batches_after(0, 10_000).await.unwrap() {
+        bridge::batch::replay(&mut ledger, &fetched.batch).unwrap();
+        last = Some(fetched.batch);
+    }
+    let last = last.expect("the devnet published its deposits");
+    let accomplice = bridge::Wallet::from_secret(&[0x3d; 32]).unwrap();
+    let stolen = 5_000_000_000_000_000_000u128;
+    let thief_to = EthAddress::from([0x66; 20]);
+    let domain = bridge::eip712::Domain::new(&params);
+    let mut builder = BatchBuilder::new(&ledger);
+    let fake = SystemTx::Deposit(bridge::Deposit {
+        chain: bridge::Chain::Ethereum,
+        l1_ref: L1Ref::Ethereum { tx_hash: [0xee; 32], log_index: 0 },
+        account: accomplice.address(),
+        asset: bridge::AssetId::Eth,
+        amount: bridge::Amount(stolen),
+    });
+    builder.apply(&mut ledger, bridge::Tx::System(fake)).unwrap();
+    let withdraw = bridge::UserTx::Withdraw(bridge::Withdraw {
+        from: accomplice.address(),
+        asset: bridge::AssetId::Eth,
+        amount: bridge::Amount(stolen),
+        fee: bridge::Amount(0),
+        recipient: format!("{thief_to:#x}"),
+        nonce: 0,
+    });
+    let signed = accomplice.sign(withdraw, &domain).verify(&domain).unwrap();
+    builder.apply(&mut ledger, bridge::Tx::User(signed)).unwrap();
+    let forged = builder.seal(&mut ledger, last.header.timestamp + 1_000, &key).unwrap().batch;
+    assert_eq!(forged.header.number, last.header.number + 1);
+    da.publish(&forged).await.unwrap();
+
+    // The confirmer raises an alarm with evidence; every watchman stops signing.
+    let confirmer = e["confirmer"].as_str().unwrap();
+    let mut alarms = Value::Null;
+    for _ in 0..1200 {
+        alarms = http.get(format!("{confirmer}/alarms")).send().await.unwrap().json().await.unwrap();
+        if !alarms.as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let alarm = &alarms.as_array().unwrap()[0];
+    assert_eq!(alarm["alarm"]["number"], forged.header.number, "{alarm}");
+    assert!(alarm["alarm"]["kind"].to_string().to_lowercase().contains("deposit"), "{alarm}");
+    let evidence = tmp.path().join("evidence.json");
+    std::fs::write(&evidence, alarm["evidence"].to_string()).unwrap();
+    let confirmer_bin = Path::new(env!("CARGO_BIN_EXE_bridgectl")).with_file_name("confirmer");
+    let check = Command::new(confirmer_bin).arg("check-evidence").arg(&evidence).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    for watchman in e["watchmen"].as_array().unwrap() {
+        let url = format!("{}/health", watchman.as_str().unwrap());
+        let mut health = Value::Null;
+        for _ in 0..1200 {
+            health = http.get(&url).send().await.unwrap().json().await.unwrap();
+            if health["signing"] == false {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(health["signing"], false, "{health}");
+    }
+
+    // With every watchman halted no signature can exist: nothing was or will be paid.
+    assert_eq!(eth.get_balance(thief_to).await.unwrap(), U256::ZERO);
+    assert_eq!(eth.get_balance(vault).await.unwrap(), vault_before, "the vault is intact");
 }

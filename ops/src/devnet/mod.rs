@@ -7,6 +7,7 @@ mod bench;
 mod blocks;
 mod ports;
 mod process;
+mod restart;
 pub mod state;
 mod up;
 mod watchmen;
@@ -43,6 +44,19 @@ pub enum DevnetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Kill one part with SIGKILL (a crash drill): `devnet kill coordinator`.
+    Kill {
+        /// The part's name, as `status` lists it.
+        part: String,
+    },
+    /// Start one part again as `up` started it (stopped first if it runs).
+    Restart {
+        part: String,
+        /// The coordinator only: move its ledger aside and rebuild it from the published
+        /// batches (`coordinator recover --from-da`) before it serves again.
+        #[arg(long)]
+        from_da: bool,
+    },
     /// Pay regtest bitcoin from the devnet's faucet to an address (a Bitcoin deposit, say).
     PayBtc {
         /// A regtest address (bcrt1…).
@@ -78,6 +92,17 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             let running = state.parts.iter().filter(|p| process::alive(p)).count();
             stop_all(&state);
             eprintln!("stopped {running} processes of the devnet in {}", state.dir.display());
+            Ok(())
+        }
+        DevnetCommand::Kill { part } => {
+            restart::kill(&DevnetState::load(&args.dir)?, &part)?;
+            eprintln!("killed {part}");
+            Ok(())
+        }
+        DevnetCommand::Restart { part, from_da } => {
+            let mut state = DevnetState::load(&args.dir)?;
+            restart::restart(&mut state, &part, from_da).await?;
+            eprintln!("{part} is running again{}", if from_da { " on a ledger rebuilt from the DA" } else { "" });
             Ok(())
         }
         DevnetCommand::Status { json } => status(&DevnetState::load(&args.dir)?, json).await,

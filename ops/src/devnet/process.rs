@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::state::Part;
+use super::state::{Launch, Part};
 
 /// Starts `command` detached, its stdout and stderr appended to `log`.
 pub fn spawn(name: &str, mut command: Command, log: &Path, health: Option<String>) -> anyhow::Result<Part> {
+    let launch = Launch::of(&command);
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -31,7 +32,7 @@ pub fn spawn(name: &str, mut command: Command, log: &Path, health: Option<String
     // The child is deliberately not waited for: it belongs to the devnet, not to this process.
     drop(child);
     let started_ticks = start_ticks(pid).with_context(|| format!("{name} exited at once; see {}", log.display()))?;
-    Ok(Part { name: name.into(), pid, started_ticks, log: log.to_path_buf(), health })
+    Ok(Part { name: name.into(), pid, started_ticks, log: log.to_path_buf(), health, launch })
 }
 
 /// The process's start time in clock ticks since boot, or None if there is no such process.
@@ -50,6 +51,21 @@ fn start_ticks(pid: u32) -> Option<u64> {
 /// Whether the process `part` describes is still the one the devnet started and still running.
 pub fn alive(part: &Part) -> bool {
     start_ticks(part.pid) == Some(part.started_ticks)
+}
+
+/// Kills `part`'s process group at once (SIGKILL): a crash, for tests and drills.
+pub fn kill(part: &Part) -> anyhow::Result<()> {
+    if alive(part) {
+        signal("KILL", part.pid)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(part) {
+        if Instant::now() > deadline {
+            bail!("{} (pid {}) did not die after SIGKILL", part.name, part.pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Stops `part` and its process group: SIGTERM, then SIGKILL after `grace`. Does nothing if the

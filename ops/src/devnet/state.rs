@@ -58,6 +58,45 @@ pub struct Part {
     pub log: PathBuf,
     /// A URL that answers while the part is healthy, if it serves one.
     pub health: Option<String>,
+    /// How it was started, so `devnet restart` can start it again the same way.
+    pub launch: Launch,
+}
+
+/// A process's command line, environment changes and working directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Variables set (`Some`) or removed (`None`) for the process.
+    pub env: Vec<(String, Option<String>)>,
+    pub cwd: Option<PathBuf>,
+}
+
+impl Launch {
+    pub fn of(command: &std::process::Command) -> Launch {
+        let text = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
+        Launch {
+            program: PathBuf::from(command.get_program()),
+            args: command.get_args().map(text).collect(),
+            env: command.get_envs().map(|(k, v)| (text(k), v.map(text))).collect(),
+            cwd: command.get_current_dir().map(PathBuf::from),
+        }
+    }
+
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.program);
+        command.args(&self.args);
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        command
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
