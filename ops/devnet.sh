@@ -5,5 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
-cargo build --manifest-path "$root/Cargo.toml" --workspace --bins --locked --quiet
+bash "$root/ops/system-deps.sh"
+echo "building the workspace (the first time takes a while)…" >&2
+cargo build --manifest-path "$root/Cargo.toml" --workspace --bins --locked
 exec "$target/debug/bridgectl" devnet "$@"

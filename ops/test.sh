@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command: installs the pinned npm tools the tests drive, then runs every test of the
-# workspace (doc tests, then all other tests in parallel with cargo-nextest).
+# The test command: installs what is missing (Debian packages, the pinned npm tools the tests
+# drive), then runs every test of the workspace (doc tests, then all other tests in parallel
+# with cargo-nextest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash ops/system-deps.sh
 bash ops/tools/install.sh
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest…" >&2
