@@ -18,9 +18,9 @@ use alloy::providers::{Provider, ProviderBuilder};
 use serde_json::Value;
 
 /// A user command (`withdraw`, `balance`, …) against the devnet in `dir`, as its demo user.
-fn user(dir: &Path, command: &str) -> Command {
+fn user(dir: &Path, command: &[&str]) -> Command {
     let mut user = Command::new(env!("CARGO_BIN_EXE_bridgectl"));
-    user.env("BRIDGE_PASSPHRASE", "devnet").env_remove("DATABASE_URL").arg(command).arg("--devnet").arg(dir);
+    user.env("BRIDGE_PASSPHRASE", "devnet").env_remove("DATABASE_URL").args(command).arg("--devnet").arg(dir);
     user
 }
 
@@ -41,12 +41,32 @@ fn ok(output: Output, what: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// Stops the devnet however the test ends.
-struct Down(PathBuf);
+/// A devnet of this test's own (free ports, a temporary directory), stopped however the test
+/// ends.
+struct Devnet {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    /// Its `devnet.json`.
+    state: Value,
+}
 
-impl Drop for Down {
+impl Devnet {
+    fn up() -> Devnet {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("devnet");
+        let up = devnet(&dir).arg("up").arg("--free-ports").output().unwrap();
+        if !up.status.success() {
+            let _ = devnet(&dir).arg("down").output();
+            panic!("devnet up failed:\n{}\n{}", String::from_utf8_lossy(&up.stderr), logs(&dir));
+        }
+        let state = serde_json::from_slice(&std::fs::read(dir.join("devnet.json")).unwrap()).unwrap();
+        Devnet { tmp, dir, state }
+    }
+}
+
+impl Drop for Devnet {
     fn drop(&mut self) {
-        let _ = devnet(&self.0).arg("down").output();
+        let _ = devnet(&self.dir).arg("down").output();
     }
 }
 
@@ -86,9 +106,36 @@ fn peer_id(dir: &Path, i: usize) -> String {
     roster.watchmen[i].peer_id.clone()
 }
 
+/// Solvency on both chains for every asset: each of `watchmen`'s own check (against its nodes)
+/// reports no shortfall for ETH, the token and BTC.
+async fn solvent(watchmen: &[&str], token: EthAddress) {
+    let http = reqwest::Client::new();
+    let assets = ["eth:eth".to_owned(), format!("eth:{token:#x}"), "btc:btc".to_owned()]; // lowercase, as compared
+    let zero = |metrics: &str, asset: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("bridge_solvency_shortfall")
+                && l.to_lowercase().contains(&format!("asset=\"{asset}\""))
+                && l.ends_with(" 0")
+        })
+    };
+    for watchman in watchmen {
+        let mut seen = String::new();
+        for _ in 0..300 {
+            seen = http.get(format!("{watchman}/metrics")).send().await.unwrap().text().await.unwrap();
+            if assets.iter().all(|a| zero(&seen, a)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        for asset in &assets {
+            assert!(zero(&seen, asset), "{watchman}: no zero shortfall for {asset}:\n{seen}");
+        }
+    }
+}
+
 /// A withdrawal through the CLI, waited for until paid on L1; its stage report.
 fn withdraw(dir: &Path, wallet: &Path, asset: &str, amount: &str, fee: &str, to: &str) -> Value {
-    let output = user(dir, "withdraw")
+    let output = user(dir, &["withdraw"])
         .arg("--wallet")
         .arg(wallet)
         .args([
@@ -119,14 +166,8 @@ fn withdraw(dir: &Path, wallet: &Path, asset: &str, amount: &str, fee: &str, to:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("devnet");
-    let _down = Down(dir.clone());
-    let up = devnet(&dir).arg("up").arg("--free-ports").output().unwrap();
-    if !up.status.success() {
-        panic!("devnet up failed:\n{}\n{}", String::from_utf8_lossy(&up.stderr), logs(&dir));
-    }
-    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("devnet.json")).unwrap()).unwrap();
+    let devnet_up = Devnet::up();
+    let (dir, state) = (devnet_up.dir.clone(), devnet_up.state.clone());
     let e = &state["endpoints"];
     let alice = PathBuf::from(state["demo_wallets"][0]["file"].as_str().unwrap());
     let bob_address = state["demo_wallets"][1]["address"].as_str().unwrap().to_owned();
@@ -136,9 +177,37 @@ async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
     let vault_eth_before = eth.get_balance(vault).await.unwrap();
     assert_eq!(vault_eth_before, U256::from(10u64) * U256::from(10u64).pow(U256::from(18u64)), "alice's deposit");
 
+    // Bob deposits ETH and the token himself through the CLI (from his own key on L1); each
+    // command waits until the coordinator credits it.
+    let bob = dir.join("wallets/bob.wallet");
+    ok(
+        user(&dir, &["deposit", "eth"])
+            .args(["--amount", "1000000000000000000"])
+            .arg("--wallet")
+            .arg(&bob)
+            .output()
+            .unwrap(),
+        "deposit eth",
+    );
+    ok(
+        user(&dir, &["deposit", "erc20"])
+            .args(["--amount", "10000000000000000000"])
+            .arg("--wallet")
+            .arg(&bob)
+            .output()
+            .unwrap(),
+        "deposit erc20",
+    );
+    let bob_balance = ok(user(&dir, &["balance"]).arg("--wallet").arg(&bob).arg("--json").output().unwrap(), "balance");
+    assert!(
+        bob_balance.contains("1000000000000000000") && bob_balance.contains("10000000000000000000"),
+        "{bob_balance}"
+    );
+    let vault_eth_before = vault_eth_before + U256::from(1_000_000_000_000_000_000u128);
+
     // A transfer to bob, hard-final on the confirmer.
     let transfer = ok(
-        user(&dir, "transfer")
+        user(&dir, &["transfer"])
             .arg("--wallet")
             .arg(&alice)
             .args(["--asset", "eth:ETH", "--amount", "1000", "--fee", "0", "--to", &bob_address, "--json"])
@@ -164,7 +233,11 @@ async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
     withdraw(&dir, &alice, &format!("eth:{token:#x}"), "7000000000000000000", "0", &format!("{token_to:#x}"));
     let erc20 = contracts::TestToken::new(token, eth.clone());
     assert_eq!(erc20.balanceOf(token_to).call().await.unwrap(), U256::from(7_000_000_000_000_000_000u128));
-    assert_eq!(erc20.balanceOf(vault).call().await.unwrap(), U256::from(93_000_000_000_000_000_000u128));
+    assert_eq!(
+        erc20.balanceOf(vault).call().await.unwrap(),
+        U256::from(103_000_000_000_000_000_000u128),
+        "100 + 10 - 7"
+    );
 
     // BTC to a fresh Taproot address: the payout pays exactly the amount.
     let btc_to = {
@@ -191,7 +264,7 @@ async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
 
     // Balances on the bridge: what alice had, less what left.
     let balance: Value = serde_json::from_str(&ok(
-        user(&dir, "balance").arg("--wallet").arg(&alice).arg("--json").output().unwrap(),
+        user(&dir, &["balance"]).arg("--wallet").arg(&alice).arg("--json").output().unwrap(),
         "balance",
     ))
     .unwrap();
@@ -243,32 +316,8 @@ async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
     });
     assert!(named, "the bad watchman {bad_peer} is named in a log:\n{}", logs(&dir));
 
-    // Solvency on both chains for every asset: each living watchman's own check (against its
-    // nodes) reports no shortfall for ETH, the token and BTC.
-    let assets = ["eth:eth".to_owned(), format!("eth:{token:#x}"), "btc:btc".to_owned()]; // lowercase, as compared
-    for watchman in &living {
-        let mut seen = String::new();
-        for _ in 0..300 {
-            seen = http.get(format!("{watchman}/metrics")).send().await.unwrap().text().await.unwrap();
-            let zero = |asset: &str| {
-                seen.lines().any(|l| {
-                    l.starts_with("bridge_solvency_shortfall")
-                        && l.to_lowercase().contains(&format!("asset=\"{asset}\""))
-                        && l.ends_with(" 0")
-                })
-            };
-            if assets.iter().all(|a| zero(a)) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        for asset in &assets {
-            assert!(
-                seen.lines().any(|l| l.to_lowercase().contains(&format!("asset=\"{asset}\"")) && l.ends_with(" 0")),
-                "{watchman}: no zero shortfall for {asset}:\n{seen}"
-            );
-        }
-    }
+    // Solvency on both chains for every asset, as every living watchman sees it.
+    solvent(&living, token).await;
 
     // Every part but the two killed is up, no watchman stopped signing, no alarm.
     let status: Value =
@@ -402,14 +451,8 @@ async fn until_hard_final(http: &reqwest::Client, e: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_under_load_then_replaced_from_the_da_loses_nothing_and_pays_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("devnet");
-    let _down = Down(dir.clone());
-    let up = devnet(&dir).arg("up").arg("--free-ports").output().unwrap();
-    if !up.status.success() {
-        panic!("devnet up failed:\n{}\n{}", String::from_utf8_lossy(&up.stderr), logs(&dir));
-    }
-    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("devnet.json")).unwrap()).unwrap();
+    let devnet_up = Devnet::up();
+    let (dir, state) = (devnet_up.dir.clone(), devnet_up.state.clone());
     let e = state["endpoints"].clone();
     let coordinator = e["coordinator"].as_str().unwrap().to_owned();
     let params: bridge::NetworkParams =
@@ -483,6 +526,8 @@ async fn a_coordinator_killed_under_load_then_replaced_from_the_da_loses_nothing
     let alarms: Value =
         http.get(format!("{}/alarms", e["confirmer"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
     assert_eq!(alarms.as_array().map(Vec::len).unwrap_or(0), 0, "{alarms}");
+    let watchmen: Vec<&str> = e["watchmen"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    solvent(&watchmen, e["erc20"].as_str().unwrap().parse().unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,14 +537,8 @@ async fn a_withdrawal_the_coordinator_forges_is_not_paid_and_raises_an_alarm() {
     use chains::arweave::{ArweaveWallet, Gateway, RetryPolicy};
     use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability};
 
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("devnet");
-    let _down = Down(dir.clone());
-    let up = devnet(&dir).arg("up").arg("--free-ports").output().unwrap();
-    if !up.status.success() {
-        panic!("devnet up failed:\n{}\n{}", String::from_utf8_lossy(&up.stderr), logs(&dir));
-    }
-    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("devnet.json")).unwrap()).unwrap();
+    let devnet_up = Devnet::up();
+    let (tmp, dir, state) = (&devnet_up.tmp, devnet_up.dir.clone(), devnet_up.state.clone());
     let e = state["endpoints"].clone();
     let http = reqwest::Client::new();
     let eth = ProviderBuilder::new().connect_http(e["eth_rpc"].as_str().unwrap().parse().unwrap());
@@ -509,6 +548,21 @@ async fn a_withdrawal_the_coordinator_forges_is_not_paid_and_raises_an_alarm() {
     // The coordinator turns thief: once its honest batches are final it stops serving and, with
     // its own key and Arweave wallet, publishes the next batch: a deposit that never happened,
     // credited to its accomplice, and the accomplice's withdrawal of it.
+    let alice = state["demo_wallets"][0]["address"].as_str().unwrap();
+    for _ in 0..1200 {
+        let account: Value = http
+            .get(format!("{}/accounts/{alice}", e["confirmer"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if account["hard_final"] == true && account["balances"].as_array().is_some_and(|b| b.len() == 3) {
+            break; // alice's three deposits are hard-final: the coordinator has sealed them
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     until_hard_final(&http, &e).await;
     ok(devnet(&dir).args(["kill", "coordinator"]).output().unwrap(), "devnet kill coordinator");
     let params: bridge::NetworkParams =
@@ -587,4 +641,6 @@ async fn a_withdrawal_the_coordinator_forges_is_not_paid_and_raises_an_alarm() {
     // With every watchman halted no signature can exist: nothing was or will be paid.
     assert_eq!(eth.get_balance(thief_to).await.unwrap(), U256::ZERO);
     assert_eq!(eth.get_balance(vault).await.unwrap(), vault_before, "the vault is intact");
+    let watchmen: Vec<&str> = e["watchmen"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    solvent(&watchmen, e["erc20"].as_str().unwrap().parse().unwrap()).await;
 }

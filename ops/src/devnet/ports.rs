@@ -24,7 +24,19 @@ impl Ports {
         let ports = if free {
             let mut taken = Vec::new();
             let mut next = || -> anyhow::Result<u16> {
-                // Held open until all are chosen, so no two parts get the same port.
+                // Random ports below Linux's ephemeral range (32768–60999): what other programs
+                // get from "any free port" never lands there, so a port chosen here is not taken
+                // by them in the seconds before its part starts. Held open until all are chosen,
+                // so no two parts get the same one.
+                use bitcoin::secp256k1::rand::Rng;
+                let mut rng = bitcoin::secp256k1::rand::thread_rng();
+                for _ in 0..1_000 {
+                    if let Ok(listener) = TcpListener::bind(("127.0.0.1", rng.gen_range(20_000..32_000))) {
+                        let port = listener.local_addr()?.port();
+                        taken.push(listener);
+                        return Ok(port);
+                    }
+                }
                 let listener = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
                 let port = listener.local_addr()?.port();
                 taken.push(listener);
