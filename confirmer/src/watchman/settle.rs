@@ -92,10 +92,16 @@ impl EthSettlement {
                     .first()
                     .and_then(|s| EvmSchnorrSignature::from_bip340(&s.signature))
                     .ok_or(SettleError::BadSignature { batch })?;
+                let started = std::time::Instant::now();
                 self.submitter.submit_root(batch, root, &signature).await.map_err(vault)?;
+                metrics::histogram!("watchman_eth_submission_seconds", "call" => "submitWithdrawals")
+                    .record(started.elapsed().as_secs_f64());
                 true
             };
+            let started = std::time::Instant::now();
             let payment = self.submitter.pay(tree).await.map_err(vault)?;
+            metrics::histogram!("watchman_eth_submission_seconds", "call" => "withdrawMany")
+                .record(started.elapsed().as_secs_f64());
             if !payment.deferred.is_empty() {
                 // Over a cap: what fit is paid; the rest (and later batches, in order) wait
                 // for the cap to refill and are retried at the next turn.
