@@ -24,6 +24,15 @@ pub enum KeyPath {
 }
 
 impl KeyPath {
+    /// The key a Taproot input is spent with, from the script-tree root its output committed
+    /// to: none for the vault's own outputs, an account's root for its deposit address.
+    pub fn of_merkle_root(merkle_root: Option<[u8; 32]>) -> KeyPath {
+        match merkle_root {
+            Some(merkle_root) => KeyPath::Account { merkle_root },
+            None => KeyPath::Vault,
+        }
+    }
+
     pub(crate) fn merkle_root(&self) -> Option<&[u8]> {
         match self {
             KeyPath::Vault => None,

@@ -128,10 +128,7 @@ impl Watchmen {
             .zip(&unsigned.merkle_roots)
             .map(|(sighash, root)| SigningRequest {
                 message: sighash.to_vec(),
-                key_path: match root {
-                    Some(merkle_root) => KeyPath::Account { merkle_root: *merkle_root },
-                    None => KeyPath::Vault,
-                },
+                key_path: KeyPath::of_merkle_root(*root),
                 context: SigningContext {
                     chain: "bitcoin".into(),
                     batch: None,

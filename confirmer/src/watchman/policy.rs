@@ -135,11 +135,7 @@ impl ReplayPolicy {
                 unsigned.tx.compute_txid()
             ));
         }
-        let expected_path = match root {
-            Some(merkle_root) => KeyPath::Account { merkle_root: *merkle_root },
-            None => KeyPath::Vault,
-        };
-        if request.key_path != expected_path {
+        if request.key_path != KeyPath::of_merkle_root(*root) {
             return Err(format!("input {} of payout plan {} is not spent with that key", which.input, plan.id));
         }
         Ok(())
