@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "bridgectl", version, about = "Key ceremonies for watchmen (more commands follow: devnet, wallet).")]
+#[command(
+    name = "bridgectl",
+    version,
+    about = "The bridge's command line: your wallet (deposit, transfer, withdraw, balance, tx), the watchmen's key ceremonies, and the local devnet."
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
