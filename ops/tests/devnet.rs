@@ -205,20 +205,22 @@ async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
     );
     let vault_eth_before = vault_eth_before + U256::from(1_000_000_000_000_000_000u128);
 
-    // A transfer to bob, hard-final on the confirmer.
-    let transfer = ok(
-        user(&dir, &["transfer"])
-            .arg("--wallet")
-            .arg(&alice)
-            .args(["--asset", "eth:ETH", "--amount", "1000", "--fee", "0", "--to", &bob_address, "--json"])
-            .output()
-            .unwrap(),
-        "transfer",
-    );
-    let transfer: Value = serde_json::from_str(&transfer).unwrap();
-    let stages: Vec<&str> =
-        transfer["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert!(stages.contains(&"hard-final"), "{transfer}");
+    // Transfers of each asset to bob, each followed to hard finality on the confirmer.
+    for (asset, amount, fee) in [("eth", "1000", "0"), ("erc20", "1000000000000000000", "0"), ("btc", "1000", "2150")] {
+        let transfer = ok(
+            user(&dir, &["transfer"])
+                .arg("--wallet")
+                .arg(&alice)
+                .args(["--asset", asset, "--amount", amount, "--fee", fee, "--to", &bob_address, "--json"])
+                .output()
+                .unwrap(),
+            "transfer",
+        );
+        let transfer: Value = serde_json::from_str(&transfer).unwrap();
+        let stages: Vec<&str> =
+            transfer["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+        assert_eq!(stages, ["accepted", "batched", "published", "hard-final"], "{transfer}");
+    }
 
     // ETH to a fresh address: paid exactly.
     let eth_to = EthAddress::from([0x51; 20]);
@@ -270,7 +272,12 @@ async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
     .unwrap();
     let text = balance.to_string();
     assert!(text.contains("7999999999999999000"), "10 ETH - 2 ETH - 1000 wei: {balance}");
-    assert!(text.contains("74995000"), "1 BTC - 0.25 BTC - 5000 sat: {balance}");
+    assert!(text.contains("74991850"), "1 BTC - 0.25 BTC - 5000 sat fee - 1000 sat - 2150 sat fee: {balance}");
+    assert!(text.contains("92000000000000000000"), "100 tokens - 7 - 1: {balance}");
+    let bob_balance = ok(user(&dir, &["balance"]).arg("--wallet").arg(&bob).arg("--json").output().unwrap(), "balance");
+    for credited in ["1000000000000001000", "11000000000000000000", "\"1000\""] {
+        assert!(bob_balance.contains(credited), "bob's deposits and transfers: {credited} in {bob_balance}");
+    }
 
     // Two of the five watchmen die (SIGKILL): three still sign, the withdrawal is still paid.
     for victim in ["watchman-3", "watchman-4"] {
