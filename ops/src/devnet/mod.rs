@@ -194,16 +194,6 @@ struct Status {
 
 async fn status(state: &DevnetState, json: bool) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    let mut parts = Vec::new();
-    for part in &state.parts {
-        let running = process::alive(part);
-        let healthy = match &part.health {
-            Some(url) if running => Some(process::http_ok(&http, url).await),
-            Some(_) => Some(false),
-            None => None,
-        };
-        parts.push(PartStatus { name: part.name.clone(), pid: part.pid, running, healthy, log: part.log.clone() });
-    }
     let e = &state.endpoints;
     let get_json =
         async |url: String| -> Option<serde_json::Value> { http.get(url).send().await.ok()?.json().await.ok() };
@@ -218,6 +208,19 @@ async fn status(state: &DevnetState, json: bool) -> anyhow::Result<()> {
     };
     let btc_height =
         chains::bitcoin::CoreRpc::new(&e.btc_rpc, &e.btc_rpc_user, &e.btc_rpc_password).block_count().await.ok();
+    let mut parts = Vec::new();
+    for part in &state.parts {
+        let running = process::alive(part);
+        let healthy = match (&part.health, part.name.as_str()) {
+            (Some(url), _) if running => Some(process::http_ok(&http, url).await),
+            (Some(_), _) => Some(false),
+            // The chain nodes answer JSON-RPC: healthy when they told their height above.
+            (None, "anvil") => Some(eth_block.is_some()),
+            (None, "bitcoin-regtest") => Some(btc_height.is_some()),
+            (None, _) => None,
+        };
+        parts.push(PartStatus { name: part.name.clone(), pid: part.pid, running, healthy, log: part.log.clone() });
+    }
     let report = Status { dir: state.dir.clone(), parts, coordinator, confirmer, eth_block, btc_height };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
