@@ -41,11 +41,17 @@ pub struct Domain {
 
 impl Domain {
     pub fn new(params: &NetworkParams) -> Self {
+        Self::of_vault(params.chain_id, params.eth_vault)
+    }
+
+    /// The domain of the network with this EIP-712 `chain_id` and vault: all it depends on, so
+    /// a wallet that knows only these two (from a coordinator's `/info`) signs the same way.
+    pub fn of_vault(chain_id: u64, eth_vault: crate::Address) -> Self {
         let domain = Eip712Domain::new(
             Some(EIP712_NAME.into()),
             Some(EIP712_VERSION.into()),
-            Some(U256::from(params.chain_id)),
-            Some(params.eth_vault.into()),
+            Some(U256::from(chain_id)),
+            Some(eth_vault.into()),
             None,
         );
         let separator = domain.hash_struct().0;

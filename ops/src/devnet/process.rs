@@ -95,8 +95,9 @@ pub fn stop(part: &Part, grace: Duration) -> anyhow::Result<()> {
 
 /// Signals the whole process group `pid` leads (each part is the leader of its own group).
 fn signal(name: &str, pid: u32) -> anyhow::Result<()> {
-    // `kill` from procps/util-linux: no unsafe FFI here for one system call.
-    let status = Command::new("kill")
+    // `kill` from procps/util-linux: no unsafe FFI here for one system call. Its exit status is
+    // not looked at: a group that vanished between the check and the signal is not an error.
+    Command::new("kill")
         .arg(format!("-{name}"))
         .arg("--")
         .arg(format!("-{pid}"))
@@ -104,8 +105,6 @@ fn signal(name: &str, pid: u32) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .status()
         .context("cannot run `kill`")?;
-    // A group that vanished between the check and the signal is not an error.
-    let _ = status;
     Ok(())
 }
 

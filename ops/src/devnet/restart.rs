@@ -3,7 +3,7 @@
 //! would after losing its machine: its ledger moved aside, a new one rebuilt from the published
 //! batches alone (`coordinator recover --from-da`), then served from.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -70,7 +70,7 @@ fn recover_coordinator(state: &DevnetState, launch: &super::state::Launch) -> an
         "coordinator recover --from-da failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let log = Path::new(&state.dir).join("logs/coordinator-recover.log");
+    let log = state.dir.join("logs/coordinator-recover.log");
     std::fs::write(&log, [output.stdout, output.stderr].concat())
         .with_context(|| format!("cannot write {}", log.display()))?;
     Ok(())

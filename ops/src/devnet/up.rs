@@ -22,8 +22,6 @@ use super::watchmen::{self, Ceremony};
 const READY: Duration = Duration::from_secs(60);
 /// The devnet's demo wallets' passphrase (printed: a devnet holds no real money).
 pub const DEMO_PASSPHRASE: &str = "devnet";
-/// The kind tag of an encrypted wallet file (shared with `bridgectl wallet`).
-pub const WALLET_KIND: &str = "bridge-wallet";
 /// Anvil's first default account: deploys the vault and the test token.
 const DEPLOYER_KEY: &str = contracts::ANVIL_KEY_0;
 /// Anvil's second default account: the vault's guardian, which watchmen use to pause it.
@@ -421,10 +419,10 @@ async fn fund_demo_accounts(
     let http = reqwest::Client::new();
     let vault_address: EthAddress = e.eth_vault.parse()?;
     for name in ["alice", "bob"] {
-        let secret = random_bytes::<32>();
-        let wallet = bridge::Wallet::from_secret(&secret).map_err(|_| anyhow::anyhow!("a random key was not a key"))?;
+        // The same wallet file `bridgectl wallet new` writes.
+        let secret = crate::wallet::file::random_secret();
         let file = state.dir.join(format!("wallets/{name}.wallet"));
-        tss::keystore::seal(&file, WALLET_KIND, &secret, &passphrase, tss::keystore::KdfParams::default())?;
+        let wallet = crate::wallet::file::create(&file, &secret, &passphrase)?;
         let address = wallet.address();
         let account = contracts::to_alloy(address);
         state.demo_wallets.push(DemoWallet { name: name.into(), address: address.to_string(), file });

@@ -5,7 +5,7 @@
 
 mod deposit;
 mod endpoints;
-mod file;
+pub(crate) mod file;
 mod l1;
 mod network;
 mod send;

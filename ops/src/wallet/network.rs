@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use anyhow::{anyhow, bail};
 use bridge::eip712::Domain;
-use bridge::{Address, Amount, AssetId, BtcNetwork, NetworkParams};
+use bridge::{Address, Amount, AssetId, BtcNetwork};
 use coordinator::api::views::Info;
 
 use super::endpoints::Api;
@@ -37,19 +37,9 @@ impl Network {
         Ok(Network { chain_id: info.chain_id, eth_vault, btc_network, fees })
     }
 
-    /// The EIP-712 domain users sign under. It depends on the chain id and the vault only; the
-    /// other parameters are placeholders that `Domain::new` does not read.
+    /// The EIP-712 domain users sign under.
     pub fn domain(&self) -> Domain {
-        Domain::new(&NetworkParams {
-            name: String::new(),
-            chain_id: self.chain_id,
-            eth_vault: self.eth_vault,
-            btc_network: self.btc_network,
-            btc_vault: None,
-            coordinator_key: [0; 32],
-            fee_account: Address::ZERO,
-            assets: Vec::new(),
-        })
+        Domain::of_vault(self.chain_id, self.eth_vault)
     }
 
     /// The least fee of `asset`, or an error naming the assets the network takes.
