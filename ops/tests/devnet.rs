@@ -442,18 +442,37 @@ async fn info(http: &reqwest::Client, url: &str) -> Value {
     http.get(format!("{url}/info")).send().await.unwrap().json().await.unwrap()
 }
 
+/// Asks `probe` every 100 ms until `done` says yes, for at most two minutes; returns what it
+/// saw last (the caller asserts on it, so a timeout fails with the evidence).
+async fn poll<T>(mut probe: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let mut seen = probe().await;
+    for _ in 0..1200 {
+        if done(&seen) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        seen = probe().await;
+    }
+    seen
+}
+
 /// Waits until the confirmer has made the coordinator's latest batch hard-final.
 async fn until_hard_final(http: &reqwest::Client, e: &Value) -> u64 {
     let (coordinator, confirmer) = (e["coordinator"].as_str().unwrap(), e["confirmer"].as_str().unwrap());
-    for _ in 0..1200 {
-        let latest = info(http, coordinator).await["latest_batch"]["number"].as_u64().unwrap();
-        let status: Value = http.get(format!("{confirmer}/status")).send().await.unwrap().json().await.unwrap();
-        if latest > 0 && status["hard_final"].as_u64() == Some(latest) {
-            return latest;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the confirmer never caught up with the coordinator");
+    let (latest, hard_final) = poll(
+        async || {
+            let latest = info(http, coordinator).await["latest_batch"]["number"].as_u64().unwrap();
+            let status: Value = http.get(format!("{confirmer}/status")).send().await.unwrap().json().await.unwrap();
+            (latest, status["hard_final"].as_u64())
+        },
+        |(latest, hard_final)| *latest > 0 && *hard_final == Some(*latest),
+    )
+    .await;
+    assert!(
+        latest > 0 && hard_final == Some(latest),
+        "the confirmer never caught up with the coordinator (batch {latest}, hard-final {hard_final:?})"
+    );
+    latest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,12 +520,7 @@ async fn a_coordinator_killed_under_load_then_replaced_from_the_da_loses_nothing
     // Everything published becomes hard-final, and the watchmen pay each withdrawal once.
     until_hard_final(&http, &e).await;
     let owed = U256::from(withdrawals * WITHDRAWAL);
-    for _ in 0..1200 {
-        if eth.get_balance(recipient).await.unwrap() >= owed {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    poll(async || eth.get_balance(recipient).await.unwrap(), |paid| *paid >= owed).await;
     assert_eq!(eth.get_balance(recipient).await.unwrap(), owed, "{withdrawals} withdrawals, each paid once");
     let root_before = info(&http, &coordinator).await["latest_batch"]["state_root"].clone();
 
@@ -556,20 +570,15 @@ async fn a_withdrawal_the_coordinator_forges_is_not_paid_and_raises_an_alarm() {
     // its own key and Arweave wallet, publishes the next batch: a deposit that never happened,
     // credited to its accomplice, and the accomplice's withdrawal of it.
     let alice = state["demo_wallets"][0]["address"].as_str().unwrap();
-    for _ in 0..1200 {
-        let account: Value = http
-            .get(format!("{}/accounts/{alice}", e["confirmer"].as_str().unwrap()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if account["hard_final"] == true && account["balances"].as_array().is_some_and(|b| b.len() == 3) {
-            break; // alice's three deposits are hard-final: the coordinator has sealed them
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    // Alice's three deposits hard-final: the coordinator has sealed them.
+    let confirmer = e["confirmer"].as_str().unwrap();
+    poll(
+        async || -> Value {
+            http.get(format!("{confirmer}/accounts/{alice}")).send().await.unwrap().json().await.unwrap()
+        },
+        |account| account["hard_final"] == true && account["balances"].as_array().is_some_and(|b| b.len() == 3),
+    )
+    .await;
     until_hard_final(&http, &e).await;
     ok(devnet(&dir).args(["kill", "coordinator"]).output().unwrap(), "devnet kill coordinator");
     let params: bridge::NetworkParams =
@@ -615,15 +624,11 @@ async fn a_withdrawal_the_coordinator_forges_is_not_paid_and_raises_an_alarm() {
     da.publish(&forged).await.unwrap();
 
     // The confirmer raises an alarm with evidence; every watchman stops signing.
-    let confirmer = e["confirmer"].as_str().unwrap();
-    let mut alarms = Value::Null;
-    for _ in 0..1200 {
-        alarms = http.get(format!("{confirmer}/alarms")).send().await.unwrap().json().await.unwrap();
-        if !alarms.as_array().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let alarms = poll(
+        async || -> Value { http.get(format!("{confirmer}/alarms")).send().await.unwrap().json().await.unwrap() },
+        |alarms| !alarms.as_array().unwrap().is_empty(),
+    )
+    .await;
     let alarm = &alarms.as_array().unwrap()[0];
     assert_eq!(alarm["alarm"]["number"], forged.header.number, "{alarm}");
     assert!(alarm["alarm"]["kind"].to_string().to_lowercase().contains("deposit"), "{alarm}");
@@ -634,14 +639,11 @@ async fn a_withdrawal_the_coordinator_forges_is_not_paid_and_raises_an_alarm() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     for watchman in e["watchmen"].as_array().unwrap() {
         let url = format!("{}/health", watchman.as_str().unwrap());
-        let mut health = Value::Null;
-        for _ in 0..1200 {
-            health = http.get(&url).send().await.unwrap().json().await.unwrap();
-            if health["signing"] == false {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let health = poll(
+            async || -> Value { http.get(&url).send().await.unwrap().json().await.unwrap() },
+            |health| health["signing"] == false,
+        )
+        .await;
         assert_eq!(health["signing"], false, "{health}");
     }
 
