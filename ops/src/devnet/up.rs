@@ -249,7 +249,7 @@ async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> any
         .arg("follow")
         .arg("--params")
         .arg(&params_file)
-        .args(["--arweave", &arweave, "--owner", &owner, "--interval-ms", "300"])
+        .args([format!("--arweave={arweave}"), format!("--owner={owner}"), "--interval-ms=300".into()])
         .arg("--database-url")
         .arg(format!("sqlite://{}", dir.join("confirmer/confirmer.db").display()))
         .args(["--listen", &format!("127.0.0.1:{}", ports.confirmer)])
