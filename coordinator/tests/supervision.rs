@@ -2,7 +2,8 @@
 //! watcher talks to anvil through a TCP proxy that the test cuts (new connections refused, open
 //! ones closed) and restores. While cut, `/health` shows the watcher restarting with its error;
 //! once restored, a deposit made meanwhile is credited. A deep reorg (a fatal error) kills the
-//! watcher: `/health` answers 503 and the node reports the death so the binary stops.
+//! watcher: `/health` answers 503 and the node reports the death, and the binary stops. A DA
+//! that files a batch under another number stops the publisher with an error the supervisor sees.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
@@ -13,10 +14,15 @@ use std::time::Instant;
 
 use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
+use chains::da::{DaError, DataAvailability, DirDa, FetchedBatch, Published};
+use chains::task::{Schedule, Supervisor, TaskState};
 use common::*;
 use contracts::from_alloy;
 use contracts::harness::Setup;
 use coordinator::node::{ETH_DEPOSITS, Node};
+use coordinator::publisher::Publisher;
+use coordinator::sequencer::Sequencer;
+use coordinator::store::Store;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -229,4 +235,84 @@ async fn a_deep_reorg_kills_the_watcher_and_health_answers_503() {
     assert_eq!(watcher["state"], "dead", "{watcher}");
     assert!(watcher["last_error"].as_str().unwrap().contains("deeper than the confirmation depth"), "{watcher}");
     node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_watcher_stops_the_coordinator_process() {
+    let setup = Setup::new().await.unwrap();
+    let ledger = ledgers().await.remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("[ethereum]\nrpc = {:?}\ndepth = 2\npoll_ms = 100\n", setup.anvil.url());
+    let path = config_file(dir.path(), &ledger.url, 0, &extra);
+    // The vault deployed on anvil, not the test network's placeholder.
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("eth_vault = \"{}\"", params().eth_vault),
+        &format!("eth_vault = \"{}\"", from_alloy(setup.vault_address())),
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut process = Process::start(&path).await;
+    let account = bridge::Address([0xc1; 20]);
+    deposit(&setup, account, 2_000).await;
+    eventually(60, "the deposit", || async {
+        let body: Value = reqwest::get(format!("{}/accounts/{account}", process.url)).await.ok()?.json().await.ok()?;
+        (body["balances"][0]["amount"] == "2000").then_some(())
+    })
+    .await;
+
+    let _: Value = setup.provider.raw_request("anvil_reorg".into(), (3u64, Vec::<Value>::new())).await.unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), process.child.wait())
+        .await
+        .expect("the coordinator stops by itself once its watcher is dead")
+        .unwrap();
+    assert!(!status.success(), "a dead task is a failure: {status}");
+}
+
+/// A DA that files every batch one number above the one it was given: a DA (or a journal) that
+/// contradicts the ledger.
+struct MisfilingDa(DirDa);
+
+#[async_trait::async_trait]
+impl DataAvailability for MisfilingDa {
+    async fn publish(&self, batch: &bridge::SignedBatch) -> Result<Published, DaError> {
+        let published = self.0.publish(batch).await?;
+        Ok(Published { number: published.number + 1, locator: published.locator })
+    }
+
+    async fn fetch(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
+        self.0.fetch(number).await
+    }
+
+    async fn confirmations(&self, number: u64) -> Result<Option<u64>, DaError> {
+        self.0.confirmations(number).await
+    }
+
+    async fn latest(&self) -> Result<u64, DaError> {
+        self.0.latest().await
+    }
+}
+
+#[tokio::test]
+async fn a_da_that_misfiles_a_batch_stops_the_publisher_with_an_error() {
+    let ledger = ledgers().await.remove(0);
+    let store = Store::open(&ledger.url).await.unwrap();
+    let mut sequencer = Sequencer::recover(store.clone(), params(), key()).await.unwrap();
+    sequencer.submit(vec![common::deposit(wallet(1).address(), 1_000, 1)]).await.unwrap();
+    sequencer.seal(7).await.unwrap().expect("a batch is sealed");
+
+    let da_dir = tempfile::tempdir().unwrap();
+    let da = Arc::new(MisfilingDa(DirDa::open(da_dir.path(), key().public_key()).unwrap()));
+    let supervisor = Supervisor::new();
+    let sealed = Arc::new(tokio::sync::Notify::new());
+    let run = Publisher::new(store.clone(), da).task(sealed);
+    let _publishing = supervisor.spawn("publisher", run, Schedule::every(std::time::Duration::from_millis(100)));
+
+    let failure = tokio::time::timeout(std::time::Duration::from_secs(60), supervisor.failed())
+        .await
+        .expect("the supervisor sees the publisher die");
+    assert_eq!(failure.task, "publisher");
+    assert!(failure.error.contains("filed batch 1 as batch 2"), "{}", failure.error);
+    let health = supervisor.health();
+    assert_eq!(health[0].state, TaskState::Dead, "{health:?}");
+    // The batch stays unpublished in the ledger: nothing was recorded from the wrong answer.
+    assert_eq!(store.publication().await.unwrap().published, 0);
 }
