@@ -165,6 +165,9 @@ pub struct Node {
 pub const ETH_DEPOSITS: &str = "ethereum-deposits";
 pub const BTC_DEPOSITS: &str = "bitcoin-deposits";
 
+/// The longest wait between two tries of a failing publication.
+const PUBLISH_MAX_RETRY: Duration = Duration::from_secs(10);
+
 /// The payout keeper as a supervised task: a node error is retried; the sequencer gone is fatal.
 #[derive(Debug)]
 struct KeeperTask(crate::payouts::PayoutKeeper);
@@ -211,7 +214,10 @@ impl Node {
         })];
         let publisher = Publisher::new(store.clone(), da);
         let retry = Duration::from_millis(config.da.publish_retry_ms);
-        let publishing = supervisor.spawn("publisher", publisher.clone().task(sealed), Schedule::every(retry));
+        // Every user waits on publication for hard finality: a DA that comes back is retried
+        // within 10 s, not the default minute (a gateway answers a retry every 10 s cheaply).
+        let schedule = Schedule { max_retry: PUBLISH_MAX_RETRY.max(retry), ..Schedule::every(retry) };
+        let publishing = supervisor.spawn("publisher", publisher.clone().task(sealed), schedule);
 
         let (sink, source) = deposit_channel(1024);
         let forwarding = handle.clone();
