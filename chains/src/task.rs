@@ -258,7 +258,7 @@ impl TaskReporter {
                     health.attempt
                 });
                 metrics::counter!("bridge_task_restarts_total", "task" => self.task.clone()).increment(1);
-                tracing::warn!(task = %self.task, attempt, error = %why, "task failed; retrying after a backoff");
+                tracing::warn!(task = %self.task, attempt, error = %why, "task failed; retrying");
                 Some(attempt)
             }
             TaskError::Fatal(why) => {
