@@ -10,11 +10,12 @@ use bridge::{Chain, NetworkParams};
 use chains::arweave::{Gateway, RetryPolicy};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
 use chains::ethereum::EthDepositVerifier;
+use chains::task::{Schedule, Supervisor, Task, TaskError};
 use clap::{Parser, Subcommand};
 use confirmer::api::ApiContext;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::evidence::Evidence;
-use confirmer::follower::Follower;
+use confirmer::follower::{FollowError, Follower};
 use confirmer::store::ConfirmerStore;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::RwLock;
@@ -221,24 +222,64 @@ async fn follow(
             .map(|b| chains::bitcoin::CoreRpc::new(b.url.clone(), b.user.clone(), b.password.clone())),
     };
     let follower = Arc::new(RwLock::new(Follower::open(da, store, params, verifiers).await?));
-    let once = serve.is_none();
-    if let Some((listen, coordinator)) = serve {
-        let metrics = PrometheusBuilder::new().install_recorder().ok();
-        let app = confirmer::api::router(ApiContext { follower: follower.clone(), metrics, coordinator });
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-        println!("confirmer listening on http://{}", listener.local_addr()?);
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(%error, "the API server failed");
+    let Some((listen, coordinator)) = serve else {
+        // Once: follow until caught up, print where it stands, stop.
+        let mut follow = Follow { follower: follower.clone(), watch: None, turns: 0, busy: false };
+        loop {
+            match follow.turn().await {
+                Ok(()) if follow.busy => continue,
+                Ok(()) => break,
+                Err(TaskError::Fatal(error)) => anyhow::bail!(error),
+                Err(TaskError::Transient(error)) => tracing::warn!(%error, "following failed; retrying"),
             }
-        });
-    }
-    let mut turn: u64 = 0;
-    loop {
-        turn += 1;
-        if turn % 10 == 1 && !once {
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+        let status = follower.read().await.status();
+        println!(
+            "{}",
+            serde_json::json!({
+                "replayed": status.replayed,
+                "hard_final": status.hard_final,
+                "unverified": status.unverified,
+                "alarms": status.alarms,
+            })
+        );
+        return Ok(());
+    };
+    // Serving: the API and the follower loop run under a supervisor; a failed turn is retried
+    // with backoff (`bridge_task_*` metrics), and the process stops if either dies.
+    let metrics = PrometheusBuilder::new().install_recorder().ok();
+    let app = confirmer::api::router(ApiContext { follower: follower.clone(), metrics, coordinator });
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    println!("confirmer listening on http://{}", listener.local_addr()?);
+    let supervisor = Supervisor::new();
+    supervisor.spawn_essential("api", async move {
+        axum::serve(listener, app).await.map_err(|error| TaskError::fatal(format!("the API server failed: {error}")))
+    });
+    let follow = Follow { follower, watch: Some(watch), turns: 0, busy: false };
+    supervisor.spawn("follow", follow, Schedule::every(Duration::from_millis(interval_ms)));
+    let failure = supervisor.failed().await;
+    anyhow::bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")
+}
+
+/// The follower loop as a supervised task: replays what is new each turn (and checks solvency
+/// every tenth turn, when `watch` is set).
+struct Follow {
+    follower: Arc<RwLock<Follower>>,
+    watch: Option<confirmer::solvency::SolvencyWatch>,
+    turns: u64,
+    /// The last turn replayed something: the next one runs at once.
+    busy: bool,
+}
+
+impl Task for Follow {
+    async fn turn(&mut self) -> Result<(), TaskError> {
+        self.turns += 1;
+        if let Some(watch) = &self.watch
+            && self.turns % 10 == 1
+        {
             // The solvency watch: a shortfall is logged as an error and exported as a gauge.
-            match watch.check(follower.read().await.state()).await {
+            match watch.check(self.follower.read().await.state()).await {
                 Ok(report) => {
                     for short in report.iter().filter(|a| a.shortfall() > 0) {
                         tracing::error!(asset = %short.asset, owed = short.owed, held = short.held, detail = ?short.detail, "solvency shortfall");
@@ -247,39 +288,31 @@ async fn follow(
                 Err(error) => tracing::warn!(%error, "the solvency check failed; retrying"),
             }
         }
-        let stepped = follower.write().await.step(64).await;
-        match stepped {
-            Ok(step) => {
-                let status = follower.read().await.status();
-                if step.replayed > 0 || step.alarm.is_some() {
-                    eprintln!(
-                        "replayed to batch {}, hard-final to batch {}{}",
-                        status.replayed,
-                        status.hard_final,
-                        status.unverified.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
-                    );
-                }
-                if let Some(alarm) = step.alarm {
-                    eprintln!("ALARM at batch {}: {} ({})", alarm.number, alarm.kind, alarm.detail);
-                }
-                if step.replayed == 0 && once {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "replayed": status.replayed,
-                            "hard_final": status.hard_final,
-                            "unverified": status.unverified,
-                            "alarms": status.alarms,
-                        })
-                    );
-                    return Ok(());
-                }
-                if step.replayed > 0 {
-                    continue;
-                }
-            }
-            Err(error) => tracing::warn!(%error, "following failed; retrying"),
+        self.busy = false;
+        let step = self.follower.write().await.step(64).await.map_err(|error| match error {
+            // Its own record does not replay: only deleting the database helps (a human decides).
+            FollowError::OwnRecord { .. } => TaskError::fatal(error),
+            _ => TaskError::transient(error),
+        })?;
+        if step.replayed > 0 || step.alarm.is_some() {
+            let status = self.follower.read().await.status();
+            eprintln!(
+                "replayed to batch {}, hard-final to batch {}{}",
+                status.replayed,
+                status.hard_final,
+                status.unverified.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
+            );
         }
-        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        if let Some(alarm) = step.alarm {
+            eprintln!("ALARM at batch {}: {} ({})", alarm.number, alarm.kind, alarm.detail);
+        }
+        self.busy = step.replayed > 0;
+        Ok(())
+    }
+
+    async fn idle(&mut self, interval: Duration) {
+        if !self.busy {
+            tokio::time::sleep(interval).await;
+        }
     }
 }

@@ -121,6 +121,11 @@ pay = {pay}
         let health: serde_json::Value =
             reqwest::get(format!("http://{listen}/health")).await.unwrap().json().await.unwrap();
         assert_eq!(health["signing"], true, "{health}");
+        // Its loop and its API run under the supervisor, and /health says so.
+        for task in ["watchman", "api"] {
+            let found = health["tasks"].as_array().into_iter().flatten().find(|t| t["task"] == task);
+            assert_eq!(found.map(|t| &t["state"]), Some(&serde_json::json!("running")), "{task}: {health}");
+        }
     }
     let metrics = reqwest::get(format!("http://{}/metrics", listens[0])).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("watchman_btc_payouts_broadcast_total"), "{metrics}");

@@ -6,6 +6,7 @@
 use bridge::batch::ApplyError;
 use bridge::tx::SystemTx;
 use bridge::{Deposit, Tx, TxError};
+use chains::task::{Task, TaskError};
 use tokio::sync::mpsc;
 
 use crate::sequencer::SequencerHandle;
@@ -42,4 +43,42 @@ pub async fn forward_deposits(mut source: DepositSource, sequencer: SequencerHan
         }
     }
     credited
+}
+
+/// The Ethereum deposit watcher as a supervised task: one poll per turn. The node may come back
+/// (transient); a deep reorg, an unreadable vault log or a closed intake does not go away with
+/// another poll (fatal: a human decides, docs/OPERATIONS.md).
+#[derive(Debug)]
+pub struct EthDepositTask(pub chains::ethereum::DepositWatcher);
+
+impl Task for EthDepositTask {
+    async fn turn(&mut self) -> Result<(), TaskError> {
+        match self.0.poll().await {
+            Ok(_) => Ok(()),
+            Err(error @ chains::ethereum::WatchError::Rpc(_)) => Err(TaskError::transient(error)),
+            Err(error) => Err(TaskError::fatal(error)),
+        }
+    }
+}
+
+/// The Bitcoin deposit watcher as a supervised task: takes the accounts that asked for their
+/// deposit address since the last turn, then polls once.
+#[derive(Debug)]
+pub struct BtcDepositTask {
+    pub watcher: chains::bitcoin::DepositWatcher,
+    pub sink: DepositSink,
+    pub accounts: mpsc::Receiver<bridge::Address>,
+}
+
+impl Task for BtcDepositTask {
+    async fn turn(&mut self) -> Result<(), TaskError> {
+        while let Ok(account) = self.accounts.try_recv() {
+            self.watcher.watch(account);
+        }
+        match self.watcher.poll(&self.sink).await {
+            Ok(_) => Ok(()),
+            Err(error @ chains::bitcoin::WatchError::Rpc(_)) => Err(TaskError::transient(error)),
+            Err(error) => Err(TaskError::fatal(error)),
+        }
+    }
 }

@@ -109,10 +109,18 @@ fn init_logging(format: LogFormat, filter: &str) {
 async fn run(config: &Config) -> anyhow::Result<()> {
     let node = Node::start(config).await.context("the coordinator could not start")?;
     println!("coordinator listening on {}", node.url());
-    wait_for_signal().await;
+    // A dead background task stops the process (after the same orderly shutdown), so that it
+    // never serves without, say, its deposit watcher; the exit status says it failed.
+    let failure = tokio::select! {
+        () = wait_for_signal() => None,
+        failure = node.failed() => Some(failure),
+    };
     tracing::info!("shutting down: sealing and publishing what is open");
     node.shutdown().await;
-    Ok(())
+    match failure {
+        Some(failure) => Err(anyhow::anyhow!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")),
+        None => Ok(()),
+    }
 }
 
 async fn wait_for_signal() {

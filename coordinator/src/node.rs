@@ -10,6 +10,7 @@ use bridge::tx::L1Ref;
 use bridge::{Amount, AssetId, Chain, CoordinatorKey, Deposit, NetworkParams};
 use chains::arweave::{ArweaveWallet, Gateway, RetryPolicy};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
+use chains::task::{Schedule, Supervisor, Task, TaskError, TaskFailure, TaskHealth};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiContext, ApiLimits, RateLimit, RateLimiter};
 use crate::config::{Config, ConfigError, DaKind};
-use crate::deposits::{DepositSink, deposit_channel, forward_deposits};
+use crate::deposits::{BtcDepositTask, DepositSink, EthDepositTask, deposit_channel, forward_deposits};
 use crate::publisher::Publisher;
 use crate::sequencer::{BatchPolicy, Sequencer, SequencerError, SequencerHandle};
 use crate::store::{Store, StoreError};
@@ -157,6 +158,28 @@ pub struct Node {
     background: Vec<JoinHandle<()>>,
     /// The publisher's loop, stopped before the last round at shutdown.
     publishing: JoinHandle<()>,
+    supervisor: Supervisor,
+}
+
+/// The supervised task names (in `/health` and the `task` label of `bridge_task_*`).
+pub const ETH_DEPOSITS: &str = "ethereum-deposits";
+pub const BTC_DEPOSITS: &str = "bitcoin-deposits";
+
+/// The longest wait between two tries of a failing publication.
+const PUBLISH_MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// The payout keeper as a supervised task: a node error is retried; the sequencer gone is fatal.
+#[derive(Debug)]
+struct KeeperTask(crate::payouts::PayoutKeeper);
+
+impl Task for KeeperTask {
+    async fn turn(&mut self) -> Result<(), TaskError> {
+        match self.0.round().await {
+            Ok(_) => Ok(()),
+            Err(error @ crate::payouts::PayoutKeeperError::Sequencer(_)) => Err(TaskError::fatal(error)),
+            Err(error) => Err(TaskError::transient(error)),
+        }
+    }
 }
 
 impl Node {
@@ -179,20 +202,28 @@ impl Node {
         let policy =
             BatchPolicy { max_txs: config.batch.max_txs, max_age: Duration::from_millis(config.batch.max_age_ms) };
         let (handle, sequencer_task) = SequencerHandle::spawn(sequencer, policy, unix_millis, sealed.clone());
-        let mut background = vec![tokio::spawn(async move {
-            if let Err(error) = sequencer_task.await {
-                tracing::error!(%error, "the sequencer task ended abnormally");
+        // Every background task runs under one supervisor: a failed turn is retried with
+        // backoff, a fatal error or an end marks the task dead, `/health` shows each, and the
+        // binary stops on a death (`Node::failed`) instead of serving without it.
+        let supervisor = Supervisor::new();
+        let mut background = vec![supervisor.spawn_essential("sequencer", async move {
+            match sequencer_task.await {
+                Ok(_) => Err(TaskError::fatal("the sequencer stopped")),
+                Err(error) => Err(TaskError::fatal(format!("the sequencer task failed: {error}"))),
             }
         })];
         let publisher = Publisher::new(store.clone(), da);
         let retry = Duration::from_millis(config.da.publish_retry_ms);
-        let publishing = tokio::spawn(publisher.clone().run(sealed, retry));
+        // Every user waits on publication for hard finality: a DA that comes back is retried
+        // within 10 s, not the default minute (a gateway answers a retry every 10 s cheaply).
+        let schedule = Schedule { max_retry: PUBLISH_MAX_RETRY.max(retry), ..Schedule::every(retry) };
+        let publishing = supervisor.spawn("publisher", publisher.clone().task(sealed), schedule);
 
         let (sink, source) = deposit_channel(1024);
         let forwarding = handle.clone();
-        background.push(tokio::spawn(async move {
+        background.push(supervisor.spawn_essential("deposit-intake", async move {
             let credited = forward_deposits(source, forwarding).await;
-            tracing::info!(credited, "deposit intake closed");
+            Err(TaskError::fatal(format!("the deposit intake closed after {credited} deposits: the sequencer stopped")))
         }));
         if let Some(url) = &config.ethereum.rpc {
             let watcher = chains::ethereum::DepositWatcher::connect(
@@ -204,10 +235,7 @@ impl Node {
             )
             .map_err(|reason| NodeError::Config(ConfigError::Invalid(reason)))?;
             let poll = Duration::from_millis(config.ethereum.poll_ms);
-            background.push(tokio::spawn(async move {
-                let error = watcher.run(poll).await;
-                tracing::error!(%error, "the Ethereum deposit watcher stopped");
-            }));
+            background.push(supervisor.spawn(ETH_DEPOSITS, EthDepositTask(watcher), Schedule::every(poll)));
         }
         let mut btc_accounts = None;
         if let Some(url) = &config.bitcoin.rpc {
@@ -237,12 +265,8 @@ impl Node {
             }
             let (register, registered) = tokio::sync::mpsc::channel(1024);
             btc_accounts = Some(register);
-            let deposits = sink.clone();
-            background.push(tokio::spawn(async move {
-                if let Err(error) = watcher.run_with_accounts(deposits, registered).await {
-                    tracing::error!(%error, "the Bitcoin deposit watcher stopped");
-                }
-            }));
+            let task = BtcDepositTask { watcher, sink: sink.clone(), accounts: registered };
+            background.push(supervisor.spawn(BTC_DEPOSITS, task, Schedule::every(poll)));
             let keeper = crate::payouts::PayoutKeeper::new(
                 handle.clone(),
                 rpc,
@@ -251,10 +275,7 @@ impl Node {
                 b.depth,
                 b.fee_target_blocks,
             );
-            background.push(tokio::spawn(async move {
-                let error = keeper.run(poll).await;
-                tracing::info!(%error, "bitcoin payouts stopped with the sequencer");
-            }));
+            background.push(supervisor.spawn("bitcoin-payouts", KeeperTask(keeper), Schedule::every(poll)));
         }
         if let Some(path) = &config.dev.deposits {
             for deposit in dev_deposits(path)? {
@@ -278,6 +299,7 @@ impl Node {
             limiter: RateLimiter::new(rate),
             metrics: prometheus(),
             btc_accounts,
+            tasks: supervisor.clone(),
         };
         let listener = tokio::net::TcpListener::bind(config.api.listen)
             .await
@@ -305,7 +327,19 @@ impl Node {
             server,
             background,
             publishing,
+            supervisor,
         })
+    }
+
+    /// Every background task's health, as `/health` shows it.
+    pub fn tasks(&self) -> Vec<TaskHealth> {
+        self.supervisor.health()
+    }
+
+    /// Waits until a background task is dead (a fatal error, or an essential task that ended):
+    /// the binary then stops rather than serve without it.
+    pub async fn failed(&self) -> TaskFailure {
+        self.supervisor.failed().await
     }
 
     pub fn url(&self) -> String {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use chains::da::{DaError, DataAvailability, Published};
+use chains::task::{Task, TaskError};
 
 use crate::store::{Store, StoreError};
 
@@ -18,6 +19,27 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error("publishing batch {number} failed: {source}; it stays in the ledger and is retried")]
     Da { number: u64, source: DaError },
+    /// The DA answered for another batch than the one given: it (or the publisher's journal)
+    /// cannot be trusted to file batches, and another try would not tell why.
+    #[error(
+        "the DA filed batch {number} as batch {filed} ({locator}): publication stops; check the DA and the \
+         publisher's journal (docs/OPERATIONS.md)"
+    )]
+    Misfiled { number: u64, filed: u64, locator: String },
+}
+
+impl PublishError {
+    /// Whether another round cannot help: the DA contradicts the ledger (a batch filed under
+    /// another number, a different batch under this number, two batches signed with one number).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            PublishError::Misfiled { .. } => true,
+            PublishError::Da { source, .. } => {
+                matches!(source, DaError::Conflict { .. } | DaError::Misfiled { .. } | DaError::Equivocation(_))
+            }
+            PublishError::Store(_) => false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -47,7 +69,9 @@ impl Publisher {
         for batch in pending {
             let number = batch.header.number;
             let published = self.da.publish(&batch).await.map_err(|source| PublishError::Da { number, source })?;
-            assert_eq!(published.number, number, "the DA files a batch under its own number");
+            if published.number != number {
+                return Err(PublishError::Misfiled { number, filed: published.number, locator: published.locator });
+            }
             self.store.set_published(number, &published.locator).await?;
             left -= 1;
             // Lag: from the batch's seal (its timestamp) to the DA's acceptance.
@@ -61,14 +85,45 @@ impl Publisher {
         Ok(done)
     }
 
-    /// Publishes whenever a batch is sealed (`sealed` is notified) and every `retry`, forever;
-    /// a failure is logged and retried, the batch staying in the ledger meanwhile.
-    pub async fn run(self, sealed: Arc<Notify>, retry: Duration) {
+    /// Publishes whenever a batch is sealed and every `retry`, without a supervisor (the node
+    /// runs [`Publisher::task`] under one); returns on a fatal error.
+    pub async fn run(self, sealed: Arc<Notify>, retry: Duration) -> TaskError {
+        let mut task = self.task(sealed);
         loop {
-            if let Err(error) = self.publish_pending().await {
-                tracing::warn!(%error, "publishing failed; retrying");
+            match task.turn().await {
+                Err(fatal @ TaskError::Fatal(_)) => return fatal,
+                Err(error) => tracing::warn!(%error, "publishing failed; retrying"),
+                Ok(()) => {}
             }
-            let _ = tokio::time::timeout(retry, sealed.notified()).await;
+            task.idle(retry).await;
         }
+    }
+
+    /// The publisher as a supervised task: a round whenever a batch is sealed (`sealed` is
+    /// notified) and at least every `retry`.
+    pub fn task(self, sealed: Arc<Notify>) -> PublishTask {
+        PublishTask { publisher: self, sealed }
+    }
+}
+
+/// See [`Publisher::task`]. A failed round is retried with backoff, the batch staying in the
+/// ledger meanwhile; a DA that contradicts the ledger stops the coordinator.
+#[derive(Debug)]
+pub struct PublishTask {
+    publisher: Publisher,
+    sealed: Arc<Notify>,
+}
+
+impl Task for PublishTask {
+    async fn turn(&mut self) -> Result<(), TaskError> {
+        match self.publisher.publish_pending().await {
+            Ok(_) => Ok(()),
+            Err(error) if error.is_fatal() => Err(TaskError::fatal(error)),
+            Err(error) => Err(TaskError::transient(error)),
+        }
+    }
+
+    async fn idle(&mut self, retry: Duration) {
+        let _ = tokio::time::timeout(retry, self.sealed.notified()).await;
     }
 }

@@ -1,5 +1,8 @@
 //! What this watchman's own replay says each hard-final batch owes, as the signing policy needs
 //! it. The follower loop writes after each step; signers read from any thread.
+//!
+//! A panic while the book is written poisons its lock and may leave it half-updated: a poisoned
+//! book reads as halted and owing nothing, so it can only stop signing, never allow it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -17,6 +20,10 @@ struct Entries {
     halted: Option<String>,
 }
 
+/// Why a poisoned book halts signing.
+const POISONED: &str = "the settlement book was poisoned by a panic while it was being written: signing \
+     stops until the watchman is restarted (docs/OPERATIONS.md)";
+
 /// Cheap to clone; all clones share one book.
 #[derive(Debug, Clone, Default)]
 pub struct SettlementBook(Arc<RwLock<Entries>>);
@@ -25,7 +32,10 @@ impl SettlementBook {
     /// Takes what the follower has made hard-final since the last call, and halts on any alarm.
     pub fn update_from(&self, follower: &Follower) {
         let status = follower.status();
-        let Ok(mut entries) = self.0.write() else { return };
+        let Ok(mut entries) = self.0.write() else {
+            tracing::error!("{POISONED}");
+            return;
+        };
         for number in entries.hard_final + 1..=status.hard_final {
             if let Some(settlement) = follower.final_settlement(number)
                 && !settlement.is_empty()
@@ -53,8 +63,15 @@ impl SettlementBook {
         }
     }
 
+    /// Why signing is stopped; a poisoned book is halted.
     pub fn halted(&self) -> Option<String> {
-        self.0.read().ok().and_then(|e| e.halted.clone())
+        match self.0.read() {
+            Ok(entries) => entries.halted.clone(),
+            Err(_) => {
+                metrics::gauge!("watchman_signing_halted").set(1.0);
+                Some(POISONED.to_owned())
+            }
+        }
     }
 
     pub fn hard_final(&self) -> u64 {
@@ -74,5 +91,37 @@ impl SettlementBook {
     /// Hard-final batches that owe something on L1, from `from` on.
     pub fn owing_from(&self, from: u64) -> Vec<(u64, Arc<Settlement>)> {
         self.0.read().map(|e| e.settlements.range(from..).map(|(n, s)| (*n, s.clone())).collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_book_reads_as_halted_and_approves_nothing() {
+        let book = SettlementBook::default();
+        book.0.write().unwrap().hard_final = 3;
+        book.0.write().unwrap().settlements.insert(2, Arc::new(Settlement::empty()));
+        assert_eq!(book.halted(), None);
+        assert!(book.settlement(2).is_some());
+
+        // A panic while the book is being written.
+        let writer = book.clone();
+        let _ = std::thread::spawn(move || {
+            let _entries = writer.0.write().unwrap();
+            panic!("a panic half-way through an update");
+        })
+        .join();
+        assert!(book.0.is_poisoned());
+
+        let why = book.halted().expect("a poisoned book is halted");
+        assert!(why.contains("poisoned"), "{why}");
+        assert!(book.settlement(2).is_none(), "a poisoned book justifies no signature");
+        assert!(book.owing_from(1).is_empty(), "a poisoned book owes nothing to pay");
+        // Halting it again is harmless and it stays halted.
+        book.halt("operator".into());
+        assert!(book.halted().is_some());
     }
 }

@@ -312,12 +312,28 @@ pub async fn get_batch(
 }
 
 /// Liveness: the sequencer answers and the ledger is readable.
-#[utoipa::path(get, path = "/health", responses((status = 200, body = views::Health), (status = 503, body = ErrorBody)))]
-pub async fn get_health(State(context): Ctx) -> Result<Json<views::Health>, ApiError> {
-    context.sequencer.read(|_| ()).await?;
+#[utoipa::path(get, path = "/health", responses(
+    (status = 200, description = "serving; `degraded` if batches wait or a task is restarting", body = views::Health),
+    (status = 503, description = "a background task is dead (the process is stopping), or the sequencer or the ledger is down", body = views::Health)
+))]
+pub async fn get_health(State(context): Ctx) -> Result<(StatusCode, Json<views::Health>), ApiError> {
+    use chains::task::TaskState;
+    // A dead task answers before the sequencer is asked: it may be the sequencer.
+    let tasks = context.tasks.health();
+    let dead = tasks.iter().any(|t| t.state == TaskState::Dead);
+    if !dead {
+        context.sequencer.read(|_| ()).await?;
+    }
     let publication = context.store.publication().await?;
-    let status = if publication.sealed > publication.published { "degraded" } else { "ok" };
-    Ok(Json(views::Health { status: status.into(), sealed: publication.sealed, published: publication.published }))
+    let (sealed, published) = (publication.sealed, publication.published);
+    let restarting = tasks.iter().any(|t| t.state == TaskState::Restarting);
+    let (code, status) = match (dead, restarting || sealed > published) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "dead"),
+        (false, true) => (StatusCode::OK, "degraded"),
+        (false, false) => (StatusCode::OK, "ok"),
+    };
+    let tasks = tasks.into_iter().map(views::TaskView::from).collect();
+    Ok((code, Json(views::Health { status: status.into(), sealed, published, tasks })))
 }
 
 /// Prometheus metrics, text format.

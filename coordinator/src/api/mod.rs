@@ -54,6 +54,8 @@ pub struct ApiContext {
     /// The Bitcoin deposit watcher's intake of accounts that asked for their address; `None`
     /// when no Bitcoin node is configured (the address is still served and remembered).
     pub btc_accounts: Option<tokio::sync::mpsc::Sender<bridge::Address>>,
+    /// The background tasks' supervisor, for `/health`.
+    pub tasks: chains::task::Supervisor,
 }
 
 type Ctx = State<Arc<ApiContext>>;
@@ -89,6 +91,7 @@ type Ctx = State<Arc<ApiContext>>;
         views::TxStatus,
         views::Batch,
         views::Health,
+        views::TaskView,
     ))
 )]
 #[derive(Debug)]

@@ -182,8 +182,43 @@ impl Batch {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`, or `degraded` when sealed batches wait to be published.
+    /// `ok`; `degraded` when sealed batches wait to be published or a task is restarting;
+    /// `dead` (with status 503) when a background task is dead and the process is stopping.
     pub status: String,
     pub sealed: u64,
     pub published: u64,
+    /// Every background task: the publisher, the chain watchers, the payout keeper.
+    pub tasks: Vec<TaskView>,
+}
+
+/// A background task as `/health` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    /// `publisher`, `ethereum-deposits`, `bitcoin-deposits`, `bitcoin-payouts`, `sequencer`, `deposit-intake`.
+    pub task: String,
+    /// `running`, `restarting` (its last turn failed; retried after a backoff) or `dead`.
+    pub state: String,
+    /// Consecutive failed turns (0 while running).
+    pub attempt: u32,
+    /// Failed turns since the process started.
+    pub restarts: u64,
+    /// The last failure, kept after the task recovers.
+    pub last_error: Option<String>,
+}
+
+impl From<chains::task::TaskHealth> for TaskView {
+    fn from(health: chains::task::TaskHealth) -> Self {
+        let state = match health.state {
+            chains::task::TaskState::Running => "running",
+            chains::task::TaskState::Restarting => "restarting",
+            chains::task::TaskState::Dead => "dead",
+        };
+        TaskView {
+            task: health.task,
+            state: state.into(),
+            attempt: health.attempt,
+            restarts: health.restarts,
+            last_error: health.last_error,
+        }
+    }
 }

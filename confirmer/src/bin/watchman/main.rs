@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Json;
+use axum::http::StatusCode;
 use axum::routing::get;
 use bridge::eth_settlement::VaultDomain;
 use bridge::{Chain, NetworkParams};
@@ -171,7 +172,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    serve(config.listen, book.clone()).await?;
+    let supervisor = chains::task::Supervisor::new();
+    serve(config.listen, book.clone(), supervisor.clone()).await?;
     eprintln!(
         "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
         roster.threshold,
@@ -186,10 +188,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let mut paused = false;
     let mut turn: u64 = 0;
+    // The loop reports each turn to the supervisor (`/health`, `bridge_task_*`).
+    let turns = supervisor.reporter("watchman");
     loop {
         turn += 1;
         match watchman.step(64).await {
             Ok(report) => {
+                turns.ok();
                 if report.replayed > 0 || !report.settled.is_empty() || !report.payouts.is_empty() {
                     tracing::info!(
                         replayed = report.replayed,
@@ -203,7 +208,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     tracing::warn!(%error, "settling stopped this turn");
                 }
             }
-            Err(error) => tracing::warn!(%error, "following failed; retrying"),
+            Err(error) => {
+                turns.failed(&chains::task::TaskError::transient(&error));
+            }
         }
         // Every tenth turn: a vault that cannot cover what this replay owes stops all signing.
         if turn % 10 == 1 {
@@ -239,6 +246,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 Err(error) => tracing::error!(%error, "pausing the Ethereum vault failed; retrying"),
             }
         }
+        if let Some(failure) = supervisor.failure() {
+            bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"");
+        }
         tokio::time::sleep(Duration::from_millis(config.interval_ms)).await;
     }
 }
@@ -250,25 +260,38 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// `/metrics` (Prometheus) and `/health` (whether signing is halted, and why).
-async fn serve(listen: std::net::SocketAddr, book: SettlementBook) -> anyhow::Result<()> {
+/// `/metrics` (Prometheus) and `/health` (whether signing is halted, and why; each task, and
+/// 503 when one is dead).
+async fn serve(
+    listen: std::net::SocketAddr,
+    book: SettlementBook,
+    supervisor: chains::task::Supervisor,
+) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    let tasks = supervisor.clone();
     let app = axum::Router::new().route("/metrics", get(move || std::future::ready(metrics.render()))).route(
         "/health",
         get(move || {
             let halted = book.halted();
-            std::future::ready(Json(serde_json::json!({
-                "hard_final": book.hard_final(),
-                "signing": halted.is_none(),
-                "halted": halted,
-            })))
+            let tasks = tasks.health();
+            let dead = tasks.iter().any(|t| t.state == chains::task::TaskState::Dead);
+            let code = if dead { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+            std::future::ready((
+                code,
+                Json(serde_json::json!({
+                    "hard_final": book.hard_final(),
+                    "signing": halted.is_none(),
+                    "halted": halted,
+                    "tasks": tasks,
+                })),
+            ))
         }),
     );
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the metrics server failed");
-        }
+    supervisor.spawn_essential("api", async move {
+        axum::serve(listener, app)
+            .await
+            .map_err(|error| chains::task::TaskError::fatal(format!("the metrics server failed: {error}")))
     });
     Ok(())
 }
