@@ -22,7 +22,7 @@ use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::solvency::SolvencyWatch;
 use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{BtcPayouts, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::{BtcPayouts, BumpClock, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
 use tss::{GroupKey, SessionError, TssNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +163,11 @@ async fn start_watchman(
     let verifiers = DepositVerifiers::none().with(Chain::Bitcoin, Arc::new(checker));
     let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
     let book = SettlementBook::default();
-    let policy = Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network));
+    // Its bump clock reads its node every 100 ms: bumps are signed only after 3 blocks there.
+    let clock = BumpClock::new(3);
+    clock.spawn(rpc.clone(), book.clone(), vault, p.btc_network, std::time::Duration::from_millis(100));
+    let policy =
+        Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network).with_bump_clock(clock));
     let node = TssNode::start(tss_config(identity, running, Some(share.clone()), policy)).await.unwrap();
     let watchman = Watchman::new(follower, book.clone(), node, None);
     if pays { watchman.with_bitcoin(BtcPayouts::new(book, vault, p.btc_network, rpc.clone(), 3)) } else { watchman }
