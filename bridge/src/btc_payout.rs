@@ -34,6 +34,22 @@ pub const MIN_CHANGE_SAT: u64 = 330;
 pub const MAX_BUMPS: u32 = 15;
 /// A key-path Taproot signature with the default sighash: what every input's witness holds.
 const SCHNORR_SIG_LEN: usize = 64;
+/// How many queued withdrawals one plan looks at, oldest first: withdrawals the vault cannot
+/// cover now are skipped (they keep their place), and this bounds the work one plan does
+/// however many large withdrawals wait at the head.
+pub const MAX_QUEUE_SCAN: usize = 2 * MAX_PAYOUT_OUTPUTS;
+/// A consolidation is only made when at least this many small outputs can be merged: fewer
+/// are not worth a transaction.
+pub const MIN_CONSOLIDATION_INPUTS: usize = 10;
+/// Fees are "low" for a consolidation when the rate is at most this multiple of the network's
+/// `min_fee_rate`: the vault merges outputs when it is cheap, never in a fee spike.
+pub const CONSOLIDATION_FEE_RATE_FACTOR: u64 = 4;
+/// A consolidation's fee budget is this many times its first attempt's fee (so it can be bumped
+/// twice), and never more than the vault's surplus.
+pub const CONSOLIDATION_BUDGET_FACTOR: u64 = 3;
+/// The virtual size one key-path Taproot input adds (outpoint, empty script, sequence, and a
+/// 64-byte signature as witness): 57.5 vB, rounded up.
+pub const TAPROOT_INPUT_VSIZE: u64 = 58;
 
 /// A payout the ledger has committed to: what it pays, what it spends, and its fee limits.
 #[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -84,6 +100,11 @@ impl UnsignedPayout {
 }
 
 impl PayoutPlan {
+    /// A consolidation pays nobody: it merges vault outputs into one change output.
+    pub fn is_consolidation(&self) -> bool {
+        self.payouts.is_empty()
+    }
+
     pub fn total_out_sat(&self) -> u64 {
         self.payouts.iter().map(|p| p.amount_sat).sum()
     }
@@ -188,6 +209,25 @@ fn signed_vsize(tx: &Transaction) -> u64 {
     let witness_weight = tx.input.len() * (1 + 1 + SCHNORR_SIG_LEN) + 2;
     let weight = tx.base_size() * 4 + witness_weight;
     weight.div_ceil(4) as u64
+}
+
+/// The most a plan can spend now: the sum of the [`MAX_PAYOUT_INPUTS`] largest of `available`.
+/// [`select_inputs`] funds any amount up to this and nothing above it.
+pub fn funding_capacity<'a>(available: impl Iterator<Item = &'a VaultUtxo>) -> u64 {
+    let mut amounts: Vec<u64> = available.map(|u| u.amount_sat).collect();
+    amounts.sort_unstable_by(|a, b| b.cmp(a));
+    amounts.iter().take(MAX_PAYOUT_INPUTS).fold(0u64, |total, a| total.saturating_add(*a))
+}
+
+/// The outputs a consolidation at `fee_rate` merges: the smallest first (ties by outpoint), at
+/// most [`MAX_PAYOUT_INPUTS`], leaving out any output worth no more than
+/// [`CONSOLIDATION_BUDGET_FACTOR`] times what spending it costs (it would cost more than it adds).
+pub fn select_consolidation<'a>(available: impl Iterator<Item = &'a VaultUtxo>, fee_rate: u64) -> Vec<VaultUtxo> {
+    let worth_spending = TAPROOT_INPUT_VSIZE.saturating_mul(fee_rate).saturating_mul(CONSOLIDATION_BUDGET_FACTOR);
+    let mut candidates: Vec<VaultUtxo> = available.filter(|u| u.amount_sat > worth_spending).copied().collect();
+    candidates.sort_by(|a, b| a.amount_sat.cmp(&b.amount_sat).then(a.outpoint.cmp(&b.outpoint)));
+    candidates.truncate(MAX_PAYOUT_INPUTS);
+    candidates
 }
 
 /// Chooses the vault outputs that fund `needed_sat` (payouts + fee budget + the smallest

@@ -5,7 +5,11 @@
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::asset::{AssetId, Chain};
-use crate::btc_payout::{MAX_PAYOUT_OUTPUTS, MIN_CHANGE_SAT, PayoutError, PayoutPlan, select_inputs};
+use crate::btc_payout::{
+    CONSOLIDATION_BUDGET_FACTOR, CONSOLIDATION_FEE_RATE_FACTOR, MAX_PAYOUT_INPUTS, MAX_PAYOUT_OUTPUTS, MAX_QUEUE_SCAN,
+    MIN_CHANGE_SAT, MIN_CONSOLIDATION_INPUTS, PayoutError, PayoutPlan, funding_capacity, select_consolidation,
+    select_inputs,
+};
 use crate::btc_vault::{BtcVaultParams, OutPoint, QueuedWithdrawal, VaultOwner, VaultUtxo};
 use crate::recipient::{Recipient, RecipientError};
 use crate::signature::SignatureError;
@@ -60,6 +64,20 @@ pub enum TxError {
         "the withdrawals' fees ({budget} sat) do not cover the payout at {fee_rate} sat/vB ({needed} sat): plan at a lower rate or wait for more withdrawals"
     )]
     PayoutFeeBudget { budget: u64, fee_rate: u64, needed: u64 },
+    #[error(
+        "a consolidation is made only when fees are low: {got} sat/vB is above this network's consolidation ceiling of {max} sat/vB"
+    )]
+    ConsolidationFeeRate { got: u64, max: u64 },
+    #[error(
+        "only {found} of the vault's unplanned outputs are worth merging at this rate; a consolidation needs {min}"
+    )]
+    NothingToConsolidate { found: usize, min: usize },
+    #[error(
+        "the vault's surplus ({surplus} sat) does not cover a consolidation's fee budget of {needed} sat: wait for payouts to leave more surplus"
+    )]
+    ConsolidationSurplus { surplus: u64, needed: u64 },
+    #[error("consolidation plan {0} is still pending: one at a time")]
+    ConsolidationPending(u64),
     #[error("payout plan {0} is not pending: it was never made or has already confirmed")]
     UnknownPayoutPlan(u64),
     #[error("{0}")]
@@ -90,6 +108,10 @@ impl TxError {
             TxError::NothingToPay => "nothing_to_pay",
             TxError::VaultLiquidity { .. } => "vault_liquidity",
             TxError::PayoutFeeBudget { .. } => "payout_fee_budget",
+            TxError::ConsolidationFeeRate { .. } => "consolidation_fee_rate",
+            TxError::NothingToConsolidate { .. } => "nothing_to_consolidate",
+            TxError::ConsolidationSurplus { .. } => "consolidation_surplus",
+            TxError::ConsolidationPending(_) => "consolidation_pending",
             TxError::UnknownPayoutPlan(_) => "unknown_payout_plan",
             TxError::Payout(_) => "payout",
         }
@@ -142,6 +164,10 @@ pub fn apply(state: &mut State, tx: &Tx) -> Result<Receipt, TxError> {
         Tx::System(SystemTx::Deposit(deposit)) => (check_deposit(state, deposit)?, Effect::Deposited),
         Tx::System(SystemTx::BtcPayoutPlan { fee_rate }) => {
             let (changes, plan) = check_payout_plan(state, *fee_rate)?;
+            (changes, Effect::BtcPayoutPlanned(plan))
+        }
+        Tx::System(SystemTx::BtcConsolidationPlan { fee_rate }) => {
+            let (changes, plan) = check_consolidation_plan(state, *fee_rate)?;
             (changes, Effect::BtcPayoutPlanned(plan))
         }
         Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt }) => {
@@ -305,28 +331,46 @@ fn btc_vault(state: &State) -> Result<&BtcVaultParams, TxError> {
     Ok(vault)
 }
 
-/// Fixes a payout for the oldest queued withdrawals (at most [`MAX_PAYOUT_OUTPUTS`]): inputs by
-/// [`select_inputs`], enough to pay them, the whole fee budget and the smallest change, so that
-/// every attempt up to the budget is funded.
+/// Fixes a payout for the oldest queued withdrawals the vault can cover now (at most
+/// [`MAX_PAYOUT_OUTPUTS`]): the queue is read oldest first, [`MAX_QUEUE_SCAN`] entries at
+/// most, and a withdrawal is taken if the plan with it still fits the vault's funding capacity
+/// (its [`MAX_PAYOUT_INPUTS`] largest unplanned outputs); one that does not fit keeps its place
+/// and waits, so a withdrawal larger than the vault can cover never holds up the smaller ones
+/// behind it. Inputs by [`select_inputs`], enough to pay the taken withdrawals, the whole fee
+/// budget and the smallest change, so that every attempt up to the budget is funded.
 fn check_payout_plan(state: &State, fee_rate: u64) -> Result<(Changes, PayoutPlan), TxError> {
     let vault = btc_vault(state)?;
     if fee_rate < vault.min_fee_rate || fee_rate > vault.max_fee_rate {
         return Err(TxError::FeeRateOutOfBounds { got: fee_rate, min: vault.min_fee_rate, max: vault.max_fee_rate });
     }
-    let queued: Vec<(u64, &QueuedWithdrawal)> = state.btc_queue().take(MAX_PAYOUT_OUTPUTS).collect();
-    if queued.is_empty() {
-        return Err(TxError::NothingToPay);
+    let capacity = funding_capacity(state.vault_utxos());
+    let mut queued: Vec<(u64, &QueuedWithdrawal)> = Vec::new();
+    let (mut total_out, mut budget) = (0u64, 0u64);
+    let mut head_needs = None;
+    for (seq, q) in state.btc_queue().take(MAX_QUEUE_SCAN) {
+        if queued.len() == MAX_PAYOUT_OUTPUTS {
+            break;
+        }
+        let out = total_out.checked_add(q.payout.amount_sat).ok_or(TxError::Overflow)?;
+        let fees = budget.checked_add(q.fee_sat).ok_or(TxError::Overflow)?;
+        let needed = out.checked_add(fees).and_then(|n| n.checked_add(MIN_CHANGE_SAT)).ok_or(TxError::Overflow)?;
+        head_needs.get_or_insert(needed);
+        if needed <= capacity {
+            (total_out, budget) = (out, fees);
+            queued.push((seq, q));
+        }
     }
-    let sum = |f: fn(&QueuedWithdrawal) -> u64| {
-        queued.iter().try_fold(0u64, |total, (_, q)| total.checked_add(f(q))).ok_or(TxError::Overflow)
-    };
-    let (total_out, budget) = (sum(|q| q.payout.amount_sat)?, sum(|q| q.fee_sat)?);
-    let needed = total_out.checked_add(budget).and_then(|n| n.checked_add(MIN_CHANGE_SAT)).ok_or(TxError::Overflow)?;
-    let inputs = select_inputs(state.vault_utxos(), needed).ok_or_else(|| TxError::VaultLiquidity {
+    let Some(head_needs) = head_needs else { return Err(TxError::NothingToPay) };
+    let liquidity = |needed| TxError::VaultLiquidity {
         needed,
         available: state.vault_utxos().map(|u| u.amount_sat).sum(),
-        max_inputs: crate::btc_payout::MAX_PAYOUT_INPUTS,
-    })?;
+        max_inputs: MAX_PAYOUT_INPUTS,
+    };
+    if queued.is_empty() {
+        return Err(liquidity(head_needs));
+    }
+    let needed = total_out.checked_add(budget).and_then(|n| n.checked_add(MIN_CHANGE_SAT)).ok_or(TxError::Overflow)?;
+    let inputs = select_inputs(state.vault_utxos(), needed).ok_or_else(|| liquidity(needed))?;
     let plan = PayoutPlan {
         id: state.btc_counters().next_plan,
         batch: state.head().next_number,
@@ -342,6 +386,65 @@ fn check_payout_plan(state: &State, fee_rate: u64) -> Result<(Changes, PayoutPla
     let changes = Changes {
         utxos_planned: plan.inputs.iter().map(|u| u.outpoint).collect(),
         dequeued: queued.iter().map(|(seq, _)| *seq).collect(),
+        plan_added: Some(plan.clone()),
+        ..Changes::default()
+    };
+    Ok((changes, plan))
+}
+
+/// What the vault holds beyond everything it owes: accounts' balances, queued withdrawals with
+/// their fees, and each pending plan's payouts with its whole fee budget. It grows when a payout
+/// confirms below its budget; only this may pay for a consolidation, so a consolidation can
+/// never leave the vault short of what users are owed.
+pub fn btc_vault_surplus_sat(state: &State) -> u64 {
+    let owed_balances =
+        u64::try_from(state.supply(&crate::asset::AssetId::Btc).liabilities.units()).unwrap_or(u64::MAX);
+    let queued =
+        state.btc_queue().fold(0u64, |t, (_, q)| t.saturating_add(q.payout.amount_sat).saturating_add(q.fee_sat));
+    let planned = state.btc_plans().fold(0u64, |t, p| t.saturating_add(p.total_out_sat()).saturating_add(p.budget_sat));
+    state.btc_vault_holdings_sat().saturating_sub(owed_balances).saturating_sub(queued).saturating_sub(planned)
+}
+
+/// Fixes a consolidation: the vault's smallest unplanned outputs by [`select_consolidation`]
+/// merged into one change output, at a low rate, its budget `CONSOLIDATION_BUDGET_FACTOR ×` the
+/// first attempt's fee taken from the surplus. One at a time.
+fn check_consolidation_plan(state: &State, fee_rate: u64) -> Result<(Changes, PayoutPlan), TxError> {
+    let vault = btc_vault(state)?;
+    let ceiling = vault.min_fee_rate.saturating_mul(CONSOLIDATION_FEE_RATE_FACTOR).min(vault.max_fee_rate);
+    if fee_rate < vault.min_fee_rate {
+        return Err(TxError::FeeRateOutOfBounds { got: fee_rate, min: vault.min_fee_rate, max: vault.max_fee_rate });
+    }
+    if fee_rate > ceiling {
+        return Err(TxError::ConsolidationFeeRate { got: fee_rate, max: ceiling });
+    }
+    if let Some(pending) = state.btc_plans().find(|p| p.is_consolidation()) {
+        return Err(TxError::ConsolidationPending(pending.id));
+    }
+    let inputs = select_consolidation(state.vault_utxos(), fee_rate);
+    if inputs.len() < MIN_CONSOLIDATION_INPUTS {
+        return Err(TxError::NothingToConsolidate { found: inputs.len(), min: MIN_CONSOLIDATION_INPUTS });
+    }
+    let mut plan = PayoutPlan {
+        id: state.btc_counters().next_plan,
+        batch: state.head().next_number,
+        fee_rate,
+        budget_sat: 0,
+        inputs,
+        payouts: Vec::new(),
+    };
+    let first_fee = plan.vsize(vault, state.params().btc_network).saturating_mul(fee_rate);
+    let needed = first_fee.saturating_mul(CONSOLIDATION_BUDGET_FACTOR);
+    let surplus = btc_vault_surplus_sat(state);
+    if surplus < needed {
+        return Err(TxError::ConsolidationSurplus { surplus, needed });
+    }
+    if plan.total_in_sat() < needed.saturating_add(MIN_CHANGE_SAT) {
+        // Outputs this small are not worth merging at this rate (and the change would be dust).
+        return Err(TxError::NothingToConsolidate { found: 0, min: MIN_CONSOLIDATION_INPUTS });
+    }
+    plan.budget_sat = needed;
+    let changes = Changes {
+        utxos_planned: plan.inputs.iter().map(|u| u.outpoint).collect(),
         plan_added: Some(plan.clone()),
         ..Changes::default()
     };

@@ -210,6 +210,13 @@ pub enum SystemTx {
         plan: u64,
         attempt: u32,
     } = 2,
+    /// Merge the vault's small outputs into one at `fee_rate` sat/vB, which must be low (at most
+    /// `CONSOLIDATION_FEE_RATE_FACTOR × min_fee_rate`). The ledger fixes the plan: which outputs,
+    /// and a fee budget taken from the vault's surplus, never from what users are owed. It is a
+    /// payout plan that pays nobody, signed, bumped and confirmed like any other.
+    BtcConsolidationPlan {
+        fee_rate: u64,
+    } = 3,
 }
 
 impl SystemTx {

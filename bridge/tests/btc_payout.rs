@@ -203,3 +203,94 @@ fn replay_makes_the_plan_the_coordinator_made() {
     let spent = OutPoint { txid: [2; 32], vout: 2 };
     assert_eq!(replayed.settlement.btc_plans[0].inputs[0].outpoint, spent);
 }
+
+#[test]
+fn a_withdrawal_the_vault_cannot_cover_keeps_its_place_and_the_ones_behind_it_are_planned() {
+    let mut state = genesis();
+    for (n, amount) in [(1u64, 1_000_000u128), (2, 100_000), (3, 100_000)] {
+        apply(&mut state, &deposit(wallet(n).address(), AssetId::Btc, amount, n)).unwrap();
+    }
+    apply(&mut state, &withdraw(&wallet(2), AssetId::Btc, 50_000, 2_000, REGTEST_P2TR, 0)).unwrap();
+    apply(&mut state, &plan_payout(2)).unwrap(); // spends the 1M output
+    apply(&mut state, &withdraw(&wallet(1), AssetId::Btc, 900_000, 5_000, REGTEST_P2TR, 0)).unwrap();
+    apply(&mut state, &withdraw(&wallet(3), AssetId::Btc, 30_000, 2_000, REGTEST_P2TR, 0)).unwrap();
+    let Effect::BtcPayoutPlanned(plan) = apply(&mut state, &plan_payout(2)).unwrap().effect else { panic!() };
+    assert_eq!(plan.payouts.iter().map(|p| p.amount_sat).collect::<Vec<_>>(), vec![30_000]);
+    assert_eq!(plan.budget_sat, 2_000, "only the planned withdrawals' fees");
+    let waiting: Vec<u64> = state.btc_queue().map(|(_, q)| q.payout.amount_sat).collect();
+    assert_eq!(waiting, vec![900_000]);
+    // Nothing else fits: the head alone is reported.
+    refused(
+        &mut state,
+        plan_payout(2),
+        TxError::VaultLiquidity { needed: 905_330, available: 100_000, max_inputs: 200 },
+    );
+    apply(&mut state, &confirmed(1, 0)).unwrap();
+    let Effect::BtcPayoutPlanned(plan) = apply(&mut state, &plan_payout(2)).unwrap().effect else { panic!() };
+    assert_eq!(plan.payouts.iter().map(|p| p.amount_sat).collect::<Vec<_>>(), vec![900_000]);
+}
+
+/// A confirmed payout that used little of its users' 50k sat fee leaves surplus in the vault;
+/// then twelve small deposits.
+fn surplus_and_small_outputs() -> State {
+    let mut state = genesis();
+    apply(&mut state, &deposit(wallet(1).address(), AssetId::Btc, 1_000_000, 1)).unwrap();
+    apply(&mut state, &withdraw(&wallet(1), AssetId::Btc, 100_000, 50_000, REGTEST_P2TR, 0)).unwrap();
+    apply(&mut state, &plan_payout(1)).unwrap();
+    apply(&mut state, &confirmed(1, 0)).unwrap();
+    for n in 0..12u64 {
+        apply(&mut state, &deposit(wallet(10 + n).address(), AssetId::Btc, 10_000 + u128::from(n), 10 + n)).unwrap();
+    }
+    state
+}
+
+fn consolidate(fee_rate: u64) -> Tx {
+    Tx::System(SystemTx::BtcConsolidationPlan { fee_rate })
+}
+
+#[test]
+fn a_consolidation_merges_the_smallest_outputs_at_a_low_rate_and_pays_only_from_the_surplus() {
+    let mut state = surplus_and_small_outputs();
+    let surplus = bridge::stf::btc_vault_surplus_sat(&state);
+    assert!(surplus > 40_000, "{surplus}");
+    refused(&mut state, consolidate(5), TxError::ConsolidationFeeRate { got: 5, max: 4 });
+    let Effect::BtcPayoutPlanned(plan) = apply(&mut state, &consolidate(2)).unwrap().effect else { panic!() };
+    assert!(plan.is_consolidation());
+    assert_eq!(plan.inputs.len(), 13, "the twelve deposits and the payout's change");
+    assert!(plan.inputs.windows(2).all(|w| w[0].amount_sat <= w[1].amount_sat), "smallest first");
+    let vault = btc_vault();
+    let vsize = plan.vsize(&vault, BtcNetwork::Regtest);
+    assert_eq!(plan.budget_sat, vsize * 2 * 3);
+    assert_eq!(bridge::stf::btc_vault_surplus_sat(&state), surplus - plan.budget_sat);
+    let first = plan.build(&vault, BtcNetwork::Regtest, 0).unwrap();
+    assert_eq!(first.tx.output.len(), 1, "one output: the vault's");
+    refused(&mut state, consolidate(1), TxError::ConsolidationPending(plan.id));
+    apply(&mut state, &confirmed(plan.id, 0)).unwrap();
+    assert_eq!(state.vault_utxos().count(), 1);
+    let supply = state.supply(&AssetId::Btc);
+    assert!(u128::from(state.btc_vault_holdings_sat()) >= supply.liabilities.units());
+}
+
+#[test]
+fn no_consolidation_without_surplus_or_without_enough_outputs() {
+    let mut state = genesis();
+    for n in 0..12u64 {
+        apply(&mut state, &deposit(wallet(10 + n).address(), AssetId::Btc, 10_000, 10 + n)).unwrap();
+    }
+    assert!(matches!(apply(&mut state, &consolidate(1)), Err(TxError::ConsolidationSurplus { surplus: 0, .. })));
+    let mut state = queued_state();
+    refused(&mut state, consolidate(1), TxError::NothingToConsolidate { found: 3, min: 10 });
+}
+
+#[test]
+fn replay_makes_the_consolidation_the_coordinator_made() {
+    let mut coordinator = surplus_and_small_outputs();
+    let mut replayer = surplus_and_small_outputs();
+    let mut builder = BatchBuilder::new(&coordinator);
+    builder.apply(&mut coordinator, consolidate(1)).unwrap();
+    let sealed = builder.seal(&mut coordinator, 1, &coordinator_key()).unwrap();
+    let replayed = replay(&mut replayer, &sealed.batch).unwrap();
+    assert_eq!(replayed.settlement.btc_plans, sealed.settlement.btc_plans);
+    assert!(sealed.settlement.btc_plans[0].is_consolidation());
+    assert_eq!(replayer.fingerprint(), coordinator.fingerprint());
+}

@@ -211,3 +211,68 @@ async fn paid_exactly(rpc: &CoreRpc, txid: Txid, plan: &PayoutPlan) {
     }
     assert_eq!(tx.output.len(), plan.payouts.len() + 1, "payouts and one change output");
 }
+
+/// Signs attempt 0 of `plan` with the watchmen and sends it to the node.
+async fn send_first_attempt(rpc: &CoreRpc, watchmen: &Watchmen, vault: &BtcVaultParams, plan: &PayoutPlan) -> Txid {
+    let unsigned = plan.build(vault, NETWORK, 0).unwrap();
+    let signed = unsigned.with_signatures(&watchmen.sign_payout(&unsigned).await);
+    rpc.send_raw_transaction(&signed).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_larger_than_the_vault_can_cover_waits_and_the_smaller_ones_behind_it_are_paid() {
+    let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
+    let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+    let miner = Miner::new();
+    rpc.generate_to_address(110, &miner.address).await.unwrap();
+    let watchmen = Watchmen::start(3, 2).await;
+    let vault = BtcVaultParams { group_key: watchmen.internal_key, min_fee_rate: 1, max_fee_rate: 50 };
+    let group_key = bitcoin::key::XOnlyPublicKey::from_slice(&vault.group_key).unwrap();
+    let params = params(vault);
+    let mut replicas =
+        Replicas { states: [State::genesis(params.clone()), State::genesis(params)], nonces: BTreeMap::new() };
+    for (n, sat) in [(1u8, 10_000_000u64), (2, 300_000), (3, 300_000)] {
+        let account = wallet(n).address();
+        let to = deposit_address(group_key, NETWORK, &account);
+        let paid = miner.pay(&rpc, u64::from(n), &to, Sat::from_sat(sat)).await;
+        let vout = paid.output.iter().position(|o| o.script_pubkey == to.script_pubkey()).unwrap() as u32;
+        let l1_ref = L1Ref::Bitcoin { txid: paid.compute_txid().to_byte_array(), vout };
+        let deposit =
+            Deposit { chain: Chain::Bitcoin, l1_ref, account, asset: AssetId::Btc, amount: Amount(sat.into()) };
+        replicas.apply(&Tx::System(SystemTx::Deposit(deposit)));
+    }
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    let broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, NETWORK);
+
+    // Plan 1 spends the 10M output; until it confirms, the vault can spend 600k.
+    replicas.withdraw(2, 100_000, &recipient());
+    let first = replicas.plan(2);
+    assert_eq!(first.inputs[0].amount_sat, 10_000_000);
+    send_first_attempt(&rpc, &watchmen, &vault, &first).await;
+
+    // 5M waits at the head of the queue; 50k behind it is paid now (the old ledger refused the
+    // whole plan with `vault_liquidity`).
+    let big_to = recipient();
+    replicas.withdraw(1, 5_000_000, &big_to);
+    let small_to = recipient();
+    replicas.withdraw(3, 50_000, &small_to);
+    let second = replicas.plan(2);
+    assert_eq!(second.payouts.len(), 1, "{second:?}");
+    assert_eq!(second.payouts[0].script_pubkey, small_to.script_pubkey().to_bytes());
+    assert_eq!(replicas.states[0].btc_queue().count(), 1, "the large withdrawal keeps its place");
+    send_first_attempt(&rpc, &watchmen, &vault, &second).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    for plan in [&first, &second] {
+        assert_eq!(broadcaster.status(plan).await.unwrap(), PayoutStatus::Confirmed { attempt: 0, confirmations: 1 });
+        replicas.apply(&Tx::System(SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt: 0 }));
+    }
+
+    // Plan 1's change came back: the large withdrawal is paid next.
+    let third = replicas.plan(2);
+    assert_eq!(third.payouts.len(), 1);
+    assert_eq!(third.payouts[0].script_pubkey, big_to.script_pubkey().to_bytes());
+    let txid = send_first_attempt(&rpc, &watchmen, &vault, &third).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    paid_exactly(&rpc, txid, &third).await;
+    assert_eq!(replicas.states[0].btc_queue().count(), 0);
+}

@@ -331,7 +331,7 @@ impl Follower {
                     };
                     (detail, AlarmKind::PayoutNotOnL1, check)
                 }
-                SystemTx::BtcPayoutPlan { .. } => continue,
+                SystemTx::BtcPayoutPlan { .. } | SystemTx::BtcConsolidationPlan { .. } => continue,
             };
             match check {
                 DepositCheck::Confirmed => {}

@@ -22,7 +22,7 @@ use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::solvency::SolvencyWatch;
 use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{BtcPayouts, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::{BtcPayouts, BumpClock, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
 use tss::{GroupKey, SessionError, TssNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +163,11 @@ async fn start_watchman(
     let verifiers = DepositVerifiers::none().with(Chain::Bitcoin, Arc::new(checker));
     let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
     let book = SettlementBook::default();
-    let policy = Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network));
+    // Its bump clock reads its node every 100 ms: bumps are signed only after 3 blocks there.
+    let clock = BumpClock::new(3);
+    clock.spawn(rpc.clone(), book.clone(), vault, p.btc_network, std::time::Duration::from_millis(100));
+    let policy =
+        Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network).with_bump_clock(clock));
     let node = TssNode::start(tss_config(identity, running, Some(share.clone()), policy)).await.unwrap();
     let watchman = Watchman::new(follower, book.clone(), node, None);
     if pays { watchman.with_bitcoin(BtcPayouts::new(book, vault, p.btc_network, rpc.clone(), 3)) } else { watchman }
@@ -203,5 +207,95 @@ async fn with_two_of_five_watchmen_down_a_bitcoin_withdrawal_is_still_paid() {
     let tx = rpc.raw_transaction(&txid.parse().unwrap(), None).await.unwrap();
     assert_eq!(tx.output[0].script_pubkey, to.script_pubkey());
     assert_eq!(tx.output[0].value.to_sat(), 2_000_000, "paid by the three watchmen still up");
+    coordinator.shutdown().await;
+}
+
+/// Wallet `n` asks the coordinator for its deposit address (which registers it with the
+/// deposit watcher) and the miner pays `sat` to it from the coinbase of block `height`.
+async fn deposit_small(
+    coordinator: &coordinator::node::Node,
+    rpc: &chains::bitcoin::CoreRpc,
+    miner: &common::btc::Miner,
+    n: u64,
+    height: u64,
+    sat: u64,
+) {
+    let url = format!("{}/accounts/{}/btc-deposit-address", coordinator.url(), wallet(n).address());
+    let answer: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let address: bitcoin::Address = answer["address"]
+        .as_str()
+        .unwrap()
+        .parse::<bitcoin::Address<_>>()
+        .unwrap()
+        .require_network(bitcoin::Network::Regtest)
+        .unwrap();
+    miner.pay(rpc, height, &address, bitcoin::Amount::from_sat(sat)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_proposes_a_consolidation_at_low_fees_and_the_watchmen_pay_it_from_their_replay() {
+    let identities: Vec<_> = (0..3).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
+    let shares = dkg(&identities).await;
+    let group = GroupKey::of(&shares[0].public).unwrap();
+    let BitcoinBridge { node: _bitcoin_node, rpc, miner, dir, params: p, vault: _, coordinator } =
+        BitcoinBridge::start(group.internal_key).await;
+    // A payout whose users paid 10k sat of fee leaves surplus once it confirms.
+    deposit_and_withdraw(&coordinator, &rpc, &miner, &p, &recipient()).await;
+    let running = entries(&identities);
+    let mut watchmen = Vec::new();
+    for (i, identity) in identities.iter().enumerate() {
+        watchmen.push(start_watchman(i, identity, &running, &shares[i], (dir.path(), &p, &rpc), i == 0).await);
+    }
+    let step_all = async |watchmen: &mut Vec<Watchman>| {
+        let mut actions = Vec::new();
+        for w in watchmen.iter_mut() {
+            actions.extend(w.step(64).await.unwrap().payouts);
+        }
+        actions
+    };
+    until("the payout to be broadcast", async || {
+        step_all(&mut watchmen).await.into_iter().find(|a| matches!(a, PayoutAction::Broadcast { .. }))
+    })
+    .await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+
+    // Twelve small deposits: the vault now holds many small outputs, and regtest's fee
+    // estimate (1 sat/vB) is low.
+    for n in 0..12u64 {
+        deposit_small(&coordinator, &rpc, &miner, 20 + n, 2 + n, 20_000 + n * 100).await;
+    }
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+
+    // The keeper proposes a consolidation; every watchman replays it and watchman 0 gets it
+    // signed under the same policy as any payout, then broadcasts it.
+    let merge = until("a consolidation to be broadcast", async || {
+        let actions = step_all(&mut watchmen).await;
+        let book = watchmen[0].book().owing_from(1);
+        let merge = book.iter().flat_map(|(_, s)| s.btc_plans.iter()).find(|p| p.is_consolidation())?.clone();
+        actions.iter().any(|a| matches!(a, PayoutAction::Broadcast { plan, .. } if *plan == merge.id)).then_some(merge)
+    })
+    .await;
+    assert!(merge.inputs.len() >= 10, "{merge:?}");
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    // The keeper records it; each watchman checks the record against its node as it replays.
+    for watchman in watchmen.iter_mut() {
+        until("the consolidation's confirmation to be replayed", async || {
+            watchman.step(64).await.unwrap();
+            watchman.follower().state().btc_plan(merge.id).is_none().then_some(())
+        })
+        .await;
+        assert!(watchman.follower().status().alarms.is_empty());
+    }
+    // The payout's change and twelve deposits, less what was merged, plus the merged output.
+    let expected = 13 - merge.inputs.len() + 1;
+    until("every deposit to be credited", async || {
+        watchmen[2].step(64).await.unwrap();
+        (watchmen[2].follower().state().vault_utxos().count() == expected).then_some(())
+    })
+    .await;
+    let state = watchmen[2].follower().state();
+    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()) };
+    let report = watch.check(state).await.unwrap();
+    assert_eq!(report[0].shortfall(), 0, "{report:?}");
     coordinator.shutdown().await;
 }

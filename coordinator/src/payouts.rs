@@ -1,12 +1,13 @@
 //! The coordinator's part in Bitcoin payouts: it proposes a plan when withdrawals wait in the
-//! queue, and records which attempt of a plan the chain confirmed. It holds no key and signs
+//! queue, a consolidation of the vault's small outputs when fees are low, and records which
+//! attempt of a plan the chain confirmed. It holds no key and signs
 //! nothing: the watchmen sign and broadcast each plan from their own replay, and the ledger
 //! itself checks everything the coordinator submits here.
 
 use std::time::Duration;
 
 use bridge::batch::ApplyError;
-use bridge::btc_payout::PayoutPlan;
+use bridge::btc_payout::{CONSOLIDATION_FEE_RATE_FACTOR, MIN_CONSOLIDATION_INPUTS, PayoutPlan};
 use bridge::tx::SystemTx;
 use bridge::{BtcVaultParams, Tx, TxError};
 use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus};
@@ -20,6 +21,8 @@ pub struct PayoutRound {
     pub confirmed: usize,
     /// Whether a new plan was made.
     pub planned: bool,
+    /// Whether a consolidation was made.
+    pub consolidated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +68,14 @@ impl PayoutKeeper {
 
     /// Records confirmed plans, then plans the queue if anything waits.
     pub async fn round(&self) -> Result<PayoutRound, PayoutKeeperError> {
-        let (queued, plans): (usize, Vec<PayoutPlan>) =
-            self.sequencer.read(|state| (state.btc_queue().count(), state.btc_plans().cloned().collect())).await?;
+        let (queued, plans, unplanned, consolidating): (usize, Vec<PayoutPlan>, usize, bool) = self
+            .sequencer
+            .read(|state| {
+                let plans: Vec<PayoutPlan> = state.btc_plans().cloned().collect();
+                let consolidating = plans.iter().any(PayoutPlan::is_consolidation);
+                (state.btc_queue().count(), plans, state.vault_utxos().count(), consolidating)
+            })
+            .await?;
         let mut round = PayoutRound::default();
         for plan in &plans {
             if let PayoutStatus::Confirmed { attempt, confirmations } = self.broadcaster.status(plan).await? {
@@ -83,8 +92,8 @@ impl PayoutKeeper {
                 }
             }
         }
+        let fee_rate = self.fee_rate().await;
         if queued > 0 {
-            let fee_rate = self.fee_rate().await;
             match self.sequencer.submit(Tx::System(SystemTx::BtcPayoutPlan { fee_rate })).await? {
                 Ok(_) => {
                     round.planned = true;
@@ -95,6 +104,25 @@ impl PayoutKeeper {
                     tracing::info!(queued, fee_rate, %error, "bitcoin withdrawals wait");
                 }
                 Err(error) => tracing::error!(queued, fee_rate, %error, "the ledger refused a payout plan"),
+            }
+        }
+        // Fees are low and many outputs wait: merge the small ones while it is cheap, so that
+        // later payouts (and large withdrawals) need few inputs. The ledger checks the rate is
+        // low and pays the fee from the vault's surplus only.
+        let ceiling = self.vault.min_fee_rate.saturating_mul(CONSOLIDATION_FEE_RATE_FACTOR);
+        if !consolidating && unplanned >= MIN_CONSOLIDATION_INPUTS && fee_rate <= ceiling {
+            match self.sequencer.submit(Tx::System(SystemTx::BtcConsolidationPlan { fee_rate })).await? {
+                Ok(_) => {
+                    round.consolidated = true;
+                    metrics::counter!("bridge_btc_consolidations_total").increment(1);
+                    tracing::info!(unplanned, fee_rate, "bitcoin vault consolidation planned");
+                }
+                Err(ApplyError::Tx(
+                    error @ (TxError::NothingToConsolidate { .. }
+                    | TxError::ConsolidationSurplus { .. }
+                    | TxError::ConsolidationPending(_)),
+                )) => tracing::debug!(unplanned, fee_rate, %error, "no consolidation this round"),
+                Err(error) => tracing::warn!(unplanned, fee_rate, %error, "the ledger refused a consolidation"),
             }
         }
         Ok(round)

@@ -396,7 +396,11 @@ fn accounts_touched(tx: &BatchTx) -> Vec<Address> {
             UserTx::Withdraw(w) => vec![w.from],
         },
         BatchTx::System(SystemTx::Deposit(d)) => vec![d.account],
-        BatchTx::System(SystemTx::BtcPayoutPlan { .. } | SystemTx::BtcPayoutConfirmed { .. }) => Vec::new(),
+        BatchTx::System(
+            SystemTx::BtcPayoutPlan { .. }
+            | SystemTx::BtcConsolidationPlan { .. }
+            | SystemTx::BtcPayoutConfirmed { .. },
+        ) => Vec::new(),
     }
 }
 

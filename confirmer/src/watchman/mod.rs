@@ -4,16 +4,19 @@
 //! `book`: what this watchman's replay says each hard-final batch owes, shared between the
 //! follower loop (writer) and the signing policy (reader); `policy`: the `SigningPolicy`;
 //! `settle`: sign, submit and pay each hard-final batch's Ethereum withdrawals; `payout`: sign,
-//! broadcast and bump each hard-final Bitcoin payout plan; `run`: one watchman's loop turn
+//! broadcast and bump each hard-final Bitcoin payout plan, each on its own; `bump_clock`: when this
+//! watchman's own node allows a fee bump; `run`: one watchman's loop turn
 //! (replay, book, settle, pay).
 
 pub mod book;
+pub mod bump_clock;
 pub mod payout;
 pub mod policy;
 pub mod run;
 pub mod settle;
 
 pub use book::SettlementBook;
+pub use bump_clock::BumpClock;
 pub use payout::{BtcPayouts, PayoutAction, PayoutError};
 pub use policy::{PayoutInput, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT};
 pub use run::{StepReport, Watchman};

@@ -1,11 +1,17 @@
 //! The settlement loop's Bitcoin step: for every payout plan a hard-final batch made, sign an
 //! attempt (one ROAST session for all its inputs, each watchman asking its own
-//! [`ReplayPolicy`](super::ReplayPolicy)) and broadcast it; when the attempt waits in the
-//! mempool for `bump_after_blocks` blocks, sign and broadcast the next attempt (RBF). The node
-//! is asked first, so a restart, or another watchman having broadcast, signs nothing twice.
+//! [`ReplayPolicy`](super::ReplayPolicy)) and broadcast it; when the attempt is not confirmed
+//! `bump_after_blocks` blocks after it was signed or first seen (waiting in the mempool, refused
+//! by it, or never seen by it), sign and broadcast the next attempt (RBF). The node is asked
+//! first, so a restart, or another watchman having broadcast, signs nothing twice.
+//!
+//! Plans are independent: each spends its own inputs. A plan that fails (no signature, refused
+//! by the node) is logged, counted (`watchman_btc_payout_failures_total`), reported as
+//! [`PayoutAction::Failed`] and retried at the next turn; the plans after it go on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bitcoin::Transaction;
 use bridge::btc_payout::{PayoutPlan, UnsignedPayout};
 use bridge::{BtcNetwork, BtcVaultParams};
 use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus, RpcError};
@@ -37,6 +43,19 @@ pub enum PayoutAction {
     Broadcast { plan: u64, attempt: u32, txid: String },
     /// The chain has attempt `attempt`; nothing more to do.
     Confirmed { plan: u64, attempt: u32 },
+    /// This plan could not be advanced this turn (retried at the next); the others went on.
+    Failed { plan: u64, reason: String },
+}
+
+/// The latest attempt of a plan this watchman knows of, and since when.
+#[derive(Debug)]
+struct Attempted {
+    attempt: u32,
+    /// The node's height when this watchman signed it or first saw it.
+    since: u64,
+    /// The signed transaction, if this watchman signed it: re-sent while it waits, without a
+    /// new signing session.
+    signed: Option<Transaction>,
 }
 
 #[derive(Debug)]
@@ -49,8 +68,9 @@ pub struct BtcPayouts {
     bump_after_blocks: u64,
     /// Plans the chain has confirmed.
     done: BTreeSet<u64>,
-    /// For each plan waiting in the mempool: the attempt and the height it was first seen at.
-    waiting: BTreeMap<u64, (u32, u64)>,
+    /// For each plan not yet confirmed: its latest attempt. One entry per pending plan of the
+    /// book, removed when the plan confirms.
+    attempted: BTreeMap<u64, Attempted>,
 }
 
 impl BtcPayouts {
@@ -70,7 +90,7 @@ impl BtcPayouts {
             broadcaster,
             bump_after_blocks: bump_after_blocks.max(1),
             done: BTreeSet::new(),
-            waiting: BTreeMap::new(),
+            attempted: BTreeMap::new(),
         }
     }
 
@@ -94,9 +114,14 @@ impl BtcPayouts {
             .collect()
     }
 
-    /// Pays or bumps every plan of a hard-final batch that the chain has not confirmed; stops
-    /// at the first failure (retried at the next call).
+    /// Pays or bumps every plan of hard-final batches that the chain has not confirmed. A plan
+    /// that fails is reported as [`PayoutAction::Failed`] and the next plan goes on; only a halt
+    /// or a node that does not answer stops the turn.
     pub async fn settle(&mut self, tss: &TssNode) -> Result<Vec<PayoutAction>, PayoutError> {
+        if let Some(why) = self.book.halted() {
+            return Err(PayoutError::Halted(why));
+        }
+        let height = self.rpc.block_count().await?;
         let mut actions = Vec::new();
         for (batch, settlement) in self.book.owing_from(1) {
             for plan in &settlement.btc_plans {
@@ -106,40 +131,89 @@ impl BtcPayouts {
                 if let Some(why) = self.book.halted() {
                     return Err(PayoutError::Halted(why));
                 }
-                let height = self.rpc.block_count().await?;
-                let attempt = match self.broadcaster.status(plan).await? {
-                    PayoutStatus::Confirmed { attempt, .. } => {
-                        self.done.insert(plan.id);
-                        self.waiting.remove(&plan.id);
-                        actions.push(PayoutAction::Confirmed { plan: plan.id, attempt });
-                        continue;
+                match self.advance(tss, batch, plan, height).await {
+                    Ok(Some(action)) => actions.push(action),
+                    Ok(None) => {}
+                    Err(PayoutError::Halted(why)) => return Err(PayoutError::Halted(why)),
+                    Err(error) => {
+                        metrics::counter!("watchman_btc_payout_failures_total").increment(1);
+                        tracing::warn!(plan = plan.id, %error, "Bitcoin payout not advanced this turn; the other plans go on");
+                        actions.push(PayoutAction::Failed { plan: plan.id, reason: error.to_string() });
                     }
-                    PayoutStatus::Pending { attempt } => {
-                        let (_, seen) = *self.waiting.entry(plan.id).or_insert((attempt, height));
-                        let next = attempt + 1;
-                        let stuck = height.saturating_sub(seen) >= self.bump_after_blocks;
-                        if !stuck || plan.build(&self.vault, self.network, next).is_err() {
-                            continue; // not stuck yet, or already at the fee budget: wait
-                        }
-                        next
-                    }
-                    PayoutStatus::Unseen => 0,
-                };
-                let txid = self.sign_and_broadcast(tss, batch, plan, attempt).await?;
-                self.waiting.insert(plan.id, (attempt, height));
-                actions.push(PayoutAction::Broadcast { plan: plan.id, attempt, txid });
+                }
             }
         }
         Ok(actions)
     }
 
-    async fn sign_and_broadcast(
+    /// One plan: done if confirmed; otherwise the next attempt once the latest has gone
+    /// `bump_after_blocks` blocks without confirming, whether the mempool holds it, refused it
+    /// or never saw it.
+    async fn advance(
+        &mut self,
+        tss: &TssNode,
+        batch: u64,
+        plan: &PayoutPlan,
+        height: u64,
+    ) -> Result<Option<PayoutAction>, PayoutError> {
+        let latest = match self.broadcaster.status(plan).await? {
+            PayoutStatus::Confirmed { attempt, .. } => {
+                self.done.insert(plan.id);
+                self.attempted.remove(&plan.id);
+                return Ok(Some(PayoutAction::Confirmed { plan: plan.id, attempt }));
+            }
+            PayoutStatus::Pending { attempt } => {
+                let known = self.attempted.entry(plan.id).or_insert(Attempted { attempt, since: height, signed: None });
+                if attempt > known.attempt {
+                    // Another watchman bumped it: its clock starts when this one first sees it.
+                    *known = Attempted { attempt, since: height, signed: None };
+                }
+                Some(known.attempt)
+            }
+            PayoutStatus::Unseen => {
+                if let Some(Attempted { signed: Some(tx), .. }) = self.attempted.get(&plan.id) {
+                    // Dropped or refused: send it again (no signing), bumped below once stuck.
+                    if let Err(error) = self.broadcaster.broadcast(tx).await {
+                        tracing::debug!(plan = plan.id, %error, "re-sent payout attempt refused");
+                    }
+                }
+                self.attempted.get(&plan.id).map(|a| a.attempt)
+            }
+        };
+        let next = match (latest, self.attempted.get(&plan.id)) {
+            (None, _) | (Some(_), None) => 0,
+            (Some(attempt), Some(known)) => {
+                if height.saturating_sub(known.since) < self.bump_after_blocks {
+                    return Ok(None); // not stuck yet
+                }
+                attempt + 1
+            }
+        };
+        if next > 0 && plan.build(&self.vault, self.network, next).is_err() {
+            metrics::counter!("watchman_btc_payouts_at_budget_total").increment(1);
+            tracing::warn!(
+                plan = plan.id,
+                attempt = next - 1,
+                "Bitcoin payout stuck at its fee budget: no higher attempt exists"
+            );
+            return Ok(None);
+        }
+        let signed = self.sign(tss, batch, plan, next).await?;
+        // The attempt exists from now: its clock runs whether or not the node takes it.
+        self.attempted.insert(plan.id, Attempted { attempt: next, since: height, signed: Some(signed.clone()) });
+        let txid = self.broadcaster.broadcast(&signed).await?;
+        metrics::counter!("watchman_btc_payouts_broadcast_total").increment(1);
+        tracing::info!(plan = plan.id, attempt = next, %txid, "Bitcoin payout broadcast");
+        Ok(Some(PayoutAction::Broadcast { plan: plan.id, attempt: next, txid: txid.to_string() }))
+    }
+
+    async fn sign(
         &self,
         tss: &TssNode,
         batch: u64,
         plan: &PayoutPlan,
         attempt: u32,
-    ) -> Result<String, PayoutError> {
+    ) -> Result<Transaction, PayoutError> {
         let unsigned = plan
             .build(&self.vault, self.network, attempt)
             .map_err(|e| PayoutError::Plan { plan: plan.id, reason: e.to_string() })?;
@@ -154,10 +228,7 @@ impl BtcPayouts {
             let signed = outcome.signatures.iter().find(|s| s.request.message.as_slice() == sighash.as_slice());
             signatures.push(signed.ok_or(PayoutError::MissingSignature { plan: plan.id, input })?.signature);
         }
-        let tx = unsigned.with_signatures(&signatures);
-        let txid = self.broadcaster.broadcast(&tx).await?;
-        metrics::counter!("watchman_btc_payouts_broadcast_total").increment(1);
-        tracing::info!(plan = plan.id, attempt, %txid, fee_sat = unsigned.fee_sat, "Bitcoin payout broadcast");
-        Ok(txid.to_string())
+        tracing::debug!(plan = plan.id, attempt, fee_sat = unsigned.fee_sat, "Bitcoin payout signed");
+        Ok(unsigned.with_signatures(&signatures))
     }
 }

@@ -8,6 +8,7 @@ use bridge::{BtcNetwork, BtcVaultParams};
 use tss::{Decision, KeyPath, SigningPolicy, SigningRequest};
 
 use super::book::SettlementBook;
+use super::bump_clock::BumpClock;
 
 /// `SigningContext::purpose` of the Ethereum vault's `submitWithdrawals` message.
 pub const SETTLE_ETH_WITHDRAWALS: &str = "eth-withdrawals-root";
@@ -47,16 +48,26 @@ pub struct ReplayPolicy {
     eth_vault: Option<VaultDomain>,
     /// The Bitcoin vault this watchman signs for; `None` if it signs for none.
     btc_vault: Option<(BtcVaultParams, BtcNetwork)>,
+    /// What this watchman's own Bitcoin node shows of each plan: fee bumps are signed only when
+    /// it shows the previous attempt unconfirmed long enough. `None`: no bump is signed.
+    bump_clock: Option<BumpClock>,
 }
 
 impl ReplayPolicy {
     pub fn new(book: SettlementBook, eth_vault: Option<VaultDomain>) -> Self {
-        ReplayPolicy { book, eth_vault, btc_vault: None }
+        ReplayPolicy { book, eth_vault, btc_vault: None, bump_clock: None }
     }
 
     /// Also sign Bitcoin payouts of this vault (the network's `btc_vault`).
     pub fn with_bitcoin(mut self, vault: BtcVaultParams, network: BtcNetwork) -> Self {
         self.btc_vault = Some((vault, network));
+        self
+    }
+
+    /// Time fee bumps by this clock (fed by this watchman's own Bitcoin node); without one, only
+    /// first attempts are signed.
+    pub fn with_bump_clock(mut self, clock: BumpClock) -> Self {
+        self.bump_clock = Some(clock);
         self
     }
 
@@ -102,9 +113,12 @@ impl ReplayPolicy {
 impl ReplayPolicy {
     /// The message must be the sighash of the named input of the named attempt of a plan that
     /// a hard-final batch made in this watchman's replay, rebuilt here byte for byte, and the
-    /// key path the one that input's owner spends with. Any attempt may be signed: every
-    /// attempt spends the same inputs and pays the same outputs, so at most one is ever mined
-    /// and none pays more than the plan's fee budget.
+    /// key path the one that input's owner spends with. Every attempt spends the same inputs and
+    /// pays the same outputs, so at most one is ever mined and none pays more than the plan's fee
+    /// budget; a bump (attempt ≥ 1) is signed only when this watchman's own node has shown the
+    /// previous attempt unconfirmed for `bump_after_blocks` ([`BumpClock`]), so a requester
+    /// cannot spend the whole budget at once. A consolidation (a plan that pays nobody) is
+    /// checked the same way.
     fn check_btc_payout_input(&self, request: &SigningRequest) -> Result<(), String> {
         let Some((vault, network)) = &self.btc_vault else {
             return Err("this watchman is not configured for a Bitcoin vault".into());
@@ -138,7 +152,14 @@ impl ReplayPolicy {
         if request.key_path != KeyPath::of_merkle_root(*root) {
             return Err(format!("input {} of payout plan {} is not spent with that key", which.input, plan.id));
         }
-        Ok(())
+        match (&self.bump_clock, which.attempt) {
+            (Some(clock), attempt) => clock.check(plan.id, attempt),
+            (None, 0) => Ok(()),
+            (None, attempt) => Err(format!(
+                "attempt {attempt} of payout plan {} is a fee bump, and this watchman has no Bitcoin node to time bumps",
+                plan.id
+            )),
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use clap::Parser;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{BtcPayouts, EthSettlement, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::{BtcPayouts, BumpClock, EthSettlement, ReplayPolicy, SettlementBook, Watchman};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tss::keystore::{self, Passphrase};
 use tss::roster::WatchmenFile;
@@ -140,10 +140,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let mut policy = ReplayPolicy::new(book.clone(), eth_domain);
-    if let Some(vault) = params.btc_vault
-        && config.bitcoin.is_some()
-    {
-        policy = policy.with_bitcoin(vault, params.btc_network);
+    if let (Some(vault), Some(b), Some(rpc)) = (params.btc_vault, &config.bitcoin, &btc_rpc) {
+        // Fee bumps are timed by this watchman's own node, read every few seconds.
+        let clock = BumpClock::new(b.bump_after_blocks);
+        clock.spawn(rpc.clone(), book.clone(), vault, params.btc_network, Duration::from_secs(2));
+        policy = policy.with_bitcoin(vault, params.btc_network).with_bump_clock(clock);
     }
     let node = TssNode::start(TssNodeConfig {
         identity,
