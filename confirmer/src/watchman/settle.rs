@@ -109,12 +109,12 @@ impl EthSettlement {
                 break;
             }
             metrics::counter!("watchman_eth_batches_settled_total").increment(1);
-            tracing::info!(batch, submitted_root, payouts = payment.receipts.len(), refused = ?payment.refused, "Ethereum withdrawals settled");
+            tracing::info!(batch, submitted_root, payouts = payment.receipts.len(), failed = ?payment.failed, "Ethereum withdrawals settled");
             done.push(SettledBatch {
                 batch,
                 submitted_root,
                 payout_transactions: payment.receipts.len(),
-                refused: payment.refused,
+                refused: payment.failed,
             });
             self.next = batch + 1;
         }
