@@ -433,6 +433,11 @@ impl Submitter {
         }
     }
 
+    /// Whether the vault has paid leaf `index` of batch `batch`.
+    pub async fn is_paid(&self, batch: u64, index: u32) -> Result<bool, SubmitError> {
+        Ok(self.vault.isPaid(batch, index).call().await?)
+    }
+
     /// The withdrawals root the vault holds for `batch`; all zero if none yet.
     pub async fn root_of(&self, batch: u64) -> Result<[u8; 32], SubmitError> {
         Ok(self.vault.roots(batch).call().await?.0)

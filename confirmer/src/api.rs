@@ -19,6 +19,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::alarm::Alarm;
 use crate::follower::Follower;
+use crate::watchman::{StuckLeaf, StuckWithdrawals};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -131,8 +132,8 @@ pub struct AlarmView {
         title = "Settlement bridge confirmer",
         description = "Hard finality, verified state with proofs, and alarms."
     ),
-    paths(get_status, get_account, get_tx, get_batch, get_alarms),
-    components(schemas(ErrorBody, StatusView, AccountView, BalanceView, TxView, BatchView, AlarmView))
+    paths(get_status, get_account, get_tx, get_batch, get_alarms, get_stuck_withdrawals),
+    components(schemas(ErrorBody, StatusView, AccountView, BalanceView, TxView, BatchView, AlarmView, StuckLeaf))
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -150,6 +151,20 @@ pub fn router(context: ApiContext) -> Router {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; GET /openapi.json lists them")
         })
         .with_state(Arc::new(context))
+}
+
+/// `GET /withdrawals/stuck`, served where Ethereum withdrawals are settled (a watchman with a
+/// sender key): the leaves the vault could not pay, each with its proof.
+pub fn stuck_withdrawals_router(stuck: StuckWithdrawals) -> Router {
+    Router::new().route("/withdrawals/stuck", get(get_stuck_withdrawals)).with_state(stuck)
+}
+
+/// Ethereum withdrawal leaves the vault could not pay (the recipient refused ether or burnt
+/// its gas, or the token refused the transfer), oldest batch first, each with what `withdraw`
+/// needs to claim it. Served by a watchman that settles Ethereum withdrawals.
+#[utoipa::path(get, path = "/withdrawals/stuck", responses((status = 200, body = Vec<StuckLeaf>)))]
+async fn get_stuck_withdrawals(State(stuck): State<StuckWithdrawals>) -> Json<Vec<StuckLeaf>> {
+    Json(stuck.list())
 }
 
 fn hex32(bytes: &[u8]) -> String {

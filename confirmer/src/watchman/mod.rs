@@ -4,7 +4,8 @@
 //! `book`: what this watchman's replay says each hard-final batch owes, shared between the
 //! follower loop (writer) and the signing policy (reader); `policy`: the `SigningPolicy`;
 //! `settle`: sign, submit and pay each hard-final batch's Ethereum withdrawals; `payout`: sign,
-//! broadcast and bump each hard-final Bitcoin payout plan; `run`: one watchman's loop turn
+//! broadcast and bump each hard-final Bitcoin payout plan; `stuck`: leaves the vault could not pay,
+//! retried with backoff and listed for claims; `run`: one watchman's loop turn
 //! (replay, book, settle, pay).
 
 pub mod book;
@@ -12,9 +13,11 @@ pub mod payout;
 pub mod policy;
 pub mod run;
 pub mod settle;
+pub mod stuck;
 
 pub use book::SettlementBook;
 pub use payout::{BtcPayouts, PayoutAction, PayoutError};
 pub use policy::{PayoutInput, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT};
 pub use run::{StepReport, Watchman};
 pub use settle::{EthSettlement, SettleError, SettledBatch};
+pub use stuck::{RetryPolicy, StuckLeaf, StuckWithdrawals};

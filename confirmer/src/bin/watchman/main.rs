@@ -158,6 +158,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         retry: Duration::from_secs(1),
     })
     .await?;
+    let stuck = eth_settlement.as_ref().map(EthSettlement::stuck);
     let mut watchman = Watchman::new(follower, book.clone(), node, eth_settlement);
     if let (Some(b), Some(rpc), Some(vault)) = (&config.bitcoin, &btc_rpc, params.btc_vault)
         && b.pay
@@ -171,7 +172,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    serve(config.listen, book.clone()).await?;
+    serve(config.listen, book.clone(), stuck).await?;
     eprintln!(
         "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
         roster.threshold,
@@ -250,8 +251,13 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// `/metrics` (Prometheus) and `/health` (whether signing is halted, and why).
-async fn serve(listen: std::net::SocketAddr, book: SettlementBook) -> anyhow::Result<()> {
+/// `/metrics` (Prometheus), `/health` (whether signing is halted, and why) and, when this
+/// watchman settles Ethereum withdrawals, `/withdrawals/stuck`.
+async fn serve(
+    listen: std::net::SocketAddr,
+    book: SettlementBook,
+    stuck: Option<confirmer::watchman::StuckWithdrawals>,
+) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let app = axum::Router::new().route("/metrics", get(move || std::future::ready(metrics.render()))).route(
         "/health",
@@ -264,6 +270,10 @@ async fn serve(listen: std::net::SocketAddr, book: SettlementBook) -> anyhow::Re
             })))
         }),
     );
+    let app = match stuck {
+        Some(stuck) => app.merge(confirmer::api::stuck_withdrawals_router(stuck)),
+        None => app,
+    };
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
