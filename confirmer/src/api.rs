@@ -132,11 +132,21 @@ pub struct AlarmView {
         title = "Settlement bridge confirmer",
         description = "Hard finality, verified state with proofs, and alarms."
     ),
-    paths(get_status, get_account, get_tx, get_batch, get_alarms, get_stuck_withdrawals),
-    components(schemas(ErrorBody, StatusView, AccountView, BalanceView, TxView, BatchView, AlarmView, StuckLeaf))
+    paths(get_status, get_account, get_tx, get_batch, get_alarms),
+    components(schemas(ErrorBody, StatusView, AccountView, BalanceView, TxView, BatchView, AlarmView))
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
+
+/// The OpenAPI document of a settling watchman's `/withdrawals/stuck`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Settlement bridge watchman: stuck withdrawals"),
+    paths(get_stuck_withdrawals),
+    components(schemas(StuckLeaf))
+)]
+#[derive(Debug)]
+pub struct StuckApiDoc;
 
 pub fn router(context: ApiContext) -> Router {
     Router::new()
@@ -154,7 +164,9 @@ pub fn router(context: ApiContext) -> Router {
 }
 
 /// `GET /withdrawals/stuck`, served where Ethereum withdrawals are settled (a watchman with a
-/// sender key): the leaves the vault could not pay, each with its proof.
+/// sender key, beside its `/metrics` and `/health`): the leaves the vault could not pay, each
+/// with its proof. Not part of a plain confirmer's API (it settles nothing), so not in
+/// [`ApiDoc`]: its document is [`StuckApiDoc`].
 pub fn stuck_withdrawals_router(stuck: StuckWithdrawals) -> Router {
     Router::new().route("/withdrawals/stuck", get(get_stuck_withdrawals)).with_state(stuck)
 }
