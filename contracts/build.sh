@@ -13,10 +13,10 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$root/contracts"
 "$tools/node_modules/.bin/solcjs" --bin --abi --optimize --optimize-runs 200 \
   --base-path . --include-path "$tools/node_modules" -o "$tmp" \
-  sol/Vault.sol sol/test/TestToken.sol sol/test/Bip340Gas.sol sol/test/Spoofer.sol >/dev/null
+  sol/Vault.sol sol/test/TestToken.sol sol/test/Bip340Gas.sol sol/test/Spoofer.sol sol/test/Recipients.sol >/dev/null
 mkdir -p "$out"
 # solcjs names outputs <path_with_underscores>_<Contract>.{abi,bin}; keep the ones we use.
-for contract in Vault TestToken FeeToken Bip340Gas Spoofer; do
+for contract in Vault TestToken FeeToken BlacklistToken Bip340Gas Spoofer RevertingRecipient GasBurner ReturnBomb; do
   abi="$(ls "$tmp"/*_"$contract".abi | head -n1)"
   bin="$(ls "$tmp"/*_"$contract".bin | head -n1)"
   node -e '

@@ -100,6 +100,7 @@ impl TxError {
             TxError::NonceGap { .. } => "nonce_gap",
             TxError::Overdraft { .. } => "overdraft",
             TxError::Overflow => "overflow",
+            TxError::InvalidRecipient(RecipientError::Unpayable { .. }) => "unpayable_recipient",
             TxError::InvalidRecipient(_) => "invalid_recipient",
             TxError::DepositAlreadyCredited(_) => "deposit_already_credited",
             TxError::DepositChainMismatch { .. } => "deposit_chain_mismatch",
@@ -267,7 +268,8 @@ fn check_transfer(state: &State, t: &Transfer) -> Result<Changes, TxError> {
 fn check_withdraw(state: &State, w: &Withdraw, tx_hash: [u8; 32]) -> Result<(Changes, Withdrawal), TxError> {
     let mut ledger = Ledger::new(state);
     let total = check_common(&mut ledger, w.from, w.asset, w.amount, w.fee, w.nonce)?;
-    let recipient = Recipient::parse(&w.recipient, &w.asset, w.amount, state.params().btc_network)
+    let params = state.params();
+    let recipient = Recipient::parse(&w.recipient, &w.asset, w.amount, params.btc_network, &params.eth_vault)
         .map_err(TxError::InvalidRecipient)?;
     ledger.debit(w.from, w.asset, total)?;
     match &recipient {

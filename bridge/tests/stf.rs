@@ -92,6 +92,18 @@ fn every_bad_transaction_is_refused_precisely_and_changes_nothing() {
         apply(&mut state, &withdraw(&alice, AssetId::Btc, 10_000, 0, "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", 0)),
         Err(TxError::InvalidRecipient(bridge::recipient::RecipientError::BitcoinNetwork(_)))
     ));
+    // Ethereum recipients that can never be paid: refused before anything is debited, with
+    // their own code, so no leaf the vault cannot pay ever reaches a withdrawals root.
+    let vault = state.params().eth_vault.to_string();
+    for unpayable in
+        ["0x0000000000000000000000000000000000000000", "0x0000000000000000000000000000000000000004", vault.as_str()]
+    {
+        let before = state.state_root();
+        let error = apply(&mut state, &withdraw(&alice, eth, 1, 0, unpayable, 0)).unwrap_err();
+        assert!(matches!(error, TxError::InvalidRecipient(bridge::recipient::RecipientError::Unpayable { .. })));
+        assert_eq!(error.code(), "unpayable_recipient", "{unpayable}");
+        assert_eq!(state.state_root(), before);
+    }
 
     // A replayed nonce, after one success.
     apply(&mut state, &transfer(&alice, bob_addr, eth, 1, 0, 0)).unwrap();

@@ -326,6 +326,10 @@ pub enum SubmitError {
     Stuck { nonce: u64, attempts: u32 },
     #[error("the vault is paused by its guardian: nothing is sent until the watchmen unpause it (docs/OPERATIONS.md)")]
     Paused,
+    #[error(
+        "the call needs {needed} gas and a block holds {block_limit}: send fewer leaves per transaction (`max_per_tx`)"
+    )]
+    AboveBlockGasLimit { needed: u64, block_limit: u64 },
 }
 
 impl From<alloy::contract::Error> for SubmitError {
@@ -354,11 +358,42 @@ impl From<alloy::transports::TransportError> for SubmitError {
 pub struct Payment {
     /// One per `withdrawMany` transaction mined.
     pub receipts: Vec<TransactionReceipt>,
-    /// Leaves whose ether recipient refused the payment; they stay unpaid.
-    pub refused: Vec<u32>,
+    /// Leaves the vault could not pay (`WithdrawalFailed`: the recipient refused ether or burnt
+    /// its gas, or the token refused the transfer). They stay unpaid and payable by anyone with
+    /// `withdraw`; the rest of their transaction was paid.
+    pub failed: Vec<u32>,
     /// Leaves left for later because their token's cap has no room for them now (the cap
     /// refills with time; paying them now would only revert).
     pub deferred: Vec<u32>,
+}
+
+/// What one more attempt at a leaf the vault could not pay did.
+#[derive(Debug)]
+pub enum Retry {
+    /// Paid now, by this transaction.
+    Paid(Box<TransactionReceipt>),
+    /// Paid meanwhile (someone claimed it).
+    AlreadyPaid,
+    /// The recipient or the token still refuses; nothing was spent if the simulation said so.
+    StillRefused,
+}
+
+/// Gas a `withdrawMany` leaf costs besides its transfer's `PAYOUT_GAS`, rounded well up: its
+/// calldata and proof (a few thousand), the paid bit and the cap (cold stores, about 30,000),
+/// and the call itself to a new account with value (about 37,000).
+const LEAF_OVERHEAD_GAS: u64 = 100_000;
+
+/// The leaves a `withdrawMany` receipt reports unpaid: `WithdrawalFailed` logs of the vault
+/// only, since a recipient contract called during the payout can emit a look-alike event.
+pub fn failed_leaves(receipt: &TransactionReceipt, vault: Address) -> Vec<u32> {
+    receipt
+        .inner
+        .logs()
+        .iter()
+        .filter(|log| log.address() == vault)
+        .filter_map(|log| log.log_decode::<Vault::WithdrawalFailed>().ok())
+        .map(|log| log.inner.data.index)
+        .collect()
 }
 
 /// Sends `submitWithdrawals` and `withdrawMany`. Idempotent: it reads the vault's roots and
@@ -374,7 +409,7 @@ pub struct Submitter {
     from: Address,
     pub confirm_timeout: Duration,
     pub max_bumps: u32,
-    /// Leaves paid per `withdrawMany` transaction.
+    /// Leaves paid per `withdrawMany` transaction (fewer when the block's gas limit says so).
     pub max_per_tx: usize,
     fee_bumps: Arc<AtomicU64>,
 }
@@ -396,6 +431,11 @@ impl Submitter {
             max_per_tx: 100,
             fee_bumps: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Whether the vault has paid leaf `index` of batch `batch`.
+    pub async fn is_paid(&self, batch: u64, index: u32) -> Result<bool, SubmitError> {
+        Ok(self.vault.isPaid(batch, index).call().await?)
     }
 
     /// The withdrawals root the vault holds for `batch`; all zero if none yet.
@@ -424,10 +464,10 @@ impl Submitter {
         self.send(call.abi_encode()).await.map(Some)
     }
 
-    /// Pays every leaf of `tree` not yet paid (all from one batch), `max_per_tx` per transaction.
-    /// An ether recipient that refuses its payment (a contract that reverts) would make the
-    /// whole `withdrawMany` revert: its leaves are left out and reported in `refused`, and the
-    /// rest are paid.
+    /// Pays every leaf of `tree` not yet paid (all from one batch), `max_per_tx` per transaction
+    /// and never more than a block's gas limit can hold. A leaf the vault cannot pay does not
+    /// revert its transaction: the vault reports it (`WithdrawalFailed`), it is listed in
+    /// `failed`, and the rest are paid.
     pub async fn pay(&self, tree: &EthWithdrawalTree) -> Result<Payment, SubmitError> {
         let mut payment = Payment::default();
         let Some(batch) = tree.withdrawals().first().map(|w| w.batch) else {
@@ -460,34 +500,80 @@ impl Submitter {
         if !payment.deferred.is_empty() {
             tracing::warn!(batch, deferred = ?payment.deferred, "leaves over their token's cap wait for it to refill");
         }
-        for chunk in unpaid.chunks(self.max_per_tx.max(1)) {
-            let mut payouts = contracts::payouts(tree, chunk.iter().copied());
-            while !payouts.is_empty() {
-                let call = Vault::withdrawManyCall { batch, payouts: payouts.clone() };
-                match self.send(call.abi_encode()).await {
-                    Ok(receipt) => {
-                        payment.receipts.push(receipt);
-                        break;
-                    }
-                    Err(SubmitError::Refused(error)) => {
-                        let Vault::VaultErrors::EthTransferFailed(refusal) = *error else {
-                            return Err(SubmitError::Refused(error));
-                        };
-                        let (refused, rest): (Vec<_>, Vec<_>) = payouts
-                            .into_iter()
-                            .partition(|p| p.token == Address::ZERO && p.recipient == refusal.recipient);
-                        if refused.is_empty() {
-                            return Err(SubmitError::Refused(Box::new(Vault::VaultErrors::EthTransferFailed(refusal))));
-                        }
-                        tracing::warn!(batch, recipient = %refusal.recipient, "an ether recipient refuses its payout; paying the others");
-                        payment.refused.extend(refused.iter().map(|p| p.index));
-                        payouts = rest;
-                    }
-                    Err(other) => return Err(other),
-                }
+        if unpaid.is_empty() {
+            return Ok(payment);
+        }
+        let per_tx = self.max_per_tx.max(1).min(self.leaves_per_block().await?);
+        for chunk in unpaid.chunks(per_tx) {
+            let call = Vault::withdrawManyCall { batch, payouts: contracts::payouts(tree, chunk.iter().copied()) };
+            let receipt = self.send(call.abi_encode()).await?;
+            let failed = failed_leaves(&receipt, *self.vault.address());
+            if !failed.is_empty() {
+                tracing::warn!(batch, ?failed, "the vault could not pay these leaves; the others are paid");
             }
+            payment.failed.extend(failed);
+            payment.receipts.push(receipt);
         }
         Ok(payment)
+    }
+
+    /// How many leaves one `withdrawMany` may carry so that even if every recipient burns all
+    /// its `PAYOUT_GAS`, the transaction fits in three quarters of a block (the rest is margin
+    /// for the estimate's 20% and the block's other users).
+    async fn leaves_per_block(&self) -> Result<usize, SubmitError> {
+        let stipend = u64::try_from(self.vault.PAYOUT_GAS().call().await?).unwrap_or(u64::MAX);
+        let worst_leaf = stipend.saturating_add(LEAF_OVERHEAD_GAS);
+        let block_limit = self.block_gas_limit().await?;
+        let fits = (block_limit / 4 * 3) / worst_leaf.max(1);
+        Ok(usize::try_from(fits).unwrap_or(usize::MAX).max(1))
+    }
+
+    async fn block_gas_limit(&self) -> Result<u64, SubmitError> {
+        let block = self.provider.get_block_by_number(BlockNumberOrTag::Latest).await?;
+        block.map(|b| b.header.gas_limit).ok_or_else(|| SubmitError::Rpc("the node has no latest block".into()))
+    }
+
+    /// Tries once more to pay leaf `index` of `tree`, a leaf the vault could not pay before.
+    /// `withdraw` is simulated first (free): if the recipient or the token still refuses,
+    /// nothing is sent. Otherwise the leaf goes through `withdrawMany`, whose transfer is
+    /// bounded by `PAYOUT_GAS`, so a retry never costs more than the first attempt did.
+    pub async fn retry(&self, tree: &EthWithdrawalTree, index: u32) -> Result<Retry, SubmitError> {
+        let Some(w) = tree.withdrawals().get(index as usize) else {
+            return Err(SubmitError::Reverted(format!("the tree has no leaf {index}")));
+        };
+        if self.vault.isPaid(w.batch, index).call().await? {
+            return Ok(Retry::AlreadyPaid);
+        }
+        if self.vault.paused().call().await? {
+            return Err(SubmitError::Paused);
+        }
+        let Some(p) = contracts::payouts(tree, [index]).pop() else {
+            return Err(SubmitError::Reverted(format!("no proof for leaf {index}")));
+        };
+        let simulated = self
+            .vault
+            .withdraw(w.batch, index, p.token, p.recipient, p.amount, p.proof.clone())
+            .from(self.from)
+            .call()
+            .await;
+        match simulated.map_err(SubmitError::from) {
+            Ok(_) => {}
+            Err(SubmitError::Refused(error)) if matches!(*error, Vault::VaultErrors::WithdrawalRefused(_)) => {
+                return Ok(Retry::StillRefused);
+            }
+            Err(SubmitError::Refused(error)) if matches!(*error, Vault::VaultErrors::AlreadyPaid(_)) => {
+                return Ok(Retry::AlreadyPaid);
+            }
+            Err(other) => return Err(other),
+        }
+        let call = Vault::withdrawManyCall { batch: w.batch, payouts: vec![p] };
+        let receipt = self.send(call.abi_encode()).await?;
+        if failed_leaves(&receipt, *self.vault.address()).contains(&index) {
+            // It takes more than `PAYOUT_GAS` (the simulation forwarded all gas): only a
+            // `withdraw` with more gas, sent by whoever wants it paid, can pay it.
+            return Ok(Retry::StillRefused);
+        }
+        Ok(Retry::Paid(Box::new(receipt)))
     }
 
     /// Sends a call to the vault, managing the nonce and bumping the fee while it is not mined.
@@ -496,6 +582,13 @@ impl Submitter {
         let base = TransactionRequest::default().with_from(self.from).with_to(*self.vault.address()).with_input(input);
         // Simulating first turns a revert into its custom error instead of a spent fee.
         let gas = self.provider.estimate_gas(base.clone()).await?;
+        // The limit never exceeds what a block can hold: a transaction above it would never be
+        // mined, and its nonce would hold back every later payout.
+        let block_limit = self.block_gas_limit().await?;
+        if gas > block_limit {
+            return Err(SubmitError::AboveBlockGasLimit { needed: gas, block_limit });
+        }
+        let gas_limit = (gas + gas / 5).min(block_limit);
         let fees = self.provider.estimate_eip1559_fees().await?;
         let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas.max(1));
         // Every version of this transaction sent: any of them may be the one mined.
@@ -504,7 +597,7 @@ impl Submitter {
             let tx = base
                 .clone()
                 .with_nonce(nonce)
-                .with_gas_limit(gas + gas / 5)
+                .with_gas_limit(gas_limit)
                 .with_max_fee_per_gas(max_fee)
                 .with_max_priority_fee_per_gas(tip);
             match self.provider.send_transaction(tx).await {

@@ -207,7 +207,7 @@ async fn the_submitter_sends_only_what_is_missing() {
     // Someone else pays leaf 3 first; the submitter pays the other four in two transactions.
     setup.vault.withdrawMany(4, contracts::payouts(&tree, [3])).send().await.unwrap().get_receipt().await.unwrap();
     let payment = submitter.pay(&tree).await.unwrap();
-    assert_eq!((payment.receipts.len(), payment.refused.len()), (2, 0));
+    assert_eq!((payment.receipts.len(), payment.failed.len()), (2, 0));
     assert!(submitter.pay(&tree).await.unwrap().receipts.is_empty(), "paid twice");
     for w in tree.withdrawals() {
         assert_eq!(setup.balance(contracts::to_alloy(w.recipient)).await.unwrap(), U256::from(w.amount.0));
@@ -282,7 +282,7 @@ async fn an_ether_recipient_that_refuses_does_not_block_the_others() {
     let submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
     submitter.submit_root(9, tree.root(), &sig).await.unwrap();
     let payment = submitter.pay(&tree).await.unwrap();
-    assert_eq!((payment.receipts.len(), payment.refused.clone()), (1, vec![1]));
+    assert_eq!((payment.receipts.len(), payment.failed.clone()), (1, vec![1]));
     assert_eq!(setup.balance(Address::repeat_byte(0x71)).await.unwrap(), U256::from(10));
     assert_eq!(setup.balance(Address::repeat_byte(0x72)).await.unwrap(), U256::from(10));
     assert!(!setup.vault.isPaid(9, 1).call().await.unwrap());
@@ -324,4 +324,53 @@ async fn the_submitter_respects_the_vaults_cap_and_pause() {
     guardian.pause().send().await.unwrap().get_receipt().await.unwrap();
     assert!(matches!(submitter.pay(&tree).await, Err(chains::ethereum::SubmitError::Paused)));
     assert!(!setup.vault.isPaid(2, 2).call().await.unwrap());
+}
+
+#[tokio::test]
+async fn gas_burning_recipients_cannot_push_a_payout_past_the_block_gas_limit() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    let burner = contracts::recipients::GasBurner::deploy(setup.provider.clone()).await.unwrap();
+    // A small block: seven leaves whose recipients each burn their whole stipend need more gas
+    // than one block holds.
+    let block_limit = 1_000_000u64;
+    let _: serde_json::Value =
+        setup.provider.raw_request("evm_setBlockGasLimit".into(), (U256::from(block_limit),)).await.unwrap();
+    mine(&setup, 1).await;
+    let recipients: Vec<bridge::Address> = (0..7u8)
+        .map(|i| if i % 2 == 0 { from_alloy(*burner.address()) } else { bridge::Address([0x80 + i; 20]) })
+        .collect();
+    let tree = EthWithdrawalTree::new(
+        recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| EthWithdrawal {
+                batch: 5,
+                index: i as u32,
+                token: bridge::Address::ZERO,
+                recipient: *r,
+                amount: Amount(10),
+            })
+            .collect(),
+    );
+    let message = withdrawals_message(&setup.domain(0), 5, tree.root());
+    let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+    let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
+    let submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    submitter.submit_root(5, tree.root(), &sig).await.unwrap();
+    let payment = submitter.pay(&tree).await.unwrap();
+    assert_eq!(payment.failed, vec![0, 2, 4, 6]);
+    assert!(payment.receipts.len() >= 3, "{} transactions", payment.receipts.len());
+    for receipt in &payment.receipts {
+        let tx = setup.provider.get_transaction_by_hash(receipt.transaction_hash).await.unwrap().unwrap();
+        let limit = alloy::consensus::Transaction::gas_limit(&tx);
+        assert!(limit <= block_limit, "a payout asked for {limit} gas, above the block's {block_limit}");
+    }
+    for i in [1u8, 3, 5] {
+        assert_eq!(setup.balance(Address::repeat_byte(0x80 + i)).await.unwrap(), U256::from(10));
+    }
+    // A retry of a leaf whose recipient still burns everything sends nothing.
+    let nonce = setup.provider.get_transaction_count(setup.deployer).await.unwrap();
+    assert!(matches!(submitter.retry(&tree, 0).await.unwrap(), chains::ethereum::Retry::StillRefused));
+    assert_eq!(setup.provider.get_transaction_count(setup.deployer).await.unwrap(), nonce);
 }

@@ -19,6 +19,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::alarm::Alarm;
 use crate::follower::Follower;
+use crate::watchman::{StuckLeaf, StuckWithdrawals};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -137,6 +138,16 @@ pub struct AlarmView {
 #[derive(Debug)]
 pub struct ApiDoc;
 
+/// The OpenAPI document of a settling watchman's `/withdrawals/stuck`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Settlement bridge watchman: stuck withdrawals"),
+    paths(get_stuck_withdrawals),
+    components(schemas(StuckLeaf))
+)]
+#[derive(Debug)]
+pub struct StuckApiDoc;
+
 pub fn router(context: ApiContext) -> Router {
     Router::new()
         .route("/status", get(get_status))
@@ -150,6 +161,22 @@ pub fn router(context: ApiContext) -> Router {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; GET /openapi.json lists them")
         })
         .with_state(Arc::new(context))
+}
+
+/// `GET /withdrawals/stuck`, served where Ethereum withdrawals are settled (a watchman with a
+/// sender key, beside its `/metrics` and `/health`): the leaves the vault could not pay, each
+/// with its proof. Not part of a plain confirmer's API (it settles nothing), so not in
+/// [`ApiDoc`]: its document is [`StuckApiDoc`].
+pub fn stuck_withdrawals_router(stuck: StuckWithdrawals) -> Router {
+    Router::new().route("/withdrawals/stuck", get(get_stuck_withdrawals)).with_state(stuck)
+}
+
+/// Ethereum withdrawal leaves the vault could not pay (the recipient refused ether or burnt
+/// its gas, or the token refused the transfer), oldest batch first, each with what `withdraw`
+/// needs to claim it. Served by a watchman that settles Ethereum withdrawals.
+#[utoipa::path(get, path = "/withdrawals/stuck", responses((status = 200, body = Vec<StuckLeaf>)))]
+async fn get_stuck_withdrawals(State(stuck): State<StuckWithdrawals>) -> Json<Vec<StuckLeaf>> {
+    Json(stuck.list())
 }
 
 fn hex32(bytes: &[u8]) -> String {

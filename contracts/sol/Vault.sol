@@ -25,6 +25,18 @@ contract Vault is ReentrancyGuard {
     bytes32 internal constant ROTATE_KIND = keccak256("bridge/eth/rotate-key/v1");
     bytes32 internal constant ACCEPT_KIND = keccak256("bridge/eth/accept-key/v1");
 
+    // ---------------------------------------------------------------- payouts
+    /// The gas each leaf's transfer gets inside `withdrawMany`: enough for a smart-contract
+    /// wallet's `receive` or a proxied token's `transfer` with a blacklist check (USDC's costs
+    /// about 40,000 to a new holder), small enough that a recipient burning all it gets costs
+    /// the submitter a bounded amount. A recipient that needs more is paid through `withdraw`,
+    /// which forwards all the caller's gas.
+    uint256 public constant PAYOUT_GAS = 100_000;
+    /// What must be left before a leaf's transfer so that it really gets `PAYOUT_GAS` (EIP-150
+    /// keeps 1/64 back) and the value-transfer, new-account and cold-access costs are covered:
+    /// a leaf never fails because the submitter sent too little gas.
+    uint256 internal constant PAYOUT_GAS_NEEDED = PAYOUT_GAS + PAYOUT_GAS / 63 + 40_000;
+
     // ---------------------------------------------------------------- types
     /// One leaf of a withdrawals tree, with its proof.
     struct Payout {
@@ -60,7 +72,11 @@ contract Vault is ReentrancyGuard {
     error UnknownBatch(uint64 batch);
     error AlreadyPaid(uint64 batch, uint32 index);
     error InvalidProof(uint64 batch, uint32 index);
-    error EthTransferFailed(address recipient, uint256 amount);
+    /// `withdraw` could not pay the leaf (the recipient refused ether, or the token refused the
+    /// transfer); it stays unpaid and can be tried again.
+    error WithdrawalRefused(uint64 batch, uint32 index, address token, address recipient, uint256 amount);
+    /// `withdrawMany` was sent with too little gas left to give the next leaf `PAYOUT_GAS`.
+    error InsufficientGasForPayout(uint64 batch, uint32 index);
     error CapExceeded(address token, uint256 amount, uint256 available, uint256 retryAfter);
     error StaleNonce(uint64 expected, uint64 given);
     error BadEpoch(uint64 expected, uint64 given);
@@ -75,6 +91,12 @@ contract Vault is ReentrancyGuard {
     );
     event WithdrawalsSubmitted(uint64 indexed batch, bytes32 root, uint64 epoch);
     event Withdrawn(
+        uint64 indexed batch, uint32 indexed index, address indexed token, address recipient, uint256 amount
+    );
+    /// `withdrawMany` could not pay this leaf: the recipient refused ether, burnt its gas, or the
+    /// token refused the transfer (a blacklist). The leaf stays unpaid: anyone may pay it later
+    /// with `withdraw` and its proof, and the rest of the call went on.
+    event WithdrawalFailed(
         uint64 indexed batch, uint32 indexed index, address indexed token, address recipient, uint256 amount
     );
     event PausedBy(address guardian);
@@ -161,7 +183,9 @@ contract Vault is ReentrancyGuard {
         emit WithdrawalsSubmitted(batch, root, epoch);
     }
 
-    /// Pays leaf `index` of batch `batch`. Anyone may call it; a leaf is paid once.
+    /// Pays leaf `index` of batch `batch`. Anyone may call it; a leaf is paid once. The transfer
+    /// gets all the gas the caller sends, and a refused transfer reverts (`WithdrawalRefused`):
+    /// this is how a leaf `withdrawMany` could not pay is claimed later.
     function withdraw(
         uint64 batch,
         uint32 index,
@@ -175,11 +199,18 @@ contract Vault is ReentrancyGuard {
         uint256 bit = (uint256(batch) << 32) | index;
         if (_paid.get(bit)) revert AlreadyPaid(batch, index);
         _paid.set(bit);
-        _pay(root, batch, index, token, recipient, amount, proof);
+        _verifyLeaf(root, batch, index, token, recipient, amount, proof);
+        _consumeCap(token, amount);
+        if (!_transfer(token, recipient, amount, gasleft())) {
+            revert WithdrawalRefused(batch, index, token, recipient, amount);
+        }
+        emit Withdrawn(batch, index, token, recipient, amount);
     }
 
     /// Pays several leaves of one batch. Leaves already paid (say by another submitter racing
-    /// this one) are skipped, so the call stays useful; an invalid proof reverts it all.
+    /// this one) are skipped, so the call stays useful; an invalid proof reverts it all. Each
+    /// transfer gets `PAYOUT_GAS`; one that fails is reported (`WithdrawalFailed`) and left
+    /// unpaid, so one recipient can neither stop the others nor burn more than that.
     function withdrawMany(uint64 batch, Payout[] calldata payouts) external nonReentrant whenNotPaused {
         bytes32 root = roots[batch];
         if (root == bytes32(0)) revert UnknownBatch(batch);
@@ -188,8 +219,18 @@ contract Vault is ReentrancyGuard {
             Payout calldata p = payouts[i];
             uint256 bit = (uint256(batch) << 32) | p.index;
             if (_paid.get(bit)) continue;
+            _verifyLeaf(root, batch, p.index, p.token, p.recipient, p.amount, p.proof);
+            if (gasleft() < PAYOUT_GAS_NEEDED) revert InsufficientGasForPayout(batch, p.index);
+            // Effects first (the bit, the cap), undone if the transfer fails.
             _paid.set(bit);
-            _pay(root, batch, p.index, p.token, p.recipient, p.amount, p.proof);
+            _consumeCap(p.token, p.amount);
+            if (_transfer(p.token, p.recipient, p.amount, PAYOUT_GAS)) {
+                emit Withdrawn(batch, p.index, p.token, p.recipient, p.amount);
+            } else {
+                _paid.unset(bit);
+                _refundCap(p.token, p.amount);
+                emit WithdrawalFailed(batch, p.index, p.token, p.recipient, p.amount);
+            }
         }
     }
 
@@ -198,7 +239,7 @@ contract Vault is ReentrancyGuard {
         return _paid.get((uint256(batch) << 32) | index);
     }
 
-    function _pay(
+    function _verifyLeaf(
         bytes32 root,
         uint64 batch,
         uint32 index,
@@ -206,17 +247,31 @@ contract Vault is ReentrancyGuard {
         address recipient,
         uint256 amount,
         bytes32[] calldata proof
-    ) private {
+    ) private pure {
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(batch, index, token, recipient, amount))));
         if (!MerkleProof.verifyCalldata(proof, root, leaf)) revert InvalidProof(batch, index);
-        _consumeCap(token, amount);
+    }
+
+    /// Sends `amount` of `token` (ether for the zero address) with at most `gasLimit` gas, and
+    /// says whether it was paid. Return data is never copied beyond one word, so a recipient
+    /// cannot make the vault pay for a huge answer. A token call succeeds as SafeERC20 decides:
+    /// no return data from a contract, or a return value of `true`.
+    function _transfer(address token, address recipient, uint256 amount, uint256 gasLimit) private returns (bool ok) {
         if (token == address(0)) {
-            (bool ok,) = recipient.call{value: amount}("");
-            if (!ok) revert EthTransferFailed(recipient, amount);
-        } else {
-            IERC20(token).safeTransfer(recipient, amount);
+            assembly ("memory-safe") {
+                ok := call(gasLimit, recipient, amount, 0, 0, 0, 0)
+            }
+            return ok;
         }
-        emit Withdrawn(batch, index, token, recipient, amount);
+        bytes memory data = abi.encodeCall(IERC20.transfer, (recipient, amount));
+        uint256 size;
+        uint256 value;
+        assembly ("memory-safe") {
+            ok := call(gasLimit, token, 0, add(data, 0x20), mload(data), 0, 0x20)
+            size := returndatasize()
+            value := mload(0)
+        }
+        return ok && (size == 0 ? token.code.length > 0 : value == 1);
     }
 
     // ---------------------------------------------------------------- caps
@@ -248,6 +303,15 @@ contract Vault is ReentrancyGuard {
         }
         stored.available = uint128(level - amount);
         stored.updatedAt = uint64(block.timestamp);
+    }
+
+    /// Gives back what `_consumeCap` took in this same transaction for a leaf that was not paid.
+    function _refundCap(address token, uint256 amount) private {
+        Cap storage stored = caps[token];
+        uint128 limit = stored.limit;
+        if (limit == 0) return;
+        uint256 level = uint256(stored.available) + amount;
+        stored.available = uint128(level > limit ? limit : level);
     }
 
     /// Sets the rolling cap of `token` (the zero address for ether): at most `limit` per

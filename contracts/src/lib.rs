@@ -36,6 +36,37 @@ alloy::sol!(
     "artifacts/FeeToken.json"
 );
 
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    BlacklistToken,
+    "artifacts/BlacklistToken.json"
+);
+
+/// Misbehaving withdrawal recipients, for the tests that prove one cannot stop the others.
+pub mod recipients {
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug)]
+        RevertingRecipient,
+        "artifacts/RevertingRecipient.json"
+    );
+
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug)]
+        GasBurner,
+        "artifacts/GasBurner.json"
+    );
+
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug)]
+        ReturnBomb,
+        "artifacts/ReturnBomb.json"
+    );
+}
+
 /// The gas harness of the BIP-340 check (its `Bip340` types are its own).
 pub mod bench {
     alloy::sol!(

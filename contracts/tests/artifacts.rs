@@ -10,7 +10,17 @@ fn artifacts_are_up_to_date() {
     let out = tempfile::tempdir().unwrap();
     let status = Command::new("bash").arg(root.join("build.sh")).arg(out.path()).status().unwrap();
     assert!(status.success(), "contracts/build.sh failed");
-    for contract in ["Vault", "TestToken", "FeeToken", "Bip340Gas", "Spoofer"] {
+    for contract in [
+        "Vault",
+        "TestToken",
+        "FeeToken",
+        "BlacklistToken",
+        "Bip340Gas",
+        "Spoofer",
+        "RevertingRecipient",
+        "GasBurner",
+        "ReturnBomb",
+    ] {
         let name = format!("{contract}.json");
         let fresh = std::fs::read_to_string(out.path().join(&name)).unwrap();
         let committed = std::fs::read_to_string(root.join("artifacts").join(&name)).unwrap();

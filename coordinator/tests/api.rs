@@ -4,7 +4,7 @@
 
 mod common;
 
-use bridge::tx::{Transfer, UserTx};
+use bridge::tx::{Transfer, UserTx, Withdraw};
 use bridge::{Address, Amount, AssetId, NetworkParams, Tx, Wallet};
 use common::*;
 use coordinator::node::Node;
@@ -172,6 +172,17 @@ fn raw_transfer(from: &Wallet, to: Address, asset: AssetId, amount: u128, fee: u
     UserTx::Transfer(Transfer { from: from.address(), to, asset, amount: Amount(amount), fee: Amount(fee), nonce })
 }
 
+fn raw_withdraw(from: &Wallet, recipient: &str, nonce: u64) -> UserTx {
+    UserTx::Withdraw(Withdraw {
+        from: from.address(),
+        asset: AssetId::Eth,
+        amount: Amount(1),
+        fee: Amount(0),
+        recipient: recipient.to_owned(),
+        nonce,
+    })
+}
+
 fn with(mut request: Value, field: &str, value: Value) -> Value {
     request[field] = value;
     request
@@ -314,6 +325,24 @@ async fn every_bad_input_gets_its_own_error_and_changes_nothing() {
                 "unknown_asset",
             ),
             ("body over the limit", vec![b' '; 8192], StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            (
+                "withdrawal to the zero address",
+                body(signed_for(&ours, &alice, raw_withdraw(&alice, "0x0000000000000000000000000000000000000000", 1))),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unpayable_recipient",
+            ),
+            (
+                "withdrawal to a precompile",
+                body(signed_for(&ours, &alice, raw_withdraw(&alice, "0x0000000000000000000000000000000000000001", 1))),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unpayable_recipient",
+            ),
+            (
+                "withdrawal to the vault",
+                body(signed_for(&ours, &alice, raw_withdraw(&alice, &ours.eth_vault.to_string(), 1))),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unpayable_recipient",
+            ),
         ];
         for (what, request, status, code) in cases {
             let before = client.snapshot(&accounts).await;

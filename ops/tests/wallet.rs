@@ -436,3 +436,88 @@ async fn deposit_and_withdraw_on_ethereum_through_every_stage() {
     assert!(times[5] >= times[4] + 400, "signed and paid are told apart: {times:?}");
     node.shutdown().await;
 }
+
+/// `claim` on anvil: a leaf whose recipient contract refused its payout in `withdrawMany` is
+/// listed by a watchman's `/withdrawals/stuck` (the real route, over a real record); claiming
+/// fails clearly while the recipient still refuses, and pays it once the recipient accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_pays_a_stuck_leaf_with_the_proof_a_watchman_lists() {
+    use alloy::primitives::{Address as EthAddress, U256};
+    use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
+    use confirmer::watchman::{RetryPolicy, StuckWithdrawals};
+    use contracts::harness::Setup;
+
+    let setup = Setup::new().await.unwrap();
+    setup
+        .vault
+        .depositETH(EthAddress::ZERO)
+        .value(U256::from(10_000))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let refuser = contracts::recipients::RevertingRecipient::deploy(setup.provider.clone()).await.unwrap();
+    let honest = bridge::Address([0x71; 20]);
+    let tree = EthWithdrawalTree::new(vec![
+        EthWithdrawal {
+            batch: 1,
+            index: 0,
+            token: bridge::Address::ZERO,
+            recipient: contracts::from_alloy(*refuser.address()),
+            amount: bridge::Amount(100),
+        },
+        EthWithdrawal {
+            batch: 1,
+            index: 1,
+            token: bridge::Address::ZERO,
+            recipient: honest,
+            amount: bridge::Amount(200),
+        },
+    ]);
+    setup.submit(1, &tree, 0).await.unwrap();
+    let submitter = chains::ethereum::Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    assert_eq!(submitter.pay(&tree).await.unwrap().failed, vec![0]);
+
+    let stuck = StuckWithdrawals::default();
+    assert!(stuck.record(&tree, 0, &RetryPolicy::default(), std::time::Instant::now()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let watchman = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, confirmer::api::stuck_withdrawals_router(stuck)).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = dir.path().join("w.wallet");
+    assert!(bridgectl(&["wallet", "import", "--out", path(&wallet)], PASSPHRASE, Some(KEY)).await.status.success());
+    let vault = contracts::from_alloy(setup.vault_address()).to_string();
+    let eth_rpc = setup.anvil.url();
+    let devnet = dir.path().join("no-devnet");
+    let args = [
+        "claim",
+        "--batch",
+        "1",
+        "--index",
+        "0",
+        "--vault",
+        vault.as_str(),
+        "--wallet",
+        path(&wallet),
+        "--confirmer",
+        watchman.as_str(),
+        "--eth-rpc",
+        eth_rpc.as_str(),
+        "--devnet",
+        path(&devnet),
+        "--json",
+    ];
+    fails_with(&bridgectl(&args, PASSPHRASE, None).await, "still refuses");
+    fails_with(&bridgectl(&["claim", "--vault", vault.as_str()], PASSPHRASE, None).await, "--wallet");
+
+    refuser.setAccepting(true).send().await.unwrap().get_receipt().await.unwrap();
+    let claimed = bridgectl(&args, PASSPHRASE, None).await;
+    assert!(claimed.status.success(), "{}", stderr(&claimed));
+    let claimed = json(&claimed);
+    assert!(claimed["claims"][0]["l1_tx"].as_str().unwrap().starts_with("0x"), "{claimed}");
+    assert_eq!(setup.balance(*refuser.address()).await.unwrap(), U256::from(100));
+    assert!(setup.vault.isPaid(1, 0).call().await.unwrap());
+}

@@ -5,7 +5,8 @@
 //! follower loop (writer) and the signing policy (reader); `policy`: the `SigningPolicy`;
 //! `settle`: sign, submit and pay each hard-final batch's Ethereum withdrawals; `payout`: sign,
 //! broadcast and bump each hard-final Bitcoin payout plan, each on its own; `bump_clock`: when this
-//! watchman's own node allows a fee bump; `run`: one watchman's loop turn
+//! watchman's own node allows a fee bump; `stuck`: leaves the vault could not pay, retried with
+//! backoff and listed for claims; `run`: one watchman's loop turn
 //! (replay, book, settle, pay).
 
 pub mod book;
@@ -14,6 +15,7 @@ pub mod payout;
 pub mod policy;
 pub mod run;
 pub mod settle;
+pub mod stuck;
 
 pub use book::SettlementBook;
 pub use bump_clock::BumpClock;
@@ -21,3 +23,4 @@ pub use payout::{BtcPayouts, PayoutAction, PayoutError};
 pub use policy::{PayoutInput, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT};
 pub use run::{StepReport, Watchman};
 pub use settle::{EthSettlement, SettleError, SettledBatch};
+pub use stuck::{RetryPolicy, StuckLeaf, StuckWithdrawals};

@@ -3,13 +3,20 @@
 //! each of whom asks its own [`ReplayPolicy`](super::ReplayPolicy)), submit it to the vault,
 //! and pay every leaf. Idempotent: the vault's roots and bitmap are read before anything is
 //! signed or sent, so a restart, or another watchman having done it, costs nothing twice.
+//!
+//! A leaf the vault cannot pay (it reports `WithdrawalFailed` and pays the rest) never holds
+//! back its batch or later ones: it is recorded in [`StuckWithdrawals`] and retried with
+//! backoff after the batches of each turn.
 
 use bridge::eth_settlement::{EvmSchnorrSignature, VaultDomain, withdrawals_message};
-use chains::ethereum::{SubmitError, Submitter};
+use std::time::Instant;
+
+use chains::ethereum::{Retry, SubmitError, Submitter};
 use tss::{KeyPath, SessionError, SigningContext, SigningRequest, TssNode};
 
 use super::book::SettlementBook;
 use super::policy::SETTLE_ETH_WITHDRAWALS;
+use super::stuck::{RetryPolicy, StuckWithdrawals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
@@ -31,8 +38,8 @@ pub struct SettledBatch {
     pub submitted_root: bool,
     /// `withdrawMany` transactions sent.
     pub payout_transactions: usize,
-    /// Leaves an ether recipient refused; they stay payable by anyone.
-    pub refused: Vec<u32>,
+    /// Leaves the vault could not pay (recorded as stuck); they stay payable by anyone.
+    pub failed: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -42,11 +49,31 @@ pub struct EthSettlement {
     submitter: Submitter,
     /// Batches below this are settled.
     next: u64,
+    stuck: StuckWithdrawals,
+    retry: RetryPolicy,
 }
 
 impl EthSettlement {
     pub fn new(book: SettlementBook, domain: VaultDomain, submitter: Submitter) -> Self {
-        EthSettlement { book, domain, submitter, next: 1 }
+        EthSettlement {
+            book,
+            domain,
+            submitter,
+            next: 1,
+            stuck: StuckWithdrawals::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Retries stuck leaves on this schedule instead of the default.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The record of stuck leaves (share it with `GET /withdrawals/stuck`).
+    pub fn stuck(&self) -> StuckWithdrawals {
+        self.stuck.clone()
     }
 
     /// The request the watchmen sign for batch `batch`'s root.
@@ -63,9 +90,17 @@ impl EthSettlement {
         }
     }
 
-    /// Settles every hard-final batch not settled yet, in order; stops at the first failure
-    /// (it is retried at the next call).
+    /// Settles every hard-final batch not settled yet, in order, then retries the stuck leaves
+    /// that are due. Stops at the first failure of a batch (the node, the signing session, a
+    /// cap with no room): it is retried at the next call. A leaf the vault could not pay is not
+    /// a failure of its batch.
     pub async fn settle(&mut self, tss: &TssNode) -> Result<Vec<SettledBatch>, SettleError> {
+        let settled = self.settle_batches(tss).await;
+        self.retry_stuck().await;
+        settled
+    }
+
+    async fn settle_batches(&mut self, tss: &TssNode) -> Result<Vec<SettledBatch>, SettleError> {
         let mut done = Vec::new();
         for (batch, settlement) in self.book.owing_from(self.next) {
             if let Some(why) = self.book.halted() {
@@ -103,21 +138,89 @@ impl EthSettlement {
             metrics::histogram!("watchman_eth_submission_seconds", "call" => "withdrawMany")
                 .record(started.elapsed().as_secs_f64());
             if !payment.deferred.is_empty() {
+                self.record_failed(tree, &payment.failed);
                 // Over a cap: what fit is paid; the rest (and later batches, in order) wait
                 // for the cap to refill and are retried at the next turn.
                 metrics::counter!("watchman_eth_payouts_deferred_total").increment(payment.deferred.len() as u64);
                 break;
             }
+            self.record_failed(tree, &payment.failed);
             metrics::counter!("watchman_eth_batches_settled_total").increment(1);
-            tracing::info!(batch, submitted_root, payouts = payment.receipts.len(), refused = ?payment.refused, "Ethereum withdrawals settled");
+            tracing::info!(batch, submitted_root, payouts = payment.receipts.len(), failed = ?payment.failed, "Ethereum withdrawals settled");
             done.push(SettledBatch {
                 batch,
                 submitted_root,
                 payout_transactions: payment.receipts.len(),
-                refused: payment.refused,
+                failed: payment.failed,
             });
             self.next = batch + 1;
         }
         Ok(done)
+    }
+
+    fn record_failed(&self, tree: &bridge::withdrawals::EthWithdrawalTree, failed: &[u32]) {
+        if failed.is_empty() {
+            return;
+        }
+        metrics::counter!("watchman_eth_withdrawals_failed_total").increment(failed.len() as u64);
+        let now = Instant::now();
+        for index in failed {
+            if !self.stuck.record(tree, *index, &self.retry, now) {
+                tracing::error!(
+                    index,
+                    "the stuck-withdrawals record is full: this leaf is not tracked (it stays claimable on chain)"
+                );
+            }
+        }
+        tracing::warn!(
+            batch = tree.withdrawals().first().map(|w| w.batch),
+            ?failed,
+            "the vault could not pay these leaves: recorded as stuck, retried with backoff (docs/OPERATIONS.md)"
+        );
+    }
+
+    /// Tries each stuck leaf whose time has come once. A node error ends this round (the leaf
+    /// is tried again at the next turn); nothing here holds back a batch.
+    async fn retry_stuck(&self) {
+        // A halted watchman pays nothing, not even what it approved before.
+        if self.book.halted().is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for (key, may_send) in self.stuck.due(now) {
+            let (batch, index) = key;
+            let outcome = if may_send {
+                let Some(settlement) = self.book.settlement(batch) else { continue };
+                self.submitter.retry(&settlement.eth, index).await
+            } else {
+                match self.submitter.is_paid(batch, index).await {
+                    Ok(true) => Ok(Retry::AlreadyPaid),
+                    Ok(false) => Ok(Retry::StillRefused),
+                    Err(error) => Err(error),
+                }
+            };
+            let label = match outcome {
+                Ok(Retry::Paid(_)) => {
+                    self.stuck.resolved(key);
+                    tracing::info!(batch, index, "a stuck withdrawal is paid");
+                    "paid"
+                }
+                Ok(Retry::AlreadyPaid) => {
+                    self.stuck.resolved(key);
+                    tracing::info!(batch, index, "a stuck withdrawal was claimed");
+                    "claimed"
+                }
+                Ok(Retry::StillRefused) => {
+                    self.stuck.still_stuck(key, &self.retry, now);
+                    "refused"
+                }
+                Err(error) => {
+                    tracing::warn!(batch, index, %error, "retrying a stuck withdrawal failed; next turn");
+                    metrics::counter!("watchman_eth_stuck_retries_total", "outcome" => "error").increment(1);
+                    return;
+                }
+            };
+            metrics::counter!("watchman_eth_stuck_retries_total", "outcome" => label).increment(1);
+        }
     }
 }

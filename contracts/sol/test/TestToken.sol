@@ -31,3 +31,25 @@ contract FeeToken is ERC20 {
         }
     }
 }
+
+/// Test only: an ERC-20 that refuses transfers to blacklisted accounts, as USDC and USDT do.
+contract BlacklistToken is ERC20 {
+    error Blacklisted(address account);
+
+    mapping(address account => bool) public blacklisted;
+
+    constructor() ERC20("Blacklist Token", "BLK") {}
+
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+
+    function setBlacklisted(address account, bool listed) external {
+        blacklisted[account] = listed;
+    }
+
+    function _update(address from, address to, uint256 value) internal override {
+        if (blacklisted[to]) revert Blacklisted(to);
+        super._update(from, to, value);
+    }
+}

@@ -121,6 +121,30 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // One recipient among ten burns every unit of gas it gets: the batch is still paid, and
+    // that recipient costs at most its PAYOUT_GAS stipend more.
+    let burner = contracts::recipients::GasBurner::deploy(setup.provider.clone()).await?;
+    batch += 1;
+    let withdrawals: Vec<EthWithdrawal> = (0..10u32)
+        .map(|i| {
+            let recipient = if i == 0 { from_alloy(*burner.address()) } else { BridgeAddress([0x40 + i as u8; 20]) };
+            EthWithdrawal { batch, index: i, token: BridgeAddress::ZERO, recipient, amount: Amount(1_000_000) }
+        })
+        .collect();
+    for w in withdrawals.iter().skip(1) {
+        let _: serde_json::Value =
+            setup.provider.raw_request("anvil_setBalance".into(), (to_alloy(w.recipient), U256::from(1))).await?;
+    }
+    let tree = EthWithdrawalTree::new(withdrawals);
+    let sig = sign(&setup.key, withdrawals_message(&setup.domain(0), batch, tree.root()));
+    setup.vault.submitWithdrawals(batch, B256::from(tree.root()), sig).send().await?.get_receipt().await?;
+    let receipt = setup.vault.withdrawMany(batch, payouts(&tree, 0..10)).send().await?.get_receipt().await?;
+    anyhow::ensure!(receipt.status(), "withdrawMany reverted");
+    rows.push((
+        "withdrawMany, ETH, batch of 10, one recipient burning all its gas".into(),
+        format!("{} / payout", receipt.gas_used / 10),
+        format!("tx {} (9 paid, 1 reported unpaid)", receipt.gas_used),
+    ));
     rows.insert(2, ("submitWithdrawals".into(), submit_gas.to_string(), "whole transaction".into()));
 
     println!("| what | gas | note |");

@@ -1,8 +1,9 @@
 //! The user's commands: `wallet new | import | address`, `deposit eth | erc20 | btc`,
-//! `transfer`, `withdraw`, `balance` and `tx HASH`. Transactions are signed here (EIP-712, with
+//! `transfer`, `withdraw`, `balance`, `tx HASH` and `claim`. Transactions are signed here (EIP-712, with
 //! the key from the encrypted wallet file) and followed through their stages; `--json` prints
 //! one JSON object on stdout, progress goes to stderr, and any error exits non-zero.
 
+mod claim;
 mod deposit;
 mod endpoints;
 pub(crate) mod file;
@@ -45,6 +46,9 @@ pub enum UserCommand {
     Balance(BalanceArgs),
     /// A transaction as the coordinator and a confirmer see it.
     Tx(TxArgs),
+    /// Pay an Ethereum withdrawal the vault could not pay in its batch (listed by a watchman's
+    /// /withdrawals/stuck), with its proof; anyone may, paying the gas.
+    Claim(claim::ClaimArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +140,7 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Withdraw(args) => send::withdraw(args).await,
         UserCommand::Balance(args) => balance(args).await,
         UserCommand::Tx(args) => tx(args).await,
+        UserCommand::Claim(args) => claim::run(args).await,
     }
 }
 

@@ -133,8 +133,9 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
     let recipient_text = recipient_text.unwrap_or_else(|| wallet.address().to_string());
     let network = Network::fetch(&coordinator).await?;
     let fee = fee_of(&network, &draft)?;
-    let recipient = Recipient::parse(&recipient_text, &draft.asset, draft.amount, network.btc_network)
-        .map_err(|e| anyhow!("--recipient {recipient_text}: {e}"))?;
+    let recipient =
+        Recipient::parse(&recipient_text, &draft.asset, draft.amount, network.btc_network, &network.eth_vault)
+            .map_err(|e| anyhow!("--recipient {recipient_text}: {e}"))?;
     let nonce = nonce_of(&coordinator, wallet.address(), args.send.nonce).await?;
     let tx = UserTx::Withdraw(Withdraw {
         from: wallet.address(),

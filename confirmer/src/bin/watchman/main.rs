@@ -160,6 +160,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         retry: Duration::from_secs(1),
     })
     .await?;
+    let stuck = eth_settlement.as_ref().map(EthSettlement::stuck);
     let mut watchman = Watchman::new(follower, book.clone(), node, eth_settlement);
     if let (Some(b), Some(rpc), Some(vault)) = (&config.bitcoin, &btc_rpc, params.btc_vault)
         && b.pay
@@ -174,7 +175,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let supervisor = chains::task::Supervisor::new();
-    serve(config.listen, book.clone(), supervisor.clone()).await?;
+    serve(config.listen, book.clone(), supervisor.clone(), stuck).await?;
     eprintln!(
         "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
         roster.threshold,
@@ -261,12 +262,13 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// `/metrics` (Prometheus) and `/health` (whether signing is halted, and why; each task, and
-/// 503 when one is dead).
+/// `/metrics` (Prometheus), `/health` (whether signing is halted, and why; each task, and 503
+/// when one is dead) and, when this watchman settles Ethereum withdrawals, `/withdrawals/stuck`.
 async fn serve(
     listen: std::net::SocketAddr,
     book: SettlementBook,
     supervisor: chains::task::Supervisor,
+    stuck: Option<confirmer::watchman::StuckWithdrawals>,
 ) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let tasks = supervisor.clone();
@@ -288,6 +290,10 @@ async fn serve(
             ))
         }),
     );
+    let app = match stuck {
+        Some(stuck) => app.merge(confirmer::api::stuck_withdrawals_router(stuck)),
+        None => app,
+    };
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     supervisor.spawn_essential("api", async move {
         axum::serve(listener, app)
