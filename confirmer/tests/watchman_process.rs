@@ -44,7 +44,10 @@ async fn three_watchman_processes_pay_a_bitcoin_withdrawal() {
 
     // What the key ceremony leaves each operator: the shared watchmen file and parameters, and
     // their own encrypted identity and share.
-    let entries = entries(&identities);
+    // Mesh and HTTP ports picked together, so no watchman's API can take another's mesh port.
+    let ports = free_ports(2 * identities.len());
+    let (mesh_ports, api_ports) = ports.split_at(identities.len());
+    let entries = entries_on(&identities, mesh_ports);
     let mut roster = String::from("threshold = 2\n");
     for entry in &entries {
         roster.push_str(&format!("\n[[watchman]]\npeer_id = \"{}\"\naddress = \"{}\"\n", entry.peer_id, entry.address));
@@ -59,7 +62,7 @@ async fn three_watchman_processes_pay_a_bitcoin_withdrawal() {
         std::fs::create_dir_all(&home).unwrap();
         keystore::save_identity(&home.join("identity.key"), identity, &passphrase, TEST_KDF).unwrap();
         shares[i].save(&home.join("share.key"), &passphrase, TEST_KDF).unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = format!("127.0.0.1:{}", api_ports[i]);
         let config = format!(
             r#"params = "../params.json"
 database_url = "sqlite://{db}"

@@ -7,15 +7,28 @@ use tss::mesh::PeerEntry;
 use tss::{MeshConfig, SessionId, TssNode, TssNodeConfig};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: every listener is held until all are picked, so a port released by
+/// one pick cannot come back from the next (two processes would then race for it).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
 pub fn entries(identities: &[libp2p::identity::Keypair]) -> Vec<PeerEntry> {
+    entries_on(identities, &free_ports(identities.len()))
+}
+
+/// The watchmen's mesh entries on the given ports, one each.
+pub fn entries_on(identities: &[libp2p::identity::Keypair], ports: &[u16]) -> Vec<PeerEntry> {
     identities
         .iter()
-        .map(|k| PeerEntry {
+        .zip(ports)
+        .map(|(k, port)| PeerEntry {
             peer_id: k.public().to_peer_id(),
-            address: format!("/ip4/127.0.0.1/tcp/{}", free_port()).parse().unwrap(),
+            address: format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
         })
         .collect()
 }
