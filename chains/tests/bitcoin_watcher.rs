@@ -41,6 +41,7 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
         account,
         asset: AssetId::Btc,
         amount: bridge::Amount(250_000),
+        l1_height: 0,
     };
     assert_eq!(checker.check(&early).await.unwrap(), DepositStatus::NotYetDeep { confirmations: 2 });
 
@@ -66,6 +67,7 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
             account,
             asset: AssetId::Btc,
             amount: bridge::Amount(250_000),
+            l1_height: 105,
         }
     );
     assert_eq!(checker.check(&deposit).await.unwrap(), DepositStatus::Confirmed);

@@ -41,7 +41,7 @@ async fn deposit_eth(setup: &Setup, wei: u64) -> (TransactionReceipt, Deposit) {
         .get_receipt()
         .await
         .unwrap();
-    let deposit = deposit_from_log(&receipt.inner.logs()[0]).unwrap();
+    let deposit = deposit_from_log(&receipt.inner.logs()[0], 0, receipt.block_number.unwrap()).unwrap();
     (receipt, deposit)
 }
 
@@ -68,10 +68,11 @@ async fn deposits_are_handed_on_once_and_only_at_depth() {
         expected,
         Deposit {
             chain: Chain::Ethereum,
-            l1_ref: L1Ref::Ethereum { tx_hash: receipt.transaction_hash.0, log_index: 0 },
+            l1_ref: L1Ref::Ethereum { tx_hash: receipt.transaction_hash.0, log_in_tx: 0 },
             account: bridge::Address([0xab; 20]),
             asset: AssetId::Eth,
             amount: Amount(1234),
+            l1_height: receipt.block_number.unwrap(),
         }
     );
     for _ in 0..DEPTH {
@@ -154,8 +155,8 @@ async fn the_verifier_checks_every_field_the_depth_and_the_emitter() {
     let other_account = Deposit { account: bridge::Address([1; 20]), ..deposit.clone() };
     let other_asset = Deposit { asset: AssetId::Erc20(bridge::Address([2; 20])), ..deposit.clone() };
     let L1Ref::Ethereum { tx_hash, .. } = deposit.l1_ref else { unreachable!() };
-    let other_log = Deposit { l1_ref: L1Ref::Ethereum { tx_hash, log_index: 1 }, ..deposit.clone() };
-    let absent = Deposit { l1_ref: L1Ref::Ethereum { tx_hash: [9; 32], log_index: 0 }, ..deposit.clone() };
+    let other_log = Deposit { l1_ref: L1Ref::Ethereum { tx_hash, log_in_tx: 1 }, ..deposit.clone() };
+    let absent = Deposit { l1_ref: L1Ref::Ethereum { tx_hash: [9; 32], log_in_tx: 0 }, ..deposit.clone() };
     for wrong in [more, other_account, other_asset, other_log, absent] {
         assert!(matches!(verifier.check(&wrong).await.unwrap(), DepositCheck::NotOnL1 { .. }), "{wrong:?}");
     }
@@ -170,7 +171,7 @@ async fn the_verifier_checks_every_field_the_depth_and_the_emitter() {
         .get_receipt()
         .await
         .unwrap();
-    let spoofed = deposit_from_log(&receipt.inner.logs()[0]).unwrap();
+    let spoofed = deposit_from_log(&receipt.inner.logs()[0], 0, receipt.block_number.unwrap()).unwrap();
     mine(&setup, DEPTH).await;
     match verifier.check(&spoofed).await.unwrap() {
         DepositCheck::NotOnL1 { reason } => assert!(reason.contains("not the vault"), "{reason}"),

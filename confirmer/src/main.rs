@@ -220,6 +220,7 @@ async fn follow(
             .as_ref()
             .map(|b| chains::bitcoin::CoreRpc::new(b.url.clone(), b.user.clone(), b.password.clone())),
     };
+    let mut solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_depth, 0, params.eth_vault)?;
     let follower = Arc::new(RwLock::new(Follower::open(da, store, params, verifiers).await?));
     let once = serve.is_none();
     if let Some((listen, coordinator)) = serve {
@@ -237,13 +238,11 @@ async fn follow(
     loop {
         turn += 1;
         if turn % 10 == 1 && !once {
-            // The solvency watch: a shortfall is logged as an error and exported as a gauge.
-            match watch.check(follower.read().await.state()).await {
-                Ok(report) => {
-                    for short in report.iter().filter(|a| a.shortfall() > 0) {
-                        tracing::error!(asset = %short.asset, owed = short.owed, held = short.held, detail = ?short.detail, "solvency shortfall");
-                    }
-                }
+            // The solvency watch, judged once caught up with the DA: a shortfall is logged as an
+            // error and exported as a gauge.
+            match solvency.judge(&*follower.read().await).await {
+                Ok(confirmer::solvency::Verdict::Shortfall { why, .. }) => tracing::error!(%why, "solvency shortfall"),
+                Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "the solvency check failed; retrying"),
             }
         }
@@ -269,6 +268,7 @@ async fn follow(
                             "replayed": status.replayed,
                             "hard_final": status.hard_final,
                             "unverified": status.unverified,
+                            "waiting": status.waiting,
                             "alarms": status.alarms,
                         })
                     );
