@@ -183,20 +183,22 @@ impl DepositWatcher {
             for log in logs.iter().filter(|log| !log.removed) {
                 let tx_hash =
                     log.transaction_hash.ok_or_else(|| WatchError::BadLog("log without a transaction hash".into()))?;
-                if !receipts.contains_key(&tx_hash) {
-                    let receipt = self
-                        .provider
-                        .get_transaction_receipt(tx_hash)
-                        .await
-                        .map_err(rpc)?
-                        .ok_or_else(|| WatchError::Rpc(format!("no receipt for {tx_hash} in block {number}")))?;
-                    if receipt.block_hash != Some(block.header.hash) {
-                        // A reorg between the two questions: scan this block again next poll.
-                        return Err(WatchError::Rpc(format!("{tx_hash} moved out of block {number} during the scan")));
+                let receipt = match receipts.entry(tx_hash) {
+                    std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        let receipt =
+                            self.provider.get_transaction_receipt(tx_hash).await.map_err(rpc)?.ok_or_else(|| {
+                                WatchError::Rpc(format!("no receipt for {tx_hash} in block {number}"))
+                            })?;
+                        if receipt.block_hash != Some(block.header.hash) {
+                            // A reorg between the two questions: scan this block again next poll.
+                            return Err(WatchError::Rpc(format!(
+                                "{tx_hash} moved out of block {number} during the scan"
+                            )));
+                        }
+                        slot.insert(receipt)
                     }
-                    receipts.insert(tx_hash, receipt);
-                }
-                let receipt = &receipts[&tx_hash];
+                };
                 let position = position_in_receipt(receipt, log).map_err(WatchError::BadLog)?;
                 let deposit = deposit_from_log(log, position, number).map_err(WatchError::BadLog)?;
                 tracing::info!(block = number, ?deposit, "Ethereum deposit at depth");
