@@ -273,3 +273,103 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
         other => panic!("a drained vault was judged {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watchman_whose_ethereum_node_lags_30_blocks_signs_nothing_meanwhile_and_pays_once_caught_up() {
+    use bridge::eth_settlement::VaultDomain;
+    use chains::ethereum::Submitter;
+    use confirmer::watchman::{EthSettlement, ReplayPolicy, SettlementBook, Watchman};
+    use tss::{GroupKey, TssNode};
+
+    // Two watchmen, 2-of-2: neither signs alone.
+    let identities: Vec<_> = (0..2).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
+    let shares = dkg(&identities).await;
+    let group = GroupKey::of(&shares[0].public).unwrap();
+    let setup = Setup::new().await.unwrap();
+    let vault = contracts::Vault::deploy(setup.provider.clone(), U256::from_be_bytes(group.output_key), setup.deployer)
+        .await
+        .unwrap();
+    let vault_address = *vault.address();
+    let domain = VaultDomain { chain_id: setup.chain_id, vault: from_alloy(vault_address), epoch: 0 };
+    mine(&setup, 40).await;
+
+    // A deposit credited by the coordinator's watcher, and a withdrawal of part of it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params();
+    p.eth_vault = from_alloy(vault_address);
+    p.chain_id = setup.chain_id;
+    let mut config = coordinator_config(dir.path(), &p);
+    config.ethereum.rpc = Some(setup.anvil.url());
+    config.ethereum.depth = 1;
+    config.ethereum.poll_ms = 100;
+    let coordinator = Node::start(&config).await.unwrap();
+    let user = wallet(1);
+    let recipient = bridge::Address([0x5e; 20]);
+    vault
+        .depositETH(to_alloy(user.address()))
+        .value(U256::from(1_000_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    mine(&setup, 2).await;
+    until("the deposit credited", async || {
+        (balance(&coordinator, user.address(), AssetId::Eth).await == 1_000_000).then_some(())
+    })
+    .await;
+    let withdraw = UserTx::Withdraw(Withdraw {
+        from: user.address(),
+        asset: AssetId::Eth,
+        amount: bridge::Amount(400_000),
+        fee: bridge::Amount(0),
+        recipient: recipient.to_string(),
+        nonce: 0,
+    });
+    common::coordinator_api::submit(&coordinator, &user.sign(withdraw, &bridge::eip712::Domain::new(&p))).await;
+    coordinator.shutdown().await;
+
+    // Watchman 0's Ethereum node lags 30 blocks; watchman 1's is anvil itself.
+    let node = lagging_eth::LaggingNode::start(&setup.anvil.url(), 30).await;
+    let running = entries(&identities);
+    let mut watchmen = Vec::new();
+    for (i, identity) in identities.iter().enumerate() {
+        let rpc = if i == 0 { node.url.clone() } else { setup.anvil.url() };
+        let follower = open_follower(dir.path(), &p, &format!("w{i}.db"), &rpc).await;
+        let book = SettlementBook::default();
+        let policy = Arc::new(ReplayPolicy::new(book.clone(), Some(domain)));
+        let tss = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap();
+        let eth = (i == 0).then(|| {
+            EthSettlement::new(
+                book.clone(),
+                domain,
+                Submitter::new(setup.provider.clone(), vault_address, setup.deployer),
+            )
+        });
+        watchmen.push(Watchman::new(follower, book, tss, eth));
+    }
+    let report = watchmen[1].step(64).await.unwrap();
+    let (batch, owed) = watchmen[1].book().owing_from(1).into_iter().next().expect("a batch owes the withdrawal");
+    assert!(report.hard_final >= batch);
+
+    // Watchman 0 waits for its node: no alarm, nothing hard-final past the deposit, nothing signed.
+    for _ in 0..3 {
+        let report = watchmen[0].step(64).await.unwrap();
+        assert!(report.settled.is_empty() && report.settle_error.is_none(), "{report:?}");
+    }
+    let status = watchmen[0].follower().status();
+    assert!(status.alarms.is_empty() && watchmen[0].book().halted().is_none());
+    assert!(status.waiting.is_some() && watchmen[0].book().hard_final() < batch, "{status:?}");
+    let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer);
+    assert_eq!(submitter.root_of(batch).await.unwrap(), [0; 32], "no root signed meanwhile");
+
+    // Its node catches up: it replays, signs the root with watchman 1, and pays.
+    node.set_lag(0);
+    let report = watchmen[0].step(64).await.unwrap();
+    assert_eq!(report.settle_error, None);
+    assert_eq!(report.settled.len(), 1, "{report:?}");
+    assert!(report.settled[0].submitted_root);
+    assert_eq!(submitter.root_of(batch).await.unwrap(), owed.eth.root());
+    assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), U256::from(400_000u64));
+}
