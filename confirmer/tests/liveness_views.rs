@@ -373,3 +373,47 @@ async fn a_watchman_whose_ethereum_node_lags_30_blocks_signs_nothing_meanwhile_a
     assert_eq!(submitter.root_of(batch).await.unwrap(), owed.eth.root());
     assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), U256::from(400_000u64));
 }
+
+/// Copies the active chain of `from` up to its tip into `to`, block by block: a node that gets
+/// the same blocks later.
+async fn relay(from: &chains::bitcoin::CoreRpc, to: &chains::bitcoin::CoreRpc) {
+    let tip = from.block_count().await.unwrap();
+    for h in to.block_count().await.unwrap() + 1..=tip {
+        let block = from.block(&from.block_hash(h).await.unwrap()).await.unwrap();
+        to.submit_block(&block).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmer_whose_bitcoin_node_lags_30_blocks_waits_then_replays() {
+    use common::bitcoin_bridge::{BitcoinBridge, deposit_and_withdraw, recipient};
+    let key = common::btc::group_key();
+    let bridge = BitcoinBridge::start(key.serialize()).await;
+    // The confirmer's own node: a second regtest node that gets the coordinator's blocks later.
+    let lagging = regtest::RegtestNode::start(regtest::RegtestConfig::default()).await.unwrap();
+    let behind = chains::bitcoin::CoreRpc::new(lagging.url(), lagging.user(), lagging.password());
+    relay(&bridge.rpc, &behind).await;
+    deposit_and_withdraw(&bridge.coordinator, &bridge.rpc, &bridge.miner, &bridge.params, &recipient()).await;
+    bridge.coordinator.shutdown().await;
+    bridge.rpc.generate_to_address(30, &bridge.miner.address).await.unwrap();
+    let da = DirDa::open(bridge.dir.path().join("da"), bridge.params.coordinator_key).unwrap();
+    let published = da.latest().await.unwrap();
+
+    let store = ConfirmerStore::open(&format!("sqlite://{}", bridge.dir.path().join("c.db").display())).await.unwrap();
+    let checker = chains::bitcoin::DepositChecker::new(behind.clone(), bridge.params.btc_network, key, 1);
+    let verifiers = DepositVerifiers::none().with(Chain::Bitcoin, Arc::new(checker));
+    let mut confirmer = Follower::open(Arc::new(da), store, bridge.params.clone(), verifiers).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(confirmer.step(64).await.unwrap().alarm, None, "a lagging node is no alarm");
+    }
+    let waiting = confirmer.status().waiting.expect("the confirmer says what it waits for");
+    assert_eq!(waiting.chain, Chain::Bitcoin);
+    assert_eq!(waiting.node_height, Some(behind.block_count().await.unwrap()));
+    assert!(waiting.needed_height > waiting.node_height, "{waiting:?}");
+
+    // The node gets the blocks: everything replays and is hard-final.
+    relay(&bridge.rpc, &behind).await;
+    assert_eq!(confirmer.step(64).await.unwrap().alarm, None);
+    let status = confirmer.status();
+    assert_eq!((status.replayed, status.hard_final, status.waiting), (published, published, None));
+}
