@@ -201,7 +201,8 @@ impl SolvencyGuard {
         Ok(SolvencyGuard { watch, eth })
     }
 
-    /// Judges `follower`'s replay if it has caught up with the DA; a shortfall halts only when
+    /// Judges `follower`'s replay if it has caught up with the DA (or stopped at an alarm) and
+    /// waits for no L1 fact; a shortfall halts only when
     /// it is seen in [`STRIKES_TO_HALT`] checks in a row (checked again at once).
     pub async fn judge(&mut self, follower: &Follower) -> Result<Verdict, SolvencyError> {
         let mut strikes = 0;
@@ -245,7 +246,9 @@ impl SolvencyGuard {
         }
         let da = |e: chains::da::DaError| SolvencyError { chain: Chain::Ethereum, reason: format!("the DA: {e}") };
         let latest = follower.da().latest().await.map_err(da)?;
-        if status.replayed < latest {
+        // After an alarm the replay stops for good and signing is halted already: judge what it
+        // has (the vault's payouts for later batches on the DA still count as paid).
+        if status.replayed < latest && status.alarms.is_empty() {
             return Ok(Err(format!("replaying: batch {} of {latest} on the DA", status.replayed)));
         }
         let state = follower.state();
