@@ -96,6 +96,7 @@ fn plan_of(count: usize, vault: BtcVaultParams) -> PayoutPlan {
             account: wallet.address(),
             asset: AssetId::Btc,
             amount: Amount(sat),
+            l1_height: 0,
         };
         apply(&mut state, &Tx::System(SystemTx::Deposit(deposit))).unwrap();
     }

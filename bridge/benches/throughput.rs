@@ -184,10 +184,11 @@ fn funded_state(params: &NetworkParams, key: &CoordinatorKey, accounts: u64, wal
     for n in 0..accounts {
         let deposit = Deposit {
             chain: Chain::Ethereum,
-            l1_ref: L1Ref::Ethereum { tx_hash: [0; 32], log_index: n },
+            l1_ref: L1Ref::Ethereum { tx_hash: [0; 32], log_in_tx: n as u32 },
             account: account(n, wallets),
             asset: AssetId::Eth,
             amount: Amount(1_000_000_000),
+            l1_height: 0,
         };
         bridge::apply(&mut state, &Tx::System(SystemTx::Deposit(deposit))).unwrap();
     }

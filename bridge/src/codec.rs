@@ -11,7 +11,7 @@ use crate::batch::SignedBatch;
 /// The first bytes of an encoded batch.
 pub const MAGIC: [u8; 4] = *b"BRBT";
 /// The version of the envelope and of everything inside it.
-pub const CODEC_VERSION: u16 = 1;
+pub const CODEC_VERSION: u16 = 2;
 /// The name of this codec, as the Arweave `Codec` tag carries it.
 pub const CODEC_NAME: &str = "bridge-batch-v1+zstd";
 /// The largest decompressed batch accepted; bigger is refused before it is read.

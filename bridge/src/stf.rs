@@ -171,7 +171,7 @@ pub fn apply(state: &mut State, tx: &Tx) -> Result<Receipt, TxError> {
             let (changes, plan) = check_consolidation_plan(state, *fee_rate)?;
             (changes, Effect::BtcPayoutPlanned(plan))
         }
-        Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt }) => {
+        Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt, .. }) => {
             let (changes, change) = check_payout_confirmed(state, *plan, *attempt)?;
             (changes, Effect::BtcPayoutConfirmed { plan: *plan, attempt: *attempt, change })
         }

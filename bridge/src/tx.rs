@@ -158,11 +158,13 @@ impl VerifiedUserTx {
 #[repr(u8)]
 #[serde(tag = "chain", rename_all = "lowercase")]
 pub enum L1Ref {
-    /// A vault event: the transaction hash and the log's index in its block.
+    /// A vault event: the transaction hash and the log's position among that transaction's
+    /// logs (0 = its first log). Not the block-level `logIndex`: a reorg that re-includes the
+    /// transaction elsewhere in a block changes that, and the same deposit would read as new.
     Ethereum {
         #[serde(with = "crate::serde_hex::fixed")]
         tx_hash: [u8; 32],
-        log_index: u64,
+        log_in_tx: u32,
     } = 0,
     /// A transaction output paying a deposit address; `txid` in internal byte order.
     Bitcoin {
@@ -190,6 +192,11 @@ pub struct Deposit {
     pub account: Address,
     pub asset: AssetId,
     pub amount: Amount,
+    /// The height of the L1 block the watcher saw the deposit in. Not part of what is credited
+    /// once (a reorg may move the deposit to another block): it tells a replayer whose node has
+    /// not reached `l1_height` + its depth to wait, and one whose node is past it that an absent
+    /// deposit is absent.
+    pub l1_height: u64,
 }
 
 /// Transactions the coordinator adds: L1 facts, and the Bitcoin vault's bookkeeping.
@@ -205,10 +212,13 @@ pub enum SystemTx {
         fee_rate: u64,
     } = 1,
     /// Attempt `attempt` of payout plan `plan` confirmed on Bitcoin: its change joins the vault.
-    /// Replayers check it against their own Bitcoin node.
+    /// Replayers check it against their own Bitcoin node; `height` is the block the
+    /// coordinator's node holds it in (an upper bound), so a replayer's node below `height` +
+    /// its depth waits rather than calling the payout absent.
     BtcPayoutConfirmed {
         plan: u64,
         attempt: u32,
+        height: u64,
     } = 2,
     /// Merge the vault's small outputs into one at `fee_rate` sat/vB, which must be low (at most
     /// `CONSOLIDATION_FEE_RATE_FACTOR × min_fee_rate`). The ledger fixes the plan: which outputs,

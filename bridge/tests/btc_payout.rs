@@ -19,7 +19,7 @@ fn plan_payout(fee_rate: u64) -> Tx {
 }
 
 fn confirmed(plan: u64, attempt: u32) -> Tx {
-    Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt })
+    Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt, height: 0 })
 }
 
 /// Three accounts deposit 80k, 200k and 30k sat; the first withdraws 20k three times, paying

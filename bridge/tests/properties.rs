@@ -42,11 +42,18 @@ fn batch_tx() -> impl Strategy<Value = BatchTx> {
         BatchTx::User(SignedUserTx { tx, auth: Authorization::Eip712Secp256k1 { signature } })
     });
     let l1_ref = prop_oneof![
-        (any::<[u8; 32]>(), any::<u64>()).prop_map(|(tx_hash, log_index)| L1Ref::Ethereum { tx_hash, log_index }),
+        (any::<[u8; 32]>(), any::<u32>()).prop_map(|(tx_hash, log_in_tx)| L1Ref::Ethereum { tx_hash, log_in_tx }),
         (any::<[u8; 32]>(), any::<u32>()).prop_map(|(txid, vout)| L1Ref::Bitcoin { txid, vout }),
     ];
     let deposit = (l1_ref, address(), asset(), amount()).prop_map(|(l1_ref, account, asset, amount)| {
-        BatchTx::System(SystemTx::Deposit(Deposit { chain: l1_ref.chain(), l1_ref, account, asset, amount }))
+        BatchTx::System(SystemTx::Deposit(Deposit {
+            chain: l1_ref.chain(),
+            l1_ref,
+            account,
+            asset,
+            amount,
+            l1_height: 0,
+        }))
     });
     prop_oneof![user, deposit]
 }
@@ -116,7 +123,7 @@ fn to_tx(state: &State, op: &Op) -> Tx {
         Op::Deposit { account, asset, amount, l1 } => {
             let asset = asset_of(asset);
             let l1_ref = match asset.chain() {
-                Chain::Ethereum => L1Ref::Ethereum { tx_hash: [l1; 32], log_index: 0 },
+                Chain::Ethereum => L1Ref::Ethereum { tx_hash: [l1; 32], log_in_tx: 0 },
                 Chain::Bitcoin => L1Ref::Bitcoin { txid: [l1; 32], vout: 0 },
             };
             let account = wallet(account as u64).address();
@@ -126,6 +133,7 @@ fn to_tx(state: &State, op: &Op) -> Tx {
                 account,
                 asset,
                 amount: Amount(amount),
+                l1_height: 0,
             }))
         }
         Op::Transfer { from, to, asset, amount, fee, nonce_skew } => transfer(

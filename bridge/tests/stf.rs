@@ -113,7 +113,7 @@ fn every_bad_transaction_is_refused_precisely_and_changes_nothing() {
     refused(
         &mut state,
         deposit(alice.address(), eth, 5, 1),
-        TxError::DepositAlreadyCredited(bridge::L1Ref::Ethereum { tx_hash: [1; 32], log_index: 1 }),
+        TxError::DepositAlreadyCredited(bridge::L1Ref::Ethereum { tx_hash: [1; 32], log_in_tx: 1 }),
     );
     let Tx::System(bridge::SystemTx::Deposit(mut mixed)) = deposit(alice.address(), eth, 5, 9) else { unreachable!() };
     mixed.asset = AssetId::Btc;

@@ -1,4 +1,4 @@
-//! The protocol's test vectors (docs/vectors/bridge-v1.json): fixed inputs and the bytes and
+//! The protocol's test vectors (docs/vectors/bridge-v2.json): fixed inputs and the bytes and
 //! hashes they must produce, so that another implementation can check itself against ours and
 //! so that any change to a format here is caught. `BRIDGE_WRITE_VECTORS=1` rewrites the file
 //! (only for a deliberate, versioned format change).
@@ -77,7 +77,7 @@ fn compute() -> Value {
     let leaf = EthWithdrawal { batch: 7, index: 3, token: TOKEN, recipient: bob.address(), amount: Amount(12345) };
 
     json!({
-        "about": "Test vectors for the bridge protocol, codec version 1. See docs/PROTOCOL.md.",
+        "about": "Test vectors for the bridge protocol, codec version 2. See docs/PROTOCOL.md.",
         "keys": {
             "coordinator_secret": hex0x([0xc0; 32]),
             "alice_secret": hex0x(alice.secret_bytes()),
@@ -114,12 +114,12 @@ fn compute() -> Value {
 
 #[test]
 fn vectors_match_the_file() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/vectors/bridge-v1.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/vectors/bridge-v2.json");
     let computed = compute();
     if std::env::var_os("BRIDGE_WRITE_VECTORS").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
     }
-    let text = std::fs::read_to_string(&path).expect("docs/vectors/bridge-v1.json is missing");
+    let text = std::fs::read_to_string(&path).expect("docs/vectors/bridge-v2.json is missing");
     let stored: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         stored, computed,
@@ -129,7 +129,7 @@ fn vectors_match_the_file() {
 
 #[test]
 fn stored_batch_decodes_verifies_and_replays() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/vectors/bridge-v1.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/vectors/bridge-v2.json");
     let stored: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let raw = hex::decode(stored["batch"]["signed_batch_borsh"].as_str().unwrap().trim_start_matches("0x")).unwrap();
     let batch: bridge::SignedBatch = bridge::codec::from_bytes(&raw).unwrap();

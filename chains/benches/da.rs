@@ -31,10 +31,11 @@ async fn main() {
             for i in 0..TXS_PER_BATCH {
                 let deposit = Deposit {
                     chain: Chain::Ethereum,
-                    l1_ref: L1Ref::Ethereum { tx_hash: [b as u8; 32], log_index: i },
+                    l1_ref: L1Ref::Ethereum { tx_hash: [b as u8; 32], log_in_tx: i as u32 },
                     account: Address([(i % 251) as u8; 20]),
                     asset: AssetId::Eth,
                     amount: Amount(1 + i as u128),
+                    l1_height: 0,
                 };
                 builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
             }

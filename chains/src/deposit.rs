@@ -13,6 +13,10 @@ pub enum DepositCheck {
     Confirmed,
     /// L1 shows it, but not yet as deep as the chain requires: check again later.
     NotYetDeep,
+    /// This node has not reached the block the batch names plus the depth (`node_height <
+    /// needed`), so it cannot tell yet whether the fact is on L1: wait, not an alarm. Only a
+    /// node at or past `needed` that lacks the fact calls it absent.
+    NodeBehind { node_height: u64, needed: u64 },
     /// L1 does not show it as credited (absent, reorged out, or different): an alarm.
     NotOnL1 { reason: String },
 }
@@ -30,13 +34,15 @@ pub struct VerifierError {
 pub trait DepositVerifier: Send + Sync {
     async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError>;
 
-    /// Whether attempt `attempt` of `plan` is on the chain at depth. Only the Bitcoin verifier
+    /// Whether attempt `attempt` of `plan` is on the chain at depth; `height` is the block the
+    /// batch says holds it (a node below `height` + depth waits). Only the Bitcoin verifier
     /// knows payouts; any other chain denies them.
     async fn check_payout(
         &self,
         _vault: &BtcVaultParams,
         _plan: &PayoutPlan,
         _attempt: u32,
+        _height: u64,
     ) -> Result<DepositCheck, VerifierError> {
         Ok(DepositCheck::NotOnL1 { reason: "this chain has no Bitcoin payouts".into() })
     }

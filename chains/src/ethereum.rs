@@ -50,21 +50,34 @@ impl Confirmation {
     }
 }
 
-/// A vault `Deposited` log as the bridge's deposit.
-pub fn deposit_from_log(log: &Log) -> Result<Deposit, String> {
+/// A vault `Deposited` log as the bridge's deposit: `log_in_tx` is the log's position among its
+/// transaction's logs (its place in the receipt), `l1_height` the block it was seen in.
+pub fn deposit_from_log(log: &Log, log_in_tx: u32, l1_height: u64) -> Result<Deposit, String> {
     let decoded = log.log_decode::<Vault::Deposited>().map_err(|e| format!("not a Deposited event: {e}"))?;
     let event = decoded.inner.data;
     let tx_hash = log.transaction_hash.ok_or("log without a transaction hash")?;
-    let log_index = log.log_index.ok_or("log without an index")?;
     let amount = u128::try_from(event.amount).map_err(|_| format!("amount {} above 2^128", event.amount))?;
     let asset = if event.token == Address::ZERO { AssetId::Eth } else { AssetId::Erc20(from_alloy(event.token)) };
     Ok(Deposit {
         chain: Chain::Ethereum,
-        l1_ref: L1Ref::Ethereum { tx_hash: tx_hash.0, log_index },
+        l1_ref: L1Ref::Ethereum { tx_hash: tx_hash.0, log_in_tx },
         account: from_alloy(event.account),
         asset,
         amount: Amount(amount),
+        l1_height,
     })
+}
+
+/// Where `log` sits among its transaction's logs, from the transaction's receipt: the part of a
+/// deposit's identity a reorg cannot change (the block-level index moves with the transaction).
+pub fn position_in_receipt(receipt: &TransactionReceipt, log: &Log) -> Result<u32, String> {
+    let position = receipt
+        .inner
+        .logs()
+        .iter()
+        .position(|l| l.log_index == log.log_index && l.block_hash == log.block_hash)
+        .ok_or_else(|| format!("the receipt of {:?} does not hold log {:?}", log.transaction_hash, log.log_index))?;
+    u32::try_from(position).map_err(|_| format!("log position {position} above 2^32"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,8 +177,30 @@ impl DepositWatcher {
                 .at_block_hash(block.header.hash);
             let mut logs = self.provider.get_logs(&filter).await.map_err(rpc)?;
             logs.sort_by_key(|log| log.log_index);
+            // The receipt of each deposit transaction, for the log's place within it (fetched
+            // once per transaction: a block's deposits are bounded by its gas).
+            let mut receipts: BTreeMap<B256, TransactionReceipt> = BTreeMap::new();
             for log in logs.iter().filter(|log| !log.removed) {
-                let deposit = deposit_from_log(log).map_err(WatchError::BadLog)?;
+                let tx_hash =
+                    log.transaction_hash.ok_or_else(|| WatchError::BadLog("log without a transaction hash".into()))?;
+                let receipt = match receipts.entry(tx_hash) {
+                    std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        let receipt =
+                            self.provider.get_transaction_receipt(tx_hash).await.map_err(rpc)?.ok_or_else(|| {
+                                WatchError::Rpc(format!("no receipt for {tx_hash} in block {number}"))
+                            })?;
+                        if receipt.block_hash != Some(block.header.hash) {
+                            // A reorg between the two questions: scan this block again next poll.
+                            return Err(WatchError::Rpc(format!(
+                                "{tx_hash} moved out of block {number} during the scan"
+                            )));
+                        }
+                        slot.insert(receipt)
+                    }
+                };
+                let position = position_in_receipt(receipt, log).map_err(WatchError::BadLog)?;
+                let deposit = deposit_from_log(log, position, number).map_err(WatchError::BadLog)?;
                 tracing::info!(block = number, ?deposit, "Ethereum deposit at depth");
                 self.sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;
                 handed += 1;
@@ -194,7 +229,10 @@ impl DepositWatcher {
 }
 
 /// The confirmer's check of an Ethereum deposit: the receipt at `l1_ref` succeeded, the log at
-/// that index came from the vault, its block is canonical and deep enough, and every field matches.
+/// that position of the transaction came from the vault, its block is canonical and deep enough,
+/// and every field matches. A missing receipt is an alarm only once this node's head is at least
+/// the deposit's `l1_height` plus the depth; below that the node may simply lag
+/// ([`DepositCheck::NodeBehind`]).
 #[derive(Debug, Clone)]
 pub struct EthDepositVerifier {
     provider: DynProvider,
@@ -219,7 +257,7 @@ impl EthDepositVerifier {
 /// An Ethereum JSON-RPC URL this build can reach. The HTTP transport is built without TLS
 /// (alloy's rustls feature pulls in aws-lc, not built yet), so an `https` endpoint is refused
 /// here, at start-up, rather than failing at every request.
-fn rpc_url(url: &str) -> Result<reqwest::Url, String> {
+pub(crate) fn rpc_url(url: &str) -> Result<reqwest::Url, String> {
     let parsed: reqwest::Url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
     match parsed.scheme() {
         "http" => Ok(parsed),
@@ -238,25 +276,39 @@ impl DepositVerifier for EthDepositVerifier {
     async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError> {
         let rpc =
             |e: alloy::transports::TransportError| VerifierError { chain: Chain::Ethereum, reason: e.to_string() };
-        let L1Ref::Ethereum { tx_hash, log_index } = deposit.l1_ref else {
+        let L1Ref::Ethereum { tx_hash, log_in_tx } = deposit.l1_ref else {
             return not_on_l1("not an Ethereum reference");
         };
         if deposit.chain != Chain::Ethereum {
             return not_on_l1("an Ethereum reference on a deposit of another chain");
         }
+        // The head first: a receipt missing after it was read is missing at that head or later.
+        let head = self.provider.get_block_number().await.map_err(rpc)?;
+        let needed = deposit.l1_height.saturating_add(self.depth);
         let Some(receipt) = self.provider.get_transaction_receipt(B256::from(tx_hash)).await.map_err(rpc)? else {
-            return not_on_l1(format!("no transaction 0x{} on L1 (never sent, or reorged out)", hex::encode(tx_hash)));
+            if head < needed {
+                // This node has not reached the block the batch names: it cannot know yet.
+                return Ok(DepositCheck::NodeBehind { node_height: head, needed });
+            }
+            return not_on_l1(format!(
+                "no transaction 0x{} on L1 (never sent, or reorged out), though this node's head {head} is past block {} \
+                 plus the depth {}",
+                hex::encode(tx_hash),
+                deposit.l1_height,
+                self.depth
+            ));
         };
         if !receipt.status() {
             return not_on_l1("the transaction reverted");
         }
-        let Some(log) = receipt.inner.logs().iter().find(|log| log.log_index == Some(log_index)) else {
-            return not_on_l1(format!("the transaction has no log at index {log_index}"));
+        let Some(log) = receipt.inner.logs().get(log_in_tx as usize) else {
+            return not_on_l1(format!("the transaction has no log at position {log_in_tx}"));
         };
         if log.address() != self.vault {
             return not_on_l1(format!("the log came from {}, not the vault {}", log.address(), self.vault));
         }
-        match deposit_from_log(log) {
+        // The height is where the coordinator saw it, a hint for waiting: not compared.
+        match deposit_from_log(log, log_in_tx, deposit.l1_height) {
             Ok(seen) if seen == *deposit => {}
             Ok(seen) => return not_on_l1(format!("L1 shows a different deposit: {seen:?}")),
             Err(reason) => return not_on_l1(reason),
@@ -268,7 +320,6 @@ impl DepositVerifier for EthDepositVerifier {
         if canonical.map(|b| b.header.hash) != Some(hash) {
             return not_on_l1(format!("block {number} holding the deposit is no longer canonical"));
         }
-        let head = self.provider.get_block_number().await.map_err(rpc)?;
         if head.saturating_sub(number) < self.depth {
             return Ok(DepositCheck::NotYetDeep);
         }

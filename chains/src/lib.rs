@@ -2,8 +2,9 @@
 //! and found (Arweave in production, a local directory as the embedded default); `arweave`: the
 //! Arweave client underneath; `bitcoin`: the Bitcoin Core RPC client, deposit addresses, watcher
 //! and checker; `deposit`: the check of a deposit against L1 the confirmer runs; `ethereum`: the
-//! vault's deposit watcher and verifier, the withdrawal submitter, holdings; `task`: the supervisor
-//! that restarts failed background work with backoff and says in `/health` what runs.
+//! vault's deposit watcher and verifier, the withdrawal submitter, holdings; `ethereum_view`: the
+//! vault's holdings and payouts per batch at one block, for the solvency watch; `task`: the
+//! supervisor that restarts failed background work with backoff and says in `/health` what runs.
 
 pub mod arweave;
 pub mod bitcoin;
@@ -11,4 +12,5 @@ pub mod da;
 pub mod db;
 pub mod deposit;
 pub mod ethereum;
+pub mod ethereum_view;
 pub mod task;

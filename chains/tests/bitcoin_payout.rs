@@ -108,8 +108,14 @@ async fn batched_payouts_of_1_10_and_100_are_mined_and_a_bump_replaces_its_first
         let paid = miner.pay(&rpc, u64::from(n), &to, Sat::from_sat(sat)).await;
         let vout = paid.output.iter().position(|o| o.script_pubkey == to.script_pubkey()).unwrap() as u32;
         let l1_ref = L1Ref::Bitcoin { txid: paid.compute_txid().to_byte_array(), vout };
-        let deposit =
-            Deposit { chain: Chain::Bitcoin, l1_ref, account, asset: AssetId::Btc, amount: Amount(sat.into()) };
+        let deposit = Deposit {
+            chain: Chain::Bitcoin,
+            l1_ref,
+            account,
+            asset: AssetId::Btc,
+            amount: Amount(sat.into()),
+            l1_height: 0,
+        };
         replicas.apply(&Tx::System(SystemTx::Deposit(deposit)));
     }
     rpc.generate_to_address(1, &miner.address).await.unwrap();
@@ -154,7 +160,7 @@ async fn batched_payouts_of_1_10_and_100_are_mined_and_a_bump_replaces_its_first
         broadcaster.broadcast(&signed).await.unwrap();
         broadcaster.broadcast(&signed).await.unwrap(); // a watchman restarting sends again: no error
         assert_eq!(broadcaster.status(&plan).await.unwrap(), PayoutStatus::Pending { attempt: 0 });
-        let in_mempool = checker.check_payout(&vault, &plan, 0).await.unwrap();
+        let in_mempool = checker.check_payout(&vault, &plan, 0, 0).await.unwrap();
         assert_eq!(in_mempool, DepositStatus::NotYetDeep { confirmations: 0 });
 
         let mut mined = signed.clone();
@@ -175,11 +181,14 @@ async fn batched_payouts_of_1_10_and_100_are_mined_and_a_bump_replaces_its_first
         );
         paid_exactly(&rpc, mined.compute_txid(), &plan).await;
         // What a confirmer asks before it replays a batch recording the confirmation.
-        assert_eq!(checker.check_payout(&vault, &plan, attempt).await.unwrap(), DepositStatus::Confirmed);
+        assert_eq!(checker.check_payout(&vault, &plan, attempt, 0).await.unwrap(), DepositStatus::Confirmed);
         let other = 1 - attempt;
-        assert!(matches!(checker.check_payout(&vault, &plan, other).await.unwrap(), DepositStatus::NotOnChain { .. }));
+        assert!(matches!(
+            checker.check_payout(&vault, &plan, other, 0).await.unwrap(),
+            DepositStatus::NotOnChain { .. }
+        ));
 
-        let effects = replicas.apply(&Tx::System(SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt }));
+        let effects = replicas.apply(&Tx::System(SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt, height: 0 }));
         let Effect::BtcPayoutConfirmed { change, .. } = effects[0] else { panic!("{effects:?}") };
         assert_eq!(change.outpoint.txid, mined.compute_txid().to_byte_array());
         table.push((count, mined.vsize()));
@@ -237,8 +246,14 @@ async fn a_withdrawal_larger_than_the_vault_can_cover_waits_and_the_smaller_ones
         let paid = miner.pay(&rpc, u64::from(n), &to, Sat::from_sat(sat)).await;
         let vout = paid.output.iter().position(|o| o.script_pubkey == to.script_pubkey()).unwrap() as u32;
         let l1_ref = L1Ref::Bitcoin { txid: paid.compute_txid().to_byte_array(), vout };
-        let deposit =
-            Deposit { chain: Chain::Bitcoin, l1_ref, account, asset: AssetId::Btc, amount: Amount(sat.into()) };
+        let deposit = Deposit {
+            chain: Chain::Bitcoin,
+            l1_ref,
+            account,
+            asset: AssetId::Btc,
+            amount: Amount(sat.into()),
+            l1_height: 0,
+        };
         replicas.apply(&Tx::System(SystemTx::Deposit(deposit)));
     }
     rpc.generate_to_address(1, &miner.address).await.unwrap();
@@ -264,7 +279,7 @@ async fn a_withdrawal_larger_than_the_vault_can_cover_waits_and_the_smaller_ones
     rpc.generate_to_address(1, &miner.address).await.unwrap();
     for plan in [&first, &second] {
         assert_eq!(broadcaster.status(plan).await.unwrap(), PayoutStatus::Confirmed { attempt: 0, confirmations: 1 });
-        replicas.apply(&Tx::System(SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt: 0 }));
+        replicas.apply(&Tx::System(SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt: 0, height: 0 }));
     }
 
     // Plan 1's change came back: the large withdrawal is paid next.

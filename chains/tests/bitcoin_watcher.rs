@@ -41,6 +41,7 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
         account,
         asset: AssetId::Btc,
         amount: bridge::Amount(250_000),
+        l1_height: 0,
     };
     assert_eq!(checker.check(&early).await.unwrap(), DepositStatus::NotYetDeep { confirmations: 2 });
 
@@ -66,6 +67,7 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
             account,
             asset: AssetId::Btc,
             amount: bridge::Amount(250_000),
+            l1_height: 105,
         }
     );
     assert_eq!(checker.check(&deposit).await.unwrap(), DepositStatus::Confirmed);
@@ -143,4 +145,76 @@ async fn the_running_watcher_credits_each_deposit_once_and_stops_when_the_channe
     let stopped = running.await.unwrap();
     assert!(matches!(stopped, Err(WatchError::SinkClosed)), "{stopped:?}");
     assert!(deposits.try_recv().is_err(), "credited once");
+}
+
+/// Copies the active chain of `from` up to `height` into `to`, block by block.
+async fn relay(from: &CoreRpc, to: &CoreRpc, height: u64) {
+    for h in to.block_count().await.unwrap() + 1..=height {
+        let block = from.block(&from.block_hash(h).await.unwrap()).await.unwrap();
+        to.submit_block(&block).await.unwrap();
+    }
+    assert_eq!(to.block_count().await.unwrap(), height);
+}
+
+#[tokio::test]
+async fn a_node_that_lags_waits_for_a_deposit_or_payout_and_a_node_past_its_block_calls_a_missing_one_absent() {
+    // The coordinator's node, and a replayer's own node that gets the same blocks only later.
+    let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
+    let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+    let lagging = RegtestNode::start(RegtestConfig::default()).await.unwrap();
+    let behind = CoreRpc::new(lagging.url(), lagging.user(), lagging.password());
+    let miner = Miner::new();
+    rpc.generate_to_address(101, &miner.address).await.unwrap();
+    relay(&rpc, &behind, 101).await;
+
+    let key = group_key();
+    let config = WatcherConfig { depth: 3, start_height: 1, poll_interval: Duration::from_millis(10) };
+    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, key, config).unwrap();
+    let address = watcher.watch(bridge::Address([0xa1; 20]));
+    let tx = miner.pay(&rpc, 1, &address, Amount::from_sat(250_000)).await;
+    rpc.generate_to_address(32, &miner.address).await.unwrap(); // the deposit at 102, the tip 30 past depth
+    let (sink, mut deposits) = mpsc::channel(16);
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 1);
+    let deposit = deposits.try_recv().unwrap();
+    assert_eq!(
+        (deposit.l1_ref, deposit.l1_height),
+        (L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 0 }, 102)
+    );
+    let invented = Deposit { l1_ref: L1Ref::Bitcoin { txid: [7; 32], vout: 0 }, ..deposit.clone() };
+    // A payout attempt nobody broadcast, claimed confirmed in block 110.
+    let vault = bridge::BtcVaultParams { group_key: key.serialize(), min_fee_rate: 1, max_fee_rate: 100 };
+    let plan = bridge::PayoutPlan {
+        id: 1,
+        batch: 1,
+        fee_rate: 1,
+        budget_sat: 10_000,
+        inputs: vec![bridge::VaultUtxo {
+            outpoint: bridge::OutPoint { txid: [5; 32], vout: 0 },
+            amount_sat: 100_000,
+            owner: bridge::VaultOwner::Vault,
+        }],
+        payouts: vec![bridge::withdrawals::BtcPayout {
+            tx_hash: [6; 32],
+            script_pubkey: common::btc::recipient().script_pubkey().to_bytes(),
+            amount_sat: 50_000,
+        }],
+    };
+
+    // The lagging node (tip 101) has not reached block 102 + depth: it waits for both.
+    let checker = DepositChecker::new(behind.clone(), BtcNetwork::Regtest, key, 3);
+    assert_eq!(checker.check(&deposit).await.unwrap(), DepositStatus::NodeBehind { tip: 101, needed: 104 });
+    assert_eq!(checker.check(&invented).await.unwrap(), DepositStatus::NodeBehind { tip: 101, needed: 104 });
+    assert_eq!(
+        checker.check_payout(&vault, &plan, 0, 110).await.unwrap(),
+        DepositStatus::NodeBehind { tip: 101, needed: 112 }
+    );
+    use chains::deposit::{DepositCheck, DepositVerifier};
+    let verifier: &dyn DepositVerifier = &checker;
+    assert_eq!(verifier.check(&deposit).await.unwrap(), DepositCheck::NodeBehind { node_height: 101, needed: 104 });
+
+    // Caught up: the real deposit is confirmed; the invented deposit and payout are absent.
+    relay(&rpc, &behind, 133).await;
+    assert_eq!(checker.check(&deposit).await.unwrap(), DepositStatus::Confirmed);
+    assert!(matches!(checker.check(&invented).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    assert!(matches!(checker.check_payout(&vault, &plan, 0, 110).await.unwrap(), DepositStatus::NotOnChain { .. }));
 }

@@ -18,6 +18,9 @@ use contracts::{Spoofer, TestToken, from_alloy};
 use secp256k1::{Message, SECP256K1};
 use tokio::sync::mpsc;
 
+#[path = "common/lagging_eth.rs"]
+mod lagging_eth;
+
 const DEPTH: u64 = 3;
 
 async fn mine(setup: &Setup, blocks: u64) {
@@ -41,7 +44,7 @@ async fn deposit_eth(setup: &Setup, wei: u64) -> (TransactionReceipt, Deposit) {
         .get_receipt()
         .await
         .unwrap();
-    let deposit = deposit_from_log(&receipt.inner.logs()[0]).unwrap();
+    let deposit = deposit_from_log(&receipt.inner.logs()[0], 0, receipt.block_number.unwrap()).unwrap();
     (receipt, deposit)
 }
 
@@ -68,10 +71,11 @@ async fn deposits_are_handed_on_once_and_only_at_depth() {
         expected,
         Deposit {
             chain: Chain::Ethereum,
-            l1_ref: L1Ref::Ethereum { tx_hash: receipt.transaction_hash.0, log_index: 0 },
+            l1_ref: L1Ref::Ethereum { tx_hash: receipt.transaction_hash.0, log_in_tx: 0 },
             account: bridge::Address([0xab; 20]),
             asset: AssetId::Eth,
             amount: Amount(1234),
+            l1_height: receipt.block_number.unwrap(),
         }
     );
     for _ in 0..DEPTH {
@@ -154,8 +158,8 @@ async fn the_verifier_checks_every_field_the_depth_and_the_emitter() {
     let other_account = Deposit { account: bridge::Address([1; 20]), ..deposit.clone() };
     let other_asset = Deposit { asset: AssetId::Erc20(bridge::Address([2; 20])), ..deposit.clone() };
     let L1Ref::Ethereum { tx_hash, .. } = deposit.l1_ref else { unreachable!() };
-    let other_log = Deposit { l1_ref: L1Ref::Ethereum { tx_hash, log_index: 1 }, ..deposit.clone() };
-    let absent = Deposit { l1_ref: L1Ref::Ethereum { tx_hash: [9; 32], log_index: 0 }, ..deposit.clone() };
+    let other_log = Deposit { l1_ref: L1Ref::Ethereum { tx_hash, log_in_tx: 1 }, ..deposit.clone() };
+    let absent = Deposit { l1_ref: L1Ref::Ethereum { tx_hash: [9; 32], log_in_tx: 0 }, ..deposit.clone() };
     for wrong in [more, other_account, other_asset, other_log, absent] {
         assert!(matches!(verifier.check(&wrong).await.unwrap(), DepositCheck::NotOnL1 { .. }), "{wrong:?}");
     }
@@ -170,7 +174,7 @@ async fn the_verifier_checks_every_field_the_depth_and_the_emitter() {
         .get_receipt()
         .await
         .unwrap();
-    let spoofed = deposit_from_log(&receipt.inner.logs()[0]).unwrap();
+    let spoofed = deposit_from_log(&receipt.inner.logs()[0], 0, receipt.block_number.unwrap()).unwrap();
     mine(&setup, DEPTH).await;
     match verifier.check(&spoofed).await.unwrap() {
         DepositCheck::NotOnL1 { reason } => assert!(reason.contains("not the vault"), "{reason}"),
@@ -373,4 +377,107 @@ async fn gas_burning_recipients_cannot_push_a_payout_past_the_block_gas_limit() 
     let nonce = setup.provider.get_transaction_count(setup.deployer).await.unwrap();
     assert!(matches!(submitter.retry(&tree, 0).await.unwrap(), chains::ethereum::Retry::StillRefused));
     assert_eq!(setup.provider.get_transaction_count(setup.deployer).await.unwrap(), nonce);
+}
+
+#[tokio::test]
+async fn a_node_that_lags_waits_for_a_deposit_and_a_node_past_its_block_calls_a_missing_one_absent() {
+    let setup = Setup::new().await.unwrap();
+    mine(&setup, 40).await;
+    let (receipt, deposit) = deposit_eth(&setup, 2500).await;
+    let height = receipt.block_number.unwrap();
+    mine(&setup, DEPTH).await;
+    // A deposit the coordinator invents, claimed in the same block.
+    let invented = Deposit { l1_ref: L1Ref::Ethereum { tx_hash: [9; 32], log_in_tx: 0 }, ..deposit.clone() };
+
+    // This verifier's node is 30 blocks behind anvil: it has not reached the deposit's block.
+    let lagging = lagging_eth::LaggingNode::start(&setup.anvil.url(), 30).await;
+    let behind = EthDepositVerifier::connect(&lagging.url, from_alloy(setup.vault_address()), DEPTH).unwrap();
+    let head = setup.provider.get_block_number().await.unwrap();
+    let waiting = DepositCheck::NodeBehind { node_height: head - 30, needed: height + DEPTH };
+    assert_eq!(behind.check(&deposit).await.unwrap(), waiting, "a lagging node waits, it does not alarm");
+    assert_eq!(behind.check(&invented).await.unwrap(), waiting, "nor can it tell an invented one yet");
+
+    // Caught up: the real deposit is confirmed, the invented one is absent.
+    lagging.set_lag(0);
+    assert_eq!(behind.check(&deposit).await.unwrap(), DepositCheck::Confirmed);
+    match behind.check(&invented).await.unwrap() {
+        DepositCheck::NotOnL1 { reason } => assert!(reason.contains("past block"), "{reason}"),
+        other => panic!("an invented deposit was {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credited_once() {
+    let setup = Setup::new().await.unwrap();
+    let (sender, mut handed) = mpsc::channel(16);
+    let mut watcher =
+        DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(1), 0, sender);
+    // The deposit, alone in its block: its log is the block's first.
+    let (receipt, _) = deposit_eth(&setup, 5000).await;
+    assert_eq!(receipt.inner.logs()[0].log_index, Some(0));
+    let height = receipt.block_number.unwrap();
+    let raw = setup.provider.get_raw_transaction_by_hash(receipt.transaction_hash).await.unwrap().unwrap();
+    mine(&setup, 1).await;
+    assert_eq!(watcher.poll().await.unwrap(), 1);
+    let first = drain(&mut handed);
+
+    // A reorg replaces the deposit's block and the next with empty blocks; the transaction is
+    // mined again later, after another deposit in the same block, so its block-level log index
+    // is now 1. (anvil_reorg can re-include it directly, but anvil then numbers the receipts'
+    // logs per transaction, which no real node does: the next block is mined normally instead.)
+    reorg(&setup, 2).await;
+    assert!(setup.provider.get_transaction_receipt(receipt.transaction_hash).await.unwrap().is_none());
+    let _: serde_json::Value = setup.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    let other = serde_json::json!({
+        "from": contracts::ANVIL_KEY_1.parse::<alloy::signers::local::PrivateKeySigner>().unwrap().address().to_string(),
+        "to": setup.vault_address().to_string(),
+        "value": "0x64",
+        // Above the deposit's tip, so the block orders it first.
+        "maxFeePerGas": "0x174876e800",
+        "maxPriorityFeePerGas": "0x174876e800",
+        "data": alloy::primitives::hex::encode_prefixed(alloy::sol_types::SolCall::abi_encode(
+            &contracts::Vault::depositETHCall { account: Address::repeat_byte(0xcd) }
+        )),
+    });
+    let _: serde_json::Value = setup.provider.raw_request("eth_sendTransaction".into(), (other,)).await.unwrap();
+    let _: serde_json::Value = setup.provider.raw_request("eth_sendRawTransaction".into(), (raw,)).await.unwrap();
+    mine(&setup, 1).await;
+    let _: serde_json::Value = setup.provider.raw_request("evm_setAutomine".into(), (true,)).await.unwrap();
+    let moved = setup.provider.get_transaction_receipt(receipt.transaction_hash).await.unwrap().unwrap();
+    assert_eq!(moved.block_number, Some(height + 2), "re-included two blocks later");
+    assert_eq!(moved.inner.logs()[0].log_index, Some(1), "at another position in its block");
+    mine(&setup, 1).await;
+
+    // The watcher stops at the reorg; restarted from an earlier block, it scans the block again.
+    assert!(matches!(watcher.poll().await, Err(chains::ethereum::WatchError::DeepReorg { .. })));
+    let (sender, mut handed) = mpsc::channel(16);
+    let mut rescan =
+        DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(1), height - 1, sender);
+    assert_eq!(rescan.poll().await.unwrap(), 2);
+    let second = drain(&mut handed);
+
+    // The ledger credits every deposit handed on, refusing a reference already credited.
+    let params = bridge::NetworkParams {
+        name: "test-reorg".into(),
+        chain_id: setup.chain_id,
+        eth_vault: from_alloy(setup.vault_address()),
+        btc_network: bridge::BtcNetwork::Regtest,
+        btc_vault: None,
+        coordinator_key: bridge::CoordinatorKey::from_secret(&[0xc0; 32]).unwrap().public_key(),
+        fee_account: bridge::Address([0xfe; 20]),
+        assets: vec![bridge::AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+    };
+    let mut state = bridge::State::genesis(params);
+    let mut credited = 0;
+    for deposit in first.iter().chain(&second) {
+        if bridge::apply(&mut state, &bridge::Tx::System(bridge::tx::SystemTx::Deposit(deposit.clone()))).is_ok() {
+            credited += 1;
+        }
+    }
+    assert_eq!(credited, 2, "the moved deposit and the new one; not the moved one twice");
+    assert_eq!(state.balance(&bridge::Address([0xab; 20]), &AssetId::Eth), Amount(5000));
+    assert_eq!(state.balance(&bridge::Address([0xcd; 20]), &AssetId::Eth), Amount(100));
+    // And a replayer still finds the first credit on L1, at its position in the transaction.
+    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), 1);
+    assert_eq!(verifier.check(&first[0]).await.unwrap(), DepositCheck::Confirmed);
 }

@@ -76,10 +76,11 @@ async fn bench() {
         .map(|(n, w)| {
             Tx::System(SystemTx::Deposit(Deposit {
                 chain: Chain::Ethereum,
-                l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n as u64 },
+                l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_in_tx: n as u32 },
                 account: w.address(),
                 asset: AssetId::Eth,
                 amount: Amount(1_000_000),
+                l1_height: 0,
             }))
         })
         .collect();

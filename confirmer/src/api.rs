@@ -71,6 +71,10 @@ pub struct StatusView {
     pub hard_final: u64,
     /// Why the batch after `hard_final` is not hard-final, if it replayed.
     pub unverified: Option<String>,
+    /// Why the next batch does not replay yet, if this confirmer's own L1 node cannot confirm
+    /// one of its facts (not deep enough, or the node has not reached the batch's block): the
+    /// node's height and the height it needs. Waiting is not an alarm.
+    pub waiting: Option<crate::follower::Waiting>,
     /// Batches on the DA not yet replayed (unknown if the DA cannot be read now).
     pub behind_da: Option<u64>,
     /// Batches the coordinator has sealed that are not yet replayed here (if configured).
@@ -133,7 +137,16 @@ pub struct AlarmView {
         description = "Hard finality, verified state with proofs, and alarms."
     ),
     paths(get_status, get_account, get_tx, get_batch, get_alarms),
-    components(schemas(ErrorBody, StatusView, AccountView, BalanceView, TxView, BatchView, AlarmView))
+    components(schemas(
+        ErrorBody,
+        StatusView,
+        crate::follower::Waiting,
+        AccountView,
+        BalanceView,
+        TxView,
+        BatchView,
+        AlarmView
+    ))
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
@@ -207,6 +220,7 @@ async fn get_status(State(context): Ctx) -> Result<Json<StatusView>, ApiError> {
         replayed: status.replayed,
         hard_final: status.hard_final,
         unverified: status.unverified,
+        waiting: status.waiting,
         behind_da,
         behind_coordinator,
         alarms: status.alarms.len(),

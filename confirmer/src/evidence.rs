@@ -163,7 +163,7 @@ impl Evidence {
                     return Err(fail("the body is not the one the signed header names".into()));
                 }
                 let index = self.deposit_index.ok_or_else(|| fail("the transaction's index is missing".into()))?;
-                let Some(BatchTx::System(SystemTx::BtcPayoutConfirmed { plan, attempt })) = batch.body.get(index)
+                let Some(BatchTx::System(SystemTx::BtcPayoutConfirmed { plan, attempt, .. })) = batch.body.get(index)
                 else {
                     return Err(fail(format!(
                         "transaction {index} of batch {} is not a payout confirmation",

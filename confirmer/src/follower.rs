@@ -41,7 +41,26 @@ pub struct Status {
     pub hard_final: u64,
     /// Why the batch after `hard_final` is not hard-final, if it replayed.
     pub unverified: Option<String>,
+    /// Why the next batch does not replay yet: an L1 fact this node cannot confirm yet.
+    pub waiting: Option<Waiting>,
     pub alarms: Vec<Alarm>,
+}
+
+/// A batch held back because this confirmer's own L1 node cannot confirm one of its facts yet:
+/// the fact is not deep enough, or the node has not reached the block the batch names. Not an
+/// alarm; the batch is checked again at every step.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Waiting {
+    /// The batch that waits.
+    pub batch: u64,
+    #[schema(value_type = String)]
+    pub chain: Chain,
+    /// The fact, in words (a deposit, a payout confirmation).
+    pub what: String,
+    /// This node's height when it is behind the block the batch names, and the height it must
+    /// reach; both absent when the node has the fact but not yet at depth.
+    pub node_height: Option<u64>,
+    pub needed_height: Option<u64>,
 }
 
 /// What one [`Follower::step`] did.
@@ -54,7 +73,7 @@ pub struct Step {
 /// What became of one fetched batch.
 enum Taken {
     Replayed,
-    /// A deposit is not yet at depth on L1.
+    /// An L1 fact is not yet at depth, or this node has not reached it.
     Waiting,
     /// Not the coordinator's bytes.
     Foreign,
@@ -74,6 +93,8 @@ pub struct Follower {
     replayed: u64,
     hard_final: u64,
     unverified: Option<String>,
+    /// Why the next batch waits for this node's view of L1, if it does.
+    waiting: Option<Waiting>,
     /// The batch of the first alarm: nothing from it on is replayed or final.
     halted_at: Option<u64>,
     alarms: Vec<Alarm>,
@@ -113,6 +134,7 @@ impl Follower {
             replayed: 0,
             hard_final: 0,
             unverified: None,
+            waiting: None,
             halted_at: None,
             alarms: Vec::new(),
             gap_seen: 0,
@@ -140,6 +162,7 @@ impl Follower {
             replayed: self.replayed,
             hard_final: self.hard_final,
             unverified: self.unverified.clone(),
+            waiting: self.waiting.clone(),
             alarms: self.alarms.clone(),
         }
     }
@@ -304,16 +327,16 @@ impl Follower {
         let mut unverified = None;
         for (index, tx) in item.batch.body.iter().enumerate() {
             let BatchTx::System(system) = tx else { continue };
-            let (chain, kind, check) = match system {
+            let (chain, what, kind, check) = match system {
                 SystemTx::Deposit(deposit) => {
                     let Some(verifier) = self.verifiers.for_chain(deposit.chain) else {
                         unverified.get_or_insert_with(|| format!("unverified: deposit on {}", deposit.chain));
                         continue;
                     };
                     let detail = format!("deposit {:?} on {}", deposit.l1_ref, deposit.chain);
-                    (detail, AlarmKind::DepositNotOnL1, verifier.check(deposit).await?)
+                    (deposit.chain, detail, AlarmKind::DepositNotOnL1, verifier.check(deposit).await?)
                 }
-                SystemTx::BtcPayoutConfirmed { plan, attempt } => {
+                SystemTx::BtcPayoutConfirmed { plan, attempt, height } => {
                     // Without a vault the replay below refuses the batch, as the coordinator's error.
                     let Some(vault) = self.state.params().btc_vault else { continue };
                     let Some(verifier) = self.verifiers.for_chain(Chain::Bitcoin) else {
@@ -324,20 +347,21 @@ impl Follower {
                     // A plan is signed only once its batch is hard-final, so it cannot confirm in
                     // the batch that makes it: it must be pending before this batch.
                     let check = match self.state.btc_plan(*plan) {
-                        Some(planned) => verifier.check_payout(&vault, planned, *attempt).await?,
+                        Some(planned) => verifier.check_payout(&vault, planned, *attempt, *height).await?,
                         None => {
                             DepositCheck::NotOnL1 { reason: format!("plan {plan} was not pending before this batch") }
                         }
                     };
-                    (detail, AlarmKind::PayoutNotOnL1, check)
+                    (Chain::Bitcoin, detail, AlarmKind::PayoutNotOnL1, check)
                 }
                 SystemTx::BtcPayoutPlan { .. } | SystemTx::BtcConsolidationPlan { .. } => continue,
             };
-            match check {
-                DepositCheck::Confirmed => {}
-                DepositCheck::NotYetDeep => return Ok(Taken::Waiting),
+            let (node_height, needed_height) = match check {
+                DepositCheck::Confirmed => continue,
+                DepositCheck::NotYetDeep => (None, None),
+                DepositCheck::NodeBehind { node_height, needed } => (Some(node_height), Some(needed)),
                 DepositCheck::NotOnL1 { reason } => {
-                    let detail = format!("{chain}: {reason}");
+                    let detail = format!("{what}: {reason}");
                     let evidence = Evidence {
                         batches: Evidence::encode_batches(&[&item.batch]),
                         deposit_index: Some(index),
@@ -345,7 +369,24 @@ impl Follower {
                     };
                     return Ok(Taken::Alarm(self.raise(kind, number, detail, evidence).await?));
                 }
+            };
+            let waiting = Waiting { batch: number, chain, what, node_height, needed_height };
+            if self.waiting.as_ref() != Some(&waiting) {
+                match (node_height, needed_height) {
+                    (Some(height), Some(needed)) => tracing::info!(
+                        number, %chain, what = %waiting.what, height, needed,
+                        "waiting for this confirmer's L1 node to reach the batch's block"
+                    ),
+                    _ => tracing::info!(number, %chain, what = %waiting.what, "waiting for an L1 fact to reach depth"),
+                }
             }
+            metrics::gauge!("bridge_confirmer_l1_blocks_behind", "chain" => chain.to_string())
+                .set(needed_height.zip(node_height).map_or(0, |(needed, have)| needed.saturating_sub(have)) as f64);
+            self.waiting = Some(waiting);
+            return Ok(Taken::Waiting);
+        }
+        if let Some(waited) = self.waiting.take() {
+            metrics::gauge!("bridge_confirmer_l1_blocks_behind", "chain" => waited.chain.to_string()).set(0.0);
         }
         match replay_verified(&mut self.state, &item.batch, verified) {
             Ok(replayed) => self.keep(number, replayed),

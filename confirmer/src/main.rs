@@ -221,10 +221,11 @@ async fn follow(
             .as_ref()
             .map(|b| chains::bitcoin::CoreRpc::new(b.url.clone(), b.user.clone(), b.password.clone())),
     };
+    let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_depth, 0, params.eth_vault)?;
     let follower = Arc::new(RwLock::new(Follower::open(da, store, params, verifiers).await?));
     let Some((listen, coordinator)) = serve else {
         // Once: follow until caught up, print where it stands, stop.
-        let mut follow = Follow { follower: follower.clone(), watch: None, turns: 0, busy: false };
+        let mut follow = Follow { follower: follower.clone(), solvency: None, turns: 0, busy: false };
         loop {
             match follow.turn().await {
                 Ok(()) if follow.busy => continue,
@@ -241,6 +242,7 @@ async fn follow(
                 "replayed": status.replayed,
                 "hard_final": status.hard_final,
                 "unverified": status.unverified,
+                "waiting": status.waiting,
                 "alarms": status.alarms,
             })
         );
@@ -256,17 +258,17 @@ async fn follow(
     supervisor.spawn_essential("api", async move {
         axum::serve(listener, app).await.map_err(|error| TaskError::fatal(format!("the API server failed: {error}")))
     });
-    let follow = Follow { follower, watch: Some(watch), turns: 0, busy: false };
+    let follow = Follow { follower, solvency: Some(solvency), turns: 0, busy: false };
     supervisor.spawn("follow", follow, Schedule::every(Duration::from_millis(interval_ms)));
     let failure = supervisor.failed().await;
     anyhow::bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")
 }
 
 /// The follower loop as a supervised task: replays what is new each turn (and checks solvency
-/// every tenth turn, when `watch` is set).
+/// every tenth turn, when serving).
 struct Follow {
     follower: Arc<RwLock<Follower>>,
-    watch: Option<confirmer::solvency::SolvencyWatch>,
+    solvency: Option<confirmer::solvency::SolvencyGuard>,
     turns: u64,
     /// The last turn replayed something: the next one runs at once.
     busy: bool,
@@ -275,16 +277,14 @@ struct Follow {
 impl Task for Follow {
     async fn turn(&mut self) -> Result<(), TaskError> {
         self.turns += 1;
-        if let Some(watch) = &self.watch
+        if let Some(solvency) = &mut self.solvency
             && self.turns % 10 == 1
         {
-            // The solvency watch: a shortfall is logged as an error and exported as a gauge.
-            match watch.check(self.follower.read().await.state()).await {
-                Ok(report) => {
-                    for short in report.iter().filter(|a| a.shortfall() > 0) {
-                        tracing::error!(asset = %short.asset, owed = short.owed, held = short.held, detail = ?short.detail, "solvency shortfall");
-                    }
-                }
+            // The solvency watch, judged once caught up with the DA: a shortfall is logged as an
+            // error and exported as a gauge.
+            match solvency.judge(&*self.follower.read().await).await {
+                Ok(confirmer::solvency::Verdict::Shortfall { why, .. }) => tracing::error!(%why, "solvency shortfall"),
+                Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "the solvency check failed; retrying"),
             }
         }

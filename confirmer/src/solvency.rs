@@ -8,9 +8,18 @@
 //! Ethereum check is the weaker `held ≥ balances`. What is held: the vault contract's balance of
 //! each Ethereum asset; on Bitcoin, the vault outputs the ledger records that the chain has
 //! unspent (deposits the ledger has not credited yet are not counted).
+//!
+//! Judged at a consistent point ([`SolvencyGuard`]): only once the replay has caught up with the
+//! DA (a restart replaying its backlog compares an old ledger with today's vault), with the
+//! vault's holdings and its payouts read at one block, and what the vault paid for batches after
+//! this replay (other watchmen may be ahead) counted as paid, not missing. A payout for a batch
+//! the DA does not have is never excused: it is a forged root.
 
 use bridge::{AssetId, Chain, State};
 use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutStatus};
+use chains::ethereum_view::{VaultSnapshot, VaultView};
+
+use crate::follower::Follower;
 
 /// One asset's standing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -18,13 +27,16 @@ pub struct AssetSolvency {
     pub asset: AssetId,
     pub owed: u128,
     pub held: u128,
+    /// What the vault paid for batches after the replay (and on the DA): owed in this ledger,
+    /// already gone from the vault.
+    pub paid_ahead: u128,
     /// What the chain lacks that the ledger counts on, if anything.
     pub detail: Option<String>,
 }
 
 impl AssetSolvency {
     pub fn shortfall(&self) -> u128 {
-        self.owed.saturating_sub(self.held)
+        self.owed.saturating_sub(self.held.saturating_add(self.paid_ahead))
     }
 }
 
@@ -59,7 +71,13 @@ impl SolvencyWatch {
                 .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?;
             for (asset, supply) in state.supplies().filter(|(a, _)| a.chain() == Chain::Ethereum) {
                 let held = held.get(asset).copied().unwrap_or(0);
-                report.push(AssetSolvency { asset: *asset, owed: supply.liabilities.units(), held, detail: None });
+                report.push(AssetSolvency {
+                    asset: *asset,
+                    owed: supply.liabilities.units(),
+                    held,
+                    paid_ahead: 0,
+                    detail: None,
+                });
             }
         }
         if let (Some(rpc), Some(vault)) = (&self.btc_rpc, params.btc_vault) {
@@ -108,6 +126,159 @@ impl SolvencyWatch {
                 held.missing
             )
         });
-        Ok(AssetSolvency { asset: AssetId::Btc, owed, held: u128::from(held.held_sat), detail })
+        Ok(AssetSolvency { asset: AssetId::Btc, owed, held: u128::from(held.held_sat), paid_ahead: 0, detail })
+    }
+}
+
+/// The Ethereum part of a check at one block: the ledger of batch `replayed` against the vault's
+/// holdings at the snapshot's block plus what it paid for batches `replayed + 1 ..= da_latest`.
+/// Payouts for batches past `da_latest` are named in the detail and not excused.
+pub fn ethereum_at(state: &State, snapshot: &VaultSnapshot, replayed: u64, da_latest: u64) -> Vec<AssetSolvency> {
+    let mut report = Vec::new();
+    for (asset, supply) in state.supplies().filter(|(a, _)| a.chain() == Chain::Ethereum) {
+        let held = snapshot.held.get(asset).copied().unwrap_or(0);
+        let mut paid_ahead: u128 = 0;
+        let mut unknown = Vec::new();
+        for (batch, paid) in snapshot.paid_after.range(replayed + 1..) {
+            let Some(amount) = paid.get(asset) else { continue };
+            if *batch <= da_latest {
+                paid_ahead = paid_ahead.saturating_add(*amount);
+            } else {
+                unknown.push(format!("{amount} for batch {batch}"));
+            }
+        }
+        let detail = (!unknown.is_empty()).then(|| {
+            format!(
+                "the vault paid for batches the DA does not have (latest {da_latest}), at block {}: {}",
+                snapshot.block,
+                unknown.join(", ")
+            )
+        });
+        report.push(AssetSolvency { asset: *asset, owed: supply.liabilities.units(), held, paid_ahead, detail });
+    }
+    report
+}
+
+/// What the guard concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not judged now, and why (the replay is behind the DA, or waits for its L1 node).
+    NotJudged(String),
+    /// Every asset covered.
+    Solvent(Vec<AssetSolvency>),
+    /// A shortfall seen in two checks in a row: the watchman stops signing, for this reason.
+    Shortfall { why: String, report: Vec<AssetSolvency> },
+}
+
+/// A watchman's solvency decision: when to judge, against what, and when a shortfall is real.
+#[derive(Debug)]
+pub struct SolvencyGuard {
+    watch: SolvencyWatch,
+    /// The Ethereum vault's holdings and payouts, read at one block; `None`: Ethereum unwatched.
+    eth: Option<VaultView>,
+}
+
+/// Checks in a row a shortfall must be seen in before it halts anything: a Bitcoin payout can
+/// confirm between two of one check's questions.
+const STRIKES_TO_HALT: u32 = 2;
+
+impl SolvencyGuard {
+    /// `eth_lag`: blocks below the Ethereum head the vault is read at (the deposit depth serves);
+    /// `eth_from_block`: where the vault's payouts start (its deployment block, or 0).
+    pub fn new(
+        watch: SolvencyWatch,
+        eth_lag: u64,
+        eth_from_block: u64,
+        vault: bridge::Address,
+    ) -> Result<Self, SolvencyError> {
+        let eth = match &watch.eth_rpc {
+            Some(url) => Some(
+                VaultView::connect(url, vault, eth_lag, eth_from_block)
+                    .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?,
+            ),
+            None => None,
+        };
+        Ok(SolvencyGuard { watch, eth })
+    }
+
+    /// Judges `follower`'s replay if it has caught up with the DA (or stopped at an alarm) and
+    /// waits for no L1 fact; a shortfall halts only when
+    /// it is seen in [`STRIKES_TO_HALT`] checks in a row (checked again at once).
+    pub async fn judge(&mut self, follower: &Follower) -> Result<Verdict, SolvencyError> {
+        let mut strikes = 0;
+        loop {
+            let report = match self.check(follower).await? {
+                Err(why) => return Ok(Verdict::NotJudged(why)),
+                Ok(report) => report,
+            };
+            if report.iter().all(|a| a.shortfall() == 0) {
+                return Ok(Verdict::Solvent(report));
+            }
+            strikes += 1;
+            if strikes >= STRIKES_TO_HALT {
+                let why = report
+                    .iter()
+                    .filter(|a| a.shortfall() > 0)
+                    .map(|a| {
+                        format!(
+                            "solvency: the {} vault holds {} (and paid {} for batches after this replay) but the \
+                             ledger owes {} ({})",
+                            a.asset,
+                            a.held,
+                            a.paid_ahead,
+                            a.owed,
+                            a.detail.as_deref().unwrap_or("no detail")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Ok(Verdict::Shortfall { why, report });
+            }
+            tracing::warn!(?report, "a solvency shortfall seen once; checking again");
+        }
+    }
+
+    /// One check at a consistent point, or why there is none now.
+    async fn check(&mut self, follower: &Follower) -> Result<Result<Vec<AssetSolvency>, String>, SolvencyError> {
+        let status = follower.status();
+        if let Some(waiting) = &status.waiting {
+            return Ok(Err(format!("batch {} waits for this node's view of {}", waiting.batch, waiting.chain)));
+        }
+        let da = |e: chains::da::DaError| SolvencyError { chain: Chain::Ethereum, reason: format!("the DA: {e}") };
+        let latest = follower.da().latest().await.map_err(da)?;
+        // After an alarm the replay stops for good and signing is halted already: judge what it
+        // has (the vault's payouts for later batches on the DA still count as paid).
+        if status.replayed < latest && status.alarms.is_empty() {
+            return Ok(Err(format!("replaying: batch {} of {latest} on the DA", status.replayed)));
+        }
+        let state = follower.state();
+        let mut report = Vec::new();
+        if let Some(view) = &mut self.eth {
+            let tokens: Vec<bridge::Address> = state
+                .supplies()
+                .filter_map(|(asset, _)| asset.eth_token())
+                .filter(|t| *t != bridge::Address::ZERO)
+                .collect();
+            let snapshot = view
+                .snapshot(&tokens, status.replayed)
+                .await
+                .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?;
+            // Batches published since `latest` was read may have been paid already.
+            let latest = follower.da().latest().await.map_err(da)?.max(latest);
+            report.extend(ethereum_at(state, &snapshot, status.replayed, latest));
+        }
+        if let (Some(rpc), Some(vault)) = (&self.watch.btc_rpc, state.params().btc_vault) {
+            report.push(
+                self.watch
+                    .bitcoin(rpc, state, vault)
+                    .await
+                    .map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })?,
+            );
+        }
+        for entry in &report {
+            metrics::gauge!("bridge_solvency_shortfall", "asset" => entry.asset.to_string())
+                .set(entry.shortfall() as f64);
+        }
+        Ok(Ok(report))
     }
 }

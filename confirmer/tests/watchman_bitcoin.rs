@@ -130,6 +130,7 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
         account: wallet(9).address(),
         asset: bridge::AssetId::Btc,
         amount: bridge::Amount(700_000),
+        l1_height: 0,
     };
     bridge::apply(&mut forged, &bridge::Tx::System(bridge::tx::SystemTx::Deposit(fake))).unwrap();
     let report = watch.check(&forged).await.unwrap();

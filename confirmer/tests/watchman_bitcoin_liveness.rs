@@ -240,6 +240,7 @@ impl Harness {
             account,
             asset: AssetId::Btc,
             amount: Amount(sat.into()),
+            l1_height: 0,
         }))
     }
 
@@ -455,7 +456,7 @@ async fn the_vault_consolidates_small_outputs_at_a_low_fee_from_its_surplus_sign
     h.clocks_at_tip().await;
     h.pay_until("the payout", |actions| broadcast_of(actions, payout.id)).await;
     h.mine(1).await;
-    h.ledger.seal(vec![Tx::System(SystemTx::BtcPayoutConfirmed { plan: payout.id, attempt: 0 })]).await;
+    h.ledger.seal(vec![Tx::System(SystemTx::BtcPayoutConfirmed { plan: payout.id, attempt: 0, height: 0 })]).await;
 
     // Twelve small deposits.
     let mut deposits = Vec::new();
@@ -482,7 +483,7 @@ async fn the_vault_consolidates_small_outputs_at_a_low_fee_from_its_surplus_sign
     h.pay_until("the consolidation", |actions| broadcast_of(actions, merge.id)).await;
     h.mine(1).await;
     assert_eq!(h.status(&merge).await, PayoutStatus::Confirmed { attempt: 0, confirmations: 1 });
-    h.ledger.seal(vec![Tx::System(SystemTx::BtcPayoutConfirmed { plan: merge.id, attempt: 0 })]).await;
+    h.ledger.seal(vec![Tx::System(SystemTx::BtcPayoutConfirmed { plan: merge.id, attempt: 0, height: 0 })]).await;
     for w in 0..3 {
         let watchman = &mut h.watchmen[w];
         until("the consolidation's confirmation to be replayed", async || {

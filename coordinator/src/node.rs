@@ -395,10 +395,10 @@ fn dev_deposits(path: &Path) -> Result<Vec<Deposit>, NodeError> {
             let tag = bridge::hashing::sha256(format!("dev-deposit/{i}/{}/{}", entry.account, entry.asset));
             let chain = entry.asset.chain();
             let l1_ref = match chain {
-                Chain::Ethereum => L1Ref::Ethereum { tx_hash: tag, log_index: i as u64 },
+                Chain::Ethereum => L1Ref::Ethereum { tx_hash: tag, log_in_tx: i as u32 },
                 Chain::Bitcoin => L1Ref::Bitcoin { txid: tag, vout: 0 },
             };
-            Deposit { chain, l1_ref, account: entry.account, asset: entry.asset, amount: entry.amount }
+            Deposit { chain, l1_ref, account: entry.account, asset: entry.asset, amount: entry.amount, l1_height: 0 }
         })
         .collect())
 }

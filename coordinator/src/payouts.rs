@@ -82,7 +82,11 @@ impl PayoutKeeper {
                 if confirmations < self.depth {
                     continue;
                 }
-                let tx = Tx::System(SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt });
+                // The tip read after the status: `tip - confirmations + 1` is at or above the
+                // payout's block, so a replayer's node is never told it is past a block it is not.
+                let tip = self.rpc.block_count().await.map_err(PayoutRpcError::from)?;
+                let height = (tip + 1).saturating_sub(confirmations);
+                let tx = Tx::System(SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt, height });
                 match self.sequencer.submit(tx).await? {
                     Ok(_) => {
                         round.confirmed += 1;

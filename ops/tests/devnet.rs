@@ -603,10 +603,11 @@ async fn a_withdrawal_the_coordinator_forges_is_not_paid_and_raises_an_alarm() {
     let mut builder = BatchBuilder::new(&ledger);
     let fake = SystemTx::Deposit(bridge::Deposit {
         chain: bridge::Chain::Ethereum,
-        l1_ref: L1Ref::Ethereum { tx_hash: [0xee; 32], log_index: 0 },
+        l1_ref: L1Ref::Ethereum { tx_hash: [0xee; 32], log_in_tx: 0 },
         account: accomplice.address(),
         asset: bridge::AssetId::Eth,
         amount: bridge::Amount(stolen),
+        l1_height: 0,
     });
     builder.apply(&mut ledger, bridge::Tx::System(fake)).unwrap();
     let withdraw = bridge::UserTx::Withdraw(bridge::Withdraw {

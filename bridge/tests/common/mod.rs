@@ -61,10 +61,17 @@ pub fn genesis() -> State {
 
 pub fn deposit(account: Address, asset: AssetId, amount: u128, n: u64) -> Tx {
     let l1_ref = match asset.chain() {
-        Chain::Ethereum => L1Ref::Ethereum { tx_hash: [n as u8; 32], log_index: n },
+        Chain::Ethereum => L1Ref::Ethereum { tx_hash: [n as u8; 32], log_in_tx: n as u32 },
         Chain::Bitcoin => L1Ref::Bitcoin { txid: [n as u8; 32], vout: n as u32 },
     };
-    Tx::System(SystemTx::Deposit(Deposit { chain: asset.chain(), l1_ref, account, asset, amount: Amount(amount) }))
+    Tx::System(SystemTx::Deposit(Deposit {
+        chain: asset.chain(),
+        l1_ref,
+        account,
+        asset,
+        amount: Amount(amount),
+        l1_height: n,
+    }))
 }
 
 pub fn domain() -> bridge::eip712::Domain {

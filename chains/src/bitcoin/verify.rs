@@ -22,6 +22,14 @@ pub enum DepositStatus {
         /// Confirmations now.
         confirmations: u64,
     },
+    /// The node does not know the transaction, but its tip is below the height the batch names
+    /// plus the depth: it may lag. Ask again later; not an alarm.
+    NodeBehind {
+        /// The node's tip height.
+        tip: u64,
+        /// The tip height at which the fact must be on this node's chain at depth.
+        needed: u64,
+    },
     /// The chain does not show this deposit: absent, reorged out, or different.
     NotOnChain {
         /// What differs.
@@ -44,6 +52,27 @@ impl DepositChecker {
         Self { rpc, network, group_key, depth }
     }
 
+    /// The tip at which a fact in block `height` has `depth` confirmations.
+    fn needed(&self, height: u64) -> u64 {
+        height.saturating_add(u64::from(self.depth)).saturating_sub(1)
+    }
+
+    /// What an unknown txid means: this node may lag (its tip is below `needed`), or it is past
+    /// the block the batch names and the transaction is absent.
+    fn unknown(&self, tip: u64, height: u64, what: String) -> DepositStatus {
+        let needed = self.needed(height);
+        if tip < needed {
+            DepositStatus::NodeBehind { tip, needed }
+        } else {
+            DepositStatus::NotOnChain {
+                reason: format!(
+                    "{what} is unknown to the node, whose tip {tip} is past block {height} plus the depth {}",
+                    self.depth
+                ),
+            }
+        }
+    }
+
     /// Check `deposit`. Errors are the node's (retry later); a wrong deposit is a status.
     pub async fn check(&self, deposit: &Deposit) -> Result<DepositStatus, RpcError> {
         let not_on_chain = |reason: String| Ok(DepositStatus::NotOnChain { reason });
@@ -54,9 +83,13 @@ impl DepositChecker {
             return not_on_chain(format!("chain {:?} asset {:?} is not bitcoin", deposit.chain, deposit.asset));
         }
         let txid = Txid::from_byte_array(txid);
+        // The tip first: a transaction unknown after it was read is unknown at that tip or later.
+        let tip = self.rpc.block_count().await?;
         let info = match self.rpc.transaction_info(&txid).await {
             Ok(info) => info,
-            Err(e) if e.code() == Some(NOT_FOUND) => return not_on_chain(format!("transaction {txid} is unknown")),
+            Err(e) if e.code() == Some(NOT_FOUND) => {
+                return Ok(self.unknown(tip, deposit.l1_height, format!("transaction {txid}")));
+            }
             Err(e) => return Err(e),
         };
         let Some(TxOut { value, script_pubkey }) = info.tx.output.get(vout as usize) else {
@@ -82,24 +115,25 @@ impl DepositChecker {
 
 impl DepositChecker {
     /// Whether attempt `attempt` of `plan` is on the active chain at depth: its txid is the
-    /// one every replayer derives from the plan, so the node either has it or it did not happen.
+    /// one every replayer derives from the plan, so a node at or past `height` (the block the
+    /// batch names) plus the depth either has it or it did not happen.
     pub async fn check_payout(
         &self,
         vault: &bridge::BtcVaultParams,
         plan: &bridge::btc_payout::PayoutPlan,
         attempt: u32,
+        height: u64,
     ) -> Result<DepositStatus, RpcError> {
         let unsigned = match plan.build(vault, self.network, attempt) {
             Ok(unsigned) => unsigned,
             Err(e) => return Ok(DepositStatus::NotOnChain { reason: e.to_string() }),
         };
         let txid = unsigned.tx.compute_txid();
+        let tip = self.rpc.block_count().await?;
         let info = match self.rpc.transaction_info(&txid).await {
             Ok(info) => info,
             Err(e) if e.code() == Some(NOT_FOUND) => {
-                return Ok(DepositStatus::NotOnChain {
-                    reason: format!("attempt {attempt} of payout plan {} ({txid}) is unknown to the node", plan.id),
-                });
+                return Ok(self.unknown(tip, height, format!("attempt {attempt} of payout plan {} ({txid})", plan.id)));
             }
             Err(e) => return Err(e),
         };
@@ -117,6 +151,7 @@ fn as_check(
     match status {
         Ok(DepositStatus::Confirmed) => Ok(DepositCheck::Confirmed),
         Ok(DepositStatus::NotYetDeep { .. }) => Ok(DepositCheck::NotYetDeep),
+        Ok(DepositStatus::NodeBehind { tip, needed }) => Ok(DepositCheck::NodeBehind { node_height: tip, needed }),
         Ok(DepositStatus::NotOnChain { reason }) => Ok(DepositCheck::NotOnL1 { reason }),
         Err(error) => Err(crate::deposit::VerifierError { chain: Chain::Bitcoin, reason: error.to_string() }),
     }
@@ -134,7 +169,8 @@ impl crate::deposit::DepositVerifier for DepositChecker {
         vault: &bridge::BtcVaultParams,
         plan: &bridge::btc_payout::PayoutPlan,
         attempt: u32,
+        height: u64,
     ) -> Result<crate::deposit::DepositCheck, crate::deposit::VerifierError> {
-        as_check(DepositChecker::check_payout(self, vault, plan, attempt).await)
+        as_check(DepositChecker::check_payout(self, vault, plan, attempt, height).await)
     }
 }

@@ -138,6 +138,7 @@ impl DepositWatcher {
                         account: *account,
                         asset: AssetId::Btc,
                         amount: bridge::Amount(u128::from(output.value.to_sat())),
+                        l1_height: height,
                     };
                     tracing::info!(%outpoint, %account, sat = output.value.to_sat(), height, "bitcoin deposit at depth");
                     sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;

@@ -33,10 +33,11 @@ pub fn deposit(seed: u64) -> Tx {
     account.copy_from_slice(&bridge::hashing::sha256(tx_hash)[..20]);
     Tx::System(SystemTx::Deposit(Deposit {
         chain: Chain::Ethereum,
-        l1_ref: L1Ref::Ethereum { tx_hash, log_index: seed },
+        l1_ref: L1Ref::Ethereum { tx_hash, log_in_tx: seed as u32 },
         account: Address(account),
         asset: AssetId::Eth,
         amount: Amount(u128::from(seed) + 1),
+        l1_height: 0,
     }))
 }
 

@@ -68,10 +68,11 @@ pub fn wallet(n: u64) -> Wallet {
 pub fn deposit(account: Address, amount: u128, n: u64) -> Tx {
     Tx::System(SystemTx::Deposit(Deposit {
         chain: Chain::Ethereum,
-        l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n },
+        l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_in_tx: n as u32 },
         account,
         asset: AssetId::Eth,
         amount: Amount(amount),
+        l1_height: 0,
     }))
 }
 

@@ -31,13 +31,14 @@ pub fn wallet(n: u64) -> Wallet {
 }
 
 pub fn deposit(account: Address, amount: u128, n: u64) -> Tx {
-    let l1_ref = L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n };
+    let l1_ref = L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_in_tx: n as u32 };
     Tx::System(SystemTx::Deposit(Deposit {
         chain: Chain::Ethereum,
         l1_ref,
         account,
         asset: AssetId::Eth,
         amount: Amount(amount),
+        l1_height: 0,
     }))
 }
 

@@ -175,7 +175,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let supervisor = chains::task::Supervisor::new();
-    serve(config.listen, book.clone(), supervisor.clone(), stuck).await?;
+    let (waiting_now, waiting) = tokio::sync::watch::channel(None);
+    serve(config.listen, book.clone(), supervisor.clone(), stuck, waiting).await?;
     eprintln!(
         "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
         roster.threshold,
@@ -188,6 +189,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         eth_rpc: config.ethereum.as_ref().map(|e| e.rpc.clone()),
         btc_rpc: btc_rpc.clone(),
     };
+    let eth_lag = config.ethereum.as_ref().map_or(0, |e| e.depth);
+    let mut solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_lag, 0, params.eth_vault)?;
     let mut paused = false;
     let mut turn: u64 = 0;
     // The loop reports each turn to the supervisor (`/health`, `bridge_task_*`).
@@ -214,28 +217,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 turns.failed(&chains::task::TaskError::transient(&error));
             }
         }
-        // Every tenth turn: a vault that cannot cover what this replay owes stops all signing.
+        waiting_now.send_replace(watchman.follower().status().waiting);
+        // Every tenth turn: a vault that cannot cover what this replay owes stops all signing
+        // (judged only when caught up with the DA; see confirmer::solvency::SolvencyGuard).
         if turn % 10 == 1 {
-            // A block between two of the check's questions can make a payout look half-done:
-            // a shortfall must be seen twice in a row before it halts anything.
-            let mut checked = watch.check(watchman.follower().state()).await;
-            if checked.as_ref().is_ok_and(|report| report.iter().any(|a| a.shortfall() > 0)) {
-                checked = watch.check(watchman.follower().state()).await;
-            }
-            match checked {
-                Ok(report) => {
-                    for short in report.iter().filter(|a| a.shortfall() > 0) {
-                        let why = format!(
-                            "solvency: the {} vault holds {} but the ledger owes {} ({})",
-                            short.asset,
-                            short.held,
-                            short.owed,
-                            short.detail.as_deref().unwrap_or("no detail")
-                        );
-                        tracing::error!(%why, "shortfall: this watchman stops signing");
-                        book.halt(why);
-                    }
+            match solvency.judge(watchman.follower()).await {
+                Ok(confirmer::solvency::Verdict::Shortfall { why, .. }) => {
+                    tracing::error!(%why, "shortfall: this watchman stops signing");
+                    book.halt(why);
                 }
+                Ok(verdict) => tracing::debug!(?verdict, "solvency"),
                 Err(error) => tracing::warn!(%error, "the solvency check failed; retrying"),
             }
         }
@@ -262,13 +253,15 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// `/metrics` (Prometheus), `/health` (whether signing is halted, and why; each task, and 503
-/// when one is dead) and, when this watchman settles Ethereum withdrawals, `/withdrawals/stuck`.
+/// `/metrics` (Prometheus), `/health` (whether signing is halted, and why; what the replay waits
+/// for on this watchman's own L1 nodes, if anything; each task, and 503 when one is dead) and,
+/// when this watchman settles Ethereum withdrawals, `/withdrawals/stuck`.
 async fn serve(
     listen: std::net::SocketAddr,
     book: SettlementBook,
     supervisor: chains::task::Supervisor,
     stuck: Option<confirmer::watchman::StuckWithdrawals>,
+    waiting: tokio::sync::watch::Receiver<Option<confirmer::follower::Waiting>>,
 ) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let tasks = supervisor.clone();
@@ -285,6 +278,7 @@ async fn serve(
                     "hard_final": book.hard_final(),
                     "signing": halted.is_none(),
                     "halted": halted,
+                    "waiting": waiting.borrow().clone(),
                     "tasks": tasks,
                 })),
             ))

@@ -172,10 +172,11 @@ async fn in_process(
         .map(|n| {
             Tx::System(SystemTx::Deposit(Deposit {
                 chain: Chain::Ethereum,
-                l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_index: n },
+                l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_in_tx: n as u32 },
                 account: account(n).address(),
                 asset: AssetId::Eth,
                 amount: Amount(ONE_ETH),
+                l1_height: 0,
             }))
         })
         .collect();

@@ -1,0 +1,147 @@
+//! A lagging Ethereum node, for tests: a JSON-RPC proxy in front of anvil that answers as anvil
+//! did `lag` blocks ago. The head is capped at `head - lag`; blocks, receipts, transactions and
+//! logs above the cap are absent; state reads at `latest` are read at the cap. Setting the lag
+//! to 0 lets it catch up.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct LaggingNode {
+    pub url: String,
+    lag: Arc<AtomicU64>,
+}
+
+struct Upstream {
+    url: String,
+    client: reqwest::Client,
+    lag: Arc<AtomicU64>,
+}
+
+impl LaggingNode {
+    /// Starts the proxy in front of the node at `upstream`, `lag` blocks behind it.
+    pub async fn start(upstream: &str, lag: u64) -> LaggingNode {
+        let lag = Arc::new(AtomicU64::new(lag));
+        let state = Arc::new(Upstream { url: upstream.to_owned(), client: reqwest::Client::new(), lag: lag.clone() });
+        let app = axum::Router::new().route("/", post(handle)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        LaggingNode { url, lag }
+    }
+
+    pub fn set_lag(&self, lag: u64) {
+        self.lag.store(lag, Ordering::SeqCst);
+    }
+}
+
+fn hex_u64(value: &Value) -> Option<u64> {
+    value.as_str().and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+}
+
+impl Upstream {
+    async fn call(&self, method: &str, params: Value) -> Value {
+        let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let answer: Value = self.client.post(&self.url).json(&request).send().await.unwrap().json().await.unwrap();
+        answer
+    }
+
+    async fn cap(&self) -> u64 {
+        let head = hex_u64(&self.call("eth_blockNumber", json!([])).await["result"]).unwrap();
+        head.saturating_sub(self.lag.load(Ordering::SeqCst))
+    }
+
+    /// A block tag or number, as seen from the cap: `None` if above it.
+    fn at(tag: &Value, cap: u64) -> Option<Value> {
+        match tag.as_str() {
+            Some("latest" | "pending" | "safe" | "finalized") | None => Some(json!(format!("0x{cap:x}"))),
+            Some("earliest") => Some(tag.clone()),
+            Some(_) => {
+                let number = hex_u64(tag)?;
+                (number <= cap).then(|| tag.clone())
+            }
+        }
+    }
+
+    async fn answer(&self, request: Value) -> Value {
+        let id = request["id"].clone();
+        let method = request["method"].as_str().unwrap_or_default().to_owned();
+        let mut params = request["params"].clone();
+        let cap = self.cap().await;
+        let reply = |result: Value| json!({"jsonrpc": "2.0", "id": id, "result": result});
+        let above = |value: &Value| hex_u64(&value["blockNumber"]).is_some_and(|n| n > cap);
+        match method.as_str() {
+            "eth_blockNumber" => reply(json!(format!("0x{cap:x}"))),
+            "eth_getBlockByNumber" => match Self::at(&params[0], cap) {
+                None => reply(Value::Null),
+                Some(tag) => {
+                    params[0] = tag;
+                    reply(self.call(&method, params).await["result"].clone())
+                }
+            },
+            "eth_getBlockByHash" => {
+                let result = self.call(&method, params).await["result"].clone();
+                if hex_u64(&result["number"]).is_some_and(|n| n > cap) { reply(Value::Null) } else { reply(result) }
+            }
+            "eth_getTransactionReceipt" | "eth_getTransactionByHash" => {
+                let result = self.call(&method, params).await["result"].clone();
+                // A lagging node has not seen the transaction, mined or pending.
+                if result.is_null() || above(&result) || result["blockNumber"].is_null() {
+                    reply(Value::Null)
+                } else {
+                    reply(result)
+                }
+            }
+            "eth_getLogs" => {
+                if params[0].get("toBlock").is_some() {
+                    params[0]["toBlock"] = Self::at(&params[0]["toBlock"], cap).unwrap_or(json!(format!("0x{cap:x}")));
+                }
+                let result = self.call(&method, params).await["result"].clone();
+                let logs: Vec<Value> =
+                    result.as_array().cloned().unwrap_or_default().into_iter().filter(|l| !above(l)).collect();
+                reply(json!(logs))
+            }
+            "eth_getBalance" | "eth_call" | "eth_getCode" | "eth_getTransactionCount" | "eth_getStorageAt" => {
+                let at = if method == "eth_getStorageAt" { 2 } else { 1 };
+                if let Some(list) = params.as_array_mut()
+                    && list.len() <= at
+                {
+                    list.resize(at + 1, json!("latest"));
+                }
+                match Self::at(&params[at], cap) {
+                    Some(tag) => {
+                        params[at] = tag;
+                        self.call(&method, params).await
+                    }
+                    None => {
+                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32000, "message": "header not found"}})
+                    }
+                }
+            }
+            _ => {
+                let mut answer = self.call(&method, params).await;
+                answer["id"] = id;
+                answer
+            }
+        }
+    }
+}
+
+async fn handle(State(upstream): State<Arc<Upstream>>, Json(body): Json<Value>) -> Json<Value> {
+    match body {
+        Value::Array(requests) => {
+            let mut answers = Vec::new();
+            for request in requests {
+                answers.push(upstream.answer(request).await);
+            }
+            Json(Value::Array(answers))
+        }
+        request => Json(upstream.answer(request).await),
+    }
+}
