@@ -1,7 +1,9 @@
 //! `cargo bench -p chains`: DirDa's publish rate (encode + write + fsync + link + directory
 //! fsync) against a plain write + fsync of the same bytes to the same disk, in the same run;
 //! then ArweaveDa's publish + confirm + fetch + verify against a plain `POST /tx` of the same
-//! bytes to the same arlocal.
+//! bytes to the same arlocal; then a follower's read of published batches with 2,000 junk
+//! postings from another wallet under the same tags against the same read without them
+//! (alone: `cargo bench -p chains --bench da -- junk`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -13,7 +15,7 @@ mod common;
 use bridge::tx::{Deposit, L1Ref, SystemTx};
 use bridge::{Address, Amount, AssetId, BatchBuilder, Chain, CoordinatorKey, State, Tx};
 use chains::arweave::arlocal::Arlocal;
-use chains::arweave::{ArweaveWallet, Transaction};
+use chains::arweave::{ArweaveWallet, Tag, Transaction};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
 
 const BATCHES: u64 = 20;
@@ -22,6 +24,11 @@ const TXS_PER_BATCH: u64 = 10_000;
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let key = common::key();
+    // `cargo bench -p chains --bench da -- junk`: only the follower-beside-junk figure.
+    if std::env::args().any(|arg| arg == "junk") {
+        follow_beside_junk(&key).await;
+        return;
+    }
     eprintln!("building {BATCHES} batches of {TXS_PER_BATCH} deposits…");
     // Repetitive deposits (they compress well), so the DirDa figures measure the store.
     let mut state = State::genesis(common::params(&key));
@@ -82,6 +89,7 @@ async fn main() {
     println!("| DirDa fetch (read + decode + signature check) | {fetch:.0} MB/s | {:.2}× ceiling |", fetch / ceiling);
 
     arweave(&key).await;
+    follow_beside_junk(&key).await;
 }
 
 fn generate_jwk(dir: &std::path::Path, name: &str) -> Option<ArweaveWallet> {
@@ -162,4 +170,93 @@ async fn arweave(key: &CoordinatorKey) {
             plain / ours
         );
     }
+}
+
+/// Issue 18, case 1: a fresh follower reads `BATCHES` published batches, then 2,000 postings
+/// from another wallet under the same tags (spread over those batch numbers) are added and the
+/// read is timed again. The junk must cost at most a skipped row: goal ratio >= 0.9.
+///
+/// On its own arlocal, in RAM where the machine has a RAM disk (posting 2,000 transactions to
+/// arlocal on a disk takes minutes).
+async fn follow_beside_junk(key: &CoordinatorKey) {
+    const BATCHES: u64 = 10;
+    const JUNK: u64 = 2_000;
+    const READS: usize = 5;
+    let arlocal = match Arlocal::start_in_ram().await {
+        Ok(arlocal) => arlocal,
+        Err(e) => {
+            println!("\nArweaveDa junk benchmark skipped: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(coordinator), Some(junk_wallet)) =
+        (generate_jwk(dir.path(), "c.json"), generate_jwk(dir.path(), "junk.json"))
+    else {
+        println!("\nArweaveDa junk benchmark skipped: node cannot generate a wallet");
+        return;
+    };
+    for wallet in [&coordinator, &junk_wallet] {
+        arlocal.mint(wallet.address(), 10u128.pow(18)).await.unwrap();
+    }
+    let mut config = ArweaveDaConfig::new("bench-junk", key.public_key(), coordinator.address());
+    config.app_name = "bench-junk".into();
+    let gateway = arlocal.gateway().unwrap();
+    let journal = dir.path().join("journal-junk");
+    let publisher = ArweaveDa::publisher(gateway.clone(), config.clone(), coordinator, &journal).unwrap();
+    let (batches, _) = common::batches_of(BATCHES, 1_000, key);
+    for batch in &batches {
+        publisher.publish(batch).await.unwrap();
+    }
+    arlocal.mine(2).await.unwrap();
+
+    // The median of READS reads by fresh followers (nothing cached), in seconds.
+    let read = || async {
+        let mut times = Vec::new();
+        for _ in 0..READS {
+            let follower = ArweaveDa::follower(gateway.clone(), config.clone());
+            let started = Instant::now();
+            let fetched = follower.batches_after(0, BATCHES as usize).await.unwrap();
+            times.push(started.elapsed().as_secs_f64());
+            assert_eq!(fetched.len() as u64, BATCHES);
+            assert!(follower.rejections().is_empty(), "{:?}", follower.rejections());
+        }
+        times.sort_by(f64::total_cmp);
+        times[READS / 2]
+    };
+    let clean = read().await;
+
+    let junk: Vec<Vec<Tag>> = (0..JUNK)
+        .map(|i| {
+            let number = 1 + i % BATCHES;
+            let batch = &batches[(number - 1) as usize];
+            vec![
+                Tag::new("App-Name", &config.app_name),
+                Tag::new("App-Version", "1"),
+                Tag::new("Network", &config.network),
+                Tag::new("Batch-Number", number.to_string()),
+                Tag::new("Prev-Hash", hex::encode(batch.header.prev_hash)),
+                Tag::new("State-Root", hex::encode(batch.header.post_state_root)),
+                Tag::new("Codec", bridge::codec::CODEC_NAME),
+                Tag::new("Content-Type", "application/octet-stream"),
+            ]
+        })
+        .collect();
+    let posting = Instant::now();
+    arlocal.post_junk(std::sync::Arc::new(junk_wallet), junk).await.unwrap();
+    arlocal.mine(2).await.unwrap();
+    let posting = posting.elapsed().as_secs_f64();
+    let junked = read().await;
+
+    println!(
+        "\n| ArweaveDa follow on arlocal ({BATCHES} batches of 1000 txs, median of {READS} fresh reads) | read time | batches/s | ratio |"
+    );
+    println!("| --- | --- | --- | --- |");
+    println!("| without junk | {:.0} ms | {:.1} | 1.00 |", clean * 1e3, BATCHES as f64 / clean);
+    println!(
+        "| beside {JUNK} junk postings from another wallet under the same tags (posted in {posting:.0} s) | {:.0} ms | {:.1} | {:.2} |",
+        junked * 1e3,
+        BATCHES as f64 / junked,
+        clean / junked
+    );
 }
