@@ -257,10 +257,12 @@ impl ArweaveDa {
             .gateway
             .find_owned(
                 &config.coordinator_address,
+                // The most selective tag first: a gateway that joins in this order looks at
+                // one number's postings, not at everything under the app name.
                 &[
+                    ("Batch-Number", number.to_string()),
                     ("App-Name", config.app_name.clone()),
                     ("Network", config.network.clone()),
-                    ("Batch-Number", number.to_string()),
                 ],
                 config.max_candidates,
             )
