@@ -303,3 +303,27 @@ async fn a_batch_that_arrives_late_within_the_wait_raises_nothing() {
     step_until(&mut confirmer, "batches 3 to 5", |s| s.replayed == 5).await;
     assert!(confirmer.status().alarms.is_empty(), "{:?}", confirmer.status().alarms);
 }
+
+/// Case 7 with more than one batch withheld: only batch 5 is published after batch 2. The alarm
+/// names batch 4, the one the published header follows, and its evidence checks.
+#[tokio::test]
+async fn batches_withheld_before_a_later_one_raise_missing_batch() {
+    let net = Net::start().await;
+    let honest = history(5, 10);
+    net.publisher.publish(&honest[0]).await.unwrap();
+    net.publisher.publish(&honest[1]).await.unwrap();
+    // Its `Prev-Tx` names a batch 4 nobody has seen.
+    let five = sign_raw(&net.arlocal, &net.coordinator, &honest[4], 5, &"4".repeat(43)).await;
+    net.arlocal.gateway().unwrap().upload(&five).await.unwrap();
+    net.arlocal.mine(2).await.unwrap();
+
+    let (mut confirmer, _) = net.confirmer(Duration::ZERO).await;
+    step_until(&mut confirmer, "a missing_batch alarm", |s| !s.alarms.is_empty()).await;
+    let status = confirmer.status();
+    assert_eq!(status.replayed, 2);
+    assert_eq!((status.alarms[0].kind, status.alarms[0].number), (AlarmKind::MissingBatch, 4));
+    assert!(status.alarms[0].detail.contains("batches 3 to 4"), "{}", status.alarms[0].detail);
+    let (_, evidence) = confirmer.store().alarms().await.unwrap().remove(0);
+    let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
+    assert!(explanation.contains("batch 4 was not on the DA"), "{explanation}");
+}
