@@ -201,9 +201,11 @@ async fn forgeries_are_refused_and_counted() {
     assert_eq!(follower.fetch(3).await.unwrap(), None);
     assert_eq!(follower.fetch(5).await.unwrap(), None);
     let rejections = follower.rejections();
-    for kind in [Rejection::WrongOwner, Rejection::BadBatch, Rejection::Misfiled, Rejection::BrokenLink] {
+    for kind in [Rejection::BadBatch, Rejection::Misfiled, Rejection::BrokenLink] {
         assert_eq!(rejections.get(&kind), Some(&1), "{kind:?} in {rejections:?}");
     }
+    // The other wallet's copy is not even fetched: the query asks for the coordinator's wallet.
+    assert_eq!(rejections.get(&Rejection::WrongOwner), None, "{rejections:?}");
 
     // The forgeries do not stop the real batch 3.
     publisher.publish(&all[2]).await.unwrap();
@@ -284,7 +286,11 @@ async fn a_restarted_publisher_does_not_publish_twice() {
     let gateway = net.gateway();
     for n in 1..=5u64 {
         let found = gateway
-            .find_by_tags(&[("App-Name", "settlement-bridge".into()), ("Batch-Number", n.to_string())], 10)
+            .find_owned(
+                net.coordinator().address(),
+                &[("App-Name", "settlement-bridge".into()), ("Batch-Number", n.to_string())],
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(found.len(), 1, "batch {n} is on Arweave exactly once");
@@ -428,4 +434,50 @@ async fn a_lying_or_stalled_gateway_is_a_clear_error() {
         Err(GatewayError::Unreachable { attempts: 2, .. }) => {}
         other => panic!("expected a timeout, got {other:?}"),
     }
+}
+
+/// Case 1 of issue 18, against a gateway that ignores the GraphQL `owners` filter: another
+/// wallet's rows are skipped where they are read (no download, no error, not counted towards
+/// `max_candidates`), so they cost a skipped row each and nothing more.
+#[tokio::test]
+async fn rows_from_another_wallet_cost_a_skipped_row_only() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let quick = RetryPolicy {
+        attempts: 2,
+        first_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+        request_timeout: Duration::from_secs(2),
+    };
+    // 100 rows tagged as batch 1, all from another wallet, in one page.
+    let edges: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            serde_json::json!({ "cursor": format!("c{i}"), "node": {
+                "id": format!("{i:0>43}"),
+                "owner": { "address": "someone-else" },
+                "tags": [{ "name": "Batch-Number", "value": "1" }],
+            }})
+        })
+        .collect();
+    let page = serde_json::json!({ "data": { "transactions": {
+        "pageInfo": { "hasNextPage": false }, "edges": edges } } })
+    .to_string()
+    .into_bytes();
+    let other_requests = Arc::new(AtomicUsize::new(0));
+    let counted = other_requests.clone();
+    let url = lying_gateway(move |line| {
+        if line.starts_with("POST /graphql") {
+            Some(page.clone())
+        } else {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Some(Vec::new())
+        }
+    })
+    .await;
+    let mut config = ArweaveDaConfig::new("x", key().public_key(), "the-coordinator");
+    config.max_candidates = 10;
+    let follower = ArweaveDa::follower(Gateway::new(&url, quick).unwrap(), config);
+    assert_eq!(follower.fetch(1).await.unwrap(), None);
+    assert_eq!(other_requests.load(Ordering::SeqCst), 0, "a foreign row was fetched");
+    assert!(follower.rejections().is_empty(), "{:?}", follower.rejections());
 }

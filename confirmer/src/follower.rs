@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bridge::batch::{Settlement, replay, replay_verified};
 use bridge::tx::SystemTx;
@@ -80,9 +81,13 @@ enum Taken {
     Alarm(Alarm),
 }
 
-/// How many consecutive steps a gap (batch n missing, n + 1 published) may last before it is an
-/// alarm: on Arweave a later transaction can be seen before an earlier one is.
+/// How many consecutive steps a gap (batch n missing, a later one published) must last before
+/// it is an alarm, on top of [`Follower::with_missing_batch_wait`]'s time.
 const GAP_PATIENCE: u32 = 3;
+
+/// The wait before a gap is an alarm unless configured: none (a directory DA shows a batch whole
+/// or not at all); binaries following Arweave configure minutes.
+pub const DEFAULT_MISSING_BATCH_WAIT: Duration = Duration::ZERO;
 
 pub struct Follower {
     da: Arc<dyn DataAvailability>,
@@ -99,6 +104,11 @@ pub struct Follower {
     halted_at: Option<u64>,
     alarms: Vec<Alarm>,
     gap_seen: u32,
+    /// The missing batch of the current gap, and when it was first seen missing with a later
+    /// batch published.
+    gap_since: Option<(u64, Instant)>,
+    /// How long a gap must last before it is a `missing_batch` alarm.
+    missing_batch_wait: Duration,
     /// Batch numbers whose bytes on the DA were not the coordinator's (logged once each).
     foreign: BTreeSet<u64>,
     /// What each replayed batch owes on L1, for batches that owe anything.
@@ -138,6 +148,8 @@ impl Follower {
             halted_at: None,
             alarms: Vec::new(),
             gap_seen: 0,
+            gap_since: None,
+            missing_batch_wait: DEFAULT_MISSING_BATCH_WAIT,
             foreign: BTreeSet::new(),
             settlements: BTreeMap::new(),
             tx_batches: BTreeMap::new(),
@@ -155,6 +167,14 @@ impl Follower {
         }
         follower.publish_metrics();
         Ok(follower)
+    }
+
+    /// How long a batch may stay missing while a later one is published before it is a
+    /// `missing_batch` alarm. On Arweave a later transaction can be seen before an earlier one
+    /// (a dropped transaction the publisher posts again), so give it several blocks' time.
+    pub fn with_missing_batch_wait(mut self, wait: Duration) -> Self {
+        self.missing_batch_wait = wait;
+        self
     }
 
     pub fn status(&self) -> Status {
@@ -424,25 +444,57 @@ impl Follower {
         Ok(Taken::Replayed)
     }
 
-    /// Batch `replayed + 1` is missing: is a later one published?
+    /// Batch `replayed + 1` is missing: is a later one published? If one stays published
+    /// while this one stays missing for the configured wait, the coordinator withheld it.
     async fn check_gap(&mut self) -> Result<Option<Alarm>, FollowError> {
         let missing = self.replayed + 1;
-        // A later entry that does not check (not the coordinator's) is no sign of a gap.
-        let later: Option<FetchedBatch> = self.da.fetch(missing + 1).await.unwrap_or_default();
-        let Some(later) = later else {
+        // Any later batch the coordinator signed, linked or not (a DA that hands out only linked
+        // batches would hide it). An entry that does not check is no sign of a gap; a DA that
+        // cannot be read now is asked again next step.
+        let later = match self.da.signed_after(missing).await {
+            Ok(later) => later,
+            Err(error) => {
+                tracing::debug!(%error, missing, "looking for a batch after the missing one failed; retrying");
+                None
+            }
+        };
+        let Some(later) = later.filter(|later| later.batch.header.number > missing) else {
             self.gap_seen = 0;
+            self.gap_since = None;
             return Ok(None);
+        };
+        let since = match self.gap_since {
+            Some((number, since)) if number == missing => since,
+            _ => {
+                let now = Instant::now();
+                self.gap_since = Some((missing, now));
+                tracing::warn!(
+                    missing,
+                    later = later.batch.header.number,
+                    wait_s = self.missing_batch_wait.as_secs(),
+                    "a batch is missing while a later one is published; waiting before raising missing_batch"
+                );
+                now
+            }
         };
         self.gap_seen += 1;
-        if self.gap_seen < GAP_PATIENCE {
+        if self.gap_seen < GAP_PATIENCE || since.elapsed() < self.missing_batch_wait {
             return Ok(None);
         }
-        let detail = format!("batch {} is published at {} but batch {missing} is not", missing + 1, later.locator);
+        // The evidence names the batch directly before the later header (which that header's
+        // signature proves the coordinator made); every batch from `missing` to it is missing.
+        let later_number = later.batch.header.number;
+        let number = later_number - 1;
+        let detail = if number == missing {
+            format!("batch {later_number} is published at {} but batch {missing} is not", later.locator)
+        } else {
+            format!("batch {later_number} is published at {} but batches {missing} to {number} are not", later.locator)
+        };
         let evidence = Evidence {
             next_header: Some(later.batch.signed_header()),
-            ..self.evidence(AlarmKind::MissingBatch, missing, &detail)
+            ..self.evidence(AlarmKind::MissingBatch, number, &detail)
         };
-        Ok(Some(self.raise(AlarmKind::MissingBatch, missing, detail, evidence).await?))
+        Ok(Some(self.raise(AlarmKind::MissingBatch, number, detail, evidence).await?))
     }
 
     fn evidence(&self, kind: AlarmKind, number: u64, detail: &str) -> Evidence {

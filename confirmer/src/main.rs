@@ -54,6 +54,10 @@ enum Command {
         /// Arweave: confirmations a batch needs.
         #[arg(long, default_value_t = 1)]
         confirmations: u64,
+        /// How long a batch may stay missing while a later one is published before it is a
+        /// `missing_batch` alarm, in seconds (Arweave can show a later transaction first).
+        #[arg(long, default_value_t = 600)]
+        missing_batch_wait_s: u64,
         /// Where the confirmer keeps what it replayed: sqlite://PATH or postgres://…
         #[arg(long, env = "DATABASE_URL", default_value = "sqlite://confirmer.db")]
         database_url: String,
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             arweave,
             owner,
             confirmations,
+            missing_batch_wait_s,
             database_url,
             interval_ms,
             once,
@@ -128,8 +133,18 @@ fn main() -> ExitCode {
                 group_key: btc_group_key.unwrap_or_default(),
                 depth: btc_depth,
             });
-            let source =
-                Source { params, da_dir, arweave, owner, confirmations, database_url, eth_rpc, eth_depth, bitcoin };
+            let source = Source {
+                params,
+                da_dir,
+                arweave,
+                owner,
+                confirmations,
+                missing_batch_wait: Duration::from_secs(missing_batch_wait_s),
+                database_url,
+                eth_rpc,
+                eth_depth,
+                bitcoin,
+            };
             let serve = (!once).then_some((listen, coordinator));
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime.block_on(follow(source, interval_ms, serve)),
@@ -162,6 +177,7 @@ struct Source {
     arweave: Option<String>,
     owner: Option<String>,
     confirmations: u64,
+    missing_batch_wait: Duration,
     database_url: String,
     eth_rpc: Option<String>,
     eth_depth: u64,
@@ -222,7 +238,9 @@ async fn follow(
             .map(|b| chains::bitcoin::CoreRpc::new(b.url.clone(), b.user.clone(), b.password.clone())),
     };
     let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_depth, 0, params.eth_vault)?;
-    let follower = Arc::new(RwLock::new(Follower::open(da, store, params, verifiers).await?));
+    let follower =
+        Follower::open(da, store, params, verifiers).await?.with_missing_batch_wait(source.missing_batch_wait);
+    let follower = Arc::new(RwLock::new(follower));
     let Some((listen, coordinator)) = serve else {
         // Once: follow until caught up, print where it stands, stop.
         let mut follow = Follow { follower: follower.clone(), solvency: None, turns: 0, busy: false };

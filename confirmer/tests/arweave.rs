@@ -1,11 +1,15 @@
 //! The confirmer following Arweave (arlocal): batches from another wallet are ignored, not
-//! alarmed; two batches signed with one number are an equivocation alarm whose evidence checks.
+//! alarmed; two batches signed with one number are an equivocation alarm whose evidence checks;
+//! another wallet's flood of postings under the bridge's tags stops neither the publisher nor the
+//! follower; a batch the coordinator withholds while publishing later ones is a `missing_batch`
+//! alarm after the configured wait, and one that merely arrives late is not.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bridge::SignedBatch;
 use bridge::codec::{CODEC_NAME, encode_batch};
@@ -31,10 +35,9 @@ async fn funded_wallet(arlocal: &Arlocal, dir: &Path, name: &str) -> ArweaveWall
     wallet
 }
 
-/// Posts `batch` under `number` from `wallet` with the protocol's tags, bypassing every check a
-/// publisher makes: what a stranger, or a cheating coordinator, can do.
-async fn post_raw(arlocal: &Arlocal, wallet: &ArweaveWallet, batch: &SignedBatch, number: u64, prev_tx: &str) {
-    let tags = vec![
+/// The protocol's tags for `batch` filed under `number` (docs/PROTOCOL.md).
+fn bridge_tags(batch: &SignedBatch, number: u64, prev_tx: &str) -> Vec<Tag> {
+    vec![
         Tag::new("App-Name", "settlement-bridge"),
         Tag::new("App-Version", "1"),
         Tag::new("Network", &params().name),
@@ -44,14 +47,86 @@ async fn post_raw(arlocal: &Arlocal, wallet: &ArweaveWallet, batch: &SignedBatch
         Tag::new("Codec", CODEC_NAME),
         Tag::new("Content-Type", "application/octet-stream"),
         Tag::new("Prev-Tx", prev_tx),
-    ];
+    ]
+}
+
+/// Signs `batch` under `number` from `wallet` with the protocol's tags, bypassing every check a
+/// publisher makes (not posted yet): what a stranger, or a cheating coordinator, can do.
+async fn sign_raw(
+    arlocal: &Arlocal,
+    wallet: &ArweaveWallet,
+    batch: &SignedBatch,
+    number: u64,
+    prev_tx: &str,
+) -> Transaction {
     let gateway = arlocal.gateway().unwrap();
     let data = encode_batch(batch);
     let anchor = gateway.tx_anchor().await.unwrap();
     let reward = gateway.price(data.len() as u64).await.unwrap();
-    let mut tx = Transaction::with_data(data, tags, anchor, reward, wallet.owner().to_vec());
+    let mut tx =
+        Transaction::with_data(data, bridge_tags(batch, number, prev_tx), anchor, reward, wallet.owner().to_vec());
     tx.sign(wallet).unwrap();
-    gateway.upload(&tx).await.unwrap();
+    tx
+}
+
+/// Signs and posts, as [`sign_raw`].
+async fn post_raw(arlocal: &Arlocal, wallet: &ArweaveWallet, batch: &SignedBatch, number: u64, prev_tx: &str) {
+    let tx = sign_raw(arlocal, wallet, batch, number, prev_tx).await;
+    arlocal.gateway().unwrap().upload(&tx).await.unwrap();
+}
+
+/// An arlocal with a funded coordinator wallet, its publisher, and a funded stranger.
+struct Net {
+    arlocal: Arlocal,
+    dir: tempfile::TempDir,
+    coordinator: ArweaveWallet,
+    stranger: ArweaveWallet,
+    config: ArweaveDaConfig,
+    publisher: ArweaveDa,
+}
+
+impl Net {
+    async fn start() -> Net {
+        let arlocal = Arlocal::start_in_ram().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = funded_wallet(&arlocal, dir.path(), "coordinator.json").await;
+        let stranger = funded_wallet(&arlocal, dir.path(), "stranger.json").await;
+        let config = ArweaveDaConfig::new(&params().name, params().coordinator_key, coordinator.address());
+        let publisher = ArweaveDa::publisher(
+            arlocal.gateway().unwrap(),
+            config.clone(),
+            ArweaveWallet::load(&dir.path().join("coordinator.json")).unwrap(),
+            &dir.path().join("journal"),
+        )
+        .unwrap();
+        Net { arlocal, dir, coordinator, stranger, config, publisher }
+    }
+
+    /// A confirmer following this arlocal, and the DA it reads (to look at its counts).
+    async fn confirmer(&self, missing_batch_wait: Duration) -> (Follower, ArweaveDa) {
+        let da = ArweaveDa::follower(self.arlocal.gateway().unwrap(), self.config.clone());
+        let url = format!("sqlite://{}", self.dir.path().join("c.db").display());
+        let store = ConfirmerStore::open(&url).await.unwrap();
+        let follower = Follower::open(Arc::new(da.clone()), store, params(), DepositVerifiers::none())
+            .await
+            .unwrap()
+            .with_missing_batch_wait(missing_batch_wait);
+        (follower, da)
+    }
+}
+
+/// Steps `follower` until `done` holds of its status, for at most two minutes.
+async fn step_until(follower: &mut Follower, what: &str, done: impl Fn(&confirmer::follower::Status) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        follower.step(64).await.unwrap();
+        let status = follower.status();
+        if done(&status) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -108,4 +183,147 @@ async fn another_wallet_is_ignored_and_an_equivocation_is_an_alarm() {
     let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
     assert!(explanation.contains("equivocated"), "{explanation}");
     let _ = publisher.latest().await;
+}
+
+/// Case 1 of issue 18: tags are public, so anyone can post under this bridge's tags. 2,000 such
+/// postings from another wallet for the next batch numbers (more than `max_candidates` under one
+/// number) must stop neither the coordinator's publisher nor a confirmer, and none of them may
+/// cost a download.
+#[tokio::test]
+async fn junk_from_another_wallet_stops_neither_publishing_nor_following() {
+    let net = Net::start().await;
+    let honest = history(6, 10);
+    net.publisher.publish(&honest[0]).await.unwrap();
+    let two = net.publisher.publish(&honest[1]).await.unwrap();
+    net.arlocal.mine(2).await.unwrap();
+    let (mut confirmer, da) = net.confirmer(Duration::ZERO).await;
+    step_until(&mut confirmer, "batches 1 and 2", |s| s.replayed == 2).await;
+
+    // 1,100 postings filed as batch 3 and 900 as batch 4, with every tag a batch carries.
+    let mut junk: Vec<Vec<Tag>> = (0..1_100).map(|_| bridge_tags(&honest[2], 3, &two.locator)).collect();
+    junk.extend((0..900).map(|_| bridge_tags(&honest[3], 4, &two.locator)));
+    let stranger = Arc::new(ArweaveWallet::load(&net.dir.path().join("stranger.json")).unwrap());
+    assert_eq!(stranger.address(), net.stranger.address());
+    let posted = net.arlocal.post_junk(stranger, junk).await.unwrap();
+    assert_eq!(posted.len(), 2_000);
+    net.arlocal.mine(2).await.unwrap();
+
+    // The coordinator keeps publishing (it looks each number up by its tags before posting) ...
+    for batch in &honest[2..] {
+        net.publisher.publish(batch).await.unwrap();
+    }
+    net.arlocal.mine(2).await.unwrap();
+    // ... and the confirmer keeps following.
+    step_until(&mut confirmer, "batches 3 to 6 past the junk", |s| s.replayed == 6).await;
+    assert!(confirmer.status().alarms.is_empty(), "{:?}", confirmer.status().alarms);
+    // Not one of the stranger's postings was fetched (a fetched one is counted as refused).
+    assert!(da.rejections().is_empty(), "{:?}", da.rejections());
+    // Exactly the coordinator's transaction is found under the crowded number.
+    let found = net
+        .arlocal
+        .gateway()
+        .unwrap()
+        .find_owned(
+            net.coordinator.address(),
+            &[("App-Name", "settlement-bridge".into()), ("Batch-Number", "3".into())],
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].owner_address, net.coordinator.address());
+}
+
+/// Case 7 of issue 18: the coordinator's key publishes batches 4 and 5 but withholds 3. On
+/// Arweave a follower is handed only batches linked to their predecessor, so today it stalls at
+/// batch 2 without a word; it must raise `missing_batch` once the configured wait is over, with
+/// evidence (batch 4's signed header) that `confirmer check-evidence` accepts.
+#[tokio::test]
+async fn a_withheld_batch_raises_missing_batch_after_the_wait() {
+    let net = Net::start().await;
+    let honest = history(5, 10);
+    net.publisher.publish(&honest[0]).await.unwrap();
+    let two = net.publisher.publish(&honest[1]).await.unwrap();
+    let three = sign_raw(&net.arlocal, &net.coordinator, &honest[2], 3, &two.locator).await;
+    let four = sign_raw(&net.arlocal, &net.coordinator, &honest[3], 4, &three.id_b64()).await;
+    let five = sign_raw(&net.arlocal, &net.coordinator, &honest[4], 5, &four.id_b64()).await;
+    let gateway = net.arlocal.gateway().unwrap();
+    gateway.upload(&four).await.unwrap();
+    gateway.upload(&five).await.unwrap();
+    net.arlocal.mine(2).await.unwrap();
+
+    let wait = Duration::from_secs(3);
+    let (mut confirmer, _) = net.confirmer(wait).await;
+    let started = Instant::now();
+    step_until(&mut confirmer, "a missing_batch alarm", |s| !s.alarms.is_empty()).await;
+    assert!(started.elapsed() >= wait, "raised before the wait was over");
+    let status = confirmer.status();
+    assert_eq!(status.replayed, 2);
+    assert_eq!((status.alarms[0].kind, status.alarms[0].number), (AlarmKind::MissingBatch, 3));
+
+    // The evidence holds up offline, with the coordinator's key alone.
+    let (_, evidence) = confirmer.store().alarms().await.unwrap().remove(0);
+    let file = net.dir.path().join("evidence.json");
+    std::fs::write(&file, &evidence).unwrap();
+    let checked =
+        std::process::Command::new(env!("CARGO_BIN_EXE_confirmer")).arg("check-evidence").arg(&file).output().unwrap();
+    let explanation = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{explanation} {}", String::from_utf8_lossy(&checked.stderr));
+    assert!(explanation.contains("batch 3 was not on the DA"), "{explanation}");
+}
+
+/// Case 7's other side: batch 3 posted a little after batches 4 and 5 (a dropped transaction
+/// posted again), within the wait, is no alarm, and the follower goes on.
+#[tokio::test]
+async fn a_batch_that_arrives_late_within_the_wait_raises_nothing() {
+    let net = Net::start().await;
+    let honest = history(5, 10);
+    net.publisher.publish(&honest[0]).await.unwrap();
+    let two = net.publisher.publish(&honest[1]).await.unwrap();
+    let three = sign_raw(&net.arlocal, &net.coordinator, &honest[2], 3, &two.locator).await;
+    let four = sign_raw(&net.arlocal, &net.coordinator, &honest[3], 4, &three.id_b64()).await;
+    let five = sign_raw(&net.arlocal, &net.coordinator, &honest[4], 5, &four.id_b64()).await;
+    let gateway = net.arlocal.gateway().unwrap();
+    gateway.upload(&four).await.unwrap();
+    gateway.upload(&five).await.unwrap();
+    net.arlocal.mine(2).await.unwrap();
+
+    let (mut confirmer, da) = net.confirmer(Duration::from_secs(600)).await;
+    step_until(&mut confirmer, "batches 1 and 2", |s| s.replayed == 2).await;
+    // The gap is visible (batch 4 is there, signed), for more steps than the old patience.
+    let later = da.signed_after(3).await.unwrap().expect("batch 4 is seen past the gap");
+    assert_eq!(later.batch.header.number, 4);
+    for _ in 0..5 {
+        assert_eq!(confirmer.step(64).await.unwrap().alarm, None);
+    }
+    assert_eq!(confirmer.status().replayed, 2);
+
+    gateway.upload(&three).await.unwrap();
+    net.arlocal.mine(2).await.unwrap();
+    step_until(&mut confirmer, "batches 3 to 5", |s| s.replayed == 5).await;
+    assert!(confirmer.status().alarms.is_empty(), "{:?}", confirmer.status().alarms);
+}
+
+/// Case 7 with more than one batch withheld: only batch 5 is published after batch 2. The alarm
+/// names batch 4, the one the published header follows, and its evidence checks.
+#[tokio::test]
+async fn batches_withheld_before_a_later_one_raise_missing_batch() {
+    let net = Net::start().await;
+    let honest = history(5, 10);
+    net.publisher.publish(&honest[0]).await.unwrap();
+    net.publisher.publish(&honest[1]).await.unwrap();
+    // Its `Prev-Tx` names a batch 4 nobody has seen.
+    let five = sign_raw(&net.arlocal, &net.coordinator, &honest[4], 5, &"4".repeat(43)).await;
+    net.arlocal.gateway().unwrap().upload(&five).await.unwrap();
+    net.arlocal.mine(2).await.unwrap();
+
+    let (mut confirmer, _) = net.confirmer(Duration::ZERO).await;
+    step_until(&mut confirmer, "a missing_batch alarm", |s| !s.alarms.is_empty()).await;
+    let status = confirmer.status();
+    assert_eq!(status.replayed, 2);
+    assert_eq!((status.alarms[0].kind, status.alarms[0].number), (AlarmKind::MissingBatch, 4));
+    assert!(status.alarms[0].detail.contains("batches 3 to 4"), "{}", status.alarms[0].detail);
+    let (_, evidence) = confirmer.store().alarms().await.unwrap().remove(0);
+    let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
+    assert!(explanation.contains("batch 4 was not on the DA"), "{explanation}");
 }

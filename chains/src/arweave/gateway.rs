@@ -46,6 +46,10 @@ pub enum GatewayError {
     Malformed { url: String, reason: String },
     #[error(transparent)]
     Tx(#[from] TxError),
+    #[error(
+        "more than {max} transactions from {owner} carry the same batch tags at {url}: only that wallet can post them, so its key is flooding its own batches (no other wallet's rows count)"
+    )]
+    Crowded { url: String, owner: String, max: usize },
     #[error("invalid gateway URL {0:?}")]
     BadUrl(String),
 }
@@ -267,46 +271,111 @@ impl Gateway {
         Ok(data)
     }
 
-    /// Every transaction carrying all of `tags` (name, value), following cursors to the end,
-    /// up to `max` results.
-    pub async fn find_by_tags(&self, tags: &[(&str, String)], max: usize) -> Result<Vec<FoundTx>, GatewayError> {
-        const QUERY: &str = "query($tags: [TagFilter!], $after: String, $first: Int) { \
-            transactions(tags: $tags, after: $after, first: $first) { \
+    /// Every transaction owned by `owner` and carrying all of `tags` (name, value), following
+    /// cursors to the end, up to `max` of them.
+    ///
+    /// Tags are public: any wallet can post a transaction with this bridge's tags. So the owner
+    /// is filtered at the query (GraphQL `owners`), where another wallet's rows never reach us,
+    /// and checked again on every row, in case a gateway ignores the filter: such a row is
+    /// skipped and counted (`bridge_da_foreign_rows_total`), never fetched, and never counts
+    /// towards `max`. Only the owner's own rows can exceed `max`, and only the owner can post those.
+    pub async fn find_owned(
+        &self,
+        owner: &str,
+        tags: &[(&str, String)],
+        max: usize,
+    ) -> Result<Vec<FoundTx>, GatewayError> {
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (rows, next) = self.owned_page(owner, tags, after.take(), Sort::Unsorted).await?;
+            found.extend(rows);
+            if found.len() > max {
+                return Err(GatewayError::Crowded { url: self.url("/graphql"), owner: owner.to_owned(), max });
+            }
+            match next {
+                Some(cursor) => after = Some(cursor),
+                None => return Ok(found),
+            }
+        }
+    }
+
+    /// The newest transactions (at most one page of [`PAGE`]) owned by `owner` and carrying all
+    /// of `tags`, newest first; with the same owner checks as [`Gateway::find_owned`].
+    pub async fn newest_owned(&self, owner: &str, tags: &[(&str, String)]) -> Result<Vec<FoundTx>, GatewayError> {
+        Ok(self.owned_page(owner, tags, None, Sort::NewestFirst).await?.0)
+    }
+
+    /// One page of a query by owner and tags: the owner's rows, and the cursor of the next page.
+    async fn owned_page(
+        &self,
+        owner: &str,
+        tags: &[(&str, String)],
+        after: Option<String>,
+        sort: Sort,
+    ) -> Result<(Vec<FoundTx>, Option<String>), GatewayError> {
+        const QUERY: &str = "query($owners: [String!], $tags: [TagFilter!], $after: String, $first: Int) { \
+            transactions(owners: $owners, tags: $tags, after: $after, first: $first) { \
+              pageInfo { hasNextPage } \
+              edges { cursor node { id owner { address } tags { name value } } } } }";
+        const QUERY_NEWEST: &str = "query($owners: [String!], $tags: [TagFilter!], $after: String, $first: Int) { \
+            transactions(owners: $owners, tags: $tags, after: $after, first: $first, sort: HEIGHT_DESC) { \
               pageInfo { hasNextPage } \
               edges { cursor node { id owner { address } tags { name value } } } } }";
         let filters: Vec<serde_json::Value> =
             tags.iter().map(|(name, value)| json!({ "name": name, "values": [value] })).collect();
-        let mut found = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let request = json!({ "query": QUERY, "variables": { "tags": filters, "after": after, "first": 100 } });
-            let (status, body) = self.send(true, "/graphql", Body::Json(request)).await?;
-            if !status.is_success() {
-                return Err(refused(&self.url("/graphql"), status, &body));
-            }
-            let page: GraphqlPage = serde_json::from_slice(&body).map_err(|e| self.malformed("/graphql", e))?;
-            if let Some(errors) = page.errors {
-                return Err(self.malformed("/graphql", format!("errors: {errors}")));
-            }
-            let connection = page.data.ok_or_else(|| self.malformed("/graphql", "no data"))?.transactions;
-            let last_cursor = connection.edges.last().map(|e| e.cursor.clone());
-            for edge in connection.edges {
-                found.push(FoundTx {
-                    id: edge.node.id,
-                    owner_address: edge.node.owner.address,
-                    tags: edge.node.tags.into_iter().map(|t| (t.name, t.value)).collect(),
-                });
-            }
-            if found.len() > max {
-                return Err(self.malformed("/graphql", format!("more than {max} transactions carry these tags")));
-            }
-            match (connection.page_info.has_next_page, last_cursor) {
-                (true, Some(cursor)) => after = Some(cursor),
-                (true, None) => return Err(self.malformed("/graphql", "a next page but no cursor")),
-                (false, _) => return Ok(found),
-            }
+        let query = match sort {
+            Sort::Unsorted => QUERY,
+            Sort::NewestFirst => QUERY_NEWEST,
+        };
+        let request = json!({
+            "query": query,
+            "variables": { "owners": [owner], "tags": filters, "after": after, "first": PAGE },
+        });
+        let (status, body) = self.send(true, "/graphql", Body::Json(request)).await?;
+        if !status.is_success() {
+            return Err(refused(&self.url("/graphql"), status, &body));
         }
+        let page: GraphqlPage = serde_json::from_slice(&body).map_err(|e| self.malformed("/graphql", e))?;
+        if let Some(errors) = page.errors {
+            return Err(self.malformed("/graphql", format!("errors: {errors}")));
+        }
+        let connection = page.data.ok_or_else(|| self.malformed("/graphql", "no data"))?.transactions;
+        let last_cursor = connection.edges.last().map(|e| e.cursor.clone());
+        let mut rows = Vec::with_capacity(connection.edges.len());
+        let mut foreign = 0u64;
+        for edge in connection.edges {
+            if edge.node.owner.address != owner {
+                foreign += 1;
+                continue;
+            }
+            rows.push(FoundTx {
+                id: edge.node.id,
+                owner_address: edge.node.owner.address,
+                tags: edge.node.tags.into_iter().map(|t| (t.name, t.value)).collect(),
+            });
+        }
+        if foreign > 0 {
+            tracing::warn!(url = %self.base, foreign, "the gateway ignored the owner filter; skipped other wallets' rows");
+            metrics::counter!("bridge_da_foreign_rows_total").increment(foreign);
+        }
+        let next = match (connection.page_info.has_next_page, last_cursor) {
+            (true, Some(cursor)) => Some(cursor),
+            (true, None) => return Err(self.malformed("/graphql", "a next page but no cursor")),
+            (false, _) => None,
+        };
+        Ok((rows, next))
     }
+}
+
+/// Rows per GraphQL page (arweave.net's maximum is 100).
+pub const PAGE: usize = 100;
+
+#[derive(Debug, Clone, Copy)]
+enum Sort {
+    /// The gateway's own order: every page is read anyway.
+    Unsorted,
+    NewestFirst,
 }
 
 fn refused(url: &str, status: StatusCode, body: &[u8]) -> GatewayError {

@@ -38,7 +38,8 @@ pub struct ArweaveDaConfig {
     pub coordinator_address: String,
     /// Confirmations a batch needs before a follower accepts it.
     pub confirmations: u64,
-    /// The most transactions one batch number may carry before the query is refused as spam.
+    /// The most transactions from the coordinator's own wallet that one batch number may carry
+    /// before the query is refused (other wallets' transactions are never counted).
     pub max_candidates: usize,
 }
 
@@ -111,6 +112,9 @@ struct Inner {
     publish_lock: tokio::sync::Mutex<()>,
     /// `latest` so far: every batch up to it was accepted one after another from batch 1.
     latest: Mutex<u64>,
+    /// The last answer to `signed_after` (asked number, batch found): a follower at a gap asks
+    /// the same question every poll, and a batch on Arweave stays; one entry, the current gap.
+    gap_evidence: Mutex<Option<(u64, FetchedBatch)>>,
 }
 
 #[derive(Debug)]
@@ -185,6 +189,7 @@ impl ArweaveDa {
                 rejected: Mutex::new(BTreeSet::new()),
                 publish_lock: tokio::sync::Mutex::new(()),
                 latest: Mutex::new(0),
+                gap_evidence: Mutex::new(None),
             }),
         }
     }
@@ -245,14 +250,19 @@ impl ArweaveDa {
     /// least `depth` confirmations (grouped by batch), and whether others are still too shallow.
     async fn candidates(&self, number: u64, depth: u64) -> Result<(Vec<Candidate>, bool), DaError> {
         let config = &self.inner.config;
+        // Only the coordinator's wallet is asked for: another wallet's postings under our tags
+        // never reach this loop, so they can neither crowd the search nor cost a download.
         let leads = self
             .inner
             .gateway
-            .find_by_tags(
+            .find_owned(
+                &config.coordinator_address,
+                // The most selective tag first: a gateway that joins in this order looks at
+                // one number's postings, not at everything under the app name.
                 &[
+                    ("Batch-Number", number.to_string()),
                     ("App-Name", config.app_name.clone()),
                     ("Network", config.network.clone()),
-                    ("Batch-Number", number.to_string()),
                 ],
                 config.max_candidates,
             )
@@ -415,6 +425,40 @@ impl ArweaveDa {
         Ok(Some(*candidate))
     }
 
+    /// A valid batch of the coordinator's numbered above `number + 1`, among its newest
+    /// transactions of this bridge (one page), lowest number first; linked or not.
+    async fn newest_signed_above(&self, number: u64, depth: u64) -> Result<Option<Candidate>, DaError> {
+        let config = &self.inner.config;
+        let leads = self
+            .inner
+            .gateway
+            .newest_owned(
+                &config.coordinator_address,
+                &[("App-Name", config.app_name.clone()), ("Network", config.network.clone())],
+            )
+            .await?;
+        let mut later: Vec<(u64, String)> = leads
+            .into_iter()
+            .filter_map(|lead| {
+                let (_, value) = lead.tags.iter().find(|(name, _)| name == "Batch-Number")?;
+                let filed: u64 = value.parse().ok()?;
+                (filed > number + 1).then_some((filed, lead.id))
+            })
+            .collect();
+        later.sort();
+        later.dedup();
+        // Each check downloads a batch: a few are enough for evidence (and these rows are the
+        // coordinator's own, so only its key can make them junk).
+        const CHECKS: usize = 8;
+        for (filed, id) in later.into_iter().take(CHECKS) {
+            let mut shallow = false;
+            if let Some(candidate) = self.check(&id, filed, depth, &mut shallow).await? {
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
+    }
+
     /// Our own valid transactions for `number`, at any depth (pending included).
     async fn own_posting(&self, number: u64) -> Result<Option<Candidate>, DaError> {
         match self.single(number, 0).await? {
@@ -501,6 +545,29 @@ impl DataAvailability for ArweaveDa {
             batch: c.batch,
             size: c.size,
         }))
+    }
+
+    /// Batch `number + 1` if the coordinator's wallet holds a valid one at the follower's depth,
+    /// else the lowest-numbered valid batch among its newest postings; not linked to anything
+    /// (`fetch` and `latest` accept a batch only once its predecessor is there).
+    async fn signed_after(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
+        if let Some((asked, found)) = lock(&self.inner.gap_evidence).as_ref()
+            && *asked == number
+        {
+            return Ok(Some(found.clone()));
+        }
+        let depth = self.inner.config.confirmations;
+        // Two valid batches numbered `number + 1` would be an equivocation, which `fetch` reports
+        // once the gap closes; either header is evidence of the gap.
+        let next = self.candidates(number + 1, depth).await?.0.into_iter().next();
+        let found = match next {
+            Some(candidate) => Some(candidate),
+            None => self.newest_signed_above(number, depth).await?,
+        };
+        let Some(found) = found else { return Ok(None) };
+        let fetched = FetchedBatch { locator: found.ids[0].clone(), batch: found.batch, size: found.size };
+        *lock(&self.inner.gap_evidence) = Some((number, fetched.clone()));
+        Ok(Some(fetched))
     }
 
     async fn confirmations(&self, number: u64) -> Result<Option<u64>, DaError> {

@@ -71,6 +71,15 @@ pub trait DataAvailability: Send + Sync {
     /// The highest number `n` such that batches `1..=n` are all published.
     async fn latest(&self) -> Result<u64, DaError>;
 
+    /// A batch numbered above `number` that the coordinator signed and the DA holds, whether or
+    /// not the batches between are there (the lowest such number the DA can find cheaply; `None`
+    /// if it finds none). A follower stuck at a missing batch `number` asks for it: a later signed
+    /// batch is evidence that `number` was withheld, which [`DataAvailability::fetch`] cannot give
+    /// on a DA that only hands out batches linked to their predecessor.
+    async fn signed_after(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
+        self.fetch(number + 1).await
+    }
+
     /// Up to `limit` consecutive batches after `number`, in order, stopping at the first gap.
     async fn batches_after(&self, number: u64, limit: usize) -> Result<Vec<FetchedBatch>, DaError> {
         let mut out = Vec::new();

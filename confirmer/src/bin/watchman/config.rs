@@ -64,6 +64,14 @@ pub struct DaSection {
     pub owner: Option<String>,
     #[serde(default = "one")]
     pub confirmations: u64,
+    /// How long a batch may stay missing while a later one is published before it is a
+    /// `missing_batch` alarm, in seconds.
+    #[serde(default = "default_missing_batch_wait")]
+    pub missing_batch_wait_s: u64,
+}
+
+fn default_missing_batch_wait() -> u64 {
+    600
 }
 
 fn one() -> u64 {

@@ -117,7 +117,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with(Chain::Bitcoin, Arc::new(DepositChecker::new(rpc.clone(), params.btc_network, key, b.depth)));
     }
     let store = ConfirmerStore::open(&config.database_url).await?;
-    let follower = Follower::open(da, store, params.clone(), verifiers).await?;
+    let follower = Follower::open(da, store, params.clone(), verifiers)
+        .await?
+        .with_missing_batch_wait(Duration::from_secs(config.da.missing_batch_wait_s));
 
     // The policy reads this watchman's book; the node answers the other watchmen with it.
     let book = SettlementBook::default();
