@@ -219,8 +219,7 @@ mod tests {
 
     fn nonces(count: usize) -> Vec<frost::round1::SigningNonces> {
         let mut rng = rand_core::OsRng;
-        let (shares, _) =
-            frost::keys::generate_with_dealer(3, 2, frost::keys::IdentifierList::Default, rng).unwrap();
+        let (shares, _) = frost::keys::generate_with_dealer(3, 2, frost::keys::IdentifierList::Default, rng).unwrap();
         let share = shares.values().next().unwrap();
         (0..count).map(|_| frost::round1::commit(share.signing_share(), &mut rng).0).collect()
     }
