@@ -74,6 +74,10 @@ pub enum ParamsError {
     AssetOrder(AssetId),
     #[error("the coordinator key is not a valid BIP-340 x-only public key")]
     CoordinatorKey,
+    #[error(
+        "eth:0x0000000000000000000000000000000000000000 is no token: an ERC-20 asset names its token contract's address"
+    )]
+    ZeroToken,
     #[error(transparent)]
     BtcVault(#[from] BtcVaultParamsError),
 }
@@ -93,6 +97,10 @@ impl NetworkParams {
         let mut seen = BTreeSet::new();
         let mut previous: Option<AssetId> = None;
         for config in &self.assets {
+            // No contract lives at the zero address: every deposit and payout in it would fail.
+            if config.asset == AssetId::Erc20(Address::ZERO) {
+                return Err(ParamsError::ZeroToken);
+            }
             if previous.is_some_and(|p| p >= config.asset) || !seen.insert(config.asset) {
                 return Err(ParamsError::AssetOrder(config.asset));
             }
@@ -112,5 +120,34 @@ impl NetworkParams {
 
     pub fn asset(&self, asset: &AssetId) -> Option<&AssetConfig> {
         self.assets.binary_search_by(|c| c.asset.cmp(asset)).ok().map(|i| &self.assets[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn params(assets: Vec<AssetId>) -> NetworkParams {
+        NetworkParams {
+            name: "test".into(),
+            chain_id: 1,
+            eth_vault: Address([9; 20]),
+            btc_network: BtcNetwork::Regtest,
+            btc_vault: None,
+            coordinator_key: secp256k1::Keypair::from_seckey_slice(secp256k1::SECP256K1, &[1; 32])
+                .unwrap()
+                .x_only_public_key()
+                .0
+                .serialize(),
+            fee_account: Address([1; 20]),
+            assets: assets.into_iter().map(|asset| AssetConfig { asset, min_fee: Amount(1) }).collect(),
+        }
+    }
+
+    #[test]
+    fn an_erc20_asset_at_the_zero_address_is_refused() {
+        assert_eq!(params(vec![AssetId::Eth, AssetId::Erc20(Address([7; 20]))]).validate(), Ok(()));
+        assert_eq!(params(vec![AssetId::Eth, AssetId::Erc20(Address::ZERO)]).validate(), Err(ParamsError::ZeroToken));
     }
 }

@@ -228,7 +228,7 @@ async fn get_status(State(context): Ctx) -> Result<Json<StatusView>, ApiError> {
 }
 
 /// An account's nonce and balances in the replayed state, each with a proof against its root.
-#[utoipa::path(get, path = "/accounts/{address}", params(("address" = String, Path, description = "0x and 40 hex digits")),
+#[utoipa::path(get, path = "/accounts/{address}", params(("address" = String, Path, description = "0x and 40 hex digits", pattern = "^0x[0-9a-fA-F]{40}$")),
     responses((status = 200, body = AccountView), (status = 400, body = ErrorBody)))]
 async fn get_account(
     State(context): Ctx,
@@ -262,7 +262,7 @@ async fn get_account(
 }
 
 /// Whether a transaction is in a replayed batch, and whether that batch is hard-final.
-#[utoipa::path(get, path = "/tx/{hash}", params(("hash" = String, Path, description = "0x and 64 hex digits")),
+#[utoipa::path(get, path = "/tx/{hash}", params(("hash" = String, Path, description = "0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
     responses((status = 200, body = TxView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_tx(State(context): Ctx, path: Result<Path<String>, PathRejection>) -> Result<Json<TxView>, ApiError> {
     let text = path_text(path)?;

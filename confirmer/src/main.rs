@@ -34,7 +34,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Follow the DA: replay every batch, report hard finality, raise alarms.
@@ -184,13 +184,34 @@ struct Source {
     bitcoin: Option<BitcoinSource>,
 }
 
-#[derive(Debug)]
 struct BitcoinSource {
     url: String,
     user: String,
     password: String,
     group_key: String,
     depth: u32,
+}
+
+/// Names the subcommand only: `Follow` carries the Bitcoin RPC password.
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Follow { .. } => f.write_str("Follow { … }"),
+            Command::CheckEvidence { file } => f.debug_struct("CheckEvidence").field("file", file).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for BitcoinSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BitcoinSource")
+            .field("url", &chains::bitcoin::rpc::redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("group_key", &self.group_key)
+            .field("depth", &self.depth)
+            .finish()
+    }
 }
 
 /// Follows until stopped; with `serve`, also serves the API (else stops once caught up).

@@ -128,8 +128,9 @@ impl Default for EthereumConfig {
 }
 
 /// The Bitcoin node the coordinator asks about payouts (`payouts::PayoutKeeper`); off without
-/// `rpc`. The password comes from `COORDINATOR__BITCOIN__RPC_PASSWORD`, not from a file in git.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `rpc`. The password comes from `COORDINATOR__BITCOIN__RPC_PASSWORD`, not from a file in git;
+/// `Debug` hides it.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BitcoinConfig {
     pub rpc: Option<String>,
@@ -144,6 +145,20 @@ pub struct BitcoinConfig {
     pub poll_ms: u64,
     /// `estimatesmartfee`'s target in blocks.
     pub fee_target_blocks: u16,
+}
+
+impl std::fmt::Debug for BitcoinConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BitcoinConfig")
+            .field("rpc", &self.rpc.as_deref().map(chains::bitcoin::rpc::redact_url))
+            .field("rpc_user", &self.rpc_user)
+            .field("rpc_password", &"<redacted>")
+            .field("depth", &self.depth)
+            .field("from_height", &self.from_height)
+            .field("poll_ms", &self.poll_ms)
+            .field("fee_target_blocks", &self.fee_target_blocks)
+            .finish()
+    }
 }
 
 impl Default for BitcoinConfig {
@@ -404,6 +419,13 @@ fn set_option(table: &mut toml::Table, name: &str, option: &str, raw: &str) -> R
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn debug_hides_the_bitcoin_rpc_password() {
+        let config = BitcoinConfig { rpc_password: "hunter2-secret".into(), ..BitcoinConfig::default() };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2-secret") && shown.contains("<redacted>"), "{shown}");
+    }
 
     #[test]
     fn the_example_file_is_the_defaults() {

@@ -22,8 +22,8 @@ use std::sync::Arc;
 pub use error::{NodeError, Reject};
 pub use node::{Node, Submission};
 
-/// How to run the node.
-#[derive(Debug, Clone)]
+/// How to run the node. `Debug` hides the password.
+#[derive(Clone)]
 pub struct RegtestConfig {
     /// Port on 127.0.0.1; 0 takes a free one.
     pub rpc_port: u16,
@@ -35,6 +35,18 @@ pub struct RegtestConfig {
     pub data_dir: Option<PathBuf>,
     /// What `estimatesmartfee` answers, in satoshis per kvB (Core has no estimate on a fresh regtest).
     pub fee_rate_sat_per_kvb: u64,
+}
+
+impl std::fmt::Debug for RegtestConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegtestConfig")
+            .field("rpc_port", &self.rpc_port)
+            .field("rpc_user", &self.rpc_user)
+            .field("rpc_password", &"<redacted>")
+            .field("data_dir", &self.data_dir)
+            .field("fee_rate_sat_per_kvb", &self.fee_rate_sat_per_kvb)
+            .finish()
+    }
 }
 
 impl Default for RegtestConfig {
@@ -49,8 +61,7 @@ impl Default for RegtestConfig {
     }
 }
 
-/// A running node with its RPC server; dropping it stops the server.
-#[derive(Debug)]
+/// A running node with its RPC server; dropping it stops the server. `Debug` hides the password.
 pub struct RegtestNode {
     address: SocketAddr,
     user: String,
@@ -58,6 +69,16 @@ pub struct RegtestNode {
     node: Arc<Node>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RegtestNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegtestNode")
+            .field("address", &self.address)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl RegtestNode {
@@ -142,5 +163,15 @@ impl Drop for RegtestNode {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_hides_the_rpc_password() {
+        let config = crate::RegtestConfig { rpc_password: "hunter2-secret".into(), ..Default::default() };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2-secret") && shown.contains("<redacted>"), "{shown}");
     }
 }

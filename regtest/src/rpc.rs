@@ -16,8 +16,7 @@ use crate::error::code;
 use crate::methods::{self, Policy, RpcError};
 use crate::node::Node;
 
-/// What the server needs.
-#[derive(Debug)]
+/// What the server needs. `Debug` hides the credentials.
 pub struct App {
     /// The node.
     pub node: Arc<Node>,
@@ -25,6 +24,12 @@ pub struct App {
     pub credentials: String,
     /// Answers depending on configuration.
     pub policy: Policy,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("credentials", &"<redacted>").field("policy", &self.policy).finish_non_exhaustive()
+    }
 }
 
 impl App {

@@ -16,7 +16,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use frost_secp256k1_tr as frost;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+pub use zeroize::Zeroizing;
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -38,6 +38,10 @@ pub enum KeystoreError {
     Kdf(String),
     #[error("the decrypted key share does not parse: {0}")]
     Share(String),
+    #[error(
+        "{path} holds a private key in plaintext; encrypt it with the same passphrase: `bridgectl wallet import --out NEW_FILE --passphrase-file PASSPHRASE_FILE < {path}` (or `--passphrase-env WATCHMAN_PASSPHRASE`), point the configuration at NEW_FILE, then shred {path}"
+    )]
+    PlaintextKey { path: PathBuf },
 }
 
 /// The operator's passphrase, wiped from memory when dropped.
@@ -263,4 +267,38 @@ pub fn save_identity(
 pub fn load_identity(path: &Path, passphrase: &Passphrase) -> Result<libp2p::identity::Keypair, KeystoreError> {
     let bytes = open(path, IDENTITY_KIND, passphrase)?;
     libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|e| KeystoreError::Share(e.to_string()))
+}
+
+/// The kind of a sealed Ethereum account key: `bridgectl wallet` files, and the watchman's
+/// guardian key (so `bridgectl wallet import` encrypts one).
+pub const ACCOUNT_KEY_KIND: &str = "bridge-wallet";
+
+/// Opens a sealed 32-byte account key (a wallet file, a guardian key). A file that holds the key
+/// in plaintext hex (as keys were kept before) is refused with [`KeystoreError::PlaintextKey`],
+/// which says how to encrypt it.
+pub fn open_account_key(path: &Path, passphrase: &Passphrase) -> Result<Zeroizing<[u8; 32]>, KeystoreError> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| KeystoreError::Io { path: path.into(), source })?);
+    if let Ok(text) = std::str::from_utf8(&bytes) {
+        let text = text.trim();
+        let digits = text.strip_prefix("0x").unwrap_or(text);
+        if digits.len() == 64 && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(KeystoreError::PlaintextKey { path: path.into() });
+        }
+    }
+    drop(bytes);
+    let secret = open(path, ACCOUNT_KEY_KIND, passphrase)?;
+    let key: [u8; 32] = secret.as_slice().try_into().map_err(|_| {
+        KeystoreError::Share(format!("{} holds {} bytes, not a 32-byte key", path.display(), secret.len()))
+    })?;
+    Ok(Zeroizing::new(key))
+}
+
+/// Seals a 32-byte account key as [`open_account_key`] reads it.
+pub fn seal_account_key(
+    path: &Path,
+    key: &[u8; 32],
+    passphrase: &Passphrase,
+    kdf: KdfParams,
+) -> Result<(), KeystoreError> {
+    seal(path, ACCOUNT_KEY_KIND, key, passphrase, kdf)
 }

@@ -7,7 +7,8 @@
 //!   invalid shares until one completes; cheaters are named and excluded.
 //! - [`signer`]: the other side: nonces made fresh per attempt and used once, the
 //!   [`SigningPolicy`] asked before any share leaves.
-//! - [`mesh`]: libp2p (TCP, Noise, Yamux) among allow-listed peers only.
+//! - [`mesh`]: libp2p (TCP, Noise, Yamux) among allow-listed peers only, a bounded queue each.
+//! - [`nonces`]: what each peer may hold and have made of this signer's nonces.
 //! - [`keystore`]: key shares on disk only encrypted (Argon2id + XChaCha20-Poly1305).
 //! - refresh ([`TssNode::refresh`]): new shares of the same group key, by the DKG's rounds.
 //!
@@ -23,6 +24,7 @@ pub mod keystore;
 pub mod mesh;
 pub mod messages;
 pub mod node;
+pub mod nonces;
 pub mod policy;
 pub mod roast;
 pub mod roster;

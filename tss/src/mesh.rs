@@ -8,7 +8,9 @@
 //! watchman rejoins by itself; a request to a peer not connected dials it at once.
 //!
 //! One task owns the swarm; [`MeshHandle`] talks to it over channels, and inbound requests go
-//! out on an [`Inbound`] channel whose receiver answers them.
+//! out on an [`Inbound`] channel whose receiver answers them. Each peer may have at most
+//! [`MAX_INBOUND_PER_PEER`] requests waiting for their answer here; beyond that it is answered
+//! [`Overload::QueueFull`] at once, so one peer cannot fill the queue the others need.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -22,12 +24,23 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::messages::{Request, Response};
+use crate::messages::{Overload, Request, Response};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/bridge-tss/1");
 const MAX_MESSAGE: u64 = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Requests one peer may have waiting for their answer here. An honest coordinator has one or
+/// two per session in flight to each signer (a `Commit`, a `Sign`, a DKG step); a few
+/// concurrent sessions fit well within this.
+pub const MAX_INBOUND_PER_PEER: u32 = 16;
+/// Substreams per connection (inbound and outbound together). Each inbound one may buffer a
+/// whole request (up to `MAX_MESSAGE`) before the per-peer queue sees it, so this bounds what a
+/// peer can make this watchman hold in flight.
+const MAX_STREAMS_PER_CONNECTION: usize = 64;
+/// The whole inbound channel: every peer's queue fits in it (allow-lists are far smaller than
+/// this over [`MAX_INBOUND_PER_PEER`]).
+const INBOUND_CHANNEL: usize = 1024;
 
 /// One watchman of the mesh.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +81,7 @@ pub struct Inbound {
 
 enum Command {
     Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, MeshError>> },
-    Respond { channel: ResponseChannel<Response>, response: Response },
+    Respond { peer: PeerId, channel: ResponseChannel<Response>, response: Response },
 }
 
 /// Talks to the mesh task; cheap to clone.
@@ -174,7 +187,9 @@ pub async fn start(
                 rpc: request_response::Behaviour::with_codec(
                     codec,
                     [(PROTOCOL, ProtocolSupport::Full)],
-                    request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(1024),
+                    request_response::Config::default()
+                        .with_request_timeout(timeout)
+                        .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION),
                 ),
             }
         })
@@ -192,7 +207,7 @@ pub async fn start(
     swarm.listen_on(config.listen.clone()).map_err(|e| listen_error(e.to_string()))?;
 
     let (commands_tx, commands) = mpsc::channel(1024);
-    let (inbound_tx, inbound) = mpsc::channel(1024);
+    let (inbound_tx, inbound) = mpsc::channel(INBOUND_CHANNEL);
     let (connected_tx, connected) = watch::channel(BTreeSet::new());
     let (listening_tx, listening) = watch::channel(Vec::new());
     let handle = MeshHandle { local, commands: commands_tx.clone(), connected, listening };
@@ -206,6 +221,7 @@ pub async fn start(
         listening: listening_tx,
         pending: BTreeMap::new(),
         redial: BTreeMap::new(),
+        waiting: BTreeMap::new(),
     };
     let join = tokio::spawn(async move { task.run().await });
     let mut ready = handle.clone();
@@ -232,6 +248,8 @@ struct MeshTask {
     listening: watch::Sender<Vec<Multiaddr>>,
     pending: BTreeMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Response, MeshError>>)>,
     redial: BTreeMap<PeerId, Redial>,
+    /// Inbound requests each peer has waiting for their answer.
+    waiting: BTreeMap<PeerId, u32>,
 }
 
 impl MeshTask {
@@ -286,11 +304,26 @@ impl MeshTask {
                 let id = self.swarm.behaviour_mut().rpc.send_request_with_addresses(&peer, request, vec![address]);
                 self.pending.insert(id, (peer, reply));
             }
-            Command::Respond { channel, response } => {
+            Command::Respond { peer, channel, response } => {
+                if let Some(waiting) = self.waiting.get_mut(&peer) {
+                    *waiting = waiting.saturating_sub(1);
+                    if *waiting == 0 {
+                        self.waiting.remove(&peer);
+                    }
+                }
                 if self.swarm.behaviour_mut().rpc.send_response(channel, response).is_err() {
                     tracing::debug!("a peer went away before its answer was sent");
                 }
             }
+        }
+    }
+
+    /// Answers at once that `peer` is over its queue: cheap, and the peer knows to wait.
+    fn refuse(&mut self, peer: PeerId, channel: ResponseChannel<Response>, overload: Overload) {
+        metrics::counter!("tss_overload_refusals_total", "reason" => overload.reason()).increment(1);
+        tracing::debug!(%peer, %overload, "refused a request over the peer's queue");
+        if self.swarm.behaviour_mut().rpc.send_response(channel, Response::Overloaded(overload)).is_err() {
+            tracing::debug!(%peer, "a peer went away before its refusal was sent");
         }
     }
 
@@ -339,17 +372,24 @@ impl MeshTask {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
-                    let (reply, answer) = oneshot::channel();
-                    if self.inbound.try_send(Inbound { from: peer, request, reply }).is_err() {
-                        tracing::warn!(%peer, "inbound queue full; dropping a request (the peer will retry)");
+                    let queued = self.waiting.get(&peer).copied().unwrap_or(0);
+                    if queued >= MAX_INBOUND_PER_PEER {
+                        self.refuse(peer, channel, Overload::QueueFull { queued, max: MAX_INBOUND_PER_PEER });
                         return;
                     }
+                    let (reply, answer) = oneshot::channel();
+                    if self.inbound.try_send(Inbound { from: peer, request, reply }).is_err() {
+                        tracing::warn!(%peer, "the inbound channel is full; refusing a request");
+                        self.refuse(peer, channel, Overload::QueueFull { queued, max: MAX_INBOUND_PER_PEER });
+                        return;
+                    }
+                    *self.waiting.entry(peer).or_insert(0) += 1;
                     let responder = self.responder.clone();
                     tokio::spawn(async move {
                         let response = answer
                             .await
                             .unwrap_or_else(|_| Response::Failed { reason: "the request was not answered".into() });
-                        let _ = responder.send(Command::Respond { channel, response }).await;
+                        let _ = responder.send(Command::Respond { peer, channel, response }).await;
                     });
                 }
                 request_response::Message::Response { request_id, response } => {

@@ -55,4 +55,32 @@ pub enum Response {
     Failed {
         reason: String,
     },
+    /// Not now: this peer asked for more than its share of this watchman. Nothing was made or
+    /// signed; ask again later (and for less).
+    Overloaded(Overload),
+}
+
+/// Why a watchman would not take a peer's request now. Each is one peer's own limit, so no peer
+/// can use up what the others need (counted in `tss_overload_refusals_total{reason}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Overload {
+    #[error("{asked} messages in one request; a session signs 1 to {max}")]
+    TooManyMessages { asked: u32, max: u32 },
+    #[error(
+        "{asked} fresh nonces asked, but this peer may have {available} more now ({per_second} a second); retry later"
+    )]
+    NonceRate { asked: u32, available: u32, per_second: u32 },
+    #[error("this peer already has {queued} requests waiting here (at most {max}); retry after an answer")]
+    QueueFull { queued: u32, max: u32 },
+}
+
+impl Overload {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Overload::TooManyMessages { .. } => "too_many_messages",
+            Overload::NonceRate { .. } => "nonce_rate",
+            Overload::QueueFull { .. } => "queue_full",
+        }
+    }
 }

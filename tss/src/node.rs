@@ -1,17 +1,19 @@
 //! A watchman's threshold-signing node: the mesh, the signer answering peers, and the session
 //! coordinator for what this watchman wants signed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::dkg::{self, Ceremony, DkgError, DkgProgress, Participants};
 use crate::group::GroupKey;
 use crate::keystore::KeyShare;
-use crate::mesh::{self, MeshConfig, MeshError, MeshHandle};
+use crate::mesh::{self, Inbound, MeshConfig, MeshError, MeshHandle};
 use crate::policy::{SigningPolicy, SigningRequest};
 use crate::roast::{self, SessionError, SessionOutcome, Signers};
 use crate::signer::{InboundHandler, Signer};
@@ -74,18 +76,8 @@ impl TssNode {
         let peers: Vec<PeerId> = config.mesh.peers.iter().map(|p| p.peer_id).filter(|p| *p != local).collect();
         let by_identifier: BTreeMap<_, _> =
             peers.iter().chain([&local]).filter_map(|p| Some((dkg::identifier_of(p).ok()?, *p))).collect();
-        let (mesh, mut inbound, mesh_task) = mesh::start(config.identity, config.mesh).await?;
-        let answering = handler.clone();
-        let inbound_task = tokio::spawn(async move {
-            while let Some(request) = inbound.recv().await {
-                let handler = answering.clone();
-                // Shares and DKG steps cost milliseconds of curve arithmetic: off the reactor.
-                tokio::task::spawn_blocking(move || {
-                    let response = handler.handle(request.from, request.request);
-                    let _ = request.reply.send(response);
-                });
-            }
-        });
+        let (mesh, inbound, mesh_task) = mesh::start(config.identity, config.mesh).await?;
+        let inbound_task = tokio::spawn(answer_in_turn(inbound, handler.clone()));
         Ok(TssNode {
             signers: Signers { mesh: mesh.clone(), local: handler, by_identifier },
             mesh,
@@ -158,6 +150,49 @@ impl TssNode {
             roast::sign(&self.signers, &share, SessionId::random(), requests, self.session_timeout, self.retry).await;
         metrics::histogram!("tss_signing_seconds").record(started.elapsed().as_secs_f64());
         outcome
+    }
+}
+
+/// Answers peers' requests one at a time per peer, in turn: a peer's requests wait behind its
+/// own, never behind another's, and each peer has at most one answer being computed, so a greedy
+/// peer gets one thread of this watchman, not all of them. The queues are bounded by the mesh
+/// (`MAX_INBOUND_PER_PEER` each).
+async fn answer_in_turn(mut inbound: mpsc::Receiver<Inbound>, handler: Arc<dyn InboundHandler>) {
+    let mut queues: BTreeMap<PeerId, VecDeque<Inbound>> = BTreeMap::new();
+    let mut answering = FuturesUnordered::new();
+    let mut busy: BTreeSet<PeerId> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            request = inbound.recv() => match request {
+                Some(request) => queues.entry(request.from).or_default().push_back(request),
+                None => break,
+            },
+            Some(peer) = answering.next(), if !answering.is_empty() => {
+                busy.remove(&peer);
+            }
+        }
+        let idle: Vec<PeerId> = queues.keys().filter(|p| !busy.contains(*p)).copied().collect();
+        for peer in idle {
+            let Some(request) = queues.get_mut(&peer).and_then(VecDeque::pop_front) else { continue };
+            if queues.get(&peer).is_some_and(VecDeque::is_empty) {
+                queues.remove(&peer);
+            }
+            busy.insert(peer);
+            let handler = handler.clone();
+            // Shares and DKG steps cost milliseconds of curve arithmetic: off the reactor.
+            let answer = tokio::task::spawn_blocking(move || {
+                let response = handler.handle(request.from, request.request);
+                let _ = request.reply.send(response);
+            });
+            // A handler that panicked has dropped its reply (the mesh answers `Failed`); the
+            // peer's turn comes round again all the same.
+            answering.push(async move {
+                if let Err(error) = answer.await {
+                    tracing::error!(%peer, %error, "answering a peer's request panicked");
+                }
+                peer
+            });
+        }
     }
 }
 

@@ -227,6 +227,12 @@ pub(crate) async fn sign(
                     unresponsive.insert(id);
                     pending.push(commit(id, retry));
                 }
+                Response::Overloaded(overload) => {
+                    // Its limit for us, not a fault: it answers again once we have waited.
+                    tracing::debug!(%session, ?id, %overload, "signer busy; asking again");
+                    unresponsive.insert(id);
+                    pending.push(commit(id, retry));
+                }
                 other => {
                     excluded.insert(id, Exclusion::Faulty { reason: format!("answered Commit with {}", kind(&other)) });
                 }
@@ -235,8 +241,13 @@ pub(crate) async fn sign(
                 let Some(current) = attempts.get_mut(attempt) else { continue };
                 match response {
                     Response::Shares { shares, next_nonce_id, next } if shares.len() == requests.len() => {
-                        if next.len() == requests.len() && !excluded.contains_key(&id) {
-                            ready.push(Ready { id, nonce_id: next_nonce_id, commitments: next });
+                        if !excluded.contains_key(&id) {
+                            if next.len() == requests.len() {
+                                ready.push(Ready { id, nonce_id: next_nonce_id, commitments: next });
+                            } else {
+                                // No fresh set (the signer's rate limit): ask for one later.
+                                pending.push(commit(id, retry));
+                            }
                         }
                         if !current.live {
                             continue;
@@ -272,6 +283,12 @@ pub(crate) async fn sign(
                         current.live = false;
                         excluded.insert(id, Exclusion::Refused { reason });
                     }
+                    Response::Overloaded(overload) => {
+                        current.live = false;
+                        tracing::debug!(%session, ?id, %overload, "signer busy during an attempt");
+                        unresponsive.insert(id);
+                        pending.push(commit(id, retry));
+                    }
                     Response::Failed { reason } => {
                         // Unreachable or lost its nonces: this attempt is over; ask it afresh.
                         current.live = false;
@@ -297,6 +314,7 @@ fn kind(response: &Response) -> &'static str {
         Response::Shares { .. } => "wrong shares",
         Response::Refused { .. } => "Refused",
         Response::Failed { .. } => "Failed",
+        Response::Overloaded(_) => "Overloaded",
     }
 }
 

@@ -3,11 +3,12 @@
 //! Nonces are made fresh for each `Commit`, kept in memory only (never persisted: a restart
 //! forgets them, which is safe), keyed by who asked, for which session, under which id, and
 //! removed before they are used, so no nonce can sign twice. The [`SigningPolicy`] is asked
-//! about every message before a share is computed; a refusal consumes the nonces too.
+//! about every message before a share is computed; a refusal consumes the nonces too. What each
+//! peer may hold and have made is bounded per peer ([`crate::nonces`]): a greedy peer is refused
+//! with [`Overload`] and can never crowd out another.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use frost_secp256k1_tr as frost;
 use libp2p::PeerId;
@@ -16,11 +17,10 @@ use rand_core::OsRng;
 use crate::SessionId;
 use crate::dkg::DkgInbox;
 use crate::keystore::KeyShare;
-use crate::messages::{Request, Response};
+use crate::messages::{Overload, Request, Response};
+use crate::nonces::{NonceLimits, NonceStore};
 use crate::policy::{Decision, SigningPolicy, SigningRequest};
 
-/// Most nonce sets a signer keeps waiting for their `Sign`; the oldest go first.
-const MAX_PENDING_NONCES: usize = 100_000;
 /// Most messages in one session.
 pub const MAX_MESSAGES_PER_SESSION: u32 = 10_000;
 
@@ -29,13 +29,10 @@ pub trait InboundHandler: Send + Sync + 'static {
     fn handle(&self, from: PeerId, request: Request) -> Response;
 }
 
-type NonceKey = (PeerId, SessionId, u64);
-
 pub struct Signer {
     share: RwLock<Option<KeyShare>>,
     policy: Arc<dyn SigningPolicy>,
-    nonces: Mutex<BTreeMap<u64, (NonceKey, Vec<frost::round1::SigningNonces>)>>,
-    next_nonce_id: AtomicU64,
+    nonces: Mutex<NonceStore>,
     dkg: Arc<DkgInbox>,
 }
 
@@ -47,13 +44,36 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     pub fn new(share: Option<KeyShare>, policy: Arc<dyn SigningPolicy>) -> Self {
+        Self::with_limits(share, policy, NonceLimits::default())
+    }
+
+    pub fn with_limits(share: Option<KeyShare>, policy: Arc<dyn SigningPolicy>, limits: NonceLimits) -> Self {
         Signer {
             share: RwLock::new(share),
             policy,
-            nonces: Mutex::new(BTreeMap::new()),
-            next_nonce_id: AtomicU64::new(1),
+            nonces: Mutex::new(NonceStore::new(limits)),
             dkg: Arc::new(DkgInbox::default()),
         }
+    }
+
+    /// Nonce pairs waiting for their `Sign`, from every peer (this watchman's memory for them).
+    pub fn nonces_held(&self) -> usize {
+        self.store().held()
+    }
+
+    /// Nonce pairs waiting for `peer`'s `Sign`s.
+    pub fn nonces_held_by(&self, peer: &PeerId) -> usize {
+        self.store().held_by(peer)
+    }
+
+    pub fn nonce_limits(&self) -> NonceLimits {
+        self.store().limits()
+    }
+
+    /// The store stays consistent through a panic elsewhere (each method leaves it whole), so a
+    /// poisoned lock is taken over rather than turning every later request into a failure.
+    fn store(&self) -> std::sync::MutexGuard<'_, NonceStore> {
+        self.nonces.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn share(&self) -> Option<KeyShare> {
@@ -65,9 +85,7 @@ impl Signer {
         if let Ok(mut slot) = self.share.write() {
             *slot = Some(share);
         }
-        if let Ok(mut nonces) = self.nonces.lock() {
-            nonces.clear();
-        }
+        self.store().clear();
     }
 
     pub(crate) fn dkg_inbox(&self) -> Arc<DkgInbox> {
@@ -75,18 +93,18 @@ impl Signer {
     }
 
     fn commit(&self, from: PeerId, session: SessionId, count: u32) -> Response {
-        if count == 0 || count > MAX_MESSAGES_PER_SESSION {
-            return Response::Failed {
-                reason: format!("{count} messages: a session signs 1 to {MAX_MESSAGES_PER_SESSION}"),
-            };
-        }
         let Some(share) = self.share() else {
             return Response::Failed { reason: "this watchman holds no key share yet".into() };
         };
+        let admitted = self.store().admit(from, count, Instant::now());
+        if let Err(overload) = admitted {
+            return refuse(from, overload);
+        }
         let (nonce_id, commitments) = self.fresh_nonces(from, session, count, &share);
         Response::Commitments { nonce_id, commitments }
     }
 
+    /// Makes `count` nonce pairs (already admitted) outside the lock: it is the costly part.
     fn fresh_nonces(
         &self,
         from: PeerId,
@@ -101,23 +119,13 @@ impl Signer {
             nonces.push(n);
             commitments.push(c);
         }
-        let nonce_id = self.next_nonce_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut pending) = self.nonces.lock() {
-            pending.insert(nonce_id, ((from, session, nonce_id), nonces));
-            while pending.len() > MAX_PENDING_NONCES {
-                pending.pop_first();
-            }
-        }
+        let nonce_id = self.store().insert(from, session, nonces, Instant::now());
         (nonce_id, commitments)
     }
 
     /// Removes the nonces before anything else, so that whatever happens next they are gone.
-    fn take_nonces(&self, key: NonceKey) -> Option<Vec<frost::round1::SigningNonces>> {
-        let mut pending = self.nonces.lock().ok()?;
-        match pending.get(&key.2) {
-            Some((owner, _)) if *owner == key => pending.remove(&key.2).map(|(_, n)| n),
-            _ => None,
-        }
+    fn take_nonces(&self, from: PeerId, session: SessionId, id: u64) -> Option<Vec<frost::round1::SigningNonces>> {
+        self.store().take(from, session, id)
     }
 
     fn sign(
@@ -128,7 +136,7 @@ impl Signer {
         requests: &[SigningRequest],
         packages: &[frost::SigningPackage],
     ) -> Response {
-        let Some(nonces) = self.take_nonces((from, session, nonce_id)) else {
+        let Some(nonces) = self.take_nonces(from, session, nonce_id) else {
             return Response::Failed { reason: format!("no unused nonces {nonce_id} for this session and peer") };
         };
         let Some(share) = self.share() else {
@@ -162,9 +170,31 @@ impl Signer {
             }
         }
         let count = u32::try_from(packages.len()).unwrap_or(u32::MAX);
-        let (next_nonce_id, next) = self.fresh_nonces(from, session, count, &share);
-        Response::Shares { shares, next_nonce_id, next }
+        // Fresh nonces for the next attempt count against the peer's rate like a `Commit`; over
+        // it, the shares still go back (they are owed) with no fresh set, and the coordinator asks
+        // again later.
+        let admitted = self.store().admit(from, count, Instant::now());
+        match admitted {
+            Ok(()) => {
+                let (next_nonce_id, next) = self.fresh_nonces(from, session, count, &share);
+                Response::Shares { shares, next_nonce_id, next }
+            }
+            Err(overload) => {
+                count_refusal(from, &overload);
+                Response::Shares { shares, next_nonce_id: 0, next: Vec::new() }
+            }
+        }
     }
+}
+
+fn count_refusal(from: PeerId, overload: &Overload) {
+    metrics::counter!("tss_overload_refusals_total", "reason" => overload.reason()).increment(1);
+    tracing::debug!(peer = %from, %overload, "refused a peer's request over its limit");
+}
+
+fn refuse(from: PeerId, overload: Overload) -> Response {
+    count_refusal(from, &overload);
+    Response::Overloaded(overload)
 }
 
 impl InboundHandler for Signer {

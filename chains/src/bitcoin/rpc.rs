@@ -67,13 +67,37 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 /// Core's `RPC_INVALID_ADDRESS_OR_KEY`, also its answer for an unknown transaction or block.
 pub const NOT_FOUND: i64 = -5;
 
-/// A Core RPC client.
-#[derive(Debug, Clone)]
+/// A Core RPC client. `Debug` hides the password and any credentials in the URL.
+#[derive(Clone)]
 pub struct CoreRpc {
     url: String,
     user: String,
     password: String,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for CoreRpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreRpc")
+            .field("url", &redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with any `user:password@` replaced, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/').map_or(rest, |(authority, _)| authority).rsplit_once('@') {
+            Some((_, host)) => {
+                let path = rest.split_once('/').map(|(_, p)| format!("/{p}")).unwrap_or_default();
+                format!("{scheme}://<redacted>@{host}{path}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -358,5 +382,19 @@ impl CoreRpc {
     /// `submitblock`: `None` when accepted, else Core's BIP-22 answer (`duplicate`, `inconclusive`, a reason).
     pub async fn submit_block(&self, block: &Block) -> Result<Option<String>, RpcError> {
         self.call("submitblock", json!([serialize_hex(block)])).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_password_nor_credentials_in_the_url() {
+        let rpc = CoreRpc::new("http://alice:url-secret@127.0.0.1:18443/wallet/w", "bridge", "hunter2-secret");
+        let shown = format!("{rpc:?}");
+        assert!(!shown.contains("hunter2-secret") && !shown.contains("url-secret"), "{shown}");
+        assert!(shown.contains("127.0.0.1:18443/wallet/w") && shown.contains("bridge"), "{shown}");
+        assert_eq!(redact_url("http://127.0.0.1:8332"), "http://127.0.0.1:8332");
     }
 }

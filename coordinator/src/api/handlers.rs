@@ -107,8 +107,9 @@ pub async fn post_txs(
             format!("{} transactions in one request; the most is {max}", items.len()),
         ));
     }
-    // The rate limit counts transactions: the request itself paid for one on the way in.
-    if let Err(wait) = context.limiter.take(client.ip(), items.len().saturating_sub(1) as f64) {
+    // The rate limit counts transactions: the request paid for one on the way in, and is charged
+    // the rest whole (one larger than the burst leaves the client owing).
+    if let Err(wait) = context.limiter.take_rest(client.ip(), 1.0, items.len().max(1) as f64) {
         return Err(super::rate_limited(client.ip(), wait));
     }
     let expected = expected(&context);
@@ -192,7 +193,7 @@ fn address_in(path: Result<Path<String>, PathRejection>) -> Result<Address, ApiE
 }
 
 /// An account's balances and next nonce, counting every acknowledged transaction.
-#[utoipa::path(get, path = "/accounts/{address}", params(("address" = String, Path, description = "0x and 40 hex digits")),
+#[utoipa::path(get, path = "/accounts/{address}", params(("address" = String, Path, description = "0x and 40 hex digits", pattern = "^0x[0-9a-fA-F]{40}$")),
     responses((status = 200, body = views::Account), (status = 400, body = ErrorBody)))]
 pub async fn get_account(
     State(context): Ctx,
@@ -217,7 +218,7 @@ pub async fn get_account(
 /// every replayer derives it. The account is remembered (durably, before the answer) so that the
 /// deposit watcher watches its address, now and after a restart.
 #[utoipa::path(get, path = "/accounts/{address}/btc-deposit-address",
-    params(("address" = String, Path, description = "0x and 40 hex digits")),
+    params(("address" = String, Path, description = "0x and 40 hex digits", pattern = "^0x[0-9a-fA-F]{40}$")),
     responses((status = 200, body = views::BtcDepositAddress), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "the network has no Bitcoin vault")))]
 pub async fn get_btc_deposit_address(
@@ -257,7 +258,7 @@ const PAGE_MAX: u32 = 500;
 
 /// An account's transactions, newest first; page with `before` (the previous page's `next`).
 #[utoipa::path(get, path = "/accounts/{address}/txs", params(
-    ("address" = String, Path, description = "0x and 40 hex digits"),
+    ("address" = String, Path, description = "0x and 40 hex digits", pattern = "^0x[0-9a-fA-F]{40}$"),
     ("before" = Option<u64>, Query, description = "only transactions older than this sequence number"),
     ("limit" = Option<u32>, Query, description = "at most this many (default 50, at most 500)"),
 ), responses((status = 200, body = views::AccountTxs), (status = 400, body = ErrorBody)))]
@@ -278,7 +279,7 @@ pub async fn get_account_txs(
 }
 
 /// Where a transaction stands: `accepted`, `batched` or `published`.
-#[utoipa::path(get, path = "/tx/{hash}", params(("hash" = String, Path, description = "0x and 64 hex digits")),
+#[utoipa::path(get, path = "/tx/{hash}", params(("hash" = String, Path, description = "0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
     responses((status = 200, body = views::TxStatus), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_tx(
     State(context): Ctx,

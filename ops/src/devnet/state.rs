@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// The state file's name inside the devnet directory.
 pub const STATE_FILE: &str = "devnet.json";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` hides the wallet passphrase (and `Endpoints` the Bitcoin RPC password).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct DevnetState {
     /// The devnet directory, absolute.
     pub dir: PathBuf,
@@ -28,8 +29,22 @@ pub struct DevnetState {
     pub btc_block_secs: u64,
 }
 
+impl std::fmt::Debug for DevnetState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevnetState")
+            .field("dir", &self.dir)
+            .field("endpoints", &self.endpoints)
+            .field("parts", &self.parts)
+            .field("demo_wallets", &self.demo_wallets)
+            .field("wallet_passphrase", &"<redacted>")
+            .field("batch_ms", &self.batch_ms)
+            .field("btc_block_secs", &self.btc_block_secs)
+            .finish()
+    }
+}
+
 /// Where each service of the devnet answers.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Endpoints {
     pub coordinator: String,
     pub confirmer: String,
@@ -47,6 +62,24 @@ pub struct Endpoints {
     pub watchmen: Vec<String>,
 }
 
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("coordinator", &self.coordinator)
+            .field("confirmer", &self.confirmer)
+            .field("arweave", &self.arweave)
+            .field("eth_rpc", &self.eth_rpc)
+            .field("eth_chain_id", &self.eth_chain_id)
+            .field("eth_vault", &self.eth_vault)
+            .field("erc20", &self.erc20)
+            .field("btc_rpc", &self.btc_rpc)
+            .field("btc_rpc_user", &self.btc_rpc_user)
+            .field("btc_rpc_password", &"<redacted>")
+            .field("watchmen", &self.watchmen)
+            .finish()
+    }
+}
+
 /// One process the devnet started.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Part {
@@ -62,14 +95,37 @@ pub struct Part {
     pub launch: Launch,
 }
 
-/// A process's command line, environment changes and working directory.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// A process's command line, environment changes and working directory. `Debug` hides the
+/// values of variables that name a secret (passwords, passphrases, keys, tokens).
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Launch {
     pub program: PathBuf,
     pub args: Vec<String>,
     /// Variables set (`Some`) or removed (`None`) for the process.
     pub env: Vec<(String, Option<String>)>,
     pub cwd: Option<PathBuf>,
+}
+
+/// Whether an environment variable's name says it holds a secret.
+pub fn names_a_secret(variable: &str) -> bool {
+    let name = variable.to_ascii_uppercase();
+    ["PASSWORD", "PASSPHRASE", "SECRET", "TOKEN", "KEY", "JWK"].iter().any(|word| name.contains(word))
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<(&str, Option<&str>)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref().map(|v| if names_a_secret(k) { "<redacted>" } else { v })))
+            .collect();
+        f.debug_struct("Launch")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &env)
+            .field("cwd", &self.cwd)
+            .finish()
+    }
 }
 
 impl Launch {
@@ -136,5 +192,38 @@ impl DevnetState {
         let temporary = path.with_extension("json.tmp");
         std::fs::write(&temporary, text).map_err(io)?;
         std::fs::rename(&temporary, &path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_passphrase_the_rpc_password_and_secret_variables() {
+        let mut command = std::process::Command::new("coordinator");
+        command.env("COORDINATOR__BITCOIN__RPC_PASSWORD", "rpc-secret-1").env("RUST_LOG", "info");
+        let state = DevnetState {
+            dir: "/tmp/devnet".into(),
+            endpoints: Endpoints { btc_rpc_password: "rpc-secret-2".into(), ..Endpoints::default() },
+            parts: vec![Part {
+                name: "coordinator".into(),
+                pid: 1,
+                started_ticks: 0,
+                log: "coordinator.log".into(),
+                health: None,
+                launch: Launch::of(&command),
+            }],
+            demo_wallets: vec![],
+            wallet_passphrase: "passphrase-secret-3".into(),
+            batch_ms: 0,
+            btc_block_secs: 0,
+        };
+        let shown = format!("{state:?}");
+        for secret in ["rpc-secret-1", "rpc-secret-2", "passphrase-secret-3"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("RUST_LOG") && shown.contains("info"), "{shown}");
     }
 }

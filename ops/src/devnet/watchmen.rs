@@ -109,8 +109,14 @@ pub fn config(
     listen: u16,
 ) -> anyhow::Result<PathBuf> {
     let e = &state.endpoints;
+    // The guardian key, encrypted under the devnet's share passphrase as an operator keeps it.
     let guardian = home.join("guardian.key");
-    write_private(&guardian, contracts::ANVIL_KEY_1)?;
+    let passphrase_file = home.join("../passphrase");
+    let passphrase = tss::keystore::Passphrase::from_file(&passphrase_file)?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(contracts::ANVIL_KEY_1.trim_start_matches("0x"), &mut key)
+        .context("the guardian's devnet key")?;
+    tss::keystore::seal_account_key(&guardian, &key, &passphrase, tss::keystore::KdfParams::default())?;
     let sender = match SENDER_KEYS.get(i) {
         Some(key) => {
             let file = home.join("sender.key");

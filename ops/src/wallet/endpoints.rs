@@ -40,12 +40,22 @@ pub struct Endpoints {
     state: Result<DevnetState, StateError>,
 }
 
-/// The Bitcoin node's URL and credentials.
-#[derive(Debug, Clone)]
+/// The Bitcoin node's URL and credentials; `Debug` hides the password.
+#[derive(Clone)]
 pub struct BtcRpc {
     pub url: String,
     pub user: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for BtcRpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BtcRpc")
+            .field("url", &chains::bitcoin::rpc::redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Endpoints {

@@ -9,7 +9,7 @@ use bridge::Wallet;
 use tss::keystore::{self, KdfParams, KeystoreError, Passphrase};
 
 /// The keystore kind of a wallet file.
-pub const KIND: &str = "bridge-wallet";
+pub const KIND: &str = keystore::ACCOUNT_KEY_KIND;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletFileError {

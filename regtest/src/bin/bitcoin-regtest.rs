@@ -11,7 +11,8 @@ enum LogFormat {
 }
 
 /// A Bitcoin regtest node on Bitcoin Core's kernel speaking part of Core's JSON-RPC, for tests.
-#[derive(Debug, Parser)]
+/// (No `Debug`: it holds the RPC password.)
+#[derive(Parser)]
 #[command(version)]
 struct Args {
     /// RPC port on 127.0.0.1 (0 takes a free one; the address is printed).

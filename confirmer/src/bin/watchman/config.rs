@@ -1,11 +1,13 @@
 //! The watchman's configuration file (TOML). Secrets never live in it: the key-share passphrase
 //! comes from a file or `WATCHMAN_PASSPHRASE`, the Bitcoin RPC password from
-//! `WATCHMAN_BTC_RPC_PASSWORD`, Ethereum keys from files named here.
+//! `WATCHMAN_BTC_RPC_PASSWORD`, Ethereum keys from files named here (the guardian key encrypted
+//! under the share's passphrase).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tss::keystore::Zeroizing;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +94,8 @@ pub struct EthereumSection {
     /// A file with the hex private key of the account that pays gas for roots and payouts.
     /// Without it this watchman replays and signs but submits nothing itself.
     pub sender_key_file: Option<PathBuf>,
-    /// A file with the guardian's hex private key: on an alarm the vault is paused with it.
+    /// The guardian's private key, encrypted under the share's passphrase (`bridgectl wallet
+    /// import`): on an alarm the vault is paused with it. A plaintext key file is refused.
     pub guardian_key_file: Option<PathBuf>,
 }
 
@@ -166,10 +169,47 @@ impl Config {
     }
 }
 
+/// The guardian's key as hex (what the Ethereum signer takes), from its encrypted file; a
+/// plaintext file is refused with the command that encrypts it.
+pub fn load_guardian_key(path: &Path, passphrase: &tss::keystore::Passphrase) -> anyhow::Result<Zeroizing<String>> {
+    use anyhow::Context;
+    let key = tss::keystore::open_account_key(path, passphrase)
+        .with_context(|| format!("opening the guardian key {}", path.display()))?;
+    Ok(Zeroizing::new(hex::encode(key.as_slice())))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn passphrase() -> tss::keystore::Passphrase {
+        tss::keystore::Passphrase::new("guardian test passphrase").unwrap()
+    }
+
+    const KEY: [u8; 32] = [0x42; 32];
+    const CHEAP: tss::keystore::KdfParams = tss::keystore::KdfParams { memory_kib: 1024, passes: 1, lanes: 1 };
+
+    #[test]
+    fn the_guardian_key_is_read_from_its_encrypted_file_with_the_shares_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("guardian.key");
+        tss::keystore::seal_account_key(&file, &KEY, &passphrase(), CHEAP).unwrap();
+        assert!(!std::fs::read_to_string(&file).unwrap().contains(&hex::encode(KEY)), "plaintext on disk");
+        assert_eq!(load_guardian_key(&file, &passphrase()).unwrap().as_str(), hex::encode(KEY));
+        let wrong = tss::keystore::Passphrase::new("another").unwrap();
+        let error = format!("{:#}", load_guardian_key(&file, &wrong).unwrap_err());
+        assert!(error.contains("passphrase is wrong"), "{error}");
+    }
+
+    #[test]
+    fn a_plaintext_guardian_key_is_refused_with_how_to_encrypt_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("guardian.key");
+        std::fs::write(&file, format!("0x{}\n", hex::encode(KEY))).unwrap();
+        let error = format!("{:#}", load_guardian_key(&file, &passphrase()).unwrap_err());
+        assert!(error.contains("plaintext") && error.contains("bridgectl wallet import"), "{error}");
+    }
 
     #[test]
     fn the_example_is_a_valid_configuration() {
@@ -177,5 +217,8 @@ mod tests {
         assert_eq!(config.listen, default_listen());
         assert_eq!(config.bitcoin.unwrap().bump_after_blocks, 3);
         assert!(config.ethereum.unwrap().sender_key_file.is_none());
+        // The example tells how the guardian key is kept: encrypted, never plaintext.
+        let example = include_str!("../../../watchman.example.toml");
+        assert!(example.contains("bridgectl wallet import") && example.contains("encrypted"), "{example}");
     }
 }

@@ -136,8 +136,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             eth_settlement = Some(EthSettlement::new(book.clone(), domain, submitter));
         }
         if let Some(file) = &eth.guardian_key_file {
-            let (provider, _) =
-                chains::ethereum::signing_provider(&eth.rpc, &read_key(file)?).map_err(anyhow::Error::msg)?;
+            let key = config::load_guardian_key(file, &passphrase)?;
+            let (provider, _) = chains::ethereum::signing_provider(&eth.rpc, &key).map_err(anyhow::Error::msg)?;
             guardian = Some(provider);
         }
     }
