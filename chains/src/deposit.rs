@@ -21,6 +21,14 @@ pub enum DepositCheck {
     NotOnL1 { reason: String },
 }
 
+/// How many blocks a synced node may trail the coordinator's node (beyond the depth, which each
+/// verifier adds) before a fact named beyond its tip counts as a block its chain does not have:
+/// about 6 minutes of Ethereum blocks and half an hour of Bitcoin blocks, far more than two
+/// synced nodes drift apart.
+pub const ETH_FUTURE_SLACK_BLOCKS: u64 = 32;
+/// See [`ETH_FUTURE_SLACK_BLOCKS`].
+pub const BTC_FUTURE_SLACK_BLOCKS: u64 = 3;
+
 #[derive(Debug, thiserror::Error)]
 #[error("the {chain} node could not be asked about a deposit: {reason}; retrying")]
 pub struct VerifierError {
@@ -33,6 +41,15 @@ pub struct VerifierError {
 #[async_trait]
 pub trait DepositVerifier: Send + Sync {
     async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError>;
+
+    /// After a [`DepositCheck::NodeBehind`] for `needed`: `Some(tip)` when this node says it is
+    /// in sync with its network and `needed` is still more than the depth plus
+    /// a chain's slack ([`ETH_FUTURE_SLACK_BLOCKS`]) beyond its tip, so the fact names a block this chain does not have
+    /// (lag cannot explain it); `None` while the node syncs, cannot tell, or is near enough. The
+    /// follower alarms only when this persists for its wait.
+    async fn beyond_synced_tip(&self, _needed: u64) -> Result<Option<u64>, VerifierError> {
+        Ok(None)
+    }
 
     /// Whether attempt `attempt` of `plan` is on the chain at depth; `height` is the block the
     /// batch says holds it (a node below `height` + depth waits). Only the Bitcoin verifier

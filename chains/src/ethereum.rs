@@ -273,6 +273,17 @@ fn not_on_l1(reason: impl Into<String>) -> Result<DepositCheck, VerifierError> {
 
 #[async_trait]
 impl DepositVerifier for EthDepositVerifier {
+    async fn beyond_synced_tip(&self, needed: u64) -> Result<Option<u64>, VerifierError> {
+        let rpc =
+            |e: alloy::transports::TransportError| VerifierError { chain: Chain::Ethereum, reason: e.to_string() };
+        if self.provider.syncing().await.map_err(rpc)? != alloy::rpc::types::SyncStatus::None {
+            return Ok(None);
+        }
+        let tip = self.provider.get_block_number().await.map_err(rpc)?;
+        let bound = tip.saturating_add(self.depth).saturating_add(crate::deposit::ETH_FUTURE_SLACK_BLOCKS);
+        Ok((needed > bound).then_some(tip))
+    }
+
     async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError> {
         let rpc =
             |e: alloy::transports::TransportError| VerifierError { chain: Chain::Ethereum, reason: e.to_string() };

@@ -13,7 +13,7 @@ use bridge::{BatchTx, Chain, NetworkParams, SignedBatch, State};
 use chains::da::{DaError, DataAvailability, FetchedBatch};
 
 use crate::alarm::{Alarm, AlarmKind};
-use crate::deposits::{DepositCheck, DepositVerifiers, VerifierError};
+use crate::deposits::{DepositCheck, DepositVerifier, DepositVerifiers, VerifierError};
 use crate::evidence::{EVIDENCE_VERSION, Evidence};
 use crate::store::{ConfirmerStore, ReplayedBatch, StoreError};
 
@@ -89,6 +89,11 @@ const GAP_PATIENCE: u32 = 3;
 /// or not at all); binaries following Arweave configure minutes.
 pub const DEFAULT_MISSING_BATCH_WAIT: Duration = Duration::ZERO;
 
+/// How long an L1 fact may name a block beyond what this node, in sync by its own word, has
+/// (more than its depth and slack: `chains::deposit::ETH_FUTURE_SLACK_BLOCKS`) before it is an
+/// alarm: ten minutes, so a node that only believes it is in sync has time to hear of the blocks.
+pub const DEFAULT_BEYOND_TIP_WAIT: Duration = Duration::from_secs(600);
+
 pub struct Follower {
     da: Arc<dyn DataAvailability>,
     store: ConfirmerStore,
@@ -109,6 +114,10 @@ pub struct Follower {
     gap_since: Option<(u64, Instant)>,
     /// How long a gap must last before it is a `missing_batch` alarm.
     missing_batch_wait: Duration,
+    /// The L1 fact (batch, position) first seen named beyond a synced node's tip, and when.
+    beyond_since: Option<((u64, usize), Instant)>,
+    /// How long that must last before it is an alarm.
+    beyond_tip_wait: Duration,
     /// Batch numbers whose bytes on the DA were not the coordinator's (logged once each).
     foreign: BTreeSet<u64>,
     /// What each replayed batch owes on L1, for batches that owe anything.
@@ -150,6 +159,8 @@ impl Follower {
             gap_seen: 0,
             gap_since: None,
             missing_batch_wait: DEFAULT_MISSING_BATCH_WAIT,
+            beyond_since: None,
+            beyond_tip_wait: DEFAULT_BEYOND_TIP_WAIT,
             foreign: BTreeSet::new(),
             settlements: BTreeMap::new(),
             tx_batches: BTreeMap::new(),
@@ -174,6 +185,13 @@ impl Follower {
     /// (a dropped transaction the publisher posts again), so give it several blocks' time.
     pub fn with_missing_batch_wait(mut self, wait: Duration) -> Self {
         self.missing_batch_wait = wait;
+        self
+    }
+
+    /// How long an L1 fact may name a block beyond a synced node's tip before it is an alarm
+    /// (`deposit_not_on_l1` or `payout_not_on_l1`), instead of a wait that never ends.
+    pub fn with_beyond_tip_wait(mut self, wait: Duration) -> Self {
+        self.beyond_tip_wait = wait;
         self
     }
 
@@ -347,14 +365,15 @@ impl Follower {
         let mut unverified = None;
         for (index, tx) in item.batch.body.iter().enumerate() {
             let BatchTx::System(system) = tx else { continue };
-            let (chain, what, kind, check) = match system {
+            let (chain, what, kind, verifier, check) = match system {
                 SystemTx::Deposit(deposit) => {
                     let Some(verifier) = self.verifiers.for_chain(deposit.chain) else {
                         unverified.get_or_insert_with(|| format!("unverified: deposit on {}", deposit.chain));
                         continue;
                     };
                     let detail = format!("deposit {:?} on {}", deposit.l1_ref, deposit.chain);
-                    (deposit.chain, detail, AlarmKind::DepositNotOnL1, verifier.check(deposit).await?)
+                    let check = verifier.check(deposit).await?;
+                    (deposit.chain, detail, AlarmKind::DepositNotOnL1, verifier.clone(), check)
                 }
                 SystemTx::BtcPayoutConfirmed { plan, attempt, height } => {
                     // Without a vault the replay below refuses the batch, as the coordinator's error.
@@ -372,15 +391,20 @@ impl Follower {
                             DepositCheck::NotOnL1 { reason: format!("plan {plan} was not pending before this batch") }
                         }
                     };
-                    (Chain::Bitcoin, detail, AlarmKind::PayoutNotOnL1, check)
+                    (Chain::Bitcoin, detail, AlarmKind::PayoutNotOnL1, verifier.clone(), check)
                 }
                 SystemTx::BtcPayoutPlan { .. } | SystemTx::BtcConsolidationPlan { .. } => continue,
             };
-            let (node_height, needed_height) = match check {
-                DepositCheck::Confirmed => continue,
-                DepositCheck::NotYetDeep => (None, None),
-                DepositCheck::NodeBehind { node_height, needed } => (Some(node_height), Some(needed)),
-                DepositCheck::NotOnL1 { reason } => {
+            // A node that says it is in sync, yet stays far below the block the batch names, is
+            // not lagging: the batch names a block its chain does not have.
+            let beyond = match check {
+                DepositCheck::NodeBehind { needed, .. } => {
+                    self.named_beyond_synced_tip(&*verifier, (number, index), needed).await
+                }
+                _ => None,
+            };
+            let (node_height, needed_height) = match (check, beyond) {
+                (_, Some(reason)) | (DepositCheck::NotOnL1 { reason }, None) => {
                     let detail = format!("{what}: {reason}");
                     let evidence = Evidence {
                         batches: Evidence::encode_batches(&[&item.batch]),
@@ -389,6 +413,9 @@ impl Follower {
                     };
                     return Ok(Taken::Alarm(self.raise(kind, number, detail, evidence).await?));
                 }
+                (DepositCheck::Confirmed, None) => continue,
+                (DepositCheck::NotYetDeep, None) => (None, None),
+                (DepositCheck::NodeBehind { node_height, needed }, None) => (Some(node_height), Some(needed)),
             };
             let waiting = Waiting { batch: number, chain, what, node_height, needed_height };
             if self.waiting.as_ref() != Some(&waiting) {
@@ -442,6 +469,48 @@ impl Follower {
             .await?;
         self.advance(number, unverified);
         Ok(Taken::Replayed)
+    }
+
+    /// The alarm's reason once the fact at `at` (batch, position) has named a block beyond this
+    /// node's synced tip for the whole wait; `None` while it has not (or the node cannot say).
+    async fn named_beyond_synced_tip(
+        &mut self,
+        verifier: &dyn DepositVerifier,
+        at: (u64, usize),
+        needed: u64,
+    ) -> Option<String> {
+        let tip = match verifier.beyond_synced_tip(needed).await {
+            Ok(tip) => tip,
+            Err(error) => {
+                tracing::debug!(%error, "could not ask the L1 node whether it is in sync; waiting");
+                None
+            }
+        };
+        let Some(tip) = tip else {
+            self.beyond_since = None;
+            return None;
+        };
+        let since = match self.beyond_since {
+            Some((seen, since)) if seen == at => since,
+            _ => {
+                let now = Instant::now();
+                self.beyond_since = Some((at, now));
+                tracing::warn!(
+                    batch = at.0,
+                    needed,
+                    tip,
+                    wait_s = self.beyond_tip_wait.as_secs(),
+                    "a batch names an L1 block far beyond this node's tip though the node says it is in sync; waiting before an alarm"
+                );
+                now
+            }
+        };
+        (since.elapsed() >= self.beyond_tip_wait).then(|| {
+            format!(
+                "the batch needs block {needed}, but this node, in sync by its own word, stayed more than its depth and slack below it for {} s (tip {tip})",
+                self.beyond_tip_wait.as_secs()
+            )
+        })
     }
 
     /// Batch `replayed + 1` is missing: is a later one published? If one stays published

@@ -61,10 +61,7 @@ async fn a_confirmer_whose_ethereum_node_lags_30_blocks_waits_then_replays_and_a
     let mut p = params();
     p.eth_vault = from_alloy(setup.vault_address());
     p.chain_id = setup.chain_id;
-    let mut config = coordinator_config(dir.path(), &p);
-    config.ethereum.rpc = Some(setup.anvil.url());
-    config.ethereum.depth = 1;
-    config.ethereum.poll_ms = 100;
+    let config = coordinator_watching(dir.path(), &p, setup.anvil.url());
     let coordinator = Node::start(&config).await.unwrap();
     let user = wallet(1);
     let receipt = setup
@@ -143,6 +140,52 @@ async fn a_confirmer_whose_ethereum_node_lags_30_blocks_waits_then_replays_and_a
     assert_eq!((alarm.kind, alarm.number), (AlarmKind::DepositNotOnL1, published + 1));
     assert!(alarm.detail.contains("past block"), "{}", alarm.detail);
     assert_eq!(confirmer.status().hard_final, published);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_named_far_beyond_a_synced_nodes_tip_is_an_alarm_after_the_wait_not_a_wait_forever() {
+    let setup = Setup::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params();
+    p.eth_vault = from_alloy(setup.vault_address());
+    p.chain_id = setup.chain_id;
+    let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
+
+    // The coordinator claims a deposit 10,000 blocks beyond anvil's head: no lag explains that.
+    let head = setup.provider.get_block_number().await.unwrap();
+    let mut state = State::genesis(p.clone());
+    let mut builder = BatchBuilder::new(&state);
+    let claimed = bridge::Deposit {
+        chain: Chain::Ethereum,
+        l1_ref: bridge::L1Ref::Ethereum { tx_hash: [0xfa; 32], log_in_tx: 0 },
+        account: wallet(1).address(),
+        asset: AssetId::Eth,
+        amount: bridge::Amount(1_000),
+        l1_height: head + 10_000,
+    };
+    builder.apply(&mut state, Tx::System(SystemTx::Deposit(claimed))).unwrap();
+    da.publish(&builder.seal(&mut state, 1, &key()).unwrap().batch).await.unwrap();
+
+    // anvil says it is in sync (`eth_syncing` false). First the confirmer waits, as for lag...
+    let wait = std::time::Duration::from_millis(500);
+    let mut confirmer =
+        open_follower(dir.path(), &p, "confirmer.db", &setup.anvil.url()).await.with_beyond_tip_wait(wait);
+    assert_eq!(confirmer.step(64).await.unwrap().alarm, None, "not before the wait");
+    let waiting = confirmer.status().waiting.expect("waiting on the deposit");
+    assert_eq!(waiting.needed_height, Some(head + 10_000 + 1));
+    // ...then, the node still in sync and still that far below, it is an alarm, not a wait forever.
+    let mut alarm = None;
+    for _ in 0..100 {
+        alarm = confirmer.step(64).await.unwrap().alarm;
+        if alarm.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let alarm = alarm.expect("a deposit named far beyond a synced node's tip is an alarm");
+    assert_eq!((alarm.kind, alarm.number), (AlarmKind::DepositNotOnL1, 1));
+    assert!(alarm.detail.contains("in sync by its own word"), "{}", alarm.detail);
+    assert_eq!(confirmer.status().hard_final, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,10 +341,7 @@ async fn a_watchman_whose_ethereum_node_lags_30_blocks_signs_nothing_meanwhile_a
     let mut p = params();
     p.eth_vault = from_alloy(vault_address);
     p.chain_id = setup.chain_id;
-    let mut config = coordinator_config(dir.path(), &p);
-    config.ethereum.rpc = Some(setup.anvil.url());
-    config.ethereum.depth = 1;
-    config.ethereum.poll_ms = 100;
+    let config = coordinator_watching(dir.path(), &p, setup.anvil.url());
     let coordinator = Node::start(&config).await.unwrap();
     let user = wallet(1);
     let recipient = bridge::Address([0x5e; 20]);

@@ -132,6 +132,9 @@ pub struct BlockchainInfo {
     /// The tip's hash.
     #[serde(rename = "bestblockhash")]
     pub best_block_hash: BlockHash,
+    /// Still downloading the chain (Core's own judgement); absent from older nodes.
+    #[serde(rename = "initialblockdownload", default)]
+    pub initial_block_download: bool,
 }
 
 /// `getblockheader` verbose (the fields the bridge reads).

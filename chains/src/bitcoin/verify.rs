@@ -173,4 +173,19 @@ impl crate::deposit::DepositVerifier for DepositChecker {
     ) -> Result<crate::deposit::DepositCheck, crate::deposit::VerifierError> {
         as_check(DepositChecker::check_payout(self, vault, plan, attempt, height).await)
     }
+
+    async fn beyond_synced_tip(&self, needed: u64) -> Result<Option<u64>, crate::deposit::VerifierError> {
+        let info = self
+            .rpc
+            .blockchain_info()
+            .await
+            .map_err(|e| crate::deposit::VerifierError { chain: Chain::Bitcoin, reason: e.to_string() })?;
+        // In sync: not downloading, and every header it knows has its block.
+        if info.initial_block_download || info.headers > info.blocks {
+            return Ok(None);
+        }
+        let bound =
+            info.blocks.saturating_add(u64::from(self.depth)).saturating_add(crate::deposit::BTC_FUTURE_SLACK_BLOCKS);
+        Ok((needed > bound).then_some(info.blocks))
+    }
 }

@@ -46,6 +46,16 @@ pub fn coordinator_config(dir: &std::path::Path, p: &NetworkParams) -> coordinat
     config
 }
 
+/// [`coordinator_config`] with the Ethereum deposit watcher following the vault on `rpc` at depth
+/// 1, polling every 100 ms (as the watchman tests' anvil mines).
+pub fn coordinator_watching(dir: &std::path::Path, p: &NetworkParams, rpc: String) -> coordinator::config::Config {
+    let mut config = coordinator_config(dir, p);
+    config.ethereum.rpc = Some(rpc);
+    config.ethereum.depth = 1;
+    config.ethereum.poll_ms = 100;
+    config
+}
+
 pub fn params() -> NetworkParams {
     NetworkParams {
         name: "test-confirmer".into(),
