@@ -47,10 +47,7 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     let mut p = params();
     p.eth_vault = from_alloy(vault_address);
     p.chain_id = setup.chain_id;
-    let mut config = coordinator_config(dir.path(), &p);
-    config.ethereum.rpc = Some(setup.anvil.url());
-    config.ethereum.depth = 1;
-    config.ethereum.poll_ms = 100;
+    let config = coordinator_watching(dir.path(), &p, setup.anvil.url());
     let coordinator = Node::start(&config).await.unwrap();
 
     // A user deposits 1 ETH-unit amount and withdraws part of it to an Ethereum address.

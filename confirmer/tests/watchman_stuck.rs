@@ -86,10 +86,7 @@ async fn unpayable_recipients_do_not_stop_later_batches_and_are_retried_until_pa
     let token_asset = AssetId::Erc20(from_alloy(*token.address()));
     p.assets.push(AssetConfig { asset: token_asset, min_fee: Amount(0) });
     p.assets.sort_by_key(|a| a.asset);
-    let mut config = coordinator_config(dir.path(), &p);
-    config.ethereum.rpc = Some(setup.anvil.url());
-    config.ethereum.depth = 1;
-    config.ethereum.poll_ms = 100;
+    let config = coordinator_watching(dir.path(), &p, setup.anvil.url());
     let coordinator = Node::start(&config).await.unwrap();
 
     // Deposits: ether for one user, the token for another.
