@@ -19,7 +19,7 @@ pub mod kinds {
     pub const WITHDRAWALS_ROOT: &str = "bridge/eth/withdrawals-root/v1";
     pub const SET_CAP: &str = "bridge/eth/set-cap/v1";
     pub const UNPAUSE: &str = "bridge/eth/unpause/v1";
-    pub const ROTATE_KEY: &str = "bridge/eth/rotate-key/v1";
+    pub const ROTATE_KEY: &str = "bridge/eth/rotate-key/v2";
     pub const ACCEPT_KEY: &str = "bridge/eth/accept-key/v1";
 }
 
@@ -86,10 +86,17 @@ pub fn unpause_message(domain: &VaultDomain, nonce: u64) -> [u8; 32] {
     Words::new(kinds::UNPAUSE).domain(domain).uint(nonce.into()).hash()
 }
 
-/// `proposeKey(newKey, sig)`, signed by the current key (`domain.epoch` is the current epoch):
-/// `keccak256(abi.encode(kind, chainid, vault, epoch, uint256 newKey, uint64 epoch + 1))`.
-pub fn rotate_key_message(domain: &VaultDomain, new_key: [u8; 32]) -> [u8; 32] {
-    Words::new(kinds::ROTATE_KEY).domain(domain).word(new_key).uint(u128::from(domain.epoch) + 1).hash()
+/// `proposeKey(newKey, nonce, sig)`, signed by the current key (`domain.epoch` is the current
+/// epoch): `keccak256(abi.encode(kind, chainid, vault, epoch, uint64 nonce, uint256 newKey,
+/// uint64 epoch + 1))`. The nonce is the vault's `adminNonce`, consumed by the call, so a
+/// proposal replaced by a later one cannot be put back with its old signature.
+pub fn rotate_key_message(domain: &VaultDomain, nonce: u64, new_key: [u8; 32]) -> [u8; 32] {
+    Words::new(kinds::ROTATE_KEY)
+        .domain(domain)
+        .uint(nonce.into())
+        .word(new_key)
+        .uint(u128::from(domain.epoch) + 1)
+        .hash()
 }
 
 /// `acceptKey(sig)`, signed by the new key: `keccak256(abi.encode(kind, chainid, vault,
@@ -140,7 +147,9 @@ mod tests {
         assert_ne!(base, withdrawals_message(&domain(), 6, [7; 32]));
         assert_ne!(base, withdrawals_message(&domain(), 5, [8; 32]));
         assert_ne!(unpause_message(&domain(), 0), unpause_message(&domain(), 1));
-        assert_ne!(rotate_key_message(&domain(), [1; 32]), accept_key_message(&domain(), [1; 32]));
+        assert_ne!(rotate_key_message(&domain(), 0, [1; 32]), accept_key_message(&domain(), [1; 32]));
+        // A key proposal names the admin nonce: one replaced by a later proposal is dead.
+        assert_ne!(rotate_key_message(&domain(), 0, [1; 32]), rotate_key_message(&domain(), 1, [1; 32]));
     }
 
     #[test]

@@ -639,7 +639,7 @@ impl Submitter {
     }
 
     /// Sends a call to the vault, managing the nonce and bumping the fee while it is not mined.
-    async fn send(&self, input: Vec<u8>) -> Result<TransactionReceipt, SubmitError> {
+    pub(crate) async fn send(&self, input: Vec<u8>) -> Result<TransactionReceipt, SubmitError> {
         let nonce = self.provider.get_transaction_count(self.from).latest().await?;
         let base = TransactionRequest::default().with_from(self.from).with_to(*self.vault.address()).with_input(input);
         // Simulating first turns a revert into its custom error instead of a spent fee.
@@ -720,6 +720,11 @@ impl Submitter {
 
     pub fn vault(&self) -> Address {
         *self.vault.address()
+    }
+
+    /// The vault's contract instance, for the admin calls (`crate::vault_admin`).
+    pub(crate) fn vault_contract(&self) -> &Vault::VaultInstance<DynProvider> {
+        &self.vault
     }
 }
 

@@ -14,3 +14,4 @@ pub mod deposit;
 pub mod ethereum;
 pub mod ethereum_view;
 pub mod task;
+pub mod vault_admin;

@@ -22,7 +22,7 @@ contract Vault is ReentrancyGuard {
     bytes32 internal constant WITHDRAWALS_KIND = keccak256("bridge/eth/withdrawals-root/v1");
     bytes32 internal constant SET_CAP_KIND = keccak256("bridge/eth/set-cap/v1");
     bytes32 internal constant UNPAUSE_KIND = keccak256("bridge/eth/unpause/v1");
-    bytes32 internal constant ROTATE_KIND = keccak256("bridge/eth/rotate-key/v1");
+    bytes32 internal constant ROTATE_KIND = keccak256("bridge/eth/rotate-key/v2");
     bytes32 internal constant ACCEPT_KIND = keccak256("bridge/eth/accept-key/v1");
 
     // ---------------------------------------------------------------- payouts
@@ -102,7 +102,7 @@ contract Vault is ReentrancyGuard {
     event PausedBy(address guardian);
     event Unpaused(uint64 nonce);
     event CapSet(address indexed token, uint128 limit, uint64 window, uint64 nonce);
-    event KeyRotationProposed(uint256 newKeyX, uint64 newEpoch);
+    event KeyRotationProposed(uint256 newKeyX, uint64 newEpoch, uint64 nonce);
     event KeyRotated(uint256 newKeyX, uint64 newEpoch);
 
     // ---------------------------------------------------------------- state
@@ -112,7 +112,9 @@ contract Vault is ReentrancyGuard {
     uint256 public groupKey;
     /// Bumped by each key rotation; every signed message names it.
     uint64 public keyEpoch;
-    /// The next nonce of a signed unpause or cap setting (replay protection).
+    /// The next nonce of a signed unpause, cap setting or key proposal (replay protection): each
+    /// such call consumes it, so every admin signature is good once and only until another
+    /// admin call lands.
     uint64 public adminNonce;
     /// Deposits so far: the next deposit's nonce.
     uint64 public depositCount;
@@ -348,15 +350,22 @@ contract Vault is ReentrancyGuard {
     }
 
     // ---------------------------------------------------------------- key rotation
-    /// Step one: the current key names its successor and the next epoch.
-    function proposeKey(uint256 newKey, Bip340.Signature calldata sig) external {
+    /// Step one: the current key names its successor and the next epoch. The signature names
+    /// `adminNonce` too and consumes it, so a proposal that was replaced (or overtaken by any
+    /// other admin call) can never be put back by replaying its signature: it is dead.
+    function proposeKey(uint256 newKey, uint64 nonce, Bip340.Signature calldata sig) external {
         if (!Bip340.isValidKey(newKey)) revert InvalidKey(newKey);
+        uint64 expected = adminNonce;
+        if (nonce != expected) revert StaleNonce(expected, nonce);
         uint64 epoch = keyEpoch;
         uint64 next = epoch + 1;
-        _requireGroupSignature(keccak256(abi.encode(ROTATE_KIND, block.chainid, address(this), epoch, newKey, next)), sig);
+        _requireGroupSignature(
+            keccak256(abi.encode(ROTATE_KIND, block.chainid, address(this), epoch, nonce, newKey, next)), sig
+        );
+        adminNonce = expected + 1;
         pendingKey = newKey;
         pendingEpoch = next;
-        emit KeyRotationProposed(newKey, next);
+        emit KeyRotationProposed(newKey, next, nonce);
     }
 
     /// Step two: the new key signs its acceptance; from then on only it signs, and every message

@@ -450,11 +450,11 @@ async fn key_rotation_takes_two_signatures_and_voids_the_old_key() {
     let d1 = setup.domain(1);
 
     // Proposed by the current key only.
-    let by_new = sign(&new, rotate_key_message(&d0, new_x));
-    assert!(matches!(revert_of!(vault.proposeKey(group_key(&new), by_new)), E::InvalidSignature(_)));
+    let by_new = sign(&new, rotate_key_message(&d0, 0, new_x));
+    assert!(matches!(revert_of!(vault.proposeKey(group_key(&new), 0, by_new)), E::InvalidSignature(_)));
     assert!(matches!(revert_of!(vault.acceptKey(sign(&new, accept_key_message(&d1, new_x)))), E::NoPendingKey(_)));
     vault
-        .proposeKey(group_key(&new), sign(&old, rotate_key_message(&d0, new_x)))
+        .proposeKey(group_key(&new), 0, sign(&old, rotate_key_message(&d0, 0, new_x)))
         .send()
         .await
         .unwrap()
@@ -483,6 +483,51 @@ async fn key_rotation_takes_two_signatures_and_voids_the_old_key() {
     vault.withdrawMany(1, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
     vault.withdrawMany(2, payouts(&tree2, [0])).send().await.unwrap().get_receipt().await.unwrap();
     assert!(matches!(revert_of!(vault.acceptKey(sign(&new, accept_key_message(&d1, new_x)))), E::NoPendingKey(_)));
+}
+
+#[tokio::test]
+async fn an_abandoned_key_proposal_cannot_be_put_back_by_replaying_its_signature() {
+    let setup = Setup::new().await.unwrap();
+    let vault = setup.vault.clone();
+    let d0 = setup.domain(0);
+    let (abandoned, chosen) = (keypair(21), keypair(22));
+    let abandoned_sig = sign(&setup.key, rotate_key_message(&d0, 0, key_x(&abandoned)));
+    vault.proposeKey(group_key(&abandoned), 0, abandoned_sig).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(vault.adminNonce().call().await.unwrap(), 1, "a proposal consumes the admin nonce");
+    // The operators change their minds: a second proposal replaces the first.
+    let chosen_sig = sign(&setup.key, rotate_key_message(&d0, 1, key_x(&chosen)));
+    vault.proposeKey(group_key(&chosen), 1, chosen_sig).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(vault.pendingKey().call().await.unwrap(), group_key(&chosen));
+
+    // Whoever kept the first signature cannot put the abandoned key back, under its own nonce or
+    // under the current one (the nonce is inside the signed message).
+    assert!(matches!(
+        revert_of!(vault.proposeKey(group_key(&abandoned), 0, abandoned_sig)),
+        E::StaleNonce(Vault::StaleNonce { expected: 2, given: 0 })
+    ));
+    assert!(matches!(revert_of!(vault.proposeKey(group_key(&abandoned), 2, abandoned_sig)), E::InvalidSignature(_)));
+    assert_eq!(vault.pendingKey().call().await.unwrap(), group_key(&chosen), "the chosen proposal stands");
+
+    // Nor can the abandoned key accept itself; the chosen one can.
+    let d1 = setup.domain(1);
+    let abandoned_accept = sign(&abandoned, accept_key_message(&d1, key_x(&abandoned)));
+    assert!(matches!(revert_of!(vault.acceptKey(abandoned_accept)), E::InvalidSignature(_)));
+    vault
+        .acceptKey(sign(&chosen, accept_key_message(&d1, key_x(&chosen))))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert_eq!(vault.groupKey().call().await.unwrap(), group_key(&chosen));
+
+    // An unpause or a cap setting also consumes the nonce: a proposal signed but never sent is
+    // dead once any other admin call lands.
+    let d1_unsent = sign(&chosen, rotate_key_message(&d1, 2, key_x(&abandoned)));
+    let cap = sign(&chosen, set_cap_message(&d1, 2, bridge::Address::ZERO, 0, 0));
+    vault.setCap(Address::ZERO, 0, 0, 2, cap).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(matches!(revert_of!(vault.proposeKey(group_key(&abandoned), 2, d1_unsent)), E::StaleNonce(_)));
 }
 
 fn key_x(key: &Keypair) -> [u8; 32] {
@@ -553,7 +598,7 @@ async fn a_key_that_is_not_on_the_curve_is_refused() {
         let px = U256::from_be_bytes(unhex32(bad));
         let err = Vault::deploy(setup.provider.clone(), px, setup.deployer).await.unwrap_err();
         assert!(matches!(vault_error(&err), Some(E::InvalidKey(_))), "{err}");
-        let sig = sign(&setup.key, rotate_key_message(&setup.domain(0), unhex32(bad)));
-        assert!(matches!(revert_of!(setup.vault.proposeKey(px, sig)), E::InvalidKey(_)));
+        let sig = sign(&setup.key, rotate_key_message(&setup.domain(0), 0, unhex32(bad)));
+        assert!(matches!(revert_of!(setup.vault.proposeKey(px, 0, sig)), E::InvalidKey(_)));
     }
 }

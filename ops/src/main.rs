@@ -1,5 +1,6 @@
 //! `bridgectl`: the operator's and the user's command line.
 
+mod admin;
 mod devnet;
 mod keygen;
 mod wallet;
@@ -37,6 +38,8 @@ enum Command {
     User(wallet::UserCommand),
     /// The whole bridge on loopback: `devnet up | down | status`.
     Devnet(devnet::DevnetArgs),
+    /// Govern the vault as an operator: `admin approve | propose | status | revoke`.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +76,7 @@ async fn main() -> std::process::ExitCode {
         Command::Refresh(args) => keygen::refresh(args).await,
         Command::User(command) => wallet::run(command).await,
         Command::Devnet(args) => devnet::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,9 +6,11 @@
 //! `settle`: sign, submit and pay each hard-final batch's Ethereum withdrawals; `payout`: sign,
 //! broadcast and bump each hard-final Bitcoin payout plan, each on its own; `bump_clock`: when this
 //! watchman's own node allows a fee bump; `stuck`: leaves the vault could not pay, retried with
-//! backoff and listed for claims; `run`: one watchman's loop turn
+//! backoff and listed for claims; `admin`: the vault's admin messages, signed only with this
+//! operator's approval of each; `run`: one watchman's loop turn
 //! (replay, book, settle, pay).
 
+pub mod admin;
 pub mod book;
 pub mod bump_clock;
 pub mod payout;

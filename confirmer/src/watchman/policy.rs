@@ -7,6 +7,7 @@ use bridge::eth_settlement::{VaultDomain, withdrawals_message};
 use bridge::{BtcNetwork, BtcVaultParams};
 use tss::{Decision, KeyPath, SigningPolicy, SigningRequest};
 
+use super::admin::{AdminPolicy, SIGN_ETH_ADMIN};
 use super::book::SettlementBook;
 use super::bump_clock::BumpClock;
 
@@ -51,11 +52,14 @@ pub struct ReplayPolicy {
     /// What this watchman's own Bitcoin node shows of each plan: fee bumps are signed only when
     /// it shows the previous attempt unconfirmed long enough. `None`: no bump is signed.
     bump_clock: Option<BumpClock>,
+    /// This operator's approvals of the vault's admin messages. `None`: every admin request is
+    /// refused.
+    admin: Option<AdminPolicy>,
 }
 
 impl ReplayPolicy {
     pub fn new(book: SettlementBook, eth_vault: Option<VaultDomain>) -> Self {
-        ReplayPolicy { book, eth_vault, btc_vault: None, bump_clock: None }
+        ReplayPolicy { book, eth_vault, btc_vault: None, bump_clock: None, admin: None }
     }
 
     /// Also sign Bitcoin payouts of this vault (the network's `btc_vault`).
@@ -71,7 +75,19 @@ impl ReplayPolicy {
         self
     }
 
+    /// Also sign the vault's admin messages this watchman's operator approved.
+    pub fn with_admin(mut self, admin: AdminPolicy) -> Self {
+        self.admin = Some(admin);
+        self
+    }
+
     fn check(&self, request: &SigningRequest) -> Result<(), String> {
+        // Admin messages are judged by the operator's approvals alone, halted or not: the halt
+        // stops what the replay would justify, and an operator who has looked at the alarm may
+        // still need to resume the vault or tighten a cap with the others.
+        if (request.context.chain.as_str(), request.context.purpose.as_str()) == ("ethereum", SIGN_ETH_ADMIN) {
+            return self.check_admin(request);
+        }
         if let Some(why) = self.book.halted() {
             return Err(format!("signing is stopped: {why}"));
         }
@@ -80,6 +96,21 @@ impl ReplayPolicy {
             ("bitcoin", SIGN_BTC_PAYOUT_INPUT) => self.check_btc_payout_input(request),
             (chain, purpose) => Err(format!("unknown request: chain {chain:?}, purpose {purpose:?}")),
         }
+    }
+
+    fn check_admin(&self, request: &SigningRequest) -> Result<(), String> {
+        let Some(admin) = &self.admin else {
+            return Err(super::admin::AdminRefusal::NotApproved {
+                asked: "an admin message (this watchman takes no approvals: no [admin] section)".into(),
+            }
+            .to_string());
+        };
+        let message = admin.check(request, super::admin::now_s()).map_err(|refusal| {
+            metrics::counter!("watchman_admin_refusals_total", "code" => refusal.code()).increment(1);
+            refusal.to_string()
+        })?;
+        tracing::warn!(%message, "signing an admin message this operator approved");
+        Ok(())
     }
 
     fn check_eth_withdrawals(&self, request: &SigningRequest) -> Result<(), String> {

@@ -2,6 +2,8 @@
 //! (whose policy reads that book), and the chains' settlement steps. [`Watchman::step`] is one
 //! turn of the loop a watchman process runs forever.
 
+use std::sync::Arc;
+
 use tss::TssNode;
 
 use super::book::SettlementBook;
@@ -24,15 +26,21 @@ pub struct StepReport {
 pub struct Watchman {
     follower: Follower,
     book: SettlementBook,
-    tss: TssNode,
+    /// Shared with the admin endpoint, which coordinates its own signing sessions.
+    tss: Arc<TssNode>,
     eth: Option<EthSettlement>,
     btc: Option<BtcPayouts>,
 }
 
 impl Watchman {
     /// `tss` must have been started with a [`ReplayPolicy`](super::ReplayPolicy) reading `book`.
-    pub fn new(follower: Follower, book: SettlementBook, tss: TssNode, eth: Option<EthSettlement>) -> Self {
-        Watchman { follower, book, tss, eth, btc: None }
+    pub fn new(
+        follower: Follower,
+        book: SettlementBook,
+        tss: impl Into<Arc<TssNode>>,
+        eth: Option<EthSettlement>,
+    ) -> Self {
+        Watchman { follower, book, tss: tss.into(), eth, btc: None }
     }
 
     /// Also pay Bitcoin plans.
@@ -51,6 +59,11 @@ impl Watchman {
 
     pub fn tss(&self) -> &TssNode {
         &self.tss
+    }
+
+    /// The signing node, to share with the admin endpoint.
+    pub fn tss_shared(&self) -> Arc<TssNode> {
+        self.tss.clone()
     }
 
     /// Replays what is new (up to `limit` batches), updates the book (halting on an alarm),

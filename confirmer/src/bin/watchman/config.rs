@@ -26,6 +26,9 @@ pub struct Config {
     pub da: DaSection,
     pub ethereum: Option<EthereumSection>,
     pub bitcoin: Option<BitcoinSection>,
+    /// The operator's admin endpoint (approvals of unpause, caps, key changes). Without this
+    /// section the watchman takes no approvals and refuses every admin signature.
+    pub admin: Option<AdminSection>,
 }
 
 fn default_interval() -> u64 {
@@ -122,6 +125,35 @@ pub struct BitcoinSection {
     pub bump_after_blocks: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Where the admin endpoint listens: loopback unless `allow_remote`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Serve the admin endpoint on a non-loopback address (behind your own TLS and firewall).
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// The operator's token (made at first start, 0600; a file others can read is refused).
+    #[serde(default = "default_token_file")]
+    pub token_file: PathBuf,
+    /// Where this operator's approvals are kept across restarts.
+    #[serde(default = "default_approvals_file")]
+    pub approvals_file: PathBuf,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9_101))
+}
+
+fn default_token_file() -> PathBuf {
+    PathBuf::from("admin.token")
+}
+
+fn default_approvals_file() -> PathBuf {
+    PathBuf::from("approvals.json")
+}
+
 fn default_btc_depth() -> u32 {
     6
 }
@@ -164,6 +196,10 @@ impl Config {
             if let Some(p) = &mut eth.guardian_key_file {
                 rebase(p);
             }
+        }
+        if let Some(admin) = &mut config.admin {
+            rebase(&mut admin.token_file);
+            rebase(&mut admin.approvals_file);
         }
         Ok(config)
     }

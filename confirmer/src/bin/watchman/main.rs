@@ -23,6 +23,7 @@ use clap::Parser;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
+use confirmer::watchman::admin::{self, AdminPolicy, ApprovalBook};
 use confirmer::watchman::{BtcPayouts, BumpClock, EthSettlement, ReplayPolicy, SettlementBook, Watchman};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tss::keystore::{self, Passphrase};
@@ -142,6 +143,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let mut policy = ReplayPolicy::new(book.clone(), eth_domain);
+    // This operator's approvals: the only thing that lets this watchman sign an admin message.
+    let approvals = match (&config.admin, eth_domain) {
+        (Some(section), Some(domain)) => {
+            let approvals = ApprovalBook::open(&section.approvals_file)?;
+            policy = policy.with_admin(AdminPolicy::new(approvals.clone(), domain));
+            Some(approvals)
+        }
+        (Some(_), None) => bail!("[admin] needs [ethereum]: approvals are for the Ethereum vault"),
+        (None, _) => None,
+    };
     if let (Some(vault), Some(b), Some(rpc)) = (params.btc_vault, &config.bitcoin, &btc_rpc) {
         // Fee bumps are timed by this watchman's own node, read every few seconds.
         let clock = BumpClock::new(b.bump_after_blocks);
@@ -177,8 +188,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let supervisor = chains::task::Supervisor::new();
+    let public_approvals =
+        approvals.as_ref().map(|a| admin::http::public_router(a.clone(), me.to_string(), roster.threshold));
+    if let (Some(section), Some(approvals), Some(domain), Some(eth)) =
+        (&config.admin, approvals, eth_domain, &config.ethereum)
+    {
+        let sender = match &eth.sender_key_file {
+            Some(file) => {
+                Some(Submitter::connect(&eth.rpc, &read_key(file)?, params.eth_vault).map_err(anyhow::Error::msg)?)
+            }
+            None => None,
+        };
+        let api = admin::AdminApi {
+            approvals,
+            token: admin::AdminToken::load_or_create(&section.token_file)?,
+            domain,
+            tss: watchman.tss_shared(),
+            reader: chains::vault_admin::reader(&eth.rpc, params.eth_vault).map_err(anyhow::Error::msg)?,
+            sender,
+            threshold: roster.threshold,
+        };
+        admin::http::serve(api, section.listen, section.allow_remote, &supervisor).await?;
+    }
     let (waiting_now, waiting) = tokio::sync::watch::channel(None);
-    serve(config.listen, book.clone(), supervisor.clone(), stuck, waiting).await?;
+    serve(config.listen, book.clone(), supervisor.clone(), stuck, waiting, public_approvals).await?;
     eprintln!(
         "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
         roster.threshold,
@@ -257,13 +290,15 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// `/metrics` (Prometheus), `/health` (whether signing is halted, and why; what the replay waits
 /// for on this watchman's own L1 nodes, if anything; each task, and 503 when one is dead) and,
-/// when this watchman settles Ethereum withdrawals, `/withdrawals/stuck`.
+/// when this watchman settles Ethereum withdrawals, `/withdrawals/stuck`; with `[admin]`,
+/// `/approvals` (what this operator approved, read only).
 async fn serve(
     listen: std::net::SocketAddr,
     book: SettlementBook,
     supervisor: chains::task::Supervisor,
     stuck: Option<confirmer::watchman::StuckWithdrawals>,
     waiting: tokio::sync::watch::Receiver<Option<confirmer::follower::Waiting>>,
+    approvals: Option<axum::Router>,
 ) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let tasks = supervisor.clone();
@@ -288,6 +323,10 @@ async fn serve(
     );
     let app = match stuck {
         Some(stuck) => app.merge(confirmer::api::stuck_withdrawals_router(stuck)),
+        None => app,
+    };
+    let app = match approvals {
+        Some(approvals) => app.merge(approvals),
         None => app,
     };
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
