@@ -12,8 +12,8 @@ use crate::commitment::CommitmentError;
 use crate::hashing::{tagged_hash, tags};
 use crate::recipient::Recipient;
 use crate::state::{ChainHead, State};
-use crate::stf::{Effect, Receipt, TxError, apply};
-use crate::tx::{BatchTx, Tx, verify_all};
+use crate::stf::{Effect, Receipt, TxError, apply_at};
+use crate::tx::{BatchTx, Tx, TxPlace, verify_all};
 use crate::withdrawals::{BtcPayout, BtcWithdrawals, EthWithdrawal, EthWithdrawalTree, MerkleTree};
 
 /// The version of the header layout, checked on replay.
@@ -205,7 +205,10 @@ impl BatchBuilder {
             return Err(ApplyError::BatchFull);
         }
         assert_eq!(state.head().next_number, self.number, "the state moved on under an open batch");
-        let receipt = apply(state, &tx).map_err(ApplyError::Tx)?;
+        // At most MAX_BATCH_TXS (checked above), far below u32::MAX.
+        let index = u32::try_from(self.txs.len()).map_err(|_| ApplyError::BatchFull)?;
+        let place = TxPlace { network: state.genesis_hash(), batch: self.number, index };
+        let receipt = apply_at(state, &tx, place).map_err(ApplyError::Tx)?;
         let batch_tx = tx.to_batch_tx();
         self.closing.record(&receipt, tx_leaf(&batch_tx));
         self.txs.push(batch_tx);
@@ -476,15 +479,17 @@ fn replay_body(
     let mut receipts = Vec::with_capacity(verified.len());
     let domain = state.domain().clone();
     for (index, (tx, raw)) in verified.into_iter().zip(&batch.body).enumerate() {
+        // At most MAX_BATCH_TXS (checked by `check_envelope`), far below u32::MAX.
+        let place = TxPlace { network: header.network, batch: number, index: u32::try_from(index).unwrap_or(u32::MAX) };
         let invalid = |error: TxError| {
             let tx_hash = match raw {
                 BatchTx::User(user) => user.tx.signing_hash(&domain),
-                BatchTx::System(system) => system.hash(),
+                BatchTx::System(system) => system.id(place),
             };
             ReplayError::InvalidTx { number, index, tx_hash: hex::encode(tx_hash), error }
         };
         let receipt = match tx {
-            Ok(tx) => apply(state, &tx).map_err(invalid)?,
+            Ok(tx) => apply_at(state, &tx, place).map_err(invalid)?,
             Err(error) => return Err(invalid(error)),
         };
         closing.record(&receipt, tx_leaf(raw));

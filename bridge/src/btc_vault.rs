@@ -59,6 +59,14 @@ impl BtcVaultParams {
         XOnlyPublicKey::from_slice(&self.group_key).unwrap_or_else(|_| panic!("an unvalidated vault group key"))
     }
 
+    /// `x(Q)`: the vault's Taproot output key, `P` tweaked by BIP-341 with no script tree (the
+    /// key the vault's change is paid to, and the Ethereum vault's key).
+    pub fn output_key(&self) -> [u8; 32] {
+        use bitcoin::key::TapTweak;
+        let (tweaked, _) = self.internal_key().tap_tweak(SECP256K1, None);
+        tweaked.to_x_only_public_key().serialize()
+    }
+
     /// The output script of a vault output owned by `owner`: the vault's own key for change,
     /// the account's deposit key for a deposit.
     pub fn script_of(&self, network: BtcNetwork, owner: &VaultOwner) -> bitcoin::ScriptBuf {

@@ -32,7 +32,9 @@ pub mod tags {
     pub const TXS_LEAF: &str = "bridge/txs-leaf";
     pub const TXS_NODE: &str = "bridge/txs-node";
     pub const BTC_WITHDRAWALS: &str = "bridge/btc-withdrawals";
-    pub const SYSTEM_TX: &str = "bridge/system-tx";
+    /// Transaction id version 2: a system transaction's id names its place in the history.
+    /// (Version 1, `"bridge/system-tx"` over the transaction alone, was not unique and is retired.)
+    pub const SYSTEM_TX_ID: &str = "bridge/system-tx-id/v2";
     pub const BTC_DEPOSIT: &str = "bridge/btc-deposit";
 }
 

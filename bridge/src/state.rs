@@ -14,7 +14,7 @@ use crate::codec::to_bytes;
 use crate::commitment::{Commitment, CommitmentError, PendingRoot, StateProof, key_hash};
 use crate::eip712::Domain;
 use crate::network::NetworkParams;
-use crate::tx::L1Ref;
+use crate::tx::{L1Ref, TxPlace};
 
 /// The key of a committed state entry; its borsh bytes are the tree key (docs/PROTOCOL.md).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
@@ -82,6 +82,7 @@ enum Undo {
     Queued(u64, Option<QueuedWithdrawal>),
     Plan(u64, Option<PayoutPlan>),
     Counters(BtcCounters),
+    OpenTxs(u32),
 }
 
 /// One transaction's effects, computed in full before any of them is written.
@@ -120,6 +121,9 @@ pub struct State {
     journal: Option<Vec<Undo>>,
     commitment: Commitment,
     head: ChainHead,
+    /// Transactions applied since the head last moved: the position of the next one in the
+    /// open batch, part of a system transaction's id.
+    open_txs: u32,
 }
 
 impl State {
@@ -142,6 +146,7 @@ impl State {
             journal: None,
             commitment: Commitment::default(),
             head: ChainHead { next_number: 1, last_hash: genesis, last_timestamp: 0 },
+            open_txs: 0,
         }
     }
 
@@ -155,6 +160,12 @@ impl State {
 
     pub fn genesis_hash(&self) -> [u8; 32] {
         self.genesis
+    }
+
+    /// Where the next transaction applied goes: the open batch (`head().next_number`) and its
+    /// position in it.
+    pub fn next_place(&self) -> TxPlace {
+        TxPlace { network: self.genesis, batch: self.head.next_number, index: self.open_txs }
     }
 
     pub fn head(&self) -> ChainHead {
@@ -233,6 +244,32 @@ impl State {
         self.commitment.prove(&to_bytes(key))
     }
 
+    /// Every entry of the state tree as of the last batch, in key order: what a replayer's tree
+    /// must hold for the same `post_state_root`. An entry in memory is listed only if the tree
+    /// holds it (`BtcCounters` is absent until first written, see docs/PROTOCOL.md).
+    ///
+    /// # Panics
+    /// If transactions were applied since the last batch (their writes are not in the tree yet).
+    pub fn committed_entries(&self) -> Vec<(StateKey, Vec<u8>)> {
+        assert!(self.dirty.is_empty(), "entries are listed between batches only");
+        let keys = self
+            .nonces
+            .keys()
+            .map(|a| StateKey::Nonce(*a))
+            .chain(self.balances.keys().map(|(a, s)| StateKey::Balance(*a, *s)))
+            .chain(self.credited.iter().map(|r| StateKey::Deposit(*r)))
+            .chain(self.vault_utxos.keys().map(|o| StateKey::VaultUtxo(*o)))
+            .chain(self.btc_queue.keys().map(|q| StateKey::BtcQueued(*q)))
+            .chain(self.btc_plans.keys().map(|p| StateKey::BtcPlan(*p)))
+            .chain(std::iter::once(StateKey::BtcCounters));
+        let mut entries: Vec<(StateKey, Vec<u8>)> = keys
+            .filter(|key| self.commitment.contains(key_hash(&to_bytes(key))))
+            .filter_map(|key| self.entry_value(&key).map(|value| (key, value)))
+            .collect();
+        entries.sort_by_key(|a| a.0);
+        entries
+    }
+
     /// Writes one transaction's effects. They were checked in full by the caller, so nothing
     /// here can fail for a reason of input; only a broken invariant stops it.
     pub(crate) fn write(&mut self, changes: Changes) {
@@ -281,6 +318,10 @@ impl State {
             self.record(Undo::Plan(id, old));
             self.dirty.insert(StateKey::BtcPlan(id));
         }
+        // A batch holds at most `MAX_BATCH_TXS` (100,000), far below u32::MAX.
+        let open_txs = self.open_txs.checked_add(1).expect_invariant("open batch position overflow");
+        let old = std::mem::replace(&mut self.open_txs, open_txs);
+        self.record(Undo::OpenTxs(old));
         self.assert_conserved();
     }
 
@@ -384,6 +425,7 @@ impl State {
                 Undo::Queued(seq, old) => restore(&mut self.btc_queue, seq, old),
                 Undo::Plan(id, old) => restore(&mut self.btc_plans, id, old),
                 Undo::Counters(old) => self.btc_counters = old,
+                Undo::OpenTxs(old) => self.open_txs = old,
             }
         }
     }
@@ -414,6 +456,7 @@ impl State {
         self.commitment.apply(pending);
         self.dirty.clear();
         self.head = head;
+        self.open_txs = 0;
     }
 
     fn entry_value(&self, key: &StateKey) -> Option<Vec<u8>> {
@@ -457,7 +500,7 @@ impl State {
         }
         bytes.extend(to_bytes(&self.btc_counters));
         bytes.extend(self.state_root());
-        bytes.extend(to_bytes(&(self.head.next_number, self.head.last_hash, self.head.last_timestamp)));
+        bytes.extend(to_bytes(&(self.head.next_number, self.head.last_hash, self.head.last_timestamp, self.open_txs)));
         crate::hashing::sha256(bytes)
     }
 }

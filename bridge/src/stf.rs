@@ -14,7 +14,7 @@ use crate::btc_vault::{BtcVaultParams, OutPoint, QueuedWithdrawal, VaultOwner, V
 use crate::recipient::{Recipient, RecipientError};
 use crate::signature::SignatureError;
 use crate::state::{Changes, State};
-use crate::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, UserTx, Withdraw};
+use crate::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, TxPlace, UserTx, Withdraw};
 use crate::withdrawals::BtcPayout;
 
 /// Why a transaction was refused. Each has a stable `code()` for APIs.
@@ -147,13 +147,24 @@ pub enum Effect {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
+    /// The transaction's id ([`Tx::id`] at its place in the open batch): unique in the history.
     pub tx_hash: [u8; 32],
     pub effect: Effect,
 }
 
 /// Applies one verified transaction. On `Err` nothing has changed.
+///
+/// Outside a batch (tests, simulations) the transaction's place, which a system transaction's
+/// id names, is [`State::next_place`]: the next batch and the count of transactions applied since
+/// the last one. [`crate::BatchBuilder`] and [`crate::replay`] name the place themselves.
 pub fn apply(state: &mut State, tx: &Tx) -> Result<Receipt, TxError> {
-    let tx_hash = tx.hash();
+    let place = state.next_place();
+    apply_at(state, tx, place)
+}
+
+/// [`apply`] at `place`: the batch and position the transaction has in the history.
+pub(crate) fn apply_at(state: &mut State, tx: &Tx, place: TxPlace) -> Result<Receipt, TxError> {
+    let tx_hash = tx.id(place);
     let (changes, effect) = match tx {
         Tx::User(user) => match user.tx() {
             UserTx::Transfer(transfer) => (check_transfer(state, transfer)?, Effect::Transferred),

@@ -229,9 +229,26 @@ pub enum SystemTx {
     } = 3,
 }
 
+/// Where a transaction sits in the history: the network (its genesis hash), the batch and the
+/// transaction's position in that batch's body (from 0). No two transactions share a place.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TxPlace {
+    pub network: [u8; 32],
+    pub batch: u64,
+    pub index: u32,
+}
+
 impl SystemTx {
-    pub fn hash(&self) -> [u8; 32] {
-        tagged_hash(tags::SYSTEM_TX, &[&to_bytes(self)])
+    /// The transaction's id (version 2, docs/PROTOCOL.md):
+    /// `tagged("bridge/system-tx-id/v2", network ‖ u64le(batch) ‖ u32le(index) ‖ borsh(self))`.
+    /// Two identical system transactions (a `BtcPayoutPlan { fee_rate: 1 }` in two batches) are
+    /// two facts and must have two ids, so the id binds the place; it binds the content too, so
+    /// an id names one transaction and not just a slot.
+    pub fn id(&self, place: TxPlace) -> [u8; 32] {
+        tagged_hash(
+            tags::SYSTEM_TX_ID,
+            &[&place.network, &place.batch.to_le_bytes(), &place.index.to_le_bytes(), &to_bytes(self)],
+        )
     }
 }
 
@@ -263,10 +280,13 @@ pub enum Tx {
 }
 
 impl Tx {
-    pub fn hash(&self) -> [u8; 32] {
+    /// The id by which both services answer for this transaction: a user transaction's EIP-712
+    /// digest (unique: `from` and `nonce` are signed), a system transaction's [`SystemTx::id`]
+    /// at `place`.
+    pub fn id(&self, place: TxPlace) -> [u8; 32] {
         match self {
             Tx::User(user) => user.hash(),
-            Tx::System(system) => system.hash(),
+            Tx::System(system) => system.id(place),
         }
     }
 

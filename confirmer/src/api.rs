@@ -53,6 +53,8 @@ pub struct ApiContext {
     pub metrics: Option<PrometheusHandle>,
     /// The coordinator's API, to report how far behind it this confirmer is.
     pub coordinator: Option<String>,
+    /// How deep this confirmer checks L1 facts and batches, for `GET /info`.
+    pub confirmations: ConfirmationsView,
 }
 
 impl std::fmt::Debug for ApiContext {
@@ -121,6 +123,47 @@ pub struct BatchView {
     pub unverified: Option<String>,
 }
 
+/// The network this confirmer replays, as `GET /info` on the coordinator serves it: a replayer
+/// can take its parameters from either and compare.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InfoView {
+    pub network: String,
+    /// `tagged("bridge/genesis", borsh(params))`: every header's `network`.
+    pub genesis_hash: String,
+    /// The Bitcoin vault's keys and fee-rate bounds; null when the network takes no bitcoin.
+    pub btc_vault: Option<BtcVaultView>,
+    pub confirmations: ConfirmationsView,
+    /// The complete network parameters, exactly the value whose borsh bytes hash to
+    /// `genesis_hash`: all a replay needs from the network.
+    #[schema(value_type = Object)]
+    pub params: bridge::NetworkParams,
+}
+
+/// The Bitcoin vault's keys, named as `tss::GroupKey` names them, and its fee-rate bounds.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BtcVaultView {
+    /// `x(P)`: the watchmen's FROST group key, the Taproot internal key.
+    pub group_key: String,
+    /// `x(Q)`: `P` with BIP-341's tweak and no script tree; the vault's change goes to it.
+    pub output_key: String,
+    /// The Taproot address of `Q` on the network's Bitcoin chain.
+    pub address: String,
+    pub min_fee_rate: u64,
+    pub max_fee_rate: u64,
+}
+
+/// The depths this confirmer checks at (its configuration, not the network's): null where it
+/// checks nothing (no node for that chain, or a directory DA).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+pub struct ConfirmationsView {
+    /// Ethereum blocks on top of a deposit's block.
+    pub ethereum_blocks: Option<u64>,
+    /// Bitcoin confirmations, the block itself counting as one.
+    pub bitcoin_blocks: Option<u64>,
+    /// Arweave confirmations a batch needs.
+    pub arweave: Option<u64>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AlarmView {
     #[schema(value_type = Object)]
@@ -136,9 +179,12 @@ pub struct AlarmView {
         title = "Settlement bridge confirmer",
         description = "Hard finality, verified state with proofs, and alarms."
     ),
-    paths(get_status, get_account, get_tx, get_batch, get_alarms),
+    paths(get_info, get_status, get_account, get_tx, get_batch, get_alarms),
     components(schemas(
         ErrorBody,
+        InfoView,
+        BtcVaultView,
+        ConfirmationsView,
         StatusView,
         crate::follower::Waiting,
         AccountView,
@@ -163,6 +209,7 @@ pub struct StuckApiDoc;
 
 pub fn router(context: ApiContext) -> Router {
     Router::new()
+        .route("/info", get(get_info))
         .route("/status", get(get_status))
         .route("/accounts/{address}", get(get_account))
         .route("/tx/{hash}", get(get_tx))
@@ -198,6 +245,27 @@ fn hex32(bytes: &[u8]) -> String {
 
 fn path_text(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(text)| text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.to_string()))
+}
+
+/// The network this confirmer replays: its complete parameters and the depths it checks at.
+#[utoipa::path(get, path = "/info", responses((status = 200, body = InfoView)))]
+async fn get_info(State(context): Ctx) -> Json<InfoView> {
+    let follower = context.follower.read().await;
+    let params = follower.params().clone();
+    let btc_vault = params.btc_vault.as_ref().map(|vault| BtcVaultView {
+        group_key: hex32(&vault.group_key),
+        output_key: hex32(&vault.output_key()),
+        address: chains::bitcoin::vault_address(vault.internal_key(), params.btc_network).to_string(),
+        min_fee_rate: vault.min_fee_rate,
+        max_fee_rate: vault.max_fee_rate,
+    });
+    Json(InfoView {
+        network: params.name.clone(),
+        genesis_hash: hex32(&params.genesis_hash()),
+        btc_vault,
+        confirmations: context.confirmations,
+        params,
+    })
 }
 
 /// Hard finality and lag.

@@ -224,6 +224,11 @@ async fn follow(
         std::fs::read_to_string(&source.params).with_context(|| format!("reading {}", source.params.display()))?;
     let params: NetworkParams = serde_json::from_str(&text).context("the network parameters")?;
     params.validate().context("the network parameters")?;
+    let confirmations = confirmer::api::ConfirmationsView {
+        ethereum_blocks: source.eth_rpc.is_some().then_some(source.eth_depth),
+        bitcoin_blocks: source.bitcoin.as_ref().map(|b| u64::from(b.depth)),
+        arweave: source.arweave.is_some().then_some(source.confirmations),
+    };
     let da: Arc<dyn DataAvailability> = match (source.da_dir, source.arweave, source.owner) {
         (Some(dir), None, _) => Arc::new(DirDa::open(dir, params.coordinator_key)?),
         (None, Some(url), Some(owner)) => {
@@ -290,7 +295,7 @@ async fn follow(
     // Serving: the API and the follower loop run under a supervisor; a failed turn is retried
     // with backoff (`bridge_task_*` metrics), and the process stops if either dies.
     let metrics = PrometheusBuilder::new().install_recorder().ok();
-    let app = confirmer::api::router(ApiContext { follower: follower.clone(), metrics, coordinator });
+    let app = confirmer::api::router(ApiContext { follower: follower.clone(), metrics, coordinator, confirmations });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     println!("confirmer listening on http://{}", listener.local_addr()?);
     let supervisor = Supervisor::new();
@@ -353,5 +358,25 @@ impl Task for Follow {
         if !self.busy {
             tokio::time::sleep(interval).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Arweave address is base64url and may begin with `-` (about one in 64); `bridgectl
+    /// devnet up`, the README and the systemd example pass it as `--owner=ADDR` for this reason.
+    #[test]
+    fn an_owner_beginning_with_a_dash_is_taken_with_equals() {
+        let owner = "-8NbXb2fq0l7i6dJ3Q4m1wPjG0kS9eTnVwYz5a7Bc1D";
+        let args = ["confirmer", "follow", "--params", "p.json", "--arweave", "http://127.0.0.1:1984"];
+        let cli = Cli::try_parse_from(args.iter().copied().chain([format!("--owner={owner}").as_str()])).unwrap();
+        match cli.command {
+            Command::Follow { owner: parsed, .. } => assert_eq!(parsed.as_deref(), Some(owner)),
+            Command::CheckEvidence { .. } => panic!("parsed as another command"),
+        }
+        // Without `=` the parser reads the address as a flag: the form the devnet must not use.
+        assert!(Cli::try_parse_from(args.iter().copied().chain(["--owner", owner])).is_err());
     }
 }

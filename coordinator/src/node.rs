@@ -291,6 +291,11 @@ impl Node {
             domain: bridge::eip712::Domain::new(&params),
             params: params.clone(),
             da: da_info,
+            confirmations: crate::api::views::Confirmations {
+                ethereum_blocks: config.ethereum.depth,
+                bitcoin_blocks: config.bitcoin.depth,
+                arweave: config.da.confirmations,
+            },
             limits: ApiLimits {
                 body_bytes: config.api.body_limit_bytes,
                 txs_per_request: config.api.max_txs_per_request,

@@ -95,7 +95,6 @@ impl Sequencer {
         let mut outcomes = Vec::with_capacity(txs.len());
         let mut accepted = Vec::new();
         for tx in txs {
-            let hash = tx.hash();
             let batch_tx = tx.to_batch_tx();
             let outcome = match self.builder.apply(&mut self.state, tx) {
                 // A full batch is sealed on the spot, and the transaction goes into the next.
@@ -109,8 +108,10 @@ impl Sequencer {
                 }
                 other => other,
             };
-            if outcome.is_ok() {
-                accepted.push((hash, batch_tx));
+            // The id comes from the receipt: a system transaction's names the batch and position
+            // it landed in, which a full batch just changed.
+            if let Ok(receipt) = &outcome {
+                accepted.push((receipt.tx_hash, batch_tx));
             }
             outcomes.push(outcome);
         }

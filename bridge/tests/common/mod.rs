@@ -95,3 +95,31 @@ pub fn withdraw(from: &Wallet, asset: AssetId, amount: u128, fee: u128, recipien
     });
     Tx::User(from.sign(tx, &domain()).verify(&domain()).unwrap())
 }
+
+/// `0x` and lowercase hex, as the vector files write bytes.
+pub fn hex0x(bytes: impl AsRef<[u8]>) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+/// Bytes from a vector file's `0x` hex.
+pub fn unhex(text: &serde_json::Value) -> Vec<u8> {
+    let text = text.as_str().unwrap_or_else(|| panic!("expected a hex string, got {text}"));
+    hex::decode(text.strip_prefix("0x").unwrap_or(text)).unwrap()
+}
+
+/// Checks `computed` against `docs/vectors/{name}` and returns the stored vectors.
+/// `BRIDGE_WRITE_VECTORS=1` rewrites the file first (only for a deliberate, versioned change).
+pub fn stored_vectors(name: &str, computed: &serde_json::Value) -> serde_json::Value {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/vectors").join(name);
+    if std::env::var_os("BRIDGE_WRITE_VECTORS").is_some() {
+        std::fs::write(&path, serde_json::to_string_pretty(computed).unwrap() + "\n").unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("docs/vectors/{name}: {e}"));
+    let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        &stored, computed,
+        "docs/vectors/{name} no longer matches the code: if the change is deliberate, version it in \
+         docs/PROTOCOL.md and rewrite the vectors"
+    );
+    stored
+}

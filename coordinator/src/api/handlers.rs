@@ -9,6 +9,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bridge::tx::VerifiedUserTx;
 use bridge::{Address, SignedUserTx, Tx};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -115,12 +116,12 @@ pub async fn post_txs(
     let expected = expected(&context);
     let domain = context.domain.clone();
     // Signature recovery on every core, off the async workers.
-    let checked: Vec<Result<Tx, ApiError>> = tokio::task::spawn_blocking(move || {
+    let checked: Vec<Result<VerifiedUserTx, ApiError>> = tokio::task::spawn_blocking(move || {
         items
             .into_par_iter()
             .map(|item| {
                 let signed: SignedUserTx = request::parse_value(item, expected)?;
-                signed.verify(&domain).map(Tx::User).map_err(|e| ApiError::refused(&e))
+                signed.verify(&domain).map_err(|e| ApiError::refused(&e))
             })
             .collect()
     })
@@ -131,10 +132,14 @@ pub async fn post_txs(
     let mut slots = Vec::new();
     for (i, item) in checked.into_iter().enumerate() {
         match item {
-            Ok(tx) => {
-                results.push(views::TxResult { hash: Some(hex32(&tx.hash())), status: "accepted".into(), error: None });
+            Ok(user) => {
+                results.push(views::TxResult {
+                    hash: Some(hex32(&user.hash())),
+                    status: "accepted".into(),
+                    error: None,
+                });
                 slots.push(i);
-                to_submit.push(tx);
+                to_submit.push(Tx::User(user));
             }
             Err(error) => {
                 count(if error.status == StatusCode::BAD_REQUEST { "malformed" } else { "refused" }, &error.body.code);
@@ -184,6 +189,9 @@ pub async fn get_info(State(context): Ctx) -> Result<Json<views::Info>, ApiError
         },
         da: context.da.clone(),
         max_txs_per_request: context.limits.txs_per_request,
+        btc_vault: views::BtcVaultInfo::new(params),
+        confirmations: context.confirmations,
+        params: params.clone(),
     }))
 }
 

@@ -82,6 +82,57 @@ pub struct Info {
     pub da: DaInfo,
     /// The most transactions one `POST /txs` may carry.
     pub max_txs_per_request: usize,
+    /// The Bitcoin vault (null when the network takes no bitcoin): both of its keys and the
+    /// fee-rate bounds every payout plan must respect.
+    pub btc_vault: Option<BtcVaultInfo>,
+    /// How deep this coordinator waits before it records an L1 fact or calls a batch published.
+    pub confirmations: Confirmations,
+    /// The complete network parameters, exactly the value whose borsh bytes hash to
+    /// `genesis_hash` (docs/PROTOCOL.md): all a replay needs from the network. A replayer
+    /// recomputes the genesis hash from them rather than trusting `genesis_hash`.
+    #[schema(value_type = Object)]
+    pub params: bridge::NetworkParams,
+}
+
+/// The Bitcoin vault's keys, named as `tss::GroupKey` names them, and its fee-rate bounds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BtcVaultInfo {
+    /// `x(P)`: the watchmen's FROST group key, the Taproot internal key (`params.btc_vault.group_key`).
+    pub group_key: String,
+    /// `x(Q)`: `P` with BIP-341's tweak and no script tree; the vault's change goes to it.
+    pub output_key: String,
+    /// The Taproot address of `Q` on `btc_network`.
+    pub address: String,
+    /// sat/vB bounds of a payout plan (consolidations: at most 4 x `min_fee_rate`).
+    pub min_fee_rate: u64,
+    pub max_fee_rate: u64,
+}
+
+impl BtcVaultInfo {
+    pub fn new(params: &bridge::NetworkParams) -> Option<Self> {
+        let vault = params.btc_vault.as_ref()?;
+        let address = chains::bitcoin::vault_address(vault.internal_key(), params.btc_network);
+        Some(BtcVaultInfo {
+            group_key: hex32(&vault.group_key),
+            output_key: hex32(&vault.output_key()),
+            address: address.to_string(),
+            min_fee_rate: vault.min_fee_rate,
+            max_fee_rate: vault.max_fee_rate,
+        })
+    }
+}
+
+/// Confirmation counts (this node's configuration, not part of the genesis hash): a replayer
+/// must wait at least as deep before it calls a fact absent.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct Confirmations {
+    /// Ethereum blocks on top of a deposit's block before it is credited.
+    pub ethereum_blocks: u64,
+    /// Bitcoin confirmations (the block itself counts as one) before a deposit is credited
+    /// or a payout's change is recorded.
+    pub bitcoin_blocks: u64,
+    /// Arweave confirmations before a batch counts as published.
+    pub arweave: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -198,7 +198,16 @@ async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> any
     // The watchmen's key ceremony, as operators run it.
     let t = steps.begin(&format!("watchmen key ceremony ({}-of-{} FROST DKG)", args.threshold, args.watchmen));
     let ceremony = watchmen::ceremony(&bin.join("bridgectl"), &dir.join("watchmen"), args, &ports).await?;
-    steps.end(t, &format!("group key {}", hex::encode(ceremony.group.output_key)));
+    // Named as in `tss::GroupKey`: the internal key `P` is what the network's params call the
+    // group key; the output key `Q` is what Bitcoin pays to and the Ethereum vault checks.
+    steps.end(
+        t,
+        &format!(
+            "group (internal) key P {}, Taproot output key Q {}",
+            hex::encode(ceremony.group.internal_key),
+            hex::encode(ceremony.group.output_key)
+        ),
+    );
 
     // The vault and a test token.
     let t = steps.begin("Ethereum vault and test token");
