@@ -3,7 +3,8 @@
 //! Arweave client underneath; `bitcoin`: the Bitcoin Core RPC client, deposit addresses, watcher
 //! and checker; `deposit`: the check of a deposit against L1 the confirmer runs; `ethereum`: the
 //! vault's deposit watcher and verifier, the withdrawal submitter, holdings; `ethereum_view`: the
-//! vault's holdings and payouts per batch at one block, for the solvency watch; `task`: the
+//! vault's holdings and payouts per batch at one block, for the solvency watch; `preflight`: the
+//! checks every role runs before it starts against real networks; `task`: the
 //! supervisor that restarts failed background work with backoff and says in `/health` what runs.
 
 pub mod arweave;
@@ -13,5 +14,6 @@ pub mod db;
 pub mod deposit;
 pub mod ethereum;
 pub mod ethereum_view;
+pub mod preflight;
 pub mod task;
 pub mod vault_admin;

@@ -13,6 +13,8 @@ pub mod deposits;
 pub mod evidence;
 pub mod follower;
 pub mod logging;
+pub mod preflight;
+pub mod series;
 pub mod solvency;
 pub mod store;
 pub mod watchman;

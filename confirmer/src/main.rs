@@ -11,7 +11,7 @@ use chains::arweave::{Gateway, RetryPolicy};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
 use chains::ethereum::EthDepositVerifier;
 use chains::task::{Schedule, Supervisor, Task, TaskError};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use confirmer::api::ApiContext;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::evidence::Evidence;
@@ -38,67 +38,91 @@ struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Follow the DA: replay every batch, report hard finality, raise alarms.
-    Follow {
-        /// The network's parameters as JSON (`coordinator params` prints them).
-        #[arg(long)]
-        params: PathBuf,
-        /// Follow a directory DA.
-        #[arg(long, conflicts_with = "arweave")]
-        da_dir: Option<PathBuf>,
-        /// Follow Arweave through this gateway.
-        #[arg(long, requires = "owner")]
-        arweave: Option<String>,
-        /// Arweave: the coordinator's wallet address; only its transactions are batches.
-        #[arg(long)]
-        owner: Option<String>,
-        /// Arweave: confirmations a batch needs.
-        #[arg(long, default_value_t = 1)]
-        confirmations: u64,
-        /// How long a batch may stay missing while a later one is published before it is a
-        /// `missing_batch` alarm, in seconds (Arweave can show a later transaction first).
-        #[arg(long, default_value_t = 600)]
-        missing_batch_wait_s: u64,
-        /// Where the confirmer keeps what it replayed: sqlite://PATH or postgres://…
-        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://confirmer.db")]
-        database_url: String,
-        /// How often to look for new batches, in milliseconds.
-        #[arg(long, default_value_t = 1000)]
-        interval_ms: u64,
-        /// Stop once caught up instead of following forever (and serve no API).
-        #[arg(long)]
-        once: bool,
-        /// Where the API listens.
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        listen: std::net::SocketAddr,
-        /// The coordinator's API, to report how far behind it this confirmer is.
-        #[arg(long)]
-        coordinator: Option<String>,
-        /// An Ethereum JSON-RPC node: Ethereum deposits are then checked against the vault
-        /// (`eth_vault` in the parameters); without it they are replayed but not hard-final.
-        #[arg(long)]
-        eth_rpc: Option<String>,
-        /// Blocks an Ethereum deposit needs on top of it.
-        #[arg(long, default_value_t = 12)]
-        eth_depth: u64,
-        /// A Bitcoin Core JSON-RPC node (with `-txindex=1`): Bitcoin deposits are then checked
-        /// against the chain; needs --btc-group-key.
-        #[arg(long, requires = "btc_group_key")]
-        btc_rpc: Option<String>,
-        #[arg(long, default_value = "bridge")]
-        btc_rpc_user: String,
-        /// The RPC password (better from the environment).
-        #[arg(long, env = "BTC_RPC_PASSWORD", default_value = "", hide_env_values = true)]
-        btc_rpc_password: String,
-        /// The watchmen's internal group key (x-only, hex, as `bridgectl keygen` prints it): the
-        /// key every account's deposit address tweaks.
-        #[arg(long)]
-        btc_group_key: Option<String>,
-        /// Confirmations a Bitcoin deposit needs.
-        #[arg(long, default_value_t = 6)]
-        btc_depth: u32,
-    },
+    Follow(FollowArgs),
+    /// Preflight, with `follow`'s options: connect to every endpoint they name and check it
+    /// against the network's parameters (the coordinator's network and key, the Ethereum chain
+    /// and vault, the Bitcoin node, the gateway); print a table, exit non-zero naming what to fix.
+    Check(FollowArgs),
     /// Check an evidence file offline and explain what it proves.
     CheckEvidence { file: PathBuf },
+}
+
+/// What `follow` (and `check`) read: where the batches are, the chains, the store, the API.
+#[derive(Args)]
+struct FollowArgs {
+    /// The network's parameters as JSON (`coordinator params` prints them).
+    #[arg(long)]
+    params: PathBuf,
+    /// Follow a directory DA.
+    #[arg(long, conflicts_with = "arweave")]
+    da_dir: Option<PathBuf>,
+    /// Follow Arweave through this gateway.
+    #[arg(long, requires = "owner")]
+    arweave: Option<String>,
+    /// Arweave: the coordinator's wallet address; only its transactions are batches.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Arweave: confirmations a batch needs.
+    #[arg(long, default_value_t = 1)]
+    confirmations: u64,
+    /// How long a batch may stay missing while a later one is published before it is a
+    /// `missing_batch` alarm, in seconds (Arweave can show a later transaction first).
+    #[arg(long, default_value_t = 600)]
+    missing_batch_wait_s: u64,
+    /// Where the confirmer keeps what it replayed: sqlite://PATH or postgres://…
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://confirmer.db")]
+    database_url: String,
+    /// How often to look for new batches, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Stop once caught up instead of following forever (and serve no API).
+    #[arg(long)]
+    once: bool,
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: std::net::SocketAddr,
+    /// The coordinator's API, to report how far behind it this confirmer is.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// An Ethereum JSON-RPC node: Ethereum deposits are then checked against the vault
+    /// (`eth_vault` in the parameters); without it they are replayed but not hard-final.
+    #[arg(long)]
+    eth_rpc: Option<String>,
+    /// Blocks an Ethereum deposit needs on top of it.
+    #[arg(long, default_value_t = 12)]
+    eth_depth: u64,
+    /// The chain id the Ethereum node must have (11155111 for Sepolia): `confirmer check`
+    /// refuses another.
+    #[arg(long)]
+    eth_chain_id: Option<u64>,
+    /// A Bitcoin Core JSON-RPC node (with `-txindex=1`): Bitcoin deposits are then checked
+    /// against the chain; needs --btc-group-key.
+    #[arg(long, requires = "btc_group_key")]
+    btc_rpc: Option<String>,
+    #[arg(long, default_value = "bridge")]
+    btc_rpc_user: String,
+    /// The RPC password (better from the environment).
+    #[arg(long, env = "BTC_RPC_PASSWORD", default_value = "", hide_env_values = true)]
+    btc_rpc_password: String,
+    /// The watchmen's internal group key (x-only, hex, as `bridgectl keygen` prints it): the
+    /// key every account's deposit address tweaks.
+    #[arg(long)]
+    btc_group_key: Option<String>,
+    /// Confirmations a Bitcoin deposit needs.
+    #[arg(long, default_value_t = 6)]
+    btc_depth: u32,
+}
+
+impl FollowArgs {
+    fn bitcoin(&self) -> Option<BitcoinSource> {
+        self.btc_rpc.clone().map(|url| BitcoinSource {
+            url,
+            user: self.btc_rpc_user.clone(),
+            password: self.btc_rpc_password.clone(),
+            group_key: self.btc_group_key.clone().unwrap_or_default(),
+            depth: self.btc_depth,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -106,48 +130,26 @@ fn main() -> ExitCode {
     confirmer::logging::init(&cli.log_format);
     let result = match cli.command {
         Command::CheckEvidence { file } => check_evidence(&file),
-        Command::Follow {
-            params,
-            da_dir,
-            arweave,
-            owner,
-            confirmations,
-            missing_batch_wait_s,
-            database_url,
-            interval_ms,
-            once,
-            listen,
-            coordinator,
-            eth_rpc,
-            eth_depth,
-            btc_rpc,
-            btc_rpc_user,
-            btc_rpc_password,
-            btc_group_key,
-            btc_depth,
-        } => {
-            let bitcoin = btc_rpc.map(|url| BitcoinSource {
-                url,
-                user: btc_rpc_user,
-                password: btc_rpc_password,
-                group_key: btc_group_key.unwrap_or_default(),
-                depth: btc_depth,
-            });
+        Command::Check(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(preflight(&args)),
+            Err(error) => Err(error.into()),
+        },
+        Command::Follow(args) => {
             let source = Source {
-                params,
-                da_dir,
-                arweave,
-                owner,
-                confirmations,
-                missing_batch_wait: Duration::from_secs(missing_batch_wait_s),
-                database_url,
-                eth_rpc,
-                eth_depth,
-                bitcoin,
+                bitcoin: args.bitcoin(),
+                params: args.params,
+                da_dir: args.da_dir,
+                arweave: args.arweave,
+                owner: args.owner,
+                confirmations: args.confirmations,
+                missing_batch_wait: Duration::from_secs(args.missing_batch_wait_s),
+                database_url: args.database_url,
+                eth_rpc: args.eth_rpc,
+                eth_depth: args.eth_depth,
             };
-            let serve = (!once).then_some((listen, coordinator));
+            let serve = (!args.once).then_some((args.listen, args.coordinator));
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(follow(source, interval_ms, serve)),
+                Ok(runtime) => runtime.block_on(follow(source, args.interval_ms, serve)),
                 Err(error) => Err(error.into()),
             }
         }
@@ -159,6 +161,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `confirmer check`: the report of `confirmer::preflight`, printed.
+async fn preflight(args: &FollowArgs) -> anyhow::Result<()> {
+    let bitcoin = args.bitcoin();
+    let setup = confirmer::preflight::Setup {
+        params: args.params.clone(),
+        coordinator: args.coordinator.clone(),
+        arweave: args.arweave.clone(),
+        eth_rpc: args.eth_rpc.clone(),
+        eth_chain_id: args.eth_chain_id,
+        btc: bitcoin.as_ref().map(|b| chains::bitcoin::CoreRpc::new(b.url.clone(), b.user.clone(), b.password.clone())),
+        btc_group_key: bitcoin.as_ref().map(|b| b.group_key.clone()),
+    };
+    let report = confirmer::preflight::run(&setup).await;
+    print!("{}", report.table());
+    if !report.passed() {
+        anyhow::bail!("{}", report.summary());
+    }
+    println!("{}", report.summary());
+    Ok(())
 }
 
 fn check_evidence(file: &std::path::Path) -> anyhow::Result<()> {
@@ -196,7 +219,8 @@ struct BitcoinSource {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Follow { .. } => f.write_str("Follow { … }"),
+            Command::Follow(_) => f.write_str("Follow { … }"),
+            Command::Check(_) => f.write_str("Check { … }"),
             Command::CheckEvidence { file } => f.debug_struct("CheckEvidence").field("file", file).finish(),
         }
     }
@@ -295,6 +319,7 @@ async fn follow(
     // Serving: the API and the follower loop run under a supervisor; a failed turn is retried
     // with backoff (`bridge_task_*` metrics), and the process stops if either dies.
     let metrics = PrometheusBuilder::new().install_recorder().ok();
+    confirmer::series::export_zeroes();
     let app = confirmer::api::router(ApiContext { follower: follower.clone(), metrics, coordinator, confirmations });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     println!("confirmer listening on http://{}", listener.local_addr()?);
@@ -363,7 +388,28 @@ impl Task for Follow {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
+
+    /// The arguments ops/deploy/testnet/confirmer.conf gives bridge-confirmer.service.
+    fn testnet_args() -> Vec<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/deploy/testnet/confirmer.conf");
+        let text = std::fs::read_to_string(path).unwrap();
+        let line = text.lines().find_map(|l| l.strip_prefix("CONFIRMER_ARGS=")).unwrap();
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_public_testnet_confirmer_file_parses_for_follow_and_check() {
+        for command in ["follow", "check"] {
+            let argv = ["confirmer", command, "--params", "/etc/bridge/params.json"].map(str::to_owned);
+            let cli = Cli::try_parse_from(argv.into_iter().chain(testnet_args())).unwrap();
+            let (Command::Follow(args) | Command::Check(args)) = cli.command else { panic!("{command}") };
+            assert_eq!(args.eth_chain_id, Some(11_155_111));
+            assert_eq!(args.arweave.as_deref(), Some("https://arweave.net"));
+            assert!(args.btc_rpc.as_deref().is_some_and(|u| u.ends_with(":48332")), "testnet4's RPC port");
+        }
+    }
 
     /// An Arweave address is base64url and may begin with `-` (about one in 64); `bridgectl
     /// devnet up`, the README and the systemd example pass it as `--owner=ADDR` for this reason.
@@ -373,8 +419,8 @@ mod tests {
         let args = ["confirmer", "follow", "--params", "p.json", "--arweave", "http://127.0.0.1:1984"];
         let cli = Cli::try_parse_from(args.iter().copied().chain([format!("--owner={owner}").as_str()])).unwrap();
         match cli.command {
-            Command::Follow { owner: parsed, .. } => assert_eq!(parsed.as_deref(), Some(owner)),
-            Command::CheckEvidence { .. } => panic!("parsed as another command"),
+            Command::Follow(args) => assert_eq!(args.owner.as_deref(), Some(owner)),
+            Command::Check(_) | Command::CheckEvidence { .. } => panic!("parsed as another command"),
         }
         // Without `=` the parser reads the address as a flag: the form the devnet must not use.
         assert!(Cli::try_parse_from(args.iter().copied().chain(["--owner", owner])).is_err());

@@ -15,6 +15,8 @@ use bridge::eth_settlement::EvmSchnorrSignature;
 use bridge::withdrawals::EthWithdrawalTree;
 use secp256k1::{Keypair, Message, SECP256K1};
 
+pub mod code;
+
 alloy::sol!(
     #[sol(rpc)]
     #[derive(Debug, PartialEq, Eq)]

@@ -116,6 +116,8 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct EthereumConfig {
     pub rpc: Option<String>,
+    /// The chain id the node must have (`coordinator check` refuses another); unset: not checked.
+    pub chain_id: Option<u64>,
     pub depth: u64,
     pub from_block: u64,
     pub poll_ms: u64,
@@ -123,7 +125,7 @@ pub struct EthereumConfig {
 
 impl Default for EthereumConfig {
     fn default() -> Self {
-        EthereumConfig { rpc: None, depth: 12, from_block: 0, poll_ms: 2_000 }
+        EthereumConfig { rpc: None, chain_id: None, depth: 12, from_block: 0, poll_ms: 2_000 }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod deposits;
 pub mod node;
 pub mod payouts;
+pub mod preflight;
 pub mod publisher;
 pub mod sequencer;
 pub mod store;

@@ -45,8 +45,14 @@ enum Command {
         #[arg(long, required = true)]
         from_da: bool,
     },
-    /// Print the effective configuration's main settings and exit.
-    Check,
+    /// Preflight: connect to every configured endpoint and check it against the network's
+    /// parameters (chain ids, the vault's code and key, the Bitcoin node, the Arweave wallet's
+    /// funds); print a table and exit non-zero naming what to fix.
+    Check {
+        /// The size of a typical published batch, in bytes, to price a day of batches.
+        #[arg(long, default_value_t = coordinator::preflight::DEFAULT_BATCH_BYTES)]
+        batch_bytes: u64,
+    },
     /// Print the network's parameters as JSON (what confirmers and watchmen need), and exit.
     Params,
 }
@@ -82,7 +88,7 @@ fn main() -> ExitCode {
             Command::Run => run(&config).await,
             Command::Keygen => keygen(&config),
             Command::Recover { .. } => recover(&config).await,
-            Command::Check => check(&config),
+            Command::Check { batch_bytes } => check(&config, batch_bytes).await,
             Command::Params => params(&config),
         }
     });
@@ -180,11 +186,17 @@ fn params(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(config: &Config) -> anyhow::Result<()> {
+async fn check(config: &Config, batch_bytes: u64) -> anyhow::Result<()> {
     println!("network      {} (chainId {})", config.network.name, config.network.chain_id);
-    println!("listen       {}", config.api.listen);
     println!("key file     {}", config.key_file().display());
     println!("database     {}", config.database_url().split('@').next_back().unwrap_or_default());
-    println!("da           {:?}", config.da.kind);
-    Ok(())
+    println!("da           {:?}\n", config.da.kind);
+    let report = coordinator::preflight::run(config, batch_bytes).await;
+    print!("{}", report.table());
+    if report.passed() {
+        println!("{}", report.summary());
+        Ok(())
+    } else {
+        anyhow::bail!("{}", report.summary())
+    }
 }

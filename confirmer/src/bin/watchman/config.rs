@@ -88,6 +88,8 @@ fn one() -> u64 {
 pub struct EthereumSection {
     /// The Ethereum JSON-RPC node (plain http).
     pub rpc: String,
+    /// The chain id the node must have (`watchman check` refuses another); unset: not checked.
+    pub chain_id: Option<u64>,
     /// Blocks a deposit needs on top of it.
     #[serde(default = "default_eth_depth")]
     pub depth: u64,

@@ -2,6 +2,7 @@
 //! follower, signs only what that replay justifies, pays hard-final withdrawals on Ethereum and
 //! Bitcoin, stops signing on any alarm and, with a guardian key, pauses the Ethereum vault.
 
+mod check;
 mod config;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use chains::arweave::{Gateway, RetryPolicy};
 use chains::bitcoin::{CoreRpc, DepositChecker};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
 use chains::ethereum::{EthDepositVerifier, Submitter};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
@@ -41,6 +42,17 @@ struct Cli {
     /// Log format: human or json (RUST_LOG sets the filter).
     #[arg(long, default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay, sign and pay (the default).
+    Run,
+    /// Preflight: check the share, the Ethereum vault, the Bitcoin node and the gateway this
+    /// configuration names; print a table and exit non-zero naming what to fix.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -48,7 +60,10 @@ fn main() -> ExitCode {
     confirmer::logging::init(&cli.log_format);
     let result = Config::load(&cli.config).and_then(|config| {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(run(config))
+        match cli.command {
+            Some(Command::Check) => runtime.block_on(check::print(&config)),
+            Some(Command::Run) | None => runtime.block_on(run(config)),
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -301,6 +316,7 @@ async fn serve(
     approvals: Option<axum::Router>,
 ) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    confirmer::series::export_zeroes();
     let tasks = supervisor.clone();
     let app = axum::Router::new().route("/metrics", get(move || std::future::ready(metrics.render()))).route(
         "/health",
