@@ -143,7 +143,7 @@ async fn arweave(key: &CoordinatorKey) {
         for data in &encoded {
             let anchor = gateway.tx_anchor().await.unwrap();
             let mut tx = Transaction::with_data(data.clone(), Vec::new(), anchor, 0, plain_wallet.owner().to_vec());
-            tx.reward = gateway.price(tx.data_size).await.unwrap();
+            tx.reward = gateway.price_winston(tx.data_size).await.unwrap();
             tx.sign(&plain_wallet).unwrap();
             signed.push(serde_json::to_value(tx.to_json(true)).unwrap());
         }

@@ -24,6 +24,9 @@ use tokio::sync::mpsc;
 
 use crate::deposit::{DepositCheck, DepositVerifier, VerifierError};
 
+pub mod fees;
+pub use fees::{FeeConfig, FeeDecision, FeeError, FeePolicy, Fees};
+
 /// How deep a deposit must be before it counts.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Confirmation {
@@ -392,6 +395,20 @@ pub enum SubmitError {
         "the call needs {needed} gas and a block holds {block_limit}: send fewer leaves per transaction (`max_per_tx`)"
     )]
     AboveBlockGasLimit { needed: u64, block_limit: u64 },
+    #[error(
+        "fees are above the ceiling: {} gwei per gas now, at most {} gwei configured (max_fee_per_gas_gwei); nothing was sent, it is retried when fees fall",
+        gwei(*fee_per_gas),
+        gwei(*ceiling)
+    )]
+    FeeAboveCeiling { fee_per_gas: u128, ceiling: u128 },
+    #[error(transparent)]
+    Fees(#[from] FeeError),
+}
+
+/// Wei per gas as gwei, for people.
+pub fn gwei(wei: u128) -> f64 {
+    // Display only: a fee is far below f64's exact range.
+    wei as f64 / fees::GWEI as f64
 }
 
 impl From<alloy::contract::Error> for SubmitError {
@@ -463,6 +480,8 @@ pub fn failed_leaves(receipt: &TransactionReceipt, vault: Address) -> Vec<u32> {
 /// from the account's confirmed transaction count, so a restart replaces (at a higher fee) a
 /// transaction left pending rather than queueing behind it; a transaction not mined within
 /// `confirm_timeout` is re-sent with the same nonce and 25% higher fees, up to `max_bumps` times.
+/// Fees come from `eth_feeHistory` under the [`FeePolicy`]'s ceiling ([`fees`]): above it a call
+/// is not sent ([`SubmitError::FeeAboveCeiling`]), and bumps stop at it.
 #[derive(Debug, Clone)]
 pub struct Submitter {
     /// A provider with a wallet for `from`.
@@ -473,7 +492,10 @@ pub struct Submitter {
     pub max_bumps: u32,
     /// Leaves paid per `withdrawMany` transaction (fewer when the block's gas limit says so).
     pub max_per_tx: usize,
+    fees: FeePolicy,
     fee_bumps: Arc<AtomicU64>,
+    /// The fee per gas (wei) of the pending block when last read, shared by clones.
+    fee_per_gas: Arc<AtomicU64>,
 }
 
 impl Submitter {
@@ -491,8 +513,37 @@ impl Submitter {
             confirm_timeout: Duration::from_secs(60),
             max_bumps: 5,
             max_per_tx: 100,
+            fees: FeePolicy::default(),
             fee_bumps: Arc::new(AtomicU64::new(0)),
+            fee_per_gas: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Prices transactions with `fees` instead of [`FeePolicy::default`].
+    pub fn with_fees(mut self, fees: FeePolicy) -> Self {
+        self.fees = fees;
+        self
+    }
+
+    pub fn fee_policy(&self) -> &FeePolicy {
+        &self.fees
+    }
+
+    /// What the network asks now under this submitter's policy, read with `eth_feeHistory`.
+    pub async fn fee_decision(&self) -> Result<FeeDecision, SubmitError> {
+        let history = fee_history(&self.provider, &self.fees).await?;
+        let decision = fees::decide(&history, &self.fees)?;
+        let fee_per_gas = match decision {
+            FeeDecision::Send(fees) => fees.fee_per_gas,
+            FeeDecision::Defer { fee_per_gas, .. } => fee_per_gas,
+        };
+        self.fee_per_gas.store(u64::try_from(fee_per_gas).unwrap_or(u64::MAX), Ordering::Relaxed);
+        Ok(decision)
+    }
+
+    /// The pending block's fee per gas (wei) when this submitter last read it; 0 before.
+    pub fn last_fee_per_gas(&self) -> u64 {
+        self.fee_per_gas.load(Ordering::Relaxed)
     }
 
     /// Whether the vault has paid leaf `index` of batch `batch`.
@@ -651,8 +702,12 @@ impl Submitter {
             return Err(SubmitError::AboveBlockGasLimit { needed: gas, block_limit });
         }
         let gas_limit = (gas + gas / 5).min(block_limit);
-        let fees = self.provider.estimate_eip1559_fees().await?;
-        let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas.max(1));
+        let mut fees = match self.fee_decision().await? {
+            FeeDecision::Send(fees) => fees,
+            FeeDecision::Defer { fee_per_gas, ceiling } => {
+                return Err(SubmitError::FeeAboveCeiling { fee_per_gas, ceiling });
+            }
+        };
         // Every version of this transaction sent: any of them may be the one mined.
         let mut sent: Vec<B256> = Vec::new();
         for attempt in 0..=self.max_bumps {
@@ -660,8 +715,8 @@ impl Submitter {
                 .clone()
                 .with_nonce(nonce)
                 .with_gas_limit(gas_limit)
-                .with_max_fee_per_gas(max_fee)
-                .with_max_priority_fee_per_gas(tip);
+                .with_max_fee_per_gas(fees.max_fee_per_gas)
+                .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
             match self.provider.send_transaction(tx).await {
                 Ok(pending) => {
                     sent.push(*pending.tx_hash());
@@ -688,10 +743,20 @@ impl Submitter {
                 // The nonce went to a transaction not sent here: the caller re-reads the vault.
                 return Err(SubmitError::Rpc(format!("nonce {nonce} was used by another transaction")));
             }
-            // Replacements need at least 10% more; take 25%.
-            max_fee += max_fee / 4 + 1;
-            tip += tip / 4 + 1;
-            self.fee_bumps.fetch_add(1, Ordering::Relaxed);
+            match fees::bumped(fees, self.fees.max_fee_per_gas) {
+                Some(more) => {
+                    fees = more;
+                    self.fee_bumps.fetch_add(1, Ordering::Relaxed);
+                }
+                // At the ceiling already: if fees rose past it, stop and say so (the pending
+                // version may still be mined; the caller re-reads the vault next turn).
+                None => {
+                    if let FeeDecision::Defer { fee_per_gas, ceiling } = self.fee_decision().await? {
+                        return Err(SubmitError::FeeAboveCeiling { fee_per_gas, ceiling });
+                    }
+                    tracing::warn!(nonce, attempt, "not mined at the fee ceiling; waiting for it as it is");
+                }
+            }
         }
         Err(SubmitError::Stuck { nonce, attempts: self.max_bumps })
     }
@@ -728,6 +793,16 @@ impl Submitter {
     }
 }
 
+/// `eth_feeHistory` as [`fees::decide`] reads it.
+pub async fn fee_history(
+    provider: &DynProvider,
+    policy: &FeePolicy,
+) -> Result<alloy::rpc::types::FeeHistory, SubmitError> {
+    let blocks = policy.history_blocks.clamp(1, fees::MAX_HISTORY_BLOCKS);
+    let percentile = f64::from(policy.priority_fee_percentile);
+    Ok(provider.get_fee_history(blocks, BlockNumberOrTag::Latest, &[percentile]).await?)
+}
+
 /// A provider that signs with `key` (a secp256k1 private key, hex) over plain http: what a
 /// watchman submits roots and payouts with, and a guardian pauses with. Returns the provider
 /// and the key's address.
@@ -750,15 +825,32 @@ pub fn signing_provider(url: &str, key: &str) -> Result<(DynProvider, Address), 
 
 /// Pauses the vault with the guardian's provider (see [`signing_provider`]): a watchman's answer
 /// to an alarm. `None` if the vault is paused already.
+///
+/// A pause is priced from `eth_feeHistory` like everything the watchmen send, but never waits
+/// for the ceiling: whoever can raise fees must not be able to hold it back. Its offer is still
+/// bounded (the base fee's margin plus the capped tip).
 pub async fn pause_vault(
     provider: &DynProvider,
     vault: bridge::Address,
+    fee_policy: &FeePolicy,
 ) -> Result<Option<TransactionReceipt>, SubmitError> {
     let vault = Vault::new(contracts::to_alloy(vault), provider.clone());
     if vault.paused().call().await? {
         return Ok(None);
     }
-    let receipt = vault.pause().send().await?.get_receipt().await.map_err(|e| SubmitError::Rpc(e.to_string()))?;
+    let offer = fees::offer(&fee_history(provider, fee_policy).await?, fee_policy)?;
+    if offer.fee_per_gas > fee_policy.max_fee_per_gas {
+        tracing::warn!(fee_gwei = gwei(offer.fee_per_gas), "pausing above the fee ceiling: a pause never waits");
+    }
+    let receipt = vault
+        .pause()
+        .max_fee_per_gas(offer.max_fee_per_gas)
+        .max_priority_fee_per_gas(offer.max_priority_fee_per_gas)
+        .send()
+        .await?
+        .get_receipt()
+        .await
+        .map_err(|e| SubmitError::Rpc(e.to_string()))?;
     if !receipt.status() {
         return Err(SubmitError::Reverted("pause()".into()));
     }

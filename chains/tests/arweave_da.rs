@@ -28,6 +28,9 @@ fn node(args: &[&str], tags: &[(&str, String)]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// What each wallet of a [`Net`] is given, in winston.
+const MINTED: u128 = 1_000_000_000_000_000;
+
 /// An arlocal with a funded coordinator wallet and a funded stranger.
 struct Net {
     arlocal: Arlocal,
@@ -45,7 +48,7 @@ impl Net {
             let path = dir.path().join(name);
             std::fs::write(&path, node(&["generate"], &[])).unwrap();
             let wallet = ArweaveWallet::load(&path).unwrap();
-            arlocal.mint(wallet.address(), 1_000_000_000_000_000).await.unwrap();
+            arlocal.mint(wallet.address(), MINTED).await.unwrap();
             paths.push(path);
         }
         let stranger_jwk = paths.pop().unwrap();
@@ -88,7 +91,7 @@ impl Net {
     async fn post_raw(&self, wallet: &ArweaveWallet, tags: Vec<Tag>, data: Vec<u8>) -> String {
         let gateway = self.gateway();
         let anchor = gateway.tx_anchor().await.unwrap();
-        let reward = gateway.price(data.len() as u64).await.unwrap();
+        let reward = gateway.price_winston(data.len() as u64).await.unwrap();
         let mut tx = Transaction::with_data(data, tags, anchor, reward, wallet.owner().to_vec());
         tx.sign(wallet).unwrap();
         gateway.upload(&tx).await.unwrap();
@@ -300,6 +303,53 @@ async fn a_restarted_publisher_does_not_publish_twice() {
     net.confirm().await;
     assert_eq!(publisher.settle_journal().await.unwrap(), 0);
     assert_eq!(net.follower().latest().await.unwrap(), 5);
+}
+
+/// The two numbers a coordinator's operator watches: what a posting costs and what is left.
+#[tokio::test]
+async fn price_and_balance_come_from_the_gateway() {
+    let net = Net::start().await;
+    let gateway = net.gateway();
+    let coordinator = net.coordinator();
+    assert_eq!(gateway.wallet_balance_winston(coordinator.address()).await.unwrap(), MINTED);
+    // A wallet the network has never seen holds nothing (not an error: a new operator's wallet).
+    let unseen = chains::arweave::address_of(b"a wallet nobody funded");
+    assert_eq!(gateway.wallet_balance_winston(&unseen).await.unwrap(), 0);
+
+    // The price grows with the bytes posted.
+    let small = gateway.price_winston(1_000).await.unwrap();
+    let large = gateway.price_winston(300_000).await.unwrap();
+    assert!(0 < small && small < large, "price of 1 kB {small}, of 300 kB {large}");
+
+    // A posting pays that price, and the balance shows it.
+    let data = vec![7u8; 300_000];
+    net.post_raw(&coordinator, vec![Tag::new("App-Name", "price-test")], data).await;
+    net.confirm().await;
+    assert_eq!(gateway.wallet_balance_winston(coordinator.address()).await.unwrap(), MINTED - large);
+
+    // A gateway asking more than the bound for a batch is refused, and nothing is paid.
+    let before = gateway.wallet_balance_winston(coordinator.address()).await.unwrap();
+    let mut config = net.config();
+    config.max_price_winston_per_mib = 1;
+    let stingy =
+        ArweaveDa::publisher(gateway.clone(), config, net.coordinator(), &net.dir.path().join("stingy")).unwrap();
+    match stingy.publish(&batches(1, &key())[0]).await {
+        Err(DaError::Gateway(GatewayError::PriceAboveBound { price, bound, .. })) => {
+            assert!(price > bound && bound == 1, "{price} {bound}")
+        }
+        other => panic!("expected a price above the bound, got {other:?}"),
+    }
+    assert_eq!(gateway.wallet_balance_winston(coordinator.address()).await.unwrap(), before);
+    assert_eq!(chains::arweave::price_bound(0, 7), 7);
+    assert_eq!(chains::arweave::price_bound((1 << 20) + 1, 7), 14);
+
+    // An address goes into the URL path: anything but an address is refused before a request.
+    for bad in ["../mint/x/1", "", &"a".repeat(44), &format!("{}?", "a".repeat(42))] {
+        match gateway.wallet_balance_winston(bad).await {
+            Err(GatewayError::BadAddress(_)) => {}
+            other => panic!("{bad:?}: expected BadAddress, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -62,7 +62,7 @@ async fn sign_raw(
     let gateway = arlocal.gateway().unwrap();
     let data = encode_batch(batch);
     let anchor = gateway.tx_anchor().await.unwrap();
-    let reward = gateway.price(data.len() as u64).await.unwrap();
+    let reward = gateway.price_winston(data.len() as u64).await.unwrap();
     let mut tx =
         Transaction::with_data(data, bridge_tags(batch, number, prev_tx), anchor, reward, wallet.owner().to_vec());
     tx.sign(wallet).unwrap();

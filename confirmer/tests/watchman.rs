@@ -16,7 +16,8 @@ use bridge::eth_settlement::VaultDomain;
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{AssetId, UserTx, Withdraw};
 use chains::da::DirDa;
-use chains::ethereum::{EthDepositVerifier, Submitter};
+use chains::ethereum::fees::GWEI;
+use chains::ethereum::{EthDepositVerifier, FeeConfig, Submitter};
 use common::coordinator_api::{balance, submit};
 use common::*;
 use confirmer::deposits::DepositVerifiers;
@@ -84,6 +85,7 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     // Each watchman: its own follower (checking deposits against anvil), its own book, its
     // policy reading that book, and its own submitter.
     let running = entries(&identities);
+    let fees = FeeConfig { max_fee_per_gas_gwei: 50.0, ..FeeConfig::default() }.policy().unwrap();
     let mut watchmen = Vec::new();
     for (i, identity) in identities.iter().enumerate() {
         let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
@@ -95,7 +97,7 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         let book = SettlementBook::default();
         let policy = Arc::new(ReplayPolicy::new(book.clone(), Some(domain)));
         let node = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap();
-        let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer);
+        let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer).with_fees(fees);
         // Watchman 2 replays but does not settle; 0 and 1 both settle (one will find it done).
         let eth = (i < 2).then(|| EthSettlement::new(book.clone(), domain, submitter));
         watchmen.push(Watchman::new(follower, book, node, eth));
@@ -110,6 +112,18 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     // pay. Watchman 1 has not replayed yet, so its policy refuses until it has.
     let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer);
     let before = setup.balance(EthAddress::from(recipient.0)).await.unwrap();
+
+    // Ethereum fees above the watchmen's ceiling: nothing is signed or sent, the batch waits.
+    set_base_fee(&setup, 400 * GWEI).await;
+    let report = watchmen[0].step(64).await.unwrap();
+    let why = report.settle_error.expect("deferred");
+    assert!(why.contains("submitWithdrawals deferred") && why.contains("above the ceiling of 50 gwei"), "{why}");
+    assert!(report.settled.is_empty());
+    assert_eq!(submitter.root_of(batch).await.unwrap(), [0; 32], "no root was sent");
+    assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), before);
+
+    // Fees fall: the next turn settles it.
+    set_base_fee(&setup, GWEI).await;
     let report = watchmen[0].step(64).await.unwrap();
     assert_eq!(report.settle_error, None);
     assert_eq!(report.settled.len(), 1);
@@ -165,7 +179,17 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
 
     // With a guardian key, a watchman answers an alarm by pausing the vault (once).
     let (guardian, _) = chains::ethereum::signing_provider(&setup.anvil.url(), contracts::ANVIL_KEY_0).unwrap();
-    assert!(chains::ethereum::pause_vault(&guardian, domain.vault).await.unwrap().is_some());
-    assert!(chains::ethereum::pause_vault(&guardian, domain.vault).await.unwrap().is_none(), "paused already");
+    assert!(chains::ethereum::pause_vault(&guardian, domain.vault, &Default::default()).await.unwrap().is_some());
+    assert!(
+        chains::ethereum::pause_vault(&guardian, domain.vault, &Default::default()).await.unwrap().is_none(),
+        "paused already"
+    );
     assert!(vault.paused().call().await.unwrap());
+}
+
+/// Sets the base fee of the next block and mines it (anvil).
+async fn set_base_fee(setup: &Setup, wei: u128) {
+    let _: serde_json::Value =
+        setup.provider.raw_request("anvil_setNextBlockBaseFeePerGas".into(), (U256::from(wei),)).await.unwrap();
+    let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (1u64,)).await.unwrap();
 }

@@ -95,6 +95,13 @@ pub struct DaConfig {
     pub journal_dir: Option<PathBuf>,
     pub confirmations: u64,
     pub publish_retry_ms: u64,
+    /// How often the Arweave wallet's balance is read (`bridge_coordinator_arweave_balance_winston`).
+    pub balance_poll_s: u64,
+    /// The spend rate behind `bridge_coordinator_arweave_days_left` is taken over this many hours.
+    pub spend_window_h: u64,
+    /// The most one posting may pay per started MiB, in winston: a gateway asking more is
+    /// refused and the batch waits (`CoordinatorPublishingStalled`).
+    pub max_price_winston_per_mib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -199,6 +206,10 @@ impl Default for Config {
                 journal_dir: None,
                 confirmations: 1,
                 publish_retry_ms: 2_000,
+                balance_poll_s: 300,
+                spend_window_h: 24,
+                max_price_winston_per_mib: u64::try_from(chains::da::DEFAULT_MAX_PRICE_WINSTON_PER_MIB)
+                    .unwrap_or(u64::MAX),
             },
             log: LogConfig { format: LogFormat::Human, filter: "info".into() },
             ethereum: EthereumConfig::default(),
@@ -336,6 +347,18 @@ impl Config {
         }
         if self.da.kind == DaKind::Arweave && (self.da.gateway.is_none() || self.da.wallet.is_none()) {
             return invalid("da.kind = \"arweave\" needs da.gateway and da.wallet".into());
+        }
+        // At most the window's readings are kept (`arweave_wallet::MAX_SAMPLES`): a poll so
+        // frequent that the window would not fit is refused rather than silently shortened.
+        let window_s = self.da.spend_window_h.saturating_mul(3_600);
+        if self.da.balance_poll_s == 0
+            || !(1..=24 * 30).contains(&self.da.spend_window_h)
+            || window_s / self.da.balance_poll_s.max(1) > crate::arweave_wallet::MAX_SAMPLES as u64
+        {
+            return invalid(format!(
+                "da.balance_poll_s must be at least 1 and da.spend_window_h 1 to 720, with at most {} readings in the window",
+                crate::arweave_wallet::MAX_SAMPLES
+            ));
         }
         if self.dev.deposits.is_some() && !["devnet", "test", "bench"].iter().any(|p| self.network.name.starts_with(p))
         {

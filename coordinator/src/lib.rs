@@ -1,9 +1,11 @@
 //! The coordinator: accepts users' signed transactions, applies them in one order with the
 //! protocol core, acknowledges each only once it is durable, and seals and publishes batches.
 //! `store`: the durable ledger; `sequencer`: the single writer; `publisher`: sealed batches to
-//! the DA; `deposits`: L1 deposits in from the chain watchers.
+//! the DA; `deposits`: L1 deposits in from the chain watchers; `arweave_wallet`: what is left to
+//! pay the DA with.
 
 pub mod api;
+pub mod arweave_wallet;
 pub mod config;
 pub mod deposits;
 pub mod node;

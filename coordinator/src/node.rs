@@ -125,6 +125,7 @@ pub fn open_da(
                 .map_err(|e| NodeError::Da(format!("wallet {}: {e}", wallet_path.display())))?;
             let mut da_config = ArweaveDaConfig::new(&params.name, params.coordinator_key, wallet.address());
             da_config.confirmations = config.da.confirmations;
+            da_config.max_price_winston_per_mib = u128::from(config.da.max_price_winston_per_mib);
             let info = api::views::DaInfo {
                 kind: "arweave".into(),
                 location: url.clone(),
@@ -218,6 +219,14 @@ impl Node {
         // within 10 s, not the default minute (a gateway answers a retry every 10 s cheaply).
         let schedule = Schedule { max_retry: PUBLISH_MAX_RETRY.max(retry), ..Schedule::every(retry) };
         let publishing = supervisor.spawn("publisher", publisher.clone().task(sealed), schedule);
+
+        if let (DaKind::Arweave, Some(url), Some(address)) = (config.da.kind, &config.da.gateway, &da_info.owner) {
+            let gateway = Gateway::new(url, RetryPolicy::default()).map_err(|e| NodeError::Da(e.to_string()))?;
+            let window = Duration::from_secs(config.da.spend_window_h.saturating_mul(3_600));
+            let watch = crate::arweave_wallet::WalletWatch::new(gateway, address.clone(), window);
+            let poll = Duration::from_secs(config.da.balance_poll_s);
+            background.push(supervisor.spawn("arweave-wallet", watch, Schedule::every(poll)));
+        }
 
         let (sink, source) = deposit_channel(1024);
         let forwarding = handle.clone();

@@ -14,6 +14,13 @@ use coordinator::store::Store;
 use coordinator::takeover::recover_from_da;
 use serde_json::Value;
 
+const MINTED: u128 = 1_000_000_000_000_000;
+
+/// The value of an unlabelled gauge in a Prometheus scrape.
+fn gauge(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 const CHECK_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/tools/arweave-check.js");
 
 #[tokio::test]
@@ -26,12 +33,14 @@ async fn batches_go_to_arweave_and_a_takeover_reads_them_back() {
         assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
         std::fs::write(&jwk, &generated.stdout).unwrap();
         let ar_wallet = ArweaveWallet::load(&jwk).unwrap();
-        arlocal.mint(ar_wallet.address(), 1_000_000_000_000_000).await.unwrap();
+        arlocal.mint(ar_wallet.address(), MINTED).await.unwrap();
 
         let mut config = node_config(dir.path(), &ledger.url, 2);
         config.da.kind = DaKind::Arweave;
         config.da.gateway = Some(arlocal.url().to_owned());
         config.da.wallet = Some(jwk.clone());
+        config.da.balance_poll_s = 1;
+        config.da.spend_window_h = 1;
         let node = Node::start(&config).await.unwrap();
         let base = node.url();
         let http = reqwest::Client::new();
@@ -63,6 +72,17 @@ async fn batches_go_to_arweave_and_a_takeover_reads_them_back() {
         .await;
         let locator = published["locator"].as_str().unwrap();
         assert_eq!(locator.len(), 43, "an Arweave transaction id: {locator}");
+        // Every posting paid the gateway's price from the wallet, and the coordinator exports
+        // what is left (and, once it has seen spending, how long that lasts).
+        let gateway = chains::arweave::Gateway::new(arlocal.url(), RetryPolicy::default()).unwrap();
+        eventually(60, "the wallet's balance in /metrics", || async {
+            let left = gateway.wallet_balance_winston(ar_wallet.address()).await.unwrap();
+            let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+            let exported = gauge(&metrics, "bridge_coordinator_arweave_balance_winston")?;
+            assert!(left < MINTED, "publishing paid nothing");
+            (exported == left as f64 && gauge(&metrics, "bridge_coordinator_arweave_days_left").is_some()).then_some(())
+        })
+        .await;
         let info: Value = http.get(format!("{base}/info")).send().await.unwrap().json().await.unwrap();
         let sealed = info["latest_batch"]["number"].as_u64().unwrap();
         assert!(sealed >= 2, "{info}");
@@ -70,7 +90,6 @@ async fn batches_go_to_arweave_and_a_takeover_reads_them_back() {
 
         // Confirm, then rebuild from the gateway alone.
         arlocal.mine(2).await.unwrap();
-        let gateway = chains::arweave::Gateway::new(arlocal.url(), RetryPolicy::default()).unwrap();
         let follower = ArweaveDa::follower(
             gateway,
             ArweaveDaConfig::new(&params().name, params().coordinator_key, ar_wallet.address()),

@@ -159,7 +159,7 @@ impl Arlocal {
         const IN_FLIGHT: usize = 16;
         let gateway = self.gateway()?;
         let anchor = gateway.tx_anchor().await?;
-        let reward = gateway.price(1).await?;
+        let reward = gateway.price_winston(1).await?;
         let mut ids = Vec::with_capacity(tag_sets.len());
         let mut sets = tag_sets.into_iter().enumerate().peekable();
         while sets.peek().is_some() {

@@ -15,6 +15,9 @@ use super::wallet::{b64, to_b64};
 /// Data up to this size goes inline in `POST /tx`; larger data goes in chunks (as arweave-js).
 pub const INLINE_LIMIT: u64 = super::merkle::MAX_CHUNK_SIZE as u64;
 
+/// An Arweave address: the base64url (unpadded) SHA-256 of the owner's modulus.
+const ADDRESS_LEN: usize = 43;
+
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub attempts: u32,
@@ -52,6 +55,12 @@ pub enum GatewayError {
     Crowded { url: String, owner: String, max: usize },
     #[error("invalid gateway URL {0:?}")]
     BadUrl(String),
+    #[error("{0:?} is not an Arweave address (43 characters of base64url)")]
+    BadAddress(String),
+    #[error(
+        "the Arweave gateway at {url} asks {price} winston for {bytes} bytes, above the bound of {bound} (da.max_price_winston_per_mib); nothing was posted"
+    )]
+    PriceAboveBound { url: String, bytes: u64, price: u128, bound: u128 },
 }
 
 /// Where a transaction stands on the gateway.
@@ -170,12 +179,49 @@ impl Gateway {
         b64(text.trim()).map_err(|e| self.malformed("/tx_anchor", e))
     }
 
-    /// The fee, in winston, for storing `bytes` bytes.
-    pub async fn price(&self, bytes: u64) -> Result<u128, GatewayError> {
+    /// The reward, in winston, the network asks today for a transaction carrying `bytes` bytes
+    /// of data (`GET /price/{bytes}`): what a posted transaction must pay to be mined.
+    pub async fn price_winston(&self, bytes: u64) -> Result<u128, GatewayError> {
         let path = format!("/price/{bytes}");
         let body = self.get_ok(&path).await?.ok_or_else(|| self.malformed(&path, "no price"))?;
-        let text = String::from_utf8(body).map_err(|e| self.malformed(&path, e))?;
-        text.trim().parse().map_err(|e| self.malformed(&path, e))
+        self.winston(&path, body)
+    }
+
+    /// [`Gateway::price_winston`], refused above `winston_per_mib` for every started MiB: a
+    /// gateway gone wrong (or not ours) cannot make one posting spend the wallet.
+    pub async fn price_winston_bounded(&self, bytes: u64, winston_per_mib: u128) -> Result<u128, GatewayError> {
+        let price = self.price_winston(bytes).await?;
+        let bound = price_bound(bytes, winston_per_mib);
+        if price > bound {
+            return Err(GatewayError::PriceAboveBound {
+                url: self.url(&format!("/price/{bytes}")),
+                bytes,
+                price,
+                bound,
+            });
+        }
+        Ok(price)
+    }
+
+    /// The balance, in winston, of the wallet at `address` (`GET /wallet/{address}/balance`);
+    /// a wallet the network has never seen holds 0.
+    pub async fn wallet_balance_winston(&self, address: &str) -> Result<u128, GatewayError> {
+        // The address goes into the URL path: only a real address's alphabet and length.
+        if address.len() != ADDRESS_LEN || !address.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(GatewayError::BadAddress(address.chars().take(64).collect()));
+        }
+        let path = format!("/wallet/{address}/balance");
+        let body = self.get_ok(&path).await?.ok_or_else(|| self.malformed(&path, "no balance"))?;
+        self.winston(&path, body)
+    }
+
+    /// An amount of winston as gateways write it: a decimal integer in plain text (arlocal
+    /// writes a JSON number, which is the same text while it is an integer).
+    fn winston(&self, path: &str, body: Vec<u8>) -> Result<u128, GatewayError> {
+        let text = String::from_utf8(body).map_err(|e| self.malformed(path, e))?;
+        let text = text.trim().trim_matches('"');
+        text.parse().map_err(|e| self.malformed(path, format!("{text:?} is not an amount of winston: {e}")))
     }
 
     /// Posts a signed transaction: inline if its data fits, otherwise the header then every chunk.
@@ -376,6 +422,13 @@ enum Sort {
     /// The gateway's own order: every page is read anyway.
     Unsorted,
     NewestFirst,
+}
+
+/// The most a posting of `bytes` may pay: `winston_per_mib` for every started MiB (at least one,
+/// since a transaction's price has a fixed part).
+pub fn price_bound(bytes: u64, winston_per_mib: u128) -> u128 {
+    const MIB: u64 = 1 << 20;
+    u128::from(bytes.div_ceil(MIB).max(1)).saturating_mul(winston_per_mib)
 }
 
 fn refused(url: &str, status: StatusCode, body: &[u8]) -> GatewayError {

@@ -11,7 +11,7 @@ mod tx;
 mod wallet;
 
 pub use deep_hash::{DeepHashItem, deep_hash};
-pub use gateway::{FoundTx, Gateway, GatewayError, INLINE_LIMIT, RetryPolicy, TxStatus};
+pub use gateway::{FoundTx, Gateway, GatewayError, INLINE_LIMIT, RetryPolicy, TxStatus, price_bound};
 pub use pss::verify as verify_pss;
 pub use tx::{Tag, Transaction, TxError, TxJson};
 pub use wallet::{ArweaveWallet, WalletError, address_of, b64, to_b64};

@@ -41,7 +41,14 @@ pub struct ArweaveDaConfig {
     /// The most transactions from the coordinator's own wallet that one batch number may carry
     /// before the query is refused (other wallets' transactions are never counted).
     pub max_candidates: usize,
+    /// The most a posting may pay per started MiB, in winston: the gateway's `/price` above it
+    /// is refused ([`GatewayError::PriceAboveBound`]) and the batch waits.
+    pub max_price_winston_per_mib: u128,
 }
+
+/// The default bound on a posting's price: 1 AR per started MiB, far above what the network
+/// has asked (and ~15 times what arlocal asks), so it only stops a gateway gone wrong.
+pub const DEFAULT_MAX_PRICE_WINSTON_PER_MIB: u128 = 1_000_000_000_000;
 
 impl ArweaveDaConfig {
     pub fn new(network: &str, coordinator_key: [u8; 32], coordinator_address: &str) -> Self {
@@ -52,6 +59,7 @@ impl ArweaveDaConfig {
             coordinator_address: coordinator_address.into(),
             confirmations: 1,
             max_candidates: 1000,
+            max_price_winston_per_mib: DEFAULT_MAX_PRICE_WINSTON_PER_MIB,
         }
     }
 }
@@ -520,7 +528,8 @@ impl DataAvailability for ArweaveDa {
         let data = encode_batch(batch);
         let gateway = &self.inner.gateway;
         let anchor = gateway.tx_anchor().await?;
-        let reward = gateway.price(data.len() as u64).await?;
+        let reward =
+            gateway.price_winston_bounded(data.len() as u64, self.inner.config.max_price_winston_per_mib).await?;
         let mut tx = Transaction::with_data(data, tags, anchor, reward, publisher.wallet.owner().to_vec());
         tx.sign(&publisher.wallet).map_err(GatewayError::from)?;
         let entry = JournalEntry { number, batch_hash: hex::encode(hash), tx: tx.to_json(true) };

@@ -11,7 +11,7 @@ use bridge::batch::Equivocation;
 
 use crate::arweave::{GatewayError, WalletError};
 
-pub use arweave::{ArweaveDa, ArweaveDaConfig, Rejection};
+pub use arweave::{ArweaveDa, ArweaveDaConfig, DEFAULT_MAX_PRICE_WINSTON_PER_MIB, Rejection};
 pub use dir::DirDa;
 
 /// Where a batch was published: an Arweave transaction id, or a file name.

@@ -78,6 +78,8 @@ impl Watchman {
             match eth.settle(&self.tss).await {
                 Ok(settled) => report.settled = settled,
                 Err(SettleError::Halted(why)) => report.settle_error = Some(format!("halted: {why}")),
+                // Not a failure: counted and logged as a deferral by `settle`.
+                Err(error @ SettleError::FeeDeferred { .. }) => report.settle_error = Some(error.to_string()),
                 Err(error) => {
                     metrics::counter!("watchman_settle_failures_total").increment(1);
                     tracing::warn!(%error, "settling failed; retrying next turn");

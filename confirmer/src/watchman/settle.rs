@@ -7,11 +7,15 @@
 //! A leaf the vault cannot pay (it reports `WithdrawalFailed` and pays the rest) never holds
 //! back its batch or later ones: it is recorded in [`StuckWithdrawals`] and retried with
 //! backoff after the batches of each turn.
+//!
+//! Fees: above the configured ceiling (`[ethereum.fees] max_fee_per_gas_gwei`) nothing is
+//! signed or sent; the batch and those after it wait, `watchman_eth_fee_deferred_total` counts
+//! each deferred turn, and the next turn asks again, so they are paid when fees fall.
 
 use bridge::eth_settlement::{EvmSchnorrSignature, VaultDomain, withdrawals_message};
 use std::time::Instant;
 
-use chains::ethereum::{Retry, SubmitError, Submitter};
+use chains::ethereum::{FeeDecision, Retry, SubmitError, Submitter, gwei};
 use tss::{KeyPath, SessionError, SigningContext, SigningRequest, TssNode};
 
 use super::book::SettlementBook;
@@ -28,6 +32,24 @@ pub enum SettleError {
     BadSignature { batch: u64 },
     #[error("batch {batch}: the vault: {source}")]
     Vault { batch: u64, source: SubmitError },
+    #[error(
+        "batch {batch}: {call} deferred: fees are {} gwei per gas, above the ceiling of {} gwei; retried when they fall",
+        gwei(*fee_per_gas),
+        gwei(*ceiling)
+    )]
+    FeeDeferred { batch: u64, call: &'static str, fee_per_gas: u128, ceiling: u128 },
+}
+
+impl SettleError {
+    /// A vault call's error, a fee above the ceiling named as a deferral of `call`.
+    fn vault(batch: u64, call: &'static str, source: SubmitError) -> Self {
+        match source {
+            SubmitError::FeeAboveCeiling { fee_per_gas, ceiling } => {
+                SettleError::FeeDeferred { batch, call, fee_per_gas, ceiling }
+            }
+            source => SettleError::Vault { batch, source },
+        }
+    }
 }
 
 /// What one batch's settlement did.
@@ -96,7 +118,22 @@ impl EthSettlement {
     /// a failure of its batch.
     pub async fn settle(&mut self, tss: &TssNode) -> Result<Vec<SettledBatch>, SettleError> {
         let settled = self.settle_batches(tss).await;
+        if let Err(SettleError::FeeDeferred { batch, call, fee_per_gas, ceiling }) = &settled {
+            metrics::counter!("watchman_eth_fee_deferred_total", "call" => *call).increment(1);
+            tracing::warn!(
+                batch,
+                call,
+                fee_gwei = gwei(*fee_per_gas),
+                ceiling_gwei = gwei(*ceiling),
+                "Ethereum fees are above the ceiling: deferred, retried next turn"
+            );
+        }
         self.retry_stuck().await;
+        let fee = self.submitter.last_fee_per_gas();
+        if fee > 0 {
+            metrics::gauge!("watchman_eth_fee_per_gas_gwei").set(gwei(u128::from(fee)));
+        }
+        metrics::gauge!("watchman_eth_fee_ceiling_gwei").set(gwei(self.submitter.fee_policy().max_fee_per_gas));
         settled
     }
 
@@ -112,10 +149,18 @@ impl EthSettlement {
                 continue;
             }
             let root = tree.root();
-            let vault = |source| SettleError::Vault { batch, source };
+            let vault = |source| SettleError::vault(batch, "withdrawMany", source);
             let submitted_root = if self.submitter.root_of(batch).await.map_err(vault)? == root {
                 false
             } else {
+                let vault = |source| SettleError::vault(batch, "submitWithdrawals", source);
+                // Above the ceiling, not even the signing session runs: its signature could
+                // not be sent, and every turn would start another among the watchmen.
+                if let FeeDecision::Defer { fee_per_gas, ceiling } =
+                    self.submitter.fee_decision().await.map_err(vault)?
+                {
+                    return Err(SettleError::FeeDeferred { batch, call: "submitWithdrawals", fee_per_gas, ceiling });
+                }
                 let started = std::time::Instant::now();
                 let outcome = tss
                     .sign(vec![Self::request(&self.domain, batch, root)])

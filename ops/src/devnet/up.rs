@@ -384,6 +384,9 @@ gateway = "{arweave}"
 wallet = "{jwk}"
 confirmations = 1
 publish_retry_ms = 1000
+# The wallet's balance every 10 s, its spend rate over the last hour (docs/OPERATIONS.md, "Fees").
+balance_poll_s = 10
+spend_window_h = 1
 
 [ethereum]
 rpc = "{eth}"

@@ -148,6 +148,10 @@ rpc = "{eth}"
 depth = {eth_depth}
 {sender}guardian_key_file = "{guardian}"
 
+# What an operator sets: payouts and roots wait above it (docs/OPERATIONS.md, "Fees").
+[ethereum.fees]
+max_fee_per_gas_gwei = 100.0
+
 [bitcoin]
 rpc = "{btc}"
 rpc_user = "{btc_user}"

@@ -102,6 +102,9 @@ pub struct EthereumSection {
     /// The guardian's private key, encrypted under the share's passphrase (`bridgectl wallet
     /// import`): on an alarm the vault is paused with it. A plaintext key file is refused.
     pub guardian_key_file: Option<PathBuf>,
+    /// `[ethereum.fees]`: the fee ceiling and how fees are read (docs/OPERATIONS.md, "Fees").
+    #[serde(default)]
+    pub fees: chains::ethereum::FeeConfig,
 }
 
 fn default_eth_depth() -> u64 {
@@ -254,7 +257,11 @@ mod tests {
         let config: Config = toml::from_str(include_str!("../../../watchman.example.toml")).unwrap();
         assert_eq!(config.listen, default_listen());
         assert_eq!(config.bitcoin.unwrap().bump_after_blocks, 3);
-        assert!(config.ethereum.unwrap().sender_key_file.is_none());
+        let ethereum = config.ethereum.unwrap();
+        assert!(ethereum.sender_key_file.is_none());
+        // The example spells out the fee defaults, and they are valid.
+        assert_eq!(ethereum.fees, chains::ethereum::FeeConfig::default());
+        assert_eq!(ethereum.fees.policy().unwrap(), chains::ethereum::FeePolicy::default());
         // The example tells how the guardian key is kept: encrypted, never plaintext.
         let example = include_str!("../../../watchman.example.toml");
         assert!(example.contains("bridgectl wallet import") && example.contains("encrypted"), "{example}");

@@ -146,15 +146,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let chain_id = chains::ethereum::chain_id(&eth.rpc).await.map_err(anyhow::Error::msg)?;
         let domain = VaultDomain { chain_id, vault: params.eth_vault, epoch: eth.epoch };
         eth_domain = Some(domain);
+        let fees = eth.fees.policy()?;
         if let Some(file) = &eth.sender_key_file {
             let key = read_key(file)?;
-            let submitter = Submitter::connect(&eth.rpc, &key, params.eth_vault).map_err(anyhow::Error::msg)?;
+            let submitter =
+                Submitter::connect(&eth.rpc, &key, params.eth_vault).map_err(anyhow::Error::msg)?.with_fees(fees);
             eth_settlement = Some(EthSettlement::new(book.clone(), domain, submitter));
         }
         if let Some(file) = &eth.guardian_key_file {
             let key = config::load_guardian_key(file, &passphrase)?;
             let (provider, _) = chains::ethereum::signing_provider(&eth.rpc, &key).map_err(anyhow::Error::msg)?;
-            guardian = Some(provider);
+            guardian = Some((provider, fees));
         }
     }
     let mut policy = ReplayPolicy::new(book.clone(), eth_domain);
@@ -280,8 +282,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 Err(error) => tracing::warn!(%error, "the solvency check failed; retrying"),
             }
         }
-        if let (Some(why), Some(provider), false) = (book.halted(), &guardian, paused) {
-            match chains::ethereum::pause_vault(provider, params.eth_vault).await {
+        if let (Some(why), Some((provider, fees)), false) = (book.halted(), &guardian, paused) {
+            match chains::ethereum::pause_vault(provider, params.eth_vault, fees).await {
                 Ok(receipt) => {
                     paused = true;
                     tracing::error!(%why, already_paused = receipt.is_none(), "the Ethereum vault is paused");
