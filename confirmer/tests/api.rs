@@ -36,7 +36,13 @@ async fn the_api_serves_finality_proofs_and_clear_errors() {
     let mut confirmer = follower(&da, &url).await;
     catch_up(&mut confirmer).await;
     let follower = Arc::new(RwLock::new(confirmer));
-    let app = router(ApiContext { follower: follower.clone(), metrics: None, coordinator: None });
+    let app = router(ApiContext {
+        follower: follower.clone(),
+        metrics: None,
+        coordinator: None,
+        http: reqwest::Client::new(),
+        eth_finality: None,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
