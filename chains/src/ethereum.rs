@@ -27,31 +27,8 @@ use crate::deposit::{DepositCheck, DepositVerifier, VerifierError};
 pub mod fees;
 pub use fees::{FeeConfig, FeeDecision, FeeError, FeePolicy, Fees};
 
-/// How deep a deposit must be before it counts.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Confirmation {
-    /// At least this many blocks on top of the deposit's block.
-    Depth(u64),
-    /// At or below the node's `finalized` block.
-    Finalized,
-}
-
-impl Confirmation {
-    /// The highest block number that counts, given the node's view.
-    async fn safe_block(self, provider: &DynProvider) -> Result<Option<u64>, String> {
-        match self {
-            Confirmation::Depth(depth) => {
-                let head = provider.get_block_number().await.map_err(|e| e.to_string())?;
-                Ok(head.checked_sub(depth))
-            }
-            Confirmation::Finalized => {
-                let block =
-                    provider.get_block_by_number(BlockNumberOrTag::Finalized).await.map_err(|e| e.to_string())?;
-                Ok(block.map(|b| b.header.number))
-            }
-        }
-    }
-}
+pub use crate::eth_finality::{Confirmation, FinalityRule, FinalityStatus, FinalityWatch, SafeHeight};
+use crate::http::Tls;
 
 /// A vault `Deposited` log as the bridge's deposit: `log_in_tx` is the log's position among its
 /// transaction's logs (its place in the receipt), `l1_height` the block it was seen in.
@@ -108,6 +85,7 @@ pub struct DepositWatcher {
     provider: DynProvider,
     vault: Address,
     confirmation: Confirmation,
+    finality: FinalityWatch,
     next_block: u64,
     scanned: VecDeque<(u64, B256)>,
     sink: mpsc::Sender<Deposit>,
@@ -123,20 +101,34 @@ impl DepositWatcher {
         from_block: u64,
         sink: mpsc::Sender<Deposit>,
     ) -> Self {
-        DepositWatcher { provider, vault, confirmation, next_block: from_block, scanned: VecDeque::new(), sink }
+        DepositWatcher {
+            provider,
+            vault,
+            confirmation,
+            finality: FinalityWatch::new(confirmation),
+            next_block: from_block,
+            scanned: VecDeque::new(),
+            sink,
+        }
     }
 
-    /// A watcher asking the JSON-RPC node at `url` (plain http) about the vault `vault`.
+    /// A watcher asking the JSON-RPC node at `url` (http or https, trusting `tls`) about the
+    /// vault `vault`.
     pub fn connect(
         url: &str,
+        tls: &Tls,
         vault: bridge::Address,
         confirmation: Confirmation,
         from_block: u64,
         sink: mpsc::Sender<Deposit>,
     ) -> Result<Self, String> {
-        let url = rpc_url(url)?;
-        let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
+        let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
         Ok(DepositWatcher::new(provider, contracts::to_alloy(vault), confirmation, from_block, sink))
+    }
+
+    /// The watcher's last answer to "what is final", for `/status`.
+    pub fn finality(&self) -> FinalityWatch {
+        self.finality.clone()
     }
 
     /// The first block not yet scanned: where a restarted watcher resumes.
@@ -144,11 +136,19 @@ impl DepositWatcher {
         self.next_block
     }
 
-    /// Scans every block that has newly reached the confirmation depth; returns the number of
-    /// deposits handed on.
+    /// Scans every block that has newly become final (by the node's `finalized` tag or the
+    /// depth, see [`Confirmation`]); returns the number of deposits handed on.
     pub async fn poll(&mut self) -> Result<usize, WatchError> {
         let rpc = |e: alloy::transports::TransportError| WatchError::Rpc(e.to_string());
-        let Some(safe) = self.confirmation.safe_block(&self.provider).await.map_err(WatchError::Rpc)? else {
+        let seen = match self.confirmation.safe_height(&self.provider).await {
+            Ok(seen) => seen,
+            Err(error) => {
+                self.finality.record_error(&error.to_string());
+                return Err(rpc(error));
+            }
+        };
+        self.finality.record(&seen);
+        let Some(safe) = seen.safe else {
             return Ok(0);
         };
         // The last block scanned must still be canonical.
@@ -204,7 +204,7 @@ impl DepositWatcher {
                 };
                 let position = position_in_receipt(receipt, log).map_err(WatchError::BadLog)?;
                 let deposit = deposit_from_log(log, position, number).map_err(WatchError::BadLog)?;
-                tracing::info!(block = number, ?deposit, "Ethereum deposit at depth");
+                tracing::info!(block = number, rule = %seen.rule, ?deposit, "Ethereum deposit final");
                 self.sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;
                 handed += 1;
             }
@@ -232,41 +232,46 @@ impl DepositWatcher {
 }
 
 /// The confirmer's check of an Ethereum deposit: the receipt at `l1_ref` succeeded, the log at
-/// that position of the transaction came from the vault, its block is canonical and deep enough,
-/// and every field matches. A missing receipt is an alarm only once this node's head is at least
-/// the deposit's `l1_height` plus the depth; below that the node may simply lag
-/// ([`DepositCheck::NodeBehind`]).
+/// that position of the transaction came from the vault, its block is canonical and final (by
+/// the node's `finalized` tag or the depth, see [`Confirmation`]), and every field matches. A
+/// missing receipt is an alarm only once this node counts the deposit's `l1_height` as final;
+/// below that the node may simply lag ([`DepositCheck::NodeBehind`]).
 #[derive(Debug, Clone)]
 pub struct EthDepositVerifier {
     provider: DynProvider,
     vault: Address,
-    depth: u64,
+    confirmation: Confirmation,
+    finality: FinalityWatch,
 }
 
 impl EthDepositVerifier {
-    pub fn new(provider: DynProvider, vault: Address, depth: u64) -> Self {
-        EthDepositVerifier { provider, vault, depth }
+    pub fn new(provider: DynProvider, vault: Address, confirmation: Confirmation) -> Self {
+        EthDepositVerifier { provider, vault, confirmation, finality: FinalityWatch::new(confirmation) }
     }
 
-    /// A verifier asking the JSON-RPC node at `url` about the vault `vault` (plain http: alloy is
-    /// built without TLS here; enable its `reqwest-rustls-tls` feature for https).
-    pub fn connect(url: &str, vault: bridge::Address, depth: u64) -> Result<Self, String> {
-        let url = rpc_url(url)?;
-        let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
-        Ok(EthDepositVerifier::new(provider, contracts::to_alloy(vault), depth))
+    /// A verifier asking the JSON-RPC node at `url` (http or https, trusting `tls`) about the
+    /// vault `vault`.
+    pub fn connect(url: &str, tls: &Tls, vault: bridge::Address, confirmation: Confirmation) -> Result<Self, String> {
+        let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
+        Ok(EthDepositVerifier::new(provider, contracts::to_alloy(vault), confirmation))
     }
-}
 
-/// An Ethereum JSON-RPC URL this build can reach. The HTTP transport is built without TLS
-/// (alloy's rustls feature pulls in aws-lc, not built yet), so an `https` endpoint is refused
-/// here, at start-up, rather than failing at every request.
-pub(crate) fn rpc_url(url: &str) -> Result<reqwest::Url, String> {
-    let parsed: reqwest::Url = url.parse().map_err(|e| format!("the Ethereum RPC URL {url:?}: {e}"))?;
-    match parsed.scheme() {
-        "http" => Ok(parsed),
-        scheme => Err(format!(
-            "the Ethereum RPC URL {url:?} uses {scheme}; this build speaks plain http only: use a node on a private network or a local TLS-terminating proxy"
-        )),
+    /// The verifier's last answer to "what is final", and a way to ask again, for `/status`.
+    pub fn finality(&self) -> crate::eth_finality::FinalityProbe {
+        crate::eth_finality::FinalityProbe::new(self.provider.clone(), self.confirmation, self.finality.clone())
+    }
+
+    async fn safe_height(&self) -> Result<SafeHeight, VerifierError> {
+        match self.confirmation.safe_height(&self.provider).await {
+            Ok(seen) => {
+                self.finality.record(&seen);
+                Ok(seen)
+            }
+            Err(error) => {
+                self.finality.record_error(&error.to_string());
+                Err(VerifierError { chain: Chain::Ethereum, reason: error.to_string() })
+            }
+        }
     }
 }
 
@@ -282,9 +287,11 @@ impl DepositVerifier for EthDepositVerifier {
         if self.provider.syncing().await.map_err(rpc)? != alloy::rpc::types::SyncStatus::None {
             return Ok(None);
         }
-        let tip = self.provider.get_block_number().await.map_err(rpc)?;
-        let bound = tip.saturating_add(self.depth).saturating_add(crate::deposit::ETH_FUTURE_SLACK_BLOCKS);
-        Ok((needed > bound).then_some(tip))
+        // `needed` is a head at which the fact would be final: the tip plus what finality
+        // trails the head by now (the depth, or the distance to the finalized block).
+        let seen = self.safe_height().await?;
+        let bound = seen.head.saturating_add(seen.lag).saturating_add(crate::deposit::ETH_FUTURE_SLACK_BLOCKS);
+        Ok((needed > bound).then_some(seen.head))
     }
 
     async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError> {
@@ -296,20 +303,24 @@ impl DepositVerifier for EthDepositVerifier {
         if deposit.chain != Chain::Ethereum {
             return not_on_l1("an Ethereum reference on a deposit of another chain");
         }
-        // The head first: a receipt missing after it was read is missing at that head or later.
-        let head = self.provider.get_block_number().await.map_err(rpc)?;
-        let needed = deposit.l1_height.saturating_add(self.depth);
+        // What is final first: a receipt missing after it was read is missing at that point or
+        // later.
+        let seen = self.safe_height().await?;
+        let head = seen.head;
         let Some(receipt) = self.provider.get_transaction_receipt(B256::from(tx_hash)).await.map_err(rpc)? else {
-            if head < needed {
-                // This node has not reached the block the batch names: it cannot know yet.
+            if !seen.counts(deposit.l1_height) {
+                // This node does not count the block the batch names as final yet: it cannot
+                // know. `needed` is the head at which it would, at today's distance.
+                let needed = deposit.l1_height.saturating_add(seen.lag);
                 return Ok(DepositCheck::NodeBehind { node_height: head, needed });
             }
             return not_on_l1(format!(
-                "no transaction 0x{} on L1 (never sent, or reorged out), though this node's head {head} is past block {} \
-                 plus the depth {}",
+                "no transaction 0x{} on L1 (never sent, or reorged out), though this node counts block {} as final \
+                 ({} rule; head {head}, final up to {})",
                 hex::encode(tx_hash),
                 deposit.l1_height,
-                self.depth
+                seen.rule,
+                seen.safe.unwrap_or_default()
             ));
         };
         if !receipt.status() {
@@ -334,7 +345,7 @@ impl DepositVerifier for EthDepositVerifier {
         if canonical.map(|b| b.header.hash) != Some(hash) {
             return not_on_l1(format!("block {number} holding the deposit is no longer canonical"));
         }
-        if head.saturating_sub(number) < self.depth {
+        if !seen.counts(number) {
             return Ok(DepositCheck::NotYetDeep);
         }
         Ok(DepositCheck::Confirmed)
@@ -360,10 +371,11 @@ pub async fn vault_holdings(
 /// of each token, in base units.
 pub async fn holdings_of(
     url: &str,
+    tls: &Tls,
     vault: bridge::Address,
     tokens: &[bridge::Address],
 ) -> Result<BTreeMap<AssetId, u128>, String> {
-    let provider = alloy::providers::ProviderBuilder::new().connect_http(rpc_url(url)?).erased();
+    let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
     let tokens: Vec<Address> = tokens.iter().map(|t| contracts::to_alloy(*t)).collect();
     let held = vault_holdings(&provider, contracts::to_alloy(vault), &tokens)
         .await
@@ -500,8 +512,8 @@ pub struct Submitter {
 
 impl Submitter {
     /// A submitter paying gas from the account of `key` (hex) through the node at `url`.
-    pub fn connect(url: &str, key: &str, vault: bridge::Address) -> Result<Self, String> {
-        let (provider, from) = signing_provider(url, key)?;
+    pub fn connect(url: &str, tls: &Tls, key: &str, vault: bridge::Address) -> Result<Self, String> {
+        let (provider, from) = signing_provider(url, tls, key)?;
         Ok(Submitter::new(provider, contracts::to_alloy(vault), from))
     }
 
@@ -803,10 +815,10 @@ pub async fn fee_history(
     Ok(provider.get_fee_history(blocks, BlockNumberOrTag::Latest, &[percentile]).await?)
 }
 
-/// A provider that signs with `key` (a secp256k1 private key, hex) over plain http: what a
-/// watchman submits roots and payouts with, and a guardian pauses with. Returns the provider
-/// and the key's address.
-pub fn signing_provider(url: &str, key: &str) -> Result<(DynProvider, Address), String> {
+/// A provider that signs with `key` (a secp256k1 private key, hex) through the node at `url`
+/// (http or https, trusting `tls`): what a watchman submits roots and payouts with, and a
+/// guardian pauses with. Returns the provider and the key's address.
+pub fn signing_provider(url: &str, tls: &Tls, key: &str) -> Result<(DynProvider, Address), String> {
     use alloy::network::EthereumWallet;
     use alloy::providers::ProviderBuilder;
     use alloy::signers::local::PrivateKeySigner;
@@ -818,7 +830,7 @@ pub fn signing_provider(url: &str, key: &str) -> Result<(DynProvider, Address), 
         .with_simple_nonce_management()
         .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
-        .connect_http(rpc_url(url)?)
+        .connect_client(crate::http::eth_rpc_client(url, tls).map_err(|e| e.to_string())?)
         .erased();
     Ok((provider, address))
 }
@@ -858,8 +870,8 @@ pub async fn pause_vault(
 }
 
 /// The chain id of the node at `url` (the vault's EIP-712 and signature domain need it).
-pub async fn chain_id(url: &str) -> Result<u64, String> {
-    let provider = alloy::providers::ProviderBuilder::new().connect_http(rpc_url(url)?);
+pub async fn chain_id(url: &str, tls: &Tls) -> Result<u64, String> {
+    let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
     provider.get_chain_id().await.map_err(|e| format!("the Ethereum node at {url}: {e}"))
 }
 
@@ -868,11 +880,14 @@ mod rpc_url_tests {
     use super::*;
 
     #[test]
-    fn an_https_or_malformed_rpc_url_is_refused_at_start_up() {
-        let https = EthDepositVerifier::connect("https://rpc.example", bridge::Address::ZERO, 12).unwrap_err();
-        assert!(https.contains("plain http only"), "{https}");
-        let garbage = EthDepositVerifier::connect("not a url", bridge::Address::ZERO, 12).unwrap_err();
-        assert!(garbage.contains("the Ethereum RPC URL"), "{garbage}");
-        assert!(EthDepositVerifier::connect("http://127.0.0.1:8545", bridge::Address::ZERO, 12).is_ok());
+    fn a_malformed_or_non_http_rpc_url_is_refused_at_start_up_and_https_is_taken() {
+        let tls = Tls::default();
+        let rule = Confirmation::Finalized { fallback_depth: 12 };
+        let garbage = EthDepositVerifier::connect("not a url", &tls, bridge::Address::ZERO, rule).unwrap_err();
+        assert!(garbage.contains("not a URL for the Ethereum RPC"), "{garbage}");
+        let ws = EthDepositVerifier::connect("ws://127.0.0.1:8546", &tls, bridge::Address::ZERO, rule).unwrap_err();
+        assert!(ws.contains("must be http or https, not ws"), "{ws}");
+        assert!(EthDepositVerifier::connect("http://127.0.0.1:8545", &tls, bridge::Address::ZERO, rule).is_ok());
+        assert!(EthDepositVerifier::connect("https://rpc.example", &tls, bridge::Address::ZERO, rule).is_ok());
     }
 }

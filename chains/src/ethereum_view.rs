@@ -16,6 +16,8 @@ use alloy::sol_types::SolEvent;
 use bridge::AssetId;
 use contracts::{TestToken, Vault, from_alloy};
 
+use crate::eth_finality::Confirmation;
+
 /// Blocks per `eth_getLogs` request: public nodes refuse wider ranges (10,000 is the common cap).
 const LOG_RANGE: u64 = 10_000;
 
@@ -34,14 +36,15 @@ pub struct VaultSnapshot {
     pub paid_after: PaidByBatch,
 }
 
-/// Reads the vault at `head - lag`, remembering the payouts it has scanned so each check reads
+/// Reads the vault at the last final block (by the node's `finalized` tag or a depth below the
+/// head, see [`Confirmation`]), remembering the payouts it has scanned so each check reads
 /// only the blocks since the last one.
 #[derive(Debug)]
 pub struct VaultView {
     provider: DynProvider,
     vault: Address,
-    /// Blocks below the head read: deep enough that a reorg does not undo what was scanned.
-    lag: u64,
+    /// Which block is read: a final one, so a reorg does not undo what was scanned.
+    confirmation: Confirmation,
     /// The first block not yet scanned for `Withdrawn` events.
     next_block: u64,
     /// Payouts scanned, by batch; batches at or below the replay are dropped as it advances, so
@@ -50,15 +53,21 @@ pub struct VaultView {
 }
 
 impl VaultView {
-    /// A view of `vault` through the node at `url` (plain http), reading `lag` blocks below the
-    /// head, scanning payouts from `from_block` (the vault's deployment block, or 0).
-    pub fn connect(url: &str, vault: bridge::Address, lag: u64, from_block: u64) -> Result<Self, String> {
-        let url = crate::ethereum::rpc_url(url)?;
-        let provider = alloy::providers::ProviderBuilder::new().connect_http(url).erased();
+    /// A view of `vault` through the node at `url` (http or https, trusting `tls`), reading the
+    /// last block `confirmation` counts as final, scanning payouts from `from_block` (the
+    /// vault's deployment block, or 0).
+    pub fn connect(
+        url: &str,
+        tls: &crate::http::Tls,
+        vault: bridge::Address,
+        confirmation: Confirmation,
+        from_block: u64,
+    ) -> Result<Self, String> {
+        let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
         Ok(VaultView {
             provider,
             vault: contracts::to_alloy(vault),
-            lag,
+            confirmation,
             next_block: from_block,
             paid: BTreeMap::new(),
         })
@@ -68,8 +77,7 @@ impl VaultView {
     /// all at one block.
     pub async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultSnapshot, String> {
         let node = |e: alloy::transports::TransportError| format!("the Ethereum node: {e}");
-        let head = self.provider.get_block_number().await.map_err(node)?;
-        let block = head.saturating_sub(self.lag);
+        let block = self.confirmation.safe_height(&self.provider).await.map_err(node)?.safe.unwrap_or(0);
         while self.next_block <= block {
             let to = block.min(self.next_block.saturating_add(LOG_RANGE - 1));
             let filter = Filter::new()

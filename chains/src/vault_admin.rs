@@ -83,9 +83,8 @@ impl Submitter {
 
 /// A submitter that only reads the vault (no key): what a watchman without a sender key uses to
 /// learn the vault's admin nonce and epoch. Sending with it fails at the node.
-pub fn reader(url: &str, vault: bridge::Address) -> Result<Submitter, String> {
-    use alloy::providers::{Provider, ProviderBuilder};
-    let provider = ProviderBuilder::new().connect_http(crate::ethereum::rpc_url(url)?).erased();
+pub fn reader(url: &str, tls: &crate::http::Tls, vault: bridge::Address) -> Result<Submitter, String> {
+    let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
     Ok(Submitter::new(provider, to_alloy(vault), Address::ZERO))
 }
 

@@ -120,7 +120,7 @@ async fn a_reorg_before_depth_credits_nothing_and_one_past_depth_stops_the_watch
     let setup = Setup::new().await.unwrap();
     let (tx, mut rx) = mpsc::channel(16);
     let mut watcher = watcher(&setup, tx);
-    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), DEPTH);
+    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(DEPTH));
 
     let (_, removed) = deposit_eth(&setup, 777).await;
     mine(&setup, 1).await;
@@ -147,7 +147,7 @@ async fn a_reorg_before_depth_credits_nothing_and_one_past_depth_stops_the_watch
 #[tokio::test]
 async fn the_verifier_checks_every_field_the_depth_and_the_emitter() {
     let setup = Setup::new().await.unwrap();
-    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), DEPTH);
+    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(DEPTH));
     let (_, deposit) = deposit_eth(&setup, 1000).await;
     assert_eq!(verifier.check(&deposit).await.unwrap(), DepositCheck::NotYetDeep);
     mine(&setup, DEPTH).await;
@@ -391,7 +391,13 @@ async fn a_node_that_lags_waits_for_a_deposit_and_a_node_past_its_block_calls_a_
 
     // This verifier's node is 30 blocks behind anvil: it has not reached the deposit's block.
     let lagging = lagging_eth::LaggingNode::start(&setup.anvil.url(), 30).await;
-    let behind = EthDepositVerifier::connect(&lagging.url, from_alloy(setup.vault_address()), DEPTH).unwrap();
+    let behind = EthDepositVerifier::connect(
+        &lagging.url,
+        &Default::default(),
+        from_alloy(setup.vault_address()),
+        Confirmation::Depth(DEPTH),
+    )
+    .unwrap();
     let head = setup.provider.get_block_number().await.unwrap();
     let waiting = DepositCheck::NodeBehind { node_height: head - 30, needed: height + DEPTH };
     assert_eq!(behind.check(&deposit).await.unwrap(), waiting, "a lagging node waits, it does not alarm");
@@ -478,6 +484,6 @@ async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credite
     assert_eq!(state.balance(&bridge::Address([0xab; 20]), &AssetId::Eth), Amount(5000));
     assert_eq!(state.balance(&bridge::Address([0xcd; 20]), &AssetId::Eth), Amount(100));
     // And a replayer still finds the first credit on L1, at its position in the transaction.
-    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), 1);
+    let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(1));
     assert_eq!(verifier.check(&first[0]).await.unwrap(), DepositCheck::Confirmed);
 }

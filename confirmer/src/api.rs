@@ -55,6 +55,11 @@ pub struct ApiContext {
     pub coordinator: Option<String>,
     /// How deep this confirmer checks L1 facts and batches, for `GET /info`.
     pub confirmations: ConfirmationsView,
+    /// The client that asks the coordinator (built by `chains::http`, so an https coordinator
+    /// behind a private CA works).
+    pub http: reqwest::Client,
+    /// The Ethereum deposit verifier's finality rule and heights; `None` without an Ethereum node.
+    pub eth_finality: Option<chains::eth_finality::FinalityProbe>,
 }
 
 impl std::fmt::Debug for ApiContext {
@@ -82,6 +87,12 @@ pub struct StatusView {
     /// Batches the coordinator has sealed that are not yet replayed here (if configured).
     pub behind_coordinator: Option<u64>,
     pub alarms: usize,
+    /// What this confirmer counts as a final Ethereum deposit: `configured` and `in_force` rule
+    /// (`finalized`, or `depth` when so configured or while the node lacks the tag),
+    /// `depth_blocks`, and its node's `head`, `finalized` and `safe` block at the last check, or
+    /// the node's `error`. Absent without an Ethereum node.
+    #[schema(value_type = Option<Object>)]
+    pub ethereum: Option<chains::eth_finality::FinalityStatus>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -278,7 +289,7 @@ async fn get_status(State(context): Ctx) -> Result<Json<StatusView>, ApiError> {
     let behind_da = da.latest().await.ok().map(|latest| latest.saturating_sub(status.replayed));
     let mut behind_coordinator = None;
     if let Some(url) = &context.coordinator
-        && let Ok(response) = reqwest::get(format!("{url}/info")).await
+        && let Ok(response) = context.http.get(format!("{url}/info")).send().await
         && let Ok(info) = response.json::<serde_json::Value>().await
         && let Some(sealed) = info["latest_batch"]["number"].as_u64()
     {
@@ -292,6 +303,10 @@ async fn get_status(State(context): Ctx) -> Result<Json<StatusView>, ApiError> {
         behind_da,
         behind_coordinator,
         alarms: status.alarms.len(),
+        ethereum: match &context.eth_finality {
+            Some(probe) => Some(probe.refresh().await),
+            None => None,
+        },
     }))
 }
 

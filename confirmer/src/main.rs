@@ -88,9 +88,17 @@ struct FollowArgs {
     /// (`eth_vault` in the parameters); without it they are replayed but not hard-final.
     #[arg(long)]
     eth_rpc: Option<String>,
-    /// Blocks an Ethereum deposit needs on top of it.
+    /// When an Ethereum deposit counts: `finalized` (at or below the node's finalized block;
+    /// by --eth-depth while the node lacks the tag) or `depth`.
+    #[arg(long, default_value = "finalized")]
+    eth_finality: chains::eth_finality::FinalityRule,
+    /// Blocks an Ethereum deposit needs on top of it (the rule, or the fallback).
     #[arg(long, default_value_t = 12)]
     eth_depth: u64,
+    /// An extra CA certificate file (PEM) trusted besides the bundled roots by every HTTPS
+    /// client: the Arweave gateway, the Ethereum and Bitcoin nodes, the coordinator.
+    #[arg(long, env = "CONFIRMER_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
     /// The chain id the Ethereum node must have (11155111 for Sepolia): `confirmer check`
     /// refuses another.
     #[arg(long)]
@@ -145,7 +153,8 @@ fn main() -> ExitCode {
                 missing_batch_wait: Duration::from_secs(args.missing_batch_wait_s),
                 database_url: args.database_url,
                 eth_rpc: args.eth_rpc,
-                eth_depth: args.eth_depth,
+                eth_confirmation: chains::ethereum::Confirmation::new(args.eth_finality, args.eth_depth),
+                tls_ca_file: args.tls_ca_file,
             };
             let serve = (!args.once).then_some((args.listen, args.coordinator));
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -203,7 +212,8 @@ struct Source {
     missing_batch_wait: Duration,
     database_url: String,
     eth_rpc: Option<String>,
-    eth_depth: u64,
+    eth_confirmation: chains::ethereum::Confirmation,
+    tls_ca_file: Option<PathBuf>,
     bitcoin: Option<BitcoinSource>,
 }
 
@@ -249,24 +259,27 @@ async fn follow(
     let params: NetworkParams = serde_json::from_str(&text).context("the network parameters")?;
     params.validate().context("the network parameters")?;
     let confirmations = confirmer::api::ConfirmationsView {
-        ethereum_blocks: source.eth_rpc.is_some().then_some(source.eth_depth),
+        ethereum_blocks: source.eth_rpc.is_some().then_some(source.eth_confirmation.depth()),
         bitcoin_blocks: source.bitcoin.as_ref().map(|b| u64::from(b.depth)),
         arweave: source.arweave.is_some().then_some(source.confirmations),
     };
+    let tls = chains::http::Tls::load(source.tls_ca_file.as_deref()).context("--tls-ca-file")?;
     let da: Arc<dyn DataAvailability> = match (source.da_dir, source.arweave, source.owner) {
         (Some(dir), None, _) => Arc::new(DirDa::open(dir, params.coordinator_key)?),
         (None, Some(url), Some(owner)) => {
             let mut config = ArweaveDaConfig::new(&params.name, params.coordinator_key, &owner);
             config.confirmations = source.confirmations;
-            Arc::new(ArweaveDa::follower(Gateway::new(&url, RetryPolicy::default())?, config))
+            Arc::new(ArweaveDa::follower(Gateway::with_tls(&url, RetryPolicy::default(), &tls)?, config))
         }
         _ => anyhow::bail!("say where the batches are: --da-dir DIR, or --arweave URL --owner ADDRESS"),
     };
     let store = ConfirmerStore::open(&source.database_url).await?;
     let mut verifiers = DepositVerifiers::none();
+    let mut eth_finality = None;
     if let Some(url) = &source.eth_rpc {
-        let verifier =
-            EthDepositVerifier::connect(url, params.eth_vault, source.eth_depth).map_err(anyhow::Error::msg)?;
+        let verifier = EthDepositVerifier::connect(url, &tls, params.eth_vault, source.eth_confirmation)
+            .map_err(anyhow::Error::msg)?;
+        eth_finality = Some(verifier.finality());
         verifiers = verifiers.with(Chain::Ethereum, Arc::new(verifier));
     }
     if let Some(bitcoin) = &source.bitcoin {
@@ -276,18 +289,19 @@ async fn follow(
             .with_context(|| {
                 format!("--btc-group-key {:?} is not an x-only public key (64 hex digits)", bitcoin.group_key)
             })?;
-        let rpc = chains::bitcoin::CoreRpc::new(bitcoin.url.clone(), bitcoin.user.clone(), bitcoin.password.clone());
+        let rpc = chains::bitcoin::CoreRpc::with_tls(&bitcoin.url, &bitcoin.user, &bitcoin.password, &tls)?;
         let checker = chains::bitcoin::DepositChecker::new(rpc, params.btc_network, key, bitcoin.depth);
         verifiers = verifiers.with(Chain::Bitcoin, Arc::new(checker));
     }
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: source.eth_rpc.clone(),
-        btc_rpc: source
-            .bitcoin
-            .as_ref()
-            .map(|b| chains::bitcoin::CoreRpc::new(b.url.clone(), b.user.clone(), b.password.clone())),
+        btc_rpc: match &source.bitcoin {
+            Some(b) => Some(chains::bitcoin::CoreRpc::with_tls(&b.url, &b.user, &b.password, &tls)?),
+            None => None,
+        },
+        tls: tls.clone(),
     };
-    let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_depth, 0, params.eth_vault)?;
+    let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_confirmation, 0, params.eth_vault)?;
     let follower =
         Follower::open(da, store, params, verifiers).await?.with_missing_batch_wait(source.missing_batch_wait);
     let follower = Arc::new(RwLock::new(follower));
@@ -320,7 +334,17 @@ async fn follow(
     // with backoff (`bridge_task_*` metrics), and the process stops if either dies.
     let metrics = PrometheusBuilder::new().install_recorder().ok();
     confirmer::series::export_zeroes();
-    let app = confirmer::api::router(ApiContext { follower: follower.clone(), metrics, coordinator, confirmations });
+    // The coordinator is asked only for `/status`'s `behind_coordinator`: a short timeout keeps a
+    // slow coordinator from holding the confirmer's own status.
+    let http = tls.client(Duration::from_secs(5))?;
+    let app = confirmer::api::router(ApiContext {
+        follower: follower.clone(),
+        metrics,
+        coordinator,
+        confirmations,
+        http,
+        eth_finality,
+    });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     println!("confirmer listening on http://{}", listener.local_addr()?);
     let supervisor = Supervisor::new();

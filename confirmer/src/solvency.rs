@@ -52,6 +52,8 @@ pub struct SolvencyError {
 pub struct SolvencyWatch {
     pub eth_rpc: Option<String>,
     pub btc_rpc: Option<CoreRpc>,
+    /// The trust the Ethereum client uses (the Bitcoin client carries its own).
+    pub tls: chains::http::Tls,
 }
 
 impl SolvencyWatch {
@@ -66,7 +68,7 @@ impl SolvencyWatch {
                 .filter_map(|(asset, _)| asset.eth_token())
                 .filter(|t| *t != bridge::Address::ZERO)
                 .collect();
-            let held = chains::ethereum::holdings_of(url, params.eth_vault, &tokens)
+            let held = chains::ethereum::holdings_of(url, &self.tls, params.eth_vault, &tokens)
                 .await
                 .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?;
             for (asset, supply) in state.supplies().filter(|(a, _)| a.chain() == Chain::Ethereum) {
@@ -183,17 +185,18 @@ pub struct SolvencyGuard {
 const STRIKES_TO_HALT: u32 = 2;
 
 impl SolvencyGuard {
-    /// `eth_lag`: blocks below the Ethereum head the vault is read at (the deposit depth serves);
-    /// `eth_from_block`: where the vault's payouts start (its deployment block, or 0).
+    /// `eth_confirmation`: which Ethereum block the vault is read at (the deposits' rule serves:
+    /// the finalized block, or a depth below the head); `eth_from_block`: where the vault's
+    /// payouts start (its deployment block, or 0).
     pub fn new(
         watch: SolvencyWatch,
-        eth_lag: u64,
+        eth_confirmation: chains::ethereum::Confirmation,
         eth_from_block: u64,
         vault: bridge::Address,
     ) -> Result<Self, SolvencyError> {
         let eth = match &watch.eth_rpc {
             Some(url) => Some(
-                VaultView::connect(url, vault, eth_lag, eth_from_block)
+                VaultView::connect(url, &watch.tls, vault, eth_confirmation, eth_from_block)
                     .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?,
             ),
             None => None,

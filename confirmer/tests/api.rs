@@ -41,6 +41,8 @@ async fn the_api_serves_finality_proofs_and_clear_errors() {
         metrics: None,
         coordinator: None,
         confirmations: Default::default(),
+        http: reqwest::Client::new(),
+        eth_finality: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

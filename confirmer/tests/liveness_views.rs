@@ -19,7 +19,7 @@ use bridge::tx::SystemTx;
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{AssetId, Chain, State, Tx, UserTx, Withdraw};
 use chains::da::{DataAvailability, DirDa};
-use chains::ethereum::{EthDepositVerifier, deposit_from_log};
+use chains::ethereum::{Confirmation, EthDepositVerifier, deposit_from_log};
 use chains::ethereum_view::VaultView;
 use common::coordinator_api::{balance, until};
 use common::*;
@@ -39,7 +39,8 @@ async fn mine(setup: &Setup, blocks: u64) {
 async fn open_follower(dir: &std::path::Path, p: &bridge::NetworkParams, name: &str, eth_rpc: &str) -> Follower {
     let da = DirDa::open(dir.join("da"), p.coordinator_key).unwrap();
     let store = ConfirmerStore::open(&format!("sqlite://{}", dir.join(name).display())).await.unwrap();
-    let verifier = EthDepositVerifier::connect(eth_rpc, p.eth_vault, 1).unwrap();
+    let verifier =
+        EthDepositVerifier::connect(eth_rpc, &Default::default(), p.eth_vault, Confirmation::Depth(1)).unwrap();
     let verifiers = DepositVerifiers::none().with(Chain::Ethereum, Arc::new(verifier));
     Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap()
 }
@@ -253,18 +254,19 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
     // shortfall of everything paid since (what the old check halted on) ...
     let mut watchman = open_follower(dir.path(), &p, "watchman.db", &setup.anvil.url()).await;
     assert_eq!(watchman.status().replayed, 1);
-    let watch = SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None };
+    let watch = SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None, tls: Default::default() };
     let naive = watch.check(watchman.state()).await.unwrap();
     assert_eq!(naive[0].shortfall(), BATCHES as u128 * EACH, "{naive:?}");
     // ... but at one block, with what the vault paid for the batches after this replay, none.
-    let mut view = VaultView::connect(&setup.anvil.url(), p.eth_vault, 0, 0).unwrap();
+    let mut view =
+        VaultView::connect(&setup.anvil.url(), &Default::default(), p.eth_vault, Confirmation::Depth(0), 0).unwrap();
     let snapshot = view.snapshot(&[], 1).await.unwrap();
     let consistent = ethereum_at(watchman.state(), &snapshot, 1, latest);
     assert_eq!((consistent[0].paid_ahead, consistent[0].shortfall()), (BATCHES as u128 * EACH, 0), "{consistent:?}");
 
     // Catching up ten batches a turn, the guard never judges mid-way, and finds it solvent once
     // caught up.
-    let mut guard = SolvencyGuard::new(watch.clone(), 0, 0, p.eth_vault).unwrap();
+    let mut guard = SolvencyGuard::new(watch.clone(), Confirmation::Depth(0), 0, p.eth_vault).unwrap();
     let mut turns = 0;
     loop {
         turns += 1;

@@ -111,7 +111,14 @@ async fn identical_system_txs_get_their_own_ids_and_both_services_agree() {
     catch_up(&mut follower).await;
     let follower = Arc::new(RwLock::new(follower));
     let confirmations = ConfirmationsView { ethereum_blocks: None, bitcoin_blocks: Some(6), arweave: None };
-    let app = router(ApiContext { follower, metrics: None, coordinator: None, confirmations });
+    let app = router(ApiContext {
+        follower,
+        metrics: None,
+        coordinator: None,
+        confirmations,
+        http: reqwest::Client::new(),
+        eth_finality: None,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let confirmer = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -91,7 +91,13 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
         let store =
             ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
-        let verifier = EthDepositVerifier::connect(&setup.anvil.url(), p.eth_vault, 1).unwrap();
+        let verifier = EthDepositVerifier::connect(
+            &setup.anvil.url(),
+            &Default::default(),
+            p.eth_vault,
+            chains::ethereum::Confirmation::Depth(1),
+        )
+        .unwrap();
         let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
         let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
         let book = SettlementBook::default();
@@ -138,7 +144,8 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     );
 
     // Solvency as watchman 0's replay sees it: the vault holds at least every balance.
-    let watch = confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None };
+    let watch =
+        confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None, tls: Default::default() };
     let report = watch.check(watchmen[0].follower().state()).await.unwrap();
     assert_eq!(report.len(), 1, "{report:?}");
     assert_eq!((report[0].owed, report[0].held, report[0].shortfall()), (600_000, 600_000, 0));
@@ -178,7 +185,8 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     }
 
     // With a guardian key, a watchman answers an alarm by pausing the vault (once).
-    let (guardian, _) = chains::ethereum::signing_provider(&setup.anvil.url(), contracts::ANVIL_KEY_0).unwrap();
+    let (guardian, _) =
+        chains::ethereum::signing_provider(&setup.anvil.url(), &Default::default(), contracts::ANVIL_KEY_0).unwrap();
     assert!(chains::ethereum::pause_vault(&guardian, domain.vault, &Default::default()).await.unwrap().is_some());
     assert!(
         chains::ethereum::pause_vault(&guardian, domain.vault, &Default::default()).await.unwrap().is_none(),

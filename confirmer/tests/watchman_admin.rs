@@ -146,8 +146,10 @@ async fn the_group_unpauses_and_sets_caps_only_with_t_operators_approvals() {
     })
     .await;
     let (guardian_provider, _) =
-        chains::ethereum::signing_provider(&setup.anvil.url(), contracts::ANVIL_KEY_1).unwrap();
-    assert!(chains::ethereum::pause_vault(&guardian_provider, p.eth_vault).await.unwrap().is_some());
+        chains::ethereum::signing_provider(&setup.anvil.url(), &Default::default(), contracts::ANVIL_KEY_1).unwrap();
+    assert!(
+        chains::ethereum::pause_vault(&guardian_provider, p.eth_vault, &Default::default()).await.unwrap().is_some()
+    );
     assert!(vault.paused().call().await.unwrap(), "one guardian paused the vault");
     let withdraw = UserTx::Withdraw(Withdraw {
         from: user.address(),

@@ -146,7 +146,13 @@ async fn unpayable_recipients_do_not_stop_later_batches_and_are_retried_until_pa
         let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
         let store =
             ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
-        let verifier = EthDepositVerifier::connect(&setup.anvil.url(), p.eth_vault, 1).unwrap();
+        let verifier = EthDepositVerifier::connect(
+            &setup.anvil.url(),
+            &Default::default(),
+            p.eth_vault,
+            chains::ethereum::Confirmation::Depth(1),
+        )
+        .unwrap();
         let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
         let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
         let book = SettlementBook::default();
@@ -202,7 +208,8 @@ async fn unpayable_recipients_do_not_stop_later_batches_and_are_retried_until_pa
     }
 
     // Solvency holds: the vault still holds every balance (and the stuck leaves' amounts).
-    let watch = confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None };
+    let watch =
+        confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None, tls: Default::default() };
     let report = watch.check(watchmen[0].follower().state()).await.unwrap();
     assert_eq!(report.len(), 2, "{report:?}");
     assert!(report.iter().all(|a| a.shortfall() == 0), "{report:?}");

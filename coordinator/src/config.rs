@@ -27,6 +27,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// An extra CA (PEM) every HTTP client trusts besides the bundled roots: for an Ethereum
+    /// node, Arweave gateway or Bitcoin node behind a private CA (`chains::http`).
+    pub tls_ca_file: Option<PathBuf>,
     pub network: NetworkConfig,
     pub coordinator: CoordinatorConfig,
     pub api: ApiConfig,
@@ -125,6 +128,9 @@ pub struct EthereumConfig {
     pub rpc: Option<String>,
     /// The chain id the node must have (`coordinator check` refuses another); unset: not checked.
     pub chain_id: Option<u64>,
+    /// `finalized`: credit at the node's finalized block (the depth if the node lacks the tag);
+    /// `depth`: credit `depth` blocks below the head.
+    pub finality: chains::eth_finality::FinalityRule,
     pub depth: u64,
     pub from_block: u64,
     pub poll_ms: u64,
@@ -132,7 +138,14 @@ pub struct EthereumConfig {
 
 impl Default for EthereumConfig {
     fn default() -> Self {
-        EthereumConfig { rpc: None, chain_id: None, depth: 12, from_block: 0, poll_ms: 2_000 }
+        EthereumConfig {
+            rpc: None,
+            chain_id: None,
+            finality: chains::eth_finality::FinalityRule::Finalized,
+            depth: 12,
+            from_block: 0,
+            poll_ms: 2_000,
+        }
     }
 }
 
@@ -194,6 +207,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("coordinator-data"),
+            tls_ca_file: None,
             network: NetworkConfig::default(),
             coordinator: CoordinatorConfig { key_file: None, create_key: true, database_url: None },
             api: ApiConfig::default(),
@@ -368,6 +382,12 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The trust every HTTP client of the coordinator uses: the bundled roots and `tls_ca_file`.
+    pub fn tls(&self) -> Result<chains::http::Tls, ConfigError> {
+        chains::http::Tls::load(self.tls_ca_file.as_deref())
+            .map_err(|e| ConfigError::Invalid(format!("tls_ca_file: {e}")))
     }
 
     pub fn key_file(&self) -> PathBuf {

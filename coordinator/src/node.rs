@@ -120,7 +120,9 @@ pub fn open_da(
             let (Some(url), Some(wallet_path)) = (&config.da.gateway, &config.da.wallet) else {
                 return Err(NodeError::Da("da.gateway and da.wallet are required for arweave".into()));
             };
-            let gateway = Gateway::new(url, RetryPolicy::default()).map_err(|e| NodeError::Da(e.to_string()))?;
+            let tls = config.tls()?;
+            let gateway =
+                Gateway::with_tls(url, RetryPolicy::default(), &tls).map_err(|e| NodeError::Da(e.to_string()))?;
             let wallet = ArweaveWallet::load(wallet_path)
                 .map_err(|e| NodeError::Da(format!("wallet {}: {e}", wallet_path.display())))?;
             let mut da_config = ArweaveDaConfig::new(&params.name, params.coordinator_key, wallet.address());
@@ -234,15 +236,19 @@ impl Node {
             let credited = forward_deposits(source, forwarding).await;
             Err(TaskError::fatal(format!("the deposit intake closed after {credited} deposits: the sequencer stopped")))
         }));
+        let tls = config.tls()?;
+        let mut eth_finality = None;
         if let Some(url) = &config.ethereum.rpc {
             let watcher = chains::ethereum::DepositWatcher::connect(
                 url,
+                &tls,
                 params.eth_vault,
-                chains::ethereum::Confirmation::Depth(config.ethereum.depth),
+                chains::ethereum::Confirmation::new(config.ethereum.finality, config.ethereum.depth),
                 config.ethereum.from_block,
                 sink.clone(),
             )
             .map_err(|reason| NodeError::Config(ConfigError::Invalid(reason)))?;
+            eth_finality = Some(watcher.finality());
             let poll = Duration::from_millis(config.ethereum.poll_ms);
             background.push(supervisor.spawn(ETH_DEPOSITS, EthDepositTask(watcher), Schedule::every(poll)));
         }
@@ -255,7 +261,8 @@ impl Node {
                 ))
             })?;
             let b = &config.bitcoin;
-            let rpc = chains::bitcoin::CoreRpc::new(url, &b.rpc_user, &b.rpc_password);
+            let rpc = chains::bitcoin::CoreRpc::with_tls(url, &b.rpc_user, &b.rpc_password, &tls)
+                .map_err(|e| NodeError::Config(ConfigError::Invalid(format!("bitcoin.rpc: {e}"))))?;
             let poll = Duration::from_millis(b.poll_ms);
             let watcher_config = chains::bitcoin::WatcherConfig {
                 depth: u32::try_from(b.depth).unwrap_or(u32::MAX),
@@ -314,6 +321,7 @@ impl Node {
             metrics: prometheus(),
             btc_accounts,
             tasks: supervisor.clone(),
+            eth_finality,
         };
         let listener = tokio::net::TcpListener::bind(config.api.listen)
             .await

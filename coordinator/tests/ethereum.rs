@@ -31,6 +31,7 @@ async fn a_vault_deposit_is_credited_at_depth() {
     config.network.eth_vault = from_alloy(setup.vault_address());
     config.ethereum.rpc = Some(setup.anvil.url());
     config.ethereum.depth = 2;
+    config.ethereum.finality = chains::eth_finality::FinalityRule::Depth;
     config.ethereum.poll_ms = 100;
     let node = Node::start(&config).await.unwrap();
 

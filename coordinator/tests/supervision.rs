@@ -127,6 +127,7 @@ async fn node_behind_proxy(setup: &Setup, proxy: &CuttableProxy, dir: &std::path
     config.network.eth_vault = from_alloy(setup.vault_address());
     config.ethereum.rpc = Some(proxy.url());
     config.ethereum.depth = 2;
+    config.ethereum.finality = chains::eth_finality::FinalityRule::Depth;
     config.ethereum.poll_ms = 100;
     Node::start(&config).await.unwrap()
 }
@@ -243,7 +244,7 @@ async fn a_dead_watcher_stops_the_coordinator_process() {
     let setup = Setup::new().await.unwrap();
     let ledger = ledgers().await.remove(0);
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!("[ethereum]\nrpc = {:?}\ndepth = 2\npoll_ms = 100\n", setup.anvil.url());
+    let extra = format!("[ethereum]\nrpc = {:?}\nfinality = \"depth\"\ndepth = 2\npoll_ms = 100\n", setup.anvil.url());
     let path = config_file(dir.path(), &ledger.url, 0, &extra);
     // The vault deployed on anvil, not the test network's placeholder.
     let text = std::fs::read_to_string(&path).unwrap().replace(

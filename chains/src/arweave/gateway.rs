@@ -92,16 +92,24 @@ enum Body {
 }
 
 impl Gateway {
+    /// A gateway at `base` (http or https) trusting the bundled roots.
     pub fn new(base: &str, retry: RetryPolicy) -> Result<Self, GatewayError> {
+        Self::with_tls(base, retry, &crate::http::Tls::default())
+    }
+
+    /// A gateway at `base` (http or https) trusting `tls`: the bundled roots and the operator's
+    /// extra CA file, if any.
+    pub fn with_tls(base: &str, retry: RetryPolicy, tls: &crate::http::Tls) -> Result<Self, GatewayError> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(GatewayError::BadUrl(base));
         }
-        let http = reqwest::Client::builder()
+        let http = tls
+            .client_builder()
             .timeout(retry.request_timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| GatewayError::BadUrl(format!("{base}: {e}")))?;
+            .map_err(|e| GatewayError::BadUrl(format!("{base}: {}", crate::http::describe(&e))))?;
         Ok(Gateway { http, base, retry })
     }
 
@@ -133,7 +141,7 @@ impl Gateway {
                         Err(e) => last = format!("reading the body: {e}"),
                     }
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = crate::http::describe(&e),
             }
             tracing::debug!(%url, attempt, %last, "arweave gateway request failed; backing off");
             if attempt < self.retry.attempts {

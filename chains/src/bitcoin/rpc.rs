@@ -13,12 +13,15 @@ use serde_json::{Value, json};
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
     /// No connection (refused, timed out, reset): the node is down or the URL is wrong.
-    #[error("bitcoin node at {url} is unreachable ({source}); check that it runs and that the RPC URL is right")]
+    #[error(
+        "bitcoin node at {url} is unreachable ({reason}); check that it runs, that the RPC URL is right and, for https, \
+         that its certificate is trusted (`tls_ca_file`)"
+    )]
     Unreachable {
-        /// The node's URL.
+        /// The node's URL (credentials redacted).
         url: String,
-        /// The transport error.
-        source: reqwest::Error,
+        /// The transport error with its causes (a refused connection, an untrusted certificate).
+        reason: String,
     },
     /// HTTP 401/403: the credentials are wrong.
     #[error("bitcoin node at {url} refused the RPC credentials (HTTP {status}); check rpc user and password")]
@@ -61,6 +64,10 @@ impl RpcError {
         }
     }
 }
+
+/// The longest one Core RPC call may take: `getblock` of a full block or a `scantxoutset` on a
+/// busy node takes seconds; a minute means the node is stuck.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Core's `RPC_METHOD_NOT_FOUND`.
 pub const METHOD_NOT_FOUND: i64 = -32601;
@@ -223,13 +230,23 @@ struct RawFeeEstimate {
 }
 
 impl CoreRpc {
-    /// A client for the node at `url` (e.g. `http://127.0.0.1:18443`) with basic auth.
+    /// A client for the node at `url` (e.g. `http://127.0.0.1:18443`) with basic auth, trusting
+    /// the bundled roots for an `https` URL.
     pub fn new(url: impl Into<String>, user: impl Into<String>, password: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let http = crate::http::Tls::default().client(REQUEST_TIMEOUT).unwrap_or_else(|_| reqwest::Client::new());
         Self { url: url.into(), user: user.into(), password: password.into(), http }
+    }
+
+    /// A client for the node at `url` (`http`, the convention for a node on the same host, or
+    /// `https`, trusting `tls`) with basic auth.
+    pub fn with_tls(
+        url: impl Into<String>,
+        user: impl Into<String>,
+        password: impl Into<String>,
+        tls: &crate::http::Tls,
+    ) -> Result<Self, crate::http::HttpError> {
+        let http = tls.client(REQUEST_TIMEOUT)?;
+        Ok(Self { url: url.into(), user: user.into(), password: password.into(), http })
     }
 
     /// The node's URL.
@@ -252,13 +269,13 @@ impl CoreRpc {
             .json(&body)
             .send()
             .await
-            .map_err(|source| RpcError::Unreachable { url: self.url.clone(), source })?;
+            .map_err(|e| self.unreachable(e))?;
         let status = response.status().as_u16();
         if status == 401 || status == 403 {
             return Err(RpcError::Unauthorized { url: self.url.clone(), status });
         }
         // Core answers errors with HTTP 404/500 and a JSON body, so the body decides, not the status.
-        let bytes = response.bytes().await.map_err(|source| RpcError::Unreachable { url: self.url.clone(), source })?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
         let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
             let start = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
             self.malformed(method, format!("HTTP {status}, not a JSON-RPC envelope ({e}): {start:?}"))
@@ -270,6 +287,12 @@ impl CoreRpc {
             return Err(self.malformed(method, format!("HTTP {status} without an error object")));
         }
         envelope.result.ok_or_else(|| self.malformed(method, "the answer has no `result`".into()))
+    }
+
+    fn unreachable(&self, error: reqwest::Error) -> RpcError {
+        // Without the URL in the text: it may carry credentials, which the redacted `url` hides.
+        let reason = crate::http::describe(&error.without_url());
+        RpcError::Unreachable { url: redact_url(&self.url), reason }
     }
 
     fn malformed(&self, method: &str, detail: String) -> RpcError {

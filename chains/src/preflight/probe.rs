@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use alloy::providers::{Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use contracts::Vault;
 use serde_json::{Value, json};
 
@@ -36,8 +36,7 @@ pub struct VaultFacts {
 /// Asks the node at `url` for its chain id, the code at `vault`, and the vault's key, epoch
 /// and guardian.
 pub async fn ethereum(url: &str, vault: bridge::Address) -> Result<EthFacts, String> {
-    let rpc = crate::ethereum::rpc_url(url)?;
-    let provider = ProviderBuilder::new().connect_http(rpc).erased();
+    let provider = crate::http::eth_provider(url, &crate::http::Tls::default()).map_err(|e| e.to_string())?;
     let ask = async {
         let chain_id = provider.get_chain_id().await.map_err(|e| format!("eth_chainId: {e}"))?;
         let address = contracts::to_alloy(vault);
@@ -152,7 +151,7 @@ pub async fn arweave(gateway: &str, address: &str, batch_bytes: u64) -> Result<A
     let retry = crate::arweave::RetryPolicy { attempts: 2, ..crate::arweave::RetryPolicy::default() };
     let client = crate::arweave::Gateway::new(gateway, retry).map_err(|e| e.to_string())?;
     let ask = async {
-        let price_per_batch_winston = client.price(batch_bytes).await.map_err(|e| e.to_string())?;
+        let price_per_batch_winston = client.price_winston(batch_bytes).await.map_err(|e| e.to_string())?;
         let balance_winston = wallet_balance(gateway, address).await?;
         Ok(ArweaveFacts { balance_winston, price_per_batch_winston })
     };

@@ -52,6 +52,7 @@ pub fn coordinator_watching(dir: &std::path::Path, p: &NetworkParams, rpc: Strin
     let mut config = coordinator_config(dir, p);
     config.ethereum.rpc = Some(rpc);
     config.ethereum.depth = 1;
+    config.ethereum.finality = chains::eth_finality::FinalityRule::Depth;
     config.ethereum.poll_ms = 100;
     config
 }

@@ -345,6 +345,14 @@ pub async fn get_health(State(context): Ctx) -> Result<(StatusCode, Json<views::
     Ok((code, Json(views::Health { status: status.into(), sealed, published, tasks })))
 }
 
+/// What the coordinator's chain watchers count as final: for Ethereum, the rule in force
+/// (`finalized`, or `depth` when so configured or while the node lacks the tag) and the node's
+/// heights at the last look.
+#[utoipa::path(get, path = "/status", responses((status = 200, body = views::Status)))]
+pub async fn get_status(State(context): Ctx) -> Json<views::Status> {
+    Json(views::Status { ethereum: context.eth_finality.as_ref().map(|watch| watch.status()) })
+}
+
 /// Prometheus metrics, text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", body = String)))]
 pub async fn get_metrics(State(context): Ctx) -> Response {

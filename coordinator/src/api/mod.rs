@@ -57,6 +57,9 @@ pub struct ApiContext {
     pub btc_accounts: Option<tokio::sync::mpsc::Sender<bridge::Address>>,
     /// The background tasks' supervisor, for `/health`.
     pub tasks: chains::task::Supervisor,
+    /// The Ethereum deposit watcher's finality rule and heights, for `/status`; `None` when no
+    /// Ethereum node is configured.
+    pub eth_finality: Option<chains::eth_finality::FinalityWatch>,
 }
 
 type Ctx = State<Arc<ApiContext>>;
@@ -77,6 +80,7 @@ type Ctx = State<Arc<ApiContext>>;
         handlers::get_tx,
         handlers::get_batch,
         handlers::get_health,
+        handlers::get_status,
         handlers::get_metrics,
     ),
     components(schemas(
@@ -94,6 +98,7 @@ type Ctx = State<Arc<ApiContext>>;
         views::TxStatus,
         views::Batch,
         views::Health,
+        views::Status,
         views::TaskView,
     ))
 )]
@@ -118,6 +123,7 @@ pub fn router(context: ApiContext) -> Router {
         .route_layer(middleware::from_fn_with_state(context.clone(), rate_limit));
     Router::new()
         .route("/health", get(handlers::get_health))
+        .route("/status", get(handlers::get_status))
         .route("/metrics", get(handlers::get_metrics))
         .merge(limited)
         .fallback(not_found)

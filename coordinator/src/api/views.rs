@@ -242,6 +242,16 @@ pub struct Health {
     pub tasks: Vec<TaskView>,
 }
 
+/// `/status`: what the chain watchers count as final.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    /// The Ethereum deposit watcher, if an Ethereum node is configured: `configured` and
+    /// `in_force` rule (`finalized` or `depth`), `depth_blocks`, and the node's `head`,
+    /// `finalized` and `safe` (highest credited-from) block at the last look, or its `error`.
+    #[schema(value_type = Option<Object>)]
+    pub ethereum: Option<chains::eth_finality::FinalityStatus>,
+}
+
 /// A background task as `/health` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {

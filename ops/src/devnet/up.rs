@@ -167,7 +167,9 @@ async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> any
     // Ethereum.
     let t = steps.begin("anvil (Ethereum)");
     let mut anvil = Command::new(tools.join("anvil"));
-    anvil.args(["--port", &ports.anvil.to_string(), "--block-time", "1"]);
+    // One slot per epoch: anvil's `finalized` block is then the head minus two (two epochs),
+    // so the roles' default rule (the finalized tag) credits in two seconds, as ETH_DEPTH does.
+    anvil.args(["--port", &ports.anvil.to_string(), "--block-time", "1", "--slots-in-an-epoch", "1"]);
     let eth_rpc = format!("http://127.0.0.1:{}", ports.anvil);
     let part = record(state, spawn("anvil", anvil, &logs.join("anvil.log"), None)?)?;
     wait_ready(&part, READY, || async { contracts_chain_id(&eth_rpc).await.is_ok() }).await?;
@@ -211,8 +213,10 @@ async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> any
 
     // The vault and a test token.
     let t = steps.begin("Ethereum vault and test token");
-    let (deployer, _) = chains::ethereum::signing_provider(&eth_rpc, DEPLOYER_KEY).map_err(anyhow::Error::msg)?;
-    let (_, guardian) = chains::ethereum::signing_provider(&eth_rpc, GUARDIAN_KEY).map_err(anyhow::Error::msg)?;
+    let (deployer, _) = chains::ethereum::signing_provider(&eth_rpc, &chains::http::Tls::default(), DEPLOYER_KEY)
+        .map_err(anyhow::Error::msg)?;
+    let (_, guardian) = chains::ethereum::signing_provider(&eth_rpc, &chains::http::Tls::default(), GUARDIAN_KEY)
+        .map_err(anyhow::Error::msg)?;
     let vault = Vault::deploy(deployer.clone(), U256::from_be_bytes(ceremony.group.output_key), guardian)
         .await
         .context("deploying the vault")?;
@@ -452,7 +456,8 @@ async fn fund_demo_accounts(
         }
         // Alice deposits 10 ETH, 100 tokens and 1 BTC.
         let key = format!("0x{}", hex::encode(secret));
-        let (own, _) = chains::ethereum::signing_provider(&e.eth_rpc, &key).map_err(anyhow::Error::msg)?;
+        let (own, _) = chains::ethereum::signing_provider(&e.eth_rpc, &chains::http::Tls::default(), &key)
+            .map_err(anyhow::Error::msg)?;
         let vault = Vault::new(vault_address, own.clone());
         let ten_eth = U256::from(10u64) * U256::from(10u64).pow(U256::from(18u64));
         vault.depositETH(account).value(ten_eth).send().await?.get_receipt().await?;

@@ -76,11 +76,11 @@ pub async fn run(args: ClaimArgs) -> anyhow::Result<()> {
         bail!("say which leaves to claim: --batch N --index I, --recipient 0x…, or --all");
     }
     let endpoints = Endpoints::resolve(&args.endpoints);
-    let confirmer = Api::confirmer(endpoints.confirmer()?)?;
+    let confirmer = Api::confirmer(endpoints.confirmer()?, &endpoints.tls()?)?;
     let eth_rpc = endpoints.eth_rpc()?;
     let vault: Address = match &args.vault {
         Some(text) => text.trim().parse().map_err(|e| anyhow!("--vault {text}: {e}"))?,
-        None => Network::fetch(&Api::coordinator(endpoints.coordinator()?)?).await?.eth_vault,
+        None => Network::fetch(&Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?).await?.eth_vault,
     };
     let recipient: Option<Address> = match &args.recipient {
         Some(text) => Some(text.trim().parse().map_err(|e| anyhow!("--recipient {text}: {e}"))?),
@@ -106,7 +106,8 @@ pub async fn run(args: ClaimArgs) -> anyhow::Result<()> {
 
     let wallet = args.wallet.open()?;
     let key = format!("0x{}", hex::encode(wallet.secret_bytes()));
-    let (provider, _) = chains::ethereum::signing_provider(&eth_rpc, &key).map_err(|e| anyhow!("{e} (--eth-rpc)"))?;
+    let (provider, _) = chains::ethereum::signing_provider(&eth_rpc, &endpoints.tls()?, &key)
+        .map_err(|e| anyhow!("{e} (--eth-rpc)"))?;
     let vault = Vault::new(contracts::to_alloy(vault), provider);
     let mut results = Vec::new();
     let mut failures = 0;

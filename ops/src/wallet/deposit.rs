@@ -90,7 +90,7 @@ pub async fn run(command: DepositCommand) -> anyhow::Result<()> {
         }
         DepositCommand::Btc { wallet, endpoints, output } => {
             let endpoints = Endpoints::resolve(&endpoints);
-            let coordinator = Api::coordinator(endpoints.coordinator()?)?;
+            let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
             let address = wallet.open()?.address();
             let answer: BtcDepositAddress =
                 coordinator.get(&format!("/accounts/{address}/btc-deposit-address")).await?;
@@ -112,7 +112,7 @@ pub async fn run(command: DepositCommand) -> anyhow::Result<()> {
 /// for the credit unless `--no-wait`.
 async fn to_vault(args: &DepositArgs, token: Option<Address>, amount: Amount) -> anyhow::Result<()> {
     let endpoints = Endpoints::resolve(&args.endpoints);
-    let coordinator = Api::coordinator(endpoints.coordinator()?)?;
+    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
     let eth_rpc = endpoints.eth_rpc()?;
     let wallet = args.wallet.open()?;
     let account = wallet.address();
@@ -121,7 +121,8 @@ async fn to_vault(args: &DepositArgs, token: Option<Address>, amount: Amount) ->
     network.min_fee(&asset).context("a deposit of an asset the network does not take would not be credited")?;
     let before = balance_of(&coordinator, account, &asset).await?;
     let key = format!("0x{}", hex::encode(wallet.secret_bytes()));
-    let (provider, _) = chains::ethereum::signing_provider(&eth_rpc, &key).map_err(|e| anyhow!("{e} (--eth-rpc)"))?;
+    let (provider, _) = chains::ethereum::signing_provider(&eth_rpc, &endpoints.tls()?, &key)
+        .map_err(|e| anyhow!("{e} (--eth-rpc)"))?;
     let vault = Vault::new(contracts::to_alloy(network.eth_vault), provider.clone());
     let value = U256::from(amount.units());
     let hint = "does the wallet's Ethereum address hold enough for the amount and the gas?";

@@ -22,7 +22,7 @@ pub struct EndpointArgs {
     /// A confirmer's API (hard finality), e.g. http://127.0.0.1:8081.
     #[arg(long)]
     pub confirmer: Option<String>,
-    /// An Ethereum JSON-RPC node (plain http).
+    /// An Ethereum JSON-RPC node (http or https).
     #[arg(long)]
     pub eth_rpc: Option<String>,
     /// A Bitcoin Core JSON-RPC node; its password comes from the variable BTC_RPC_PASSWORD.
@@ -31,6 +31,10 @@ pub struct EndpointArgs {
     /// The Bitcoin RPC user.
     #[arg(long)]
     pub btc_rpc_user: Option<String>,
+    /// An extra CA certificate file (PEM) trusted besides the bundled roots when an endpoint
+    /// is https: for a coordinator, confirmer or node behind a private CA.
+    #[arg(long, env = "BRIDGECTL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The endpoints a command may use, resolved once.
@@ -46,6 +50,8 @@ pub struct BtcRpc {
     pub url: String,
     pub user: String,
     pub password: String,
+    /// Whom an https node must be certified by (`--ca-file`).
+    pub tls: chains::http::Tls,
 }
 
 impl std::fmt::Debug for BtcRpc {
@@ -102,6 +108,11 @@ impl Endpoints {
         self.pick(&self.args.confirmer, |s| &s.endpoints.confirmer, "confirmer", "confirmer (hard finality)")
     }
 
+    /// The trust every client of this command uses: the bundled roots and `--ca-file`.
+    pub fn tls(&self) -> anyhow::Result<chains::http::Tls> {
+        chains::http::Tls::load(self.args.ca_file.as_deref()).map_err(|e| anyhow!("{e}"))
+    }
+
     pub fn eth_rpc(&self) -> anyhow::Result<String> {
         self.pick(&self.args.eth_rpc, |s| &s.endpoints.eth_rpc, "eth-rpc", "Ethereum JSON-RPC")
     }
@@ -124,7 +135,7 @@ impl Endpoints {
             (Err(_), Some(state)) if from_devnet => state.endpoints.btc_rpc_password.clone(),
             _ => bail!("no Bitcoin RPC password: set the variable BTC_RPC_PASSWORD"),
         };
-        Ok(BtcRpc { url, user, password })
+        Ok(BtcRpc { url, user, password, tls: self.tls()? })
     }
 }
 
@@ -159,26 +170,27 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn coordinator(base: String) -> anyhow::Result<Self> {
-        Self::new(base, "coordinator", "coordinator")
+    pub fn coordinator(base: String, tls: &chains::http::Tls) -> anyhow::Result<Self> {
+        Self::new(base, "coordinator", "coordinator", tls)
     }
 
-    pub fn confirmer(base: String) -> anyhow::Result<Self> {
-        Self::new(base, "confirmer", "confirmer")
+    pub fn confirmer(base: String, tls: &chains::http::Tls) -> anyhow::Result<Self> {
+        Self::new(base, "confirmer", "confirmer", tls)
     }
 
-    fn new(base: String, service: &'static str, flag: &'static str) -> anyhow::Result<Self> {
+    fn new(base: String, service: &'static str, flag: &'static str, tls: &chains::http::Tls) -> anyhow::Result<Self> {
         let parsed: reqwest::Url = base
             .parse()
             .with_context(|| format!("the {service} URL {base:?} is not a URL (pass --{flag} http://HOST:PORT)"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             bail!("the {service} URL {base:?} must start with http:// or https://");
         }
-        let http = reqwest::Client::builder()
+        let http = tls
+            .client_builder()
             .timeout(Duration::from_secs(15))
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| anyhow!("cannot set up an HTTP client: {e}"))?;
+            .map_err(|e| anyhow!("cannot set up an HTTP client: {}", chains::http::describe(&e)))?;
         Ok(Api { base, service, flag, http })
     }
 
@@ -240,18 +252,8 @@ fn error_body(body: &[u8]) -> Option<(String, String)> {
     serde_json::from_slice::<Nested>(body).ok().map(|n| (n.error.code, n.error.message))
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    chains::http::describe(error)
 }
 
 #[cfg(test)]
@@ -275,6 +277,7 @@ mod tests {
             eth_rpc: None,
             btc_rpc: None,
             btc_rpc_user: None,
+            ca_file: None,
         };
         let endpoints = Endpoints::resolve(&args);
         let error = endpoints.coordinator().unwrap_err().to_string();

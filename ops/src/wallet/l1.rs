@@ -12,10 +12,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use bitcoin::{BlockHash, ScriptBuf, Transaction, Txid};
 use chains::bitcoin::rpc::CoreRpc;
 use contracts::Vault;
@@ -47,15 +47,14 @@ impl EthPayout {
     /// Connects to the node and notes its head; call before sending the withdrawal.
     pub async fn start(
         url: &str,
+        tls: &chains::http::Tls,
         vault: bridge::Address,
         token: bridge::Address,
         recipient: bridge::Address,
         amount: u128,
     ) -> anyhow::Result<Self> {
-        let parsed: reqwest::Url = url
-            .parse()
-            .with_context(|| format!("the Ethereum RPC URL {url:?} is not a URL (pass --eth-rpc http://HOST:PORT)"))?;
-        let provider = ProviderBuilder::new().connect_http(parsed).erased();
+        let provider =
+            chains::http::eth_provider(url, tls).map_err(|e| anyhow!("{e} (pass --eth-rpc http://HOST:PORT)"))?;
         let from_block = provider
             .get_block_number()
             .await
@@ -120,7 +119,7 @@ pub struct BtcPayout {
 impl BtcPayout {
     /// Connects to the node and notes its tip and mempool; call before sending the withdrawal.
     pub async fn start(node: &BtcRpc, script: ScriptBuf, amount_sat: u64) -> anyhow::Result<Self> {
-        let rpc = CoreRpc::new(node.url.clone(), node.user.clone(), node.password.clone());
+        let rpc = CoreRpc::with_tls(node.url.clone(), node.user.clone(), node.password.clone(), &node.tls)?;
         let unreachable = |e: chains::bitcoin::rpc::RpcError| {
             anyhow!(
                 "cannot ask the Bitcoin node at {}: {e} (is it running? pass --btc-rpc URL, --btc-rpc-user and BTC_RPC_PASSWORD)",

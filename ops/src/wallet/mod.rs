@@ -206,14 +206,17 @@ async fn balance(args: BalanceArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --wallet FILE or --address 0x…"),
     };
     let endpoints = Endpoints::resolve(&args.endpoints);
-    let coordinator = Api::coordinator(endpoints.coordinator()?)?;
+    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
     let account: Account = coordinator.get(&format!("/accounts/{address}")).await?;
     // The confirmer is optional here: a balance is still worth showing without it.
     let verified = match endpoints.confirmer() {
-        Ok(url) => match Api::confirmer(url)?.get::<VerifiedAccount>(&format!("/accounts/{address}")).await {
-            Ok(verified) => Ok(verified),
-            Err(e) => Err(e.to_string()),
-        },
+        Ok(url) => {
+            match Api::confirmer(url, &endpoints.tls()?)?.get::<VerifiedAccount>(&format!("/accounts/{address}")).await
+            {
+                Ok(verified) => Ok(verified),
+                Err(e) => Err(e.to_string()),
+            }
+        }
         Err(e) => Err(e.to_string()),
     };
     if args.output.json {
@@ -259,7 +262,7 @@ async fn tx(args: TxArgs) -> anyhow::Result<()> {
         anyhow::bail!("a transaction hash is 0x and 64 hex digits, got {hash:?}");
     }
     let endpoints = Endpoints::resolve(&args.endpoints);
-    let coordinator = Api::coordinator(endpoints.coordinator()?)?;
+    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
     let soft: CoordinatorTx = coordinator.get(&format!("/tx/{hash}")).await.map_err(|e| {
         if e.is_not_found() {
             anyhow::anyhow!(
@@ -270,7 +273,7 @@ async fn tx(args: TxArgs) -> anyhow::Result<()> {
         }
     })?;
     let hard = match endpoints.confirmer() {
-        Ok(url) => match Api::confirmer(url)?.get::<ConfirmerTx>(&format!("/tx/{hash}")).await {
+        Ok(url) => match Api::confirmer(url, &endpoints.tls()?)?.get::<ConfirmerTx>(&format!("/tx/{hash}")).await {
             Ok(view) => Ok(Some(view)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.to_string()),

@@ -96,8 +96,9 @@ pub async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     let to = parse_account("to", &args.to)?;
     let endpoints = Endpoints::resolve(&args.send.endpoints);
     let draft = args.send.draft(&endpoints)?;
-    let coordinator = Api::coordinator(endpoints.coordinator()?)?;
-    let confirmer = if args.send.no_wait { None } else { Some(Api::confirmer(confirmer_url(&endpoints)?)?) };
+    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+    let confirmer =
+        if args.send.no_wait { None } else { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) };
     let wallet = args.send.wallet.open()?;
     let network = Network::fetch(&coordinator).await?;
     let fee = fee_of(&network, &draft)?;
@@ -122,9 +123,9 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
         (None, Chain::Ethereum) => None, // the wallet's own address, known once it is open
         (None, Chain::Bitcoin) => bail!("a Bitcoin withdrawal needs --recipient <Bitcoin address>"),
     };
-    let coordinator = Api::coordinator(endpoints.coordinator()?)?;
+    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
     // Every endpoint the wait will need, before anything is signed or sent.
-    let confirmer = if waiting { Some(Api::confirmer(confirmer_url(&endpoints)?)?) } else { None };
+    let confirmer = if waiting { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) } else { None };
     let paid_on = "following the withdrawal until it is paid needs its chain's node (or pass --no-wait)";
     let chain = draft.asset.chain();
     let eth_rpc = if waiting && chain == Chain::Ethereum { Some(endpoints.eth_rpc().context(paid_on)?) } else { None };
@@ -150,7 +151,9 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
     let mut payout = match (&recipient, eth_rpc, btc_rpc) {
         (Recipient::Ethereum(to), Some(url), _) => {
             let token = draft.asset.eth_token().unwrap_or(Address::ZERO);
-            Some(Payout::Ethereum(EthPayout::start(&url, network.eth_vault, token, *to, draft.amount.units()).await?))
+            Some(Payout::Ethereum(
+                EthPayout::start(&url, &endpoints.tls()?, network.eth_vault, token, *to, draft.amount.units()).await?,
+            ))
         }
         (Recipient::Bitcoin(script), _, Some(node)) => {
             let sat = u64::try_from(draft.amount.units())

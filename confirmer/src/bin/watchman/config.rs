@@ -22,6 +22,9 @@ pub struct Config {
     /// Where `/metrics` and `/health` are served.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// An extra CA certificate file (PEM) trusted besides the bundled roots by every HTTPS
+    /// client: the Arweave gateway, the Ethereum and Bitcoin nodes.
+    pub tls_ca_file: Option<PathBuf>,
     pub mesh: MeshSection,
     pub da: DaSection,
     pub ethereum: Option<EthereumSection>,
@@ -86,11 +89,15 @@ fn one() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EthereumSection {
-    /// The Ethereum JSON-RPC node (plain http).
+    /// The Ethereum JSON-RPC node (http or https).
     pub rpc: String,
     /// The chain id the node must have (`watchman check` refuses another); unset: not checked.
     pub chain_id: Option<u64>,
-    /// Blocks a deposit needs on top of it.
+    /// When a deposit counts: `finalized` (at or below the node's finalized block; by `depth`
+    /// while the node lacks the tag) or `depth`.
+    #[serde(default)]
+    pub finality: chains::eth_finality::FinalityRule,
+    /// Blocks a deposit needs on top of it (the rule, or the fallback).
     #[serde(default = "default_eth_depth")]
     pub depth: u64,
     /// The vault's key epoch (0 until the first key rotation).

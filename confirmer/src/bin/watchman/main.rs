@@ -108,25 +108,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     // The follower, checking deposits (and payout confirmations) against this watchman's nodes.
+    let tls = chains::http::Tls::load(config.tls_ca_file.as_deref()).context("tls_ca_file")?;
     let da: Arc<dyn DataAvailability> = match (&config.da.dir, &config.da.arweave, &config.da.owner) {
         (Some(dir), None, _) => Arc::new(DirDa::open(dir, params.coordinator_key)?),
         (None, Some(url), Some(owner)) => {
             let mut da = ArweaveDaConfig::new(&params.name, params.coordinator_key, owner);
             da.confirmations = config.da.confirmations;
-            Arc::new(ArweaveDa::follower(Gateway::new(url, RetryPolicy::default())?, da))
+            Arc::new(ArweaveDa::follower(Gateway::with_tls(url, RetryPolicy::default(), &tls)?, da))
         }
         _ => bail!("[da]: set either `dir`, or `arweave` and `owner`"),
     };
     let mut verifiers = DepositVerifiers::none();
     if let Some(eth) = &config.ethereum {
+        let confirmation = chains::ethereum::Confirmation::new(eth.finality, eth.depth);
         let verifier =
-            EthDepositVerifier::connect(&eth.rpc, params.eth_vault, eth.depth).map_err(anyhow::Error::msg)?;
+            EthDepositVerifier::connect(&eth.rpc, &tls, params.eth_vault, confirmation).map_err(anyhow::Error::msg)?;
         verifiers = verifiers.with(Chain::Ethereum, Arc::new(verifier));
     }
-    let btc_rpc = config.bitcoin.as_ref().map(|b| {
-        let password = std::env::var("WATCHMAN_BTC_RPC_PASSWORD").unwrap_or_default();
-        CoreRpc::new(b.rpc.clone(), b.rpc_user.clone(), password)
-    });
+    let btc_rpc = match &config.bitcoin {
+        Some(b) => {
+            let password = std::env::var("WATCHMAN_BTC_RPC_PASSWORD").unwrap_or_default();
+            Some(CoreRpc::with_tls(b.rpc.clone(), b.rpc_user.clone(), password, &tls)?)
+        }
+        None => None,
+    };
     if let (Some(b), Some(rpc)) = (&config.bitcoin, &btc_rpc) {
         let key = bitcoin::key::XOnlyPublicKey::from_slice(&group.internal_key)?;
         verifiers = verifiers
@@ -143,19 +148,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut eth_settlement = None;
     let mut guardian = None;
     if let Some(eth) = &config.ethereum {
-        let chain_id = chains::ethereum::chain_id(&eth.rpc).await.map_err(anyhow::Error::msg)?;
+        let chain_id = chains::ethereum::chain_id(&eth.rpc, &tls).await.map_err(anyhow::Error::msg)?;
         let domain = VaultDomain { chain_id, vault: params.eth_vault, epoch: eth.epoch };
         eth_domain = Some(domain);
         let fees = eth.fees.policy()?;
         if let Some(file) = &eth.sender_key_file {
             let key = read_key(file)?;
             let submitter =
-                Submitter::connect(&eth.rpc, &key, params.eth_vault).map_err(anyhow::Error::msg)?.with_fees(fees);
+                Submitter::connect(&eth.rpc, &tls, &key, params.eth_vault).map_err(anyhow::Error::msg)?.with_fees(fees);
             eth_settlement = Some(EthSettlement::new(book.clone(), domain, submitter));
         }
         if let Some(file) = &eth.guardian_key_file {
             let key = config::load_guardian_key(file, &passphrase)?;
-            let (provider, _) = chains::ethereum::signing_provider(&eth.rpc, &key).map_err(anyhow::Error::msg)?;
+            let (provider, _) = chains::ethereum::signing_provider(&eth.rpc, &tls, &key).map_err(anyhow::Error::msg)?;
             guardian = Some((provider, fees));
         }
     }
@@ -211,9 +216,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         (&config.admin, approvals, eth_domain, &config.ethereum)
     {
         let sender = match &eth.sender_key_file {
-            Some(file) => {
-                Some(Submitter::connect(&eth.rpc, &read_key(file)?, params.eth_vault).map_err(anyhow::Error::msg)?)
-            }
+            Some(file) => Some(
+                Submitter::connect(&eth.rpc, &tls, &read_key(file)?, params.eth_vault)
+                    .map_err(anyhow::Error::msg)?
+                    .with_fees(eth.fees.policy()?),
+            ),
             None => None,
         };
         let api = admin::AdminApi {
@@ -221,7 +228,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             token: admin::AdminToken::load_or_create(&section.token_file)?,
             domain,
             tss: watchman.tss_shared(),
-            reader: chains::vault_admin::reader(&eth.rpc, params.eth_vault).map_err(anyhow::Error::msg)?,
+            reader: chains::vault_admin::reader(&eth.rpc, &tls, params.eth_vault).map_err(anyhow::Error::msg)?,
             sender,
             threshold: roster.threshold,
         };
@@ -240,9 +247,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: config.ethereum.as_ref().map(|e| e.rpc.clone()),
         btc_rpc: btc_rpc.clone(),
+        tls: tls.clone(),
     };
-    let eth_lag = config.ethereum.as_ref().map_or(0, |e| e.depth);
-    let mut solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_lag, 0, params.eth_vault)?;
+    let eth_confirmation = config
+        .ethereum
+        .as_ref()
+        .map_or(chains::ethereum::Confirmation::Depth(0), |e| chains::ethereum::Confirmation::new(e.finality, e.depth));
+    let mut solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_confirmation, 0, params.eth_vault)?;
     let mut paused = false;
     let mut turn: u64 = 0;
     // The loop reports each turn to the supervisor (`/health`, `bridge_task_*`).
