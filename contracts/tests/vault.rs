@@ -492,7 +492,14 @@ async fn an_abandoned_key_proposal_cannot_be_put_back_by_replaying_its_signature
     let d0 = setup.domain(0);
     let (abandoned, chosen) = (keypair(21), keypair(22));
     let abandoned_sig = sign(&setup.key, rotate_key_message(&d0, 0, key_x(&abandoned)));
-    vault.proposeKey(group_key(&abandoned), 0, abandoned_sig.clone()).send().await.unwrap().get_receipt().await.unwrap();
+    vault
+        .proposeKey(group_key(&abandoned), 0, abandoned_sig.clone())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
     assert_eq!(vault.adminNonce().call().await.unwrap(), 1, "a proposal consumes the admin nonce");
     // The operators change their minds: a second proposal replaces the first.
     let chosen_sig = sign(&setup.key, rotate_key_message(&d0, 1, key_x(&chosen)));
