@@ -94,6 +94,10 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(ErrorBody { error: message.to_string(), refusals: Vec::new() })).into_response()
 }
 
+fn unauthorised() -> Response {
+    error(StatusCode::UNAUTHORIZED, "the admin token is missing or wrong (see the watchman's admin.token)")
+}
+
 fn admin_error(e: AdminError) -> Response {
     let status = match &e {
         AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -115,19 +119,18 @@ impl AdminApi {
             .with_state(self)
     }
 
-    fn authorised(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn authorised(&self, headers: &HeaderMap) -> bool {
         let presented = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if self.token.matches(presented) {
-            Ok(())
-        } else {
+        let ok = self.token.matches(presented);
+        if !ok {
             metrics::counter!("watchman_admin_unauthorised_total").increment(1);
             tracing::warn!("an admin request without this operator's token was refused");
-            Err(error(StatusCode::UNAUTHORIZED, "the admin token is missing or wrong (see the watchman's admin.token)"))
         }
+        ok
     }
 
     async fn message(
@@ -165,8 +168,8 @@ pub fn public_router(approvals: ApprovalBook, peer_id: String, threshold: u16) -
 }
 
 async fn list(State(api): State<AdminApi>, headers: HeaderMap) -> Response {
-    if let Err(refused) = api.authorised(&headers) {
-        return refused;
+    if !api.authorised(&headers) {
+        return unauthorised();
     }
     let state = match api.reader.admin_state().await {
         Ok(state) => state,
@@ -184,8 +187,8 @@ async fn list(State(api): State<AdminApi>, headers: HeaderMap) -> Response {
 }
 
 async fn approve(State(api): State<AdminApi>, headers: HeaderMap, body: Option<Json<ApproveRequest>>) -> Response {
-    if let Err(refused) = api.authorised(&headers) {
-        return refused;
+    if !api.authorised(&headers) {
+        return unauthorised();
     }
     let Some(Json(request)) = body else {
         return error(StatusCode::BAD_REQUEST, "the body is not an approval request (see docs/OPERATIONS.md)");
@@ -205,8 +208,8 @@ async fn approve(State(api): State<AdminApi>, headers: HeaderMap, body: Option<J
 }
 
 async fn revoke(State(api): State<AdminApi>, headers: HeaderMap, Path(digest): Path<String>) -> Response {
-    if let Err(refused) = api.authorised(&headers) {
-        return refused;
+    if !api.authorised(&headers) {
+        return unauthorised();
     }
     match api.approvals.revoke(&digest) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
@@ -220,8 +223,8 @@ async fn propose_route(
     headers: HeaderMap,
     body: Option<Json<ProposeRequest>>,
 ) -> Response {
-    if let Err(refused) = api.authorised(&headers) {
-        return refused;
+    if !api.authorised(&headers) {
+        return unauthorised();
     }
     let Some(Json(request)) = body else {
         return error(StatusCode::BAD_REQUEST, "the body is not a proposal (see docs/OPERATIONS.md)");

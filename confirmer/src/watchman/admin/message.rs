@@ -178,6 +178,19 @@ mod tests {
     }
 
     #[test]
+    fn the_digests_are_docs_protocol_vectors() {
+        let domain = VaultDomain { chain_id: 31337, vault: Address([0x11; 20]), epoch: 0 };
+        assert_eq!(
+            hex::encode(AdminMessage::new(AdminAction::Unpause, domain, 0).digest()),
+            "8f9aaa49f57c1b9fbd4a082d347e40781ea34fa0fbc2fce24df31e4b96bd2d32"
+        );
+        assert_eq!(
+            hex::encode(AdminMessage::new(AdminAction::ProposeKey { new_key: [7; 32] }, domain, 1).digest()),
+            "e1b03e84a1bc9a96933c3fa78daaa450d67b5a99c4a44b5da26b8ea91a5696f3"
+        );
+    }
+
+    #[test]
     fn a_message_survives_the_request_detail_and_a_junk_detail_is_none() {
         let message = AdminMessage::new(
             AdminAction::SetCap { token: Address([0x22; 20]), limit: u128::MAX, window_secs: 86_400 },
