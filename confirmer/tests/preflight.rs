@@ -183,6 +183,7 @@ async fn confirmer_check_compares_the_coordinator_and_the_chains() {
     let parts = Parts::start().await;
     let params = parts.params();
     let home = parts.dir.path().join("coordinator");
+    std::fs::create_dir_all(&home).unwrap();
     let coordinator = coordinator::node::Node::start(&common::coordinator_config(&home, &params)).await.unwrap();
     let params_file = parts.dir.path().join("params.json");
     std::fs::write(&params_file, serde_json::to_vec(&params).unwrap()).unwrap();

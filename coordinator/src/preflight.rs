@@ -67,7 +67,13 @@ fn key_and_params(config: &Config, report: &mut Report) -> Option<bridge::Networ
         }
     };
     let source = format!("the key file {}", path.display());
-    report.push(preflight::coordinator_key(configured, key, &source, &config.network.name));
+    let row = preflight::coordinator_key(configured, key, &source, &config.network.name);
+    // A wrong key is that row's failure alone: the other checks go on with the file's key.
+    let mut config = config.clone();
+    if !row.ok {
+        config.network.coordinator_key = None;
+    }
+    report.push(row);
     match config.network_params(key) {
         Ok(params) => Some(params),
         Err(error) => {
