@@ -407,7 +407,9 @@ async fn a_node_that_lags_waits_for_a_deposit_and_a_node_past_its_block_calls_a_
     lagging.set_lag(0);
     assert_eq!(behind.check(&deposit).await.unwrap(), DepositCheck::Confirmed);
     match behind.check(&invented).await.unwrap() {
-        DepositCheck::NotOnL1 { reason } => assert!(reason.contains("past block"), "{reason}"),
+        DepositCheck::NotOnL1 { reason } => {
+            assert!(reason.contains("counts block") && reason.contains("as final"), "{reason}")
+        }
         other => panic!("an invented deposit was {other:?}"),
     }
 }
