@@ -175,14 +175,20 @@ fn main() -> ExitCode {
 /// `confirmer check`: the report of `confirmer::preflight`, printed.
 async fn preflight(args: &FollowArgs) -> anyhow::Result<()> {
     let bitcoin = args.bitcoin();
+    let tls = chains::http::Tls::load(args.tls_ca_file.as_deref()).context("--tls-ca-file")?;
+    let btc = match &bitcoin {
+        None => None,
+        Some(b) => Some(chains::bitcoin::CoreRpc::with_tls(b.url.clone(), b.user.clone(), b.password.clone(), &tls)?),
+    };
     let setup = confirmer::preflight::Setup {
         params: args.params.clone(),
         coordinator: args.coordinator.clone(),
         arweave: args.arweave.clone(),
         eth_rpc: args.eth_rpc.clone(),
         eth_chain_id: args.eth_chain_id,
-        btc: bitcoin.as_ref().map(|b| chains::bitcoin::CoreRpc::new(b.url.clone(), b.user.clone(), b.password.clone())),
+        btc,
         btc_group_key: bitcoin.as_ref().map(|b| b.group_key.clone()),
+        tls,
     };
     let report = confirmer::preflight::run(&setup).await;
     print!("{}", report.table());

@@ -22,6 +22,8 @@ pub struct Setup {
     pub btc: Option<CoreRpc>,
     /// `--btc-group-key`, as given (hex).
     pub btc_group_key: Option<String>,
+    /// The trust `follow`'s clients use (`--tls-ca-file`).
+    pub tls: chains::http::Tls,
 }
 
 pub async fn run(setup: &Setup) -> Report {
@@ -34,7 +36,7 @@ pub async fn run(setup: &Setup) -> Report {
         }
     };
     if let Some(url) = &setup.coordinator {
-        match probe::coordinator_info(url).await {
+        match probe::coordinator_info(url, &setup.tls).await {
             Ok((genesis, key)) => report.push(preflight::coordinator_network(&params, &genesis, &key)),
             Err(error) => report.push(preflight::unreachable(preflight::COORDINATOR_NETWORK, url, &error)),
         }
@@ -45,6 +47,7 @@ pub async fn run(setup: &Setup) -> Report {
         btc: setup.btc.clone(),
         btc_rpcs: probe::FOLLOW_RPCS.to_vec(),
         btc_txindex: true,
+        tls: setup.tls.clone(),
         ..Endpoints::default()
     };
     if let Some(text) = &setup.btc_group_key {
@@ -56,7 +59,7 @@ pub async fn run(setup: &Setup) -> Report {
     }
     preflight::chains::check(&params, &endpoints, &mut report).await;
     if let Some(url) = &setup.arweave {
-        report.push(preflight::chains::gateway(url).await);
+        report.push(preflight::chains::gateway(url, &setup.tls).await);
     }
     report
 }

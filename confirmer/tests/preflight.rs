@@ -195,6 +195,7 @@ async fn confirmer_check_compares_the_coordinator_and_the_chains() {
         eth_chain_id: Some(parts.eth.chain_id),
         btc: Some(parts.rpc()),
         btc_group_key: Some(hex::encode(internal())),
+        tls: Default::default(),
     };
     let report = confirmer::preflight::run(&setup).await;
     assert!(report.passed(), "{}", report.table());

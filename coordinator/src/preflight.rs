@@ -32,19 +32,42 @@ pub async fn run(config: &Config, batch_bytes: u64) -> Report {
     let Some(params) = key_and_params(config, &mut report) else {
         return report;
     };
-    let endpoints =
-        Endpoints {
-            eth_rpc: config.ethereum.rpc.clone(),
-            eth_chain_id: config.ethereum.chain_id,
-            btc: config.bitcoin.rpc.as_ref().map(|url| {
-                CoreRpc::new(url.clone(), config.bitcoin.rpc_user.clone(), config.bitcoin.rpc_password.clone())
-            }),
-            btc_rpcs: BTC_RPCS.to_vec(),
-            btc_txindex: true,
-            ..Endpoints::default()
-        };
+    // The preflight trusts what the role's clients trust, so it reaches exactly what they reach.
+    let tls = match config.tls() {
+        Ok(tls) => tls,
+        Err(error) => {
+            report.push(Row::fail(preflight::TLS_CA_FILE, error.to_string()));
+            return report;
+        }
+    };
+    let btc = match &config.bitcoin.rpc {
+        None => None,
+        Some(url) => {
+            match CoreRpc::with_tls(
+                url.clone(),
+                config.bitcoin.rpc_user.clone(),
+                config.bitcoin.rpc_password.clone(),
+                &tls,
+            ) {
+                Ok(rpc) => Some(rpc),
+                Err(error) => {
+                    report.push(Row::fail(preflight::BTC_NETWORK, error.to_string()));
+                    None
+                }
+            }
+        }
+    };
+    let endpoints = Endpoints {
+        eth_rpc: config.ethereum.rpc.clone(),
+        eth_chain_id: config.ethereum.chain_id,
+        btc,
+        btc_rpcs: BTC_RPCS.to_vec(),
+        btc_txindex: true,
+        tls: tls.clone(),
+        ..Endpoints::default()
+    };
     preflight::chains::check(&params, &endpoints, &mut report).await;
-    arweave(config, batch_bytes, &mut report).await;
+    arweave(config, &tls, batch_bytes, &mut report).await;
     report
 }
 
@@ -83,7 +106,7 @@ fn key_and_params(config: &Config, report: &mut Report) -> Option<bridge::Networ
     }
 }
 
-async fn arweave(config: &Config, batch_bytes: u64, report: &mut Report) {
+async fn arweave(config: &Config, tls: &chains::http::Tls, batch_bytes: u64, report: &mut Report) {
     if config.da.kind != DaKind::Arweave {
         report.push(Row::pass(preflight::ARWEAVE_FUNDS, "da.kind is dir: nothing to pay"));
         return;
@@ -100,7 +123,7 @@ async fn arweave(config: &Config, batch_bytes: u64, report: &mut Report) {
             return;
         }
     };
-    match probe::arweave(gateway, wallet.address(), batch_bytes).await {
+    match probe::arweave(gateway, tls, wallet.address(), batch_bytes).await {
         Err(error) => report.push(preflight::unreachable(preflight::ARWEAVE_GATEWAY, gateway, &error)),
         Ok(facts) => report.push(preflight::arweave_funds(
             wallet.address(),

@@ -21,12 +21,15 @@ pub struct Endpoints {
     pub btc: Option<CoreRpc>,
     pub btc_rpcs: Vec<&'static str>,
     pub btc_txindex: bool,
+    /// The trust the role's HTTP clients use (its `tls_ca_file`), so the preflight reaches
+    /// exactly what the role reaches.
+    pub tls: crate::http::Tls,
 }
 
 /// Runs the Ethereum and Bitcoin checks `endpoints` call for, into `report`.
 pub async fn check(params: &NetworkParams, endpoints: &Endpoints, report: &mut Report) {
     if let Some(url) = &endpoints.eth_rpc {
-        match probe::ethereum(url, params.eth_vault).await {
+        match probe::ethereum(url, &endpoints.tls, params.eth_vault).await {
             Err(error) => report.push(super::unreachable(ETH_CHAIN, url, &error)),
             Ok(facts) => ethereum(params, endpoints, &facts, report),
         }
@@ -78,8 +81,8 @@ fn ethereum(params: &NetworkParams, endpoints: &Endpoints, facts: &probe::EthFac
 }
 
 /// The Arweave gateway a follower reads batches from: it answers as a gateway.
-pub async fn gateway(url: &str) -> Row {
-    match probe::gateway_height(url).await {
+pub async fn gateway(url: &str, tls: &crate::http::Tls) -> Row {
+    match probe::gateway_height(url, tls).await {
         Ok(height) => Row::pass(super::ARWEAVE_GATEWAY, format!("{url} at height {height}")),
         Err(error) => super::unreachable(super::ARWEAVE_GATEWAY, url, &error),
     }

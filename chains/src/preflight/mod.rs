@@ -90,6 +90,7 @@ pub const ARWEAVE_FUNDS: &str = "arweave wallet funds";
 pub const ARWEAVE_GATEWAY: &str = "arweave gateway";
 pub const WATCHMAN_SHARE: &str = "watchman share";
 pub const COORDINATOR_NETWORK: &str = "coordinator network";
+pub const TLS_CA_FILE: &str = "tls ca file";
 
 /// An endpoint that did not answer: the check it was needed for fails, naming it.
 pub fn unreachable(name: &'static str, endpoint: &str, error: &str) -> Row {

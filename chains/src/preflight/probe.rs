@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use alloy::providers::Provider;
+
+use crate::http::Tls;
 use contracts::Vault;
 use serde_json::{Value, json};
 
@@ -35,8 +37,8 @@ pub struct VaultFacts {
 
 /// Asks the node at `url` for its chain id, the code at `vault`, and the vault's key, epoch
 /// and guardian.
-pub async fn ethereum(url: &str, vault: bridge::Address) -> Result<EthFacts, String> {
-    let provider = crate::http::eth_provider(url, &crate::http::Tls::default()).map_err(|e| e.to_string())?;
+pub async fn ethereum(url: &str, tls: &Tls, vault: bridge::Address) -> Result<EthFacts, String> {
+    let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
     let ask = async {
         let chain_id = provider.get_chain_id().await.map_err(|e| format!("eth_chainId: {e}"))?;
         let address = contracts::to_alloy(vault);
@@ -147,49 +149,31 @@ pub struct ArweaveFacts {
 
 /// The wallet's balance (`/wallet/{address}/balance`) and the fee for `batch_bytes`
 /// (`/price/{bytes}`).
-pub async fn arweave(gateway: &str, address: &str, batch_bytes: u64) -> Result<ArweaveFacts, String> {
+pub async fn arweave(gateway: &str, tls: &Tls, address: &str, batch_bytes: u64) -> Result<ArweaveFacts, String> {
     let retry = crate::arweave::RetryPolicy { attempts: 2, ..crate::arweave::RetryPolicy::default() };
-    let client = crate::arweave::Gateway::new(gateway, retry).map_err(|e| e.to_string())?;
+    let client = crate::arweave::Gateway::with_tls(gateway, retry, tls).map_err(|e| e.to_string())?;
     let ask = async {
         let price_per_batch_winston = client.price_winston(batch_bytes).await.map_err(|e| e.to_string())?;
-        let balance_winston = wallet_balance(gateway, address).await?;
+        let balance_winston = client.wallet_balance_winston(address).await.map_err(|e| e.to_string())?;
         Ok(ArweaveFacts { balance_winston, price_per_batch_winston })
     };
     tokio::time::timeout(PROBE_TIMEOUT, ask).await.map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))?
 }
 
 /// The gateway's block height: it answers, and it is an Arweave gateway.
-pub async fn gateway_height(gateway: &str) -> Result<u64, String> {
+pub async fn gateway_height(gateway: &str, tls: &Tls) -> Result<u64, String> {
     let retry = crate::arweave::RetryPolicy { attempts: 2, ..crate::arweave::RetryPolicy::default() };
-    let client = crate::arweave::Gateway::new(gateway, retry).map_err(|e| e.to_string())?;
+    let client = crate::arweave::Gateway::with_tls(gateway, retry, tls).map_err(|e| e.to_string())?;
     tokio::time::timeout(PROBE_TIMEOUT, client.height())
         .await
         .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))?
         .map_err(|e| e.to_string())
 }
 
-/// `/wallet/{address}/balance` in winston. (To become `Gateway::wallet_balance_winston` once the
-/// fee work lands it.)
-async fn wallet_balance(gateway: &str, address: &str) -> Result<u128, String> {
-    let url = format!("{}/wallet/{address}/balance", gateway.trim_end_matches('/'));
-    let client = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build().map_err(|e| e.to_string())?;
-    let response = client.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| format!("{url}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("{url} answered {status}"));
-    }
-    text.trim().parse().map_err(|_| format!("{url} answered {:?}, not an amount of winston", truncate(&text)))
-}
-
-fn truncate(text: &str) -> &str {
-    text.char_indices().nth(80).map_or(text, |(i, _)| &text[..i])
-}
-
 /// The coordinator's `/info`: its network's genesis hash and coordinator key, hex.
-pub async fn coordinator_info(url: &str) -> Result<(String, String), String> {
+pub async fn coordinator_info(url: &str, tls: &Tls) -> Result<(String, String), String> {
     let url = format!("{}/info", url.trim_end_matches('/'));
-    let client = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build().map_err(|e| e.to_string())?;
+    let client = tls.client(PROBE_TIMEOUT).map_err(|e| e.to_string())?;
     let info: Value = client
         .get(&url)
         .send()

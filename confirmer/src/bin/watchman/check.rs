@@ -32,7 +32,15 @@ pub async fn run(config: &Config) -> Report {
             return report;
         }
     };
-    let mut endpoints = Endpoints::default();
+    // The preflight trusts what the watchman's clients trust (`tls_ca_file`).
+    let tls = match chains::http::Tls::load(config.tls_ca_file.as_deref()) {
+        Ok(tls) => tls,
+        Err(error) => {
+            report.push(Row::fail(preflight::TLS_CA_FILE, error.to_string()));
+            return report;
+        }
+    };
+    let mut endpoints = Endpoints { tls: tls.clone(), ..Endpoints::default() };
     match share_key(config) {
         Ok(key) => {
             report.push(preflight::watchman_share(key, params.btc_vault.map(|v| v.group_key)));
@@ -47,7 +55,10 @@ pub async fn run(config: &Config) -> Report {
     }
     if let Some(b) = &config.bitcoin {
         let password = std::env::var("WATCHMAN_BTC_RPC_PASSWORD").unwrap_or_default();
-        endpoints.btc = Some(CoreRpc::new(b.rpc.clone(), b.rpc_user.clone(), password));
+        match CoreRpc::with_tls(b.rpc.clone(), b.rpc_user.clone(), password, &tls) {
+            Ok(rpc) => endpoints.btc = Some(rpc),
+            Err(error) => report.push(Row::fail(preflight::BTC_NETWORK, error.to_string())),
+        }
         endpoints.btc_rpcs = probe::FOLLOW_RPCS.to_vec();
         if b.pay {
             endpoints.btc_rpcs.extend_from_slice(probe::PAY_RPCS);
@@ -56,7 +67,7 @@ pub async fn run(config: &Config) -> Report {
     }
     preflight::chains::check(&params, &endpoints, &mut report).await;
     if let Some(url) = &config.da.arweave {
-        report.push(preflight::chains::gateway(url).await);
+        report.push(preflight::chains::gateway(url, &tls).await);
     }
     report
 }
