@@ -139,7 +139,7 @@ async fn a_confirmer_whose_ethereum_node_lags_30_blocks_waits_then_replays_and_a
     node.set_lag(0);
     let alarm = confirmer.step(64).await.unwrap().alarm.expect("an invented deposit is an alarm");
     assert_eq!((alarm.kind, alarm.number), (AlarmKind::DepositNotOnL1, published + 1));
-    assert!(alarm.detail.contains("past block"), "{}", alarm.detail);
+    assert!(alarm.detail.contains("counts block"), "{}", alarm.detail);
     assert_eq!(confirmer.status().hard_final, published);
 }
 

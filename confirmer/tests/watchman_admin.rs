@@ -210,6 +210,7 @@ dir = "../da"
 
 [ethereum]
 rpc = "{rpc}"
+finality = "depth"
 depth = 1
 {sender}
 [admin]

@@ -107,6 +107,20 @@ async fn every_roles_preflight_passes_and_every_alerted_metric_is_exported() {
         assert!(stdout.contains("checks passed") && !stdout.contains("FAIL"), "{name}:\n{stdout}");
     }
 
+    // One user transfer through the API, so that what only a served user exports (the
+    // coordinator's acknowledgement latency) has been served once, as on any live network.
+    let alice = net.state["demo_wallets"][0]["file"].as_str().unwrap().to_owned();
+    let bob = net.state["demo_wallets"][1]["address"].as_str().unwrap().to_owned();
+    let transfer = Command::new(env!("CARGO_BIN_EXE_bridgectl"))
+        .env("BRIDGE_PASSPHRASE", "devnet")
+        .env_remove("DATABASE_URL")
+        .args(["transfer", "--wallet", &alice, "--asset", "eth", "--amount", "1", "--to", &bob, "--json"])
+        .arg("--devnet")
+        .arg(&net.dir)
+        .output()
+        .unwrap();
+    assert!(transfer.status.success(), "transfer failed:\n{}", String::from_utf8_lossy(&transfer.stderr));
+
     let http = reqwest::Client::new();
     let e = &net.state["endpoints"];
     let mut urls = vec![e["coordinator"].as_str().unwrap().to_owned(), e["confirmer"].as_str().unwrap().to_owned()];
