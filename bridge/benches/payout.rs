@@ -86,6 +86,7 @@ fn plan_of(count: usize, vault: BtcVaultParams) -> PayoutPlan {
         coordinator_key: key.public_key(),
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) }],
+        forced: None,
     };
     let mut state = State::genesis(params);
     let wallet = Wallet::from_secret(&[1; 32]).unwrap();

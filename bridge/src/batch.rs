@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::btc_payout::PayoutPlan;
 use crate::codec::to_bytes;
 use crate::commitment::CommitmentError;
+use crate::forced::{ForcedCommit, ForcedCursor, ForcedEntry, ForcedError, ForcedRecord};
 use crate::hashing::{tagged_hash, tags};
 use crate::recipient::Recipient;
 use crate::state::{ChainHead, State};
@@ -16,12 +17,15 @@ use crate::stf::{Effect, Receipt, TxError, apply_at};
 use crate::tx::{BatchTx, Tx, TxPlace, verify_all};
 use crate::withdrawals::{BtcPayout, BtcWithdrawals, EthWithdrawal, EthWithdrawalTree, MerkleTree};
 
-/// The version of the header layout, checked on replay.
+/// The version of the header layout of a network without forced inclusion, checked on replay.
 pub const BATCH_VERSION: u16 = 1;
+/// The header layout of a network with forced inclusion: version 1's fields, then
+/// `borsh(Option<ForcedCommit>)`, and the batch's forced records after its body.
+pub const BATCH_VERSION_FORCED: u16 = 2;
 /// The most transactions one batch may carry.
 pub const MAX_BATCH_TXS: usize = 100_000;
 
-#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct BatchHeader {
     pub version: u16,
     /// The genesis hash of the network (see [`crate::NetworkParams::genesis_hash`]).
@@ -40,6 +44,53 @@ pub struct BatchHeader {
     #[serde(with = "crate::serde_hex::fixed")]
     pub eth_withdrawals_root: [u8; 32],
     pub btc_withdrawals: BtcWithdrawals,
+    /// Version 2 only: the forced cursor range and the records' root (crate::forced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<ForcedCommit>,
+}
+
+/// Version 1's layout stays byte for byte what it was, so published version-1 batches keep
+/// their hashes; `forced` is written from version 2 on (see `crate::forced`).
+impl BorshSerialize for BatchHeader {
+    fn serialize<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        BorshSerialize::serialize(&self.version, w)?;
+        BorshSerialize::serialize(&self.network, w)?;
+        BorshSerialize::serialize(&self.number, w)?;
+        BorshSerialize::serialize(&self.prev_hash, w)?;
+        BorshSerialize::serialize(&self.timestamp, w)?;
+        BorshSerialize::serialize(&self.tx_count, w)?;
+        BorshSerialize::serialize(&self.txs_root, w)?;
+        BorshSerialize::serialize(&self.post_state_root, w)?;
+        BorshSerialize::serialize(&self.eth_withdrawals_root, w)?;
+        BorshSerialize::serialize(&self.btc_withdrawals, w)?;
+        if self.version >= BATCH_VERSION_FORCED {
+            BorshSerialize::serialize(&self.forced, w)?;
+        }
+        Ok(())
+    }
+}
+
+impl BorshDeserialize for BatchHeader {
+    fn deserialize_reader<R: std::io::Read>(r: &mut R) -> std::io::Result<Self> {
+        let version = u16::deserialize_reader(r)?;
+        let mut header = BatchHeader {
+            version,
+            network: BorshDeserialize::deserialize_reader(r)?,
+            number: BorshDeserialize::deserialize_reader(r)?,
+            prev_hash: BorshDeserialize::deserialize_reader(r)?,
+            timestamp: BorshDeserialize::deserialize_reader(r)?,
+            tx_count: BorshDeserialize::deserialize_reader(r)?,
+            txs_root: BorshDeserialize::deserialize_reader(r)?,
+            post_state_root: BorshDeserialize::deserialize_reader(r)?,
+            eth_withdrawals_root: BorshDeserialize::deserialize_reader(r)?,
+            btc_withdrawals: BorshDeserialize::deserialize_reader(r)?,
+            forced: None,
+        };
+        if version >= BATCH_VERSION_FORCED {
+            header.forced = BorshDeserialize::deserialize_reader(r)?;
+        }
+        Ok(header)
+    }
 }
 
 impl BatchHeader {
@@ -75,12 +126,40 @@ pub fn verify_bip340(key: &[u8; 32], digest: &[u8; 32], signature: &[u8; 64]) ->
 }
 
 /// A batch as published: the signed header and the transactions.
-#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct SignedBatch {
     pub header: BatchHeader,
     #[serde(with = "crate::serde_hex::fixed")]
     pub signature: [u8; 64],
     pub body: Vec<BatchTx>,
+    /// Version 2 only: what became of each forced transaction the batch consumed, in stream
+    /// order. They are processed before the body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forced: Vec<ForcedRecord>,
+}
+
+/// Like the header: version 1 is unchanged, version 2 appends `borsh(Vec<ForcedRecord>)`.
+impl BorshSerialize for SignedBatch {
+    fn serialize<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        BorshSerialize::serialize(&self.header, w)?;
+        BorshSerialize::serialize(&self.signature, w)?;
+        BorshSerialize::serialize(&self.body, w)?;
+        if self.header.version >= BATCH_VERSION_FORCED {
+            BorshSerialize::serialize(&self.forced, w)?;
+        }
+        Ok(())
+    }
+}
+
+impl BorshDeserialize for SignedBatch {
+    fn deserialize_reader<R: std::io::Read>(r: &mut R) -> std::io::Result<Self> {
+        let header = BatchHeader::deserialize_reader(r)?;
+        let signature = BorshDeserialize::deserialize_reader(r)?;
+        let body = BorshDeserialize::deserialize_reader(r)?;
+        let forced =
+            if header.version >= BATCH_VERSION_FORCED { BorshDeserialize::deserialize_reader(r)? } else { Vec::new() };
+        Ok(SignedBatch { header, signature, body, forced })
+    }
 }
 
 impl SignedBatch {
@@ -156,7 +235,10 @@ pub struct SealedBatch {
 #[derive(Debug)]
 pub struct Replayed {
     pub hash: [u8; 32],
+    /// One per body transaction, in body order.
     pub receipts: Vec<Receipt>,
+    /// One per forced transaction the batch applied, in stream order (they ran first).
+    pub forced_receipts: Vec<Receipt>,
     pub settlement: Settlement,
 }
 
@@ -168,6 +250,8 @@ pub enum BatchError {
     TimestampRegressed { previous: u64, got: u64 },
     #[error("the coordinator key is not the one the network names")]
     WrongKey,
+    #[error("the network takes forced transactions: call `process_forced` (with none, if none) before sealing")]
+    ForcedMissing,
     #[error(transparent)]
     Commitment(#[from] CommitmentError),
 }
@@ -179,12 +263,50 @@ pub struct BatchBuilder {
     number: u64,
     txs: Vec<BatchTx>,
     closing: Closing,
+    /// The forced section, once `process_forced` ran: the cursor range and the records.
+    forced: Option<(ForcedCursor, ForcedCursor, Vec<ForcedRecord>)>,
 }
 
 impl BatchBuilder {
     pub fn new(state: &State) -> Self {
         let number = state.head().next_number;
-        BatchBuilder { number, txs: Vec::new(), closing: Closing::new(number) }
+        BatchBuilder { number, txs: Vec::new(), closing: Closing::new(number), forced: None }
+    }
+
+    /// Processes the forced entries `crate::forced::plan` chose for the cursor range
+    /// `(from, to]`, in stream order, before anything else in the batch: each is applied or
+    /// recorded as refused, duplicate or malformed. `already_applied` answers whether a
+    /// signing hash was applied before. Returns the receipts of the applied ones.
+    pub fn process_forced(
+        &mut self,
+        state: &mut State,
+        from: ForcedCursor,
+        to: ForcedCursor,
+        entries: &[ForcedEntry],
+        already_applied: &dyn Fn(&[u8; 32]) -> bool,
+    ) -> Result<Vec<Receipt>, ApplyError> {
+        let cap = state.params().forced.map(|f| f.cap).ok_or(ApplyError::ForcedUnavailable)?;
+        // An empty section only moves the cursor, so it may close a batch that holds API
+        // transactions; entries go first.
+        if (!entries.is_empty() && !self.txs.is_empty()) || self.forced.is_some() {
+            return Err(ApplyError::ForcedNotFirst);
+        }
+        if entries.len() > cap as usize || to < from {
+            return Err(ApplyError::ForcedOverCap { count: entries.len(), cap });
+        }
+        let mut records = Vec::with_capacity(entries.len());
+        let mut receipts = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let place = forced_place(state.genesis_hash(), self.number, index);
+            let (record, receipt) = crate::forced::judge(state, entry, place, already_applied);
+            if let Some(receipt) = receipt {
+                self.closing.record_effect(&receipt);
+                receipts.push(receipt);
+            }
+            records.push(record);
+        }
+        self.forced = Some((from, to, records));
+        Ok(receipts)
     }
 
     pub fn number(&self) -> u64 {
@@ -197,6 +319,11 @@ impl BatchBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.txs.is_empty()
+    }
+
+    /// Whether `process_forced` has run for this batch.
+    pub fn has_forced(&self) -> bool {
+        self.forced.is_some()
     }
 
     /// Applies `tx` to `state` and adds it to the batch; on `Err` neither changed.
@@ -224,10 +351,19 @@ impl BatchBuilder {
         if timestamp < head.last_timestamp {
             return Err(BatchError::TimestampRegressed { previous: head.last_timestamp, got: timestamp });
         }
+        let (version, forced_commit, forced_records) = match (state.params().forced, self.forced) {
+            (None, _) => (BATCH_VERSION, None, Vec::new()),
+            (Some(_), None) => return Err(BatchError::ForcedMissing),
+            (Some(_), Some((from, to, records))) => {
+                let count = u32::try_from(records.len()).map_err(|_| BatchError::Full)?;
+                let commit = ForcedCommit { from, to, count, records_root: crate::forced::records_root(&records) };
+                (BATCH_VERSION_FORCED, Some(commit), records)
+            }
+        };
         let pending = state.prepare_root()?;
         let (roots, settlement) = self.closing.finish();
         let header = BatchHeader {
-            version: BATCH_VERSION,
+            version,
             network: state.genesis_hash(),
             number: self.number,
             prev_hash: head.last_hash,
@@ -237,6 +373,7 @@ impl BatchBuilder {
             post_state_root: pending.root(),
             eth_withdrawals_root: roots.eth_withdrawals_root,
             btc_withdrawals: roots.btc_withdrawals,
+            forced: forced_commit,
         };
         let hash = header.hash();
         state.commit_root(
@@ -244,7 +381,7 @@ impl BatchBuilder {
             ChainHead { next_number: self.number + 1, last_hash: hash, last_timestamp: timestamp },
         );
         let signature = key.sign(&hash);
-        Ok(SealedBatch { batch: SignedBatch { header, signature, body: self.txs }, settlement })
+        Ok(SealedBatch { batch: SignedBatch { header, signature, body: self.txs, forced: forced_records }, settlement })
     }
 }
 
@@ -252,6 +389,12 @@ impl BatchBuilder {
 pub enum ApplyError {
     #[error("the open batch is full; seal it first")]
     BatchFull,
+    #[error("this network takes no forced transactions")]
+    ForcedUnavailable,
+    #[error("forced transactions go first in a batch, once")]
+    ForcedNotFirst,
+    #[error("{count} forced transactions exceed the cap of {cap} (or the cursor moves backwards)")]
+    ForcedOverCap { count: usize, cap: u32 },
     #[error(transparent)]
     Tx(TxError),
 }
@@ -281,6 +424,11 @@ impl Closing {
     /// `leaf` is the transaction's [`tx_leaf`]: the root commits to the authorizations too.
     fn record(&mut self, receipt: &Receipt, leaf: [u8; 32]) {
         self.tx_leaves.push(leaf);
+        self.record_effect(receipt);
+    }
+
+    /// What a transaction owes on L1; a forced one's leaf is in the forced records' root.
+    fn record_effect(&mut self, receipt: &Receipt) {
         let w = match &receipt.effect {
             Effect::Withdrawn(w) => w,
             Effect::BtcPayoutPlanned(plan) => {
@@ -371,6 +519,8 @@ pub enum ReplayError {
     InvalidTx { number: u64, index: usize, tx_hash: String, error: TxError },
     #[error("batch {number}'s {root:?} root is {header} but replay computes {computed}")]
     RootMismatch { number: u64, root: RootKind, header: String, computed: String },
+    #[error("batch {number}'s forced section is invalid: {error}")]
+    Forced { number: u64, error: ForcedError },
     #[error(transparent)]
     Commitment(#[from] CommitmentError),
 }
@@ -414,7 +564,8 @@ pub fn replay_verified(
 fn check_envelope(state: &State, batch: &SignedBatch) -> Result<(), ReplayError> {
     let header = &batch.header;
     let head = state.head();
-    if header.version != BATCH_VERSION {
+    let expected_version = if state.params().forced.is_some() { BATCH_VERSION_FORCED } else { BATCH_VERSION };
+    if header.version != expected_version {
         return Err(ReplayError::UnsupportedVersion(header.version));
     }
     if header.network != state.genesis_hash() {
@@ -476,6 +627,7 @@ fn replay_body(
         });
     }
     let mut closing = Closing::new(number);
+    let forced_receipts = replay_forced(state, batch, &mut closing)?;
     let mut receipts = Vec::with_capacity(verified.len());
     let domain = state.domain().clone();
     for (index, (tx, raw)) in verified.into_iter().zip(&batch.body).enumerate() {
@@ -520,7 +672,37 @@ fn replay_body(
             computed: hex::encode(roots.btc_withdrawals.digest),
         });
     }
-    Ok((Replayed { hash: header.hash(), receipts, settlement }, pending))
+    Ok((Replayed { hash: header.hash(), receipts, forced_receipts, settlement }, pending))
+}
+
+/// Replays the forced section ahead of the body: its shape against the header's commit, then
+/// each record's verdict against the STF's.
+fn replay_forced(state: &mut State, batch: &SignedBatch, closing: &mut Closing) -> Result<Vec<Receipt>, ReplayError> {
+    let number = batch.header.number;
+    let forced_error = |error| ReplayError::Forced { number, error };
+    let (params, commit) = match (state.params().forced, &batch.header.forced) {
+        (None, None) if batch.forced.is_empty() => return Ok(Vec::new()),
+        (None, _) => return Err(forced_error(ForcedError::Unexpected)),
+        (Some(_), None) => return Err(forced_error(ForcedError::MissingCommit)),
+        (Some(params), Some(commit)) => (params, commit),
+    };
+    crate::forced::check_shape(commit, &batch.forced, params.cap).map_err(forced_error)?;
+    let mut receipts = Vec::new();
+    for (index, record) in batch.forced.iter().enumerate() {
+        let place = forced_place(batch.header.network, number, index);
+        if let Some(receipt) = crate::forced::replay_record(state, index, record, place).map_err(forced_error)? {
+            closing.record_effect(&receipt);
+            receipts.push(receipt);
+        }
+    }
+    Ok(receipts)
+}
+
+/// The place a forced transaction runs at. A user transaction's id does not depend on its
+/// place; the index is past any body position so that no place is shared.
+fn forced_place(network: [u8; 32], batch: u64, index: usize) -> TxPlace {
+    let index = u32::try_from(MAX_BATCH_TXS + index).unwrap_or(u32::MAX);
+    TxPlace { network, batch, index }
 }
 
 /// Two validly signed headers with one number and different contents: proof, checkable by

@@ -36,6 +36,8 @@ pub mod tags {
     /// (Version 1, `"bridge/system-tx"` over the transaction alone, was not unique and is retired.)
     pub const SYSTEM_TX_ID: &str = "bridge/system-tx-id/v2";
     pub const BTC_DEPOSIT: &str = "bridge/btc-deposit";
+    pub const FORCED_RECORD: &str = "bridge/forced-record";
+    pub const FORCED_NODE: &str = "bridge/forced-node";
 }
 
 #[cfg(test)]

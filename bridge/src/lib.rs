@@ -12,6 +12,7 @@ pub mod codec;
 pub mod commitment;
 pub mod eip712;
 pub mod eth_settlement;
+pub mod forced;
 pub mod hashing;
 pub mod network;
 pub mod recipient;

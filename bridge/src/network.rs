@@ -11,6 +11,7 @@ use crate::address::Address;
 use crate::amount::Amount;
 use crate::asset::AssetId;
 use crate::btc_vault::{BtcVaultParams, BtcVaultParamsError};
+use crate::forced::{ForcedParams, ForcedParamsError};
 use crate::hashing::{tagged_hash, tags};
 
 /// The Bitcoin network the vault lives on; addresses of any other network are refused.
@@ -64,6 +65,12 @@ pub struct NetworkParams {
     pub fee_account: Address,
     /// Accepted assets, sorted and without duplicates (checked by [`NetworkParams::validate`]).
     pub assets: Vec<AssetConfig>,
+    /// Forced inclusion through Arweave (docs/PROTOCOL.md, "Forced transactions"). A network
+    /// with it seals version-2 headers. Left out of the struct's borsh so that a network
+    /// without it keeps its genesis hash; [`NetworkParams::genesis_hash`] appends it when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[borsh(skip)]
+    pub forced: Option<ForcedParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +87,8 @@ pub enum ParamsError {
     ZeroToken,
     #[error(transparent)]
     BtcVault(#[from] BtcVaultParamsError),
+    #[error(transparent)]
+    Forced(#[from] ForcedParamsError),
 }
 
 /// The EIP-712 domain name and version; with `chain_id` and `eth_vault` they make the domain.
@@ -110,12 +119,18 @@ impl NetworkParams {
         if let Some(vault) = &self.btc_vault {
             vault.validate()?;
         }
+        if let Some(forced) = &self.forced {
+            forced.validate()?;
+        }
         Ok(())
     }
 
     /// The hash that names this network: the first batch's `prev_hash`, every header's `network`.
+    /// `tagged_hash("bridge/genesis", borsh(params) [‖ borsh(forced)])`: the forced-inclusion
+    /// rules are appended only when the network has them.
     pub fn genesis_hash(&self) -> [u8; 32] {
-        tagged_hash(tags::GENESIS, &[&borsh::to_vec(self).unwrap_or_default()])
+        let forced = self.forced.as_ref().map(crate::codec::to_bytes).unwrap_or_default();
+        tagged_hash(tags::GENESIS, &[&borsh::to_vec(self).unwrap_or_default(), &forced])
     }
 
     pub fn asset(&self, asset: &AssetId) -> Option<&AssetConfig> {
@@ -142,6 +157,7 @@ mod tests {
                 .serialize(),
             fee_account: Address([1; 20]),
             assets: assets.into_iter().map(|asset| AssetConfig { asset, min_fee: Amount(1) }).collect(),
+            forced: None,
         }
     }
 

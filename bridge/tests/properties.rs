@@ -75,9 +75,11 @@ fn signed_batch() -> impl Strategy<Value = SignedBatch> {
                     post_state_root: roots[3],
                     eth_withdrawals_root: roots[4],
                     btc_withdrawals: BtcWithdrawals { count, total_sat, digest: roots[0] },
+                    forced: None,
                 },
                 signature,
                 body,
+                forced: Vec::new(),
             }
         })
 }

@@ -40,6 +40,7 @@ fn params(vault: BtcVaultParams) -> NetworkParams {
         coordinator_key: common::key().public_key(),
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) }],
+        forced: None,
     };
     params.validate().unwrap();
     params

@@ -474,6 +474,7 @@ async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credite
         coordinator_key: bridge::CoordinatorKey::from_secret(&[0xc0; 32]).unwrap().public_key(),
         fee_account: bridge::Address([0xfe; 20]),
         assets: vec![bridge::AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+        forced: None,
     };
     let mut state = bridge::State::genesis(params);
     let mut credited = 0;

@@ -2,6 +2,7 @@
 //! batch.
 
 use bridge::batch::{ReplayError, RootKind};
+use bridge::forced::ForcedError;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -23,6 +24,9 @@ pub enum AlarmKind {
     MissingBatch,
     /// A batch records a Bitcoin payout attempt as confirmed that the chain does not show.
     PayoutNotOnL1,
+    /// A batch skipped, misread or invented a forced transaction of its range, broke the
+    /// forced cursor's chain, or let the cursor fall behind the deadline (crate::forced).
+    Censorship,
 }
 
 impl AlarmKind {
@@ -36,6 +40,7 @@ impl AlarmKind {
             AlarmKind::DepositNotOnL1 => "deposit_not_on_l1",
             AlarmKind::MissingBatch => "missing_batch",
             AlarmKind::PayoutNotOnL1 => "payout_not_on_l1",
+            AlarmKind::Censorship => "censorship",
         }
     }
 
@@ -48,6 +53,10 @@ impl AlarmKind {
             ReplayError::RootMismatch { .. } => Some(AlarmKind::RootMismatch),
             ReplayError::BrokenLink { .. } => Some(AlarmKind::BrokenLink),
             ReplayError::InvalidTx { .. } => Some(AlarmKind::InvalidTx),
+            // Records that do not hash to the signed root are someone's edit, like a body.
+            ReplayError::Forced { error: ForcedError::RootMismatch { .. }, .. } => None,
+            ReplayError::Forced { error: ForcedError::WrongOutcome { .. }, .. } => Some(AlarmKind::InvalidTx),
+            ReplayError::Forced { .. } => Some(AlarmKind::InvalidBatch),
             ReplayError::UnsupportedVersion(_)
             | ReplayError::WrongNetwork { .. }
             | ReplayError::UnexpectedNumber { .. }

@@ -45,6 +45,10 @@ pub struct Evidence {
     /// Missing batch: the signed header of batch `number + 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_header: Option<SignedHeader>,
+    /// Censorship: the finding and the gateway's listing of the range (`batches` holds the
+    /// batch); checked against Arweave by `confirmer check-evidence --arweave URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub censorship: Option<crate::forced::CensorshipEvidence>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,11 @@ impl Evidence {
 
     pub fn from_json(text: &str) -> Result<Self, EvidenceError> {
         serde_json::from_str(text).map_err(|e| EvidenceError::Malformed(e.to_string()))
+    }
+
+    /// The file's batches, decoded.
+    pub fn decoded_batches(&self) -> Result<Vec<SignedBatch>, EvidenceError> {
+        self.decoded()
     }
 
     fn decoded(&self) -> Result<Vec<SignedBatch>, EvidenceError> {
@@ -174,6 +183,14 @@ impl Evidence {
                     "The coordinator (key {signer}) signed batch {} recording attempt {attempt} of Bitcoin payout plan                      {plan} as confirmed (transaction {index} of the batch). The confirmer's Bitcoin node said: {}.                      Every replayer derives that attempt's txid from the plan; if the chain does not have it at depth,                      the vault's change in the ledger is not the chain's.",
                     batch.header.number, self.detail
                 ))
+            }
+            AlarmKind::Censorship => {
+                let batches = self.decoded()?;
+                let [batch] = batches.as_slice() else {
+                    return Err(fail("the file must hold exactly the censoring batch".into()));
+                };
+                let found = self.censorship.as_ref().ok_or_else(|| fail("the finding is missing".into()))?;
+                crate::forced::check_censorship(&self.network, batch, found).map_err(fail)
             }
             AlarmKind::RootMismatch | AlarmKind::BrokenLink | AlarmKind::InvalidTx | AlarmKind::InvalidBatch => {
                 let batches = self.decoded()?;

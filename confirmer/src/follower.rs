@@ -27,6 +27,8 @@ pub enum FollowError {
     Verifier(#[from] VerifierError),
     #[error("a signature-checking worker failed: {0}")]
     Worker(String),
+    #[error("the Arweave gateway could not be asked about forced transactions: {0}; retrying")]
+    Forced(String),
     #[error(
         "the confirmer's own record does not replay at batch {number}: {reason}; delete its database and replay from genesis"
     )]
@@ -124,6 +126,10 @@ pub struct Follower {
     settlements: BTreeMap<u64, Arc<Settlement>>,
     /// Which batch holds each replayed transaction.
     tx_batches: BTreeMap<[u8; 32], u64>,
+    /// Forced inclusion: the gateway check (crate::forced) and where the last replayed batch
+    /// left the cursor.
+    forced: Option<crate::forced::ForcedChecker>,
+    forced_cursor: Option<bridge::forced::ForcedCursor>,
 }
 
 impl std::fmt::Debug for Follower {
@@ -144,6 +150,7 @@ impl Follower {
         params: NetworkParams,
         verifiers: DepositVerifiers,
     ) -> Result<Self, FollowError> {
+        let forced_cursor = params.forced.map(|f| f.start());
         let mut follower = Follower {
             da,
             store,
@@ -164,11 +171,16 @@ impl Follower {
             foreign: BTreeSet::new(),
             settlements: BTreeMap::new(),
             tx_batches: BTreeMap::new(),
+            forced: None,
+            forced_cursor,
         };
         for stored in follower.store.replayed().await? {
             let number = stored.batch.header.number;
             let replayed = replay(&mut follower.state, &stored.batch)
                 .map_err(|e| FollowError::OwnRecord { number, reason: e.to_string() })?;
+            if let Some(commit) = &stored.batch.header.forced {
+                follower.forced_cursor = Some(commit.to);
+            }
             follower.keep(number, replayed);
             follower.advance(number, stored.unverified);
         }
@@ -185,6 +197,13 @@ impl Follower {
     /// (a dropped transaction the publisher posts again), so give it several blocks' time.
     pub fn with_missing_batch_wait(mut self, wait: Duration) -> Self {
         self.missing_batch_wait = wait;
+        self
+    }
+
+    /// Checks each batch's forced transactions against the gateway (a network with forced
+    /// inclusion; without a checker its batches replay but stay unverified).
+    pub fn with_forced(mut self, checker: crate::forced::ForcedChecker) -> Self {
+        self.forced = Some(checker);
         self
     }
 
@@ -242,7 +261,7 @@ impl Follower {
     }
 
     fn keep(&mut self, number: u64, replayed: bridge::batch::Replayed) {
-        for receipt in &replayed.receipts {
+        for receipt in replayed.receipts.iter().chain(&replayed.forced_receipts) {
             self.tx_batches.insert(receipt.tx_hash, number);
         }
         let settlement = replayed.settlement;
@@ -435,6 +454,14 @@ impl Follower {
         if let Some(waited) = self.waiting.take() {
             metrics::gauge!("bridge_confirmer_l1_blocks_behind", "chain" => waited.chain.to_string()).set(0.0);
         }
+        // Forced transactions before the state moves: a wait must leave it as it was.
+        match self.check_forced(&item).await? {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                unverified.get_or_insert(why);
+            }
+            Err(taken) => return Ok(taken),
+        }
         match replay_verified(&mut self.state, &item.batch, verified) {
             Ok(replayed) => self.keep(number, replayed),
             Err(error) => match AlarmKind::of_replay(&error) {
@@ -459,6 +486,9 @@ impl Follower {
                     return Ok(Taken::Foreign);
                 }
             },
+        }
+        if let Some(commit) = &item.batch.header.forced {
+            self.forced_cursor = Some(commit.to);
         }
         self.store
             .record_replayed(&ReplayedBatch {
@@ -566,6 +596,36 @@ impl Follower {
         Ok(Some(self.raise(AlarmKind::MissingBatch, number, detail, evidence).await?))
     }
 
+    /// The forced check of one batch: `Ok(None)` kept, `Ok(Some(why))` unchecked (no gateway),
+    /// `Err(taken)` a wait or a `censorship` alarm.
+    async fn check_forced(&mut self, item: &FetchedBatch) -> Result<Result<Option<String>, Taken>, FollowError> {
+        let (Some(previous), Some(_)) = (self.forced_cursor, &item.batch.header.forced) else { return Ok(Ok(None)) };
+        let Some(checker) = &self.forced else {
+            return Ok(Ok(Some("unverified: forced transactions (no Arweave gateway to check them)".into())));
+        };
+        let number = item.batch.header.number;
+        let verdict = checker
+            .check(previous, &item.batch, &item.locator)
+            .await
+            .map_err(|e| FollowError::Forced(e.to_string()))?;
+        match verdict {
+            crate::forced::ForcedVerdict::Kept => Ok(Ok(None)),
+            crate::forced::ForcedVerdict::Wait(why) => {
+                tracing::info!(number, %why, "waiting for the gateway to show the batch's forced range");
+                Ok(Err(Taken::Waiting))
+            }
+            crate::forced::ForcedVerdict::Censored(found) => {
+                let detail = found.describe(number);
+                let evidence = Evidence {
+                    batches: Evidence::encode_batches(&[&item.batch]),
+                    censorship: Some(*found),
+                    ..self.evidence(AlarmKind::Censorship, number, &detail)
+                };
+                Ok(Err(Taken::Alarm(self.raise(AlarmKind::Censorship, number, detail, evidence).await?)))
+            }
+        }
+    }
+
     fn evidence(&self, kind: AlarmKind, number: u64, detail: &str) -> Evidence {
         Evidence {
             version: EVIDENCE_VERSION,
@@ -577,6 +637,7 @@ impl Follower {
             equivocation: None,
             deposit_index: None,
             next_header: None,
+            censorship: None,
         }
     }
 

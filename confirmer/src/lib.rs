@@ -12,6 +12,7 @@ pub mod api;
 pub mod deposits;
 pub mod evidence;
 pub mod follower;
+pub mod forced;
 pub mod logging;
 pub mod preflight;
 pub mod series;

@@ -43,8 +43,13 @@ enum Command {
     /// against the network's parameters (the coordinator's network and key, the Ethereum chain
     /// and vault, the Bitcoin node, the gateway); print a table, exit non-zero naming what to fix.
     Check(FollowArgs),
-    /// Check an evidence file offline and explain what it proves.
-    CheckEvidence { file: PathBuf },
+    /// Check an evidence file offline and explain what it proves. A `censorship` file is also
+    /// checked against an Arweave gateway when `--arweave URL` is given.
+    CheckEvidence {
+        file: PathBuf,
+        #[arg(long)]
+        arweave: Option<String>,
+    },
 }
 
 /// What `follow` (and `check`) read: where the batches are, the chains, the store, the API.
@@ -137,7 +142,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     confirmer::logging::init(&cli.log_format);
     let result = match cli.command {
-        Command::CheckEvidence { file } => check_evidence(&file),
+        Command::CheckEvidence { file, arweave } => check_evidence(&file, arweave.as_deref()),
         Command::Check(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(preflight(&args)),
             Err(error) => Err(error.into()),
@@ -199,11 +204,25 @@ async fn preflight(args: &FollowArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_evidence(file: &std::path::Path) -> anyhow::Result<()> {
+fn check_evidence(file: &std::path::Path, arweave: Option<&str>) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let evidence = Evidence::from_json(&text).with_context(|| format!("{} is not an evidence file", file.display()))?;
     let explanation = evidence.check().with_context(|| format!("{} does not hold up", file.display()))?;
     println!("{explanation}");
+    if let (Some(url), Some(found), Some(rules)) = (arweave, &evidence.censorship, evidence.network.forced) {
+        let batch = evidence.decoded_batches()?.pop().context("the file holds no batch")?;
+        let checker = confirmer::forced::ForcedChecker::new(
+            Gateway::new(url, RetryPolicy::default())?,
+            &evidence.network.name,
+            rules,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let checked = runtime
+            .block_on(found.check_on_arweave(&checker, &batch))
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{} does not hold up on {url}", file.display()))?;
+        println!("{checked}");
+    }
     Ok(())
 }
 
@@ -237,7 +256,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Follow(_) => f.write_str("Follow { … }"),
             Command::Check(_) => f.write_str("Check { … }"),
-            Command::CheckEvidence { file } => f.debug_struct("CheckEvidence").field("file", file).finish(),
+            Command::CheckEvidence { file, .. } => f.debug_struct("CheckEvidence").field("file", file).finish(),
         }
     }
 }
@@ -270,6 +289,14 @@ async fn follow(
         arweave: source.arweave.is_some().then_some(source.confirmations),
     };
     let tls = chains::http::Tls::load(source.tls_ca_file.as_deref()).context("--tls-ca-file")?;
+    let forced = match (&source.arweave, params.forced) {
+        (Some(url), Some(rules)) => Some(confirmer::forced::ForcedChecker::new(
+            Gateway::with_tls(url, RetryPolicy::default(), &tls)?,
+            &params.name,
+            rules,
+        )),
+        _ => None,
+    };
     let da: Arc<dyn DataAvailability> = match (source.da_dir, source.arweave, source.owner) {
         (Some(dir), None, _) => Arc::new(DirDa::open(dir, params.coordinator_key)?),
         (None, Some(url), Some(owner)) => {
@@ -308,8 +335,11 @@ async fn follow(
         tls: tls.clone(),
     };
     let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_confirmation, 0, params.eth_vault)?;
-    let follower =
+    let mut follower =
         Follower::open(da, store, params, verifiers).await?.with_missing_batch_wait(source.missing_batch_wait);
+    if let Some(checker) = forced {
+        follower = follower.with_forced(checker);
+    }
     let follower = Arc::new(RwLock::new(follower));
     let Some((listen, coordinator)) = serve else {
         // Once: follow until caught up, print where it stands, stop.

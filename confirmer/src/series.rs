@@ -8,7 +8,7 @@ use chains::da::Rejection;
 
 use crate::alarm::AlarmKind;
 
-const ALARMS: [AlarmKind; 8] = [
+const ALARMS: [AlarmKind; 9] = [
     AlarmKind::RootMismatch,
     AlarmKind::BrokenLink,
     AlarmKind::InvalidTx,
@@ -17,6 +17,7 @@ const ALARMS: [AlarmKind; 8] = [
     AlarmKind::DepositNotOnL1,
     AlarmKind::MissingBatch,
     AlarmKind::PayoutNotOnL1,
+    AlarmKind::Censorship,
 ];
 
 const REJECTIONS: [Rejection; 9] = [

@@ -54,6 +54,9 @@ pub struct NetworkConfig {
     pub fee_account: Address,
     pub coordinator_key: Option<String>,
     pub assets: Vec<AssetConfig>,
+    /// `[network.forced]`: forced inclusion through Arweave (docs/PROTOCOL.md, Forced
+    /// transactions); needs the Arweave DA.
+    pub forced: Option<bridge::forced::ForcedParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -105,6 +108,8 @@ pub struct DaConfig {
     /// The most one posting may pay per started MiB, in winston: a gateway asking more is
     /// refused and the batch waits (`CoordinatorPublishingStalled`).
     pub max_price_winston_per_mib: u64,
+    /// How often the forced-transaction follower looks at the gateway (network.forced only).
+    pub forced_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -220,6 +225,7 @@ impl Default for Config {
                 journal_dir: None,
                 confirmations: 1,
                 publish_retry_ms: 2_000,
+                forced_poll_ms: 2_000,
                 balance_poll_s: 300,
                 spend_window_h: 24,
                 max_price_winston_per_mib: u64::try_from(chains::da::DEFAULT_MAX_PRICE_WINSTON_PER_MIB)
@@ -247,6 +253,7 @@ impl Default for NetworkConfig {
                 AssetConfig { asset: bridge::AssetId::Eth, min_fee: bridge::Amount(0) },
                 AssetConfig { asset: bridge::AssetId::Btc, min_fee: bridge::Amount(0) },
             ],
+            forced: None,
         }
     }
 }
@@ -263,6 +270,7 @@ impl From<&NetworkParams> for NetworkConfig {
             fee_account: params.fee_account,
             coordinator_key: Some(format!("0x{}", hex::encode(params.coordinator_key))),
             assets: params.assets.clone(),
+            forced: params.forced,
         }
     }
 }
@@ -432,6 +440,7 @@ impl Config {
             coordinator_key,
             fee_account: n.fee_account,
             assets: n.assets.clone(),
+            forced: n.forced,
         };
         params.validate().map_err(|e| ConfigError::Invalid(format!("network: {e}")))?;
         Ok(params)

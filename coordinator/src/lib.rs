@@ -8,6 +8,7 @@ pub mod api;
 pub mod arweave_wallet;
 pub mod config;
 pub mod deposits;
+pub mod forced;
 pub mod node;
 pub mod payouts;
 pub mod preflight;

@@ -230,6 +230,33 @@ impl Node {
             background.push(supervisor.spawn("arweave-wallet", watch, Schedule::every(poll)));
         }
 
+        let forced_status = match (params.forced, config.da.kind, &config.da.gateway) {
+            (None, ..) => None,
+            (Some(_), DaKind::Arweave, Some(url)) => {
+                let gateway = Gateway::with_tls(url, RetryPolicy::default(), &config.tls()?)
+                    .map_err(|e| NodeError::Da(e.to_string()))?;
+                let status = crate::forced::SharedForcedStatus::default();
+                let follower = crate::forced::ForcedFollower::new(
+                    gateway,
+                    params.clone(),
+                    handle.clone(),
+                    store.clone(),
+                    status.clone(),
+                    unix_millis,
+                );
+                if let Some(follower) = follower {
+                    let poll = Duration::from_millis(config.da.forced_poll_ms);
+                    background.push(supervisor.spawn("forced-transactions", follower, Schedule::every(poll)));
+                }
+                Some(status)
+            }
+            (Some(_), ..) => {
+                return Err(NodeError::Da(
+                    "network.forced needs da.kind = \"arweave\" and da.gateway: forced transactions live on Arweave"
+                        .into(),
+                ));
+            }
+        };
         let (sink, source) = deposit_channel(1024);
         let forwarding = handle.clone();
         background.push(supervisor.spawn_essential("deposit-intake", async move {
@@ -322,6 +349,7 @@ impl Node {
             btc_accounts,
             tasks: supervisor.clone(),
             eth_finality,
+            forced: forced_status,
         };
         let listener = tokio::net::TcpListener::bind(config.api.listen)
             .await

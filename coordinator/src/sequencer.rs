@@ -28,6 +28,10 @@ pub enum SequencerError {
     Seal { number: u64, reason: String },
     #[error("the sequencer stopped after a failed commit; restart the coordinator")]
     Stopped,
+    #[error("this network takes no forced transactions")]
+    NoForced,
+    #[error("the forced plan starts at {planned} but the cursor is at {cursor}; plan again")]
+    StaleForced { planned: bridge::forced::ForcedCursor, cursor: bridge::forced::ForcedCursor },
 }
 
 /// One transaction's fate: applied (and durable) or refused, with the reason.
@@ -44,17 +48,24 @@ pub struct Sequencer {
     /// Sequence number of the open batch's first transaction.
     batch_first_seq: u64,
     stopped: bool,
+    /// On a network with forced inclusion: where the last sealed batch left the cursor, and
+    /// how far the next one may move it without entries (crate::forced).
+    forced: Option<crate::forced::CursorState>,
 }
 
 impl Sequencer {
     /// Rebuilds the state from the ledger: replays every sealed batch, then re-applies the
     /// acknowledged transactions not yet sealed, in their order.
     pub async fn recover(store: Store, params: NetworkParams, key: CoordinatorKey) -> Result<Self, SequencerError> {
+        let mut forced = params.forced.map(|f| crate::forced::CursorState::new(f.start()));
         let mut state = State::genesis(params);
         for stored in store.batches().await? {
             let number = stored.batch.header.number;
             bridge::batch::replay(&mut state, &stored.batch)
                 .map_err(|source| SequencerError::Replay { number, source })?;
+            if let (Some(cursor), Some(commit)) = (&mut forced, &stored.batch.header.forced) {
+                *cursor = crate::forced::CursorState::new(commit.to);
+            }
         }
         let mut builder = BatchBuilder::new(&state);
         let pending = store.unbatched_txs().await?;
@@ -74,7 +85,7 @@ impl Sequencer {
                 reason: "unsealed transactions are not the ledger's tail".into(),
             });
         }
-        Ok(Sequencer { state, builder, store, key, next_seq, batch_first_seq, stopped: false })
+        Ok(Sequencer { state, builder, store, key, next_seq, batch_first_seq, stopped: false, forced })
     }
 
     pub fn state(&self) -> &State {
@@ -140,16 +151,65 @@ impl Sequencer {
     }
 
     async fn seal_open(&mut self, timestamp: u64) -> Result<SealedBatch, SequencerError> {
-        let builder = std::mem::replace(&mut self.builder, BatchBuilder::new(&self.state));
+        let mut builder = std::mem::replace(&mut self.builder, BatchBuilder::new(&self.state));
         let number = builder.number();
+        if let Some(cursor) = self.forced {
+            cursor.close(&mut builder, &mut self.state).map_err(|e| {
+                self.stop_with(SequencerError::Seal { number, reason: format!("the forced section: {e}") })
+            })?;
+        }
         let sealed = builder
             .seal(&mut self.state, timestamp, &self.key)
             .map_err(|e| self.stop_with(SequencerError::Seal { number, reason: e.to_string() }))?;
         self.store.record_batch(&sealed.batch, self.batch_first_seq).await.map_err(|e| self.stop(e))?;
         self.batch_first_seq += u64::from(sealed.batch.header.tx_count);
+        if let (Some(cursor), Some(commit)) = (&mut self.forced, &sealed.batch.header.forced) {
+            *cursor = crate::forced::CursorState::new(commit.to);
+        }
         self.builder = BatchBuilder::new(&self.state);
         assert_eq!(self.batch_first_seq, self.next_seq, "a sealed batch holds every acknowledged transaction");
         Ok(sealed)
+    }
+
+    /// Where the forced cursor stands: the last sealed batch's `to` (`None` without forced
+    /// inclusion).
+    pub fn forced_cursor(&self) -> Option<bridge::forced::ForcedCursor> {
+        self.forced.as_ref().map(|c| c.sealed)
+    }
+
+    /// Takes a planned forced section (crate::forced). Without entries it only lets the next
+    /// seal move the cursor to `work.to`. With entries, they go first in a batch of their own:
+    /// the open batch is sealed first if it holds anything, then the entries are processed and
+    /// that batch sealed at once, so the ledger never holds acknowledged transactions that
+    /// ran after forced ones it could lose in a crash.
+    pub async fn include_forced(
+        &mut self,
+        work: crate::forced::ForcedWork,
+        timestamp: u64,
+    ) -> Result<Option<SealedBatch>, SequencerError> {
+        if self.stopped {
+            return Err(SequencerError::Stopped);
+        }
+        let Some(cursor) = &mut self.forced else { return Err(SequencerError::NoForced) };
+        if work.from != cursor.sealed {
+            return Err(SequencerError::StaleForced { planned: work.from, cursor: cursor.sealed });
+        }
+        if work.entries.is_empty() {
+            cursor.allow(work.to);
+            return Ok(None);
+        }
+        let timestamp = timestamp.max(self.state.head().last_timestamp);
+        if !self.builder.is_empty() {
+            // The open batch closes without moving the cursor: the entries start at it.
+            cursor.hold();
+            self.seal_open(timestamp).await?;
+        }
+        let number = self.builder.number();
+        let applied = &work.applied;
+        self.builder
+            .process_forced(&mut self.state, work.from, work.to, &work.entries, &|hash| applied.contains(hash))
+            .map_err(|e| self.stop_with(SequencerError::Seal { number, reason: format!("forced entries: {e}") }))?;
+        self.seal_open(timestamp).await.map(Some)
     }
 
     fn stop(&mut self, error: StoreError) -> SequencerError {
@@ -170,6 +230,8 @@ enum Command {
     Submit(Box<Tx>, oneshot::Sender<Result<Outcome, String>>),
     Seal(u64, oneshot::Sender<Result<Option<SealedBatch>, String>>),
     Read(Read),
+    Forced(Box<crate::forced::ForcedWork>, u64, oneshot::Sender<Result<Option<SealedBatch>, String>>),
+    ForcedCursor(oneshot::Sender<Option<bridge::forced::ForcedCursor>>),
 }
 
 /// A cloneable way in to a sequencer running on its own task: each `submit` waits for its
@@ -271,6 +333,27 @@ impl SequencerHandle {
         answer.await.map_err(|_| SequencerError::Stopped)
     }
 
+    /// Hands a planned forced section to the sequencer ([`Sequencer::include_forced`]).
+    pub async fn include_forced(
+        &self,
+        work: crate::forced::ForcedWork,
+        timestamp: u64,
+    ) -> Result<Option<SealedBatch>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Forced(Box::new(work), timestamp, reply))
+            .await
+            .map_err(|_| SequencerError::Stopped.to_string())?;
+        answer.await.map_err(|_| SequencerError::Stopped.to_string())?
+    }
+
+    /// Where the forced cursor stands after the last sealed batch.
+    pub async fn forced_cursor(&self) -> Result<Option<bridge::forced::ForcedCursor>, SequencerError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::ForcedCursor(reply)).await.map_err(|_| SequencerError::Stopped)?;
+        answer.await.map_err(|_| SequencerError::Stopped)
+    }
+
     /// Seals the open batch now.
     pub async fn seal(&self, timestamp: u64) -> Result<Option<SealedBatch>, SequencerError> {
         let (reply, answer) = oneshot::channel();
@@ -315,6 +398,15 @@ async fn run_group(sequencer: &mut Sequencer, group: Vec<Command>) -> bool {
                 let result = sequencer.seal(timestamp).await.map_err(|e| e.to_string());
                 sealed_any |= matches!(result, Ok(Some(_)));
                 let _ = reply.send(result);
+            }
+            Command::Forced(work, timestamp, reply) => {
+                flush(sequencer, std::mem::take(&mut txs), std::mem::take(&mut replies)).await;
+                let result = sequencer.include_forced(*work, timestamp).await.map_err(|e| e.to_string());
+                sealed_any |= matches!(result, Ok(Some(_)));
+                let _ = reply.send(result);
+            }
+            Command::ForcedCursor(reply) => {
+                let _ = reply.send(sequencer.forced_cursor());
             }
             // Reads see every submit queued before them, so they wait for that commit.
             Command::Read(read) => {

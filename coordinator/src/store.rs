@@ -121,7 +121,7 @@ impl Store {
         .await?;
         let batched: i64 = row.try_get("batched")?;
         let present: i64 = row.try_get("present")?;
-        if from_i64(batched) != first_seq || from_i64(present) != count || count == 0 {
+        if from_i64(batched) != first_seq || from_i64(present) != count || (count == 0 && batch.forced.is_empty()) {
             return Err(corrupt(format!(
                 "it would hold transactions {first_seq}..{}, but {batched} are batched and {present} of them are in the ledger",
                 first_seq + count

@@ -379,6 +379,7 @@ async fn deposit_and_withdraw_on_ethereum_through_every_stage() {
         coordinator_key: [0; 32],
         fee_account: bridge::Address::ZERO,
         assets: vec![],
+        forced: None,
     };
     let recipient: bridge::Address = OTHER.parse().unwrap();
     let tx = bridge::UserTx::Withdraw(bridge::Withdraw {

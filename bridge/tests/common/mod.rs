@@ -37,6 +37,7 @@ pub fn params() -> NetworkParams {
         coordinator_key: coordinator_key().public_key(),
         fee_account: fee_account(),
         assets,
+        forced: None,
     };
     params.validate().unwrap();
     params

@@ -86,7 +86,7 @@ pub struct Gateway {
     retry: RetryPolicy,
 }
 
-enum Body {
+pub(super) enum Body {
     None,
     Json(serde_json::Value),
 }
@@ -118,7 +118,7 @@ impl Gateway {
     }
 
     /// Sends a request, retrying transport faults, 429 and 5xx; returns the final status and body.
-    async fn send(&self, post: bool, path: &str, body: Body) -> Result<(StatusCode, Vec<u8>), GatewayError> {
+    pub(super) async fn send(&self, post: bool, path: &str, body: Body) -> Result<(StatusCode, Vec<u8>), GatewayError> {
         let url = format!("{}{}", self.base, path);
         let mut backoff = self.retry.first_backoff;
         let mut last = String::new();
@@ -161,11 +161,11 @@ impl Gateway {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
-    fn malformed(&self, path: &str, reason: impl std::fmt::Display) -> GatewayError {
+    pub(super) fn malformed(&self, path: &str, reason: impl std::fmt::Display) -> GatewayError {
         GatewayError::Malformed { url: self.url(path), reason: reason.to_string() }
     }
 
@@ -439,7 +439,7 @@ pub fn price_bound(bytes: u64, winston_per_mib: u128) -> u128 {
     u128::from(bytes.div_ceil(MIB).max(1)).saturating_mul(winston_per_mib)
 }
 
-fn refused(url: &str, status: StatusCode, body: &[u8]) -> GatewayError {
+pub(super) fn refused(url: &str, status: StatusCode, body: &[u8]) -> GatewayError {
     GatewayError::Refused {
         url: url.to_owned(),
         status: status.as_u16(),

@@ -4,6 +4,7 @@
 
 pub mod arlocal;
 mod deep_hash;
+mod forced;
 mod gateway;
 pub mod merkle;
 mod pss;
@@ -11,7 +12,8 @@ mod tx;
 mod wallet;
 
 pub use deep_hash::{DeepHashItem, deep_hash};
-pub use gateway::{FoundTx, Gateway, GatewayError, INLINE_LIMIT, RetryPolicy, TxStatus, price_bound};
+pub use forced::{ForcedListingPage, MAX_TXS_PER_BLOCK};
+pub use gateway::{FoundTx, Gateway, GatewayError, INLINE_LIMIT, PAGE, RetryPolicy, TxStatus, price_bound};
 pub use pss::verify as verify_pss;
 pub use tx::{Tag, Transaction, TxError, TxJson};
 pub use wallet::{ArweaveWallet, WalletError, address_of, b64, to_b64};

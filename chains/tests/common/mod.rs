@@ -23,6 +23,7 @@ pub fn params(key: &CoordinatorKey) -> NetworkParams {
         coordinator_key: key.public_key(),
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+        forced: None,
     }
 }
 

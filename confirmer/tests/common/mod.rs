@@ -67,6 +67,7 @@ pub fn params() -> NetworkParams {
         coordinator_key: key().public_key(),
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+        forced: None,
     }
 }
 

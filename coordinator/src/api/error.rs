@@ -78,6 +78,10 @@ impl From<&ApplyError> for ApiError {
             // The sequencer seals a full batch and retries, so this only reaches a client if the
             // retry itself failed.
             ApplyError::BatchFull => ApiError::internal("the open batch is full after sealing"),
+            // Forced sections are the sequencer's own work; no request makes one.
+            other @ (ApplyError::ForcedUnavailable | ApplyError::ForcedNotFirst | ApplyError::ForcedOverCap { .. }) => {
+                ApiError::internal(other)
+            }
         }
     }
 }

@@ -350,7 +350,8 @@ pub async fn get_health(State(context): Ctx) -> Result<(StatusCode, Json<views::
 /// heights at the last look.
 #[utoipa::path(get, path = "/status", responses((status = 200, body = views::Status)))]
 pub async fn get_status(State(context): Ctx) -> Json<views::Status> {
-    Json(views::Status { ethereum: context.eth_finality.as_ref().map(|watch| watch.status()) })
+    let forced = context.forced.as_ref().map(|status| status.lock().map(|s| s.clone()).unwrap_or_default());
+    Json(views::Status { ethereum: context.eth_finality.as_ref().map(|watch| watch.status()), forced })
 }
 
 /// Prometheus metrics, text format.

@@ -60,6 +60,9 @@ pub struct ApiContext {
     /// The Ethereum deposit watcher's finality rule and heights, for `/status`; `None` when no
     /// Ethereum node is configured.
     pub eth_finality: Option<chains::eth_finality::FinalityWatch>,
+    /// What the forced-transaction follower last saw, for `/status`; `None` without forced
+    /// inclusion.
+    pub forced: Option<crate::forced::SharedForcedStatus>,
 }
 
 type Ctx = State<Arc<ApiContext>>;

@@ -250,6 +250,12 @@ pub struct Status {
     /// `finalized` and `safe` (highest credited-from) block at the last look, or its `error`.
     #[schema(value_type = Option<Object>)]
     pub ethereum: Option<chains::eth_finality::FinalityStatus>,
+    /// Forced inclusion, on a network with it: the `cursor` (`{height, taken}`) the last
+    /// sealed batch left, the gateway's `arweave_height`, and the `oldest_pending` forced
+    /// entry (`{arweave_id, height}`) not yet consumed, with the `pending` count.
+    #[schema(value_type = Option<Object>)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<crate::forced::ForcedStatus>,
 }
 
 /// A background task as `/health` shows it.

@@ -113,6 +113,11 @@ impl Endpoints {
         chains::http::Tls::load(self.args.ca_file.as_deref()).map_err(|e| anyhow!("{e}"))
     }
 
+    /// An Arweave gateway (forced transactions).
+    pub fn arweave(&self) -> anyhow::Result<String> {
+        self.pick(&None, |s| &s.endpoints.arweave, "arweave", "Arweave gateway")
+    }
+
     pub fn eth_rpc(&self) -> anyhow::Result<String> {
         self.pick(&self.args.eth_rpc, |s| &s.endpoints.eth_rpc, "eth-rpc", "Ethereum JSON-RPC")
     }

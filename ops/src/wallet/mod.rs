@@ -7,6 +7,7 @@ mod claim;
 mod deposit;
 mod endpoints;
 pub(crate) mod file;
+mod forced;
 mod l1;
 mod network;
 mod send;

@@ -37,6 +37,16 @@ impl Network {
         Ok(Network { chain_id: info.chain_id, eth_vault, btc_network, fees })
     }
 
+    /// The network as its parameters name it (a confirmer's `/info`, for a forced send).
+    pub fn from_params(params: &bridge::NetworkParams) -> Self {
+        Network {
+            chain_id: params.chain_id,
+            eth_vault: params.eth_vault,
+            btc_network: params.btc_network,
+            fees: params.assets.iter().map(|a| (a.asset, a.min_fee)).collect(),
+        }
+    }
+
     /// The EIP-712 domain users sign under.
     pub fn domain(&self) -> Domain {
         Domain::of_vault(self.chain_id, self.eth_vault)

@@ -12,6 +12,7 @@ use coordinator::api::views::Accepted;
 use serde_json::json;
 
 use super::endpoints::{Api, EndpointArgs, Endpoints};
+use super::forced::{self, ForceArgs, ForcedNetwork};
 use super::l1::{BtcPayout, EthPayout, Seen};
 use super::network::{Network, parse_account, parse_amount, parse_asset};
 use super::stages::{self, Tracker};
@@ -45,6 +46,8 @@ pub struct SendArgs {
     #[command(flatten)]
     wallet: WalletArgs,
     #[command(flatten)]
+    force: ForceArgs,
+    #[command(flatten)]
     endpoints: EndpointArgs,
     #[command(flatten)]
     output: OutputArgs,
@@ -77,6 +80,11 @@ struct Draft {
 }
 
 impl SendArgs {
+    /// The follow timeout and poll interval.
+    fn waits(&self) -> (Duration, Duration) {
+        (Duration::from_secs(self.timeout_secs), Duration::from_millis(self.poll_ms.max(1)))
+    }
+
     fn draft(&self, endpoints: &Endpoints) -> anyhow::Result<Draft> {
         Ok(Draft {
             asset: parse_asset(&self.asset, endpoints.devnet_erc20())?,
@@ -96,6 +104,31 @@ pub async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     let to = parse_account("to", &args.to)?;
     let endpoints = Endpoints::resolve(&args.send.endpoints);
     let draft = args.send.draft(&endpoints)?;
+    if args.send.force.force {
+        let confirmer = Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?;
+        let network = ForcedNetwork::fetch(&confirmer).await?;
+        let wallet = args.send.wallet.open()?;
+        let fee = fee_of(&Network::from_params(&network.params), &draft)?;
+        let nonce = ForcedNetwork::nonce(&confirmer, wallet.address(), args.send.nonce).await?;
+        let tx = UserTx::Transfer(Transfer {
+            from: wallet.address(),
+            to,
+            asset: draft.asset,
+            amount: draft.amount,
+            fee,
+            nonce,
+        });
+        let signed = wallet.sign(tx, &bridge::eip712::Domain::new(&network.params));
+        let (timeout, poll) = args.send.waits();
+        let (hash, id, gateway, mut tracker) =
+            forced::post(&args.send.force, &endpoints, &network, &signed, timeout, poll).await?;
+        let outcome = if args.send.no_wait {
+            Ok(())
+        } else {
+            forced::until_hard_final(&mut tracker, &gateway, &confirmer, &network, &id, &hash).await.map(|_| ())
+        };
+        return report(&args.send, &signed.tx, &hash, &tracker, outcome);
+    }
     let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
     let confirmer =
         if args.send.no_wait { None } else { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) };
@@ -123,21 +156,35 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
         (None, Chain::Ethereum) => None, // the wallet's own address, known once it is open
         (None, Chain::Bitcoin) => bail!("a Bitcoin withdrawal needs --recipient <Bitcoin address>"),
     };
-    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+    let forcing = args.send.force.force;
     // Every endpoint the wait will need, before anything is signed or sent.
-    let confirmer = if waiting { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) } else { None };
+    let confirmer =
+        if waiting || forcing { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) } else { None };
+    let coordinator = if forcing { None } else { Some(Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?) };
     let paid_on = "following the withdrawal until it is paid needs its chain's node (or pass --no-wait)";
     let chain = draft.asset.chain();
     let eth_rpc = if waiting && chain == Chain::Ethereum { Some(endpoints.eth_rpc().context(paid_on)?) } else { None };
     let btc_rpc = if waiting && chain == Chain::Bitcoin { Some(endpoints.btc_rpc().context(paid_on)?) } else { None };
     let wallet = args.send.wallet.open()?;
     let recipient_text = recipient_text.unwrap_or_else(|| wallet.address().to_string());
-    let network = Network::fetch(&coordinator).await?;
+    let forced_network = match (&confirmer, forcing) {
+        (Some(confirmer), true) => Some(ForcedNetwork::fetch(confirmer).await?),
+        _ => None,
+    };
+    let network = match (&coordinator, &forced_network) {
+        (_, Some(forced)) => Network::from_params(&forced.params),
+        (Some(coordinator), None) => Network::fetch(coordinator).await?,
+        (None, None) => bail!("neither a coordinator nor a confirmer to learn the network from"),
+    };
     let fee = fee_of(&network, &draft)?;
     let recipient =
         Recipient::parse(&recipient_text, &draft.asset, draft.amount, network.btc_network, &network.eth_vault)
             .map_err(|e| anyhow!("--recipient {recipient_text}: {e}"))?;
-    let nonce = nonce_of(&coordinator, wallet.address(), args.send.nonce).await?;
+    let nonce = match (&coordinator, &confirmer) {
+        (Some(coordinator), _) => nonce_of(coordinator, wallet.address(), args.send.nonce).await?,
+        (None, Some(confirmer)) => ForcedNetwork::nonce(confirmer, wallet.address(), args.send.nonce).await?,
+        (None, None) => bail!("neither a coordinator nor a confirmer to learn the nonce from"),
+    };
     let tx = UserTx::Withdraw(Withdraw {
         from: wallet.address(),
         asset: draft.asset,
@@ -162,6 +209,22 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let (Some(forced_network), Some(confirmer)) = (&forced_network, &confirmer) {
+        let (timeout, poll) = args.send.waits();
+        let (hash, id, gateway, mut tracker) =
+            forced::post(&args.send.force, &endpoints, forced_network, &signed, timeout, poll).await?;
+        let outcome = match payout.as_mut() {
+            Some(payout) if waiting => {
+                match forced::until_hard_final(&mut tracker, &gateway, confirmer, forced_network, &id, &hash).await {
+                    Ok(batch) => until_paid(&mut tracker, batch, payout).await,
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Ok(()),
+        };
+        return report(&args.send, &signed.tx, &hash, &tracker, outcome);
+    }
+    let coordinator = coordinator.context("a coordinator to post to")?;
     let (hash, mut tracker) = post(&coordinator, &signed, &args.send).await?;
     let outcome = match (&confirmer, payout.as_mut()) {
         (Some(confirmer), Some(payout)) => {
@@ -227,6 +290,11 @@ async fn follow_withdrawal(
 ) -> anyhow::Result<()> {
     let batch = stages::until_published(tracker, coordinator, hash).await?;
     stages::until_hard_final(tracker, confirmer, hash).await?;
+    until_paid(tracker, batch, payout).await
+}
+
+/// Follows a hard-final withdrawal of `batch` until L1 pays it.
+async fn until_paid(tracker: &mut Tracker, batch: u64, payout: &mut Payout) -> anyhow::Result<()> {
     let mut problem = None;
     loop {
         let seen = match payout {

@@ -138,9 +138,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with(Chain::Bitcoin, Arc::new(DepositChecker::new(rpc.clone(), params.btc_network, key, b.depth)));
     }
     let store = ConfirmerStore::open(&config.database_url).await?;
-    let follower = Follower::open(da, store, params.clone(), verifiers)
+    let mut follower = Follower::open(da, store, params.clone(), verifiers)
         .await?
         .with_missing_batch_wait(Duration::from_secs(config.da.missing_batch_wait_s));
+    if let (Some(url), Some(rules)) = (&config.da.arweave, params.forced) {
+        let gateway = Gateway::with_tls(url, RetryPolicy::default(), &tls)?;
+        follower = follower.with_forced(confirmer::forced::ForcedChecker::new(gateway, &params.name, rules));
+    }
 
     // The policy reads this watchman's book; the node answers the other watchmen with it.
     let book = SettlementBook::default();

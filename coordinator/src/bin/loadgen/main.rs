@@ -161,5 +161,6 @@ async fn params_of(url: &str) -> anyhow::Result<NetworkParams> {
         coordinator_key: bridge::serde_hex::parse_fixed(&text("coordinator_key")?).map_err(anyhow::Error::msg)?,
         fee_account: text("fee_account")?.parse()?,
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
+        forced: None,
     })
 }
