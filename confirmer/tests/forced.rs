@@ -246,7 +246,7 @@ async fn a_censoring_coordinator_raises_censorship_with_evidence_that_checks_on_
     )
     .unwrap();
     publisher.publish(&censoring).await.unwrap();
-    arlocal.mine(1).await.unwrap();
+    let mining = keep_mining(&arlocal);
 
     let follower_da = ArweaveDa::follower(arlocal.gateway().unwrap(), da_config);
     let store = ConfirmerStore::open(&format!("sqlite://{}", dir.path().join("c.db").display())).await.unwrap();
@@ -280,6 +280,7 @@ async fn a_censoring_coordinator_raises_censorship_with_evidence_that_checks_on_
     sort_listings(&mut listings);
     let next = plan(RULES.start(), &listings, RULES.safe_height(tip), RULES.cap);
     assert_eq!(chains::arweave::to_b64(&next.take[0].arweave_id), skipped_id);
+    mining.abort();
 }
 
 #[tokio::test]
