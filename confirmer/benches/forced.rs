@@ -111,7 +111,8 @@ async fn bench() {
     }
     let mut builder = BatchBuilder::new(&state);
     builder.process_forced(&mut state, rules.start(), planned.to, &entries, &|_| false).unwrap();
-    let mut nonces = vec![1u64; CAP as usize];
+    // The refused (odd) accounts did not use their nonce 0.
+    let mut nonces: Vec<u64> = (0..u64::from(CAP)).map(|n| u64::from(n % 2 == 0)).collect();
     for i in 0..TXS {
         let from = i % CAP as usize;
         let tx = UserTx::Transfer(Transfer {
