@@ -140,7 +140,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = ConfirmerStore::open(&config.database_url).await?;
     let follower = Follower::open(da, store, params.clone(), verifiers)
         .await?
-        .with_missing_batch_wait(Duration::from_secs(config.da.missing_batch_wait_s));
+        .with_missing_batch_wait(Duration::from_secs(config.da.missing_batch_wait_s))
+        .with_snapshots(config.snapshots);
 
     // The policy reads this watchman's book; the node answers the other watchmen with it.
     let book = SettlementBook::default();
