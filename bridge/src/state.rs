@@ -16,6 +16,8 @@ use crate::eip712::Domain;
 use crate::network::NetworkParams;
 use crate::tx::{L1Ref, TxPlace};
 
+pub mod snapshot;
+
 /// The key of a committed state entry; its borsh bytes are the tree key (docs/PROTOCOL.md).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
 #[borsh(use_discriminant = true)]

@@ -19,5 +19,6 @@ pub mod ethereum;
 pub mod ethereum_view;
 pub mod http;
 pub mod preflight;
+pub mod snapshots;
 pub mod task;
 pub mod vault_admin;

@@ -353,9 +353,10 @@ async fn get_tx(State(context): Ctx, path: Result<Path<String>, PathRejection>) 
         ApiError::new(StatusCode::BAD_REQUEST, "bad_hex", format!("a transaction hash is 0x and 64 hex digits: {e}"))
     })?;
     let follower = context.follower.read().await;
-    let batch = follower
-        .batch_of_tx(&hash)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_tx", format!("no replayed batch holds {text}")))?;
+    let batch =
+        follower.batch_of_tx(&hash).await.map_err(ApiError::internal)?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_tx", format!("no replayed batch holds {text}"))
+        })?;
     Ok(Json(TxView { hash: hex32(&hash), batch, hard_final: follower.is_hard_final(batch) }))
 }
 

@@ -11,6 +11,7 @@ use bridge::batch::{Settlement, replay, replay_verified};
 use bridge::tx::SystemTx;
 use bridge::{BatchTx, Chain, NetworkParams, SignedBatch, State};
 use chains::da::{DaError, DataAvailability, FetchedBatch};
+use chains::snapshots::{SnapshotKeeper, SnapshotPolicy, SnapshotStoreError, restore_newest};
 
 use crate::alarm::{Alarm, AlarmKind};
 use crate::deposits::{DepositCheck, DepositVerifier, DepositVerifiers, VerifierError};
@@ -29,6 +30,8 @@ pub enum FollowError {
     Worker(String),
     #[error("the Arweave gateway could not be asked about forced transactions: {0}; retrying")]
     Forced(String),
+    #[error("the state snapshots: {0}")]
+    Snapshot(#[from] SnapshotStoreError),
     #[error(
         "the confirmer's own record does not replay at batch {number}: {reason}; delete its database and replay from genesis"
     )]
@@ -122,15 +125,22 @@ pub struct Follower {
     beyond_tip_wait: Duration,
     /// Batch numbers whose bytes on the DA were not the coordinator's (logged once each).
     foreign: BTreeSet<u64>,
-    /// What each replayed batch owes on L1, for batches that owe anything.
+    /// What each replayed batch owes on L1, for batches that owe anything (also in the
+    /// database, so a restart from a snapshot still knows what earlier batches owe).
     settlements: BTreeMap<u64, Arc<Settlement>>,
-    /// Which batch holds each replayed transaction.
-    tx_batches: BTreeMap<[u8; 32], u64>,
     /// Forced inclusion: the gateway check (crate::forced) and where the last replayed batch
     /// left the cursor.
     forced: Option<crate::forced::ForcedChecker>,
     forced_cursor: Option<bridge::forced::ForcedCursor>,
+    /// Snapshots of the replayed state, so a restart replays only what came after the last.
+    snapshots: SnapshotKeeper,
+    /// The batch of the snapshot this follower started from (0: genesis).
+    restored_from: u64,
 }
+
+/// Batches of the confirmer's own record read per query at start: the record is never held
+/// whole in memory.
+const RECORD_PAGE: u32 = 64;
 
 impl std::fmt::Debug for Follower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,23 +153,55 @@ impl std::fmt::Debug for Follower {
 }
 
 impl Follower {
-    /// Resumes from what `store` holds (replaying it again, locally), or starts at genesis.
+    /// Resumes from what `store` holds: the newest state snapshot that checks against its
+    /// signed header (else genesis), then the recorded batches after it, replayed again
+    /// locally. Snapshots are then taken by [`SnapshotPolicy::default`] unless
+    /// [`Follower::with_snapshots`] says otherwise.
     pub async fn open(
         da: Arc<dyn DataAvailability>,
         store: ConfirmerStore,
         params: NetworkParams,
         verifiers: DepositVerifiers,
     ) -> Result<Self, FollowError> {
-        let forced_cursor = params.forced.map(|f| f.start());
+        let record = store.clone();
+        let restored = restore_newest(&store.snapshots(), &params, move |number| {
+            let record = record.clone();
+            async move { record.replayed_batch(number).await.map(|b| b.map(|b| b.batch.signed_header())) }
+        })
+        .await?;
+        let from = restored.from;
+        // The forced cursor where the restored batch left it (its header says), else the start.
+        let forced_cursor = match params.forced {
+            None => None,
+            Some(forced) if from == 0 => Some(forced.start()),
+            Some(_) => {
+                let batch = store.replayed_batch(from).await?;
+                let commit = batch.and_then(|stored| stored.batch.header.forced).ok_or_else(|| FollowError::OwnRecord {
+                    number: from,
+                    reason: "the snapshot's batch carries no forced cursor on a network with forced inclusion".into(),
+                })?;
+                Some(commit.to)
+            }
+        };
+        let (hard_final, unverified) = match store.first_unverified(from).await? {
+            Some((number, why)) => (number - 1, Some(format!("batch {number}: {why}"))),
+            None => (from, None),
+        };
+        let snapshots = SnapshotKeeper::new(
+            store.snapshots(),
+            SnapshotPolicy::default(),
+            from,
+            restored.state.head().last_timestamp,
+        );
         let mut follower = Follower {
             da,
             store,
             verifiers,
-            state: State::genesis(params.clone()),
+            state: restored.state,
             params,
-            replayed: 0,
-            hard_final: 0,
-            unverified: None,
+            replayed: from,
+            hard_final,
+            unverified,
             waiting: None,
             halted_at: None,
             alarms: Vec::new(),
@@ -170,26 +212,68 @@ impl Follower {
             beyond_tip_wait: DEFAULT_BEYOND_TIP_WAIT,
             foreign: BTreeSet::new(),
             settlements: BTreeMap::new(),
-            tx_batches: BTreeMap::new(),
             forced: None,
             forced_cursor,
+            snapshots,
+            restored_from: from,
         };
-        for stored in follower.store.replayed().await? {
-            let number = stored.batch.header.number;
-            let replayed = replay(&mut follower.state, &stored.batch)
-                .map_err(|e| FollowError::OwnRecord { number, reason: e.to_string() })?;
-            if let Some(commit) = &stored.batch.header.forced {
-                follower.forced_cursor = Some(commit.to);
+        for (number, settlement) in follower.store.settlements().await? {
+            follower.settlements.insert(number, Arc::new(settlement));
+        }
+        // A record from before the index existed gets it now (every batch is replayed then:
+        // such a record has no snapshot either).
+        let reindex = follower.store.tx_index_is_empty().await?;
+        loop {
+            let page = follower.store.replayed_after(follower.replayed, RECORD_PAGE).await?;
+            if page.is_empty() {
+                break;
             }
-            follower.keep(number, replayed);
-            follower.advance(number, stored.unverified);
+            for stored in page {
+                let number = stored.batch.header.number;
+                let replayed = replay(&mut follower.state, &stored.batch)
+                    .map_err(|e| FollowError::OwnRecord { number, reason: e.to_string() })?;
+                if let Some(commit) = &stored.batch.header.forced {
+                    follower.forced_cursor = Some(commit.to);
+                }
+                if reindex {
+                    let hashes = replayed_tx_hashes(&replayed);
+                    follower.store.index_txs(number, &hashes).await?;
+                    follower.store.record_settlement(number, &replayed.settlement).await?;
+                }
+                follower.keep(number, replayed.settlement);
+                follower.advance(number, stored.unverified);
+            }
         }
         for (alarm, _) in follower.store.alarms().await? {
             follower.halted_at = Some(follower.halted_at.map_or(alarm.number, |n| n.min(alarm.number)));
             follower.alarms.push(alarm);
         }
+        tracing::info!(snapshot = from, replayed = follower.replayed, "confirmer state ready");
         follower.publish_metrics();
         Ok(follower)
+    }
+
+    /// When to snapshot the replayed state ([`SnapshotPolicy::off`]: never; existing snapshots
+    /// are still used at start).
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        self.snapshots =
+            SnapshotKeeper::new(self.store.snapshots(), policy, self.replayed, self.state.head().last_timestamp);
+        self
+    }
+
+    /// The batch whose snapshot this follower started from (0: genesis, all replayed again).
+    pub fn restored_from(&self) -> u64 {
+        self.restored_from
+    }
+
+    /// Waits for a snapshot being written (tests, shutdown): its batch, if one was.
+    pub async fn flush_snapshots(&mut self) -> Result<Option<u64>, FollowError> {
+        Ok(self.snapshots.flush().await?)
+    }
+
+    /// A clean stop: the replayed state saved unless it already is (snapshots on).
+    pub async fn finish_snapshots(&mut self) -> Result<Option<u64>, FollowError> {
+        Ok(self.snapshots.finish(&self.state).await?)
     }
 
     /// How long a batch may stay missing while a later one is published before it is a
@@ -242,9 +326,9 @@ impl Follower {
         Some(self.settlements.get(&number).cloned().unwrap_or_else(|| Arc::new(Settlement::empty())))
     }
 
-    /// The batch holding transaction `hash`, if it was replayed.
-    pub fn batch_of_tx(&self, hash: &[u8; 32]) -> Option<u64> {
-        self.tx_batches.get(hash).copied()
+    /// The batch holding transaction `hash`, if it was replayed (an index in the database).
+    pub async fn batch_of_tx(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        self.store.batch_of_tx(hash).await
     }
 
     pub fn params(&self) -> &NetworkParams {
@@ -260,11 +344,7 @@ impl Follower {
         &self.da
     }
 
-    fn keep(&mut self, number: u64, replayed: bridge::batch::Replayed) {
-        for receipt in replayed.receipts.iter().chain(&replayed.forced_receipts) {
-            self.tx_batches.insert(receipt.tx_hash, number);
-        }
-        let settlement = replayed.settlement;
+    fn keep(&mut self, number: u64, settlement: Settlement) {
         if !settlement.is_empty() {
             self.settlements.insert(number, Arc::new(settlement));
         }
@@ -462,8 +542,8 @@ impl Follower {
             }
             Err(taken) => return Ok(taken),
         }
-        match replay_verified(&mut self.state, &item.batch, verified) {
-            Ok(replayed) => self.keep(number, replayed),
+        let replayed = match replay_verified(&mut self.state, &item.batch, verified) {
+            Ok(replayed) => replayed,
             Err(error) => match AlarmKind::of_replay(&error) {
                 Some(kind) => {
                     let detail = error.to_string();
@@ -486,18 +566,21 @@ impl Follower {
                     return Ok(Taken::Foreign);
                 }
             },
-        }
+        };
         if let Some(commit) = &item.batch.header.forced {
             self.forced_cursor = Some(commit.to);
         }
+        let hashes = replayed_tx_hashes(&replayed);
         self.store
-            .record_replayed(&ReplayedBatch {
-                batch: item.batch,
-                locator: item.locator,
-                unverified: unverified.clone(),
-            })
+            .record_replayed(
+                &ReplayedBatch { batch: item.batch, locator: item.locator, unverified: unverified.clone() },
+                &hashes,
+                Some(&replayed.settlement),
+            )
             .await?;
+        self.keep(number, replayed.settlement);
         self.advance(number, unverified);
+        self.snapshots.after_batch(&self.state);
         Ok(Taken::Replayed)
     }
 
@@ -661,4 +744,9 @@ impl Follower {
         metrics::gauge!("bridge_confirmer_replayed_batch").set(self.replayed as f64);
         metrics::gauge!("bridge_confirmer_hard_final_batch").set(self.hard_final as f64);
     }
+}
+
+/// Every transaction a replayed batch ran, user and forced, for the transaction index.
+fn replayed_tx_hashes(replayed: &bridge::batch::Replayed) -> Vec<[u8; 32]> {
+    replayed.receipts.iter().chain(&replayed.forced_receipts).map(|receipt| receipt.tx_hash).collect()
 }

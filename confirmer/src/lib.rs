@@ -11,6 +11,7 @@ pub mod alarm;
 pub mod api;
 pub mod deposits;
 pub mod evidence;
+pub mod fast_sync;
 pub mod follower;
 pub mod forced;
 pub mod logging;

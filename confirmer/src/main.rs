@@ -124,6 +124,22 @@ struct FollowArgs {
     /// Confirmations a Bitcoin deposit needs.
     #[arg(long, default_value_t = 6)]
     btc_depth: u32,
+    /// Save the replayed state in the database at least every this many batches (0: never by
+    /// count); a restart loads the newest snapshot that matches its batch's signed header and
+    /// replays only the batches after it.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_every_batches: u64,
+    /// ... or once a batch is this many milliseconds of batch time after the last snapshot's.
+    #[arg(long, default_value_t = 600_000)]
+    snapshot_every_ms: u64,
+    /// Snapshots kept (older ones are deleted).
+    #[arg(long, default_value_t = 2)]
+    snapshot_keep: usize,
+    /// Join late: with an empty database, start from the DA's state snapshot at this batch
+    /// instead of replaying from genesis: NUMBER:0xHEADERHASH, from a source you trust (README,
+    /// "Joining late"). Ignored once the database holds a record.
+    #[arg(long)]
+    checkpoint: Option<confirmer::fast_sync::Checkpoint>,
 }
 
 impl FollowArgs {
@@ -160,6 +176,12 @@ fn main() -> ExitCode {
                 eth_rpc: args.eth_rpc,
                 eth_confirmation: chains::ethereum::Confirmation::new(args.eth_finality, args.eth_depth),
                 tls_ca_file: args.tls_ca_file,
+                checkpoint: args.checkpoint,
+                snapshots: chains::snapshots::SnapshotPolicy {
+                    every_batches: args.snapshot_every_batches,
+                    every_ms: args.snapshot_every_ms,
+                    keep: args.snapshot_keep,
+                },
             };
             let serve = (!args.once).then_some((args.listen, args.coordinator));
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -240,6 +262,8 @@ struct Source {
     eth_confirmation: chains::ethereum::Confirmation,
     tls_ca_file: Option<PathBuf>,
     bitcoin: Option<BitcoinSource>,
+    snapshots: chains::snapshots::SnapshotPolicy,
+    checkpoint: Option<confirmer::fast_sync::Checkpoint>,
 }
 
 struct BitcoinSource {
@@ -335,8 +359,14 @@ async fn follow(
         tls: tls.clone(),
     };
     let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_confirmation, 0, params.eth_vault)?;
-    let mut follower =
-        Follower::open(da, store, params, verifiers).await?.with_missing_batch_wait(source.missing_batch_wait);
+    if let Some(checkpoint) = source.checkpoint {
+        let synced = confirmer::fast_sync::fast_sync(&*da, &store, &params, checkpoint).await?;
+        tracing::info!(?synced, "checkpoint");
+    }
+    let mut follower = Follower::open(da, store, params, verifiers)
+        .await?
+        .with_missing_batch_wait(source.missing_batch_wait)
+        .with_snapshots(source.snapshots);
     if let Some(checker) = forced {
         follower = follower.with_forced(checker);
     }
@@ -352,6 +382,10 @@ async fn follow(
                 Err(TaskError::Transient(error)) => tracing::warn!(%error, "following failed; retrying"),
             }
             tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+        // A clean stop: the state saved, so the next start replays nothing.
+        if let Err(error) = follower.write().await.finish_snapshots().await {
+            tracing::error!(%error, "the final state snapshot could not be saved");
         }
         let status = follower.read().await.status();
         println!(

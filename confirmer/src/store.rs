@@ -3,7 +3,11 @@
 
 use borsh::BorshDeserialize;
 use bridge::SignedBatch;
+use bridge::batch::Settlement;
+use bridge::btc_payout::PayoutPlan;
+use bridge::withdrawals::{BtcPayout, EthWithdrawal, EthWithdrawalTree};
 use chains::db::{Backend, DbError};
+use chains::snapshots::SnapshotStore;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -26,6 +30,7 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct ConfirmerStore {
     pool: AnyPool,
+    backend: Backend,
 }
 
 /// A batch as the confirmer keeps it.
@@ -44,7 +49,7 @@ impl ConfirmerStore {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(ConfirmerStore { pool })
+        Ok(ConfirmerStore { pool, backend })
     }
 
     /// Every replayed batch, in order.
@@ -65,20 +70,132 @@ impl ConfirmerStore {
         row.as_ref().map(replayed_in).transpose()
     }
 
-    pub async fn record_replayed(&self, replayed: &ReplayedBatch) -> Result<(), StoreError> {
+    /// Records a replayed batch, which batch holds each of its transactions (`tx_hashes`, in
+    /// order) and what it owes on L1 (`settlement`, if anything), in one database transaction.
+    pub async fn record_replayed(
+        &self,
+        replayed: &ReplayedBatch,
+        tx_hashes: &[[u8; 32]],
+        settlement: Option<&Settlement>,
+    ) -> Result<(), StoreError> {
+        let number = replayed.batch.header.number;
         let body = borsh::to_vec(&replayed.batch)
             .map_err(|e| StoreError::Corrupt { what: "a batch".into(), reason: e.to_string() })?;
+        let mut db = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO replayed_batches (number, hash, body, locator, unverified) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(i64::try_from(replayed.batch.header.number).unwrap_or(i64::MAX))
+        .bind(to_i64(number))
         .bind(replayed.batch.hash().to_vec())
         .bind(body)
         .bind(replayed.locator.clone())
         .bind(replayed.unverified.clone())
-        .execute(&self.pool)
+        .execute(&mut *db)
         .await?;
+        index_txs(&mut db, self.backend, number, tx_hashes).await?;
+        if let Some(settlement) = settlement.filter(|s| !s.is_empty()) {
+            sqlx::query("INSERT INTO settlements (number, body) VALUES ($1, $2)")
+                .bind(to_i64(number))
+                .bind(SettlementRecord::of(settlement).to_json())
+                .execute(&mut *db)
+                .await?;
+        }
+        db.commit().await?;
         Ok(())
+    }
+
+    /// Indexes the transactions of batch `number` again (a restart replaying its own record);
+    /// rows already there are kept.
+    pub async fn index_txs(&self, number: u64, tx_hashes: &[[u8; 32]]) -> Result<(), StoreError> {
+        let mut db = self.write_transaction().await?;
+        index_txs(&mut db, self.backend, number, tx_hashes).await?;
+        db.commit().await?;
+        Ok(())
+    }
+
+    /// Records what batch `number` owes on L1 unless it is recorded (a record written before the
+    /// settlements table existed, replayed again at start).
+    pub async fn record_settlement(&self, number: u64, settlement: &Settlement) -> Result<(), StoreError> {
+        if settlement.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO settlements (number, body) VALUES ($1, $2) ON CONFLICT (number) DO NOTHING")
+            .bind(to_i64(number))
+            .bind(SettlementRecord::of(settlement).to_json())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the transaction index holds nothing: a record written before the index existed
+    /// (migration `0024`) is indexed again at start.
+    pub async fn tx_index_is_empty(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT hash FROM replayed_txs LIMIT 1").fetch_optional(&self.pool).await?;
+        Ok(row.is_none())
+    }
+
+    /// The replayed batch holding transaction `hash`.
+    pub async fn batch_of_tx(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query("SELECT number FROM replayed_txs WHERE hash = $1")
+            .bind(hash.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok(from_i64(row.try_get("number")?))).transpose()
+    }
+
+    /// What each replayed batch that owes anything on L1 owes, in batch order.
+    pub async fn settlements(&self) -> Result<Vec<(u64, Settlement)>, StoreError> {
+        let rows = sqlx::query("SELECT number, body FROM settlements ORDER BY number").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let number = from_i64(row.try_get("number")?);
+                let body: String = row.try_get("body")?;
+                let record: SettlementRecord = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                    what: format!("the settlement of batch {number}"),
+                    reason: e.to_string(),
+                })?;
+                Ok((number, record.into_settlement()))
+            })
+            .collect()
+    }
+
+    /// Replayed batches after `number`, in order, at most `limit` of them: the record is read
+    /// page by page, never whole.
+    pub async fn replayed_after(&self, number: u64, limit: u32) -> Result<Vec<ReplayedBatch>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT number, body, locator, unverified FROM replayed_batches WHERE number > $1 ORDER BY number LIMIT $2",
+        )
+        .bind(to_i64(number))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(replayed_in).collect()
+    }
+
+    /// The first replayed batch up to `number` that is not hard-final though it replays, with
+    /// why: what the hard-final prefix stops at.
+    pub async fn first_unverified(&self, number: u64) -> Result<Option<(u64, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT number, unverified FROM replayed_batches WHERE number <= $1 AND unverified IS NOT NULL \
+             ORDER BY number LIMIT 1",
+        )
+        .bind(to_i64(number))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((from_i64(row.try_get("number")?), row.try_get("unverified")?))).transpose()
+    }
+
+    /// The snapshots of the replayed state in this database.
+    pub fn snapshots(&self) -> SnapshotStore {
+        SnapshotStore::new(self.pool.clone(), self.backend)
+    }
+
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            // The write lock at BEGIN: the snapshot writer shares this database.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Records an alarm and its evidence once; a repeat (after a restart) is ignored.
@@ -114,6 +231,69 @@ impl ConfirmerStore {
             })
             .collect()
     }
+}
+
+/// Inserts `(hash, number)` rows, many per statement; a hash already indexed is kept.
+async fn index_txs(
+    db: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    number: u64,
+    tx_hashes: &[[u8; 32]],
+) -> Result<(), StoreError> {
+    // 256 rows of two parameters: far below either database's parameter limit.
+    for chunk in tx_hashes.chunks(256) {
+        let mut sql = String::from("INSERT INTO replayed_txs (hash, number) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push_str("(?, ?)"),
+                Backend::Postgres => sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2)),
+            }
+        }
+        sql.push_str(" ON CONFLICT (hash) DO NOTHING");
+        let mut query = sqlx::query(&sql);
+        for hash in chunk {
+            query = query.bind(hash.to_vec()).bind(to_i64(number));
+        }
+        query.execute(&mut **db).await?;
+    }
+    Ok(())
+}
+
+/// A [`Settlement`] as the `settlements` table keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SettlementRecord {
+    eth: Vec<EthWithdrawal>,
+    btc: Vec<BtcPayout>,
+    btc_plans: Vec<PayoutPlan>,
+}
+
+impl SettlementRecord {
+    fn of(settlement: &Settlement) -> Self {
+        SettlementRecord {
+            eth: settlement.eth.withdrawals().to_vec(),
+            btc: settlement.btc.clone(),
+            btc_plans: settlement.btc_plans.clone(),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| unreachable!("a settlement serializes to JSON: {e}"))
+    }
+
+    fn into_settlement(self) -> Settlement {
+        Settlement { eth: EthWithdrawalTree::new(self.eth), btc: self.btc, btc_plans: self.btc_plans }
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn from_i64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
 }
 
 /// A `replayed_batches` row.

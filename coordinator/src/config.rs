@@ -39,6 +39,8 @@ pub struct Config {
     pub ethereum: EthereumConfig,
     pub bitcoin: BitcoinConfig,
     pub dev: DevConfig,
+    /// `[snapshots]`: when the sequencer saves its state (chains::snapshots).
+    pub snapshots: chains::snapshots::SnapshotPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -110,6 +112,9 @@ pub struct DaConfig {
     pub max_price_winston_per_mib: u64,
     /// How often the forced-transaction follower looks at the gateway (network.forced only).
     pub forced_poll_ms: u64,
+    /// Publish the newest state snapshot to the DA at most every this many batches, for
+    /// confirmers that join late (`confirmer follow --checkpoint`); 0: never.
+    pub snapshot_every_batches: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -230,11 +235,13 @@ impl Default for Config {
                 spend_window_h: 24,
                 max_price_winston_per_mib: u64::try_from(chains::da::DEFAULT_MAX_PRICE_WINSTON_PER_MIB)
                     .unwrap_or(u64::MAX),
+                snapshot_every_batches: 0,
             },
             log: LogConfig { format: LogFormat::Human, filter: "info".into() },
             ethereum: EthereumConfig::default(),
             bitcoin: BitcoinConfig::default(),
             dev: DevConfig::default(),
+            snapshots: chains::snapshots::SnapshotPolicy::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod payouts;
 pub mod preflight;
 pub mod publisher;
 pub mod sequencer;
+pub mod snapshot;
 pub mod store;
 pub mod takeover;
 pub mod throughput;

@@ -191,7 +191,10 @@ impl Node {
         let params = config.network_params(key.public_key())?;
         let store = Store::open(&config.database_url()).await?;
         let (da, da_info) = open_da(config, &params, true)?;
-        let sequencer = Sequencer::recover(store.clone(), params.clone(), key).await.map_err(Box::new)?;
+        let sequencer = Sequencer::recover(store.clone(), params.clone(), key)
+            .await
+            .map_err(Box::new)?
+            .with_snapshots(config.snapshots);
         let head = sequencer.state().head();
         tracing::info!(
             network = %params.name,
@@ -215,6 +218,11 @@ impl Node {
                 Err(error) => Err(TaskError::fatal(format!("the sequencer task failed: {error}"))),
             }
         })];
+        if config.da.snapshot_every_batches > 0 {
+            let task = crate::snapshot::DaSnapshots::new(store.clone(), da.clone(), config.da.snapshot_every_batches);
+            let every = Schedule::every(Duration::from_millis(config.da.publish_retry_ms));
+            background.push(supervisor.spawn("da-snapshots", task, every));
+        }
         let publisher = Publisher::new(store.clone(), da);
         let retry = Duration::from_millis(config.da.publish_retry_ms);
         // Every user waits on publication for hard finality: a DA that comes back is retried

@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+use chains::snapshots::{SnapshotKeeper, SnapshotPolicy, SnapshotStoreError, restore_newest};
+
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +30,14 @@ pub enum SequencerError {
     Seal { number: u64, reason: String },
     #[error("the sequencer stopped after a failed commit; restart the coordinator")]
     Stopped,
+    #[error("batch {number} carries no forced cursor on a network with forced inclusion; the ledger is damaged")]
+    MissingForcedCursor { number: u64 },
     #[error("this network takes no forced transactions")]
     NoForced,
     #[error("the forced plan starts at {planned} but the cursor is at {cursor}; plan again")]
     StaleForced { planned: bridge::forced::ForcedCursor, cursor: bridge::forced::ForcedCursor },
+    #[error("the state snapshots: {0}")]
+    Snapshot(#[from] SnapshotStoreError),
 }
 
 /// One transaction's fate: applied (and durable) or refused, with the reason.
@@ -51,22 +57,61 @@ pub struct Sequencer {
     /// On a network with forced inclusion: where the last sealed batch left the cursor, and
     /// how far the next one may move it without entries (crate::forced).
     forced: Option<crate::forced::CursorState>,
+    /// Snapshots of the state at sealed batches, so a restart replays only the batches after
+    /// the newest one.
+    snapshots: SnapshotKeeper,
+    /// The batch of the snapshot recovery started from (0: genesis).
+    restored_from: u64,
 }
 
+/// Sealed batches read per query during recovery: the ledger is never held whole in memory
+/// (it was: about 300 bytes per transaction ever served stayed resident after a restart).
+const RECOVERY_PAGE: u32 = 64;
+
 impl Sequencer {
-    /// Rebuilds the state from the ledger: replays every sealed batch, then re-applies the
-    /// acknowledged transactions not yet sealed, in their order.
+    /// Rebuilds the state from the ledger: the newest state snapshot that checks against its
+    /// batch's signed header (else genesis), then every sealed batch after it, then the
+    /// acknowledged transactions not yet sealed, in their order. Snapshots are then taken by
+    /// [`SnapshotPolicy::default`] unless [`Sequencer::with_snapshots`] says otherwise.
     pub async fn recover(store: Store, params: NetworkParams, key: CoordinatorKey) -> Result<Self, SequencerError> {
-        let mut forced = params.forced.map(|f| crate::forced::CursorState::new(f.start()));
-        let mut state = State::genesis(params);
-        for stored in store.batches().await? {
-            let number = stored.batch.header.number;
-            bridge::batch::replay(&mut state, &stored.batch)
-                .map_err(|source| SequencerError::Replay { number, source })?;
-            if let (Some(cursor), Some(commit)) = (&mut forced, &stored.batch.header.forced) {
-                *cursor = crate::forced::CursorState::new(commit.to);
+        let params_forced = params.forced.map(|f| f.start());
+        let ledger = store.clone();
+        let restored = restore_newest(&store.snapshots(), &params, move |number| {
+            let ledger = ledger.clone();
+            async move { ledger.header(number).await }
+        })
+        .await?;
+        let from = restored.from;
+        let mut state = restored.state;
+        // The forced cursor where the restored batch's header left it, then each batch's after it.
+        let mut forced = match params_forced {
+            None => None,
+            Some(start) if from == 0 => Some(crate::forced::CursorState::new(start)),
+            Some(_) => {
+                let header = store.header(from).await?;
+                let commit = header
+                    .and_then(|signed| signed.header.forced)
+                    .ok_or(SequencerError::MissingForcedCursor { number: from })?;
+                Some(crate::forced::CursorState::new(commit.to))
+            }
+        };
+        loop {
+            let page = store.batches_after(state.head().next_number - 1, RECOVERY_PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            for batch in page {
+                let number = batch.header.number;
+                bridge::batch::replay(&mut state, &batch)
+                    .map_err(|source| SequencerError::Replay { number, source })?;
+                if let (Some(cursor), Some(commit)) = (&mut forced, &batch.header.forced) {
+                    *cursor = crate::forced::CursorState::new(commit.to);
+                }
             }
         }
+        tracing::info!(snapshot = from, batches = state.head().next_number - 1, "sequencer state rebuilt");
+        let snapshots =
+            SnapshotKeeper::new(store.snapshots(), SnapshotPolicy::default(), from, state.head().last_timestamp);
         let mut builder = BatchBuilder::new(&state);
         let pending = store.unbatched_txs().await?;
         let batch_first_seq = match pending.first() {
@@ -85,11 +130,45 @@ impl Sequencer {
                 reason: "unsealed transactions are not the ledger's tail".into(),
             });
         }
-        Ok(Sequencer { state, builder, store, key, next_seq, batch_first_seq, stopped: false, forced })
+        Ok(Sequencer {
+            state,
+            builder,
+            store,
+            key,
+            next_seq,
+            batch_first_seq,
+            stopped: false,
+            snapshots,
+            restored_from: from,
+            forced,
+        })
+    }
+
+    /// When to snapshot the state ([`SnapshotPolicy::off`]: never; existing snapshots are
+    /// still used at start).
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self {
+        let head = self.state.head();
+        self.snapshots = SnapshotKeeper::new(self.store.snapshots(), policy, head.next_number - 1, head.last_timestamp);
+        self
+    }
+
+    /// Waits for a snapshot being written (tests, shutdown): its batch, if one was.
+    pub async fn flush_snapshots(&mut self) -> Result<Option<u64>, SequencerError> {
+        Ok(self.snapshots.flush().await?)
+    }
+
+    /// A clean stop: the last sealed batch's state saved unless it already is (snapshots on).
+    pub async fn finish_snapshots(&mut self) -> Result<Option<u64>, SequencerError> {
+        Ok(self.snapshots.finish(&self.state).await?)
     }
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The batch whose snapshot recovery started from (0: genesis, every batch replayed).
+    pub fn restored_from(&self) -> u64 {
+        self.restored_from
     }
 
     /// Transactions in the open batch.
@@ -168,6 +247,8 @@ impl Sequencer {
         }
         self.builder = BatchBuilder::new(&self.state);
         assert_eq!(self.batch_first_seq, self.next_seq, "a sealed batch holds every acknowledged transaction");
+        // The batch is in the ledger: a snapshot of the state after it can be checked against it.
+        self.snapshots.after_batch(&self.state);
         Ok(sealed)
     }
 

@@ -158,6 +158,27 @@ impl Store {
         rows.iter().map(|row| Ok(StoredBatch { batch: batch_in(row)?, locator: row.try_get("locator")? })).collect()
     }
 
+    /// Sealed batches after `number`, in order, at most `limit` of them: recovery reads the
+    /// ledger page by page, never whole.
+    pub async fn batches_after(&self, number: u64, limit: u32) -> Result<Vec<SignedBatch>, StoreError> {
+        let rows = sqlx::query("SELECT body FROM batches WHERE number > $1 ORDER BY number LIMIT $2")
+            .bind(to_i64(number))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(batch_in).collect()
+    }
+
+    /// The signed header of sealed batch `number`, if there is one.
+    pub async fn header(&self, number: u64) -> Result<Option<bridge::SignedHeader>, StoreError> {
+        Ok(self.batch(number).await?.map(|stored| stored.batch.signed_header()))
+    }
+
+    /// The snapshots of the sequencer's state in this database.
+    pub fn snapshots(&self) -> chains::snapshots::SnapshotStore {
+        chains::snapshots::SnapshotStore::new(self.pool.clone(), self.backend)
+    }
+
     /// Sealed batches not yet published, in order.
     pub async fn unpublished_batches(&self) -> Result<Vec<SignedBatch>, StoreError> {
         let rows =

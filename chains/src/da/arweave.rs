@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::{DaError, DataAvailability, FetchedBatch, Published, check_published};
 use crate::arweave::{ArweaveWallet, Gateway, GatewayError, Tag, Transaction, TxJson, TxStatus};
 
+mod snapshots;
+
 const APP_VERSION: &str = "1";
 const CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -546,6 +548,14 @@ impl DataAvailability for ArweaveDa {
         drop(posted);
         tracing::info!(number, arweave_id = %tx.id_b64(), bytes = tx.data_size, "published batch to Arweave");
         Ok(Published { number, locator: tx.id_b64() })
+    }
+
+    async fn publish_snapshot(&self, number: u64, root: [u8; 32], bytes: &[u8]) -> Result<Option<String>, DaError> {
+        self.post_snapshot(number, root, bytes).await.map(Some)
+    }
+
+    async fn snapshots_of(&self, number: u64) -> Result<Vec<(String, Vec<u8>)>, DaError> {
+        self.find_snapshots(number).await
     }
 
     async fn fetch(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {

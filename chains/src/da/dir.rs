@@ -125,6 +125,15 @@ impl DataAvailability for DirDa {
         self.blocking(move |inner| inner.publish(number, &bytes)).await
     }
 
+    async fn publish_snapshot(&self, number: u64, _root: [u8; 32], bytes: &[u8]) -> Result<Option<String>, DaError> {
+        let bytes = bytes.to_vec();
+        self.blocking(move |inner| super::snapshot_files::publish_in_dir(&inner.dir, number, &bytes).map(Some)).await
+    }
+
+    async fn snapshots_of(&self, number: u64) -> Result<Vec<(String, Vec<u8>)>, DaError> {
+        self.blocking(move |inner| super::snapshot_files::read_in_dir(&inner.dir, number)).await
+    }
+
     async fn fetch(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
         self.blocking(move |inner| inner.fetch(number)).await
     }

@@ -4,6 +4,7 @@
 
 mod arweave;
 mod dir;
+mod snapshot_files;
 
 use async_trait::async_trait;
 use bridge::SignedBatch;
@@ -13,6 +14,7 @@ use crate::arweave::{GatewayError, WalletError};
 
 pub use arweave::{ArweaveDa, ArweaveDaConfig, DEFAULT_MAX_PRICE_WINSTON_PER_MIB, Rejection};
 pub use dir::DirDa;
+pub use snapshot_files::SNAPSHOT_CODEC;
 
 /// Where a batch was published: an Arweave transaction id, or a file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +80,24 @@ pub trait DataAvailability: Send + Sync {
     /// on a DA that only hands out batches linked to their predecessor.
     async fn signed_after(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
         self.fetch(number + 1).await
+    }
+
+    /// Publishes `bytes`, the encoded state snapshot after batch `number` whose state root is
+    /// `state_root`, for confirmers that join late; where it went, or `None` if this DA keeps no
+    /// snapshots. Publishing the same snapshot again is a no-op.
+    async fn publish_snapshot(
+        &self,
+        _number: u64,
+        _state_root: [u8; 32],
+        _bytes: &[u8],
+    ) -> Result<Option<String>, DaError> {
+        Ok(None)
+    }
+
+    /// The snapshots filed for batch `number` (locator, bytes), at most a few: bytes nobody
+    /// vouches for, to be checked against a header the reader trusts.
+    async fn snapshots_of(&self, _number: u64) -> Result<Vec<(String, Vec<u8>)>, DaError> {
+        Ok(Vec::new())
     }
 
     /// Up to `limit` consecutive batches after `number`, in order, stopping at the first gap.

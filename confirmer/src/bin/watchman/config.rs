@@ -32,6 +32,10 @@ pub struct Config {
     /// The operator's admin endpoint (approvals of unpause, caps, key changes). Without this
     /// section the watchman takes no approvals and refuses every admin signature.
     pub admin: Option<AdminSection>,
+    /// `[snapshots]`: when the replayed state is saved (chains::snapshots); every 1,000
+    /// batches or 10 minutes of batch time by default.
+    #[serde(default)]
+    pub snapshots: chains::snapshots::SnapshotPolicy,
 }
 
 fn default_interval() -> u64 {

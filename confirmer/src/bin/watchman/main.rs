@@ -140,7 +140,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = ConfirmerStore::open(&config.database_url).await?;
     let mut follower = Follower::open(da, store, params.clone(), verifiers)
         .await?
-        .with_missing_batch_wait(Duration::from_secs(config.da.missing_batch_wait_s));
+        .with_missing_batch_wait(Duration::from_secs(config.da.missing_batch_wait_s))
+        .with_snapshots(config.snapshots);
     if let (Some(url), Some(rules)) = (&config.da.arweave, params.forced) {
         let gateway = Gateway::with_tls(url, RetryPolicy::default(), &tls)?;
         follower = follower.with_forced(confirmer::forced::ForcedChecker::new(gateway, &params.name, rules));

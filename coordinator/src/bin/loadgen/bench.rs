@@ -16,7 +16,7 @@ use coordinator::store::Store;
 use crate::send::{Report, send};
 use crate::{BENCH_SECRET, ONE_ETH, account, deposits_file, sign_requests, sign_transfers};
 
-fn bench_params(key: &CoordinatorKey) -> NetworkParams {
+pub(crate) fn bench_params(key: &CoordinatorKey) -> NetworkParams {
     NetworkParams {
         name: "bench".into(),
         chain_id: 424_242,
@@ -268,7 +268,7 @@ async fn over_http(
     Ok(reports)
 }
 
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let path = me.with_file_name(name);
     if !path.exists() {

@@ -7,8 +7,12 @@
 //!   in-process sequencer path and the HTTP path (the `coordinator` binary next to this one),
 //!   on SQLite and, when `DATABASE_URL` is set, PostgreSQL; every figure a ratio to the ceiling
 //!   measured in the same run.
+//! - `loadgen restart`: restart time and resident memory of the coordinator and a confirmer
+//!   after histories of different lengths over the same accounts, from a state snapshot and by
+//!   full replay (the `coordinator` and `confirmer` binaries next to this one).
 
 mod bench;
+mod restart;
 mod send;
 
 use anyhow::Context;
@@ -68,6 +72,14 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// Restart time and memory after histories of different lengths (README).
+    Restart {
+        #[arg(long, default_value_t = 10_000)]
+        accounts: u64,
+        /// History lengths in transfers, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        histories: Vec<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { accounts, txs, http_txs, concurrency } => {
             runtime.block_on(bench(accounts, txs, http_txs, concurrency))
         }
+        Command::Restart { accounts, histories } => runtime.block_on(restart::restart(accounts, histories)),
     }
 }
 

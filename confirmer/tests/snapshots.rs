@@ -1,0 +1,171 @@
+//! The confirmer's state snapshots and on-disk indexes, on SQLite and (with `DATABASE_URL`)
+//! PostgreSQL: a restart loads the newest snapshot that matches its signed header and replays
+//! only the batches after it, with the same state, finality and transaction index as before; a
+//! snapshot that does not match is refused and an older one (or genesis) is used; what a batch
+//! owes on L1 survives a restart that does not replay it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+mod common;
+
+use bridge::batch::BatchBuilder;
+use bridge::tx::{UserTx, Withdraw};
+use bridge::{Amount, AssetId, SignedBatch, Snapshot, State, StateKey, Tx};
+use chains::da::{DataAvailability, DirDa};
+use chains::snapshots::{SnapshotMeta, SnapshotPolicy};
+use common::*;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+
+const EVERY_5: SnapshotPolicy = SnapshotPolicy { every_batches: 5, every_ms: 0, keep: 2 };
+
+fn withdraw(from: &bridge::Wallet, amount: u128, nonce: u64) -> Tx {
+    let domain = bridge::eip712::Domain::new(&params());
+    let tx = UserTx::Withdraw(Withdraw {
+        from: from.address(),
+        asset: AssetId::Eth,
+        amount: Amount(amount),
+        fee: Amount(0),
+        recipient: wallet(77).address().to_string(),
+        nonce,
+    });
+    Tx::User(from.sign(tx, &domain).verify(&domain).unwrap())
+}
+
+/// [`history`] with an Ethereum withdrawal in batch 3 (it owes something on L1).
+fn history_with_withdrawal(batches: u64) -> Vec<SignedBatch> {
+    let mut out = history(2, 10);
+    let mut state = State::genesis(params());
+    for batch in &out {
+        bridge::replay(&mut state, batch).unwrap();
+    }
+    let mut builder = BatchBuilder::new(&state);
+    let nonce = state.nonce(&wallet(9).address());
+    builder.apply(&mut state, withdraw(&wallet(9), 5_000, nonce)).unwrap();
+    out.push(builder.seal(&mut state, 3, &key()).unwrap().batch);
+    for b in 4..=batches {
+        let mut builder = BatchBuilder::new(&state);
+        for i in 0..4 {
+            let from = wallet((b + i) % 9);
+            let nonce = state.nonce(&from.address());
+            builder.apply(&mut state, transfer(&from, wallet(42).address(), 1, nonce)).unwrap();
+        }
+        out.push(builder.seal(&mut state, b, &key()).unwrap().batch);
+    }
+    out
+}
+
+async fn open(da: &DirDa, url: &str) -> Follower {
+    let store = ConfirmerStore::open(url).await.unwrap();
+    Follower::open(std::sync::Arc::new(da.clone()), store, params(), confirmer::deposits::DepositVerifiers::none())
+        .await
+        .unwrap()
+        .with_snapshots(EVERY_5)
+}
+
+/// Replays batch by batch, letting each snapshot finish before the next batch.
+async fn follow_to_the_end(follower: &mut Follower) {
+    loop {
+        let step = follower.step(1).await.unwrap();
+        follower.flush_snapshots().await.unwrap();
+        if step.replayed == 0 {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_confirmer_loads_its_newest_snapshot_and_keeps_its_finality_index_and_settlements() {
+    let batches = history_with_withdrawal(27);
+    let domain = bridge::eip712::Domain::new(&params());
+    let bridge::BatchTx::User(user) = &batches[2].body[0] else { panic!("batch 3 holds the withdrawal") };
+    let withdrawal_hash = user.tx.signing_hash(&domain);
+    for ledger in stores().await {
+        let dir = tempfile::tempdir().unwrap();
+        let da = DirDa::open(dir.path(), params().coordinator_key).unwrap();
+        for batch in &batches[..27] {
+            da.publish(batch).await.unwrap();
+        }
+        let mut confirmer = open(&da, &ledger.url).await;
+        follow_to_the_end(&mut confirmer).await;
+        let status = confirmer.status();
+        assert_eq!(status.replayed, 27);
+        let fingerprint = confirmer.state().fingerprint();
+        assert_eq!(confirmer.batch_of_tx(&withdrawal_hash).await.unwrap(), Some(3));
+        drop(confirmer);
+        let store = ConfirmerStore::open(&ledger.url).await.unwrap();
+        assert_eq!(store.snapshots().numbers().await.unwrap(), vec![25, 20], "{}", ledger.url);
+
+        let mut confirmer = open(&da, &ledger.url).await;
+        assert_eq!(confirmer.restored_from(), 25, "{}", ledger.url);
+        assert_eq!(confirmer.status(), status, "the same place, finality and reason");
+        assert_eq!(confirmer.state().fingerprint(), fingerprint);
+        // The index is on disk: batches before the snapshot, not replayed now, are still found.
+        assert_eq!(confirmer.batch_of_tx(&withdrawal_hash).await.unwrap(), Some(3));
+        assert_eq!(confirmer.batch_of_tx(&[0xab; 32]).await.unwrap(), None);
+        // What batch 3 owes is still known though batch 3 was not replayed at this start.
+        let settlements = store.settlements().await.unwrap();
+        assert_eq!(settlements.len(), 1);
+        assert_eq!(settlements[0].0, 3);
+        assert_eq!(settlements[0].1.eth.root(), batches[2].header.eth_withdrawals_root);
+        assert_eq!(settlements[0].1.eth.withdrawals()[0].amount, Amount(5_000));
+
+        // It follows on, and agrees with the coordinator's roots.
+        let more = history_with_withdrawal(31);
+        for batch in &more[27..] {
+            da.publish(batch).await.unwrap();
+        }
+        follow_to_the_end(&mut confirmer).await;
+        assert_eq!(confirmer.status().replayed, 31);
+        assert_eq!(confirmer.state().state_root(), more[30].header.post_state_root);
+    }
+}
+
+/// Snapshot `number` with one unit moved between two accounts: totals add up, the root does not.
+async fn forge(store: &ConfirmerStore, number: u64) {
+    let snapshots = store.snapshots();
+    let mut snapshot = Snapshot::decode(&snapshots.load(number).await.unwrap().unwrap()).unwrap();
+    let (from, to) =
+        (StateKey::Balance(wallet(1).address(), AssetId::Eth), StateKey::Balance(wallet(2).address(), AssetId::Eth));
+    for (key, value) in &mut snapshot.entries {
+        let delta: i128 = if *key == from {
+            -1
+        } else if *key == to {
+            1
+        } else {
+            continue;
+        };
+        let amount = u128::from_le_bytes(value.as_slice().try_into().unwrap());
+        *value = amount.checked_add_signed(delta).unwrap().to_le_bytes().to_vec();
+    }
+    snapshots.replace_bytes(number, &SnapshotMeta::of(&snapshot), &snapshot.encode()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_snapshot_that_does_not_match_its_header_is_refused_and_the_confirmer_falls_back() {
+    let batches = history(22, 10);
+    for ledger in stores().await {
+        let dir = tempfile::tempdir().unwrap();
+        let da = DirDa::open(dir.path(), params().coordinator_key).unwrap();
+        for batch in &batches {
+            da.publish(batch).await.unwrap();
+        }
+        let mut confirmer = open(&da, &ledger.url).await;
+        follow_to_the_end(&mut confirmer).await;
+        let fingerprint = confirmer.state().fingerprint();
+        drop(confirmer);
+        let store = ConfirmerStore::open(&ledger.url).await.unwrap();
+        assert_eq!(store.snapshots().numbers().await.unwrap(), vec![20, 15]);
+
+        forge(&store, 20).await;
+        let confirmer = open(&da, &ledger.url).await;
+        assert_eq!(confirmer.restored_from(), 15, "{}", ledger.url);
+        assert_eq!(confirmer.state().fingerprint(), fingerprint);
+        assert_eq!(confirmer.status().replayed, 22);
+        drop(confirmer);
+
+        forge(&store, 15).await;
+        let confirmer = open(&da, &ledger.url).await;
+        assert_eq!(confirmer.restored_from(), 0, "both refused: replayed from genesis");
+        assert_eq!(confirmer.state().fingerprint(), fingerprint);
+    }
+}
