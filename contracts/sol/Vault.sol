@@ -148,9 +148,9 @@ contract Vault is ReentrancyGuard {
     /// Each range submitted, by number.
     mapping(uint64 range => Range) public ranges;
     mapping(address token => Cap cap) public caps;
-    /// Leaf `index` of batch `batch` is paid iff bit `(index << 64) | batch` is set: the first
-    /// leaves of 256 consecutive batches share one storage word, so paying one withdrawal per
-    /// batch writes a fresh word once per 256 batches, not once per leaf.
+    /// Leaf `index` of batch `batch` is paid iff its bit is set (`_bit`): each storage word holds
+    /// a tile of 16 consecutive batches by 16 consecutive indices, so paying one withdrawal per
+    /// batch writes a fresh word once per 16 batches, and a busy batch once per 16 leaves.
     BitMaps.BitMap private _paid;
 
     constructor(uint256 groupKey_, address guardian_) {
@@ -296,8 +296,9 @@ contract Vault is ReentrancyGuard {
         return r.root;
     }
 
+    /// The word is `(batch >> 4, index >> 4)`, the bit in it `(batch & 15) * 16 + (index & 15)`.
     function _bit(uint64 batch, uint32 index) private pure returns (uint256) {
-        return (uint256(index) << 64) | batch;
+        return (uint256(batch >> 4) << 36) | (uint256(index >> 4) << 8) | (uint256(batch & 15) << 4) | (index & 15);
     }
 
     /// True iff leaf `index` of batch `batch` has been paid.
