@@ -4,7 +4,7 @@
 //! address and key epoch. Byte formats: docs/PROTOCOL.md, "Ethereum vault messages".
 //!
 //! Every message is `keccak256(abi.encode(kind, chain_id, vault, …))` where `kind` is the
-//! keccak-256 of a versioned name, e.g. `keccak256("bridge/eth/withdrawals-root/v1")`, and each
+//! keccak-256 of a versioned name, e.g. `keccak256("bridge/eth/withdrawals-range/v2")`, and each
 //! field is one 32-byte ABI word. The group key also signs Bitcoin transactions, whose BIP-341
 //! sighashes are SHA-256 tagged hashes of a different shape, so no message here can be read as
 //! one of those.
@@ -16,7 +16,8 @@ use crate::hashing::keccak256;
 
 /// The names of the message kinds, hashed into their first word.
 pub mod kinds {
-    pub const WITHDRAWALS_ROOT: &str = "bridge/eth/withdrawals-root/v1";
+    /// v2: one root covers a range of batches [first, last] (v1 was one root per batch).
+    pub const WITHDRAWALS_RANGE: &str = "bridge/eth/withdrawals-range/v2";
     pub const SET_CAP: &str = "bridge/eth/set-cap/v1";
     pub const UNPAUSE: &str = "bridge/eth/unpause/v1";
     pub const ROTATE_KEY: &str = "bridge/eth/rotate-key/v2";
@@ -62,10 +63,11 @@ impl Words {
     }
 }
 
-/// `submitWithdrawals(batch, root, sig)`: `keccak256(abi.encode(kind, chainid, vault, epoch,
-/// uint64 batch, bytes32 root))`.
-pub fn withdrawals_message(domain: &VaultDomain, batch: u64, root: [u8; 32]) -> [u8; 32] {
-    Words::new(kinds::WITHDRAWALS_ROOT).domain(domain).uint(batch.into()).word(root).hash()
+/// `submitWithdrawals(first, last, root, sig)`: `keccak256(abi.encode(kind, chainid, vault,
+/// epoch, uint64 first, uint64 last, bytes32 root))`, the root of the withdrawals of batches
+/// `first..=last` ([`crate::withdrawals::EthWithdrawalTree`] over their leaves in order).
+pub fn withdrawals_message(domain: &VaultDomain, first: u64, last: u64, root: [u8; 32]) -> [u8; 32] {
+    Words::new(kinds::WITHDRAWALS_RANGE).domain(domain).uint(first.into()).uint(last.into()).word(root).hash()
 }
 
 /// `setCap(token, limit, window, nonce, sig)`: `keccak256(abi.encode(kind, chainid, vault,
@@ -140,12 +142,13 @@ mod tests {
 
     #[test]
     fn every_field_changes_the_message() {
-        let base = withdrawals_message(&domain(), 5, [7; 32]);
-        assert_ne!(base, withdrawals_message(&VaultDomain { chain_id: 1, ..domain() }, 5, [7; 32]));
-        assert_ne!(base, withdrawals_message(&VaultDomain { vault: Address([0x12; 20]), ..domain() }, 5, [7; 32]));
-        assert_ne!(base, withdrawals_message(&VaultDomain { epoch: 1, ..domain() }, 5, [7; 32]));
-        assert_ne!(base, withdrawals_message(&domain(), 6, [7; 32]));
-        assert_ne!(base, withdrawals_message(&domain(), 5, [8; 32]));
+        let base = withdrawals_message(&domain(), 5, 9, [7; 32]);
+        assert_ne!(base, withdrawals_message(&VaultDomain { chain_id: 1, ..domain() }, 5, 9, [7; 32]));
+        assert_ne!(base, withdrawals_message(&VaultDomain { vault: Address([0x12; 20]), ..domain() }, 5, 9, [7; 32]));
+        assert_ne!(base, withdrawals_message(&VaultDomain { epoch: 1, ..domain() }, 5, 9, [7; 32]));
+        assert_ne!(base, withdrawals_message(&domain(), 6, 9, [7; 32]));
+        assert_ne!(base, withdrawals_message(&domain(), 5, 10, [7; 32]));
+        assert_ne!(base, withdrawals_message(&domain(), 5, 9, [8; 32]));
         assert_ne!(unpause_message(&domain(), 0), unpause_message(&domain(), 1));
         assert_ne!(rotate_key_message(&domain(), 0, [1; 32]), accept_key_message(&domain(), [1; 32]));
         // A key proposal names the admin nonce: one replaced by a later proposal is dead.
@@ -155,7 +158,7 @@ mod tests {
     #[test]
     fn the_withdrawals_message_is_abi_encoded_words() {
         let d = domain();
-        let mut words = keccak256(kinds::WITHDRAWALS_ROOT.as_bytes()).to_vec();
+        let mut words = keccak256(kinds::WITHDRAWALS_RANGE.as_bytes()).to_vec();
         let mut w = [0u8; 32];
         w[24..].copy_from_slice(&31337u64.to_be_bytes());
         words.extend_from_slice(&w);
@@ -166,9 +169,11 @@ mod tests {
         let mut w = [0u8; 32];
         w[31] = 5;
         words.extend_from_slice(&w);
+        w[31] = 9;
+        words.extend_from_slice(&w);
         words.extend_from_slice(&[7; 32]);
-        assert_eq!(words.len(), 6 * 32);
-        assert_eq!(withdrawals_message(&d, 5, [7; 32]), keccak256(words));
+        assert_eq!(words.len(), 7 * 32);
+        assert_eq!(withdrawals_message(&d, 5, 9, [7; 32]), keccak256(words));
     }
 
     #[test]

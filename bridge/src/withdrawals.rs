@@ -13,7 +13,8 @@ use crate::amount::Amount;
 use crate::codec::to_bytes;
 use crate::hashing::{keccak256, tagged_hash, tags};
 
-/// One Ethereum payout: leaf `index` of batch `batch`'s tree.
+/// One Ethereum payout: withdrawal `index` of batch `batch`. Its leaf is the same in the
+/// batch's own tree and in the tree of any range of batches holding it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct EthWithdrawal {
     pub batch: u64,
@@ -92,7 +93,10 @@ impl MerkleTree {
     }
 }
 
-/// The Ethereum withdrawals of one batch and their tree.
+/// Ethereum withdrawals and their tree: one batch's (the batch header's `withdrawals_root`), or
+/// a range of batches' (what the vault holds and the watchmen sign: every leaf of batches
+/// `first..=last`, by batch, then by index). Leaves are in strictly increasing (batch, index)
+/// order, so a leaf's position is found by binary search.
 pub struct EthWithdrawalTree {
     withdrawals: Vec<EthWithdrawal>,
     tree: MerkleTree,
@@ -108,15 +112,26 @@ impl std::fmt::Debug for EthWithdrawalTree {
 }
 
 impl EthWithdrawalTree {
+    /// The tree of `withdrawals`, which must be in strictly increasing (batch, index) order
+    /// (each batch's are numbered from 0 in the STF; a range concatenates whole batches).
     pub fn new(withdrawals: Vec<EthWithdrawal>) -> Self {
-        for (i, w) in withdrawals.iter().enumerate() {
-            assert_eq!(w.index as usize, i, "withdrawal leaves are numbered in order");
+        for pair in withdrawals.windows(2) {
+            assert!(
+                (pair[0].batch, pair[0].index) < (pair[1].batch, pair[1].index),
+                "withdrawal leaves are in (batch, index) order"
+            );
         }
         let tree = MerkleTree::new(withdrawals.iter().map(EthWithdrawal::leaf).collect(), hash_pair);
         EthWithdrawalTree { withdrawals, tree }
     }
 
-    /// The root the watchmen sign; zero when the batch pays nothing on Ethereum.
+    /// The tree of a range of batches: the leaves of `batches` (each one batch's tree, in
+    /// increasing batch order) one after the other.
+    pub fn concat<'a>(batches: impl IntoIterator<Item = &'a EthWithdrawalTree>) -> Self {
+        Self::new(batches.into_iter().flat_map(|tree| tree.withdrawals.iter().cloned()).collect())
+    }
+
+    /// The root the watchmen sign; zero when the batch (or range) pays nothing on Ethereum.
     pub fn root(&self) -> [u8; 32] {
         self.tree.root()
     }
@@ -125,9 +140,15 @@ impl EthWithdrawalTree {
         &self.withdrawals
     }
 
-    /// The proof `withdraw(…)` takes for leaf `index`.
-    pub fn proof(&self, index: u32) -> Option<Vec<[u8; 32]>> {
-        self.tree.proof(index as usize)
+    /// The proof `withdraw(…)` takes for the leaf at `position` (in one batch's tree, its index).
+    pub fn proof(&self, position: u32) -> Option<Vec<[u8; 32]>> {
+        self.tree.proof(position as usize)
+    }
+
+    /// Where withdrawal `index` of batch `batch` sits in this tree, if it is here.
+    pub fn position(&self, batch: u64, index: u32) -> Option<u32> {
+        let position = self.withdrawals.binary_search_by_key(&(batch, index), |w| (w.batch, w.index)).ok()?;
+        u32::try_from(position).ok()
     }
 }
 
@@ -196,6 +217,33 @@ mod tests {
             }
             assert!(tree.proof(n).is_none());
         }
+    }
+
+    #[test]
+    fn a_range_tree_proves_every_leaf_of_every_batch_and_finds_it_by_batch_and_index() {
+        let batch = |number: u64, n: u32| {
+            EthWithdrawalTree::new((0..n).map(|i| EthWithdrawal { batch: number, ..withdrawal(i) }).collect())
+        };
+        let trees = [batch(3, 2), batch(4, 0), batch(5, 3)];
+        let range = EthWithdrawalTree::concat(&trees);
+        assert_eq!(range.withdrawals().len(), 5);
+        for (position, w) in range.withdrawals().iter().enumerate() {
+            assert_eq!(range.position(w.batch, w.index), Some(position as u32));
+            let proof = range.proof(position as u32).unwrap();
+            assert!(verify_eth_proof(&proof, range.root(), w.leaf()));
+        }
+        assert_eq!(range.position(4, 0), None);
+        assert_eq!(range.position(5, 3), None);
+        // The range's root is not any one batch's.
+        assert_ne!(range.root(), trees[0].root());
+        // One batch alone: its range tree is its own tree.
+        assert_eq!(EthWithdrawalTree::concat([&trees[2]]).root(), trees[2].root());
+    }
+
+    #[test]
+    #[should_panic(expected = "(batch, index) order")]
+    fn leaves_out_of_order_are_a_bug() {
+        EthWithdrawalTree::new(vec![EthWithdrawal { batch: 8, ..withdrawal(0) }, withdrawal(1)]);
     }
 
     #[test]

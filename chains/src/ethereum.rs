@@ -393,12 +393,18 @@ pub async fn holdings_of(
 pub enum SubmitError {
     #[error("the Ethereum node: {0}")]
     Rpc(String),
-    #[error("the vault holds another root for batch {batch}: {onchain}")]
-    RootConflict { batch: u64, onchain: B256 },
+    #[error(
+        "the vault's ranges end at batch {settled_through}, so a range starting at batch {first} {}: re-read the vault and propose again",
+        if *first <= *settled_through { "overlaps one it holds" } else { "leaves a gap" }
+    )]
+    RangeConflict { first: u64, settled_through: u64 },
     #[error("the vault refused the call: {0:?}")]
     Refused(Box<Vault::VaultErrors>),
     #[error("the call reverted: {0}")]
     Reverted(String),
+    /// Mined, and reverted: its gas was spent.
+    #[error("{0} reverted on chain")]
+    RevertedOnChain(String),
     #[error("transaction with nonce {nonce} not mined after {attempts} fee bumps")]
     Stuck { nonce: u64, attempts: u32 },
     #[error("the vault is paused by its guardian: nothing is sent until the watchmen unpause it (docs/OPERATIONS.md)")]
@@ -444,6 +450,9 @@ impl From<alloy::transports::TransportError> for SubmitError {
     }
 }
 
+/// A leaf by its batch and its index in that batch, as the vault names it.
+pub type LeafKey = (u64, u32);
+
 /// What [`Submitter::pay`] did.
 #[derive(Debug, Default)]
 pub struct Payment {
@@ -452,10 +461,51 @@ pub struct Payment {
     /// Leaves the vault could not pay (`WithdrawalFailed`: the recipient refused ether or burnt
     /// its gas, or the token refused the transfer). They stay unpaid and payable by anyone with
     /// `withdraw`; the rest of their transaction was paid.
-    pub failed: Vec<u32>,
+    pub failed: Vec<LeafKey>,
     /// Leaves left for later because their token's cap has no room for them now (the cap
     /// refills with time; paying them now would only revert).
-    pub deferred: Vec<u32>,
+    pub deferred: Vec<LeafKey>,
+}
+
+/// Where the vault's ranges stand: how many it holds, and the last batch they cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VaultProgress {
+    /// The next range's number.
+    pub range_count: u64,
+    /// The last batch covered by a range (0 before the first range): the next starts after it.
+    pub settled_through: u64,
+}
+
+/// Reads where the vault's ranges stand, with no key: what a watchman that signs but does not
+/// submit needs for its policy's gap and overlap checks.
+#[derive(Debug, Clone)]
+pub struct VaultReader(Vault::VaultInstance<DynProvider>);
+
+impl VaultReader {
+    pub fn connect(url: &str, tls: &Tls, vault: bridge::Address) -> Result<Self, String> {
+        let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
+        Ok(VaultReader::new(provider, contracts::to_alloy(vault)))
+    }
+
+    pub fn new(provider: DynProvider, vault: Address) -> Self {
+        VaultReader(Vault::new(vault, provider))
+    }
+
+    pub async fn progress(&self) -> Result<VaultProgress, SubmitError> {
+        Ok(VaultProgress {
+            range_count: self.0.rangeCount().call().await?,
+            settled_through: self.0.settledThrough().call().await?,
+        })
+    }
+}
+
+/// One range the vault holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnchainRange {
+    pub number: u64,
+    pub first: u64,
+    pub last: u64,
+    pub root: [u8; 32],
 }
 
 /// What one more attempt at a leaf the vault could not pay did.
@@ -476,15 +526,25 @@ const LEAF_OVERHEAD_GAS: u64 = 100_000;
 
 /// The leaves a `withdrawMany` receipt reports unpaid: `WithdrawalFailed` logs of the vault
 /// only, since a recipient contract called during the payout can emit a look-alike event.
-pub fn failed_leaves(receipt: &TransactionReceipt, vault: Address) -> Vec<u32> {
+pub fn failed_leaves(receipt: &TransactionReceipt, vault: Address) -> Vec<LeafKey> {
     receipt
         .inner
         .logs()
         .iter()
         .filter(|log| log.address() == vault)
         .filter_map(|log| log.log_decode::<Vault::WithdrawalFailed>().ok())
-        .map(|log| log.inner.data.index)
+        .map(|log| (log.inner.data.batch, log.inner.data.index))
         .collect()
+}
+
+/// The vault function a call's input names, for metrics and logs.
+fn call_name(input: &[u8]) -> &'static str {
+    match input.get(..4) {
+        Some(selector) if selector == Vault::submitWithdrawalsCall::SELECTOR => "submitWithdrawals",
+        Some(selector) if selector == Vault::withdrawManyCall::SELECTOR => "withdrawMany",
+        Some(selector) if selector == Vault::withdrawCall::SELECTOR => "withdraw",
+        _ => "other",
+    }
 }
 
 /// Sends `submitWithdrawals` and `withdrawMany`. Idempotent: it reads the vault's roots and
@@ -563,41 +623,74 @@ impl Submitter {
         Ok(self.vault.isPaid(batch, index).call().await?)
     }
 
-    /// The withdrawals root the vault holds for `batch`; all zero if none yet.
-    pub async fn root_of(&self, batch: u64) -> Result<[u8; 32], SubmitError> {
-        Ok(self.vault.roots(batch).call().await?.0)
+    /// The node's latest block number: turns between submitters are counted in blocks.
+    pub async fn block_number(&self) -> Result<u64, SubmitError> {
+        Ok(self.provider.get_block_number().await?)
     }
 
-    /// Submits batch `batch`'s root with the group signature; `None` if the vault has it already.
-    pub async fn submit_root(
+    /// How many ranges the vault holds and the last batch they cover.
+    pub async fn progress(&self) -> Result<VaultProgress, SubmitError> {
+        VaultReader(self.vault.clone()).progress().await
+    }
+
+    /// Range `number` as the vault holds it; `None` if it holds no such range yet.
+    pub async fn range(&self, number: u64) -> Result<Option<OnchainRange>, SubmitError> {
+        let range = self.vault.ranges(number).call().await?;
+        Ok((range.root != B256::ZERO).then_some(OnchainRange {
+            number,
+            first: range.first,
+            last: range.last,
+            root: range.root.0,
+        }))
+    }
+
+    /// Whether every leaf of `tree` is paid (read-only).
+    pub async fn all_paid(&self, tree: &EthWithdrawalTree) -> Result<bool, SubmitError> {
+        for w in tree.withdrawals() {
+            if !self.vault.isPaid(w.batch, w.index).call().await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Submits the root of batches `first..=last` with the group signature. `None` if the vault
+    /// holds that very range already (another watchman submitted it); an error, with nothing
+    /// sent, if the vault's ranges moved so that this one would overlap or leave a gap.
+    pub async fn submit_range(
         &self,
-        batch: u64,
+        first: u64,
+        last: u64,
         root: [u8; 32],
         sig: &EvmSchnorrSignature,
     ) -> Result<Option<TransactionReceipt>, SubmitError> {
-        let onchain = self.vault.roots(batch).call().await?;
-        if onchain == B256::from(root) {
+        let progress = self.progress().await?;
+        if progress.settled_through >= last
+            && let Some(number) = progress.range_count.checked_sub(1)
+            && let Some(held) = self.range(number).await?
+            && (held.first, held.last, held.root) == (first, last, root)
+        {
             return Ok(None);
+        }
+        if first != progress.settled_through + 1 {
+            return Err(SubmitError::RangeConflict { first, settled_through: progress.settled_through });
         }
         if self.vault.paused().call().await? {
             return Err(SubmitError::Paused);
         }
-        if onchain != B256::ZERO {
-            return Err(SubmitError::RootConflict { batch, onchain });
-        }
-        let call = Vault::submitWithdrawalsCall { batch, root: B256::from(root), sig: vault_signature(sig) };
+        let call = Vault::submitWithdrawalsCall { first, last, root: B256::from(root), sig: vault_signature(sig) };
         self.send(call.abi_encode()).await.map(Some)
     }
 
-    /// Pays every leaf of `tree` not yet paid (all from one batch), `max_per_tx` per transaction
-    /// and never more than a block's gas limit can hold. A leaf the vault cannot pay does not
-    /// revert its transaction: the vault reports it (`WithdrawalFailed`), it is listed in
-    /// `failed`, and the rest are paid.
-    pub async fn pay(&self, tree: &EthWithdrawalTree) -> Result<Payment, SubmitError> {
+    /// Pays every leaf of `tree` (range `range`'s tree) not yet paid, `max_per_tx` per
+    /// transaction and never more than a block's gas limit can hold. A leaf the vault cannot pay
+    /// does not revert its transaction: the vault reports it (`WithdrawalFailed`), it is listed
+    /// in `failed`, and the rest are paid.
+    pub async fn pay(&self, range: u64, tree: &EthWithdrawalTree) -> Result<Payment, SubmitError> {
         let mut payment = Payment::default();
-        let Some(batch) = tree.withdrawals().first().map(|w| w.batch) else {
+        if tree.withdrawals().is_empty() {
             return Ok(payment);
-        };
+        }
         // A paused vault refuses every payout; sending would only burn gas.
         if self.vault.paused().call().await? {
             return Err(SubmitError::Paused);
@@ -605,8 +698,8 @@ impl Submitter {
         // Each token's room under its cap now; leaves that do not fit wait for it to refill.
         let mut room: BTreeMap<Address, U256> = BTreeMap::new();
         let mut unpaid = Vec::new();
-        for w in tree.withdrawals() {
-            if self.vault.isPaid(batch, w.index).call().await? {
+        for (position, w) in (0u32..).zip(tree.withdrawals()) {
+            if self.vault.isPaid(w.batch, w.index).call().await? {
                 continue;
             }
             let token = contracts::to_alloy(w.token);
@@ -617,24 +710,24 @@ impl Submitter {
             let amount = U256::from(w.amount.0);
             if amount <= *available {
                 *available -= amount;
-                unpaid.push(w.index);
+                unpaid.push(position);
             } else {
-                payment.deferred.push(w.index);
+                payment.deferred.push((w.batch, w.index));
             }
         }
         if !payment.deferred.is_empty() {
-            tracing::warn!(batch, deferred = ?payment.deferred, "leaves over their token's cap wait for it to refill");
+            tracing::warn!(range, deferred = ?payment.deferred, "leaves over their token's cap wait for it to refill");
         }
         if unpaid.is_empty() {
             return Ok(payment);
         }
         let per_tx = self.max_per_tx.max(1).min(self.leaves_per_block().await?);
         for chunk in unpaid.chunks(per_tx) {
-            let call = Vault::withdrawManyCall { batch, payouts: contracts::payouts(tree, chunk.iter().copied()) };
+            let call = Vault::withdrawManyCall { range, payouts: contracts::payouts(tree, chunk.iter().copied()) };
             let receipt = self.send(call.abi_encode()).await?;
             let failed = failed_leaves(&receipt, *self.vault.address());
             if !failed.is_empty() {
-                tracing::warn!(batch, ?failed, "the vault could not pay these leaves; the others are paid");
+                tracing::warn!(range, ?failed, "the vault could not pay these leaves; the others are paid");
             }
             payment.failed.extend(failed);
             payment.receipts.push(receipt);
@@ -658,26 +751,32 @@ impl Submitter {
         block.map(|b| b.header.gas_limit).ok_or_else(|| SubmitError::Rpc("the node has no latest block".into()))
     }
 
-    /// Tries once more to pay leaf `index` of `tree`, a leaf the vault could not pay before.
-    /// `withdraw` is simulated first (free): if the recipient or the token still refuses,
-    /// nothing is sent. Otherwise the leaf goes through `withdrawMany`, whose transfer is
-    /// bounded by `PAYOUT_GAS`, so a retry never costs more than the first attempt did.
-    pub async fn retry(&self, tree: &EthWithdrawalTree, index: u32) -> Result<Retry, SubmitError> {
-        let Some(w) = tree.withdrawals().get(index as usize) else {
-            return Err(SubmitError::Reverted(format!("the tree has no leaf {index}")));
+    /// Tries once more to pay leaf `index` of batch `batch` (held by range `range`, whose tree
+    /// is `tree`), a leaf the vault could not pay before. `withdraw` is simulated first (free):
+    /// if the recipient or the token still refuses, nothing is sent. Otherwise the leaf goes
+    /// through `withdrawMany`, whose transfer is bounded by `PAYOUT_GAS`, so a retry never
+    /// costs more than the first attempt did.
+    pub async fn retry(
+        &self,
+        range: u64,
+        tree: &EthWithdrawalTree,
+        (batch, index): LeafKey,
+    ) -> Result<Retry, SubmitError> {
+        let Some(position) = tree.position(batch, index) else {
+            return Err(SubmitError::Reverted(format!("range {range}'s tree has no leaf {index} of batch {batch}")));
         };
-        if self.vault.isPaid(w.batch, index).call().await? {
+        if self.vault.isPaid(batch, index).call().await? {
             return Ok(Retry::AlreadyPaid);
         }
         if self.vault.paused().call().await? {
             return Err(SubmitError::Paused);
         }
-        let Some(p) = contracts::payouts(tree, [index]).pop() else {
-            return Err(SubmitError::Reverted(format!("no proof for leaf {index}")));
+        let Some(p) = contracts::payouts(tree, [position]).pop() else {
+            return Err(SubmitError::Reverted(format!("no proof for leaf {index} of batch {batch}")));
         };
         let simulated = self
             .vault
-            .withdraw(w.batch, index, p.token, p.recipient, p.amount, p.proof.clone())
+            .withdraw(range, batch, index, p.token, p.recipient, p.amount, p.proof.clone())
             .from(self.from)
             .call()
             .await;
@@ -691,9 +790,9 @@ impl Submitter {
             }
             Err(other) => return Err(other),
         }
-        let call = Vault::withdrawManyCall { batch: w.batch, payouts: vec![p] };
+        let call = Vault::withdrawManyCall { range, payouts: vec![p] };
         let receipt = self.send(call.abi_encode()).await?;
-        if failed_leaves(&receipt, *self.vault.address()).contains(&index) {
+        if failed_leaves(&receipt, *self.vault.address()).contains(&(batch, index)) {
             // It takes more than `PAYOUT_GAS` (the simulation forwarded all gas): only a
             // `withdraw` with more gas, sent by whoever wants it paid, can pay it.
             return Ok(Retry::StillRefused);
@@ -703,6 +802,18 @@ impl Submitter {
 
     /// Sends a call to the vault, managing the nonce and bumping the fee while it is not mined.
     pub(crate) async fn send(&self, input: Vec<u8>) -> Result<TransactionReceipt, SubmitError> {
+        let call = call_name(&input);
+        let sent = self.send_once(input).await;
+        if let Err(SubmitError::RevertedOnChain(why)) = &sent {
+            // Mined and reverted: its gas is spent for nothing (another submitter's transaction
+            // got there first, or the vault's state moved between the simulation and the block).
+            metrics::counter!("watchman_eth_submission_reverted_total", "call" => call).increment(1);
+            tracing::warn!(call, %why, "a vault transaction reverted on chain");
+        }
+        sent
+    }
+
+    async fn send_once(&self, input: Vec<u8>) -> Result<TransactionReceipt, SubmitError> {
         let nonce = self.provider.get_transaction_count(self.from).latest().await?;
         let base = TransactionRequest::default().with_from(self.from).with_to(*self.vault.address()).with_input(input);
         // Simulating first turns a revert into its custom error instead of a spent fee.
@@ -786,7 +897,7 @@ impl Submitter {
         if receipt.status() {
             Ok(receipt)
         } else {
-            Err(SubmitError::Reverted(format!("transaction {} reverted on chain", receipt.transaction_hash)))
+            Err(SubmitError::RevertedOnChain(format!("transaction {}", receipt.transaction_hash)))
         }
     }
 

@@ -197,7 +197,7 @@ async fn the_submitter_sends_only_what_is_missing() {
             })
             .collect(),
     );
-    let message = withdrawals_message(&setup.domain(0), 4, tree.root());
+    let message = withdrawals_message(&setup.domain(0), 1, 4, tree.root());
     let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
     let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
 
@@ -205,19 +205,29 @@ async fn the_submitter_sends_only_what_is_missing() {
     let mut submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), from);
     submitter.max_per_tx = 2;
     submitter.confirm_timeout = Duration::from_secs(10);
-    assert!(submitter.submit_root(4, tree.root(), &sig).await.unwrap().is_some());
-    assert!(submitter.submit_root(4, tree.root(), &sig).await.unwrap().is_none(), "submitted twice");
+    assert!(submitter.submit_range(1, 4, tree.root(), &sig).await.unwrap().is_some());
+    assert!(submitter.submit_range(1, 4, tree.root(), &sig).await.unwrap().is_none(), "submitted twice");
 
     // Someone else pays leaf 3 first; the submitter pays the other four in two transactions.
-    setup.vault.withdrawMany(4, contracts::payouts(&tree, [3])).send().await.unwrap().get_receipt().await.unwrap();
-    let payment = submitter.pay(&tree).await.unwrap();
+    setup.vault.withdrawMany(0, contracts::payouts(&tree, [3])).send().await.unwrap().get_receipt().await.unwrap();
+    let payment = submitter.pay(0, &tree).await.unwrap();
     assert_eq!((payment.receipts.len(), payment.failed.len()), (2, 0));
-    assert!(submitter.pay(&tree).await.unwrap().receipts.is_empty(), "paid twice");
+    assert!(submitter.pay(0, &tree).await.unwrap().receipts.is_empty(), "paid twice");
     for w in tree.withdrawals() {
         assert_eq!(setup.balance(contracts::to_alloy(w.recipient)).await.unwrap(), U256::from(w.amount.0));
     }
-    // A different root for the same batch is a conflict, not a resend.
-    assert!(submitter.submit_root(4, [1; 32], &sig).await.is_err());
+    // A different root for the same range is a conflict, not a resend; so is a range after a gap.
+    assert!(matches!(
+        submitter.submit_range(1, 4, [1; 32], &sig).await,
+        Err(chains::ethereum::SubmitError::RangeConflict { first: 1, settled_through: 4 })
+    ));
+    assert!(matches!(
+        submitter.submit_range(6, 6, [1; 32], &sig).await,
+        Err(chains::ethereum::SubmitError::RangeConflict { first: 6, settled_through: 4 })
+    ));
+    let held = submitter.range(0).await.unwrap().unwrap();
+    assert_eq!((held.first, held.last, held.root), (1, 4, tree.root()));
+    assert_eq!(submitter.range(1).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -231,18 +241,18 @@ async fn a_transaction_not_mined_is_sent_again_with_a_higher_fee() {
         recipient: bridge::Address([0x61; 20]),
         amount: Amount(42),
     }]);
-    let message = withdrawals_message(&setup.domain(0), 1, tree.root());
+    let message = withdrawals_message(&setup.domain(0), 1, 1, tree.root());
     let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
     let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
     let mut submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
     submitter.confirm_timeout = Duration::from_millis(800);
-    submitter.submit_root(1, tree.root(), &sig).await.unwrap();
+    submitter.submit_range(1, 1, tree.root(), &sig).await.unwrap();
 
     // Blocks stop coming: the payout waits in the pool until the submitter has bumped its fee.
     let _: serde_json::Value = setup.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
     let paying = tokio::spawn({
         let submitter = submitter.clone();
-        async move { submitter.pay(&tree).await }
+        async move { submitter.pay(0, &tree).await }
     });
     while submitter.fee_bumps() == 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -280,13 +290,13 @@ async fn an_ether_recipient_that_refuses_does_not_block_the_others() {
             })
             .collect(),
     );
-    let message = withdrawals_message(&setup.domain(0), 9, tree.root());
+    let message = withdrawals_message(&setup.domain(0), 1, 9, tree.root());
     let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
     let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
     let submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
-    submitter.submit_root(9, tree.root(), &sig).await.unwrap();
-    let payment = submitter.pay(&tree).await.unwrap();
-    assert_eq!((payment.receipts.len(), payment.failed.clone()), (1, vec![1]));
+    submitter.submit_range(1, 9, tree.root(), &sig).await.unwrap();
+    let payment = submitter.pay(0, &tree).await.unwrap();
+    assert_eq!((payment.receipts.len(), payment.failed.clone()), (1, vec![(9, 1)]));
     assert_eq!(setup.balance(Address::repeat_byte(0x71)).await.unwrap(), U256::from(10));
     assert_eq!(setup.balance(Address::repeat_byte(0x72)).await.unwrap(), U256::from(10));
     assert!(!setup.vault.isPaid(9, 1).call().await.unwrap());
@@ -311,22 +321,22 @@ async fn the_submitter_respects_the_vaults_cap_and_pause() {
             })
             .collect(),
     );
-    let message = withdrawals_message(&setup.domain(0), 2, tree.root());
+    let message = withdrawals_message(&setup.domain(0), 1, 2, tree.root());
     let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
     let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
     let submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
-    submitter.submit_root(2, tree.root(), &sig).await.unwrap();
+    submitter.submit_range(1, 2, tree.root(), &sig).await.unwrap();
 
     // Two leaves fit under the cap; the third waits for it to refill instead of reverting.
-    let payment = submitter.pay(&tree).await.unwrap();
-    assert_eq!((payment.receipts.len(), payment.deferred.clone()), (1, vec![2]));
+    let payment = submitter.pay(0, &tree).await.unwrap();
+    assert_eq!((payment.receipts.len(), payment.deferred.clone()), (1, vec![(2, 2)]));
     assert!(setup.vault.isPaid(2, 1).call().await.unwrap());
     assert!(!setup.vault.isPaid(2, 2).call().await.unwrap());
 
     // Paused by the guardian: nothing is sent, and the reason is typed.
     let guardian = contracts::Vault::new(setup.vault_address(), setup.guardian.clone());
     guardian.pause().send().await.unwrap().get_receipt().await.unwrap();
-    assert!(matches!(submitter.pay(&tree).await, Err(chains::ethereum::SubmitError::Paused)));
+    assert!(matches!(submitter.pay(0, &tree).await, Err(chains::ethereum::SubmitError::Paused)));
     assert!(!setup.vault.isPaid(2, 2).call().await.unwrap());
 }
 
@@ -357,13 +367,13 @@ async fn gas_burning_recipients_cannot_push_a_payout_past_the_block_gas_limit() 
             })
             .collect(),
     );
-    let message = withdrawals_message(&setup.domain(0), 5, tree.root());
+    let message = withdrawals_message(&setup.domain(0), 1, 5, tree.root());
     let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
     let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
     let submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
-    submitter.submit_root(5, tree.root(), &sig).await.unwrap();
-    let payment = submitter.pay(&tree).await.unwrap();
-    assert_eq!(payment.failed, vec![0, 2, 4, 6]);
+    submitter.submit_range(1, 5, tree.root(), &sig).await.unwrap();
+    let payment = submitter.pay(0, &tree).await.unwrap();
+    assert_eq!(payment.failed, vec![(5, 0), (5, 2), (5, 4), (5, 6)]);
     assert!(payment.receipts.len() >= 3, "{} transactions", payment.receipts.len());
     for receipt in &payment.receipts {
         let tx = setup.provider.get_transaction_by_hash(receipt.transaction_hash).await.unwrap().unwrap();
@@ -375,7 +385,7 @@ async fn gas_burning_recipients_cannot_push_a_payout_past_the_block_gas_limit() 
     }
     // A retry of a leaf whose recipient still burns everything sends nothing.
     let nonce = setup.provider.get_transaction_count(setup.deployer).await.unwrap();
-    assert!(matches!(submitter.retry(&tree, 0).await.unwrap(), chains::ethereum::Retry::StillRefused));
+    assert!(matches!(submitter.retry(0, &tree, (5, 0)).await.unwrap(), chains::ethereum::Retry::StillRefused));
     assert_eq!(setup.provider.get_transaction_count(setup.deployer).await.unwrap(), nonce);
 }
 

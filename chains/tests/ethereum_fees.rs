@@ -33,7 +33,7 @@ async fn above_the_fee_ceiling_a_payout_waits_and_is_paid_when_fees_fall() {
         recipient: bridge::Address([0x81; 20]),
         amount: Amount(42),
     }]);
-    let message = withdrawals_message(&setup.domain(0), 1, tree.root());
+    let message = withdrawals_message(&setup.domain(0), 1, 1, tree.root());
     let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
     let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
     let policy = FeeConfig { max_fee_per_gas_gwei: 50.0, ..FeeConfig::default() }.policy().unwrap();
@@ -43,7 +43,7 @@ async fn above_the_fee_ceiling_a_payout_waits_and_is_paid_when_fees_fall() {
     // Fees far above the ceiling: the root is not sent.
     base_fee(&setup, 400 * GWEI).await;
     let before = nonce().await;
-    match submitter.submit_root(1, tree.root(), &sig).await {
+    match submitter.submit_range(1, 1, tree.root(), &sig).await {
         Err(SubmitError::FeeAboveCeiling { fee_per_gas, ceiling }) => {
             assert_eq!(ceiling, 50 * GWEI);
             assert!(fee_per_gas > 300 * GWEI, "{fee_per_gas}");
@@ -56,20 +56,20 @@ async fn above_the_fee_ceiling_a_payout_waits_and_is_paid_when_fees_fall() {
 
     // Fees fall: the root goes, at no more than the ceiling.
     base_fee(&setup, GWEI).await;
-    let receipt = submitter.submit_root(1, tree.root(), &sig).await.unwrap().unwrap();
+    let receipt = submitter.submit_range(1, 1, tree.root(), &sig).await.unwrap().unwrap();
     assert!(receipt.effective_gas_price <= 50 * GWEI);
 
     // They rise again before the payout: it waits, unpaid, and nothing is sent.
     base_fee(&setup, 400 * GWEI).await;
     let before = nonce().await;
-    assert!(matches!(submitter.pay(&tree).await, Err(SubmitError::FeeAboveCeiling { .. })));
+    assert!(matches!(submitter.pay(0, &tree).await, Err(SubmitError::FeeAboveCeiling { .. })));
     assert_eq!(nonce().await, before, "nothing was sent");
     assert!(!setup.vault.isPaid(1, 0).call().await.unwrap());
     assert_eq!(setup.balance(Address::repeat_byte(0x81)).await.unwrap(), U256::ZERO);
 
     // They fall: it is paid.
     base_fee(&setup, 2 * GWEI).await;
-    let payment = submitter.pay(&tree).await.unwrap();
+    let payment = submitter.pay(0, &tree).await.unwrap();
     assert_eq!(payment.receipts.len(), 1);
     assert!(payment.receipts[0].effective_gas_price <= 50 * GWEI);
     assert_eq!(setup.balance(Address::repeat_byte(0x81)).await.unwrap(), U256::from(42));

@@ -242,9 +242,9 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
         let SealedBatch { batch, settlement } = builder.seal(&mut state, 2 + n, &key()).unwrap();
         da.publish(&batch).await.unwrap();
         let number = batch.header.number;
-        setup.submit(number, &settlement.eth, 0).await.unwrap();
+        let range = setup.submit(number, &settlement.eth, 0).await.unwrap();
         let pay = contracts::payouts(&settlement.eth, 0..settlement.eth.withdrawals().len() as u32);
-        assert!(setup.vault.withdrawMany(number, pay).send().await.unwrap().get_receipt().await.unwrap().status());
+        assert!(setup.vault.withdrawMany(range, pay).send().await.unwrap().get_receipt().await.unwrap().status());
     }
     assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), U256::from(BATCHES as u128 * EACH));
     let latest = da.latest().await.unwrap();
@@ -299,10 +299,10 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
         recipient: thief,
         amount: bridge::Amount(held.to::<u128>()),
     }]);
-    setup.submit(latest + 1, &forged, 0).await.unwrap();
+    let range = setup.submit(latest + 1, &forged, 0).await.unwrap();
     setup
         .vault
-        .withdrawMany(latest + 1, contracts::payouts(&forged, [0]))
+        .withdrawMany(range, contracts::payouts(&forged, [0]))
         .send()
         .await
         .unwrap()
@@ -323,7 +323,7 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
 async fn a_watchman_whose_ethereum_node_lags_30_blocks_signs_nothing_meanwhile_and_pays_once_caught_up() {
     use bridge::eth_settlement::VaultDomain;
     use chains::ethereum::Submitter;
-    use confirmer::watchman::{EthSettlement, ReplayPolicy, SettlementBook, Watchman};
+    use confirmer::watchman::{EthSettlement, RangeLimits, ReplayPolicy, SettlementBook, Watchman};
     use tss::{GroupKey, TssNode};
 
     // Two watchmen, 2-of-2: neither signs alone.
@@ -388,8 +388,10 @@ async fn a_watchman_whose_ethereum_node_lags_30_blocks_signs_nothing_meanwhile_a
                 domain,
                 Submitter::new(setup.provider.clone(), vault_address, setup.deployer),
             )
+            .with_limits(RangeLimits { window: std::time::Duration::ZERO, ..RangeLimits::default() })
         });
-        watchmen.push(Watchman::new(follower, book, tss, eth));
+        let reader = chains::ethereum::VaultReader::new(setup.provider.clone(), vault_address);
+        watchmen.push(Watchman::new(follower, book, tss, eth).with_vault_reader(reader));
     }
     let report = watchmen[1].step(64).await.unwrap();
     let (batch, owed) = watchmen[1].book().owing_from(1).into_iter().next().expect("a batch owes the withdrawal");
@@ -404,7 +406,7 @@ async fn a_watchman_whose_ethereum_node_lags_30_blocks_signs_nothing_meanwhile_a
     assert!(status.alarms.is_empty() && watchmen[0].book().halted().is_none());
     assert!(status.waiting.is_some() && watchmen[0].book().hard_final() < batch, "{status:?}");
     let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer);
-    assert_eq!(submitter.root_of(batch).await.unwrap(), [0; 32], "no root signed meanwhile");
+    assert_eq!(submitter.progress().await.unwrap().range_count, 0, "no root signed meanwhile");
 
     // Its node catches up: it replays, signs the root with watchman 1, and pays.
     node.set_lag(0);
@@ -412,7 +414,7 @@ async fn a_watchman_whose_ethereum_node_lags_30_blocks_signs_nothing_meanwhile_a
     assert_eq!(report.settle_error, None);
     assert_eq!(report.settled.len(), 1, "{report:?}");
     assert!(report.settled[0].submitted_root);
-    assert_eq!(submitter.root_of(batch).await.unwrap(), owed.eth.root());
+    assert_eq!(submitter.range(0).await.unwrap().unwrap().root, owed.eth.root());
     assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), U256::from(400_000u64));
 }
 

@@ -1,8 +1,9 @@
 //! Watchmen settle Ethereum withdrawals only when their own replay justifies them: a deposit
 //! into a vault on anvil, credited by the coordinator's watcher; a withdrawal through the API;
 //! three watchmen (2-of-3, a real DKG over libp2p on 127.0.0.1), each replaying the DA with its
-//! own follower and checking the deposit against anvil; the root signed, submitted and paid. A
-//! forged root is refused by every watchman and nothing more leaves the vault.
+//! own follower and checking the deposit against anvil; the range's root signed, submitted and
+//! paid. A forged root, a range leaving a gap and a range overlapping the vault's are refused by
+//! the watchmen's policies, and nothing more leaves the vault.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
@@ -23,7 +24,7 @@ use common::*;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{EthSettlement, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::{EthSettlement, RangeLimits, ReplayPolicy, SettlementBook, Watchman};
 use contracts::harness::Setup;
 use contracts::{Vault, from_alloy, to_alloy};
 use coordinator::node::Node;
@@ -104,15 +105,23 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         let policy = Arc::new(ReplayPolicy::new(book.clone(), Some(domain)));
         let node = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap();
         let submitter = Submitter::new(setup.provider.clone(), vault_address, setup.deployer).with_fees(fees);
-        // Watchman 2 replays but does not settle; 0 and 1 both settle (one will find it done).
-        let eth = (i < 2).then(|| EthSettlement::new(book.clone(), domain, submitter));
-        watchmen.push(Watchman::new(follower, book, node, eth));
+        // Watchman 2 replays but does not settle (it reads the vault's ranges for its policy);
+        // 0 and 1 both settle (one will find it done). No settlement window: a range is due as
+        // soon as it owes something.
+        let limits = RangeLimits { window: Duration::ZERO, ..RangeLimits::default() };
+        let eth = (i < 2).then(|| EthSettlement::new(book.clone(), domain, submitter).with_limits(limits));
+        let reader = chains::ethereum::VaultReader::new(setup.provider.clone(), vault_address);
+        watchmen.push(Watchman::new(follower, book, node, eth).with_vault_reader(reader));
     }
     // Watchman 2 catches up first: its book is ready when the others ask it to sign.
     let report = watchmen[2].step(64).await.unwrap();
     assert!(report.hard_final >= 1, "{:?}", watchmen[2].follower().status());
 
     let (batch, owed) = watchmen[2].book().owing_from(1).into_iter().next().expect("a batch owes the withdrawal");
+    let last = report.hard_final;
+    // The range root covers every hard-final batch from the first: here one leaf.
+    let range_tree = watchmen[2].book().range_tree(1, last).unwrap();
+    assert_eq!(range_tree.root(), owed.eth.root());
 
     // Watchman 0's turn: replay, then sign (with watchman 2, or 1 once it has replayed), submit,
     // pay. Watchman 1 has not replayed yet, so its policy refuses until it has.
@@ -125,8 +134,32 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     let why = report.settle_error.expect("deferred");
     assert!(why.contains("submitWithdrawals deferred") && why.contains("above the ceiling of 50 gwei"), "{why}");
     assert!(report.settled.is_empty());
-    assert_eq!(submitter.root_of(batch).await.unwrap(), [0; 32], "no root was sent");
+    assert_eq!(submitter.progress().await.unwrap().range_count, 0, "no root was sent");
     assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), before);
+
+    // Refused by the policy of each watchman that has replayed (0 and 2 by now; 1 has not and
+    // refuses everything, so each session is refused for the reason 0 or 2 gives): a different
+    // tree for the right range, a range leaving a gap after the vault's (which holds none yet),
+    // and a range that is not hard-final.
+    let forged = EthWithdrawalTree::new(vec![EthWithdrawal {
+        batch,
+        index: 0,
+        token: bridge::Address::ZERO,
+        recipient: bridge::Address([0xba; 20]),
+        amount: bridge::Amount(400_000),
+    }]);
+    for (request, why) in [
+        (EthSettlement::request(&domain, 1, last, forged.root()), "is not the withdrawals root"),
+        (EthSettlement::request(&domain, 2, last, owed.eth.root()), "leave a gap"),
+        (EthSettlement::request(&domain, 1, last + 5, owed.eth.root()), "not all hard-final"),
+    ] {
+        match watchmen[2].tss().sign(vec![request]).await.unwrap_err() {
+            SessionError::NotEnoughSigners { excluded, .. } => {
+                assert!(excluded.values().any(|e| format!("{e:?}").contains(why)), "{why}: {excluded:?}")
+            }
+            other => panic!("expected a refusal ({why}), got {other}"),
+        }
+    }
 
     // Fees fall: the next turn settles it.
     set_base_fee(&setup, GWEI).await;
@@ -134,7 +167,9 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     assert_eq!(report.settle_error, None);
     assert_eq!(report.settled.len(), 1);
     assert!(report.settled[0].submitted_root);
-    assert_eq!(submitter.root_of(batch).await.unwrap(), owed.eth.root());
+    assert_eq!((report.settled[0].range, report.settled[0].first, report.settled[0].last), (0, 1, last));
+    let held = submitter.range(0).await.unwrap().unwrap();
+    assert_eq!((held.first, held.last, held.root), (1, last, owed.eth.root()));
     let after = setup.balance(EthAddress::from(recipient.0)).await.unwrap();
     assert_eq!(after - before, U256::from(400_000u64), "the recipient is paid the withdrawal exactly");
     assert_eq!(
@@ -157,29 +192,30 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     assert!(!report.settled[0].submitted_root, "the vault had the root: nothing was signed");
     assert_eq!(report.settled[0].payout_transactions, 0);
     assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), after);
-    // Now that every watchman has replayed: a forged root for the same batch (paying someone
-    // else) is refused by every one of them; no signature exists and the vault keeps its funds.
-    let forged = EthWithdrawalTree::new(vec![EthWithdrawal {
-        batch,
-        index: 0,
-        token: bridge::Address::ZERO,
-        recipient: bridge::Address([0xba; 20]),
-        amount: bridge::Amount(400_000),
-    }]);
+    // Now that every watchman has replayed: a forged root for the same batches (paying someone
+    // else) overlaps the range the vault holds and is refused by every one of them; no
+    // signature exists and the vault keeps its funds.
+    watchmen[2].step(64).await.unwrap();
     let refused =
-        watchmen[2].tss().sign(vec![EthSettlement::request(&domain, batch, forged.root())]).await.unwrap_err();
-    assert!(matches!(refused, SessionError::NotEnoughSigners { .. }), "{refused}");
+        watchmen[2].tss().sign(vec![EthSettlement::request(&domain, 1, last, forged.root())]).await.unwrap_err();
+    match refused {
+        SessionError::NotEnoughSigners { excluded, .. } => {
+            assert!(excluded.values().all(|e| format!("{e:?}").contains("overlap")), "{excluded:?}")
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
 
     assert_eq!(setup.balance(vault_address).await.unwrap(), U256::from(600_000u64));
 
     // A halted watchman (an alarm, or its operator) signs nothing, even what its replay justifies.
     watchmen[0].book().halt("an alarm in this test".into());
     watchmen[2].book().halt("an alarm in this test".into());
-    let honest = EthSettlement::request(&domain, batch, owed.eth.root());
+    let honest = EthSettlement::request(&domain, 1, last, owed.eth.root());
     let halted = watchmen[1].tss().sign(vec![honest]).await.unwrap_err();
     match halted {
         SessionError::NotEnoughSigners { excluded, .. } => {
-            assert!(excluded.values().all(|why| format!("{why:?}").contains("signing is stopped")), "{excluded:?}")
+            let stopped = excluded.values().filter(|why| format!("{why:?}").contains("signing is stopped")).count();
+            assert!(stopped >= 2, "{excluded:?}")
         }
         other => panic!("expected the halted watchmen to refuse, got {other}"),
     }

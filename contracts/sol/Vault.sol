@@ -12,14 +12,16 @@ import {Bip340} from "./Bip340.sol";
 /// @title The bridge's Ethereum vault.
 /// @notice Holds ether and ERC-20 tokens deposited to bridge accounts. Funds leave only through
 /// a withdrawals root signed by the watchmen's FROST group key (an ordinary BIP-340 signature),
-/// one leaf at a time, each at most once. Every message the group signs is described in
+/// one leaf at a time, each at most once. Each root covers a range of batches [first, last];
+/// the ranges follow each other with no gap and no overlap, and a leaf keeps its own (batch,
+/// index), so the paid bitmap, keyed by batch and index, pays it once whichever range holds it. Every message the group signs is described in
 /// docs/PROTOCOL.md ("Ethereum vault messages") and computed in Rust by `bridge::eth_settlement`.
 contract Vault is ReentrancyGuard {
     using SafeERC20 for IERC20;
     using BitMaps for BitMaps.BitMap;
 
     // ---------------------------------------------------------------- message kinds
-    bytes32 internal constant WITHDRAWALS_KIND = keccak256("bridge/eth/withdrawals-root/v1");
+    bytes32 internal constant WITHDRAWALS_KIND = keccak256("bridge/eth/withdrawals-range/v2");
     bytes32 internal constant SET_CAP_KIND = keccak256("bridge/eth/set-cap/v1");
     bytes32 internal constant UNPAUSE_KIND = keccak256("bridge/eth/unpause/v1");
     bytes32 internal constant ROTATE_KIND = keccak256("bridge/eth/rotate-key/v2");
@@ -38,13 +40,21 @@ contract Vault is ReentrancyGuard {
     uint256 internal constant PAYOUT_GAS_NEEDED = PAYOUT_GAS + PAYOUT_GAS / 63 + 40_000;
 
     // ---------------------------------------------------------------- types
-    /// One leaf of a withdrawals tree, with its proof.
+    /// One leaf of a range's withdrawals tree, with its proof: leaf `index` of batch `batch`.
     struct Payout {
+        uint64 batch;
         uint32 index;
         address token;
         address recipient;
         uint256 amount;
         bytes32[] proof;
+    }
+
+    /// A withdrawals root and the batches it covers. `first` and `last` share one slot.
+    struct Range {
+        bytes32 root;
+        uint64 first;
+        uint64 last;
     }
 
     /// A rolling per-token cap: a bucket of `limit` that refills linearly over `window` seconds.
@@ -67,9 +77,17 @@ contract Vault is ReentrancyGuard {
     error NotGuardian(address caller);
     error InvalidSignature();
     error InvalidKey(uint256 px);
-    error EmptyRoot(uint64 batch);
-    error RootAlreadySubmitted(uint64 batch);
-    error UnknownBatch(uint64 batch);
+    error EmptyRoot(uint64 first, uint64 last);
+    /// `last < first`: a range covers at least one batch.
+    error EmptyRange(uint64 first, uint64 last);
+    /// The range does not start right after the last range held (`expected`): batches between
+    /// would have no root.
+    error RangeGap(uint64 expected, uint64 first);
+    /// The range starts at or before the last batch a range already covers.
+    error RangeOverlap(uint64 expected, uint64 first);
+    error UnknownRange(uint64 range);
+    /// The leaf's batch is not one of the range's batches.
+    error BatchOutsideRange(uint64 range, uint64 batch);
     error AlreadyPaid(uint64 batch, uint32 index);
     error InvalidProof(uint64 batch, uint32 index);
     /// `withdraw` could not pay the leaf (the recipient refused ether, or the token refused the
@@ -89,7 +107,7 @@ contract Vault is ReentrancyGuard {
     event Deposited(
         uint64 indexed nonce, address indexed token, address indexed account, address sender, uint256 amount
     );
-    event WithdrawalsSubmitted(uint64 indexed batch, bytes32 root, uint64 epoch);
+    event WithdrawalsSubmitted(uint64 indexed range, uint64 first, uint64 last, bytes32 root, uint64 epoch);
     event Withdrawn(
         uint64 indexed batch, uint32 indexed index, address indexed token, address recipient, uint256 amount
     );
@@ -123,10 +141,16 @@ contract Vault is ReentrancyGuard {
     uint256 public pendingKey;
     uint64 public pendingEpoch;
 
-    /// The withdrawals root of each batch submitted, zero otherwise.
-    mapping(uint64 batch => bytes32 root) public roots;
+    /// Ranges submitted so far: the next range's number. Range numbers start at 0.
+    uint64 public rangeCount;
+    /// The last batch a range covers (0 before the first): the next range starts right after.
+    uint64 public settledThrough;
+    /// Each range submitted, by number.
+    mapping(uint64 range => Range) public ranges;
     mapping(address token => Cap cap) public caps;
-    /// Leaf `index` of batch `batch` is paid iff bit `(batch << 32) | index` is set.
+    /// Leaf `index` of batch `batch` is paid iff its bit is set (`_bit`): each storage word holds
+    /// a tile of 16 consecutive batches by 16 consecutive indices, so paying one withdrawal per
+    /// batch writes a fresh word once per 16 batches, and a busy batch once per 16 leaves.
     BitMaps.BitMap private _paid;
 
     constructor(uint256 groupKey_, address guardian_) {
@@ -175,20 +199,46 @@ contract Vault is ReentrancyGuard {
     }
 
     // ---------------------------------------------------------------- withdrawals
-    /// Accepts batch `batch`'s withdrawals root, signed by the group key of the current epoch.
-    function submitWithdrawals(uint64 batch, bytes32 root, Bip340.Signature calldata sig) external whenNotPaused {
-        if (root == bytes32(0)) revert EmptyRoot(batch);
-        if (roots[batch] != bytes32(0)) revert RootAlreadySubmitted(batch);
+    /// Accepts the withdrawals root of batches [first, last], signed by the group key of the
+    /// current epoch. The range must start right after the last one held: no gap, no overlap.
+    function submitWithdrawals(uint64 first, uint64 last, bytes32 root, Bip340.Signature calldata sig)
+        external
+        whenNotPaused
+    {
+        if (last < first) revert EmptyRange(first, last);
+        if (root == bytes32(0)) revert EmptyRoot(first, last);
+        uint64 expected = settledThrough + 1;
+        if (first < expected) revert RangeOverlap(expected, first);
+        if (first > expected) revert RangeGap(expected, first);
         uint64 epoch = keyEpoch;
-        _requireGroupSignature(keccak256(abi.encode(WITHDRAWALS_KIND, block.chainid, address(this), epoch, batch, root)), sig);
-        roots[batch] = root;
-        emit WithdrawalsSubmitted(batch, root, epoch);
+        _requireGroupSignature(
+            keccak256(abi.encode(WITHDRAWALS_KIND, block.chainid, address(this), epoch, first, last, root)), sig
+        );
+        uint64 range = rangeCount;
+        ranges[range] = Range({root: root, first: first, last: last});
+        rangeCount = range + 1;
+        settledThrough = last;
+        emit WithdrawalsSubmitted(range, first, last, root, epoch);
     }
 
-    /// Pays leaf `index` of batch `batch`. Anyone may call it; a leaf is paid once. The transfer
-    /// gets all the gas the caller sends, and a refused transfer reverts (`WithdrawalRefused`):
-    /// this is how a leaf `withdrawMany` could not pay is claimed later.
+    /// The range covering batch `batch`, if one does (a view for clients: binary search).
+    function rangeOf(uint64 batch) external view returns (bool found, uint64 range) {
+        if (batch == 0 || batch > settledThrough) return (false, 0);
+        uint64 lo = 0;
+        uint64 hi = rangeCount - 1;
+        while (lo < hi) {
+            uint64 mid = lo + (hi - lo) / 2;
+            if (ranges[mid].last < batch) lo = mid + 1;
+            else hi = mid;
+        }
+        return (ranges[lo].first <= batch, lo);
+    }
+
+    /// Pays leaf `index` of batch `batch` under range `range`. Anyone may call it; a leaf is
+    /// paid once. The transfer gets all the gas the caller sends, and a refused transfer reverts
+    /// (`WithdrawalRefused`): this is how a leaf `withdrawMany` could not pay is claimed later.
     function withdraw(
+        uint64 range,
         uint64 batch,
         uint32 index,
         address token,
@@ -196,9 +246,8 @@ contract Vault is ReentrancyGuard {
         uint256 amount,
         bytes32[] calldata proof
     ) external nonReentrant whenNotPaused {
-        bytes32 root = roots[batch];
-        if (root == bytes32(0)) revert UnknownBatch(batch);
-        uint256 bit = (uint256(batch) << 32) | index;
+        bytes32 root = _rootFor(range, batch);
+        uint256 bit = _bit(batch, index);
         if (_paid.get(bit)) revert AlreadyPaid(batch, index);
         _paid.set(bit);
         _verifyLeaf(root, batch, index, token, recipient, amount, proof);
@@ -209,19 +258,22 @@ contract Vault is ReentrancyGuard {
         emit Withdrawn(batch, index, token, recipient, amount);
     }
 
-    /// Pays several leaves of one batch. Leaves already paid (say by another submitter racing
-    /// this one) are skipped, so the call stays useful; an invalid proof reverts it all. Each
-    /// transfer gets `PAYOUT_GAS`; one that fails is reported (`WithdrawalFailed`) and left
-    /// unpaid, so one recipient can neither stop the others nor burn more than that.
-    function withdrawMany(uint64 batch, Payout[] calldata payouts) external nonReentrant whenNotPaused {
-        bytes32 root = roots[batch];
-        if (root == bytes32(0)) revert UnknownBatch(batch);
+    /// Pays several leaves of range `range`. Leaves already paid (say by another submitter
+    /// racing this one) are skipped, so the call stays useful; an invalid proof, or a leaf of a
+    /// batch outside the range, reverts it all. Each transfer gets `PAYOUT_GAS`; one that fails
+    /// is reported (`WithdrawalFailed`) and left unpaid, so one recipient can neither stop the
+    /// others nor burn more than that.
+    function withdrawMany(uint64 range, Payout[] calldata payouts) external nonReentrant whenNotPaused {
+        Range memory r = ranges[range];
+        if (r.root == bytes32(0)) revert UnknownRange(range);
         uint256 count = payouts.length;
         for (uint256 i = 0; i < count; ++i) {
             Payout calldata p = payouts[i];
-            uint256 bit = (uint256(batch) << 32) | p.index;
+            uint64 batch = p.batch;
+            if (batch < r.first || batch > r.last) revert BatchOutsideRange(range, batch);
+            uint256 bit = _bit(batch, p.index);
             if (_paid.get(bit)) continue;
-            _verifyLeaf(root, batch, p.index, p.token, p.recipient, p.amount, p.proof);
+            _verifyLeaf(r.root, batch, p.index, p.token, p.recipient, p.amount, p.proof);
             if (gasleft() < PAYOUT_GAS_NEEDED) revert InsufficientGasForPayout(batch, p.index);
             // Effects first (the bit, the cap), undone if the transfer fails.
             _paid.set(bit);
@@ -236,9 +288,22 @@ contract Vault is ReentrancyGuard {
         }
     }
 
+    /// The root of range `range`, which must cover `batch`.
+    function _rootFor(uint64 range, uint64 batch) private view returns (bytes32) {
+        Range memory r = ranges[range];
+        if (r.root == bytes32(0)) revert UnknownRange(range);
+        if (batch < r.first || batch > r.last) revert BatchOutsideRange(range, batch);
+        return r.root;
+    }
+
+    /// The word is `(batch >> 4, index >> 4)`, the bit in it `(batch & 15) * 16 + (index & 15)`.
+    function _bit(uint64 batch, uint32 index) private pure returns (uint256) {
+        return (uint256(batch >> 4) << 36) | (uint256(index >> 4) << 8) | (uint256(batch & 15) << 4) | (index & 15);
+    }
+
     /// True iff leaf `index` of batch `batch` has been paid.
     function isPaid(uint64 batch, uint32 index) external view returns (bool) {
-        return _paid.get((uint256(batch) << 32) | index);
+        return _paid.get(_bit(batch, index));
     }
 
     function _verifyLeaf(

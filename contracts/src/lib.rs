@@ -187,13 +187,15 @@ pub fn b256(bytes: [u8; 32]) -> B256 {
     B256::from(bytes)
 }
 
-/// The vault's call arguments for leaves `indices` of `tree`.
-pub fn payouts(tree: &EthWithdrawalTree, indices: impl IntoIterator<Item = u32>) -> Vec<Vault::Payout> {
-    indices
+/// The vault's call arguments for the leaves at `positions` of `tree` (a range's tree; in one
+/// batch's tree a position is the leaf's index).
+pub fn payouts(tree: &EthWithdrawalTree, positions: impl IntoIterator<Item = u32>) -> Vec<Vault::Payout> {
+    positions
         .into_iter()
         .filter_map(|i| {
             let w = tree.withdrawals().get(i as usize)?;
             Some(Vault::Payout {
+                batch: w.batch,
                 index: w.index,
                 token: to_alloy(w.token),
                 recipient: to_alloy(w.recipient),
@@ -279,17 +281,28 @@ pub mod harness {
             VaultDomain { chain_id: self.chain_id, vault: from_alloy(self.vault_address()), epoch }
         }
 
-        /// Submits `tree`'s root for `batch`, signed by the current key at epoch `epoch`.
-        pub async fn submit(
+        /// Submits `tree`'s root for the range of batches from the one after the vault's
+        /// `settledThrough` to `last`, signed by the current key at epoch `epoch`; returns the
+        /// range's number.
+        pub async fn submit(&self, last: u64, tree: &EthWithdrawalTree, epoch: u64) -> anyhow::Result<u64> {
+            let first = self.vault.settledThrough().call().await? + 1;
+            self.submit_range(first, last, tree, epoch).await?;
+            Ok(self.vault.rangeCount().call().await? - 1)
+        }
+
+        /// Submits `tree`'s root for the range of batches `first..=last`, signed by the current
+        /// key at epoch `epoch`.
+        pub async fn submit_range(
             &self,
-            batch: u64,
+            first: u64,
+            last: u64,
             tree: &EthWithdrawalTree,
             epoch: u64,
         ) -> anyhow::Result<TransactionReceipt> {
-            let message = withdrawals_message(&self.domain(epoch), batch, tree.root());
+            let message = withdrawals_message(&self.domain(epoch), first, last, tree.root());
             let sig = sign(&self.key, message);
             let receipt =
-                self.vault.submitWithdrawals(batch, b256(tree.root()), sig).send().await?.get_receipt().await?;
+                self.vault.submitWithdrawals(first, last, b256(tree.root()), sig).send().await?.get_receipt().await?;
             ensure!(receipt.status(), "submitWithdrawals reverted");
             Ok(receipt)
         }

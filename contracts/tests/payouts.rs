@@ -63,7 +63,7 @@ async fn a_reverting_a_gas_burning_and_a_return_bombing_recipient_do_not_stop_th
     ]);
     setup.submit(1, &tree, 0).await.unwrap();
 
-    let receipt = setup.vault.withdrawMany(1, payouts(&tree, 0..5)).send().await.unwrap().get_receipt().await.unwrap();
+    let receipt = setup.vault.withdrawMany(0, payouts(&tree, 0..5)).send().await.unwrap().get_receipt().await.unwrap();
     assert!(receipt.status());
     // The return bomb accepts the ether (its fallback returns normally): it is paid, and its
     // answer cost the vault nothing, since the vault never copies return data.
@@ -84,7 +84,7 @@ async fn a_reverting_a_gas_burning_and_a_return_bombing_recipient_do_not_stop_th
 
     // The refused leaf is claimed once its recipient accepts; claiming reverts until then.
     let p = payouts(&tree, [1]).remove(0);
-    let claim = || setup.vault.withdraw(1, 1, p.token, p.recipient, p.amount, p.proof.clone());
+    let claim = || setup.vault.withdraw(0, 1, 1, p.token, p.recipient, p.amount, p.proof.clone());
     let refusal = vault_error(&claim().call().await.unwrap_err()).unwrap();
     assert!(matches!(refusal, E::WithdrawalRefused(ref r) if r.batch == 1 && r.index == 1), "{refusal:?}");
     reverting.setAccepting(true).send().await.unwrap().get_receipt().await.unwrap();
@@ -120,7 +120,7 @@ async fn a_blacklisted_token_recipient_is_skipped_and_claims_once_delisted() {
     ]);
     setup.submit(2, &tree, 0).await.unwrap();
 
-    let receipt = setup.vault.withdrawMany(2, payouts(&tree, 0..2)).send().await.unwrap().get_receipt().await.unwrap();
+    let receipt = setup.vault.withdrawMany(0, payouts(&tree, 0..2)).send().await.unwrap().get_receipt().await.unwrap();
     assert_eq!((withdrawn(&receipt), failed(&receipt)), (vec![1], vec![0]));
     assert_eq!(token.balanceOf(honest).call().await.unwrap(), U256::from(1500));
     assert_eq!(token.balanceOf(listed).call().await.unwrap(), U256::ZERO);
@@ -133,7 +133,7 @@ async fn a_blacklisted_token_recipient_is_skipped_and_claims_once_delisted() {
     let p = payouts(&tree, [0]).remove(0);
     setup
         .vault
-        .withdraw(2, 0, p.token, p.recipient, p.amount, p.proof)
+        .withdraw(0, 2, 0, p.token, p.recipient, p.amount, p.proof)
         .send()
         .await
         .unwrap()
@@ -150,7 +150,7 @@ async fn a_submitter_cannot_make_a_leaf_fail_by_sending_too_little_gas() {
     fund_eth(&setup, 1000).await;
     let tree = EthWithdrawalTree::new(vec![leaf(3, 0, Address::ZERO, Address::repeat_byte(0x71), 100)]);
     setup.submit(3, &tree, 0).await.unwrap();
-    let input = Vault::withdrawManyCall { batch: 3, payouts: payouts(&tree, [0]) }.abi_encode();
+    let input = Vault::withdrawManyCall { range: 0, payouts: payouts(&tree, [0]) }.abi_encode();
     let request = TransactionRequest::default()
         .with_from(setup.deployer)
         .with_to(setup.vault_address())

@@ -238,8 +238,8 @@ async fn withdrawals_are_paid_once_and_bad_submissions_revert_with_their_errors(
     // Nothing is paid before the root.
     let p = payouts(&one, [0]).remove(0);
     assert_eq!(
-        revert_of!(vault.withdraw(1, 0, p.token, p.recipient, p.amount, p.proof.clone())),
-        E::UnknownBatch(Vault::UnknownBatch { batch: 1 })
+        revert_of!(vault.withdraw(0, 1, 0, p.token, p.recipient, p.amount, p.proof.clone())),
+        E::UnknownRange(Vault::UnknownRange { range: 0 })
     );
 
     // Signatures for another chain, vault or epoch, and by another key, are refused.
@@ -251,27 +251,29 @@ async fn withdrawals_are_paid_once_and_bad_submissions_revert_with_their_errors(
         VaultDomain { epoch: 1, ..domain },
     ];
     for wrong in wrong_domains {
-        let sig = sign(&setup.key, withdrawals_message(&wrong, 1, one.root()));
-        assert!(matches!(revert_of!(vault.submitWithdrawals(1, root, sig)), E::InvalidSignature(_)), "{wrong:?}");
+        let sig = sign(&setup.key, withdrawals_message(&wrong, 1, 1, one.root()));
+        assert!(matches!(revert_of!(vault.submitWithdrawals(1, 1, root, sig)), E::InvalidSignature(_)), "{wrong:?}");
     }
-    let forged = sign(&keypair(8), withdrawals_message(&domain, 1, one.root()));
-    assert!(matches!(revert_of!(vault.submitWithdrawals(1, root, forged)), E::InvalidSignature(_)));
-    // A signature for batch 1 does not submit batch 2.
-    let sig_one = sign(&setup.key, withdrawals_message(&domain, 1, one.root()));
-    assert!(matches!(revert_of!(vault.submitWithdrawals(2, root, sig_one.clone())), E::InvalidSignature(_)));
-    assert!(matches!(revert_of!(vault.submitWithdrawals(1, B256::ZERO, sig_one.clone())), E::EmptyRoot(_)));
+    let forged = sign(&keypair(8), withdrawals_message(&domain, 1, 1, one.root()));
+    assert!(matches!(revert_of!(vault.submitWithdrawals(1, 1, root, forged)), E::InvalidSignature(_)));
+    // A signature for batches 1..=1 does not submit batches 1..=2.
+    let sig_one = sign(&setup.key, withdrawals_message(&domain, 1, 1, one.root()));
+    assert!(matches!(revert_of!(vault.submitWithdrawals(1, 2, root, sig_one.clone())), E::InvalidSignature(_)));
+    assert!(matches!(revert_of!(vault.submitWithdrawals(1, 1, B256::ZERO, sig_one.clone())), E::EmptyRoot(_)));
 
-    setup.submit(1, &one, 0).await.unwrap();
-    assert_eq!(vault.roots(1).call().await.unwrap(), root);
-    // A replay of the submission.
+    assert_eq!(setup.submit(1, &one, 0).await.unwrap(), 0, "the first range is range 0");
+    let held = vault.ranges(0).call().await.unwrap();
+    assert_eq!((held.root, held.first, held.last), (root, 1, 1));
+    assert_eq!((vault.rangeCount().call().await.unwrap(), vault.settledThrough().call().await.unwrap()), (1, 1));
+    // A replay of the submission overlaps the range it made.
     assert_eq!(
-        revert_of!(vault.submitWithdrawals(1, root, sig_one)),
-        E::RootAlreadySubmitted(Vault::RootAlreadySubmitted { batch: 1 })
+        revert_of!(vault.submitWithdrawals(1, 1, root, sig_one)),
+        E::RangeOverlap(Vault::RangeOverlap { expected: 2, first: 1 })
     );
 
     // Leaf 0, once.
     vault
-        .withdraw(1, 0, p.token, p.recipient, p.amount, p.proof.clone())
+        .withdraw(0, 1, 0, p.token, p.recipient, p.amount, p.proof.clone())
         .send()
         .await
         .unwrap()
@@ -280,19 +282,19 @@ async fn withdrawals_are_paid_once_and_bad_submissions_revert_with_their_errors(
         .unwrap();
     assert_eq!(setup.balance(p.recipient).await.unwrap(), U256::from(100));
     assert_eq!(
-        revert_of!(vault.withdraw(1, 0, p.token, p.recipient, p.amount, p.proof.clone())),
+        revert_of!(vault.withdraw(0, 1, 0, p.token, p.recipient, p.amount, p.proof.clone())),
         E::AlreadyPaid(Vault::AlreadyPaid { batch: 1, index: 0 })
     );
     // Another amount or recipient does not prove.
     assert!(matches!(
-        revert_of!(vault.withdraw(1, 1, p.token, p.recipient, U256::from(200), p.proof.clone())),
+        revert_of!(vault.withdraw(0, 1, 1, p.token, p.recipient, U256::from(200), p.proof.clone())),
         E::InvalidProof(_)
     ));
 
     // withdrawMany skips what is paid and pays the rest once.
-    let receipt = vault.withdrawMany(1, payouts(&one, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
+    let receipt = vault.withdrawMany(0, payouts(&one, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
     assert_eq!(withdrawn(&receipt), 2);
-    let again = vault.withdrawMany(1, payouts(&one, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
+    let again = vault.withdrawMany(0, payouts(&one, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
     assert!(withdrawn(&again) == 0);
     for (i, amount) in [100u64, 200, 300].into_iter().enumerate() {
         assert_eq!(setup.balance(payouts(&one, [i as u32])[0].recipient).await.unwrap(), U256::from(amount));
@@ -300,18 +302,95 @@ async fn withdrawals_are_paid_once_and_bad_submissions_revert_with_their_errors(
     }
 
     // Batch 2 pays the same recipients the same amounts; batch 1's proofs do not open it.
-    setup.submit(2, &two, 0).await.unwrap();
+    assert_eq!(setup.submit(2, &two, 0).await.unwrap(), 1);
     let p1 = payouts(&one, [1]).remove(0);
     assert_eq!(
-        revert_of!(vault.withdraw(2, 1, p1.token, p1.recipient, p1.amount, p1.proof.clone())),
+        revert_of!(vault.withdraw(1, 1, 1, p1.token, p1.recipient, p1.amount, p1.proof.clone())),
+        E::BatchOutsideRange(Vault::BatchOutsideRange { range: 1, batch: 1 })
+    );
+    let mut as_batch_two = p1.clone();
+    as_batch_two.batch = 2;
+    assert_eq!(
+        revert_of!(vault.withdrawMany(1, vec![as_batch_two])),
         E::InvalidProof(Vault::InvalidProof { batch: 2, index: 1 })
+    );
+    vault.withdrawMany(1, payouts(&two, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(setup.balance(p1.recipient).await.unwrap(), U256::from(400));
+    // Which range covers a batch, for clients.
+    let of = |batch| async move {
+        let found = vault.rangeOf(batch).call().await.unwrap();
+        found.found.then_some(found.range)
+    };
+    assert_eq!((of(0).await, of(1).await, of(2).await, of(3).await), (None, Some(0), Some(1), None));
+}
+
+/// Ranges follow each other with no gap and no overlap; a range's root is only the one signed
+/// for exactly that range; and a leaf keeps its (batch, index) across ranges, so the one paid
+/// under one range is not paid again under another, even one whose tree holds it too.
+#[tokio::test]
+async fn ranges_refuse_gaps_overlaps_and_other_trees_and_a_leaf_is_paid_once_across_ranges() {
+    let setup = Setup::new().await.unwrap();
+    let vault = &setup.vault;
+    fund(&setup, 1_000_000).await;
+    let domain = setup.domain(0);
+    // Batches 1..=3: batch 2 owes two leaves, batch 3 one; batch 1 owes nothing.
+    let b2 = eth_leaves(2, &[100, 200], 0x20);
+    let b3 = eth_leaves(3, &[300], 0x30);
+    let first = EthWithdrawalTree::concat([&b2, &b3]);
+    let submit = |first: u64, last: u64, tree: &EthWithdrawalTree| {
+        let sig = sign(&setup.key, withdrawals_message(&domain, first, last, tree.root()));
+        vault.submitWithdrawals(first, last, b256(tree.root()), sig)
+    };
+
+    // A gap: the first range must start at batch 1.
+    assert_eq!(revert_of!(submit(2, 3, &first)), E::RangeGap(Vault::RangeGap { expected: 1, first: 2 }));
+    assert!(matches!(revert_of!(submit(3, 2, &first)), E::EmptyRange(_)));
+    // Another tree than the one signed: the signature is for another message.
+    let sig = sign(&setup.key, withdrawals_message(&domain, 1, 3, first.root()));
+    assert!(matches!(revert_of!(vault.submitWithdrawals(1, 3, b256(b2.root()), sig)), E::InvalidSignature(_)));
+    setup.submit_range(1, 3, &first, 0).await.unwrap();
+
+    // Overlaps: anything starting at or before batch 3.
+    let b4 = eth_leaves(4, &[400], 0x40);
+    for start in [1, 2, 3] {
+        assert_eq!(
+            revert_of!(submit(start, 4, &b4)),
+            E::RangeOverlap(Vault::RangeOverlap { expected: 4, first: start })
+        );
+    }
+    // A gap after it.
+    assert_eq!(revert_of!(submit(5, 5, &b4)), E::RangeGap(Vault::RangeGap { expected: 4, first: 5 }));
+
+    // Pay batch 2's leaf 0 under range 0.
+    let leaf = payouts(&first, [0]).remove(0);
+    assert_eq!((leaf.batch, leaf.index), (2, 0));
+    vault.withdrawMany(0, vec![leaf.clone()]).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(setup.balance(leaf.recipient).await.unwrap(), U256::from(100));
+
+    // Range 1 (batch 4) signed over a tree that also holds batch 2's leaf 0 (a signer bug or
+    // a forged tree): the leaf is not payable again through it, nor by `withdraw`.
+    let sneaky = EthWithdrawalTree::new(vec![b2.withdrawals()[0].clone(), b4.withdrawals()[0].clone()]);
+    setup.submit_range(4, 4, &sneaky, 0).await.unwrap();
+    let again = payouts(&sneaky, [0]).remove(0);
+    assert_eq!(
+        revert_of!(vault.withdrawMany(1, vec![again.clone()])),
+        E::BatchOutsideRange(Vault::BatchOutsideRange { range: 1, batch: 2 })
     );
     assert_eq!(
-        revert_of!(vault.withdrawMany(2, payouts(&one, [1]))),
-        E::InvalidProof(Vault::InvalidProof { batch: 2, index: 1 })
+        revert_of!(vault.withdraw(1, 2, 0, again.token, again.recipient, again.amount, again.proof.clone())),
+        E::BatchOutsideRange(Vault::BatchOutsideRange { range: 1, batch: 2 })
     );
-    vault.withdrawMany(2, payouts(&two, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
-    assert_eq!(setup.balance(p1.recipient).await.unwrap(), U256::from(400));
+    // And under its own range, paid is paid.
+    assert_eq!(
+        revert_of!(vault.withdraw(0, 2, 0, leaf.token, leaf.recipient, leaf.amount, leaf.proof.clone())),
+        E::AlreadyPaid(Vault::AlreadyPaid { batch: 2, index: 0 })
+    );
+    let receipt = vault.withdrawMany(0, payouts(&first, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(withdrawn(&receipt), 2, "only the two unpaid leaves");
+    assert_eq!(setup.balance(leaf.recipient).await.unwrap(), U256::from(100), "paid once");
+    // Range 1 pays its own batch's leaf.
+    vault.withdrawMany(1, payouts(&sneaky, [1])).send().await.unwrap().get_receipt().await.unwrap();
+    assert!(vault.isPaid(4, 0).call().await.unwrap());
 }
 
 #[tokio::test]
@@ -338,7 +417,7 @@ async fn erc20_withdrawals_pay_the_token() {
         amount: Amount(2500),
     }]);
     setup.submit(3, &tree, 0).await.unwrap();
-    setup.vault.withdrawMany(3, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    setup.vault.withdrawMany(0, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
     assert_eq!(token.balanceOf(contracts::to_alloy(recipient)).call().await.unwrap(), U256::from(2500));
     assert_eq!(token.balanceOf(setup.vault_address()).call().await.unwrap(), U256::from(7500));
 }
@@ -357,7 +436,7 @@ async fn the_guardian_pauses_and_only_the_group_unpauses() {
     as_guardian.pause().send().await.unwrap().get_receipt().await.unwrap();
     assert!(vault.paused().call().await.unwrap());
     assert!(matches!(revert_of!(vault.depositETH(Address::ZERO).value(U256::from(1))), E::Paused(_)));
-    assert!(matches!(revert_of!(vault.withdrawMany(1, payouts(&tree, [0]))), E::Paused(_)));
+    assert!(matches!(revert_of!(vault.withdrawMany(0, payouts(&tree, [0]))), E::Paused(_)));
 
     // The guardian cannot unpause; a forged, stale or misdirected signature does not either.
     let domain = setup.domain(0);
@@ -373,7 +452,7 @@ async fn the_guardian_pauses_and_only_the_group_unpauses() {
     ));
     vault.unpause(0, good.clone()).send().await.unwrap().get_receipt().await.unwrap();
     assert!(!vault.paused().call().await.unwrap());
-    vault.withdrawMany(1, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    vault.withdrawMany(0, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
 
     // The unpause signature cannot be replayed after another pause.
     as_guardian.pause().send().await.unwrap().get_receipt().await.unwrap();
@@ -402,9 +481,9 @@ async fn a_payout_over_the_cap_waits_for_the_window() {
 
     let tree = eth_leaves(1, &[80, 30, 150], 0x30);
     setup.submit(1, &tree, 0).await.unwrap();
-    vault.withdrawMany(1, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    vault.withdrawMany(0, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
     let p = payouts(&tree, [1]).remove(0);
-    match revert_of!(vault.withdraw(1, 1, p.token, p.recipient, p.amount, p.proof.clone())) {
+    match revert_of!(vault.withdraw(0, 1, 1, p.token, p.recipient, p.amount, p.proof.clone())) {
         E::CapExceeded(e) => {
             assert_eq!((e.token, e.amount, e.available), (Address::ZERO, U256::from(30), U256::from(20)));
             assert!(e.retryAfter > U256::ZERO && e.retryAfter <= U256::from(window));
@@ -413,7 +492,7 @@ async fn a_payout_over_the_cap_waits_for_the_window() {
     }
     // Above the limit itself: never, until the cap changes.
     let big = payouts(&tree, [2]).remove(0);
-    match revert_of!(vault.withdraw(1, 2, big.token, big.recipient, big.amount, big.proof.clone())) {
+    match revert_of!(vault.withdraw(0, 1, 2, big.token, big.recipient, big.amount, big.proof.clone())) {
         E::CapExceeded(e) => assert_eq!(e.retryAfter, U256::MAX),
         other => panic!("expected CapExceeded, got {other:?}"),
     }
@@ -421,7 +500,7 @@ async fn a_payout_over_the_cap_waits_for_the_window() {
     // After the window, the payout goes through.
     let _: serde_json::Value = setup.provider.raw_request("evm_increaseTime".into(), (window,)).await.unwrap();
     let _: serde_json::Value = setup.provider.raw_request("evm_mine".into(), ()).await.unwrap();
-    vault.withdraw(1, 1, p.token, p.recipient, p.amount, p.proof).send().await.unwrap().get_receipt().await.unwrap();
+    vault.withdraw(0, 1, 1, p.token, p.recipient, p.amount, p.proof).send().await.unwrap().get_receipt().await.unwrap();
     assert_eq!(setup.balance(p.recipient).await.unwrap(), U256::from(30));
     assert_eq!(vault.availableUnderCap(Address::ZERO).call().await.unwrap(), U256::from(70));
 
@@ -429,7 +508,7 @@ async fn a_payout_over_the_cap_waits_for_the_window() {
     let sig = sign(&setup.key, set_cap_message(&domain, 1, bridge::Address::ZERO, 0, 0));
     vault.setCap(Address::ZERO, 0, 0, 1, sig).send().await.unwrap().get_receipt().await.unwrap();
     vault
-        .withdraw(1, 2, big.token, big.recipient, big.amount, big.proof)
+        .withdraw(0, 1, 2, big.token, big.recipient, big.amount, big.proof)
         .send()
         .await
         .unwrap()
@@ -474,14 +553,14 @@ async fn key_rotation_takes_two_signatures_and_voids_the_old_key() {
     let tree2 = eth_leaves(2, &[10], 0x41);
     let root2 = b256(tree2.root());
     for (key, domain) in [(&old, d0), (&old, d1), (&new, d0)] {
-        let sig = sign(key, withdrawals_message(&domain, 2, tree2.root()));
-        assert!(matches!(revert_of!(vault.submitWithdrawals(2, root2, sig)), E::InvalidSignature(_)));
+        let sig = sign(key, withdrawals_message(&domain, 2, 2, tree2.root()));
+        assert!(matches!(revert_of!(vault.submitWithdrawals(2, 2, root2, sig)), E::InvalidSignature(_)));
     }
     setup.key = new;
     setup.submit(2, &tree2, 1).await.unwrap();
     // Roots accepted before the rotation stay payable.
-    vault.withdrawMany(1, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
-    vault.withdrawMany(2, payouts(&tree2, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    vault.withdrawMany(0, payouts(&tree, [0])).send().await.unwrap().get_receipt().await.unwrap();
+    vault.withdrawMany(1, payouts(&tree2, [0])).send().await.unwrap().get_receipt().await.unwrap();
     assert!(matches!(revert_of!(vault.acceptKey(sign(&new, accept_key_message(&d1, new_x)))), E::NoPendingKey(_)));
 }
 

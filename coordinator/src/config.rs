@@ -177,6 +177,10 @@ pub struct BitcoinConfig {
     pub poll_ms: u64,
     /// `estimatesmartfee`'s target in blocks.
     pub fee_target_blocks: u16,
+    /// One payout per window: queued withdrawals wait at most this long (ms) for the plan that
+    /// pays them all (0, the default: every round plans what waits; the devnet sets its
+    /// settlement window, 30 s).
+    pub payout_window_ms: u64,
 }
 
 impl std::fmt::Debug for BitcoinConfig {
@@ -189,6 +193,7 @@ impl std::fmt::Debug for BitcoinConfig {
             .field("from_height", &self.from_height)
             .field("poll_ms", &self.poll_ms)
             .field("fee_target_blocks", &self.fee_target_blocks)
+            .field("payout_window_ms", &self.payout_window_ms)
             .finish()
     }
 }
@@ -203,6 +208,7 @@ impl Default for BitcoinConfig {
             from_height: 0,
             poll_ms: 2_000,
             fee_target_blocks: 6,
+            payout_window_ms: 0,
         }
     }
 }

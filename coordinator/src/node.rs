@@ -325,7 +325,8 @@ impl Node {
                 params.btc_network,
                 b.depth,
                 b.fee_target_blocks,
-            );
+            )
+            .with_window(Duration::from_millis(b.payout_window_ms));
             background.push(supervisor.spawn("bitcoin-payouts", KeeperTask(keeper), Schedule::every(poll)));
         }
         if let Some(path) = &config.dev.deposits {

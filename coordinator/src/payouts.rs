@@ -3,11 +3,18 @@
 //! attempt of a plan the chain confirmed. It holds no key and signs
 //! nothing: the watchmen sign and broadcast each plan from their own replay, and the ledger
 //! itself checks everything the coordinator submits here.
+//!
+//! One payout per settlement window: a plan pays every withdrawal queued by every batch so far
+//! (up to `MAX_PAYOUT_OUTPUTS`), so the keeper plans only once the oldest queued withdrawal has
+//! waited the window (`[bitcoin] payout_window_ms`), or at once when the queue fills a
+//! transaction. The watchmen sign the plan the replayed ledger made, whenever it was made: the
+//! window is the coordinator's choice of *when*, never a rule a replayer must agree on.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bridge::batch::ApplyError;
-use bridge::btc_payout::{CONSOLIDATION_FEE_RATE_FACTOR, MIN_CONSOLIDATION_INPUTS, PayoutPlan};
+use bridge::btc_payout::{CONSOLIDATION_FEE_RATE_FACTOR, MAX_PAYOUT_OUTPUTS, MIN_CONSOLIDATION_INPUTS, PayoutPlan};
 use bridge::tx::SystemTx;
 use bridge::{BtcVaultParams, Tx, TxError};
 use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus};
@@ -51,6 +58,16 @@ pub struct PayoutKeeper {
     depth: u64,
     /// `estimatesmartfee`'s confirmation target.
     fee_target: u16,
+    /// How long the oldest queued withdrawal waits before a plan pays the queue.
+    window: Duration,
+    /// Since when withdrawals have waited in the queue unplanned (this process's clock).
+    waiting_since: Mutex<Option<Instant>>,
+}
+
+/// Whether to plan now: `queued` withdrawals wait, the oldest for `waited`. A full queue (a
+/// transaction's worth of outputs) does not wait for the window.
+pub fn payout_due(queued: usize, waited: Duration, window: Duration) -> bool {
+    queued > 0 && (queued >= MAX_PAYOUT_OUTPUTS || waited >= window)
 }
 
 impl PayoutKeeper {
@@ -63,7 +80,33 @@ impl PayoutKeeper {
         fee_target: u16,
     ) -> Self {
         let broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, network);
-        PayoutKeeper { sequencer, rpc, broadcaster, vault, depth: depth.max(1), fee_target }
+        PayoutKeeper {
+            sequencer,
+            rpc,
+            broadcaster,
+            vault,
+            depth: depth.max(1),
+            fee_target,
+            window: Duration::ZERO,
+            waiting_since: Mutex::new(None),
+        }
+    }
+
+    /// Plans at most once per `window` (see the module's doc); without it, every round plans
+    /// what waits.
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How long queued withdrawals have waited unplanned; starts the clock when some wait.
+    fn waited(&self, queued: usize) -> Duration {
+        let Ok(mut since) = self.waiting_since.lock() else { return Duration::MAX };
+        if queued == 0 {
+            *since = None;
+            return Duration::ZERO;
+        }
+        since.get_or_insert_with(Instant::now).elapsed()
     }
 
     /// Records confirmed plans, then plans the queue if anything waits.
@@ -97,11 +140,16 @@ impl PayoutKeeper {
             }
         }
         let fee_rate = self.fee_rate().await;
-        if queued > 0 {
+        let waited = self.waited(queued);
+        if payout_due(queued, waited, self.window) {
             match self.sequencer.submit(Tx::System(SystemTx::BtcPayoutPlan { fee_rate })).await? {
                 Ok(_) => {
                     round.planned = true;
-                    tracing::info!(queued, fee_rate, "bitcoin payout planned");
+                    if let Ok(mut since) = self.waiting_since.lock() {
+                        *since = None;
+                    }
+                    metrics::histogram!("bridge_btc_payout_wait_seconds").record(waited.as_secs_f64());
+                    tracing::info!(queued, fee_rate, waited_ms = waited.as_millis() as u64, "bitcoin payout planned");
                 }
                 // Not enough confirmed money or fee yet: the withdrawals wait for the next round.
                 Err(ApplyError::Tx(error @ (TxError::VaultLiquidity { .. } | TxError::PayoutFeeBudget { .. }))) => {
@@ -156,5 +204,20 @@ impl PayoutKeeper {
             }
             tokio::time::sleep(poll).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_waits_for_the_window_unless_the_queue_fills_a_transaction() {
+        let window = Duration::from_secs(30);
+        assert!(!payout_due(0, Duration::from_secs(60), window), "nothing to pay");
+        assert!(!payout_due(1, Duration::from_secs(29), window));
+        assert!(payout_due(1, Duration::from_secs(30), window));
+        assert!(payout_due(MAX_PAYOUT_OUTPUTS, Duration::ZERO, window), "a full queue goes at once");
+        assert!(payout_due(1, Duration::ZERO, Duration::ZERO), "no window: every round");
     }
 }

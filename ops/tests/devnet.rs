@@ -54,7 +54,7 @@ impl Devnet {
     fn up() -> Devnet {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("devnet");
-        let up = devnet(&dir).arg("up").arg("--free-ports").output().unwrap();
+        let up = devnet(&dir).args(["up", "--free-ports", "--settlement-window-s", "3"]).output().unwrap();
         if !up.status.success() {
             let _ = devnet(&dir).arg("down").output();
             panic!("devnet up failed:\n{}\n{}", String::from_utf8_lossy(&up.stderr), logs(&dir));
@@ -357,7 +357,7 @@ async fn a_user_is_paid_on_ethereum_and_bitcoin_through_the_devnet() {
 fn a_second_devnet_in_a_used_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("precious.txt"), "not a devnet").unwrap();
-    let output = devnet(tmp.path()).arg("up").arg("--free-ports").output().unwrap();
+    let output = devnet(tmp.path()).args(["up", "--free-ports", "--settlement-window-s", "3"]).output().unwrap();
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("is not a devnet directory"), "{said}");

@@ -419,10 +419,10 @@ async fn deposit_and_withdraw_on_ethereum_through_every_stage() {
         recipient,
         amount: bridge::Amount(2000),
     }]);
-    setup.submit(batch, &tree, 0).await.unwrap();
+    let range = setup.submit(batch, &tree, 0).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let payout = contracts::payouts(&tree, [0]);
-    let receipt = setup.vault.withdrawMany(batch, payout).send().await.unwrap().get_receipt().await.unwrap();
+    let receipt = setup.vault.withdrawMany(range, payout).send().await.unwrap().get_receipt().await.unwrap();
     assert!(receipt.status());
 
     let output = command.await.unwrap();
@@ -477,12 +477,12 @@ async fn claim_pays_a_stuck_leaf_with_the_proof_a_watchman_lists() {
             amount: bridge::Amount(200),
         },
     ]);
-    setup.submit(1, &tree, 0).await.unwrap();
+    let range = setup.submit(1, &tree, 0).await.unwrap();
     let submitter = chains::ethereum::Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
-    assert_eq!(submitter.pay(&tree).await.unwrap().failed, vec![0]);
+    assert_eq!(submitter.pay(range, &tree).await.unwrap().failed, vec![(1, 0)]);
 
     let stuck = StuckWithdrawals::default();
-    assert!(stuck.record(&tree, 0, &RetryPolicy::default(), std::time::Instant::now()));
+    assert!(stuck.record((range, 1, 1), &tree, 0, &RetryPolicy::default(), std::time::Instant::now()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let watchman = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, confirmer::api::stuck_withdrawals_router(stuck)).await });

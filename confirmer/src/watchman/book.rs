@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use bridge::batch::Settlement;
+use bridge::withdrawals::EthWithdrawalTree;
+use chains::ethereum::VaultProgress;
 
 use crate::follower::Follower;
 
@@ -18,6 +20,9 @@ struct Entries {
     settlements: BTreeMap<u64, Arc<Settlement>>,
     /// Why signing is stopped, if it is: an alarm, or an operator.
     halted: Option<String>,
+    /// The Ethereum vault's ranges as this watchman's own node last showed them; `None` before
+    /// the first read. Only moves forward (the vault's ranges only grow).
+    vault: Option<VaultProgress>,
 }
 
 /// Why a poisoned book halts signing.
@@ -86,6 +91,45 @@ impl SettlementBook {
             return None;
         }
         Some(entries.settlements.get(&number).cloned().unwrap_or_else(|| Arc::new(Settlement::empty())))
+    }
+
+    /// Notes what this watchman's own Ethereum node shows of the vault's ranges.
+    pub fn note_vault(&self, progress: VaultProgress) {
+        if let Ok(mut entries) = self.0.write() {
+            let known = entries.vault.get_or_insert(progress);
+            if progress.range_count >= known.range_count {
+                *known = progress;
+            }
+        }
+    }
+
+    /// The vault's ranges as last read from this watchman's node; `None` before the first read.
+    pub fn vault(&self) -> Option<VaultProgress> {
+        self.0.read().ok()?.vault
+    }
+
+    /// The Ethereum withdrawals tree of batches `first..=last` as this watchman replayed them;
+    /// `None` unless every one of them is hard-final here.
+    pub fn range_tree(&self, first: u64, last: u64) -> Option<EthWithdrawalTree> {
+        let entries = self.0.read().ok()?;
+        if first == 0 || last < first || last > entries.hard_final {
+            return None;
+        }
+        Some(EthWithdrawalTree::concat(entries.settlements.range(first..=last).map(|(_, s)| &s.eth)))
+    }
+
+    /// Hard-final batches after `after` that owe Ethereum withdrawals, each with how many.
+    pub fn eth_owing_after(&self, after: u64) -> Vec<(u64, usize)> {
+        self.0
+            .read()
+            .map(|e| {
+                e.settlements
+                    .range(after.saturating_add(1)..)
+                    .filter(|(_, s)| !s.eth.withdrawals().is_empty())
+                    .map(|(n, s)| (*n, s.eth.withdrawals().len()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Hard-final batches that owe something on L1, from `from` on.

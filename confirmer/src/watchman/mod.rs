@@ -3,7 +3,8 @@
 //!
 //! `book`: what this watchman's replay says each hard-final batch owes, shared between the
 //! follower loop (writer) and the signing policy (reader); `policy`: the `SigningPolicy`;
-//! `settle`: sign, submit and pay each hard-final batch's Ethereum withdrawals; `payout`: sign,
+//! `settle`: sign, submit and pay the Ethereum withdrawals of ranges of hard-final batches
+//! (`range_plan`: which range, when, whose turn); `payout`: sign,
 //! broadcast and bump each hard-final Bitcoin payout plan, each on its own; `bump_clock`: when this
 //! watchman's own node allows a fee bump; `stuck`: leaves the vault could not pay, retried with
 //! backoff and listed for claims; `admin`: the vault's admin messages, signed only with this
@@ -15,6 +16,7 @@ pub mod book;
 pub mod bump_clock;
 pub mod payout;
 pub mod policy;
+pub mod range_plan;
 pub mod run;
 pub mod settle;
 pub mod stuck;
@@ -22,7 +24,8 @@ pub mod stuck;
 pub use book::SettlementBook;
 pub use bump_clock::BumpClock;
 pub use payout::{BtcPayouts, PayoutAction, PayoutError};
-pub use policy::{PayoutInput, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT};
+pub use policy::{PayoutInput, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT};
+pub use range_plan::{RangeDecision, RangeLimits, Turns};
 pub use run::{StepReport, Watchman};
-pub use settle::{EthSettlement, SettleError, SettledBatch};
+pub use settle::{EthSettlement, SettleError, SettledRange};
 pub use stuck::{RetryPolicy, StuckLeaf, StuckWithdrawals};

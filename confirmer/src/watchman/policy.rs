@@ -11,8 +11,32 @@ use super::admin::{AdminPolicy, SIGN_ETH_ADMIN};
 use super::book::SettlementBook;
 use super::bump_clock::BumpClock;
 
-/// `SigningContext::purpose` of the Ethereum vault's `submitWithdrawals` message.
-pub const SETTLE_ETH_WITHDRAWALS: &str = "eth-withdrawals-root";
+/// `SigningContext::purpose` of the Ethereum vault's `submitWithdrawals` message (a range's
+/// root; v2 of the message, so a v1 watchman refuses it rather than misreading it).
+pub const SETTLE_ETH_WITHDRAWALS: &str = "eth-withdrawals-range";
+
+/// Which batches a range root covers: the request's `SigningContext::detail`, 16 bytes
+/// little-endian (first u64, last u64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeDetail {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl RangeDetail {
+    pub fn to_detail(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend(self.first.to_le_bytes());
+        out.extend(self.last.to_le_bytes());
+        out
+    }
+
+    pub fn from_detail(detail: &[u8]) -> Option<Self> {
+        let first = u64::from_le_bytes(detail.get(0..8)?.try_into().ok()?);
+        let last = u64::from_le_bytes(detail.get(8..16)?.try_into().ok()?);
+        (detail.len() == 16).then_some(RangeDetail { first, last })
+    }
+}
 /// `SigningContext::purpose` of one input's sighash of a Bitcoin payout attempt.
 pub const SIGN_BTC_PAYOUT_INPUT: &str = "btc-payout-input";
 
@@ -120,21 +144,44 @@ impl ReplayPolicy {
         if request.key_path != KeyPath::Vault {
             return Err("the vault's messages are signed with the vault key only".into());
         }
-        let Some(batch) = request.context.batch else {
-            return Err("a withdrawals root names no batch".into());
+        let Some(RangeDetail { first, last }) = RangeDetail::from_detail(&request.context.detail) else {
+            return Err("a withdrawals range's detail must be 16 bytes: first and last batch".into());
         };
-        let Some(settlement) = self.book.settlement(batch) else {
-            return Err(format!("batch {batch} is not hard-final in this watchman's replay"));
-        };
-        let root = settlement.eth.root();
-        if settlement.eth.withdrawals().is_empty() {
-            return Err(format!("batch {batch} owes no Ethereum withdrawals in this watchman's replay"));
+        if last < first || first == 0 {
+            return Err(format!("batches {first}..={last} are no range"));
         }
-        let expected = withdrawals_message(domain, batch, root);
+        // No gap and no overlap with the last range the vault holds, as this watchman's own
+        // Ethereum node shows it.
+        let Some(vault) = self.book.vault() else {
+            return Err("this watchman has not read the vault's ranges from its Ethereum node yet".into());
+        };
+        let expected = vault.settled_through + 1;
+        if first < expected {
+            return Err(format!(
+                "batches {first}..={last} overlap the vault's ranges, which cover batches up to {}",
+                vault.settled_through
+            ));
+        }
+        if first > expected {
+            return Err(format!(
+                "batches {first}..={last} leave a gap after the vault's ranges, which cover batches up to {} \
+                 (or this watchman's view of the vault is behind: asked again next turn)",
+                vault.settled_through
+            ));
+        }
+        let Some(tree) = self.book.range_tree(first, last) else {
+            return Err(format!("batches {first}..={last} are not all hard-final in this watchman's replay"));
+        };
+        if tree.withdrawals().is_empty() {
+            return Err(format!("batches {first}..={last} owe no Ethereum withdrawals in this watchman's replay"));
+        }
+        let root = tree.root();
+        let expected = withdrawals_message(domain, first, last, root);
         if request.message.as_slice() != expected.as_slice() {
             return Err(format!(
-                "the message is not batch {batch}'s withdrawals root {} for this vault and epoch as replayed here",
-                hex::encode(root)
+                "the message is not the withdrawals root {} of batches {first}..={last} ({} leaves) for this vault and epoch as replayed here",
+                hex::encode(root),
+                tree.withdrawals().len()
             ));
         }
         Ok(())

@@ -8,7 +8,7 @@ use tss::TssNode;
 
 use super::book::SettlementBook;
 use super::payout::{BtcPayouts, PayoutAction, PayoutError};
-use super::settle::{EthSettlement, SettleError, SettledBatch};
+use super::settle::{EthSettlement, SettleError, SettledRange};
 use crate::follower::{FollowError, Follower};
 
 #[derive(Debug, Default)]
@@ -16,7 +16,7 @@ pub struct StepReport {
     /// Batches replayed in this turn.
     pub replayed: u64,
     pub hard_final: u64,
-    pub settled: Vec<SettledBatch>,
+    pub settled: Vec<SettledRange>,
     pub payouts: Vec<PayoutAction>,
     /// Why settling stopped in this turn (retried next turn), if it did.
     pub settle_error: Option<String>,
@@ -29,6 +29,9 @@ pub struct Watchman {
     /// Shared with the admin endpoint, which coordinates its own signing sessions.
     tss: Arc<TssNode>,
     eth: Option<EthSettlement>,
+    /// Reads the vault's ranges for the policy when this watchman does not settle Ethereum
+    /// itself (settling reads them anyway).
+    vault_reader: Option<chains::ethereum::VaultReader>,
     btc: Option<BtcPayouts>,
 }
 
@@ -40,7 +43,14 @@ impl Watchman {
         tss: impl Into<Arc<TssNode>>,
         eth: Option<EthSettlement>,
     ) -> Self {
-        Watchman { follower, book, tss: tss.into(), eth, btc: None }
+        Watchman { follower, book, tss: tss.into(), eth, vault_reader: None, btc: None }
+    }
+
+    /// Reads the vault's ranges each turn for the signing policy (a watchman that signs range
+    /// roots but submits nothing; one that settles reads them anyway).
+    pub fn with_vault_reader(mut self, reader: chains::ethereum::VaultReader) -> Self {
+        self.vault_reader = Some(reader);
+        self
     }
 
     /// Also pay Bitcoin plans.
@@ -74,7 +84,21 @@ impl Watchman {
         self.book.update_from(&self.follower);
         let mut report =
             StepReport { replayed: step.replayed, hard_final: self.book.hard_final(), ..StepReport::default() };
+        if let Some(reader) = &self.vault_reader {
+            match reader.progress().await {
+                Ok(progress) => self.book.note_vault(progress),
+                Err(error) => {
+                    tracing::warn!(%error, "reading the vault's ranges failed; the policy keeps its last view")
+                }
+            }
+        }
         if let Some(eth) = &mut self.eth {
+            // The window of the waiting withdrawals runs from their batch's own time.
+            if let Some(batch) = eth.waiting_batch()
+                && let Ok(Some(replayed)) = self.follower.store().replayed_batch(batch).await
+            {
+                eth.note_batch_time(batch, replayed.batch.header.timestamp);
+            }
             match eth.settle(&self.tss).await {
                 Ok(settled) => report.settled = settled,
                 Err(SettleError::Halted(why)) => report.settle_error = Some(format!("halted: {why}")),

@@ -49,6 +49,10 @@ impl RetryPolicy {
 /// One stuck leaf as `GET /withdrawals/stuck` shows it: everything `withdraw` needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StuckLeaf {
+    /// The vault's range holding the leaf (what `withdraw` takes first), and its batches.
+    pub range: u64,
+    pub range_first: u64,
+    pub range_last: u64,
     pub batch: u64,
     pub index: u32,
     /// `0x000…0` for ether.
@@ -56,7 +60,7 @@ pub struct StuckLeaf {
     pub recipient: String,
     /// Base units, decimal.
     pub amount: String,
-    /// The batch's withdrawals root (as the vault holds it) and the leaf's proof, 0x-hex.
+    /// The range's withdrawals root (as the vault holds it) and the leaf's proof, 0x-hex.
     pub root: String,
     pub proof: Vec<String>,
     /// Retries so far (after the first failure).
@@ -84,12 +88,20 @@ fn hex32(bytes: &[u8]) -> String {
 }
 
 impl StuckWithdrawals {
-    /// Records leaf `index` of `tree` as failed now (a second report of a known leaf changes
-    /// nothing). Returns false if the record is full.
-    pub fn record(&self, tree: &EthWithdrawalTree, index: u32, policy: &RetryPolicy, now: Instant) -> bool {
-        let Some(w) = tree.withdrawals().get(index as usize) else { return false };
+    /// Records the leaf at `position` of range `range`'s tree `tree` (batches `first..=last`)
+    /// as failed now (a second report of a known leaf changes nothing). Returns false if the
+    /// record is full.
+    pub fn record(
+        &self,
+        (range, first, last): (u64, u64, u64),
+        tree: &EthWithdrawalTree,
+        position: u32,
+        policy: &RetryPolicy,
+        now: Instant,
+    ) -> bool {
+        let Some(w) = tree.withdrawals().get(position as usize) else { return false };
         let Ok(mut entries) = self.0.write() else { return false };
-        let key = (w.batch, index);
+        let key = (w.batch, w.index);
         if entries.contains_key(&key) {
             return true;
         }
@@ -98,13 +110,16 @@ impl StuckWithdrawals {
         }
         let first_failed_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let view = StuckLeaf {
+            range,
+            range_first: first,
+            range_last: last,
             batch: w.batch,
-            index,
+            index: w.index,
             token: w.token.to_string(),
             recipient: w.recipient.to_string(),
             amount: w.amount.to_string(),
             root: hex32(&tree.root()),
-            proof: tree.proof(index).unwrap_or_default().iter().map(|p| hex32(p)).collect(),
+            proof: tree.proof(position).unwrap_or_default().iter().map(|p| hex32(p)).collect(),
             attempts: 0,
             first_failed_at,
             next_retry_in_s: None,
@@ -121,6 +136,13 @@ impl StuckWithdrawals {
             .read()
             .map(|e| e.iter().filter(|(_, v)| v.next_retry <= now).map(|(k, v)| (*k, !v.given_up)).collect())
             .unwrap_or_default()
+    }
+
+    /// The range holding a recorded leaf: (number, first batch, last batch).
+    pub fn range_of(&self, key: (u64, u32)) -> Option<(u64, u64, u64)> {
+        let entries = self.0.read().ok()?;
+        let view = &entries.get(&key)?.view;
+        Some((view.range, view.range_first, view.range_last))
     }
 
     /// The leaf is paid (by this watchman or by a claim): forget it.
@@ -191,7 +213,8 @@ mod tests {
         let policy = RetryPolicy { first: Duration::from_secs(10), max: Duration::from_secs(40), max_attempts: 3 };
         let stuck = StuckWithdrawals::default();
         let t0 = Instant::now();
-        assert!(stuck.record(&tree, 0, &policy, t0));
+        assert!(stuck.record((0, 1, 3), &tree, 0, &policy, t0));
+        assert_eq!(stuck.range_of((3, 0)), Some((0, 1, 3)));
         assert!(stuck.due(t0).is_empty());
         assert_eq!(stuck.due(t0 + Duration::from_secs(10)), vec![((3, 0), true)]);
         let mut now = t0 + Duration::from_secs(10);

@@ -27,6 +27,10 @@ pub struct DevnetState {
     /// Seconds between the block producer's Bitcoin blocks.
     #[serde(default)]
     pub btc_block_secs: u64,
+    /// The watchmen's Ethereum settlement window (seconds): a withdrawal waits at most this
+    /// long for its range's root.
+    #[serde(default)]
+    pub settlement_window_s: u64,
 }
 
 impl std::fmt::Debug for DevnetState {
@@ -219,6 +223,7 @@ mod tests {
             wallet_passphrase: "passphrase-secret-3".into(),
             batch_ms: 0,
             btc_block_secs: 0,
+            settlement_window_s: 0,
         };
         let shown = format!("{state:?}");
         for secret in ["rpc-secret-1", "rpc-secret-2", "passphrase-secret-3"] {

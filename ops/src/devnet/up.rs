@@ -52,6 +52,10 @@ pub struct UpArgs {
     /// Milliseconds after its first transaction a batch is sealed.
     #[arg(long, default_value_t = 1_000)]
     pub batch_ms: u64,
+    /// Seconds a withdrawal waits at most for its Ethereum range root (the watchmen's
+    /// `[ethereum.settlement] window_s`): one root per window, its gas shared by its leaves.
+    #[arg(long, default_value_t = 30)]
+    pub settlement_window_s: u64,
 }
 
 /// Prints one step and how long it took.
@@ -91,6 +95,7 @@ pub async fn up(dir: &Path, args: &UpArgs) -> anyhow::Result<DevnetState> {
         wallet_passphrase: DEMO_PASSPHRASE.into(),
         batch_ms: args.batch_ms,
         btc_block_secs: args.btc_block_secs,
+        settlement_window_s: args.settlement_window_s,
     };
     match start(&mut state, args, &mut steps).await {
         Ok(()) => {
@@ -402,6 +407,8 @@ rpc = "{btc}"
 rpc_user = "{btc_user}"
 depth = {btc_depth}
 poll_ms = 500
+# One payout per settlement window (`devnet up --settlement-window-s`).
+payout_window_ms = {payout_window_ms}
 "#,
         dir = dir.display(),
         vault = e.eth_vault,
@@ -411,6 +418,7 @@ poll_ms = 500
         max_rate = BTC_MAX_FEE_RATE,
         api = ports.coordinator,
         batch_ms = args.batch_ms,
+        payout_window_ms = args.settlement_window_s * 1000,
         arweave = e.arweave,
         jwk = jwk.display(),
         eth = e.eth_rpc,

@@ -98,7 +98,8 @@ pub async fn ceremony(bridgectl: &Path, dir: &Path, args: &UpArgs, ports: &Ports
 }
 
 /// Writes watchman `i`'s configuration in its home and returns the file's path. The first two
-/// submit to Ethereum and broadcast Bitcoin payouts; all of them can pause the vault.
+/// submit to Ethereum (taking turns by range number) and broadcast Bitcoin payouts; all of
+/// them can pause the vault.
 pub fn config(
     home: &Path,
     i: usize,
@@ -125,6 +126,14 @@ pub fn config(
         }
         None => String::new(),
     };
+    // One range root per window; the two submitters take turns by range number, the other
+    // taking over after 10 blocks (10 s on the devnet's anvil).
+    let settlement = format!(
+        "[ethereum.settlement]\nwindow_s = {}\nsubmitters = {}\nsubmitter_index = {}\nturn_timeout_blocks = 10\n",
+        state.settlement_window_s,
+        SENDER_KEYS.len(),
+        i.min(SENDER_KEYS.len() - 1)
+    );
     let text = format!(
         r#"# Written by `bridgectl devnet up`.
 params = "{params}"
@@ -152,6 +161,7 @@ depth = {eth_depth}
 [ethereum.fees]
 max_fee_per_gas_gwei = 100.0
 
+{settlement}
 [bitcoin]
 rpc = "{btc}"
 rpc_user = "{btc_user}"

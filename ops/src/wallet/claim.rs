@@ -48,6 +48,8 @@ pub struct ClaimArgs {
 /// A leaf as `GET /withdrawals/stuck` lists it.
 #[derive(Debug, Clone, Deserialize)]
 struct StuckLeaf {
+    /// The vault's range holding the leaf.
+    range: u64,
     batch: u64,
     index: u32,
     token: String,
@@ -94,7 +96,7 @@ pub async fn run(args: ClaimArgs) -> anyhow::Result<()> {
             || recipient.is_some_and(|r| r == withdrawal.recipient)
             || (args.batch == Some(leaf.batch) && args.index == Some(leaf.index));
         if wanted {
-            chosen.push((withdrawal, proof));
+            chosen.push((leaf.range, withdrawal, proof));
         }
     }
     if chosen.is_empty() {
@@ -111,16 +113,27 @@ pub async fn run(args: ClaimArgs) -> anyhow::Result<()> {
     let vault = Vault::new(contracts::to_alloy(vault), provider);
     let mut results = Vec::new();
     let mut failures = 0;
-    for (w, proof) in chosen {
-        let root = vault.roots(w.batch).call().await.context("reading the vault's root")?;
+    for (range, w, proof) in chosen {
+        // The range is checked against the vault, not taken from the confirmer: it must cover
+        // the leaf's batch, and the proof must open its root.
+        let held = vault.ranges(range).call().await.context("reading the vault's range")?;
+        if held.root.is_zero() || w.batch < held.first || w.batch > held.last {
+            bail!(
+                "the confirmer names range {range} for batch {} leaf {}, and the vault's range {range} does not cover that batch: ask another confirmer",
+                w.batch,
+                w.index
+            );
+        }
+        let root = held.root;
         if !verify_eth_proof(&proof, root.0, w.leaf()) {
             bail!(
-                "the confirmer's proof for batch {} leaf {} does not open the vault's root {root}: ask another confirmer",
+                "the confirmer's proof for batch {} leaf {} does not open the root {root} of the vault's range {range}: ask another confirmer",
                 w.batch,
                 w.index
             );
         }
         let call = vault.withdraw(
+            range,
             w.batch,
             w.index,
             contracts::to_alloy(w.token),
@@ -151,6 +164,7 @@ pub async fn run(args: ClaimArgs) -> anyhow::Result<()> {
             }
         }
         results.push(json!({
+            "range": range,
             "batch": w.batch,
             "index": w.index,
             "recipient": w.recipient.to_string(),

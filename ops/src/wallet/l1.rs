@@ -1,7 +1,8 @@
 //! A withdrawal's last two stages, read from the chain that pays it.
 //!
-//! Ethereum: `signed` once the vault holds a withdrawals root for the transaction's batch (the
-//! watchmen's group signature made it through `submitWithdrawals`), `paid` once the vault has
+//! Ethereum: `signed` once the vault holds a withdrawals root for a range covering the
+//! transaction's batch (the watchmen's group signature made it through `submitWithdrawals`),
+//! `paid` once the vault has
 //! emitted a `Withdrawn` log for that batch paying the recipient the amount.
 //!
 //! Bitcoin: `signed` once a transaction paying the recipient's script exactly the amount is in
@@ -73,15 +74,23 @@ impl EthPayout {
     pub async fn poll(&mut self, batch: u64) -> anyhow::Result<Seen> {
         let vault = Vault::new(self.vault, self.provider.clone());
         if self.root_seen.is_none() {
-            let root = vault
-                .roots(batch)
+            let held = vault
+                .rangeOf(batch)
                 .call()
                 .await
-                .map_err(|e| anyhow!("reading the vault's root of batch {batch}: {e}"))?;
-            if root == B256::ZERO {
+                .map_err(|e| anyhow!("reading which of the vault's ranges covers batch {batch}: {e}"))?;
+            if !held.found {
                 return Ok(Seen::Nothing);
             }
-            self.root_seen = Some(format!("root {root} for batch {batch}"));
+            let range = vault
+                .ranges(held.range)
+                .call()
+                .await
+                .map_err(|e| anyhow!("reading the vault's range {}: {e}", held.range))?;
+            self.root_seen = Some(format!(
+                "root {} of range {} (batches {}..={}) for batch {batch}",
+                range.root, held.range, range.first, range.last
+            ));
         }
         let filter = Filter::new()
             .address(self.vault)

@@ -116,6 +116,10 @@ pub struct EthereumSection {
     /// `[ethereum.fees]`: the fee ceiling and how fees are read (docs/OPERATIONS.md, "Fees").
     #[serde(default)]
     pub fees: chains::ethereum::FeeConfig,
+    /// `[ethereum.settlement]`: how long withdrawals wait for their range's root, how many
+    /// leaves a range holds, and this watchman's turn among the submitters.
+    #[serde(default)]
+    pub settlement: confirmer::watchman::range_plan::SettlementConfig,
 }
 
 fn default_eth_depth() -> u64 {
@@ -273,6 +277,8 @@ mod tests {
         // The example spells out the fee defaults, and they are valid.
         assert_eq!(ethereum.fees, chains::ethereum::FeeConfig::default());
         assert_eq!(ethereum.fees.policy().unwrap(), chains::ethereum::FeePolicy::default());
+        // And the settlement defaults.
+        assert_eq!(ethereum.settlement, confirmer::watchman::range_plan::SettlementConfig::default());
         // The example tells how the guardian key is kept: encrypted, never plaintext.
         let example = include_str!("../../../watchman.example.toml");
         assert!(example.contains("bridgectl wallet import") && example.contains("encrypted"), "{example}");

@@ -161,7 +161,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let key = read_key(file)?;
             let submitter =
                 Submitter::connect(&eth.rpc, &tls, &key, params.eth_vault).map_err(anyhow::Error::msg)?.with_fees(fees);
-            eth_settlement = Some(EthSettlement::new(book.clone(), domain, submitter));
+            let turns = eth.settlement.turns().map_err(anyhow::Error::msg)?;
+            eth_settlement = Some(
+                EthSettlement::new(book.clone(), domain, submitter)
+                    .with_limits(eth.settlement.limits())
+                    .with_turns(turns),
+            );
         }
         if let Some(file) = &eth.guardian_key_file {
             let key = config::load_guardian_key(file, &passphrase)?;
@@ -201,7 +206,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await?;
     let stuck = eth_settlement.as_ref().map(EthSettlement::stuck);
+    let settles_eth = eth_settlement.is_some();
     let mut watchman = Watchman::new(follower, book.clone(), node, eth_settlement);
+    if let (Some(eth), false) = (&config.ethereum, settles_eth) {
+        // Signing range roots needs the vault's ranges, read from this watchman's own node.
+        let reader =
+            chains::ethereum::VaultReader::connect(&eth.rpc, &tls, params.eth_vault).map_err(anyhow::Error::msg)?;
+        watchman = watchman.with_vault_reader(reader);
+    }
     if let (Some(b), Some(rpc), Some(vault)) = (&config.bitcoin, &btc_rpc, params.btc_vault)
         && b.pay
     {
