@@ -36,6 +36,8 @@ pub mod tags {
     /// (Version 1, `"bridge/system-tx"` over the transaction alone, was not unique and is retired.)
     pub const SYSTEM_TX_ID: &str = "bridge/system-tx-id/v2";
     pub const BTC_DEPOSIT: &str = "bridge/btc-deposit";
+    /// What the old group signs to hand the ledger to a new key (docs/PROTOCOL.md, Key rotation).
+    pub const KEY_ROTATION: &str = "bridge/key-rotation/v1";
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod eth_settlement;
 pub mod hashing;
 pub mod network;
 pub mod recipient;
+pub mod rotation;
 pub mod serde_hex;
 pub mod signature;
 pub mod state;
@@ -33,6 +34,7 @@ pub use batch::{
 pub use btc_payout::PayoutPlan;
 pub use btc_vault::{BtcVaultParams, OutPoint, VaultOwner, VaultUtxo};
 pub use network::{AssetConfig, BtcNetwork, NetworkParams};
+pub use rotation::{KeyEpoch, KeyRotation};
 pub use state::{State, StateKey};
 pub use stf::{Receipt, TxError, apply};
 pub use tx::{BatchTx, Deposit, L1Ref, SignedUserTx, SystemTx, Transfer, Tx, UserTx, Withdraw};
