@@ -38,6 +38,8 @@ pub mod tags {
     pub const BTC_DEPOSIT: &str = "bridge/btc-deposit";
     pub const FORCED_RECORD: &str = "bridge/forced-record";
     pub const FORCED_NODE: &str = "bridge/forced-node";
+    /// What the old group signs to hand the ledger to a new key (docs/PROTOCOL.md, Key rotation).
+    pub const KEY_ROTATION: &str = "bridge/key-rotation/v1";
 }
 
 #[cfg(test)]

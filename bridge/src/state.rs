@@ -14,6 +14,7 @@ use crate::codec::to_bytes;
 use crate::commitment::{Commitment, CommitmentError, PendingRoot, StateProof, key_hash};
 use crate::eip712::Domain;
 use crate::network::NetworkParams;
+use crate::rotation::KeyEpoch;
 use crate::tx::{L1Ref, TxPlace};
 
 pub mod snapshot;
@@ -37,6 +38,8 @@ pub enum StateKey {
     BtcPlan(u64) = 5,
     /// Value: borsh(`BtcCounters`).
     BtcCounters = 6,
+    /// Value: borsh(`KeyEpoch`): the group key of this epoch (1 and up), from a `KeyRotation`.
+    GroupKey(u64) = 7,
 }
 
 /// The sequence numbers of the Bitcoin queue and of payout plans; both start at 1.
@@ -85,6 +88,7 @@ enum Undo {
     Plan(u64, Option<PayoutPlan>),
     Counters(BtcCounters),
     OpenTxs(u32),
+    KeyEpoch(u64, Option<KeyEpoch>),
 }
 
 /// One transaction's effects, computed in full before any of them is written.
@@ -103,6 +107,8 @@ pub(crate) struct Changes {
     pub dequeued: Vec<u64>,
     pub plan_added: Option<PayoutPlan>,
     pub plan_confirmed: Option<u64>,
+    /// A key rotation's new epoch (see [`crate::rotation`]).
+    pub key_epoch: Option<(u64, KeyEpoch)>,
 }
 
 #[derive(Debug)]
@@ -118,6 +124,8 @@ pub struct State {
     btc_queue: BTreeMap<u64, QueuedWithdrawal>,
     btc_plans: BTreeMap<u64, PayoutPlan>,
     btc_counters: BtcCounters,
+    /// The group keys after the genesis key, by epoch (see [`crate::rotation`]).
+    key_epochs: BTreeMap<u64, KeyEpoch>,
     /// Entries written since the commitment was last updated.
     dirty: BTreeSet<StateKey>,
     journal: Option<Vec<Undo>>,
@@ -144,6 +152,7 @@ impl State {
             btc_queue: BTreeMap::new(),
             btc_plans: BTreeMap::new(),
             btc_counters: BtcCounters::default(),
+            key_epochs: BTreeMap::new(),
             dirty: BTreeSet::new(),
             journal: None,
             commitment: Commitment::default(),
@@ -227,6 +236,12 @@ impl State {
         self.btc_counters
     }
 
+    /// The group keys recorded by key rotations (epoch 1 and up), oldest first; epoch 0 is the
+    /// network's own. [`crate::rotation::key_at`] says which one is in force at a batch.
+    pub fn key_epochs(&self) -> impl DoubleEndedIterator<Item = (u64, &KeyEpoch)> {
+        self.key_epochs.iter().map(|(epoch, key)| (*epoch, key))
+    }
+
     /// What the Bitcoin vault owns on chain by the ledger's account: unplanned outputs plus the
     /// inputs of pending plans (still unspent until a plan confirms).
     pub fn btc_vault_holdings_sat(&self) -> u64 {
@@ -263,7 +278,8 @@ impl State {
             .chain(self.vault_utxos.keys().map(|o| StateKey::VaultUtxo(*o)))
             .chain(self.btc_queue.keys().map(|q| StateKey::BtcQueued(*q)))
             .chain(self.btc_plans.keys().map(|p| StateKey::BtcPlan(*p)))
-            .chain(std::iter::once(StateKey::BtcCounters));
+            .chain(std::iter::once(StateKey::BtcCounters))
+            .chain(self.key_epochs.keys().map(|e| StateKey::GroupKey(*e)));
         let mut entries: Vec<(StateKey, Vec<u8>)> = keys
             .filter(|key| self.commitment.contains(key_hash(&to_bytes(key))))
             .filter_map(|key| self.entry_value(&key).map(|value| (key, value)))
@@ -319,6 +335,12 @@ impl State {
             assert!(old.is_some(), "payout plan {id} was confirmed but never made");
             self.record(Undo::Plan(id, old));
             self.dirty.insert(StateKey::BtcPlan(id));
+        }
+        if let Some((epoch, key)) = changes.key_epoch {
+            let old = self.key_epochs.insert(epoch, key);
+            assert!(old.is_none(), "key epoch {epoch} was recorded twice");
+            self.record(Undo::KeyEpoch(epoch, old));
+            self.dirty.insert(StateKey::GroupKey(epoch));
         }
         // A batch holds at most `MAX_BATCH_TXS` (100,000), far below u32::MAX.
         let open_txs = self.open_txs.checked_add(1).expect_invariant("open batch position overflow");
@@ -428,6 +450,7 @@ impl State {
                 Undo::Plan(id, old) => restore(&mut self.btc_plans, id, old),
                 Undo::Counters(old) => self.btc_counters = old,
                 Undo::OpenTxs(old) => self.open_txs = old,
+                Undo::KeyEpoch(epoch, old) => restore(&mut self.key_epochs, epoch, old),
             }
         }
     }
@@ -472,6 +495,7 @@ impl State {
             StateKey::BtcQueued(seq) => self.btc_queue.get(seq).map(to_bytes),
             StateKey::BtcPlan(id) => self.btc_plans.get(id).map(to_bytes),
             StateKey::BtcCounters => Some(to_bytes(&self.btc_counters)),
+            StateKey::GroupKey(epoch) => self.key_epochs.get(epoch).map(to_bytes),
         }
     }
 
@@ -501,6 +525,9 @@ impl State {
             bytes.extend(to_bytes(plan));
         }
         bytes.extend(to_bytes(&self.btc_counters));
+        for (epoch, key) in &self.key_epochs {
+            bytes.extend(to_bytes(&(epoch, key)));
+        }
         bytes.extend(self.state_root());
         bytes.extend(to_bytes(&(self.head.next_number, self.head.last_hash, self.head.last_timestamp, self.open_txs)));
         crate::hashing::sha256(bytes)

@@ -12,6 +12,7 @@ use crate::btc_payout::{
 };
 use crate::btc_vault::{BtcVaultParams, OutPoint, QueuedWithdrawal, VaultOwner, VaultUtxo};
 use crate::recipient::{Recipient, RecipientError};
+use crate::rotation::{RotationError, check_rotation};
 use crate::signature::SignatureError;
 use crate::state::{Changes, State};
 use crate::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, TxPlace, UserTx, Withdraw};
@@ -82,6 +83,8 @@ pub enum TxError {
     UnknownPayoutPlan(u64),
     #[error("{0}")]
     Payout(PayoutError),
+    #[error("key rotation refused: {0}")]
+    KeyRotation(RotationError),
 }
 
 impl TxError {
@@ -115,6 +118,7 @@ impl TxError {
             TxError::ConsolidationPending(_) => "consolidation_pending",
             TxError::UnknownPayoutPlan(_) => "unknown_payout_plan",
             TxError::Payout(_) => "payout",
+            TxError::KeyRotation(e) => e.code(),
         }
     }
 }
@@ -142,6 +146,11 @@ pub enum Effect {
         plan: u64,
         attempt: u32,
         change: VaultUtxo,
+    },
+    /// The group key changes to `epoch`'s from batch `from_batch` on.
+    KeyRotated {
+        epoch: u64,
+        from_batch: u64,
     },
 }
 
@@ -185,6 +194,11 @@ pub(crate) fn apply_at(state: &mut State, tx: &Tx, place: TxPlace) -> Result<Rec
         Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt, .. }) => {
             let (changes, change) = check_payout_confirmed(state, *plan, *attempt)?;
             (changes, Effect::BtcPayoutConfirmed { plan: *plan, attempt: *attempt, change })
+        }
+        Tx::System(SystemTx::KeyRotation(rotation)) => {
+            let changes = check_rotation(state, rotation, place).map_err(TxError::KeyRotation)?;
+            let from_batch = changes.key_epoch.map_or(0, |(_, key)| key.from_batch);
+            (changes, Effect::KeyRotated { epoch: rotation.epoch, from_batch })
         }
     };
     state.write(changes);

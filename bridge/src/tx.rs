@@ -227,6 +227,9 @@ pub enum SystemTx {
     BtcConsolidationPlan {
         fee_rate: u64,
     } = 3,
+    /// The watchmen's group key changes: taken only with the current group's signature over it,
+    /// it fixes from which batch the new key applies (see [`crate::rotation`]).
+    KeyRotation(crate::rotation::KeyRotation) = 4,
 }
 
 /// Where a transaction sits in the history: the network (its genesis hash), the batch and the

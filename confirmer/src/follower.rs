@@ -492,7 +492,10 @@ impl Follower {
                     };
                     (Chain::Bitcoin, detail, AlarmKind::PayoutNotOnL1, verifier.clone(), check)
                 }
-                SystemTx::BtcPayoutPlan { .. } | SystemTx::BtcConsolidationPlan { .. } => continue,
+                // A key rotation carries no L1 fact: the replay checks the old group's signature.
+                SystemTx::BtcPayoutPlan { .. } | SystemTx::BtcConsolidationPlan { .. } | SystemTx::KeyRotation(_) => {
+                    continue;
+                }
             };
             // A node that says it is in sync, yet stays far below the block the batch names, is
             // not lagging: the batch names a block its chain does not have.

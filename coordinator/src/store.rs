@@ -420,7 +420,8 @@ fn accounts_touched(tx: &BatchTx) -> Vec<Address> {
         BatchTx::System(
             SystemTx::BtcPayoutPlan { .. }
             | SystemTx::BtcConsolidationPlan { .. }
-            | SystemTx::BtcPayoutConfirmed { .. },
+            | SystemTx::BtcPayoutConfirmed { .. }
+            | SystemTx::KeyRotation(_),
         ) => Vec::new(),
     }
 }

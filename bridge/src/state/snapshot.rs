@@ -21,6 +21,7 @@ use crate::btc_vault::{QueuedWithdrawal, VaultUtxo};
 use crate::codec::{from_bytes, to_bytes};
 use crate::commitment::{Commitment, key_hash};
 use crate::network::NetworkParams;
+use crate::rotation::KeyEpoch;
 
 /// The version of the snapshot layout; a reader refuses any other.
 pub const SNAPSHOT_VERSION: u16 = 1;
@@ -150,6 +151,7 @@ impl State {
         entries.extend(self.vault_utxos.iter().map(|(o, u)| (StateKey::VaultUtxo(*o), to_bytes(u))));
         entries.extend(self.btc_queue.iter().map(|(q, w)| (StateKey::BtcQueued(*q), to_bytes(w))));
         entries.extend(self.btc_plans.iter().map(|(p, plan)| (StateKey::BtcPlan(*p), to_bytes(plan))));
+        entries.extend(self.key_epochs.iter().map(|(e, key)| (StateKey::GroupKey(*e), to_bytes(key))));
         if self.commitment.contains(key_hash(&to_bytes(&StateKey::BtcCounters))) {
             entries.push((StateKey::BtcCounters, to_bytes(&self.btc_counters)));
         }
@@ -271,6 +273,12 @@ impl State {
             }
             StateKey::BtcCounters => {
                 self.btc_counters = from_bytes::<BtcCounters>(value).map_err(|e| fail(e.to_string()))?;
+            }
+            StateKey::GroupKey(epoch) => {
+                if *epoch == 0 {
+                    return Err(fail("epoch 0 is the network's own key, never an entry".into()));
+                }
+                self.key_epochs.insert(*epoch, from_bytes::<KeyEpoch>(value).map_err(|e| fail(e.to_string()))?);
             }
         }
         Ok(())

@@ -6,6 +6,7 @@ mod error;
 mod handlers;
 mod rate_limit;
 pub mod request;
+mod rotation;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -85,9 +86,12 @@ type Ctx = State<Arc<ApiContext>>;
         handlers::get_health,
         handlers::get_status,
         handlers::get_metrics,
+        rotation::post_key_rotation,
     ),
     components(schemas(
         request::TxRequest,
+        rotation::KeyRotationRequest,
+        rotation::KeyRotationAccepted,
         ErrorBody,
         views::Accepted,
         views::TxResult,
@@ -116,6 +120,7 @@ pub fn router(context: ApiContext) -> Router {
     let limited = Router::new()
         .route("/tx", post(handlers::post_tx))
         .route("/txs", post(handlers::post_txs))
+        .route("/key-rotation", post(rotation::post_key_rotation))
         .route("/info", get(handlers::get_info))
         .route("/accounts/{address}", get(handlers::get_account))
         .route("/accounts/{address}/txs", get(handlers::get_account_txs))

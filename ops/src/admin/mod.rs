@@ -37,12 +37,16 @@ enum AdminCommand {
         #[command(subcommand)]
         action: Action,
     },
-    /// Ask your watchman to have the group sign the message and send it to the vault.
+    /// Ask your watchman to have the group sign the message and send it to the vault (a
+    /// key-rotation: to the coordinator named by --coordinator, or print it).
     Propose {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
         at: At,
+        /// For key-rotation: the coordinator's API to post the signed rotation to.
+        #[arg(long)]
+        coordinator: Option<String>,
         #[command(subcommand)]
         action: Action,
     },
@@ -108,6 +112,21 @@ enum Action {
         #[arg(long)]
         new_key: String,
     },
+    /// The ledger's `KeyRotation` (signed by the current group; the epoch is the next one).
+    KeyRotation {
+        /// The bridge network's genesis hash (`GET /info` of the coordinator).
+        #[arg(long)]
+        network: String,
+        /// The current group's x-only output key x(Q) (the vault's `groupKey`).
+        #[arg(long)]
+        old_key: String,
+        /// The new group's internal key x(P), as `bridgectl keygen` printed it.
+        #[arg(long)]
+        new_key: String,
+        /// The hash of the new watchmen file (`bridgectl devnet rotate` prints it).
+        #[arg(long)]
+        roster_hash: String,
+    },
 }
 
 impl Action {
@@ -127,8 +146,19 @@ impl Action {
             }
             Action::ProposeKey { new_key } => AdminAction::ProposeKey { new_key: key(&new_key)? },
             Action::AcceptKey { new_key } => AdminAction::AcceptKey { new_key: key(&new_key)? },
+            Action::KeyRotation { network, old_key, new_key, roster_hash } => AdminAction::KeyRotation {
+                network: hex32("--network", &network)?,
+                old_key: hex32("--old-key", &old_key)?,
+                new_key: key(&new_key)?,
+                roster_hash: hex32("--roster-hash", &roster_hash)?,
+            },
         })
     }
+}
+
+fn hex32(flag: &str, text: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(text.trim_start_matches("0x")).with_context(|| format!("{flag} is not hex"))?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("{flag} is 32 bytes (64 hex digits)"))
 }
 
 fn key(text: &str) -> anyhow::Result<[u8; 32]> {
@@ -152,9 +182,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 approval.message, approval.digest, approval.expires_at_s
             );
         }
-        AdminCommand::Propose { target, at, action } => {
+        AdminCommand::Propose { target, at, coordinator, action } => {
             let request = ProposeRequest { action: action.parse()?, nonce: at.nonce, epoch: at.epoch };
             let done: ProposeResponse = send(&http, &target, reqwest::Method::POST, "/admin/propose", &request).await?;
+            if let Some(rotation) = &done.key_rotation {
+                return carry_rotation(&http, rotation, coordinator.as_deref(), &done.signers).await;
+            }
             println!(
                 "the vault took {}\n  transaction {}\n  signed by {}",
                 done.message,
@@ -169,6 +202,30 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Status { watchmen } => status(&http, &watchmen).await?,
     }
+    Ok(())
+}
+
+/// Prints the signed rotation and, with a coordinator, posts it there.
+async fn carry_rotation(
+    http: &reqwest::Client,
+    rotation: &bridge::KeyRotation,
+    coordinator: Option<&str>,
+    signers: &[String],
+) -> anyhow::Result<()> {
+    println!("the group signed the key rotation to epoch {}\n  signed by {}", rotation.epoch, signers.join(", "));
+    println!("{}", serde_json::to_string_pretty(rotation)?);
+    let Some(coordinator) = coordinator else {
+        println!("post it to the coordinator: bridgectl admin propose … --coordinator URL, or POST /key-rotation");
+        return Ok(());
+    };
+    let url = format!("{}/key-rotation", coordinator.trim_end_matches('/'));
+    let response = http.post(&url).json(rotation).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let text = response.text().await.with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        bail!("the coordinator refused the key rotation ({status}): {text}");
+    }
+    println!("the ledger took the key rotation: {text}");
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use tss::TssNode;
 
 use super::approvals::{Approval, ApprovalBook, DEFAULT_APPROVAL_LIFETIME_S};
 use super::message::{AdminAction, AdminMessage};
-use super::propose::{ProposeError, Refusal, message_for, propose};
+use super::propose::{ProposeError, Refusal, message_for, propose, sign_key_rotation};
 use super::token::AdminToken;
 use super::{AdminError, now_s};
 
@@ -77,8 +77,12 @@ pub struct ProposeRequest {
 pub struct ProposeResponse {
     pub message: AdminMessage,
     pub digest: String,
+    /// The vault's transaction; empty for a key rotation (which goes to the coordinator).
     pub tx_hash: String,
     pub signers: Vec<String>,
+    /// For `key-rotation`: the signed rotation, to post to the coordinator's `/key-rotation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<bridge::KeyRotation>,
 }
 
 /// An error as the operator's command line gets it: what went wrong and, for a session the
@@ -229,17 +233,24 @@ async fn propose_route(
     let Some(Json(request)) = body else {
         return error(StatusCode::BAD_REQUEST, "the body is not a proposal (see docs/OPERATIONS.md)");
     };
-    let Some(sender) = &api.sender else {
-        return admin_error(AdminError::NoSender);
+    let rotation = matches!(request.action, AdminAction::KeyRotation { .. });
+    let sender = match (&api.sender, rotation) {
+        (Some(sender), _) => Some(sender),
+        (None, true) => None,
+        (None, false) => return admin_error(AdminError::NoSender),
     };
     let message = match api.message(request.action, request.nonce, request.epoch).await {
         Ok(message) => message,
         Err(e) => return admin_error(e),
     };
-    match propose(&api.tss, sender, &message).await {
-        Ok((tx_hash, signers)) => {
+    let outcome = match sender {
+        Some(sender) if !rotation => propose(&api.tss, sender, &message).await.map(|(tx, signers)| (tx, signers, None)),
+        _ => sign_key_rotation(&api.tss, &message).await.map(|(r, signers)| (String::new(), signers, Some(r))),
+    };
+    match outcome {
+        Ok((tx_hash, signers, key_rotation)) => {
             let digest = hex::encode(message.digest());
-            Json(ProposeResponse { message, digest, tx_hash, signers }).into_response()
+            Json(ProposeResponse { message, digest, tx_hash, signers, key_rotation }).into_response()
         }
         Err(ProposeError::NotSigned { message, summary, refusals }) => (
             StatusCode::CONFLICT,

@@ -41,6 +41,21 @@ pub enum AdminAction {
         #[serde(with = "hex_32")]
         new_key: [u8; 32],
     },
+    /// The ledger's `KeyRotation` (docs/PROTOCOL.md, "Key rotation"), signed by the current key:
+    /// `epoch` is the new ledger epoch, `network` the bridge network's genesis hash, `old_key`
+    /// `x(Q)` of the group that signs, `new_key` the new group's `x(P)` (its internal key; the
+    /// output key is derived). Not a vault call: the signed rotation goes to the coordinator,
+    /// which can only carry it.
+    KeyRotation {
+        #[serde(with = "hex_32")]
+        network: [u8; 32],
+        #[serde(with = "hex_32")]
+        old_key: [u8; 32],
+        #[serde(with = "hex_32")]
+        new_key: [u8; 32],
+        #[serde(with = "hex_32")]
+        roster_hash: [u8; 32],
+    },
 }
 
 impl AdminAction {
@@ -51,6 +66,7 @@ impl AdminAction {
             AdminAction::SetCap { .. } => "set-cap",
             AdminAction::ProposeKey { .. } => "propose-key",
             AdminAction::AcceptKey { .. } => "accept-key",
+            AdminAction::KeyRotation { .. } => "key-rotation",
         }
     }
 }
@@ -89,7 +105,25 @@ impl AdminMessage {
             }
             AdminAction::ProposeKey { new_key } => rotate_key_message(&domain, self.nonce, *new_key),
             AdminAction::AcceptKey { new_key } => accept_key_message(&domain, *new_key),
+            // An internal key that is not a curve point has no rotation: its digest is all zero,
+            // which the policy refuses as malformed before anything is signed.
+            AdminAction::KeyRotation { network, old_key, .. } => {
+                self.key_rotation([0; 64]).map_or([0; 32], |r| r.signing_message(network, old_key))
+            }
         }
+    }
+
+    /// The ledger's rotation this message names, with `signature`; `None` if it names none (or
+    /// its new key is not a curve point).
+    pub fn key_rotation(&self, signature: [u8; 64]) -> Option<bridge::KeyRotation> {
+        let AdminAction::KeyRotation { new_key, roster_hash, .. } = &self.action else { return None };
+        Some(bridge::KeyRotation {
+            epoch: self.epoch,
+            internal_key: *new_key,
+            output_key: bridge::rotation::output_key_of(new_key)?,
+            roster_hash: *roster_hash,
+            signature,
+        })
     }
 
     /// The signing request for this message: always the vault key, never a tweaked path.
@@ -127,6 +161,14 @@ impl std::fmt::Display for AdminMessage {
             AdminAction::ProposeKey { new_key } | AdminAction::AcceptKey { new_key } => {
                 write!(f, " key {}", hex::encode(new_key))?
             }
+            AdminAction::KeyRotation { network, old_key, new_key, roster_hash } => write!(
+                f,
+                " of network {} from key {} to key {} roster {}",
+                hex::encode(network),
+                hex::encode(old_key),
+                hex::encode(new_key),
+                hex::encode(roster_hash)
+            )?,
         }
         write!(f, " (vault {} on chain {}, epoch {}, nonce {})", self.vault, self.chain_id, self.epoch, self.nonce)
     }
@@ -188,6 +230,23 @@ mod tests {
             hex::encode(AdminMessage::new(AdminAction::ProposeKey { new_key: [7; 32] }, domain, 1).digest()),
             "e1b03e84a1bc9a96933c3fa78daaa450d67b5a99c4a44b5da26b8ea91a5696f3"
         );
+    }
+
+    #[test]
+    fn a_key_rotation_signs_the_ledgers_message_and_names_the_signed_rotation() {
+        // x(G): a valid x-only key.
+        let mut new_key = [0; 32];
+        hex::decode_to_slice("79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798", &mut new_key).unwrap();
+        let action = AdminAction::KeyRotation { network: [1; 32], old_key: [3; 32], new_key, roster_hash: [4; 32] };
+        let message = AdminMessage::new(action, VaultDomain { epoch: 5, ..domain() }, 0);
+        let rotation = message.key_rotation([9; 64]).unwrap();
+        assert_eq!((rotation.epoch, rotation.internal_key, rotation.signature), (5, new_key, [9; 64]));
+        assert_eq!(message.digest(), rotation.signing_message(&[1; 32], &[3; 32]));
+        assert_eq!(AdminMessage::from_detail(&message.request().context.detail), Some(message.clone()));
+        // A new key that is no curve point names no rotation.
+        let bad =
+            AdminAction::KeyRotation { network: [1; 32], old_key: [3; 32], new_key: [0xff; 32], roster_hash: [4; 32] };
+        assert_eq!(AdminMessage::new(bad, domain(), 0).key_rotation([0; 64]), None);
     }
 
     #[test]

@@ -33,6 +33,11 @@ impl AdminPolicy {
         if request.message.as_slice() != asked.digest().as_slice() {
             return Err(AdminRefusal::Malformed { why: format!("the message is not the digest of {asked}") });
         }
+        if matches!(asked.action, super::message::AdminAction::KeyRotation { .. })
+            && asked.key_rotation([0; 64]).is_none()
+        {
+            return Err(AdminRefusal::Malformed { why: "the rotation's new key is not a curve point".into() });
+        }
         if request.key_path != KeyPath::Vault {
             return Err(AdminRefusal::Malformed { why: "admin messages are signed with the vault key only".into() });
         }

@@ -48,20 +48,17 @@ pub async fn message_for(
 ) -> Result<(AdminMessage, VaultAdminState), SubmitError> {
     let state = reader.admin_state().await?;
     let current = match action {
-        AdminAction::AcceptKey { .. } => state.key_epoch + 1,
+        // The ledger's rotation is signed by the group the vault holds now, for the next epoch.
+        AdminAction::AcceptKey { .. } | AdminAction::KeyRotation { .. } => state.key_epoch + 1,
         _ => state.key_epoch,
     };
     let domain = VaultDomain { epoch: epoch.unwrap_or(current), ..domain };
     Ok((AdminMessage::new(action, domain, nonce.unwrap_or(state.admin_nonce)), state))
 }
 
-/// Signs `message` with the group (one session) and sends it to the vault with `submitter`.
-/// Returns the transaction hash and the peers whose shares made the signature.
-pub async fn propose(
-    tss: &Arc<TssNode>,
-    submitter: &Submitter,
-    message: &AdminMessage,
-) -> Result<(String, Vec<String>), ProposeError> {
+/// Signs `message` with the group (one session): the BIP-340 signature and the peers whose
+/// shares made it.
+pub async fn sign(tss: &Arc<TssNode>, message: &AdminMessage) -> Result<([u8; 64], Vec<String>), ProposeError> {
     tracing::info!(%message, "proposing an admin message to the group");
     let outcome = match tss.sign(vec![message.request()]).await {
         Ok(outcome) => outcome,
@@ -72,7 +69,37 @@ pub async fn propose(
         }
     };
     let signed = outcome.signatures.first().ok_or_else(|| ProposeError::Other("the session signed nothing".into()))?;
-    let sig = EvmSchnorrSignature::from_bip340(&signed.signature)
+    Ok((signed.signature, outcome.signers.iter().map(ToString::to_string).collect()))
+}
+
+/// Signs the ledger's key rotation `message` names: the signed `KeyRotation` for the
+/// coordinator, and the peers whose shares made it.
+pub async fn sign_key_rotation(
+    tss: &Arc<TssNode>,
+    message: &AdminMessage,
+) -> Result<(bridge::KeyRotation, Vec<String>), ProposeError> {
+    if message.key_rotation([0; 64]).is_none() {
+        return Err(ProposeError::Other(format!("{message} is not a key rotation with a valid new key")));
+    }
+    let (signature, signers) = sign(tss, message).await?;
+    let rotation = message.key_rotation(signature).ok_or_else(|| ProposeError::Other("no rotation".into()))?;
+    metrics::counter!("watchman_admin_proposals_total", "outcome" => "signed").increment(1);
+    tracing::warn!(%message, "the group signed the ledger's key rotation");
+    Ok((rotation, signers))
+}
+
+/// Signs `message` with the group (one session) and sends it to the vault with `submitter`.
+/// Returns the transaction hash and the peers whose shares made the signature.
+pub async fn propose(
+    tss: &Arc<TssNode>,
+    submitter: &Submitter,
+    message: &AdminMessage,
+) -> Result<(String, Vec<String>), ProposeError> {
+    if matches!(message.action, AdminAction::KeyRotation { .. }) {
+        return Err(ProposeError::Other("a key rotation goes to the coordinator, not to the vault".into()));
+    }
+    let (signature, signers) = sign(tss, message).await?;
+    let sig = EvmSchnorrSignature::from_bip340(&signature)
         .ok_or_else(|| ProposeError::Other("the group's signature has no valid R".into()))?;
     let call = match &message.action {
         AdminAction::Unpause => VaultAdminCall::Unpause { nonce: message.nonce },
@@ -81,6 +108,7 @@ pub async fn propose(
         }
         AdminAction::ProposeKey { new_key } => VaultAdminCall::ProposeKey { new_key: *new_key, nonce: message.nonce },
         AdminAction::AcceptKey { .. } => VaultAdminCall::AcceptKey,
+        AdminAction::KeyRotation { .. } => return Err(ProposeError::Other("not a vault call".into())),
     };
     let receipt = submitter.send_admin(call, &sig).await.map_err(|error| match error {
         SubmitError::Refused(why) => {
@@ -90,7 +118,6 @@ pub async fn propose(
     })?;
     metrics::counter!("watchman_admin_proposals_total", "outcome" => "submitted").increment(1);
     tracing::warn!(%message, tx = %receipt.transaction_hash, "the vault took the group's admin call");
-    let signers = outcome.signers.iter().map(ToString::to_string).collect();
     Ok((receipt.transaction_hash.to_string(), signers))
 }
 
