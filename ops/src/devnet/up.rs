@@ -357,7 +357,8 @@ data_dir = "{dir}"
 
 [network]
 name = "devnet"
-chain_id = 424242
+# The vault's chain (anvil's), also the EIP-712 chainId a wallet on that chain signs for.
+chain_id = {eth_chain_id}
 eth_vault = "{vault}"
 btc_network = "regtest"
 fee_account = "0x000000000000000000000000000000000000fee5"
@@ -404,6 +405,7 @@ depth = {btc_depth}
 poll_ms = 500
 "#,
         dir = dir.display(),
+        eth_chain_id = e.eth_chain_id,
         vault = e.eth_vault,
         token = e.erc20,
         btc_fee = BTC_MIN_FEE_SAT,
