@@ -3,6 +3,7 @@
 
 use alloy_primitives::U256;
 use alloy_sol_types::{Eip712Domain, SolStruct, sol};
+use serde::{Deserialize, Serialize};
 
 use crate::hashing::keccak256;
 use crate::network::{EIP712_NAME, EIP712_VERSION, NetworkParams};
@@ -31,6 +32,28 @@ sol! {
     }
 }
 
+/// The domain's fields exactly as `eth_signTypedData_v4` takes them (`domain` in its JSON), served
+/// by `GET /info` as `eip712_domain`, so a browser wallet signs without knowing the rules above.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DomainFields {
+    pub name: String,
+    pub version: String,
+    pub chain_id: u64,
+    pub verifying_contract: crate::Address,
+}
+
+impl DomainFields {
+    pub fn of(params: &NetworkParams) -> Self {
+        DomainFields {
+            name: EIP712_NAME.into(),
+            version: EIP712_VERSION.into(),
+            chain_id: params.chain_id,
+            verifying_contract: params.eth_vault,
+        }
+    }
+}
+
 /// The network's EIP-712 domain with its separator computed once; the hot path then hashes
 /// only the message struct.
 #[derive(Clone, Debug)]
@@ -44,8 +67,8 @@ impl Domain {
         Self::of_vault(params.chain_id, params.eth_vault)
     }
 
-    /// The domain of the network with this EIP-712 `chain_id` and vault: all it depends on, so
-    /// a wallet that knows only these two (from a coordinator's `/info`) signs the same way.
+    /// The domain of the network whose vault is `eth_vault` on the Ethereum chain `chain_id`: all
+    /// it depends on, so a wallet that knows only these two (from `/info`) signs the same way.
     pub fn of_vault(chain_id: u64, eth_vault: crate::Address) -> Self {
         let domain = Eip712Domain::new(
             Some(EIP712_NAME.into()),

@@ -49,7 +49,10 @@ pub struct AssetConfig {
 pub struct NetworkParams {
     /// A short name, e.g. `devnet` or `mainnet`; also the Arweave `Network` tag.
     pub name: String,
-    /// The bridge network's EIP-712 `chainId`: distinct from any L1 chain id.
+    /// The id of the Ethereum chain the vault lives on, and the EIP-712 domain's `chainId`
+    /// (domain version 2): a wallet connected to the vault's chain can sign for the bridge, as
+    /// MetaMask refuses typed data whose `chainId` is not the connected chain's. The vault as
+    /// `verifyingContract` keeps the domain unique to this network.
     pub chain_id: u64,
     /// The Ethereum vault contract: the EIP-712 `verifyingContract`.
     pub eth_vault: Address,
@@ -92,8 +95,10 @@ pub enum ParamsError {
 }
 
 /// The EIP-712 domain name and version; with `chain_id` and `eth_vault` they make the domain.
+/// Version 2: `chainId` is the vault's Ethereum chain (version 1 used a bridge-only chain id that
+/// no wallet could be connected to; docs/PROTOCOL.md, "Versions").
 pub const EIP712_NAME: &str = "Settlement Bridge";
-pub const EIP712_VERSION: &str = "1";
+pub const EIP712_VERSION: &str = "2";
 
 impl NetworkParams {
     pub fn validate(&self) -> Result<(), ParamsError> {

@@ -42,15 +42,20 @@ fn sample_txs() -> Vec<UserTx> {
     ]
 }
 
-/// The typed-data JSON a dapp hands to `eth_signTypedData_v4`.
+/// The typed-data JSON a dapp hands to `eth_signTypedData_v4`, its `domain` exactly as `GET
+/// /info` serves it (`eip712_domain`).
 fn typed_data_json(tx: &UserTx) -> serde_json::Value {
     let p = params();
-    let domain = serde_json::json!({
-        "name": bridge::network::EIP712_NAME,
-        "version": bridge::network::EIP712_VERSION,
-        "chainId": p.chain_id,
-        "verifyingContract": p.eth_vault.to_string(),
-    });
+    let domain = serde_json::to_value(bridge::eip712::DomainFields::of(&p)).unwrap();
+    assert_eq!(
+        domain,
+        serde_json::json!({
+            "name": "Settlement Bridge",
+            "version": "2",
+            "chainId": p.chain_id,
+            "verifyingContract": p.eth_vault.to_string(),
+        })
+    );
     let domain_type = serde_json::json!([
         {"name": "name", "type": "string"},
         {"name": "version", "type": "string"},

@@ -37,7 +37,7 @@ async fn bench() {
     let key = CoordinatorKey::from_secret(&[0xc0; 32]).unwrap();
     let params = NetworkParams {
         name: "bench".into(),
-        chain_id: 424_242,
+        chain_id: 31_337,
         eth_vault: Address([0x7a; 20]),
         btc_network: BtcNetwork::Regtest,
         btc_vault: None,

@@ -143,6 +143,10 @@ pub struct InfoView {
     pub genesis_hash: String,
     /// The Bitcoin vault's keys and fee-rate bounds; null when the network takes no bitcoin.
     pub btc_vault: Option<BtcVaultView>,
+    /// The EIP-712 domain as `eth_signTypedData_v4` takes it: `name`, `version`, `chainId` (the
+    /// vault's Ethereum chain) and `verifyingContract` (the vault).
+    #[schema(value_type = Object)]
+    pub eip712_domain: bridge::eip712::DomainFields,
     pub confirmations: ConfirmationsView,
     /// The complete network parameters, exactly the value whose borsh bytes hash to
     /// `genesis_hash`: all a replay needs from the network.
@@ -274,6 +278,7 @@ async fn get_info(State(context): Ctx) -> Json<InfoView> {
         network: params.name.clone(),
         genesis_hash: hex32(&params.genesis_hash()),
         btc_vault,
+        eip712_domain: bridge::eip712::DomainFields::of(&params),
         confirmations: context.confirmations,
         params,
     })

@@ -5,7 +5,8 @@
 //!
 //! `follower`: the loop; `store`: what it has replayed and the alarms; `deposits`: deposit
 //! checks against L1; `alarm`: what can go wrong; `evidence`: the files that prove it;
-//! `watchman`: signing only what this replay justifies, and settling it on L1.
+//! `watchman`: signing only what this replay justifies, and settling it on L1; `web`: the
+//! explorer and wallet pages served beside the API.
 
 pub mod alarm;
 pub mod api;
@@ -20,3 +21,4 @@ pub mod series;
 pub mod solvency;
 pub mod store;
 pub mod watchman;
+pub mod web;

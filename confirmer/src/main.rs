@@ -140,6 +140,13 @@ struct FollowArgs {
     /// "Joining late"). Ignored once the database holds a record.
     #[arg(long)]
     checkpoint: Option<confirmer::fast_sync::Checkpoint>,
+    /// Where the web app (explorer and wallet) is served on the API's port: `/` or a path
+    /// such as `/app/`.
+    #[arg(long, default_value = "/")]
+    web_path: String,
+    /// Serve no web app, only the API.
+    #[arg(long)]
+    no_web: bool,
 }
 
 impl FollowArgs {
@@ -183,7 +190,18 @@ fn main() -> ExitCode {
                     keep: args.snapshot_keep,
                 },
             };
-            let serve = (!args.once).then_some((args.listen, args.coordinator));
+            let web = if args.no_web {
+                None
+            } else {
+                match confirmer::web::WebConfig::new(&args.web_path, source.arweave.clone(), source.eth_rpc.clone()) {
+                    Ok(config) => Some(config),
+                    Err(error) => {
+                        eprintln!("confirmer: --web-path: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
+            let serve = (!args.once).then_some(Serve { listen: args.listen, coordinator: args.coordinator, web });
             match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime.block_on(follow(source, args.interval_ms, serve)),
                 Err(error) => Err(error.into()),
@@ -297,12 +315,17 @@ impl std::fmt::Debug for BitcoinSource {
     }
 }
 
+/// What `follow` serves when it does not stop once caught up.
+#[derive(Debug)]
+struct Serve {
+    listen: std::net::SocketAddr,
+    coordinator: Option<String>,
+    /// The web app's configuration; `None` with `--no-web`.
+    web: Option<confirmer::web::WebConfig>,
+}
+
 /// Follows until stopped; with `serve`, also serves the API (else stops once caught up).
-async fn follow(
-    source: Source,
-    interval_ms: u64,
-    serve: Option<(std::net::SocketAddr, Option<String>)>,
-) -> anyhow::Result<()> {
+async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(&source.params).with_context(|| format!("reading {}", source.params.display()))?;
     let params: NetworkParams = serde_json::from_str(&text).context("the network parameters")?;
@@ -371,7 +394,7 @@ async fn follow(
         follower = follower.with_forced(checker);
     }
     let follower = Arc::new(RwLock::new(follower));
-    let Some((listen, coordinator)) = serve else {
+    let Some(Serve { listen, coordinator, web }) = serve else {
         // Once: follow until caught up, print where it stands, stop.
         let mut follow = Follow { follower: follower.clone(), solvency: None, turns: 0, busy: false };
         loop {
@@ -407,16 +430,29 @@ async fn follow(
     // The coordinator is asked only for `/status`'s `behind_coordinator`: a short timeout keeps a
     // slow coordinator from holding the confirmer's own status.
     let http = tls.client(Duration::from_secs(5))?;
-    let app = confirmer::api::router(ApiContext {
+    let mut app = confirmer::api::router(ApiContext {
         follower: follower.clone(),
         metrics,
-        coordinator,
+        coordinator: coordinator.clone(),
         confirmations,
-        http,
+        http: http.clone(),
         eth_finality,
     });
+    let web_path = web.as_ref().map(|config| config.base_path().to_owned());
+    if let Some(config) = web {
+        // The page's relayed calls and node reads share the API client's 5 s bound.
+        app = app.merge(confirmer::web::router(confirmer::web::WebContext {
+            follower: follower.clone(),
+            coordinator,
+            http,
+            config,
+        }));
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     println!("confirmer listening on http://{}", listener.local_addr()?);
+    if let Some(path) = web_path {
+        println!("web app (explorer and wallet) on http://{}{path}", listener.local_addr()?);
+    }
     let supervisor = Supervisor::new();
     supervisor.spawn_essential("api", async move {
         axum::serve(listener, app).await.map_err(|error| TaskError::fatal(format!("the API server failed: {error}")))

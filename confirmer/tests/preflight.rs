@@ -54,7 +54,7 @@ impl Parts {
     /// The network whose vaults are of `internal()`, on regtest.
     fn params(&self) -> NetworkParams {
         let mut p = common::params();
-        p.chain_id = 424_242;
+        p.chain_id = self.eth.chain_id;
         p.eth_vault = from_alloy(self.vault);
         p.btc_vault = Some(BtcVaultParams { group_key: internal(), min_fee_rate: 1, max_fee_rate: 50 });
         p

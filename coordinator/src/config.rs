@@ -256,7 +256,8 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             name: "devnet".into(),
-            chain_id: 424_242,
+            // Anvil's chain, where the default vault address is anvil's first deployment.
+            chain_id: 31_337,
             eth_vault: Address(hex_literal("5fbdb2315678afecb367f032d93f642f64180aa3")),
             btc_network: BtcNetwork::Regtest,
             btc_vault: None,

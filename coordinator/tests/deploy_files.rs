@@ -17,7 +17,7 @@ fn the_public_testnet_coordinator_file_loads_with_the_real_loader() {
     let config = Config::load(Some(&deploy_file("testnet/coordinator.toml")), []).unwrap();
     assert_eq!(config.network.btc_network, BtcNetwork::Testnet);
     assert_eq!(config.ethereum.chain_id, Some(11_155_111));
-    assert_ne!(config.network.chain_id, 11_155_111, "the bridge's chain id must differ from Sepolia's");
+    assert_eq!(config.network.chain_id, 11_155_111, "the EIP-712 chainId is the vault's chain, Sepolia");
     assert_eq!(config.da.kind, DaKind::Arweave);
     assert_eq!(config.da.gateway.as_deref(), Some("https://arweave.net"));
     assert!(config.bitcoin.rpc.as_deref().is_some_and(|u| u.ends_with(":48332")), "testnet4's RPC port");

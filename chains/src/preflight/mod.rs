@@ -97,13 +97,15 @@ pub fn unreachable(name: &'static str, endpoint: &str, error: &str) -> Row {
     Row::fail(name, format!("{endpoint} did not answer ({error}): is the URL right and the node up?"))
 }
 
-/// The Ethereum node's chain: the one configured (when it is), and never the bridge's own
-/// EIP-712 chain id, which the parameters require to differ from every L1's.
-pub fn eth_chain(expected: Option<u64>, bridge_chain_id: u64, actual: u64) -> Row {
-    if actual == bridge_chain_id {
+/// The Ethereum node's chain: the network's `chain_id` (the vault's chain, which is also the
+/// EIP-712 domain's `chainId` users sign for) and the configured one, when it is.
+pub fn eth_chain(expected: Option<u64>, network_chain_id: u64, actual: u64) -> Row {
+    if actual != network_chain_id {
         return Row::fail(
             ETH_CHAIN,
-            format!("the node's chain id {actual} is the bridge network's own chain_id: point the RPC at the L1 node"),
+            format!(
+                "the node is on chain {actual}, the network's chain_id (the vault's chain) is {network_chain_id}: wrong RPC URL or wrong network parameters"
+            ),
         );
     }
     match expected {

@@ -2,13 +2,16 @@
 use super::*;
 
 #[test]
-fn the_ethereum_chain_must_be_the_configured_one_and_never_the_bridges() {
-    assert!(eth_chain(Some(11_155_111), 424_242, 11_155_111).ok);
-    let wrong = eth_chain(Some(11_155_111), 424_242, 1);
+fn the_ethereum_chain_must_be_the_networks_and_the_configured_one() {
+    assert!(eth_chain(Some(11_155_111), 11_155_111, 11_155_111).ok);
+    let wrong = eth_chain(Some(11_155_111), 1, 1);
     assert!(!wrong.ok && wrong.detail.contains("on chain 1, the configuration says 11155111"), "{wrong:?}");
-    let own = eth_chain(None, 424_242, 424_242);
-    assert!(!own.ok && own.detail.contains("bridge network's own chain_id"), "{own:?}");
-    assert!(eth_chain(None, 424_242, 31_337).ok);
+    let not_the_vaults = eth_chain(None, 424_242, 31_337);
+    assert!(
+        !not_the_vaults.ok && not_the_vaults.detail.contains("the network's chain_id (the vault's chain) is 424242"),
+        "{not_the_vaults:?}"
+    );
+    assert!(eth_chain(None, 31_337, 31_337).ok);
 }
 
 #[test]

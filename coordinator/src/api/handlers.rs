@@ -173,6 +173,7 @@ pub async fn get_info(State(context): Ctx) -> Result<Json<views::Info>, ApiError
         genesis_hash: hex32(&params.genesis_hash()),
         chain_id: params.chain_id,
         eth_vault: params.eth_vault.to_string(),
+        eip712_domain: bridge::eip712::DomainFields::of(params),
         btc_network: bitcoin_network_name(params.btc_network),
         coordinator_key: hex32(&params.coordinator_key),
         fee_account: params.fee_account.to_string(),

@@ -73,6 +73,10 @@ pub struct Info {
     pub chain_id: u64,
     /// The Ethereum vault: the EIP-712 domain's `verifyingContract`.
     pub eth_vault: String,
+    /// The EIP-712 domain as `eth_signTypedData_v4` takes it: `name`, `version`, `chainId` (the
+    /// vault's Ethereum chain) and `verifyingContract` (the vault).
+    #[schema(value_type = Object)]
+    pub eip712_domain: bridge::eip712::DomainFields,
     pub btc_network: String,
     /// The BIP-340 key that signs batch headers.
     pub coordinator_key: String,

@@ -143,6 +143,7 @@ fn print_started(state: &DevnetState) {
     println!();
     println!("  coordinator   {}   (API, /openapi.json, /metrics)", e.coordinator);
     println!("  confirmer     {}   (hard finality, /alarms)", e.confirmer);
+    println!("  web app       {}/   (explorer and wallet: open it in a browser)", e.confirmer);
     println!("  arlocal       {}", e.arweave);
     println!(
         "  anvil         {}   (chain id {}; vault {}, test token {})",

@@ -362,7 +362,8 @@ data_dir = "{dir}"
 
 [network]
 name = "devnet"
-chain_id = 424242
+# The vault's chain (anvil's), also the EIP-712 chainId a wallet on that chain signs for.
+chain_id = {eth_chain_id}
 eth_vault = "{vault}"
 btc_network = "regtest"
 fee_account = "0x000000000000000000000000000000000000fee5"
@@ -411,6 +412,7 @@ poll_ms = 500
 payout_window_ms = {payout_window_ms}
 "#,
         dir = dir.display(),
+        eth_chain_id = e.eth_chain_id,
         vault = e.eth_vault,
         token = e.erc20,
         btc_fee = BTC_MIN_FEE_SAT,

@@ -19,7 +19,7 @@ use crate::{BENCH_SECRET, ONE_ETH, account, deposits_file, sign_requests, sign_t
 pub(crate) fn bench_params(key: &CoordinatorKey) -> NetworkParams {
     NetworkParams {
         name: "bench".into(),
-        chain_id: 424_242,
+        chain_id: 31_337,
         eth_vault: Address([0x7a; 20]),
         btc_network: BtcNetwork::Regtest,
         btc_vault: None,

@@ -1,0 +1,132 @@
+// State proofs checked in the browser (docs/PROTOCOL.md, "The state tree" and "Proofs"): a
+// binary sparse Merkle tree over SHA-256, as crate `jmt` 0.12 computes it. Only the browser's
+// own SHA-256 (WebCrypto) is used: what the page calls verified does not rest on the server.
+
+const encoder = new TextEncoder();
+const LEAF_PREFIX = encoder.encode("JMT::LeafNode");
+const INTERNAL_PREFIX = encoder.encode("JMT::IntrnalNode");
+export const PLACEHOLDER = encoder.encode("SPARSE_MERKLE_PLACEHOLDER_HASH__");
+
+export function hexToBytes(hex) {
+  const digits = hex.startsWith("0x") ? hex.slice(2) : hex;
+  if (digits.length % 2 !== 0 || /[^0-9a-fA-F]/.test(digits)) throw new Error(`not hex: ${hex}`);
+  const out = new Uint8Array(digits.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(digits.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+export function bytesToHex(bytes) {
+  return "0x" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function equal(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+async function sha256(...parts) {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.length;
+  }
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+}
+
+function bytes32(array, what) {
+  if (!Array.isArray(array) || array.length !== 32) throw new Error(`${what} is not 32 bytes`);
+  return Uint8Array.from(array);
+}
+
+function leafHash(leaf) {
+  return sha256(LEAF_PREFIX, bytes32(leaf.key_hash, "a leaf's key hash"), bytes32(leaf.value_hash, "a leaf's value hash"));
+}
+
+async function nodeHash(node) {
+  if (node === "Null") return PLACEHOLDER;
+  if (node && node.Leaf) return leafHash(node.Leaf);
+  if (node && node.Internal) {
+    return sha256(INTERNAL_PREFIX, bytes32(node.Internal.left_child, "a left child"), bytes32(node.Internal.right_child, "a right child"));
+  }
+  throw new Error("a sibling is neither Null, Leaf nor Internal");
+}
+
+function bit(path, depth) {
+  return (path[depth >> 3] >> (7 - (depth & 7))) & 1;
+}
+
+/**
+ * Checks one `StateProof` (`{key, value, proof}` as `GET /accounts/{a}` serves it) against
+ * `rootHex`. Resolves to `{ok: true}` or `{ok: false, reason}`; never trusts the server's word.
+ */
+export async function verifyProof(stateProof, rootHex) {
+  try {
+    const root = hexToBytes(rootHex);
+    const path = await sha256(hexToBytes(stateProof.key));
+    const value = stateProof.value === null ? null : hexToBytes(stateProof.value);
+    if (stateProof.proof === null) {
+      if (value !== null) return { ok: false, reason: "an inclusion proof without a tree" };
+      return equal(root, PLACEHOLDER) ? { ok: true } : { ok: false, reason: "an empty-tree proof for a non-empty root" };
+    }
+    const { leaf, siblings } = stateProof.proof;
+    if (!Array.isArray(siblings) || siblings.length > 256) return { ok: false, reason: "more than 256 siblings" };
+    const n = siblings.length;
+    let hash;
+    if (value !== null) {
+      if (!leaf) return { ok: false, reason: "an inclusion proof without its leaf" };
+      if (!equal(bytes32(leaf.key_hash, "the leaf's key hash"), path)) return { ok: false, reason: "the leaf is another key's" };
+      if (!equal(bytes32(leaf.value_hash, "the leaf's value hash"), await sha256(value))) {
+        return { ok: false, reason: "the leaf holds another value" };
+      }
+      hash = await leafHash(leaf);
+    } else if (leaf) {
+      const other = bytes32(leaf.key_hash, "the leaf's key hash");
+      if (equal(other, path)) return { ok: false, reason: "an exclusion proof naming the key's own leaf" };
+      for (let d = 0; d < n; d++) {
+        if (bit(other, d) !== bit(path, d)) return { ok: false, reason: "the leaf is not where the key would be" };
+      }
+      hash = await leafHash(leaf);
+    } else {
+      hash = PLACEHOLDER;
+    }
+    for (let i = 0; i < n; i++) {
+      const depth = n - 1 - i;
+      const sibling = await nodeHash(siblings[i]);
+      hash = bit(path, depth) ? await sha256(INTERNAL_PREFIX, sibling, hash) : await sha256(INTERNAL_PREFIX, hash, sibling);
+    }
+    return equal(hash, root) ? { ok: true } : { ok: false, reason: "the path does not hash to the root" };
+  } catch (error) {
+    return { ok: false, reason: error.message };
+  }
+}
+
+function littleEndian(bytes) {
+  let n = 0n;
+  for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]);
+  return n;
+}
+
+/**
+ * What a proved entry of an account says, read from its key and value bytes alone:
+ * `{kind: "nonce", account, value}` or `{kind: "balance", account, asset, value}` (BigInt), or
+ * null for another kind of entry. The asset's token address is lowercase hex.
+ */
+export function decodeEntry(stateProof) {
+  const key = hexToBytes(stateProof.key);
+  const value = stateProof.value === null ? null : hexToBytes(stateProof.value);
+  const account = bytesToHex(key.slice(1, 21));
+  if (key[0] === 0 && key.length === 21) {
+    if (value !== null && value.length !== 8) return null;
+    return { kind: "nonce", account, value: value === null ? 0n : littleEndian(value) };
+  }
+  if (key[0] === 1 && key.length >= 22) {
+    let asset;
+    if (key[21] === 0 && key.length === 22) asset = "eth:ETH";
+    else if (key[21] === 1 && key.length === 42) asset = `eth:${bytesToHex(key.slice(22, 42))}`;
+    else if (key[21] === 2 && key.length === 22) asset = "btc:BTC";
+    else return null;
+    if (value !== null && value.length !== 16) return null;
+    return { kind: "balance", account, asset, value: value === null ? 0n : littleEndian(value) };
+  }
+  return null;
+}

@@ -1,0 +1,89 @@
+//! An Ethereum withdrawal's payout as the vault shows it, read from this confirmer's own node
+//! with two JSON-RPC calls: `roots(batch)` (the watchmen's group signature put it there) and the
+//! vault's `Withdrawn(batch, index, token)` log (the leaf was paid). Plain JSON-RPC over the
+//! confirmer's HTTP client: the two calls need no contract bindings.
+
+use bridge::Address;
+use bridge::hashing::keccak256;
+use serde_json::{Value, json};
+
+/// `Withdrawn(uint64 indexed batch, uint32 indexed index, address indexed token, address
+/// recipient, uint256 amount)`, as contracts/sol/Vault.sol declares it.
+const WITHDRAWN: &str = "Withdrawn(uint64,uint32,address,address,uint256)";
+const ROOTS: &str = "roots(uint64)";
+
+/// What the vault holds for leaf `index` of `batch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafOnChain {
+    /// The batch's withdrawals root, if submitted (not zero).
+    pub root: Option<String>,
+    /// The transaction whose `Withdrawn` log paid the leaf.
+    pub paid_in: Option<String>,
+}
+
+fn word(value: u64) -> String {
+    format!("0x{value:064x}")
+}
+
+fn address_word(address: &Address) -> String {
+    format!("0x{:0>64}", hex::encode(address.as_bytes()))
+}
+
+/// Asks `eth_rpc` about leaf `index` of `batch` (paying `token`, zero for ether) in `vault`.
+pub async fn leaf(
+    http: &reqwest::Client,
+    eth_rpc: &str,
+    vault: Address,
+    batch: u64,
+    index: u32,
+    token: Address,
+) -> Result<LeafOnChain, String> {
+    let selector = &keccak256(ROOTS.as_bytes())[..4];
+    let data = format!("0x{}{:064x}", hex::encode(selector), batch);
+    let root = call(http, eth_rpc, "eth_call", json!([{ "to": vault.to_string(), "data": data }, "latest"])).await?;
+    let root = root.as_str().ok_or("eth_call answered no hex string")?.to_owned();
+    let zero = root.trim_start_matches("0x").bytes().all(|b| b == b'0');
+    let topic0 = format!("0x{}", hex::encode(keccak256(WITHDRAWN.as_bytes())));
+    // The log filter names batch, index and token: at most the one log of this leaf (or, after a
+    // reorg, its removed copy), so the answer is bounded whatever the chain's length.
+    let filter = json!([{
+        "address": vault.to_string(),
+        "fromBlock": "earliest",
+        "toBlock": "latest",
+        "topics": [topic0, word(batch), word(u64::from(index)), address_word(&token)],
+    }]);
+    let logs = call(http, eth_rpc, "eth_getLogs", filter).await?;
+    let paid_in = logs
+        .as_array()
+        .ok_or("eth_getLogs answered no list")?
+        .iter()
+        .filter(|log| log["removed"] != Value::Bool(true))
+        .find_map(|log| log["transactionHash"].as_str().map(str::to_owned));
+    Ok(LeafOnChain { root: (!zero).then_some(root), paid_in })
+}
+
+async fn call(http: &reqwest::Client, url: &str, method: &str, params: Value) -> Result<Value, String> {
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+    let response = http.post(url).json(&body).send().await.map_err(|e| format!("{method}: {e}"))?;
+    let answer: Value = response.json().await.map_err(|e| format!("{method}: not JSON: {e}"))?;
+    if let Some(error) = answer.get("error") {
+        return Err(format!("{method}: {error}"));
+    }
+    answer.get("result").cloned().ok_or_else(|| format!("{method}: no result"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_and_selector_are_the_vaults() {
+        use alloy::sol_types::{SolCall, SolEvent};
+        assert_eq!(word(7).len(), 66);
+        let token = Address([0xab; 20]);
+        assert_eq!(address_word(&token), format!("0x{}{}", "0".repeat(24), "ab".repeat(20)));
+        // What the vault's compiled ABI says, through the bindings in `contracts`.
+        assert_eq!(keccak256(WITHDRAWN.as_bytes()), contracts::Vault::Withdrawn::SIGNATURE_HASH.0);
+        assert_eq!(keccak256(ROOTS.as_bytes())[..4], contracts::Vault::rootsCall::SELECTOR);
+    }
+}
