@@ -135,10 +135,7 @@ async fn bench() {
         let started = Instant::now();
         let listed = checker.listed(commit.from, commit.to).await.unwrap().unwrap();
         let due = expected(commit.from, commit.to, &listed);
-        let mut fetched = Vec::with_capacity(due.len());
-        for listing in due {
-            fetched.push(gateway.fetch_forced(listing).await.unwrap());
-        }
+        let fetched = gateway.fetch_forced_all(&due).await.unwrap();
         bridge::forced::check_records(&second.forced, &fetched).unwrap();
         check_s.push(started.elapsed().as_secs_f64());
 

@@ -109,10 +109,7 @@ impl ForcedChecker {
             Err(wait) => return Ok(ForcedVerdict::Wait(wait)),
         };
         let due = expected(commit.from, commit.to, &listed);
-        let mut entries = Vec::with_capacity(due.len());
-        for listing in &due {
-            entries.push(self.gateway.fetch_forced(*listing).await?);
-        }
+        let entries = self.gateway.fetch_forced_all(&due).await?;
         if let Err(finding) = check_records(&batch.forced, &entries) {
             return Ok(censored(finding, listed, None));
         }
@@ -225,10 +222,7 @@ impl CensorshipEvidence {
         match &self.finding {
             Finding::Misread { .. } => {
                 let due = expected(commit.from, commit.to, &listed);
-                let mut entries = Vec::with_capacity(due.len());
-                for listing in due {
-                    entries.push(checker.gateway().fetch_forced(listing).await.map_err(|e| e.to_string())?);
-                }
+                let entries = checker.gateway().fetch_forced_all(&due).await.map_err(|e| e.to_string())?;
                 match check_records(&batch.forced, &entries) {
                     Err(Finding::Misread { .. }) => {}
                     other => return Err(format!("the entries' data does not show a misreading: {other:?}")),

@@ -138,10 +138,7 @@ impl ForcedFollower {
         };
         let planned = plan(from, &page.listings, usable, self.rules.cap);
         self.show(from, tip, &page.listings, &planned.take);
-        let mut entries = Vec::with_capacity(planned.take.len());
-        for listing in &planned.take {
-            entries.push(self.gateway.fetch_forced(*listing).await.map_err(|e| e.to_string())?);
-        }
+        let entries = self.gateway.fetch_forced_all(&planned.take).await.map_err(|e| e.to_string())?;
         let applied = self.applied(&entries).await?;
         let count = entries.len();
         let work = ForcedWork { from, to: planned.to, entries, applied };

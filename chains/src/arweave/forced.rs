@@ -154,6 +154,34 @@ impl Gateway {
     }
 }
 
+/// How many entries are fetched at once: a batch's check costs about `cap / FETCHES_IN_FLIGHT`
+/// round trips instead of `cap`, while a gateway sees at most this many requests from us.
+pub const FETCHES_IN_FLIGHT: usize = 8;
+
+impl Gateway {
+    /// [`Gateway::fetch_forced`] for each listing, [`FETCHES_IN_FLIGHT`] at a time, in the
+    /// listings' order.
+    pub async fn fetch_forced_all(&self, listings: &[ForcedListing]) -> Result<Vec<ForcedEntry>, GatewayError> {
+        let mut entries = Vec::with_capacity(listings.len());
+        for chunk in listings.chunks(FETCHES_IN_FLIGHT) {
+            let mut round = tokio::task::JoinSet::new();
+            for (i, listing) in chunk.iter().copied().enumerate() {
+                let gateway = self.clone();
+                round.spawn(async move { (i, gateway.fetch_forced(listing).await) });
+            }
+            let mut fetched: Vec<Option<ForcedEntry>> = vec![None; chunk.len()];
+            while let Some(done) = round.join_next().await {
+                let (i, entry) = done.map_err(|e| self.malformed("/tx", format!("a fetch task died: {e}")))?;
+                fetched[i] = Some(entry?);
+            }
+            for entry in fetched {
+                entries.push(entry.ok_or_else(|| self.malformed("/tx", "a fetch did not report back"))?);
+            }
+        }
+        Ok(entries)
+    }
+}
+
 fn listing_of(node: &Node, tags: &[(&str, &str)], min: u64, max: u64) -> Option<ForcedListing> {
     let tagged = tags.iter().all(|(name, value)| {
         let mut values = node.tags.iter().filter(|t| t.name == *name);
