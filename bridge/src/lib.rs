@@ -35,8 +35,8 @@ pub use batch::{
 pub use btc_payout::PayoutPlan;
 pub use btc_vault::{BtcVaultParams, OutPoint, VaultOwner, VaultUtxo};
 pub use network::{AssetConfig, BtcNetwork, NetworkParams};
-pub use state::snapshot::{Snapshot, SnapshotError};
 pub use rotation::{KeyEpoch, KeyRotation};
+pub use state::snapshot::{Snapshot, SnapshotError};
 pub use state::{State, StateKey};
 pub use stf::{Receipt, TxError, apply};
 pub use tx::{BatchTx, Deposit, L1Ref, SignedUserTx, SystemTx, Transfer, Tx, UserTx, Withdraw};

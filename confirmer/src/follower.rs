@@ -176,10 +176,12 @@ impl Follower {
             Some(forced) if from == 0 => Some(forced.start()),
             Some(_) => {
                 let batch = store.replayed_batch(from).await?;
-                let commit = batch.and_then(|stored| stored.batch.header.forced).ok_or_else(|| FollowError::OwnRecord {
-                    number: from,
-                    reason: "the snapshot's batch carries no forced cursor on a network with forced inclusion".into(),
-                })?;
+                let commit =
+                    batch.and_then(|stored| stored.batch.header.forced).ok_or_else(|| FollowError::OwnRecord {
+                        number: from,
+                        reason: "the snapshot's batch carries no forced cursor on a network with forced inclusion"
+                            .into(),
+                    })?;
                 Some(commit.to)
             }
         };

@@ -197,7 +197,7 @@ struct Replayed {
 
 async fn replayed(context: &WebContext, hash: &[u8; 32]) -> Result<Option<Replayed>, WebError> {
     let follower = context.follower.read().await;
-    let Some(batch) = follower.batch_of_tx(hash) else { return Ok(None) };
+    let Some(batch) = follower.batch_of_tx(hash).await.map_err(WebError::internal)? else { return Ok(None) };
     let hard_final = follower.is_hard_final(batch);
     let Some(stored) = follower.store().replayed_batch(batch).await.map_err(WebError::internal)? else {
         return Ok(Some(Replayed { batch, hard_final, tx: None, leaf: None, eth_withdrawal: false }));

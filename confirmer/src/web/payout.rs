@@ -1,6 +1,7 @@
 //! An Ethereum withdrawal's payout as the vault shows it, read from this confirmer's own node
-//! with two JSON-RPC calls: `roots(batch)` (the watchmen's group signature put it there) and the
-//! vault's `Withdrawn(batch, index, token)` log (the leaf was paid). Plain JSON-RPC over the
+//! with plain JSON-RPC calls: `rangeOf(batch)` and `ranges(range)` (the root of the range of
+//! batches the watchmen's group signature put there) and the vault's `Withdrawn(batch, index,
+//! token)` log (the leaf was paid). Plain JSON-RPC over the
 //! confirmer's HTTP client: the two calls need no contract bindings.
 
 use bridge::Address;
@@ -10,12 +11,13 @@ use serde_json::{Value, json};
 /// `Withdrawn(uint64 indexed batch, uint32 indexed index, address indexed token, address
 /// recipient, uint256 amount)`, as contracts/sol/Vault.sol declares it.
 const WITHDRAWN: &str = "Withdrawn(uint64,uint32,address,address,uint256)";
-const ROOTS: &str = "roots(uint64)";
+const RANGE_OF: &str = "rangeOf(uint64)";
+const RANGES: &str = "ranges(uint64)";
 
 /// What the vault holds for leaf `index` of `batch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafOnChain {
-    /// The batch's withdrawals root, if submitted (not zero).
+    /// The withdrawals root of the range covering the batch, once the vault holds one.
     pub root: Option<String>,
     /// The transaction whose `Withdrawn` log paid the leaf.
     pub paid_in: Option<String>,
@@ -38,11 +40,7 @@ pub async fn leaf(
     index: u32,
     token: Address,
 ) -> Result<LeafOnChain, String> {
-    let selector = &keccak256(ROOTS.as_bytes())[..4];
-    let data = format!("0x{}{:064x}", hex::encode(selector), batch);
-    let root = call(http, eth_rpc, "eth_call", json!([{ "to": vault.to_string(), "data": data }, "latest"])).await?;
-    let root = root.as_str().ok_or("eth_call answered no hex string")?.to_owned();
-    let zero = root.trim_start_matches("0x").bytes().all(|b| b == b'0');
+    let root = range_root(http, eth_rpc, vault, batch).await?;
     let topic0 = format!("0x{}", hex::encode(keccak256(WITHDRAWN.as_bytes())));
     // The log filter names batch, index and token: at most the one log of this leaf (or, after a
     // reorg, its removed copy), so the answer is bounded whatever the chain's length.
@@ -59,7 +57,48 @@ pub async fn leaf(
         .iter()
         .filter(|log| log["removed"] != Value::Bool(true))
         .find_map(|log| log["transactionHash"].as_str().map(str::to_owned));
-    Ok(LeafOnChain { root: (!zero).then_some(root), paid_in })
+    Ok(LeafOnChain { root, paid_in })
+}
+
+/// The root of the vault's range over `batch`, if it holds one: `rangeOf(batch)` answers
+/// `(bool found, uint64 range)`, and `ranges(range)` the range's `(bytes32 root, uint64 first,
+/// uint64 last)`.
+async fn range_root(
+    http: &reqwest::Client,
+    eth_rpc: &str,
+    vault: Address,
+    batch: u64,
+) -> Result<Option<String>, String> {
+    let words = view(http, eth_rpc, vault, RANGE_OF, batch).await?;
+    let (Some(found), Some(range)) = (words.first(), words.get(1)) else {
+        return Err("rangeOf answered fewer than two words".into());
+    };
+    if found.bytes().all(|b| b == b'0') {
+        return Ok(None);
+    }
+    // A uint64 fills the word's last 16 hex digits; `view` checked every word is 64 of them.
+    let range = u64::from_str_radix(&range[48..], 16).map_err(|e| format!("rangeOf: range number: {e}"))?;
+    let words = view(http, eth_rpc, vault, RANGES, range).await?;
+    let root = words.first().ok_or("ranges answered no words")?;
+    Ok((!root.bytes().all(|b| b == b'0')).then(|| format!("0x{root}")))
+}
+
+/// `eth_call` of a view taking one `uint64`: the answer's 32-byte words, in hex without `0x`.
+async fn view(
+    http: &reqwest::Client,
+    eth_rpc: &str,
+    vault: Address,
+    signature: &str,
+    arg: u64,
+) -> Result<Vec<String>, String> {
+    let selector = &keccak256(signature.as_bytes())[..4];
+    let data = format!("0x{}{:064x}", hex::encode(selector), arg);
+    let answer = call(http, eth_rpc, "eth_call", json!([{ "to": vault.to_string(), "data": data }, "latest"])).await?;
+    let answer = answer.as_str().ok_or("eth_call answered no hex string")?.trim_start_matches("0x");
+    if !answer.len().is_multiple_of(64) || !answer.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{signature}: the answer is not whole 32-byte words"));
+    }
+    Ok(answer.as_bytes().chunks(64).map(|w| String::from_utf8_lossy(w).into_owned()).collect())
 }
 
 async fn call(http: &reqwest::Client, url: &str, method: &str, params: Value) -> Result<Value, String> {
@@ -84,6 +123,7 @@ mod tests {
         assert_eq!(address_word(&token), format!("0x{}{}", "0".repeat(24), "ab".repeat(20)));
         // What the vault's compiled ABI says, through the bindings in `contracts`.
         assert_eq!(keccak256(WITHDRAWN.as_bytes()), contracts::Vault::Withdrawn::SIGNATURE_HASH.0);
-        assert_eq!(keccak256(ROOTS.as_bytes())[..4], contracts::Vault::rootsCall::SELECTOR);
+        assert_eq!(keccak256(RANGE_OF.as_bytes())[..4], contracts::Vault::rangeOfCall::SELECTOR);
+        assert_eq!(keccak256(RANGES.as_bytes())[..4], contracts::Vault::rangesCall::SELECTOR);
     }
 }
