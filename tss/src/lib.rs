@@ -9,6 +9,7 @@
 //!   [`SigningPolicy`] asked before any share leaves.
 //! - [`mesh`]: libp2p (TCP, Noise, Yamux) among allow-listed peers only, a bounded queue each.
 //! - [`nonces`]: what each peer may hold and have made of this signer's nonces.
+//! - [`traffic`]: the bytes the mesh writes and reads, counted in its codec.
 //! - [`keystore`]: key shares on disk only encrypted (Argon2id + XChaCha20-Poly1305).
 //! - refresh ([`TssNode::refresh`]): new shares of the same group key, by the DKG's rounds.
 //!
@@ -29,6 +30,7 @@ pub mod policy;
 pub mod roast;
 pub mod roster;
 pub mod signer;
+pub mod traffic;
 
 pub use frost_secp256k1_tr as frost;
 pub use group::{GroupKey, KeyPath, bip340_bytes};

@@ -13,6 +13,7 @@
 //! [`Overload::QueueFull`] at once, so one peer cannot fill the queue the others need.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,8 +26,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::messages::{Overload, Request, Response};
+use crate::traffic::{Counters, CountingCodec, Traffic};
 
-const PROTOCOL: StreamProtocol = StreamProtocol::new("/bridge-tss/1");
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/bridge-tss/2");
 const MAX_MESSAGE: u64 = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -91,6 +93,7 @@ pub struct MeshHandle {
     commands: mpsc::Sender<Command>,
     connected: watch::Receiver<BTreeSet<PeerId>>,
     listening: watch::Receiver<Vec<Multiaddr>>,
+    traffic: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Command {
@@ -112,6 +115,11 @@ impl MeshHandle {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Request { peer, request, reply }).await.map_err(|_| MeshError::Stopped)?;
         answer.await.map_err(|_| MeshError::Stopped)?
+    }
+
+    /// Bytes of messages this mesh has written and read since it started.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.snapshot()
     }
 
     /// The peers with an open connection now.
@@ -161,7 +169,7 @@ struct MeshBehaviour {
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    rpc: request_response::cbor::Behaviour<Request, Response>,
+    rpc: request_response::Behaviour<CountingCodec>,
 }
 
 /// Starts the mesh task. Returns once it listens.
@@ -172,6 +180,7 @@ pub async fn start(
     let local = identity.public().to_peer_id();
     let listen_error = |reason: String| MeshError::Listen { address: config.listen.clone(), reason };
     let timeout = config.request_timeout;
+    let counters = Arc::new(Counters::default());
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -180,9 +189,10 @@ pub async fn start(
             let codec = request_response::cbor::codec::Codec::<Request, Response>::default()
                 .set_request_size_maximum(MAX_MESSAGE)
                 .set_response_size_maximum(MAX_MESSAGE);
+            let codec = CountingCodec::new(codec, counters.clone());
             MeshBehaviour {
                 allow: allow_block_list::Behaviour::default(),
-                identify: identify::Behaviour::new(identify::Config::new("/bridge-tss/1".into(), key.public())),
+                identify: identify::Behaviour::new(identify::Config::new("/bridge-tss/2".into(), key.public())),
                 ping: ping::Behaviour::default(),
                 rpc: request_response::Behaviour::with_codec(
                     codec,
@@ -210,7 +220,7 @@ pub async fn start(
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_CHANNEL);
     let (connected_tx, connected) = watch::channel(BTreeSet::new());
     let (listening_tx, listening) = watch::channel(Vec::new());
-    let handle = MeshHandle { local, commands: commands_tx.clone(), connected, listening };
+    let handle = MeshHandle { local, commands: commands_tx.clone(), connected, listening, traffic: counters };
     let mut task = MeshTask {
         swarm,
         addresses,

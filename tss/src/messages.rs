@@ -15,8 +15,10 @@ pub enum Request {
     Dkg { session: SessionId, step: DkgStep },
     /// "Make `count` fresh nonce pairs for this session and send me their commitments."
     Commit { session: SessionId, count: u32 },
-    /// "Sign these, with the nonces you committed to under `nonce_id`."
-    Sign { session: SessionId, nonce_id: u64, requests: Vec<SigningRequest>, packages: Vec<frost::SigningPackage> },
+    /// "Sign these, with the nonces you committed to under `nonce_id`." `packages` holds one
+    /// FROST signing package per request in FROST's own encoding (`SigningPackage::serialize`),
+    /// made once by the coordinator for every signer of the attempt.
+    Sign { session: SessionId, nonce_id: u64, requests: Vec<SigningRequest>, packages: Vec<Encoded> },
 }
 
 impl Request {
@@ -24,6 +26,54 @@ impl Request {
         match self {
             Request::Dkg { session, .. } | Request::Commit { session, .. } | Request::Sign { session, .. } => *session,
         }
+    }
+}
+
+/// Bytes already encoded, sent as one CBOR byte string (serde's default for `Vec<u8>` is an array
+/// of numbers, up to twice the size).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Encoded(pub Vec<u8>);
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encoded({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Encoded {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Encoded {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Encoded;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Encoded, E> {
+                Ok(Encoded(bytes.to_vec()))
+            }
+
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Encoded, E> {
+                Ok(Encoded(bytes))
+            }
+
+            // Formats without byte strings (JSON) send an array of numbers.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Encoded, A::Error> {
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(byte) = seq.next_element::<u8>()? {
+                    bytes.push(byte);
+                }
+                Ok(Encoded(bytes))
+            }
+        }
+        deserializer.deserialize_byte_buf(Bytes)
     }
 }
 

@@ -6,8 +6,17 @@
 //! a responsive honest signer is ready again at once. A signer that does not answer in time
 //! just is not ready (it is asked again); one whose share fails FROST's cheater detection is
 //! named and excluded for the session; one whose policy refuses is excluded with its reason.
-//! Attempts run concurrently; the first to complete wins. The session fails only when fewer than
-//! `t` signers remain who could still sign, or at its deadline.
+//! Attempts may run concurrently; the first to complete wins. A new attempt starts at once when
+//! none is live (the last one failed), and while one is live only once the newest has run for
+//! the retry interval without completing (a stalled attempt gets company, so an unresponsive
+//! signer cannot hold the session; a healthy one finishes alone, so an honest quorum's work is
+//! not done twice on the same cores). The session fails only when fewer than `t` signers remain
+//! who could still sign, or at its deadline.
+//!
+//! Shares are checked lazily: FROST's aggregation verifies the aggregate signature, and only when
+//! that fails verifies every share of the attempt, naming every cheater at once
+//! (`CheaterDetection::AllCheaters`). An honest attempt so costs one signature verification, not
+//! `t` share verifications; a cheating one costs both, and excludes all its cheaters.
 //!
 //! One session signs many messages at once (a batch's payouts): every commitment, share and
 //! package is a vector with one entry per message, so the network rounds are paid once.
@@ -28,7 +37,7 @@ use crate::SessionId;
 use crate::group::{GroupKey, bip340_bytes};
 use crate::keystore::KeyShare;
 use crate::mesh::MeshHandle;
-use crate::messages::{Request, Response};
+use crate::messages::{Encoded, Request, Response};
 use crate::policy::SigningRequest;
 use crate::signer::{InboundHandler, MAX_MESSAGES_PER_SESSION};
 
@@ -62,6 +71,21 @@ pub struct SessionOutcome {
     pub signers: Vec<PeerId>,
     pub excluded: BTreeMap<PeerId, Exclusion>,
     pub attempts: usize,
+    /// Where the session's time went.
+    #[serde(default)]
+    pub phases: SessionPhases,
+}
+
+/// Where a signing session's time went, for its winning attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionPhases {
+    /// From the session's start to the winning attempt's start: the commitment round (and, after
+    /// a failed attempt, the wait for enough ready signers).
+    pub commitments: Duration,
+    /// From the winning attempt's start to its last share: the signers' compute and the network.
+    pub shares: Duration,
+    /// Aggregating the shares (and verifying the signature) on the coordinator.
+    pub aggregation: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +139,17 @@ struct Ready {
 }
 
 struct Attempt {
-    members: BTreeMap<Identifier, ()>,
+    members: BTreeSet<Identifier>,
     packages: Vec<frost::SigningPackage>,
     shares: BTreeMap<Identifier, Vec<frost::round2::SignatureShare>>,
     live: bool,
+    started: Instant,
+}
+
+/// Whether a new attempt may start now: at once when no attempt is live, else once the newest
+/// live one has run for `hedge` without completing. Returns when it may, if not now.
+fn next_attempt_at(attempts: &[Attempt], hedge: Duration) -> Option<Instant> {
+    attempts.iter().filter(|a| a.live).map(|a| a.started + hedge).max()
 }
 
 /// Runs one signing session to a signature for every request, or to a reason there is none.
@@ -133,7 +164,8 @@ pub(crate) async fn sign(
     let count = u32::try_from(requests.len()).ok().filter(|c| (1..=MAX_MESSAGES_PER_SESSION).contains(c));
     let Some(count) = count else { return Err(SessionError::Size(requests.len())) };
     let threshold = share.public.min_signers().unwrap_or(*share.key_package.min_signers());
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let tweaked: Vec<frost::keys::PublicKeyPackage> =
         requests.iter().map(|r| r.key_path.tweak_public(&share.public)).collect();
     let everyone: BTreeSet<Identifier> = share.public.verifying_shares().keys().copied().collect();
@@ -170,8 +202,11 @@ pub(crate) async fn sign(
             metrics::counter!("tss_signing_sessions_total", "outcome" => "not_enough").increment(1);
             return Err(SessionError::NotEnoughSigners { remaining, threshold, excluded: named(&excluded) });
         }
-        // Start an attempt with every `t` ready signers.
-        while ready.len() >= usize::from(threshold) {
+        // Start an attempt with `t` ready signers, if no attempt is live or the newest live one
+        // has stalled for `retry` (the hedge).
+        while ready.len() >= usize::from(threshold)
+            && next_attempt_at(&attempts, retry).is_none_or(|at| at <= Instant::now())
+        {
             let chosen: Vec<Ready> = ready.drain(..usize::from(threshold)).collect();
             let mut packages = Vec::with_capacity(requests.len());
             for (index, request) in requests.iter().enumerate() {
@@ -179,6 +214,13 @@ pub(crate) async fn sign(
                     chosen.iter().map(|r| (r.id, r.commitments[index])).collect();
                 packages.push(frost::SigningPackage::new(commitments, &request.message));
             }
+            // Encoded once for all `t` signers: each point's encoding costs a field inversion,
+            // so encoding per request made the fan-out cost `t` times the package.
+            let encoded: Vec<Encoded> = packages
+                .iter()
+                .map(|p| p.serialize().map(Encoded))
+                .collect::<Result<_, _>>()
+                .map_err(|e| SessionError::Frost(format!("encoding a signing package: {e}")))?;
             let attempt = attempts.len();
             metrics::counter!("tss_signing_attempts_total").increment(1);
             tracing::debug!(%session, attempt, signers = chosen.len(), "signing attempt");
@@ -188,7 +230,7 @@ pub(crate) async fn sign(
                     session,
                     nonce_id: member.nonce_id,
                     requests: requests.clone(),
-                    packages: packages.clone(),
+                    packages: encoded.clone(),
                 };
                 let id = member.id;
                 pending.push(Box::pin(async move {
@@ -196,15 +238,20 @@ pub(crate) async fn sign(
                 }));
             }
             attempts.push(Attempt {
-                members: chosen.iter().map(|r| (r.id, ())).collect(),
+                members: chosen.iter().map(|r| r.id).collect(),
                 packages,
                 shares: BTreeMap::new(),
                 live: true,
+                started: Instant::now(),
             });
         }
 
-        let event = match tokio::time::timeout_at(deadline, pending.next()).await {
+        // Wake for the hedge too when enough signers wait for it.
+        let hedge = if ready.len() >= usize::from(threshold) { next_attempt_at(&attempts, retry) } else { None };
+        let wake = hedge.map_or(deadline, |at| at.min(deadline));
+        let event = match tokio::time::timeout_at(wake, pending.next()).await {
             Ok(Some(event)) => event,
+            Err(_) if wake < deadline => continue,
             Ok(None) | Err(_) => {
                 metrics::counter!("tss_signing_sessions_total", "outcome" => "timeout").increment(1);
                 return Err(SessionError::Timeout {
@@ -255,16 +302,24 @@ pub(crate) async fn sign(
                         current.shares.insert(id, shares);
                         if current.shares.len() == current.members.len() {
                             current.live = false;
+                            let last_share = Instant::now();
                             match aggregate(current, &requests, &tweaked) {
                                 Ok(signatures) => {
                                     metrics::counter!("tss_signing_sessions_total", "outcome" => "signed").increment(1);
-                                    let signers_used = current.members.keys().filter_map(&peer_of).collect();
+                                    let signers_used = current.members.iter().filter_map(&peer_of).collect();
+                                    let phases = SessionPhases {
+                                        commitments: current.started.saturating_duration_since(started),
+                                        shares: last_share.saturating_duration_since(current.started),
+                                        aggregation: last_share.elapsed(),
+                                    };
+                                    tracing::debug!(%session, attempt, ?phases, "signed");
                                     return Ok(SessionOutcome {
                                         session,
                                         signatures,
                                         signers: signers_used,
                                         excluded: named(&excluded),
                                         attempts: attempt + 1,
+                                        phases,
                                     });
                                 }
                                 Err(AggregateError::Cheaters(culprits)) => {
@@ -334,7 +389,15 @@ fn aggregate(
         let shares: BTreeMap<Identifier, frost::round2::SignatureShare> =
             attempt.shares.iter().map(|(id, s)| (*id, s[index])).collect();
         // `tweaked` is already tweaked for this path; aggregate over it with no further tweak.
-        match frost::aggregate(&attempt.packages[index], &shares, &tweaked[index]) {
+        // Shares are verified only if the aggregate signature fails to verify, and then all of
+        // them, so every cheater of the attempt is named at once.
+        let aggregated = frost_core::aggregate_custom(
+            &attempt.packages[index],
+            &shares,
+            &tweaked[index],
+            frost_core::CheaterDetection::AllCheaters,
+        );
+        match aggregated {
             Ok(signature) => {
                 let key = GroupKey::x_only_of(tweaked[index].verifying_key())
                     .map_err(|e| AggregateError::Other(e.to_string()))?;

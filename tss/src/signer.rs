@@ -17,7 +17,7 @@ use rand_core::OsRng;
 use crate::SessionId;
 use crate::dkg::DkgInbox;
 use crate::keystore::KeyShare;
-use crate::messages::{Overload, Request, Response};
+use crate::messages::{Encoded, Overload, Request, Response};
 use crate::nonces::{NonceLimits, NonceStore};
 use crate::policy::{Decision, SigningPolicy, SigningRequest};
 
@@ -134,11 +134,19 @@ impl Signer {
         session: SessionId,
         nonce_id: u64,
         requests: &[SigningRequest],
-        packages: &[frost::SigningPackage],
+        packages: &[Encoded],
     ) -> Response {
         let Some(nonces) = self.take_nonces(from, session, nonce_id) else {
             return Response::Failed { reason: format!("no unused nonces {nonce_id} for this session and peer") };
         };
+        // Decoded here, after the nonces are taken (a malformed package uses them up too) and off
+        // the network task: each point's decoding is a square root.
+        let packages: Vec<frost::SigningPackage> =
+            match packages.iter().map(|p| frost::SigningPackage::deserialize(&p.0)).collect() {
+                Ok(packages) => packages,
+                Err(error) => return Response::Failed { reason: format!("a malformed signing package: {error}") },
+            };
+        let packages = packages.as_slice();
         let Some(share) = self.share() else {
             return Response::Failed { reason: "this watchman holds no key share".into() };
         };

@@ -215,3 +215,79 @@ async fn a_refusal_above_the_threshold_is_named_and_the_others_sign() {
     assert!(!outcome.signers.contains(&refuser));
     assert!(verify_bip340(&outcome.signatures[0].signature, &[8; 32], &group.output_key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cheaters_in_one_attempt_are_both_named_by_its_one_failed_aggregation() {
+    // 1 and 2 lie; 3 and 4 are honest but slow, so the first attempt is {0, 1, 2}. Shares are
+    // verified only when the aggregate signature fails, and then all of them: both liars are
+    // named by that one failure, and the second attempt, {0, 3, 4}, signs.
+    let cluster = Cluster::start(5, 3, |i| match i {
+        1 | 2 => Member { wrap: Some(Box::new(|s| Arc::new(InvalidShares(s)))), ..Member::honest() },
+        3 | 4 => Member { wrap: Some(Box::new(|s| Arc::new(Slow(s)))), ..Member::honest() },
+        _ => Member::honest(),
+    })
+    .await;
+    let shares = cluster.dkg().await;
+    let group = GroupKey::of(&shares[0].public).unwrap();
+    let outcome = cluster.node(0).sign(vec![request([4; 32])]).await.unwrap();
+    for liar in [1, 2] {
+        let peer = cluster.entries[liar].peer_id;
+        assert_eq!(outcome.excluded.get(&peer), Some(&Exclusion::InvalidShare), "{:?}", outcome.excluded);
+        assert!(!outcome.signers.contains(&peer));
+    }
+    assert_eq!(outcome.attempts, 2, "one failed attempt named both liars");
+    assert!(verify_bip340(&outcome.signatures[0].signature, &[4; 32], &group.output_key));
+}
+
+/// Commits like the honest signer, then never answers a `Sign` until the test ends.
+struct Stalls(Arc<Signer>, Arc<std::sync::atomic::AtomicBool>);
+
+impl InboundHandler for Stalls {
+    fn handle(&self, from: PeerId, request: Request) -> Response {
+        if matches!(request, Request::Sign { .. }) {
+            // Bounded: the test releases it, or it gives up after two minutes.
+            for _ in 0..12_000 {
+                if self.1.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.0.handle(from, request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_that_commits_and_then_stalls_gets_a_concurrent_attempt_and_the_session_signs() {
+    // 1 stalls in its attempt; 3 and 4 are slow to commit, so the first attempt is {0, 1, 2}. A
+    // request waits longer than the session here, so only a second attempt started beside the
+    // stalled one (after the retry interval) can sign in time.
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = released.clone();
+    let cluster = Cluster::start_tuned(
+        5,
+        3,
+        move |i| match i {
+            1 => {
+                let flag = flag.clone();
+                Member { wrap: Some(Box::new(move |s| Arc::new(Stalls(s, flag)))), ..Member::honest() }
+            }
+            3 | 4 => Member { wrap: Some(Box::new(|s| Arc::new(Slow(s)))), ..Member::honest() },
+            _ => Member::honest(),
+        },
+        |config| {
+            config.mesh.request_timeout = Duration::from_secs(120);
+            config.session_timeout = Duration::from_secs(30);
+        },
+    )
+    .await;
+    let shares = cluster.dkg().await;
+    let group = GroupKey::of(&shares[0].public).unwrap();
+    let outcome = cluster.node(0).sign(vec![request([2; 32])]).await;
+    released.store(true, Ordering::SeqCst);
+    let outcome = outcome.unwrap();
+    assert!(!outcome.signers.contains(&cluster.entries[1].peer_id), "the staller's attempt did not complete");
+    assert!(outcome.excluded.is_empty(), "a staller is not a cheater: {:?}", outcome.excluded);
+    assert!(outcome.attempts >= 2);
+    assert!(verify_bip340(&outcome.signatures[0].signature, &[2; 32], &group.output_key));
+}

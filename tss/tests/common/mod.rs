@@ -79,7 +79,20 @@ pub async fn start_member(
     t: u16,
     member: Member,
 ) -> TssNode {
-    let config = node_config(identity, entries, me, t, &member);
+    start_member_tuned(identity, entries, me, t, member, |_| {}).await
+}
+
+/// [`start_member`] with its configuration changed by `tune` first.
+pub async fn start_member_tuned(
+    identity: libp2p::identity::Keypair,
+    entries: &[PeerEntry],
+    me: usize,
+    t: u16,
+    member: Member,
+    tune: fn(&mut TssNodeConfig),
+) -> TssNode {
+    let mut config = node_config(identity, entries, me, t, &member);
+    tune(&mut config);
     let signer = Arc::new(Signer::new(member.share.clone(), member.policy.clone()));
     let handler: Arc<dyn InboundHandler> = match member.wrap {
         Some(wrap) => wrap(signer.clone()),
@@ -89,11 +102,21 @@ pub async fn start_member(
 }
 
 impl Cluster {
-    pub async fn start(n: usize, t: u16, mut members: impl FnMut(usize) -> Member) -> Cluster {
+    pub async fn start(n: usize, t: u16, members: impl FnMut(usize) -> Member) -> Cluster {
+        Self::start_tuned(n, t, members, |_| {}).await
+    }
+
+    /// Every node's configuration changed by `tune` first.
+    pub async fn start_tuned(
+        n: usize,
+        t: u16,
+        mut members: impl FnMut(usize) -> Member,
+        tune: fn(&mut TssNodeConfig),
+    ) -> Cluster {
         let (identities, entries) = identities(n);
         let mut nodes = Vec::new();
         for (i, identity) in identities.iter().enumerate() {
-            nodes.push(Some(start_member(identity.clone(), &entries, i, t, members(i)).await));
+            nodes.push(Some(start_member_tuned(identity.clone(), &entries, i, t, members(i), tune).await));
         }
         Cluster { identities, entries, nodes, threshold: t }
     }
