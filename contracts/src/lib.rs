@@ -17,12 +17,17 @@ use secp256k1::{Keypair, Message, SECP256K1};
 
 pub mod code;
 
-alloy::sol!(
-    #[sol(rpc)]
-    #[derive(Debug, PartialEq, Eq)]
-    Vault,
-    "artifacts/Vault.json"
-);
+/// The vault's bindings (with the `Bip340` types its ABI names).
+#[allow(clippy::too_many_arguments)] // `withdraw` takes a range, the leaf's five fields and its proof
+mod vault_bindings {
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug, PartialEq, Eq)]
+        Vault,
+        "artifacts/Vault.json"
+    );
+}
+pub use vault_bindings::*;
 
 alloy::sol!(
     #[sol(rpc)]
