@@ -152,7 +152,12 @@ impl Group {
     /// The group's root signature for the range from the vault's next batch up to `batch`,
     /// under its own epoch, submitted by hand (no payout).
     async fn submit_root(&self, batch: u64) -> Result<(), SubmitError> {
-        let first = self.submitter.progress().await?.settled_through + 1;
+        let progress = self.submitter.progress().await?;
+        // What each watchman's runner does every turn: read the vault's ranges from its node.
+        for member in &self.members {
+            member.watchman.book().note_vault(progress);
+        }
+        let first = progress.settled_through + 1;
         let root = self.members[0].watchman.book().range_tree(first, batch).unwrap().root();
         let request = EthSettlement::request(&self.domain, first, batch, root);
         let signed = self.members[0].watchman.tss().sign(vec![request]).await;
