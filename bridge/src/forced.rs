@@ -341,6 +341,35 @@ pub fn outcome_agrees(recorded: &ForcedOutcome, verdict: &Result<(), TxError>) -
     }
 }
 
+/// Where the forced cursor stands after batch `number` on a network with `rules` (`None`: no
+/// forced inclusion, no cursor): the start before any batch, else the `to` of that batch's
+/// header. The one rule for every role that resumes from a batch (a snapshot's, a record's):
+/// the coordinator's sequencer and a confirmer's follower both call it, so they cannot
+/// disagree about where the next batch's `from` must be.
+pub fn cursor_after(
+    rules: Option<&ForcedParams>,
+    number: u64,
+    header: Option<&crate::batch::BatchHeader>,
+) -> Result<Option<ForcedCursor>, MissingCursor> {
+    let Some(rules) = rules else { return Ok(None) };
+    if number == 0 {
+        return Ok(Some(rules.start()));
+    }
+    match header.and_then(|h| (h.number == number).then_some(h.forced.as_ref()).flatten()) {
+        Some(commit) => Ok(Some(commit.to)),
+        None => Err(MissingCursor { number }),
+    }
+}
+
+/// [`cursor_after`] found no forced commit for the batch a role resumes from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "batch {number} carries no forced cursor (or is missing) on a network with forced inclusion: the record it is read from is damaged or from another network"
+)]
+pub struct MissingCursor {
+    pub number: u64,
+}
+
 /// A batch's forced section disagrees with its own header or with itself. Replay finds these
 /// without Arweave; what needs the gateway is in [`Finding`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -289,3 +289,23 @@ fn forced_vectors_are_what_the_document_says() {
     bridge::replay(&mut state, &first[0]).unwrap();
     bridge::replay(&mut state, &batch).unwrap();
 }
+
+#[test]
+fn a_resumed_role_takes_the_cursor_from_the_restored_batch_header_only() {
+    use bridge::forced::{MissingCursor, cursor_after};
+    let (batches, _) = two_batches();
+    let second = &batches[1].header;
+    let commit = second.forced.unwrap();
+    // No forced inclusion: no cursor, whatever the header.
+    assert_eq!(cursor_after(None, 2, Some(second)), Ok(None));
+    // Before any batch: the network's start.
+    assert_eq!(cursor_after(Some(&FORCED), 0, None), Ok(Some(FORCED.start())));
+    // After a batch: its header's `to`.
+    assert_eq!(cursor_after(Some(&FORCED), 2, Some(second)), Ok(Some(commit.to)));
+    // A header that is missing, of another batch, or without a commit is a damaged record.
+    assert_eq!(cursor_after(Some(&FORCED), 2, None), Err(MissingCursor { number: 2 }));
+    assert_eq!(cursor_after(Some(&FORCED), 3, Some(second)), Err(MissingCursor { number: 3 }));
+    let mut stripped = second.clone();
+    stripped.forced = None;
+    assert_eq!(cursor_after(Some(&FORCED), 2, Some(&stripped)), Err(MissingCursor { number: 2 }));
+}

@@ -5,7 +5,8 @@
 //! vault's deposit watcher and verifier, the withdrawal submitter, holdings; `eth_finality`: when
 //! an Ethereum block counts (the `finalized` tag, or a depth); `http`: the one HTTP client
 //! builder (rustls, bundled roots, an extra CA file) every role uses; `ethereum_view`: the
-//! vault's holdings and payouts per batch at one block, for the solvency watch; `preflight`: the
+//! vault's holdings and payouts per batch at one block, for the solvency watch; `forced_check`:
+//! a batch's forced section against the gateway (the `censorship` finding); `preflight`: the
 //! checks every role runs before it starts against real networks; `task`: the
 //! supervisor that restarts failed background work with backoff and says in `/health` what runs.
 
@@ -17,6 +18,7 @@ pub mod deposit;
 pub mod eth_finality;
 pub mod ethereum;
 pub mod ethereum_view;
+pub mod forced_check;
 pub mod http;
 pub mod preflight;
 pub mod snapshots;

@@ -18,6 +18,8 @@ use crate::deposits::{DepositCheck, DepositVerifier, DepositVerifiers, VerifierE
 use crate::evidence::{EVIDENCE_VERSION, Evidence};
 use crate::store::{ConfirmerStore, ReplayedBatch, StoreError};
 
+mod takeover;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     #[error(transparent)]
@@ -132,6 +134,9 @@ pub struct Follower {
     /// left the cursor.
     forced: Option<crate::forced::ForcedChecker>,
     forced_cursor: Option<bridge::forced::ForcedCursor>,
+    /// Hashes of the batches a `censorship` alarm names, by number: only another batch with
+    /// that number (a takeover's) can resume following (follower/takeover.rs).
+    censored: BTreeMap<u64, BTreeSet<[u8; 32]>>,
     /// Snapshots of the replayed state, so a restart replays only what came after the last.
     snapshots: SnapshotKeeper,
     /// The batch of the snapshot this follower started from (0: genesis).
@@ -171,20 +176,12 @@ impl Follower {
         .await?;
         let from = restored.from;
         // The forced cursor where the restored batch left it (its header says), else the start.
-        let forced_cursor = match params.forced {
-            None => None,
-            Some(forced) if from == 0 => Some(forced.start()),
-            Some(_) => {
-                let batch = store.replayed_batch(from).await?;
-                let commit =
-                    batch.and_then(|stored| stored.batch.header.forced).ok_or_else(|| FollowError::OwnRecord {
-                        number: from,
-                        reason: "the snapshot's batch carries no forced cursor on a network with forced inclusion"
-                            .into(),
-                    })?;
-                Some(commit.to)
-            }
+        let restored_header = match (params.forced, from) {
+            (Some(_), 1..) => store.replayed_batch(from).await?.map(|stored| stored.batch.header),
+            _ => None,
         };
+        let forced_cursor = bridge::forced::cursor_after(params.forced.as_ref(), from, restored_header.as_ref())
+            .map_err(|e| FollowError::OwnRecord { number: from, reason: e.to_string() })?;
         let (hard_final, unverified) = match store.first_unverified(from).await? {
             Some((number, why)) => (number - 1, Some(format!("batch {number}: {why}"))),
             None => (from, None),
@@ -216,6 +213,7 @@ impl Follower {
             settlements: BTreeMap::new(),
             forced: None,
             forced_cursor,
+            censored: BTreeMap::new(),
             snapshots,
             restored_from: from,
         };
@@ -246,7 +244,10 @@ impl Follower {
                 follower.advance(number, stored.unverified);
             }
         }
-        for (alarm, _) in follower.store.alarms().await? {
+        for (alarm, evidence) in follower.store.alarms().await? {
+            if follower.superseded_at_start(alarm.kind, alarm.number, &evidence) {
+                continue;
+            }
             follower.halted_at = Some(follower.halted_at.map_or(alarm.number, |n| n.min(alarm.number)));
             follower.alarms.push(alarm);
         }
@@ -366,6 +367,7 @@ impl Follower {
     pub async fn step(&mut self, limit: usize) -> Result<Step, FollowError> {
         let mut step = Step::default();
         if self.halted_at.is_some() {
+            self.resume_after_takeover(&mut step).await?;
             return Ok(step);
         }
         let fetched = match self.da.batches_after(self.replayed, limit).await {
@@ -703,6 +705,7 @@ impl Follower {
                 Ok(Err(Taken::Waiting))
             }
             crate::forced::ForcedVerdict::Censored(found) => {
+                self.note_censored(number, item.batch.hash());
                 let detail = found.describe(number);
                 let evidence = Evidence {
                     batches: Evidence::encode_batches(&[&item.batch]),

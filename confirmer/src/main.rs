@@ -349,7 +349,12 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         (None, Some(url), Some(owner)) => {
             let mut config = ArweaveDaConfig::new(&params.name, params.coordinator_key, &owner);
             config.confirmations = source.confirmations;
-            Arc::new(ArweaveDa::follower(Gateway::with_tls(&url, RetryPolicy::default(), &tls)?, config))
+            let da = ArweaveDa::follower(Gateway::with_tls(&url, RetryPolicy::default(), &tls)?, config);
+            // Of two batches with one number, the one a takeover sealed after censorship.
+            Arc::new(match &forced {
+                Some(checker) => da.with_forced(checker.clone()),
+                None => da,
+            })
         }
         _ => anyhow::bail!("say where the batches are: --da-dir DIR, or --arweave URL --owner ADDRESS"),
     };

@@ -72,6 +72,9 @@ pub struct ForcedStatus {
     pub oldest_pending: Option<PendingEntry>,
     /// Entries listed but not yet consumed (bounded by the listing).
     pub pending: usize,
+    /// Why the next forced section waits: an entry the gateway lists but does not serve yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_served: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,7 +141,18 @@ impl ForcedFollower {
         };
         let planned = plan(from, &page.listings, usable, self.rules.cap);
         self.show(from, tip, &page.listings, &planned.take);
-        let entries = self.gateway.fetch_forced_all(&planned.take).await.map_err(|e| e.to_string())?;
+        let entries = match self.gateway.fetch_forced_all(&planned.take).await {
+            Ok(entries) => entries,
+            Err(error) => {
+                // Listed but not served yet: the section waits for the entry (the task's next
+                // turn asks again); it is never sealed without it or with it as malformed.
+                if matches!(error, chains::arweave::GatewayError::NotServedYet { .. }) {
+                    let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    status.not_served = Some(error.to_string());
+                }
+                return Err(error.to_string());
+            }
+        };
         let applied = self.applied(&entries).await?;
         let count = entries.len();
         let work = ForcedWork { from, to: planned.to, entries, applied };
@@ -185,6 +199,7 @@ impl ForcedFollower {
                 .first()
                 .map(|l| PendingEntry { arweave_id: chains::arweave::to_b64(&l.arweave_id), height: l.height }),
             pending: pending.len(),
+            not_served: None,
         };
     }
 }

@@ -39,7 +39,9 @@ enum Command {
     /// Write a new coordinator key to the configured key file (never overwrites) and print its public key.
     Keygen,
     /// Rebuild the ledger from the DA alone into the configured (empty) database, check that its
-    /// state root is the last published batch's, and exit; `run` then serves from it.
+    /// state root is the last recovered batch's, and exit; `run` then serves from it. On a
+    /// network with forced inclusion it stops before the first batch that fails the forced
+    /// check (a censoring batch), which `run` then replaces.
     Recover {
         /// Read every published batch from the configured DA (the only source there is).
         #[arg(long, required = true)]
@@ -164,18 +166,25 @@ async fn recover(config: &Config) -> anyhow::Result<()> {
     let (da, info) = node::open_da(config, &params, false)?;
     let store = Store::open(&config.database_url()).await?;
     eprintln!("recovering from {} at {} into {:?}", info.kind, info.location, store.backend());
-    let recovered = takeover::recover_from_da(da.as_ref(), &store, params, |batches, txs| {
+    let forced = node::forced_checker(config, &params)?;
+    let recovered = takeover::recover_from_da(da.as_ref(), &store, params, forced.as_ref(), |batches, txs| {
         if batches % 10 == 0 {
             eprintln!("  {batches} batches, {txs} transactions");
         }
     })
     .await?;
     println!(
-        "recovered {} batches, {} transactions; state root 0x{} (equal to the last published batch's)",
+        "recovered {} batches, {} transactions; state root 0x{} (equal to the last recovered batch's)",
         recovered.batches,
         recovered.txs,
         hex::encode(recovered.state_root)
     );
+    if let Some((number, finding)) = &recovered.stopped_before {
+        println!(
+            "stopped before batch {number}: {finding}. `coordinator run` on this ledger seals a batch {number} that \
+             takes the skipped forced transactions first; confirmers and watchmen follow it in place of the censoring one"
+        );
+    }
     Ok(())
 }
 

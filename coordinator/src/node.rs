@@ -10,6 +10,7 @@ use bridge::tx::L1Ref;
 use bridge::{Amount, AssetId, Chain, CoordinatorKey, Deposit, NetworkParams};
 use chains::arweave::{ArweaveWallet, Gateway, RetryPolicy};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
+use chains::forced_check::ForcedChecker;
 use chains::task::{Schedule, Supervisor, Task, TaskError, TaskFailure, TaskHealth};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
@@ -104,6 +105,18 @@ pub fn write_new_key(path: &Path) -> Result<[u8; 32], String> {
 }
 
 /// The DA named by the config: a publisher (`for_publishing`) or a follower.
+/// The forced-inclusion check for a takeover: `None` on a network without forced inclusion; the
+/// configured gateway's (`da.gateway`) otherwise, and an error without one.
+pub fn forced_checker(config: &Config, params: &NetworkParams) -> Result<Option<ForcedChecker>, NodeError> {
+    let Some(rules) = params.forced else { return Ok(None) };
+    let url = config.da.gateway.as_ref().ok_or_else(|| {
+        NodeError::Da("network.forced needs da.gateway: a takeover checks each batch's forced transactions".into())
+    })?;
+    let gateway =
+        Gateway::with_tls(url, RetryPolicy::default(), &config.tls()?).map_err(|e| NodeError::Da(e.to_string()))?;
+    Ok(Some(ForcedChecker::new(gateway, &params.name, rules)))
+}
+
 pub fn open_da(
     config: &Config,
     params: &NetworkParams,
@@ -133,14 +146,18 @@ pub fn open_da(
                 location: url.clone(),
                 owner: Some(wallet.address().to_owned()),
             };
-            let da: Arc<dyn DataAvailability> = if for_publishing {
-                Arc::new(
-                    ArweaveDa::publisher(gateway, da_config, wallet, &config.journal_dir())
-                        .map_err(|e| NodeError::Da(e.to_string()))?,
-                )
+            let forced = params.forced.map(|rules| ForcedChecker::new(gateway.clone(), &params.name, rules));
+            let da = if for_publishing {
+                ArweaveDa::publisher(gateway, da_config, wallet, &config.journal_dir())
+                    .map_err(|e| NodeError::Da(e.to_string()))?
             } else {
-                Arc::new(ArweaveDa::follower(gateway, da_config))
+                ArweaveDa::follower(gateway, da_config)
             };
+            // A batch that censors is superseded by its takeover replacement, not a conflict.
+            let da: Arc<dyn DataAvailability> = Arc::new(match forced {
+                Some(checker) => da.with_forced(checker),
+                None => da,
+            });
             Ok((da, info))
         }
     }

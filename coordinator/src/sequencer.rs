@@ -74,7 +74,6 @@ impl Sequencer {
     /// acknowledged transactions not yet sealed, in their order. Snapshots are then taken by
     /// [`SnapshotPolicy::default`] unless [`Sequencer::with_snapshots`] says otherwise.
     pub async fn recover(store: Store, params: NetworkParams, key: CoordinatorKey) -> Result<Self, SequencerError> {
-        let params_forced = params.forced.map(|f| f.start());
         let ledger = store.clone();
         let restored = restore_newest(&store.snapshots(), &params, move |number| {
             let ledger = ledger.clone();
@@ -84,17 +83,13 @@ impl Sequencer {
         let from = restored.from;
         let mut state = restored.state;
         // The forced cursor where the restored batch's header left it, then each batch's after it.
-        let mut forced = match params_forced {
-            None => None,
-            Some(start) if from == 0 => Some(crate::forced::CursorState::new(start)),
-            Some(_) => {
-                let header = store.header(from).await?;
-                let commit = header
-                    .and_then(|signed| signed.header.forced)
-                    .ok_or(SequencerError::MissingForcedCursor { number: from })?;
-                Some(crate::forced::CursorState::new(commit.to))
-            }
+        let restored_header = match (params.forced, from) {
+            (Some(_), 1..) => store.header(from).await?.map(|signed| signed.header),
+            _ => None,
         };
+        let mut forced = bridge::forced::cursor_after(params.forced.as_ref(), from, restored_header.as_ref())
+            .map_err(|e| SequencerError::MissingForcedCursor { number: e.number })?
+            .map(crate::forced::CursorState::new);
         loop {
             let page = store.batches_after(state.head().next_number - 1, RECOVERY_PAGE).await?;
             if page.is_empty() {
@@ -240,7 +235,10 @@ impl Sequencer {
         let sealed = builder
             .seal(&mut self.state, timestamp, &self.key)
             .map_err(|e| self.stop_with(SequencerError::Seal { number, reason: e.to_string() }))?;
-        self.store.record_batch(&sealed.batch, self.batch_first_seq).await.map_err(|e| self.stop(e))?;
+        self.store
+            .record_batch(&sealed.batch, self.batch_first_seq, self.state.domain())
+            .await
+            .map_err(|e| self.stop(e))?;
         self.batch_first_seq += u64::from(sealed.batch.header.tx_count);
         if let (Some(cursor), Some(commit)) = (&mut self.forced, &sealed.batch.header.forced) {
             *cursor = crate::forced::CursorState::new(commit.to);

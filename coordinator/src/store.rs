@@ -104,8 +104,14 @@ impl Store {
     }
 
     /// Records a sealed batch holding the transactions `first_seq..first_seq + tx_count`, which
-    /// must be the ledger's next unbatched ones.
-    pub async fn record_batch(&self, batch: &SignedBatch, first_seq: u64) -> Result<(), StoreError> {
+    /// must be the ledger's next unbatched ones, and indexes its forced records' transactions by
+    /// their signing hash under `domain` (the network's EIP-712 domain).
+    pub async fn record_batch(
+        &self,
+        batch: &SignedBatch,
+        first_seq: u64,
+        domain: &bridge::eip712::Domain,
+    ) -> Result<(), StoreError> {
         let number = batch.header.number;
         let count = u64::from(batch.header.tx_count);
         let corrupt = |reason: String| StoreError::Corrupt { what: format!("batch {number}"), reason };
@@ -137,8 +143,48 @@ impl Store {
         .bind(to_i64(count))
         .execute(&mut *db)
         .await?;
+        // At most the network's forced cap (1,024) rows per batch.
+        for (idx, record) in batch.forced.iter().enumerate() {
+            let Some(tx) = record.outcome.tx() else { continue };
+            let hash = tx.tx.signing_hash(domain);
+            sqlx::query("INSERT INTO forced_txs (number, idx, hash, hash_key) VALUES ($1, $2, $3, $4)")
+                .bind(to_i64(number))
+                .bind(to_i64(idx as u64))
+                .bind(hash.to_vec())
+                .bind(key_of(&hash))
+                .execute(&mut *db)
+                .await?;
+        }
         db.commit().await?;
         Ok(())
+    }
+
+    /// The forced records holding transaction `hash`, oldest first (the same signed transaction
+    /// can be posted to Arweave more than once: the later copies are duplicates), at most
+    /// `FORCED_COPIES_SHOWN` of them.
+    pub async fn forced_by_hash(&self, hash: &[u8; 32]) -> Result<Vec<ForcedTx>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT f.number, f.idx, b.body, b.locator, b.first_seq FROM forced_txs f JOIN batches b ON b.number = f.number \
+             WHERE f.hash_key = $1 AND f.hash = $2 ORDER BY f.number, f.idx LIMIT $3",
+        )
+        .bind(key_of(hash))
+        .bind(hash.to_vec())
+        .bind(FORCED_COPIES_SHOWN)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let number = from_i64(row.try_get("number")?);
+            let idx = from_i64(row.try_get("idx")?) as usize;
+            let batch = batch_in(row)?;
+            let record = batch.forced.get(idx).cloned().ok_or_else(|| StoreError::Corrupt {
+                what: format!("batch {number}"),
+                reason: format!("the forced index names record {idx}, which the batch does not hold"),
+            })?;
+            let first_seq = from_i64(row.try_get("first_seq")?);
+            found.push(ForcedTx { number, first_seq, record, locator: row.try_get("locator")? });
+        }
+        Ok(found)
     }
 
     /// Notes where batch `number` was published.
@@ -271,7 +317,7 @@ impl Store {
         };
         let rows = sqlx::query(
             "SELECT number, locator, first_seq, tx_count FROM batches \
-             WHERE first_seq <= $2 AND first_seq + tx_count > $1 ORDER BY first_seq",
+             WHERE first_seq <= $2 AND first_seq + tx_count > $1 AND tx_count > 0 ORDER BY first_seq",
         )
         .bind(to_i64(low))
         .bind(to_i64(high))
@@ -381,6 +427,20 @@ pub struct LedgerTx {
     pub batch: Option<u64>,
     pub locator: Option<String>,
 }
+
+/// A forced record holding a transaction, with its batch.
+#[derive(Debug, Clone)]
+pub struct ForcedTx {
+    pub number: u64,
+    /// The batch's first body transaction's sequence number: forced records run just before it.
+    pub first_seq: u64,
+    pub record: bridge::forced::ForcedRecord,
+    pub locator: Option<String>,
+}
+
+/// How many forced copies of one transaction `GET /tx/{hash}` reads: the first is the one that
+/// counted; the rest are duplicates, and anyone may post copies.
+const FORCED_COPIES_SHOWN: i64 = 8;
 
 /// How far sealing and publishing have got; 0 means none yet (batch numbers start at 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

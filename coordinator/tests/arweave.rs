@@ -96,7 +96,7 @@ async fn batches_go_to_arweave_and_a_takeover_reads_them_back() {
         );
         let check_dir = tempfile::tempdir().unwrap();
         let check = Store::open(&format!("sqlite://{}", check_dir.path().join("check.db").display())).await.unwrap();
-        let rebuilt = recover_from_da(&follower, &check, params(), |_, _| {}).await.unwrap();
+        let rebuilt = recover_from_da(&follower, &check, params(), None, |_, _| {}).await.unwrap();
         let info_root = info["latest_batch"]["state_root"].as_str().unwrap();
         let original = Store::open(&ledger.url).await.unwrap();
         let sealed_now = original.publication().await.unwrap();

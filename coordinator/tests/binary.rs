@@ -126,7 +126,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
         let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
         let check_dir = tempfile::tempdir().unwrap();
         let check = Store::open(&format!("sqlite://{}", check_dir.path().join("check.db").display())).await.unwrap();
-        let rebuilt = recover_from_da(&da, &check, params(), |_, _| {}).await.unwrap();
+        let rebuilt = recover_from_da(&da, &check, params(), None, |_, _| {}).await.unwrap();
         assert_eq!(rebuilt.batches, info["latest_batch"]["number"].as_u64().unwrap());
         assert_eq!(format!("0x{}", hex::encode(rebuilt.state_root)), info["latest_batch"]["state_root"]);
         assert_eq!(rebuilt.txs, CLIENTS + applied, "the DA holds each deposit and transfer once");

@@ -105,29 +105,71 @@ impl Gateway {
 
     /// An entry with its data: fetched (and checked against the transaction's `data_root`)
     /// only when the listing says it is small enough to be a transaction. A gateway that cannot
-    /// be reached, or does not know the listed transaction, is an error to retry; data that
-    /// does not match the `data_root` the transaction signs reads as `None` (undecodable), as
-    /// its poster made it.
+    /// be reached is an error to retry. A listed entry the gateway does not serve yet (the
+    /// transaction, or data it signs) is asked for again up to [`NOT_SERVED_ATTEMPTS`] times,
+    /// then [`GatewayError::NotServedYet`]: "not seen yet" is never "absent", so the caller
+    /// waits and asks again, and never records the entry as malformed for it. Data that is
+    /// served but does not match the `data_root` the transaction signs reads as `None`
+    /// (undecodable), as its poster made it.
     pub async fn fetch_forced(&self, listing: ForcedListing) -> Result<ForcedEntry, GatewayError> {
         if !listing.fetchable() {
             return Ok(ForcedEntry { listing, data: None });
         }
         let id = super::wallet::to_b64(&listing.arweave_id);
-        let tx = self.tx(&id).await?.ok_or_else(|| {
-            self.malformed(&format!("/tx/{id}"), "a transaction the gateway listed is not there (yet)")
-        })?;
-        // Go by the size the transaction signs, not the listing's.
+        let mut backoff = NOT_SERVED_FIRST_BACKOFF;
+        let mut attempt = 1;
+        let (tx, data) = loop {
+            let served = match self.tx(&id).await? {
+                None => Err("transaction"),
+                Some(tx) => {
+                    // Go by the size the transaction signs, not the listing's.
+                    if !(ForcedListing { size: tx.data_size, ..listing }).fetchable() {
+                        return Ok(ForcedEntry {
+                            listing: ForcedListing { size: tx.data_size, ..listing },
+                            data: None,
+                        });
+                    }
+                    match self.served_data(&tx).await? {
+                        Some(data) => Ok((tx, data)),
+                        None => Err("data"),
+                    }
+                }
+            };
+            match served {
+                Ok(served) => break served,
+                Err(what) if attempt >= NOT_SERVED_ATTEMPTS => {
+                    metrics::counter!("bridge_forced_not_served_total").increment(1);
+                    return Err(GatewayError::NotServedYet {
+                        url: self.url(&format!("/tx/{id}")),
+                        id,
+                        what,
+                        attempts: attempt,
+                    });
+                }
+                Err(what) => {
+                    tracing::debug!(%id, what, attempt, "a listed forced entry is not served yet; asking again");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+            }
+        };
         let listing = ForcedListing { size: tx.data_size, ..listing };
-        if !listing.fetchable() {
-            return Ok(ForcedEntry { listing, data: None });
-        }
-        match self.data(&tx).await {
+        match self.checked_data(&tx, data) {
             Ok(data) => Ok(ForcedEntry { listing, data: Some(data) }),
             Err(GatewayError::Malformed { .. }) => Ok(ForcedEntry { listing, data: None }),
             Err(error) => Err(error),
         }
     }
 }
+
+/// How often one fetch asks for a listed entry the gateway does not serve yet, and the first
+/// pause between (doubling: 0.25 + 0.5 + 1 s). A gateway indexes a block before it has every
+/// transaction of it at hand; a couple of seconds covers that in one round, and the caller's
+/// next round (the coordinator's forced task, the confirmer's next step) covers a longer lag,
+/// so one round stays bounded whatever one entry does.
+pub const NOT_SERVED_ATTEMPTS: u32 = 4;
+const NOT_SERVED_FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Gateway {
     /// Posts `data` (`borsh(SignedUserTx)`) as a forced transaction of `network`, paid by

@@ -53,6 +53,13 @@ pub enum GatewayError {
         "more than {max} transactions from {owner} carry the same batch tags at {url}: only that wallet can post them, so its key is flooding its own batches (no other wallet's rows count)"
     )]
     Crowded { url: String, owner: String, max: usize },
+    /// A forced entry the gateway lists but does not serve (the transaction or its data) after
+    /// [`crate::arweave::NOT_SERVED_ATTEMPTS`] tries: gateways index before they serve,
+    /// so this is "not seen yet", never "absent". Ask again later; never skip the entry.
+    #[error(
+        "the Arweave gateway at {url} lists forced transaction {id} but does not serve its {what} yet ({attempts} tries); asking again later, the entry is never skipped"
+    )]
+    NotServedYet { url: String, id: String, what: &'static str, attempts: u32 },
     #[error("invalid gateway URL {0:?}")]
     BadUrl(String),
     #[error("{0:?} is not an Arweave address (43 characters of base64url)")]
@@ -303,6 +310,13 @@ impl Gateway {
     /// The data of `tx`, checked against its `data_root`: from `/tx/{id}/data` (base64url), or,
     /// when that is empty for chunked data, the gateway's raw `/{id}`.
     pub async fn data(&self, tx: &Transaction) -> Result<Vec<u8>, GatewayError> {
+        let data = self.served_data(tx).await?.unwrap_or_default();
+        self.checked_data(tx, data)
+    }
+
+    /// The bytes the gateway serves for `tx`'s data, unchecked; `None` when it serves none
+    /// though the transaction signs some (not uploaded, or not propagated to this gateway yet).
+    pub(super) async fn served_data(&self, tx: &Transaction) -> Result<Option<Vec<u8>>, GatewayError> {
         let id = tx.id_b64();
         let path = format!("/tx/{id}/data");
         let mut data = match self.get_ok(&path).await? {
@@ -312,6 +326,12 @@ impl Gateway {
         if data.is_empty() && tx.data_size > 0 {
             data = self.get_ok(&format!("/{id}")).await?.unwrap_or_default();
         }
+        Ok((!data.is_empty() || tx.data_size == 0).then_some(data))
+    }
+
+    /// `data` if it is what `tx` signs (its `data_root` and `data_size`), else `Malformed`.
+    pub(super) fn checked_data(&self, tx: &Transaction, data: Vec<u8>) -> Result<Vec<u8>, GatewayError> {
+        let path = format!("/tx/{}/data", tx.id_b64());
         if !tx.data_matches(&data) {
             return Err(self.malformed(
                 &path,

@@ -12,7 +12,7 @@ mod tx;
 mod wallet;
 
 pub use deep_hash::{DeepHashItem, deep_hash};
-pub use forced::{FETCHES_IN_FLIGHT, ForcedListingPage, MAX_TXS_PER_BLOCK};
+pub use forced::{FETCHES_IN_FLIGHT, ForcedListingPage, MAX_TXS_PER_BLOCK, NOT_SERVED_ATTEMPTS};
 pub use gateway::{FoundTx, Gateway, GatewayError, INLINE_LIMIT, PAGE, RetryPolicy, TxStatus, price_bound};
 pub use pss::verify as verify_pss;
 pub use tx::{Tag, Transaction, TxError, TxJson};

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DaError, DataAvailability, FetchedBatch, Published, check_published};
 use crate::arweave::{ArweaveWallet, Gateway, GatewayError, Tag, Transaction, TxJson, TxStatus};
+use crate::forced_check::{ForcedChecker, ForcedVerdict};
 
 mod snapshots;
 
@@ -87,6 +88,10 @@ pub enum Rejection {
     Duplicate,
     /// Two different validly signed batches with one number.
     Equivocation,
+    /// A signed batch that fails the forced check (a `censorship` finding) while another batch
+    /// with its number passes it, or one built on such a batch: superseded by a takeover
+    /// (docs/PROTOCOL.md, "Takeover after censorship").
+    Superseded,
 }
 
 impl Rejection {
@@ -101,6 +106,7 @@ impl Rejection {
             Rejection::BrokenLink => "broken_link",
             Rejection::Duplicate => "duplicate",
             Rejection::Equivocation => "equivocation",
+            Rejection::Superseded => "superseded",
         }
     }
 }
@@ -125,6 +131,12 @@ struct Inner {
     /// The last answer to `signed_after` (asked number, batch found): a follower at a gap asks
     /// the same question every poll, and a batch on Arweave stays; one entry, the current gap.
     gap_evidence: Mutex<Option<(u64, FetchedBatch)>>,
+    /// On a network with forced inclusion: the check that tells, of two batches signed with
+    /// one number, the censoring one from its replacement.
+    forced: std::sync::OnceLock<ForcedChecker>,
+    /// Hashes of batches proven superseded: their descendants are superseded too. Grows by one
+    /// per takeover; rebuilt by the same checks after a restart.
+    superseded: Mutex<BTreeSet<[u8; 32]>>,
 }
 
 #[derive(Debug)]
@@ -200,12 +212,26 @@ impl ArweaveDa {
                 publish_lock: tokio::sync::Mutex::new(()),
                 latest: Mutex::new(0),
                 gap_evidence: Mutex::new(None),
+                forced: std::sync::OnceLock::new(),
+                superseded: Mutex::new(BTreeSet::new()),
             }),
         }
     }
 
     pub fn gateway(&self) -> &Gateway {
         &self.inner.gateway
+    }
+
+    /// On a network with forced inclusion: of several batches signed with one number, the ones
+    /// that fail the forced check are superseded (and so is anything built on them), and a
+    /// publisher may replace a censoring batch instead of refusing with `Conflict`
+    /// (docs/PROTOCOL.md, "Takeover after censorship"). Without it, two signed batches with one
+    /// number are always an equivocation.
+    pub fn with_forced(self, checker: ForcedChecker) -> Self {
+        if self.inner.forced.set(checker).is_err() {
+            tracing::warn!("the forced check was set twice on one ArweaveDa; the first is kept");
+        }
+        self
     }
 
     /// How many distinct transactions were refused, by kind (also exported as a metric).
@@ -376,9 +402,15 @@ impl ArweaveDa {
         Ok(Some(Candidate { ids: vec![id.to_owned()], hash: batch.hash(), batch, prev_tx, size: data.len() }))
     }
 
-    /// The batch `number` at `depth`, if exactly one valid batch is filed under it.
+    /// The batch `number` at `depth`, if exactly one valid batch is filed under it (after the
+    /// superseded ones are dropped).
     async fn single(&self, number: u64, depth: u64) -> Result<Lookup, DaError> {
         let (mut valid, shallow) = self.candidates(number, depth).await?;
+        self.drop_known_superseded(&mut valid);
+        if valid.len() > 1 && !self.drop_superseded(number, depth, &mut valid).await? {
+            // One of them cannot be judged yet: neither followed nor called an equivocation.
+            return Ok(Lookup::NotDeepEnough);
+        }
         if valid.len() > 1 {
             let (first, second) = (&valid[0], &valid[1]);
             for id in first.ids.iter().chain(&second.ids) {
@@ -469,6 +501,115 @@ impl ArweaveDa {
         Ok(None)
     }
 
+    /// Of several valid batches filed under `number`, drops the superseded ones: built on a
+    /// superseded batch, or failing the forced check from the cursor the canonical batch
+    /// `number - 1` left (docs/PROTOCOL.md, "Takeover after censorship"). `false` if a check
+    /// cannot tell yet (the gateway is behind) and more than one remains: decide later.
+    async fn drop_superseded(&self, number: u64, depth: u64, valid: &mut Vec<Candidate>) -> Result<bool, DaError> {
+        let Some(checker) = self.inner.forced.get() else { return Ok(true) };
+        let Some(previous_to) = self.cursor_before(number, depth, checker).await? else { return Ok(false) };
+        let mut undecided = false;
+        let mut kept = Vec::with_capacity(valid.len());
+        for candidate in valid.drain(..) {
+            match checker.check(previous_to, &candidate.batch, &candidate.ids[0]).await? {
+                ForcedVerdict::Censored(found) => {
+                    lock(&self.inner.superseded).insert(candidate.hash);
+                    for id in &candidate.ids {
+                        self.reject(Rejection::Superseded, id, &found.describe(number));
+                    }
+                }
+                ForcedVerdict::Wait(why) => {
+                    tracing::debug!(number, %why, "a batch's forced section cannot be judged yet");
+                    undecided = true;
+                    kept.push(candidate);
+                }
+                ForcedVerdict::Kept => kept.push(candidate),
+            }
+        }
+        *valid = kept;
+        Ok(!undecided || valid.len() <= 1)
+    }
+
+    /// Drops the batches already found superseded, and those built on one (its descendants
+    /// are the censoring coordinator's history, not the network's).
+    fn drop_known_superseded(&self, valid: &mut Vec<Candidate>) {
+        let mut dropped = Vec::new();
+        {
+            let superseded = lock(&self.inner.superseded);
+            if superseded.is_empty() {
+                return;
+            }
+            valid.retain(|c| {
+                let keep = !superseded.contains(&c.hash) && !superseded.contains(&c.batch.header.prev_hash);
+                if !keep {
+                    dropped.push((c.hash, c.ids.clone()));
+                }
+                keep
+            });
+        }
+        for (hash, ids) in dropped {
+            lock(&self.inner.superseded).insert(hash);
+            for id in ids {
+                self.reject(Rejection::Superseded, &id, "a batch superseded after censorship, or built on one");
+            }
+        }
+    }
+
+    /// The forced cursor the canonical batch `number - 1` left (the start before batch 1);
+    /// `None` if that batch cannot be read at `depth` yet.
+    async fn cursor_before(
+        &self,
+        number: u64,
+        depth: u64,
+        checker: &ForcedChecker,
+    ) -> Result<Option<bridge::forced::ForcedCursor>, DaError> {
+        if number <= 1 {
+            return Ok(Some(checker.rules().start()));
+        }
+        let cached =
+            lock(&self.inner.accepted).get(&(number - 1)).map(|c| c.batch.header.forced.as_ref().map(|f| f.to));
+        let to = match cached {
+            Some(to) => to,
+            None => {
+                // Not accepted yet (a restart, or a publisher): the previous number's batches,
+                // less the known superseded ones, must be one (no recursion down the chain: a
+                // previous number still holding several is decided when it is followed).
+                let (mut previous, _) = self.candidates(number - 1, depth).await?;
+                self.drop_known_superseded(&mut previous);
+                match previous.as_slice() {
+                    [only] => only.batch.header.forced.as_ref().map(|f| f.to),
+                    _ => return Ok(None),
+                }
+            }
+        };
+        // A batch without a forced commit on a forced network fails replay anyway.
+        Ok(to)
+    }
+
+    /// Whether the batch `existing` this publisher found filed under `number` is a censoring
+    /// batch that the one it is about to publish may replace: it fails the forced check from
+    /// the cursor our own batch `number - 1` left.
+    async fn supersedable(&self, number: u64, existing: &Candidate) -> Result<bool, DaError> {
+        let Some(checker) = self.inner.forced.get() else { return Ok(false) };
+        let Some(previous_to) = self.cursor_before(number, 0, checker).await? else { return Ok(false) };
+        match checker.check(previous_to, &existing.batch, &existing.ids[0]).await? {
+            ForcedVerdict::Censored(found) => {
+                tracing::warn!(
+                    number,
+                    arweave_id = %existing.ids[0],
+                    finding = %found.describe(number),
+                    "the published batch with this number censors; publishing its replacement"
+                );
+                lock(&self.inner.superseded).insert(existing.hash);
+                for id in &existing.ids {
+                    self.reject(Rejection::Superseded, id, &found.describe(number));
+                }
+                Ok(true)
+            }
+            ForcedVerdict::Kept | ForcedVerdict::Wait(_) => Ok(false),
+        }
+    }
+
     /// Our own valid transactions for `number`, at any depth (pending included).
     async fn own_posting(&self, number: u64) -> Result<Option<Candidate>, DaError> {
         match self.single(number, 0).await? {
@@ -495,7 +636,9 @@ impl DataAvailability for ArweaveDa {
                 lock(&publisher.posted).insert(number, (existing.ids[0].clone(), hash));
                 return Ok(Published { number, locator: existing.ids[0].clone() });
             }
-            return Err(DaError::Conflict { number, locator: existing.ids[0].clone() });
+            if !self.supersedable(number, &existing).await? {
+                return Err(DaError::Conflict { number, locator: existing.ids[0].clone() });
+            }
         }
         let journal_path = publisher.journal.join(format!("batch-{number:020}.json"));
         if let Some(entry) = read_entry(&journal_path)? {
@@ -598,6 +741,19 @@ impl DataAvailability for ArweaveDa {
             }
         }
         Ok(Some(best))
+    }
+
+    fn supersede(&self, number: u64, hash: [u8; 32]) {
+        lock(&self.inner.superseded).insert(hash);
+        let mut accepted = lock(&self.inner.accepted);
+        if accepted.get(&number).is_some_and(|c| c.hash == hash) {
+            // It and everything accepted after it: they were built on it.
+            accepted.retain(|&n, _| n < number);
+            let mut latest = lock(&self.inner.latest);
+            *latest = (*latest).min(number - 1);
+        }
+        drop(accepted);
+        *lock(&self.inner.gap_evidence) = None;
     }
 
     async fn latest(&self) -> Result<u64, DaError> {

@@ -73,6 +73,12 @@ pub trait DataAvailability: Send + Sync {
     /// The highest number `n` such that batches `1..=n` are all published.
     async fn latest(&self) -> Result<u64, DaError>;
 
+    /// Batch `number` with `hash` failed the forced check (a `censorship` finding): the DA
+    /// forgets it (and what it accepted after it) and from now on hands out another batch with
+    /// that number if one is published, the replacement a takeover seals (docs/PROTOCOL.md,
+    /// "Takeover after censorship"). A DA that can hold one batch per number has nothing to do.
+    fn supersede(&self, _number: u64, _hash: [u8; 32]) {}
+
     /// A batch numbered above `number` that the coordinator signed and the DA holds, whether or
     /// not the batches between are there (the lowest such number the DA can find cheaply; `None`
     /// if it finds none). A follower stuck at a missing batch `number` asks for it: a later signed

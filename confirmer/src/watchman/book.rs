@@ -20,6 +20,10 @@ struct Entries {
     settlements: BTreeMap<u64, Arc<Settlement>>,
     /// Why signing is stopped, if it is: an alarm, or an operator.
     halted: Option<String>,
+    /// The halt is the follower's alarm (not an operator's command or a shortfall): it lifts
+    /// when the follower has no alarm left, which happens only when a takeover's batch
+    /// supersedes a `censorship` alarm (follower/takeover.rs).
+    halted_by_alarm: bool,
     /// The Ethereum vault's ranges as this watchman's own node last showed them; `None` before
     /// the first read. Only moves forward (the vault's ranges only grow).
     vault: Option<VaultProgress>,
@@ -49,12 +53,19 @@ impl SettlementBook {
             }
         }
         entries.hard_final = entries.hard_final.max(status.hard_final);
+        if entries.halted_by_alarm && status.alarms.is_empty() {
+            tracing::warn!("the alarm that halted signing was superseded by a takeover; this watchman signs again");
+            metrics::gauge!("watchman_signing_halted").set(0.0);
+            entries.halted = None;
+            entries.halted_by_alarm = false;
+        }
         if entries.halted.is_none()
             && let Some(alarm) = status.alarms.first()
         {
             tracing::error!(batch = alarm.number, kind = %alarm.kind, "alarm: this watchman stops signing");
             metrics::gauge!("watchman_signing_halted").set(1.0);
             entries.halted = Some(format!("alarm {} at batch {}: {}", alarm.kind, alarm.number, alarm.detail));
+            entries.halted_by_alarm = true;
         }
     }
 

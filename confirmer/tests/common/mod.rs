@@ -8,6 +8,7 @@ pub mod bitcoin_bridge;
 pub mod btc;
 pub mod coordinator_api;
 pub mod mesh;
+pub mod withholding_gateway;
 #[allow(unused_imports)] // not every test runs watchmen
 pub use mesh::*;
 

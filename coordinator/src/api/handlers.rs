@@ -287,7 +287,8 @@ pub async fn get_account_txs(
     Ok(Json(views::AccountTxs { txs: txs.into_iter().map(views::TxStatus::from).collect(), next }))
 }
 
-/// Where a transaction stands: `accepted`, `batched` or `published`.
+/// Where a transaction stands: `accepted`, `batched` or `published`; a forced transaction (one
+/// posted to Arweave) also says what its batch recorded: applied, or refused with the code.
 #[utoipa::path(get, path = "/tx/{hash}", params(("hash" = String, Path, description = "0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
     responses((status = 200, body = views::TxStatus), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_tx(
@@ -297,9 +298,16 @@ pub async fn get_tx(
     let Path(text) = path.map_err(|e| ApiError::bad_request("bad_path", e.to_string()))?;
     let hash = bridge::serde_hex::parse_fixed::<32>(&text)
         .map_err(|e| ApiError::bad_request("bad_hex", format!("a transaction hash is 0x and 64 hex digits: {e}")))?;
-    match context.store.tx_by_hash(&hash).await? {
-        Some(tx) => Ok(Json(tx.into())),
-        None => Err(ApiError::not_found("unknown_tx", format!("no acknowledged transaction has hash {text}"))),
+    if let Some(tx) = context.store.tx_by_hash(&hash).await? {
+        return Ok(Json(tx.into()));
+    }
+    // A forced transaction never went through the API: its batch's record says what became of it.
+    match views::TxStatus::forced(hash, &context.store.forced_by_hash(&hash).await?) {
+        Some(view) => Ok(Json(view)),
+        None => Err(ApiError::not_found(
+            "unknown_tx",
+            format!("no acknowledged transaction, and no forced transaction in a sealed batch, has hash {text}"),
+        )),
     }
 }
 

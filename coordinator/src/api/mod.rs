@@ -103,6 +103,7 @@ type Ctx = State<Arc<ApiContext>>;
         views::BtcDepositAddress,
         views::AccountTxs,
         views::TxStatus,
+        views::ForcedRecordView,
         views::Batch,
         views::Health,
         views::Status,

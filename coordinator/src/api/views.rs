@@ -180,6 +180,58 @@ pub struct TxStatus {
     /// The transaction as it is (or will be) in the batch.
     #[schema(value_type = Object)]
     pub tx: BatchTx,
+    /// A forced transaction (posted to Arweave, docs/PROTOCOL.md "Forced transactions"): what
+    /// its batch recorded. `seq` is then the batch's first body transaction's: forced records
+    /// run just before the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<ForcedRecordView>,
+}
+
+/// What a batch recorded for a forced transaction.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ForcedRecordView {
+    /// The Arweave transaction that carried it, and its block height.
+    pub arweave_id: String,
+    pub height: u64,
+    /// `applied`, `refused` (the STF refused it: `code` says why) or `duplicate` (the same
+    /// transaction was applied before, through the API or an earlier copy).
+    pub outcome: String,
+    /// The STF's refusal code (`overdraft`, `nonce_replayed`, `signer_mismatch`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Later copies of the same transaction on Arweave, recorded as duplicates (at most 7 shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<String>,
+}
+
+impl TxStatus {
+    /// The view of a forced transaction from its records (the first is the one that counted).
+    pub fn forced(hash: [u8; 32], records: &[crate::store::ForcedTx]) -> Option<Self> {
+        use bridge::forced::ForcedOutcome;
+        let first = records.first()?;
+        let tx = first.record.outcome.tx()?.clone();
+        let (outcome, code) = match &first.record.outcome {
+            ForcedOutcome::Applied { .. } => ("applied", None),
+            ForcedOutcome::Refused { code, .. } => ("refused", Some(code.clone())),
+            ForcedOutcome::Duplicate { .. } => ("duplicate", None),
+            ForcedOutcome::Malformed { .. } => return None,
+        };
+        Some(TxStatus {
+            hash: hex32(&hash),
+            status: if first.locator.is_some() { "published" } else { "batched" }.into(),
+            seq: first.first_seq,
+            batch: Some(first.number),
+            locator: first.locator.clone(),
+            tx: BatchTx::User(tx),
+            forced: Some(ForcedRecordView {
+                arweave_id: chains::arweave::to_b64(&first.record.arweave_id),
+                height: first.record.height,
+                outcome: outcome.into(),
+                code,
+                copies: records[1..].iter().map(|r| chains::arweave::to_b64(&r.record.arweave_id)).collect(),
+            }),
+        })
+    }
 }
 
 impl From<LedgerTx> for TxStatus {
@@ -196,6 +248,7 @@ impl From<LedgerTx> for TxStatus {
             batch: tx.batch,
             locator: tx.locator,
             tx: tx.tx,
+            forced: None,
         }
     }
 }

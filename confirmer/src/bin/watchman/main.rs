@@ -114,7 +114,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         (None, Some(url), Some(owner)) => {
             let mut da = ArweaveDaConfig::new(&params.name, params.coordinator_key, owner);
             da.confirmations = config.da.confirmations;
-            Arc::new(ArweaveDa::follower(Gateway::with_tls(url, RetryPolicy::default(), &tls)?, da))
+            let gateway = Gateway::with_tls(url, RetryPolicy::default(), &tls)?;
+            let follower = ArweaveDa::follower(gateway.clone(), da);
+            // Of two batches with one number, the one a takeover sealed after censorship.
+            Arc::new(match params.forced {
+                Some(rules) => {
+                    follower.with_forced(confirmer::forced::ForcedChecker::new(gateway, &params.name, rules))
+                }
+                None => follower,
+            })
         }
         _ => bail!("[da]: set either `dir`, or `arweave` and `owner`"),
     };
