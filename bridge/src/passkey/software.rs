@@ -2,7 +2,10 @@
 //! assertions with exactly the byte layout a WebAuthn authenticator and a browser produce
 //! (authenticator data: RP ID hash ‖ flags ‖ counter; clientDataJSON as Chromium serialises it)
 //! and signs them with ring's P-256. Its keys and nonces come from a fixed byte, so what it
-//! signs is reproducible: never hold funds with it.
+//! signs is reproducible: never hold funds with it. The fixed bytes come from ring's
+//! `test::rand::FixedByteRandom`, deprecated as an internal API: pinned by Cargo.lock, and only
+//! this test feature uses it.
+#![allow(deprecated)]
 
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use ring::test::rand::FixedByteRandom;
