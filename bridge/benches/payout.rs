@@ -87,6 +87,7 @@ fn plan_of(count: usize, vault: BtcVaultParams) -> PayoutPlan {
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) }],
         forced: None,
+        webauthn: None,
     };
     let mut state = State::genesis(params);
     let wallet = Wallet::from_secret(&[1; 32]).unwrap();

@@ -31,8 +31,9 @@ fn main() {
     let digests: Vec<[u8; 32]> = signed.iter().map(|t| t.tx.signing_hash(probe.domain())).collect();
     let one_core = rate(signed.len(), || {
         for (tx, digest) in signed.iter().zip(&digests) {
-            let bridge::signature::Authorization::Eip712Secp256k1 { signature } = tx.auth;
-            std::hint::black_box(signature.recover(digest).unwrap());
+            if let bridge::signature::Authorization::Eip712Secp256k1 { signature } = &tx.auth {
+                std::hint::black_box(signature.recover(digest).unwrap());
+            }
         }
     });
     let ceiling = one_core * cores as f64;
@@ -41,6 +42,52 @@ fn main() {
         "ceiling: libsecp256k1 recoveries/s × cores".into(),
         format!("{one_core:.0} × {cores} = {ceiling:.0}/s"),
         "1.00".into(),
+    ));
+
+    // A passkey transaction's whole check (clientDataJSON parsed, RP ID, flags, origin, the
+    // P-256 signature with ring) next to an EIP-712 transaction's (digest and recovery), one core.
+    let mut with_passkeys = params.clone();
+    with_passkeys.webauthn = Some(bridge::passkey::WebAuthnParams {
+        rp_id: "localhost".into(),
+        allowed_origins: vec!["http://localhost:8081".into()],
+        require_user_verification: false,
+    });
+    let domain = bridge::eip712::Domain::new(&with_passkeys);
+    let passkey = bridge::passkey::software::SoftwarePasskey::from_seed(5).unwrap();
+    let ceremony = bridge::passkey::software::Ceremony::new("localhost", "http://localhost:8081");
+    let passkey_txs: Vec<bridge::SignedUserTx> = (0..2_000u64)
+        .map(|nonce| {
+            let tx = UserTx::Transfer(Transfer {
+                from: passkey.address(),
+                to: account(1, &wallets),
+                asset: AssetId::Eth,
+                amount: Amount(1),
+                fee: Amount(0),
+                nonce,
+            });
+            passkey.sign(tx, &domain, &ceremony)
+        })
+        .collect();
+    let eip712_txs = &signed[..passkey_txs.len()];
+    let eip712_verify = rate(eip712_txs.len(), || {
+        for tx in eip712_txs {
+            std::hint::black_box(tx.verify(&domain).unwrap());
+        }
+    });
+    let passkey_verify = rate(passkey_txs.len(), || {
+        for tx in &passkey_txs {
+            std::hint::black_box(tx.verify(&domain).unwrap());
+        }
+    });
+    rows.push((
+        "EIP-712 tx verification (digest + recovery), one core".into(),
+        format!("{eip712_verify:.0}/s ({:.1} µs)", 1e6 / eip712_verify),
+        format!("{:.2} of recoveries", eip712_verify / one_core),
+    ));
+    rows.push((
+        "passkey tx verification (WebAuthn checks + P-256, ring), one core".into(),
+        format!("{passkey_verify:.0}/s ({:.1} µs)", 1e6 / passkey_verify),
+        format!("{:.2} of recoveries", passkey_verify / one_core),
     ));
 
     // STF throughput: recovery on all cores, then apply in order; sealing (the state root)
@@ -157,6 +204,7 @@ fn params(key: &CoordinatorKey) -> NetworkParams {
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
+        webauthn: None,
     }
 }
 

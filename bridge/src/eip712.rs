@@ -5,8 +5,11 @@ use alloy_primitives::U256;
 use alloy_sol_types::{Eip712Domain, SolStruct, sol};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::hashing::keccak256;
 use crate::network::{EIP712_NAME, EIP712_VERSION, NetworkParams};
+use crate::passkey::PasskeyRules;
 
 sol! {
     /// Move `amount` of `asset` from `from` to `to` inside the bridge, paying `fee`.
@@ -55,16 +58,25 @@ impl DomainFields {
 }
 
 /// The network's EIP-712 domain with its separator computed once; the hot path then hashes
-/// only the message struct.
+/// only the message struct. It also carries the network's passkey rules, since a passkey signs
+/// the same digest and is checked where an EIP-712 signature is.
 #[derive(Clone, Debug)]
 pub struct Domain {
     domain: Eip712Domain,
     separator: [u8; 32],
+    passkeys: Option<Arc<PasskeyRules>>,
 }
 
 impl Domain {
     pub fn new(params: &NetworkParams) -> Self {
-        Self::of_vault(params.chain_id, params.eth_vault)
+        let mut domain = Self::of_vault(params.chain_id, params.eth_vault);
+        domain.passkeys = params.webauthn.as_ref().map(|w| Arc::new(PasskeyRules::new(w)));
+        domain
+    }
+
+    /// The network's passkey rules, if it takes passkey transactions.
+    pub fn passkey_rules(&self) -> Option<&PasskeyRules> {
+        self.passkeys.as_deref()
     }
 
     /// The domain of the network whose vault is `eth_vault` on the Ethereum chain `chain_id`: all
@@ -78,7 +90,7 @@ impl Domain {
             None,
         );
         let separator = domain.hash_struct().0;
-        Domain { domain, separator }
+        Domain { domain, separator, passkeys: None }
     }
 
     pub fn eip712_domain(&self) -> &Eip712Domain {

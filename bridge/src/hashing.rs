@@ -40,6 +40,10 @@ pub mod tags {
     pub const FORCED_NODE: &str = "bridge/forced-node";
     /// What the old group signs to hand the ledger to a new key (docs/PROTOCOL.md, Key rotation).
     pub const KEY_ROTATION: &str = "bridge/key-rotation/v1";
+    /// A passkey account's address from its P-256 public key (docs/PROTOCOL.md, Passkey accounts).
+    pub const PASSKEY_ADDRESS: &str = "bridge/passkey-address/v1";
+    /// The genesis hash of a network with passkey rules: they are appended to its parameters.
+    pub const GENESIS_WEBAUTHN: &str = "bridge/genesis+webauthn";
 }
 
 #[cfg(test)]

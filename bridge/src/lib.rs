@@ -15,6 +15,7 @@ pub mod eth_settlement;
 pub mod forced;
 pub mod hashing;
 pub mod network;
+pub mod passkey;
 pub mod recipient;
 pub mod rotation;
 pub mod serde_hex;

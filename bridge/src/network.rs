@@ -13,6 +13,7 @@ use crate::asset::AssetId;
 use crate::btc_vault::{BtcVaultParams, BtcVaultParamsError};
 use crate::forced::{ForcedParams, ForcedParamsError};
 use crate::hashing::{tagged_hash, tags};
+use crate::passkey::{WebAuthnParams, WebAuthnParamsError};
 
 /// The Bitcoin network the vault lives on; addresses of any other network are refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -74,6 +75,12 @@ pub struct NetworkParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[borsh(skip)]
     pub forced: Option<ForcedParams>,
+    /// Passkey accounts (docs/PROTOCOL.md, "Passkey accounts"): the RP ID and origins a WebAuthn
+    /// assertion must carry. Without it the network takes no passkey transactions. Left out of
+    /// the struct's borsh like `forced`, so networks without it keep their genesis hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[borsh(skip)]
+    pub webauthn: Option<WebAuthnParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +99,8 @@ pub enum ParamsError {
     BtcVault(#[from] BtcVaultParamsError),
     #[error(transparent)]
     Forced(#[from] ForcedParamsError),
+    #[error(transparent)]
+    WebAuthn(#[from] WebAuthnParamsError),
 }
 
 /// The EIP-712 domain name and version; with `chain_id` and `eth_vault` they make the domain.
@@ -127,15 +136,25 @@ impl NetworkParams {
         if let Some(forced) = &self.forced {
             forced.validate()?;
         }
+        if let Some(webauthn) = &self.webauthn {
+            webauthn.validate()?;
+        }
         Ok(())
     }
 
     /// The hash that names this network: the first batch's `prev_hash`, every header's `network`.
     /// `tagged_hash("bridge/genesis", borsh(params) [‖ borsh(forced)])`: the forced-inclusion
-    /// rules are appended only when the network has them.
+    /// rules are appended only when the network has them. A network with passkey rules uses
+    /// `tagged_hash("bridge/genesis+webauthn", borsh(params) ‖ borsh(Option(forced)) ‖
+    /// borsh(webauthn))`: its own tag, so it cannot share a hash with a network without them.
     pub fn genesis_hash(&self) -> [u8; 32] {
+        let params = borsh::to_vec(self).unwrap_or_default();
+        if let Some(webauthn) = &self.webauthn {
+            let forced = crate::codec::to_bytes(&self.forced);
+            return tagged_hash(tags::GENESIS_WEBAUTHN, &[&params, &forced, &crate::codec::to_bytes(webauthn)]);
+        }
         let forced = self.forced.as_ref().map(crate::codec::to_bytes).unwrap_or_default();
-        tagged_hash(tags::GENESIS, &[&borsh::to_vec(self).unwrap_or_default(), &forced])
+        tagged_hash(tags::GENESIS, &[&params, &forced])
     }
 
     pub fn asset(&self, asset: &AssetId) -> Option<&AssetConfig> {
@@ -163,6 +182,7 @@ mod tests {
             fee_account: Address([1; 20]),
             assets: assets.into_iter().map(|asset| AssetConfig { asset, min_fee: Amount(1) }).collect(),
             forced: None,
+            webauthn: None,
         }
     }
 

@@ -26,3 +26,20 @@ pub mod fixed {
         parse_fixed(&text).map_err(serde::de::Error::custom)
     }
 }
+
+/// Byte strings of any length as `0x` hex.
+pub mod bytes {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&to_hex(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let digits = text
+            .strip_prefix("0x")
+            .ok_or_else(|| serde::de::Error::custom(format!("expected 0x-prefixed hex, got {text:?}")))?;
+        hex::decode(digits).map_err(|_| serde::de::Error::custom(format!("expected hex, got {text:?}")))
+    }
+}

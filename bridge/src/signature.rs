@@ -1,5 +1,5 @@
-//! Account authorization. Today one kind: an Ethereum key signing EIP-712 typed data (what
-//! MetaMask-style wallets produce). The enum leaves room for passkeys (WebAuthn P-256) next.
+//! Account authorization: an Ethereum key signing EIP-712 typed data (what MetaMask-style
+//! wallets produce), or a passkey's WebAuthn assertion over the same digest ([`crate::passkey`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,13 +13,16 @@ use crate::address::Address;
 use crate::hashing::keccak256;
 
 /// How a user transaction is authorized. The variant is part of the canonical encoding.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Authorization {
     /// secp256k1 ECDSA over the EIP-712 digest; the account is the signer's Ethereum address.
     Eip712Secp256k1 { signature: EcdsaSignature } = 0,
+    /// A WebAuthn assertion whose challenge is the EIP-712 digest; the account is the passkey's
+    /// address ([`crate::passkey::passkey_address`]). Boxed: it is ten times the other's size.
+    WebAuthnP256 { assertion: Box<crate::passkey::PasskeyAssertion> } = 1,
 }
 
 /// A recoverable ECDSA signature in a canonical form: `y_parity` is a bool, so `v = 0/1` and

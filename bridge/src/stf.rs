@@ -11,6 +11,7 @@ use crate::btc_payout::{
     select_inputs,
 };
 use crate::btc_vault::{BtcVaultParams, OutPoint, QueuedWithdrawal, VaultOwner, VaultUtxo};
+use crate::passkey::PasskeyError;
 use crate::recipient::{Recipient, RecipientError};
 use crate::rotation::{RotationError, check_rotation};
 use crate::signature::SignatureError;
@@ -85,6 +86,8 @@ pub enum TxError {
     Payout(PayoutError),
     #[error("key rotation refused: {0}")]
     KeyRotation(RotationError),
+    #[error("the passkey assertion does not authorize this transaction: {0}")]
+    Passkey(PasskeyError),
 }
 
 impl TxError {
@@ -119,6 +122,7 @@ impl TxError {
             TxError::UnknownPayoutPlan(_) => "unknown_payout_plan",
             TxError::Payout(_) => "payout",
             TxError::KeyRotation(e) => e.code(),
+            TxError::Passkey(e) => e.code(),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::asset::{AssetId, Chain};
 use crate::codec::to_bytes;
 use crate::eip712::{self, Domain};
 use crate::hashing::{tagged_hash, tags};
+use crate::passkey::PasskeyError;
 use crate::signature::Authorization;
 use crate::stf::TxError;
 
@@ -118,6 +119,10 @@ impl SignedUserTx {
                 if signer != self.tx.from() {
                     return Err(TxError::SignerMismatch { signer, from: self.tx.from() });
                 }
+            }
+            Authorization::WebAuthnP256 { assertion } => {
+                let rules = domain.passkey_rules().ok_or(TxError::Passkey(PasskeyError::Disabled))?;
+                assertion.verify(&hash, self.tx.from(), rules).map_err(TxError::Passkey)?;
             }
         }
         Ok(VerifiedUserTx { hash, signed: self.clone() })

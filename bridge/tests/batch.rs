@@ -131,7 +131,7 @@ fn a_body_edited_after_signing_is_refused_as_not_the_coordinators() {
     // authorizations, so the edit shows before any transaction is looked at.
     let mut bad = batches[1].clone();
     let other = batches[1].body.iter().rev().find_map(|tx| match tx {
-        bridge::BatchTx::User(user) => Some(user.auth),
+        bridge::BatchTx::User(user) => Some(user.auth.clone()),
         _ => None,
     });
     let bridge::BatchTx::User(user) = &mut bad.body[0] else { panic!("expected a user tx") };
@@ -264,7 +264,9 @@ fn the_codec_is_strict() {
 /// The offset of the first user signature's `y_parity` byte in the borsh encoding.
 fn find_y_parity(batch: &SignedBatch, encoded: &[u8]) -> usize {
     let bridge::BatchTx::User(user) = &batch.body[0] else { panic!("expected a user tx") };
-    let bridge::signature::Authorization::Eip712Secp256k1 { signature } = user.auth;
+    let bridge::signature::Authorization::Eip712Secp256k1 { signature } = user.auth.clone() else {
+        panic!("an EIP-712 signature")
+    };
     let s = signature.s;
     let at = encoded.windows(32).position(|w| w == s).unwrap();
     at + 32

@@ -178,7 +178,7 @@ fn signatures_are_bound_to_signer_and_domain() {
     assert!(matches!(elsewhere.verify(state.domain()), Err(TxError::SignerMismatch { .. })));
     // A high-s twin of a valid signature is refused.
     let signed = alice.sign(tx, state.domain());
-    let Authorization::Eip712Secp256k1 { signature } = signed.auth;
+    let Authorization::Eip712Secp256k1 { signature } = signed.auth.clone() else { panic!("an EIP-712 signature") };
     let mut high = signature;
     high.s = secp_negate(signature.s);
     high.y_parity = !high.y_parity;

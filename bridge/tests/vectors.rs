@@ -52,6 +52,7 @@ fn compute() -> Value {
                 "signed_borsh": hex0x(to_bytes(&signed)),
                 "signature_rsv": match signed.auth {
                     bridge::signature::Authorization::Eip712Secp256k1 { signature } => hex0x(signature.to_rsv()),
+                    bridge::signature::Authorization::WebAuthnP256 { .. } => unreachable!("wallets sign EIP-712"),
                 },
             })
         })

@@ -123,7 +123,7 @@ fn cast_typed_data_signatures_are_accepted() {
         accept(tx.clone(), &rsv);
         // Our own wallet signs the same bytes (RFC 6979 is deterministic).
         let ours = wallet(5).sign(tx, &domain());
-        let Authorization::Eip712Secp256k1 { signature } = ours.auth;
+        let Authorization::Eip712Secp256k1 { signature } = ours.auth.clone() else { panic!("an EIP-712 signature") };
         assert_eq!(signature.to_rsv().to_vec(), rsv);
     }
     std::fs::remove_dir_all(&dir).ok();

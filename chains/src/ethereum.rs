@@ -497,6 +497,26 @@ impl VaultReader {
             settled_through: self.0.settledThrough().call().await?,
         })
     }
+
+    /// Range `number` as the vault holds it; `None` if it holds no such range yet.
+    pub async fn range(&self, number: u64) -> Result<Option<OnchainRange>, SubmitError> {
+        let range = self.0.ranges(number).call().await?;
+        Ok((range.root != B256::ZERO).then_some(OnchainRange {
+            number,
+            first: range.first,
+            last: range.last,
+            root: range.root.0,
+        }))
+    }
+
+    /// The range covering `batch` (the vault's `rangeOf`), `None` while no range covers it.
+    pub async fn range_of(&self, batch: u64) -> Result<Option<OnchainRange>, SubmitError> {
+        let found = self.0.rangeOf(batch).call().await?;
+        if !found.found {
+            return Ok(None);
+        }
+        self.range(found.range).await
+    }
 }
 
 /// One range the vault holds.
@@ -635,13 +655,7 @@ impl Submitter {
 
     /// Range `number` as the vault holds it; `None` if it holds no such range yet.
     pub async fn range(&self, number: u64) -> Result<Option<OnchainRange>, SubmitError> {
-        let range = self.vault.ranges(number).call().await?;
-        Ok((range.root != B256::ZERO).then_some(OnchainRange {
-            number,
-            first: range.first,
-            last: range.last,
-            root: range.root.0,
-        }))
+        VaultReader(self.vault.clone()).range(number).await
     }
 
     /// Whether every leaf of `tree` is paid (read-only).

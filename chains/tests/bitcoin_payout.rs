@@ -41,6 +41,7 @@ fn params(vault: BtcVaultParams) -> NetworkParams {
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) }],
         forced: None,
+        webauthn: None,
     };
     params.validate().unwrap();
     params

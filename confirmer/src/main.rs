@@ -391,6 +391,7 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         let synced = confirmer::fast_sync::fast_sync(&*da, &store, &params, checkpoint).await?;
         tracing::info!(?synced, "checkpoint");
     }
+    let vault_address = params.eth_vault;
     let mut follower = Follower::open(da, store, params, verifiers)
         .await?
         .with_missing_batch_wait(source.missing_batch_wait)
@@ -445,12 +446,19 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
     });
     let web_path = web.as_ref().map(|config| config.base_path().to_owned());
     if let Some(config) = web {
+        let vault = match &config.eth_rpc {
+            Some(url) => {
+                Some(chains::ethereum::VaultReader::connect(url, &tls, vault_address).map_err(anyhow::Error::msg)?)
+            }
+            None => None,
+        };
         // The page's relayed calls and node reads share the API client's 5 s bound.
         app = app.merge(confirmer::web::router(confirmer::web::WebContext {
             follower: follower.clone(),
             coordinator,
             http,
             config,
+            vault,
         }));
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;

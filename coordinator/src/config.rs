@@ -59,6 +59,9 @@ pub struct NetworkConfig {
     /// `[network.forced]`: forced inclusion through Arweave (docs/PROTOCOL.md, Forced
     /// transactions); needs the Arweave DA.
     pub forced: Option<bridge::forced::ForcedParams>,
+    /// `[network.webauthn]`: passkey accounts (docs/PROTOCOL.md, Passkey accounts): the RP ID
+    /// and the web origins allowed to sign.
+    pub webauthn: Option<bridge::passkey::WebAuthnParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -268,6 +271,7 @@ impl Default for NetworkConfig {
                 AssetConfig { asset: bridge::AssetId::Btc, min_fee: bridge::Amount(0) },
             ],
             forced: None,
+            webauthn: None,
         }
     }
 }
@@ -285,6 +289,7 @@ impl From<&NetworkParams> for NetworkConfig {
             coordinator_key: Some(format!("0x{}", hex::encode(params.coordinator_key))),
             assets: params.assets.clone(),
             forced: params.forced,
+            webauthn: params.webauthn.clone(),
         }
     }
 }
@@ -455,6 +460,7 @@ impl Config {
             fee_account: n.fee_account,
             assets: n.assets.clone(),
             forced: n.forced,
+            webauthn: n.webauthn.clone(),
         };
         params.validate().map_err(|e| ConfigError::Invalid(format!("network: {e}")))?;
         Ok(params)

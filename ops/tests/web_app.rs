@@ -8,7 +8,9 @@
 //!   connected chain's, as MetaMask does): connect, deposit ether to the vault, transfer, and
 //!   withdraw, paid on anvil;
 //! - the account's proofs checked in the browser against the hard-final root, the Bitcoin deposit
-//!   address with its QR code, and the page at phone width without horizontal scrolling.
+//!   address with its QR code, and the page at phone width without horizontal scrolling;
+//! - a passkey account through DevTools' virtual authenticator (`web_app/passkey.rs`): created,
+//!   credited a deposit, transferring and withdrawing, paid on anvil.
 //!
 //! A screenshot of each page is saved under `$CARGO_TARGET_TMPDIR/web-app/` for a reviewer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
@@ -36,6 +38,9 @@ use serde_json::{Value, json};
 /// takes seconds (batches every 500 ms, anvil a block a second); a minute and a half is room
 /// for a loaded machine, and the wait ends as soon as the page shows it.
 const PAGE_DEADLINE: Duration = Duration::from_secs(90);
+
+#[path = "web_app/passkey.rs"]
+mod passkey;
 
 fn devnet(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bridgectl"));
@@ -249,11 +254,9 @@ async fn submit(page: &Page, form: &str, fields: &[(&str, &str)]) {
 async fn the_explorer_and_a_wallet_work_in_chromium_against_the_devnet() {
     let devnet = Devnet::up();
     let confirmer = devnet.endpoint("confirmer");
-    assert!(
-        devnet.printed.contains(&format!("{confirmer}/")),
-        "devnet up prints the web app's URL:\n{}",
-        devnet.printed
-    );
+    // The printed URL names `localhost`: the origin the devnet's passkey rules allow.
+    let web = confirmer.replace("://127.0.0.1:", "://localhost:");
+    assert!(devnet.printed.contains(&format!("{web}/")), "devnet up prints the web app's URL:\n{}", devnet.printed);
     let eth_rpc = devnet.endpoint("eth_rpc");
     let chain_id = devnet.state["endpoints"]["eth_chain_id"].as_u64().unwrap();
     let signer = PrivateKeySigner::random();
@@ -432,6 +435,9 @@ async fn the_explorer_and_a_wallet_work_in_chromium_against_the_devnet() {
         until(&page, "the proofs' verdict", "document.querySelector('[data-testid=proof-verdict]')?.textContent").await;
     assert!(verdict.as_str().unwrap().starts_with("✓"), "{verdict}");
     screenshot(&page, "account-proofs.png").await;
+
+    // A passkey account, on the origin the network allows.
+    passkey::create_deposit_transfer_withdraw(&page, &web, &eth_rpc, vault, &bob).await;
 
     // Phone width: nothing wider than the screen.
     page.execute(SetDeviceMetricsOverrideParams::new(390, 844, 2.0, true)).await.unwrap();

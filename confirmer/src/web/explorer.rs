@@ -258,12 +258,13 @@ pub async fn get_tx(
         ));
     }
     let payout = match &ours {
-        Some(r) if r.eth_withdrawal && r.hard_final => match (&r.leaf, &context.config.eth_rpc) {
-            (_, None) => PayoutView::NoNode,
-            (None, Some(_)) => PayoutView::Unknown("its leaf is not in this confirmer's settlement".into()),
-            (Some(leaf), Some(rpc)) => {
+        Some(r) if r.eth_withdrawal && r.hard_final => match (&r.leaf, &context.config.eth_rpc, &context.vault) {
+            (_, None, _) | (_, _, None) => PayoutView::NoNode,
+            (None, Some(_), Some(_)) => PayoutView::Unknown("its leaf is not in this confirmer's settlement".into()),
+            (Some(leaf), Some(rpc), Some(reader)) => {
                 let vault = context.follower.read().await.params().eth_vault;
-                match super::payout::leaf(&context.http, rpc, vault, leaf.batch, leaf.index, leaf.token).await {
+                let read = super::payout::leaf(reader, &context.http, rpc, vault, leaf.batch, leaf.index, leaf.token);
+                match read.await {
                     Ok(on_chain) => {
                         PayoutView::Seen { index: leaf.index, root: on_chain.root, paid_in: on_chain.paid_in }
                     }

@@ -69,6 +69,8 @@ pub struct WebContext {
     /// The confirmer's HTTP client (its timeout bounds every relayed call and node read).
     pub http: reqwest::Client,
     pub config: WebConfig,
+    /// The vault on `config.eth_rpc`'s node, read through its bindings (payout stages).
+    pub vault: Option<chains::ethereum::VaultReader>,
 }
 
 impl std::fmt::Debug for WebContext {
@@ -121,6 +123,11 @@ const ASSETS: &[Asset] = &[
     },
     Asset { name: "wallet.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/wallet.js") },
     Asset { name: "proof.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/proof.js") },
+    Asset {
+        name: "passkey.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("assets/passkey.js"),
+    },
 ];
 
 const INDEX: &str = include_str!("assets/index.html");
@@ -160,6 +167,7 @@ pub fn router(context: WebContext) -> Router {
         .route("/web/v1/tx/{hash}", get(explorer::get_tx))
         .route("/web/v1/accounts/{address}/btc-deposit-address", get(btc_deposit_address))
         .route("/web/v1/relay/tx", post(relay_tx))
+        .route("/web/v1/digest", post(digest))
         .route("/web/v1/relay/accounts/{address}", get(relay_account))
         .route(&base, get(|| async { page("text/html; charset=utf-8", INDEX) }));
     if base != "/" {
@@ -209,6 +217,31 @@ async fn relay_account(State(context): State<Arc<WebContext>>, path: Result<Path
         (_, Err(e)) | (Err(e), _) => return e.into_response(),
     };
     relay::forward(coordinator, context.http.get(format!("{coordinator}/accounts/{account}"))).await
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DigestView {
+    /// The EIP-712 digest of the transaction under this network's domain: what an Ethereum key
+    /// signs, and the WebAuthn challenge a passkey signs (docs/PROTOCOL.md, Passkey accounts).
+    pub digest: String,
+}
+
+/// `POST /web/v1/digest`: the digest of an unsigned transaction (`{type, from, to | recipient,
+/// asset, amount, fee, nonce}`), for the passkey page, which has no Keccak-256. The page comes
+/// from this confirmer anyway, so this adds no trust; and the coordinator answers with the hash
+/// it checked the challenge against, which the page compares with this.
+async fn digest(State(context): State<Arc<WebContext>>, body: Bytes) -> Result<Json<DigestView>, WebError> {
+    let value = relay::check_body(&body)?;
+    let tx: bridge::UserTx = serde_json::from_value(value).map_err(|e| {
+        WebError::bad_request(
+            "bad_transaction",
+            format!(
+                "not a transfer or withdrawal: {e}; give type, from, to or recipient, asset, amount, fee and nonce"
+            ),
+        )
+    })?;
+    let domain = bridge::eip712::Domain::new(context.follower.read().await.params());
+    Ok(Json(DigestView { digest: format!("0x{}", hex::encode(tx.signing_hash(&domain))) }))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

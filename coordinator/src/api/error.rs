@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bridge::TxError;
 use bridge::batch::ApplyError;
+use bridge::passkey::PasskeyError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -47,6 +48,9 @@ impl ApiError {
             TxError::Signature(_) | TxError::SignerMismatch { .. } | TxError::WrongDomain(_) => {
                 StatusCode::UNAUTHORIZED
             }
+            // A network without passkeys refuses the kind, not this assertion.
+            TxError::Passkey(PasskeyError::Disabled) => StatusCode::UNPROCESSABLE_ENTITY,
+            TxError::Passkey(_) => StatusCode::UNAUTHORIZED,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Self::new(status, error.code(), error.to_string())

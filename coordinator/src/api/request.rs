@@ -2,6 +2,7 @@
 //! one flat JSON object. Parsed field by field so that every kind of bad input has its own
 //! error code, and nothing reaches the sequencer unless it is well formed.
 
+use bridge::passkey::PasskeyAssertion;
 use bridge::signature::{Authorization, EcdsaSignature, SignatureError};
 use bridge::{Address, Amount, AssetId, SignedUserTx, Transfer, UserTx, Withdraw};
 use serde::{Deserialize, Serialize};
@@ -36,8 +37,16 @@ pub struct TxRequest {
     /// Base units as a decimal string.
     pub fee: String,
     pub nonce: u64,
-    /// The EIP-712 signature, 65 bytes `r ‖ s ‖ v` as `0x` hex.
-    pub signature: String,
+    /// The EIP-712 signature, 65 bytes `r ‖ s ‖ v` as `0x` hex. Exactly one of `signature` and
+    /// `passkey` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// A passkey account's WebAuthn assertion over the same digest (docs/PROTOCOL.md, Passkey
+    /// accounts): `public_key` (x ‖ y), `authenticator_data`, `client_data_json` and
+    /// `signature` (r ‖ s, low-S), each as `0x` hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub passkey: Option<bridge::passkey::PasskeyAssertion>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,8 +56,12 @@ pub struct TxRequest {
 impl TxRequest {
     /// The request form of a signed transaction (what a wallet or the CLI posts).
     pub fn from_signed(signed: &SignedUserTx) -> Self {
-        let Authorization::Eip712Secp256k1 { signature } = signed.auth;
-        let signature = format!("0x{}", hex::encode(signature.to_rsv()));
+        let (signature, passkey) = match &signed.auth {
+            Authorization::Eip712Secp256k1 { signature } => {
+                (Some(format!("0x{}", hex::encode(signature.to_rsv()))), None)
+            }
+            Authorization::WebAuthnP256 { assertion } => (None, Some((**assertion).clone())),
+        };
         match &signed.tx {
             UserTx::Transfer(t) => TxRequest {
                 kind: "transfer".into(),
@@ -60,6 +73,7 @@ impl TxRequest {
                 fee: t.fee.to_string(),
                 nonce: t.nonce,
                 signature,
+                passkey,
                 chain_id: None,
                 vault: None,
             },
@@ -73,6 +87,7 @@ impl TxRequest {
                 fee: w.fee.to_string(),
                 nonce: w.nonce,
                 signature,
+                passkey,
                 chain_id: None,
                 vault: None,
             },
@@ -88,9 +103,9 @@ pub struct Expected {
 }
 
 const TRANSFER_FIELDS: &[&str] =
-    &["type", "from", "to", "asset", "amount", "fee", "nonce", "signature", "chain_id", "vault"];
+    &["type", "from", "to", "asset", "amount", "fee", "nonce", "signature", "passkey", "chain_id", "vault"];
 const WITHDRAW_FIELDS: &[&str] =
-    &["type", "from", "recipient", "asset", "amount", "fee", "nonce", "signature", "chain_id", "vault"];
+    &["type", "from", "recipient", "asset", "amount", "fee", "nonce", "signature", "passkey", "chain_id", "vault"];
 
 /// Parses a request body holding one transaction.
 pub fn parse_body(body: &[u8], expected: Expected) -> Result<SignedUserTx, ApiError> {
@@ -143,7 +158,7 @@ pub fn parse_value(value: Value, expected: Expected) -> Result<SignedUserTx, Api
     let fee = amount_field(&fields, "fee")?;
     let nonce = fields.get("nonce").ok_or_else(|| missing("nonce"))?;
     let nonce = nonce.as_u64().ok_or_else(|| invalid("nonce", "a whole number from 0 to 2^64-1"))?;
-    let signature = signature(&fields)?;
+    let auth = authorization(&fields)?;
     let tx = match kind {
         "transfer" => UserTx::Transfer(Transfer { from, to: address(&fields, "to")?, asset, amount, fee, nonce }),
         _ => UserTx::Withdraw(Withdraw {
@@ -155,7 +170,29 @@ pub fn parse_value(value: Value, expected: Expected) -> Result<SignedUserTx, Api
             nonce,
         }),
     };
-    Ok(SignedUserTx { tx, auth: Authorization::Eip712Secp256k1 { signature } })
+    Ok(SignedUserTx { tx, auth })
+}
+
+/// `signature` (an Ethereum key's) or `passkey` (a WebAuthn assertion), never both.
+fn authorization(fields: &Map<String, Value>) -> Result<Authorization, ApiError> {
+    match (fields.contains_key("signature"), fields.get("passkey")) {
+        (true, Some(_)) => Err(ApiError::bad_request(
+            "two_authorizations",
+            "give `signature` (an Ethereum key's) or `passkey` (a WebAuthn assertion), not both",
+        )),
+        (false, Some(passkey)) => {
+            let assertion: PasskeyAssertion = serde_json::from_value(passkey.clone()).map_err(|e| {
+                ApiError::bad_request(
+                    "bad_passkey",
+                    format!(
+                        "passkey: {e}; it is an object of `public_key` (64 bytes x ‖ y), `authenticator_data`, `client_data_json` and `signature` (64 bytes r ‖ s), each 0x hex"
+                    ),
+                )
+            })?;
+            Ok(Authorization::WebAuthnP256 { assertion: Box::new(assertion) })
+        }
+        (_, None) => Ok(Authorization::Eip712Secp256k1 { signature: signature(fields)? }),
+    }
 }
 
 fn missing(field: &str) -> ApiError {

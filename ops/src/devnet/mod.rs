@@ -143,7 +143,9 @@ fn print_started(state: &DevnetState) {
     println!();
     println!("  coordinator   {}   (API, /openapi.json, /metrics)", e.coordinator);
     println!("  confirmer     {}   (hard finality, /alarms)", e.confirmer);
-    println!("  web app       {}/   (explorer and wallet: open it in a browser)", e.confirmer);
+    // `localhost`, not the IP: passkeys need a domain name as RP ID, and the network allows this origin.
+    let web = e.confirmer.replace("://127.0.0.1:", "://localhost:");
+    println!("  web app       {web}/   (explorer, wallet and passkeys: open it in a browser)");
     println!("  arlocal       {}", e.arweave);
     println!(
         "  anvil         {}   (chain id {}; vault {}, test token {})",

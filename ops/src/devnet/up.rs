@@ -378,6 +378,13 @@ group_key = "0x{internal}"
 min_fee_rate = 1
 max_fee_rate = {max_rate}
 
+# Passkey accounts: browsers refuse an IP address as RP ID, so the web app is opened at
+# http://localhost:PORT (a secure context) and the allowed origin follows the confirmer's port.
+[network.webauthn]
+rp_id = "localhost"
+allowed_origins = ["http://localhost:{confirmer}"]
+require_user_verification = false
+
 [coordinator]
 create_key = false
 database_url = "sqlite://{dir}/ledger.db"
@@ -418,6 +425,7 @@ payout_window_ms = {payout_window_ms}
         btc_fee = BTC_MIN_FEE_SAT,
         internal = hex::encode(ceremony.group.internal_key),
         max_rate = BTC_MAX_FEE_RATE,
+        confirmer = ports.confirmer,
         api = ports.coordinator,
         batch_ms = args.batch_ms,
         payout_window_ms = args.settlement_window_s * 1000,

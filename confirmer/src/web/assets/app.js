@@ -1,8 +1,9 @@
 // The page's router: `#/` latest batches, `#/batch/N`, `#/tx/HASH`, `#/account/ADDRESS`,
-// `#/wallet`. Every failure is shown as a message on the page.
+// `#/wallet`, `#/passkey`. Every failure is shown as a message on the page.
 
 import { UserError } from "./api.js";
 import { account, alarms, batch, latest, tx } from "./explorer.js";
+import { passkey } from "./passkey.js";
 import { wallet } from "./wallet.js";
 
 const view = document.getElementById("view");
@@ -21,13 +22,15 @@ async function route() {
   errorBox.hidden = true;
   const [, page, arg] = (location.hash || "#/").split("/");
   for (const link of document.querySelectorAll("nav a")) link.removeAttribute("aria-current");
-  document.getElementById(page === "wallet" ? "nav-wallet" : "nav-explorer").setAttribute("aria-current", "page");
+  const nav = { wallet: "nav-wallet", passkey: "nav-passkey" }[page] || "nav-explorer";
+  document.getElementById(nav).setAttribute("aria-current", "page");
   try {
     if (!page) await latest(view);
     else if (page === "batch") await batch(view, arg);
     else if (page === "tx") await tx(view, arg, isCurrent);
     else if (page === "account") await account(view, arg);
     else if (page === "wallet") await wallet(view);
+    else if (page === "passkey") await passkey(view);
     else throw new UserError(`There is no page "${location.hash}" here.`);
     if (isCurrent()) document.title = `${page || "batches"} · Settlement Bridge`;
   } catch (error) {

@@ -127,7 +127,7 @@ async function signAndSend(network, primaryType, message, body) {
 }
 
 /** Follows a sent transaction on the page until its last stage (at most ten minutes). */
-async function follow(target, hash) {
+export async function follow(target, hash) {
   target.replaceChildren(el("p", {}, "Sent: ", el("a", { href: `#/tx/${hash}`, class: "mono", "data-testid": "sent-tx" }, hash)));
   for (let i = 0; i < 600; i++) {
     let detail;
@@ -145,7 +145,7 @@ async function follow(target, hash) {
   }
 }
 
-function withBusy(button, output, work) {
+export function withBusy(button, output, work) {
   return async (event) => {
     event.preventDefault();
     button.disabled = true;
@@ -160,7 +160,8 @@ function withBusy(button, output, work) {
   };
 }
 
-function transferForm(network) {
+/** `signer` is `{ account, send(primaryType, message, body) → hash }`: an EIP-1193 wallet or a passkey. */
+export function transferForm(network, signer) {
   const out = el("div", { "aria-live": "polite", "data-testid": "transfer-result" });
   const button = el("button", { type: "submit" }, "Sign and send transfer");
   const to = el("input", { id: "transfer-to", name: "to", required: true, placeholder: "0x…", autocomplete: "off", spellcheck: "false" });
@@ -172,17 +173,17 @@ function transferForm(network) {
   form.addEventListener("submit", withBusy(button, out, async () => {
     if (!/^0x[0-9a-fA-F]{40}$/.test(to.value.trim())) throw new UserError(`"${to.value}" is not an account address (0x and 40 hex digits)`);
     const message = {
-      from: state.account, to: to.value.trim(), asset: asset.value,
+      from: signer.account, to: to.value.trim(), asset: asset.value,
       amount: units(amount.value, "The amount").toString(), fee: units(fee.value, "The fee").toString(),
-      nonce: await nextNonce(state.account),
+      nonce: await nextNonce(signer.account),
     };
-    const hash = await signAndSend(network, "Transfer", message, { type: "transfer", ...message });
+    const hash = await signer.send("Transfer", message, { type: "transfer", ...message });
     await follow(out, hash);
   }));
   return el("section", { class: "panel", "aria-labelledby": "transfer-h" }, el("h3", { id: "transfer-h" }, "Transfer inside the bridge"), form, out);
 }
 
-function withdrawForm(network) {
+export function withdrawForm(network, signer) {
   const out = el("div", { "aria-live": "polite", "data-testid": "withdraw-result" });
   const button = el("button", { type: "submit" }, "Sign and send withdrawal");
   const asset = assetSelect("withdraw-asset", network.params.assets);
@@ -193,12 +194,12 @@ function withdrawForm(network) {
   const form = el("form", { class: "tx", id: "withdraw-form" }, field("Asset", asset), field("Pay to (on L1)", recipient), field("Amount", amount), field("Fee", fee), button);
   form.addEventListener("submit", withBusy(button, out, async () => {
     const message = {
-      from: state.account, asset: asset.value,
+      from: signer.account, asset: asset.value,
       amount: units(amount.value, "The amount").toString(), fee: units(fee.value, "The fee").toString(),
-      recipient: recipient.value.trim(), nonce: await nextNonce(state.account),
+      recipient: recipient.value.trim(), nonce: await nextNonce(signer.account),
     };
     if (!message.recipient) throw new UserError("Say where to pay: an address on the asset's chain.");
-    const hash = await signAndSend(network, "Withdraw", message, { type: "withdraw", ...message });
+    const hash = await signer.send("Withdraw", message, { type: "withdraw", ...message });
     await follow(out, hash);
   }));
   return el("section", { class: "panel", "aria-labelledby": "withdraw-h" }, el("h3", { id: "withdraw-h" }, "Withdraw to L1"), form, out);
@@ -231,13 +232,13 @@ function depositForm(network) {
   return el("section", { class: "panel", "aria-labelledby": "deposit-h" }, el("h3", { id: "deposit-h" }, "Deposit from Ethereum"), form, out);
 }
 
-async function bitcoinDeposit(network, target) {
+export async function bitcoinDeposit(network, target, owner) {
   if (!network.btc_vault) {
     target.replaceChildren(el("p", {}, "This network takes no bitcoin."));
     return;
   }
   try {
-    const a = await getJSON(`/web/v1/accounts/${state.account}/btc-deposit-address`, "Getting your Bitcoin deposit address");
+    const a = await getJSON(`/web/v1/accounts/${owner}/btc-deposit-address`, "Getting your Bitcoin deposit address");
     const img = el("img", { src: "data:image/svg+xml;base64," + btoa(a.qr_svg), alt: `QR code of ${a.address}` });
     target.replaceChildren(
       el("p", {}, `Send bitcoin (${a.btc_network}) to this address; it is credited to your account once deep enough:`),
@@ -249,9 +250,9 @@ async function bitcoinDeposit(network, target) {
   }
 }
 
-async function balances(target) {
+export async function balances(target, owner) {
   try {
-    await account(target, state.account);
+    await account(target, owner);
   } catch (error) {
     target.replaceChildren(el("p", { class: "proof-bad" }, error.message));
   }
@@ -273,6 +274,10 @@ export async function wallet(view) {
     window.ethereum.isTestWallet ? el("p", { class: "test-wallet" }, "A TEST wallet injected by the test suite is connected, not a real one.") : null,
     el("p", {}, connect, " ", switchChain),
     status, body);
+  const signer = {
+    get account() { return state.account; },
+    send: (primaryType, message, body) => signAndSend(network, primaryType, message, body),
+  };
   const render = async () => {
     const btc = el("div", { "data-testid": "btc-deposit" });
     const held = el("div", { "data-testid": "wallet-balances" });
@@ -280,9 +285,9 @@ export async function wallet(view) {
       el("p", {}, "Connected: ", el("a", { href: `#/account/${state.account}`, class: "mono", "data-testid": "account" }, state.account),
         ` on chain ${state.chainId}`),
       el("section", { class: "panel", "aria-labelledby": "bal-h" }, el("h3", { id: "bal-h" }, "Balances"), held),
-      transferForm(network), withdrawForm(network), depositForm(network),
+      transferForm(network, signer), withdrawForm(network, signer), depositForm(network),
       el("section", { class: "panel", "aria-labelledby": "btc-h" }, el("h3", { id: "btc-h" }, "Deposit bitcoin"), btc));
-    await Promise.all([balances(held), bitcoinDeposit(network, btc)]);
+    await Promise.all([balances(held, state.account), bitcoinDeposit(network, btc, state.account)]);
   };
   connect.addEventListener("click", withBusy(connect, status, async () => {
     const accounts = await request("eth_requestAccounts", [], "Connecting your wallet");
