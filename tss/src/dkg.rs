@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::SessionId;
 use crate::keystore::KeyShare;
 use crate::mesh::MeshHandle;
-use crate::messages::{DkgStep, Request, Response};
+use crate::messages::{DkgStep, Encoded, Request, Response};
 
 /// Most DKG/refresh sessions buffered at once (a peer cannot fill memory with sessions).
 const MAX_SESSIONS: usize = 16;
@@ -89,9 +89,11 @@ pub fn identifier_of(peer: &PeerId) -> Result<Identifier, frost::Error> {
 
 #[derive(Default)]
 struct Mailbox {
-    round1: BTreeMap<PeerId, round1::Package>,
-    echoes: BTreeMap<PeerId, BTreeMap<Identifier, [u8; 32]>>,
-    round2: BTreeMap<PeerId, round2::Package>,
+    /// Steps as they came, in FROST's encoding: decoded by the run, which names a sender whose
+    /// bytes do not decode; equivocation is any difference in the bytes.
+    round1: BTreeMap<PeerId, Encoded>,
+    echoes: BTreeMap<PeerId, Encoded>,
+    round2: BTreeMap<PeerId, Encoded>,
     equivocation: Option<(PeerId, &'static str)>,
 }
 
@@ -220,13 +222,46 @@ async fn send_all(
     if missing.is_empty() { Ok(()) } else { Err(DkgError::Timeout { stage, missing }) }
 }
 
-fn digest(package: &round1::Package) -> Result<[u8; 32], DkgError> {
-    let bytes = package.serialize().map_err(|e| DkgError::Frost {
-        stage: "round-1 encoding",
-        culprit: None,
-        reason: e.to_string(),
-    })?;
-    Ok(Sha256::digest(bytes).into())
+fn digest(bytes: &Encoded) -> [u8; 32] {
+    Sha256::digest(&bytes.0).into()
+}
+
+/// Decodes every sender's step, naming the first whose bytes are not a valid package.
+fn decode_all<T>(
+    participants: &Participants,
+    received: BTreeMap<Identifier, Encoded>,
+    stage: &'static str,
+    decode: impl Fn(&[u8]) -> Result<T, frost::Error>,
+) -> Result<BTreeMap<Identifier, T>, DkgError> {
+    received
+        .into_iter()
+        .map(|(identifier, bytes)| {
+            let package = decode(&bytes.0).map_err(|e| DkgError::Frost {
+                stage,
+                culprit: participants.by_identifier.get(&identifier).copied(),
+                reason: format!("a package that does not decode: {e}"),
+            })?;
+            Ok((identifier, package))
+        })
+        .collect()
+}
+
+/// The echo's bytes: every participant's round-1 digest in identifier order.
+fn encode_echo(participants: &Participants, digests: &BTreeMap<Identifier, [u8; 32]>) -> Encoded {
+    let mut bytes = Vec::with_capacity(32 * participants.by_identifier.len());
+    for identifier in participants.by_identifier.keys() {
+        bytes.extend_from_slice(digests.get(identifier).map_or(&[0u8; 32], |d| d));
+    }
+    Encoded(bytes)
+}
+
+/// An echo's digests by identifier, or `None` if it is not one digest per participant.
+fn decode_echo(participants: &Participants, echo: &Encoded) -> Option<BTreeMap<Identifier, [u8; 32]>> {
+    if echo.0.len() != 32 * participants.by_identifier.len() {
+        return None;
+    }
+    let digests = echo.0.chunks_exact(32).map(|c| <[u8; 32]>::try_from(c).ok());
+    participants.by_identifier.keys().zip(digests).map(|(i, d)| Some((*i, d?))).collect()
 }
 
 /// What every other participant sent, by identifier; or who has not sent yet.
@@ -248,8 +283,10 @@ fn echo_mismatch(
     me: Identifier,
     mine: &BTreeMap<Identifier, [u8; 32]>,
     echoer: PeerId,
-    theirs: &BTreeMap<Identifier, [u8; 32]>,
+    theirs: &Encoded,
 ) -> Option<PeerId> {
+    // An echo that is not one digest per participant is the echoer's own fault.
+    let Some(theirs) = decode_echo(participants, theirs) else { return Some(echoer) };
     for (identifier, digest) in mine {
         if theirs.get(identifier) == Some(digest) {
             continue;
@@ -306,6 +343,7 @@ async fn run_rounds(
         Ceremony::Refresh(_) => frost::keys::refresh::refresh_dkg_part1(me, n, t, OsRng),
     }
     .map_err(frost_error("part 1"))?;
+    let package1 = Encoded(package1.serialize().map_err(frost_error("round-1 encoding"))?);
 
     let others: Vec<(Identifier, PeerId)> = participants.others().map(|(i, p)| (*i, *p)).collect();
     let round1_requests = others
@@ -315,20 +353,22 @@ async fn run_rounds(
     send_all(mesh, round1_requests, deadline, "round 1").await?;
 
     let total = others.len();
-    let round1_received: BTreeMap<Identifier, round1::Package> =
+    let round1_bytes: BTreeMap<Identifier, Encoded> =
         inbox.wait(session, deadline, "round 1", |mailbox| from_everyone(&others, &mailbox.round1)).await?;
-    progress(DkgProgress::Round1 { received: round1_received.len(), of: total });
+    progress(DkgProgress::Round1 { received: round1_bytes.len(), of: total });
+    // Decoded before the echo, so a sender of bytes that are no package is named at once.
+    let round1_received: BTreeMap<Identifier, round1::Package> =
+        decode_all(participants, round1_bytes.clone(), "round 1", round1::Package::deserialize)?;
 
-    // The echo round: everyone must hold the same round-1 packages.
+    // The echo round: everyone must hold the same round-1 packages, byte for byte.
     let mut digests = BTreeMap::new();
-    digests.insert(me, digest(&package1)?);
-    for (identifier, package) in &round1_received {
-        digests.insert(*identifier, digest(package)?);
+    digests.insert(me, digest(&package1));
+    for (identifier, bytes) in &round1_bytes {
+        digests.insert(*identifier, digest(bytes));
     }
-    let echo_requests = others
-        .iter()
-        .map(|(_, peer)| (*peer, Request::Dkg { session, step: DkgStep::Echo(digests.clone()) }))
-        .collect();
+    let echo = encode_echo(participants, &digests);
+    let echo_requests =
+        others.iter().map(|(_, peer)| (*peer, Request::Dkg { session, step: DkgStep::Echo(echo.clone()) })).collect();
     send_all(mesh, echo_requests, deadline, "the echo round").await?;
     // Checked as each echo arrives: a cheater need not echo at all for its lie to be caught.
     inbox
@@ -356,11 +396,14 @@ async fn run_rounds(
     let mut round2_requests = Vec::new();
     for (identifier, package) in round2_out {
         let Some(peer) = participants.by_identifier.get(&identifier) else { continue };
-        round2_requests.push((*peer, Request::Dkg { session, step: DkgStep::Round2(package) }));
+        let bytes = Encoded(package.serialize().map_err(frost_error("round-2 encoding"))?);
+        round2_requests.push((*peer, Request::Dkg { session, step: DkgStep::Round2(bytes) }));
     }
     send_all(mesh, round2_requests, deadline, "round 2").await?;
-    let round2_received: BTreeMap<Identifier, round2::Package> =
+    let round2_bytes =
         inbox.wait(session, deadline, "round 2", |mailbox| from_everyone(&others, &mailbox.round2)).await?;
+    let round2_received: BTreeMap<Identifier, round2::Package> =
+        decode_all(participants, round2_bytes, "round 2", round2::Package::deserialize)?;
     progress(DkgProgress::Round2);
 
     let (key_package, public) = match ceremony {
@@ -390,4 +433,39 @@ async fn run_rounds(
         return Err(DkgError::Participants("the key's signer set differs from the participants".into()));
     }
     Ok(KeyShare { key_package, public })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn participants(n: usize) -> Participants {
+        let peers: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
+        Participants::new(peers[0], peers[1..].iter().copied(), 2).unwrap()
+    }
+
+    #[test]
+    fn an_echo_is_one_digest_per_participant_in_identifier_order_and_round_trips() {
+        let participants = participants(4);
+        let digests: BTreeMap<Identifier, [u8; 32]> =
+            participants.by_identifier.keys().enumerate().map(|(i, id)| (*id, [i as u8; 32])).collect();
+        let echo = encode_echo(&participants, &digests);
+        assert_eq!(echo.0.len(), 4 * 32);
+        assert_eq!(&echo.0[32..64], &[1u8; 32], "the second identifier's digest second");
+        assert_eq!(decode_echo(&participants, &echo), Some(digests));
+    }
+
+    #[test]
+    fn an_echo_of_the_wrong_length_names_the_echoer() {
+        let participants = participants(3);
+        let me = participants.my_identifier().unwrap();
+        let digests: BTreeMap<Identifier, [u8; 32]> =
+            participants.by_identifier.keys().map(|id| (*id, [7u8; 32])).collect();
+        let echoer = *participants.by_identifier.values().find(|p| **p != participants.me).unwrap();
+        let short = Encoded(vec![7u8; 2 * 32]);
+        assert_eq!(echo_mismatch(&participants, me, &digests, echoer, &short), Some(echoer));
+        let right = encode_echo(&participants, &digests);
+        assert_eq!(echo_mismatch(&participants, me, &digests, echoer, &right), None);
+    }
 }

@@ -5,10 +5,12 @@
 //! - [`roast`]: robust signing. A session coordinator (any watchman) collects fresh commitments
 //!   from whoever answers, starts an attempt with the first `t`, and starts others on timeouts or
 //!   invalid shares until one completes; cheaters are named and excluded.
-//! - [`signer`]: the other side: nonces made fresh per attempt and used once, the
+//! - [`signer`]: the other side: nonces made ahead for each coordinator and used once, the
 //!   [`SigningPolicy`] asked before any share leaves.
 //! - [`mesh`]: libp2p (TCP, Noise, Yamux) among allow-listed peers only, a bounded queue each.
 //! - [`nonces`]: what each peer may hold and have made of this signer's nonces.
+//! - [`pool`]: the coordinator's kept commitments of its peers (preprocessing), so a session
+//!   needs one round.
 //! - [`traffic`]: the bytes the mesh writes and reads, counted in its codec.
 //! - [`keystore`]: key shares on disk only encrypted (Argon2id + XChaCha20-Poly1305).
 //! - refresh ([`TssNode::refresh`]): new shares of the same group key, by the DKG's rounds.
@@ -27,6 +29,7 @@ pub mod messages;
 pub mod node;
 pub mod nonces;
 pub mod policy;
+pub mod pool;
 pub mod roast;
 pub mod roster;
 pub mod signer;

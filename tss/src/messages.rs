@@ -1,8 +1,6 @@
 //! What watchmen say to each other. Every request names its session; the mesh authenticates
 //! the sender (Noise, PeerId on the allow-list), so each message is bound to both.
 
-use std::collections::BTreeMap;
-
 use frost_secp256k1_tr as frost;
 use serde::{Deserialize, Serialize};
 
@@ -13,12 +11,16 @@ use crate::policy::SigningRequest;
 pub enum Request {
     /// One step of a DKG or a refresh, pushed to every participant.
     Dkg { session: SessionId, step: DkgStep },
-    /// "Make `count` fresh nonce pairs for this session and send me their commitments."
+    /// "Make `count` fresh nonce pairs for me and send me their commitments." The nonces are
+    /// bound to the asking peer, not to `session` (which names the session that asked, for the
+    /// logs and the per-session hold): a coordinator keeps unused commitments for its next
+    /// sessions (preprocessing), so those need one round.
     Commit { session: SessionId, count: u32 },
-    /// "Sign these, with the nonces you committed to under `nonce_id`." `packages` holds one
-    /// FROST signing package per request in FROST's own encoding (`SigningPackage::serialize`),
-    /// made once by the coordinator for every signer of the attempt.
-    Sign { session: SessionId, nonce_id: u64, requests: Vec<SigningRequest>, packages: Vec<Encoded> },
+    /// "Sign these, with the nonces you committed to under `(epoch, nonce_id)`." `packages` holds
+    /// one FROST signing package per request in FROST's own encoding
+    /// (`SigningPackage::serialize`), made once by the coordinator for every signer of the
+    /// attempt.
+    Sign { session: SessionId, epoch: u64, nonce_id: u64, requests: Vec<SigningRequest>, packages: Vec<Encoded> },
 }
 
 impl Request {
@@ -77,26 +79,45 @@ impl<'de> Deserialize<'de> for Encoded {
     }
 }
 
+/// A DKG step as byte strings: serde's encoding of FROST's packages in CBOR spent two bytes on
+/// most bytes of every point (an array of small integers), so each is sent in FROST's own
+/// encoding (`serialize`), and decoded by the receiving run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum DkgStep {
-    Round1(frost::keys::dkg::round1::Package),
-    /// SHA-256 of every round-1 package the sender received (and its own), by sender.
-    Echo(BTreeMap<frost::Identifier, [u8; 32]>),
-    Round2(frost::keys::dkg::round2::Package),
+    /// `round1::Package::serialize`.
+    Round1(Encoded),
+    /// The SHA-256 of every participant's round-1 package bytes as the sender holds them (its own
+    /// included), 32 bytes each, in the order of the participants' FROST identifiers.
+    Echo(Encoded),
+    /// `round2::Package::serialize` (sent to its one recipient only).
+    Round2(Encoded),
+}
+
+/// Commitments to nonces a signer made for one peer: `count` pairs, used together by one `Sign`
+/// of that peer and then gone. `epoch` names the signer's process (random at each start and at
+/// each new share): nonces live in memory only, so a set from another epoch is unknown there,
+/// and the coordinator drops every set it holds of that signer's older epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitmentSet {
+    pub epoch: u64,
+    pub nonce_id: u64,
+    pub commitments: Vec<frost::round1::SigningCommitments>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
     Ack,
-    Commitments {
-        nonce_id: u64,
-        commitments: Vec<frost::round1::SigningCommitments>,
-    },
-    /// Shares, one per message, and fresh commitments for the coordinator's next attempt.
+    Commitments(CommitmentSet),
+    /// Shares, one per message, and fresh commitments for the coordinator's next attempt or
+    /// session (none when the asking peer is over its nonce rate).
     Shares {
         shares: Vec<frost::round2::SignatureShare>,
-        next_nonce_id: u64,
-        next: Vec<frost::round1::SigningCommitments>,
+        next: Option<CommitmentSet>,
+    },
+    /// The nonces a `Sign` named are not here: used already, evicted, or made by an earlier
+    /// process (`epoch` is the current one). Nothing was signed; ask for fresh commitments.
+    StaleNonces {
+        epoch: u64,
     },
     /// The policy said no: no share left this node.
     Refused {

@@ -79,7 +79,7 @@ impl TssNode {
         let (mesh, inbound, mesh_task) = mesh::start(config.identity, config.mesh).await?;
         let inbound_task = tokio::spawn(answer_in_turn(inbound, handler.clone()));
         Ok(TssNode {
-            signers: Signers { mesh: mesh.clone(), local: handler, by_identifier },
+            signers: Signers { mesh: mesh.clone(), local: handler, by_identifier, pool: Default::default() },
             mesh,
             signer,
             peers,
@@ -122,6 +122,7 @@ impl TssNode {
         let inbox = self.signer.dkg_inbox();
         let share = dkg::run(&self.mesh, &inbox, session, &participants, Ceremony::Fresh, timeout, progress).await?;
         self.signer.set_share(share.clone());
+        self.signers.pool.clear();
         Ok(share)
     }
 
@@ -139,7 +140,13 @@ impl TssNode {
         let ceremony = Ceremony::Refresh(Box::new(old));
         let share = dkg::run(&self.mesh, &inbox, session, &participants, ceremony, timeout, progress).await?;
         self.signer.set_share(share.clone());
+        self.signers.pool.clear();
         Ok(share)
+    }
+
+    /// Commitment sets this watchman keeps of its peers for its next sessions.
+    pub fn pooled_commitment_sets(&self) -> usize {
+        self.signers.pool.len()
     }
 
     /// Signs every request in one robust session coordinated by this watchman.

@@ -56,7 +56,6 @@ impl Default for NonceLimits {
 
 struct NonceSet {
     peer: PeerId,
-    session: SessionId,
     nonces: Vec<frost::round1::SigningNonces>,
 }
 
@@ -163,20 +162,17 @@ impl NonceStore {
             account.sets.insert(id, (session, count));
         }
         self.held += count;
-        self.sets.insert(id, NonceSet { peer, session, nonces });
+        self.sets.insert(id, NonceSet { peer, nonces });
         metrics::gauge!("tss_nonces_held").set(self.held as f64);
         id
     }
 
-    /// Removes and returns the set `id` if `peer` made it for `session`.
-    pub(crate) fn take(
-        &mut self,
-        peer: PeerId,
-        session: SessionId,
-        id: u64,
-    ) -> Option<Vec<frost::round1::SigningNonces>> {
+    /// Removes and returns the set `id` if it was made for `peer` (in whichever of its sessions:
+    /// a coordinator uses commitments across its sessions). Ids are never reused within a
+    /// process, so a set is taken at most once.
+    pub(crate) fn take(&mut self, peer: PeerId, id: u64) -> Option<Vec<frost::round1::SigningNonces>> {
         match self.sets.get(&id) {
-            Some(set) if set.peer == peer && set.session == session => self.remove(id),
+            Some(set) if set.peer == peer => self.remove(id),
             _ => None,
         }
     }
@@ -247,9 +243,9 @@ mod tests {
         }
         assert_eq!(store.held_by(&greedy), 12, "a peer holds at most its per-peer limit");
         assert_eq!(store.held(), 16);
-        assert!(store.take(honest, SessionId([1; 16]), honest_set).is_some(), "the honest peer's set survived");
-        assert!(store.take(greedy, SessionId([2; 16]), greedy_sets[0]).is_none(), "the greedy peer's oldest went");
-        assert!(store.take(greedy, SessionId([11; 16]), greedy_sets[9]).is_some());
+        assert!(store.take(honest, honest_set).is_some(), "the honest peer's set survived");
+        assert!(store.take(greedy, greedy_sets[0]).is_none(), "the greedy peer's oldest went");
+        assert!(store.take(greedy, greedy_sets[9]).is_some());
     }
 
     #[test]
@@ -261,10 +257,10 @@ mod tests {
         let first = store.insert(peer, SessionId([1; 16]), nonces(4), now);
         let second = store.insert(peer, SessionId([1; 16]), nonces(4), now);
         let third = store.insert(peer, SessionId([1; 16]), nonces(4), now);
-        assert!(store.take(peer, SessionId([1; 16]), first).is_none(), "the session's oldest set went");
-        assert!(store.take(peer, SessionId([9; 16]), other).is_some(), "the other session's older set stayed");
-        assert!(store.take(peer, SessionId([1; 16]), second).is_some());
-        assert!(store.take(peer, SessionId([1; 16]), third).is_some());
+        assert!(store.take(peer, first).is_none(), "the session's oldest set went");
+        assert!(store.take(peer, other).is_some(), "the other session's older set stayed");
+        assert!(store.take(peer, second).is_some());
+        assert!(store.take(peer, third).is_some());
         assert_eq!(store.held(), 0);
     }
 

@@ -1,7 +1,8 @@
 //! Robust signing, in the manner of ROAST (Ruffing et al., 2022).
 //!
-//! The session coordinator (whichever watchman has something to sign) asks every signer for
-//! fresh commitments. As soon as `t` signers have answered it starts an attempt with them; each
+//! The session coordinator (whichever watchman has something to sign) starts from the
+//! commitments it kept (below) and asks the other signers for fresh ones when fewer than `t` are
+//! ready. As soon as `t` signers are ready it starts an attempt with them; each
 //! signer's answer to an attempt carries its shares *and* fresh commitments for the next one, so
 //! a responsive honest signer is ready again at once. A signer that does not answer in time
 //! just is not ready (it is asked again); one whose share fails FROST's cheater detection is
@@ -20,6 +21,15 @@
 //!
 //! One session signs many messages at once (a batch's payouts): every commitment, share and
 //! package is a vector with one entry per message, so the network rounds are paid once.
+//!
+//! Preprocessing: commitments a session did not use (and the fresh ones every answered `Sign`
+//! brings) are kept in the coordinator's [`CommitmentPool`] for its next sessions, so a session
+//! whose pool holds `t` sets of its size starts its first attempt at once: one round (package →
+//! shares) instead of two. Signers with no kept set are asked for commitments only when fewer
+//! than `t` are ready and no attempt is live, or the live one has stalled. A kept set
+//! that its signer no longer has (it restarted, or evicted it) is answered
+//! [`Response::StaleNonces`]; that signer's older sets are forgotten and it is asked afresh at
+//! once, which is ROAST's usual path for a signer that left an attempt.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
@@ -37,8 +47,9 @@ use crate::SessionId;
 use crate::group::{GroupKey, bip340_bytes};
 use crate::keystore::KeyShare;
 use crate::mesh::MeshHandle;
-use crate::messages::{Encoded, Request, Response};
+use crate::messages::{CommitmentSet, Encoded, Request, Response};
 use crate::policy::SigningRequest;
+use crate::pool::CommitmentPool;
 use crate::signer::{InboundHandler, MAX_MESSAGES_PER_SESSION};
 
 /// A message and its BIP-340 signature under the key its path names.
@@ -107,6 +118,8 @@ pub(crate) struct Signers {
     pub mesh: MeshHandle,
     pub local: Arc<dyn InboundHandler>,
     pub by_identifier: BTreeMap<Identifier, PeerId>,
+    /// Commitments the signers made for this coordinator, kept across its sessions.
+    pub pool: CommitmentPool,
 }
 
 impl Signers {
@@ -134,12 +147,15 @@ type Pending<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = Event> + Send + 
 
 struct Ready {
     id: Identifier,
-    nonce_id: u64,
-    commitments: Vec<frost::round1::SigningCommitments>,
+    set: CommitmentSet,
+    /// Kept from an earlier session (so possibly stale) rather than made for this one.
+    pooled: bool,
 }
 
 struct Attempt {
     members: BTreeSet<Identifier>,
+    /// The members whose commitments came from the pool.
+    pooled: BTreeSet<Identifier>,
     packages: Vec<frost::SigningPackage>,
     shares: BTreeMap<Identifier, Vec<frost::round2::SignatureShare>>,
     live: bool,
@@ -153,6 +169,8 @@ fn next_attempt_at(attempts: &[Attempt], hedge: Duration) -> Option<Instant> {
 }
 
 /// Runs one signing session to a signature for every request, or to a reason there is none.
+/// Starts from the commitments the pool holds for a session of this size, and gives back the
+/// ones it did not use.
 pub(crate) async fn sign(
     signers: &Signers,
     share: &KeyShare,
@@ -163,6 +181,26 @@ pub(crate) async fn sign(
 ) -> Result<SessionOutcome, SessionError> {
     let count = u32::try_from(requests.len()).ok().filter(|c| (1..=MAX_MESSAGES_PER_SESSION).contains(c));
     let Some(count) = count else { return Err(SessionError::Size(requests.len())) };
+    let mut ready: Vec<Ready> =
+        signers.pool.take(requests.len()).into_iter().map(|(id, set)| Ready { id, set, pooled: true }).collect();
+    let outcome = run(signers, share, session, requests, timeout, retry, count, &mut ready).await;
+    for Ready { id, set, .. } in ready {
+        signers.pool.keep(id, set);
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    signers: &Signers,
+    share: &KeyShare,
+    session: SessionId,
+    requests: Vec<SigningRequest>,
+    timeout: Duration,
+    retry: Duration,
+    count: u32,
+    ready: &mut Vec<Ready>,
+) -> Result<SessionOutcome, SessionError> {
     let threshold = share.public.min_signers().unwrap_or(*share.key_package.min_signers());
     let started = Instant::now();
     let deadline = started + timeout;
@@ -184,11 +222,12 @@ pub(crate) async fn sign(
             Event::Committed { id, response }
         })
     };
-    for id in &everyone {
-        pending.push(commit(*id, Duration::ZERO));
-    }
+    // Signers with kept commitments are ready already. The others are asked now if fewer than
+    // `t` are, and otherwise only once an attempt fails or stalls with too few ready for the
+    // next (so a one-round session does not make every other signer a set it will not use).
+    let mut asked: BTreeSet<Identifier> = ready.iter().map(|r| r.id).collect();
+    tracing::debug!(%session, pooled = asked.len(), "signing session");
 
-    let mut ready: Vec<Ready> = Vec::new();
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut excluded: BTreeMap<Identifier, Exclusion> = BTreeMap::new();
     let mut unresponsive: BTreeSet<Identifier> = BTreeSet::new();
@@ -202,16 +241,29 @@ pub(crate) async fn sign(
             metrics::counter!("tss_signing_sessions_total", "outcome" => "not_enough").increment(1);
             return Err(SessionError::NotEnoughSigners { remaining, threshold, excluded: named(&excluded) });
         }
+        // An excluded signer's kept set is never chosen (nor kept for later).
+        ready.retain(|r| !excluded.contains_key(&r.id));
+        let hedge_due = next_attempt_at(&attempts, retry).is_none_or(|at| at <= Instant::now());
+        if distinct(ready) < usize::from(threshold) && hedge_due {
+            for id in everyone.iter().filter(|id| !excluded.contains_key(*id)) {
+                if asked.insert(*id) {
+                    pending.push(commit(*id, Duration::ZERO));
+                }
+            }
+        }
+        // After the above, signers are left unasked only while the hedge is not yet due.
+        let unasked = everyone.iter().any(|id| !asked.contains(id) && !excluded.contains_key(id));
         // Start an attempt with `t` ready signers, if no attempt is live or the newest live one
         // has stalled for `retry` (the hedge).
-        while ready.len() >= usize::from(threshold)
+        while distinct(ready) >= usize::from(threshold)
             && next_attempt_at(&attempts, retry).is_none_or(|at| at <= Instant::now())
         {
-            let chosen: Vec<Ready> = ready.drain(..usize::from(threshold)).collect();
+            let chosen = choose(ready, usize::from(threshold));
+            debug_assert_eq!(chosen.iter().map(|r| r.id).collect::<BTreeSet<_>>().len(), chosen.len());
             let mut packages = Vec::with_capacity(requests.len());
             for (index, request) in requests.iter().enumerate() {
                 let commitments: BTreeMap<Identifier, frost::round1::SigningCommitments> =
-                    chosen.iter().map(|r| (r.id, r.commitments[index])).collect();
+                    chosen.iter().map(|r| (r.id, r.set.commitments[index])).collect();
                 packages.push(frost::SigningPackage::new(commitments, &request.message));
             }
             // Encoded once for all `t` signers: each point's encoding costs a field inversion,
@@ -228,7 +280,8 @@ pub(crate) async fn sign(
                 let Some(peer) = peer_of(&member.id) else { continue };
                 let request = Request::Sign {
                     session,
-                    nonce_id: member.nonce_id,
+                    epoch: member.set.epoch,
+                    nonce_id: member.set.nonce_id,
                     requests: requests.clone(),
                     packages: encoded.clone(),
                 };
@@ -239,6 +292,7 @@ pub(crate) async fn sign(
             }
             attempts.push(Attempt {
                 members: chosen.iter().map(|r| r.id).collect(),
+                pooled: chosen.iter().filter(|r| r.pooled).map(|r| r.id).collect(),
                 packages,
                 shares: BTreeMap::new(),
                 live: true,
@@ -246,8 +300,9 @@ pub(crate) async fn sign(
             });
         }
 
-        // Wake for the hedge too when enough signers wait for it.
-        let hedge = if ready.len() >= usize::from(threshold) { next_attempt_at(&attempts, retry) } else { None };
+        // Wake for the hedge too when enough signers wait for it, or some were never asked.
+        let hedge =
+            if distinct(ready) >= usize::from(threshold) || unasked { next_attempt_at(&attempts, retry) } else { None };
         let wake = hedge.map_or(deadline, |at| at.min(deadline));
         let event = match tokio::time::timeout_at(wake, pending.next()).await {
             Ok(Some(event)) => event,
@@ -262,9 +317,9 @@ pub(crate) async fn sign(
         };
         match event {
             Event::Committed { id, response } => match response {
-                Response::Commitments { nonce_id, commitments } if commitments.len() == requests.len() => {
+                Response::Commitments(set) if set.commitments.len() == requests.len() => {
                     unresponsive.remove(&id);
-                    ready.push(Ready { id, nonce_id, commitments });
+                    ready.push(Ready { id, set, pooled: false });
                 }
                 Response::Refused { reason } => {
                     excluded.insert(id, Exclusion::Refused { reason });
@@ -287,10 +342,10 @@ pub(crate) async fn sign(
             Event::Signed { attempt, id, response } => {
                 let Some(current) = attempts.get_mut(attempt) else { continue };
                 match response {
-                    Response::Shares { shares, next_nonce_id, next } if shares.len() == requests.len() => {
+                    Response::Shares { shares, next } if shares.len() == requests.len() => {
                         if !excluded.contains_key(&id) {
-                            if next.len() == requests.len() {
-                                ready.push(Ready { id, nonce_id: next_nonce_id, commitments: next });
+                            if let Some(set) = next.filter(|n| n.commitments.len() == requests.len()) {
+                                ready.push(Ready { id, set, pooled: false });
                             } else {
                                 // No fresh set (the signer's rate limit): ask for one later.
                                 pending.push(commit(id, retry));
@@ -344,6 +399,24 @@ pub(crate) async fn sign(
                         unresponsive.insert(id);
                         pending.push(commit(id, retry));
                     }
+                    Response::StaleNonces { epoch } => {
+                        current.live = false;
+                        signers.pool.forget_other_epochs(id, epoch);
+                        ready.retain(|r| r.id != id || r.set.epoch == epoch);
+                        if current.pooled.contains(&id) {
+                            // Kept from an earlier session: it restarted or evicted them. It
+                            // answered, so it is live: ask at once.
+                            tracing::debug!(%session, ?id, "kept commitments were stale; asking afresh");
+                            pending.push(commit(id, Duration::ZERO));
+                        } else {
+                            // Made for this session and gone already: not normal (a concurrent
+                            // session's pressure on its store, or a fault); ask after the retry
+                            // interval, so that no signer can make this loop spin.
+                            tracing::debug!(%session, ?id, "fresh commitments were stale; asking again later");
+                            unresponsive.insert(id);
+                            pending.push(commit(id, retry));
+                        }
+                    }
                     Response::Failed { reason } => {
                         // Unreachable or lost its nonces: this attempt is over; ask it afresh.
                         current.live = false;
@@ -362,14 +435,36 @@ pub(crate) async fn sign(
     }
 }
 
+/// Signers with a set ready (a signer may have two: one kept, one fresh).
+fn distinct(ready: &[Ready]) -> usize {
+    ready.iter().map(|r| r.id).collect::<BTreeSet<_>>().len()
+}
+
+/// Takes the first set of each of the first `t` distinct signers out of `ready`, in order.
+fn choose(ready: &mut Vec<Ready>, t: usize) -> Vec<Ready> {
+    let mut ids = BTreeSet::new();
+    let mut chosen = Vec::with_capacity(t);
+    let mut rest = Vec::with_capacity(ready.len());
+    for r in ready.drain(..) {
+        if chosen.len() < t && ids.insert(r.id) {
+            chosen.push(r);
+        } else {
+            rest.push(r);
+        }
+    }
+    *ready = rest;
+    chosen
+}
+
 fn kind(response: &Response) -> &'static str {
     match response {
         Response::Ack => "Ack",
-        Response::Commitments { .. } => "wrong commitments",
+        Response::Commitments(_) => "wrong commitments",
         Response::Shares { .. } => "wrong shares",
         Response::Refused { .. } => "Refused",
         Response::Failed { .. } => "Failed",
         Response::Overloaded(_) => "Overloaded",
+        Response::StaleNonces { .. } => "StaleNonces",
     }
 }
 

@@ -1,12 +1,16 @@
 //! The answering side of every protocol: a watchman asked for commitments, shares, or DKG steps.
 //!
-//! Nonces are made fresh for each `Commit`, kept in memory only (never persisted: a restart
-//! forgets them, which is safe), keyed by who asked, for which session, under which id, and
-//! removed before they are used, so no nonce can sign twice. The [`SigningPolicy`] is asked
+//! Nonces are made fresh for each `Commit` (and after each answered `Sign`, for the asking
+//! coordinator's next attempt or session), kept in memory only (never persisted: a restart
+//! forgets them, which is safe), keyed by who asked and under which id, and removed before they
+//! are used, so no nonce can sign twice. A coordinator may use them in a later session
+//! (preprocessing); `epoch`, random per process start and per share, tells it which of its kept
+//! commitments a restarted signer no longer has. The [`SigningPolicy`] is asked
 //! about every message before a share is computed; a refusal consumes the nonces too. What each
 //! peer may hold and have made is bounded per peer ([`crate::nonces`]): a greedy peer is refused
 //! with [`Overload`] and can never crowd out another.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -17,7 +21,7 @@ use rand_core::OsRng;
 use crate::SessionId;
 use crate::dkg::DkgInbox;
 use crate::keystore::KeyShare;
-use crate::messages::{Encoded, Overload, Request, Response};
+use crate::messages::{CommitmentSet, Encoded, Overload, Request, Response};
 use crate::nonces::{NonceLimits, NonceStore};
 use crate::policy::{Decision, SigningPolicy, SigningRequest};
 
@@ -33,7 +37,14 @@ pub struct Signer {
     share: RwLock<Option<KeyShare>>,
     policy: Arc<dyn SigningPolicy>,
     nonces: Mutex<NonceStore>,
+    /// Names this process's nonces (with the share they are for): random, so that a restarted
+    /// signer's peers learn their commitments of it are gone.
+    epoch: AtomicU64,
     dkg: Arc<DkgInbox>,
+}
+
+fn fresh_epoch() -> u64 {
+    rand_core::RngCore::next_u64(&mut OsRng)
 }
 
 impl std::fmt::Debug for Signer {
@@ -52,6 +63,7 @@ impl Signer {
             share: RwLock::new(share),
             policy,
             nonces: Mutex::new(NonceStore::new(limits)),
+            epoch: AtomicU64::new(fresh_epoch()),
             dkg: Arc::new(DkgInbox::default()),
         }
     }
@@ -80,12 +92,20 @@ impl Signer {
         self.share.read().ok().and_then(|s| s.clone())
     }
 
-    /// Installs a new share (after a DKG or a refresh). Nonces made under the old one are dropped.
+    /// The epoch this signer's current nonces are made in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Installs a new share (after a DKG or a refresh). Nonces made under the old one are
+    /// dropped, and a new epoch tells coordinators that their commitments of them are stale.
     pub fn set_share(&self, share: KeyShare) {
+        let mut store = self.store();
         if let Ok(mut slot) = self.share.write() {
             *slot = Some(share);
         }
-        self.store().clear();
+        store.clear();
+        self.epoch.store(fresh_epoch(), Ordering::SeqCst);
     }
 
     pub(crate) fn dkg_inbox(&self) -> Arc<DkgInbox> {
@@ -100,18 +120,11 @@ impl Signer {
         if let Err(overload) = admitted {
             return refuse(from, overload);
         }
-        let (nonce_id, commitments) = self.fresh_nonces(from, session, count, &share);
-        Response::Commitments { nonce_id, commitments }
+        Response::Commitments(self.fresh_nonces(from, session, count, &share))
     }
 
     /// Makes `count` nonce pairs (already admitted) outside the lock: it is the costly part.
-    fn fresh_nonces(
-        &self,
-        from: PeerId,
-        session: SessionId,
-        count: u32,
-        share: &KeyShare,
-    ) -> (u64, Vec<frost::round1::SigningCommitments>) {
+    fn fresh_nonces(&self, from: PeerId, session: SessionId, count: u32, share: &KeyShare) -> CommitmentSet {
         let mut nonces = Vec::with_capacity(count as usize);
         let mut commitments = Vec::with_capacity(count as usize);
         for _ in 0..count {
@@ -119,25 +132,35 @@ impl Signer {
             nonces.push(n);
             commitments.push(c);
         }
-        let nonce_id = self.store().insert(from, session, nonces, Instant::now());
-        (nonce_id, commitments)
+        // The epoch is read under the store's lock, which `set_share` holds while it clears the
+        // store and draws a new epoch: a set is never named by an epoch it was not made in.
+        let mut store = self.store();
+        let nonce_id = store.insert(from, session, nonces, Instant::now());
+        CommitmentSet { epoch: self.epoch(), nonce_id, commitments }
     }
 
     /// Removes the nonces before anything else, so that whatever happens next they are gone.
-    fn take_nonces(&self, from: PeerId, session: SessionId, id: u64) -> Option<Vec<frost::round1::SigningNonces>> {
-        self.store().take(from, session, id)
+    /// Nonces of another epoch (an earlier process, an older share) are never here.
+    fn take_nonces(&self, from: PeerId, epoch: u64, id: u64) -> Option<Vec<frost::round1::SigningNonces>> {
+        let mut store = self.store();
+        if epoch != self.epoch() {
+            return None;
+        }
+        store.take(from, id)
     }
 
     fn sign(
         &self,
         from: PeerId,
         session: SessionId,
-        nonce_id: u64,
+        (epoch, nonce_id): (u64, u64),
         requests: &[SigningRequest],
         packages: &[Encoded],
     ) -> Response {
-        let Some(nonces) = self.take_nonces(from, session, nonce_id) else {
-            return Response::Failed { reason: format!("no unused nonces {nonce_id} for this session and peer") };
+        let Some(nonces) = self.take_nonces(from, epoch, nonce_id) else {
+            metrics::counter!("tss_stale_nonce_requests_total").increment(1);
+            tracing::debug!(peer = %from, %session, epoch, nonce_id, "a Sign named nonces not here (used, evicted or of another epoch)");
+            return Response::StaleNonces { epoch: self.epoch() };
         };
         // Decoded here, after the nonces are taken (a malformed package uses them up too) and off
         // the network task: each point's decoding is a square root.
@@ -183,13 +206,10 @@ impl Signer {
         // again later.
         let admitted = self.store().admit(from, count, Instant::now());
         match admitted {
-            Ok(()) => {
-                let (next_nonce_id, next) = self.fresh_nonces(from, session, count, &share);
-                Response::Shares { shares, next_nonce_id, next }
-            }
+            Ok(()) => Response::Shares { shares, next: Some(self.fresh_nonces(from, session, count, &share)) },
             Err(overload) => {
                 count_refusal(from, &overload);
-                Response::Shares { shares, next_nonce_id: 0, next: Vec::new() }
+                Response::Shares { shares, next: None }
             }
         }
     }
@@ -210,8 +230,8 @@ impl InboundHandler for Signer {
         match request {
             Request::Dkg { session, step } => self.dkg.deliver(session, from, step),
             Request::Commit { session, count } => self.commit(from, session, count),
-            Request::Sign { session, nonce_id, requests, packages } => {
-                self.sign(from, session, nonce_id, &requests, &packages)
+            Request::Sign { session, epoch, nonce_id, requests, packages } => {
+                self.sign(from, session, (epoch, nonce_id), &requests, &packages)
             }
         }
     }

@@ -83,8 +83,8 @@ async fn a_peer_asking_for_a_million_nonces_keeps_the_victims_memory_bounded_and
         .buffer_unordered(8)
         .for_each(|answer| {
             match answer {
-                Ok(Response::Commitments { commitments, .. }) => {
-                    granted.fetch_add(commitments.len(), Ordering::SeqCst);
+                Ok(Response::Commitments(set)) => {
+                    granted.fetch_add(set.commitments.len(), Ordering::SeqCst);
                 }
                 Ok(Response::Overloaded(overload)) => {
                     refused.lock().unwrap().insert(overload.reason());
@@ -205,12 +205,12 @@ async fn a_peer_with_a_full_queue_is_refused_at_once_and_another_peer_is_answere
 
     // Its queue is full and its requests are stuck, yet another peer is answered at once.
     let answer = honest.mesh().request(victim.peer_id(), Request::Commit { session, count: 1 }).await.unwrap();
-    assert!(matches!(answer, Response::Commitments { .. }), "{answer:?}");
+    assert!(matches!(answer, Response::Commitments(_)), "{answer:?}");
 
     // Once the victim moves on, the greedy peer's queued requests are answered in turn.
     *open.0.lock().unwrap() = true;
     open.1.notify_all();
     let rest: Vec<Response> = answers.collect().await;
     assert_eq!(rest.len() as u32, MAX_INBOUND_PER_PEER);
-    assert!(rest.iter().all(|r| matches!(r, Response::Commitments { .. })), "{rest:?}");
+    assert!(rest.iter().all(|r| matches!(r, Response::Commitments(_))), "{rest:?}");
 }

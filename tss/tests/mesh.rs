@@ -102,7 +102,7 @@ async fn a_participant_sending_different_round_one_packages_to_different_peers_i
     let (_, package_b) = frost::keys::dkg::part1(me, 3, 2, rand_core::OsRng).unwrap();
     let honest = [cluster.entries[0].peer_id, cluster.entries[1].peer_id];
     for (peer, package) in honest.iter().zip([package_a, package_b]) {
-        let step = tss::messages::DkgStep::Round1(package);
+        let step = tss::messages::DkgStep::Round1(tss::messages::Encoded(package.serialize().unwrap()));
         cheat.mesh().request(*peer, Request::Dkg { session, step }).await.unwrap();
     }
     let runs = [0, 1].map(|i| cluster.node(i).dkg(session, Duration::from_secs(20), |_| {}));
@@ -110,6 +110,25 @@ async fn a_participant_sending_different_round_one_packages_to_different_peers_i
         match result {
             Err(tss::dkg::DkgError::Inconsistent { culprit }) => assert_eq!(culprit, cheater),
             other => panic!("expected the DKG to abort naming the cheater, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_sending_bytes_that_are_no_round_one_package_is_named_and_the_dkg_aborts() {
+    let cluster = Cluster::start(3, 2, |_| Member::honest()).await;
+    let cheat = cluster.node(2);
+    let cheater = cheat.peer_id();
+    let session = SessionId::random();
+    for i in [0, 1] {
+        let step = tss::messages::DkgStep::Round1(tss::messages::Encoded(vec![0xff; 40]));
+        cheat.mesh().request(cluster.entries[i].peer_id, Request::Dkg { session, step }).await.unwrap();
+    }
+    let runs = [0, 1].map(|i| cluster.node(i).dkg(session, Duration::from_secs(20), |_| {}));
+    for result in futures::future::join_all(runs).await {
+        match result {
+            Err(tss::dkg::DkgError::Frost { stage: "round 1", culprit, .. }) => assert_eq!(culprit, Some(cheater)),
+            other => panic!("expected the DKG to abort naming the sender of garbage, got {other:?}"),
         }
     }
 }

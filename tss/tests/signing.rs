@@ -107,9 +107,9 @@ struct InvalidShares(Arc<Signer>);
 impl InboundHandler for InvalidShares {
     fn handle(&self, from: PeerId, request: Request) -> Response {
         match self.0.handle(from, request) {
-            Response::Shares { shares, next_nonce_id, next } => {
+            Response::Shares { shares, next } => {
                 let bogus = tss::frost::round2::SignatureShare::deserialize(&[1u8; 32]).unwrap();
-                Response::Shares { shares: vec![bogus; shares.len()], next_nonce_id, next }
+                Response::Shares { shares: vec![bogus; shares.len()], next }
             }
             other => other,
         }

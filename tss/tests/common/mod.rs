@@ -135,6 +135,38 @@ impl Cluster {
     pub fn stop(&mut self, i: usize) {
         self.nodes[i] = None;
     }
+
+    /// Starts watchman `i` again as a new process would: same identity and address, the share
+    /// from its key store, nothing else (no nonces). Polls until its port is free again.
+    pub async fn restart(&mut self, i: usize, share: KeyShare) {
+        self.nodes[i] = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let member = Member { share: Some(share.clone()), ..Member::honest() };
+            let config = node_config(self.identities[i].clone(), &self.entries, i, self.threshold, &member);
+            let signer = Arc::new(Signer::new(member.share.clone(), member.policy.clone()));
+            match TssNode::start_with_handler(config, signer.clone(), signer).await {
+                Ok(node) => {
+                    self.nodes[i] = Some(node);
+                    return;
+                }
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("restarting watchman {i}: {error}; trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("watchman {i} did not restart: {error}"),
+            }
+        }
+    }
+
+    /// Waits until watchman `from` is connected to every running watchman.
+    pub async fn wait_connected(&self, from: usize) {
+        let others = (0..self.nodes.len())
+            .filter(|j| *j != from && self.nodes[*j].is_some())
+            .map(|j| self.entries[j].peer_id)
+            .collect();
+        self.node(from).mesh().wait_for(&others, Duration::from_secs(30), |_, _| {}).await.unwrap();
+    }
 }
 
 pub fn request(message: [u8; 32]) -> SigningRequest {
