@@ -40,6 +40,8 @@ pub mod tags {
     pub const FORCED_NODE: &str = "bridge/forced-node";
     /// What the old group signs to hand the ledger to a new key (docs/PROTOCOL.md, Key rotation).
     pub const KEY_ROTATION: &str = "bridge/key-rotation/v1";
+    /// What the watchmen sign to vouch for a batch's header (docs/PROTOCOL.md, Signed checkpoints).
+    pub const CHECKPOINT: &str = "bridge/checkpoint/v1";
 }
 
 #[cfg(test)]
