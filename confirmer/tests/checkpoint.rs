@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bridge::batch::BatchBuilder;
 use bridge::checkpoint::{CHECKPOINT_VERSION, SignedCheckpoint, checkpoint_message};
-use bridge::{SignedBatch, State};
+use bridge::{SignedBatch, Snapshot, State};
 use chains::da::{DataAvailability, DirDa};
 use common::*;
 use confirmer::deposits::DepositVerifiers;
@@ -23,12 +23,12 @@ use confirmer::watchman::{CheckpointWriter, ReplayPolicy, SIGN_CHECKPOINT, Settl
 use tss::{GroupKey, KeyPath, SigningContext, SigningRequest, TssNode};
 
 /// Six empty batches stamped from `first_ms`: honest batches that need no L1 to be hard-final.
-fn empty_history(first_ms: u64) -> (Vec<SignedBatch>, Vec<State>) {
+fn empty_history(first_ms: u64) -> (Vec<SignedBatch>, Vec<Snapshot>) {
     let mut state = State::genesis(params());
     let (mut batches, mut states) = (Vec::new(), Vec::new());
     for n in 1..=6 {
         batches.push(BatchBuilder::new(&state).seal(&mut state, first_ms + n, &key()).unwrap().batch);
-        states.push(state.clone());
+        states.push(state.snapshot().unwrap());
     }
     (batches, states)
 }
@@ -132,7 +132,7 @@ async fn watchmen_sign_only_the_checkpoint_their_replay_has_and_a_forged_one_is_
     assert!(refused.unwrap_err().to_string().contains("not the watchmen's group key"));
 
     // The genuine checkpoint, and the DA's snapshot at batch 4: a new confirmer joins there.
-    let snapshot = states[3].snapshot().unwrap();
+    let snapshot = &states[3];
     da.publish_snapshot(4, snapshot.state_root, &snapshot.encode()).await.unwrap();
     let joining = ConfirmerStore::open(&format!("sqlite://{}", dir.path().join("joining.db").display())).await.unwrap();
     let synced = fast_sync(&da, &joining, &p, checkpoint).await.unwrap();
@@ -140,7 +140,7 @@ async fn watchmen_sign_only_the_checkpoint_their_replay_has_and_a_forged_one_is_
     let mut joined = Follower::open(Arc::new(da.clone()), joining, p.clone(), DepositVerifiers::none()).await.unwrap();
     assert_eq!(joined.restored_from(), 4);
     catch_up(&mut joined).await;
-    assert_eq!(joined.state().state_root(), states[5].state_root(), "it follows on to the same state");
+    assert_eq!(joined.state().state_root(), states[5].state_root, "it follows on to the same state");
 
     // The same genuine checkpoint against another history's DA (the coordinator published
     // another batch 4 there): refused, nothing taken.
