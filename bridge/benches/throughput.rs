@@ -144,7 +144,10 @@ fn main() {
 /// The state sizes measured: BRIDGE_BENCH_ACCOUNTS (comma-separated), else 10^4, 10^6, 10^7.
 fn state_sizes() -> Vec<u64> {
     match std::env::var("BRIDGE_BENCH_ACCOUNTS") {
-        Ok(list) => list.split(',').map(|n| n.trim().parse().expect("BRIDGE_BENCH_ACCOUNTS: numbers, comma-separated")).collect(),
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("BRIDGE_BENCH_ACCOUNTS: numbers, comma-separated"))
+            .collect(),
         Err(_) => vec![10_000, 1_000_000, 10_000_000],
     }
 }

@@ -487,7 +487,9 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
     match follower.write().await.finish_snapshots().await {
         Ok(Some(batch)) => tracing::info!(batch, "final state snapshot saved"),
         Ok(None) => {}
-        Err(error) => tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more"),
+        Err(error) => {
+            tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more")
+        }
     }
     Ok(())
 }

@@ -57,8 +57,7 @@ async fn watchmen_sign_only_the_checkpoint_their_replay_has_and_a_forged_one_is_
     for (i, (identity, share)) in identities.iter().zip(shares).enumerate() {
         let url = format!("sqlite://{}", dir.path().join(format!("watchman-{i}.db")).display());
         let store = ConfirmerStore::open(&url).await.unwrap();
-        let follower =
-            Follower::open(Arc::new(da.clone()), store, p.clone(), DepositVerifiers::none()).await.unwrap();
+        let follower = Follower::open(Arc::new(da.clone()), store, p.clone(), DepositVerifiers::none()).await.unwrap();
         let book = SettlementBook::default();
         let policy = ReplayPolicy::new(book.clone(), None).with_checkpoints(genesis);
         let node = TssNode::start(tss_config(identity, &entries, Some(share), Arc::new(policy))).await.unwrap();

@@ -243,7 +243,10 @@ async fn sigterm_saves_a_final_snapshot_and_the_restarted_confirmer_replays_noth
 
         let (mut child, base, _stdout) = serve(dir.path(), &ledger.url, "second.log");
         let gauges = until("the restarted confirmer's metrics", async || {
-            Some((gauge(&base, "bridge_snapshot_restored_batch").await?, gauge(&base, "bridge_start_replayed_batches").await?))
+            Some((
+                gauge(&base, "bridge_snapshot_restored_batch").await?,
+                gauge(&base, "bridge_start_replayed_batches").await?,
+            ))
         })
         .await;
         assert_eq!(gauges, (12.0, 0.0), "restored from the final snapshot, nothing replayed: {}", ledger.url);

@@ -424,7 +424,9 @@ impl Node {
         match self.sequencer.finish_snapshots().await {
             Ok(Some(batch)) => tracing::info!(batch, "final state snapshot saved"),
             Ok(None) => {}
-            Err(error) => tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more"),
+            Err(error) => {
+                tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more")
+            }
         }
         self.publishing.abort();
         let _ = (&mut self.publishing).await;

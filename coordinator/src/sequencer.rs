@@ -443,10 +443,7 @@ impl SequencerHandle {
     /// it already is, so the next start replays nothing; the batch of the last snapshot.
     pub async fn finish_snapshots(&self) -> Result<Option<u64>, String> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::FinishSnapshots(reply))
-            .await
-            .map_err(|_| SequencerError::Stopped.to_string())?;
+        self.commands.send(Command::FinishSnapshots(reply)).await.map_err(|_| SequencerError::Stopped.to_string())?;
         answer.await.map_err(|_| SequencerError::Stopped.to_string())?
     }
 

@@ -146,8 +146,7 @@ impl CheckpointDuty {
         }
         let Some(number) = self.writer.due(book.hard_final()) else { return };
         let (tss, book, network, genesis_hash) = (tss.clone(), book.clone(), self.network.clone(), self.genesis_hash);
-        let task =
-            tokio::spawn(async move { sign_checkpoint(&tss, &book, &network, genesis_hash, number).await });
+        let task = tokio::spawn(async move { sign_checkpoint(&tss, &book, &network, genesis_hash, number).await });
         self.in_flight = Some((number, task));
     }
 

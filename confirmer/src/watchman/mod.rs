@@ -25,8 +25,8 @@ pub mod stuck;
 
 pub use book::SettlementBook;
 pub use bump_clock::BumpClock;
-pub use payout::{BtcPayouts, PayoutAction, PayoutError};
 pub use checkpoint::{CheckpointDuty, CheckpointSignError, CheckpointWriter, sign_checkpoint};
+pub use payout::{BtcPayouts, PayoutAction, PayoutError};
 pub use policy::{
     PayoutInput, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT, SIGN_CHECKPOINT,
 };

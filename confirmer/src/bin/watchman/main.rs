@@ -286,8 +286,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The loop reports each turn to the supervisor (`/health`, `bridge_task_*`).
     let turns = supervisor.reporter("watchman");
     // SIGTERM (systemd, docker stop) ends the loop between turns, with a final state snapshot.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
     loop {
         turn += 1;
         match watchman.step(64).await {
@@ -350,7 +350,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     match watchman.finish_snapshots().await {
         Ok(Some(batch)) => tracing::info!(batch, "final state snapshot saved"),
         Ok(None) => {}
-        Err(error) => tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more"),
+        Err(error) => {
+            tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more")
+        }
     }
     Ok(())
 }
