@@ -120,8 +120,10 @@ fn main() {
         format!("{:.2}", with_seal / ceiling),
     ));
 
-    // Apply-only rate and the state-root update per write, at two state sizes.
-    for accounts in [10_000u64, 1_000_000] {
+    // Apply-only rate and the state-root update per write, at each state size (issue 23 asks
+    // for 10^4, 10^6 and 10^7; BRIDGE_BENCH_ACCOUNTS=10000,1000000 skips the slowest: building
+    // 10^7 accounts takes minutes and several GB).
+    for accounts in state_sizes() {
         eprintln!("building a state of {accounts} accounts…");
         let (mut state, setup) = funded_state(&params, &key, accounts, &wallets);
         eprintln!("  built in {:.1}s", setup.as_secs_f64());
@@ -183,6 +185,17 @@ fn main() {
     println!("| --- | --- | --- |");
     for (what, figure, ratio) in rows {
         println!("| {what} | {figure} | {ratio} |");
+    }
+}
+
+/// The state sizes measured: BRIDGE_BENCH_ACCOUNTS (comma-separated), else 10^4, 10^6, 10^7.
+fn state_sizes() -> Vec<u64> {
+    match std::env::var("BRIDGE_BENCH_ACCOUNTS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("BRIDGE_BENCH_ACCOUNTS: numbers, comma-separated"))
+            .collect(),
+        Err(_) => vec![10_000, 1_000_000, 10_000_000],
     }
 }
 

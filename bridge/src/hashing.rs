@@ -44,6 +44,8 @@ pub mod tags {
     pub const PASSKEY_ADDRESS: &str = "bridge/passkey-address/v1";
     /// The genesis hash of a network with passkey rules: they are appended to its parameters.
     pub const GENESIS_WEBAUTHN: &str = "bridge/genesis+webauthn";
+    /// What the watchmen sign to vouch for a batch's header (docs/PROTOCOL.md, Signed checkpoints).
+    pub const CHECKPOINT: &str = "bridge/checkpoint/v1";
 }
 
 #[cfg(test)]

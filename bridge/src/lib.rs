@@ -8,6 +8,7 @@ pub mod asset;
 pub mod batch;
 pub mod btc_payout;
 pub mod btc_vault;
+pub mod checkpoint;
 pub mod codec;
 pub mod commitment;
 pub mod eip712;

@@ -63,6 +63,53 @@ pub enum FastSyncError {
     Worker(String),
 }
 
+/// Why a signed checkpoint file is not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointFileError {
+    #[error("cannot read the checkpoint file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path} is not a signed checkpoint (docs/PROTOCOL.md, \"Signed checkpoints\"): {reason}")]
+    Format { path: String, reason: String },
+    #[error("--checkpoint-key must be 32 bytes of hex (the watchmen's group output key x(Q)): {0}")]
+    Key(String),
+    #[error(
+        "no key to check the checkpoint against: pass --checkpoint-key (the watchmen's group output key x(Q)); the network's parameters carry no Bitcoin vault key to derive it from"
+    )]
+    NoKey,
+    #[error("the checkpoint file {path} is refused: {reason}")]
+    Refused { path: String, reason: bridge::checkpoint::CheckpointError },
+}
+
+/// The checkpoint a signed checkpoint file vouches for, once its signature by the watchmen's
+/// group key verifies for this network. The key is `key_hex` (x(Q)) if given, else the
+/// genesis vault key of the parameters (`btc_vault.group_key`, tweaked as BIP-341 does).
+pub fn signed_checkpoint(
+    path: &std::path::Path,
+    params: &NetworkParams,
+    key_hex: Option<&str>,
+) -> Result<Checkpoint, CheckpointFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CheckpointFileError::Read { path: shown.clone(), reason: e.to_string() })?;
+    let file: bridge::checkpoint::SignedCheckpoint = serde_json::from_str(&text)
+        .map_err(|e| CheckpointFileError::Format { path: shown.clone(), reason: e.to_string() })?;
+    let trusted = match key_hex {
+        Some(hex) => {
+            let hex = hex.trim();
+            let hex = if hex.starts_with("0x") { hex.to_owned() } else { format!("0x{hex}") };
+            bridge::serde_hex::parse_fixed::<32>(&hex).map_err(CheckpointFileError::Key)?
+        }
+        None => params
+            .btc_vault
+            .as_ref()
+            .and_then(|vault| bridge::rotation::output_key_of(&vault.group_key))
+            .ok_or(CheckpointFileError::NoKey)?,
+    };
+    let (number, header_hash) =
+        file.verify(params, &trusted).map_err(|reason| CheckpointFileError::Refused { path: shown, reason })?;
+    Ok(Checkpoint { number, header_hash })
+}
+
 fn refusals(refused: &[String]) -> String {
     if refused.is_empty() { "there is none".to_owned() } else { refused.join("; ") }
 }

@@ -3,7 +3,7 @@
 //! is the longest prefix of batches that replayed, have nothing left unchecked, and precede
 //! every alarm.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,7 +141,17 @@ pub struct Follower {
     snapshots: SnapshotKeeper,
     /// The batch of the snapshot this follower started from (0: genesis).
     restored_from: u64,
+    /// Batches replayed from its own record at start, after the snapshot.
+    start_replayed: u64,
+    /// The header hashes of the latest replayed batches, oldest first, at most
+    /// [`RECENT_HEADERS`]: what a watchman vouches for in a signed checkpoint.
+    recent_headers: VecDeque<(u64, [u8; 32])>,
 }
+
+/// Header hashes kept in memory for checkpoint signing: enough for the watchmen to agree on a
+/// recent batch (they sign within a few turns of replaying it), bounded so memory does not grow
+/// with the history (32 KB).
+pub const RECENT_HEADERS: usize = 1_024;
 
 /// Batches of the confirmer's own record read per query at start: the record is never held
 /// whole in memory.
@@ -216,7 +226,12 @@ impl Follower {
             censored: BTreeMap::new(),
             snapshots,
             restored_from: from,
+            start_replayed: 0,
+            recent_headers: VecDeque::new(),
         };
+        if from > 0 {
+            follower.note_header(from);
+        }
         for (number, settlement) in follower.store.settlements().await? {
             follower.settlements.insert(number, Arc::new(settlement));
         }
@@ -251,6 +266,7 @@ impl Follower {
             follower.halted_at = Some(follower.halted_at.map_or(alarm.number, |n| n.min(alarm.number)));
             follower.alarms.push(alarm);
         }
+        follower.start_replayed = follower.replayed - from;
         tracing::info!(snapshot = from, replayed = follower.replayed, "confirmer state ready");
         follower.publish_metrics();
         Ok(follower)
@@ -316,6 +332,21 @@ impl Follower {
         &self.state
     }
 
+    /// Notes the header hash of batch `number`, just replayed (the state's head names it).
+    fn note_header(&mut self, number: u64) {
+        debug_assert_eq!(self.state.head().next_number, number + 1, "the state is just after batch {number}");
+        self.recent_headers.push_back((number, self.state.head().last_hash));
+        while self.recent_headers.len() > RECENT_HEADERS {
+            self.recent_headers.pop_front();
+        }
+    }
+
+    /// The header hash of batch `number` as this follower replayed it, if it is among the latest
+    /// [`RECENT_HEADERS`] replayed.
+    pub fn recent_header(&self, number: u64) -> Option<[u8; 32]> {
+        self.recent_headers.iter().rev().find(|(n, _)| *n == number).map(|(_, hash)| *hash)
+    }
+
     pub fn is_hard_final(&self, number: u64) -> bool {
         number >= 1 && number <= self.hard_final
     }
@@ -356,6 +387,7 @@ impl Follower {
     fn advance(&mut self, number: u64, unverified: Option<String>) {
         assert_eq!(number, self.replayed + 1, "batches are replayed in order");
         self.replayed = number;
+        self.note_header(number);
         if self.hard_final + 1 == number && self.unverified.is_none() && unverified.is_none() {
             self.hard_final = number;
         } else if self.unverified.is_none() {
@@ -366,6 +398,8 @@ impl Follower {
     /// Fetches and replays up to `limit` new batches.
     pub async fn step(&mut self, limit: usize) -> Result<Step, FollowError> {
         let mut step = Step::default();
+        // Every turn, even one with nothing new: the recorder may be installed after `open`.
+        self.publish_metrics();
         if self.halted_at.is_some() {
             self.resume_after_takeover(&mut step).await?;
             return Ok(step);
@@ -751,6 +785,9 @@ impl Follower {
     fn publish_metrics(&self) {
         metrics::gauge!("bridge_confirmer_replayed_batch").set(self.replayed as f64);
         metrics::gauge!("bridge_confirmer_hard_final_batch").set(self.hard_final as f64);
+        // What this start cost: a clean stop (final snapshot) leaves nothing to replay.
+        metrics::gauge!("bridge_snapshot_restored_batch").set(self.restored_from as f64);
+        metrics::gauge!("bridge_start_replayed_batches").set(self.start_replayed as f64);
     }
 }
 

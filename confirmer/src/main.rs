@@ -140,6 +140,15 @@ struct FollowArgs {
     /// "Joining late"). Ignored once the database holds a record.
     #[arg(long)]
     checkpoint: Option<confirmer::fast_sync::Checkpoint>,
+    /// Join late from a checkpoint signed by t watchmen (a file their `[checkpoints]` writes),
+    /// instead of --checkpoint: taken only if its signature by the watchmen's group key verifies
+    /// for this network. Ignored once the database holds a record.
+    #[arg(long, conflicts_with = "checkpoint")]
+    checkpoint_file: Option<PathBuf>,
+    /// The watchmen's group output key x(Q) (hex) a signed checkpoint must verify under; by
+    /// default the network's genesis vault key (`btc_vault.group_key` in the parameters, tweaked).
+    #[arg(long, requires = "checkpoint_file")]
+    checkpoint_key: Option<String>,
     /// Where the web app (explorer and wallet) is served on the API's port: `/` or a path
     /// such as `/app/`.
     #[arg(long, default_value = "/")]
@@ -184,6 +193,7 @@ fn main() -> ExitCode {
                 eth_confirmation: chains::ethereum::Confirmation::new(args.eth_finality, args.eth_depth),
                 tls_ca_file: args.tls_ca_file,
                 checkpoint: args.checkpoint,
+                signed_checkpoint: args.checkpoint_file.map(|file| (file, args.checkpoint_key)),
                 snapshots: chains::snapshots::SnapshotPolicy {
                     every_batches: args.snapshot_every_batches,
                     every_ms: args.snapshot_every_ms,
@@ -282,6 +292,8 @@ struct Source {
     bitcoin: Option<BitcoinSource>,
     snapshots: chains::snapshots::SnapshotPolicy,
     checkpoint: Option<confirmer::fast_sync::Checkpoint>,
+    /// A signed checkpoint file and the key it must verify under (default: from the params).
+    signed_checkpoint: Option<(PathBuf, Option<String>)>,
 }
 
 struct BitcoinSource {
@@ -387,7 +399,11 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         tls: tls.clone(),
     };
     let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_confirmation, 0, params.eth_vault)?;
-    if let Some(checkpoint) = source.checkpoint {
+    let signed = match &source.signed_checkpoint {
+        Some((file, key)) => Some(confirmer::fast_sync::signed_checkpoint(file, &params, key.as_deref())?),
+        None => None,
+    };
+    if let Some(checkpoint) = source.checkpoint.or(signed) {
         let synced = confirmer::fast_sync::fast_sync(&*da, &store, &params, checkpoint).await?;
         tracing::info!(?synced, "checkpoint");
     }
@@ -470,10 +486,41 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
     supervisor.spawn_essential("api", async move {
         axum::serve(listener, app).await.map_err(|error| TaskError::fatal(format!("the API server failed: {error}")))
     });
-    let follow = Follow { follower, solvency: Some(solvency), turns: 0, busy: false };
+    let follow = Follow { follower: follower.clone(), solvency: Some(solvency), turns: 0, busy: false };
     supervisor.spawn("follow", follow, Schedule::every(Duration::from_millis(interval_ms)));
-    let failure = supervisor.failed().await;
-    anyhow::bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")
+    tokio::select! {
+        failure = supervisor.failed() => {
+            anyhow::bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")
+        }
+        () = wait_for_signal() => {}
+    }
+    // A clean stop (SIGTERM, Ctrl-C): the turn in flight ends (it holds the lock), then the state
+    // after the last replayed batch is saved, so the next start replays nothing.
+    tracing::info!("shutting down: saving the state");
+    match follower.write().await.finish_snapshots().await {
+        Ok(Some(batch)) => tracing::info!(batch, "final state snapshot saved"),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more")
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM (systemd, docker stop) or Ctrl-C.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The follower loop as a supervised task: replays what is new each turn (and checks solvency

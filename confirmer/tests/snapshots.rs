@@ -169,3 +169,88 @@ async fn a_snapshot_that_does_not_match_its_header_is_refused_and_the_confirmer_
         assert_eq!(confirmer.state().fingerprint(), fingerprint);
     }
 }
+
+/// A serving `confirmer` process, its API's address, and its stdout kept open (a closed pipe
+/// would fail its next line).
+type Serving = (std::process::Child, String, std::io::BufReader<std::process::ChildStdout>);
+
+/// `confirmer follow` serving its API (a free port) over the database `url`, logging to `log`.
+fn serve(dir: &std::path::Path, url: &str, log: &str) -> Serving {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_confirmer"))
+        .args(["follow", "--params"])
+        .arg(dir.join("params.json"))
+        .arg("--da-dir")
+        .arg(dir.join("da"))
+        .args(["--database-url", url, "--listen", "127.0.0.1:0", "--interval-ms", "50"])
+        // No snapshot falls due in this test: only the final one is written.
+        .args(["--snapshot-every-batches", "1000000", "--snapshot-every-ms", "0"])
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("confirmer listening on ").unwrap_or_else(|| panic!("{line:?}")).to_owned();
+    (child, base, stdout)
+}
+
+/// Polls `check` every 50 ms, for at most a minute.
+async fn until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..1_200 {
+        if let Some(found) = check().await {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// An unlabelled series' value in `/metrics`.
+async fn gauge(base: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The serving confirmer process: SIGTERM saves the replayed state though no snapshot is due,
+/// and the restarted process loads it and replays nothing (without it: all 12 batches again).
+#[tokio::test]
+async fn sigterm_saves_a_final_snapshot_and_the_restarted_confirmer_replays_nothing() {
+    let batches = history(12, 4);
+    for ledger in stores().await {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("params.json"), serde_json::to_vec(&params()).unwrap()).unwrap();
+        let da = DirDa::open(&dir.path().join("da"), params().coordinator_key).unwrap();
+        for batch in &batches {
+            da.publish(batch).await.unwrap();
+        }
+        let (mut child, base, _stdout) = serve(dir.path(), &ledger.url, "first.log");
+        until("the confirmer to replay the 12 batches", async || {
+            let status: serde_json::Value = reqwest::get(format!("{base}/status")).await.ok()?.json().await.ok()?;
+            (status["replayed"] == 12).then_some(())
+        })
+        .await;
+        let pid = child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let exit = until("the confirmer to exit", async || child.try_wait().unwrap()).await;
+        let log = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
+        assert!(exit.success(), "exited with {exit}: {log}");
+        let store = ConfirmerStore::open(&ledger.url).await.unwrap();
+        assert_eq!(store.snapshots().numbers().await.unwrap(), vec![12], "{}: {log}", ledger.url);
+        drop(store);
+
+        let (mut child, base, _stdout) = serve(dir.path(), &ledger.url, "second.log");
+        let gauges = until("the restarted confirmer's metrics", async || {
+            Some((
+                gauge(&base, "bridge_snapshot_restored_batch").await?,
+                gauge(&base, "bridge_start_replayed_batches").await?,
+            ))
+        })
+        .await;
+        assert_eq!(gauges, (12.0, 0.0), "restored from the final snapshot, nothing replayed: {}", ledger.url);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -1,7 +1,8 @@
 //! The `watchman` binary as an operator runs it: three processes, each with its own encrypted
 //! identity and key share (from a real 2-of-3 DKG), its own configuration file, following the
 //! DA and checking Bitcoin against the regtest node; one of them pays. A Bitcoin withdrawal made
-//! through the coordinator's API is paid on the chain. A bad configuration is refused clearly.
+//! through the coordinator's API is paid on the chain; SIGTERM saves a watchman's state, so its
+//! restart replays nothing. A bad configuration is refused clearly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
@@ -89,17 +90,7 @@ pay = {pay}
             pay = i == 0,
         );
         std::fs::write(home.join("watchman.toml"), config).unwrap();
-        let log = std::fs::File::create(home.join("watchman.log")).unwrap();
-        let child = watchman()
-            .arg("--config")
-            .arg(home.join("watchman.toml"))
-            .env("WATCHMAN_PASSPHRASE", PASSPHRASE)
-            .env("WATCHMAN_BTC_RPC_PASSWORD", bridge.node.password())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        processes.0.push(child);
+        processes.0.push(start(&home, "watchman.log", bridge.node.password()));
         listens.push(listen);
     }
 
@@ -132,6 +123,48 @@ pay = {pay}
     }
     let metrics = reqwest::get(format!("http://{}/metrics", listens[0])).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("watchman_btc_payouts_broadcast_total"), "{metrics}");
+
+    // SIGTERM: watchman 1 stops cleanly, saving its replayed state though no snapshot is due
+    // (every 1,000 batches by default); restarted, it loads that snapshot and replays nothing.
+    let home = dir.join("watchman-1");
+    let pid = processes.0[1].id();
+    assert!(Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap().success());
+    let exit = until("watchman 1 to exit after SIGTERM", async || processes.0[1].try_wait().unwrap()).await;
+    assert!(exit.success(), "watchman 1 exited with {exit}: {}", logs(dir));
+    let store = confirmer::store::ConfirmerStore::open(&format!("sqlite://{}", home.join("watchman.db").display()))
+        .await
+        .unwrap();
+    let saved = store.snapshots().numbers().await.unwrap();
+    let &newest = saved.first().unwrap_or_else(|| panic!("no final snapshot: {}", logs(dir)));
+    assert!(newest >= 2, "the deposit's and the withdrawal's batches were replayed: {saved:?}");
+    assert!(store.replayed_after(newest, 1).await.unwrap().is_empty(), "the snapshot is of the last replayed batch");
+    drop(store);
+    processes.0[1] = start(&home, "watchman-restarted.log", bridge.node.password());
+    let gauges = until("watchman 1 to serve its metrics again", async || {
+        let metrics = reqwest::get(format!("http://{}/metrics", listens[1])).await.ok()?.text().await.ok()?;
+        Some((gauge(&metrics, "bridge_snapshot_restored_batch")?, gauge(&metrics, "bridge_start_replayed_batches")?))
+    })
+    .await;
+    assert_eq!(gauges, (newest as f64, 0.0), "restored from the final snapshot, nothing replayed");
+}
+
+/// Starts the watchman whose home is `home`, logging to `log` there.
+fn start(home: &Path, log: &str, btc_rpc_password: &str) -> Child {
+    let log = std::fs::File::create(home.join(log)).unwrap();
+    watchman()
+        .arg("--config")
+        .arg(home.join("watchman.toml"))
+        .env("WATCHMAN_PASSPHRASE", PASSPHRASE)
+        .env("WATCHMAN_BTC_RPC_PASSWORD", btc_rpc_password)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// An unlabelled series' value in Prometheus text.
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn logs(dir: &Path) -> String {

@@ -208,6 +208,8 @@ impl Node {
         let params = config.network_params(key.public_key())?;
         let store = Store::open(&config.database_url()).await?;
         let (da, da_info) = open_da(config, &params, true)?;
+        // The recorder first, so that recovery's own figures reach `/metrics`.
+        let _ = prometheus();
         let sequencer = Sequencer::recover(store.clone(), params.clone(), key)
             .await
             .map_err(Box::new)?
@@ -434,6 +436,14 @@ impl Node {
         let _ = (&mut self.server).await;
         if let Err(error) = self.sequencer.seal(unix_millis()).await {
             tracing::warn!(%error, "sealing at shutdown failed; the open transactions stay in the ledger");
+        }
+        // The state after the last batch saved (snapshots on), so the next start replays nothing.
+        match self.sequencer.finish_snapshots().await {
+            Ok(Some(batch)) => tracing::info!(batch, "final state snapshot saved"),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more")
+            }
         }
         self.publishing.abort();
         let _ = (&mut self.publishing).await;

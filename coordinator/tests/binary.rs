@@ -262,3 +262,54 @@ fn the_cli_explains_itself_and_refuses_bad_configuration_clearly() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"), "{again:?}");
 }
+
+/// The value of an unlabelled Prometheus series in `/metrics`.
+async fn gauge(base: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A clean stop (SIGTERM) saves the state after the last batch even when no snapshot is due, so
+/// the next start loads it and replays nothing; without it a restart replays every batch since
+/// the last periodic snapshot (here: all of them).
+#[tokio::test]
+async fn sigterm_saves_a_final_snapshot_and_the_restart_replays_nothing() {
+    for ledger in ledgers().await {
+        let dir = tempfile::tempdir().unwrap();
+        // No snapshot falls due by count or by time in this test: only the final one is written.
+        let config =
+            config_file(dir.path(), &ledger.url, 2, "[snapshots]\nevery_batches = 1000000\nevery_ms = 0\nkeep = 2\n");
+        let process = Process::start(&config).await;
+        let base = process.url.clone();
+        eventually(120, "the dev deposits", || async {
+            (account(&base, wallet(2).address()).await.1 == ONE_ETH).then_some(())
+        })
+        .await;
+        let http = reqwest::Client::new();
+        for nonce in 0..3 {
+            let response = http
+                .post(format!("{base}/tx"))
+                .json(&transfer_request(&wallet(1), wallet(2).address(), AMOUNT, nonce))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        let before = account(&base, wallet(2).address()).await;
+        process.terminate().await;
+
+        let store = Store::open(&ledger.url).await.unwrap();
+        let sealed = store.publication().await.unwrap().sealed;
+        assert!(sealed >= 2, "the deposits and the transfers were sealed ({sealed} batches)");
+        let saved = store.snapshots().numbers().await.unwrap();
+        assert_eq!(saved.first(), Some(&sealed), "the final snapshot is of the last sealed batch: {saved:?}");
+        drop(store);
+
+        let process = Process::start(&config).await;
+        let base = process.url.clone();
+        assert_eq!(gauge(&base, "bridge_snapshot_restored_batch").await, Some(sealed as f64), "{}", ledger.url);
+        assert_eq!(gauge(&base, "bridge_start_replayed_batches").await, Some(0.0), "{}", ledger.url);
+        assert_eq!(account(&base, wallet(2).address()).await, before, "the same state after the restart");
+        process.terminate().await;
+    }
+}

@@ -11,13 +11,16 @@ use bridge::batch::Settlement;
 use bridge::withdrawals::EthWithdrawalTree;
 use chains::ethereum::VaultProgress;
 
-use crate::follower::Follower;
+use crate::follower::{Follower, RECENT_HEADERS};
 
 #[derive(Debug, Default)]
 struct Entries {
     hard_final: u64,
     /// Only batches that owe something on L1.
     settlements: BTreeMap<u64, Arc<Settlement>>,
+    /// Header hashes of the latest hard-final batches (at most `RECENT_HEADERS`), for signed
+    /// checkpoints.
+    headers: BTreeMap<u64, [u8; 32]>,
     /// Why signing is stopped, if it is: an alarm, or an operator.
     halted: Option<String>,
     /// The halt is the follower's alarm (not an operator's command or a shortfall): it lifts
@@ -51,6 +54,12 @@ impl SettlementBook {
             {
                 entries.settlements.insert(number, settlement);
             }
+            if let Some(hash) = follower.recent_header(number) {
+                entries.headers.insert(number, hash);
+            }
+        }
+        while entries.headers.len() > RECENT_HEADERS {
+            entries.headers.pop_first();
         }
         entries.hard_final = entries.hard_final.max(status.hard_final);
         if entries.halted_by_alarm && status.alarms.is_empty() {
@@ -102,6 +111,16 @@ impl SettlementBook {
             return None;
         }
         Some(entries.settlements.get(&number).cloned().unwrap_or_else(|| Arc::new(Settlement::empty())))
+    }
+
+    /// The header hash of hard-final batch `number` in this watchman's replay, if it is among
+    /// the latest it keeps; `None` otherwise (not hard-final here, or too old to vouch for).
+    pub fn final_header(&self, number: u64) -> Option<[u8; 32]> {
+        let entries = self.0.read().ok()?;
+        if number == 0 || number > entries.hard_final {
+            return None;
+        }
+        entries.headers.get(&number).copied()
     }
 
     /// Notes what this watchman's own Ethereum node shows of the vault's ranges.

@@ -8,12 +8,14 @@
 //! broadcast and bump each hard-final Bitcoin payout plan, each on its own; `bump_clock`: when this
 //! watchman's own node allows a fee bump; `stuck`: leaves the vault could not pay, retried with
 //! backoff and listed for claims; `admin`: the vault's admin messages, signed only with this
-//! operator's approval of each; `run`: one watchman's loop turn
+//! operator's approval of each; `checkpoint`: signed checkpoints (batch, header hash) for
+//! confirmers that join late; `run`: one watchman's loop turn
 //! (replay, book, settle, pay).
 
 pub mod admin;
 pub mod book;
 pub mod bump_clock;
+pub mod checkpoint;
 pub mod payout;
 pub mod policy;
 pub mod range_plan;
@@ -23,8 +25,11 @@ pub mod stuck;
 
 pub use book::SettlementBook;
 pub use bump_clock::BumpClock;
+pub use checkpoint::{CheckpointDuty, CheckpointSignError, CheckpointWriter, sign_checkpoint};
 pub use payout::{BtcPayouts, PayoutAction, PayoutError};
-pub use policy::{PayoutInput, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT};
+pub use policy::{
+    PayoutInput, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT, SIGN_CHECKPOINT,
+};
 pub use range_plan::{RangeDecision, RangeLimits, Turns};
 pub use run::{StepReport, Watchman};
 pub use settle::{EthSettlement, SettleError, SettledRange};

@@ -15,6 +15,11 @@ use super::bump_clock::BumpClock;
 /// root; v2 of the message, so a v1 watchman refuses it rather than misreading it).
 pub const SETTLE_ETH_WITHDRAWALS: &str = "eth-withdrawals-range";
 
+/// `SigningContext::purpose` of a checkpoint (chain `bridge`): the batch in
+/// `SigningContext::batch`, its header hash (32 bytes) in `SigningContext::detail`, the message
+/// `bridge::checkpoint::checkpoint_message`, signed with the vault key `Q`.
+pub const SIGN_CHECKPOINT: &str = "checkpoint";
+
 /// Which batches a range root covers: the request's `SigningContext::detail`, 16 bytes
 /// little-endian (first u64, last u64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +84,14 @@ pub struct ReplayPolicy {
     /// This operator's approvals of the vault's admin messages. `None`: every admin request is
     /// refused.
     admin: Option<AdminPolicy>,
+    /// The network's genesis hash, which names it in a checkpoint; `None`: no checkpoint is
+    /// signed.
+    checkpoints: Option<[u8; 32]>,
 }
 
 impl ReplayPolicy {
     pub fn new(book: SettlementBook, eth_vault: Option<VaultDomain>) -> Self {
-        ReplayPolicy { book, eth_vault, btc_vault: None, bump_clock: None, admin: None }
+        ReplayPolicy { book, eth_vault, btc_vault: None, bump_clock: None, admin: None, checkpoints: None }
     }
 
     /// Also sign Bitcoin payouts of this vault (the network's `btc_vault`).
@@ -96,6 +104,13 @@ impl ReplayPolicy {
     /// first attempts are signed.
     pub fn with_bump_clock(mut self, clock: BumpClock) -> Self {
         self.bump_clock = Some(clock);
+        self
+    }
+
+    /// Also sign checkpoints (batch, header hash) of the network whose genesis hash this is, for
+    /// the batches this watchman's own replay made hard-final with that header.
+    pub fn with_checkpoints(mut self, genesis_hash: [u8; 32]) -> Self {
+        self.checkpoints = Some(genesis_hash);
         self
     }
 
@@ -118,6 +133,7 @@ impl ReplayPolicy {
         match (request.context.chain.as_str(), request.context.purpose.as_str()) {
             ("ethereum", SETTLE_ETH_WITHDRAWALS) => self.check_eth_withdrawals(request),
             ("bitcoin", SIGN_BTC_PAYOUT_INPUT) => self.check_btc_payout_input(request),
+            ("bridge", SIGN_CHECKPOINT) => self.check_checkpoint(request),
             (chain, purpose) => Err(format!("unknown request: chain {chain:?}, purpose {purpose:?}")),
         }
     }
@@ -238,6 +254,43 @@ impl ReplayPolicy {
                 plan.id
             )),
         }
+    }
+}
+
+impl ReplayPolicy {
+    /// The message must be the checkpoint of the named batch with the header hash this
+    /// watchman's own replay has for it, the batch hard-final here, signed with the vault key.
+    fn check_checkpoint(&self, request: &SigningRequest) -> Result<(), String> {
+        let Some(genesis_hash) = &self.checkpoints else {
+            return Err("this watchman signs no checkpoints".into());
+        };
+        if request.key_path != KeyPath::Vault {
+            return Err("a checkpoint is signed with the vault key only".into());
+        }
+        let Some(number) = request.context.batch else {
+            return Err("a checkpoint names no batch".into());
+        };
+        let Ok(asked) = <[u8; 32]>::try_from(request.context.detail.as_slice()) else {
+            return Err("a checkpoint's detail must be the 32-byte header hash".into());
+        };
+        let Some(replayed) = self.book.final_header(number) else {
+            return Err(format!(
+                "batch {number} is not hard-final in this watchman's replay, or too old to vouch for (the latest {} are kept)",
+                crate::follower::RECENT_HEADERS
+            ));
+        };
+        if replayed != asked {
+            return Err(format!(
+                "batch {number} has header hash {} in this watchman's replay, not {}",
+                hex::encode(replayed),
+                hex::encode(asked)
+            ));
+        }
+        let expected = bridge::checkpoint::checkpoint_message(genesis_hash, number, &replayed);
+        if request.message.as_slice() != expected.as_slice() {
+            return Err(format!("the message is not this network's checkpoint of batch {number}"));
+        }
+        Ok(())
     }
 }
 

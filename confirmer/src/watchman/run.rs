@@ -71,6 +71,11 @@ impl Watchman {
         &self.tss
     }
 
+    /// A clean stop: the follower's state saved unless it already is ([`Follower::finish_snapshots`]).
+    pub async fn finish_snapshots(&mut self) -> Result<Option<u64>, FollowError> {
+        self.follower.finish_snapshots().await
+    }
+
     /// The signing node, to share with the admin endpoint.
     pub fn tss_shared(&self) -> Arc<TssNode> {
         self.tss.clone()

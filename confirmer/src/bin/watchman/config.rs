@@ -36,6 +36,25 @@ pub struct Config {
     /// batches or 10 minutes of batch time by default.
     #[serde(default)]
     pub snapshots: chains::snapshots::SnapshotPolicy,
+    /// `[checkpoints]`: sign checkpoints for confirmers that join late. Without this section
+    /// this watchman still co-signs the checkpoints others ask for (its policy checks each
+    /// against its own replay), but asks for none.
+    pub checkpoints: Option<CheckpointsSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointsSection {
+    /// Where the signed checkpoint files are written (`checkpoint-N.json`, `latest.json`).
+    pub dir: PathBuf,
+    /// A checkpoint at every multiple of this many batches, once hard-final here (the
+    /// coordinator's `da.snapshot_every_batches`, so a snapshot exists at each).
+    #[serde(default = "default_checkpoint_every")]
+    pub every_batches: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    1_000
 }
 
 fn default_interval() -> u64 {
@@ -216,6 +235,9 @@ impl Config {
             if let Some(p) = &mut eth.guardian_key_file {
                 rebase(p);
             }
+        }
+        if let Some(checkpoints) = &mut config.checkpoints {
+            rebase(&mut checkpoints.dir);
         }
         if let Some(admin) = &mut config.admin {
             rebase(&mut admin.token_file);

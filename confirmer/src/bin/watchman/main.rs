@@ -182,7 +182,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             guardian = Some((provider, fees));
         }
     }
-    let mut policy = ReplayPolicy::new(book.clone(), eth_domain);
+    // Every watchman co-signs checkpoints its own replay vouches for.
+    let mut policy = ReplayPolicy::new(book.clone(), eth_domain).with_checkpoints(params.genesis_hash());
     // This operator's approvals: the only thing that lets this watchman sign an admin message.
     let approvals = match (&config.admin, eth_domain) {
         (Some(section), Some(domain)) => {
@@ -279,10 +280,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .as_ref()
         .map_or(chains::ethereum::Confirmation::Depth(0), |e| chains::ethereum::Confirmation::new(e.finality, e.depth));
     let mut solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_confirmation, 0, params.eth_vault)?;
+    let tss = watchman.tss_shared();
+    let mut checkpoints = config.checkpoints.as_ref().map(|section| {
+        let writer = confirmer::watchman::CheckpointWriter {
+            dir: section.dir.clone(),
+            every_batches: section.every_batches,
+            last: 0,
+        };
+        confirmer::watchman::CheckpointDuty::new(writer, params.name.clone(), params.genesis_hash())
+    });
     let mut paused = false;
     let mut turn: u64 = 0;
     // The loop reports each turn to the supervisor (`/health`, `bridge_task_*`).
     let turns = supervisor.reporter("watchman");
+    // SIGTERM (systemd, docker stop) ends the loop between turns, with a final state snapshot.
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
     loop {
         turn += 1;
         match watchman.step(64).await {
@@ -327,11 +340,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 Err(error) => tracing::error!(%error, "pausing the Ethereum vault failed; retrying"),
             }
         }
+        if let Some(duty) = &mut checkpoints {
+            duty.turn(&tss, &book).await;
+        }
         if let Some(failure) = supervisor.failure() {
             bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"");
         }
-        tokio::time::sleep(Duration::from_millis(config.interval_ms)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(config.interval_ms)) => {}
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
     }
+    // A clean stop: the state after the last replayed batch saved, so the next start replays
+    // nothing. A signing session in flight with the other watchmen is left: they time it out.
+    tracing::info!("shutting down: saving the state");
+    match watchman.finish_snapshots().await {
+        Ok(Some(batch)) => tracing::info!(batch, "final state snapshot saved"),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(%error, "the final state snapshot could not be saved; the next start replays more")
+        }
+    }
+    Ok(())
 }
 
 fn read_key(path: &std::path::Path) -> anyhow::Result<String> {

@@ -6,15 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bridge::signature::Authorization;
-use bridge::tx::{L1Ref, SystemTx};
-use bridge::{
-    Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, CoordinatorKey, Deposit, NetworkParams, SignedUserTx, Tx,
-};
+use bridge::{Address, Amount, AssetConfig, AssetId, BtcNetwork, CoordinatorKey, NetworkParams, SignedUserTx};
 use coordinator::sequencer::Sequencer;
 use coordinator::store::Store;
 
 use crate::send::{Report, send};
-use crate::{BENCH_SECRET, ONE_ETH, account, deposits_file, sign_requests, sign_transfers};
+use crate::{BENCH_SECRET, account, deposits_file, funding, sign_requests, sign_transfers};
 
 pub(crate) fn bench_params(key: &CoordinatorKey) -> NetworkParams {
     NetworkParams {
@@ -171,19 +168,7 @@ async fn in_process(
     let store = Store::open(url).await?;
     let key = CoordinatorKey::from_secret(&BENCH_SECRET).map_err(|_| anyhow::anyhow!("bad bench key"))?;
     let mut sequencer = Sequencer::recover(store, params.clone(), key).await?;
-    let funding: Vec<Tx> = (0..accounts)
-        .map(|n| {
-            Tx::System(SystemTx::Deposit(Deposit {
-                chain: Chain::Ethereum,
-                l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_in_tx: n as u32 },
-                account: account(n).address(),
-                asset: AssetId::Eth,
-                amount: Amount(ONE_ETH),
-                l1_height: 0,
-            }))
-        })
-        .collect();
-    sequencer.submit(funding).await?;
+    sequencer.submit(funding(accounts)).await?;
     sequencer.seal(1).await?;
 
     let driven = coordinator::throughput::drive(&mut sequencer, signed, 10_000, 2).await?;

@@ -16,8 +16,10 @@ mod restart;
 mod send;
 
 use anyhow::Context;
+use bridge::tx::{L1Ref, SystemTx};
 use bridge::{
-    Address, Amount, AssetConfig, AssetId, BtcNetwork, NetworkParams, SignedUserTx, Transfer, UserTx, Wallet,
+    Address, Amount, AssetConfig, AssetId, BtcNetwork, Chain, Deposit, NetworkParams, SignedUserTx, Transfer, Tx,
+    UserTx, Wallet,
 };
 use clap::{Parser, Subcommand};
 use coordinator::api::request::TxRequest;
@@ -125,6 +127,24 @@ fn deposits_file(accounts: u64) -> serde_json::Value {
 }
 
 const BENCH_SECRET: [u8; 32] = [0xc0; 32];
+
+/// The deposits that give each of the first `accounts` load accounts 1 ETH (each with its own
+/// L1 reference, so that none is a repeat), as `loadgen bench` and `loadgen restart` fund them.
+fn funding(accounts: u64) -> Vec<Tx> {
+    (0..accounts)
+        .into_par_iter()
+        .map(|n| {
+            Tx::System(SystemTx::Deposit(Deposit {
+                chain: Chain::Ethereum,
+                l1_ref: L1Ref::Ethereum { tx_hash: bridge::hashing::sha256(n.to_be_bytes()), log_in_tx: n as u32 },
+                account: account(n).address(),
+                asset: AssetId::Eth,
+                amount: Amount(ONE_ETH),
+                l1_height: 0,
+            }))
+        })
+        .collect()
+}
 
 const ONE_ETH: u128 = 1_000_000_000_000_000_000;
 
