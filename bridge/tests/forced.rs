@@ -295,7 +295,7 @@ fn a_resumed_role_takes_the_cursor_from_the_restored_batch_header_only() {
     use bridge::forced::{MissingCursor, cursor_after};
     let (batches, _) = two_batches();
     let second = &batches[1].header;
-    let commit = second.forced.unwrap();
+    let commit = second.forced.clone().unwrap();
     // No forced inclusion: no cursor, whatever the header.
     assert_eq!(cursor_after(None, 2, Some(second)), Ok(None));
     // Before any batch: the network's start.
