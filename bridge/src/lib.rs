@@ -15,6 +15,8 @@ pub mod eth_settlement;
 pub mod forced;
 pub mod hashing;
 pub mod network;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod recipient;
 pub mod rotation;
 pub mod serde_hex;
