@@ -159,21 +159,18 @@ impl World {
                     self.bad_from = Some((number, attack.kind.name()));
                     self.log(format!("BYZANTINE posted {} of batch {number} as {id}", attack.kind.name()));
                 }
-                AttackKind::Withholding if number == target => {
-                    if self.bad_from.is_none() {
-                        self.bad_from = Some((number, attack.kind.name()));
-                        self.log(format!("BYZANTINE withholds batch {number}"));
-                    }
+                AttackKind::Withholding if number == target && self.bad_from.is_none() => {
+                    self.bad_from = Some((number, attack.kind.name()));
+                    self.log(format!("BYZANTINE withholds batch {number}"));
                 }
+                AttackKind::Withholding if number == target => {}
                 AttackKind::Withholding => self.post_honestly(&store, &batch).await?,
-                AttackKind::Reorder if number == target => {
-                    if self.now() >= attack.release_at_ms.unwrap_or(u64::MAX) {
-                        self.post_honestly(&store, &batch).await?;
-                        if let Some(attack) = self.attack.as_mut() {
-                            attack.done = true;
-                        }
-                        self.log(format!("BYZANTINE releases batch {number} after its successor"));
+                AttackKind::Reorder if number == target && self.now() >= attack.release_at_ms.unwrap_or(u64::MAX) => {
+                    self.post_honestly(&store, &batch).await?;
+                    if let Some(attack) = self.attack.as_mut() {
+                        attack.done = true;
                     }
+                    self.log(format!("BYZANTINE releases batch {number} after its successor"));
                 }
                 AttackKind::Reorder if number == target + 1 && attack.release_at_ms.is_none() => {
                     // The successor first (not marked published, so the ledger order holds);

@@ -207,7 +207,7 @@ impl World {
             self.heal();
         }
         self.restart_due().await?;
-        if now % BLOCK_MS == 0 {
+        if now.is_multiple_of(BLOCK_MS) {
             self.mine_block();
         }
         let users_active = now + QUIET_BEFORE_END_MS < self.config.fault_ms + self.config.healing_ms;
