@@ -17,6 +17,8 @@ pub mod forced;
 pub mod hashing;
 pub mod network;
 pub mod passkey;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod recipient;
 pub mod rotation;
 pub mod serde_hex;

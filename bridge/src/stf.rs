@@ -256,6 +256,10 @@ impl<'s> Ledger<'s> {
             return Err(TxError::NonceGap { expected, got });
         }
         let next = expected.checked_add(1).ok_or(TxError::Overflow)?;
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::active(crate::planted::PlantedBug::NonceNotConsumed) {
+            return Ok(());
+        }
         self.changes.nonce = Some((account, next));
         Ok(())
     }

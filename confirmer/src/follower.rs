@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bridge::batch::{Settlement, replay, replay_verified};
 use bridge::tx::SystemTx;
@@ -16,6 +16,7 @@ use chains::snapshots::{SnapshotKeeper, SnapshotPolicy, SnapshotStoreError, rest
 use crate::alarm::{Alarm, AlarmKind};
 use crate::deposits::{DepositCheck, DepositVerifier, DepositVerifiers, VerifierError};
 use crate::evidence::{EVIDENCE_VERSION, Evidence};
+use crate::patience::{Clock, Doubt, GapVerdict, GapWatch};
 use crate::store::{ConfirmerStore, ReplayedBatch, StoreError};
 
 mod takeover;
@@ -88,10 +89,6 @@ enum Taken {
     Alarm(Alarm),
 }
 
-/// How many consecutive steps a gap (batch n missing, a later one published) must last before
-/// it is an alarm, on top of [`Follower::with_missing_batch_wait`]'s time.
-const GAP_PATIENCE: u32 = 3;
-
 /// The wait before a gap is an alarm unless configured: none (a directory DA shows a batch whole
 /// or not at all); binaries following Arweave configure minutes.
 pub const DEFAULT_MISSING_BATCH_WAIT: Duration = Duration::ZERO;
@@ -115,14 +112,15 @@ pub struct Follower {
     /// The batch of the first alarm: nothing from it on is replayed or final.
     halted_at: Option<u64>,
     alarms: Vec<Alarm>,
-    gap_seen: u32,
-    /// The missing batch of the current gap, and when it was first seen missing with a later
-    /// batch published.
-    gap_since: Option<(u64, Instant)>,
+    /// The missing batch of the current gap, since when and for how many steps
+    /// (crate::patience).
+    gap: GapWatch,
     /// How long a gap must last before it is a `missing_batch` alarm.
     missing_batch_wait: Duration,
     /// The L1 fact (batch, position) first seen named beyond a synced node's tip, and when.
-    beyond_since: Option<((u64, usize), Instant)>,
+    beyond: Doubt<(u64, usize)>,
+    /// What the waits above are measured with ([`Follower::with_clock`]).
+    clock: Clock,
     /// How long that must last before it is an alarm.
     beyond_tip_wait: Duration,
     /// Batch numbers whose bytes on the DA were not the coordinator's (logged once each).
@@ -214,10 +212,10 @@ impl Follower {
             waiting: None,
             halted_at: None,
             alarms: Vec::new(),
-            gap_seen: 0,
-            gap_since: None,
+            gap: GapWatch::default(),
             missing_batch_wait: DEFAULT_MISSING_BATCH_WAIT,
-            beyond_since: None,
+            beyond: Doubt::default(),
+            clock: crate::patience::monotonic_clock(),
             beyond_tip_wait: DEFAULT_BEYOND_TIP_WAIT,
             foreign: BTreeSet::new(),
             settlements: BTreeMap::new(),
@@ -300,6 +298,13 @@ impl Follower {
     /// (a dropped transaction the publisher posts again), so give it several blocks' time.
     pub fn with_missing_batch_wait(mut self, wait: Duration) -> Self {
         self.missing_batch_wait = wait;
+        self
+    }
+
+    /// Measures the waits (a gap, a fact beyond the tip) with `clock` instead of the process's
+    /// monotonic clock: the simulator's simulated time.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -449,7 +454,7 @@ impl Follower {
             step.alarm = self.check_gap().await?;
             return Ok(step);
         }
-        self.gap_seen = 0;
+        self.gap.progressed();
         // The next batch's signatures are recovered on every core while this one is applied.
         let domain = Arc::new(self.state.domain().clone());
         let verify = |batch: &SignedBatch| {
@@ -537,6 +542,17 @@ impl Follower {
             };
             // A node that says it is in sync, yet stays far below the block the batch names, is
             // not lagging: the batch names a block its chain does not have.
+            #[cfg(feature = "planted-bugs")]
+            let check = match check {
+                DepositCheck::NodeBehind { node_height, needed }
+                    if bridge::planted::active(bridge::planted::PlantedBug::NotSeenYetIsAbsent) =>
+                {
+                    DepositCheck::NotOnL1 {
+                        reason: format!("not on this node at height {node_height} (needs {needed})"),
+                    }
+                }
+                other => other,
+            };
             let beyond = match check {
                 DepositCheck::NodeBehind { needed, .. } => {
                     self.named_beyond_synced_tip(&*verifier, (number, index), needed).await
@@ -585,7 +601,7 @@ impl Follower {
         }
         let replayed = match replay_verified(&mut self.state, &item.batch, verified) {
             Ok(replayed) => replayed,
-            Err(error) => match AlarmKind::of_replay(&error) {
+            Err(error) => match planted_of_replay(&error) {
                 Some(kind) => {
                     let detail = error.to_string();
                     let history = self.store.replayed().await?;
@@ -641,25 +657,20 @@ impl Follower {
             }
         };
         let Some(tip) = tip else {
-            self.beyond_since = None;
+            self.beyond.clear();
             return None;
         };
-        let since = match self.beyond_since {
-            Some((seen, since)) if seen == at => since,
-            _ => {
-                let now = Instant::now();
-                self.beyond_since = Some((at, now));
-                tracing::warn!(
-                    batch = at.0,
-                    needed,
-                    tip,
-                    wait_s = self.beyond_tip_wait.as_secs(),
-                    "a batch names an L1 block far beyond this node's tip though the node says it is in sync; waiting before an alarm"
-                );
-                now
-            }
-        };
-        (since.elapsed() >= self.beyond_tip_wait).then(|| {
+        let (first, lasted) = self.beyond.observe(at, (self.clock)(), self.beyond_tip_wait);
+        if first {
+            tracing::warn!(
+                batch = at.0,
+                needed,
+                tip,
+                wait_s = self.beyond_tip_wait.as_secs(),
+                "a batch names an L1 block far beyond this node's tip though the node says it is in sync; waiting before an alarm"
+            );
+        }
+        lasted.then(|| {
             format!(
                 "the batch needs block {needed}, but this node, in sync by its own word, stayed more than its depth and slack below it for {} s (tip {tip})",
                 self.beyond_tip_wait.as_secs()
@@ -682,27 +693,21 @@ impl Follower {
             }
         };
         let Some(later) = later.filter(|later| later.batch.header.number > missing) else {
-            self.gap_seen = 0;
-            self.gap_since = None;
+            self.gap.clear();
             return Ok(None);
         };
-        let since = match self.gap_since {
-            Some((number, since)) if number == missing => since,
-            _ => {
-                let now = Instant::now();
-                self.gap_since = Some((missing, now));
+        match self.gap.observe(missing, (self.clock)(), self.missing_batch_wait) {
+            GapVerdict::Opened => {
                 tracing::warn!(
                     missing,
                     later = later.batch.header.number,
                     wait_s = self.missing_batch_wait.as_secs(),
                     "a batch is missing while a later one is published; waiting before raising missing_batch"
                 );
-                now
+                return Ok(None);
             }
-        };
-        self.gap_seen += 1;
-        if self.gap_seen < GAP_PATIENCE || since.elapsed() < self.missing_batch_wait {
-            return Ok(None);
+            GapVerdict::Waiting => return Ok(None),
+            GapVerdict::Withheld => {}
         }
         // The evidence names the batch directly before the later header (which that header's
         // signature proves the coordinator made); every batch from `missing` to it is missing.
@@ -789,6 +794,18 @@ impl Follower {
         metrics::gauge!("bridge_snapshot_restored_batch").set(self.restored_from as f64);
         metrics::gauge!("bridge_start_replayed_batches").set(self.start_replayed as f64);
     }
+}
+
+/// [`AlarmKind::of_replay`], or with the planted bug `InvalidTxIgnored` on, an invalid
+/// transaction taken for someone else's bytes.
+fn planted_of_replay(error: &bridge::ReplayError) -> Option<AlarmKind> {
+    #[cfg(feature = "planted-bugs")]
+    if matches!(error, bridge::ReplayError::InvalidTx { .. })
+        && bridge::planted::active(bridge::planted::PlantedBug::InvalidTxIgnored)
+    {
+        return None;
+    }
+    AlarmKind::of_replay(error)
 }
 
 /// Every transaction a replayed batch ran, user and forced, for the transaction index.

@@ -16,6 +16,7 @@ pub mod fast_sync;
 pub mod follower;
 pub mod forced;
 pub mod logging;
+pub mod patience;
 pub mod preflight;
 pub mod series;
 pub mod solvency;

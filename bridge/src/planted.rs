@@ -1,0 +1,39 @@
+//! Bugs planted on purpose, for the simulator's own test only (crate `sim`, `tests/planted.rs`):
+//! a simulator that never fails proves nothing, so its test switches one of these on and asserts
+//! that the invariants catch it within a stated number of seeds.
+//!
+//! Compiled only with the `planted-bugs` feature, and even then every bug is off until a thread
+//! switches it on for itself ([`plant`]): a build with the feature behaves exactly like one without
+//! unless a test asks. Production builds never enable the feature.
+
+use std::cell::Cell;
+
+/// One planted bug. Each names the role whose code it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// The STF checks a user transaction's nonce but does not consume it: the same signed
+    /// transaction applies again and again.
+    NonceNotConsumed,
+    /// The follower takes "my L1 node has not reached that block yet" as "the fact is absent"
+    /// and alarms.
+    NotSeenYetIsAbsent,
+    /// The follower takes a batch holding an invalid transaction for someone else's bytes and
+    /// skips it instead of alarming.
+    InvalidTxIgnored,
+    /// The follower never raises `missing_batch`: a withheld batch stalls it silently.
+    GapNeverAlarmed,
+}
+
+thread_local! {
+    static PLANTED: Cell<Option<PlantedBug>> = const { Cell::new(None) };
+}
+
+/// Switches `bug` on (or every bug off, with `None`) for the calling thread.
+pub fn plant(bug: Option<PlantedBug>) {
+    PLANTED.with(|planted| planted.set(bug));
+}
+
+/// Whether `bug` is switched on for the calling thread.
+pub fn active(bug: PlantedBug) -> bool {
+    PLANTED.with(|planted| planted.get() == Some(bug))
+}

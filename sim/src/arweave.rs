@@ -1,0 +1,291 @@
+//! A simulated Arweave with the semantics the real one has for the bridge, and the
+//! [`DataAvailability`] the roles' own code reads and writes it through.
+//!
+//! - Postings wait in a mempool and are mined into blocks (one every [`BLOCK_MS`]); each waits
+//!   at most [`MAX_PENDING_BLOCKS`] blocks (the bound on how long a later batch can be seen
+//!   while an earlier one is not). Order within a block is shuffled: nothing may depend on it.
+//! - A reorg drops up to [`MAX_REORG_BLOCKS`] blocks; their postings go back to the mempool
+//!   and are mined again (as on Arweave, where orphaned transactions return to the mempool).
+//! - A posting is *listed* once mined but *served* only after a delay: a reader that sees a
+//!   listing whose data is not served yet must answer "not yet", never "absent".
+//! - Anyone can post under the bridge's tags: other wallets' junk is kept out by the owner
+//!   filter, as GraphQL's `owners` does.
+//!
+//! The reader's rules mirror docs/PROTOCOL.md's (owner, confirmations, the coordinator's
+//! signature through the real [`check_published`], one batch per number or an equivocation).
+//! The real gateway client (`chains::da::arweave`) is exercised on arlocal by its own tests; a
+//! later step drives it against this model.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bridge::SignedBatch;
+use bridge::batch::Equivocation;
+use chains::da::{DaError, DataAvailability, FetchedBatch, Published, check_published};
+
+use crate::rng::SimRng;
+
+/// Arweave's target block time.
+pub const BLOCK_MS: u64 = 120_000;
+/// The deepest reorg simulated (Arweave's practical finality is about 18 blocks).
+pub const MAX_REORG_BLOCKS: u64 = 18;
+/// A posting is mined within this many blocks of entering the mempool.
+pub const MAX_PENDING_BLOCKS: u32 = 3;
+/// The longest a mined posting's data waits before gateways serve it.
+pub const MAX_SERVE_DELAY_MS: u64 = 180_000;
+/// Confirmations a reader wants before it takes a batch (its own block counts as one).
+pub const READ_CONFIRMATIONS: u64 = 1;
+
+/// Who posted: the coordinator's wallet or another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Coordinator,
+    Other(u64),
+}
+
+#[derive(Debug, Clone)]
+struct Posting {
+    id: String,
+    owner: Owner,
+    /// The `Batch-Number` tag (anyone can set it).
+    number: u64,
+    bytes: Vec<u8>,
+    /// How long after it is mined its data is served.
+    serve_delay_ms: u64,
+    /// Postings of one bundle are mined together, also after a reorg.
+    bundle: u64,
+    /// When its data is served, once mined (kept across a reorg: the data is on the network).
+    served_at_ms: Option<u64>,
+}
+
+/// Postings mined together (an equivocating coordinator posts its two batches as one bundle).
+#[derive(Debug, Clone)]
+struct Pending {
+    postings: Vec<Posting>,
+    blocks_waited: u32,
+}
+
+#[derive(Debug)]
+pub struct Arweave {
+    blocks: Vec<Vec<Posting>>,
+    mempool: Vec<Pending>,
+    next_id: u64,
+    rng: SimRng,
+    now_ms: Arc<AtomicU64>,
+}
+
+impl Arweave {
+    pub fn new(rng: SimRng, now_ms: Arc<AtomicU64>) -> Self {
+        Arweave { blocks: Vec::new(), mempool: Vec::new(), next_id: 0, rng, now_ms }
+    }
+
+    pub fn height(&self) -> u64 {
+        self.blocks.len() as u64
+    }
+
+    fn now(&self) -> u64 {
+        self.now_ms.load(Ordering::SeqCst)
+    }
+
+    /// Posts `bundle` (number, bytes) from `owner`; returns the ids.
+    pub fn post(&mut self, owner: Owner, bundle: Vec<(u64, Vec<u8>)>) -> Vec<String> {
+        let serve_delay_ms = self.rng.below(MAX_SERVE_DELAY_MS + 1);
+        let bundle_id = self.next_id + 1;
+        let mut postings = Vec::new();
+        for (number, bytes) in bundle {
+            self.next_id += 1;
+            let id = format!("ar{:06}", self.next_id);
+            postings.push(Posting { id, owner, number, bytes, serve_delay_ms, bundle: bundle_id, served_at_ms: None });
+        }
+        let ids = postings.iter().map(|p| p.id.clone()).collect();
+        self.mempool.push(Pending { postings, blocks_waited: 0 });
+        ids
+    }
+
+    /// Mines one block: each pending bundle with probability 3/4, and any that has waited
+    /// [`MAX_PENDING_BLOCKS`]; the block's order is shuffled.
+    pub fn mine(&mut self) {
+        let now = self.now();
+        let mut block = Vec::new();
+        let mut left = Vec::new();
+        for mut pending in std::mem::take(&mut self.mempool) {
+            pending.blocks_waited += 1;
+            if pending.blocks_waited >= MAX_PENDING_BLOCKS || self.rng.chance(750_000) {
+                for mut posting in pending.postings {
+                    posting.served_at_ms.get_or_insert(now + posting.serve_delay_ms);
+                    block.push(posting);
+                }
+            } else {
+                left.push(pending);
+            }
+        }
+        self.mempool = left;
+        self.rng.shuffle(&mut block);
+        self.blocks.push(block);
+    }
+
+    /// Drops the top `depth` blocks (at most [`MAX_REORG_BLOCKS`]); their postings return to
+    /// the mempool one by one, then a longer fork is mined.
+    pub fn reorg(&mut self, depth: u64) -> u64 {
+        let depth = depth.min(MAX_REORG_BLOCKS).min(self.height());
+        for _ in 0..depth {
+            let Some(block) = self.blocks.pop() else { break };
+            let mut bundles: std::collections::BTreeMap<u64, Vec<Posting>> = std::collections::BTreeMap::new();
+            for posting in block {
+                bundles.entry(posting.bundle).or_default().push(posting);
+            }
+            for (_, postings) in bundles {
+                self.mempool.push(Pending { postings, blocks_waited: 0 });
+            }
+        }
+        for _ in 0..=depth {
+            self.mine();
+        }
+        depth
+    }
+
+    /// The coordinator's postings tagged `number` with enough confirmations, and whether all of
+    /// them are served.
+    fn listed(&self, number: u64) -> (Vec<&Posting>, bool) {
+        let now = self.now();
+        let height = self.height();
+        let mut found = Vec::new();
+        let mut all_served = true;
+        for (index, block) in self.blocks.iter().enumerate() {
+            let confirmations = height - index as u64;
+            if confirmations < READ_CONFIRMATIONS {
+                continue;
+            }
+            for posting in block {
+                // GraphQL's `owners` filter: another wallet's posting is never fetched.
+                if posting.owner != Owner::Coordinator || posting.number != number {
+                    continue;
+                }
+                all_served &= posting.served_at_ms.is_some_and(|at| at <= now);
+                found.push(posting);
+            }
+        }
+        (found, all_served)
+    }
+
+    /// Every number the coordinator's wallet has a listing for above `number`, lowest first.
+    fn numbers_above(&self, number: u64) -> Vec<u64> {
+        let mut numbers: Vec<u64> = self
+            .blocks
+            .iter()
+            .flatten()
+            .filter(|p| p.owner == Owner::Coordinator && p.number > number)
+            .map(|p| p.number)
+            .collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        numbers
+    }
+
+    /// A posting of the same bytes from the coordinator, mined or pending.
+    fn already_posted(&self, bytes: &[u8]) -> Option<String> {
+        let mined = self.blocks.iter().flatten();
+        let pending = self.mempool.iter().flat_map(|p| p.postings.iter());
+        mined.chain(pending).find(|p| p.owner == Owner::Coordinator && p.bytes == bytes).map(|p| p.id.clone())
+    }
+}
+
+/// The roles' view of the simulated Arweave: a [`DataAvailability`].
+#[derive(Debug, Clone)]
+pub struct SimDa {
+    arweave: Arc<Mutex<Arweave>>,
+    coordinator_key: [u8; 32],
+}
+
+impl SimDa {
+    pub fn new(arweave: Arc<Mutex<Arweave>>, coordinator_key: [u8; 32]) -> Self {
+        SimDa { arweave, coordinator_key }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Arweave>, DaError> {
+        self.arweave.lock().map_err(|_| DaError::Worker("the simulated Arweave's lock is poisoned".into()))
+    }
+
+    /// The one batch numbered `number`: `None` while none is listed or a listing is not served
+    /// yet; an equivocation if two different valid batches are.
+    fn read(&self, arweave: &Arweave, number: u64) -> Result<Option<FetchedBatch>, DaError> {
+        let (listed, all_served) = arweave.listed(number);
+        if !all_served {
+            return Ok(None);
+        }
+        let mut found: Option<FetchedBatch> = None;
+        for posting in listed {
+            // A posting that does not check is refused, as the gateway client refuses it.
+            let Ok(batch) = check_published(&posting.bytes, &posting.id, number, &self.coordinator_key) else {
+                continue;
+            };
+            match &found {
+                Some(first) if first.batch != batch => {
+                    let evidence =
+                        Equivocation::new(first.batch.signed_header(), batch.signed_header(), &self.coordinator_key)
+                            .map_err(|e| DaError::Invalid { locator: posting.id.clone(), reason: e.to_string() })?;
+                    return Err(DaError::Equivocation(Box::new(evidence)));
+                }
+                Some(_) => {}
+                None => found = Some(FetchedBatch { locator: posting.id.clone(), batch, size: posting.bytes.len() }),
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl DataAvailability for SimDa {
+    async fn publish(&self, batch: &SignedBatch) -> Result<Published, DaError> {
+        let number = batch.header.number;
+        let bytes = bridge::codec::encode_batch(batch);
+        let mut arweave = self.lock()?;
+        if let Some(locator) = arweave.already_posted(&bytes) {
+            return Ok(Published { number, locator });
+        }
+        let ids = arweave.post(Owner::Coordinator, vec![(number, bytes)]);
+        let locator = ids.into_iter().next().ok_or_else(|| DaError::Worker("nothing was posted".into()))?;
+        Ok(Published { number, locator })
+    }
+
+    async fn fetch(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
+        let arweave = self.lock()?;
+        let Some(fetched) = self.read(&arweave, number)? else { return Ok(None) };
+        // A batch is handed out only once its predecessor is (the `Prev-Tx` walk).
+        if number > 1 {
+            match self.read(&arweave, number - 1)? {
+                Some(previous) if previous.batch.hash() == fetched.batch.header.prev_hash => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(fetched))
+    }
+
+    async fn confirmations(&self, number: u64) -> Result<Option<u64>, DaError> {
+        let arweave = self.lock()?;
+        let height = arweave.height();
+        let depth = arweave.blocks.iter().enumerate().find_map(|(index, block)| {
+            block.iter().any(|p| p.owner == Owner::Coordinator && p.number == number).then(|| height - index as u64)
+        });
+        Ok(depth)
+    }
+
+    async fn latest(&self) -> Result<u64, DaError> {
+        let mut number = 0;
+        while self.fetch(number + 1).await?.is_some() {
+            number += 1;
+        }
+        Ok(number)
+    }
+
+    async fn signed_after(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
+        let arweave = self.lock()?;
+        for later in arweave.numbers_above(number) {
+            if let Some(found) = self.read(&arweave, later)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,146 @@
+//! A deterministic simulator of the bridge (issue 20, step 1): one seed runs a whole network in
+//! one process, on simulated time, with faults the seed chooses, and checks the invariants after
+//! every step. The roles' own code runs: the coordinator's [`coordinator::sequencer::Sequencer`],
+//! ledger and [`coordinator::publisher::Publisher`] on SQLite, and each confirmer's
+//! [`confirmer::follower::Follower`] and store on SQLite, with its waits measured on the
+//! simulated clock (confirmer::patience). Simulated: Arweave ([`arweave`]), Ethereum's deposits
+//! and each confirmer's lagging node ([`l1`]), users, and a byzantine coordinator
+//! ([`byzantine`]). See README.md, "Simulation".
+//!
+//! Determinism: every choice comes from one ChaCha8 stream ([`rng`]) in a fixed order, time is
+//! a counter, and maps are ordered; a seed gives the same trace and the same final hash.
+
+pub mod arweave;
+pub mod byzantine;
+mod checks;
+pub mod l1;
+pub mod rng;
+mod world;
+
+use sha2::{Digest, Sha256};
+
+pub use world::MISSING_BATCH_WAIT;
+
+/// What one run simulates.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub confirmers: usize,
+    pub users: usize,
+    /// Faults happen during this first phase…
+    pub fault_ms: u64,
+    /// …and none in this one, after which liveness is checked.
+    pub healing_ms: u64,
+    /// Simulated time between two steps of every role.
+    pub tick_ms: u64,
+    /// `None`: about one run in three has a byzantine coordinator, of a kind the seed picks;
+    /// `Some(kind)`: every run has that one (the planted-bug test, `--attack`).
+    pub attack: Option<byzantine::AttackKind>,
+}
+
+impl SimConfig {
+    /// The standard run: three confirmers, five users, 90 minutes of faults, 60 of healing
+    /// (longer than the confirmers' 10-minute gap wait plus Arweave's delays), a tick of 5 s.
+    pub fn new(seed: u64) -> Self {
+        SimConfig {
+            seed,
+            confirmers: 3,
+            users: 5,
+            fault_ms: 90 * 60_000,
+            healing_ms: 60 * 60_000,
+            tick_ms: 5_000,
+            attack: None,
+        }
+    }
+}
+
+impl SimConfig {
+    /// A shorter run for the debug-profile tests: 30 minutes of faults (the attack between
+    /// minute 10 and 10), 30 of healing (three times the confirmers' gap wait).
+    pub fn quick(seed: u64) -> Self {
+        SimConfig { fault_ms: 30 * 60_000, healing_ms: 30 * 60_000, ..SimConfig::new(seed) }
+    }
+}
+
+/// The first invariant a run broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub detail: String,
+    /// Simulated time.
+    pub at_ms: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub seed: u64,
+    pub violation: Option<Violation>,
+    pub trace: Vec<String>,
+    /// SHA-256 over the trace and every role's final state: equal for equal seeds.
+    pub final_hash: [u8; 32],
+    pub simulated_ms: u64,
+    pub faults: u32,
+    pub attack: Option<String>,
+    pub acked: usize,
+    pub batches: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("setting up the simulation failed: {0}")]
+    Setup(String),
+    #[error("the {what} failed outside any injected fault: {reason}; this is a bug in the simulator or the role")]
+    Role { what: &'static str, reason: String },
+}
+
+impl SimError {
+    pub(crate) fn role<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> SimError {
+        move |error| SimError::Role { what, reason: error.to_string() }
+    }
+}
+
+/// Runs one seed to its end or its first violation.
+pub fn run(config: SimConfig) -> Result<Outcome, SimError> {
+    // One thread runs every role's decisions; sqlx's SQLite workers and the follower's
+    // signature checks finish before each call returns, so their threads change no order.
+    // Timers only for sqlx's own pool timeouts: no decision of a role reads them.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| SimError::Setup(format!("a runtime: {e}")))?;
+    runtime.block_on(async move {
+        let seed = config.seed;
+        let mut world = world::World::new(config).await?;
+        world.run().await?;
+        let mut hash = Sha256::new();
+        for line in &world.trace {
+            hash.update(line.as_bytes());
+            hash.update(b"\n");
+        }
+        let mut batches = 0;
+        if let Some(sequencer) = &world.coordinator.sequencer {
+            batches = sequencer.state().head().next_number - 1;
+            hash.update(sequencer.state().state_root());
+        }
+        for role in &world.confirmers {
+            if let Some(follower) = &role.follower {
+                let status = follower.status();
+                hash.update(status.replayed.to_le_bytes());
+                hash.update(status.hard_final.to_le_bytes());
+                hash.update(follower.state().state_root());
+            }
+        }
+        Ok(Outcome {
+            seed,
+            violation: world.violation.clone(),
+            trace: std::mem::take(&mut world.trace),
+            final_hash: hash.finalize().into(),
+            simulated_ms: world.now(),
+            faults: world.faults,
+            attack: world.attack.as_ref().map(|a| a.describe()),
+            acked: world.acked.len(),
+            batches,
+        })
+    })
+}
