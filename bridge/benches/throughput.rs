@@ -157,6 +157,7 @@ fn params(key: &CoordinatorKey) -> NetworkParams {
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
+        rotation: None,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::asset::AssetId;
 use crate::btc_vault::{BtcVaultParams, BtcVaultParamsError};
 use crate::forced::{ForcedParams, ForcedParamsError};
 use crate::hashing::{tagged_hash, tags};
+use crate::rotation::{RotationParams, RotationParamsError};
 
 /// The Bitcoin network the vault lives on; addresses of any other network are refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -74,6 +75,12 @@ pub struct NetworkParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[borsh(skip)]
     pub forced: Option<ForcedParams>,
+    /// How a Bitcoin key rotation hands over (docs/PROTOCOL.md, "Bitcoin in a key rotation");
+    /// `None`: the defaults of [`RotationParams`]. Left out of the struct's borsh like `forced`,
+    /// so a network without it keeps its genesis hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[borsh(skip)]
+    pub rotation: Option<RotationParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +99,8 @@ pub enum ParamsError {
     BtcVault(#[from] BtcVaultParamsError),
     #[error(transparent)]
     Forced(#[from] ForcedParamsError),
+    #[error(transparent)]
+    Rotation(#[from] RotationParamsError),
 }
 
 /// The EIP-712 domain name and version; with `chain_id` and `eth_vault` they make the domain.
@@ -99,6 +108,8 @@ pub enum ParamsError {
 /// no wallet could be connected to; docs/PROTOCOL.md, "Versions").
 pub const EIP712_NAME: &str = "Settlement Bridge";
 pub const EIP712_VERSION: &str = "2";
+/// Set before the rotation rules in the genesis preimage.
+const ROTATION_MARKER: &[u8] = b"rotation/v1";
 
 impl NetworkParams {
     pub fn validate(&self) -> Result<(), ParamsError> {
@@ -127,15 +138,29 @@ impl NetworkParams {
         if let Some(forced) = &self.forced {
             forced.validate()?;
         }
+        if let Some(rotation) = &self.rotation {
+            rotation.validate()?;
+        }
         Ok(())
     }
 
     /// The hash that names this network: the first batch's `prev_hash`, every header's `network`.
-    /// `tagged_hash("bridge/genesis", borsh(params) [‖ borsh(forced)])`: the forced-inclusion
-    /// rules are appended only when the network has them.
+    /// `tagged_hash("bridge/genesis", borsh(params) [‖ borsh(forced)] [‖ "rotation/v1" ‖
+    /// borsh(rotation)])`: the forced-inclusion rules and the rotation rules are appended only
+    /// when the network has them (the rotation's behind a marker, so the two cannot be confused).
     pub fn genesis_hash(&self) -> [u8; 32] {
         let forced = self.forced.as_ref().map(crate::codec::to_bytes).unwrap_or_default();
-        tagged_hash(tags::GENESIS, &[&borsh::to_vec(self).unwrap_or_default(), &forced])
+        let rotation = self
+            .rotation
+            .as_ref()
+            .map(|r| [ROTATION_MARKER, crate::codec::to_bytes(r).as_slice()].concat())
+            .unwrap_or_default();
+        tagged_hash(tags::GENESIS, &[&borsh::to_vec(self).unwrap_or_default(), &forced, &rotation])
+    }
+
+    /// The rotation rules in force: the network's own, or the defaults.
+    pub fn rotation_rules(&self) -> RotationParams {
+        self.rotation.unwrap_or_default()
     }
 
     pub fn asset(&self, asset: &AssetId) -> Option<&AssetConfig> {
@@ -163,6 +188,7 @@ mod tests {
             fee_account: Address([1; 20]),
             assets: assets.into_iter().map(|asset| AssetConfig { asset, min_fee: Amount(1) }).collect(),
             forced: None,
+            rotation: None,
         }
     }
 

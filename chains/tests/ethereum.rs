@@ -485,6 +485,7 @@ async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credite
         fee_account: bridge::Address([0xfe; 20]),
         assets: vec![bridge::AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
+        rotation: None,
     };
     let mut state = bridge::State::genesis(params);
     let mut credited = 0;

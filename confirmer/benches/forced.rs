@@ -52,6 +52,7 @@ async fn bench() {
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: Some(rules),
+        rotation: None,
     };
     let domain = bridge::eip712::Domain::new(&params);
     let arlocal = Arlocal::start_in_ram().await.unwrap();

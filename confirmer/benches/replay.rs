@@ -45,6 +45,7 @@ async fn bench() {
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
+        rotation: None,
     };
     eprintln!("signing {TXS} transfers from {ACCOUNTS} accounts…");
     let domain = bridge::eip712::Domain::new(&params);

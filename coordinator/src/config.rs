@@ -59,6 +59,9 @@ pub struct NetworkConfig {
     /// `[network.forced]`: forced inclusion through Arweave (docs/PROTOCOL.md, Forced
     /// transactions); needs the Arweave DA.
     pub forced: Option<bridge::forced::ForcedParams>,
+    /// `[network.rotation]`: how a Bitcoin key rotation hands over (the old-key grace, in
+    /// batches); absent: the protocol's defaults (docs/PROTOCOL.md, "Bitcoin in a key rotation").
+    pub rotation: Option<bridge::rotation::RotationParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -268,6 +271,7 @@ impl Default for NetworkConfig {
                 AssetConfig { asset: bridge::AssetId::Btc, min_fee: bridge::Amount(0) },
             ],
             forced: None,
+            rotation: None,
         }
     }
 }
@@ -285,6 +289,7 @@ impl From<&NetworkParams> for NetworkConfig {
             coordinator_key: Some(format!("0x{}", hex::encode(params.coordinator_key))),
             assets: params.assets.clone(),
             forced: params.forced,
+            rotation: params.rotation,
         }
     }
 }
@@ -455,6 +460,7 @@ impl Config {
             fee_account: n.fee_account,
             assets: n.assets.clone(),
             forced: n.forced,
+            rotation: n.rotation,
         };
         params.validate().map_err(|e| ConfigError::Invalid(format!("network: {e}")))?;
         Ok(params)

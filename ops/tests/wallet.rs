@@ -380,6 +380,7 @@ async fn deposit_and_withdraw_on_ethereum_through_every_stage() {
         fee_account: bridge::Address::ZERO,
         assets: vec![],
         forced: None,
+        rotation: None,
     };
     let recipient: bridge::Address = OTHER.parse().unwrap();
     let tx = bridge::UserTx::Withdraw(bridge::Withdraw {

@@ -38,6 +38,7 @@ pub fn params() -> NetworkParams {
         fee_account: fee_account(),
         assets,
         forced: None,
+        rotation: None,
     };
     params.validate().unwrap();
     params

@@ -68,6 +68,7 @@ pub fn params() -> NetworkParams {
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
+        rotation: None,
     }
 }
 

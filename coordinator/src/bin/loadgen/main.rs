@@ -175,5 +175,6 @@ async fn params_of(url: &str) -> anyhow::Result<NetworkParams> {
         fee_account: text("fee_account")?.parse()?,
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
+        rotation: None,
     })
 }
