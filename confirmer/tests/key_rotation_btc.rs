@@ -286,7 +286,7 @@ fn xonly(key: [u8; 32]) -> bitcoin::key::XOnlyPublicKey {
 }
 
 fn xonly_bytes(byte: u8) -> [u8; 32] {
-    let key = secp256k1::Keypair::from_seckey_slice(secp256k1::SECP256K1, &[byte; 32]).unwrap();
+    let key = bitcoin::key::Keypair::from_seckey_slice(bitcoin::secp256k1::SECP256K1, &[byte; 32]).unwrap();
     key.x_only_public_key().0.serialize()
 }
 
