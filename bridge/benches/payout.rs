@@ -46,9 +46,9 @@ fn main() {
     let plan = plan_100.unwrap();
 
     let build = median(|| {
-        std::hint::black_box(plan.build(&vault, NETWORK, 0).unwrap());
+        std::hint::black_box(plan.build(&bridge::VaultKeys::genesis(vault), NETWORK, 0).unwrap());
     });
-    let built = plan.build(&vault, NETWORK, 0).unwrap();
+    let built = plan.build(&bridge::VaultKeys::genesis(vault), NETWORK, 0).unwrap();
     let prevouts: Vec<TxOut> = plan
         .inputs
         .iter()
@@ -88,6 +88,7 @@ fn plan_of(count: usize, vault: BtcVaultParams) -> PayoutPlan {
         assets: vec![AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) }],
         forced: None,
         webauthn: None,
+        rotation: None,
     };
     let mut state = State::genesis(params);
     let wallet = Wallet::from_secret(&[1; 32]).unwrap();

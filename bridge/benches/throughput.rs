@@ -218,6 +218,7 @@ fn params(key: &CoordinatorKey) -> NetworkParams {
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
         webauthn: None,
+        rotation: None,
     }
 }
 

@@ -18,7 +18,7 @@ use bitcoin::{Amount as Sat, ScriptBuf, Sequence, TapSighashType, Transaction, T
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
-use crate::btc_vault::{BtcVaultParams, OutPoint, VaultOwner, VaultUtxo};
+use crate::btc_vault::{BtcVaultParams, OutPoint, VaultKeys, VaultOwner, VaultUtxo};
 use crate::network::BtcNetwork;
 use crate::withdrawals::BtcPayout;
 
@@ -85,6 +85,9 @@ pub struct UnsignedPayout {
     pub sighashes: Vec<[u8; 32]>,
     /// The Taproot Merkle root each input's key is tweaked with (`None`: the vault key).
     pub merkle_roots: Vec<Option<[u8; 32]>>,
+    /// The group's internal key `x(P)` under which each input is held: only the group holding
+    /// that key can sign the input (after a key rotation, a sweep's inputs are the old key's).
+    pub input_keys: Vec<[u8; 32]>,
 }
 
 impl UnsignedPayout {
@@ -132,15 +135,13 @@ impl PayoutPlan {
         }
     }
 
-    /// Attempt `attempt` of this plan, unsigned.
-    pub fn build(
-        &self,
-        vault: &BtcVaultParams,
-        network: BtcNetwork,
-        attempt: u32,
-    ) -> Result<UnsignedPayout, PayoutError> {
+    /// Attempt `attempt` of this plan, unsigned. `keys` is the ledger's key history: each input
+    /// names its key, and the change goes to the vault key in force at the plan's batch.
+    pub fn build(&self, keys: &VaultKeys, network: BtcNetwork, attempt: u32) -> Result<UnsignedPayout, PayoutError> {
+        let vault = &keys.params;
+        let change_owner = keys.change_owner_at(self.batch);
         // One skeleton serves for the size and, with its change filled in, as the transaction.
-        let mut tx = self.skeleton(vault.script_of(network, &VaultOwner::Vault), 0);
+        let mut tx = self.skeleton(vault.script_of(network, &change_owner), 0);
         let vsize = signed_vsize(&tx);
         let fee_sat = self.attempt_fee(vsize, attempt).ok_or(PayoutError::NoSuchAttempt { id: self.id, attempt })?;
         let change_sat = self
@@ -172,10 +173,11 @@ impl PayoutPlan {
                 vout: u32::try_from(tx.output.len() - 1).map_err(|_| PayoutError::Overflow(self.id))?,
             },
             amount_sat: change_sat,
-            owner: VaultOwner::Vault,
+            owner: change_owner,
         };
         let merkle_roots = self.inputs.iter().map(|u| u.owner.merkle_root(network)).collect();
-        Ok(UnsignedPayout { attempt, tx, fee_sat, change, sighashes, merkle_roots })
+        let input_keys = self.inputs.iter().map(|u| keys.internal_key_of(&u.owner)).collect();
+        Ok(UnsignedPayout { attempt, tx, fee_sat, change, sighashes, merkle_roots, input_keys })
     }
 
     fn skeleton(&self, change_script: ScriptBuf, change_sat: u64) -> Transaction {

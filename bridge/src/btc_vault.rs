@@ -68,10 +68,48 @@ impl BtcVaultParams {
     }
 
     /// The output script of a vault output owned by `owner`: the vault's own key for change,
-    /// the account's deposit key for a deposit.
+    /// the account's deposit key for a deposit; under the genesis key or, for an output made
+    /// after a key rotation, under the key the owner names.
     pub fn script_of(&self, network: BtcNetwork, owner: &VaultOwner) -> bitcoin::ScriptBuf {
         let root = owner.merkle_root(network).map(bitcoin::TapNodeHash::assume_hidden);
-        bitcoin::ScriptBuf::new_p2tr(SECP256K1, self.internal_key(), root)
+        let internal = match owner.rotated_key() {
+            None => self.internal_key(),
+            #[allow(clippy::panic)]
+            Some(key) => XOnlyPublicKey::from_slice(&key)
+                .unwrap_or_else(|_| panic!("a rotated key the ledger took without checking it")),
+        };
+        bitcoin::ScriptBuf::new_p2tr(SECP256K1, internal, root)
+    }
+}
+
+/// The vault's keys as the ledger knows them at some point: the genesis key and every key a
+/// `KeyRotation` recorded, each with the first batch it applies to. What building a payout
+/// needs besides the plan: its inputs name their keys, and its change goes to the key in force
+/// at the plan's batch (a sweep's change to the key in force, whatever its inputs' key).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VaultKeys {
+    pub params: BtcVaultParams,
+    /// `(from_batch, x(P))` of each rotated key (epoch 1 and up), oldest first.
+    pub rotated: Vec<(u64, [u8; 32])>,
+}
+
+impl VaultKeys {
+    /// The keys of a network that has never rotated.
+    pub fn genesis(params: BtcVaultParams) -> Self {
+        VaultKeys { params, rotated: Vec::new() }
+    }
+
+    /// The owner of vault change made at `batch`: the vault key in force there.
+    pub fn change_owner_at(&self, batch: u64) -> VaultOwner {
+        match self.rotated.iter().rev().find(|(from, _)| *from <= batch) {
+            Some((_, key)) => VaultOwner::RotatedVault { internal_key: *key },
+            None => VaultOwner::Vault,
+        }
+    }
+
+    /// The internal key `x(P)` spending an output of `owner`.
+    pub fn internal_key_of(&self, owner: &VaultOwner) -> [u8; 32] {
+        owner.rotated_key().unwrap_or(self.params.group_key)
     }
 }
 
@@ -91,14 +129,47 @@ pub enum VaultOwner {
     Vault = 0,
     /// An account's deposit address: the group key tweaked with the account's Merkle root.
     Account { account: Address } = 1,
+    /// The vault key of a group key recorded by a `KeyRotation` (internal key `x(P)`): change
+    /// made, and sweeps paid, after that key came into force. Outputs under the genesis key keep
+    /// variants 0 and 1, so a network that never rotates keeps its encodings.
+    RotatedVault {
+        #[serde(with = "crate::serde_hex::fixed")]
+        internal_key: [u8; 32],
+    } = 2,
+    /// An account's deposit address under a rotated group key.
+    RotatedAccount {
+        #[serde(with = "crate::serde_hex::fixed")]
+        internal_key: [u8; 32],
+        account: Address,
+    } = 3,
 }
 
 impl VaultOwner {
     /// The Taproot Merkle root the spending key is tweaked with, if any.
     pub fn merkle_root(&self, network: BtcNetwork) -> Option<[u8; 32]> {
         match self {
-            VaultOwner::Vault => None,
-            VaultOwner::Account { account } => Some(account_merkle_root(network, account)),
+            VaultOwner::Vault | VaultOwner::RotatedVault { .. } => None,
+            VaultOwner::Account { account } | VaultOwner::RotatedAccount { account, .. } => {
+                Some(account_merkle_root(network, account))
+            }
+        }
+    }
+
+    /// The rotated group key this output is under; `None`: the genesis key.
+    pub fn rotated_key(&self) -> Option<[u8; 32]> {
+        match self {
+            VaultOwner::Vault | VaultOwner::Account { .. } => None,
+            VaultOwner::RotatedVault { internal_key } | VaultOwner::RotatedAccount { internal_key, .. } => {
+                Some(*internal_key)
+            }
+        }
+    }
+
+    /// The owner of `account`'s deposit output under the key `rotated` (`None`: genesis).
+    pub fn account_under(rotated: Option<[u8; 32]>, account: Address) -> VaultOwner {
+        match rotated {
+            None => VaultOwner::Account { account },
+            Some(internal_key) => VaultOwner::RotatedAccount { internal_key, account },
         }
     }
 }

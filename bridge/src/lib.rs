@@ -25,6 +25,7 @@ pub mod serde_hex;
 pub mod signature;
 pub mod state;
 pub mod stf;
+pub mod sweep;
 pub mod tx;
 pub mod wallet;
 pub mod withdrawals;
@@ -37,7 +38,7 @@ pub use batch::{
     SignedHeader, replay,
 };
 pub use btc_payout::PayoutPlan;
-pub use btc_vault::{BtcVaultParams, OutPoint, VaultOwner, VaultUtxo};
+pub use btc_vault::{BtcVaultParams, OutPoint, VaultKeys, VaultOwner, VaultUtxo};
 pub use network::{AssetConfig, BtcNetwork, NetworkParams};
 pub use rotation::{KeyEpoch, KeyRotation};
 pub use state::snapshot::{Snapshot, SnapshotError};

@@ -14,6 +14,7 @@ use crate::btc_vault::{BtcVaultParams, BtcVaultParamsError};
 use crate::forced::{ForcedParams, ForcedParamsError};
 use crate::hashing::{tagged_hash, tags};
 use crate::passkey::{WebAuthnParams, WebAuthnParamsError};
+use crate::rotation::{RotationParams, RotationParamsError};
 
 /// The Bitcoin network the vault lives on; addresses of any other network are refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
@@ -81,6 +82,12 @@ pub struct NetworkParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[borsh(skip)]
     pub webauthn: Option<WebAuthnParams>,
+    /// How a Bitcoin key rotation hands over (docs/PROTOCOL.md, "Bitcoin in a key rotation");
+    /// `None`: the defaults of [`RotationParams`]. Left out of the struct's borsh like `forced`,
+    /// so a network without it keeps its genesis hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[borsh(skip)]
+    pub rotation: Option<RotationParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +108,7 @@ pub enum ParamsError {
     Forced(#[from] ForcedParamsError),
     #[error(transparent)]
     WebAuthn(#[from] WebAuthnParamsError),
+    Rotation(#[from] RotationParamsError),
 }
 
 /// The EIP-712 domain name and version; with `chain_id` and `eth_vault` they make the domain.
@@ -108,6 +116,8 @@ pub enum ParamsError {
 /// no wallet could be connected to; docs/PROTOCOL.md, "Versions").
 pub const EIP712_NAME: &str = "Settlement Bridge";
 pub const EIP712_VERSION: &str = "2";
+/// Set before the rotation rules in the genesis preimage.
+const ROTATION_MARKER: &[u8] = b"rotation/v1";
 
 impl NetworkParams {
     pub fn validate(&self) -> Result<(), ParamsError> {
@@ -139,22 +149,39 @@ impl NetworkParams {
         if let Some(webauthn) = &self.webauthn {
             webauthn.validate()?;
         }
+        if let Some(rotation) = &self.rotation {
+            rotation.validate()?;
+        }
         Ok(())
     }
 
     /// The hash that names this network: the first batch's `prev_hash`, every header's `network`.
-    /// `tagged_hash("bridge/genesis", borsh(params) [‖ borsh(forced)])`: the forced-inclusion
-    /// rules are appended only when the network has them. A network with passkey rules uses
-    /// `tagged_hash("bridge/genesis+webauthn", borsh(params) ‖ borsh(Option(forced)) ‖
-    /// borsh(webauthn))`: its own tag, so it cannot share a hash with a network without them.
+    /// Without passkey rules: `tagged_hash("bridge/genesis", borsh(params) [‖ borsh(forced)]
+    /// [‖ "rotation/v1" ‖ borsh(rotation)])`. With them: `tagged_hash("bridge/genesis+webauthn",
+    /// borsh(params) ‖ borsh(Option(forced)) ‖ borsh(webauthn) [‖ "rotation/v1" ‖
+    /// borsh(rotation)])`, under its own tag so it cannot share a hash with a network without
+    /// them. Each optional part is appended only when set, so older networks keep their hash.
     pub fn genesis_hash(&self) -> [u8; 32] {
         let params = borsh::to_vec(self).unwrap_or_default();
+        let rotation = self
+            .rotation
+            .as_ref()
+            .map(|r| [ROTATION_MARKER, crate::codec::to_bytes(r).as_slice()].concat())
+            .unwrap_or_default();
         if let Some(webauthn) = &self.webauthn {
             let forced = crate::codec::to_bytes(&self.forced);
-            return tagged_hash(tags::GENESIS_WEBAUTHN, &[&params, &forced, &crate::codec::to_bytes(webauthn)]);
+            return tagged_hash(
+                tags::GENESIS_WEBAUTHN,
+                &[&params, &forced, &crate::codec::to_bytes(webauthn), &rotation],
+            );
         }
         let forced = self.forced.as_ref().map(crate::codec::to_bytes).unwrap_or_default();
-        tagged_hash(tags::GENESIS, &[&params, &forced])
+        tagged_hash(tags::GENESIS, &[&params, &forced, &rotation])
+    }
+
+    /// The rotation rules in force: the network's own, or the defaults.
+    pub fn rotation_rules(&self) -> RotationParams {
+        self.rotation.unwrap_or_default()
     }
 
     pub fn asset(&self, asset: &AssetId) -> Option<&AssetConfig> {
@@ -183,6 +210,7 @@ mod tests {
             assets: assets.into_iter().map(|asset| AssetConfig { asset, min_fee: Amount(1) }).collect(),
             forced: None,
             webauthn: None,
+            rotation: None,
         }
     }
 

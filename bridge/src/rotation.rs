@@ -17,6 +17,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use secp256k1::{Message, SECP256K1, XOnlyPublicKey, schnorr};
 use serde::{Deserialize, Serialize};
 
+use crate::btc_vault::{VaultKeys, VaultOwner};
 use crate::hashing::{tagged_hash, tags};
 use crate::state::{Changes, State};
 use crate::tx::TxPlace;
@@ -83,7 +84,7 @@ pub enum RotationError {
     BadInternalKey,
     #[error("the new output key is not the internal key tweaked by BIP-341 with no script tree")]
     OutputKeyMismatch,
-    #[error("the new key is the key already in force")]
+    #[error("the new key is a key the ledger already had (the one in force or an earlier one): make a new key")]
     SameKey,
     #[error(
         "the rotation is not signed by the current group key (epoch {epoch}, x(Q) {current}): only the old watchmen, each with its operator's approval, can sign it"
@@ -176,7 +177,10 @@ pub(crate) fn check_rotation(state: &State, r: &KeyRotation, place: TxPlace) -> 
     if tweaked != r.output_key {
         return Err(RotationError::OutputKeyMismatch);
     }
-    if r.internal_key == current.key.internal_key {
+    // Never back to any key of the history: outputs name their key, and one key under two
+    // epochs would make an old output look current (a fresh DKG never repeats a key anyway).
+    let genesis = genesis_key(state).map(|k| k.internal_key);
+    if genesis == Some(r.internal_key) || state.key_epochs().any(|(_, k)| k.internal_key == r.internal_key) {
         return Err(RotationError::SameKey);
     }
     let not_signed =
@@ -189,4 +193,132 @@ pub(crate) fn check_rotation(state: &State, r: &KeyRotation, place: TxPlace) -> 
     let entry =
         KeyEpoch { internal_key: r.internal_key, output_key: r.output_key, roster_hash: r.roster_hash, from_batch };
     Ok(Changes { key_epoch: Some((r.epoch, entry)), ..Changes::default() })
+}
+
+/// How a Bitcoin key rotation hands over, fixed at genesis (`NetworkParams::rotation`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationParams {
+    /// For how many batches after a new key comes into force a deposit that still arrives at
+    /// an address of the key before it is credited (`SystemTx::BtcKeyedDeposit`) and swept. After
+    /// it the old addresses are dead to the ledger and the old shares may be destroyed once
+    /// their outputs are swept (docs/OPERATIONS.md).
+    pub old_key_grace_batches: u64,
+}
+
+/// The default grace: 100,000 batches, about 28 hours at the coordinator's default of one
+/// batch a second. Long enough for a wallet that cached an old address to be noticed, short
+/// enough that the old watchmen are not held for days.
+pub const DEFAULT_OLD_KEY_GRACE_BATCHES: u64 = 100_000;
+/// The longest grace a network may set: the old set must be released some day.
+pub const MAX_OLD_KEY_GRACE_BATCHES: u64 = 100_000_000;
+
+impl Default for RotationParams {
+    fn default() -> Self {
+        RotationParams { old_key_grace_batches: DEFAULT_OLD_KEY_GRACE_BATCHES }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RotationParamsError {
+    #[error("the old-key grace must be 0 to {max} batches, got {got}")]
+    Grace { got: u64, max: u64 },
+}
+
+impl RotationParams {
+    pub fn validate(&self) -> Result<(), RotationParamsError> {
+        if self.old_key_grace_batches > MAX_OLD_KEY_GRACE_BATCHES {
+            return Err(RotationParamsError::Grace { got: self.old_key_grace_batches, max: MAX_OLD_KEY_GRACE_BATCHES });
+        }
+        Ok(())
+    }
+}
+
+/// The key of `epoch` as an output owner names it: `None` for the genesis key (epoch 0).
+fn rotated_key_of(state: &State, epoch: u64) -> Option<Option<[u8; 32]>> {
+    if epoch == 0 {
+        return Some(None);
+    }
+    state.key_epochs().find(|(e, _)| *e == epoch).map(|(_, key)| Some(key.internal_key))
+}
+
+/// The owner of `account`'s deposit output made at `batch`: its address under the key in force.
+pub fn deposit_owner_at(state: &State, batch: u64, account: crate::Address) -> VaultOwner {
+    let rotated = key_at(state, batch).filter(|k| k.epoch > 0).map(|k| k.key.internal_key);
+    VaultOwner::account_under(rotated, account)
+}
+
+/// The vault's keys as the ledger knows them (for building payouts); `None` without a vault.
+pub fn vault_keys(state: &State) -> Option<VaultKeys> {
+    let params = state.params().btc_vault?;
+    let rotated = state.key_epochs().map(|(_, key)| (key.from_batch, key.internal_key)).collect();
+    Some(VaultKeys { params, rotated })
+}
+
+/// Whether an output of `owner` is under the key in force at `batch`.
+pub fn is_current_at(state: &State, batch: u64, owner: &VaultOwner) -> bool {
+    let current = key_at(state, batch).filter(|k| k.epoch > 0).map(|k| k.key.internal_key);
+    owner.rotated_key() == current
+}
+
+/// Why a deposit to an address of a named key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyedDepositError {
+    #[error("key epoch {0} is not in the ledger's key history")]
+    UnknownEpoch(u64),
+    #[error("key epoch {epoch} is in force only from batch {from_batch}: credit the deposit from then on")]
+    NotYetInForce { epoch: u64, from_batch: u64 },
+    #[error(
+        "the grace for deposits to key epoch {epoch}'s addresses ended at batch {ended}: this deposit cannot be credited (its coins are not under a key the watchmen keep)"
+    )]
+    GraceOver { epoch: u64, ended: u64 },
+}
+
+impl KeyedDepositError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyedDepositError::UnknownEpoch(_) => "deposit_key_unknown_epoch",
+            KeyedDepositError::NotYetInForce { .. } => "deposit_key_not_in_force",
+            KeyedDepositError::GraceOver { .. } => "deposit_key_grace_over",
+        }
+    }
+}
+
+/// The owner of a deposit, credited at `batch`, to `account`'s address under the key of
+/// `epoch`: the key in force, or an earlier key until `old_key_grace_batches` after the next
+/// key's first batch (a late deposit, swept afterwards). A key not yet in force is refused (the
+/// coordinator credits it once it is), so naming the key makes a deposit's owner independent of
+/// which batch it lands in.
+pub fn keyed_deposit_owner(
+    state: &State,
+    batch: u64,
+    epoch: u64,
+    account: crate::Address,
+) -> Result<VaultOwner, KeyedDepositError> {
+    let rotated = rotated_key_of(state, epoch).ok_or(KeyedDepositError::UnknownEpoch(epoch))?;
+    let current = key_at(state, batch).ok_or(KeyedDepositError::UnknownEpoch(epoch))?;
+    if epoch > current.epoch {
+        let from_batch = state.key_epochs().find(|(e, _)| *e == epoch).map_or(0, |(_, key)| key.from_batch);
+        return Err(KeyedDepositError::NotYetInForce { epoch, from_batch });
+    }
+    if epoch < current.epoch {
+        let next_from = state
+            .key_epochs()
+            .find(|(e, _)| *e == epoch + 1)
+            .map(|(_, key)| key.from_batch)
+            .ok_or(KeyedDepositError::UnknownEpoch(epoch + 1))?;
+        let ended = next_from.saturating_add(state.params().rotation_rules().old_key_grace_batches);
+        if batch >= ended {
+            return Err(KeyedDepositError::GraceOver { epoch, ended });
+        }
+    }
+    Ok(VaultOwner::account_under(rotated, account))
+}
+
+/// The epoch of the group key `internal_key` (`x(P)`) in the ledger's history, if it is there.
+pub fn epoch_of_key(state: &State, internal_key: &[u8; 32]) -> Option<u64> {
+    if state.params().btc_vault.is_some_and(|v| v.group_key == *internal_key) {
+        return Some(0);
+    }
+    state.key_epochs().find(|(_, key)| key.internal_key == *internal_key).map(|(epoch, _)| epoch)
 }

@@ -13,7 +13,9 @@ use crate::btc_payout::{
 use crate::btc_vault::{BtcVaultParams, OutPoint, QueuedWithdrawal, VaultOwner, VaultUtxo};
 use crate::passkey::PasskeyError;
 use crate::recipient::{Recipient, RecipientError};
-use crate::rotation::{RotationError, check_rotation};
+use crate::rotation::{
+    KeyedDepositError, RotationError, check_rotation, deposit_owner_at, is_current_at, keyed_deposit_owner, vault_keys,
+};
 use crate::signature::SignatureError;
 use crate::state::{Changes, State};
 use crate::tx::{Deposit, L1Ref, SystemTx, Transfer, Tx, TxPlace, UserTx, Withdraw};
@@ -88,6 +90,18 @@ pub enum TxError {
     KeyRotation(RotationError),
     #[error("the passkey assertion does not authorize this transaction: {0}")]
     Passkey(PasskeyError),
+    #[error("bitcoin deposit refused: {0}")]
+    DepositKey(KeyedDepositError),
+    #[error("no vault output is held under an earlier group key: there is nothing to sweep")]
+    NothingToSweep,
+    #[error(
+        "the {inputs} outputs under the old key hold {total_in} sat, less than the sweep's fee budget of {budget} sat plus the smallest change: sweep at a lower rate"
+    )]
+    SweepTooSmall { inputs: usize, total_in: u64, budget: u64 },
+    #[error(
+        "neither the vault's surplus ({surplus} sat) nor the fee account's bitcoin balance ({fee_account} sat) covers the rest of the sweep's fee budget of {needed} sat: wait for fees to accrue"
+    )]
+    SweepFunding { surplus: u64, fee_account: u64, needed: u64 },
 }
 
 impl TxError {
@@ -123,6 +137,10 @@ impl TxError {
             TxError::Payout(_) => "payout",
             TxError::KeyRotation(e) => e.code(),
             TxError::Passkey(e) => e.code(),
+            TxError::DepositKey(e) => e.code(),
+            TxError::NothingToSweep => "nothing_to_sweep",
+            TxError::SweepTooSmall { .. } => "sweep_too_small",
+            TxError::SweepFunding { .. } => "sweep_funding",
         }
     }
 }
@@ -186,7 +204,22 @@ pub(crate) fn apply_at(state: &mut State, tx: &Tx, place: TxPlace) -> Result<Rec
                 (changes, Effect::Withdrawn(withdrawal))
             }
         },
-        Tx::System(SystemTx::Deposit(deposit)) => (check_deposit(state, deposit)?, Effect::Deposited),
+        Tx::System(SystemTx::Deposit(deposit)) => {
+            let owner = deposit_owner_at(state, place.batch, deposit.account);
+            (check_deposit(state, deposit, owner)?, Effect::Deposited)
+        }
+        Tx::System(SystemTx::BtcKeyedDeposit { deposit, key_epoch }) => {
+            if deposit.chain != Chain::Bitcoin {
+                return Err(TxError::DepositChainMismatch { chain: deposit.chain, asset: deposit.asset });
+            }
+            let owner =
+                keyed_deposit_owner(state, place.batch, *key_epoch, deposit.account).map_err(TxError::DepositKey)?;
+            (check_deposit(state, deposit, owner)?, Effect::Deposited)
+        }
+        Tx::System(SystemTx::BtcSweepPlan { fee_rate }) => {
+            let (changes, plan) = crate::sweep::check_sweep_plan(state, *fee_rate)?;
+            (changes, Effect::BtcPayoutPlanned(plan))
+        }
         Tx::System(SystemTx::BtcPayoutPlan { fee_rate }) => {
             let (changes, plan) = check_payout_plan(state, *fee_rate)?;
             (changes, Effect::BtcPayoutPlanned(plan))
@@ -329,7 +362,9 @@ fn check_withdraw(state: &State, w: &Withdraw, tx_hash: [u8; 32]) -> Result<(Cha
     Ok((ledger.changes, withdrawal))
 }
 
-fn check_deposit(state: &State, d: &Deposit) -> Result<Changes, TxError> {
+/// Credits a deposit; a Bitcoin one becomes a vault output of `owner` (the account's address
+/// under the key it was paid to).
+fn check_deposit(state: &State, d: &Deposit, owner: VaultOwner) -> Result<Changes, TxError> {
     if state.params().asset(&d.asset).is_none() {
         return Err(TxError::UnknownAsset(d.asset));
     }
@@ -350,16 +385,12 @@ fn check_deposit(state: &State, d: &Deposit) -> Result<Changes, TxError> {
     if let L1Ref::Bitcoin { txid, vout } = d.l1_ref {
         // A Bitcoin deposit is an output of the vault, spendable by the account's tweaked key.
         let amount_sat = u64::try_from(d.amount.units()).map_err(|_| TxError::Overflow)?;
-        ledger.changes.utxos_added.push(VaultUtxo {
-            outpoint: OutPoint { txid, vout },
-            amount_sat,
-            owner: VaultOwner::Account { account: d.account },
-        });
+        ledger.changes.utxos_added.push(VaultUtxo { outpoint: OutPoint { txid, vout }, amount_sat, owner });
     }
     Ok(ledger.changes)
 }
 
-fn btc_vault(state: &State) -> Result<&BtcVaultParams, TxError> {
+pub(crate) fn btc_vault(state: &State) -> Result<&BtcVaultParams, TxError> {
     let vault = state.params().btc_vault.as_ref().ok_or(TxError::NoBitcoinVault)?;
     // Only a vault whose group key is a curve point can be paid from (and `internal_key` relies on it).
     vault.validate().map_err(|_| TxError::NoBitcoinVault)?;
@@ -378,7 +409,11 @@ fn check_payout_plan(state: &State, fee_rate: u64) -> Result<(Changes, PayoutPla
     if fee_rate < vault.min_fee_rate || fee_rate > vault.max_fee_rate {
         return Err(TxError::FeeRateOutOfBounds { got: fee_rate, min: vault.min_fee_rate, max: vault.max_fee_rate });
     }
-    let capacity = funding_capacity(state.vault_utxos());
+    // Payouts spend only outputs under the key in force: outputs of an earlier key wait for
+    // their sweep, so no payout ever needs two groups' signatures.
+    let batch = state.head().next_number;
+    let spendable = || state.vault_utxos().filter(move |u| is_current_at(state, batch, &u.owner));
+    let capacity = funding_capacity(spendable());
     let mut queued: Vec<(u64, &QueuedWithdrawal)> = Vec::new();
     let (mut total_out, mut budget) = (0u64, 0u64);
     let mut head_needs = None;
@@ -398,14 +433,14 @@ fn check_payout_plan(state: &State, fee_rate: u64) -> Result<(Changes, PayoutPla
     let Some(head_needs) = head_needs else { return Err(TxError::NothingToPay) };
     let liquidity = |needed| TxError::VaultLiquidity {
         needed,
-        available: state.vault_utxos().map(|u| u.amount_sat).sum(),
+        available: spendable().map(|u| u.amount_sat).sum(),
         max_inputs: MAX_PAYOUT_INPUTS,
     };
     if queued.is_empty() {
         return Err(liquidity(head_needs));
     }
     let needed = total_out.checked_add(budget).and_then(|n| n.checked_add(MIN_CHANGE_SAT)).ok_or(TxError::Overflow)?;
-    let inputs = select_inputs(state.vault_utxos(), needed).ok_or_else(|| liquidity(needed))?;
+    let inputs = select_inputs(spendable(), needed).ok_or_else(|| liquidity(needed))?;
     let plan = PayoutPlan {
         id: state.btc_counters().next_plan,
         batch: state.head().next_number,
@@ -415,6 +450,7 @@ fn check_payout_plan(state: &State, fee_rate: u64) -> Result<(Changes, PayoutPla
         payouts: queued.iter().map(|(_, q)| q.payout.clone()).collect(),
     };
     let first_fee = plan.vsize(vault, state.params().btc_network).saturating_mul(fee_rate);
+    debug_assert!(plan.inputs.iter().all(|u| is_current_at(state, plan.batch, &u.owner)));
     if budget < first_fee {
         return Err(TxError::PayoutFeeBudget { budget, fee_rate, needed: first_fee });
     }
@@ -455,7 +491,8 @@ fn check_consolidation_plan(state: &State, fee_rate: u64) -> Result<(Changes, Pa
     if let Some(pending) = state.btc_plans().find(|p| p.is_consolidation()) {
         return Err(TxError::ConsolidationPending(pending.id));
     }
-    let inputs = select_consolidation(state.vault_utxos(), fee_rate);
+    let batch = state.head().next_number;
+    let inputs = select_consolidation(state.vault_utxos().filter(|u| is_current_at(state, batch, &u.owner)), fee_rate);
     if inputs.len() < MIN_CONSOLIDATION_INPUTS {
         return Err(TxError::NothingToConsolidate { found: inputs.len(), min: MIN_CONSOLIDATION_INPUTS });
     }
@@ -487,9 +524,10 @@ fn check_consolidation_plan(state: &State, fee_rate: u64) -> Result<(Changes, Pa
 }
 
 fn check_payout_confirmed(state: &State, id: u64, attempt: u32) -> Result<(Changes, VaultUtxo), TxError> {
-    let vault = btc_vault(state)?;
+    btc_vault(state)?;
+    let keys = vault_keys(state).ok_or(TxError::NoBitcoinVault)?;
     let plan = state.btc_plan(id).ok_or(TxError::UnknownPayoutPlan(id))?;
-    let built = plan.build(vault, state.params().btc_network, attempt).map_err(TxError::Payout)?;
+    let built = plan.build(&keys, state.params().btc_network, attempt).map_err(TxError::Payout)?;
     let changes = Changes { utxos_added: vec![built.change], plan_confirmed: Some(id), ..Changes::default() };
     Ok((changes, built.change))
 }

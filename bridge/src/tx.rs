@@ -235,6 +235,25 @@ pub enum SystemTx {
     /// The watchmen's group key changes: taken only with the current group's signature over it,
     /// it fixes from which batch the new key applies (see [`crate::rotation`]).
     KeyRotation(crate::rotation::KeyRotation) = 4,
+    /// A Bitcoin deposit to `deposit.account`'s address under the group key of `key_epoch`:
+    /// the key in force, or an earlier key during the network's old-key grace (a late deposit,
+    /// credited as an output of that old key, which a sweep then moves to the key in force).
+    /// Naming the key makes the output's owner independent of the batch it lands in; replayers
+    /// check the output pays that key's address. (A plain `Deposit` on Bitcoin pays the key in
+    /// force at its batch.)
+    BtcKeyedDeposit {
+        deposit: Deposit,
+        key_epoch: u64,
+    } = 5,
+    /// Move the vault's outputs under an earlier group key to the vault address of the key in
+    /// force, at `fee_rate` sat/vB (within the network's bounds). The ledger fixes the plan: the
+    /// outputs of the oldest key that still holds any (at most `MAX_PAYOUT_INPUTS`, by outpoint),
+    /// all its value to one change output under the new key, and a fee budget from the vault's
+    /// surplus or else the fee account. Signed by the old group, bumped and confirmed like any
+    /// payout plan.
+    BtcSweepPlan {
+        fee_rate: u64,
+    } = 6,
 }
 
 /// Where a transaction sits in the history: the network (its genesis hash), the batch and the

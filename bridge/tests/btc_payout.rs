@@ -59,8 +59,12 @@ fn a_plan_pays_the_queue_from_the_largest_outputs_and_every_builder_agrees() {
     assert_eq!(state.btc_vault_holdings_sat(), 310_000, "planned outputs are still the vault's until spent");
 
     let vault = btc_vault();
-    let first = plan.build(&vault, BtcNetwork::Regtest, 0).unwrap();
-    assert_eq!(first, plan.build(&vault, BtcNetwork::Regtest, 0).unwrap(), "two builds differ");
+    let first = plan.build(&bridge::VaultKeys::genesis(vault), BtcNetwork::Regtest, 0).unwrap();
+    assert_eq!(
+        first,
+        plan.build(&bridge::VaultKeys::genesis(vault), BtcNetwork::Regtest, 0).unwrap(),
+        "two builds differ"
+    );
     let vsize = plan.vsize(&vault, BtcNetwork::Regtest);
     assert_eq!(first.fee_sat, vsize * 5);
     assert_eq!(first.tx.output.len(), 4, "three payouts and the change");
@@ -72,7 +76,7 @@ fn a_plan_pays_the_queue_from_the_largest_outputs_and_every_builder_agrees() {
     // the budget.
     let mut previous = first.fee_sat;
     let mut attempt = 1;
-    while let Ok(bump) = plan.build(&vault, BtcNetwork::Regtest, attempt) {
+    while let Ok(bump) = plan.build(&bridge::VaultKeys::genesis(vault), BtcNetwork::Regtest, attempt) {
         assert!(bump.fee_sat >= previous + vsize, "attempt {attempt} does not outbid the one before");
         assert!(bump.fee_sat <= plan.budget_sat);
         assert_eq!(bump.tx.input, first.tx.input);
@@ -83,7 +87,10 @@ fn a_plan_pays_the_queue_from_the_largest_outputs_and_every_builder_agrees() {
     }
     assert_eq!(previous, plan.budget_sat, "the last bump pays the whole budget");
     assert!(attempt <= MAX_BUMPS + 1);
-    assert_eq!(plan.build(&vault, BtcNetwork::Regtest, attempt), Err(PayoutError::NoSuchAttempt { id: 1, attempt }));
+    assert_eq!(
+        plan.build(&bridge::VaultKeys::genesis(vault), BtcNetwork::Regtest, attempt),
+        Err(PayoutError::NoSuchAttempt { id: 1, attempt })
+    );
 }
 
 #[test]
@@ -98,7 +105,7 @@ fn each_sighash_is_signed_by_the_key_its_output_pays_to() {
     assert!(plan.inputs.len() >= 2, "{plan:?}");
 
     let vault = btc_vault();
-    let unsigned = plan.build(&vault, BtcNetwork::Regtest, 0).unwrap();
+    let unsigned = plan.build(&bridge::VaultKeys::genesis(vault), BtcNetwork::Regtest, 0).unwrap();
     let secp = secp256k1::SECP256K1;
     let mut signatures = Vec::new();
     for (index, input) in plan.inputs.iter().enumerate() {
@@ -123,7 +130,7 @@ fn a_confirmed_attempt_returns_its_change_to_the_vault() {
     let mut state = queued_state();
     apply(&mut state, &plan_payout(5)).unwrap();
     let plan = state.btc_plan(1).unwrap().clone();
-    let bump = plan.build(&btc_vault(), BtcNetwork::Regtest, 2).unwrap();
+    let bump = plan.build(&bridge::VaultKeys::genesis(btc_vault()), BtcNetwork::Regtest, 2).unwrap();
 
     let receipt = apply(&mut state, &confirmed(1, 2)).unwrap();
     assert_eq!(receipt.effect, Effect::BtcPayoutConfirmed { plan: 1, attempt: 2, change: bump.change });
@@ -262,7 +269,7 @@ fn a_consolidation_merges_the_smallest_outputs_at_a_low_rate_and_pays_only_from_
     let vsize = plan.vsize(&vault, BtcNetwork::Regtest);
     assert_eq!(plan.budget_sat, vsize * 2 * 3);
     assert_eq!(bridge::stf::btc_vault_surplus_sat(&state), surplus - plan.budget_sat);
-    let first = plan.build(&vault, BtcNetwork::Regtest, 0).unwrap();
+    let first = plan.build(&bridge::VaultKeys::genesis(vault), BtcNetwork::Regtest, 0).unwrap();
     assert_eq!(first.tx.output.len(), 1, "one output: the vault's");
     refused(&mut state, consolidate(1), TxError::ConsolidationPending(plan.id));
     apply(&mut state, &confirmed(plan.id, 0)).unwrap();

@@ -142,7 +142,7 @@ fn bumped_payout() -> Value {
     let vsize = plan_with_fee(10_000).0.vsize(&vault, p.btc_network);
     let (plan, sealed) = plan_with_fee(u128::from(5 * vsize));
     let attempts: Vec<Value> = (0..=3)
-        .map(|k| match plan.build(&vault, p.btc_network, k) {
+        .map(|k| match plan.build(&bridge::VaultKeys::genesis(vault), p.btc_network, k) {
             Ok(unsigned) => json!({
                 "attempt": k,
                 "exists": true,

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use bridge::btc_payout::PayoutPlan;
-use bridge::{BtcVaultParams, Chain, Deposit};
+use bridge::{Chain, Deposit, VaultKeys};
 
 /// What L1 says about a deposit a batch credits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,14 @@ pub struct VerifierError {
 pub trait DepositVerifier: Send + Sync {
     async fn check(&self, deposit: &Deposit) -> Result<DepositCheck, VerifierError>;
 
+    /// [`DepositVerifier::check`] for a Bitcoin deposit that must pay the account's address
+    /// under the group key `internal_key` (`x(P)`): after a key rotation the ledger says which
+    /// key each deposit was paid to (the key in force at its batch, or an old key for a late
+    /// deposit). Chains without per-key addresses ignore the key.
+    async fn check_under_key(&self, deposit: &Deposit, _internal_key: [u8; 32]) -> Result<DepositCheck, VerifierError> {
+        self.check(deposit).await
+    }
+
     /// After a [`DepositCheck::NodeBehind`] for `needed`: `Some(tip)` when this node says it is
     /// in sync with its network and `needed` is still more than the depth plus
     /// a chain's slack ([`ETH_FUTURE_SLACK_BLOCKS`]) beyond its tip, so the fact names a block this chain does not have
@@ -56,7 +64,7 @@ pub trait DepositVerifier: Send + Sync {
     /// knows payouts; any other chain denies them.
     async fn check_payout(
         &self,
-        _vault: &BtcVaultParams,
+        _keys: &VaultKeys,
         _plan: &PayoutPlan,
         _attempt: u32,
         _height: u64,

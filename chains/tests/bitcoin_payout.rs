@@ -42,6 +42,7 @@ fn params(vault: BtcVaultParams) -> NetworkParams {
         assets: vec![AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) }],
         forced: None,
         webauthn: None,
+        rotation: None,
     };
     params.validate().unwrap();
     params
@@ -143,8 +144,12 @@ async fn batched_payouts_of_1_10_and_100_are_mined_and_a_bump_replaces_its_first
             assert!(plan.inputs.iter().any(|u| matches!(u.owner, bridge::VaultOwner::Account { .. })));
         }
 
-        let first = plan.build(&vault, NETWORK, 0).unwrap();
-        let other_builder = replicas.states[1].btc_plan(plan.id).unwrap().build(&vault, NETWORK, 0).unwrap();
+        let first = plan.build(&bridge::VaultKeys::genesis(vault), NETWORK, 0).unwrap();
+        let other_builder = replicas.states[1]
+            .btc_plan(plan.id)
+            .unwrap()
+            .build(&bridge::VaultKeys::genesis(vault), NETWORK, 0)
+            .unwrap();
         assert_eq!(serialize(&first.tx), serialize(&other_builder.tx), "two builders made different bytes");
         assert_eq!(first.sighashes, other_builder.sighashes);
 
@@ -162,12 +167,12 @@ async fn batched_payouts_of_1_10_and_100_are_mined_and_a_bump_replaces_its_first
         broadcaster.broadcast(&signed).await.unwrap();
         broadcaster.broadcast(&signed).await.unwrap(); // a watchman restarting sends again: no error
         assert_eq!(broadcaster.status(&plan).await.unwrap(), PayoutStatus::Pending { attempt: 0 });
-        let in_mempool = checker.check_payout(&vault, &plan, 0, 0).await.unwrap();
+        let in_mempool = checker.check_payout(&bridge::VaultKeys::genesis(vault), &plan, 0, 0).await.unwrap();
         assert_eq!(in_mempool, DepositStatus::NotYetDeep { confirmations: 0 });
 
         let mut mined = signed.clone();
         if count == 10 {
-            let bump = plan.build(&vault, NETWORK, 1).unwrap();
+            let bump = plan.build(&bridge::VaultKeys::genesis(vault), NETWORK, 1).unwrap();
             assert!(bump.fee_sat > first.fee_sat);
             let signed_bump = bump.with_signatures(&watchmen.sign_payout(&bump).await);
             broadcaster.broadcast(&signed_bump).await.unwrap();
@@ -183,10 +188,13 @@ async fn batched_payouts_of_1_10_and_100_are_mined_and_a_bump_replaces_its_first
         );
         paid_exactly(&rpc, mined.compute_txid(), &plan).await;
         // What a confirmer asks before it replays a batch recording the confirmation.
-        assert_eq!(checker.check_payout(&vault, &plan, attempt, 0).await.unwrap(), DepositStatus::Confirmed);
+        assert_eq!(
+            checker.check_payout(&bridge::VaultKeys::genesis(vault), &plan, attempt, 0).await.unwrap(),
+            DepositStatus::Confirmed
+        );
         let other = 1 - attempt;
         assert!(matches!(
-            checker.check_payout(&vault, &plan, other, 0).await.unwrap(),
+            checker.check_payout(&bridge::VaultKeys::genesis(vault), &plan, other, 0).await.unwrap(),
             DepositStatus::NotOnChain { .. }
         ));
 
@@ -225,7 +233,7 @@ async fn paid_exactly(rpc: &CoreRpc, txid: Txid, plan: &PayoutPlan) {
 
 /// Signs attempt 0 of `plan` with the watchmen and sends it to the node.
 async fn send_first_attempt(rpc: &CoreRpc, watchmen: &Watchmen, vault: &BtcVaultParams, plan: &PayoutPlan) -> Txid {
-    let unsigned = plan.build(vault, NETWORK, 0).unwrap();
+    let unsigned = plan.build(&bridge::VaultKeys::genesis(*vault), NETWORK, 0).unwrap();
     let signed = unsigned.with_signatures(&watchmen.sign_payout(&unsigned).await);
     rpc.send_raw_transaction(&signed).await.unwrap()
 }

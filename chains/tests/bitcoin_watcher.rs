@@ -205,7 +205,7 @@ async fn a_node_that_lags_waits_for_a_deposit_or_payout_and_a_node_past_its_bloc
     assert_eq!(checker.check(&deposit).await.unwrap(), DepositStatus::NodeBehind { tip: 101, needed: 104 });
     assert_eq!(checker.check(&invented).await.unwrap(), DepositStatus::NodeBehind { tip: 101, needed: 104 });
     assert_eq!(
-        checker.check_payout(&vault, &plan, 0, 110).await.unwrap(),
+        checker.check_payout(&bridge::VaultKeys::genesis(vault), &plan, 0, 110).await.unwrap(),
         DepositStatus::NodeBehind { tip: 101, needed: 112 }
     );
     use chains::deposit::{DepositCheck, DepositVerifier};
@@ -216,5 +216,8 @@ async fn a_node_that_lags_waits_for_a_deposit_or_payout_and_a_node_past_its_bloc
     relay(&rpc, &behind, 133).await;
     assert_eq!(checker.check(&deposit).await.unwrap(), DepositStatus::Confirmed);
     assert!(matches!(checker.check(&invented).await.unwrap(), DepositStatus::NotOnChain { .. }));
-    assert!(matches!(checker.check_payout(&vault, &plan, 0, 110).await.unwrap(), DepositStatus::NotOnChain { .. }));
+    assert!(matches!(
+        checker.check_payout(&bridge::VaultKeys::genesis(vault), &plan, 0, 110).await.unwrap(),
+        DepositStatus::NotOnChain { .. }
+    ));
 }

@@ -486,6 +486,7 @@ async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credite
         assets: vec![bridge::AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
         webauthn: None,
+        rotation: None,
     };
     let mut state = bridge::State::genesis(params);
     let mut credited = 0;

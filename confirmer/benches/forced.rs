@@ -53,6 +53,7 @@ async fn bench() {
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: Some(rules),
         webauthn: None,
+        rotation: None,
     };
     let domain = bridge::eip712::Domain::new(&params);
     let arlocal = Arlocal::start_in_ram().await.unwrap();

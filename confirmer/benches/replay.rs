@@ -46,6 +46,7 @@ async fn bench() {
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
         webauthn: None,
+        rotation: None,
     };
     eprintln!("signing {TXS} transfers from {ACCOUNTS} accounts…");
     let domain = bridge::eip712::Domain::new(&params);

@@ -145,7 +145,9 @@ impl Evidence {
                     return Err(fail("the body is not the one the signed header names".into()));
                 }
                 let index = self.deposit_index.ok_or_else(|| fail("the deposit's index is missing".into()))?;
-                let Some(BatchTx::System(SystemTx::Deposit(deposit))) = batch.body.get(index) else {
+                let Some(BatchTx::System(SystemTx::Deposit(deposit) | SystemTx::BtcKeyedDeposit { deposit, .. })) =
+                    batch.body.get(index)
+                else {
                     return Err(fail(format!("transaction {index} of batch {} is not a deposit", batch.header.number)));
                 };
                 Ok(format!(

@@ -514,12 +514,35 @@ impl Follower {
                         continue;
                     };
                     let detail = format!("deposit {:?} on {}", deposit.l1_ref, deposit.chain);
-                    let check = verifier.check(deposit).await?;
+                    // A Bitcoin deposit pays the account's address under the key in force at
+                    // this batch (the genesis key until a rotation's first batch).
+                    let check = match bridge::rotation::key_at(&self.state, number) {
+                        Some(key) if deposit.chain == Chain::Bitcoin => {
+                            verifier.check_under_key(deposit, key.key.internal_key).await?
+                        }
+                        _ => verifier.check(deposit).await?,
+                    };
                     (deposit.chain, detail, AlarmKind::DepositNotOnL1, verifier.clone(), check)
+                }
+                SystemTx::BtcKeyedDeposit { deposit, key_epoch } => {
+                    // Outside the grace (or under a key not in force yet) the replay below refuses it.
+                    let Ok(owner) =
+                        bridge::rotation::keyed_deposit_owner(&self.state, number, *key_epoch, deposit.account)
+                    else {
+                        continue;
+                    };
+                    let Some(keys) = bridge::rotation::vault_keys(&self.state) else { continue };
+                    let Some(verifier) = self.verifiers.for_chain(Chain::Bitcoin) else {
+                        unverified.get_or_insert_with(|| "unverified: late bitcoin deposit".to_string());
+                        continue;
+                    };
+                    let detail = format!("deposit {:?} to key epoch {key_epoch} on bitcoin", deposit.l1_ref);
+                    let check = verifier.check_under_key(deposit, keys.internal_key_of(&owner)).await?;
+                    (Chain::Bitcoin, detail, AlarmKind::DepositNotOnL1, verifier.clone(), check)
                 }
                 SystemTx::BtcPayoutConfirmed { plan, attempt, height } => {
                     // Without a vault the replay below refuses the batch, as the coordinator's error.
-                    let Some(vault) = self.state.params().btc_vault else { continue };
+                    let Some(keys) = bridge::rotation::vault_keys(&self.state) else { continue };
                     let Some(verifier) = self.verifiers.for_chain(Chain::Bitcoin) else {
                         unverified.get_or_insert_with(|| "unverified: bitcoin payout".to_string());
                         continue;
@@ -528,7 +551,7 @@ impl Follower {
                     // A plan is signed only once its batch is hard-final, so it cannot confirm in
                     // the batch that makes it: it must be pending before this batch.
                     let check = match self.state.btc_plan(*plan) {
-                        Some(planned) => verifier.check_payout(&vault, planned, *attempt, *height).await?,
+                        Some(planned) => verifier.check_payout(&keys, planned, *attempt, *height).await?,
                         None => {
                             DepositCheck::NotOnL1 { reason: format!("plan {plan} was not pending before this batch") }
                         }
@@ -536,7 +559,10 @@ impl Follower {
                     (Chain::Bitcoin, detail, AlarmKind::PayoutNotOnL1, verifier.clone(), check)
                 }
                 // A key rotation carries no L1 fact: the replay checks the old group's signature.
-                SystemTx::BtcPayoutPlan { .. } | SystemTx::BtcConsolidationPlan { .. } | SystemTx::KeyRotation(_) => {
+                SystemTx::BtcPayoutPlan { .. }
+                | SystemTx::BtcConsolidationPlan { .. }
+                | SystemTx::BtcSweepPlan { .. }
+                | SystemTx::KeyRotation(_) => {
                     continue;
                 }
             };

@@ -105,13 +105,15 @@ impl SolvencyWatch {
         let mut owed = state.supply(&AssetId::Btc).liabilities.units();
         owed += state.btc_queue().map(|(_, q)| u128::from(q.payout.amount_sat)).sum::<u128>();
         let mut outputs: Vec<bridge::VaultUtxo> = state.vault_utxos().copied().collect();
-        let broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, state.params().btc_network);
+        let mut broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, state.params().btc_network);
+        let keys = bridge::rotation::vault_keys(state).unwrap_or_else(|| bridge::VaultKeys::genesis(vault));
+        broadcaster.set_keys(keys.clone());
         for plan in state.btc_plans() {
             // A plan the chain confirmed but the ledger has not recorded yet: its inputs are
             // spent, its payouts paid, and its change is the vault's.
             match broadcaster.status(plan).await.map_err(|e| e.to_string())? {
                 PayoutStatus::Confirmed { attempt, .. } => {
-                    let built = plan.build(&vault, state.params().btc_network, attempt).map_err(|e| e.to_string())?;
+                    let built = plan.build(&keys, state.params().btc_network, attempt).map_err(|e| e.to_string())?;
                     outputs.push(built.change);
                 }
                 PayoutStatus::Pending { .. } | PayoutStatus::Unseen => {

@@ -140,7 +140,7 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     // A forged payout (the same inputs paying someone else) is refused by every watchman.
     let mut forged = plan.clone();
     forged.payouts[0].script_pubkey = recipient().script_pubkey().to_bytes();
-    let unsigned = forged.build(&vault, p.btc_network, 0).unwrap();
+    let unsigned = forged.build(&bridge::VaultKeys::genesis(vault), p.btc_network, 0).unwrap();
     let refused = watchmen[2].tss().sign(BtcPayouts::requests(batch, &forged, &unsigned)).await.unwrap_err();
     assert!(matches!(refused, SessionError::NotEnoughSigners { .. }), "{refused}");
     coordinator.shutdown().await;

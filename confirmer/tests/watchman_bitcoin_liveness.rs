@@ -401,7 +401,7 @@ async fn a_fee_bump_is_signed_only_when_the_signers_own_node_shows_the_last_atte
     h.replay_until_planned(&[plan.id]).await;
     h.clocks_at_tip().await;
     let sign = |attempt: u32| {
-        let unsigned = plan.build(&h.vault, h.params.btc_network, attempt).unwrap();
+        let unsigned = plan.build(&bridge::VaultKeys::genesis(h.vault), h.params.btc_network, attempt).unwrap();
         let requests = BtcPayouts::requests(batch, &plan, &unsigned);
         let tss = h.watchmen[2].tss();
         async move { tss.sign(requests).await.map(|outcome| (unsigned, outcome)) }
@@ -494,7 +494,7 @@ async fn the_vault_consolidates_small_outputs_at_a_low_fee_from_its_surplus_sign
         assert!(watchman.follower().status().alarms.is_empty(), "{:?}", watchman.follower().status().alarms);
     }
     let state = &h.ledger.state;
-    let fee = merge.build(&h.vault, h.params.btc_network, 0).unwrap().fee_sat;
+    let fee = merge.build(&bridge::VaultKeys::genesis(h.vault), h.params.btc_network, 0).unwrap().fee_sat;
     assert_eq!(state.btc_vault_holdings_sat(), holdings - fee, "only the miners' fee left the vault");
     let owed = state.supply(&AssetId::Btc).liabilities.units();
     assert!(u128::from(state.btc_vault_holdings_sat()) >= owed, "solvency holds after the consolidation");

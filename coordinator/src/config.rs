@@ -62,6 +62,9 @@ pub struct NetworkConfig {
     /// `[network.webauthn]`: passkey accounts (docs/PROTOCOL.md, Passkey accounts): the RP ID
     /// and the web origins allowed to sign.
     pub webauthn: Option<bridge::passkey::WebAuthnParams>,
+    /// `[network.rotation]`: how a Bitcoin key rotation hands over (the old-key grace, in
+    /// batches); absent: the protocol's defaults (docs/PROTOCOL.md, "Bitcoin in a key rotation").
+    pub rotation: Option<bridge::rotation::RotationParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -272,6 +275,7 @@ impl Default for NetworkConfig {
             ],
             forced: None,
             webauthn: None,
+            rotation: None,
         }
     }
 }
@@ -290,6 +294,7 @@ impl From<&NetworkParams> for NetworkConfig {
             assets: params.assets.clone(),
             forced: params.forced,
             webauthn: params.webauthn.clone(),
+            rotation: params.rotation,
         }
     }
 }
@@ -461,6 +466,7 @@ impl Config {
             assets: n.assets.clone(),
             forced: n.forced,
             webauthn: n.webauthn.clone(),
+            rotation: n.rotation,
         };
         params.validate().map_err(|e| ConfigError::Invalid(format!("network: {e}")))?;
         Ok(params)

@@ -335,7 +335,7 @@ impl Node {
             }
             let (register, registered) = tokio::sync::mpsc::channel(1024);
             btc_accounts = Some(register);
-            let task = BtcDepositTask { watcher, sink: sink.clone(), accounts: registered };
+            let task = BtcDepositTask { watcher, accounts: registered, sequencer: handle.clone(), held: Vec::new() };
             background.push(supervisor.spawn(BTC_DEPOSITS, task, Schedule::every(poll)));
             let keeper = crate::payouts::PayoutKeeper::new(
                 handle.clone(),

@@ -30,6 +30,8 @@ pub struct PayoutRound {
     pub planned: bool,
     /// Whether a consolidation was made.
     pub consolidated: bool,
+    /// Whether a sweep of outputs under an old group key was planned.
+    pub swept: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,17 +113,34 @@ impl PayoutKeeper {
 
     /// Records confirmed plans, then plans the queue if anything waits.
     pub async fn round(&self) -> Result<PayoutRound, PayoutKeeperError> {
-        let (queued, plans, unplanned, consolidating): (usize, Vec<PayoutPlan>, usize, bool) = self
+        let (queued, plans, unplanned, consolidating, keys, unswept) = self
             .sequencer
             .read(|state| {
                 let plans: Vec<PayoutPlan> = state.btc_plans().cloned().collect();
                 let consolidating = plans.iter().any(PayoutPlan::is_consolidation);
-                (state.btc_queue().count(), plans, state.vault_utxos().count(), consolidating)
+                let keys = bridge::rotation::vault_keys(state);
+                let batch = state.head().next_number;
+                let unswept = bridge::sweep::select_sweep(state, batch).len();
+                // Everything still under an old key, planned or not: the old shares are needed
+                // until this is zero (docs/OPERATIONS.md, "Rotating the signer set").
+                let old = state
+                    .vault_utxos()
+                    .chain(state.btc_plans().flat_map(|p| p.inputs.iter()))
+                    .filter(|u| !bridge::rotation::is_current_at(state, batch, &u.owner))
+                    .count();
+                metrics::gauge!("bridge_btc_old_key_outputs").set(old as f64);
+                (state.btc_queue().count(), plans, state.vault_utxos().count(), consolidating, keys, unswept)
             })
             .await?;
         let mut round = PayoutRound::default();
+        // The ledger's keys as of now: after a rotation a plan's change goes to the key in force
+        // at its batch, so the txids to look for depend on them.
+        let mut broadcaster = self.broadcaster.clone();
+        if let Some(keys) = keys {
+            broadcaster.set_keys(keys);
+        }
         for plan in &plans {
-            if let PayoutStatus::Confirmed { attempt, confirmations } = self.broadcaster.status(plan).await? {
+            if let PayoutStatus::Confirmed { attempt, confirmations } = broadcaster.status(plan).await? {
                 if confirmations < self.depth {
                     continue;
                 }
@@ -140,6 +159,21 @@ impl PayoutKeeper {
             }
         }
         let fee_rate = self.fee_rate().await;
+        // After a key rotation: move what the old key holds to the new key's vault. The ledger
+        // fixes the plan (the oldest key's outputs); the old watchmen sign it.
+        if unswept > 0 {
+            match self.sequencer.submit(Tx::System(SystemTx::BtcSweepPlan { fee_rate })).await? {
+                Ok(_) => {
+                    round.swept = true;
+                    metrics::counter!("bridge_btc_sweeps_total").increment(1);
+                    tracing::info!(unswept, fee_rate, "bitcoin sweep to the new group key planned");
+                }
+                Err(ApplyError::Tx(error @ (TxError::SweepTooSmall { .. } | TxError::SweepFunding { .. }))) => {
+                    tracing::warn!(unswept, fee_rate, %error, "outputs under an old group key wait for their sweep");
+                }
+                Err(error) => tracing::error!(unswept, fee_rate, %error, "the ledger refused a sweep plan"),
+            }
+        }
         let waited = self.waited(queued);
         if payout_due(queued, waited, self.window) {
             match self.sequencer.submit(Tx::System(SystemTx::BtcPayoutPlan { fee_rate })).await? {

@@ -476,10 +476,11 @@ fn accounts_touched(tx: &BatchTx) -> Vec<Address> {
             UserTx::Transfer(t) => vec![t.from, t.to],
             UserTx::Withdraw(w) => vec![w.from],
         },
-        BatchTx::System(SystemTx::Deposit(d)) => vec![d.account],
+        BatchTx::System(SystemTx::Deposit(d) | SystemTx::BtcKeyedDeposit { deposit: d, .. }) => vec![d.account],
         BatchTx::System(
             SystemTx::BtcPayoutPlan { .. }
             | SystemTx::BtcConsolidationPlan { .. }
+            | SystemTx::BtcSweepPlan { .. }
             | SystemTx::BtcPayoutConfirmed { .. }
             | SystemTx::KeyRotation(_),
         ) => Vec::new(),

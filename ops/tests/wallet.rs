@@ -381,6 +381,7 @@ async fn deposit_and_withdraw_on_ethereum_through_every_stage() {
         assets: vec![],
         forced: None,
         webauthn: None,
+        rotation: None,
     };
     let recipient: bridge::Address = OTHER.parse().unwrap();
     let tx = bridge::UserTx::Withdraw(bridge::Withdraw {

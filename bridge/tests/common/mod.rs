@@ -39,6 +39,7 @@ pub fn params() -> NetworkParams {
         assets,
         forced: None,
         webauthn: None,
+        rotation: None,
     };
     params.validate().unwrap();
     params

@@ -9,8 +9,9 @@ pub mod rpc;
 pub mod verify;
 pub mod watcher;
 
+pub use ::bitcoin::key::XOnlyPublicKey;
 pub use deposit::{account_merkle_root, deposit_address, vault_address};
 pub use payout::{Holdings, PayoutBroadcaster, PayoutRpcError, PayoutStatus, holdings};
 pub use rpc::{CoreRpc, RpcError};
 pub use verify::{DepositChecker, DepositStatus};
-pub use watcher::{DepositWatcher, WatchError, WatcherConfig};
+pub use watcher::{DepositWatcher, KeyedDeposit, MAX_WATCHED_KEYS, WatchError, WatcherConfig};

@@ -5,7 +5,7 @@
 
 use bitcoin::{Transaction, Txid};
 use bridge::btc_payout::{MAX_BUMPS, PayoutPlan};
-use bridge::{BtcNetwork, BtcVaultParams};
+use bridge::{BtcNetwork, BtcVaultParams, VaultKeys};
 
 use super::rpc::{CoreRpc, NOT_FOUND, RpcError};
 
@@ -37,19 +37,29 @@ pub enum PayoutRpcError {
 #[derive(Debug, Clone)]
 pub struct PayoutBroadcaster {
     rpc: CoreRpc,
-    vault: BtcVaultParams,
+    /// The ledger's vault keys: what a plan's change is paid to. Only grows (a key rotation adds
+    /// one), and a plan's transaction depends only on the keys up to its batch, so keys read
+    /// from any later state build every earlier plan the same.
+    keys: VaultKeys,
     network: BtcNetwork,
 }
 
 impl PayoutBroadcaster {
+    /// A broadcaster for a vault that has not rotated its key; after a rotation, give it the
+    /// ledger's keys with [`PayoutBroadcaster::set_keys`].
     pub fn new(rpc: CoreRpc, vault: BtcVaultParams, network: BtcNetwork) -> Self {
-        PayoutBroadcaster { rpc, vault, network }
+        PayoutBroadcaster { rpc, keys: VaultKeys::genesis(vault), network }
+    }
+
+    /// The ledger's keys as its replay now shows them (`bridge::rotation::vault_keys`).
+    pub fn set_keys(&mut self, keys: VaultKeys) {
+        self.keys = keys;
     }
 
     /// The txid of every attempt the plan allows, in attempt order.
     pub fn attempt_txids(&self, plan: &PayoutPlan) -> Vec<(u32, Txid)> {
         (0..=MAX_BUMPS)
-            .map_while(|attempt| plan.build(&self.vault, self.network, attempt).ok())
+            .map_while(|attempt| plan.build(&self.keys, self.network, attempt).ok())
             .map(|unsigned| (unsigned.attempt, unsigned.tx.compute_txid()))
             .collect()
     }

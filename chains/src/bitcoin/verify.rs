@@ -73,8 +73,16 @@ impl DepositChecker {
         }
     }
 
-    /// Check `deposit`. Errors are the node's (retry later); a wrong deposit is a status.
+    /// Check `deposit` against the address under the key this checker was made with (the
+    /// genesis key). Errors are the node's (retry later); a wrong deposit is a status.
     pub async fn check(&self, deposit: &Deposit) -> Result<DepositStatus, RpcError> {
+        self.check_under(deposit, self.group_key).await
+    }
+
+    /// Check `deposit` against `account`'s address under the group key `group_key`: the key the
+    /// ledger says the deposit was paid to (after a key rotation, the new key's or, for a late
+    /// deposit, an old key's).
+    pub async fn check_under(&self, deposit: &Deposit, group_key: XOnlyPublicKey) -> Result<DepositStatus, RpcError> {
         let not_on_chain = |reason: String| Ok(DepositStatus::NotOnChain { reason });
         let L1Ref::Bitcoin { txid, vout } = deposit.l1_ref else {
             return not_on_chain("not a Bitcoin L1 reference".into());
@@ -95,7 +103,7 @@ impl DepositChecker {
         let Some(TxOut { value, script_pubkey }) = info.tx.output.get(vout as usize) else {
             return not_on_chain(format!("transaction {txid} has no output {vout}"));
         };
-        let expected = deposit_script(self.group_key, self.network, &deposit.account);
+        let expected = deposit_script(group_key, self.network, &deposit.account);
         if *script_pubkey != expected {
             return not_on_chain(format!("output {txid}:{vout} does not pay {}'s deposit address", deposit.account));
         }
@@ -119,12 +127,12 @@ impl DepositChecker {
     /// batch names) plus the depth either has it or it did not happen.
     pub async fn check_payout(
         &self,
-        vault: &bridge::BtcVaultParams,
+        keys: &bridge::VaultKeys,
         plan: &bridge::btc_payout::PayoutPlan,
         attempt: u32,
         height: u64,
     ) -> Result<DepositStatus, RpcError> {
-        let unsigned = match plan.build(vault, self.network, attempt) {
+        let unsigned = match plan.build(keys, self.network, attempt) {
             Ok(unsigned) => unsigned,
             Err(e) => return Ok(DepositStatus::NotOnChain { reason: e.to_string() }),
         };
@@ -164,14 +172,27 @@ impl crate::deposit::DepositVerifier for DepositChecker {
         as_check(DepositChecker::check(self, deposit).await)
     }
 
+    async fn check_under_key(
+        &self,
+        deposit: &Deposit,
+        internal_key: [u8; 32],
+    ) -> Result<crate::deposit::DepositCheck, crate::deposit::VerifierError> {
+        let Ok(key) = XOnlyPublicKey::from_slice(&internal_key) else {
+            return Ok(crate::deposit::DepositCheck::NotOnL1 {
+                reason: format!("the ledger's group key {} is no x-only key", hex::encode(internal_key)),
+            });
+        };
+        as_check(DepositChecker::check_under(self, deposit, key).await)
+    }
+
     async fn check_payout(
         &self,
-        vault: &bridge::BtcVaultParams,
+        keys: &bridge::VaultKeys,
         plan: &bridge::btc_payout::PayoutPlan,
         attempt: u32,
         height: u64,
     ) -> Result<crate::deposit::DepositCheck, crate::deposit::VerifierError> {
-        as_check(DepositChecker::check_payout(self, vault, plan, attempt, height).await)
+        as_check(DepositChecker::check_payout(self, keys, plan, attempt, height).await)
     }
 
     async fn beyond_synced_tip(&self, needed: u64) -> Result<Option<u64>, crate::deposit::VerifierError> {

@@ -61,14 +61,30 @@ pub enum WatchError {
     ZeroDepth,
 }
 
+/// A deposit seen at depth, with the group key (`x(P)`) whose address it paid: after a key
+/// rotation the ledger credits a deposit to an old key's address differently (a late deposit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedDeposit {
+    pub deposit: Deposit,
+    pub internal_key: [u8; 32],
+}
+
+/// The most group keys one watcher watches at once: the key in force and the old keys still in
+/// their grace. Two rotations inside one grace is already unusual; this bounds the address map.
+pub const MAX_WATCHED_KEYS: usize = 4;
+
 /// The Bitcoin deposit watcher.
 #[derive(Debug)]
 pub struct DepositWatcher {
     rpc: CoreRpc,
     network: BtcNetwork,
-    group_key: XOnlyPublicKey,
+    /// The group keys whose deposit addresses are watched, oldest first (the genesis key first).
+    keys: Vec<XOnlyPublicKey>,
+    genesis_key: XOnlyPublicKey,
     config: WatcherConfig,
-    accounts: HashMap<ScriptBuf, bridge::Address>,
+    accounts: HashMap<ScriptBuf, (bridge::Address, XOnlyPublicKey)>,
+    /// Every account watched, so a key added later watches them all.
+    watched: HashSet<bridge::Address>,
     last: Option<(u64, BlockHash)>,
     credited: HashSet<OutPoint>,
 }
@@ -84,14 +100,59 @@ impl DepositWatcher {
         if config.depth == 0 {
             return Err(WatchError::ZeroDepth);
         }
-        Ok(Self { rpc, network, group_key, config, accounts: HashMap::new(), last: None, credited: HashSet::new() })
+        Ok(Self {
+            rpc,
+            network,
+            keys: vec![group_key],
+            genesis_key: group_key,
+            config,
+            accounts: HashMap::new(),
+            watched: HashSet::new(),
+            last: None,
+            credited: HashSet::new(),
+        })
     }
 
-    /// Watch `account`'s deposit address; returns it.
+    /// Watch `account`'s deposit address under every watched key; returns the address under
+    /// the newest key.
     pub fn watch(&mut self, account: bridge::Address) -> Address {
-        let address = deposit_address(self.group_key, self.network, &account);
-        self.accounts.insert(address.script_pubkey(), account);
-        address
+        self.watched.insert(account);
+        let mut newest = None;
+        for key in self.keys.clone() {
+            let address = deposit_address(key, self.network, &account);
+            self.accounts.insert(address.script_pubkey(), (account, key));
+            newest = Some(address);
+        }
+        // No key watched (all dropped): the address under the genesis key, watched by none.
+        newest.unwrap_or_else(|| deposit_address(self.genesis_key, self.network, &account))
+    }
+
+    /// The group keys watched, oldest first.
+    pub fn keys(&self) -> &[XOnlyPublicKey] {
+        &self.keys
+    }
+
+    /// Also watch every account's address under `key` (a key rotation's new key). Keys past
+    /// [`MAX_WATCHED_KEYS`] push out the oldest, whose grace is over long before.
+    pub fn add_key(&mut self, key: XOnlyPublicKey) {
+        if self.keys.contains(&key) {
+            return;
+        }
+        self.keys.push(key);
+        if self.keys.len() > MAX_WATCHED_KEYS {
+            let dropped = self.keys.remove(0);
+            self.drop_key(dropped);
+        }
+        for account in self.watched.clone() {
+            let address = deposit_address(key, self.network, &account);
+            self.accounts.insert(address.script_pubkey(), (account, key));
+        }
+    }
+
+    /// Stop watching the addresses of `key` (its grace is over: the ledger would refuse them).
+    pub fn drop_key(&mut self, key: XOnlyPublicKey) {
+        self.keys.retain(|k| *k != key);
+        self.accounts.retain(|_, (_, k)| *k != key);
     }
 
     /// The next height to be read.
@@ -100,8 +161,35 @@ impl DepositWatcher {
     }
 
     /// Read every block that reached depth since the last poll and credit its deposits into
-    /// `sink`. Returns how many deposits were credited.
+    /// `sink`. Returns how many deposits were credited. For a watcher of more than one key use
+    /// [`DepositWatcher::poll_keyed`], which says which key each deposit paid.
     pub async fn poll(&mut self, sink: &mpsc::Sender<Deposit>) -> Result<usize, WatchError> {
+        let tip = self.checked_tip().await?;
+        let mut count = 0;
+        while let Some(deposits) = self.next_block(tip).await? {
+            for KeyedDeposit { deposit, .. } in deposits {
+                sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// [`DepositWatcher::poll`], each deposit with the key whose address it paid.
+    pub async fn poll_keyed(&mut self, sink: &mpsc::Sender<KeyedDeposit>) -> Result<usize, WatchError> {
+        let tip = self.checked_tip().await?;
+        let mut count = 0;
+        while let Some(deposits) = self.next_block(tip).await? {
+            for deposit in deposits {
+                sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// The node's tip, after checking the last block read is still on its active chain.
+    pub async fn checked_tip(&mut self) -> Result<u64, WatchError> {
         let tip = self.rpc.block_count().await?;
         if let Some((height, credited)) = self.last {
             let now = self.rpc.block_hash(height).await?;
@@ -109,45 +197,52 @@ impl DepositWatcher {
                 return Err(WatchError::ReorgBelowDepth { height, credited, now, depth: self.config.depth });
             }
         }
-        let mut count = 0;
-        while self.next_height() + u64::from(self.config.depth) <= tip + 1 {
-            let height = self.next_height();
-            let hash = self.rpc.block_hash(height).await?;
-            let block = self.rpc.block(&hash).await?;
-            if let Some((_, parent)) = self.last
-                && block.header.prev_blockhash != parent
-            {
-                return Err(WatchError::ReorgBelowDepth {
-                    height: height - 1,
-                    credited: parent,
-                    now: block.header.prev_blockhash,
-                    depth: self.config.depth,
-                });
-            }
-            for tx in &block.txdata {
-                let txid = tx.compute_txid();
-                for (vout, output) in tx.output.iter().enumerate() {
-                    let Some(account) = self.accounts.get(&output.script_pubkey) else { continue };
-                    let outpoint = OutPoint { txid, vout: vout as u32 };
-                    if !self.credited.insert(outpoint) {
-                        continue;
-                    }
-                    let deposit = Deposit {
-                        chain: Chain::Bitcoin,
-                        l1_ref: L1Ref::Bitcoin { txid: txid.to_raw_hash().to_byte_array(), vout: outpoint.vout },
-                        account: *account,
-                        asset: AssetId::Btc,
-                        amount: bridge::Amount(u128::from(output.value.to_sat())),
-                        l1_height: height,
-                    };
-                    tracing::info!(%outpoint, %account, sat = output.value.to_sat(), height, "bitcoin deposit at depth");
-                    sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;
-                    count += 1;
-                }
-            }
-            self.last = Some((height, hash));
+        Ok(tip)
+    }
+
+    /// Reads the next block if it has reached depth below `tip`, returning its deposits; `None`
+    /// when no block is at depth yet. With [`DepositWatcher::checked_tip`], for a caller that
+    /// routes each block's deposits itself.
+    pub async fn next_block(&mut self, tip: u64) -> Result<Option<Vec<KeyedDeposit>>, WatchError> {
+        if self.next_height() + u64::from(self.config.depth) > tip + 1 {
+            return Ok(None);
         }
-        Ok(count)
+        let height = self.next_height();
+        let hash = self.rpc.block_hash(height).await?;
+        let block = self.rpc.block(&hash).await?;
+        if let Some((_, parent)) = self.last
+            && block.header.prev_blockhash != parent
+        {
+            return Err(WatchError::ReorgBelowDepth {
+                height: height - 1,
+                credited: parent,
+                now: block.header.prev_blockhash,
+                depth: self.config.depth,
+            });
+        }
+        let mut found = Vec::new();
+        for tx in &block.txdata {
+            let txid = tx.compute_txid();
+            for (vout, output) in tx.output.iter().enumerate() {
+                let Some((account, key)) = self.accounts.get(&output.script_pubkey) else { continue };
+                let outpoint = OutPoint { txid, vout: vout as u32 };
+                if !self.credited.insert(outpoint) {
+                    continue;
+                }
+                let deposit = Deposit {
+                    chain: Chain::Bitcoin,
+                    l1_ref: L1Ref::Bitcoin { txid: txid.to_raw_hash().to_byte_array(), vout: outpoint.vout },
+                    account: *account,
+                    asset: AssetId::Btc,
+                    amount: bridge::Amount(u128::from(output.value.to_sat())),
+                    l1_height: height,
+                };
+                tracing::info!(%outpoint, %account, sat = output.value.to_sat(), height, "bitcoin deposit at depth");
+                found.push(KeyedDeposit { deposit, internal_key: key.serialize() });
+            }
+        }
+        self.last = Some((height, hash));
+        Ok(Some(found))
     }
 
     /// Poll until the deposit channel closes or an error stops it. Node errors are retried after

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use bridge::VaultKeys;
 use bridge::batch::Settlement;
 use bridge::withdrawals::EthWithdrawalTree;
 use chains::ethereum::VaultProgress;
@@ -30,6 +31,10 @@ struct Entries {
     /// The Ethereum vault's ranges as this watchman's own node last showed them; `None` before
     /// the first read. Only moves forward (the vault's ranges only grow).
     vault: Option<VaultProgress>,
+    /// The Bitcoin vault's keys as the replay shows them (`None` without a Bitcoin vault): what
+    /// payout plans are built with. Only grows (a rotation adds a key); a plan depends only on
+    /// the keys up to its batch, so the latest keys build every earlier plan the same.
+    btc_keys: Option<VaultKeys>,
 }
 
 /// Why a poisoned book halts signing.
@@ -68,6 +73,7 @@ impl SettlementBook {
             entries.halted = None;
             entries.halted_by_alarm = false;
         }
+        entries.btc_keys = bridge::rotation::vault_keys(follower.state());
         if entries.halted.is_none()
             && let Some(alarm) = status.alarms.first()
         {
@@ -97,6 +103,11 @@ impl SettlementBook {
                 Some(POISONED.to_owned())
             }
         }
+    }
+
+    /// The Bitcoin vault's keys as this watchman's replay shows them.
+    pub fn btc_keys(&self) -> Option<VaultKeys> {
+        self.0.read().ok()?.btc_keys.clone()
     }
 
     pub fn hard_final(&self) -> u64 {

@@ -135,9 +135,12 @@ impl BumpClock {
         poll: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let clock = self.clone();
-        let broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, network);
+        let mut broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, network);
         tokio::spawn(async move {
             loop {
+                if let Some(keys) = book.btc_keys() {
+                    broadcaster.set_keys(keys);
+                }
                 let plans: Vec<PayoutPlan> =
                     book.owing_from(1).iter().flat_map(|(_, s)| s.btc_plans.iter().cloned()).collect();
                 if let Err(error) = clock.refresh(&rpc, &broadcaster, &plans).await {

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::Transaction;
 use bridge::btc_payout::{PayoutPlan, UnsignedPayout};
-use bridge::{BtcNetwork, BtcVaultParams};
+use bridge::{BtcNetwork, BtcVaultParams, VaultKeys};
 use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus, RpcError};
 use tss::{KeyPath, SessionError, SigningContext, SigningRequest, TssNode};
 
@@ -71,6 +71,10 @@ pub struct BtcPayouts {
     /// For each plan not yet confirmed: its latest attempt. One entry per pending plan of the
     /// book, removed when the plan confirms.
     attempted: BTreeMap<u64, Attempted>,
+    /// This watchman's group key `x(P)`, if known: plans whose inputs are under another key
+    /// (a sweep of an old key, for a new watchman; a new key's payouts, for an old one) are
+    /// another group's to sign, and are left to it.
+    group_key: Option<[u8; 32]>,
 }
 
 impl BtcPayouts {
@@ -91,7 +95,24 @@ impl BtcPayouts {
             bump_after_blocks: bump_after_blocks.max(1),
             done: BTreeSet::new(),
             attempted: BTreeMap::new(),
+            group_key: None,
         }
+    }
+
+    /// Pay only plans whose inputs are all under this group key (`x(P)`, the share's).
+    pub fn for_group(mut self, internal_key: [u8; 32]) -> Self {
+        self.group_key = Some(internal_key);
+        self
+    }
+
+    /// Whether `plan` is this watchman's group's to sign.
+    fn is_ours(&self, keys: &VaultKeys, plan: &PayoutPlan) -> bool {
+        self.group_key.is_none_or(|own| plan.inputs.iter().all(|u| keys.internal_key_of(&u.owner) == own))
+    }
+
+    /// The vault's keys as this watchman's replay shows them (the genesis key before any).
+    fn keys(&self) -> VaultKeys {
+        self.book.btc_keys().unwrap_or_else(|| VaultKeys::genesis(self.vault))
     }
 
     /// One signing request per input of `unsigned`, as the policy checks them.
@@ -122,10 +143,12 @@ impl BtcPayouts {
             return Err(PayoutError::Halted(why));
         }
         let height = self.rpc.block_count().await?;
+        self.broadcaster.set_keys(self.keys());
         let mut actions = Vec::new();
+        let keys = self.keys();
         for (batch, settlement) in self.book.owing_from(1) {
             for plan in &settlement.btc_plans {
-                if self.done.contains(&plan.id) {
+                if self.done.contains(&plan.id) || !self.is_ours(&keys, plan) {
                     continue;
                 }
                 if let Some(why) = self.book.halted() {
@@ -189,7 +212,7 @@ impl BtcPayouts {
                 attempt + 1
             }
         };
-        if next > 0 && plan.build(&self.vault, self.network, next).is_err() {
+        if next > 0 && plan.build(&self.keys(), self.network, next).is_err() {
             metrics::counter!("watchman_btc_payouts_at_budget_total").increment(1);
             tracing::warn!(
                 plan = plan.id,
@@ -215,7 +238,7 @@ impl BtcPayouts {
         attempt: u32,
     ) -> Result<Transaction, PayoutError> {
         let unsigned = plan
-            .build(&self.vault, self.network, attempt)
+            .build(&self.keys(), self.network, attempt)
             .map_err(|e| PayoutError::Plan { plan: plan.id, reason: e.to_string() })?;
         let started = std::time::Instant::now();
         let outcome = tss

@@ -212,7 +212,9 @@ impl ReplayPolicy {
     /// budget; a bump (attempt ≥ 1) is signed only when this watchman's own node has shown the
     /// previous attempt unconfirmed for `bump_after_blocks` ([`BumpClock`]), so a requester
     /// cannot spend the whole budget at once. A consolidation (a plan that pays nobody) is
-    /// checked the same way.
+    /// checked the same way, and so is a sweep after a key rotation (a plan that pays nobody and
+    /// whose change goes to the new key): a sweep to anywhere else, or of other outputs, is not
+    /// the plan this replay made and is refused.
     fn check_btc_payout_input(&self, request: &SigningRequest) -> Result<(), String> {
         let Some((vault, network)) = &self.btc_vault else {
             return Err("this watchman is not configured for a Bitcoin vault".into());
@@ -229,7 +231,10 @@ impl ReplayPolicy {
         let Some(plan) = settlement.btc_plans.iter().find(|p| p.id == which.plan) else {
             return Err(format!("batch {batch} made no payout plan {} in this watchman's replay", which.plan));
         };
-        let unsigned = plan.build(vault, *network, which.attempt).map_err(|e| e.to_string())?;
+        // The keys of this watchman's replay: after a rotation a plan's change goes to the key in
+        // force at its batch (a sweep's to the new key), and each input names its own key.
+        let keys = self.book.btc_keys().unwrap_or_else(|| bridge::VaultKeys::genesis(*vault));
+        let unsigned = plan.build(&keys, *network, which.attempt).map_err(|e| e.to_string())?;
         let index = which.input as usize;
         let (Some(sighash), Some(root)) = (unsigned.sighashes.get(index), unsigned.merkle_roots.get(index)) else {
             return Err(format!("payout plan {} has no input {}", plan.id, which.input));

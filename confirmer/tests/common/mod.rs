@@ -70,6 +70,7 @@ pub fn params() -> NetworkParams {
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
         webauthn: None,
+        rotation: None,
     }
 }
 

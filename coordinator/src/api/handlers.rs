@@ -224,7 +224,8 @@ pub async fn get_account(
 }
 
 /// The account's own Bitcoin deposit address, derived from the group key and the account as
-/// every replayer derives it. The account is remembered (durably, before the answer) so that the
+/// every replayer derives it: under the newest group key the ledger has (after a key rotation,
+/// the new key's; the old address is still credited during the grace, then swept). The account is remembered (durably, before the answer) so that the
 /// deposit watcher watches its address, now and after a restart.
 #[utoipa::path(get, path = "/accounts/{address}/btc-deposit-address",
     params(("address" = String, Path, description = "0x and 40 hex digits", pattern = "^0x[0-9a-fA-F]{40}$")),
@@ -239,7 +240,15 @@ pub async fn get_btc_deposit_address(
     let vault = params.btc_vault.as_ref().ok_or_else(|| {
         ApiError::not_found("no_bitcoin_vault", "this network has no Bitcoin vault configured; it takes no bitcoin")
     })?;
-    let address = chains::bitcoin::deposit_address(vault.internal_key(), params.btc_network, &account);
+    let genesis = vault.group_key;
+    let newest = context
+        .sequencer
+        .read(move |state| bridge::rotation::latest_key(state).map_or(genesis, |k| k.key.internal_key))
+        .await
+        .map_err(|_| ApiError::unavailable())?;
+    let key = chains::bitcoin::XOnlyPublicKey::from_slice(&newest)
+        .map_err(|_| ApiError::internal("the ledger's group key is no x-only key"))?;
+    let address = chains::bitcoin::deposit_address(key, params.btc_network, &account);
     context.store.add_btc_deposit_account(&account).await?;
     if let Some(watcher) = &context.btc_accounts {
         // Closed only if the watcher stopped (logged); the stored account is watched at restart.

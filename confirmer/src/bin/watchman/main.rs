@@ -100,10 +100,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(vault) = &params.btc_vault
         && vault.group_key != group.internal_key
     {
-        bail!(
-            "the network's Bitcoin vault key {} is not this share's group key {}: wrong share or parameters?",
-            hex::encode(vault.group_key),
-            hex::encode(group.internal_key)
+        // A group made by a key rotation (docs/OPERATIONS.md, "Rotating the signer set"): its key
+        // is in the ledger's history only once the rotation is replayed, and until then no plan
+        // has inputs under it, so this watchman signs nothing. A wrong share signs nothing either.
+        tracing::warn!(
+            genesis = %hex::encode(vault.group_key),
+            share = %hex::encode(group.internal_key),
+            "this share's group key is not the network's genesis key: a rotated group's share, which signs only \
+             what the ledger puts under its key"
         );
     }
 
@@ -141,7 +145,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     if let (Some(b), Some(rpc)) = (&config.bitcoin, &btc_rpc) {
-        let key = bitcoin::key::XOnlyPublicKey::from_slice(&group.internal_key)?;
+        // Deposits are checked under the key the ledger names for each (after a rotation, not
+        // necessarily this share's); this is the genesis key's default.
+        let key = bitcoin::key::XOnlyPublicKey::from_slice(
+            &params.btc_vault.map_or(group.internal_key, |vault| vault.group_key),
+        )?;
         verifiers = verifiers
             .with(Chain::Bitcoin, Arc::new(DepositChecker::new(rpc.clone(), params.btc_network, key, b.depth)));
     }
@@ -226,13 +234,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let (Some(b), Some(rpc), Some(vault)) = (&config.bitcoin, &btc_rpc, params.btc_vault)
         && b.pay
     {
-        watchman = watchman.with_bitcoin(BtcPayouts::new(
-            book.clone(),
-            vault,
-            params.btc_network,
-            rpc.clone(),
-            b.bump_after_blocks,
-        ));
+        watchman = watchman.with_bitcoin(
+            BtcPayouts::new(book.clone(), vault, params.btc_network, rpc.clone(), b.bump_after_blocks)
+                .for_group(group.internal_key),
+        );
     }
 
     let supervisor = chains::task::Supervisor::new();

@@ -25,6 +25,7 @@ pub(crate) fn bench_params(key: &CoordinatorKey) -> NetworkParams {
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
         webauthn: None,
+        rotation: None,
     }
 }
 

@@ -196,5 +196,6 @@ async fn params_of(url: &str) -> anyhow::Result<NetworkParams> {
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
         webauthn: None,
+        rotation: None,
     })
 }
