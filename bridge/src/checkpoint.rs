@@ -105,6 +105,8 @@ mod tests {
             fee_account: Address([1; 20]),
             assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(1) }],
             forced: None,
+            webauthn: None,
+            rotation: None,
         }
     }
 

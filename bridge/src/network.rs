@@ -108,6 +108,7 @@ pub enum ParamsError {
     Forced(#[from] ForcedParamsError),
     #[error(transparent)]
     WebAuthn(#[from] WebAuthnParamsError),
+    #[error(transparent)]
     Rotation(#[from] RotationParamsError),
 }
 

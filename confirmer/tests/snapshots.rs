@@ -222,7 +222,7 @@ async fn sigterm_saves_a_final_snapshot_and_the_restarted_confirmer_replays_noth
     for ledger in stores().await {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("params.json"), serde_json::to_vec(&params()).unwrap()).unwrap();
-        let da = DirDa::open(&dir.path().join("da"), params().coordinator_key).unwrap();
+        let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
         for batch in &batches {
             da.publish(batch).await.unwrap();
         }

@@ -615,5 +615,7 @@ fn network(coordinator_key: [u8; 32]) -> NetworkParams {
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
         forced: None,
+        webauthn: None,
+        rotation: None,
     }
 }
