@@ -303,6 +303,23 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Resolves on SIGTERM (systemd, `docker stop`) or Ctrl-C: what every server waits on before
+/// it stops taking work and saves its state.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)] // test code: a failure should panic
 mod tests {

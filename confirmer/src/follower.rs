@@ -417,12 +417,7 @@ impl Follower {
                 // ones: take them first, one at a time.
                 while self.replayed + 1 < number {
                     let Ok(Some(item)) = self.da.fetch(self.replayed + 1).await else { break };
-                    let body = item.batch.body.clone();
-                    let domain = self.state.domain().clone();
-                    let verified = tokio::task::spawn_blocking(move || bridge::tx::verify_all(&body, &domain))
-                        .await
-                        .map_err(|e| FollowError::Worker(e.to_string()))?;
-                    match self.take(item, verified).await? {
+                    match self.verify_and_take(item).await? {
                         Taken::Replayed => step.replayed += 1,
                         Taken::Alarm(alarm) => {
                             step.alarm = Some(alarm);
@@ -484,6 +479,17 @@ impl Follower {
         }
         self.publish_metrics();
         Ok(step)
+    }
+
+    /// Checks one batch's signatures off the async threads, then takes it: the one-at-a-time
+    /// paths (the pipelined `step` verifies the next batch while taking this one instead).
+    async fn verify_and_take(&mut self, item: FetchedBatch) -> Result<Taken, FollowError> {
+        let body = item.batch.body.clone();
+        let domain = self.state.domain().clone();
+        let verified = tokio::task::spawn_blocking(move || bridge::tx::verify_all(&body, &domain))
+            .await
+            .map_err(|e| FollowError::Worker(e.to_string()))?;
+        self.take(item, verified).await
     }
 
     /// Checks one fetched batch's deposits and replays it.

@@ -492,7 +492,7 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         failure = supervisor.failed() => {
             anyhow::bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")
         }
-        () = wait_for_signal() => {}
+        () = chains::task::shutdown_signal() => {}
     }
     // A clean stop (SIGTERM, Ctrl-C): the turn in flight ends (it holds the lock), then the state
     // after the last replayed batch is saved, so the next start replays nothing.
@@ -505,22 +505,6 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         }
     }
     Ok(())
-}
-
-/// SIGTERM (systemd, docker stop) or Ctrl-C.
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The follower loop as a supervised task: replays what is new each turn (and checks solvency

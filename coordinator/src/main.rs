@@ -120,7 +120,7 @@ async fn run(config: &Config) -> anyhow::Result<()> {
     // A dead background task stops the process (after the same orderly shutdown), so that it
     // never serves without, say, its deposit watcher; the exit status says it failed.
     let failure = tokio::select! {
-        () = wait_for_signal() => None,
+        () = chains::task::shutdown_signal() => None,
         failure = node.failed() => Some(failure),
     };
     tracing::info!("shutting down: sealing and publishing what is open");
@@ -129,21 +129,6 @@ async fn run(config: &Config) -> anyhow::Result<()> {
         Some(failure) => Err(anyhow::anyhow!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")),
         None => Ok(()),
     }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn keygen(config: &Config) -> anyhow::Result<()> {

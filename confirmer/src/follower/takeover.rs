@@ -54,12 +54,7 @@ impl Follower {
             return Ok(());
         }
         let locator = item.locator.clone();
-        let body = item.batch.body.clone();
-        let domain = self.state.domain().clone();
-        let verified = tokio::task::spawn_blocking(move || bridge::tx::verify_all(&body, &domain))
-            .await
-            .map_err(|e| FollowError::Worker(e.to_string()))?;
-        match self.take(item, verified).await? {
+        match self.verify_and_take(item).await? {
             Taken::Replayed => {
                 self.alarms.retain(|a| !(a.kind == AlarmKind::Censorship && a.number == next));
                 self.halted_at = self.alarms.iter().map(|a| a.number).min();
