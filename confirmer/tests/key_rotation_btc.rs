@@ -190,6 +190,14 @@ async fn the_vault_moves_to_the_new_key_and_every_satoshi_is_accounted_for() {
         .await
         .unwrap();
     let from_batch = accepted["from_batch"].as_u64().unwrap_or_else(|| panic!("{accepted}"));
+    // A transaction sent now may still land in batch from_batch − 1, where the old key is in
+    // force and would pay it at once. This test's subject is a withdrawal under the new key, so
+    // it waits until that batch is sealed and replayed.
+    until("the last batch under the old key", async || {
+        old.step().await;
+        (old.members[0].watchman.follower().state().head().next_number >= from_batch).then_some(())
+    })
+    .await;
 
     // Deposit addresses are the new key's from now on; alice's old address is still credited
     // during the grace. A withdrawal requested now waits for the sweep.
