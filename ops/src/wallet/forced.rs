@@ -29,7 +29,10 @@ pub struct ForceArgs {
     /// for when the coordinator refuses you or does not answer. Needs --arweave-wallet.
     #[arg(long, requires = "arweave_wallet")]
     pub force: bool,
-    /// The Arweave wallet (a JWK file) that pays for posting the forced transaction.
+    /// The Arweave wallet (a JWK file) that pays for posting the forced transaction. Without
+    /// --force it is the fallback: when the coordinator is unreachable, silent past 15 s, busy
+    /// (429) or failing (5xx), the same signed transaction goes to Arweave. A refusal with a
+    /// reason (nonce, overdraft, fee, signature) is reported and never posted.
     #[arg(long)]
     pub arweave_wallet: Option<PathBuf>,
     /// The Arweave gateway to post to (default: the devnet's).
@@ -149,7 +152,7 @@ pub async fn until_hard_final(
             }
             Err(failure) if failure.is_not_found() => {
                 if let Some(height) = confirmed_at
-                    && let Some(late) = overdue(gateway, confirmer, &network.rules, height).await?
+                    && let Some(late) = overdue(gateway, confirmer, &network.rules, height, arweave_id).await?
                 {
                     problem = Some(late);
                 }
@@ -168,14 +171,16 @@ pub async fn until_hard_final(
     }
 }
 
-/// Fails if the deadline for an entry confirmed at `height` has passed and a confirmer raised
-/// `censorship`; `Some(note)` if it has passed without one (the batches may be full of forced
-/// transactions, which lets the cursor lag: the note says so and the wait goes on).
+/// Fails if the deadline for the entry `arweave_id` confirmed at `height` has passed and a
+/// confirmer raised `censorship` (the alarm naming this entry if there is one); `Some(note)` if
+/// it has passed without one (the batches may be full of forced transactions, which lets the
+/// cursor lag: the note says so and the wait goes on).
 async fn overdue(
     gateway: &Gateway,
     confirmer: &Api,
     rules: &ForcedParams,
     height: u64,
+    arweave_id: &str,
 ) -> anyhow::Result<Option<String>> {
     let Ok(tip) = gateway.height().await else { return Ok(None) };
     // The entry is safe at `height + confirmations - 1`; a batch confirmed `deadline_blocks`
@@ -185,13 +190,16 @@ async fn overdue(
         return Ok(None);
     }
     let alarms: Vec<AlarmEntry> = confirmer.get("/alarms").await.unwrap_or_default();
-    match alarms.iter().map(|a| &a.alarm).find(|a| a.kind == "censorship") {
+    let censorship: Vec<&AlarmView> = alarms.iter().map(|a| &a.alarm).filter(|a| a.kind == "censorship").collect();
+    let mine = censorship.iter().find(|a| a.detail.contains(arweave_id));
+    match mine.or(censorship.first()) {
         Some(alarm) => bail!(
             "the coordinator missed the forced-inclusion deadline: Arweave is at {tip}, past {due}, and the \
-             transaction is in no batch. The confirmer raised alarm `censorship` at batch {}: {}. Payouts halt \
-             until a new coordinator takes over from the DA (`coordinator recover --from-da`); your transaction \
-             stays on Arweave and the new coordinator must include it.",
+             transaction (Arweave entry {arweave_id}) is in no batch. The confirmer raised alarm `censorship` at \
+             batch {}{}: {}. Payouts halt until a new coordinator takes over from the DA (`coordinator recover \
+             --from-da`); your transaction stays on Arweave and the new coordinator must include it.",
             alarm.number,
+            if mine.is_some() { ", which skipped this entry" } else { "" },
             alarm.detail
         ),
         None => Ok(Some(format!(

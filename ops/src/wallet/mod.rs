@@ -10,6 +10,7 @@ pub(crate) mod file;
 mod forced;
 mod l1;
 mod network;
+mod route;
 mod send;
 mod stages;
 

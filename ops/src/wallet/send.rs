@@ -1,12 +1,13 @@
-//! `transfer` and `withdraw`: check the arguments, sign the EIP-712 message with the wallet's
-//! key, post it, and follow it: to hard finality for a transfer, to payment on L1 for a
-//! withdrawal.
+//! `transfer` and `withdraw`: check the arguments, choose the route (the coordinator, or Arweave
+//! as a forced transaction: [`super::route`]), sign the EIP-712 message with the wallet's key,
+//! send it, and follow it: to hard finality for a transfer, to payment on L1 for a withdrawal.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bridge::recipient::Recipient;
 use bridge::{Address, Amount, AssetId, Chain, Transfer, UserTx, Withdraw};
+use chains::arweave::Gateway;
 use coordinator::api::request::TxRequest;
 use coordinator::api::views::Accepted;
 use serde_json::json;
@@ -15,6 +16,7 @@ use super::endpoints::{Api, EndpointArgs, Endpoints};
 use super::forced::{self, ForceArgs, ForcedNetwork};
 use super::l1::{BtcPayout, EthPayout, Seen};
 use super::network::{Network, parse_account, parse_amount, parse_asset};
+use super::route;
 use super::stages::{self, Tracker};
 use super::{Account, OutputArgs, WalletArgs, print_json};
 
@@ -100,51 +102,150 @@ enum Payout {
     Bitcoin(BtcPayout),
 }
 
+/// Where the transaction goes, decided before it is signed (see [`route`]).
+enum Route {
+    Coordinator { api: Api, network: Network },
+    Arweave(Box<Forced>),
+}
+
+/// A forced send's confirmer and the network's rules, from that confirmer.
+struct Forced {
+    confirmer: Api,
+    network: ForcedNetwork,
+}
+
+/// A transaction sent one way or the other, with the clock of its stages started.
+enum Sent {
+    Coordinator { api: Api, hash: String, tracker: Tracker },
+    Arweave { forced: Box<Forced>, hash: String, arweave_id: String, gateway: Gateway, tracker: Tracker },
+}
+
+impl Sent {
+    fn hash(&self) -> &str {
+        match self {
+            Sent::Coordinator { hash, .. } | Sent::Arweave { hash, .. } => hash,
+        }
+    }
+
+    fn tracker(&self) -> &Tracker {
+        match self {
+            Sent::Coordinator { tracker, .. } | Sent::Arweave { tracker, .. } => tracker,
+        }
+    }
+}
+
+impl Forced {
+    async fn fetch(endpoints: &Endpoints) -> anyhow::Result<Box<Self>> {
+        let url = endpoints.confirmer().context(
+            "a forced transaction needs a confirmer: the network's rules and the account's nonce come from it",
+        )?;
+        let confirmer = Api::confirmer(url, &endpoints.tls()?)?;
+        let network = ForcedNetwork::fetch(&confirmer).await?;
+        Ok(Box::new(Forced { confirmer, network }))
+    }
+}
+
+/// The coordinator when it answers; Arweave with `--force`, or when it is unavailable and the
+/// user gave an Arweave wallet.
+async fn choose_route(send: &SendArgs, endpoints: &Endpoints) -> anyhow::Result<Route> {
+    if !send.force.force {
+        let api = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+        match Network::fetch(&api).await {
+            Ok(network) => return Ok(Route::Coordinator { api, network }),
+            Err(error) => match route::unavailable(&error) {
+                Some(failure) if send.force.arweave_wallet.is_some() => {
+                    eprintln!("{failure}");
+                    eprintln!("the coordinator is unavailable: falling back to Arweave (a forced transaction)");
+                }
+                _ => return Err(error),
+            },
+        }
+    }
+    Ok(Route::Arweave(Forced::fetch(endpoints).await?))
+}
+
+impl Route {
+    /// The network to sign for and the nonce to sign (`given` wins).
+    async fn network_and_nonce(&self, address: Address, given: Option<u64>) -> anyhow::Result<(Network, u64)> {
+        match self {
+            Route::Coordinator { api, network } => Ok((network.clone(), nonce_of(api, address, given).await?)),
+            Route::Arweave(forced) => Ok((
+                Network::from_params(&forced.network.params),
+                ForcedNetwork::nonce(&forced.confirmer, address, given).await?,
+            )),
+        }
+    }
+
+    /// Sends `signed` its way. If `POST /tx` finds the coordinator unavailable and the user
+    /// gave an Arweave wallet, the same signed bytes go to Arweave as a forced transaction.
+    async fn send(
+        self,
+        args: &SendArgs,
+        endpoints: &Endpoints,
+        signed: &bridge::SignedUserTx,
+        domain: &bridge::eip712::Domain,
+    ) -> anyhow::Result<Sent> {
+        let forced = match self {
+            Route::Arweave(forced) => forced,
+            Route::Coordinator { api, .. } => match post(&api, signed, args).await {
+                Ok((hash, tracker)) => return Ok(Sent::Coordinator { api, hash, tracker }),
+                Err(error) => match route::unavailable(&error) {
+                    Some(failure) if args.force.arweave_wallet.is_some() => {
+                        eprintln!("{failure}");
+                        eprintln!(
+                            "the coordinator did not take it: falling back to Arweave (the same signed transaction)"
+                        );
+                        let forced = Forced::fetch(endpoints).await?;
+                        // Signed for the coordinator's domain: the confirmer's network must be that one.
+                        let theirs = bridge::eip712::Domain::new(&forced.network.params);
+                        if signed.tx.signing_hash(&theirs) != signed.tx.signing_hash(domain) {
+                            bail!(
+                                "the confirmer follows network {} whose signing domain is not the coordinator's: \
+                                 check --confirmer and --coordinator name the same network",
+                                forced.network.params.name
+                            );
+                        }
+                        forced
+                    }
+                    _ => return Err(error),
+                },
+            },
+        };
+        let (timeout, poll) = args.waits();
+        let (hash, arweave_id, gateway, tracker) =
+            forced::post(&args.force, endpoints, &forced.network, signed, timeout, poll).await?;
+        Ok(Sent::Arweave { forced, hash, arweave_id, gateway, tracker })
+    }
+}
+
 pub async fn transfer(args: TransferArgs) -> anyhow::Result<()> {
     let to = parse_account("to", &args.to)?;
     let endpoints = Endpoints::resolve(&args.send.endpoints);
     let draft = args.send.draft(&endpoints)?;
-    if args.send.force.force {
-        let confirmer = Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?;
-        let network = ForcedNetwork::fetch(&confirmer).await?;
-        let wallet = args.send.wallet.open()?;
-        let fee = fee_of(&Network::from_params(&network.params), &draft)?;
-        let nonce = ForcedNetwork::nonce(&confirmer, wallet.address(), args.send.nonce).await?;
-        let tx = UserTx::Transfer(Transfer {
-            from: wallet.address(),
-            to,
-            asset: draft.asset,
-            amount: draft.amount,
-            fee,
-            nonce,
-        });
-        let signed = wallet.sign(tx, &bridge::eip712::Domain::new(&network.params));
-        let (timeout, poll) = args.send.waits();
-        let (hash, id, gateway, mut tracker) =
-            forced::post(&args.send.force, &endpoints, &network, &signed, timeout, poll).await?;
-        let outcome = if args.send.no_wait {
-            Ok(())
-        } else {
-            forced::until_hard_final(&mut tracker, &gateway, &confirmer, &network, &id, &hash).await.map(|_| ())
-        };
-        return report(&args.send, &signed.tx, &hash, &tracker, outcome);
-    }
-    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
-    let confirmer =
-        if args.send.no_wait { None } else { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) };
+    let waiting = !args.send.no_wait;
+    // Every endpoint the wait will need, before anything is signed or sent.
+    let confirmer = if waiting { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) } else { None };
     let wallet = args.send.wallet.open()?;
-    let network = Network::fetch(&coordinator).await?;
+    let route = choose_route(&args.send, &endpoints).await?;
+    let (network, nonce) = route.network_and_nonce(wallet.address(), args.send.nonce).await?;
     let fee = fee_of(&network, &draft)?;
-    let nonce = nonce_of(&coordinator, wallet.address(), args.send.nonce).await?;
     let tx =
         UserTx::Transfer(Transfer { from: wallet.address(), to, asset: draft.asset, amount: draft.amount, fee, nonce });
-    let signed = wallet.sign(tx, &network.domain());
-    let (hash, mut tracker) = post(&coordinator, &signed, &args.send).await?;
-    let outcome = match &confirmer {
-        Some(confirmer) => follow_transfer(&mut tracker, &coordinator, confirmer, &hash).await,
-        None => Ok(()),
+    let domain = network.domain();
+    let signed = wallet.sign(tx, &domain);
+    let mut sent = route.send(&args.send, &endpoints, &signed, &domain).await?;
+    let outcome = match (&mut sent, &confirmer) {
+        (_, None) => Ok(()),
+        (Sent::Coordinator { api, hash, tracker }, Some(confirmer)) => {
+            follow_transfer(tracker, api, confirmer, hash).await
+        }
+        (Sent::Arweave { forced, hash, arweave_id, gateway, tracker }, Some(_)) => {
+            forced::until_hard_final(tracker, gateway, &forced.confirmer, &forced.network, arweave_id, hash)
+                .await
+                .map(|_| ())
+        }
     };
-    report(&args.send, &signed.tx, &hash, &tracker, outcome)
+    report(&args.send, &signed.tx, sent.hash(), sent.tracker(), outcome)
 }
 
 pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
@@ -156,35 +257,20 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
         (None, Chain::Ethereum) => None, // the wallet's own address, known once it is open
         (None, Chain::Bitcoin) => bail!("a Bitcoin withdrawal needs --recipient <Bitcoin address>"),
     };
-    let forcing = args.send.force.force;
     // Every endpoint the wait will need, before anything is signed or sent.
-    let confirmer =
-        if waiting || forcing { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) } else { None };
-    let coordinator = if forcing { None } else { Some(Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?) };
+    let confirmer = if waiting { Some(Api::confirmer(confirmer_url(&endpoints)?, &endpoints.tls()?)?) } else { None };
     let paid_on = "following the withdrawal until it is paid needs its chain's node (or pass --no-wait)";
     let chain = draft.asset.chain();
     let eth_rpc = if waiting && chain == Chain::Ethereum { Some(endpoints.eth_rpc().context(paid_on)?) } else { None };
     let btc_rpc = if waiting && chain == Chain::Bitcoin { Some(endpoints.btc_rpc().context(paid_on)?) } else { None };
     let wallet = args.send.wallet.open()?;
     let recipient_text = recipient_text.unwrap_or_else(|| wallet.address().to_string());
-    let forced_network = match (&confirmer, forcing) {
-        (Some(confirmer), true) => Some(ForcedNetwork::fetch(confirmer).await?),
-        _ => None,
-    };
-    let network = match (&coordinator, &forced_network) {
-        (_, Some(forced)) => Network::from_params(&forced.params),
-        (Some(coordinator), None) => Network::fetch(coordinator).await?,
-        (None, None) => bail!("neither a coordinator nor a confirmer to learn the network from"),
-    };
+    let route = choose_route(&args.send, &endpoints).await?;
+    let (network, nonce) = route.network_and_nonce(wallet.address(), args.send.nonce).await?;
     let fee = fee_of(&network, &draft)?;
     let recipient =
         Recipient::parse(&recipient_text, &draft.asset, draft.amount, network.btc_network, &network.eth_vault)
             .map_err(|e| anyhow!("--recipient {recipient_text}: {e}"))?;
-    let nonce = match (&coordinator, &confirmer) {
-        (Some(coordinator), _) => nonce_of(coordinator, wallet.address(), args.send.nonce).await?,
-        (None, Some(confirmer)) => ForcedNetwork::nonce(confirmer, wallet.address(), args.send.nonce).await?,
-        (None, None) => bail!("neither a coordinator nor a confirmer to learn the nonce from"),
-    };
     let tx = UserTx::Withdraw(Withdraw {
         from: wallet.address(),
         asset: draft.asset,
@@ -193,7 +279,8 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
         recipient: recipient_text,
         nonce,
     });
-    let signed = wallet.sign(tx, &network.domain());
+    let domain = network.domain();
+    let signed = wallet.sign(tx, &domain);
     // The chain's starting point is noted before sending, so nothing that follows is missed.
     let mut payout = match (&recipient, eth_rpc, btc_rpc) {
         (Recipient::Ethereum(to), Some(url), _) => {
@@ -209,30 +296,21 @@ pub async fn withdraw(args: WithdrawArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    if let (Some(forced_network), Some(confirmer)) = (&forced_network, &confirmer) {
-        let (timeout, poll) = args.send.waits();
-        let (hash, id, gateway, mut tracker) =
-            forced::post(&args.send.force, &endpoints, forced_network, &signed, timeout, poll).await?;
-        let outcome = match payout.as_mut() {
-            Some(payout) if waiting => {
-                match forced::until_hard_final(&mut tracker, &gateway, confirmer, forced_network, &id, &hash).await {
-                    Ok(batch) => until_paid(&mut tracker, batch, payout).await,
-                    Err(e) => Err(e),
-                }
+    let mut sent = route.send(&args.send, &endpoints, &signed, &domain).await?;
+    let outcome = match (&mut sent, &confirmer, payout.as_mut()) {
+        (Sent::Coordinator { api, hash, tracker }, Some(confirmer), Some(payout)) => {
+            follow_withdrawal(tracker, api, confirmer, hash, payout).await
+        }
+        (Sent::Arweave { forced, hash, arweave_id, gateway, tracker }, Some(_), Some(payout)) => {
+            match forced::until_hard_final(tracker, gateway, &forced.confirmer, &forced.network, arweave_id, hash).await
+            {
+                Ok(batch) => until_paid(tracker, batch, payout).await,
+                Err(e) => Err(e),
             }
-            _ => Ok(()),
-        };
-        return report(&args.send, &signed.tx, &hash, &tracker, outcome);
-    }
-    let coordinator = coordinator.context("a coordinator to post to")?;
-    let (hash, mut tracker) = post(&coordinator, &signed, &args.send).await?;
-    let outcome = match (&confirmer, payout.as_mut()) {
-        (Some(confirmer), Some(payout)) => {
-            follow_withdrawal(&mut tracker, &coordinator, confirmer, &hash, payout).await
         }
         _ => Ok(()),
     };
-    report(&args.send, &signed.tx, &hash, &tracker, outcome)
+    report(&args.send, &signed.tx, sent.hash(), sent.tracker(), outcome)
 }
 
 fn confirmer_url(endpoints: &Endpoints) -> anyhow::Result<String> {
