@@ -475,6 +475,10 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
             http,
             config,
             vault,
+            btc_rpc: match &source.bitcoin {
+                Some(b) => Some(chains::bitcoin::CoreRpc::with_tls(&b.url, &b.user, &b.password, &tls)?),
+                None => None,
+            },
         }));
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;

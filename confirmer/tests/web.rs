@@ -21,7 +21,14 @@ async fn get(base: &str, path: &str) -> (u16, Value) {
 }
 
 async fn serve(follower: Arc<RwLock<confirmer::follower::Follower>>, config: WebConfig) -> String {
-    let app = router(WebContext { follower, coordinator: None, http: reqwest::Client::new(), config, vault: None });
+    let app = router(WebContext {
+        follower,
+        coordinator: None,
+        http: reqwest::Client::new(),
+        config,
+        vault: None,
+        btc_rpc: None,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -437,7 +437,9 @@ async fn the_explorer_and_a_wallet_work_in_chromium_against_the_devnet() {
     screenshot(&page, "account-proofs.png").await;
 
     // A passkey account, on the origin the network allows.
-    passkey::create_deposit_transfer_withdraw(&page, &web, &eth_rpc, vault, &bob).await;
+    let params: bridge::NetworkParams =
+        serde_json::from_slice(&std::fs::read(devnet.dir.join("params.json")).unwrap()).unwrap();
+    passkey::create_deposit_transfer_withdraw(&page, &web, &eth_rpc, vault, &bob, &params).await;
 
     // Phone width: nothing wider than the screen.
     page.execute(SetDeviceMetricsOverrideParams::new(390, 844, 2.0, true)).await.unwrap();

@@ -13,7 +13,8 @@ use bridge::withdrawals::EthWithdrawal;
 use bridge::{Address, AssetId, BatchTx, Chain, SignedBatch, UserTx};
 use serde::{Deserialize, Serialize};
 
-use super::stages::{self, CoordinatorView, Facts, PayoutView, Stage};
+use super::btc_payout::{self, PlanSearch};
+use super::stages::{self, BtcPayoutView, CoordinatorView, Facts, L1Tx, PayoutView, Stage};
 use super::{WebContext, WebError};
 use crate::store::ReplayedBatch;
 
@@ -74,6 +75,9 @@ pub struct TxDetail {
     /// The transaction as replayed here, else as the coordinator reports it (null if neither).
     pub tx: Option<serde_json::Value>,
     pub stages: Vec<Stage>,
+    /// The L1 transaction paying a withdrawal, once this confirmer's node shows it (Ethereum:
+    /// the vault's payment; Bitcoin: an attempt carrying the group's signatures).
+    pub l1_tx: Option<L1Tx>,
     /// Why the coordinator's stages are missing, if they are.
     pub coordinator_error: Option<String>,
 }
@@ -185,14 +189,33 @@ fn eth_leaf(batch: &SignedBatch, position: usize, leaves: &[EthWithdrawal]) -> O
     same.then(|| leaf.clone())
 }
 
+/// The chain a withdrawal pays out on; `None` for anything else.
+fn withdrawal_chain(tx: &BatchTx) -> Option<Chain> {
+    match tx {
+        BatchTx::User(signed) => match &signed.tx {
+            UserTx::Withdraw(w) => Some(w.asset.chain()),
+            UserTx::Transfer(_) => None,
+        },
+        BatchTx::System(_) => None,
+    }
+}
+
+/// What a Bitcoin payout lookup needs from the replay, read under its lock.
+struct BtcLookup {
+    search: PlanSearch,
+    keys: Option<bridge::VaultKeys>,
+    network: bridge::BtcNetwork,
+}
+
 /// What the replay here knows of one transaction: its batch, finality, body entry, and (for a
-/// hard-final Ethereum withdrawal) its leaf.
+/// hard-final withdrawal) its Ethereum leaf or the Bitcoin plan paying it.
 struct Replayed {
     batch: u64,
     hard_final: bool,
     tx: Option<BatchTx>,
     leaf: Option<EthWithdrawal>,
-    eth_withdrawal: bool,
+    withdrawal: Option<Chain>,
+    btc: Option<BtcLookup>,
 }
 
 async fn replayed(context: &WebContext, hash: &[u8; 32]) -> Result<Option<Replayed>, WebError> {
@@ -200,18 +223,23 @@ async fn replayed(context: &WebContext, hash: &[u8; 32]) -> Result<Option<Replay
     let Some(batch) = follower.batch_of_tx(hash).await.map_err(WebError::internal)? else { return Ok(None) };
     let hard_final = follower.is_hard_final(batch);
     let Some(stored) = follower.store().replayed_batch(batch).await.map_err(WebError::internal)? else {
-        return Ok(Some(Replayed { batch, hard_final, tx: None, leaf: None, eth_withdrawal: false }));
+        return Ok(Some(Replayed { batch, hard_final, tx: None, leaf: None, withdrawal: None, btc: None }));
     };
     let params = follower.params();
     let ids = tx_ids(&stored.batch, &Domain::new(params), params.genesis_hash());
     let position = ids.iter().position(|id| id == hash);
     let tx = position.and_then(|p| stored.batch.body.get(p).cloned());
-    let eth_withdrawal = matches!(&tx, Some(BatchTx::User(s)) if matches!(&s.tx, UserTx::Withdraw(w) if w.asset.chain() == Chain::Ethereum));
+    let withdrawal = tx.as_ref().and_then(withdrawal_chain);
     let leaf = match (position, follower.final_settlement(batch)) {
         (Some(p), Some(settlement)) => eth_leaf(&stored.batch, p, settlement.eth.withdrawals()),
         _ => None,
     };
-    Ok(Some(Replayed { batch, hard_final, tx, leaf, eth_withdrawal }))
+    let btc = (withdrawal == Some(Chain::Bitcoin) && hard_final).then(|| BtcLookup {
+        search: btc_payout::find_plan(hash, batch, follower.status().hard_final, |n| follower.final_settlement(n)),
+        keys: bridge::rotation::vault_keys(follower.state()),
+        network: params.btc_network,
+    });
+    Ok(Some(Replayed { batch, hard_final, tx, leaf, withdrawal, btc }))
 }
 
 /// `GET /web/v1/tx/{hash}`: the transaction and each of its stages with who vouches for it.
@@ -258,44 +286,79 @@ pub async fn get_tx(
         ));
     }
     let payout = match &ours {
-        Some(r) if r.eth_withdrawal && r.hard_final => match (&r.leaf, &context.config.eth_rpc, &context.vault) {
-            (_, None, _) | (_, _, None) => PayoutView::NoNode,
-            (None, Some(_), Some(_)) => PayoutView::Unknown("its leaf is not in this confirmer's settlement".into()),
-            (Some(leaf), Some(rpc), Some(reader)) => {
-                let vault = context.follower.read().await.params().eth_vault;
-                let read = super::payout::leaf(reader, &context.http, rpc, vault, leaf.batch, leaf.index, leaf.token);
-                match read.await {
-                    Ok(on_chain) => {
-                        PayoutView::Seen { index: leaf.index, root: on_chain.root, paid_in: on_chain.paid_in }
-                    }
-                    Err(why) => PayoutView::Unknown(why),
-                }
-            }
+        Some(r) => match r.withdrawal {
+            Some(Chain::Ethereum) if r.hard_final => eth_payout(&context, r).await,
+            Some(Chain::Ethereum) => PayoutView::Seen { index: 0, root: None, paid: None },
+            Some(Chain::Bitcoin) => btc_payout_view(&context, r).await,
+            None => PayoutView::NotApplicable,
         },
-        Some(r) if r.eth_withdrawal => PayoutView::Seen { index: 0, root: None, paid_in: None },
-        Some(_) => PayoutView::NotApplicable,
-        None => match &coordinator_tx {
-            Some(tx) if is_eth_withdrawal(tx) => PayoutView::Seen { index: 0, root: None, paid_in: None },
-            _ => PayoutView::NotApplicable,
+        None => match coordinator_tx.as_ref().and_then(withdrawal_chain_claimed) {
+            Some(Chain::Ethereum) => PayoutView::Seen { index: 0, root: None, paid: None },
+            Some(Chain::Bitcoin) => PayoutView::Bitcoin(BtcPayoutView::NotFinal),
+            None => PayoutView::NotApplicable,
         },
     };
     let facts = Facts { coordinator, replayed_in: ours.as_ref().map(|r| (r.batch, r.hard_final)), payout };
     let stages = stages::decide(&facts);
+    let l1_tx = stages::l1_tx(&facts);
     let batch = ours.as_ref().map(|r| r.batch).or(facts.coordinator.as_ref().and_then(|c| c.batch));
     let tx = match ours.and_then(|r| r.tx) {
         Some(tx) => serde_json::to_value(tx).ok(),
         None => coordinator_tx,
     };
-    Ok(Json(TxDetail { hash: hex, batch, tx, stages, coordinator_error }))
+    Ok(Json(TxDetail { hash: hex, batch, tx, stages, l1_tx, coordinator_error }))
 }
 
-/// A coordinator's `tx` JSON (a `BatchTx`) that withdraws an `eth:` asset.
-fn is_eth_withdrawal(tx: &serde_json::Value) -> bool {
-    tx["tx"]["type"] == "withdraw"
-        && tx["tx"]["asset"]
-            .as_str()
-            .and_then(|a| a.parse::<AssetId>().ok())
-            .is_some_and(|a| a.chain() == Chain::Ethereum)
+/// A hard-final Ethereum withdrawal's leaf as the vault on this confirmer's node shows it.
+async fn eth_payout(context: &WebContext, r: &Replayed) -> PayoutView {
+    match (&r.leaf, &context.config.eth_rpc, &context.vault) {
+        (_, None, _) | (_, _, None) => PayoutView::NoNode(Chain::Ethereum),
+        (None, Some(_), Some(_)) => {
+            PayoutView::Unknown(Chain::Ethereum, "its leaf is not in this confirmer's settlement".into())
+        }
+        (Some(leaf), Some(rpc), Some(reader)) => {
+            let vault = context.follower.read().await.params().eth_vault;
+            let read = super::payout::leaf(reader, &context.http, rpc, vault, leaf.batch, leaf.index, leaf.token);
+            match read.await {
+                Ok(on_chain) => PayoutView::Seen { index: leaf.index, root: on_chain.root, paid: on_chain.paid },
+                Err(why) => PayoutView::Unknown(Chain::Ethereum, why),
+            }
+        }
+    }
+}
+
+/// A Bitcoin withdrawal's payout: the plan paying it in the hard-final replay here, and what
+/// this confirmer's Bitcoin node holds of that plan's attempts.
+async fn btc_payout_view(context: &WebContext, r: &Replayed) -> PayoutView {
+    let Some(lookup) = &r.btc else { return PayoutView::Bitcoin(BtcPayoutView::NotFinal) };
+    let (plan_batch, plan) = match &lookup.search {
+        PlanSearch::NotPlanned { from, searched_to } => {
+            return PayoutView::Bitcoin(BtcPayoutView::NotPlanned { from: *from, searched_to: *searched_to });
+        }
+        PlanSearch::Found { batch, plan } => (*batch, plan),
+    };
+    let Some(rpc) = &context.btc_rpc else { return PayoutView::NoNode(Chain::Bitcoin) };
+    let Some(keys) = &lookup.keys else {
+        return PayoutView::Unknown(Chain::Bitcoin, "this network has no Bitcoin vault".into());
+    };
+    let on_node = btc_payout::attempt_on_node(rpc, keys, lookup.network, plan);
+    let Ok(answer) = tokio::time::timeout(btc_payout::NODE_LOOKUP_TIMEOUT, on_node).await else {
+        let why = format!("no answer within {} s", btc_payout::NODE_LOOKUP_TIMEOUT.as_secs());
+        return PayoutView::Unknown(Chain::Bitcoin, why);
+    };
+    match answer {
+        Ok(None) => PayoutView::Bitcoin(BtcPayoutView::Planned { plan: plan.id, plan_batch }),
+        Ok(Some(attempt)) => PayoutView::Bitcoin(BtcPayoutView::OnNode { plan: plan.id, plan_batch, attempt }),
+        Err(error) => PayoutView::Unknown(Chain::Bitcoin, error.to_string()),
+    }
+}
+
+/// The chain a coordinator's `tx` JSON (a `BatchTx`) withdraws on, if it is a withdrawal.
+fn withdrawal_chain_claimed(tx: &serde_json::Value) -> Option<Chain> {
+    if tx["tx"]["type"] != "withdraw" {
+        return None;
+    }
+    tx["tx"]["asset"].as_str().and_then(|a| a.parse::<AssetId>().ok()).map(|a| a.chain())
 }
 
 pub(super) fn hex32(bytes: &[u8]) -> String {

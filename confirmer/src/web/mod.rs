@@ -4,9 +4,11 @@
 //! and the Content-Security-Policy says so to the browser.
 //!
 //! What the page shows comes from this confirmer's own replay (`explorer`), from the vault on
-//! its own Ethereum node (`payout`), and, marked as claims, from the coordinator (`relay`),
-//! which also takes the signed transactions the page sends.
+//! its own Ethereum node (`payout`), from its own Bitcoin node with the group's signatures
+//! checked against the replay's payout plan (`btc_payout`), and, marked as claims, from the
+//! coordinator (`relay`), which also takes the signed transactions the page sends.
 
+pub mod btc_payout;
 pub mod explorer;
 pub mod payout;
 pub mod relay;
@@ -71,6 +73,8 @@ pub struct WebContext {
     pub config: WebConfig,
     /// The vault on `config.eth_rpc`'s node, read through its bindings (payout stages).
     pub vault: Option<chains::ethereum::VaultReader>,
+    /// The Bitcoin node deposits are checked against: where Bitcoin payouts are looked up.
+    pub btc_rpc: Option<chains::bitcoin::CoreRpc>,
 }
 
 impl std::fmt::Debug for WebContext {

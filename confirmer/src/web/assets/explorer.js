@@ -64,6 +64,12 @@ export async function batch(view, number) {
         el("td", {}, txSummary(t))))))));
 }
 
+/** The L1 transaction paying a withdrawal, as this confirmer's own node shows it. */
+function l1Text(tx) {
+  const depth = tx.confirmations === 0 ? "in the mempool" : `${tx.confirmations} confirmation${tx.confirmations === 1 ? "" : "s"}`;
+  return el("span", {}, `${tx.chain} `, el("span", { class: "mono" }, tx.hash), ` (${depth})`);
+}
+
 /** Renders a transaction and keeps its stages live until the last one is reached. */
 export async function tx(view, hash, isCurrent) {
   let polls = 0;
@@ -86,6 +92,7 @@ export async function tx(view, hash, isCurrent) {
         m && m.to ? [el("dt", {}, "To"), el("dd", {}, el("a", { href: `#/account/${m.to}`, class: "mono" }, m.to))] : null,
         m && m.recipient ? [el("dt", {}, "Recipient on L1"), el("dd", { class: "mono" }, m.recipient)] : null,
         m && m.amount ? [el("dt", {}, "Amount"), el("dd", {}, `${m.amount} ${m.asset} (fee ${m.fee})`)] : null,
+        detail.l1_tx ? [el("dt", {}, "Paid on L1 in"), el("dd", { "data-testid": "l1-tx" }, l1Text(detail.l1_tx))] : null,
         detail.coordinator_error ? [el("dt", {}, "Coordinator"), el("dd", {}, detail.coordinator_error)] : null),
       el("h3", {}, "Stages"),
       stageList(detail.stages),
