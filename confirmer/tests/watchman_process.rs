@@ -136,7 +136,9 @@ pay = {pay}
         .unwrap();
     let saved = store.snapshots().numbers().await.unwrap();
     let &newest = saved.first().unwrap_or_else(|| panic!("no final snapshot: {}", logs(dir)));
-    assert!(newest >= 2, "the deposit's and the withdrawal's batches were replayed: {saved:?}");
+    // The deposit and the withdrawal may share batch 1 when the withdrawal is sent before the
+    // deposit's batch is sealed; either way that batch is replayed and saved.
+    assert!(newest >= 1, "the deposit's and the withdrawal's batches were replayed: {saved:?}");
     assert!(store.replayed_after(newest, 1).await.unwrap().is_empty(), "the snapshot is of the last replayed batch");
     drop(store);
     processes.0[1] = start(&home, "watchman-restarted.log", bridge.node.password());

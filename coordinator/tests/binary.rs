@@ -285,6 +285,12 @@ async fn sigterm_saves_a_final_snapshot_and_the_restart_replays_nothing() {
             (account(&base, wallet(2).address()).await.1 == ONE_ETH).then_some(())
         })
         .await;
+        // A credited deposit may still sit in the open batch; the transfers go in a later one,
+        // so the restart below has more than one batch it could replay.
+        eventually(120, "the deposits' batch published", || async {
+            (gauge(&base, "bridge_coordinator_published_batch").await >= Some(1.0)).then_some(())
+        })
+        .await;
         let http = reqwest::Client::new();
         for nonce in 0..3 {
             let response = http
