@@ -448,12 +448,15 @@ async fn a_censoring_coordinator_raises_censorship_and_a_takeover_includes_the_s
 /// The entries of `listings`, asked for again while the gateway lists one it does not serve yet
 /// (as the coordinator's task does turn after turn): never skipped, never malformed for it.
 async fn fetch_when_served(gateway: &chains::arweave::Gateway, listings: &[ForcedListing]) -> Vec<ForcedEntry> {
-    for _ in 0..30 {
+    // arlocal on a loaded machine can list an entry seconds before it serves it: up to a
+    // minute, 300 ms apart.
+    for _ in 0..200 {
         match gateway.fetch_forced_all(listings).await {
             Ok(entries) => return entries,
             Err(error @ chains::arweave::GatewayError::NotServedYet { .. }) => eprintln!("{error}"),
             Err(error) => panic!("{error}"),
         }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     panic!("the gateway never served what it listed");
 }
