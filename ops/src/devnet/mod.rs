@@ -6,6 +6,7 @@
 
 mod bench;
 mod blocks;
+mod operator;
 mod ports;
 mod process;
 mod restart;
