@@ -129,6 +129,9 @@ impl PayoutKeeper {
                     .filter(|u| !bridge::rotation::is_current_at(state, batch, &u.owner))
                     .count();
                 metrics::gauge!("bridge_btc_old_key_outputs").set(old as f64);
+                // The batch that count is for, set after it: a reader that sees this batch sees
+                // that batch's count (`bridgectl devnet rotate` waits on the pair).
+                metrics::gauge!("bridge_btc_old_key_outputs_batch").set(batch as f64);
                 (state.btc_queue().count(), plans, state.vault_utxos().count(), consolidating, keys, unswept)
             })
             .await?;

@@ -1,13 +1,16 @@
 //! `bridgectl devnet up | down | status`: the whole bridge on loopback for trying it and for the
 //! end-to-end tests. `up` writes everything (configurations, keys, logs, databases) under one
 //! directory (`./devnet` by default) and records what it started in `devnet.json`; `down`
-//! stops exactly those processes.
+//! stops exactly those processes. `rotate` changes the signer set as operators would, and
+//! `retire` stops the old group once its key is empty.
 
 mod bench;
 mod blocks;
+mod operator;
 mod ports;
 mod process;
 mod restart;
+mod rotate;
 pub mod state;
 mod up;
 mod watchmen;
@@ -72,6 +75,19 @@ pub enum DevnetCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Change the signer set as its operators would (docs/OPERATIONS.md, "Rotating the signer
+    /// set"): a key ceremony among the new group, the ledger's KeyRotation and the vault's
+    /// proposeKey approved by the old operators, the new watchmen started, the Bitcoin sweep
+    /// waited for, acceptKey approved by the new operators; with --retire, the old watchmen
+    /// stopped once the deposit grace is over.
+    Rotate(rotate::RotateArgs),
+    /// Stop the old group's watchmen once the newest key's deposit grace is over and nothing is
+    /// left under an old key (the last step of `rotate --retire`).
+    Retire {
+        /// How long to wait for the grace to end (batches are made only while transactions arrive).
+        #[arg(long, default_value_t = 600)]
+        grace_timeout_secs: u64,
+    },
     /// The devnet's block producer (`up` runs it).
     #[command(hide = true)]
     Blocks {
@@ -120,6 +136,13 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             println!("{txid}");
             Ok(())
         }
+        DevnetCommand::Rotate(rotate_args) => rotate::rotate(&args.dir, &rotate_args).await,
+        DevnetCommand::Retire { grace_timeout_secs } => {
+            let mut state = DevnetState::load(&args.dir)?;
+            let done = rotate::retire(&mut state, Duration::from_secs(grace_timeout_secs)).await?;
+            eprintln!("{done}");
+            Ok(())
+        }
         DevnetCommand::Bench { rounds } => bench::bench(&DevnetState::load(&args.dir)?, rounds).await,
         DevnetCommand::Blocks { btc_block_secs } => {
             let state = DevnetState::load(&args.dir)?;
@@ -153,7 +176,8 @@ fn print_started(state: &DevnetState) {
     );
     println!("  bitcoin       {}   (regtest; user {}, password in devnet.json)", e.btc_rpc, e.btc_rpc_user);
     for (i, watchman) in e.watchmen.iter().enumerate() {
-        println!("  watchman-{i}    {watchman}   (/health, /metrics)");
+        let admin = state.groups.last().and_then(|g| g.members.get(i)).map(|m| m.admin.as_str()).unwrap_or("");
+        println!("  watchman-{i}    {watchman}   (/health, /metrics; admin {admin})");
     }
     println!("  logs          {}", state.dir.join("logs").display());
     println!();

@@ -31,6 +31,14 @@ pub struct DevnetState {
     /// long for its range's root.
     #[serde(default)]
     pub settlement_window_s: u64,
+    /// The watchmen's groups: the one `up` made, then one more per `devnet rotate`, oldest first.
+    /// A devnet from before rotations has none (and cannot be rotated).
+    #[serde(default)]
+    pub groups: Vec<WatchmanGroup>,
+    /// Set while `devnet rotate` runs: what it was doing. A rotation that failed leaves it, and
+    /// the next one refuses to start on a half-rotated devnet.
+    #[serde(default)]
+    pub rotating: Option<String>,
 }
 
 impl std::fmt::Debug for DevnetState {
@@ -43,6 +51,8 @@ impl std::fmt::Debug for DevnetState {
             .field("wallet_passphrase", &"<redacted>")
             .field("batch_ms", &self.batch_ms)
             .field("btc_block_secs", &self.btc_block_secs)
+            .field("groups", &self.groups)
+            .field("rotating", &self.rotating)
             .finish()
     }
 }
@@ -62,7 +72,8 @@ pub struct Endpoints {
     pub btc_rpc: String,
     pub btc_rpc_user: String,
     pub btc_rpc_password: String,
-    /// Every watchman's `/health` and `/metrics` base URL.
+    /// The current group's watchmen's `/health` and `/metrics` base URLs (after `devnet
+    /// rotate`, the new group's; every group is in `DevnetState::groups`).
     pub watchmen: Vec<String>,
 }
 
@@ -159,6 +170,51 @@ impl Launch {
     }
 }
 
+/// One group of watchmen: a key ceremony's members, the key they made, their processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchmanGroup {
+    /// The vault's key epoch this group signs for (0: the group `up` made).
+    pub epoch: u64,
+    pub threshold: u16,
+    /// The group's directory: its watchmen file, passphrase and each member's home.
+    pub dir: PathBuf,
+    /// `x(P)`, hex: the internal key (the ledger's and the Bitcoin vault's).
+    pub internal_key: String,
+    /// `x(Q)`, hex: the output key (what the Ethereum vault holds as `groupKey`).
+    pub output_key: String,
+    /// The first batch under this group's key (0 for the genesis group).
+    pub from_batch: u64,
+    pub members: Vec<GroupMember>,
+    /// Its watchmen were stopped after the deposit grace (`devnet retire`).
+    #[serde(default)]
+    pub retired: bool,
+}
+
+/// One watchman of a group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// The operator's number: it stays with the operator from group to group (`watchman-3` is
+    /// operator 3; `devnet rotate --leave 3`).
+    pub operator: u16,
+    /// Its process's name among the parts.
+    pub part: String,
+    /// Its home directory (identity, share, configuration, admin token).
+    pub home: PathBuf,
+    /// `/health`, `/metrics`, `/approvals`.
+    pub url: String,
+    /// The operator's admin endpoint; its token is `admin.token` in the home.
+    pub admin: String,
+    /// Whether it sends transactions to the vault (it holds a sender key): a proposal is made
+    /// through such a watchman.
+    pub sends: bool,
+}
+
+impl GroupMember {
+    pub fn token_file(&self) -> PathBuf {
+        self.home.join("admin.token")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DemoWallet {
     pub name: String,
@@ -224,6 +280,8 @@ mod tests {
             batch_ms: 0,
             btc_block_secs: 0,
             settlement_window_s: 0,
+            groups: vec![],
+            rotating: None,
         };
         let shown = format!("{state:?}");
         for secret in ["rpc-secret-1", "rpc-secret-2", "passphrase-secret-3"] {

@@ -15,8 +15,8 @@ use contracts::{TestToken, Vault};
 use super::blocks::Faucet;
 use super::ports::Ports;
 use super::process::{self, binaries, http_ok, spawn, wait_ready};
-use super::state::{DemoWallet, DevnetState, Endpoints, Part, STATE_FILE};
-use super::watchmen::{self, Ceremony};
+use super::state::{DemoWallet, DevnetState, Endpoints, Part, STATE_FILE, WatchmanGroup};
+use super::watchmen::{self, Ceremony, Seat};
 
 /// How long any one part may take to answer after it starts.
 const READY: Duration = Duration::from_secs(60);
@@ -27,9 +27,9 @@ const DEPLOYER_KEY: &str = contracts::ANVIL_KEY_0;
 /// Anvil's second default account: the vault's guardian, which watchmen use to pause it.
 const GUARDIAN_KEY: &str = contracts::ANVIL_KEY_1;
 /// Ethereum blocks a deposit needs on the devnet (anvil makes one a second).
-const ETH_DEPTH: u64 = 2;
+pub(super) const ETH_DEPTH: u64 = 2;
 /// Bitcoin confirmations a deposit or payout needs on the devnet.
-const BTC_DEPTH: u64 = 1;
+pub(super) const BTC_DEPTH: u64 = 1;
 /// The BTC withdrawal minimum fee: one P2TR output (43 vB) at the devnet's highest fee rate.
 const BTC_MIN_FEE_SAT: u64 = 43 * BTC_MAX_FEE_RATE;
 const BTC_MAX_FEE_RATE: u64 = 50;
@@ -56,23 +56,31 @@ pub struct UpArgs {
     /// `[ethereum.settlement] window_s`): one root per window, its gas shared by its leaves.
     #[arg(long, default_value_t = 30)]
     pub settlement_window_s: u64,
+    /// Batches after a key rotation during which deposits to the old key's addresses are still
+    /// credited (and swept): `[network.rotation] old_key_grace_batches`, fixed at genesis.
+    /// Small on the devnet, so `devnet rotate --retire` can stop the old watchmen soon.
+    #[arg(long, default_value_t = 60)]
+    pub old_key_grace_batches: u64,
 }
 
 /// Prints one step and how long it took.
-struct Steps {
-    total: usize,
-    done: usize,
-    started: Instant,
+pub(super) struct Steps {
+    pub total: usize,
+    pub done: usize,
+    pub started: Instant,
+    /// The step under way, for an error that names it.
+    pub current: String,
 }
 
 impl Steps {
-    fn begin(&mut self, what: &str) -> Instant {
+    pub fn begin(&mut self, what: &str) -> Instant {
         self.done += 1;
+        self.current = what.to_owned();
         eprint!("[{}/{}] {what}… ", self.done, self.total);
         Instant::now()
     }
 
-    fn end(&self, since: Instant, detail: &str) {
+    pub fn end(&self, since: Instant, detail: &str) {
         eprintln!("{detail} ({:.1} s)", since.elapsed().as_secs_f64());
     }
 }
@@ -86,7 +94,7 @@ pub async fn up(dir: &Path, args: &UpArgs) -> anyhow::Result<DevnetState> {
         args.watchmen
     );
     let dir = prepare_dir(dir)?;
-    let mut steps = Steps { total: 11, done: 0, started: Instant::now() };
+    let mut steps = Steps { total: 11, done: 0, started: Instant::now(), current: String::new() };
     let mut state = DevnetState {
         dir: dir.clone(),
         endpoints: Endpoints::default(),
@@ -96,6 +104,8 @@ pub async fn up(dir: &Path, args: &UpArgs) -> anyhow::Result<DevnetState> {
         batch_ms: args.batch_ms,
         btc_block_secs: args.btc_block_secs,
         settlement_window_s: args.settlement_window_s,
+        groups: Vec::new(),
+        rotating: None,
     };
     match start(&mut state, args, &mut steps).await {
         Ok(()) => {
@@ -204,7 +214,15 @@ async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> any
 
     // The watchmen's key ceremony, as operators run it.
     let t = steps.begin(&format!("watchmen key ceremony ({}-of-{} FROST DKG)", args.threshold, args.watchmen));
-    let ceremony = watchmen::ceremony(&bin.join("bridgectl"), &dir.join("watchmen"), args, &ports).await?;
+    let operators: Vec<u16> = (0..args.watchmen).collect();
+    let ceremony = watchmen::ceremony(
+        &bin.join("bridgectl"),
+        &dir.join("watchmen"),
+        args.threshold,
+        &operators,
+        &ports.watchmen.mesh,
+    )
+    .await?;
     // Named as in `tss::GroupKey`: the internal key `P` is what the network's params call the
     // group key; the output key `Q` is what Bitcoin pays to and the Ethereum vault checks.
     steps.end(
@@ -285,20 +303,23 @@ async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> any
 
     // The watchmen.
     let t = steps.begin(&format!("{} watchmen", args.watchmen));
+    let mut group = WatchmanGroup {
+        epoch: 0,
+        threshold: args.threshold,
+        dir: dir.join("watchmen"),
+        internal_key: hex::encode(ceremony.group.internal_key),
+        output_key: hex::encode(ceremony.group.output_key),
+        from_batch: 0,
+        members: Vec::new(),
+        retired: false,
+    };
     for (i, home) in ceremony.homes.iter().enumerate() {
-        let config = watchmen::config(home, i, state, &owner, ETH_DEPTH, BTC_DEPTH, ports.watchmen[i])?;
-        let mut watchman = Command::new(bin.join("watchman"));
-        watchman
-            .arg("--config")
-            .arg(&config)
-            .env("WATCHMAN_BTC_RPC_PASSWORD", &btc_password)
-            .env_remove("WATCHMAN_PASSPHRASE")
-            .env_remove("DATABASE_URL");
-        let health = format!("http://127.0.0.1:{}", ports.watchmen[i]);
-        let log = logs.join(format!("watchman-{i}.log"));
-        record(state, spawn(&format!("watchman-{i}"), watchman, &log, Some(format!("{health}/health")))?)?;
-        state.endpoints.watchmen.push(health);
+        let seat = Seat { index: i, epoch: 0, listen: ports.watchmen.metrics[i], admin: ports.watchmen.admin[i] };
+        let member = watchmen::start(state, home, &seat, operators[i], &format!("watchman-{i}"), &owner)?;
+        state.endpoints.watchmen.push(member.url.clone());
+        group.members.push(member);
     }
+    state.groups.push(group);
     for part in state.parts.clone().iter().filter(|p| p.name.starts_with("watchman-")) {
         let health = part.health.clone().unwrap_or_default();
         wait_ready(part, READY, || http_ok(&http, &health)).await?;
@@ -322,7 +343,7 @@ async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> any
 }
 
 /// Records a started part in the state file at once (so a crash leaves it findable).
-fn record(state: &mut DevnetState, part: Part) -> anyhow::Result<Part> {
+pub(super) fn record(state: &mut DevnetState, part: Part) -> anyhow::Result<Part> {
     state.parts.push(part.clone());
     state.save()?;
     Ok(part)
@@ -385,6 +406,11 @@ rp_id = "localhost"
 allowed_origins = ["http://localhost:{confirmer}"]
 require_user_verification = false
 
+# After a key rotation (`bridgectl devnet rotate`): batches during which deposits to the old
+# key's addresses are still credited and swept.
+[network.rotation]
+old_key_grace_batches = {grace}
+
 [coordinator]
 create_key = false
 database_url = "sqlite://{dir}/ledger.db"
@@ -425,6 +451,7 @@ payout_window_ms = {payout_window_ms}
         btc_fee = BTC_MIN_FEE_SAT,
         internal = hex::encode(ceremony.group.internal_key),
         max_rate = BTC_MAX_FEE_RATE,
+        grace = args.old_key_grace_batches,
         confirmer = ports.confirmer,
         api = ports.coordinator,
         batch_ms = args.batch_ms,
