@@ -588,6 +588,12 @@ pub struct Submitter {
     fee_bumps: Arc<AtomicU64>,
     /// The fee per gas (wei) of the pending block when last read, shared by clones.
     fee_per_gas: Arc<AtomicU64>,
+    /// Held for a whole send, from reading the nonce until the transaction is mined or given
+    /// up, and shared by clones: one account has one nonce sequence, so two sends from it
+    /// (a watchman's settlement and its operator's admin call) must not read the same nonce
+    /// and replace each other. A waiting send waits at most one send's bound:
+    /// `confirm_timeout × (max_bumps + 1)`.
+    sending: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Submitter {
@@ -608,6 +614,7 @@ impl Submitter {
             fees: FeePolicy::default(),
             fee_bumps: Arc::new(AtomicU64::new(0)),
             fee_per_gas: Arc::new(AtomicU64::new(0)),
+            sending: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -815,8 +822,10 @@ impl Submitter {
     }
 
     /// Sends a call to the vault, managing the nonce and bumping the fee while it is not mined.
+    /// One send at a time per submitter and its clones (see `sending`).
     pub(crate) async fn send(&self, input: Vec<u8>) -> Result<TransactionReceipt, SubmitError> {
         let call = call_name(&input);
+        let _one_at_a_time = self.sending.lock().await;
         let sent = self.send_once(input).await;
         if let Err(SubmitError::RevertedOnChain(why)) = &sent {
             // Mined and reverted: its gas is spent for nothing (another submitter's transaction

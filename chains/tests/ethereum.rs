@@ -502,3 +502,68 @@ async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credite
     let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(1));
     assert_eq!(verifier.check(&first[0]).await.unwrap(), DepositCheck::Confirmed);
 }
+
+/// One account, one nonce sequence: clones of a submitter (a watchman's settlement and its
+/// admin API share one) take turns, so a second send neither reuses the pending one's nonce nor
+/// replaces it. Without the shared lock the second send read the same nonce and one of the two
+/// failed with "nonce … was used by another transaction".
+#[tokio::test]
+async fn clones_of_one_submitter_take_turns_on_the_accounts_nonce() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    let tree_of = |batch: u64, recipient: u8, amount: u128| {
+        EthWithdrawalTree::new(vec![EthWithdrawal {
+            batch,
+            index: 0,
+            token: bridge::Address::ZERO,
+            recipient: bridge::Address([recipient; 20]),
+            amount: Amount(amount),
+        }])
+    };
+    let signed = |range: u64, batch: u64, root: [u8; 32]| {
+        let message = withdrawals_message(&setup.domain(0), range, batch, root);
+        let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+        EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap()
+    };
+    let (first, second) = (tree_of(1, 0x62, 42), tree_of(2, 0x63, 7));
+    let mut submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    submitter.confirm_timeout = Duration::from_secs(30);
+    submitter.submit_range(1, 1, first.root(), &signed(1, 1, first.root())).await.unwrap();
+
+    // Blocks come only when the test mines them: the first send stays pending while the
+    // second one starts.
+    let _: serde_json::Value = setup.provider.raw_request("evm_setAutomine".into(), (false,)).await.unwrap();
+    let settling = tokio::spawn({
+        let submitter = submitter.clone();
+        let sig = signed(2, 2, second.root());
+        async move { submitter.submit_range(2, 2, second.root(), &sig).await }
+    });
+    let from = setup.deployer;
+    for _ in 0..300 {
+        let pending = setup.provider.get_transaction_count(from).pending().await.unwrap();
+        if pending > setup.provider.get_transaction_count(from).latest().await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let paying = tokio::spawn({
+        let submitter = submitter.clone();
+        async move { submitter.pay(0, &first).await }
+    });
+    // Time for the second send to go out if it did not wait its turn.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..300 {
+        if settling.is_finished() && paying.is_finished() {
+            break;
+        }
+        mine(&setup, 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let range = settling.await.unwrap().unwrap();
+    assert!(range.is_some(), "range 2 submitted");
+    let payment = paying.await.unwrap().unwrap();
+    assert_eq!((payment.receipts.len(), payment.failed.len()), (1, 0));
+    assert_eq!(setup.balance(Address::repeat_byte(0x62)).await.unwrap(), U256::from(42));
+    let held = submitter.range(1).await.unwrap().unwrap();
+    assert_eq!((held.first, held.last), (2, 2));
+}

@@ -167,6 +167,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let book = SettlementBook::default();
     let mut eth_domain = None;
     let mut eth_settlement = None;
+    // The sender account's one submitter: settlement and the admin API send through clones
+    // of it, so their transactions take turns on the account's nonce.
+    let mut eth_sender = None;
     let mut guardian = None;
     if let Some(eth) = &config.ethereum {
         let chain_id = chains::ethereum::chain_id(&eth.rpc, &tls).await.map_err(anyhow::Error::msg)?;
@@ -178,6 +181,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let submitter =
                 Submitter::connect(&eth.rpc, &tls, &key, params.eth_vault).map_err(anyhow::Error::msg)?.with_fees(fees);
             let turns = eth.settlement.turns().map_err(anyhow::Error::msg)?;
+            eth_sender = Some(submitter.clone());
             eth_settlement = Some(
                 EthSettlement::new(book.clone(), domain, submitter)
                     .with_limits(eth.settlement.limits())
@@ -246,21 +250,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let (Some(section), Some(approvals), Some(domain), Some(eth)) =
         (&config.admin, approvals, eth_domain, &config.ethereum)
     {
-        let sender = match &eth.sender_key_file {
-            Some(file) => Some(
-                Submitter::connect(&eth.rpc, &tls, &read_key(file)?, params.eth_vault)
-                    .map_err(anyhow::Error::msg)?
-                    .with_fees(eth.fees.policy()?),
-            ),
-            None => None,
-        };
         let api = admin::AdminApi {
             approvals,
             token: admin::AdminToken::load_or_create(&section.token_file)?,
             domain,
             tss: watchman.tss_shared(),
             reader: chains::vault_admin::reader(&eth.rpc, &tls, params.eth_vault).map_err(anyhow::Error::msg)?,
-            sender,
+            sender: eth_sender.clone(),
             threshold: roster.threshold,
         };
         admin::http::serve(api, section.listen, section.allow_remote, &supervisor).await?;
