@@ -8,11 +8,13 @@
 //! just is not ready (it is asked again); one whose share fails FROST's cheater detection is
 //! named and excluded for the session; one whose policy refuses is excluded with its reason.
 //! Attempts may run concurrently; the first to complete wins. A new attempt starts at once when
-//! none is live (the last one failed), and while one is live only once the newest has run for
-//! the retry interval without completing (a stalled attempt gets company, so an unresponsive
-//! signer cannot hold the session; a healthy one finishes alone, so an honest quorum's work is
-//! not done twice on the same cores). The session fails only when fewer than `t` signers remain
-//! who could still sign, or at its deadline.
+//! none is live (the last one failed), and while one is live only once every live attempt has
+//! *stalled*: no answer from any of its signers for the retry interval, or four retry intervals
+//! run in all. A stalled attempt gets a twin, so an unresponsive signer cannot hold the session;
+//! one whose answers keep coming finishes alone, however slow, so an honest quorum's work is not
+//! done twice on the same cores and the pool's kept sets are not spent on a twin that loses. The
+//! session fails only when fewer than `t` signers remain who could still sign, or at its
+//! deadline. `attempts` in the outcome counts the attempts started, twins that lost included.
 //!
 //! Shares are checked lazily: FROST's aggregation verifies the aggregate signature, and only when
 //! that fails verifies every share of the attempt, naming every cheater at once
@@ -160,12 +162,29 @@ struct Attempt {
     shares: BTreeMap<Identifier, Vec<frost::round2::SignatureShare>>,
     live: bool,
     started: Instant,
+    /// When one of its signers last answered (its start until the first answer).
+    progressed: Instant,
 }
 
-/// Whether a new attempt may start now: at once when no attempt is live, else once the newest
-/// live one has run for `hedge` without completing. Returns when it may, if not now.
-fn next_attempt_at(attempts: &[Attempt], hedge: Duration) -> Option<Instant> {
-    attempts.iter().filter(|a| a.live).map(|a| a.started + hedge).max()
+/// An attempt runs alone at most this many retry intervals, however steadily its answers come.
+/// Without it, signers answering one just within each interval would hold the session for up to
+/// `t` intervals before a silent member's stall shows (67 at 100 watchmen); four bound that wait
+/// to a small multiple of the retry interval and still leave a slow honest attempt room to
+/// finish alone.
+const MAX_INTERVALS_ALONE: u32 = 4;
+
+impl Attempt {
+    /// When it counts as stalled: one retry interval after its last progress, or
+    /// [`MAX_INTERVALS_ALONE`] intervals after its start, whichever is first.
+    fn stalls_at(&self, retry: Duration) -> Instant {
+        (self.progressed + retry).min(self.started + retry * MAX_INTERVALS_ALONE)
+    }
+}
+
+/// Whether a new attempt may start now: at once when no attempt is live, else once every live
+/// one has stalled. Returns when it may, if not now (which moves later as answers come).
+fn next_attempt_at(attempts: &[Attempt], retry: Duration) -> Option<Instant> {
+    attempts.iter().filter(|a| a.live).map(|a| a.stalls_at(retry)).max()
 }
 
 /// Runs one signing session to a signature for every request, or to a reason there is none.
@@ -253,8 +272,8 @@ async fn run(
         }
         // After the above, signers are left unasked only while the hedge is not yet due.
         let unasked = everyone.iter().any(|id| !asked.contains(id) && !excluded.contains_key(id));
-        // Start an attempt with `t` ready signers, if no attempt is live or the newest live one
-        // has stalled for `retry` (the hedge).
+        // Start an attempt with `t` ready signers, if no attempt is live or every live one has
+        // stalled (the hedge).
         while distinct(ready) >= usize::from(threshold)
             && next_attempt_at(&attempts, retry).is_none_or(|at| at <= Instant::now())
         {
@@ -290,13 +309,15 @@ async fn run(
                     Event::Signed { attempt, id, response: signers.ask(peer, request).await }
                 }));
             }
+            let now = Instant::now();
             attempts.push(Attempt {
                 members: chosen.iter().map(|r| r.id).collect(),
                 pooled: chosen.iter().filter(|r| r.pooled).map(|r| r.id).collect(),
                 packages,
                 shares: BTreeMap::new(),
                 live: true,
-                started: Instant::now(),
+                started: now,
+                progressed: now,
             });
         }
 
@@ -340,7 +361,10 @@ async fn run(
                 }
             },
             Event::Signed { attempt, id, response } => {
+                let started_attempts = attempts.len();
                 let Some(current) = attempts.get_mut(attempt) else { continue };
+                // Any answer is progress; one that ends the attempt leaves it not live anyway.
+                current.progressed = Instant::now();
                 match response {
                     Response::Shares { shares, next } if shares.len() == requests.len() => {
                         if !excluded.contains_key(&id) {
@@ -373,7 +397,7 @@ async fn run(
                                         signatures,
                                         signers: signers_used,
                                         excluded: named(&excluded),
-                                        attempts: attempt + 1,
+                                        attempts: started_attempts,
                                         phases,
                                     });
                                 }

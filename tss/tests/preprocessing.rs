@@ -7,7 +7,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use common::{Cluster, Member, request, verify_bip340};
 use libp2p::PeerId;
@@ -221,4 +222,82 @@ async fn a_cheater_and_a_stale_liar_with_kept_commitments_are_replaced_session_a
             assert_eq!(why, &Exclusion::InvalidShare);
         }
     }
+}
+
+/// While switched on, answers every `Sign` late, in the order they arrive: the k-th waits k
+/// gaps, so an attempt's shares come in one gap apart. Counts `Commit` requests too.
+struct StaggeredShares {
+    signer: Arc<Signer>,
+    on: Arc<AtomicBool>,
+    arrived: Arc<AtomicUsize>,
+    commits: Arc<AtomicUsize>,
+}
+
+/// Between two shares of the slow attempt: well inside the retry interval below.
+const SHARE_GAP: Duration = Duration::from_millis(450);
+
+impl InboundHandler for StaggeredShares {
+    fn handle(&self, from: PeerId, request: Request) -> Response {
+        match request {
+            Request::Commit { .. } => {
+                self.commits.fetch_add(1, Ordering::SeqCst);
+            }
+            Request::Sign { .. } if self.on.load(Ordering::SeqCst) => {
+                let rank = self.arrived.fetch_add(1, Ordering::SeqCst);
+                // Bounded: at most a few requests arrive while it is switched on.
+                let gaps = u32::try_from(rank + 1).unwrap_or(u32::MAX).min(10);
+                std::thread::sleep(SHARE_GAP * gaps);
+            }
+            _ => {}
+        }
+        self.signer.handle(from, request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_attempt_whose_shares_keep_coming_gets_no_twin_and_leaves_the_pool_full() {
+    // 3-of-5, retry 1 s: the slow attempt's shares come 0.45 s apart (progress within every
+    // interval) and its last one after 1.35 s (longer than one interval, shorter than four).
+    let on = Arc::new(AtomicBool::new(false));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let commits = Arc::new(AtomicUsize::new(0));
+    let (on_, arrived_, commits_) = (on.clone(), arrived.clone(), commits.clone());
+    let cluster = Cluster::start_tuned(
+        5,
+        3,
+        move |_| {
+            let (on, arrived, commits) = (on_.clone(), arrived_.clone(), commits_.clone());
+            Member {
+                wrap: Some(Box::new(move |signer| Arc::new(StaggeredShares { signer, on, arrived, commits }))),
+                ..Member::honest()
+            }
+        },
+        |config| config.retry = Duration::from_secs(1),
+    )
+    .await;
+    let shares = cluster.dkg().await;
+    let group = GroupKey::of(&shares[0].public).unwrap();
+
+    let warm = cluster.node(0).sign(vec![request([1; 32])]).await.unwrap();
+    assert!(verify_bip340(&warm.signatures[0].signature, &[1; 32], &group.output_key));
+    let kept = cluster.node(0).pooled_commitment_sets();
+    assert!(kept >= 3, "the first session kept a set of each of its signers, and any unused: {kept}");
+
+    on.store(true, Ordering::SeqCst);
+    let slow = cluster.node(0).sign(vec![request([2; 32])]).await.unwrap();
+    on.store(false, Ordering::SeqCst);
+    assert!(verify_bip340(&slow.signatures[0].signature, &[2; 32], &group.output_key));
+    assert_eq!(slow.attempts, 1, "an attempt that kept making progress got no twin");
+    assert_eq!(arrived.load(Ordering::SeqCst), 3, "only the one attempt's three signers were asked to sign");
+    assert_eq!(
+        cluster.node(0).pooled_commitment_sets(),
+        kept,
+        "every kept set the session used came back fresh; none was spent on a twin"
+    );
+
+    let before = commits.load(Ordering::SeqCst);
+    let next = cluster.node(0).sign(vec![request([3; 32])]).await.unwrap();
+    assert!(verify_bip340(&next.signatures[0].signature, &[3; 32], &group.output_key));
+    assert_eq!(next.attempts, 1);
+    assert_eq!(commits.load(Ordering::SeqCst), before, "the next session started from kept sets: no commitment round");
 }
