@@ -9,21 +9,14 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bitcoin::hashes::Hash;
 use bridge::Chain;
 use bridge::tx::{Deposit, L1Ref};
-use chains::bitcoin::DepositChecker;
-use chains::da::DirDa;
-use common::bitcoin_bridge::{BitcoinBridge, deposit_and_withdraw, recipient, until};
+use common::bitcoin_bridge::{BitcoinBridge, deposit_and_withdraw, recipient, start_watchman, until};
 use common::*;
-use confirmer::deposits::DepositVerifiers;
-use confirmer::follower::Follower;
 use confirmer::solvency::SolvencyWatch;
-use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{BtcPayouts, BumpClock, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
-use tss::{GroupKey, SessionError, TssNode};
+use confirmer::watchman::{BtcPayouts, PayoutAction, Watchman};
+use tss::{GroupKey, SessionError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_forged_payout() {
@@ -144,34 +137,6 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     let refused = watchmen[2].tss().sign(BtcPayouts::requests(batch, &forged, &unsigned)).await.unwrap_err();
     assert!(matches!(refused, SessionError::NotEnoughSigners { .. }), "{refused}");
     coordinator.shutdown().await;
-}
-
-/// Watchman `i`: its own follower (checking Bitcoin facts against the node), book, policy and
-/// node; `pays` if it broadcasts payouts (bumping after 3 blocks).
-async fn start_watchman(
-    i: usize,
-    identity: &libp2p::identity::Keypair,
-    running: &[tss::mesh::PeerEntry],
-    share: &tss::KeyShare,
-    (dir, p, rpc): (&std::path::Path, &bridge::NetworkParams, &chains::bitcoin::CoreRpc),
-    pays: bool,
-) -> Watchman {
-    let vault = p.btc_vault.unwrap();
-    let da = DirDa::open(dir.join("da"), p.coordinator_key).unwrap();
-    let store = ConfirmerStore::open(&format!("sqlite://{}", dir.join(format!("w{i}.db")).display())).await.unwrap();
-    let key = bitcoin::key::XOnlyPublicKey::from_slice(&vault.group_key).unwrap();
-    let checker = DepositChecker::new(rpc.clone(), p.btc_network, key, 1);
-    let verifiers = DepositVerifiers::none().with(Chain::Bitcoin, Arc::new(checker));
-    let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
-    let book = SettlementBook::default();
-    // Its bump clock reads its node every 100 ms: bumps are signed only after 3 blocks there.
-    let clock = BumpClock::new(3);
-    clock.spawn(rpc.clone(), book.clone(), vault, p.btc_network, std::time::Duration::from_millis(100));
-    let policy =
-        Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network).with_bump_clock(clock));
-    let node = TssNode::start(tss_config(identity, running, Some(share.clone()), policy)).await.unwrap();
-    let watchman = Watchman::new(follower, book.clone(), node, None);
-    if pays { watchman.with_bitcoin(BtcPayouts::new(book, vault, p.btc_network, rpc.clone(), 3)) } else { watchman }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

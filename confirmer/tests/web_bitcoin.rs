@@ -11,57 +11,15 @@ mod common;
 
 use std::sync::Arc;
 
-use bridge::{AssetId, Chain, UserTx, Withdraw};
-use chains::bitcoin::DepositChecker;
-use chains::da::DirDa;
-use common::bitcoin_bridge::{BitcoinBridge, deposit_and_withdraw, recipient, until};
+use bridge::{AssetId, UserTx, Withdraw};
+use common::bitcoin_bridge::{BitcoinBridge, bitcoin_follower, deposit_and_withdraw, recipient, start_watchman, until};
 use common::*;
-use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
-use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{BtcPayouts, BumpClock, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::PayoutAction;
 use confirmer::web::{WebConfig, WebContext, router};
 use serde_json::Value;
 use tokio::sync::RwLock;
-use tss::{GroupKey, TssNode};
-
-/// Watchman `i` (as in watchman_bitcoin.rs): its own follower checking Bitcoin facts against
-/// the node, book, policy and node; `pays` if it broadcasts payouts (bumping after 3 blocks).
-async fn start_watchman(
-    i: usize,
-    identity: &libp2p::identity::Keypair,
-    running: &[tss::mesh::PeerEntry],
-    share: &tss::KeyShare,
-    (dir, p, rpc): (&std::path::Path, &bridge::NetworkParams, &chains::bitcoin::CoreRpc),
-    pays: bool,
-) -> Watchman {
-    let vault = p.btc_vault.unwrap();
-    let follower = bitcoin_follower(dir, p, rpc, &format!("w{i}.db")).await;
-    let book = SettlementBook::default();
-    let clock = BumpClock::new(3);
-    clock.spawn(rpc.clone(), book.clone(), vault, p.btc_network, std::time::Duration::from_millis(100));
-    let policy =
-        Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network).with_bump_clock(clock));
-    let node = TssNode::start(tss_config(identity, running, Some(share.clone()), policy)).await.unwrap();
-    let watchman = Watchman::new(follower, book.clone(), node, None);
-    if pays { watchman.with_bitcoin(BtcPayouts::new(book, vault, p.btc_network, rpc.clone(), 3)) } else { watchman }
-}
-
-/// A follower of the bridge's DA that checks Bitcoin facts against `rpc` at depth 1.
-async fn bitcoin_follower(
-    dir: &std::path::Path,
-    p: &bridge::NetworkParams,
-    rpc: &chains::bitcoin::CoreRpc,
-    db: &str,
-) -> Follower {
-    let vault = p.btc_vault.unwrap();
-    let da = DirDa::open(dir.join("da"), p.coordinator_key).unwrap();
-    let store = ConfirmerStore::open(&format!("sqlite://{}", dir.join(db).display())).await.unwrap();
-    let key = bitcoin::key::XOnlyPublicKey::from_slice(&vault.group_key).unwrap();
-    let checker = DepositChecker::new(rpc.clone(), p.btc_network, key, 1);
-    let verifiers = DepositVerifiers::none().with(Chain::Bitcoin, Arc::new(checker));
-    Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap()
-}
+use tss::GroupKey;
 
 /// The stages the web app reports for `hash`, after one more replay turn of its confirmer.
 async fn stages_of(base: &str, follower: &RwLock<Follower>, hash: &str) -> Value {

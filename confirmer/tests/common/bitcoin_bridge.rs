@@ -2,15 +2,23 @@
 //! mature coinbase money, and a coordinator whose vault is the watchmen's group key, watching
 //! deposits and planning payouts at depth 1.
 
-use bridge::{AssetConfig, AssetId, BtcVaultParams, NetworkParams, UserTx, Withdraw};
-use chains::bitcoin::CoreRpc;
+use std::sync::Arc;
+
+use bridge::{AssetConfig, AssetId, BtcVaultParams, Chain, NetworkParams, UserTx, Withdraw};
+use chains::bitcoin::{CoreRpc, DepositChecker};
+use chains::da::DirDa;
+use confirmer::deposits::DepositVerifiers;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+use confirmer::watchman::{BtcPayouts, BumpClock, ReplayPolicy, SettlementBook, Watchman};
 use coordinator::node::Node;
 use regtest::{RegtestConfig, RegtestNode};
+use tss::TssNode;
 
 #[allow(unused_imports)] // not every test pays out
 pub use super::btc::{Miner, recipient};
 pub use super::coordinator_api::{balance, submit, until};
-use super::{coordinator_config, params, wallet};
+use super::{coordinator_config, params, tss_config, wallet};
 
 pub struct BitcoinBridge {
     pub node: RegtestNode,
@@ -86,4 +94,39 @@ pub async fn deposit_and_withdraw(
         nonce: 0,
     });
     submit(coordinator, &user.sign(withdraw, &bridge::eip712::Domain::new(p))).await;
+}
+
+/// A follower of the bridge's DA in `dir` (its record in `db`) that checks Bitcoin facts
+/// against `rpc` at depth 1.
+pub async fn bitcoin_follower(dir: &std::path::Path, p: &NetworkParams, rpc: &CoreRpc, db: &str) -> Follower {
+    let vault = p.btc_vault.unwrap();
+    let da = DirDa::open(dir.join("da"), p.coordinator_key).unwrap();
+    let store = ConfirmerStore::open(&format!("sqlite://{}", dir.join(db).display())).await.unwrap();
+    let key = bitcoin::key::XOnlyPublicKey::from_slice(&vault.group_key).unwrap();
+    let checker = DepositChecker::new(rpc.clone(), p.btc_network, key, 1);
+    let verifiers = DepositVerifiers::none().with(Chain::Bitcoin, Arc::new(checker));
+    Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap()
+}
+
+/// Watchman `i`: its own follower checking Bitcoin facts against the node, book, policy and
+/// node; `pays` if it broadcasts payouts (bumping after 3 blocks).
+pub async fn start_watchman(
+    i: usize,
+    identity: &libp2p::identity::Keypair,
+    running: &[tss::mesh::PeerEntry],
+    share: &tss::KeyShare,
+    (dir, p, rpc): (&std::path::Path, &NetworkParams, &CoreRpc),
+    pays: bool,
+) -> Watchman {
+    let vault = p.btc_vault.unwrap();
+    let follower = bitcoin_follower(dir, p, rpc, &format!("w{i}.db")).await;
+    let book = SettlementBook::default();
+    // Its bump clock reads its node every 100 ms: bumps are signed only after 3 blocks there.
+    let clock = BumpClock::new(3);
+    clock.spawn(rpc.clone(), book.clone(), vault, p.btc_network, std::time::Duration::from_millis(100));
+    let policy =
+        Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network).with_bump_clock(clock));
+    let node = TssNode::start(tss_config(identity, running, Some(share.clone()), policy)).await.unwrap();
+    let watchman = Watchman::new(follower, book.clone(), node, None);
+    if pays { watchman.with_bitcoin(BtcPayouts::new(book, vault, p.btc_network, rpc.clone(), 3)) } else { watchman }
 }
