@@ -8,6 +8,7 @@
 //! - [`signer`]: the other side: nonces made ahead for each coordinator and used once, the
 //!   [`SigningPolicy`] asked before any share leaves.
 //! - [`mesh`]: libp2p (TCP, Noise, Yamux) among allow-listed peers only, a bounded queue each.
+//! - [`package`]: a signing package on the mesh, its points uncompressed.
 //! - [`nonces`]: what each peer may hold and have made of this signer's nonces.
 //! - [`pool`]: the coordinator's kept commitments of its peers (preprocessing), so a session
 //!   needs one round.
@@ -28,6 +29,7 @@ pub mod mesh;
 pub mod messages;
 pub mod node;
 pub mod nonces;
+pub mod package;
 pub mod policy;
 pub mod pool;
 pub mod roast;

@@ -17,8 +17,8 @@ pub enum Request {
     /// sessions (preprocessing), so those need one round.
     Commit { session: SessionId, count: u32 },
     /// "Sign these, with the nonces you committed to under `(epoch, nonce_id)`." `packages` holds
-    /// one FROST signing package per request in FROST's own encoding
-    /// (`SigningPackage::serialize`), made once by the coordinator for every signer of the
+    /// one FROST signing package per request in the mesh's encoding ([`crate::package`]: FROST's
+    /// content with uncompressed points), made once by the coordinator for every signer of the
     /// attempt.
     Sign { session: SessionId, epoch: u64, nonce_id: u64, requests: Vec<SigningRequest>, packages: Vec<Encoded> },
 }

@@ -163,9 +163,9 @@ impl Signer {
             return Response::StaleNonces { epoch: self.epoch() };
         };
         // Decoded here, after the nonces are taken (a malformed package uses them up too) and off
-        // the network task: each point's decoding is a square root.
+        // the network task.
         let packages: Vec<frost::SigningPackage> =
-            match packages.iter().map(|p| frost::SigningPackage::deserialize(&p.0)).collect() {
+            match packages.iter().map(|p| crate::package::decode(&p.0)).collect() {
                 Ok(packages) => packages,
                 Err(error) => return Response::Failed { reason: format!("a malformed signing package: {error}") },
             };
