@@ -37,13 +37,15 @@ pub enum PackageError {
     Order(usize),
     #[error("a signing package's commitment {0} is not an uncompressed point on secp256k1")]
     Point(usize),
+    #[error("a signing package of {0} signers does not fit the encoding's 65,535")]
+    TooManySigners(usize),
 }
 
 /// Encodes `package` for the mesh. Costs one field inversion per point (the affine form), the
 /// same as FROST's compressed encoding.
-pub fn encode(package: &frost::SigningPackage) -> Vec<u8> {
+pub fn encode(package: &frost::SigningPackage) -> Result<Vec<u8>, PackageError> {
     let commitments = package.signing_commitments();
-    let count = u16::try_from(commitments.len()).expect("a signing package names at most 65,535 signers");
+    let count = u16::try_from(commitments.len()).map_err(|_| PackageError::TooManySigners(commitments.len()))?;
     let mut bytes = Vec::with_capacity(2 + commitments.len() * ENTRY + package.message().len());
     bytes.extend_from_slice(&count.to_be_bytes());
     for (id, set) in commitments {
@@ -53,7 +55,7 @@ pub fn encode(package: &frost::SigningPackage) -> Vec<u8> {
         }
     }
     bytes.extend_from_slice(package.message());
-    bytes
+    Ok(bytes)
 }
 
 /// Decodes a package from a peer, checking every point is on the curve (an uncompressed SEC1
@@ -87,7 +89,8 @@ fn point(bytes: &[u8], entry: usize) -> Result<NonceCommitment<frost::Secp256K1S
         return Err(PackageError::Point(entry));
     }
     let encoded = EncodedPoint::from_bytes(bytes).map_err(|_| PackageError::Point(entry))?;
-    let affine = Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded)).ok_or(PackageError::Point(entry))?;
+    let affine =
+        Option::<AffinePoint>::from(AffinePoint::from_encoded_point(&encoded)).ok_or(PackageError::Point(entry))?;
     Ok(NonceCommitment::new(ProjectivePoint::from(affine)))
 }
 
@@ -97,9 +100,13 @@ mod tests {
 
     fn package(signers: u16, message: &[u8]) -> frost::SigningPackage {
         let mut rng = rand_core::OsRng;
-        let (shares, _) =
-            frost::keys::generate_with_dealer(signers.max(2), signers.max(2), frost::keys::IdentifierList::Default, &mut rng)
-                .unwrap();
+        let (shares, _) = frost::keys::generate_with_dealer(
+            signers.max(2),
+            signers.max(2),
+            frost::keys::IdentifierList::Default,
+            rng,
+        )
+        .unwrap();
         let commitments = shares
             .iter()
             .take(usize::from(signers))
@@ -115,7 +122,7 @@ mod tests {
     fn a_package_decodes_to_what_was_encoded() {
         for (signers, message) in [(2, &b""[..]), (7, b"withdrawals-range/v2"), (67, &[0xab; 32])] {
             let original = package(signers, message);
-            let decoded = decode(&encode(&original)).unwrap();
+            let decoded = decode(&encode(&original).unwrap()).unwrap();
             assert_eq!(decoded, original);
             // The same content as FROST's own encoding.
             assert_eq!(decoded.serialize().unwrap(), original.serialize().unwrap());
@@ -124,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_damaged_package_is_refused_with_its_reason() {
-        let bytes = encode(&package(3, b"m"));
+        let bytes = encode(&package(3, b"m")).unwrap();
         assert_eq!(decode(&bytes[..1]), Err(PackageError::Truncated(1)));
         assert_eq!(decode(&bytes[..2 + 2 * ENTRY]), Err(PackageError::Truncated(2 + 2 * ENTRY)));
 

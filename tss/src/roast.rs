@@ -287,7 +287,11 @@ async fn run(
             }
             // Encoded once for all `t` signers: each point's encoding costs a field inversion,
             // so encoding per request made the fan-out cost `t` times the package.
-            let encoded: Vec<Encoded> = packages.iter().map(|p| Encoded(crate::package::encode(p))).collect();
+            let encoded: Vec<Encoded> = packages
+                .iter()
+                .map(|p| crate::package::encode(p).map(Encoded))
+                .collect::<Result<_, _>>()
+                .map_err(|e| SessionError::Frost(format!("encoding a signing package: {e}")))?;
             let attempt = attempts.len();
             metrics::counter!("tss_signing_attempts_total").increment(1);
             tracing::debug!(%session, attempt, signers = chosen.len(), "signing attempt");

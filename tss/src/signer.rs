@@ -164,11 +164,11 @@ impl Signer {
         };
         // Decoded here, after the nonces are taken (a malformed package uses them up too) and off
         // the network task.
-        let packages: Vec<frost::SigningPackage> =
-            match packages.iter().map(|p| crate::package::decode(&p.0)).collect() {
-                Ok(packages) => packages,
-                Err(error) => return Response::Failed { reason: format!("a malformed signing package: {error}") },
-            };
+        let packages: Vec<frost::SigningPackage> = match packages.iter().map(|p| crate::package::decode(&p.0)).collect()
+        {
+            Ok(packages) => packages,
+            Err(error) => return Response::Failed { reason: format!("a malformed signing package: {error}") },
+        };
         let packages = packages.as_slice();
         let Some(share) = self.share() else {
             return Response::Failed { reason: "this watchman holds no key share".into() };

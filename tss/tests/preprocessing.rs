@@ -75,7 +75,7 @@ fn dealer_pair() -> (KeyShare, KeyShare) {
 fn package(victim: &KeyShare, theirs: frost::round1::SigningCommitments, other: &KeyShare, message: &[u8]) -> Encoded {
     let (_, mine) = frost::round1::commit(other.key_package.signing_share(), &mut rand_core::OsRng);
     let commitments = BTreeMap::from([(victim.identifier(), theirs), (other.identifier(), mine)]);
-    Encoded(tss::package::encode(&frost::SigningPackage::new(commitments, message)))
+    Encoded(tss::package::encode(&frost::SigningPackage::new(commitments, message)).unwrap())
 }
 
 fn sign_request(set: &CommitmentSet, message: [u8; 32], package: Encoded) -> Request {
