@@ -89,6 +89,9 @@ enum Undo {
     Counters(BtcCounters),
     OpenTxs(u32),
     KeyEpoch(u64, Option<KeyEpoch>),
+    /// The key was not dirty before: a rollback takes it back out, so that a refused batch
+    /// leaves the dirty set as it found it (a snapshot needs it empty between batches).
+    Dirty(StateKey),
 }
 
 /// One transaction's effects, computed in full before any of them is written.
@@ -294,19 +297,19 @@ impl State {
         for (account, asset, amount) in changes.balances {
             let old = self.balances.insert((account, asset), amount);
             self.record(Undo::Balance(account, asset, old));
-            self.dirty.insert(StateKey::Balance(account, asset));
+            self.mark_dirty(StateKey::Balance(account, asset));
             self.adjust_liabilities(asset, old.unwrap_or_default(), amount);
         }
         if let Some((account, nonce)) = changes.nonce {
             let old = self.nonces.insert(account, nonce);
             assert_eq!(old.unwrap_or(0) + 1, nonce, "nonces advance by one");
             self.record(Undo::Nonce(account, old));
-            self.dirty.insert(StateKey::Nonce(account));
+            self.mark_dirty(StateKey::Nonce(account));
         }
         if let Some(l1_ref) = changes.credited {
             assert!(self.credited.insert(l1_ref), "a deposit was credited twice");
             self.record(Undo::Credited(l1_ref));
-            self.dirty.insert(StateKey::Deposit(l1_ref));
+            self.mark_dirty(StateKey::Deposit(l1_ref));
         }
         if let Some((asset, amount)) = changes.deposited {
             self.update_supply(asset, |s| {
@@ -328,19 +331,19 @@ impl State {
             let old = self.btc_plans.insert(id, plan);
             assert!(old.is_none(), "payout plan {id} was made twice");
             self.record(Undo::Plan(id, old));
-            self.dirty.insert(StateKey::BtcPlan(id));
+            self.mark_dirty(StateKey::BtcPlan(id));
         }
         if let Some(id) = changes.plan_confirmed {
             let old = self.btc_plans.remove(&id);
             assert!(old.is_some(), "payout plan {id} was confirmed but never made");
             self.record(Undo::Plan(id, old));
-            self.dirty.insert(StateKey::BtcPlan(id));
+            self.mark_dirty(StateKey::BtcPlan(id));
         }
         if let Some((epoch, key)) = changes.key_epoch {
             let old = self.key_epochs.insert(epoch, key);
             assert!(old.is_none(), "key epoch {epoch} was recorded twice");
             self.record(Undo::KeyEpoch(epoch, old));
-            self.dirty.insert(StateKey::GroupKey(epoch));
+            self.mark_dirty(StateKey::GroupKey(epoch));
         }
         // A batch holds at most `MAX_BATCH_TXS` (100,000), far below u32::MAX.
         let open_txs = self.open_txs.checked_add(1).expect_invariant("open batch position overflow");
@@ -360,13 +363,13 @@ impl State {
             let old = self.vault_utxos.insert(utxo.outpoint, utxo);
             assert!(old.is_none(), "the vault output {:?} was added twice", utxo.outpoint);
             self.record(Undo::Utxo(utxo.outpoint, old));
-            self.dirty.insert(StateKey::VaultUtxo(utxo.outpoint));
+            self.mark_dirty(StateKey::VaultUtxo(utxo.outpoint));
         }
         for outpoint in planned {
             let old = self.vault_utxos.remove(&outpoint);
             assert!(old.is_some(), "a payout plan spends {outpoint:?}, which the vault does not hold");
             self.record(Undo::Utxo(outpoint, old));
-            self.dirty.insert(StateKey::VaultUtxo(outpoint));
+            self.mark_dirty(StateKey::VaultUtxo(outpoint));
         }
         if let Some(withdrawal) = queued {
             let mut counters = self.btc_counters;
@@ -375,20 +378,27 @@ impl State {
             self.set_counters(counters);
             let old = self.btc_queue.insert(seq, withdrawal);
             self.record(Undo::Queued(seq, old));
-            self.dirty.insert(StateKey::BtcQueued(seq));
+            self.mark_dirty(StateKey::BtcQueued(seq));
         }
         for seq in dequeued {
             let old = self.btc_queue.remove(&seq);
             assert!(old.is_some(), "queued withdrawal {seq} was paid but never queued");
             self.record(Undo::Queued(seq, old));
-            self.dirty.insert(StateKey::BtcQueued(seq));
+            self.mark_dirty(StateKey::BtcQueued(seq));
+        }
+    }
+
+    /// Notes that `key` was written since the last commitment update.
+    fn mark_dirty(&mut self, key: StateKey) {
+        if self.dirty.insert(key) {
+            self.record(Undo::Dirty(key));
         }
     }
 
     fn set_counters(&mut self, counters: BtcCounters) {
         let old = std::mem::replace(&mut self.btc_counters, counters);
         self.record(Undo::Counters(old));
-        self.dirty.insert(StateKey::BtcCounters);
+        self.mark_dirty(StateKey::BtcCounters);
     }
 
     fn adjust_liabilities(&mut self, asset: AssetId, old: Amount, new: Amount) {
@@ -451,6 +461,9 @@ impl State {
                 Undo::Counters(old) => self.btc_counters = old,
                 Undo::OpenTxs(old) => self.open_txs = old,
                 Undo::KeyEpoch(epoch, old) => restore(&mut self.key_epochs, epoch, old),
+                Undo::Dirty(key) => {
+                    self.dirty.remove(&key);
+                }
             }
         }
     }
@@ -557,3 +570,6 @@ impl<T> ExpectInvariant<T> for Option<T> {
         self.expect(what)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,10 +2,11 @@
 //! The network's parameters name the coordinator's key; every claim rests on batches that key
 //! signed, and on the protocol core's replay.
 //!
-//! - replay kinds (root mismatch, broken link, invalid tx, invalid batch): the batches from
-//!   genesis to the bad one. Checking replays them all: each before it must replay, and it must
-//!   fail the way the file says. (Self-contained, so it grows with the history; a state witness
-//!   for the touched keys would make it small.)
+//! - replay kinds (root mismatch, broken link, invalid tx, invalid batch), version 2: the bad
+//!   batch n, batch n − 1's signed header and a snapshot of the state after it. Checking
+//!   restores the snapshot against that header and replays the one batch, which must fail the
+//!   way the file says: O(state + batch), whatever the length of the history. Version 1 files
+//!   (batches 1..=n, all replayed from genesis) are still checked.
 //! - equivocation: the two signed headers.
 //! - a deposit L1 does not show: the signed batch that credits it and the deposit's place in
 //!   it; that L1 lacks it is for the reader to see on L1, and the file says where to look.
@@ -13,15 +14,20 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bridge::batch::{Equivocation, SignedHeader, replay};
+use bridge::batch::{Equivocation, SignedHeader};
 use bridge::codec::{decode_batch, encode_batch};
 use bridge::tx::SystemTx;
-use bridge::{BatchTx, NetworkParams, SignedBatch, State};
+use bridge::{BatchTx, NetworkParams, SignedBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmKind;
 
-pub const EVIDENCE_VERSION: u32 = 1;
+mod replay;
+
+/// The version written: replay kinds carry the state before the bad batch, not the history.
+pub const EVIDENCE_VERSION: u32 = 2;
+/// The first version, still checked: replay kinds carry batches 1..=n.
+pub const EVIDENCE_VERSION_HISTORY: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,8 +39,8 @@ pub struct Evidence {
     pub network: NetworkParams,
     /// What the confirmer saw, for people.
     pub detail: String,
-    /// Replay kinds: batches 1..=number; deposit: the crediting batch alone. Base64 of the
-    /// published encoding.
+    /// Replay kinds: the bad batch alone (version 1: batches 1..=number); deposit, payout,
+    /// censorship: the batch alone. Base64 of the published encoding.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub batches: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,13 +55,22 @@ pub struct Evidence {
     /// batch); checked against Arweave by `confirmer check-evidence --arweave URL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub censorship: Option<crate::forced::CensorshipEvidence>,
+    /// Replay kinds, version 2, batch `number` > 1: the signed header of batch `number − 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_header: Option<SignedHeader>,
+    /// With `prior_header`: base64 of the encoded state snapshot after batch `number − 1`
+    /// (docs/PROTOCOL.md, "State snapshots"); it counts only if it rebuilds that header's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_state: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
     #[error("this is not an evidence file: {0}")]
     Malformed(String),
-    #[error("evidence version {0} is not one this build checks (it checks version {EVIDENCE_VERSION})")]
+    #[error(
+        "evidence version {0} is not one this build checks (it checks versions {EVIDENCE_VERSION_HISTORY} and {EVIDENCE_VERSION})"
+    )]
     Version(u32),
     #[error("the network parameters in the file are invalid: {0}")]
     Network(String),
@@ -66,6 +81,11 @@ pub enum EvidenceError {
 impl Evidence {
     pub fn encode_batches(batches: &[&SignedBatch]) -> Vec<String> {
         batches.iter().map(|b| BASE64.encode(encode_batch(b))).collect()
+    }
+
+    /// A snapshot as `prior_state` carries it.
+    pub fn encode_state(snapshot: &bridge::Snapshot) -> String {
+        BASE64.encode(snapshot.encode())
     }
 
     pub fn to_json(&self) -> String {
@@ -94,7 +114,7 @@ impl Evidence {
 
     /// Checks the evidence and explains, in one paragraph, what it proves.
     pub fn check(&self) -> Result<String, EvidenceError> {
-        if self.version != EVIDENCE_VERSION {
+        if self.version != EVIDENCE_VERSION && self.version != EVIDENCE_VERSION_HISTORY {
             return Err(EvidenceError::Version(self.version));
         }
         self.network.validate().map_err(|e| EvidenceError::Network(e.to_string()))?;
@@ -195,36 +215,11 @@ impl Evidence {
                 crate::forced::check_censorship(&self.network, batch, found).map_err(fail)
             }
             AlarmKind::RootMismatch | AlarmKind::BrokenLink | AlarmKind::InvalidTx | AlarmKind::InvalidBatch => {
-                let batches = self.decoded()?;
-                let Some((bad, before)) = batches.split_last() else {
-                    return Err(fail("the file holds no batches".into()));
-                };
-                if bad.header.number != self.number || batches.len() as u64 != self.number {
-                    return Err(fail(format!("the file must hold batches 1 to {}", self.number)));
+                if self.version == EVIDENCE_VERSION_HISTORY {
+                    self.check_replay_from_genesis()
+                } else {
+                    self.check_replay_from_prior_state()
                 }
-                bad.signed_header()
-                    .verify(&key)
-                    .map_err(|_| fail("the bad batch's signature does not check".into()))?;
-                let mut state = State::genesis(self.network.clone());
-                for batch in before {
-                    replay(&mut state, batch)
-                        .map_err(|e| fail(format!("batch {} before it does not replay ({e})", batch.header.number)))?;
-                }
-                let error = match replay(&mut state, bad) {
-                    Ok(_) => return Err(fail(format!("batch {} replays cleanly", self.number))),
-                    Err(error) => error,
-                };
-                if AlarmKind::of_replay(&error) != Some(self.kind) {
-                    return Err(fail(format!("batch {} fails differently: {error}", self.number)));
-                }
-                Ok(format!(
-                    "Batch {} is signed by the coordinator (key {signer}) and follows batches 1 to {}, which replay \
-                     cleanly from the network's genesis; replaying it with the protocol's rules fails: {error}. The \
-                     coordinator published a batch the rules refuse, so nothing from batch {} on is final.",
-                    self.number,
-                    self.number - 1,
-                    self.number
-                ))
             }
         }
     }

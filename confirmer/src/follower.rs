@@ -636,13 +636,7 @@ impl Follower {
             Err(error) => match planted_of_replay(&error) {
                 Some(kind) => {
                     let detail = error.to_string();
-                    let history = self.store.replayed().await?;
-                    let mut batches: Vec<&SignedBatch> = history.iter().map(|r| &r.batch).collect();
-                    batches.push(&item.batch);
-                    let evidence = Evidence {
-                        batches: Evidence::encode_batches(&batches),
-                        ..self.evidence(kind, number, &detail)
-                    };
+                    let evidence = self.replay_evidence(kind, &item.batch, &detail).await?;
                     return Ok(Taken::Alarm(self.raise(kind, number, detail, evidence).await?));
                 }
                 None => {
@@ -800,7 +794,33 @@ impl Follower {
             deposit_index: None,
             next_header: None,
             censorship: None,
+            prior_header: None,
+            prior_state: None,
         }
+    }
+
+    /// A replay alarm's file: the bad batch, the signed header of the batch before it and the
+    /// state after that one, which the refused replay left as it was. It costs the state and the
+    /// batch, not the history, and a node started from a snapshot has all of it.
+    async fn replay_evidence(&self, kind: AlarmKind, bad: &SignedBatch, detail: &str) -> Result<Evidence, FollowError> {
+        let number = bad.header.number;
+        let evidence = Evidence { batches: Evidence::encode_batches(&[bad]), ..self.evidence(kind, number, detail) };
+        // Batch 1 follows genesis, which the network's parameters in the file define.
+        if self.replayed == 0 {
+            return Ok(evidence);
+        }
+        let own_record = |reason: String| FollowError::OwnRecord { number: self.replayed, reason };
+        let prior = self
+            .store
+            .replayed_batch(self.replayed)
+            .await?
+            .ok_or_else(|| own_record("the last replayed batch is not in the record".into()))?;
+        let snapshot = self.state.snapshot().map_err(|e| own_record(e.to_string()))?;
+        Ok(Evidence {
+            prior_header: Some(prior.batch.signed_header()),
+            prior_state: Some(Evidence::encode_state(&snapshot)),
+            ..evidence
+        })
     }
 
     async fn raise(
