@@ -77,6 +77,16 @@ pub struct Traffic {
     pub unacknowledged: Vec<(EthAddress, U256)>,
     pub transfers_accepted: u64,
     pub transfers_failed: u64,
+    /// Why the failed commands failed (their last line of stderr, numbers masked), and how often.
+    pub failures: BTreeMap<String, u64>,
+}
+
+impl Traffic {
+    fn note_failure(&mut self, line: &str) {
+        // Hashes and numbers differ from one failure to the next; the reason does not.
+        let reason: String = line.chars().map(|c| if c.is_ascii_hexdigit() { '#' } else { c }).take(160).collect();
+        *self.failures.entry(reason).or_default() += 1;
+    }
 }
 
 /// Kills per role.
@@ -103,6 +113,7 @@ struct Report {
     unacknowledged_paid: usize,
     transfers_accepted: u64,
     transfers_failed: u64,
+    command_failures: BTreeMap<String, u64>,
     kills: Kills,
     vault: VaultTally,
     /// The watchmen's counters summed over every process (a killed watchman's last scrape kept).
@@ -165,6 +176,7 @@ pub async fn drill(dir: &Path, args: &DrillArgs) -> anyhow::Result<()> {
         unacknowledged_paid,
         transfers_accepted: traffic.transfers_accepted,
         transfers_failed: traffic.transfers_failed,
+        command_failures: traffic.failures.clone(),
         kills,
         vault: vault_tally,
         metrics: scrapes.lock().await.totals(),
@@ -295,10 +307,22 @@ async fn traffic(state: DevnetState, seed: u64, stop: Arc<std::sync::atomic::Ato
             .arg(&state.dir)
             .env("BRIDGE_PASSPHRASE", &state.wallet_passphrase)
             .kill_on_drop(true);
-        let ok = matches!(
-            tokio::time::timeout(COMMAND_TIMEOUT, command.output()).await,
-            Ok(Ok(output)) if output.status.success()
-        );
+        let ok = match tokio::time::timeout(COMMAND_TIMEOUT, command.output()).await {
+            Ok(Ok(output)) if output.status.success() => true,
+            Ok(Ok(output)) => {
+                let text = String::from_utf8_lossy(&output.stderr);
+                out.note_failure(text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("(no message)"));
+                false
+            }
+            Ok(Err(error)) => {
+                out.note_failure(&format!("cannot run bridgectl: {error}"));
+                false
+            }
+            Err(_) => {
+                out.note_failure("no answer within the command timeout");
+                false
+            }
+        };
         match (transfer, ok) {
             (true, true) => out.transfers_accepted += 1,
             (true, false) => out.transfers_failed += 1,
@@ -387,6 +411,9 @@ fn print_table(r: &Report) {
     println!("| `watchman_eth_turn_takeovers_total` | {} |", metric(tally::TAKEOVERS));
     println!("| `watchman_eth_ranges_submitted_total` | {} |", metric(tally::SUBMITTED));
     println!("| last kill → every accepted withdrawal paid (s) | {:.0} |", r.drain_s);
+    for (reason, count) in &r.command_failures {
+        println!("\nfailed commands ({count}): {reason}");
+    }
     println!(
         "\nOn-chain figures: every transaction to the vault in blocks {}..={} and its receipt.",
         r.vault.first_block, r.vault.last_block
