@@ -134,6 +134,9 @@ pub async fn drill(dir: &Path, args: &DrillArgs) -> anyhow::Result<()> {
     let urls: Vec<String> = group.members.iter().map(|m| m.url.clone()).collect();
     let scrapes = Arc::new(Mutex::new(Scrapes::default()));
     tally::scrape_all(&scrapes, &urls).await;
+    // The watchmen may have counted before the drill (an earlier drill on the same devnet):
+    // only what they count during it is reported.
+    let baseline = scrapes.lock().await.totals();
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = tokio::spawn(traffic(state.clone(), args.seed, stop.clone()));
@@ -179,7 +182,16 @@ pub async fn drill(dir: &Path, args: &DrillArgs) -> anyhow::Result<()> {
         command_failures: traffic.failures.clone(),
         kills,
         vault: vault_tally,
-        metrics: scrapes.lock().await.totals(),
+        metrics: scrapes
+            .lock()
+            .await
+            .totals()
+            .into_iter()
+            .map(|(name, total)| {
+                let before = baseline.get(&name).copied().unwrap_or(0.0);
+                (name, total - before)
+            })
+            .collect(),
         drain_s,
     };
     if args.json {
