@@ -109,6 +109,31 @@ impl Turns {
     }
 }
 
+/// Takeovers as `watchman_eth_turn_takeovers_total` counts them: once per piece of work (a
+/// range to propose, or one to pay) that this watchman does in another's turn, however many
+/// turns it then retries it (a signing session refused while the others' replays catch up is
+/// retried every turn, and counting each retry made one slow range look like hundreds).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Takeovers {
+    counted: Option<(u64, bool)>,
+}
+
+impl Takeovers {
+    /// Whether acting on `work` (a range number, and whether it is the proposal) now is a
+    /// takeover not counted yet: it is this watchman's only because the holder's time ran out.
+    pub fn is_new(&mut self, turns: &Turns, work: (u64, bool), blocks_waited: u64) -> bool {
+        let taken = turns.submitters > 1
+            && blocks_waited >= turns.timeout_blocks.max(1)
+            && turns.mine(work.0, blocks_waited)
+            && !turns.mine(work.0, 0);
+        if !taken || self.counted == Some(work) {
+            return false;
+        }
+        self.counted = Some(work);
+        true
+    }
+}
+
 /// `[ethereum.settlement]` in a watchman's config: the range bounds and this watchman's turn.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,5 +238,23 @@ mod tests {
         }
         let alone = Turns::default();
         assert!((0..5).all(|range| alone.mine(range, 0)));
+    }
+
+    #[test]
+    fn a_takeover_is_counted_once_per_range_however_often_it_is_retried() {
+        let turns = Turns { me: 1, submitters: 2, timeout_blocks: 10 };
+        let mut takeovers = Takeovers::default();
+        // Range 4 is submitter 0's: submitter 1 takes it over after 10 blocks, once.
+        assert!(!takeovers.is_new(&turns, (4, true), 9));
+        assert!(takeovers.is_new(&turns, (4, true), 10));
+        assert!(!takeovers.is_new(&turns, (4, true), 11), "a retry of the same takeover");
+        assert!(!takeovers.is_new(&turns, (4, true), 31));
+        // Range 5 is its own: acting on it round the ring is no takeover.
+        assert!(!takeovers.is_new(&turns, (5, true), 0));
+        assert!(!takeovers.is_new(&turns, (5, true), 20));
+        // Paying range 4 in the holder's stead is work of its own.
+        assert!(takeovers.is_new(&turns, (4, false), 12));
+        let alone = Turns::default();
+        assert!(!Takeovers::default().is_new(&alone, (4, true), 50));
     }
 }

@@ -23,7 +23,7 @@ use tss::{KeyPath, SessionError, SigningContext, SigningRequest, TssNode};
 
 use super::book::SettlementBook;
 use super::policy::{RangeDetail, SETTLE_ETH_WITHDRAWALS};
-use super::range_plan::{RangeDecision, RangeLimits, Turns, next_range};
+use super::range_plan::{RangeDecision, RangeLimits, Takeovers, Turns, next_range};
 use super::stuck::{RetryPolicy, StuckWithdrawals};
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,8 @@ pub struct EthSettlement {
     /// The work this watchman is waiting on its turn for (a range to propose or to pay, by
     /// number, and which of the two), and the Ethereum block it came due at.
     due_since: Option<((u64, bool), u64)>,
+    /// The takeovers counted, so a retried one is not counted again.
+    takeovers: Takeovers,
     stuck: StuckWithdrawals,
     retry: RetryPolicy,
 }
@@ -112,6 +114,7 @@ impl EthSettlement {
             pending_since: None,
             batch_time: None,
             due_since: None,
+            takeovers: Takeovers::default(),
             stuck: StuckWithdrawals::default(),
             retry: RetryPolicy::default(),
         }
@@ -206,7 +209,7 @@ impl EthSettlement {
         };
         let waited = head.saturating_sub(since);
         let mine = self.turns.mine(key.0, waited);
-        if mine && waited >= self.turns.timeout_blocks {
+        if self.takeovers.is_new(&self.turns, key, waited) {
             metrics::counter!("watchman_eth_turn_takeovers_total").increment(1);
             tracing::warn!(range = key.0, waited_blocks = waited, "the turn-holder did not act in time: taking over");
         }

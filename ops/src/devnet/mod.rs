@@ -6,12 +6,14 @@
 
 mod bench;
 mod blocks;
+mod drill;
 mod operator;
 mod ports;
 mod process;
 mod restart;
 mod rotate;
 pub mod state;
+mod tally;
 mod up;
 mod watchmen;
 
@@ -75,6 +77,11 @@ pub enum DevnetCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// A crash-and-restart run while withdrawals flow: the coordinator, confirmer and watchmen
+    /// SIGKILLed and restarted at seeded random moments (at most n − t watchmen down at once),
+    /// then every accepted withdrawal waited for, and the vault's transactions counted on chain
+    /// (reverted ones and their gas) beside the watchmen's metrics.
+    Drill(drill::DrillArgs),
     /// Change the signer set as its operators would (docs/OPERATIONS.md, "Rotating the signer
     /// set"): a key ceremony among the new group, the ledger's KeyRotation and the vault's
     /// proposeKey approved by the old operators, the new watchmen started, the Bitcoin sweep
@@ -143,6 +150,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             eprintln!("{done}");
             Ok(())
         }
+        DevnetCommand::Drill(drill_args) => drill::drill(&args.dir, &drill_args).await,
         DevnetCommand::Bench { rounds } => bench::bench(&DevnetState::load(&args.dir)?, rounds).await,
         DevnetCommand::Blocks { btc_block_secs } => {
             let state = DevnetState::load(&args.dir)?;
