@@ -2,11 +2,16 @@
 //! the next withdrawals root covers, when it is due, and whose turn it is to submit and pay it.
 //!
 //! A range starts right after the last batch the vault's ranges cover and ends at the last
-//! hard-final batch, unless that would take more than `max_leaves` leaves: then it ends just
-//! before the first batch that would not fit (a range holds at least one batch, however many
-//! leaves that batch has). It is due once it holds `max_leaves` leaves, or once its oldest
-//! withdrawal has waited `window` since this watchman saw it hard-final, so a lone withdrawal
-//! waits at most the window and a busy network gets a root every `max_leaves` leaves.
+//! owing batch it takes: every owing batch up to the proposer's horizon, unless that would take
+//! more than `max_leaves` leaves (a range holds at least one batch, however many leaves that
+//! batch has). The horizon leaves the proposer's [`FRESH_BATCHES`] newest hard-final batches to
+//! the next range: every signer checks the range against its own replay, and under steady
+//! traffic the others are a batch or two behind the proposer, so a range reaching its newest
+//! batch was refused on every retry until traffic paused (about 70 s in a devnet drill). The
+//! first owing batch is always taken: it has waited the window. A range is due once it holds
+//! `max_leaves` leaves, or once its oldest withdrawal has waited `window` since this watchman
+//! saw it hard-final, so a lone withdrawal waits at most the window and a busy network gets a
+//! root every `max_leaves` leaves.
 //!
 //! Turns: the watchmen that pay gas take turns by range number (range `r` is submitter
 //! `r mod n`'s), so one root is submitted once. If the turn-holder has not done it within
@@ -34,6 +39,11 @@ impl Default for RangeLimits {
     }
 }
 
+/// How many of the proposer's newest hard-final batches a range leaves to the next one (unless
+/// its first owing batch is among them), so that signers a batch or two behind in their replay
+/// can check it. A batch interval or two of delay, against a refused signing session per retry.
+pub const FRESH_BATCHES: u64 = 2;
+
 /// What to do about the batches after the vault's last range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeDecision {
@@ -60,17 +70,18 @@ pub fn next_range(
     let Some(&(first_owing, _)) = owing.first() else {
         return RangeDecision::Nothing;
     };
+    let horizon = hard_final.saturating_sub(FRESH_BATCHES).max(first_owing);
     let max_leaves = limits.max_leaves.max(1);
     let mut leaves = 0usize;
-    let mut last = hard_final;
+    let mut last = first_owing;
     for (i, (batch, count)) in owing.iter().enumerate() {
-        if i > 0 && leaves.saturating_add(*count) > max_leaves {
-            last = batch - 1;
+        if i > 0 && (*batch > horizon || leaves.saturating_add(*count) > max_leaves) {
             break;
         }
         leaves = leaves.saturating_add(*count);
+        last = *batch;
     }
-    debug_assert!(last >= first_owing);
+    debug_assert!(first_owing <= last && last <= hard_final);
     if leaves >= max_leaves || waited >= limits.window {
         RangeDecision::Propose { first: settled_through + 1, last, leaves }
     } else {
@@ -192,7 +203,7 @@ mod tests {
     const LIMITS: RangeLimits = RangeLimits { max_leaves: 4, window: Duration::from_secs(30) };
 
     #[test]
-    fn a_lone_withdrawal_waits_for_the_window_then_its_range_runs_to_the_last_hard_final_batch() {
+    fn a_lone_withdrawal_waits_for_the_window_then_its_range_ends_at_its_batch() {
         let owing = [(7, 1)];
         assert_eq!(next_range(5, 9, &[], Duration::ZERO, &LIMITS), RangeDecision::Nothing);
         assert_eq!(
@@ -201,7 +212,7 @@ mod tests {
         );
         assert_eq!(
             next_range(5, 9, &owing, Duration::from_secs(30), &LIMITS),
-            RangeDecision::Propose { first: 6, last: 9, leaves: 1 }
+            RangeDecision::Propose { first: 6, last: 7, leaves: 1 }
         );
         // What the vault covers already, or is not hard-final, is not owed here.
         assert_eq!(next_range(7, 9, &owing, Duration::from_secs(60), &LIMITS), RangeDecision::Nothing);
@@ -213,12 +224,33 @@ mod tests {
         let owing = [(2, 1), (3, 2), (5, 1), (8, 3)];
         assert_eq!(
             next_range(0, 9, &owing, Duration::ZERO, &LIMITS),
-            RangeDecision::Propose { first: 1, last: 7, leaves: 4 }
+            RangeDecision::Propose { first: 1, last: 5, leaves: 4 }
         );
         // One batch with more leaves than the bound is a range of its own.
         assert_eq!(
             next_range(0, 9, &[(4, 9), (6, 1)], Duration::ZERO, &LIMITS),
-            RangeDecision::Propose { first: 1, last: 5, leaves: 9 }
+            RangeDecision::Propose { first: 1, last: 4, leaves: 9 }
+        );
+    }
+
+    #[test]
+    fn under_steady_traffic_a_range_leaves_the_proposers_newest_batches_to_the_next_one() {
+        let limits = RangeLimits { max_leaves: 100, window: Duration::from_secs(30) };
+        let every_batch: Vec<(u64, usize)> = (1..=40).map(|batch| (batch, 1)).collect();
+        // The proposer has 40 hard-final; the others are a batch or two behind it.
+        assert_eq!(
+            next_range(0, 40, &every_batch, Duration::from_secs(30), &limits),
+            RangeDecision::Propose { first: 1, last: 38, leaves: 38 }
+        );
+        // The next range follows on from it, with the same slack.
+        assert_eq!(
+            next_range(38, 43, &every_batch, Duration::from_secs(30), &limits),
+            RangeDecision::Propose { first: 39, last: 40, leaves: 2 }
+        );
+        // A withdrawal in the newest batch alone, once it has waited the window, is taken.
+        assert_eq!(
+            next_range(8, 9, &[(9, 1)], Duration::from_secs(30), &limits),
+            RangeDecision::Propose { first: 9, last: 9, leaves: 1 }
         );
     }
 
