@@ -2,7 +2,8 @@
 //! alarmed; two batches signed with one number are an equivocation alarm whose evidence checks;
 //! another wallet's flood of postings under the bridge's tags stops neither the publisher nor the
 //! follower; a batch the coordinator withholds while publishing later ones is a `missing_batch`
-//! alarm after the configured wait, and one that merely arrives late is not.
+//! alarm after the configured wait, and one that merely arrives late is not; a second batch
+//! posted under a number the follower already passed is an equivocation alarm all the same.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
@@ -326,4 +327,41 @@ async fn batches_withheld_before_a_later_one_raise_missing_batch() {
     let (_, evidence) = confirmer.store().alarms().await.unwrap().remove(0);
     let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
     assert!(explanation.contains("batch 4 was not on the DA"), "{explanation}");
+}
+
+/// docs/PROTOCOL.md, "Equivocation found late": the coordinator signs a second batch 2 and posts
+/// it after the follower replayed (and made hard-final) its batch 2. The running follower finds
+/// it without a restart, alarms at 2, and hard finality falls back below 2.
+#[tokio::test]
+async fn a_second_batch_posted_after_the_follower_passed_it_is_an_equivocation() {
+    let net = Net::start().await;
+    let honest = history(3, 10);
+    let mut locators = Vec::new();
+    for batch in &honest {
+        locators.push(net.publisher.publish(batch).await.unwrap().locator);
+    }
+    net.arlocal.mine(2).await.unwrap();
+    let (mut confirmer, _) = net.confirmer(Duration::ZERO).await;
+    step_until(&mut confirmer, "batches 1 to 3 hard-final", |s| s.hard_final == 3).await;
+    assert!(confirmer.status().alarms.is_empty());
+
+    let mut rival = honest[1].clone();
+    rival.header.timestamp += 1;
+    let rival = resign(rival);
+    post_raw(&net.arlocal, &net.coordinator, &rival, 2, &locators[0]).await;
+    net.arlocal.mine(2).await.unwrap();
+
+    step_until(&mut confirmer, "the late second batch 2 alarmed", |s| !s.alarms.is_empty()).await;
+    let status = confirmer.status();
+    assert_eq!((status.alarms[0].kind, status.alarms[0].number), (AlarmKind::Equivocation, 2));
+    assert_eq!(status.hard_final, 1, "hard finality falls back below the equivocated batch");
+    let (_, evidence) = confirmer.store().alarms().await.unwrap().remove(0);
+    let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
+    assert!(explanation.contains("equivocated"), "{explanation}");
+
+    // A restart keeps the alarm and the fallen-back finality.
+    drop(confirmer);
+    let (confirmer, _) = net.confirmer(Duration::ZERO).await;
+    assert_eq!(confirmer.status().hard_final, 1);
+    assert_eq!(confirmer.status().alarms.len(), 1);
 }
