@@ -22,6 +22,9 @@ pub enum PlantedBug {
     InvalidTxIgnored,
     /// The follower never raises `missing_batch`: a withheld batch stalls it silently.
     GapNeverAlarmed,
+    /// The watchman's policy checks a withdrawals range's batches and the vault's ranges, but
+    /// not the root it is asked to sign.
+    PolicySkipsRootCheck,
 }
 
 thread_local! {

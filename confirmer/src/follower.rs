@@ -19,6 +19,7 @@ use crate::evidence::{EVIDENCE_VERSION, Evidence};
 use crate::patience::{Clock, Doubt, GapVerdict, GapWatch};
 use crate::store::{ConfirmerStore, ReplayedBatch, StoreError};
 
+mod late_equivocation;
 mod takeover;
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +265,10 @@ impl Follower {
             follower.halted_at = Some(follower.halted_at.map_or(alarm.number, |n| n.min(alarm.number)));
             follower.alarms.push(alarm);
         }
+        // Hard finality precedes every alarm (one found late may name a batch replayed before).
+        if let Some(halted) = follower.halted_at {
+            follower.hard_final = follower.hard_final.min(halted.saturating_sub(1));
+        }
         follower.start_replayed = follower.replayed - from;
         tracing::info!(snapshot = from, replayed = follower.replayed, "confirmer state ready");
         follower.publish_metrics();
@@ -409,6 +414,10 @@ impl Follower {
             self.resume_after_takeover(&mut step).await?;
             return Ok(step);
         }
+        if let Some(alarm) = self.late_equivocation().await? {
+            step.alarm = Some(alarm);
+            return Ok(step);
+        }
         let fetched = match self.da.batches_after(self.replayed, limit).await {
             Ok(fetched) => fetched,
             Err(DaError::Equivocation(pair)) => {
@@ -433,6 +442,9 @@ impl Follower {
                 let evidence = self.evidence(AlarmKind::Equivocation, number, &detail);
                 let evidence = Evidence { equivocation: Some(*pair), ..evidence };
                 step.alarm = Some(self.raise(AlarmKind::Equivocation, number, detail, evidence).await?);
+                // The pair may be under the last batch replayed (read again to link the next
+                // one): an equivocation found late, below which hard finality falls back.
+                self.hard_final = self.hard_final.min(number - 1);
                 return Ok(step);
             }
             Err(error @ (DaError::Invalid { .. } | DaError::Misfiled { .. })) => {

@@ -2,7 +2,8 @@
 //! alarmed; two batches signed with one number are an equivocation alarm whose evidence checks;
 //! another wallet's flood of postings under the bridge's tags stops neither the publisher nor the
 //! follower; a batch the coordinator withholds while publishing later ones is a `missing_batch`
-//! alarm after the configured wait, and one that merely arrives late is not.
+//! alarm after the configured wait, and one that merely arrives late is not; a second batch
+//! posted under a number the follower already passed is an equivocation alarm all the same.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
@@ -326,4 +327,44 @@ async fn batches_withheld_before_a_later_one_raise_missing_batch() {
     let (_, evidence) = confirmer.store().alarms().await.unwrap().remove(0);
     let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
     assert!(explanation.contains("batch 4 was not on the DA"), "{explanation}");
+}
+
+/// docs/PROTOCOL.md, "Equivocation found late": the coordinator signs a second batch 2 and posts
+/// it after the follower replayed its batch 2 (and 3). The running follower finds it without a
+/// restart and alarms at 2, not at 4. (These batches' deposits stay unverified here, with no L1
+/// node, so hard finality is 0 throughout; the simulator's late-equivocation seed checks that it
+/// falls back.)
+#[tokio::test]
+async fn a_second_batch_posted_after_the_follower_passed_it_is_an_equivocation() {
+    let net = Net::start().await;
+    let honest = history(3, 10);
+    let mut locators = Vec::new();
+    for batch in &honest {
+        locators.push(net.publisher.publish(batch).await.unwrap().locator);
+    }
+    net.arlocal.mine(2).await.unwrap();
+    let (mut confirmer, _) = net.confirmer(Duration::ZERO).await;
+    step_until(&mut confirmer, "batches 1 to 3 replayed", |s| s.replayed == 3).await;
+    assert!(confirmer.status().alarms.is_empty());
+
+    let mut rival = honest[1].clone();
+    rival.header.timestamp += 1;
+    let rival = resign(rival);
+    post_raw(&net.arlocal, &net.coordinator, &rival, 2, &locators[0]).await;
+    net.arlocal.mine(2).await.unwrap();
+
+    step_until(&mut confirmer, "the late second batch 2 alarmed", |s| !s.alarms.is_empty()).await;
+    let status = confirmer.status();
+    assert_eq!((status.alarms[0].kind, status.alarms[0].number), (AlarmKind::Equivocation, 2));
+    assert!(status.hard_final < 2, "hard finality is below the equivocated batch: {status:?}");
+    let (_, evidence) = confirmer.store().alarms().await.unwrap().remove(0);
+    let explanation = Evidence::from_json(&evidence).unwrap().check().unwrap();
+    assert!(explanation.contains("equivocated"), "{explanation}");
+
+    // A restart keeps the alarm at 2.
+    drop(confirmer);
+    let (confirmer, _) = net.confirmer(Duration::ZERO).await;
+    assert_eq!(confirmer.status().alarms.len(), 1);
+    assert_eq!(confirmer.status().alarms[0].number, 2);
+    assert!(confirmer.status().hard_final < 2);
 }

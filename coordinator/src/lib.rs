@@ -13,6 +13,7 @@ pub mod node;
 pub mod payouts;
 pub mod preflight;
 pub mod publisher;
+pub mod seal_rule;
 pub mod sequencer;
 pub mod snapshot;
 pub mod store;

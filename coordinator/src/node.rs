@@ -21,7 +21,8 @@ use crate::api::{self, ApiContext, ApiLimits, RateLimit, RateLimiter};
 use crate::config::{Config, ConfigError, DaKind};
 use crate::deposits::{BtcDepositTask, DepositSink, EthDepositTask, deposit_channel, forward_deposits};
 use crate::publisher::Publisher;
-use crate::sequencer::{BatchPolicy, Sequencer, SequencerError, SequencerHandle};
+use crate::seal_rule::SealRule;
+use crate::sequencer::{Sequencer, SequencerError, SequencerHandle};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -224,9 +225,8 @@ impl Node {
             "ledger recovered"
         );
         let sealed = Arc::new(Notify::new());
-        let policy =
-            BatchPolicy { max_txs: config.batch.max_txs, max_age: Duration::from_millis(config.batch.max_age_ms) };
-        let (handle, sequencer_task) = SequencerHandle::spawn(sequencer, policy, unix_millis, sealed.clone());
+        let rule = SealRule::new(config.batch.max_txs, Duration::from_millis(config.batch.max_age_ms));
+        let (handle, sequencer_task) = SequencerHandle::spawn(sequencer, rule, unix_millis, sealed.clone());
         // Every background task runs under one supervisor: a failed turn is retried with
         // backoff, a fatal error or an end marks the task dead, `/health` shows each, and the
         // binary stops on a death (`Node::failed`) instead of serving without it.

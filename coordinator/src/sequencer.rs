@@ -9,13 +9,13 @@
 use bridge::batch::{ApplyError, ReplayError, SealedBatch};
 use bridge::{BatchBuilder, BatchTx, CoordinatorKey, NetworkParams, Receipt, State, Tx};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use chains::snapshots::{SnapshotKeeper, SnapshotPolicy, SnapshotStoreError, restore_newest};
 
+use crate::seal_rule::{OpenBatch, SealRule};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ pub struct Sequencer {
     next_seq: u64,
     /// Sequence number of the open batch's first transaction.
     batch_first_seq: u64,
+    /// The open batch's transactions' encoded bytes, for the seal rule's byte bound.
+    open_bytes: u64,
     stopped: bool,
     /// On a network with forced inclusion: where the last sealed batch left the cursor, and
     /// how far the next one may move it without entries (crate::forced).
@@ -117,7 +119,9 @@ impl Sequencer {
             None => store.next_seq().await?,
         };
         let domain = state.domain().clone();
+        let mut open_bytes = 0u64;
         for (seq, batch_tx) in pending {
+            open_bytes += encoded_len(&batch_tx);
             let tx = batch_tx.verify(&domain).map_err(|e| SequencerError::Ledger { seq, reason: e.to_string() })?;
             builder.apply(&mut state, tx).map_err(|e| SequencerError::Ledger { seq, reason: e.to_string() })?;
         }
@@ -135,6 +139,7 @@ impl Sequencer {
             key,
             next_seq,
             batch_first_seq,
+            open_bytes,
             stopped: false,
             snapshots,
             restored_from: from,
@@ -174,6 +179,11 @@ impl Sequencer {
         self.builder.len()
     }
 
+    /// The open batch's encoded transaction bytes ([`crate::seal_rule::OpenBatch::encoded_bytes`]).
+    pub fn open_bytes(&self) -> u64 {
+        self.open_bytes
+    }
+
     /// Applies `txs` in order and commits the accepted ones in one database transaction;
     /// returns each one's outcome only after that commit.
     pub async fn submit(&mut self, txs: Vec<Tx>) -> Result<Vec<Outcome>, SequencerError> {
@@ -211,6 +221,7 @@ impl Sequencer {
     async fn commit(&mut self, accepted: Vec<([u8; 32], BatchTx)>) -> Result<(), SequencerError> {
         self.store.append_txs(self.next_seq, &accepted).await.map_err(|e| self.stop(e))?;
         self.next_seq += accepted.len() as u64;
+        self.open_bytes += accepted.iter().map(|(_, tx)| encoded_len(tx)).sum::<u64>();
         Ok(())
     }
 
@@ -247,6 +258,7 @@ impl Sequencer {
             *cursor = crate::forced::CursorState::new(commit.to);
         }
         self.builder = BatchBuilder::new(&self.state);
+        self.open_bytes = 0;
         assert_eq!(self.batch_first_seq, self.next_seq, "a sealed batch holds every acknowledged transaction");
         // The batch is in the ledger: a snapshot of the state after it can be checked against it.
         self.snapshots.after_batch(&self.state);
@@ -327,19 +339,13 @@ pub struct SequencerHandle {
 /// The most transactions one group commit carries.
 const GROUP_COMMIT_MAX: usize = 4096;
 
-/// When the open batch is sealed: at `max_txs` transactions, or `max_age` after its first.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchPolicy {
-    pub max_txs: usize,
-    pub max_age: Duration,
-}
-
 impl SequencerHandle {
     /// Runs `sequencer` on a task of its own until every handle is dropped. Batches are sealed
-    /// by `policy`, stamped with `clock()` (milliseconds since the Unix epoch), and `sealed` is notified after each seal.
+    /// when `rule` says so (the open batch's age measured on the monotonic clock), stamped with
+    /// `clock()` (milliseconds since the Unix epoch), and `sealed` is notified after each seal.
     pub fn spawn(
         mut sequencer: Sequencer,
-        policy: BatchPolicy,
+        rule: SealRule,
         clock: fn() -> u64,
         sealed: Arc<Notify>,
     ) -> (Self, tokio::task::JoinHandle<Sequencer>) {
@@ -348,11 +354,14 @@ impl SequencerHandle {
             // Unsealed transactions recovered from the ledger start the clock too.
             let mut opened = (sequencer.open_len() > 0).then(Instant::now);
             loop {
-                let deadline = opened.map(|at| at + policy.max_age);
+                // Forced entries seal their own batch (`include_forced`), so none are due here.
+                let deadline = rule.wait(&open_batch(&sequencer, opened)).map(|wait| Instant::now() + wait);
                 let next = tokio::select! {
                     command = inbox.recv() => command,
                     () = sleep_until(deadline) => {
-                        seal_now(&mut sequencer, clock, &sealed, &mut opened).await;
+                        if rule.due(&open_batch(&sequencer, opened)).is_some() {
+                            seal_now(&mut sequencer, clock, &sealed, &mut opened).await;
+                        }
                         continue;
                     }
                 };
@@ -367,12 +376,13 @@ impl SequencerHandle {
                 if run_group(&mut sequencer, group).await {
                     sealed.notify_one();
                 }
-                if sequencer.open_len() >= policy.max_txs {
-                    seal_now(&mut sequencer, clock, &sealed, &mut opened).await;
-                } else if sequencer.open_len() == 0 {
+                if sequencer.open_len() == 0 {
                     opened = None;
                 } else if opened.is_none() {
                     opened = Some(Instant::now());
+                }
+                if rule.due(&open_batch(&sequencer, opened)).is_some() {
+                    seal_now(&mut sequencer, clock, &sealed, &mut opened).await;
                 }
             }
             sequencer
@@ -458,6 +468,17 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The open batch as the seal rule sees it, aged since `opened` on the monotonic clock.
+fn open_batch(sequencer: &Sequencer, opened: Option<Instant>) -> OpenBatch {
+    let age_ms = opened.map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+    OpenBatch { txs: sequencer.open_len(), encoded_bytes: sequencer.open_bytes(), age_ms, forced_due: false }
+}
+
+/// One transaction's share of the encoded batch.
+fn encoded_len(tx: &BatchTx) -> u64 {
+    bridge::codec::to_bytes(tx).len() as u64
 }
 
 async fn seal_now(sequencer: &mut Sequencer, clock: fn() -> u64, sealed: &Notify, opened: &mut Option<Instant>) {

@@ -5,7 +5,8 @@
 use bridge::batch::ApplyError;
 use bridge::tx::SystemTx;
 use bridge::{Address, Amount, AssetId, Tx, TxError};
-use coordinator::sequencer::{BatchPolicy, Sequencer, SequencerHandle};
+use coordinator::seal_rule::SealRule;
+use coordinator::sequencer::{Sequencer, SequencerHandle};
 use coordinator::store::Store;
 
 mod common;
@@ -51,7 +52,7 @@ async fn concurrent_submits_share_commits_and_keep_one_order() {
     for ledger in ledgers().await {
         let store = Store::open(&ledger.url).await.unwrap();
         let sequencer = Sequencer::recover(store, params(), key()).await.unwrap();
-        let policy = BatchPolicy { max_txs: 100_000, max_age: std::time::Duration::from_secs(3600) };
+        let policy = SealRule::new(100_000, std::time::Duration::from_secs(3600));
         let (handle, task) = SequencerHandle::spawn(sequencer, policy, || 1, Default::default());
         let mut joins = Vec::new();
         for client in 0..8u64 {
@@ -133,7 +134,7 @@ async fn batches_seal_on_size_and_on_age_and_deposits_credit_once() {
         let store = Store::open(&ledger.url).await.unwrap();
         let sequencer = Sequencer::recover(store.clone(), params(), key()).await.unwrap();
         let sealed = Arc::new(tokio::sync::Notify::new());
-        let policy = BatchPolicy { max_txs: 10, max_age: Duration::from_millis(200) };
+        let policy = SealRule::new(10, Duration::from_millis(200));
         let (handle, task) = SequencerHandle::spawn(sequencer, policy, || 7, sealed.clone());
         let publisher = tokio::spawn(Publisher::new(store.clone(), da.clone()).run(sealed, Duration::from_millis(100)));
 

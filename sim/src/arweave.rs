@@ -183,6 +183,23 @@ impl Arweave {
         numbers
     }
 
+    /// Numbers up to `through` under which the coordinator's mined postings hold different
+    /// bytes: where an equivocation may be (bytes are compared first; only these are decoded).
+    fn numbers_with_rivals(&self, through: u64) -> Vec<u64> {
+        let mut first_bytes: std::collections::BTreeMap<u64, &[u8]> = std::collections::BTreeMap::new();
+        let mut rivals = std::collections::BTreeSet::new();
+        for posting in self.blocks.iter().flatten() {
+            if posting.owner != Owner::Coordinator || posting.number > through {
+                continue;
+            }
+            let first = *first_bytes.entry(posting.number).or_insert(&posting.bytes);
+            if first != posting.bytes.as_slice() {
+                rivals.insert(posting.number);
+            }
+        }
+        rivals.into_iter().collect()
+    }
+
     /// A posting of the same bytes from the coordinator, mined or pending.
     fn already_posted(&self, bytes: &[u8]) -> Option<String> {
         let mined = self.blocks.iter().flatten();
@@ -277,6 +294,19 @@ impl DataAvailability for SimDa {
             number += 1;
         }
         Ok(number)
+    }
+
+    async fn equivocation_through(&self, through: u64) -> Result<Option<Equivocation>, DaError> {
+        let arweave = self.lock()?;
+        for number in arweave.numbers_with_rivals(through) {
+            // The same reading rules as `fetch`: listed with confirmations, served, signed.
+            match self.read(&arweave, number) {
+                Err(DaError::Equivocation(evidence)) => return Ok(Some(*evidence)),
+                Err(error) => return Err(error),
+                Ok(_) => {}
+            }
+        }
+        Ok(None)
     }
 
     async fn signed_after(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {

@@ -29,6 +29,8 @@ pub enum AttackKind {
     ForgedDeposit,
     /// A batch posted after its successor, within the confirmers' wait.
     Reorder,
+    /// A second batch under a number the running confirmers have already replayed.
+    LateEquivocation,
 }
 
 impl AttackKind {
@@ -40,6 +42,7 @@ impl AttackKind {
             AttackKind::Withholding => "withholding",
             AttackKind::ForgedDeposit => "forged deposit",
             AttackKind::Reorder => "reorder",
+            AttackKind::LateEquivocation => "late equivocation",
         }
     }
 }
@@ -69,6 +72,7 @@ impl Attack {
             AttackKind::Withholding,
             AttackKind::ForgedDeposit,
             AttackKind::Reorder,
+            AttackKind::LateEquivocation,
         ];
         let picked = kinds[rng.below(kinds.len() as u64) as usize];
         let kind = config.attack.unwrap_or(picked);
@@ -82,7 +86,9 @@ impl Attack {
 
     /// Whether the attack has taken publication over from the real publisher.
     pub(crate) fn controls_publishing(&self) -> bool {
-        self.target.is_some() && self.kind != AttackKind::ForgedDeposit && !self.done
+        self.target.is_some()
+            && !matches!(self.kind, AttackKind::ForgedDeposit | AttackKind::LateEquivocation)
+            && !self.done
     }
 
     pub fn is_bad_history(&self) -> bool {
@@ -99,6 +105,9 @@ impl World {
             return Ok(());
         }
         let kind = attack.kind;
+        if kind == AttackKind::LateEquivocation {
+            return self.equivocate_late().await;
+        }
         let Some(sequencer) = &self.coordinator.sequencer else { return Ok(()) };
         let next = sequencer.state().head().next_number;
         let target = match kind {
@@ -197,6 +206,32 @@ impl World {
                 break;
             }
         }
+        Ok(())
+    }
+
+    /// Late equivocation: once every running confirmer has replayed some batch n, a second
+    /// batch n signed by the coordinator is posted on its own (docs/PROTOCOL.md, "Equivocation
+    /// found late"). Publication goes on honestly.
+    async fn equivocate_late(&mut self) -> Result<(), SimError> {
+        let passed =
+            self.confirmers.iter().filter_map(|role| role.follower.as_ref()).map(|f| f.status().replayed).min();
+        let (Some(target @ 1..), Some(store)) = (passed, self.coordinator.store.clone()) else { return Ok(()) };
+        let sealed = store.batches_after(target - 1, 1).await.map_err(SimError::role("ledger"))?;
+        let Some(batch) = sealed.into_iter().next() else { return Ok(()) };
+        let forged = self.forge(&batch, AttackKind::LateEquivocation)?;
+        let id = match self.arweave.lock() {
+            Ok(mut arweave) => arweave.post(Owner::Coordinator, vec![(target, bridge::codec::encode_batch(&forged))]),
+            Err(_) => return Err(SimError::Setup("the simulated Arweave's lock".into())),
+        };
+        if let Some(attack) = self.attack.as_mut() {
+            attack.target = Some(target);
+            attack.done = true;
+        }
+        self.bad_from = Some((target, AttackKind::LateEquivocation.name()));
+        self.log(format!(
+            "BYZANTINE posts a second batch {target} as {}, after the confirmers replayed it",
+            id.join(",")
+        ));
         Ok(())
     }
 

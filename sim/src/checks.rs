@@ -3,6 +3,7 @@
 use bridge::{AssetId, State};
 
 use crate::SimError;
+use crate::byzantine::AttackKind;
 use crate::world::World;
 
 impl World {
@@ -10,6 +11,9 @@ impl World {
     pub(crate) async fn check_step(&mut self) -> Result<(), SimError> {
         let mut found: Vec<(&'static str, String)> = Vec::new();
         let honest = self.bad_from.is_none();
+        // A late equivocation's batch was final before its rival was posted: it must fall back
+        // once the confirmer alarms (and it must alarm: `check_end`).
+        let late = self.attack.as_ref().is_some_and(|a| a.kind == AttackKind::LateEquivocation);
         if let Some(sequencer) = &self.coordinator.sequencer {
             let state = sequencer.state();
             if let Some(why) = conservation(state, &self.accounts()) {
@@ -41,7 +45,7 @@ impl World {
             }
             match self.bad_from {
                 // Bad history is never hard-final.
-                Some((bad, kind)) if status.hard_final >= bad => found.push((
+                Some((bad, kind)) if status.hard_final >= bad && (!late || !status.alarms.is_empty()) => found.push((
                     "bad-history-not-final",
                     format!(
                         "confirmer {index} calls batch {} hard-final, but batch {bad} is a {kind}",
@@ -114,6 +118,7 @@ impl World {
         for (invariant, detail) in found {
             self.violate(invariant, detail);
         }
+        self.check_settled();
         Ok(())
     }
 

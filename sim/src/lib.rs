@@ -13,8 +13,12 @@
 pub mod arweave;
 pub mod byzantine;
 mod checks;
+mod confirmers;
+mod faults;
 pub mod l1;
 pub mod rng;
+mod users;
+pub mod watchmen;
 mod world;
 
 use sha2::{Digest, Sha256};

@@ -60,6 +60,11 @@ fn a_follower_that_never_alarms_a_gap_is_found() {
 }
 
 #[test]
+fn a_policy_signing_any_root_is_found() {
+    assert_found(PlantedBug::PolicySkipsRootCheck, None, 2, &["signature-justified"]);
+}
+
+#[test]
 fn without_a_planted_bug_the_same_seeds_pass() {
     // The failures above are the bugs', not the attacks': the same attacks pass unplanted.
     for attack in [AttackKind::ForgedWithdrawal, AttackKind::Withholding] {

@@ -82,6 +82,14 @@ fn a_reorder_within_the_wait_is_not_alarmed() {
 }
 
 #[test]
+fn a_late_equivocation_is_alarmed_and_hard_finality_falls_back() {
+    let outcome = run(SimConfig { attack: Some(AttackKind::LateEquivocation), ..SimConfig::quick(107) });
+    assert_holds(&outcome);
+    // Not vacuous: the rival batch was posted after the confirmers had passed its number.
+    assert!(outcome.trace.iter().any(|line| line.contains("BYZANTINE posts a second batch")), "the attack never ran");
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     let first = run(SimConfig::quick(7));
     let again = run(SimConfig::quick(7));

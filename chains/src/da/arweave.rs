@@ -24,6 +24,7 @@ use super::{DaError, DataAvailability, FetchedBatch, Published, check_published}
 use crate::arweave::{ArweaveWallet, Gateway, GatewayError, Tag, Transaction, TxJson, TxStatus};
 use crate::forced_check::{ForcedChecker, ForcedVerdict};
 
+mod late;
 mod snapshots;
 
 const APP_VERSION: &str = "1";
@@ -137,6 +138,9 @@ struct Inner {
     /// Hashes of batches proven superseded: their descendants are superseded too. Grows by one
     /// per takeover; rebuilt by the same checks after a restart.
     superseded: Mutex<BTreeSet<[u8; 32]>>,
+    /// Ids of the coordinator's newest postings already judged not to be a second batch of a
+    /// number passed (da/arweave/late.rs).
+    judged: Mutex<BTreeSet<String>>,
 }
 
 #[derive(Debug)]
@@ -214,6 +218,7 @@ impl ArweaveDa {
                 gap_evidence: Mutex::new(None),
                 forced: std::sync::OnceLock::new(),
                 superseded: Mutex::new(BTreeSet::new()),
+                judged: Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -730,6 +735,10 @@ impl DataAvailability for ArweaveDa {
         let fetched = FetchedBatch { locator: found.ids[0].clone(), batch: found.batch, size: found.size };
         *lock(&self.inner.gap_evidence) = Some((number, fetched.clone()));
         Ok(Some(fetched))
+    }
+
+    async fn equivocation_through(&self, through: u64) -> Result<Option<Equivocation>, DaError> {
+        self.late_equivocation(through).await
     }
 
     async fn confirmations(&self, number: u64) -> Result<Option<u64>, DaError> {

@@ -88,6 +88,17 @@ pub trait DataAvailability: Send + Sync {
         self.fetch(number + 1).await
     }
 
+    /// Two different batches the coordinator signed under one number at or below `through`,
+    /// found since the reader passed that number (docs/PROTOCOL.md, "Equivocation found late").
+    /// A follower asks every step with `through` = the last batch it replayed, so an answer must
+    /// cost a bounded amount of work (a page of the newest postings, a few downloads), and may
+    /// say `None` now and find the pair at a later call. A second batch posted so long after the
+    /// first that it is past the page is found by the reader that next reads that number (a
+    /// restart, a new confirmer). A DA that holds one batch per number has nothing to find.
+    async fn equivocation_through(&self, _through: u64) -> Result<Option<Equivocation>, DaError> {
+        Ok(None)
+    }
+
     /// Publishes `bytes`, the encoded state snapshot after batch `number` whose state root is
     /// `state_root`, for confirmers that join late; where it went, or `None` if this DA keeps no
     /// snapshots. Publishing the same snapshot again is a no-op.

@@ -1,0 +1,75 @@
+//! Confirmers: the real follower on its own SQLite store, started (and restarted after a crash)
+//! from what the store holds, stepped once a tick, each with its watchman half (watchmen.rs).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bridge::Chain;
+use chains::da::DataAvailability;
+use chains::snapshots::SnapshotPolicy;
+use confirmer::deposits::DepositVerifiers;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+
+use crate::SimError;
+use crate::l1::LaggingNode;
+use crate::watchmen::Watchman;
+use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
+
+impl World {
+    pub(crate) async fn start_confirmer(&mut self, index: usize) -> Result<(), SimError> {
+        let role = &self.confirmers[index];
+        let store = ConfirmerStore::open(&role.url).await.map_err(SimError::role("confirmer store"))?;
+        let node =
+            LaggingNode { l1: self.l1.clone(), now_ms: self.now_ms.clone(), lag_blocks: role.lag_blocks.clone() };
+        let verifiers = DepositVerifiers::none().with(Chain::Ethereum, Arc::new(node));
+        let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
+        let clock_ms = self.now_ms.clone();
+        let follower = Follower::open(da, store, self.params.clone(), verifiers)
+            .await
+            .map_err(SimError::role("confirmer start"))?
+            .with_snapshots(SnapshotPolicy::off())
+            .with_missing_batch_wait(MISSING_BATCH_WAIT)
+            .with_clock(Arc::new(move || clock_ms.load(Ordering::SeqCst)));
+        let status = follower.status();
+        self.confirmers[index].follower = Some(follower);
+        self.confirmers[index].watchman = Some(Watchman::new(self.vault_domain()));
+        self.confirmers[index].down_until = None;
+        self.log(format!("confirmer {index} up: replayed {}, hard-final {}", status.replayed, status.hard_final));
+        Ok(())
+    }
+
+    pub(crate) async fn step_confirmer(&mut self, index: usize) -> Result<(), SimError> {
+        let now = self.now();
+        let role = &mut self.confirmers[index];
+        if role.stalled_until.is_some_and(|until| now < until) {
+            return Ok(());
+        }
+        let Some(follower) = role.follower.as_mut() else { return Ok(()) };
+        let before = follower.status();
+        let result = follower.step(STEP_LIMIT).await;
+        let after = follower.status();
+        match result {
+            Ok(step) => {
+                if let Some(alarm) = step.alarm {
+                    self.log(format!(
+                        "confirmer {index} ALARM {} at batch {}: {}",
+                        alarm.kind.as_str(),
+                        alarm.number,
+                        alarm.detail
+                    ));
+                }
+            }
+            Err(error) => self.log(format!("confirmer {index} step failed: {error}")),
+        }
+        if after.hard_final != before.hard_final || after.replayed != before.replayed {
+            self.log(format!("confirmer {index} replayed {}, hard-final {}", after.replayed, after.hard_final));
+        }
+        if after.waiting != before.waiting
+            && let Some(waiting) = &after.waiting
+        {
+            self.log(format!("confirmer {index} waits at batch {} for {}", waiting.batch, waiting.what));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! Watchmen in the simulator: each confirmer is also a watchman, with the real
+//! [`ReplayPolicy`] and [`SettlementBook`] fed by its real follower. Every simulated minute each
+//! is asked to sign the Ethereum withdrawals of the next range of batches: the honest root, a
+//! root where one leaf pays more, a random root, and under a byzantine coordinator a range
+//! reaching into its bad history. When [`SIGNING_THRESHOLD`] of them approve one, the vault
+//! ([`SimVault`], the ranges list of the Solidity vault, nothing more) takes it.
+//!
+//! The ground truth ([`Truth`]) is what the honest sequencer sealed: every approval must be of
+//! a root it justifies (`signature-justified`), and after healing an honest run's vault covers
+//! every batch that owes withdrawals (`settlement-liveness`). FROST itself, the mesh and the
+//! payouts are not simulated yet: an approval stands for a signature share.
+
+use std::collections::BTreeMap;
+
+use bridge::batch::SealedBatch;
+use bridge::eth_settlement::{VaultDomain, withdrawals_message};
+use bridge::withdrawals::EthWithdrawal;
+use bridge::withdrawals::EthWithdrawalTree;
+use chains::ethereum::VaultProgress;
+use confirmer::watchman::{RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SettlementBook};
+use tss::{Decision, KeyPath, SigningContext, SigningPolicy, SigningRequest};
+
+use crate::byzantine::AttackKind;
+use crate::world::World;
+
+/// Approvals the vault needs for a range: t of the three watchmen.
+pub const SIGNING_THRESHOLD: usize = 2;
+/// How often the watchmen are asked to sign.
+pub const ASK_EVERY_MS: u64 = 60_000;
+
+/// One confirmer's watchman half: its book (fed by its follower) and its signing policy. Both
+/// live in memory, so a crash loses them and a restart builds them again from the follower.
+#[derive(Debug)]
+pub(crate) struct Watchman {
+    book: SettlementBook,
+    policy: ReplayPolicy,
+}
+
+impl Watchman {
+    pub(crate) fn new(domain: VaultDomain) -> Self {
+        let book = SettlementBook::default();
+        Watchman { policy: ReplayPolicy::new(book.clone(), Some(domain)), book }
+    }
+}
+
+/// The Ethereum vault's ranges (first batch, last batch, withdrawals root), in order.
+#[derive(Debug, Default)]
+pub(crate) struct SimVault {
+    ranges: Vec<(u64, u64, [u8; 32])>,
+}
+
+impl SimVault {
+    pub(crate) fn settled_through(&self) -> u64 {
+        self.ranges.last().map_or(0, |(_, last, _)| *last)
+    }
+
+    fn progress(&self) -> VaultProgress {
+        VaultProgress { range_count: self.ranges.len() as u64, settled_through: self.settled_through() }
+    }
+}
+
+/// What each batch the honest sequencer sealed owes on Ethereum.
+#[derive(Debug, Default)]
+pub(crate) struct Truth {
+    /// The last batch sealed.
+    sealed: u64,
+    /// Only batches that owe withdrawals.
+    owing: BTreeMap<u64, Vec<EthWithdrawal>>,
+}
+
+impl Truth {
+    pub(crate) fn record(&mut self, sealed: &SealedBatch) {
+        let number = sealed.batch.header.number;
+        self.sealed = self.sealed.max(number);
+        let withdrawals = sealed.settlement.eth.withdrawals();
+        if !withdrawals.is_empty() {
+            self.owing.insert(number, withdrawals.to_vec());
+        }
+    }
+
+    /// The withdrawals of batches `first..=last`, if all were sealed.
+    fn range(&self, first: u64, last: u64) -> Option<Vec<EthWithdrawal>> {
+        (first >= 1 && first <= last && last <= self.sealed)
+            .then(|| self.owing.range(first..=last).flat_map(|(_, w)| w.iter().cloned()).collect())
+    }
+}
+
+/// One question put to every watchman.
+struct Ask {
+    what: &'static str,
+    first: u64,
+    last: u64,
+    root: [u8; 32],
+}
+
+impl World {
+    pub(crate) fn vault_domain(&self) -> VaultDomain {
+        VaultDomain { chain_id: self.params.chain_id, vault: self.params.eth_vault, epoch: 0 }
+    }
+
+    /// Every [`ASK_EVERY_MS`]: the books read their followers and the vault, then every
+    /// running watchman is asked to sign each question; approvals are checked against the truth.
+    pub(crate) fn ask_watchmen(&mut self) {
+        let progress = self.vault.progress();
+        let mut finals = Vec::new();
+        for role in &self.confirmers {
+            if let (Some(follower), Some(watchman)) = (&role.follower, &role.watchman) {
+                watchman.book.update_from(follower);
+                watchman.book.note_vault(progress);
+                finals.push(watchman.book.hard_final());
+            }
+        }
+        // The longest range t of them can approve.
+        finals.sort_unstable_by(|a, b| b.cmp(a));
+        let first = progress.settled_through + 1;
+        let Some(&last) = finals.get(SIGNING_THRESHOLD - 1) else { return };
+        let asks = self.questions(first, last);
+        let mut taken = false;
+        for ask in asks {
+            let request = request(&self.vault_domain(), &ask);
+            let mut approvals = 0;
+            for (index, role) in self.confirmers.iter().enumerate() {
+                let Some(watchman) = &role.watchman else { continue };
+                if role.follower.is_none() {
+                    continue;
+                }
+                if watchman.policy.decide(&request) == Decision::Approve {
+                    approvals += 1;
+                    self.approvals.push((index, ask.what, ask.first, ask.last, ask.root));
+                }
+            }
+            if approvals >= SIGNING_THRESHOLD && !taken {
+                taken = true;
+                self.vault.ranges.push((ask.first, ask.last, ask.root));
+                let root = hex::encode(&ask.root[..4]);
+                self.log(format!("vault takes range {}..={} ({}) {root}", ask.first, ask.last, ask.what));
+            }
+        }
+        self.check_approvals();
+    }
+
+    /// This minute's questions for the range `first..=last`.
+    fn questions(&mut self, first: u64, last: u64) -> Vec<Ask> {
+        let mut asks = Vec::new();
+        if last >= first
+            && let Some(withdrawals) = self.truth.range(first, last).filter(|w| !w.is_empty())
+        {
+            let honest = EthWithdrawalTree::new(withdrawals.clone()).root();
+            asks.push(Ask { what: "the honest root", first, last, root: honest });
+            let mut more = withdrawals;
+            let leaf = self.rng.below(more.len() as u64) as usize;
+            more[leaf].amount = bridge::Amount(more[leaf].amount.0.saturating_add(1));
+            asks.push(Ask {
+                what: "a root with one leaf paying more",
+                first,
+                last,
+                root: EthWithdrawalTree::new(more).root(),
+            });
+        }
+        if last >= first {
+            asks.push(Ask { what: "a random root", first, last, root: self.rng.bytes32() });
+        }
+        // The byzantine coordinator asks for a range through its bad batch.
+        if let Some((bad, _)) = self.bad_from
+            && bad >= first
+            && let Some(withdrawals) = self.truth.range(first, bad)
+        {
+            let root = EthWithdrawalTree::new(withdrawals).root();
+            asks.push(Ask { what: "the coordinator's own range", first, last: bad, root });
+        }
+        asks
+    }
+
+    /// `signature-justified`: every approval is of a root the truth justifies.
+    fn check_approvals(&mut self) {
+        // Bad history justifies nothing from its first batch on; a late equivocation's batch is
+        // the honest one, already justified before its rival was posted.
+        let late = self.attack.as_ref().is_some_and(|a| a.kind == AttackKind::LateEquivocation);
+        let cut = self.bad_from.filter(|_| !late).map_or(u64::MAX, |(bad, _)| bad);
+        for (index, what, first, last, root) in std::mem::take(&mut self.approvals) {
+            let justified = last < cut
+                && self
+                    .truth
+                    .range(first, last)
+                    .is_some_and(|w| !w.is_empty() && EthWithdrawalTree::new(w).root() == root);
+            if !justified {
+                self.violate(
+                    "signature-justified",
+                    format!("watchman {index} approved {what} for batches {first}..={last}, which the truth does not justify"),
+                );
+            }
+        }
+    }
+
+    /// `settlement-liveness`, after healing with an honest coordinator: the vault's ranges
+    /// cover every batch that owes withdrawals.
+    pub(crate) fn check_settled(&mut self) {
+        if self.bad_from.is_some() {
+            return;
+        }
+        let settled = self.vault.settled_through();
+        if let Some((&owing, _)) = self.truth.owing.range(settled + 1..).next() {
+            self.violate(
+                "settlement-liveness",
+                format!("batch {owing} owes withdrawals, but the vault's ranges end at batch {settled} after healing"),
+            );
+        }
+    }
+}
+
+fn request(domain: &VaultDomain, ask: &Ask) -> SigningRequest {
+    SigningRequest {
+        message: withdrawals_message(domain, ask.first, ask.last, ask.root).to_vec(),
+        key_path: KeyPath::Vault,
+        context: SigningContext {
+            chain: "ethereum".into(),
+            batch: Some(ask.last),
+            purpose: SETTLE_ETH_WITHDRAWALS.into(),
+            detail: RangeDetail { first: ask.first, last: ask.last }.to_detail(),
+        },
+    }
+}
