@@ -151,17 +151,12 @@ impl Commitment {
         if !self.nodes.fits(writes.len()) {
             return Err(CommitmentError(format!("{} writes would overflow the node arenas", writes.len())));
         }
-        let mut entries = self.entries;
-        for (key, value) in &writes {
-            match (value.is_some(), self.contains(*key)) {
-                (true, false) => entries += 1,
-                (false, true) => entries -= 1,
-                _ => {}
-            }
-        }
-        let mut update = Update { tree: &self.nodes, overlay: Overlay::default() };
+        let mut update = Update::new(&self.nodes, writes.len());
         let root = update.update(self.root, 0, &mut writes);
         let (root_hash, overlay) = update.finish(root);
+        // Every written value is a new leaf, and every leaf written over or deleted is replaced.
+        let (created, replaced) = overlay.leaves();
+        let entries = self.entries + created - replaced;
         Ok(PendingRoot { root_hash, root, entries, prepared_at: Some(self.updates), overlay })
     }
 

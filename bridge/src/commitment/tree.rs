@@ -120,6 +120,13 @@ pub(super) struct Overlay {
     replaced: Vec<Ref>,
 }
 
+impl Overlay {
+    /// Leaves created, and leaves of the tree replaced.
+    pub(super) fn leaves(&self) -> (usize, usize) {
+        (self.leaves.len(), self.replaced.iter().filter(|r| r.is_leaf()).count())
+    }
+}
+
 /// One write of a batch: a value, or `None` to delete. The value is moved into its new leaf.
 pub(super) type Write = (KeyHash, Option<Box<[u8]>>);
 
@@ -168,6 +175,8 @@ impl Nodes {
                 self.free_internals.push(old.index() as u32);
             }
         }
+        self.leaves.reserve(overlay.leaves.len().saturating_sub(self.free_leaves.len()));
+        self.internals.reserve(overlay.internals.len().saturating_sub(self.free_internals.len()));
         let leaves: Vec<Ref> = overlay.leaves.into_iter().map(|leaf| self.put_leaf(leaf)).collect();
         // Children were built before their parents, so each pending child is already placed.
         let mut internals: Vec<Ref> = Vec::with_capacity(overlay.internals.len());
@@ -205,7 +214,9 @@ impl Nodes {
         }
     }
 
-    /// Room for what a prepared batch may add: at most one leaf and one internal node per write.
+    /// Room for what a prepared batch may add: one leaf per write, and internal nodes about one
+    /// per write (a long shared prefix adds more; [`Ref::new`] stops the process at the bound,
+    /// 2^30 nodes, far past any ledger this memory holds).
     pub(super) fn fits(&self, writes: usize) -> bool {
         let bound = Ref::MAX_INDEX as usize;
         self.leaves.len().saturating_add(writes) <= bound && self.internals.len().saturating_add(writes) <= bound
@@ -225,11 +236,23 @@ fn placed(node: Ref, leaves: &[Ref], internals: &[Ref]) -> Ref {
 
 /// Builds one batch's changes over a tree that stays as it is.
 pub(super) struct Update<'a> {
-    pub(super) tree: &'a Nodes,
-    pub(super) overlay: Overlay,
+    tree: &'a Nodes,
+    overlay: Overlay,
 }
 
-impl Update<'_> {
+impl<'a> Update<'a> {
+    /// An update of `writes` writes. The overlay is sized for them up front: a batch at 10^6
+    /// entries creates about two nodes per write, and growing the vectors as it goes copied
+    /// every node several times.
+    pub(super) fn new(tree: &'a Nodes, writes: usize) -> Update<'a> {
+        let overlay = Overlay {
+            internals: Vec::with_capacity(2 * writes),
+            leaves: Vec::with_capacity(writes),
+            replaced: Vec::with_capacity(2 * writes),
+        };
+        Update { tree, overlay }
+    }
+
     fn hash(&self, node: Ref) -> [u8; 32] {
         if !node.is_pending() {
             self.tree.hash(node)
