@@ -2,9 +2,10 @@
 //! (items 1 to 3 of issue 25), checked two ways:
 //!
 //! - the vectors (`docs/vectors/state-tree.json`, `docs/vectors/ledger-entries.json`) must be
-//!   what the `bridge` crate (on `jmt`) computes today;
+//!   what the `bridge` crate computes today (they were written when it ran on crate `jmt` 0.12,
+//!   so they also pin that its own tree still computes what `jmt` did);
 //! - a small re-implementation written from the document alone (module `spec` below; it does
-//!   not call `jmt` or the crate's commitment) must reproduce every root and accept every proof
+//!   not call the crate's commitment) must reproduce every root and accept every proof
 //!   in the files, and refuse doctored ones. If the document and the code part, this fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 

@@ -204,7 +204,7 @@ impl State {
                 header: hex::encode(header_hash),
             });
         }
-        let mut writes = BTreeMap::new();
+        let mut leaves = Vec::with_capacity(snapshot.entries.len());
         let mut previous: Option<StateKey> = None;
         for (key, value) in &snapshot.entries {
             if previous.is_some_and(|p| p >= *key) {
@@ -212,12 +212,12 @@ impl State {
             }
             previous = Some(*key);
             state.put_entry(key, value)?;
-            writes.insert(key_hash(&to_bytes(key)), Some(value.clone()));
+            leaves.push((key_hash(&to_bytes(key)), value.clone()));
         }
         state.restore_supplies(&snapshot.supplies)?;
-        let mut commitment = Commitment::default();
-        let pending = commitment.prepare(writes).map_err(|e| SnapshotError::Commitment(e.to_string()))?;
-        let computed = pending.root();
+        // One bottom-up pass over the sorted keys: every node is hashed once.
+        let commitment = Commitment::from_entries(leaves).map_err(|e| SnapshotError::Commitment(e.to_string()))?;
+        let computed = commitment.root_or_empty();
         if computed != header.header.post_state_root {
             return Err(SnapshotError::RootMismatch {
                 number,
@@ -225,7 +225,6 @@ impl State {
                 computed: hex::encode(computed),
             });
         }
-        commitment.apply(pending);
         state.commitment = commitment;
         state.head = ChainHead { next_number: number + 1, last_hash: header_hash, last_timestamp: snapshot.timestamp };
         state.assert_conserved();

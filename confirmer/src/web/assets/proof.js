@@ -1,6 +1,7 @@
 // State proofs checked in the browser (docs/PROTOCOL.md, "The state tree" and "Proofs"): a
-// binary sparse Merkle tree over SHA-256, as crate `jmt` 0.12 computes it. Only the browser's
-// own SHA-256 (WebCrypto) is used: what the page calls verified does not rest on the server.
+// binary sparse Merkle tree over SHA-256 (what `bridge::commitment` and, before it, crate `jmt`
+// 0.12 compute). Only the browser's own SHA-256 (WebCrypto) is used: what the page calls
+// verified does not rest on the server.
 
 const encoder = new TextEncoder();
 const LEAF_PREFIX = encoder.encode("JMT::LeafNode");

@@ -1,0 +1,235 @@
+//! The authenticated state map: a binary sparse Merkle tree over `key → value` pairs, kept in
+//! memory at its latest version only (docs/PROTOCOL.md, "The state tree").
+//!
+//! Path-compressed: a leaf sits at the shallowest depth where no other key shares its path, so
+//! a tree of `n` entries is about `log2 n` deep. Every internal node caches its hash, and a
+//! batch's writes are applied sorted by key in one recursive pass ([`tree::Update`]), so each
+//! node a batch touches is hashed once per batch, and nothing else is. The roots and proofs
+//! are byte for byte those crate `jmt` 0.12 computed before this tree replaced it.
+
+mod proof;
+mod tree;
+
+use std::collections::BTreeMap;
+
+pub use proof::{ProofError, ProofLeaf, ProofNode, SparseMerkleProof, StateProof};
+use sha2::{Digest, Sha256};
+use tree::{Nodes, Overlay, Ref, Update, Write};
+
+/// The root of the empty tree, and the hash of every empty subtree.
+pub const PLACEHOLDER: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
+
+/// An update the tree cannot hold. It means a bug or a state far past any real ledger's size,
+/// never bad input.
+#[derive(Debug, thiserror::Error)]
+#[error("state tree: {0}")]
+pub struct CommitmentError(String);
+
+/// A state entry's place in the tree: SHA-256 of its canonical key bytes, read as 256 bits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct KeyHash(pub [u8; 32]);
+
+/// The tree key of a state entry's canonical key bytes.
+pub fn key_hash(key: &[u8]) -> KeyHash {
+    KeyHash(Sha256::digest(key).into())
+}
+
+/// The root of a tree with no entries.
+pub fn empty_root() -> [u8; 32] {
+    PLACEHOLDER
+}
+
+/// The tree at its latest version. Nodes replaced by an update are freed at once: proofs are
+/// served against the latest root only.
+#[derive(Default)]
+pub struct Commitment {
+    nodes: Nodes,
+    root: Ref,
+    entries: usize,
+    /// Counts applied updates, so a pending root applied to a tree it was not prepared against
+    /// is caught.
+    updates: u64,
+    /// False until the first update: [`Commitment::root`] is `None` until then, as under `jmt`.
+    committed: bool,
+}
+
+impl std::fmt::Debug for Commitment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (internals, leaves) = self.nodes.live();
+        f.debug_struct("Commitment")
+            .field("entries", &self.entries)
+            .field("internal_nodes", &internals)
+            .field("leaves", &leaves)
+            .field("root", &self.root().map(hex::encode))
+            .finish()
+    }
+}
+
+/// An update computed but not yet applied: replay compares its root with the batch header's
+/// before anything changes. Dropping it leaves the tree as it was.
+pub struct PendingRoot {
+    root_hash: [u8; 32],
+    root: Ref,
+    entries: usize,
+    /// The tree's update count it was prepared against; `None` for an empty batch.
+    prepared_at: Option<u64>,
+    overlay: Overlay,
+}
+
+impl std::fmt::Debug for PendingRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRoot").field("root", &hex::encode(self.root_hash)).finish()
+    }
+}
+
+impl PendingRoot {
+    pub fn root(&self) -> [u8; 32] {
+        self.root_hash
+    }
+}
+
+impl Commitment {
+    /// Builds the tree over `entries` in one pass: a snapshot's restore. The entries need not be
+    /// sorted; a key given twice is refused.
+    pub fn from_entries(entries: Vec<(KeyHash, Vec<u8>)>) -> Result<Commitment, CommitmentError> {
+        let mut writes: Vec<Write> = entries.into_iter().map(|(k, v)| (k, Some(v.into_boxed_slice()))).collect();
+        writes.sort_unstable_by_key(|w| w.0);
+        if let Some(pair) = writes.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(CommitmentError(format!("key hash {} given twice", hex::encode(pair[0].0.0))));
+        }
+        let mut tree = Commitment::default();
+        let pending = tree.prepare_sorted(writes)?;
+        tree.apply(pending);
+        Ok(tree)
+    }
+
+    pub fn root(&self) -> Option<[u8; 32]> {
+        self.committed.then(|| self.nodes.hash(self.root))
+    }
+
+    /// The current root; the empty tree's root before the first write.
+    pub fn root_or_empty(&self) -> [u8; 32] {
+        self.nodes.hash(self.root)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    pub fn contains(&self, key: KeyHash) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The value the tree holds for `key`.
+    pub fn get(&self, key: KeyHash) -> Option<&[u8]> {
+        let (found, _) = self.walk(key);
+        found.filter(|leaf| self.nodes.leaf(*leaf).key == key).map(|leaf| &*self.nodes.leaf(leaf).value)
+    }
+
+    /// Computes the root after `writes` (a value, or `None` to delete) without changing anything.
+    pub fn prepare(&self, writes: BTreeMap<KeyHash, Option<Vec<u8>>>) -> Result<PendingRoot, CommitmentError> {
+        // A BTreeMap iterates in key order: the order the one-pass update needs.
+        self.prepare_sorted(writes.into_iter().map(|(k, v)| (k, v.map(Vec::into_boxed_slice))).collect())
+    }
+
+    /// `writes` sorted by key, each key once.
+    fn prepare_sorted(&self, mut writes: Vec<Write>) -> Result<PendingRoot, CommitmentError> {
+        debug_assert!(writes.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        if writes.is_empty() {
+            return Ok(PendingRoot {
+                root_hash: self.root_or_empty(),
+                root: self.root,
+                entries: self.entries,
+                prepared_at: None,
+                overlay: Overlay::default(),
+            });
+        }
+        if !self.nodes.fits(writes.len()) {
+            return Err(CommitmentError(format!("{} writes would overflow the node arenas", writes.len())));
+        }
+        let mut update = Update::new(&self.nodes, writes.len());
+        let root = update.update(self.root, 0, &mut writes);
+        let (root_hash, overlay) = update.finish(root);
+        // Every written value is a new leaf, and every leaf written over or deleted is replaced.
+        let (created, replaced) = overlay.leaves();
+        let entries = self.entries + created - replaced;
+        Ok(PendingRoot { root_hash, root, entries, prepared_at: Some(self.updates), overlay })
+    }
+
+    /// Applies a prepared update. It must have been prepared against the current tree.
+    pub fn apply(&mut self, pending: PendingRoot) {
+        let Some(prepared_at) = pending.prepared_at else {
+            return;
+        };
+        assert_eq!(prepared_at, self.updates, "a pending root applied to a tree it was not prepared against");
+        self.root = self.nodes.apply(pending.overlay, pending.root);
+        self.entries = pending.entries;
+        self.updates += 1;
+        self.committed = true;
+        debug_assert_eq!(self.nodes.hash(self.root), pending.root_hash);
+        debug_assert_eq!(self.nodes.live().1, self.entries);
+    }
+
+    /// The leaf or empty slot where `key`'s path ends, and the nodes passed on the way, root
+    /// first.
+    fn walk(&self, key: KeyHash) -> (Option<Ref>, Vec<Ref>) {
+        let mut path = Vec::new();
+        let mut node = self.root;
+        let mut depth = 0;
+        while !node.is_empty() && !node.is_leaf() {
+            path.push(node);
+            let internal = self.nodes.internal(node);
+            node = if tree::bit(&key, depth) { internal.right } else { internal.left };
+            depth += 1;
+        }
+        ((!node.is_empty()).then_some(node), path)
+    }
+
+    /// A proof that `key` holds its value (or is absent) under the current root.
+    pub fn prove(&self, key: &[u8]) -> Result<StateProof, CommitmentError> {
+        let hash = key_hash(key);
+        if self.root.is_empty() {
+            return Ok(StateProof { key: key.to_vec(), value: None, proof: None });
+        }
+        let (end, path) = self.walk(hash);
+        let node_of = |node: Ref| -> ProofNode {
+            if node.is_empty() {
+                ProofNode::Null
+            } else if node.is_leaf() {
+                let leaf = self.nodes.leaf(node);
+                ProofNode::Leaf(ProofLeaf { key_hash: leaf.key.0, value_hash: tree::value_hash(&leaf.value) })
+            } else {
+                let internal = self.nodes.internal(node);
+                ProofNode::Internal(proof::ProofInternal {
+                    left_child: self.nodes.hash(internal.left),
+                    right_child: self.nodes.hash(internal.right),
+                })
+            }
+        };
+        // Siblings bottom first, as the proof format lists them.
+        let siblings = path
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(depth, node)| {
+                let internal = self.nodes.internal(*node);
+                node_of(if tree::bit(&hash, depth) { internal.left } else { internal.right })
+            })
+            .collect();
+        let leaf = end.map(|leaf| self.nodes.leaf(leaf));
+        let value = leaf.filter(|leaf| leaf.key == hash).map(|leaf| leaf.value.to_vec());
+        let leaf = leaf.map(|leaf| ProofLeaf { key_hash: leaf.key.0, value_hash: tree::value_hash(&leaf.value) });
+        Ok(StateProof {
+            key: key.to_vec(),
+            value,
+            proof: Some(SparseMerkleProof { leaf, siblings, phantom_hasher: () }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+//! The tree's nodes: two arenas (internal nodes and leaves) indexed by `u32`, with free lists,
+//! and the one recursive pass that applies a sorted batch of writes.
+//!
+//! A batch is prepared copy-on-write: every node it changes is built anew in an [`Overlay`] and
+//! the nodes it replaces are only listed, so the tree is untouched until [`Nodes::apply`] moves
+//! the overlay in. A dropped overlay therefore leaves nothing behind.
+
+use sha2::{Digest, Sha256};
+
+use super::{KeyHash, PLACEHOLDER};
+
+/// docs/PROTOCOL.md, "Hashing": the prefixes are crate `jmt` 0.12's, kept so that roots and
+/// proofs are byte for byte those of the networks that ran on it.
+const LEAF_TAG: &[u8] = b"JMT::LeafNode";
+const INTERNAL_TAG: &[u8] = b"JMT::IntrnalNode";
+
+pub(super) fn leaf_hash(key: &KeyHash, value_hash: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(LEAF_TAG);
+    hasher.update(key.0);
+    hasher.update(value_hash);
+    hasher.finalize().into()
+}
+
+pub(super) fn internal_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(INTERNAL_TAG);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
+}
+
+pub(super) fn value_hash(value: &[u8]) -> [u8; 32] {
+    Sha256::digest(value).into()
+}
+
+/// Bit `depth` of a key path, most significant bit of byte 0 first; 1 goes right.
+pub(super) fn bit(key: &KeyHash, depth: usize) -> bool {
+    (key.0[depth / 8] >> (7 - depth % 8)) & 1 == 1
+}
+
+/// A child pointer: empty, or an internal node or a leaf, in the tree or in a pending overlay.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct Ref(u32);
+
+impl Default for Ref {
+    fn default() -> Self {
+        Ref::EMPTY
+    }
+}
+
+impl Ref {
+    pub(super) const EMPTY: Ref = Ref(u32::MAX);
+    const LEAF: u32 = 1 << 31;
+    const PENDING: u32 = 1 << 30;
+    const INDEX: u32 = Self::PENDING - 1;
+    /// Indices stop one short of the mask so that no node's `Ref` is [`Ref::EMPTY`].
+    pub(super) const MAX_INDEX: u32 = Self::INDEX - 1;
+
+    fn new(index: usize, leaf: bool, pending: bool) -> Ref {
+        assert!(index <= Self::MAX_INDEX as usize, "the state tree is limited to 2^30 nodes of each kind");
+        let mut bits = index as u32;
+        if leaf {
+            bits |= Self::LEAF;
+        }
+        if pending {
+            bits |= Self::PENDING;
+        }
+        Ref(bits)
+    }
+
+    pub(super) fn is_empty(self) -> bool {
+        self == Self::EMPTY
+    }
+
+    pub(super) fn is_leaf(self) -> bool {
+        !self.is_empty() && self.0 & Self::LEAF != 0
+    }
+
+    fn is_pending(self) -> bool {
+        !self.is_empty() && self.0 & Self::PENDING != 0
+    }
+
+    fn index(self) -> usize {
+        (self.0 & Self::INDEX) as usize
+    }
+}
+
+/// An internal node: both children and its own hash, cached so that an untouched subtree is
+/// never hashed again.
+#[derive(Debug)]
+pub(super) struct Internal {
+    pub(super) hash: [u8; 32],
+    pub(super) left: Ref,
+    pub(super) right: Ref,
+}
+
+/// A leaf holds the entry itself: proofs are served from the tree.
+#[derive(Debug)]
+pub(super) struct Leaf {
+    pub(super) hash: [u8; 32],
+    pub(super) key: KeyHash,
+    pub(super) value: Box<[u8]>,
+}
+
+/// The two arenas. Freed slots are reused before either vector grows.
+#[derive(Debug, Default)]
+pub(super) struct Nodes {
+    internals: Vec<Internal>,
+    leaves: Vec<Leaf>,
+    free_internals: Vec<u32>,
+    free_leaves: Vec<u32>,
+}
+
+/// The nodes one prepared batch creates, and the tree's nodes it replaces.
+#[derive(Debug, Default)]
+pub(super) struct Overlay {
+    internals: Vec<Internal>,
+    leaves: Vec<Leaf>,
+    replaced: Vec<Ref>,
+}
+
+impl Overlay {
+    /// Leaves created, and leaves of the tree replaced.
+    pub(super) fn leaves(&self) -> (usize, usize) {
+        (self.leaves.len(), self.replaced.iter().filter(|r| r.is_leaf()).count())
+    }
+}
+
+/// One write of a batch: a value, or `None` to delete. The value is moved into its new leaf.
+pub(super) type Write = (KeyHash, Option<Box<[u8]>>);
+
+impl Nodes {
+    pub(super) fn internal(&self, node: Ref) -> &Internal {
+        debug_assert!(!node.is_leaf() && !node.is_pending() && !node.is_empty());
+        &self.internals[node.index()]
+    }
+
+    pub(super) fn leaf(&self, node: Ref) -> &Leaf {
+        debug_assert!(node.is_leaf() && !node.is_pending());
+        &self.leaves[node.index()]
+    }
+
+    /// The hash of the subtree under `node` (a node of the tree, not of an overlay).
+    pub(super) fn hash(&self, node: Ref) -> [u8; 32] {
+        if node.is_empty() {
+            PLACEHOLDER
+        } else if node.is_leaf() {
+            self.leaf(node).hash
+        } else {
+            self.internal(node).hash
+        }
+    }
+
+    /// Live nodes of each kind (internal, leaf): for tests and for sizing.
+    pub(super) fn live(&self) -> (usize, usize) {
+        (self.internals.len() - self.free_internals.len(), self.leaves.len() - self.free_leaves.len())
+    }
+
+    /// Slots of each kind (internal, leaf), live or free.
+    #[cfg(test)]
+    pub(super) fn slots(&self) -> (usize, usize) {
+        (self.internals.len(), self.leaves.len())
+    }
+
+    /// Moves a prepared overlay in, frees what it replaced, and returns the new root's `Ref`.
+    pub(super) fn apply(&mut self, overlay: Overlay, root: Ref) -> Ref {
+        for old in overlay.replaced {
+            debug_assert!(!old.is_pending() && !old.is_empty());
+            if old.is_leaf() {
+                // The value's memory goes now, not when the slot is reused.
+                self.leaves[old.index()].value = Box::default();
+                self.free_leaves.push(old.index() as u32);
+            } else {
+                self.free_internals.push(old.index() as u32);
+            }
+        }
+        self.leaves.reserve(overlay.leaves.len().saturating_sub(self.free_leaves.len()));
+        self.internals.reserve(overlay.internals.len().saturating_sub(self.free_internals.len()));
+        let leaves: Vec<Ref> = overlay.leaves.into_iter().map(|leaf| self.put_leaf(leaf)).collect();
+        // Children were built before their parents, so each pending child is already placed.
+        let mut internals: Vec<Ref> = Vec::with_capacity(overlay.internals.len());
+        for mut node in overlay.internals {
+            node.left = placed(node.left, &leaves, &internals);
+            node.right = placed(node.right, &leaves, &internals);
+            internals.push(self.put_internal(node));
+        }
+        placed(root, &leaves, &internals)
+    }
+
+    fn put_leaf(&mut self, leaf: Leaf) -> Ref {
+        match self.free_leaves.pop() {
+            Some(index) => {
+                self.leaves[index as usize] = leaf;
+                Ref::new(index as usize, true, false)
+            }
+            None => {
+                self.leaves.push(leaf);
+                Ref::new(self.leaves.len() - 1, true, false)
+            }
+        }
+    }
+
+    fn put_internal(&mut self, node: Internal) -> Ref {
+        match self.free_internals.pop() {
+            Some(index) => {
+                self.internals[index as usize] = node;
+                Ref::new(index as usize, false, false)
+            }
+            None => {
+                self.internals.push(node);
+                Ref::new(self.internals.len() - 1, false, false)
+            }
+        }
+    }
+
+    /// Room for what a prepared batch may add: one leaf per write, and internal nodes about one
+    /// per write (a long shared prefix adds more; [`Ref::new`] stops the process at the bound,
+    /// 2^30 nodes, far past any ledger this memory holds).
+    pub(super) fn fits(&self, writes: usize) -> bool {
+        let bound = Ref::MAX_INDEX as usize;
+        self.leaves.len().saturating_add(writes) <= bound && self.internals.len().saturating_add(writes) <= bound
+    }
+}
+
+/// A pending child's place in the tree once its overlay is applied.
+fn placed(node: Ref, leaves: &[Ref], internals: &[Ref]) -> Ref {
+    if !node.is_pending() {
+        node
+    } else if node.is_leaf() {
+        leaves[node.index()]
+    } else {
+        internals[node.index()]
+    }
+}
+
+/// Builds one batch's changes over a tree that stays as it is.
+pub(super) struct Update<'a> {
+    tree: &'a Nodes,
+    overlay: Overlay,
+}
+
+impl<'a> Update<'a> {
+    /// An update of `writes` writes. The overlay is sized for them up front: a batch at 10^6
+    /// entries creates about two nodes per write, and growing the vectors as it goes copied
+    /// every node several times.
+    pub(super) fn new(tree: &'a Nodes, writes: usize) -> Update<'a> {
+        let overlay = Overlay {
+            internals: Vec::with_capacity(2 * writes),
+            leaves: Vec::with_capacity(writes),
+            replaced: Vec::with_capacity(2 * writes),
+        };
+        Update { tree, overlay }
+    }
+
+    fn hash(&self, node: Ref) -> [u8; 32] {
+        if !node.is_pending() {
+            self.tree.hash(node)
+        } else if node.is_leaf() {
+            self.overlay.leaves[node.index()].hash
+        } else {
+            self.overlay.internals[node.index()].hash
+        }
+    }
+
+    fn new_leaf(&mut self, key: KeyHash, value: Box<[u8]>) -> Ref {
+        let hash = leaf_hash(&key, &value_hash(&value));
+        self.overlay.leaves.push(Leaf { hash, key, value });
+        Ref::new(self.overlay.leaves.len() - 1, true, true)
+    }
+
+    /// The subtree over `left` and `right`, which must not both be empty, and a lone leaf
+    /// rises: a subtree holding one leaf is that leaf, at any depth.
+    fn join(&mut self, left: Ref, right: Ref) -> Ref {
+        match (left.is_empty(), right.is_empty()) {
+            (true, true) => Ref::EMPTY,
+            (true, false) if right.is_leaf() => right,
+            (false, true) if left.is_leaf() => left,
+            _ => {
+                let hash = internal_hash(&self.hash(left), &self.hash(right));
+                self.overlay.internals.push(Internal { hash, left, right });
+                Ref::new(self.overlay.internals.len() - 1, false, true)
+            }
+        }
+    }
+
+    /// The subtree at `depth` after `writes` (sorted by key, distinct, all under this subtree's
+    /// path) are applied to `node`. Returns `node` itself when nothing under it changed.
+    pub(super) fn update(&mut self, node: Ref, depth: usize, writes: &mut [Write]) -> Ref {
+        if writes.is_empty() {
+            return node;
+        }
+        if node.is_empty() {
+            return self.build(depth, None, writes);
+        }
+        if node.is_leaf() {
+            let key = self.tree.leaf(node).key;
+            return match writes.binary_search_by(|w| w.0.cmp(&key)) {
+                Ok(_) => {
+                    self.overlay.replaced.push(node);
+                    self.build(depth, None, writes)
+                }
+                // Only deletes of absent keys: nothing changes.
+                Err(_) if writes.iter().all(|w| w.1.is_none()) => node,
+                Err(_) => self.build(depth, Some((key, node)), writes),
+            };
+        }
+        assert!(depth < 256, "two distinct keys part before depth 256");
+        let (left, right) = {
+            let internal = self.tree.internal(node);
+            (internal.left, internal.right)
+        };
+        let split = writes.partition_point(|w| !bit(&w.0, depth));
+        let (to_left, to_right) = writes.split_at_mut(split);
+        let new_left = self.update(left, depth + 1, to_left);
+        let new_right = self.update(right, depth + 1, to_right);
+        if new_left == left && new_right == right {
+            return node;
+        }
+        self.overlay.replaced.push(node);
+        self.join(new_left, new_right)
+    }
+
+    /// A fresh subtree at `depth` from the values among `writes` and, if given, one leaf of the
+    /// tree kept as it is (its key differs from every write's).
+    pub(super) fn build(&mut self, depth: usize, kept: Option<(KeyHash, Ref)>, writes: &mut [Write]) -> Ref {
+        let values = writes.iter().filter(|w| w.1.is_some()).count();
+        match (kept, values) {
+            (None, 0) => return Ref::EMPTY,
+            (Some((_, leaf)), 0) => return leaf,
+            (None, 1) => {
+                if let Some((key, value)) = writes.iter_mut().find_map(|w| w.1.take().map(|v| (w.0, v))) {
+                    return self.new_leaf(key, value);
+                }
+            }
+            _ => {}
+        }
+        assert!(depth < 256, "two distinct keys part before depth 256");
+        let split = writes.partition_point(|w| !bit(&w.0, depth));
+        let (to_left, to_right) = writes.split_at_mut(split);
+        let (kept_left, kept_right) = match kept {
+            Some((key, leaf)) if bit(&key, depth) => (None, Some((key, leaf))),
+            kept => (kept, None),
+        };
+        let left = self.build(depth + 1, kept_left, to_left);
+        let right = self.build(depth + 1, kept_right, to_right);
+        self.join(left, right)
+    }
+
+    /// The root's hash and the overlay that holds it.
+    pub(super) fn finish(self, root: Ref) -> ([u8; 32], Overlay) {
+        (self.hash(root), self.overlay)
+    }
+}
