@@ -19,19 +19,11 @@ use tss::mesh::PeerEntry;
 use tss::traffic::Traffic;
 use tss::{ApproveAll, MeshConfig, SessionId, TssNode, TssNodeConfig};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod common;
 
 async fn start(n: usize, t: u16) -> Vec<TssNode> {
     let identities: Vec<_> = (0..n).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
-    let entries: Vec<PeerEntry> = identities
-        .iter()
-        .map(|k| PeerEntry {
-            peer_id: k.public().to_peer_id(),
-            address: format!("/ip4/127.0.0.1/tcp/{}", free_port()).parse().unwrap(),
-        })
-        .collect();
+    let entries: Vec<PeerEntry> = common::entries(&identities);
     let mut nodes = Vec::new();
     for (i, identity) in identities.into_iter().enumerate() {
         let config = TssNodeConfig {

@@ -21,13 +21,7 @@ use tss::mesh::PeerEntry;
 use tss::roast::SessionPhases;
 use tss::{ApproveAll, KeyPath, KeyShare, MeshConfig, SigningContext, SigningRequest, TssNode, TssNodeConfig};
 
-/// `n` distinct free ports. Every listener is held until all are picked: a port picked and
-/// dropped one at a time could be handed out again to a later watchman, and the two would
-/// share an address (the mesh then never connects).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
+mod common;
 
 fn request(i: u32) -> SigningRequest {
     let mut message = [0u8; 32];
@@ -60,14 +54,7 @@ fn dealer_shares(peers: &[libp2p::PeerId], t: u16) -> Vec<KeyShare> {
 
 async fn start(n: usize, t: u16) -> (Vec<TssNode>, Vec<KeyShare>) {
     let identities: Vec<_> = (0..n).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
-    let entries: Vec<PeerEntry> = identities
-        .iter()
-        .zip(free_ports(n))
-        .map(|(k, port)| PeerEntry {
-            peer_id: k.public().to_peer_id(),
-            address: format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
-        })
-        .collect();
+    let entries: Vec<PeerEntry> = common::entries(&identities);
     let peers: Vec<_> = entries.iter().map(|e| e.peer_id).collect();
     let shares = dealer_shares(&peers, t);
     let mut nodes = Vec::new();
