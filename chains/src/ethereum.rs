@@ -498,6 +498,11 @@ impl VaultReader {
         })
     }
 
+    /// The node's latest block number.
+    pub async fn block_number(&self) -> Result<u64, SubmitError> {
+        Ok(self.0.provider().get_block_number().await?)
+    }
+
     /// Range `number` as the vault holds it; `None` if it holds no such range yet.
     pub async fn range(&self, number: u64) -> Result<Option<OnchainRange>, SubmitError> {
         let range = self.0.ranges(number).call().await?;
@@ -557,11 +562,12 @@ pub fn failed_leaves(receipt: &TransactionReceipt, vault: Address) -> Vec<LeafKe
         .collect()
 }
 
-/// The vault function a call's input names, for metrics and logs.
-fn call_name(input: &[u8]) -> &'static str {
+/// The vault function a call's input names, for metrics, logs and the devnet's tallies.
+pub fn call_name(input: &[u8]) -> &'static str {
     match input.get(..4) {
         Some(selector) if selector == Vault::submitWithdrawalsCall::SELECTOR => "submitWithdrawals",
         Some(selector) if selector == Vault::withdrawManyCall::SELECTOR => "withdrawMany",
+        Some(selector) if selector == Vault::submitAndWithdrawCall::SELECTOR => "submitAndWithdraw",
         Some(selector) if selector == Vault::withdrawCall::SELECTOR => "withdraw",
         _ => "other",
     }
@@ -685,22 +691,45 @@ impl Submitter {
         root: [u8; 32],
         sig: &EvmSchnorrSignature,
     ) -> Result<Option<TransactionReceipt>, SubmitError> {
-        let progress = self.progress().await?;
-        if progress.settled_through >= last
-            && let Some(number) = progress.range_count.checked_sub(1)
-            && let Some(held) = self.range(number).await?
-            && (held.first, held.last, held.root) == (first, last, root)
-        {
+        if self.vault_holds_range(None, (first, last), root).await? {
             return Ok(None);
-        }
-        if first != progress.settled_through + 1 {
-            return Err(SubmitError::RangeConflict { first, settled_through: progress.settled_through });
-        }
-        if self.vault.paused().call().await? {
-            return Err(SubmitError::Paused);
         }
         let call = Vault::submitWithdrawalsCall { first, last, root: B256::from(root), sig: vault_signature(sig) };
         self.send(call.abi_encode()).await.map(Some)
+    }
+
+    /// Submits the root of batches `first..=last` (range `range`, whose tree is `tree`) and pays
+    /// its leaves in the same transaction (`submitAndWithdraw`), so a withdrawal is paid in its
+    /// root's block; leaves beyond one transaction's worth follow in `withdrawMany`, and leaves
+    /// over a token's cap wait (`payment.deferred`). `None`, with nothing sent, if the vault
+    /// holds that very range already; an error, with nothing sent, if its ranges moved so that
+    /// this one would overlap or leave a gap.
+    pub async fn submit_and_pay(
+        &self,
+        range: u64,
+        (first, last): (u64, u64),
+        tree: &EthWithdrawalTree,
+        sig: &EvmSchnorrSignature,
+    ) -> Result<Option<Payment>, SubmitError> {
+        let root = tree.root();
+        if self.vault_holds_range(Some(range), (first, last), root).await? {
+            return Ok(None);
+        }
+        let mut payment = Payment::default();
+        let unpaid = self.payable(range, tree, &mut payment).await?;
+        let per_tx = self.leaves_per_tx().await?;
+        let (now, later) = unpaid.split_at(per_tx.min(unpaid.len()));
+        let call = Vault::submitAndWithdrawCall {
+            first,
+            last,
+            root: B256::from(root),
+            sig: vault_signature(sig),
+            payouts: contracts::payouts(tree, now.iter().copied()),
+        };
+        let receipt = self.send(call.abi_encode()).await?;
+        self.note_paid(range, receipt, &mut payment);
+        self.pay_positions(range, tree, later, per_tx, &mut payment).await?;
+        Ok(Some(payment))
     }
 
     /// Pays every leaf of `tree` (range `range`'s tree) not yet paid, `max_per_tx` per
@@ -716,6 +745,81 @@ impl Submitter {
         if self.vault.paused().call().await? {
             return Err(SubmitError::Paused);
         }
+        let unpaid = self.payable(range, tree, &mut payment).await?;
+        if unpaid.is_empty() {
+            return Ok(payment);
+        }
+        let per_tx = self.leaves_per_tx().await?;
+        self.pay_positions(range, tree, &unpaid, per_tx, &mut payment).await?;
+        Ok(payment)
+    }
+
+    /// Whether the vault holds the root of batches `first..=last` already (then nothing is to
+    /// be sent); an error if its ranges moved so that this one (as range `range`, when given)
+    /// would overlap or leave a gap, or if it is paused; `false` if it is to be submitted.
+    async fn vault_holds_range(
+        &self,
+        range: Option<u64>,
+        (first, last): (u64, u64),
+        root: [u8; 32],
+    ) -> Result<bool, SubmitError> {
+        let progress = self.progress().await?;
+        if progress.settled_through >= last
+            && let Some(number) = progress.range_count.checked_sub(1)
+            && let Some(held) = self.range(number).await?
+            && (held.first, held.last, held.root) == (first, last, root)
+        {
+            return Ok(true);
+        }
+        if first != progress.settled_through + 1 || range.is_some_and(|range| range != progress.range_count) {
+            return Err(SubmitError::RangeConflict { first, settled_through: progress.settled_through });
+        }
+        if self.vault.paused().call().await? {
+            return Err(SubmitError::Paused);
+        }
+        Ok(false)
+    }
+
+    /// Leaves per payout transaction: `max_per_tx`, and never more than a block can hold.
+    async fn leaves_per_tx(&self) -> Result<usize, SubmitError> {
+        Ok(self.max_per_tx.max(1).min(self.leaves_per_block().await?))
+    }
+
+    /// Pays the leaves at `positions` in `tree` with `withdrawMany`, `per_tx` per transaction.
+    async fn pay_positions(
+        &self,
+        range: u64,
+        tree: &EthWithdrawalTree,
+        positions: &[u32],
+        per_tx: usize,
+        payment: &mut Payment,
+    ) -> Result<(), SubmitError> {
+        for chunk in positions.chunks(per_tx.max(1)) {
+            let call = Vault::withdrawManyCall { range, payouts: contracts::payouts(tree, chunk.iter().copied()) };
+            let receipt = self.send(call.abi_encode()).await?;
+            self.note_paid(range, receipt, payment);
+        }
+        Ok(())
+    }
+
+    /// Adds a mined payout transaction, and the leaves it could not pay, to `payment`.
+    fn note_paid(&self, range: u64, receipt: TransactionReceipt, payment: &mut Payment) {
+        let failed = failed_leaves(&receipt, *self.vault.address());
+        if !failed.is_empty() {
+            tracing::warn!(range, ?failed, "the vault could not pay these leaves; the others are paid");
+        }
+        payment.failed.extend(failed);
+        payment.receipts.push(receipt);
+    }
+
+    /// The positions in `tree` of the leaves not paid yet whose tokens' caps have room for them
+    /// now; the others go to `payment.deferred`.
+    async fn payable(
+        &self,
+        range: u64,
+        tree: &EthWithdrawalTree,
+        payment: &mut Payment,
+    ) -> Result<Vec<u32>, SubmitError> {
         // Each token's room under its cap now; leaves that do not fit wait for it to refill.
         let mut room: BTreeMap<Address, U256> = BTreeMap::new();
         let mut unpaid = Vec::new();
@@ -739,21 +843,7 @@ impl Submitter {
         if !payment.deferred.is_empty() {
             tracing::warn!(range, deferred = ?payment.deferred, "leaves over their token's cap wait for it to refill");
         }
-        if unpaid.is_empty() {
-            return Ok(payment);
-        }
-        let per_tx = self.max_per_tx.max(1).min(self.leaves_per_block().await?);
-        for chunk in unpaid.chunks(per_tx) {
-            let call = Vault::withdrawManyCall { range, payouts: contracts::payouts(tree, chunk.iter().copied()) };
-            let receipt = self.send(call.abi_encode()).await?;
-            let failed = failed_leaves(&receipt, *self.vault.address());
-            if !failed.is_empty() {
-                tracing::warn!(range, ?failed, "the vault could not pay these leaves; the others are paid");
-            }
-            payment.failed.extend(failed);
-            payment.receipts.push(receipt);
-        }
-        Ok(payment)
+        Ok(unpaid)
     }
 
     /// How many leaves one `withdrawMany` may carry so that even if every recipient burns all
@@ -786,14 +876,34 @@ impl Submitter {
         let Some(position) = tree.position(batch, index) else {
             return Err(SubmitError::Reverted(format!("range {range}'s tree has no leaf {index} of batch {batch}")));
         };
+        let (Some(leaf), Some(proof)) = (tree.withdrawals().get(position as usize), tree.proof(position)) else {
+            return Err(SubmitError::Reverted(format!("no proof for leaf {index} of batch {batch}")));
+        };
+        self.retry_proven(range, leaf, &proof).await
+    }
+
+    /// [`Submitter::retry`] with the leaf and its proof in range `range`'s tree, kept by the
+    /// caller (the tree itself may be long gone from memory).
+    pub async fn retry_proven(
+        &self,
+        range: u64,
+        leaf: &bridge::withdrawals::EthWithdrawal,
+        proof: &[[u8; 32]],
+    ) -> Result<Retry, SubmitError> {
+        let (batch, index) = (leaf.batch, leaf.index);
         if self.vault.isPaid(batch, index).call().await? {
             return Ok(Retry::AlreadyPaid);
         }
         if self.vault.paused().call().await? {
             return Err(SubmitError::Paused);
         }
-        let Some(p) = contracts::payouts(tree, [position]).pop() else {
-            return Err(SubmitError::Reverted(format!("no proof for leaf {index} of batch {batch}")));
+        let p = Vault::Payout {
+            batch,
+            index,
+            token: contracts::to_alloy(leaf.token),
+            recipient: contracts::to_alloy(leaf.recipient),
+            amount: U256::from(leaf.amount.0),
+            proof: proof.iter().map(|node| contracts::b256(*node)).collect(),
         };
         let simulated = self
             .vault

@@ -354,8 +354,10 @@ async fn price_and_balance_come_from_the_gateway() {
 
 #[tokio::test]
 async fn bad_input_is_a_clear_error() {
-    // Nothing listens on the port: the gateway is unreachable, after the retries.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Nothing listens on the port, held so nothing can while the test runs: the gateway is
+    // unreachable, after the retries.
+    let mut hold = loopback::PortHold::new();
+    let port = hold.any().unwrap();
     let retry = RetryPolicy {
         attempts: 2,
         first_backoff: Duration::from_millis(10),

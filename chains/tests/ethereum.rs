@@ -231,6 +231,47 @@ async fn the_submitter_sends_only_what_is_missing() {
 }
 
 #[tokio::test]
+async fn a_root_goes_with_its_payouts_and_the_rest_follow_in_as_many_transactions_as_needed() {
+    let setup = Setup::new().await.unwrap();
+    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    let tree = EthWithdrawalTree::new(
+        (0..5u32)
+            .map(|i| EthWithdrawal {
+                batch: if i < 3 { 1 } else { 2 },
+                index: i % 3,
+                token: bridge::Address::ZERO,
+                recipient: bridge::Address([0x60 + i as u8; 20]),
+                amount: Amount(100 + u128::from(i)),
+            })
+            .collect(),
+    );
+    let message = withdrawals_message(&setup.domain(0), 1, 2, tree.root());
+    let sig = SECP256K1.sign_schnorr_no_aux_rand(&Message::from_digest(message), &setup.key);
+    let sig = EvmSchnorrSignature::from_bip340(&sig.serialize()).unwrap();
+    let mut submitter = Submitter::new(setup.provider.clone(), setup.vault_address(), setup.deployer);
+    submitter.max_per_tx = 2;
+    submitter.confirm_timeout = Duration::from_secs(10);
+
+    // The wrong range number (the vault's next is 0) is a conflict, with nothing sent.
+    assert!(matches!(
+        submitter.submit_and_pay(1, (1, 2), &tree, &sig).await,
+        Err(chains::ethereum::SubmitError::RangeConflict { .. })
+    ));
+    // Two leaves ride with the root, three follow in two `withdrawMany`.
+    let payment = submitter.submit_and_pay(0, (1, 2), &tree, &sig).await.unwrap().unwrap();
+    assert_eq!((payment.receipts.len(), payment.failed.len(), payment.deferred.len()), (3, 0, 0));
+    let first = &payment.receipts[0];
+    let input = setup.provider.get_transaction_by_hash(first.transaction_hash).await.unwrap().unwrap();
+    assert_eq!(chains::ethereum::call_name(alloy::consensus::Transaction::input(&input)), "submitAndWithdraw");
+    for w in tree.withdrawals() {
+        assert_eq!(setup.balance(contracts::to_alloy(w.recipient)).await.unwrap(), U256::from(w.amount.0));
+    }
+    // Again: the vault holds the range, so nothing is sent, and nothing is left to pay.
+    assert!(submitter.submit_and_pay(0, (1, 2), &tree, &sig).await.unwrap().is_none(), "submitted twice");
+    assert!(submitter.pay(0, &tree).await.unwrap().receipts.is_empty(), "paid twice");
+}
+
+#[tokio::test]
 async fn a_transaction_not_mined_is_sent_again_with_a_higher_fee() {
     let setup = Setup::new().await.unwrap();
     setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();

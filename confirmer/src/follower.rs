@@ -126,9 +126,13 @@ pub struct Follower {
     beyond_tip_wait: Duration,
     /// Batch numbers whose bytes on the DA were not the coordinator's (logged once each).
     foreign: BTreeSet<u64>,
-    /// What each replayed batch owes on L1, for batches that owe anything (also in the
-    /// database, so a restart from a snapshot still knows what earlier batches owe).
+    /// What the latest replayed batches owe on L1, for those that owe anything: at most
+    /// [`RECENT_SETTLEMENTS`] of them, all from batch `settlements_from` on. Every settlement is
+    /// also in the database, where older ones are read ([`Follower::final_settlement`]).
     settlements: BTreeMap<u64, Arc<Settlement>>,
+    /// Batches from here on are all in `settlements` when they owe anything (absent: owes
+    /// nothing); earlier ones are read from the database.
+    settlements_from: u64,
     /// Forced inclusion: the gateway check (crate::forced) and where the last replayed batch
     /// left the cursor.
     forced: Option<crate::forced::ForcedChecker>,
@@ -152,9 +156,16 @@ pub struct Follower {
 /// with the history (32 KB).
 pub const RECENT_HEADERS: usize = 1_024;
 
+/// Settlements of owing batches kept in memory: the newest, which the watchman's book reads
+/// right after each step (it takes each batch as it becomes hard-final, so its reads stay in
+/// this window unless hard finality lags replay by more than this many owing batches). Older
+/// ones are read from the database, so memory does not grow with the history (a settlement is
+/// at most one batch's withdrawals and plans).
+pub const RECENT_SETTLEMENTS: usize = 1_024;
+
 /// Batches of the confirmer's own record read per query at start: the record is never held
-/// whole in memory.
-const RECORD_PAGE: u32 = 64;
+/// whole in memory, and a page of full batches (`MAX_BATCH_TXS` each) stays small.
+const RECORD_PAGE: u32 = 4;
 
 impl std::fmt::Debug for Follower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,6 +231,7 @@ impl Follower {
             beyond_tip_wait: DEFAULT_BEYOND_TIP_WAIT,
             foreign: BTreeSet::new(),
             settlements: BTreeMap::new(),
+            settlements_from: 0,
             forced: None,
             forced_cursor,
             censored: BTreeMap::new(),
@@ -231,7 +243,12 @@ impl Follower {
         if from > 0 {
             follower.note_header(from);
         }
-        for (number, settlement) in follower.store.settlements().await? {
+        let recent = follower.store.recent_settlements(RECENT_SETTLEMENTS as u32).await?;
+        if recent.len() >= RECENT_SETTLEMENTS {
+            // Older rows may exist: below the oldest loaded, read the database.
+            follower.settlements_from = recent.first().map_or(0, |(number, _)| *number);
+        }
+        for (number, settlement) in recent {
             follower.settlements.insert(number, Arc::new(settlement));
         }
         // A record from before the index existed gets it now (every batch is replayed then:
@@ -362,12 +379,44 @@ impl Follower {
     }
 
     /// What batch `number` owes on L1, if it is hard-final: the watchman's question, answered
-    /// from this confirmer's own replay. `None` if it is not (yet) hard-final.
-    pub fn final_settlement(&self, number: u64) -> Option<Arc<Settlement>> {
+    /// from this confirmer's own replay. `Ok(None)` if it is not (yet) hard-final; a hard-final
+    /// batch that owes nothing has an empty settlement. Recent batches are answered from
+    /// memory, older ones from the database; a database that cannot be read is an error, never
+    /// "owes nothing".
+    pub async fn final_settlement(&self, number: u64) -> Result<Option<Arc<Settlement>>, StoreError> {
         if !self.is_hard_final(number) {
-            return None;
+            return Ok(None);
         }
-        Some(self.settlements.get(&number).cloned().unwrap_or_else(|| Arc::new(Settlement::empty())))
+        if number >= self.settlements_from {
+            return Ok(Some(self.settlements.get(&number).cloned().unwrap_or_else(|| Arc::new(Settlement::empty()))));
+        }
+        let stored = self.store.settlement(number).await?;
+        Ok(Some(Arc::new(stored.unwrap_or_else(Settlement::empty))))
+    }
+
+    /// The hard-final batches in `first..=last` that owe anything on L1, with what they owe, in
+    /// order: batches past hard finality are left out (not yet known), as are those that owe
+    /// nothing. One database query for the part older than the in-memory window.
+    pub async fn final_settlements(&self, first: u64, last: u64) -> Result<Vec<(u64, Arc<Settlement>)>, StoreError> {
+        let (first, last) = (first.max(1), last.min(self.hard_final));
+        if last < first {
+            return Ok(Vec::new());
+        }
+        let mut owing = Vec::new();
+        if first < self.settlements_from {
+            let stored = self.store.settlements_between(first, last.min(self.settlements_from - 1)).await?;
+            owing.extend(stored.into_iter().map(|(number, settlement)| (number, Arc::new(settlement))));
+        }
+        let from = first.max(self.settlements_from);
+        if from <= last {
+            owing.extend(self.settlements.range(from..=last).map(|(number, settlement)| (*number, settlement.clone())));
+        }
+        Ok(owing)
+    }
+
+    /// Settlements held in memory (at most [`RECENT_SETTLEMENTS`]).
+    pub fn settlements_in_memory(&self) -> usize {
+        self.settlements.len()
     }
 
     /// The batch holding transaction `hash`, if it was replayed (an index in the database).
@@ -388,10 +437,19 @@ impl Follower {
         &self.da
     }
 
+    /// Keeps what batch `number` (just replayed, and recorded in the database) owes among the
+    /// recent ones, dropping the oldest beyond [`RECENT_SETTLEMENTS`].
     fn keep(&mut self, number: u64, settlement: Settlement) {
-        if !settlement.is_empty() {
+        // Below the window (a restart replaying its own record): the database has it.
+        if !settlement.is_empty() && number >= self.settlements_from {
             self.settlements.insert(number, Arc::new(settlement));
         }
+        while self.settlements.len() > RECENT_SETTLEMENTS {
+            let Some((oldest, _)) = self.settlements.pop_first() else { break };
+            self.settlements_from = self.settlements_from.max(oldest + 1);
+        }
+        debug_assert!(self.settlements.len() <= RECENT_SETTLEMENTS);
+        debug_assert!(self.settlements.first_key_value().is_none_or(|(n, _)| *n >= self.settlements_from));
     }
 
     fn advance(&mut self, number: u64, unverified: Option<String>) {
@@ -416,6 +474,11 @@ impl Follower {
         }
         if let Some(alarm) = self.late_equivocation().await? {
             step.alarm = Some(alarm);
+            return Ok(step);
+        }
+        if limit == 0 {
+            // Asked for no batch: none fetched says nothing about a gap ("not seen yet" is not
+            // "absent"), so no `missing_batch` either.
             return Ok(step);
         }
         let fetched = match self.da.batches_after(self.replayed, limit).await {

@@ -13,6 +13,9 @@ use sqlx::{AnyPool, Row};
 
 use crate::alarm::{Alarm, AlarmKind};
 
+mod watchman;
+pub use watchman::{Horizons, SavedStuckLeaf};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -143,20 +146,47 @@ impl ConfirmerStore {
         row.map(|row| Ok(from_i64(row.try_get("number")?))).transpose()
     }
 
-    /// What each replayed batch that owes anything on L1 owes, in batch order.
+    /// What each replayed batch that owes anything on L1 owes, in batch order: the whole table
+    /// (tests and tools; a running role reads [`ConfirmerStore::settlements_between`]).
     pub async fn settlements(&self) -> Result<Vec<(u64, Settlement)>, StoreError> {
         let rows = sqlx::query("SELECT number, body FROM settlements ORDER BY number").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let number = from_i64(row.try_get("number")?);
-                let body: String = row.try_get("body")?;
-                let record: SettlementRecord = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                    what: format!("the settlement of batch {number}"),
-                    reason: e.to_string(),
-                })?;
-                Ok((number, record.into_settlement()))
-            })
-            .collect()
+        rows.iter().map(settlement_in).collect()
+    }
+
+    /// What replayed batch `number` owes on L1; `None` if it owes nothing or was not replayed
+    /// (the caller knows which: only batches that owe anything have a row).
+    pub async fn settlement(&self, number: u64) -> Result<Option<Settlement>, StoreError> {
+        let Ok(number) = i64::try_from(number) else { return Ok(None) };
+        let row = sqlx::query("SELECT number, body FROM settlements WHERE number = $1")
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|row| settlement_in(row).map(|(_, settlement)| settlement)).transpose()
+    }
+
+    /// What the replayed batches in `first..=last` that owe anything owe, in batch order.
+    pub async fn settlements_between(&self, first: u64, last: u64) -> Result<Vec<(u64, Settlement)>, StoreError> {
+        if last < first {
+            return Ok(Vec::new());
+        }
+        let rows =
+            sqlx::query("SELECT number, body FROM settlements WHERE number >= $1 AND number <= $2 ORDER BY number")
+                .bind(to_i64(first))
+                .bind(to_i64(last))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(settlement_in).collect()
+    }
+
+    /// The `limit` newest settlements (by batch number), in batch order.
+    pub async fn recent_settlements(&self, limit: u32) -> Result<Vec<(u64, Settlement)>, StoreError> {
+        let rows = sqlx::query("SELECT number, body FROM settlements ORDER BY number DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut newest: Vec<(u64, Settlement)> = rows.iter().map(settlement_in).collect::<Result<_, _>>()?;
+        newest.reverse();
+        Ok(newest)
     }
 
     /// Replayed batches after `number`, in order, at most `limit` of them: the record is read
@@ -294,6 +324,17 @@ fn to_i64(value: u64) -> i64 {
 
 fn from_i64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+/// A `settlements` row.
+fn settlement_in(row: &AnyRow) -> Result<(u64, Settlement), StoreError> {
+    let number = from_i64(row.try_get("number")?);
+    let body: String = row.try_get("body")?;
+    let record: SettlementRecord = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        what: format!("the settlement of batch {number}"),
+        reason: e.to_string(),
+    })?;
+    Ok((number, record.into_settlement()))
 }
 
 /// A `replayed_batches` row.

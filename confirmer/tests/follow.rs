@@ -147,6 +147,27 @@ async fn a_missing_batch_raises_an_alarm_after_patience() {
 }
 
 #[tokio::test]
+async fn a_step_asking_for_no_batch_sees_no_gap_however_often_it_runs() {
+    // Every batch is there; a step of 0 (a watchman settling without replaying) fetches none,
+    // which is no sign that batch 3 is missing while 4 is published.
+    let honest = history(4, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
+    for batch in &honest {
+        da.publish(batch).await.unwrap();
+    }
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let mut confirmer = follower(&da, &url).await;
+    assert_eq!(confirmer.step(2).await.unwrap().replayed, 2);
+    for _ in 0..10 {
+        let step = confirmer.step(0).await.unwrap();
+        assert_eq!((step.replayed, step.alarm), (0, None));
+    }
+    assert_eq!(confirmer.step(16).await.unwrap().replayed, 2);
+    assert_eq!(confirmer.status().replayed, 4);
+}
+
+#[tokio::test]
 async fn bytes_the_coordinator_did_not_sign_are_ignored_not_alarmed() {
     let honest = history(4, 10);
     let dir = tempfile::tempdir().unwrap();

@@ -353,7 +353,7 @@ async fn a_censoring_coordinator_raises_censorship_and_a_takeover_includes_the_s
     assert_eq!(follower.status().replayed, 1, "the censoring batch is not replayed");
     assert!(follower.status().hard_final < 2, "nothing from the censoring batch on is final");
     let book = confirmer::watchman::SettlementBook::default();
-    book.update_from(&follower);
+    book.update_from(&follower).await.unwrap();
     assert!(book.halted().is_some_and(|why| why.contains("censorship")), "a watchman halts on it");
 
     // The evidence checks with the file alone, and against Arweave.
@@ -413,7 +413,7 @@ async fn a_censoring_coordinator_raises_censorship_and_a_takeover_includes_the_s
     step_until(&mut follower, "the takeover's batch 2", |s| s.replayed >= 2 && s.alarms.is_empty()).await;
     assert_eq!(follower.state().balance(&wallet(1).address(), &AssetId::Eth), Amount(990));
     assert_eq!(follower.state().balance(&wallet(2).address(), &AssetId::Eth), Amount(0), "not the censor's batch");
-    book.update_from(&follower);
+    book.update_from(&follower).await.unwrap();
     assert_eq!(book.halted(), None, "the watchman signs again");
     // The forced withdrawal is owed on Ethereum by the new batch 2, first in its tree.
     let mut replay_state = State::genesis(p.clone());

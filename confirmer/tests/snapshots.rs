@@ -254,3 +254,95 @@ async fn sigterm_saves_a_final_snapshot_and_the_restarted_confirmer_replays_noth
         let _ = child.wait();
     }
 }
+
+/// [`history`] with one Ethereum withdrawal in every batch from 3 on: every batch owes.
+fn history_owing_in_every_batch(batches: u64) -> Vec<SignedBatch> {
+    let mut out = history(2, 10);
+    let mut state = State::genesis(params());
+    for batch in &out {
+        bridge::replay(&mut state, batch).unwrap();
+    }
+    for b in 3..=batches {
+        let mut builder = BatchBuilder::new(&state);
+        let from = wallet(b % 10);
+        let nonce = state.nonce(&from.address());
+        builder.apply(&mut state, withdraw(&from, u128::from(b), nonce)).unwrap();
+        out.push(builder.seal(&mut state, b, &key()).unwrap().batch);
+    }
+    out
+}
+
+/// An L1 node that has every deposit at depth: the history's test deposits, so its batches
+/// become hard-final.
+struct EveryDeposit;
+
+#[async_trait::async_trait]
+impl confirmer::deposits::DepositVerifier for EveryDeposit {
+    async fn check(
+        &self,
+        _deposit: &bridge::Deposit,
+    ) -> Result<confirmer::deposits::DepositCheck, confirmer::deposits::VerifierError> {
+        Ok(confirmer::deposits::DepositCheck::Confirmed)
+    }
+}
+
+async fn open_final(da: &DirDa, url: &str) -> Follower {
+    let store = ConfirmerStore::open(url).await.unwrap();
+    let verifiers =
+        confirmer::deposits::DepositVerifiers::none().with(bridge::Chain::Ethereum, std::sync::Arc::new(EveryDeposit));
+    Follower::open(std::sync::Arc::new(da.clone()), store, params(), verifiers)
+        .await
+        .unwrap()
+        .with_snapshots(SnapshotPolicy::off())
+}
+
+#[tokio::test]
+async fn a_settlement_older_than_the_in_memory_window_is_read_from_the_store_the_same() {
+    use confirmer::follower::RECENT_SETTLEMENTS;
+    let last = RECENT_SETTLEMENTS as u64 + 12;
+    let batches = history_owing_in_every_batch(last);
+    let ledger = stores().await.remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let da = DirDa::open(dir.path(), params().coordinator_key).unwrap();
+    for batch in &batches {
+        da.publish(batch).await.unwrap();
+    }
+    let check = |confirmer: &Follower| {
+        assert_eq!(confirmer.status().hard_final, last, "{:?}", confirmer.status());
+        assert_eq!(confirmer.settlements_in_memory(), RECENT_SETTLEMENTS, "memory holds the window only");
+    };
+    let mut confirmer = open_final(&da, &ledger.url).await;
+    catch_up(&mut confirmer).await;
+    check(&confirmer);
+    for reopened in [false, true] {
+        // Batch 3 is far older than the window, batch `last` in it: both as the batch says.
+        for number in [3, 4, last - RECENT_SETTLEMENTS as u64, last] {
+            let settlement = confirmer.final_settlement(number).await.unwrap().expect("hard-final");
+            let header = &batches[number as usize - 1].header;
+            assert_eq!(settlement.eth.root(), header.eth_withdrawals_root, "batch {number}, reopened {reopened}");
+            assert_eq!(settlement.eth.withdrawals().len(), 1);
+            assert_eq!(settlement.eth.withdrawals()[0].amount, Amount(u128::from(number)));
+        }
+        // Owes nothing: empty; not hard-final: none (not "owes nothing").
+        assert!(confirmer.final_settlement(2).await.unwrap().unwrap().is_empty());
+        assert!(confirmer.final_settlement(last + 1).await.unwrap().is_none());
+        assert!(confirmer.final_settlement(0).await.unwrap().is_none());
+        // A span across the window's edge: every owing batch once, in order.
+        let span = confirmer.final_settlements(1, last + 5).await.unwrap();
+        assert_eq!(span.iter().map(|(n, _)| *n).collect::<Vec<_>>(), (3..=last).collect::<Vec<_>>());
+        for (number, settlement) in &span {
+            assert_eq!(settlement.eth.root(), batches[*number as usize - 1].header.eth_withdrawals_root);
+        }
+        drop(confirmer);
+        confirmer = open_final(&da, &ledger.url).await;
+        catch_up(&mut confirmer).await;
+        check(&confirmer);
+    }
+
+    // A database that cannot answer is an error, never "owes nothing".
+    let pool = sqlx::AnyPool::connect(&ledger.url).await.unwrap();
+    sqlx::query("DROP TABLE settlements").execute(&pool).await.unwrap();
+    assert!(confirmer.final_settlement(3).await.is_err(), "older than the window: asked of the database");
+    assert!(confirmer.final_settlements(1, last).await.is_err());
+    assert_eq!(confirmer.final_settlement(last).await.unwrap().unwrap().eth.withdrawals().len(), 1, "in memory");
+}

@@ -169,8 +169,8 @@ async fn the_group_unpauses_and_sets_caps_only_with_t_operators_approvals() {
     coordinator.shutdown().await;
 
     // Three watchman processes; 0 and 1 pay gas for the vault's calls.
-    let ports = free_ports(9);
-    let entries = entries_on(&identities, &ports[0..3]);
+    let entries = entries_on(&identities, &mesh_ports(3));
+    let ports = free_ports(6);
     let mut roster = String::from("threshold = 2\n");
     for entry in &entries {
         roster.push_str(&format!("\n[[watchman]]\npeer_id = \"{}\"\naddress = \"{}\"\n", entry.peer_id, entry.address));
@@ -192,7 +192,7 @@ async fn the_group_unpauses_and_sets_caps_only_with_t_operators_approvals() {
             }
             None => "",
         };
-        let (public, admin) = (format!("127.0.0.1:{}", ports[3 + i]), format!("127.0.0.1:{}", ports[6 + i]));
+        let (public, admin) = (format!("127.0.0.1:{}", ports[i]), format!("127.0.0.1:{}", ports[3 + i]));
         let config = format!(
             r#"params = "../params.json"
 database_url = "sqlite://{db}"

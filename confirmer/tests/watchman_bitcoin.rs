@@ -136,6 +136,20 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     let unsigned = forged.build(&bridge::VaultKeys::genesis(vault), p.btc_network, 0).unwrap();
     let refused = watchmen[2].tss().sign(BtcPayouts::requests(batch, &forged, &unsigned)).await.unwrap_err();
     assert!(matches!(refused, SessionError::NotEnoughSigners { .. }), "{refused}");
+
+    // Six deep (issue 23): the plan leaves the payer's book, and nothing of it is signed or
+    // sent again.
+    let listed = |w: &Watchman| w.book().owing_from(1).iter().any(|(_, s)| s.btc_plans.iter().any(|q| q.id == plan.id));
+    rpc.generate_to_address(4, &miner.address).await.unwrap();
+    let report = watchmen[0].step(64).await.unwrap();
+    assert!(report.payouts.is_empty(), "{:?}", report.payouts);
+    assert!(listed(&watchmen[0]), "five confirmations: kept");
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    let report = watchmen[0].step(64).await.unwrap();
+    assert!(report.payouts.is_empty(), "{:?}", report.payouts);
+    assert!(!listed(&watchmen[0]), "six confirmations: pruned");
+    assert!(watchmen[0].book().btc_pruned_through() >= batch);
+    assert_eq!(rpc.raw_mempool().await.unwrap(), vec![], "nothing sent again");
     coordinator.shutdown().await;
 }
 

@@ -45,10 +45,10 @@ async fn three_watchman_processes_pay_a_bitcoin_withdrawal() {
 
     // What the key ceremony leaves each operator: the shared watchmen file and parameters, and
     // their own encrypted identity and share.
-    // Mesh and HTTP ports picked together, so no watchman's API can take another's mesh port.
-    let ports = free_ports(2 * identities.len());
-    let (mesh_ports, api_ports) = ports.split_at(identities.len());
-    let entries = entries_on(&identities, mesh_ports);
+    // Mesh ports are held for the test, so no watchman's API can take another's mesh port.
+    let mesh_ports = mesh_ports(identities.len());
+    let api_ports = free_ports(identities.len());
+    let entries = entries_on(&identities, &mesh_ports);
     let mut roster = String::from("threshold = 2\n");
     for entry in &entries {
         roster.push_str(&format!("\n[[watchman]]\npeer_id = \"{}\"\naddress = \"{}\"\n", entry.peer_id, entry.address));

@@ -14,10 +14,10 @@ use std::time::Duration;
 use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
 use bridge::eth_settlement::VaultDomain;
-use bridge::{Amount, AssetConfig, AssetId, UserTx, Wallet, Withdraw};
+use bridge::{Amount, AssetConfig, AssetId};
 use chains::da::DirDa;
 use chains::ethereum::{EthDepositVerifier, Submitter};
-use common::coordinator_api::{balance, submit, until};
+use common::coordinator_api::{balance, batch_of, until, withdraw};
 use common::*;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
@@ -29,40 +29,6 @@ use contracts::recipients::{GasBurner, RevertingRecipient};
 use contracts::{BlacklistToken, Vault, from_alloy, to_alloy};
 use coordinator::node::Node;
 use tss::{GroupKey, TssNode};
-
-/// Signs and posts a withdrawal; returns its hash.
-async fn withdraw(
-    coordinator: &Node,
-    p: &bridge::NetworkParams,
-    from: &Wallet,
-    asset: AssetId,
-    amount: u128,
-    to: EthAddress,
-    nonce: u64,
-) -> [u8; 32] {
-    let tx = UserTx::Withdraw(Withdraw {
-        from: from.address(),
-        asset,
-        amount: Amount(amount),
-        fee: Amount(0),
-        recipient: from_alloy(to).to_string(),
-        nonce,
-    });
-    let domain = bridge::eip712::Domain::new(p);
-    let signed = from.sign(tx, &domain);
-    submit(coordinator, &signed).await;
-    signed.tx.signing_hash(&domain)
-}
-
-/// The batch the coordinator sealed `hash` into, once it has.
-async fn batch_of(coordinator: &Node, hash: [u8; 32]) -> u64 {
-    until("the withdrawal to be sealed", async || {
-        let body: serde_json::Value =
-            reqwest::get(format!("{}/tx/0x{}", coordinator.url(), hex::encode(hash))).await.ok()?.json().await.ok()?;
-        body["batch"].as_u64()
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpayable_recipients_do_not_stop_later_batches_and_are_retried_until_paid() {

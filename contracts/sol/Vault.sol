@@ -205,6 +205,26 @@ contract Vault is ReentrancyGuard {
         external
         whenNotPaused
     {
+        _submitWithdrawals(first, last, root, sig);
+    }
+
+    /// `submitWithdrawals`, then `withdrawMany` over the range it records, in one transaction:
+    /// a lone withdrawal is paid in the root's own block instead of the next, and the second
+    /// transaction's base cost is saved. If the root is refused, nothing is paid.
+    function submitAndWithdraw(
+        uint64 first,
+        uint64 last,
+        bytes32 root,
+        Bip340.Signature calldata sig,
+        Payout[] calldata payouts
+    ) external nonReentrant whenNotPaused {
+        _withdrawMany(_submitWithdrawals(first, last, root, sig), payouts);
+    }
+
+    function _submitWithdrawals(uint64 first, uint64 last, bytes32 root, Bip340.Signature calldata sig)
+        private
+        returns (uint64 range)
+    {
         if (last < first) revert EmptyRange(first, last);
         if (root == bytes32(0)) revert EmptyRoot(first, last);
         uint64 expected = settledThrough + 1;
@@ -214,7 +234,7 @@ contract Vault is ReentrancyGuard {
         _requireGroupSignature(
             keccak256(abi.encode(WITHDRAWALS_KIND, block.chainid, address(this), epoch, first, last, root)), sig
         );
-        uint64 range = rangeCount;
+        range = rangeCount;
         ranges[range] = Range({root: root, first: first, last: last});
         rangeCount = range + 1;
         settledThrough = last;
@@ -264,6 +284,10 @@ contract Vault is ReentrancyGuard {
     /// is reported (`WithdrawalFailed`) and left unpaid, so one recipient can neither stop the
     /// others nor burn more than that.
     function withdrawMany(uint64 range, Payout[] calldata payouts) external nonReentrant whenNotPaused {
+        _withdrawMany(range, payouts);
+    }
+
+    function _withdrawMany(uint64 range, Payout[] calldata payouts) private {
         Range memory r = ranges[range];
         if (r.root == bytes32(0)) revert UnknownRange(range);
         uint256 count = payouts.length;

@@ -3,7 +3,6 @@
 //! helpers tests, the benchmark and `chains::ethereum` share: an anvil per test and BIP-340
 //! signatures in the form the vault takes.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -135,7 +134,10 @@ impl Anvil {
     pub async fn start(args: &[&str]) -> anyhow::Result<Anvil> {
         let mut last = None;
         for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            // Held until anvil answers: a port picked and released could be picked by another
+            // test's anvil too, and then one test talks to the other's node until it is killed.
+            let mut hold = loopback::PortHold::new();
+            let port = hold.any()?;
             // anvil runs under a small shell that kills it when its stdin closes: when this
             // `Anvil` is dropped, and also when the test process dies without dropping it.
             let child = tokio::process::Command::new("bash")
@@ -153,7 +155,9 @@ impl Anvil {
                 .spawn()
                 .context("starting anvil from ops/tools (run ops/tools/install.sh)")?;
             let mut anvil = Anvil { child, port };
-            match anvil.wait_ready().await {
+            let ready = anvil.wait_ready().await;
+            drop(hold);
+            match ready {
                 Ok(()) => return Ok(anvil),
                 Err(e) => last = Some(e),
             }
@@ -315,6 +319,11 @@ pub mod harness {
         pub async fn balance(&self, who: Address) -> anyhow::Result<U256> {
             self.provider.get_balance(who).await.context("eth_getBalance")
         }
+    }
+
+    /// How many leaves a payout transaction paid: its `Withdrawn` events.
+    pub fn withdrawn(receipt: &TransactionReceipt) -> usize {
+        receipt.inner.logs().iter().filter(|log| log.log_decode::<Vault::Withdrawn>().is_ok()).count()
     }
 
     /// The custom error a vault call reverted with, if it did.

@@ -11,7 +11,7 @@ use bridge::eth_settlement::{
 };
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{Amount, eth_settlement::EvmSchnorrSignature};
-use contracts::harness::{Setup, keypair, payouts, vault_error};
+use contracts::harness::{Setup, keypair, payouts, vault_error, withdrawn};
 use contracts::{FeeToken, TestToken, Vault, b256, from_alloy, group_key, sign, vault_signature};
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
@@ -394,6 +394,48 @@ async fn ranges_refuse_gaps_overlaps_and_other_trees_and_a_leaf_is_paid_once_acr
 }
 
 #[tokio::test]
+async fn a_root_and_its_payouts_in_one_transaction_all_or_nothing() {
+    let setup = Setup::new().await.unwrap();
+    let vault = &setup.vault;
+    fund(&setup, 1_000_000).await;
+    let domain = setup.domain(0);
+    let b1 = eth_leaves(1, &[100, 200], 0x50);
+    let b2 = eth_leaves(2, &[300], 0x60);
+    let tree = EthWithdrawalTree::concat([&b1, &b2]);
+    let signed = |first: u64, last: u64, tree: &EthWithdrawalTree| {
+        sign(&setup.key, withdrawals_message(&domain, first, last, tree.root()))
+    };
+
+    // A gap: refused, and nothing is paid with it.
+    let gap = vault.submitAndWithdraw(2, 2, b256(tree.root()), signed(2, 2, &tree), payouts(&tree, 0..3));
+    assert_eq!(revert_of!(gap), E::RangeGap(Vault::RangeGap { expected: 1, first: 2 }));
+    // A payout the signed tree does not hold: the whole transaction reverts, the root too.
+    let other = eth_leaves(1, &[999], 0x70);
+    let forged = vault.submitAndWithdraw(1, 2, b256(tree.root()), signed(1, 2, &tree), payouts(&other, [0]));
+    assert!(matches!(revert_of!(forged), E::InvalidProof(_)));
+    assert_eq!(vault.rangeCount().call().await.unwrap(), 0, "no root recorded");
+
+    // The root and two of its three leaves in one transaction.
+    let receipt = vault
+        .submitAndWithdraw(1, 2, b256(tree.root()), signed(1, 2, &tree), payouts(&tree, 0..2))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    assert_eq!(withdrawn(&receipt), 2);
+    assert_eq!((vault.rangeCount().call().await.unwrap(), vault.settledThrough().call().await.unwrap()), (1, 2));
+    assert!(vault.isPaid(1, 1).call().await.unwrap() && !vault.isPaid(2, 0).call().await.unwrap());
+    // The same root again is an overlap; the third leaf is paid under range 0 like any other.
+    let again = vault.submitAndWithdraw(1, 2, b256(tree.root()), signed(1, 2, &tree), payouts(&tree, [2]));
+    assert!(matches!(revert_of!(again), E::RangeOverlap(_)));
+    let receipt = vault.withdrawMany(0, payouts(&tree, 0..3)).send().await.unwrap().get_receipt().await.unwrap();
+    assert_eq!(withdrawn(&receipt), 1, "only the unpaid leaf");
+}
+
+#[tokio::test]
 async fn erc20_withdrawals_pay_the_token() {
     let setup = Setup::new().await.unwrap();
     let token = TestToken::deploy(setup.provider.clone()).await.unwrap();
@@ -618,10 +660,6 @@ async fn an_abandoned_key_proposal_cannot_be_put_back_by_replaying_its_signature
 
 fn key_x(key: &Keypair) -> [u8; 32] {
     key.x_only_public_key().0.serialize()
-}
-
-fn withdrawn(receipt: &alloy::rpc::types::TransactionReceipt) -> usize {
-    receipt.inner.logs().iter().filter(|log| log.log_decode::<Vault::Withdrawn>().is_ok()).count()
 }
 
 /// BIP-340's official test vectors 0–14 (bitcoin/bips, `bip-0340/test-vectors.csv`, the even-y

@@ -183,9 +183,10 @@ pub struct BitcoinConfig {
     pub poll_ms: u64,
     /// `estimatesmartfee`'s target in blocks.
     pub fee_target_blocks: u16,
-    /// One payout per window: queued withdrawals wait at most this long (ms) for the plan that
-    /// pays them all (0, the default: every round plans what waits; the devnet sets its
-    /// settlement window, 30 s).
+    /// One payout per window: queued withdrawals are paid within about this long (ms) by one
+    /// plan that pays them all, planned ahead of the window's end by how long the last plan took
+    /// to confirm (0, the default: every round plans what waits; the devnet sets its settlement
+    /// window, 30 s).
     pub payout_window_ms: u64,
 }
 

@@ -9,6 +9,12 @@
 //! waited the window (`[bitcoin] payout_window_ms`), or at once when the queue fills a
 //! transaction. The watchmen sign the plan the replayed ledger made, whenever it was made: the
 //! window is the coordinator's choice of *when*, never a rule a replayer must agree on.
+//!
+//! The window is what a user is promised: paid (first confirmation) within it. A plan still has
+//! to go through its batch, publication, the watchmen's replay and signing, and a Bitcoin block,
+//! so the keeper plans that long before the window ends: by the *lead*, how long its last plan
+//! took from being seen in the ledger to its first confirmation, at most half the window (so a
+//! slow chain still leaves most of the window for withdrawals to share one payout).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -64,12 +70,48 @@ pub struct PayoutKeeper {
     window: Duration,
     /// Since when withdrawals have waited in the queue unplanned (this process's clock).
     waiting_since: Mutex<Option<Instant>>,
+    /// Why the last plan was refused (liquidity, fee budget), so a wait is logged at INFO
+    /// when it starts or its reason changes, not every round (twice a second) while it lasts.
+    waiting_for: Mutex<Option<std::mem::Discriminant<TxError>>>,
+    /// How long plans take to be paid, as measured (see the module's doc).
+    lead: Mutex<PayoutLead>,
 }
 
-/// Whether to plan now: `queued` withdrawals wait, the oldest for `waited`. A full queue (a
-/// transaction's worth of outputs) does not wait for the window.
-pub fn payout_due(queued: usize, waited: Duration, window: Duration) -> bool {
-    queued > 0 && (queued >= MAX_PAYOUT_OUTPUTS || waited >= window)
+/// Whether to plan now: `queued` withdrawals wait, the oldest for `waited`, and a plan takes
+/// `lead` to be paid. A full queue (a transaction's worth of outputs) does not wait for the
+/// window; otherwise the plan is made `lead` (at most half the window) before it ends.
+pub fn payout_due(queued: usize, waited: Duration, window: Duration, lead: Duration) -> bool {
+    let plan_at = window.saturating_sub(lead.min(window / 2));
+    queued > 0 && (queued >= MAX_PAYOUT_OUTPUTS || waited >= plan_at)
+}
+
+/// The time from a plan first seen in the ledger to its payout's first confirmation, measured
+/// on the keeper's own plans. Holds only the plans the ledger still lists (a handful), so it
+/// never grows with the history.
+#[derive(Debug, Default)]
+pub struct PayoutLead {
+    /// Plan id → when this keeper first saw it unconfirmed; `None` once measured, or if first
+    /// seen confirmed already (after a restart: nothing to measure).
+    seen: std::collections::BTreeMap<u64, Option<Instant>>,
+    /// The last measured lead; zero until a plan of this process is confirmed.
+    last: Duration,
+}
+
+impl PayoutLead {
+    /// Notes the plans the ledger lists now (`plans`: id, and whether its payout has a
+    /// confirmation) at `now`, forgetting those it no longer lists, and returns the lead.
+    pub fn observe(&mut self, plans: impl IntoIterator<Item = (u64, bool)>, now: Instant) -> Duration {
+        let mut listed = std::collections::BTreeSet::new();
+        for (id, confirmed) in plans {
+            listed.insert(id);
+            let since = self.seen.entry(id).or_insert((!confirmed).then_some(now));
+            if confirmed && let Some(since) = since.take() {
+                self.last = now.saturating_duration_since(since);
+            }
+        }
+        self.seen.retain(|id, _| listed.contains(id));
+        self.last
+    }
 }
 
 impl PayoutKeeper {
@@ -91,6 +133,8 @@ impl PayoutKeeper {
             fee_target,
             window: Duration::ZERO,
             waiting_since: Mutex::new(None),
+            waiting_for: Mutex::new(None),
+            lead: Mutex::new(PayoutLead::default()),
         }
     }
 
@@ -142,8 +186,14 @@ impl PayoutKeeper {
         if let Some(keys) = keys {
             broadcaster.set_keys(keys);
         }
+        // Each payout plan, and whether its payout has a confirmation: what the lead is made of.
+        let mut paying = Vec::new();
         for plan in &plans {
-            if let PayoutStatus::Confirmed { attempt, confirmations } = broadcaster.status(plan).await? {
+            let status = broadcaster.status(plan).await?;
+            if !plan.is_consolidation() {
+                paying.push((plan.id, matches!(status, PayoutStatus::Confirmed { .. })));
+            }
+            if let PayoutStatus::Confirmed { attempt, confirmations } = status {
                 if confirmations < self.depth {
                     continue;
                 }
@@ -177,20 +227,34 @@ impl PayoutKeeper {
                 Err(error) => tracing::error!(unswept, fee_rate, %error, "the ledger refused a sweep plan"),
             }
         }
+        let lead = match self.lead.lock() {
+            Ok(mut lead) => lead.observe(paying, Instant::now()),
+            Err(_) => Duration::ZERO,
+        };
+        metrics::gauge!("bridge_btc_payout_lead_seconds").set(lead.as_secs_f64());
         let waited = self.waited(queued);
-        if payout_due(queued, waited, self.window) {
+        if payout_due(queued, waited, self.window, lead) {
             match self.sequencer.submit(Tx::System(SystemTx::BtcPayoutPlan { fee_rate })).await? {
                 Ok(_) => {
                     round.planned = true;
                     if let Ok(mut since) = self.waiting_since.lock() {
                         *since = None;
                     }
+                    if let Ok(mut reason) = self.waiting_for.lock() {
+                        *reason = None;
+                    }
                     metrics::histogram!("bridge_btc_payout_wait_seconds").record(waited.as_secs_f64());
                     tracing::info!(queued, fee_rate, waited_ms = waited.as_millis() as u64, "bitcoin payout planned");
                 }
                 // Not enough confirmed money or fee yet: the withdrawals wait for the next round.
                 Err(ApplyError::Tx(error @ (TxError::VaultLiquidity { .. } | TxError::PayoutFeeBudget { .. }))) => {
-                    tracing::info!(queued, fee_rate, %error, "bitcoin withdrawals wait");
+                    let kind = Some(std::mem::discriminant(&error));
+                    let new = self.waiting_for.lock().map(|mut reason| std::mem::replace(&mut *reason, kind) != kind);
+                    if new.unwrap_or(true) {
+                        tracing::info!(queued, fee_rate, %error, "bitcoin withdrawals wait");
+                    } else {
+                        tracing::debug!(queued, fee_rate, %error, "bitcoin withdrawals still wait");
+                    }
                 }
                 Err(error) => tracing::error!(queued, fee_rate, %error, "the ledger refused a payout plan"),
             }
@@ -251,10 +315,34 @@ mod tests {
     #[test]
     fn a_plan_waits_for_the_window_unless_the_queue_fills_a_transaction() {
         let window = Duration::from_secs(30);
-        assert!(!payout_due(0, Duration::from_secs(60), window), "nothing to pay");
-        assert!(!payout_due(1, Duration::from_secs(29), window));
-        assert!(payout_due(1, Duration::from_secs(30), window));
-        assert!(payout_due(MAX_PAYOUT_OUTPUTS, Duration::ZERO, window), "a full queue goes at once");
-        assert!(payout_due(1, Duration::ZERO, Duration::ZERO), "no window: every round");
+        let none = Duration::ZERO;
+        assert!(!payout_due(0, Duration::from_secs(60), window, none), "nothing to pay");
+        assert!(!payout_due(1, Duration::from_secs(29), window, none));
+        assert!(payout_due(1, Duration::from_secs(30), window, none));
+        assert!(payout_due(MAX_PAYOUT_OUTPUTS, Duration::ZERO, window, none), "a full queue goes at once");
+        assert!(payout_due(1, Duration::ZERO, Duration::ZERO, none), "no window: every round");
+        // Planned the lead before the window ends, the lead at most half the window.
+        let lead = Duration::from_secs(5);
+        assert!(!payout_due(1, Duration::from_secs(24), window, lead));
+        assert!(payout_due(1, Duration::from_secs(25), window, lead));
+        assert!(!payout_due(1, Duration::from_secs(14), window, Duration::from_secs(600)));
+        assert!(payout_due(1, Duration::from_secs(15), window, Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn the_lead_is_the_last_plan_s_time_to_its_first_confirmation() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut lead = PayoutLead::default();
+        assert_eq!(lead.observe([(1, false)], at(0)), Duration::ZERO, "nothing measured yet");
+        assert_eq!(lead.observe([(1, false)], at(2)), Duration::ZERO);
+        assert_eq!(lead.observe([(1, true)], at(5)), Duration::from_secs(5), "seen at 0, confirmed at 5");
+        assert_eq!(lead.observe([(1, true)], at(9)), Duration::from_secs(5), "measured once");
+        // A plan first seen confirmed (after a restart) measures nothing.
+        assert_eq!(lead.observe([(2, true)], at(10)), Duration::from_secs(5));
+        // Plans the ledger no longer lists are forgotten: the record stays a handful.
+        lead.observe([(3, false)], at(11));
+        assert_eq!(lead.seen.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(lead.observe([(3, true)], at(14)), Duration::from_secs(3));
     }
 }

@@ -67,8 +67,10 @@ pub struct Sequencer {
 }
 
 /// Sealed batches read per query during recovery: the ledger is never held whole in memory
-/// (it was: about 300 bytes per transaction ever served stayed resident after a restart).
-const RECOVERY_PAGE: u32 = 64;
+/// (it was: about 300 bytes per transaction ever served stayed resident after a restart). Four,
+/// not more: a batch holds up to `MAX_BATCH_TXS` (10^5) transactions, and 64 of 10^4 each
+/// held 2.8× the memory of a start from a snapshot at 10^6 transactions of history.
+const RECOVERY_PAGE: u32 = 4;
 
 impl Sequencer {
     /// Rebuilds the state from the ledger: the newest state snapshot that checks against its

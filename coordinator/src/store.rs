@@ -10,6 +10,9 @@ use bridge::{Address, BatchTx, SignedBatch, SystemTx, UserTx};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
+#[cfg(test)]
+mod plans;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -117,14 +120,11 @@ impl Store {
         let corrupt = |reason: String| StoreError::Corrupt { what: format!("batch {number}"), reason };
         let body = borsh::to_vec(batch).map_err(|e| corrupt(e.to_string()))?;
         let mut db = self.write_transaction().await?;
-        let row = sqlx::query(
-            "SELECT (SELECT COALESCE(MAX(first_seq + tx_count), 0) FROM batches) AS batched, \
-             (SELECT COUNT(*) FROM txs WHERE seq >= $1 AND seq < $2) AS present",
-        )
-        .bind(to_i64(first_seq))
-        .bind(to_i64(first_seq + count))
-        .fetch_one(&mut *db)
-        .await?;
+        let row = sqlx::query(BATCHED_AND_PRESENT)
+            .bind(to_i64(first_seq))
+            .bind(to_i64(first_seq + count))
+            .fetch_one(&mut *db)
+            .await?;
         let batched: i64 = row.try_get("batched")?;
         let present: i64 = row.try_get("present")?;
         if from_i64(batched) != first_seq || from_i64(present) != count || (count == 0 && batch.forced.is_empty()) {
@@ -227,19 +227,13 @@ impl Store {
 
     /// Sealed batches not yet published, in order.
     pub async fn unpublished_batches(&self) -> Result<Vec<SignedBatch>, StoreError> {
-        let rows =
-            sqlx::query("SELECT body FROM batches WHERE locator IS NULL ORDER BY number").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(UNPUBLISHED_BATCHES).fetch_all(&self.pool).await?;
         rows.iter().map(batch_in).collect()
     }
 
     /// Acknowledged transactions not yet in a sealed batch, in sequence order.
     pub async fn unbatched_txs(&self) -> Result<Vec<(u64, BatchTx)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, body FROM txs WHERE seq >= (SELECT COALESCE(MAX(first_seq + tx_count), 0) FROM batches) \
-             ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(UNBATCHED_TXS).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 let seq: i64 = row.try_get("seq")?;
@@ -315,14 +309,7 @@ impl Store {
         let (Some(low), Some(high)) = (txs.iter().map(|t| t.seq).min(), txs.iter().map(|t| t.seq).max()) else {
             return Ok(());
         };
-        let rows = sqlx::query(
-            "SELECT number, locator, first_seq, tx_count FROM batches \
-             WHERE first_seq <= $2 AND first_seq + tx_count > $1 AND tx_count > 0 ORDER BY first_seq",
-        )
-        .bind(to_i64(low))
-        .bind(to_i64(high))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(BATCHES_HOLDING).bind(to_i64(low)).bind(to_i64(high)).fetch_all(&self.pool).await?;
         let mut ranges = Vec::with_capacity(rows.len());
         for row in &rows {
             let first = from_i64(row.try_get("first_seq")?);
@@ -375,15 +362,13 @@ impl Store {
 
     /// The newest sealed batch's number and locator, and the newest published one's number.
     pub async fn publication(&self) -> Result<Publication, StoreError> {
-        let row = sqlx::query(
-            "SELECT MAX(number) AS sealed, MAX(CASE WHEN locator IS NOT NULL THEN number END) AS published \
-             FROM batches",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let sealed: Option<i64> = row.try_get("sealed")?;
-        let published: Option<i64> = row.try_get("published")?;
-        Ok(Publication { sealed: sealed.map_or(0, from_i64), published: published.map_or(0, from_i64) })
+        // Batches are published in order: the newest published is the one before the first
+        // unpublished.
+        let row = sqlx::query(PUBLICATION).fetch_one(&self.pool).await?;
+        let sealed = row.try_get::<Option<i64>, _>("sealed")?.map_or(0, from_i64);
+        let unpublished: Option<i64> = row.try_get("unpublished")?;
+        let published = unpublished.map_or(sealed, |first| from_i64(first).saturating_sub(1));
+        Ok(Publication { sealed, published })
     }
 
     /// Remembers that `account` asked for its Bitcoin deposit address (idempotent).
@@ -437,6 +422,36 @@ pub struct ForcedTx {
     pub record: bridge::forced::ForcedRecord,
     pub locator: Option<String>,
 }
+
+// What the sequencer, the publisher and the API ask of the batches table at every seal, publish
+// and lookup: each answered from an index (migration 0025), never by reading the table, whose
+// rows hold each batch's body before its other columns (SQLite walks a body's overflow pages to
+// reach the columns after it, so a scan reads every batch ever sealed). `store/plans.rs` checks
+// SQLite's plans.
+
+/// The end of the batched transactions and how many of `$1..$2` the ledger holds. Batches take
+/// consecutive ranges, so the one with the highest start (the longer of two sharing it: a
+/// forced-only batch holds none) ends last.
+const BATCHED_AND_PRESENT: &str = "SELECT COALESCE((SELECT first_seq + tx_count FROM batches \
+     ORDER BY first_seq DESC, tx_count DESC LIMIT 1), 0) AS batched, \
+     (SELECT COUNT(*) FROM txs WHERE seq >= $1 AND seq < $2) AS present";
+
+/// Acknowledged transactions after the batched ones.
+const UNBATCHED_TXS: &str = "SELECT seq, body FROM txs WHERE seq >= COALESCE((SELECT first_seq + tx_count \
+     FROM batches ORDER BY first_seq DESC, tx_count DESC LIMIT 1), 0) ORDER BY seq";
+
+/// The batches not published yet (a partial index holds only them).
+const UNPUBLISHED_BATCHES: &str = "SELECT body FROM batches WHERE locator IS NULL ORDER BY number";
+
+/// The batches holding transactions `$1..=$2`: from the last batch starting at or before `$1`.
+const BATCHES_HOLDING: &str = "SELECT number, locator, first_seq, tx_count FROM batches \
+     WHERE first_seq <= $2 \
+     AND first_seq >= COALESCE((SELECT MAX(first_seq) FROM batches WHERE first_seq <= $1), 0) \
+     AND first_seq + tx_count > $1 AND tx_count > 0 ORDER BY first_seq";
+
+/// The newest sealed batch and the first unpublished one.
+const PUBLICATION: &str = "SELECT (SELECT MAX(number) FROM batches) AS sealed, \
+     (SELECT MIN(number) FROM batches WHERE locator IS NULL) AS unpublished";
 
 /// How many forced copies of one transaction `GET /tx/{hash}` reads: the first is the one that
 /// counted; the rest are duplicates, and anyone may post copies.

@@ -10,10 +10,6 @@ fn bridgectl() -> Command {
     command
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn ok(output: Output) -> String {
     assert!(output.status.success(), "bridgectl failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
@@ -23,14 +19,13 @@ fn ok(output: Output) -> String {
 fn three_watchmen_make_one_group_key_with_keygen() {
     let dir = tempfile::tempdir().unwrap();
     let mut watchmen = String::from("threshold = 2\nbitcoin_network = \"regtest\"\n");
-    for i in 0..3 {
+    // Held while the ceremony runs, so no other bind on the machine takes a watchman's port.
+    let ports = tss::ports::reserve(3).unwrap();
+    for (i, port) in ports.iter().enumerate() {
         let identity = dir.path().join(format!("identity-{i}.key"));
         let out = ok(bridgectl().args(["identity", "new", "--out"]).arg(&identity).output().unwrap());
         let peer_id = out.trim();
-        watchmen.push_str(&format!(
-            "\n[[watchman]]\npeer_id = \"{peer_id}\"\naddress = \"/ip4/127.0.0.1/tcp/{}\"\n",
-            free_port()
-        ));
+        watchmen.push_str(&format!("\n[[watchman]]\npeer_id = \"{peer_id}\"\naddress = \"{}\"\n", port.multiaddr()));
     }
     let file = dir.path().join("watchmen.toml");
     std::fs::write(&file, &watchmen).unwrap();

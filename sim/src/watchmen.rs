@@ -20,6 +20,7 @@ use chains::ethereum::VaultProgress;
 use confirmer::watchman::{RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SettlementBook};
 use tss::{Decision, KeyPath, SigningContext, SigningPolicy, SigningRequest};
 
+use crate::SimError;
 use crate::byzantine::AttackKind;
 use crate::world::World;
 
@@ -100,12 +101,12 @@ impl World {
 
     /// Every [`ASK_EVERY_MS`]: the books read their followers and the vault, then every
     /// running watchman is asked to sign each question; approvals are checked against the truth.
-    pub(crate) fn ask_watchmen(&mut self) {
+    pub(crate) async fn ask_watchmen(&mut self) -> Result<(), SimError> {
         let progress = self.vault.progress();
         let mut finals = Vec::new();
         for role in &self.confirmers {
             if let (Some(follower), Some(watchman)) = (&role.follower, &role.watchman) {
-                watchman.book.update_from(follower);
+                watchman.book.update_from(follower).await.map_err(SimError::role("watchman book"))?;
                 watchman.book.note_vault(progress);
                 finals.push(watchman.book.hard_final());
             }
@@ -113,7 +114,7 @@ impl World {
         // The longest range t of them can approve.
         finals.sort_unstable_by(|a, b| b.cmp(a));
         let first = progress.settled_through + 1;
-        let Some(&last) = finals.get(SIGNING_THRESHOLD - 1) else { return };
+        let Some(&last) = finals.get(SIGNING_THRESHOLD - 1) else { return Ok(()) };
         let asks = self.questions(first, last);
         let mut taken = false;
         for ask in asks {
@@ -137,6 +138,7 @@ impl World {
             }
         }
         self.check_approvals();
+        Ok(())
     }
 
     /// This minute's questions for the range `first..=last`.

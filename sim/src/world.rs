@@ -238,7 +238,7 @@ impl World {
             self.step_confirmer(index).await?;
         }
         if now.is_multiple_of(ASK_EVERY_MS) {
-            self.ask_watchmen();
+            self.ask_watchmen().await?;
         }
         Ok(())
     }

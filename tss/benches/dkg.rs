@@ -23,7 +23,7 @@ mod common;
 
 async fn start(n: usize, t: u16) -> Vec<TssNode> {
     let identities: Vec<_> = (0..n).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
-    let entries: Vec<PeerEntry> = common::entries(&identities);
+    let (entries, _ports): (Vec<PeerEntry>, _) = common::entries(&identities);
     let mut nodes = Vec::new();
     for (i, identity) in identities.into_iter().enumerate() {
         let config = TssNodeConfig {

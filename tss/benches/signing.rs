@@ -54,7 +54,7 @@ fn dealer_shares(peers: &[libp2p::PeerId], t: u16) -> Vec<KeyShare> {
 
 async fn start(n: usize, t: u16) -> (Vec<TssNode>, Vec<KeyShare>) {
     let identities: Vec<_> = (0..n).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
-    let entries: Vec<PeerEntry> = common::entries(&identities);
+    let (entries, _ports): (Vec<PeerEntry>, _) = common::entries(&identities);
     let peers: Vec<_> = entries.iter().map(|e| e.peer_id).collect();
     let shares = dealer_shares(&peers, t);
     let mut nodes = Vec::new();

@@ -32,6 +32,7 @@ pub mod nonces;
 pub mod package;
 pub mod policy;
 pub mod pool;
+pub mod ports;
 pub mod roast;
 pub mod roster;
 pub mod signer;

@@ -2,7 +2,6 @@
 //! started on a free loopback port with its own database directory, is ready once `/info`
 //! answers, and is killed when this handle is dropped, so nothing is left running.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,6 +22,8 @@ pub enum ArlocalError {
     Exited(String),
     #[error("arlocal refused a request: {0}")]
     Gateway(#[from] GatewayError),
+    #[error("the HTTP client for arlocal could not be built: {0}")]
+    Client(#[from] crate::http::HttpError),
 }
 
 /// The npm tools directory (`ops/tools/node_modules/.bin`), overridable with `BRIDGE_TOOLS_BIN`.
@@ -67,8 +68,8 @@ impl Arlocal {
 
     /// Starts arlocal keeping its database in `dir` (which survives a restart).
     pub async fn start_in(dir: &Path) -> Result<Self, ArlocalError> {
-        // The free port is found by binding and releasing it, so another process (a test running
-        // beside this one) can take it first; arlocal then dies, and we try another port.
+        // The port is held until arlocal answers (`loopback`), so no other test's node takes it;
+        // an arlocal that dies for another reason is tried again on another port.
         let mut last = None;
         for _ in 0..5 {
             match Self::start_once(dir).await {
@@ -85,7 +86,11 @@ impl Arlocal {
         if !bin.exists() {
             return Err(ArlocalError::Missing(bin.display().to_string()));
         }
-        let port = free_port().map_err(ArlocalError::Start)?;
+        // Bounded: an arlocal that accepts and never answers fails a call, it does not hang it.
+        // Built before the process starts, so a failure here leaves no arlocal behind.
+        let http = crate::http::Tls::default().client(Duration::from_secs(30))?;
+        let mut hold = loopback::PortHold::new();
+        let port = hold.any().map_err(ArlocalError::Start)?;
         let log_path = dir.join("arlocal.log");
         let log = std::fs::File::create(&log_path).map_err(ArlocalError::Start)?;
         let log_err = log.try_clone().map_err(ArlocalError::Start)?;
@@ -102,7 +107,7 @@ impl Arlocal {
             .spawn()
             .map_err(ArlocalError::Start)?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut arlocal = Arlocal { child, url, http: reqwest::Client::new(), _dir: None };
+        let mut arlocal = Arlocal { child, url, http, _dir: None };
         let deadline = Duration::from_secs(60);
         let started = std::time::Instant::now();
         while started.elapsed() < deadline {
@@ -121,6 +126,7 @@ impl Arlocal {
                 if let Ok(Some(status)) = arlocal.child.try_wait() {
                     return Err(ArlocalError::Exited(format!("port {port} was taken ({status})")));
                 }
+                drop(hold);
                 return Ok(arlocal);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -216,8 +222,4 @@ impl Drop for Arlocal {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -89,13 +89,14 @@ pub struct Watchmen {
 impl Watchmen {
     pub async fn start(n: usize, t: u16) -> Self {
         let identities: Vec<_> = (0..n).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
+        // Held until the test process exits (one test per process under nextest): see tss::ports.
+        let ports = tss::ports::reserve(n).expect("reserving loopback ports");
         let entries: Vec<PeerEntry> = identities
             .iter()
-            .map(|k| PeerEntry {
-                peer_id: k.public().to_peer_id(),
-                address: format!("/ip4/127.0.0.1/tcp/{}", free_port()).parse().unwrap(),
-            })
+            .zip(&ports)
+            .map(|(k, port)| PeerEntry { peer_id: k.public().to_peer_id(), address: port.multiaddr() })
             .collect();
+        std::mem::forget(ports);
         let mut nodes = Vec::new();
         for (i, identity) in identities.into_iter().enumerate() {
             let config = TssNodeConfig {
@@ -144,8 +145,4 @@ impl Watchmen {
             .map(|sighash| outcome.signatures.iter().find(|s| s.request.message == sighash.to_vec()).unwrap().signature)
             .collect()
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -17,7 +17,7 @@ use bridge::{BtcNetwork, BtcVaultParams, VaultKeys};
 use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus, RpcError};
 use tss::{KeyPath, SessionError, SigningContext, SigningRequest, TssNode};
 
-use super::book::SettlementBook;
+use super::book::{BTC_PRUNE_CONFIRMATIONS, SettlementBook, confirmed_height, is_btc_deep};
 use super::policy::{PayoutInput, SIGN_BTC_PAYOUT_INPUT};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +66,10 @@ pub struct BtcPayouts {
     rpc: CoreRpc,
     broadcaster: PayoutBroadcaster,
     bump_after_blocks: u64,
-    /// Plans the chain has confirmed.
-    done: BTreeSet<u64>,
+    /// Plans the chain has confirmed, each with the height of the block that confirmed it: one
+    /// entry per plan the book still lists. Once [`BTC_PRUNE_CONFIRMATIONS`] deep (asked of the
+    /// node again), the plan is pruned from the book and leaves this map too.
+    done: BTreeMap<u64, u64>,
     /// For each plan not yet confirmed: its latest attempt. One entry per pending plan of the
     /// book, removed when the plan confirms.
     attempted: BTreeMap<u64, Attempted>,
@@ -93,7 +95,7 @@ impl BtcPayouts {
             rpc,
             broadcaster,
             bump_after_blocks: bump_after_blocks.max(1),
-            done: BTreeSet::new(),
+            done: BTreeMap::new(),
             attempted: BTreeMap::new(),
             group_key: None,
         }
@@ -146,9 +148,16 @@ impl BtcPayouts {
         self.broadcaster.set_keys(self.keys());
         let mut actions = Vec::new();
         let keys = self.keys();
+        // The plans the book lists: what this loop remembers anything about.
+        let mut listed = BTreeSet::new();
         for (batch, settlement) in self.book.owing_from(1) {
             for plan in &settlement.btc_plans {
-                if self.done.contains(&plan.id) || !self.is_ours(&keys, plan) {
+                listed.insert(plan.id);
+                if !self.is_ours(&keys, plan) {
+                    continue;
+                }
+                if let Some(&confirmed_at) = self.done.get(&plan.id) {
+                    self.prune_if_deep(batch, plan, confirmed_at, height).await?;
                     continue;
                 }
                 if let Some(why) = self.book.halted() {
@@ -166,7 +175,56 @@ impl BtcPayouts {
                 }
             }
         }
+        self.forget_unlisted(&listed);
         Ok(actions)
+    }
+
+    /// Plans the book no longer lists (pruned, here or by the bump clock) are never asked about
+    /// again: nothing of them is kept, so memory follows the book, not the history.
+    fn forget_unlisted(&mut self, listed: &BTreeSet<u64>) {
+        self.done.retain(|plan, _| listed.contains(plan));
+        self.attempted.retain(|plan, _| listed.contains(plan));
+        debug_assert!(
+            self.done.len() + self.attempted.len() <= listed.len(),
+            "done and attempted are disjoint plans of the book"
+        );
+    }
+
+    /// A plan confirmed at height `confirmed_at`: once the node's tip `height` puts it
+    /// [`BTC_PRUNE_CONFIRMATIONS`] deep, asks the node again and prunes it from the book if the
+    /// node agrees. A plan the node no longer shows confirmed stays done (as before pruning
+    /// existed: a confirmed plan is never signed or sent again) and is not pruned.
+    async fn prune_if_deep(
+        &mut self,
+        batch: u64,
+        plan: &PayoutPlan,
+        confirmed_at: u64,
+        height: u64,
+    ) -> Result<(), PayoutError> {
+        if !is_btc_deep(confirmed_at, height) {
+            return Ok(());
+        }
+        match self.broadcaster.status(plan).await? {
+            PayoutStatus::Confirmed { confirmations, .. } if confirmations >= BTC_PRUNE_CONFIRMATIONS => {
+                self.book.prune_btc_plan(batch, plan.id);
+                self.done.remove(&plan.id);
+                tracing::debug!(plan = plan.id, batch, confirmations, "Bitcoin payout deep: pruned from the book");
+            }
+            PayoutStatus::Confirmed { confirmations, .. } => {
+                self.done.insert(plan.id, confirmed_height(height, confirmations));
+            }
+            PayoutStatus::Pending { .. } | PayoutStatus::Unseen => {
+                // Still done here (it was confirmed; nothing is signed or sent for it again), but
+                // not pruned: asked again once as deep from now.
+                tracing::warn!(
+                    plan = plan.id,
+                    batch,
+                    "a confirmed Bitcoin payout is no longer in the node's chain (a reorg?): not pruned"
+                );
+                self.done.insert(plan.id, height);
+            }
+        }
+        Ok(())
     }
 
     /// One plan: done if confirmed; otherwise the next attempt once the latest has gone
@@ -180,8 +238,8 @@ impl BtcPayouts {
         height: u64,
     ) -> Result<Option<PayoutAction>, PayoutError> {
         let latest = match self.broadcaster.status(plan).await? {
-            PayoutStatus::Confirmed { attempt, .. } => {
-                self.done.insert(plan.id);
+            PayoutStatus::Confirmed { attempt, confirmations } => {
+                self.done.insert(plan.id, confirmed_height(height, confirmations));
                 self.attempted.remove(&plan.id);
                 return Ok(Some(PayoutAction::Confirmed { plan: plan.id, attempt }));
             }
@@ -253,5 +311,51 @@ impl BtcPayouts {
         }
         tracing::debug!(plan = plan.id, attempt, fee_sat = unsigned.fee_sat, "Bitcoin payout signed");
         Ok(unsigned.with_signatures(&signatures))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+mod tests {
+    use super::*;
+
+    fn payouts() -> BtcPayouts {
+        let vault = BtcVaultParams { group_key: [2; 32], min_fee_rate: 1, max_fee_rate: 50 };
+        // Never asked: these tests drive the bookkeeping only.
+        let rpc = CoreRpc::new("http://127.0.0.1:9", "user", "password");
+        BtcPayouts::new(SettlementBook::default(), vault, BtcNetwork::Regtest, rpc, 3)
+    }
+
+    #[test]
+    fn a_plan_is_deep_six_blocks_after_the_block_that_confirmed_it() {
+        // One confirmation at tip 100: confirmed in block 100; six at 105.
+        assert_eq!(confirmed_height(100, 1), 100);
+        assert_eq!(confirmed_height(105, 6), 100);
+        assert!(!is_btc_deep(100, 104));
+        assert!(is_btc_deep(100, 105));
+        // A node that counts no confirmation yet is not taken as deep.
+        assert_eq!(confirmed_height(100, 0), 100);
+        assert!(!is_btc_deep(u64::MAX, 0));
+    }
+
+    #[test]
+    fn the_payout_loop_remembers_only_plans_the_book_lists() {
+        let mut payouts = payouts();
+        for plan in 0..10_000u64 {
+            if plan % 2 == 0 {
+                payouts.done.insert(plan, plan);
+            } else {
+                payouts.attempted.insert(plan, Attempted { attempt: 0, since: plan, signed: None });
+            }
+        }
+        // The book still lists plans 9,990.. (the rest confirmed deep and pruned).
+        let listed: BTreeSet<u64> = (9_990..10_000).collect();
+        payouts.forget_unlisted(&listed);
+        assert_eq!(payouts.done.keys().copied().collect::<Vec<_>>(), [9_990, 9_992, 9_994, 9_996, 9_998]);
+        assert_eq!(payouts.attempted.len(), 5);
+        // A confirmed plan the book still lists stays done: it is never signed again.
+        assert_eq!(payouts.done.get(&9_990), Some(&9_990));
+        payouts.forget_unlisted(&BTreeSet::new());
+        assert!(payouts.done.is_empty() && payouts.attempted.is_empty());
     }
 }

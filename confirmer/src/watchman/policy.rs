@@ -166,6 +166,13 @@ impl ReplayPolicy {
         if last < first || first == 0 {
             return Err(format!("batches {first}..={last} are no range"));
         }
+        // Batches whose leaves this watchman saw paid and pruned are on chain: never again.
+        let pruned_through = self.book.eth_pruned_through();
+        if first <= pruned_through {
+            return Err(format!(
+                "batches {first}..={last} reach into the batches up to {pruned_through}, whose withdrawals this watchman saw paid on the vault (pruned from its book)"
+            ));
+        }
         // No gap and no overlap with the last range the vault holds, as this watchman's own
         // Ethereum node shows it.
         let Some(vault) = self.book.vault() else {
@@ -229,11 +236,21 @@ impl ReplayPolicy {
         let Some(which) = PayoutInput::from_detail(&request.context.detail) else {
             return Err("a payout input's detail must be 16 bytes: plan, attempt, input".into());
         };
+        // Plans confirmed deep have left the book: they are paid on chain.
+        let pruned_through = self.book.btc_pruned_through();
+        if batch <= pruned_through {
+            return Err(format!(
+                "every payout plan of the batches up to {pruned_through} (batch {batch} among them) is confirmed on chain in this watchman's node"
+            ));
+        }
         let Some(settlement) = self.book.settlement(batch) else {
             return Err(format!("batch {batch} is not hard-final in this watchman's replay"));
         };
         let Some(plan) = settlement.btc_plans.iter().find(|p| p.id == which.plan) else {
-            return Err(format!("batch {batch} made no payout plan {} in this watchman's replay", which.plan));
+            return Err(format!(
+                "batch {batch} made no payout plan {} in this watchman's replay, or it is confirmed deep and pruned",
+                which.plan
+            ));
         };
         // The keys of this watchman's replay: after a rotation a plan's change goes to the key in
         // force at its batch (a sweep's to the new key), and each input names its own key.
@@ -316,5 +333,58 @@ impl SigningPolicy for ReplayPolicy {
                 Decision::Refuse { reason }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+mod tests {
+    use super::*;
+    use crate::watchman::book::fixtures::book_with;
+    use bridge::Address;
+    use chains::ethereum::VaultProgress;
+    use tss::SigningContext;
+
+    const DOMAIN: VaultDomain = VaultDomain { chain_id: 31_337, vault: Address([0x7a; 20]), epoch: 0 };
+
+    #[test]
+    fn a_lagging_view_of_the_vault_signs_no_range_the_book_pruned_as_paid() {
+        let book = book_with(10, &[(2, 2, &[]), (3, 1, &[])]);
+        // This watchman's view of the vault lags: it has read no range yet.
+        book.note_vault(VaultProgress { range_count: 0, settled_through: 0 });
+        let policy = ReplayPolicy::new(book.clone(), Some(DOMAIN));
+        let root = book.range_tree(1, 3).unwrap().root();
+        let request = crate::watchman::EthSettlement::request(&DOMAIN, 1, 3, root);
+        assert_eq!(policy.decide(&request), Decision::Approve, "owed and not paid: signed");
+
+        // Its own settlement saw the range paid, 64 blocks ago: the leaves leave the book.
+        book.note_eth_done(3, 10);
+        book.note_eth_done(3, 10 + crate::watchman::book::ETH_PRUNE_DEPTH_BLOCKS);
+        let Decision::Refuse { reason } = policy.decide(&request) else { panic!("a paid range signed again") };
+        assert!(reason.contains("saw paid"), "{reason}");
+    }
+
+    #[test]
+    fn no_payout_input_of_a_batch_at_or_below_the_bitcoin_horizon_is_signed() {
+        let book = book_with(10, &[(2, 0, &[1]), (5, 0, &[2])]);
+        assert!(book.prune_btc_plan(2, 1));
+        assert_eq!(book.btc_pruned_through(), 4);
+        let vault = BtcVaultParams { group_key: [2; 32], min_fee_rate: 1, max_fee_rate: 50 };
+        let policy = ReplayPolicy::new(book, None).with_bitcoin(vault, BtcNetwork::Regtest);
+        let ask = |batch, plan| SigningRequest {
+            message: vec![0; 32],
+            key_path: KeyPath::Vault,
+            context: SigningContext {
+                chain: "bitcoin".into(),
+                batch: Some(batch),
+                purpose: SIGN_BTC_PAYOUT_INPUT.into(),
+                detail: PayoutInput { plan, attempt: 0, input: 0 }.to_detail(),
+            },
+        };
+        let Decision::Refuse { reason } = policy.decide(&ask(2, 1)) else { panic!("a confirmed plan signed again") };
+        assert!(reason.contains("confirmed on chain"), "{reason}");
+        // Above the horizon a pruned plan is simply not in the book.
+        let Decision::Refuse { reason } = policy.decide(&ask(5, 1)) else { panic!() };
+        assert!(reason.contains("made no payout plan 1"), "{reason}");
     }
 }

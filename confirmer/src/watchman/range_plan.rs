@@ -13,10 +13,16 @@
 //! saw it hard-final, so a lone withdrawal waits at most the window and a busy network gets a
 //! root every `max_leaves` leaves.
 //!
-//! Turns: the watchmen that pay gas take turns by range number (range `r` is submitter
-//! `r mod n`'s), so one root is submitted once. If the turn-holder has not done it within
-//! `timeout_blocks` Ethereum blocks of the work coming due (as this watchman's node counts
-//! them), the next submitter takes over, then the next, and so on round the ring.
+//! Turns: the watchmen that pay gas take turns on the Ethereum chain's own clock, so one root
+//! is submitted once. Range `r` at block `h` is submitter `(r + h / timeout_blocks) mod n`'s:
+//! the holder of each piece of work passes round the ring every `timeout_blocks` blocks, so a
+//! dead holder delays it one turn. Every watchman reads the same clock, so a restarted one
+//! (whose memory of when work came due is gone) never thinks a turn that has passed is still
+//! its own; and in the last [`Turns::margin`] blocks of its turn a holder sends nothing, so what
+//! it sent is mined before the next holder looks. A signature that arrives after its turn
+//! passed is kept for the watchman's next turn instead of sent: with the holder's session and a
+//! taker's finishing together (both waiting on the same returning signers), sending both was
+//! one reverted root (a devnet drill's, with a submitter restarted mid-turn).
 
 use std::time::Duration;
 
@@ -96,7 +102,7 @@ pub struct Turns {
     pub me: u64,
     /// How many watchmen submit; 1: this one alone, always its turn.
     pub submitters: u64,
-    /// Blocks the turn-holder has before the next submitter takes over.
+    /// Ethereum blocks in each turn: how long a dead holder delays its work.
     pub timeout_blocks: u64,
 }
 
@@ -107,36 +113,55 @@ impl Default for Turns {
 }
 
 impl Turns {
-    /// Whose turn range `range` is, `blocks_waited` blocks after it came due.
-    pub fn holder(&self, range: u64, blocks_waited: u64) -> u64 {
+    /// Whose turn range `range` is at Ethereum block `head`.
+    pub fn holder(&self, range: u64, head: u64) -> u64 {
         let submitters = self.submitters.max(1);
-        let passes = blocks_waited / self.timeout_blocks.max(1);
-        range.wrapping_add(passes) % submitters
+        range.wrapping_add(head / self.timeout_blocks.max(1)) % submitters
     }
 
-    /// Whether range `range` is this watchman's to do, `blocks_waited` blocks after it came due.
-    pub fn mine(&self, range: u64, blocks_waited: u64) -> bool {
-        self.holder(range, blocks_waited) == self.me % self.submitters.max(1)
+    /// Whether range `range` is this watchman's turn at block `head` (in its last blocks too).
+    pub fn mine(&self, range: u64, head: u64) -> bool {
+        self.holder(range, head) == self.me % self.submitters.max(1)
+    }
+
+    /// The last blocks of a turn in which its holder starts and sends nothing: a third of the
+    /// turn (at least one block, when a turn has two), so that a transaction it sent is mined
+    /// before the next holder reads the vault. None for a lone submitter: nobody follows it.
+    pub fn margin(&self) -> u64 {
+        let blocks = self.timeout_blocks.max(1);
+        if self.submitters <= 1 { 0 } else { (blocks / 3).max(1).min(blocks - 1) }
+    }
+
+    /// Whether this watchman may start or send work on range `range` at block `head`: its turn,
+    /// and not in the turn's last [`Turns::margin`] blocks.
+    pub fn may_act(&self, range: u64, head: u64) -> bool {
+        self.submitters <= 1 || (self.mine(range, head) && self.acting(head))
+    }
+
+    /// Whether block `head` is before the margin of its turn (whoever holds it).
+    fn acting(&self, head: u64) -> bool {
+        let blocks = self.timeout_blocks.max(1);
+        head % blocks < blocks - self.margin()
     }
 }
 
 /// Takeovers as `watchman_eth_turn_takeovers_total` counts them: once per piece of work (a
-/// range to propose, or one to pay) that this watchman does in another's turn, however many
-/// turns it then retries it (a signing session refused while the others' replays catch up is
-/// retried every turn, and counting each retry made one slow range look like hundreds).
+/// range to propose, or one to pay) that this watchman does in a later turn than the one it
+/// came due in, which was another's and had blocks left to act in (work due in a turn's margin
+/// passes to the next holder by design, not for a fault), however many turns it then retries
+/// it (a signing session refused while the others' replays catch up is retried every turn, and
+/// counting each retry made one slow range look like hundreds).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Takeovers {
     counted: Option<(u64, bool)>,
 }
 
 impl Takeovers {
-    /// Whether acting on `work` (a range number, and whether it is the proposal) now is a
-    /// takeover not counted yet: it is this watchman's only because the holder's time ran out.
-    pub fn is_new(&mut self, turns: &Turns, work: (u64, bool), blocks_waited: u64) -> bool {
-        let taken = turns.submitters > 1
-            && blocks_waited >= turns.timeout_blocks.max(1)
-            && turns.mine(work.0, blocks_waited)
-            && !turns.mine(work.0, 0);
+    /// Whether acting on `work` (a range number, and whether it is the proposal) at block
+    /// `head`, when this watchman saw it come due at block `due`, is a takeover not counted yet.
+    pub fn is_new(&mut self, turns: &Turns, work: (u64, bool), due: u64, head: u64) -> bool {
+        let taken =
+            turns.submitters > 1 && turns.may_act(work.0, head) && !turns.mine(work.0, due) && turns.acting(due);
         if !taken || self.counted == Some(work) {
             return false;
         }
@@ -157,7 +182,8 @@ pub struct SettlementConfig {
     pub submitters: u64,
     /// This watchman's place among them, from 0 (each submitter has its own).
     pub submitter_index: u64,
-    /// Blocks the turn-holder has before the next submitter takes over.
+    /// Ethereum blocks in each submitter's turn (the turn passes round the ring every this
+    /// many blocks): how long a dead submitter delays the work that was its.
     pub turn_timeout_blocks: u64,
 }
 
@@ -255,38 +281,79 @@ mod tests {
     }
 
     #[test]
-    fn turns_go_by_range_number_and_pass_on_after_the_timeout() {
+    fn turns_go_by_range_and_block_and_pass_round_the_ring() {
         let turns = |me| Turns { me, submitters: 3, timeout_blocks: 5 };
         assert!(turns(0).mine(0, 0) && turns(1).mine(1, 0) && turns(2).mine(2, 0) && turns(0).mine(3, 0));
-        assert!(!turns(1).mine(0, 4));
-        assert!(turns(1).mine(0, 5), "the next submitter takes over after the timeout");
+        assert!(turns(0).mine(0, 4) && !turns(1).mine(0, 4));
+        assert!(turns(1).mine(0, 5), "the next submitter's turn after the timeout");
         assert!(turns(2).mine(0, 10));
         assert!(turns(0).mine(0, 15), "round the ring");
-        // Exactly one holder at any time.
+        // Exactly one holder at any block; at most one that may act.
         for range in 0..6 {
-            for waited in 0..20 {
-                assert_eq!((0..3).filter(|me| turns(*me).mine(range, waited)).count(), 1);
+            for head in 0..40 {
+                assert_eq!((0..3).filter(|me| turns(*me).mine(range, head)).count(), 1);
+                assert!((0..3).filter(|me| turns(*me).may_act(range, head)).count() <= 1);
             }
         }
         let alone = Turns::default();
-        assert!((0..5).all(|range| alone.mine(range, 0)));
+        assert!((0..5).all(|range| (0..30).all(|head| alone.may_act(range, head))));
+        assert_eq!(alone.margin(), 0);
+    }
+
+    #[test]
+    fn a_holder_sends_nothing_in_its_turns_last_blocks_so_the_next_holder_finds_it_mined() {
+        let turns = |me| Turns { me, submitters: 2, timeout_blocks: 10 };
+        assert_eq!(turns(0).margin(), 3);
+        // Range 0 is submitter 0's in blocks 0..10: it acts in 0..7 only.
+        assert!((0..7).all(|head| turns(0).may_act(0, head)));
+        assert!((7..10).all(|head| turns(0).mine(0, head) && !turns(0).may_act(0, head)));
+        // Then submitter 1's, from its first block.
+        assert!((10..17).all(|head| turns(1).may_act(0, head)));
+        // Between one holder's last send and the next one's first, `margin` blocks pass.
+        for timeout_blocks in 1..40 {
+            let turns = |me| Turns { me, submitters: 2, timeout_blocks };
+            let acting: Vec<(u64, u64)> = (0..200)
+                .flat_map(|head| (0..2).filter(move |me| turns(*me).may_act(5, head)).map(move |me| (head, me)))
+                .collect();
+            for pair in acting.windows(2) {
+                let ((before, was), (after, now)) = (pair[0], pair[1]);
+                if was != now {
+                    assert!(after - before > turns(0).margin(), "{timeout_blocks}: {pair:?}");
+                }
+            }
+            // Every holder acts in each of its turns (a turn of one block has no margin).
+            assert!(acting.iter().any(|(_, me)| *me == 0) && acting.iter().any(|(_, me)| *me == 1));
+        }
+    }
+
+    #[test]
+    fn a_restarted_holder_finds_the_turn_where_the_chain_says_it_is() {
+        // Submitter 0 held range 3 at block 0, was down, and restarts at block 12: the turn is
+        // submitter 1's by the same clock both read, so only submitter 1 acts.
+        let turns = |me| Turns { me, submitters: 2, timeout_blocks: 10 };
+        assert!(turns(1).mine(3, 0));
+        assert!(turns(0).may_act(3, 12) && !turns(1).may_act(3, 12));
     }
 
     #[test]
     fn a_takeover_is_counted_once_per_range_however_often_it_is_retried() {
         let turns = Turns { me: 1, submitters: 2, timeout_blocks: 10 };
         let mut takeovers = Takeovers::default();
-        // Range 4 is submitter 0's: submitter 1 takes it over after 10 blocks, once.
-        assert!(!takeovers.is_new(&turns, (4, true), 9));
-        assert!(takeovers.is_new(&turns, (4, true), 10));
-        assert!(!takeovers.is_new(&turns, (4, true), 11), "a retry of the same takeover");
-        assert!(!takeovers.is_new(&turns, (4, true), 31));
-        // Range 5 is its own: acting on it round the ring is no takeover.
-        assert!(!takeovers.is_new(&turns, (5, true), 0));
-        assert!(!takeovers.is_new(&turns, (5, true), 20));
+        // Range 4 is submitter 0's in blocks 0..10: submitter 1 takes it over from block 10, once.
+        assert!(!takeovers.is_new(&turns, (4, true), 0, 9));
+        assert!(takeovers.is_new(&turns, (4, true), 0, 10));
+        assert!(!takeovers.is_new(&turns, (4, true), 0, 11), "a retry of the same takeover");
+        assert!(!takeovers.is_new(&turns, (4, true), 0, 31));
+        // Range 5 came due in its own turn: acting on it round the ring is no takeover.
+        assert!(!takeovers.is_new(&turns, (5, true), 0, 0));
+        assert!(!takeovers.is_new(&turns, (5, true), 0, 20));
         // Paying range 4 in the holder's stead is work of its own.
-        assert!(takeovers.is_new(&turns, (4, false), 12));
+        assert!(takeovers.is_new(&turns, (4, false), 2, 12));
+        // Range 6 came due in the margin of submitter 0's turn (blocks 7..10): it passes to
+        // submitter 1 by design, and doing it is no takeover.
+        assert!(!takeovers.is_new(&turns, (6, true), 8, 10));
+        assert!(takeovers.is_new(&turns, (6, false), 6, 10));
         let alone = Turns::default();
-        assert!(!Takeovers::default().is_new(&alone, (4, true), 50));
+        assert!(!Takeovers::default().is_new(&alone, (4, true), 0, 50));
     }
 }

@@ -10,6 +10,7 @@ use super::book::SettlementBook;
 use super::payout::{BtcPayouts, PayoutAction, PayoutError};
 use super::settle::{EthSettlement, SettleError, SettledRange};
 use crate::follower::{FollowError, Follower};
+use crate::store::Horizons;
 
 #[derive(Debug, Default)]
 pub struct StepReport {
@@ -33,6 +34,16 @@ pub struct Watchman {
     /// itself (settling reads them anyway).
     vault_reader: Option<chains::ethereum::VaultReader>,
     btc: Option<BtcPayouts>,
+    /// What this run saved last (see [`Watchman::save_progress`]); `None` before the first turn,
+    /// which first takes back what the last run saved.
+    saved: Option<Saved>,
+}
+
+/// What a watchman last saved of its settlement progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Saved {
+    horizons: Horizons,
+    stuck_changes: u64,
 }
 
 impl Watchman {
@@ -43,7 +54,7 @@ impl Watchman {
         tss: impl Into<Arc<TssNode>>,
         eth: Option<EthSettlement>,
     ) -> Self {
-        Watchman { follower, book, tss: tss.into(), eth, vault_reader: None, btc: None }
+        Watchman { follower, book, tss: tss.into(), eth, vault_reader: None, btc: None, saved: None }
     }
 
     /// Reads the vault's ranges each turn for the signing policy (a watchman that signs range
@@ -67,6 +78,11 @@ impl Watchman {
         &self.book
     }
 
+    /// The Ethereum settlement, if this watchman pays.
+    pub fn eth(&self) -> Option<&EthSettlement> {
+        self.eth.as_ref()
+    }
+
     pub fn tss(&self) -> &TssNode {
         &self.tss
     }
@@ -85,13 +101,27 @@ impl Watchman {
     /// then settles what became hard-final. A failed settlement is reported and retried at the
     /// next turn; a failed replay is an error of the turn.
     pub async fn step(&mut self, limit: usize) -> Result<StepReport, FollowError> {
+        if self.saved.is_none() {
+            self.resume().await?;
+        }
         let step = self.follower.step(limit).await?;
-        self.book.update_from(&self.follower);
+        self.book.update_from(&self.follower).await?;
         let mut report =
             StepReport { replayed: step.replayed, hard_final: self.book.hard_final(), ..StepReport::default() };
         if let Some(reader) = &self.vault_reader {
             match reader.progress().await {
-                Ok(progress) => self.book.note_vault(progress),
+                Ok(progress) => {
+                    self.book.note_vault(progress);
+                    // A watchman that pays nothing never signs a range the vault covers: the
+                    // covered batches' leaves may leave its book once deep. (One that pays
+                    // prunes only what it saw paid: a covered range may still be its to pay.)
+                    if self.eth.is_none()
+                        && progress.settled_through > self.book.eth_pruned_through()
+                        && let Ok(head) = reader.block_number().await
+                    {
+                        self.book.note_eth_done(progress.settled_through, head);
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "reading the vault's ranges failed; the policy keeps its last view")
                 }
@@ -127,6 +157,53 @@ impl Watchman {
                 }
             }
         }
+        self.save_progress().await;
         Ok(report)
+    }
+
+    /// Takes back what the last run saved (its book's horizons and its stuck leaves), so the
+    /// book is read from the first batch that still owed something, not from genesis, and the
+    /// vault's ranges are not walked again.
+    async fn resume(&mut self) -> Result<(), FollowError> {
+        let store = self.follower.store();
+        let horizons = store.watchman_horizons().await?;
+        self.book.resume(horizons);
+        let mut stuck_changes = 0;
+        // Only a paying watchman records stuck leaves.
+        if let Some(eth) = &self.eth {
+            eth.restore_stuck(store.stuck_leaves().await?);
+            stuck_changes = eth.stuck().changes();
+        }
+        self.saved = Some(Saved { horizons, stuck_changes });
+        Ok(())
+    }
+
+    /// Saves what changed of the settlement progress: the stuck leaves first, then the
+    /// horizons (a saved horizon past a leaf the vault could not pay must find that leaf saved).
+    /// A failure is logged and retried next turn; until then a restart reads a little more.
+    async fn save_progress(&mut self) {
+        let Some(saved) = self.saved else { return };
+        let store = self.follower.store();
+        let mut now = saved;
+        // The record is copied only when it changed: it may hold up to `MAX_STUCK_LEAVES`.
+        if let Some(eth) = &self.eth
+            && eth.stuck().changes() != saved.stuck_changes
+        {
+            let (changes, leaves) = eth.stuck().saved();
+            if let Err(error) = store.save_stuck_leaves(&leaves).await {
+                tracing::warn!(%error, "saving the stuck withdrawals failed; retried next turn");
+                return;
+            }
+            now.stuck_changes = changes;
+        }
+        if let Some(horizons) = self.book.horizons()
+            && horizons != saved.horizons
+        {
+            match store.save_watchman_horizons(horizons).await {
+                Ok(()) => now.horizons = horizons,
+                Err(error) => tracing::warn!(%error, "saving the settlement book's horizons failed; retried next turn"),
+            }
+        }
+        self.saved = Some(now);
     }
 }

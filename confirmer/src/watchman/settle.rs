@@ -48,6 +48,10 @@ pub enum SettleError {
         gwei(*ceiling)
     )]
     FeeDeferred { range: u64, call: &'static str, fee_per_gas: u128, ceiling: u128 },
+    #[error(
+        "the vault's ranges end at batch {settled_through}, below this watchman's pruned horizon {pruned_through}: a reorg deeper than the pruning depth? Restart the watchman"
+    )]
+    Pruned { settled_through: u64, pruned_through: u64 },
 }
 
 impl SettleError {
@@ -77,6 +81,16 @@ pub struct SettledRange {
     pub failed: Vec<LeafKey>,
 }
 
+/// A root signed for range `number` (batches `first..=last`), not sent yet.
+#[derive(Debug, Clone, Copy)]
+struct SignedRange {
+    number: u64,
+    first: u64,
+    last: u64,
+    root: [u8; 32],
+    signature: EvmSchnorrSignature,
+}
+
 #[derive(Debug)]
 pub struct EthSettlement {
     book: SettlementBook,
@@ -86,6 +100,8 @@ pub struct EthSettlement {
     turns: Turns,
     /// Ranges below this are paid (or their unpaid leaves recorded as stuck).
     next_to_pay: u64,
+    /// The last batch of those ranges: what the book may prune once it is deep.
+    paid_through: u64,
     /// The first owing batch after the vault's ranges, and when this watchman first saw it
     /// owing: the window runs from there unless the batch's own time is known.
     pending_since: Option<(u64, Instant)>,
@@ -93,13 +109,19 @@ pub struct EthSettlement {
     /// window of its withdrawals runs from there, so a lone withdrawal is paid about one window
     /// after it was batched, not one window after this watchman replayed it.
     batch_time: Option<(u64, u64)>,
-    /// The work this watchman is waiting on its turn for (a range to propose or to pay, by
-    /// number, and which of the two), and the Ethereum block it came due at.
+    /// The work this watchman last found due (a range to propose or to pay, by number, and
+    /// which of the two), and the Ethereum block it first saw it due at: only for counting
+    /// takeovers (whose turn it is, is the chain's clock alone).
     due_since: Option<((u64, bool), u64)>,
+    /// A root signed for the next range whose turn passed before it could be sent: kept for
+    /// this watchman's next turn, so a slow session is not lost (nor run again) with its turn.
+    signed: Option<SignedRange>,
     /// The takeovers counted, so a retried one is not counted again.
     takeovers: Takeovers,
     stuck: StuckWithdrawals,
     retry: RetryPolicy,
+    /// Whether the ranges an earlier run paid are skipped already ([`EthSettlement::skip_paid_ranges`]).
+    resumed: bool,
 }
 
 impl EthSettlement {
@@ -111,13 +133,26 @@ impl EthSettlement {
             limits: RangeLimits::default(),
             turns: Turns::default(),
             next_to_pay: 0,
+            paid_through: 0,
             pending_since: None,
             batch_time: None,
             due_since: None,
+            signed: None,
             takeovers: Takeovers::default(),
             stuck: StuckWithdrawals::default(),
             retry: RetryPolicy::default(),
+            resumed: false,
         }
+    }
+
+    /// Takes back the stuck leaves an earlier run saved (at start).
+    pub fn restore_stuck(&self, saved: Vec<crate::store::SavedStuckLeaf>) {
+        self.stuck.restore(saved, &self.retry, Instant::now());
+    }
+
+    /// The first vault range this watchman has not seen paid: what the next turn reads first.
+    pub fn next_to_pay(&self) -> u64 {
+        self.next_to_pay
     }
 
     /// Retries stuck leaves on this schedule instead of the default.
@@ -142,7 +177,7 @@ impl EthSettlement {
     /// vault's ranges as last read): its time is worth looking up for the window.
     pub fn waiting_batch(&self) -> Option<u64> {
         let vault = self.book.vault()?;
-        self.book.eth_owing_after(vault.settled_through).first().map(|(batch, _)| *batch)
+        self.book.eth_owing_after(vault.settled_through)?.first().map(|(batch, _)| *batch)
     }
 
     /// Notes batch `batch`'s timestamp (Unix ms, from its header).
@@ -186,6 +221,7 @@ impl EthSettlement {
             );
         }
         self.retry_stuck().await;
+        self.note_paid(&settled).await;
         let fee = self.submitter.last_fee_per_gas();
         if fee > 0 {
             metrics::gauge!("watchman_eth_fee_per_gas_gwei").set(gwei(u128::from(fee)));
@@ -194,26 +230,67 @@ impl EthSettlement {
         settled
     }
 
-    /// Whether work `key` is this watchman's turn now, counting blocks from when it first saw it due.
+    /// Tells the book which ranges are paid (every leaf paid, or recorded as stuck with its own
+    /// proof) as of the node's head now, so it drops their leaves once they are deep.
+    async fn note_paid(&mut self, settled: &Result<Vec<SettledRange>, SettleError>) {
+        if let Ok(done) = settled {
+            self.paid_through = done.iter().map(|range| range.last).fold(self.paid_through, u64::max);
+        }
+        if self.paid_through <= self.book.eth_pruned_through() {
+            return;
+        }
+        // Read after the payments were mined: their depth is counted from a later block.
+        match self.submitter.block_number().await {
+            Ok(head) => self.book.note_eth_done(self.paid_through, head),
+            Err(error) => tracing::debug!(%error, "reading the head for pruning failed; next turn"),
+        }
+    }
+
+    /// Whether this watchman may act on work `key` now: its turn at the node's head block, and
+    /// not in the turn's last blocks ([`Turns::may_act`]).
     async fn my_turn(&mut self, key: (u64, bool)) -> Result<bool, SubmitError> {
         if self.turns.submitters <= 1 {
             return Ok(true);
         }
         let head = self.submitter.block_number().await?;
-        let since = match self.due_since {
+        let due = match self.due_since {
             Some((known, since)) if known == key => since,
             _ => {
                 self.due_since = Some((key, head));
                 head
             }
         };
-        let waited = head.saturating_sub(since);
-        let mine = self.turns.mine(key.0, waited);
-        if self.takeovers.is_new(&self.turns, key, waited) {
+        if self.takeovers.is_new(&self.turns, key, due, head) {
             metrics::counter!("watchman_eth_turn_takeovers_total").increment(1);
-            tracing::warn!(range = key.0, waited_blocks = waited, "the turn-holder did not act in time: taking over");
+            tracing::warn!(
+                range = key.0,
+                waited_blocks = head.saturating_sub(due),
+                "the turn-holder did not act in its turn: taking over"
+            );
         }
-        Ok(mine)
+        Ok(self.turns.may_act(key.0, head))
+    }
+
+    /// At the first turn after a start: the vault's ranges up to the book's Ethereum horizon
+    /// were paid and seen deep by an earlier run (their stuck leaves saved with their proofs),
+    /// so payment starts at the first range after it, found by bisection: a few reads, not one
+    /// per range since genesis.
+    async fn skip_paid_ranges(&mut self, range_count: u64) -> Result<(), SubmitError> {
+        let horizon = self.book.eth_pruned_through();
+        if horizon > 0 && self.next_to_pay < range_count {
+            let submitter = &self.submitter;
+            let first = first_range_after(range_count, horizon, async |number| {
+                Ok::<_, SubmitError>(submitter.range(number).await?.map(|range| range.last))
+            })
+            .await?;
+            if first > self.next_to_pay {
+                tracing::info!(first, horizon, "ranges paid before the restart are not walked again");
+                self.next_to_pay = first;
+                self.paid_through = self.paid_through.max(horizon);
+            }
+        }
+        self.resumed = true;
+        Ok(())
     }
 
     async fn settle_ranges(&mut self, tss: &TssNode) -> Result<Vec<SettledRange>, SettleError> {
@@ -224,12 +301,22 @@ impl EthSettlement {
         let progress = self.submitter.progress().await.map_err(|e| SettleError::vault(self.next_to_pay, "read", e))?;
         self.book.note_vault(progress);
         metrics::gauge!("watchman_eth_vault_settled_through").set(progress.settled_through as f64);
+        if !self.resumed {
+            let next = self.next_to_pay;
+            self.skip_paid_ranges(progress.range_count).await.map_err(|e| SettleError::vault(next, "read", e))?;
+        }
 
         // The ranges the vault holds, in order: pay what is unpaid.
         while self.next_to_pay < progress.range_count {
             let number = self.next_to_pay;
             let vault = |source| SettleError::vault(number, "withdrawMany", source);
             let Some(range) = self.submitter.range(number).await.map_err(vault)? else { break };
+            if range.last <= self.book.eth_pruned_through() {
+                // Paid and seen deep (its stuck leaves kept with their proofs): nothing to do.
+                self.next_to_pay = number + 1;
+                self.paid_through = self.paid_through.max(range.last);
+                continue;
+            }
             let Some(tree) = self.book.range_tree(range.first, range.last) else {
                 // Not hard-final here yet: paid once this watchman has replayed it.
                 break;
@@ -249,6 +336,7 @@ impl EthSettlement {
                 // (then this watchman moves on to the next range without sending anything).
                 if self.submitter.all_paid(&tree).await.map_err(vault)? {
                     self.next_to_pay = number + 1;
+                    self.paid_through = self.paid_through.max(range.last);
                     continue;
                 }
                 break;
@@ -267,7 +355,10 @@ impl EthSettlement {
         }
 
         // The next range, when due and this watchman's turn.
-        let owing = self.book.eth_owing_after(progress.settled_through);
+        let Some(owing) = self.book.eth_owing_after(progress.settled_through) else {
+            let pruned_through = self.book.eth_pruned_through();
+            return Err(SettleError::Pruned { settled_through: progress.settled_through, pruned_through });
+        };
         let now = Instant::now();
         let waited = match (owing.first(), self.pending_since) {
             (Some((batch, _)), Some((known, since))) if known == *batch => now.saturating_duration_since(since),
@@ -292,7 +383,7 @@ impl EthSettlement {
             _ => waited,
         };
         let decision = next_range(progress.settled_through, self.book.hard_final(), &owing, waited, &self.limits);
-        let RangeDecision::Propose { first, last, leaves } = decision else {
+        let RangeDecision::Propose { first, last, .. } = decision else {
             return Ok(done);
         };
         let number = progress.range_count;
@@ -300,27 +391,49 @@ impl EthSettlement {
         if !self.my_turn((number, true)).await.map_err(vault)? {
             return Ok(done);
         }
-        let Some(tree) = self.book.range_tree(first, last) else { return Ok(done) };
-        let root = tree.root();
-        // Above the ceiling, not even the signing session runs: its signature could not be
-        // sent, and every turn would start another among the watchmen.
-        if let FeeDecision::Defer { fee_per_gas, ceiling } = self.submitter.fee_decision().await.map_err(vault)? {
-            return Err(SettleError::FeeDeferred { range: number, call: "submitWithdrawals", fee_per_gas, ceiling });
+        // A root this watchman signed in an earlier turn for this very range, if its replay
+        // still makes it: sent as it is (the range's later batches go to the next one).
+        let kept = self.signed.take().filter(|kept| kept.number == number && kept.first == first).and_then(|kept| {
+            let tree = self.book.range_tree(kept.first, kept.last)?;
+            (tree.root() == kept.root).then_some((kept, tree))
+        });
+        let (signed, tree, fresh) = match kept {
+            Some((kept, tree)) => (kept, tree, false),
+            None => {
+                let Some(tree) = self.book.range_tree(first, last) else { return Ok(done) };
+                let root = tree.root();
+                let signature = self.sign_root(tss, number, first, last, root).await?;
+                (SignedRange { number, first, last, root, signature }, tree, true)
+            }
+        };
+        // Kept until it is on the vault, from before anything else can fail: a send that fails
+        // (a node error, fees above the ceiling) or a turn that passed is retried with it at
+        // this watchman's next turn, without a new session.
+        self.signed = Some(signed);
+        // A new session may outlast the turn: then the next holder may be sending this range
+        // now, and two roots for one range are one reverted transaction.
+        if fresh && !self.my_turn((number, true)).await.map_err(vault)? {
+            tracing::info!(
+                range = number,
+                first = signed.first,
+                last = signed.last,
+                "signed after this watchman's turn passed: kept for its next turn"
+            );
+            metrics::counter!("watchman_eth_signatures_kept_total").increment(1);
+            return Ok(done);
         }
+        let SignedRange { first, last, root, signature, .. } = signed;
+        debug_assert_eq!(tree.root(), root);
+        let leaves = tree.withdrawals().len();
+        // The root and its leaves' payouts in one transaction: paid in the root's own block.
         let started = Instant::now();
-        let outcome = tss
-            .sign(vec![Self::request(&self.domain, first, last, root)])
+        let submitted = self
+            .submitter
+            .submit_and_pay(number, (first, last), &tree, &signature)
             .await
-            .map_err(|source| SettleError::Signing { first, last, source })?;
-        metrics::histogram!("watchman_eth_signing_seconds").record(started.elapsed().as_secs_f64());
-        let signature = outcome
-            .signatures
-            .first()
-            .and_then(|s| EvmSchnorrSignature::from_bip340(&s.signature))
-            .ok_or(SettleError::BadSignature { first, last })?;
-        let started = Instant::now();
-        let submitted = self.submitter.submit_range(first, last, root, &signature).await.map_err(vault)?;
-        metrics::histogram!("watchman_eth_submission_seconds", "call" => "submitWithdrawals")
+            .map_err(|source| SettleError::vault(number, "submitAndWithdraw", source))?;
+        self.signed = None;
+        metrics::histogram!("watchman_eth_submission_seconds", "call" => "submitAndWithdraw")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("watchman_eth_ranges_submitted_total").increment(u64::from(submitted.is_some()));
         metrics::histogram!("watchman_eth_range_leaves").record(leaves as f64);
@@ -334,10 +447,43 @@ impl EthSettlement {
         );
         let range = OnchainRange { number, first, last, root };
         self.book.note_vault(chains::ethereum::VaultProgress { range_count: number + 1, settled_through: last });
-        if let Some(settled) = self.pay(range, &tree, submitted.is_some()).await? {
-            done.push(settled);
-        }
+        let settled = match submitted {
+            Some(payment) => self.settled(range, &tree, true, payment),
+            // Another submitter's root: pay what it left unpaid.
+            None => self.pay(range, &tree, false).await?,
+        };
+        done.extend(settled);
         Ok(done)
+    }
+
+    /// A new signing session for range `number`'s root (batches `first..=last`). Above the fee
+    /// ceiling not even the session runs: its signature could not be sent, and every turn would
+    /// start another among the watchmen.
+    async fn sign_root(
+        &self,
+        tss: &TssNode,
+        number: u64,
+        first: u64,
+        last: u64,
+        root: [u8; 32],
+    ) -> Result<EvmSchnorrSignature, SettleError> {
+        let fees = self.submitter.fee_decision().await;
+        if let FeeDecision::Defer { fee_per_gas, ceiling } =
+            fees.map_err(|source| SettleError::vault(number, "submitWithdrawals", source))?
+        {
+            return Err(SettleError::FeeDeferred { range: number, call: "submitWithdrawals", fee_per_gas, ceiling });
+        }
+        let started = Instant::now();
+        let outcome = tss
+            .sign(vec![Self::request(&self.domain, first, last, root)])
+            .await
+            .map_err(|source| SettleError::Signing { first, last, source })?;
+        metrics::histogram!("watchman_eth_signing_seconds").record(started.elapsed().as_secs_f64());
+        outcome
+            .signatures
+            .first()
+            .and_then(|s| EvmSchnorrSignature::from_bip340(&s.signature))
+            .ok_or(SettleError::BadSignature { first, last })
     }
 
     /// Pays every unpaid leaf of `range`. `None` if leaves over a cap wait for it to refill
@@ -356,12 +502,24 @@ impl EthSettlement {
             .map_err(|source| SettleError::vault(range.number, "withdrawMany", source))?;
         metrics::histogram!("watchman_eth_submission_seconds", "call" => "withdrawMany")
             .record(started.elapsed().as_secs_f64());
+        Ok(self.settled(range, tree, submitted_root, payment))
+    }
+
+    /// What a payment of `range`'s leaves settled: `None` if leaves over a cap wait for it to
+    /// refill (what fit is paid; the range and later ones are retried next turn).
+    fn settled(
+        &mut self,
+        range: OnchainRange,
+        tree: &EthWithdrawalTree,
+        submitted_root: bool,
+        payment: chains::ethereum::Payment,
+    ) -> Option<SettledRange> {
         self.record_failed(range, tree, &payment.failed);
         if !payment.deferred.is_empty() {
             // Over a cap: what fit is paid; the rest (and later ranges, in order) wait for the
             // cap to refill and are retried at the next turn.
             metrics::counter!("watchman_eth_payouts_deferred_total").increment(payment.deferred.len() as u64);
-            return Ok(None);
+            return None;
         }
         metrics::counter!("watchman_eth_ranges_settled_total").increment(1);
         tracing::info!(
@@ -374,14 +532,14 @@ impl EthSettlement {
             "Ethereum withdrawals settled"
         );
         self.next_to_pay = self.next_to_pay.max(range.number + 1);
-        Ok(Some(SettledRange {
+        Some(SettledRange {
             range: range.number,
             first: range.first,
             last: range.last,
             submitted_root,
             payout_transactions: payment.receipts.len(),
             failed: payment.failed,
-        }))
+        })
     }
 
     fn record_failed(&self, range: OnchainRange, tree: &EthWithdrawalTree, failed: &[LeafKey]) {
@@ -418,9 +576,9 @@ impl EthSettlement {
         for (key, may_send) in self.stuck.due(now) {
             let (batch, index) = key;
             let outcome = if may_send {
-                let Some((range, first, last)) = self.stuck.range_of(key) else { continue };
-                let Some(tree) = self.book.range_tree(first, last) else { continue };
-                self.submitter.retry(range, &tree, key).await
+                // The stuck record's own copy: the book drops the range's leaves once it is paid.
+                let Some((range, leaf, proof)) = self.stuck.proven(key) else { continue };
+                self.submitter.retry_proven(range, &leaf, &proof).await
             } else {
                 match self.submitter.is_paid(batch, index).await {
                     Ok(true) => Ok(Retry::AlreadyPaid),
@@ -451,5 +609,56 @@ impl EthSettlement {
             };
             metrics::counter!("watchman_eth_stuck_retries_total", "outcome" => label).increment(1);
         }
+    }
+}
+
+/// The first of the vault's ranges `0..count` whose last batch is after `horizon`, by bisection
+/// (the ranges' batches ascend); `last_of` reads a range's last batch. A range that cannot be
+/// read (`None`) ends the search at the lowest candidate: walking from too early a range costs
+/// reads, never a payment.
+async fn first_range_after<E>(
+    count: u64,
+    horizon: u64,
+    mut last_of: impl AsyncFnMut(u64) -> Result<Option<u64>, E>,
+) -> Result<u64, E> {
+    let (mut low, mut high) = (0, count);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match last_of(middle).await? {
+            Some(last) if last <= horizon => low = middle + 1,
+            Some(_) => high = middle,
+            None => return Ok(low),
+        }
+    }
+    Ok(low)
+}
+
+#[cfg(test)]
+mod bisection_tests {
+    use super::first_range_after;
+
+    /// Ranges ending at these batches.
+    async fn first_after(lasts: &[u64], horizon: u64, reads: &mut usize) -> u64 {
+        let result: Result<u64, ()> = first_range_after(lasts.len() as u64, horizon, async |n| {
+            *reads += 1;
+            Ok(lasts.get(n as usize).copied())
+        })
+        .await;
+        result.unwrap_or(u64::MAX)
+    }
+
+    #[tokio::test]
+    async fn the_first_range_after_the_horizon_is_found_in_logarithmic_reads() {
+        let lasts: Vec<u64> = (1..=100_000).map(|n| n * 3).collect();
+        for (horizon, first) in
+            [(0, 0), (2, 0), (3, 1), (4, 1), (299_997, 99_999), (300_000, 100_000), (u64::MAX, 100_000)]
+        {
+            let mut reads = 0;
+            assert_eq!(first_after(&lasts, horizon, &mut reads).await, first, "horizon {horizon}");
+            assert!(reads <= 17, "{reads} reads for 100,000 ranges");
+        }
+        let mut reads = 0;
+        assert_eq!(first_after(&[], 10, &mut reads).await, 0);
+        assert_eq!(reads, 0);
     }
 }

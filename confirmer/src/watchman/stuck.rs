@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bridge::withdrawals::EthWithdrawalTree;
+use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use serde::Serialize;
+
+use crate::store::SavedStuckLeaf;
 
 /// How many stuck leaves are remembered. Each is a paid-for withdrawal, so reaching this takes
 /// as many user fees; past it a failed leaf is only counted and logged (it stays claimable on
@@ -74,14 +76,26 @@ pub struct StuckLeaf {
 
 #[derive(Debug)]
 struct Entry {
-    view: StuckLeaf,
+    /// The leaf and its proof in its range's tree (what a retry sends), with its range and
+    /// retry count: what a restart keeps. Kept here, so the settlement book may drop the range's
+    /// leaves once the range is paid (a few hundred bytes per stuck leaf, at most
+    /// `MAX_STUCK_LEAVES` of them).
+    saved: SavedStuckLeaf,
     next_retry: Instant,
     given_up: bool,
 }
 
+#[derive(Debug, Default)]
+struct Record {
+    entries: BTreeMap<(u64, u32), Entry>,
+    /// Counts the changes a restart must see (a leaf recorded or resolved, a retry counted),
+    /// so the watchman saves the record only when it changed.
+    changes: u64,
+}
+
 /// Cheap to clone; all clones share one record (the settlement writes, the API reads).
 #[derive(Debug, Clone, Default)]
-pub struct StuckWithdrawals(Arc<RwLock<BTreeMap<(u64, u32), Entry>>>);
+pub struct StuckWithdrawals(Arc<RwLock<Record>>);
 
 fn hex32(bytes: &[u8]) -> String {
     format!("0x{}", hex::encode(bytes))
@@ -99,34 +113,55 @@ impl StuckWithdrawals {
         policy: &RetryPolicy,
         now: Instant,
     ) -> bool {
-        let Some(w) = tree.withdrawals().get(position as usize) else { return false };
-        let Ok(mut entries) = self.0.write() else { return false };
+        let (Some(w), Some(proof)) = (tree.withdrawals().get(position as usize), tree.proof(position)) else {
+            return false;
+        };
+        let Ok(mut record) = self.0.write() else { return false };
         let key = (w.batch, w.index);
-        if entries.contains_key(&key) {
+        if record.entries.contains_key(&key) {
             return true;
         }
-        if entries.len() >= MAX_STUCK_LEAVES {
+        if record.entries.len() >= MAX_STUCK_LEAVES {
             return false;
         }
         let first_failed_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let view = StuckLeaf {
+        let saved = SavedStuckLeaf {
             range,
             range_first: first,
             range_last: last,
-            batch: w.batch,
-            index: w.index,
-            token: w.token.to_string(),
-            recipient: w.recipient.to_string(),
-            amount: w.amount.to_string(),
-            root: hex32(&tree.root()),
-            proof: tree.proof(position).unwrap_or_default().iter().map(|p| hex32(p)).collect(),
+            leaf: w.clone(),
+            root: tree.root(),
+            proof,
             attempts: 0,
             first_failed_at,
-            next_retry_in_s: None,
         };
-        entries.insert(key, Entry { view, next_retry: now + policy.wait(0), given_up: false });
-        metrics::gauge!("watchman_eth_withdrawals_stuck").set(entries.len() as f64);
+        record.entries.insert(key, Entry { saved, next_retry: now + policy.wait(0), given_up: false });
+        record.changes += 1;
+        metrics::gauge!("watchman_eth_withdrawals_stuck").set(record.entries.len() as f64);
         true
+    }
+
+    /// Takes back the leaves an earlier run saved (at start, before the first turn). Each is
+    /// due at once: a retry simulates before it sends, so checking costs nothing.
+    pub fn restore(&self, saved: Vec<SavedStuckLeaf>, policy: &RetryPolicy, now: Instant) {
+        let Ok(mut record) = self.0.write() else { return };
+        for saved in saved.into_iter().take(MAX_STUCK_LEAVES) {
+            let key = (saved.leaf.batch, saved.leaf.index);
+            let given_up = saved.attempts >= policy.max_attempts;
+            record.entries.entry(key).or_insert(Entry { saved, next_retry: now, given_up });
+        }
+        metrics::gauge!("watchman_eth_withdrawals_stuck").set(record.entries.len() as f64);
+    }
+
+    /// The record as a restart needs it, with the count of changes it was taken at (see
+    /// [`StuckWithdrawals::changes`]).
+    pub fn saved(&self) -> (u64, Vec<SavedStuckLeaf>) {
+        self.0.read().map(|r| (r.changes, r.entries.values().map(|e| e.saved.clone()).collect())).unwrap_or_default()
+    }
+
+    /// How many changes the record has seen: the watchman saves it when this moved.
+    pub fn changes(&self) -> u64 {
+        self.0.read().map(|r| r.changes).unwrap_or(0)
     }
 
     /// The leaves whose retry is due at `now`, each with whether a transaction may be sent
@@ -134,39 +169,47 @@ impl StuckWithdrawals {
     pub fn due(&self, now: Instant) -> Vec<((u64, u32), bool)> {
         self.0
             .read()
-            .map(|e| e.iter().filter(|(_, v)| v.next_retry <= now).map(|(k, v)| (*k, !v.given_up)).collect())
+            .map(|r| r.entries.iter().filter(|(_, v)| v.next_retry <= now).map(|(k, v)| (*k, !v.given_up)).collect())
             .unwrap_or_default()
     }
 
     /// The range holding a recorded leaf: (number, first batch, last batch).
     pub fn range_of(&self, key: (u64, u32)) -> Option<(u64, u64, u64)> {
-        let entries = self.0.read().ok()?;
-        let view = &entries.get(&key)?.view;
-        Some((view.range, view.range_first, view.range_last))
+        let record = self.0.read().ok()?;
+        let saved = &record.entries.get(&key)?.saved;
+        Some((saved.range, saved.range_first, saved.range_last))
+    }
+
+    /// A recorded leaf with what a retry needs: its range's number, the leaf, and its proof.
+    pub fn proven(&self, key: (u64, u32)) -> Option<(u64, EthWithdrawal, Vec<[u8; 32]>)> {
+        let record = self.0.read().ok()?;
+        let saved = &record.entries.get(&key)?.saved;
+        Some((saved.range, saved.leaf.clone(), saved.proof.clone()))
     }
 
     /// The leaf is paid (by this watchman or by a claim): forget it.
     pub fn resolved(&self, key: (u64, u32)) {
-        if let Ok(mut entries) = self.0.write() {
-            entries.remove(&key);
-            metrics::gauge!("watchman_eth_withdrawals_stuck").set(entries.len() as f64);
+        if let Ok(mut record) = self.0.write()
+            && record.entries.remove(&key).is_some()
+        {
+            record.changes += 1;
+            metrics::gauge!("watchman_eth_withdrawals_stuck").set(record.entries.len() as f64);
         }
     }
 
     /// A retry found the leaf still unpayable: wait longer, and give up sending after
     /// `max_attempts` (then check for a claim at the longest interval).
     pub fn still_stuck(&self, key: (u64, u32), policy: &RetryPolicy, now: Instant) {
-        if let Ok(mut entries) = self.0.write()
-            && let Some(entry) = entries.get_mut(&key)
-        {
-            if entry.given_up {
-                entry.next_retry = now + policy.max;
-                return;
-            }
-            entry.view.attempts += 1;
-            entry.given_up = entry.view.attempts >= policy.max_attempts;
-            entry.next_retry = now + if entry.given_up { policy.max } else { policy.wait(entry.view.attempts) };
+        let Ok(mut record) = self.0.write() else { return };
+        let Some(entry) = record.entries.get_mut(&key) else { return };
+        if entry.given_up {
+            entry.next_retry = now + policy.max;
+            return;
         }
+        entry.saved.attempts += 1;
+        entry.given_up = entry.saved.attempts >= policy.max_attempts;
+        entry.next_retry = now + if entry.given_up { policy.max } else { policy.wait(entry.saved.attempts) };
+        record.changes += 1;
     }
 
     /// Every stuck leaf, in (batch, index) order.
@@ -174,12 +217,27 @@ impl StuckWithdrawals {
         let now = Instant::now();
         self.0
             .read()
-            .map(|e| {
-                e.values()
-                    .map(|entry| StuckLeaf {
-                        next_retry_in_s: (!entry.given_up)
-                            .then(|| entry.next_retry.saturating_duration_since(now).as_secs()),
-                        ..entry.view.clone()
+            .map(|r| {
+                r.entries
+                    .values()
+                    .map(|entry| {
+                        let saved = &entry.saved;
+                        StuckLeaf {
+                            range: saved.range,
+                            range_first: saved.range_first,
+                            range_last: saved.range_last,
+                            batch: saved.leaf.batch,
+                            index: saved.leaf.index,
+                            token: saved.leaf.token.to_string(),
+                            recipient: saved.leaf.recipient.to_string(),
+                            amount: saved.leaf.amount.to_string(),
+                            root: hex32(&saved.root),
+                            proof: saved.proof.iter().map(|p| hex32(p)).collect(),
+                            attempts: saved.attempts,
+                            first_failed_at: saved.first_failed_at,
+                            next_retry_in_s: (!entry.given_up)
+                                .then(|| entry.next_retry.saturating_duration_since(now).as_secs()),
+                        }
                     })
                     .collect()
             })
@@ -187,7 +245,7 @@ impl StuckWithdrawals {
     }
 
     pub fn len(&self) -> usize {
-        self.0.read().map(|e| e.len()).unwrap_or(0)
+        self.0.read().map(|r| r.entries.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -215,6 +273,10 @@ mod tests {
         let t0 = Instant::now();
         assert!(stuck.record((0, 1, 3), &tree, 0, &policy, t0));
         assert_eq!(stuck.range_of((3, 0)), Some((0, 1, 3)));
+        // Its own copy of the leaf and proof, for retries after the book has let the range go.
+        let (range, leaf, proof) = stuck.proven((3, 0)).unwrap();
+        assert_eq!((range, &leaf), (0, &tree.withdrawals()[0]));
+        assert!(bridge::withdrawals::verify_eth_proof(&proof, tree.root(), leaf.leaf()));
         assert!(stuck.due(t0).is_empty());
         assert_eq!(stuck.due(t0 + Duration::from_secs(10)), vec![((3, 0), true)]);
         let mut now = t0 + Duration::from_secs(10);
@@ -227,7 +289,20 @@ mod tests {
         }
         assert_eq!(stuck.list()[0].attempts, 3);
         assert_eq!(stuck.list()[0].next_retry_in_s, None);
+
+        // A restart takes the saved record back: the same list, given up as before, due now.
+        let (changes, saved) = stuck.saved();
+        assert_eq!(changes, 1 + 3, "recorded, then three retries counted");
+        let restarted = StuckWithdrawals::default();
+        restarted.restore(saved, &policy, now);
+        let (before, after) = (stuck.list(), restarted.list());
+        assert_eq!(after.len(), 1);
+        assert_eq!((&after[0].proof, after[0].attempts, after[0].next_retry_in_s), (&before[0].proof, 3, None));
+        assert_eq!(restarted.due(now), vec![((3, 0), false)], "only watched for a claim");
+        assert_eq!(restarted.proven((3, 0)), stuck.proven((3, 0)));
+
         stuck.resolved((3, 0));
         assert!(stuck.is_empty());
+        assert_eq!(stuck.changes(), 5);
     }
 }

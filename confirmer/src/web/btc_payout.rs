@@ -41,7 +41,8 @@ pub enum PlanSearch {
 
 /// Finds the plan paying withdrawal `tx_hash` (queued in batch `from`) in the settlements of
 /// hard-final batches `from..=hard_final`, at most [`MAX_PLAN_SEARCH_BATCHES`] of them.
-/// `settlement_of` is the follower's `final_settlement`.
+/// `settlement_of` answers from the follower's `final_settlements` of those batches (`None`:
+/// owes nothing).
 pub fn find_plan(
     tx_hash: &[u8; 32],
     from: u64,

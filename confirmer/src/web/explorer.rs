@@ -230,15 +230,24 @@ async fn replayed(context: &WebContext, hash: &[u8; 32]) -> Result<Option<Replay
     let position = ids.iter().position(|id| id == hash);
     let tx = position.and_then(|p| stored.batch.body.get(p).cloned());
     let withdrawal = tx.as_ref().and_then(withdrawal_chain);
-    let leaf = match (position, follower.final_settlement(batch)) {
+    let leaf = match (position, follower.final_settlement(batch).await.map_err(WebError::internal)?) {
         (Some(p), Some(settlement)) => eth_leaf(&stored.batch, p, settlement.eth.withdrawals()),
         _ => None,
     };
-    let btc = (withdrawal == Some(Chain::Bitcoin) && hard_final).then(|| BtcLookup {
-        search: btc_payout::find_plan(hash, batch, follower.status().hard_final, |n| follower.final_settlement(n)),
-        keys: bridge::rotation::vault_keys(follower.state()),
-        network: params.btc_network,
-    });
+    let btc = if withdrawal == Some(Chain::Bitcoin) && hard_final {
+        // The batches the search may look at, read at once (one query beyond the recent ones).
+        let hard_final = follower.status().hard_final;
+        let last = hard_final.min(batch.saturating_add(btc_payout::MAX_PLAN_SEARCH_BATCHES - 1));
+        let owing: std::collections::BTreeMap<u64, _> =
+            follower.final_settlements(batch, last).await.map_err(WebError::internal)?.into_iter().collect();
+        Some(BtcLookup {
+            search: btc_payout::find_plan(hash, batch, hard_final, |n| owing.get(&n).cloned()),
+            keys: bridge::rotation::vault_keys(follower.state()),
+            network: params.btc_network,
+        })
+    } else {
+        None
+    };
     Ok(Some(Replayed { batch, hard_final, tx, leaf, withdrawal, btc }))
 }
 

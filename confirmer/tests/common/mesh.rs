@@ -10,15 +10,30 @@ pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
-/// `n` distinct free ports: every listener is held until all are picked, so a port released by
-/// one pick cannot come back from the next (two processes would then race for it).
+/// `n` distinct free ports for HTTP servers, held (`loopback`) until this test process exits: a
+/// port only picked and released could be picked by another test's server too. The server binds
+/// beside the hold (its listener sets `SO_REUSEADDR`), restarts included; nextest runs one test
+/// per process, so the hold lasts the test.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    let mut hold = loopback::PortHold::new();
+    let ports = hold.many(n).expect("holding loopback ports");
+    std::mem::forget(hold);
+    ports
+}
+
+/// `n` distinct ports for meshes, reserved (`tss::ports`) until this test process exits: a
+/// port only picked and released could reach another test's mesh too, and libp2p listens with
+/// `SO_REUSEPORT`, so both would listen and half the dials would meet the wrong watchman.
+/// nextest runs one test per process, so the hold lasts the test, restarts included.
+pub fn mesh_ports(n: usize) -> Vec<u16> {
+    let held = tss::ports::reserve(n).expect("reserving loopback ports");
+    let ports = held.iter().map(tss::ports::PortReservation::port).collect();
+    std::mem::forget(held);
+    ports
 }
 
 pub fn entries(identities: &[libp2p::identity::Keypair]) -> Vec<PeerEntry> {
-    entries_on(identities, &free_ports(identities.len()))
+    entries_on(identities, &mesh_ports(identities.len()))
 }
 
 /// The watchmen's mesh entries on the given ports, one each.

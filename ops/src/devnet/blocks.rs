@@ -21,6 +21,11 @@ use super::state::DevnetState;
 
 /// Coinbase outputs mature after this many blocks.
 const COINBASE_MATURITY: u64 = 100;
+/// How long one Arweave `/mine` may take. Unbounded, one request arlocal never answers stops
+/// the devnet's clock for good: no Arweave block and no Bitcoin block again, so every follower
+/// waits at the next batch for depth while the coordinator seals on (a CI run saw the confirmer
+/// and every watchman stop at one batch for ten minutes, with nothing in this log).
+const MINE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The faucet's fee per payment (about 10 sat/vB for its one-input, two-output transaction).
 const FAUCET_FEE: Amount = Amount::from_sat(2_000);
 
@@ -102,14 +107,14 @@ pub async fn produce(state: &DevnetState, btc_block_every: Duration) -> anyhow::
     let faucet = Faucet::open(&state.dir.join("bitcoin/faucet.key"))?;
     let e = &state.endpoints;
     let rpc = CoreRpc::new(&e.btc_rpc, &e.btc_rpc_user, &e.btc_rpc_password);
-    let http = reqwest::Client::new();
+    let http = super::http_client()?;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut since_btc = Duration::ZERO;
     loop {
         ticker.tick().await;
-        if let Err(error) = http.get(format!("{}/mine", e.arweave)).send().await {
-            tracing::warn!(%error, "could not mine an Arweave block");
+        if let Err(error) = mine_arweave(&http, &e.arweave, MINE_TIMEOUT).await {
+            tracing::warn!(%error, "could not mine an Arweave block; next second");
         }
         since_btc += Duration::from_secs(1);
         if since_btc >= btc_block_every {
@@ -118,5 +123,39 @@ pub async fn produce(state: &DevnetState, btc_block_every: Duration) -> anyhow::
                 tracing::warn!(%error, "could not mine a Bitcoin block");
             }
         }
+    }
+}
+
+/// Asks the Arweave gateway (arlocal) for one block, giving up after `timeout`.
+async fn mine_arweave(http: &reqwest::Client, arweave: &str, timeout: Duration) -> Result<(), reqwest::Error> {
+    http.get(format!("{arweave}/mine")).timeout(timeout).send().await?.error_for_status()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_gateway_that_never_answers_a_mine_costs_one_timeout_not_the_clock() {
+        // Accepts connections and never answers (a hung arlocal).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let http = reqwest::Client::new();
+        for _ in 0..2 {
+            let mined =
+                tokio::time::timeout(Duration::from_secs(30), mine_arweave(&http, &url, Duration::from_millis(200)))
+                    .await
+                    .expect("the mine request is bounded by its own timeout");
+            assert!(mined.unwrap_err().is_timeout());
+        }
+        held.abort();
     }
 }

@@ -83,10 +83,36 @@ pub struct Traffic {
 
 impl Traffic {
     fn note_failure(&mut self, line: &str) {
-        // Hashes and numbers differ from one failure to the next; the reason does not.
-        let reason: String = line.chars().map(|c| if c.is_ascii_hexdigit() { '#' } else { c }).take(160).collect();
-        *self.failures.entry(reason).or_default() += 1;
+        *self.failures.entry(failure_reason(line)).or_default() += 1;
     }
+}
+
+/// A failed command's last line with what differs from one failure to the next (numbers,
+/// hashes, addresses, ports) masked, so that failures of one kind count together. A word is
+/// masked if it is hex digits holding at least one decimal digit (`0x` and all), so words of
+/// a–f letters ("failed", "bad") stay readable.
+fn failure_reason(line: &str) -> String {
+    let mut reason = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, reason: &mut String| {
+        let hex = word.strip_prefix("0x").unwrap_or(word);
+        if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) && hex.chars().any(|c| c.is_ascii_digit()) {
+            reason.push('#');
+        } else {
+            reason.push_str(word);
+        }
+        word.clear();
+    };
+    for c in line.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut reason);
+            reason.push(c);
+        }
+    }
+    flush(&mut word, &mut reason);
+    reason.chars().take(160).collect()
 }
 
 /// Kills per role.
@@ -422,6 +448,7 @@ fn print_table(r: &Report) {
     println!("| `watchman_eth_submission_reverted_total` (all calls, all watchmen) | {} |", metric(tally::REVERTED));
     println!("| `watchman_eth_turn_takeovers_total` | {} |", metric(tally::TAKEOVERS));
     println!("| `watchman_eth_ranges_submitted_total` | {} |", metric(tally::SUBMITTED));
+    println!("| `watchman_eth_signatures_kept_total` (signed after the turn passed) | {} |", metric(tally::KEPT));
     println!("| last kill → every accepted withdrawal paid (s) | {:.0} |", r.drain_s);
     for (reason, count) in &r.command_failures {
         println!("\nfailed commands ({count}): {reason}");
@@ -430,4 +457,19 @@ fn print_table(r: &Report) {
         "\nOn-chain figures: every transaction to the vault in blocks {}..={} and its receipt.",
         r.vault.first_block, r.vault.last_block
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_reason;
+
+    #[test]
+    fn a_failure_reason_masks_numbers_and_hashes_and_keeps_words() {
+        assert_eq!(
+            failure_reason(
+                "bridgectl: cannot reach the coordinator at http://127.0.0.1:43117: deadbeef 0xabc12 failed"
+            ),
+            "bridgectl: cannot reach the coordinator at http://#.#.#.#:#: deadbeef # failed"
+        );
+    }
 }

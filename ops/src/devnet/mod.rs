@@ -25,6 +25,15 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use state::DevnetState;
+
+/// Longest any one request of the devnet's own (readiness probes, setup calls) may take: a part
+/// that accepts a connection and never answers costs this, not the devnet.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The devnet's HTTP client, every request bounded by [`HTTP_TIMEOUT`].
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(chains::http::Tls::default().client(HTTP_TIMEOUT)?)
+}
 pub use up::UpArgs;
 
 #[derive(Debug, clap::Args)]

@@ -28,60 +28,37 @@ pub struct WatchmanPorts {
 
 impl WatchmanPorts {
     /// Free ports for `n` more watchmen (a rotation's new group starts beside the old one).
-    pub fn free(n: usize) -> anyhow::Result<WatchmanPorts> {
-        let mut free = FreePorts::default();
-        free.watchmen(n)
+    /// Held until dropped ([`Held`]).
+    pub fn free(n: usize) -> anyhow::Result<(WatchmanPorts, Held)> {
+        let mut held = Held::new();
+        Ok((watchman_ports(&mut held, n)?, held))
     }
 }
 
-/// Picks free loopback ports, holding each open until all are chosen so no two parts get the
-/// same one.
-#[derive(Default)]
-struct FreePorts {
-    taken: Vec<TcpListener>,
-}
+/// Ports chosen for parts not started yet, held (never listening) until this is dropped: another
+/// devnet's choice is refused a held port, while the part it is for binds it beside the hold
+/// ([`loopback::PortHold`]). Drop it once every part listens. Without it, two devnets starting
+/// at once (tests do) could both pick a port released by the other in the minute before its part
+/// bound it.
+pub type Held = loopback::PortHold;
 
-impl FreePorts {
-    fn next(&mut self) -> anyhow::Result<u16> {
-        // Random ports below Linux's ephemeral range (32768–60999): what other programs get from
-        // "any free port" never lands there, so a port chosen here is not taken by them in the
-        // seconds before its part starts.
-        use bitcoin::secp256k1::rand::Rng;
-        let mut rng = bitcoin::secp256k1::rand::thread_rng();
-        for _ in 0..1_000 {
-            if let Ok(listener) = TcpListener::bind(("127.0.0.1", rng.gen_range(20_000..32_000))) {
-                let port = listener.local_addr()?.port();
-                self.taken.push(listener);
-                return Ok(port);
-            }
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
-        let port = listener.local_addr()?.port();
-        self.taken.push(listener);
-        Ok(port)
-    }
-
-    fn many(&mut self, n: usize) -> anyhow::Result<Vec<u16>> {
-        (0..n).map(|_| self.next()).collect()
-    }
-
-    fn watchmen(&mut self, n: usize) -> anyhow::Result<WatchmanPorts> {
-        Ok(WatchmanPorts { metrics: self.many(n)?, mesh: self.many(n)?, admin: self.many(n)? })
-    }
+fn watchman_ports(held: &mut Held, n: usize) -> anyhow::Result<WatchmanPorts> {
+    Ok(WatchmanPorts { metrics: held.many(n)?, mesh: held.many(n)?, admin: held.many(n)? })
 }
 
 impl Ports {
-    pub fn choose(free: bool, watchmen: u16) -> anyhow::Result<Ports> {
+    /// The ports, and (for free ones) their hold: keep it until every part listens.
+    pub fn choose(free: bool, watchmen: u16) -> anyhow::Result<(Ports, Held)> {
         let n = usize::from(watchmen);
+        let mut held = Held::new();
         let ports = if free {
-            let mut free = FreePorts::default();
             Ports {
-                arweave: free.next()?,
-                anvil: free.next()?,
-                bitcoin: free.next()?,
-                coordinator: free.next()?,
-                confirmer: free.next()?,
-                watchmen: free.watchmen(n)?,
+                arweave: held.any()?,
+                anvil: held.any()?,
+                bitcoin: held.any()?,
+                coordinator: held.any()?,
+                confirmer: held.any()?,
+                watchmen: watchman_ports(&mut held, n)?,
             }
         } else {
             let ports = Ports {
@@ -103,7 +80,7 @@ impl Ports {
             }
             ports
         };
-        Ok(ports)
+        Ok((ports, held))
     }
 
     fn all(&self) -> Vec<u16> {
@@ -112,5 +89,23 @@ impl Ports {
         all.extend(&self.watchmen.mesh);
         all.extend(&self.watchmen.admin);
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_refused_to_another_devnet_until_dropped() {
+        let (ours, held) = Ports::choose(true, 3).unwrap();
+        let all: std::collections::BTreeSet<u16> = ours.all().into_iter().collect();
+        assert_eq!(all.len(), 5 + 3 * 3, "every part has its own port");
+        let mut theirs = Held::new();
+        for &port in &all {
+            assert!(theirs.take(port).is_err(), "port {port} was chosen twice");
+        }
+        drop(held);
+        assert!(all.iter().any(|&port| theirs.take(port).is_ok()), "dropped holds free their ports");
     }
 }

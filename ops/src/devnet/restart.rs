@@ -39,7 +39,7 @@ pub async fn restart(state: &mut DevnetState, name: &str, from_da: bool) -> anyh
     state.parts[index] = started.clone();
     state.save()?;
     if let Some(url) = &started.health {
-        let http = reqwest::Client::new();
+        let http = super::http_client()?;
         wait_ready(&started, Duration::from_secs(120), || http_ok(&http, url)).await?;
     }
     Ok(())

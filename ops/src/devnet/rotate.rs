@@ -236,7 +236,8 @@ async fn run(
         "new identities and key ceremony among operators {:?} ({}-of-{n} FROST DKG)",
         plan.operators, args.threshold
     ));
-    let ports = WatchmanPorts::free(n)?;
+    // Held until the new watchmen listen (step 4), so no other devnet picks them meanwhile.
+    let (ports, held) = WatchmanPorts::free(n)?;
     let group_dir = state.dir.join(format!("watchmen/e{epoch}"));
     ensure!(
         !group_dir.exists(),
@@ -332,6 +333,7 @@ async fn run(
         let health = format!("{}/health", member.url);
         wait_ready(&part, READY, || http_ok(&chain.http, &health)).await?;
     }
+    drop(held);
     steps.end(t, &group.members.iter().map(|m| m.part.as_str()).collect::<Vec<_>>().join(", "));
 
     // 5. Bitcoin: the old group sweeps what its key holds to the new key's vault address.

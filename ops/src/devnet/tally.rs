@@ -11,17 +11,16 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::network::TransactionResponse as _;
 use alloy::primitives::Address as EthAddress;
 use alloy::providers::{DynProvider, Provider};
-use alloy::sol_types::SolCall;
 use anyhow::Context;
-use contracts::Vault;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
 pub const REVERTED: &str = "watchman_eth_submission_reverted_total";
 pub const TAKEOVERS: &str = "watchman_eth_turn_takeovers_total";
 pub const SUBMITTED: &str = "watchman_eth_ranges_submitted_total";
+pub const KEPT: &str = "watchman_eth_signatures_kept_total";
 /// The counters kept, summed over their labels.
-const COUNTERS: [&str; 3] = [REVERTED, TAKEOVERS, SUBMITTED];
+const COUNTERS: [&str; 4] = [REVERTED, TAKEOVERS, SUBMITTED, KEPT];
 
 /// One vault call's transactions in the drill's blocks.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -36,17 +35,9 @@ pub struct CallCount {
 pub struct VaultTally {
     pub first_block: u64,
     pub last_block: u64,
-    /// By call: `submitWithdrawals`, `withdrawMany`, `withdraw`, `other` (deposits, admin).
+    /// By call (`chains::ethereum::call_name`): `submitAndWithdraw`, `submitWithdrawals`,
+    /// `withdrawMany`, `withdraw`, `other` (deposits, admin).
     pub calls: BTreeMap<&'static str, CallCount>,
-}
-
-fn call_name(input: &[u8]) -> &'static str {
-    match input.get(..4) {
-        Some(selector) if selector == Vault::submitWithdrawalsCall::SELECTOR => "submitWithdrawals",
-        Some(selector) if selector == Vault::withdrawManyCall::SELECTOR => "withdrawMany",
-        Some(selector) if selector == Vault::withdrawCall::SELECTOR => "withdraw",
-        _ => "other",
-    }
 }
 
 /// Every transaction to `vault` in blocks `first..=last`, by call, from its receipt.
@@ -57,7 +48,7 @@ pub async fn count_vault_transactions(
     last: u64,
 ) -> anyhow::Result<VaultTally> {
     let mut tally = VaultTally { first_block: first, last_block: last, calls: BTreeMap::new() };
-    for call in ["submitWithdrawals", "withdrawMany"] {
+    for call in ["submitAndWithdraw", "submitWithdrawals", "withdrawMany"] {
         tally.calls.insert(call, CallCount::default());
     }
     for number in first..=last {
@@ -70,7 +61,7 @@ pub async fn count_vault_transactions(
             if tx.to() != Some(vault) {
                 continue;
             }
-            let call = call_name(tx.input());
+            let call = chains::ethereum::call_name(tx.input());
             let receipt = provider
                 .get_transaction_receipt(tx.tx_hash())
                 .await?

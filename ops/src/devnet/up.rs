@@ -159,12 +159,13 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> anyhow::Result<()> {
     let dir = state.dir.clone();
     let logs = dir.join("logs");
-    let http = reqwest::Client::new();
+    let http = super::http_client()?;
 
     let t = steps.begin("tools and binaries");
     let tools = tools()?;
     let bin = binaries(&["coordinator", "confirmer", "watchman", "bitcoin-regtest", "bridgectl"])?;
-    let ports = Ports::choose(args.free_ports, args.watchmen)?;
+    // Held until every part listens (below), so no other devnet starting now picks them.
+    let (ports, held) = Ports::choose(args.free_ports, args.watchmen)?;
     steps.end(t, "ok");
 
     // Arweave.
@@ -324,6 +325,7 @@ async fn start(state: &mut DevnetState, args: &UpArgs, steps: &mut Steps) -> any
         let health = part.health.clone().unwrap_or_default();
         wait_ready(part, READY, || http_ok(&http, &health)).await?;
     }
+    drop(held);
     steps.end(t, &format!("metrics on {}", state.endpoints.watchmen.join(", ")));
 
     // The clock: Arweave and Bitcoin blocks.
@@ -477,7 +479,7 @@ async fn fund_demo_accounts(
 ) -> anyhow::Result<()> {
     let e = state.endpoints.clone();
     let passphrase = tss::keystore::Passphrase::new(DEMO_PASSPHRASE)?;
-    let http = reqwest::Client::new();
+    let http = super::http_client()?;
     let vault_address: EthAddress = e.eth_vault.parse()?;
     for name in ["alice", "bob"] {
         // The same wallet file `bridgectl wallet new` writes.

@@ -317,7 +317,7 @@ poll_ms = 200
         processes.spawn("confirmer", command, dir.join("confirmer.log"));
 
         // Three watchman processes as the ceremony leaves their operators; watchman 0 pays gas.
-        let mesh_ports = mesh::free_ports(3);
+        let mesh_ports = mesh::mesh_ports(3);
         let entries = mesh::entries_on(&identities, &mesh_ports);
         let mut roster = String::from("threshold = 2\n");
         for entry in &entries {

@@ -1,18 +1,16 @@
 //! What the tss benchmarks share: watchmen's addresses on 127.0.0.1.
 
 use tss::mesh::PeerEntry;
+use tss::ports::PortReservation;
 
-/// One mesh entry per identity, each on its own free port. Every listener is held until all
-/// ports are picked: a port picked and dropped one at a time could be handed out again to a
-/// later watchman, and the two would share an address (the mesh then never connects).
-pub fn entries(identities: &[libp2p::identity::Keypair]) -> Vec<PeerEntry> {
-    let listeners: Vec<_> = identities.iter().map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    identities
+/// One mesh entry per identity, each on its own reserved port (`tss::ports`: no other bind on
+/// the machine gets it, and no two watchmen share it). Hold the reservations while the mesh runs.
+pub fn entries(identities: &[libp2p::identity::Keypair]) -> (Vec<PeerEntry>, Vec<PortReservation>) {
+    let held = tss::ports::reserve(identities.len()).expect("reserving loopback ports");
+    let entries = identities
         .iter()
-        .zip(&listeners)
-        .map(|(k, listener)| PeerEntry {
-            peer_id: k.public().to_peer_id(),
-            address: format!("/ip4/127.0.0.1/tcp/{}", listener.local_addr().unwrap().port()).parse().unwrap(),
-        })
-        .collect()
+        .zip(&held)
+        .map(|(k, port)| PeerEntry { peer_id: k.public().to_peer_id(), address: port.multiaddr() })
+        .collect();
+    (entries, held)
 }

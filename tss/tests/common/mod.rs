@@ -10,8 +10,13 @@ use tss::{
     ApproveAll, KeyShare, MeshConfig, SessionId, SigningContext, SigningPolicy, SigningRequest, TssNode, TssNodeConfig,
 };
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct ports for meshes, reserved (`tss::ports`) until this test process exits: nextest
+/// runs one test per process, so the hold lasts the test, restarts on the same port included.
+pub fn mesh_ports(n: usize) -> Vec<u16> {
+    let held = tss::ports::reserve(n).expect("reserving loopback ports");
+    let ports = held.iter().map(tss::ports::PortReservation::port).collect();
+    std::mem::forget(held);
+    ports
 }
 
 /// Turns the honest signer into the handler a test wants (lying, counting, slow).
@@ -42,9 +47,10 @@ pub fn identities(n: usize) -> (Vec<libp2p::identity::Keypair>, Vec<PeerEntry>) 
     let identities: Vec<_> = (0..n).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
     let entries = identities
         .iter()
-        .map(|k| PeerEntry {
+        .zip(mesh_ports(n))
+        .map(|(k, port)| PeerEntry {
             peer_id: k.public().to_peer_id(),
-            address: format!("/ip4/127.0.0.1/tcp/{}", free_port()).parse().unwrap(),
+            address: format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
         })
         .collect();
     (identities, entries)
