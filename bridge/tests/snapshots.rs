@@ -104,7 +104,7 @@ proptest! {
         // Through the bytes a role stores.
         let snapshot = Snapshot::decode(&snapshots[k].encode()).unwrap();
         prop_assert_eq!(&snapshot, &snapshots[k]);
-        let mut restarted = State::restore(params(), &snapshot, &batches[k].signed_header()).unwrap();
+        let mut restarted = State::restore(params(), snapshot.clone(), &batches[k].signed_header()).unwrap();
         prop_assert_eq!(restarted.state_root(), batches[k].header.post_state_root);
         for batch in &batches[k + 1..] {
             // Replay checks every root of every later header, batch by batch.
@@ -134,7 +134,7 @@ proptest! {
         raw[i] = byte;
         if let Ok(mutated) = borsh::from_slice::<Snapshot>(&raw) {
             // Anything but the true snapshot is refused, never accepted and never a panic.
-            let restored = State::restore(params(), &mutated, &batches[0].signed_header());
+            let restored = State::restore(params(), mutated.clone(), &batches[0].signed_header());
             prop_assert_eq!(restored.is_ok(), mutated == snapshots[0]);
         }
     }
@@ -170,27 +170,27 @@ fn a_snapshot_whose_balances_were_moved_is_refused_for_its_root() {
         let amount = u128::from_le_bytes(value.as_slice().try_into().unwrap());
         *value = amount.checked_add_signed(delta).unwrap().to_le_bytes().to_vec();
     }
-    let error = State::restore(params(), &forged, &batches[1].signed_header()).unwrap_err();
+    let error = State::restore(params(), forged.clone(), &batches[1].signed_header()).unwrap_err();
     assert!(matches!(error, SnapshotError::RootMismatch { number: 2, .. }), "{error}");
     assert!(error.to_string().contains("signed header says"), "{error}");
     // The true one is accepted.
-    State::restore(params(), &snapshots[1], &batches[1].signed_header()).unwrap();
+    State::restore(params(), snapshots[1].clone(), &batches[1].signed_header()).unwrap();
 }
 
 #[test]
 fn a_snapshot_is_checked_against_the_header_of_its_own_batch_signed_by_the_coordinator() {
     let (batches, snapshots) = small_history();
-    let error = State::restore(params(), &snapshots[1], &batches[2].signed_header()).unwrap_err();
+    let error = State::restore(params(), snapshots[1].clone(), &batches[2].signed_header()).unwrap_err();
     assert_eq!(error, SnapshotError::WrongHeader { snapshot: 2, header: 3 });
 
     let mut unsigned = batches[1].signed_header();
     unsigned.signature[5] ^= 1;
-    let error = State::restore(params(), &snapshots[1], &unsigned).unwrap_err();
+    let error = State::restore(params(), snapshots[1].clone(), &unsigned).unwrap_err();
     assert_eq!(error, SnapshotError::BadSignature(2));
 
     let mut renamed = snapshots[1].clone();
     renamed.header_hash[0] ^= 1;
-    let error = State::restore(params(), &renamed, &batches[1].signed_header()).unwrap_err();
+    let error = State::restore(params(), renamed.clone(), &batches[1].signed_header()).unwrap_err();
     assert!(matches!(error, SnapshotError::HeaderMismatch { number: 2, .. }), "{error}");
 
     // A snapshot claiming the state of batch 2 with batch 3's entries.
@@ -199,7 +199,7 @@ fn a_snapshot_is_checked_against_the_header_of_its_own_batch_signed_by_the_coord
     swapped.header_hash = snapshots[1].header_hash;
     swapped.timestamp = snapshots[1].timestamp;
     swapped.state_root = snapshots[1].state_root;
-    let error = State::restore(params(), &swapped, &batches[1].signed_header()).unwrap_err();
+    let error = State::restore(params(), swapped.clone(), &batches[1].signed_header()).unwrap_err();
     assert!(matches!(error, SnapshotError::RootMismatch { .. }), "{error}");
 }
 
@@ -211,33 +211,33 @@ fn totals_that_do_not_add_up_entries_out_of_order_and_other_versions_are_refused
     let mut inflated = snapshots[1].clone();
     let eth = inflated.supplies.iter_mut().find(|s| s.asset == AssetId::Eth).unwrap();
     eth.deposited = Amount(eth.deposited.units() + 1);
-    let error = State::restore(params(), &inflated, &header).unwrap_err();
+    let error = State::restore(params(), inflated.clone(), &header).unwrap_err();
     assert!(matches!(error, SnapshotError::BadSupply { .. }), "{error}");
 
     let mut missing = snapshots[1].clone();
     missing.supplies.clear();
-    let error = State::restore(params(), &missing, &header).unwrap_err();
+    let error = State::restore(params(), missing.clone(), &header).unwrap_err();
     assert!(matches!(error, SnapshotError::BadSupply { .. }), "{error}");
 
     let mut unordered = snapshots[1].clone();
     unordered.entries.swap(0, 1);
-    let error = State::restore(params(), &unordered, &header).unwrap_err();
+    let error = State::restore(params(), unordered.clone(), &header).unwrap_err();
     assert!(matches!(error, SnapshotError::BadEntry { .. }), "{error}");
 
     let mut short = snapshots[1].clone();
     short.entries[0].1.pop();
-    let error = State::restore(params(), &short, &header).unwrap_err();
+    let error = State::restore(params(), short.clone(), &header).unwrap_err();
     assert!(matches!(error, SnapshotError::BadEntry { .. }), "{error}");
 
     let mut newer = snapshots[1].clone();
     newer.version = SNAPSHOT_VERSION + 1;
     assert_eq!(
-        State::restore(params(), &newer, &header).unwrap_err(),
+        State::restore(params(), newer.clone(), &header).unwrap_err(),
         SnapshotError::UnsupportedVersion(SNAPSHOT_VERSION + 1)
     );
     let mut other_network = params();
     other_network.chain_id += 1;
-    let error = State::restore(other_network, &snapshots[1], &header).unwrap_err();
+    let error = State::restore(other_network, snapshots[1].clone(), &header).unwrap_err();
     assert!(matches!(error, SnapshotError::WrongNetwork { .. }), "{error}");
 }
 
@@ -268,6 +268,6 @@ fn the_snapshot_vector_restores_against_its_header() {
     let stored = stored_vectors("state-snapshot.json", &computed);
     let snapshot: Snapshot = bridge::codec::from_bytes(&unhex(&stored["snapshot_borsh"])).unwrap();
     let header: bridge::SignedHeader = bridge::codec::from_bytes(&unhex(&stored["header_borsh"])).unwrap();
-    let state = State::restore(params(), &snapshot, &header).unwrap();
+    let state = State::restore(params(), snapshot.clone(), &header).unwrap();
     assert_eq!(hex0x(state.state_root()), stored["state_root"]);
 }

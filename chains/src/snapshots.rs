@@ -283,7 +283,7 @@ where
                 .map_err(|e| format!("its batch header could not be read: {e}"))?
                 .ok_or_else(|| format!("batch {number} is not in this node's record, so nothing vouches for it"))?;
             let params = params.clone();
-            tokio::task::spawn_blocking(move || State::restore(params, &snapshot, &header).map_err(|e| e.to_string()))
+            tokio::task::spawn_blocking(move || State::restore(params, snapshot, &header).map_err(|e| e.to_string()))
                 .await
                 .map_err(|e| format!("the restoring worker failed: {e}"))?
         };

@@ -152,14 +152,15 @@ pub async fn fast_sync(
         let (params, header) = (params.clone(), header.clone());
         let checked = tokio::task::spawn_blocking(move || {
             let snapshot = Snapshot::decode(&bytes).map_err(|e| e.to_string())?;
-            State::restore(params, &snapshot, &header).map_err(|e| e.to_string())?;
-            Ok::<_, String>((snapshot, bytes))
+            let meta = SnapshotMeta::of(&snapshot);
+            State::restore(params, snapshot, &header).map_err(|e| e.to_string())?;
+            Ok::<_, String>((meta, bytes))
         })
         .await
         .map_err(|e| FastSyncError::Worker(e.to_string()))?;
         match checked {
-            Ok((snapshot, bytes)) => {
-                store.snapshots().save(&SnapshotMeta::of(&snapshot), &bytes, 2).await?;
+            Ok((meta, bytes)) => {
+                store.snapshots().save(&meta, &bytes, 2).await?;
                 let replayed = ReplayedBatch { batch: fetched.batch, locator: fetched.locator, unverified: None };
                 store.record_replayed(&replayed, &[], None).await?;
                 tracing::info!(number, %locator, "fast sync: the state after the checkpoint's batch taken from the DA's snapshot");

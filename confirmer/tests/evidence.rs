@@ -201,7 +201,7 @@ async fn evidence_with_forged_supply_totals_cannot_frame_an_honest_batch() {
     totals.deposited = Amount(totals.deposited.units() + gap);
     totals.withdrawn = Amount(totals.withdrawn.units() + gap);
     // The forgery is one a plain restore accepts: the root and conservation both hold.
-    let mut framed = State::restore(params(), &forged, &prior).unwrap();
+    let mut framed = State::restore(params(), forged.clone(), &prior).unwrap();
     let error = replay(&mut framed, &deposit_batch).unwrap_err();
     assert_eq!(AlarmKind::of_replay(&error), Some(AlarmKind::InvalidTx), "{error}");
 

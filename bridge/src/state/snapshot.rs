@@ -176,8 +176,10 @@ impl State {
 
     /// Rebuilds the state from `snapshot` and accepts it only if it is the state `header` (batch
     /// `snapshot.number`, signed by the network's coordinator) commits to. On `Err` the snapshot
-    /// must not be used: fall back to an older one, or to genesis.
-    pub fn restore(params: NetworkParams, snapshot: &Snapshot, header: &SignedHeader) -> Result<State, SnapshotError> {
+    /// must not be used: fall back to an older one, or to genesis. The snapshot is consumed: its
+    /// values move into the tree, and its entries are freed before the tree is built, so a start
+    /// from a snapshot never holds the ledger three times over.
+    pub fn restore(params: NetworkParams, snapshot: Snapshot, header: &SignedHeader) -> Result<State, SnapshotError> {
         let mut state = State::genesis(params);
         if snapshot.version != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(snapshot.version));
@@ -206,13 +208,13 @@ impl State {
         }
         let mut leaves = Vec::with_capacity(snapshot.entries.len());
         let mut previous: Option<StateKey> = None;
-        for (key, value) in &snapshot.entries {
-            if previous.is_some_and(|p| p >= *key) {
-                return Err(bad_entry(key, "entries are not in strictly increasing key order"));
+        for (key, value) in snapshot.entries {
+            if previous.is_some_and(|p| p >= key) {
+                return Err(bad_entry(&key, "entries are not in strictly increasing key order"));
             }
-            previous = Some(*key);
-            state.put_entry(key, value)?;
-            leaves.push((key_hash(&to_bytes(key)), value.clone()));
+            previous = Some(key);
+            state.put_entry(&key, &value)?;
+            leaves.push((key_hash(&to_bytes(&key)), value));
         }
         state.restore_supplies(&snapshot.supplies)?;
         // One bottom-up pass over the sorted keys: every node is hashed once.

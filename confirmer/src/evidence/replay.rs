@@ -87,7 +87,7 @@ impl Evidence {
                 let mut snapshot = Snapshot::decode(&bytes)
                     .map_err(|e| self.not_proven(format!("the prior state does not decode: {e}")))?;
                 snapshot.supplies = least_supplies(&snapshot.entries);
-                let state = State::restore(self.network.clone(), &snapshot, prior)
+                let state = State::restore(self.network.clone(), snapshot, prior)
                     .map_err(|e| self.not_proven(format!("the prior state is not batch {previous}'s: {e}")))?;
                 (
                     state,
