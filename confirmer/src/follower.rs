@@ -11,7 +11,7 @@ use bridge::batch::{Settlement, replay, replay_verified};
 use bridge::tx::SystemTx;
 use bridge::{BatchTx, Chain, NetworkParams, SignedBatch, State};
 use chains::da::{DaError, DataAvailability, FetchedBatch};
-use chains::snapshots::{SnapshotKeeper, SnapshotPolicy, SnapshotStoreError, restore_newest};
+use chains::snapshots::{Restored, SnapshotKeeper, SnapshotPolicy, SnapshotStoreError, restore_newest};
 
 use crate::alarm::{Alarm, AlarmKind};
 use crate::deposits::{DepositCheck, DepositVerifier, DepositVerifiers, VerifierError};
@@ -194,7 +194,20 @@ impl Follower {
             async move { record.replayed_batch(number).await.map(|b| b.map(|b| b.batch.signed_header())) }
         })
         .await?;
+        Self::open_from(da, store, params, verifiers, restored).await
+    }
+
+    /// [`Follower::open`] from a state already restored and checked: the newest snapshot in
+    /// `store` (a fast sync's, just saved), so what `open` would restore itself.
+    pub async fn open_from(
+        da: Arc<dyn DataAvailability>,
+        store: ConfirmerStore,
+        params: NetworkParams,
+        verifiers: DepositVerifiers,
+        restored: Restored,
+    ) -> Result<Self, FollowError> {
         let from = restored.from;
+        assert_eq!(restored.state.head().next_number, from + 1, "a restored state is the state after batch `from`");
         // The forced cursor where the restored batch left it (its header says), else the start.
         let restored_header = match (params.forced, from) {
             (Some(_), 1..) => store.replayed_batch(from).await?.map(|stored| stored.batch.header),

@@ -403,15 +403,20 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         Some((file, key)) => Some(confirmer::fast_sync::signed_checkpoint(file, &params, key.as_deref())?),
         None => None,
     };
+    let mut synced_state = None;
     if let Some(checkpoint) = source.checkpoint.or(signed) {
-        let synced = confirmer::fast_sync::fast_sync(&*da, &store, &params, checkpoint).await?;
+        let (synced, state) = confirmer::fast_sync::fast_sync_with_state(&*da, &store, &params, checkpoint).await?;
         tracing::info!(?synced, "checkpoint");
+        if let (confirmer::fast_sync::FastSynced::FromSnapshot { number, .. }, Some(state)) = (&synced, state) {
+            synced_state = Some(chains::snapshots::Restored { state, from: *number, refused: Vec::new() });
+        }
     }
     let vault_address = params.eth_vault;
-    let mut follower = Follower::open(da, store, params, verifiers)
-        .await?
-        .with_missing_batch_wait(source.missing_batch_wait)
-        .with_snapshots(source.snapshots);
+    let follower = match synced_state {
+        Some(restored) => Follower::open_from(da, store, params, verifiers, restored).await?,
+        None => Follower::open(da, store, params, verifiers).await?,
+    };
+    let mut follower = follower.with_missing_batch_wait(source.missing_batch_wait).with_snapshots(source.snapshots);
     if let Some(checker) = forced {
         follower = follower.with_forced(checker);
     }

@@ -16,10 +16,10 @@ use bridge::{Address, AssetId, Snapshot, StateKey};
 use chains::arweave::ArweaveWallet;
 use chains::arweave::arlocal::Arlocal;
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability};
-use chains::snapshots::SnapshotPolicy;
+use chains::snapshots::{Restored, SnapshotPolicy};
 use common::*;
 use confirmer::deposits::DepositVerifiers;
-use confirmer::fast_sync::{Checkpoint, FastSyncError, FastSynced, fast_sync};
+use confirmer::fast_sync::{Checkpoint, FastSyncError, FastSynced, fast_sync, fast_sync_with_state};
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 use coordinator::publisher::Publisher;
@@ -165,12 +165,18 @@ async fn a_fast_synced_confirmer_agrees_with_a_from_genesis_confirmer_batch_by_b
     // The late joiner: from the checkpoint at batch 6 (the forged snapshot refused).
     let late_store = confirmer_store(dir.path(), "late.db").await;
     let checkpoint = Checkpoint { number: 6, header_hash: six.hash() };
-    let synced = fast_sync(&*reader(), &late_store, &params(), checkpoint).await.unwrap();
+    let (synced, state) = fast_sync_with_state(&*reader(), &late_store, &params(), checkpoint).await.unwrap();
     assert!(matches!(synced, FastSynced::FromSnapshot { number: 6, .. }), "{synced:?}");
-    let mut late = Follower::open(reader(), late_store.clone(), params(), DepositVerifiers::none()).await.unwrap();
+    // The binary starts from the state the fast sync checked; a restart restores the same
+    // state from the snapshot it saved.
+    let restored = Restored { state: state.unwrap(), from: 6, refused: Vec::new() };
+    let mut late =
+        Follower::open_from(reader(), late_store.clone(), params(), DepositVerifiers::none(), restored).await.unwrap();
     assert_eq!(late.restored_from(), 6);
     assert_eq!(late.status().replayed, 6);
     assert_eq!(late.state().state_root(), six.header.post_state_root);
+    let reopened = Follower::open(reader(), late_store.clone(), params(), DepositVerifiers::none()).await.unwrap();
+    assert_eq!((reopened.restored_from(), reopened.state().fingerprint()), (6, late.state().fingerprint()));
     // Given again after a restart, the checkpoint is not used: the node resumes its record.
     assert_eq!(fast_sync(&*reader(), &late_store, &params(), checkpoint).await.unwrap(), FastSynced::Resumed);
 
