@@ -16,19 +16,17 @@ use std::time::Duration;
 use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
 use bridge::AssetId;
-use bridge::eth_settlement::VaultDomain;
 use chains::da::DirDa;
 use chains::ethereum::{EthDepositVerifier, Submitter, VaultReader};
-use common::coordinator_api::{balance, batch_of, until, vault_transactions, withdraw};
+use common::coordinator_api::{batch_of, vault_transactions, withdraw};
+use common::eth_group::EthGroup;
 use common::*;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 use confirmer::watchman::book::ETH_PRUNE_DEPTH_BLOCKS;
 use confirmer::watchman::{EthSettlement, RangeLimits, ReplayPolicy, SettlementBook, Watchman};
-use contracts::{Vault, from_alloy, to_alloy};
-use coordinator::node::Node;
-use tss::{GroupKey, SessionError, TssNode};
+use tss::{SessionError, TssNode};
 
 /// Lets the watchmen see the coordinator's batches up to `last` (their DA directory is a copy
 /// that grows, as a gateway's view does).
@@ -46,37 +44,8 @@ async fn mine(setup: &contracts::harness::Setup, blocks: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_ranges_leave_every_watchmans_book_once_deep_and_nothing_is_paid_twice() {
-    let identities: Vec<_> = (0..3).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
-    let shares = dkg(&identities).await;
-    let group = GroupKey::of(&shares[0].public).unwrap();
-
-    let setup = contracts::harness::Setup::new().await.unwrap();
-    let vault =
-        Vault::deploy(setup.provider.clone(), U256::from_be_bytes(group.output_key), setup.deployer).await.unwrap();
-    let vault_address = *vault.address();
-    let domain = VaultDomain { chain_id: setup.chain_id, vault: from_alloy(vault_address), epoch: 0 };
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = params();
-    p.eth_vault = from_alloy(vault_address);
-    p.chain_id = setup.chain_id;
-    let config = coordinator_watching(dir.path(), &p, setup.anvil.url());
-    let coordinator = Node::start(&config).await.unwrap();
-    let user = wallet(1);
-    vault
-        .depositETH(to_alloy(user.address()))
-        .value(U256::from(1_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    mine(&setup, 2).await;
-    until("the deposit credited", async || {
-        (balance(&coordinator, user.address(), AssetId::Eth).await == 1_000_000).then_some(())
-    })
-    .await;
+    let EthGroup { identities, shares, setup, vault_address, domain, params: p, dir, coordinator, user } =
+        EthGroup::start().await;
     // Three withdrawals in three batches: range 0 ends at the first one's batch, range 1 holds
     // the other two.
     let recipients = [EthAddress::repeat_byte(0x91), EthAddress::repeat_byte(0x92), EthAddress::repeat_byte(0x93)];

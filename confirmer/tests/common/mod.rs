@@ -7,6 +7,7 @@ pub mod bitcoin_bridge;
 #[path = "../../../chains/tests/common/btc.rs"]
 pub mod btc;
 pub mod coordinator_api;
+pub mod eth_group;
 pub mod mesh;
 pub mod withholding_gateway;
 #[allow(unused_imports)] // not every test runs watchmen

@@ -1,0 +1,65 @@
+//! The Ethereum settlement tests' start: three watchmen's key shares from a 2-of-3 DKG over
+//! libp2p, the vault deployed on anvil with their group key, a coordinator watching it, and one
+//! user whose deposit of 1,000,000 wei the coordinator has credited.
+
+use alloy::primitives::{Address as EthAddress, U256};
+use alloy::providers::Provider;
+use bridge::eth_settlement::VaultDomain;
+use bridge::{AssetId, NetworkParams, Wallet};
+use contracts::{Vault, from_alloy, to_alloy};
+use coordinator::node::Node;
+use tss::GroupKey;
+
+use super::coordinator_api::{balance, until};
+use super::{coordinator_watching, dkg, params, wallet};
+
+/// The user's credited deposit, in wei.
+pub const DEPOSIT: u128 = 1_000_000;
+
+pub struct EthGroup {
+    pub identities: Vec<libp2p::identity::Keypair>,
+    pub shares: Vec<tss::KeyShare>,
+    pub setup: contracts::harness::Setup,
+    pub vault_address: EthAddress,
+    pub domain: VaultDomain,
+    /// The network, with the vault's address and anvil's chain id.
+    pub params: NetworkParams,
+    /// The coordinator's data (its DA directory is `da` in it).
+    pub dir: tempfile::TempDir,
+    pub coordinator: Node,
+    pub user: Wallet,
+}
+
+impl EthGroup {
+    pub async fn start() -> EthGroup {
+        let identities: Vec<_> = (0..3).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
+        let shares = dkg(&identities).await;
+        let group = GroupKey::of(&shares[0].public).unwrap();
+        let setup = contracts::harness::Setup::new().await.unwrap();
+        let vault =
+            Vault::deploy(setup.provider.clone(), U256::from_be_bytes(group.output_key), setup.deployer).await.unwrap();
+        let vault_address = *vault.address();
+        let domain = VaultDomain { chain_id: setup.chain_id, vault: from_alloy(vault_address), epoch: 0 };
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = params();
+        params.eth_vault = from_alloy(vault_address);
+        params.chain_id = setup.chain_id;
+        let coordinator = Node::start(&coordinator_watching(dir.path(), &params, setup.anvil.url())).await.unwrap();
+        let user = wallet(1);
+        vault
+            .depositETH(to_alloy(user.address()))
+            .value(U256::from(DEPOSIT))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (2,)).await.unwrap();
+        until("the deposit credited", async || {
+            (balance(&coordinator, user.address(), AssetId::Eth).await == DEPOSIT).then_some(())
+        })
+        .await;
+        EthGroup { identities, shares, setup, vault_address, domain, params, dir, coordinator, user }
+    }
+}
