@@ -13,65 +13,26 @@ use std::time::Duration;
 
 use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
-use bridge::eth_settlement::VaultDomain;
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{AssetId, UserTx, Withdraw};
-use chains::da::DirDa;
 use chains::ethereum::fees::GWEI;
-use chains::ethereum::{EthDepositVerifier, FeeConfig, Submitter};
-use common::coordinator_api::{balance, submit};
+use chains::ethereum::{FeeConfig, Submitter};
+use common::coordinator_api::submit;
+use common::eth_group::{EthGroup, watchman_follower};
 use common::*;
-use confirmer::deposits::DepositVerifiers;
-use confirmer::follower::Follower;
-use confirmer::store::ConfirmerStore;
 use confirmer::watchman::{EthSettlement, RangeLimits, ReplayPolicy, SettlementBook, Watchman};
 use contracts::harness::Setup;
-use contracts::{Vault, from_alloy, to_alloy};
-use coordinator::node::Node;
-use tss::{GroupKey, SessionError, TssNode};
+use tss::{SessionError, TssNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_root() {
-    // The key ceremony: three watchmen, 2-of-3.
-    let identities: Vec<_> = (0..3).map(|_| libp2p::identity::Keypair::generate_ed25519()).collect();
-    let shares = dkg(&identities).await;
-    let group = GroupKey::of(&shares[0].public).unwrap();
-
-    // The vault, deployed with the group's key.
-    let setup = Setup::new().await.unwrap();
-    let vault =
-        Vault::deploy(setup.provider.clone(), U256::from_be_bytes(group.output_key), setup.deployer).await.unwrap();
-    let vault_address = *vault.address();
-    let domain = VaultDomain { chain_id: setup.chain_id, vault: from_alloy(vault_address), epoch: 0 };
-
-    // The coordinator, watching the vault at depth 1.
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = params();
-    p.eth_vault = from_alloy(vault_address);
-    p.chain_id = setup.chain_id;
-    let config = coordinator_watching(dir.path(), &p, setup.anvil.url());
-    let coordinator = Node::start(&config).await.unwrap();
-
-    // A user deposits 1 ETH-unit amount and withdraws part of it to an Ethereum address.
-    let user = wallet(1);
+    // The key ceremony (three watchmen, 2-of-3), the vault deployed with the group's key, the
+    // coordinator watching it at depth 1, and a user's deposit of 1,000,000 wei credited.
+    let group = EthGroup::start().await;
+    let vault = group.vault();
+    let EthGroup { identities, shares, setup, vault_address, domain, params: p, dir, coordinator, user } = group;
+    // The user withdraws part of it to an Ethereum address.
     let recipient = bridge::Address([0x5e; 20]);
-    vault
-        .depositETH(to_alloy(user.address()))
-        .value(U256::from(1_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (2,)).await.unwrap();
-    for _ in 0..300 {
-        if balance(&coordinator, user.address(), AssetId::Eth).await == 1_000_000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(balance(&coordinator, user.address(), AssetId::Eth).await, 1_000_000, "the deposit is credited");
     let withdraw = UserTx::Withdraw(Withdraw {
         from: user.address(),
         asset: AssetId::Eth,
@@ -89,18 +50,7 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     let fees = FeeConfig { max_fee_per_gas_gwei: 50.0, ..FeeConfig::default() }.policy().unwrap();
     let mut watchmen = Vec::new();
     for (i, identity) in identities.iter().enumerate() {
-        let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
-        let store =
-            ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
-        let verifier = EthDepositVerifier::connect(
-            &setup.anvil.url(),
-            &Default::default(),
-            p.eth_vault,
-            chains::ethereum::Confirmation::Depth(1),
-        )
-        .unwrap();
-        let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
-        let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
+        let follower = watchman_follower(&dir.path().join("da"), dir.path(), i, &p, &setup.anvil.url()).await;
         let book = SettlementBook::default();
         let policy = Arc::new(ReplayPolicy::new(book.clone(), Some(domain)));
         let node = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap();

@@ -16,14 +16,10 @@ use std::time::Duration;
 use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
 use bridge::AssetId;
-use chains::da::DirDa;
-use chains::ethereum::{EthDepositVerifier, Submitter, VaultReader};
+use chains::ethereum::{Submitter, VaultReader};
 use common::coordinator_api::{batch_of, vault_transactions, withdraw};
-use common::eth_group::EthGroup;
+use common::eth_group::{EthGroup, watchman_follower};
 use common::*;
-use confirmer::deposits::DepositVerifiers;
-use confirmer::follower::Follower;
-use confirmer::store::ConfirmerStore;
 use confirmer::watchman::book::ETH_PRUNE_DEPTH_BLOCKS;
 use confirmer::watchman::{EthSettlement, RangeLimits, ReplayPolicy, SettlementBook, Watchman};
 use tss::{SessionError, TssNode};
@@ -64,18 +60,7 @@ async fn paid_ranges_leave_every_watchmans_book_once_deep_and_nothing_is_paid_tw
     let running = entries(&identities);
     let start = async |i: usize| {
         let identity = &identities[i];
-        let da = DirDa::open(&seen, p.coordinator_key).unwrap();
-        let store =
-            ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
-        let verifier = EthDepositVerifier::connect(
-            &setup.anvil.url(),
-            &Default::default(),
-            p.eth_vault,
-            chains::ethereum::Confirmation::Depth(1),
-        )
-        .unwrap();
-        let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
-        let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
+        let follower = watchman_follower(&seen, dir.path(), i, &p, &setup.anvil.url()).await;
         let book = SettlementBook::default();
         let policy = Arc::new(ReplayPolicy::new(book.clone(), Some(domain)));
         let node = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap();

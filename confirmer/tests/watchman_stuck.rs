@@ -15,13 +15,10 @@ use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
 use bridge::eth_settlement::VaultDomain;
 use bridge::{Amount, AssetConfig, AssetId};
-use chains::da::DirDa;
-use chains::ethereum::{EthDepositVerifier, Submitter};
+use chains::ethereum::Submitter;
 use common::coordinator_api::{balance, batch_of, until, withdraw};
+use common::eth_group::watchman_follower;
 use common::*;
-use confirmer::deposits::DepositVerifiers;
-use confirmer::follower::Follower;
-use confirmer::store::ConfirmerStore;
 use confirmer::watchman::{
     EthSettlement, RangeLimits, ReplayPolicy, RetryPolicy, SettlementBook, StuckWithdrawals, Watchman,
 };
@@ -111,18 +108,7 @@ async fn unpayable_recipients_do_not_stop_later_batches_and_are_retried_until_pa
     let mut watchmen = Vec::new();
     let mut stuck = StuckWithdrawals::default();
     for (i, identity) in identities.iter().enumerate() {
-        let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
-        let store =
-            ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
-        let verifier = EthDepositVerifier::connect(
-            &setup.anvil.url(),
-            &Default::default(),
-            p.eth_vault,
-            chains::ethereum::Confirmation::Depth(1),
-        )
-        .unwrap();
-        let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
-        let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
+        let follower = watchman_follower(&dir.path().join("da"), dir.path(), i, &p, &setup.anvil.url()).await;
         let book = SettlementBook::default();
         let policy = Arc::new(ReplayPolicy::new(book.clone(), Some(domain)));
         let node = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), policy)).await.unwrap();

@@ -20,14 +20,10 @@ use std::time::Duration;
 use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
 use bridge::AssetId;
-use chains::da::DirDa;
-use chains::ethereum::{EthDepositVerifier, Submitter, VaultReader};
+use chains::ethereum::{Submitter, VaultReader};
 use common::coordinator_api::{batch_of, vault_transactions, withdraw};
-use common::eth_group::EthGroup;
+use common::eth_group::{EthGroup, watchman_follower};
 use common::*;
-use confirmer::deposits::DepositVerifiers;
-use confirmer::follower::Follower;
-use confirmer::store::ConfirmerStore;
 use confirmer::watchman::{EthSettlement, RangeLimits, ReplayPolicy, SettlementBook, Turns, Watchman};
 use tss::TssNode;
 
@@ -55,18 +51,7 @@ async fn submitters_take_turns_by_range_and_the_next_takes_over_from_a_dead_one(
     let running = entries(&identities);
     let mut watchmen = Vec::new();
     for (i, identity) in identities.iter().enumerate() {
-        let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
-        let store =
-            ConfirmerStore::open(&format!("sqlite://{}", dir.path().join(format!("w{i}.db")).display())).await.unwrap();
-        let verifier = EthDepositVerifier::connect(
-            &setup.anvil.url(),
-            &Default::default(),
-            p.eth_vault,
-            chains::ethereum::Confirmation::Depth(1),
-        )
-        .unwrap();
-        let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
-        let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
+        let follower = watchman_follower(&dir.path().join("da"), dir.path(), i, &p, &setup.anvil.url()).await;
         let book = SettlementBook::default();
         let replay: Arc<dyn tss::SigningPolicy> = Arc::new(ReplayPolicy::new(book.clone(), Some(domain)));
         let policy: Arc<dyn tss::SigningPolicy> = if i == 2 {

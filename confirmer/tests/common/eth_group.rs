@@ -2,10 +2,18 @@
 //! libp2p, the vault deployed on anvil with their group key, a coordinator watching it, and one
 //! user whose deposit of 1,000,000 wei the coordinator has credited.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
 use bridge::eth_settlement::VaultDomain;
 use bridge::{AssetId, NetworkParams, Wallet};
+use chains::da::DirDa;
+use chains::ethereum::EthDepositVerifier;
+use confirmer::deposits::DepositVerifiers;
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
 use contracts::{Vault, from_alloy, to_alloy};
 use coordinator::node::Node;
 use tss::GroupKey;
@@ -62,4 +70,26 @@ impl EthGroup {
         .await;
         EthGroup { identities, shares, setup, vault_address, domain, params, dir, coordinator, user }
     }
+
+    /// The vault's binding, on the deployer's provider.
+    pub fn vault(&self) -> contracts::harness::VaultContract {
+        Vault::new(self.vault_address, self.setup.provider.clone())
+    }
+}
+
+/// Watchman `i`'s follower as the settlement tests start it: the batches published in `da`, its
+/// own SQLite record `w{i}.db` in `dir`, and deposits checked against the anvil at `anvil` at
+/// depth 1.
+pub async fn watchman_follower(da: &Path, dir: &Path, i: usize, params: &NetworkParams, anvil: &str) -> Follower {
+    let da = DirDa::open(da, params.coordinator_key).unwrap();
+    let store = ConfirmerStore::open(&format!("sqlite://{}", dir.join(format!("w{i}.db")).display())).await.unwrap();
+    let verifier = EthDepositVerifier::connect(
+        anvil,
+        &Default::default(),
+        params.eth_vault,
+        chains::ethereum::Confirmation::Depth(1),
+    )
+    .unwrap();
+    let verifiers = DepositVerifiers::none().with(bridge::Chain::Ethereum, Arc::new(verifier));
+    Follower::open(Arc::new(da), store, params.clone(), verifiers).await.unwrap()
 }
