@@ -25,6 +25,10 @@ pub enum PlantedBug {
     /// The watchman's policy checks a withdrawals range's batches and the vault's ranges, but
     /// not the root it is asked to sign.
     PolicySkipsRootCheck,
+    /// The watchman's signer keeps a nonce after signing with it, so a second `Sign` naming the
+    /// same nonce (a duplicate on the mesh, or an asker replaying it) gets a second share: two
+    /// shares with one nonce over two messages give the signer's key share away.
+    NonceKeptAfterSigning,
 }
 
 thread_local! {

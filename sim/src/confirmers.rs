@@ -13,7 +13,6 @@ use confirmer::store::ConfirmerStore;
 
 use crate::SimError;
 use crate::l1::LaggingNode;
-use crate::watchmen::Watchman;
 use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
 
 impl World {
@@ -33,7 +32,7 @@ impl World {
             .with_clock(Arc::new(move || clock_ms.load(Ordering::SeqCst)));
         let status = follower.status();
         self.confirmers[index].follower = Some(follower);
-        self.confirmers[index].watchman = Some(Watchman::new(self.vault_domain()));
+        self.confirmers[index].watchman = Some(self.new_watchman(index));
         self.confirmers[index].down_until = None;
         self.log(format!("confirmer {index} up: replayed {}, hard-final {}", status.replayed, status.hard_final));
         Ok(())

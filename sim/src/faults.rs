@@ -55,6 +55,7 @@ impl World {
         if self.rng.chance(10_000) {
             self.post_junk();
         }
+        self.inject_mesh_faults();
         Ok(())
     }
 
@@ -114,6 +115,7 @@ impl World {
             role.lag_blocks.store(0, Ordering::SeqCst);
             role.lag_until = None;
         }
+        self.mesh.heal();
         self.log("healing: faults stop, every role is up and in sync from now on");
     }
 }

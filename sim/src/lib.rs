@@ -16,7 +16,9 @@ mod checks;
 mod confirmers;
 mod faults;
 pub mod l1;
+mod mesh;
 pub mod rng;
+pub mod signing;
 mod users;
 pub mod watchmen;
 mod world;
@@ -40,6 +42,9 @@ pub struct SimConfig {
     /// `None`: about one run in three has a byzantine coordinator, of a kind the seed picks;
     /// `Some(kind)`: every run has that one (the planted-bug test, `--attack`).
     pub attack: Option<byzantine::AttackKind>,
+    /// `None`: about one run in three has a byzantine watchman, of a kind the seed picks;
+    /// `Some(kind)`: every run has one of that kind (`--watchman-attack`).
+    pub watchman_attack: Option<signing::WatchmanAttack>,
 }
 
 impl SimConfig {
@@ -54,6 +59,7 @@ impl SimConfig {
             healing_ms: 60 * 60_000,
             tick_ms: 5_000,
             attack: None,
+            watchman_attack: None,
         }
     }
 }
@@ -88,6 +94,16 @@ pub struct Outcome {
     pub attack: Option<String>,
     pub acked: usize,
     pub batches: u64,
+    /// The byzantine watchman, if any: its index and what it does.
+    pub watchman_attack: Option<String>,
+    /// Signing sessions that ended, and those that ended with a signature.
+    pub sessions: u64,
+    pub signed: u64,
+    /// Messages the mesh lost and duplicated.
+    pub mesh_dropped: u64,
+    pub mesh_duplicated: u64,
+    /// Requests the signers refused over a peer's limits (`Overloaded`).
+    pub overloaded: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +161,12 @@ pub fn run(config: SimConfig) -> Result<Outcome, SimError> {
             attack: world.attack.as_ref().map(|a| a.describe()),
             acked: world.acked.len(),
             batches,
+            watchman_attack: world.byzantine_watchman.map(|(index, kind)| format!("watchman {index}: {kind:?}")),
+            sessions: world.sessions_ended,
+            signed: world.sessions_signed,
+            mesh_dropped: world.mesh.dropped,
+            mesh_duplicated: world.mesh.duplicated,
+            overloaded: world.overloaded,
         })
     })
 }

@@ -19,6 +19,10 @@ struct Args {
     /// the seed picks).
     #[arg(long, value_enum)]
     attack: Option<sim::byzantine::AttackKind>,
+    /// Give every run a byzantine watchman of this kind (default: about one run in three, of a
+    /// kind the seed picks).
+    #[arg(long, value_enum)]
+    watchman_attack: Option<sim::signing::WatchmanAttack>,
     /// Trace lines printed before a failing seed's violation.
     #[arg(long, default_value_t = 40)]
     context: usize,
@@ -27,7 +31,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(seed) = args.seed {
-        let outcome = sim::run(config(seed, args.attack)).with_context(|| format!("seed {seed}"))?;
+        let outcome = sim::run(config(seed, &args)).with_context(|| format!("seed {seed}"))?;
         for line in &outcome.trace {
             println!("{line}");
         }
@@ -40,10 +44,13 @@ fn main() -> anyhow::Result<()> {
     let count = args.seeds.unwrap_or(100);
     let started = std::time::Instant::now();
     let (mut failed, mut simulated_ms, mut faults) = (0u64, 0u64, 0u64);
+    let (mut sessions, mut signed) = (0u64, 0u64);
     for seed in args.from..args.from + count {
-        let outcome = sim::run(config(seed, args.attack)).with_context(|| format!("seed {seed}"))?;
+        let outcome = sim::run(config(seed, &args)).with_context(|| format!("seed {seed}"))?;
         simulated_ms += outcome.simulated_ms;
         faults += u64::from(outcome.faults);
+        sessions += outcome.sessions;
+        signed += outcome.signed;
         if let Some(violation) = &outcome.violation {
             failed += 1;
             println!("seed {seed} FAILS {}: {}", violation.invariant, violation.detail);
@@ -55,10 +62,12 @@ fn main() -> anyhow::Result<()> {
     }
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     println!(
-        "{count} seeds, {failed} failing; {:.1} seeds per minute, {:.1} simulated hours per minute, {:.1} faults per run",
+        "{count} seeds, {failed} failing; {:.1} seeds per minute, {:.1} simulated hours per minute, {:.1} faults per run, {:.1} signing sessions per run ({:.1} signed)",
         count as f64 / minutes,
         simulated_ms as f64 / 3_600_000.0 / minutes,
-        faults as f64 / count as f64
+        faults as f64 / count as f64,
+        sessions as f64 / count as f64,
+        signed as f64 / count as f64
     );
     if failed > 0 {
         std::process::exit(1);
@@ -66,18 +75,24 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(seed: u64, attack: Option<sim::byzantine::AttackKind>) -> sim::SimConfig {
-    sim::SimConfig { attack, ..sim::SimConfig::new(seed) }
+fn config(seed: u64, args: &Args) -> sim::SimConfig {
+    sim::SimConfig { attack: args.attack, watchman_attack: args.watchman_attack, ..sim::SimConfig::new(seed) }
 }
 
 fn summary(outcome: &sim::Outcome) {
     println!(
-        "seed {}: {} faults, attack {}, {} acknowledged, {} batches, final hash {}",
+        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), mesh dropped {} and duplicated {} messages, {} requests refused over a limit, final hash {}",
         outcome.seed,
         outcome.faults,
         outcome.attack.as_deref().unwrap_or("none"),
+        outcome.watchman_attack.as_deref().unwrap_or("none"),
         outcome.acked,
         outcome.batches,
+        outcome.sessions,
+        outcome.signed,
+        outcome.mesh_dropped,
+        outcome.mesh_duplicated,
+        outcome.overloaded,
         hex::encode(outcome.final_hash)
     );
     match &outcome.violation {

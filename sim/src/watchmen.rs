@@ -1,14 +1,15 @@
 //! Watchmen in the simulator: each confirmer is also a watchman, with the real
-//! [`ReplayPolicy`] and [`SettlementBook`] fed by its real follower. Every simulated minute each
-//! is asked to sign the Ethereum withdrawals of the next range of batches: the honest root, a
-//! root where one leaf pays more, a random root, and under a byzantine coordinator a range
-//! reaching into its bad history. When [`SIGNING_THRESHOLD`] of them approve one, the vault
-//! ([`SimVault`], the ranges list of the Solidity vault, nothing more) takes it.
+//! [`ReplayPolicy`] and [`SettlementBook`] fed by its real follower, and a real FROST signer
+//! (signing.rs). Every simulated minute one running watchman, the seed's pick, starts a signing
+//! session for each question about the next range of batches' Ethereum withdrawals: the honest
+//! root, a root where one leaf pays more, a random root, and under a byzantine coordinator a
+//! range reaching into its bad history. The sessions run over the simulated mesh; the vault
+//! ([`SimVault`], the ranges list of the Solidity vault) takes a range whose signature verifies.
 //!
-//! The ground truth ([`Truth`]) is what the honest sequencer sealed: every approval must be of
-//! a root it justifies (`signature-justified`), and after healing an honest run's vault covers
-//! every batch that owes withdrawals (`settlement-liveness`). FROST itself, the mesh and the
-//! payouts are not simulated yet: an approval stands for a signature share.
+//! The ground truth ([`Truth`]) is what the honest sequencer sealed: every approval of an honest
+//! watchman's policy and every signature the group makes must be of a root it justifies
+//! (`signature-justified`), and after healing an honest run's vault covers every batch that owes
+//! withdrawals (`settlement-liveness`). The payouts themselves are not simulated yet.
 
 use std::collections::BTreeMap;
 
@@ -18,29 +19,31 @@ use bridge::withdrawals::EthWithdrawal;
 use bridge::withdrawals::EthWithdrawalTree;
 use chains::ethereum::VaultProgress;
 use confirmer::watchman::{RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SettlementBook};
-use tss::{Decision, KeyPath, SigningContext, SigningPolicy, SigningRequest};
+use tss::{KeyPath, SigningContext, SigningRequest};
 
 use crate::SimError;
 use crate::byzantine::AttackKind;
+use crate::signing::WatchmanSigner;
 use crate::world::World;
 
-/// Approvals the vault needs for a range: t of the three watchmen.
+/// Signers the group key needs: t of the three watchmen.
 pub const SIGNING_THRESHOLD: usize = 2;
 /// How often the watchmen are asked to sign.
 pub const ASK_EVERY_MS: u64 = 60_000;
 
-/// One confirmer's watchman half: its book (fed by its follower) and its signing policy. Both
-/// live in memory, so a crash loses them and a restart builds them again from the follower.
-#[derive(Debug)]
+/// One confirmer's watchman half: its book (fed by its follower), its signing policy and its
+/// signer. All live in memory, so a crash loses them (its nonces too) and a restart builds them
+/// again from the follower; its key share is on disk, so it survives.
 pub(crate) struct Watchman {
     book: SettlementBook,
-    policy: ReplayPolicy,
+    pub(crate) signer: WatchmanSigner,
 }
 
-impl Watchman {
-    pub(crate) fn new(domain: VaultDomain) -> Self {
+impl World {
+    pub(crate) fn new_watchman(&mut self, index: usize) -> Watchman {
         let book = SettlementBook::default();
-        Watchman { policy: ReplayPolicy::new(book.clone(), Some(domain)), book }
+        let policy = std::sync::Arc::new(ReplayPolicy::new(book.clone(), Some(self.vault_domain())));
+        Watchman { signer: self.new_signer(index, policy), book }
     }
 }
 
@@ -53,6 +56,10 @@ pub(crate) struct SimVault {
 impl SimVault {
     pub(crate) fn settled_through(&self) -> u64 {
         self.ranges.last().map_or(0, |(_, last, _)| *last)
+    }
+
+    pub(crate) fn take(&mut self, first: u64, last: u64, root: [u8; 32]) {
+        self.ranges.push((first, last, root));
     }
 
     fn progress(&self) -> VaultProgress {
@@ -86,12 +93,13 @@ impl Truth {
     }
 }
 
-/// One question put to every watchman.
-struct Ask {
-    what: &'static str,
-    first: u64,
-    last: u64,
-    root: [u8; 32],
+/// One question put to the watchmen.
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    pub(crate) what: &'static str,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) root: [u8; 32],
 }
 
 impl World {
@@ -99,45 +107,30 @@ impl World {
         VaultDomain { chain_id: self.params.chain_id, vault: self.params.eth_vault, epoch: 0 }
     }
 
-    /// Every [`ASK_EVERY_MS`]: the books read their followers and the vault, then every
-    /// running watchman is asked to sign each question; approvals are checked against the truth.
+    /// Every [`ASK_EVERY_MS`]: the books read their followers and the vault, then one running
+    /// watchman starts a signing session for each question.
     pub(crate) async fn ask_watchmen(&mut self) -> Result<(), SimError> {
         let progress = self.vault.progress();
         let mut finals = Vec::new();
-        for role in &self.confirmers {
+        let mut running = Vec::new();
+        for (index, role) in self.confirmers.iter().enumerate() {
             if let (Some(follower), Some(watchman)) = (&role.follower, &role.watchman) {
                 watchman.book.update_from(follower).await.map_err(SimError::role("watchman book"))?;
                 watchman.book.note_vault(progress);
                 finals.push(watchman.book.hard_final());
+                running.push(index);
             }
         }
         // The longest range t of them can approve.
         finals.sort_unstable_by(|a, b| b.cmp(a));
         let first = progress.settled_through + 1;
         let Some(&last) = finals.get(SIGNING_THRESHOLD - 1) else { return Ok(()) };
-        let asks = self.questions(first, last);
-        let mut taken = false;
-        for ask in asks {
+        let asker = running[self.rng.below(running.len() as u64) as usize];
+        for ask in self.questions(first, last) {
             let request = request(&self.vault_domain(), &ask);
-            let mut approvals = 0;
-            for (index, role) in self.confirmers.iter().enumerate() {
-                let Some(watchman) = &role.watchman else { continue };
-                if role.follower.is_none() {
-                    continue;
-                }
-                if watchman.policy.decide(&request) == Decision::Approve {
-                    approvals += 1;
-                    self.approvals.push((index, ask.what, ask.first, ask.last, ask.root));
-                }
-            }
-            if approvals >= SIGNING_THRESHOLD && !taken {
-                taken = true;
-                self.vault.ranges.push((ask.first, ask.last, ask.root));
-                let root = hex::encode(&ask.root[..4]);
-                self.log(format!("vault takes range {}..={} ({}) {root}", ask.first, ask.last, ask.what));
-            }
+            self.asked.insert(request.message.clone(), ask.clone());
+            self.start_session(asker, request, ask);
         }
-        self.check_approvals();
         Ok(())
     }
 
@@ -173,24 +166,57 @@ impl World {
         asks
     }
 
-    /// `signature-justified`: every approval is of a root the truth justifies.
-    fn check_approvals(&mut self) {
-        // Bad history justifies nothing from its first batch on; a late equivocation's batch is
-        // the honest one, already justified before its rival was posted.
+    /// Whether the truth justifies signing `ask`. Bad history justifies nothing from its first
+    /// batch on; a late equivocation's batch is the honest one, already justified before its
+    /// rival was posted.
+    fn justified(&self, ask: &Ask) -> bool {
         let late = self.attack.as_ref().is_some_and(|a| a.kind == AttackKind::LateEquivocation);
         let cut = self.bad_from.filter(|_| !late).map_or(u64::MAX, |(bad, _)| bad);
-        for (index, what, first, last, root) in std::mem::take(&mut self.approvals) {
-            let justified = last < cut
-                && self
-                    .truth
-                    .range(first, last)
-                    .is_some_and(|w| !w.is_empty() && EthWithdrawalTree::new(w).root() == root);
-            if !justified {
+        ask.last < cut
+            && self
+                .truth
+                .range(ask.first, ask.last)
+                .is_some_and(|w| !w.is_empty() && EthWithdrawalTree::new(w).root() == ask.root)
+    }
+
+    /// `signature-justified`, for every approval an honest watchman's policy gave since the last
+    /// check (a byzantine watchman's approvals prove nothing).
+    pub(crate) fn check_approvals(&mut self) {
+        let approvals = match self.approval_log.lock() {
+            Ok(mut log) => std::mem::take(&mut *log),
+            Err(_) => return,
+        };
+        for (index, message) in approvals {
+            if self.watchman_attack(index).is_some() {
+                continue;
+            }
+            let Some(ask) = self.asked.get(&message).cloned() else {
+                self.violate("signature-justified", format!("watchman {index} approved a message nobody asked"));
+                continue;
+            };
+            if !self.justified(&ask) {
                 self.violate(
                     "signature-justified",
-                    format!("watchman {index} approved {what} for batches {first}..={last}, which the truth does not justify"),
+                    format!(
+                        "watchman {index} approved {} for batches {}..={}, which the truth does not justify",
+                        ask.what, ask.first, ask.last
+                    ),
                 );
             }
+        }
+    }
+
+    /// `signature-justified`, for a signature the group made: t watchmen approved it, so at
+    /// least one honest one did.
+    pub(crate) fn check_signed(&mut self, ask: &Ask) {
+        if !self.justified(ask) {
+            self.violate(
+                "signature-justified",
+                format!(
+                    "the group signed {} for batches {}..={}, which the truth does not justify",
+                    ask.what, ask.first, ask.last
+                ),
+            );
         }
     }
 

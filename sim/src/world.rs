@@ -5,9 +5,10 @@
 //! seed replays exactly.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bridge::{Address, Amount, AssetConfig, AssetId, BtcNetwork, CoordinatorKey, NetworkParams, SignedUserTx, Wallet};
 use chains::da::DataAvailability;
@@ -21,8 +22,10 @@ use coordinator::store::Store;
 use crate::arweave::{Arweave, BLOCK_MS, SimDa};
 use crate::byzantine::Attack;
 use crate::l1::L1;
+use crate::mesh::SimMesh;
 use crate::rng::SimRng;
-use crate::watchmen::{ASK_EVERY_MS, SimVault, Truth, Watchman};
+use crate::signing::{Approvals, Keys, SimSession, WatchmanAttack};
+use crate::watchmen::{ASK_EVERY_MS, Ask, SIGNING_THRESHOLD, SimVault, Truth, Watchman};
 use crate::{SimConfig, SimError, Violation};
 
 /// The confirmers' wait before a gap is `missing_batch`: the binary's default (600 s).
@@ -91,8 +94,28 @@ pub(crate) struct World {
     /// What the honest sequencer sealed owes: the watchmen's ground truth.
     pub(crate) truth: Truth,
     pub(crate) vault: SimVault,
-    /// This minute's approvals (watchman, question, first, last, root), checked after asking.
-    pub(crate) approvals: Vec<(usize, &'static str, u64, u64, [u8; 32])>,
+    /// The watchmen's group key and names on the mesh.
+    pub(crate) keys: Keys,
+    /// The byzantine watchman of this run, if any.
+    pub(crate) byzantine_watchman: Option<(usize, WatchmanAttack)>,
+    pub(crate) mesh: SimMesh,
+    /// The mesh's time while it runs an event (between two ticks), which the signers read.
+    pub(crate) mesh_ms: Arc<AtomicU64>,
+    pub(crate) clock_origin: Instant,
+    /// Signing sessions by slot; a slot is emptied when its session ends.
+    pub(crate) sessions: Vec<Option<SimSession>>,
+    pub(crate) sessions_ended: u64,
+    pub(crate) sessions_signed: u64,
+    /// Requests signers refused over a peer's limits.
+    pub(crate) overloaded: u64,
+    /// Starts of watchmen so far: each start's sessions die with it.
+    pub(crate) generation: u64,
+    /// Every question asked, by the message signed.
+    pub(crate) asked: BTreeMap<Vec<u8>, Ask>,
+    /// Approvals the watchmen's policies gave, checked after every tick.
+    pub(crate) approval_log: Approvals,
+    /// (signer, asker, epoch, nonce set) of every `Sign` a signer answered with shares.
+    pub(crate) shares_given: BTreeSet<(usize, usize, u64, u64)>,
     pub(crate) violation: Option<Violation>,
     _dir: tempfile::TempDir,
 }
@@ -138,6 +161,9 @@ impl World {
             })
             .collect();
         let attack = Attack::choose(&mut rng, &config);
+        let byzantine_watchman = WatchmanAttack::choose(&mut rng, &config);
+        let n = config.confirmers;
+        let keys = Keys::deal(&mut rng, n, SIGNING_THRESHOLD.min(n))?;
         let mut world = World {
             config,
             rng,
@@ -161,13 +187,28 @@ impl World {
             healed: false,
             truth: Truth::default(),
             vault: SimVault::default(),
-            approvals: Vec::new(),
+            keys,
+            byzantine_watchman,
+            mesh: SimMesh::default(),
+            mesh_ms: Arc::new(AtomicU64::new(0)),
+            clock_origin: Instant::now(),
+            sessions: Vec::new(),
+            sessions_ended: 0,
+            sessions_signed: 0,
+            overloaded: 0,
+            generation: 0,
+            asked: BTreeMap::new(),
+            approval_log: Approvals::default(),
+            shares_given: BTreeSet::new(),
             violation: None,
             _dir: dir,
         };
         if let Some(attack) = &world.attack {
             let line = format!("the coordinator will turn byzantine: {}", attack.describe());
             world.log(line);
+        }
+        if let Some((index, kind)) = world.byzantine_watchman {
+            world.log(format!("watchman {index} is byzantine: {kind:?}"));
         }
         world.start_coordinator().await?;
         for index in 0..world.confirmers.len() {
@@ -237,9 +278,11 @@ impl World {
         for index in 0..self.confirmers.len() {
             self.step_confirmer(index).await?;
         }
+        self.run_mesh();
         if now.is_multiple_of(ASK_EVERY_MS) {
             self.ask_watchmen().await?;
         }
+        self.check_approvals();
         Ok(())
     }
 

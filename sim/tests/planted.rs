@@ -5,14 +5,32 @@
 
 use bridge::planted::{PlantedBug, plant};
 use sim::byzantine::AttackKind;
+use sim::signing::WatchmanAttack;
 use sim::{Outcome, SimConfig};
 
+/// Who is byzantine in every run of a test.
+#[derive(Clone, Copy)]
+struct Byzantine {
+    coordinator: Option<AttackKind>,
+    watchman: Option<WatchmanAttack>,
+}
+
+impl From<Option<AttackKind>> for Byzantine {
+    fn from(coordinator: Option<AttackKind>) -> Self {
+        Byzantine { coordinator, watchman: None }
+    }
+}
+
+fn config(seed: u64, byzantine: Byzantine) -> SimConfig {
+    SimConfig { attack: byzantine.coordinator, watchman_attack: byzantine.watchman, ..SimConfig::quick(seed) }
+}
+
 /// Runs seeds 0..`max_seeds` with `bug` planted; the first failing seed's outcome.
-fn first_failure(bug: PlantedBug, attack: Option<AttackKind>, max_seeds: u64) -> Option<Outcome> {
+fn first_failure(bug: PlantedBug, byzantine: Byzantine, max_seeds: u64) -> Option<Outcome> {
     plant(Some(bug));
     let mut found = None;
     for seed in 0..max_seeds {
-        let outcome = match sim::run(SimConfig { attack, ..SimConfig::quick(seed) }) {
+        let outcome = match sim::run(config(seed, byzantine)) {
             Ok(outcome) => outcome,
             Err(error) => panic!("seed {seed} could not run: {error}"),
         };
@@ -25,8 +43,8 @@ fn first_failure(bug: PlantedBug, attack: Option<AttackKind>, max_seeds: u64) ->
     found
 }
 
-fn assert_found(bug: PlantedBug, attack: Option<AttackKind>, max_seeds: u64, invariants: &[&str]) {
-    let Some(outcome) = first_failure(bug, attack, max_seeds) else {
+fn assert_found(bug: PlantedBug, byzantine: impl Into<Byzantine>, max_seeds: u64, invariants: &[&str]) {
+    let Some(outcome) = first_failure(bug, byzantine.into(), max_seeds) else {
         panic!("{bug:?} survived {max_seeds} seeds: the simulator no longer finds it");
     };
     let violation = outcome.violation.unwrap_or_else(|| unreachable!());
@@ -65,11 +83,26 @@ fn a_policy_signing_any_root_is_found() {
 }
 
 #[test]
+fn a_signer_keeping_a_nonce_after_signing_is_found() {
+    let replaying = Byzantine { coordinator: None, watchman: Some(WatchmanAttack::ReplaysNonces) };
+    assert_found(PlantedBug::NonceKeptAfterSigning, replaying, 2, &["nonce-single-use"]);
+}
+
+#[test]
 fn without_a_planted_bug_the_same_seeds_pass() {
     // The failures above are the bugs', not the attacks': the same attacks pass unplanted.
-    for attack in [AttackKind::ForgedWithdrawal, AttackKind::Withholding] {
-        let outcome = sim::run(SimConfig { attack: Some(attack), ..SimConfig::quick(0) });
-        let outcome = outcome.unwrap_or_else(|e| panic!("{attack:?}: {e}"));
-        assert_eq!(outcome.violation, None, "{attack:?} fails without a planted bug");
+    let attacks = [
+        Byzantine::from(Some(AttackKind::ForgedWithdrawal)),
+        Byzantine::from(Some(AttackKind::Withholding)),
+        Byzantine { coordinator: None, watchman: Some(WatchmanAttack::ReplaysNonces) },
+    ];
+    for byzantine in attacks {
+        let outcome = sim::run(config(0, byzantine)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            outcome.violation,
+            None,
+            "{:?} fails without a planted bug",
+            outcome.attack.or(outcome.watchman_attack)
+        );
     }
 }

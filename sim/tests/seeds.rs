@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 use sim::byzantine::AttackKind;
+use sim::signing::WatchmanAttack;
 use sim::{Outcome, SimConfig};
 
 /// Seeds run on every test run, with the attacks below (debug profile: each run about 20 s).
@@ -97,4 +98,40 @@ fn a_seed_replays_exactly() {
     assert_eq!(first.final_hash, again.final_hash);
     let other = run(SimConfig::quick(8));
     assert_ne!(first.final_hash, other.final_hash, "different seeds should not give the same run");
+}
+
+/// Each byzantine watchman once, on its own seed: nothing unjustified is signed, no nonce signs
+/// twice, and the two honest watchmen still settle every range after healing.
+fn watchman_attack_holds(kind: WatchmanAttack, seed: u64) -> Outcome {
+    let outcome = run(SimConfig { watchman_attack: Some(kind), ..SimConfig::quick(seed) });
+    assert_holds(&outcome);
+    assert!(outcome.watchman_attack.is_some());
+    assert!(outcome.signed > 0, "seed {seed}: no session signed with a {kind:?} watchman");
+    outcome
+}
+
+#[test]
+fn a_watchman_sending_garbage_shares_is_excluded_and_ranges_settle() {
+    watchman_attack_holds(WatchmanAttack::GarbageShares, 201);
+}
+
+#[test]
+fn a_watchman_approving_anything_gets_nothing_unjustified_signed() {
+    watchman_attack_holds(WatchmanAttack::ApprovesAnything, 202);
+}
+
+#[test]
+fn a_watchman_refusing_everything_does_not_stop_settlement() {
+    watchman_attack_holds(WatchmanAttack::RefusesEverything, 203);
+}
+
+#[test]
+fn a_watchman_spamming_commitment_requests_is_refused_and_does_not_stop_settlement() {
+    let outcome = watchman_attack_holds(WatchmanAttack::NonceSpam, 204);
+    assert!(outcome.overloaded > 0, "the honest signers never refused the spammer over its limit");
+}
+
+#[test]
+fn a_watchman_replaying_its_signing_requests_gets_one_share_per_nonce() {
+    watchman_attack_holds(WatchmanAttack::ReplaysNonces, 205);
 }

@@ -177,6 +177,12 @@ impl NonceStore {
         }
     }
 
+    /// The planted bug `NonceKeptAfterSigning`: the nonces, left in place.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn copy(&self, peer: PeerId, id: u64) -> Option<Vec<frost::round1::SigningNonces>> {
+        self.sets.get(&id).filter(|set| set.peer == peer).map(|set| set.nonces.clone())
+    }
+
     fn remove(&mut self, id: u64) -> Option<Vec<frost::round1::SigningNonces>> {
         let set = self.sets.remove(&id)?;
         if let Some(account) = self.peers.get_mut(&set.peer) {

@@ -31,7 +31,7 @@ struct Pooled {
 }
 
 #[derive(Default)]
-pub(crate) struct CommitmentPool {
+pub struct CommitmentPool {
     inner: Mutex<PoolInner>,
 }
 
@@ -39,6 +39,12 @@ pub(crate) struct CommitmentPool {
 struct PoolInner {
     by_signer: BTreeMap<Identifier, VecDeque<Pooled>>,
     next_order: u64,
+}
+
+impl std::fmt::Debug for CommitmentPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitmentPool").field("sets", &self.len()).finish()
+    }
 }
 
 impl CommitmentPool {
@@ -49,7 +55,7 @@ impl CommitmentPool {
 
     /// Removes and returns, for each signer that has one, its oldest set of exactly `count`
     /// pairs, ordered by when they were kept (the earliest first).
-    pub(crate) fn take(&self, count: usize) -> Vec<(Identifier, CommitmentSet)> {
+    pub fn take(&self, count: usize) -> Vec<(Identifier, CommitmentSet)> {
         let mut inner = self.lock();
         let mut taken: Vec<(u64, Identifier, CommitmentSet)> = Vec::new();
         for (id, sets) in inner.by_signer.iter_mut() {
@@ -68,7 +74,7 @@ impl CommitmentPool {
     /// Keeps `set` of `signer` for a later session, dropping that signer's oldest sets beyond
     /// the bounds (the signer evicts its side by its own limits). A set of an epoch other than
     /// the signer's newest kept one replaces them all: the signer restarted.
-    pub(crate) fn keep(&self, signer: Identifier, set: CommitmentSet) {
+    pub fn keep(&self, signer: Identifier, set: CommitmentSet) {
         if set.commitments.is_empty() || set.commitments.len() > POOL_PAIRS_PER_SIGNER {
             return;
         }
@@ -90,7 +96,7 @@ impl CommitmentPool {
     }
 
     /// Forgets every set of `signer` not of `epoch` (it said they are stale).
-    pub(crate) fn forget_other_epochs(&self, signer: Identifier, epoch: u64) {
+    pub fn forget_other_epochs(&self, signer: Identifier, epoch: u64) {
         let mut inner = self.lock();
         if let Some(sets) = inner.by_signer.get_mut(&signer) {
             sets.retain(|p| p.set.epoch == epoch);
@@ -101,15 +107,19 @@ impl CommitmentPool {
     }
 
     /// Forgets every set (a new share makes them useless).
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         let mut inner = self.lock();
         inner.by_signer.clear();
         metrics::gauge!("tss_pooled_commitment_sets").set(0.0);
     }
 
     /// Sets kept, over all signers.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.lock().sets()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

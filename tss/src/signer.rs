@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use frost_secp256k1_tr as frost;
 use libp2p::PeerId;
-use rand_core::OsRng;
+use rand_core::{CryptoRngCore, OsRng};
 
 use crate::SessionId;
 use crate::dkg::DkgInbox;
@@ -41,10 +41,53 @@ pub struct Signer {
     /// signer's peers learn their commitments of it are gone.
     epoch: AtomicU64,
     dkg: Arc<DkgInbox>,
+    randomness: Randomness,
+    clock: Arc<dyn Clock>,
 }
 
-fn fresh_epoch() -> u64 {
-    rand_core::RngCore::next_u64(&mut OsRng)
+/// Where a signer's nonces and epochs come from.
+pub enum Randomness {
+    /// The operating system's generator: the binaries' (and the only one fit for real keys).
+    Os,
+    /// A generator the caller seeded: the simulator's, so a seed replays its nonces exactly.
+    Given(Mutex<Box<dyn CryptoRngCore + Send>>),
+}
+
+impl std::fmt::Debug for Randomness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Randomness::Os => "Randomness::Os",
+            Randomness::Given(_) => "Randomness::Given",
+        })
+    }
+}
+
+impl Randomness {
+    fn draw<T>(&self, use_it: impl FnOnce(&mut dyn CryptoRngCore) -> T) -> T {
+        match self {
+            Randomness::Os => use_it(&mut OsRng),
+            Randomness::Given(rng) => {
+                // A generator is whole between draws, so a panic elsewhere cannot tear it.
+                let mut rng = rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                use_it(&mut **rng)
+            }
+        }
+    }
+}
+
+/// The time a signer's per-peer limits are measured in: the system's for the binaries, a
+/// simulated one for the simulator. Only differences between readings matter.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Instant;
+}
+
+#[derive(Debug)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 impl std::fmt::Debug for Signer {
@@ -59,12 +102,26 @@ impl Signer {
     }
 
     pub fn with_limits(share: Option<KeyShare>, policy: Arc<dyn SigningPolicy>, limits: NonceLimits) -> Self {
+        Self::with_sources(share, policy, limits, Randomness::Os, Arc::new(SystemClock))
+    }
+
+    /// A signer whose randomness and time come from the caller (the simulator).
+    pub fn with_sources(
+        share: Option<KeyShare>,
+        policy: Arc<dyn SigningPolicy>,
+        limits: NonceLimits,
+        randomness: Randomness,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let epoch = randomness.draw(|rng| rng.next_u64());
         Signer {
             share: RwLock::new(share),
             policy,
             nonces: Mutex::new(NonceStore::new(limits)),
-            epoch: AtomicU64::new(fresh_epoch()),
+            epoch: AtomicU64::new(epoch),
             dkg: Arc::new(DkgInbox::default()),
+            randomness,
+            clock,
         }
     }
 
@@ -105,7 +162,7 @@ impl Signer {
             *slot = Some(share);
         }
         store.clear();
-        self.epoch.store(fresh_epoch(), Ordering::SeqCst);
+        self.epoch.store(self.randomness.draw(|rng| rng.next_u64()), Ordering::SeqCst);
     }
 
     pub(crate) fn dkg_inbox(&self) -> Arc<DkgInbox> {
@@ -116,7 +173,7 @@ impl Signer {
         let Some(share) = self.share() else {
             return Response::Failed { reason: "this watchman holds no key share yet".into() };
         };
-        let admitted = self.store().admit(from, count, Instant::now());
+        let admitted = self.store().admit(from, count, self.clock.now());
         if let Err(overload) = admitted {
             return refuse(from, overload);
         }
@@ -127,15 +184,17 @@ impl Signer {
     fn fresh_nonces(&self, from: PeerId, session: SessionId, count: u32, share: &KeyShare) -> CommitmentSet {
         let mut nonces = Vec::with_capacity(count as usize);
         let mut commitments = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let (n, c) = frost::round1::commit(share.key_package.signing_share(), &mut OsRng);
-            nonces.push(n);
-            commitments.push(c);
-        }
+        self.randomness.draw(|mut rng| {
+            for _ in 0..count {
+                let (n, c) = frost::round1::commit(share.key_package.signing_share(), &mut rng);
+                nonces.push(n);
+                commitments.push(c);
+            }
+        });
         // The epoch is read under the store's lock, which `set_share` holds while it clears the
         // store and draws a new epoch: a set is never named by an epoch it was not made in.
         let mut store = self.store();
-        let nonce_id = store.insert(from, session, nonces, Instant::now());
+        let nonce_id = store.insert(from, session, nonces, self.clock.now());
         CommitmentSet { epoch: self.epoch(), nonce_id, commitments }
     }
 
@@ -145,6 +204,10 @@ impl Signer {
         let mut store = self.store();
         if epoch != self.epoch() {
             return None;
+        }
+        #[cfg(feature = "planted-bugs")]
+        if bridge::planted::active(bridge::planted::PlantedBug::NonceKeptAfterSigning) {
+            return store.copy(from, id);
         }
         store.take(from, id)
     }
@@ -204,7 +267,7 @@ impl Signer {
         // Fresh nonces for the next attempt count against the peer's rate like a `Commit`; over
         // it, the shares still go back (they are owed) with no fresh set, and the coordinator asks
         // again later.
-        let admitted = self.store().admit(from, count, Instant::now());
+        let admitted = self.store().admit(from, count, self.clock.now());
         match admitted {
             Ok(()) => Response::Shares { shares, next: Some(self.fresh_nonces(from, session, count, &share)) },
             Err(overload) => {

@@ -1,0 +1,528 @@
+//! The watchmen sign with FROST. Each holds a real share of one group key (frost-secp256k1-tr,
+//! dealt from the seed: the DKG is not simulated yet) and answers through the real
+//! [`tss::signer::Signer`] (its nonces used once, its per-peer limits, its policy asked before
+//! any share), with randomness from the seed and time from the simulation. A signing session is
+//! the real [`RoastSession`], driven over the simulated mesh ([`crate::mesh`]). The vault takes a
+//! range only with a BIP-340 signature that verifies under the group's vault key, checked with
+//! libsecp256k1, apart from FROST.
+//!
+//! One watchman in about three runs is byzantine for the whole run ([`WatchmanAttack`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use secp256k1::{Message, SECP256K1, XOnlyPublicKey, schnorr};
+use tss::frost::{self, Identifier};
+use tss::messages::{Request, Response};
+use tss::nonces::NonceLimits;
+use tss::roast::{Effect, Progress, RoastSession, SessionOutcome};
+use tss::signer::{Clock, InboundHandler, Randomness, Signer};
+use tss::{Decision, KeyPath, KeyShare, SessionError, SessionId, SigningPolicy, SigningRequest};
+
+use crate::mesh::{LinkFault, MeshEvent, Question};
+use crate::rng::SimRng;
+use crate::watchmen::Ask;
+use crate::world::World;
+use crate::{SimConfig, SimError};
+
+/// A session ends at this age (the watchmen are asked again every minute anyway).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(50);
+/// A silent attempt counts as stalled, and a failed signer is asked again, after this.
+const RETRY: Duration = Duration::from_secs(5);
+/// Every honest signer's limits per peer: the binary's, scaled to sessions of one message, so
+/// that a spamming peer meets them within a run (a rate of 1 pair per second is 60 a minute,
+/// against the honest asker's few).
+const LIMITS: NonceLimits = NonceLimits {
+    per_request: 16,
+    per_session: 32,
+    per_peer: 64,
+    sets_per_peer: 16,
+    rate_per_second: 1.0,
+    burst: 32.0,
+};
+
+/// What a byzantine watchman does, for the whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchmanAttack {
+    /// Answers every `Sign` with shares that are random scalars.
+    GarbageShares,
+    /// Its policy approves anything it is asked to sign.
+    ApprovesAnything,
+    /// Its policy refuses everything.
+    RefusesEverything,
+    /// Asks every other signer for as many commitments as it may, every tick.
+    NonceSpam,
+    /// As an asker, sends every `Sign` twice: a second share for one nonce would give a key
+    /// share away.
+    ReplaysNonces,
+}
+
+impl WatchmanAttack {
+    const ALL: [WatchmanAttack; 5] = [
+        WatchmanAttack::GarbageShares,
+        WatchmanAttack::ApprovesAnything,
+        WatchmanAttack::RefusesEverything,
+        WatchmanAttack::NonceSpam,
+        WatchmanAttack::ReplaysNonces,
+    ];
+
+    /// About one run in three has one byzantine watchman, of a kind and an index the seed picks.
+    pub(crate) fn choose(rng: &mut SimRng, config: &SimConfig) -> Option<(usize, WatchmanAttack)> {
+        let kind = match config.watchman_attack {
+            Some(kind) => kind,
+            None if rng.below(3) == 0 => Self::ALL[rng.below(Self::ALL.len() as u64) as usize],
+            None => return None,
+        };
+        Some((rng.below(config.confirmers as u64) as usize, kind))
+    }
+}
+
+/// The group's key, dealt from the seed, and how each watchman is named on the mesh.
+pub(crate) struct Keys {
+    shares: Vec<KeyShare>,
+    peers: Vec<libp2p::PeerId>,
+    by_identifier: BTreeMap<Identifier, libp2p::PeerId>,
+    index_of: BTreeMap<Identifier, usize>,
+    /// The x-only key the vault verifies a range's signature under.
+    vault_key: XOnlyPublicKey,
+}
+
+impl Keys {
+    /// `n` shares of a `t`-of-`n` key.
+    pub(crate) fn deal(rng: &mut SimRng, n: usize, t: usize) -> Result<Self, SimError> {
+        let setup = |what: &str| SimError::Setup(format!("the watchmen's keys: {what}"));
+        let (n16, t16) = (u16::try_from(n).map_err(|_| setup("n"))?, u16::try_from(t).map_err(|_| setup("t"))?);
+        let mut dealer = ChaCha20Rng::from_seed(rng.bytes32());
+        let (secrets, public) =
+            frost::keys::generate_with_dealer(n16, t16, frost::keys::IdentifierList::Default, &mut dealer)
+                .map_err(|e| setup(&e.to_string()))?;
+        let mut shares = Vec::with_capacity(n);
+        for (_, secret) in secrets {
+            let key_package = frost::keys::KeyPackage::try_from(secret).map_err(|e| setup(&e.to_string()))?;
+            shares.push(KeyShare { key_package, public: public.clone() });
+        }
+        let mut peers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let keypair =
+                libp2p::identity::Keypair::ed25519_from_bytes(rng.bytes32()).map_err(|e| setup(&e.to_string()))?;
+            peers.push(keypair.public().to_peer_id());
+        }
+        let by_identifier = shares.iter().zip(&peers).map(|(s, p)| (s.identifier(), *p)).collect();
+        let index_of = shares.iter().enumerate().map(|(i, s)| (s.identifier(), i)).collect();
+        let key = tss::GroupKey::key_for(&public, &KeyPath::Vault).map_err(|e| setup(&e.to_string()))?;
+        let vault_key = XOnlyPublicKey::from_slice(&key).map_err(|e| setup(&e.to_string()))?;
+        Ok(Keys { shares, peers, by_identifier, index_of, vault_key })
+    }
+
+    fn index_of_peer(&self, peer: &libp2p::PeerId) -> Option<usize> {
+        self.peers.iter().position(|p| p == peer)
+    }
+}
+
+/// The simulation's time, as a signer reads it: a fixed origin plus the simulated milliseconds
+/// (only differences matter to it).
+struct SimClock {
+    origin: Instant,
+    ms: Arc<AtomicU64>,
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Instant {
+        self.origin + Duration::from_millis(self.ms.load(Ordering::SeqCst))
+    }
+}
+
+/// Every approval a watchman's policy gives, recorded for `signature-justified`.
+pub(crate) type Approvals = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
+
+struct Recorded {
+    inner: Arc<dyn SigningPolicy>,
+    watchman: usize,
+    approvals: Approvals,
+}
+
+impl SigningPolicy for Recorded {
+    fn decide(&self, request: &SigningRequest) -> Decision {
+        let decision = self.inner.decide(request);
+        if decision == Decision::Approve
+            && let Ok(mut approvals) = self.approvals.lock()
+        {
+            approvals.push((self.watchman, request.message.clone()));
+        }
+        decision
+    }
+}
+
+/// A signer that answers every `Sign` with random scalars for shares.
+struct GarbageShares {
+    honest: Signer,
+    rng: Mutex<SimRng>,
+}
+
+impl InboundHandler for GarbageShares {
+    fn handle(&self, from: libp2p::PeerId, request: Request) -> Response {
+        match self.honest.handle(from, request) {
+            Response::Shares { shares, next } => {
+                let Ok(mut rng) = self.rng.lock() else { return Response::Failed { reason: "poisoned".into() } };
+                let garbage = shares
+                    .iter()
+                    .map(|share| {
+                        let mut bytes = rng.bytes32();
+                        // Below the group order, so it decodes as a scalar.
+                        bytes[0] = 0;
+                        frost::round2::SignatureShare::deserialize(&bytes).unwrap_or(*share)
+                    })
+                    .collect();
+                Response::Shares { shares: garbage, next }
+            }
+            other => other,
+        }
+    }
+}
+
+/// One watchman's signing half: what answers its peers, and what it kept of their commitments.
+pub(crate) struct WatchmanSigner {
+    pub(crate) handler: Arc<dyn InboundHandler>,
+    pub(crate) pool: tss::pool::CommitmentPool,
+    /// Which start of the watchman this is: a session dies with the start that asked.
+    pub(crate) generation: u64,
+}
+
+/// A signing session in flight, asked by one watchman.
+pub(crate) struct SimSession {
+    asker: usize,
+    generation: u64,
+    machine: RoastSession,
+    wake_ms: u64,
+    ask: Ask,
+}
+
+impl World {
+    pub(crate) fn watchman_attack(&self, index: usize) -> Option<WatchmanAttack> {
+        self.byzantine_watchman.filter(|(i, _)| *i == index).map(|(_, kind)| kind)
+    }
+
+    /// The signing half of watchman `index`'s new start, its policy `policy`.
+    pub(crate) fn new_signer(&mut self, index: usize, policy: Arc<dyn SigningPolicy>) -> WatchmanSigner {
+        let attack = self.watchman_attack(index);
+        let policy: Arc<dyn SigningPolicy> = match attack {
+            Some(WatchmanAttack::ApprovesAnything) => Arc::new(tss::ApproveAll),
+            Some(WatchmanAttack::RefusesEverything) => {
+                Arc::new(tss::RefuseAll("a byzantine watchman refuses everything".into()))
+            }
+            _ => policy,
+        };
+        let policy = Arc::new(Recorded { inner: policy, watchman: index, approvals: self.approval_log.clone() });
+        let randomness = Randomness::Given(Mutex::new(Box::new(ChaCha20Rng::from_seed(self.rng.bytes32()))));
+        let clock = Arc::new(SimClock { origin: self.clock_origin, ms: self.mesh_ms.clone() });
+        let share = self.keys.shares.get(index).cloned();
+        let signer = Signer::with_sources(share, policy, LIMITS, randomness, clock);
+        let handler: Arc<dyn InboundHandler> = match attack {
+            Some(WatchmanAttack::GarbageShares) => {
+                Arc::new(GarbageShares { honest: signer, rng: Mutex::new(SimRng::new(self.rng.below(u64::MAX))) })
+            }
+            _ => Arc::new(signer),
+        };
+        self.generation += 1;
+        WatchmanSigner { handler, pool: tss::pool::CommitmentPool::default(), generation: self.generation }
+    }
+
+    fn signer_of(&self, index: usize) -> Option<&WatchmanSigner> {
+        self.confirmers.get(index)?.watchman.as_ref().map(|w| &w.signer)
+    }
+
+    /// Watchman `asker` starts a session to sign `request` (the question `ask`).
+    pub(crate) fn start_session(&mut self, asker: usize, request: SigningRequest, ask: Ask) {
+        let now = self.now();
+        let Some(signer) = self.signer_of(asker) else { return };
+        let generation = signer.generation;
+        let kept = signer.pool.take(1);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&self.rng.bytes32()[..16]);
+        let Some(share) = self.keys.shares.get(asker) else { return };
+        let started = RoastSession::new(
+            share,
+            SessionId(id),
+            vec![request],
+            kept,
+            self.keys.by_identifier.clone(),
+            Duration::from_millis(now),
+            SESSION_TIMEOUT,
+            RETRY,
+        );
+        match started {
+            Ok(machine) => {
+                self.sessions.push(Some(SimSession { asker, generation, machine, wake_ms: now, ask }));
+                self.drive(self.sessions.len() - 1, now);
+            }
+            Err(error) => self.log(format!("watchman {asker} cannot start a session: {error}")),
+        }
+    }
+
+    /// Runs the mesh's events up to now, in time order, each at its own time.
+    pub(crate) fn run_mesh(&mut self) {
+        let now = self.now();
+        while let Some((at, event)) = self.mesh.pop_due(now) {
+            self.mesh_ms.store(at, Ordering::SeqCst);
+            match event {
+                MeshEvent::Deliver { slot, ticket, asker, signer, request } => {
+                    self.deliver(at, (slot, ticket), asker, signer, request);
+                }
+                MeshEvent::Answer { slot, ticket, response } => {
+                    if let Some(session) = self.live_session(slot) {
+                        session.machine.answer(Duration::from_millis(at), ticket, response);
+                        self.drive(slot, at);
+                    }
+                }
+                MeshEvent::Wake { slot } => {
+                    if self.live_session(slot).is_some_and(|s| s.wake_ms == at) {
+                        self.drive(slot, at);
+                    }
+                }
+            }
+        }
+        self.mesh_ms.store(now, Ordering::SeqCst);
+        if self.watchman_attack_running(WatchmanAttack::NonceSpam) {
+            self.spam_nonces();
+        }
+    }
+
+    fn watchman_attack_running(&self, kind: WatchmanAttack) -> bool {
+        self.byzantine_watchman
+            .is_some_and(|(index, k)| k == kind && self.confirmers.get(index).is_some_and(|r| r.watchman.is_some()))
+    }
+
+    /// The session in `slot`, if its asker is still the start that asked.
+    fn live_session(&mut self, slot: usize) -> Option<&mut SimSession> {
+        let session = self.sessions.get(slot)?.as_ref()?;
+        let alive = self.signer_of(session.asker).is_some_and(|s| s.generation == session.generation);
+        if !alive {
+            self.sessions[slot] = None;
+            return None;
+        }
+        self.sessions.get_mut(slot)?.as_mut()
+    }
+
+    /// A question reaches `signer`: the real signer answers it (or nobody, if it is down).
+    fn deliver(
+        &mut self,
+        at: u64,
+        (slot, ticket): (usize, tss::roast::Ticket),
+        asker: usize,
+        signer: usize,
+        request: Request,
+    ) {
+        let Some(handler) = self.signer_of(signer).map(|s| s.handler.clone()) else {
+            let response = Response::Failed { reason: "unreachable: connection refused".into() };
+            self.mesh.answer(&mut self.rng, at, (slot, ticket), (signer, asker), response);
+            return;
+        };
+        let nonce = match &request {
+            Request::Sign { epoch, nonce_id, .. } => Some((*epoch, *nonce_id)),
+            _ => None,
+        };
+        let response = handler.handle(self.keys.peers[asker], request);
+        if matches!(response, Response::Overloaded(_)) {
+            self.overloaded += 1;
+        }
+        // `nonce-single-use`: a signer answers shares at most once per nonce it made, whoever
+        // asks and however often (two shares with one nonce give its key share away).
+        if let (Some((epoch, nonce_id)), Response::Shares { .. }) = (nonce, &response)
+            && !self.shares_given.insert((signer, asker, epoch, nonce_id))
+        {
+            self.violate(
+                "nonce-single-use",
+                format!("watchman {signer} answered a second Sign of watchman {asker} naming nonce set {nonce_id} (epoch {epoch}) with shares"),
+            );
+        }
+        self.mesh.answer(&mut self.rng, at, (slot, ticket), (signer, asker), response);
+    }
+
+    /// Advances the session in `slot` at `at`: its questions go out, its end is concluded.
+    fn drive(&mut self, slot: usize, at: u64) {
+        let Some(session) = self.sessions.get_mut(slot).and_then(Option::as_mut) else { return };
+        let progress = session.machine.advance(Duration::from_millis(at));
+        let effects = session.machine.take_effects();
+        let asker = session.asker;
+        match progress {
+            Progress::Waiting { wake } => {
+                let wake_ms = u64::try_from(wake.as_millis()).unwrap_or(u64::MAX).max(at + 1);
+                session.wake_ms = wake_ms;
+                self.mesh.schedule(wake_ms, MeshEvent::Wake { slot });
+                self.act(slot, at, asker, effects);
+            }
+            Progress::Done(result) => {
+                self.act(slot, at, asker, effects);
+                if let Some(session) = self.sessions[slot].take() {
+                    self.conclude(session, result);
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, slot: usize, at: u64, asker: usize, effects: Vec<Effect>) {
+        let replays = self.watchman_attack(asker) == Some(WatchmanAttack::ReplaysNonces);
+        for effect in effects {
+            match effect {
+                Effect::Ask { ticket, signer, request } => {
+                    let Some(&to) = self.keys.index_of.get(&signer) else {
+                        let response = Response::Failed { reason: "no peer has this identifier".into() };
+                        self.mesh.schedule(at, MeshEvent::Answer { slot, ticket, response });
+                        continue;
+                    };
+                    if replays && matches!(request, Request::Sign { .. }) {
+                        let again = Question { slot, ticket, asker, signer: to, request: request.clone() };
+                        self.mesh.ask(&mut self.rng, at + 500, again);
+                    }
+                    self.mesh.ask(&mut self.rng, at, Question { slot, ticket, asker, signer: to, request });
+                }
+                Effect::ForgetOtherEpochs { signer, epoch } => {
+                    if let Some(s) = self.signer_of(asker) {
+                        s.pool.forget_other_epochs(signer, epoch);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A session's end: its unused commitments back to its asker's pool, its signature to the
+    /// vault.
+    fn conclude(&mut self, session: SimSession, result: Result<SessionOutcome, SessionError>) {
+        let SimSession { asker, generation, machine, ask, .. } = session;
+        let unused = machine.into_unused();
+        if let Some(signer) = self.signer_of(asker).filter(|s| s.generation == generation) {
+            for (id, set) in unused {
+                signer.pool.keep(id, set);
+            }
+        }
+        self.sessions_ended += 1;
+        match result {
+            Ok(outcome) => {
+                let signers: BTreeSet<usize> =
+                    outcome.signers.iter().filter_map(|p| self.keys.index_of_peer(p)).collect();
+                let excluded: Vec<String> = outcome
+                    .excluded
+                    .iter()
+                    .filter_map(|(p, why)| Some(format!("{} ({why:?})", self.keys.index_of_peer(p)?)))
+                    .collect();
+                self.sessions_signed += 1;
+                self.log(format!(
+                    "watchman {asker}'s session signed {} for {}..={} by {signers:?} in {} attempts, excluded {excluded:?}",
+                    ask.what, ask.first, ask.last, outcome.attempts
+                ));
+                for signed in outcome.signatures {
+                    self.offer_to_vault(&ask, &signed.request.message, &signed.signature);
+                }
+            }
+            Err(error) => {
+                let why = match &error {
+                    SessionError::NotEnoughSigners { remaining, excluded, .. } => {
+                        let refused =
+                            excluded.values().filter(|e| matches!(e, tss::roast::Exclusion::Refused { .. })).count();
+                        format!("{remaining} could still sign, {refused} refused")
+                    }
+                    SessionError::Timeout { unresponsive, .. } => {
+                        format!("timed out, {} unresponsive", unresponsive.len())
+                    }
+                    other => other.to_string(),
+                };
+                self.log(format!(
+                    "watchman {asker}'s session for {} {}..={} failed: {why}",
+                    ask.what, ask.first, ask.last
+                ));
+            }
+        }
+    }
+
+    /// The vault's check: a BIP-340 signature over the range's message under the vault key,
+    /// and the range next after the last one taken.
+    fn offer_to_vault(&mut self, ask: &Ask, message: &[u8], signature: &[u8; 64]) {
+        let verified = <[u8; 32]>::try_from(message).ok().is_some_and(|digest| {
+            schnorr::Signature::from_slice(signature).is_ok_and(|sig| {
+                SECP256K1.verify_schnorr(&sig, &Message::from_digest(digest), &self.keys.vault_key).is_ok()
+            })
+        });
+        if !verified {
+            self.violate(
+                "vault-signature",
+                format!("a session's signature for {} does not verify under the vault key", ask.what),
+            );
+            return;
+        }
+        self.check_signed(ask);
+        if ask.first == self.vault.settled_through() + 1 {
+            self.vault.take(ask.first, ask.last, ask.root);
+            let root = hex::encode(&ask.root[..4]);
+            self.log(format!("vault takes range {}..={} ({}) {root}", ask.first, ask.last, ask.what));
+        } else {
+            self.log(format!(
+                "vault refuses range {}..={}: its ranges end at {}",
+                ask.first,
+                ask.last,
+                self.vault.settled_through()
+            ));
+        }
+    }
+
+    /// The byzantine watchman that spams asks every other signer for as many commitments as one
+    /// request may hold, four times a tick.
+    fn spam_nonces(&mut self) {
+        let Some((spammer, _)) = self.byzantine_watchman else { return };
+        let now = self.now();
+        for signer in 0..self.confirmers.len() {
+            if signer == spammer {
+                continue;
+            }
+            for _ in 0..4 {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&self.rng.bytes32()[..16]);
+                let request = Request::Commit { session: SessionId(id), count: LIMITS.per_request };
+                // Its answers come to no session: slot `usize::MAX` is never a session's.
+                self.mesh.ask(
+                    &mut self.rng,
+                    now,
+                    Question { slot: usize::MAX, ticket: 0, asker: spammer, signer, request },
+                );
+            }
+        }
+    }
+
+    /// Mesh faults, during the fault phase: a degraded link, or one watchman cut off.
+    pub(crate) fn inject_mesh_faults(&mut self) {
+        let now = self.now();
+        let n = self.confirmers.len() as u64;
+        if n < 2 {
+            return;
+        }
+        if self.rng.chance(4_000) {
+            let from = self.rng.below(n) as usize;
+            let to = (from + 1 + self.rng.below(n - 1) as usize) % n as usize;
+            let fault = LinkFault {
+                drop_per_million: self.rng.below(500_000),
+                duplicate_per_million: self.rng.below(500_000),
+                slow_ms: self.rng.below(8_000),
+                until_ms: now + self.rng.between(60, 900) * 1000,
+            };
+            self.mesh.degrade(from, to, fault);
+            self.faults += 1;
+            self.log(format!(
+                "FAULT mesh link {from}→{to} drops {}%, duplicates {}%, slows up to {} ms for {} s",
+                fault.drop_per_million / 10_000,
+                fault.duplicate_per_million / 10_000,
+                fault.slow_ms,
+                (fault.until_ms - now) / 1000
+            ));
+        }
+        if self.rng.chance(1_500) {
+            let cut = self.rng.below(n) as usize;
+            let lasting = self.rng.between(60, 600) * 1000;
+            self.mesh.split(BTreeSet::from([cut]), now + lasting);
+            self.faults += 1;
+            self.log(format!("FAULT mesh partition cuts watchman {cut} off for {} s", lasting / 1000));
+        }
+    }
+}
