@@ -29,6 +29,9 @@ pub enum PlantedBug {
     /// same nonce (a duplicate on the mesh, or an asker replaying it) gets a second share: two
     /// shares with one nonce over two messages give the signer's key share away.
     NonceKeptAfterSigning,
+    /// The DKG takes the echo round's digests unread: a participant that sends different
+    /// round-1 packages to different peers leaves them with different group keys.
+    EchoNotChecked,
 }
 
 thread_local! {

@@ -12,6 +12,7 @@
 
 pub mod arweave;
 pub mod byzantine;
+mod ceremony;
 mod checks;
 mod confirmers;
 mod faults;

@@ -1,5 +1,5 @@
 //! The watchmen sign with FROST. Each holds a real share of one group key (frost-secp256k1-tr,
-//! dealt from the seed: the DKG is not simulated yet) and answers through the real
+//! made by the real DKG at the run's start: ceremony.rs) and answers through the real
 //! [`tss::signer::Signer`] (its nonces used once, its per-peer limits, its policy asked before
 //! any share), with randomness from the seed and time from the simulation. A signing session is
 //! the real [`RoastSession`], driven over the simulated mesh ([`crate::mesh`]). The vault takes a
@@ -8,26 +8,26 @@
 //!
 //! One watchman in about three runs is byzantine for the whole run ([`WatchmanAttack`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use secp256k1::{Message, SECP256K1, XOnlyPublicKey, schnorr};
-use tss::frost::{self, Identifier};
+use secp256k1::{Message, SECP256K1, schnorr};
+use tss::frost;
 use tss::messages::{Request, Response};
 use tss::nonces::NonceLimits;
 use tss::roast::{Effect, Progress, RoastSession, SessionOutcome};
 use tss::signer::{Clock, InboundHandler, Randomness, Signer};
-use tss::{Decision, KeyPath, KeyShare, SessionError, SessionId, SigningPolicy, SigningRequest};
+use tss::{Decision, SessionError, SessionId, SigningPolicy, SigningRequest};
 
+use crate::SimConfig;
 use crate::mesh::{LinkFault, MeshEvent, Question};
 use crate::rng::SimRng;
 use crate::watchmen::Ask;
 use crate::world::World;
-use crate::{SimConfig, SimError};
 
 /// A session ends at this age (the watchmen are asked again every minute anyway).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(50);
@@ -59,15 +59,18 @@ pub enum WatchmanAttack {
     /// As an asker, sends every `Sign` twice: a second share for one nonce would give a key
     /// share away.
     ReplaysNonces,
+    /// In the key ceremony, sends one round-1 package to one peer and another to the rest.
+    SplitsRound1,
 }
 
 impl WatchmanAttack {
-    const ALL: [WatchmanAttack; 5] = [
+    const ALL: [WatchmanAttack; 6] = [
         WatchmanAttack::GarbageShares,
         WatchmanAttack::ApprovesAnything,
         WatchmanAttack::RefusesEverything,
         WatchmanAttack::NonceSpam,
         WatchmanAttack::ReplaysNonces,
+        WatchmanAttack::SplitsRound1,
     ];
 
     /// About one run in three has one byzantine watchman, of a kind and an index the seed picks.
@@ -81,53 +84,17 @@ impl WatchmanAttack {
     }
 }
 
-/// The group's key, dealt from the seed, and how each watchman is named on the mesh.
-pub(crate) struct Keys {
-    shares: Vec<KeyShare>,
-    peers: Vec<libp2p::PeerId>,
-    by_identifier: BTreeMap<Identifier, libp2p::PeerId>,
-    index_of: BTreeMap<Identifier, usize>,
-    /// The x-only key the vault verifies a range's signature under.
-    vault_key: XOnlyPublicKey,
-}
-
-impl Keys {
-    /// `n` shares of a `t`-of-`n` key.
-    pub(crate) fn deal(rng: &mut SimRng, n: usize, t: usize) -> Result<Self, SimError> {
-        let setup = |what: &str| SimError::Setup(format!("the watchmen's keys: {what}"));
-        let (n16, t16) = (u16::try_from(n).map_err(|_| setup("n"))?, u16::try_from(t).map_err(|_| setup("t"))?);
-        let mut dealer = ChaCha20Rng::from_seed(rng.bytes32());
-        let (secrets, public) =
-            frost::keys::generate_with_dealer(n16, t16, frost::keys::IdentifierList::Default, &mut dealer)
-                .map_err(|e| setup(&e.to_string()))?;
-        let mut shares = Vec::with_capacity(n);
-        for (_, secret) in secrets {
-            let key_package = frost::keys::KeyPackage::try_from(secret).map_err(|e| setup(&e.to_string()))?;
-            shares.push(KeyShare { key_package, public: public.clone() });
-        }
-        let mut peers = Vec::with_capacity(n);
-        for _ in 0..n {
-            let keypair =
-                libp2p::identity::Keypair::ed25519_from_bytes(rng.bytes32()).map_err(|e| setup(&e.to_string()))?;
-            peers.push(keypair.public().to_peer_id());
-        }
-        let by_identifier = shares.iter().zip(&peers).map(|(s, p)| (s.identifier(), *p)).collect();
-        let index_of = shares.iter().enumerate().map(|(i, s)| (s.identifier(), i)).collect();
-        let key = tss::GroupKey::key_for(&public, &KeyPath::Vault).map_err(|e| setup(&e.to_string()))?;
-        let vault_key = XOnlyPublicKey::from_slice(&key).map_err(|e| setup(&e.to_string()))?;
-        Ok(Keys { shares, peers, by_identifier, index_of, vault_key })
-    }
-
-    fn index_of_peer(&self, peer: &libp2p::PeerId) -> Option<usize> {
-        self.peers.iter().position(|p| p == peer)
-    }
-}
-
 /// The simulation's time, as a signer reads it: a fixed origin plus the simulated milliseconds
 /// (only differences matter to it).
-struct SimClock {
+pub(crate) struct SimClock {
     origin: Instant,
     ms: Arc<AtomicU64>,
+}
+
+impl SimClock {
+    pub(crate) fn new(origin: Instant, ms: Arc<AtomicU64>) -> Self {
+        SimClock { origin, ms }
+    }
 }
 
 impl Clock for SimClock {
@@ -218,7 +185,7 @@ impl World {
         };
         let policy = Arc::new(Recorded { inner: policy, watchman: index, approvals: self.approval_log.clone() });
         let randomness = Randomness::Given(Mutex::new(Box::new(ChaCha20Rng::from_seed(self.rng.bytes32()))));
-        let clock = Arc::new(SimClock { origin: self.clock_origin, ms: self.mesh_ms.clone() });
+        let clock = Arc::new(SimClock::new(self.clock_origin, self.mesh_ms.clone()));
         let share = self.keys.shares.get(index).cloned();
         let signer = Signer::with_sources(share, policy, LIMITS, randomness, clock);
         let handler: Arc<dyn InboundHandler> = match attack {
@@ -441,10 +408,10 @@ impl World {
     /// The vault's check: a BIP-340 signature over the range's message under the vault key,
     /// and the range next after the last one taken.
     fn offer_to_vault(&mut self, ask: &Ask, message: &[u8], signature: &[u8; 64]) {
-        let verified = <[u8; 32]>::try_from(message).ok().is_some_and(|digest| {
-            schnorr::Signature::from_slice(signature).is_ok_and(|sig| {
-                SECP256K1.verify_schnorr(&sig, &Message::from_digest(digest), &self.keys.vault_key).is_ok()
-            })
+        let vault_key = self.keys.vault_key;
+        let verified = <[u8; 32]>::try_from(message).ok().zip(vault_key).is_some_and(|(digest, key)| {
+            schnorr::Signature::from_slice(signature)
+                .is_ok_and(|sig| SECP256K1.verify_schnorr(&sig, &Message::from_digest(digest), &key).is_ok())
         });
         if !verified {
             self.violate(

@@ -21,10 +21,11 @@ use coordinator::store::Store;
 
 use crate::arweave::{Arweave, BLOCK_MS, SimDa};
 use crate::byzantine::Attack;
+use crate::ceremony::Keys;
 use crate::l1::L1;
 use crate::mesh::SimMesh;
 use crate::rng::SimRng;
-use crate::signing::{Approvals, Keys, SimSession, WatchmanAttack};
+use crate::signing::{Approvals, SimSession, WatchmanAttack};
 use crate::watchmen::{ASK_EVERY_MS, Ask, SIGNING_THRESHOLD, SimVault, Truth, Watchman};
 use crate::{SimConfig, SimError, Violation};
 
@@ -163,7 +164,8 @@ impl World {
         let attack = Attack::choose(&mut rng, &config);
         let byzantine_watchman = WatchmanAttack::choose(&mut rng, &config);
         let n = config.confirmers;
-        let keys = Keys::deal(&mut rng, n, SIGNING_THRESHOLD.min(n))?;
+        let threshold = u16::try_from(SIGNING_THRESHOLD.min(n)).map_err(|_| SimError::Setup("a threshold".into()))?;
+        let keys = Keys::name(&mut rng, &config, threshold)?;
         let mut world = World {
             config,
             rng,
@@ -210,6 +212,7 @@ impl World {
         if let Some((index, kind)) = world.byzantine_watchman {
             world.log(format!("watchman {index} is byzantine: {kind:?}"));
         }
+        world.key_ceremony()?;
         world.start_coordinator().await?;
         for index in 0..world.confirmers.len() {
             world.start_confirmer(index).await?;

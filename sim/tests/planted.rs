@@ -89,12 +89,19 @@ fn a_signer_keeping_a_nonce_after_signing_is_found() {
 }
 
 #[test]
+fn a_dkg_that_does_not_check_the_echo_is_found() {
+    let splitting = Byzantine { coordinator: None, watchman: Some(WatchmanAttack::SplitsRound1) };
+    assert_found(PlantedBug::EchoNotChecked, splitting, 2, &["dkg-agreement"]);
+}
+
+#[test]
 fn without_a_planted_bug_the_same_seeds_pass() {
     // The failures above are the bugs', not the attacks': the same attacks pass unplanted.
     let attacks = [
         Byzantine::from(Some(AttackKind::ForgedWithdrawal)),
         Byzantine::from(Some(AttackKind::Withholding)),
         Byzantine { coordinator: None, watchman: Some(WatchmanAttack::ReplaysNonces) },
+        Byzantine { coordinator: None, watchman: Some(WatchmanAttack::SplitsRound1) },
     ];
     for byzantine in attacks {
         let outcome = sim::run(config(0, byzantine)).unwrap_or_else(|e| panic!("{e}"));

@@ -135,3 +135,15 @@ fn a_watchman_spamming_commitment_requests_is_refused_and_does_not_stop_settleme
 fn a_watchman_replaying_its_signing_requests_gets_one_share_per_nonce() {
     watchman_attack_holds(WatchmanAttack::ReplaysNonces, 205);
 }
+
+#[test]
+fn a_watchman_splitting_its_round_1_is_named_by_every_honest_watchman_and_the_ceremony_is_run_again() {
+    let outcome = watchman_attack_holds(WatchmanAttack::SplitsRound1, 206);
+    let aborts = outcome.trace.iter().filter(|l| l.contains("ceremony aborted: inconsistent round-1 packages")).count();
+    assert!(
+        aborts >= 2,
+        "the two honest watchmen should both abort naming the liar:\n{}",
+        outcome.trace[..20.min(outcome.trace.len())].join("\n")
+    );
+    assert!(outcome.trace.iter().any(|l| l.contains("key ceremony 2 done")));
+}

@@ -165,7 +165,8 @@ impl Signer {
         self.epoch.store(self.randomness.draw(|rng| rng.next_u64()), Ordering::SeqCst);
     }
 
-    pub(crate) fn dkg_inbox(&self) -> Arc<DkgInbox> {
+    /// Where this signer's peers' DKG steps wait for its ceremony.
+    pub fn dkg_inbox(&self) -> Arc<DkgInbox> {
         self.dkg.clone()
     }
 

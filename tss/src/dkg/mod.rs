@@ -7,14 +7,20 @@
 //! check that makes point-to-point links one), and the DKG aborts naming it. An echo that
 //! misstates a participant's *own* package names the echoer instead. Round 2 packages go
 //! privately (Noise-encrypted) to their one recipient.
+//!
+//! The rounds' decisions are [`DkgRun`]'s (`ceremony.rs`), a state machine with no clock and no
+//! network; [`run`] is its shell over the mesh, and the simulator drives the same machine.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod ceremony;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use frost::Identifier;
-use frost::keys::dkg::{round1, round2};
 use frost_secp256k1_tr as frost;
+use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
@@ -24,7 +30,9 @@ use tokio::time::Instant;
 use crate::SessionId;
 use crate::keystore::KeyShare;
 use crate::mesh::MeshHandle;
-use crate::messages::{DkgStep, Encoded, Request, Response};
+use crate::messages::{DkgStep, Encoded, Response};
+
+pub use ceremony::{DkgRun, DkgSend, DkgStatus, RESEND_AFTER, SendTicket};
 
 /// Most DKG/refresh sessions buffered at once (a peer cannot fill memory with sessions).
 const MAX_SESSIONS: usize = 16;
@@ -151,35 +159,15 @@ impl DkgInbox {
         Response::Ack
     }
 
-    /// Waits until `take` finds what it needs in the session's mailbox.
-    async fn wait<T>(
-        &self,
-        session: SessionId,
-        deadline: Instant,
-        stage: &'static str,
-        mut take: impl FnMut(&Mailbox) -> Result<T, Vec<PeerId>>,
-    ) -> Result<T, DkgError> {
-        let mut changed = self.changed.subscribe();
-        loop {
-            let missing = {
-                let sessions = self.sessions.lock().map_err(|_| DkgError::Participants("lock poisoned".into()))?;
-                let empty = Mailbox::default();
-                let mailbox = sessions.get(&session).unwrap_or(&empty);
-                if let Some((culprit, what)) = mailbox.equivocation {
-                    return Err(DkgError::Equivocated { culprit, what });
-                }
-                match take(mailbox) {
-                    Ok(found) => return Ok(found),
-                    Err(missing) => missing,
-                }
-            };
-            if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
-                return Err(DkgError::Timeout { stage, missing });
-            }
-        }
+    /// Reads the session's mailbox (an empty one if nothing came yet).
+    fn read<T>(&self, session: SessionId, read: impl FnOnce(&Mailbox) -> T) -> Result<T, DkgError> {
+        let sessions = self.sessions.lock().map_err(|_| DkgError::Participants("lock poisoned".into()))?;
+        let empty = Mailbox::default();
+        Ok(read(sessions.get(&session).unwrap_or(&empty)))
     }
 
-    fn forget(&self, session: SessionId) {
+    /// Drops the session's mailbox (its ceremony ended).
+    pub fn forget(&self, session: SessionId) {
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.remove(&session);
         }
@@ -193,33 +181,6 @@ pub enum DkgProgress {
     Echo,
     Round2,
     Done,
-}
-
-/// Sends `request` to `peer`, retrying until `deadline` (peers may still be connecting).
-async fn send_until(mesh: &MeshHandle, peer: PeerId, request: Request, deadline: Instant) -> Result<(), PeerId> {
-    loop {
-        match mesh.request(peer, request.clone()).await {
-            Ok(Response::Ack) => return Ok(()),
-            Ok(other) => tracing::debug!(%peer, ?other, "DKG step not taken; retrying"),
-            Err(error) => tracing::debug!(%peer, %error, "DKG step not delivered; retrying"),
-        }
-        if Instant::now() + Duration::from_millis(250) > deadline {
-            return Err(peer);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn send_all(
-    mesh: &MeshHandle,
-    requests: Vec<(PeerId, Request)>,
-    deadline: Instant,
-    stage: &'static str,
-) -> Result<(), DkgError> {
-    let results =
-        futures::future::join_all(requests.into_iter().map(|(peer, r)| send_until(mesh, peer, r, deadline))).await;
-    let missing: Vec<PeerId> = results.into_iter().filter_map(Result::err).collect();
-    if missing.is_empty() { Ok(()) } else { Err(DkgError::Timeout { stage, missing }) }
 }
 
 fn digest(bytes: &Encoded) -> [u8; 32] {
@@ -300,7 +261,8 @@ fn echo_mismatch(
 }
 
 /// A fresh DKG, or a refresh of an existing share keeping its group key.
-pub(crate) enum Ceremony {
+#[derive(Debug)]
+pub enum Ceremony {
     Fresh,
     Refresh(Box<KeyShare>),
 }
@@ -332,108 +294,51 @@ async fn run_rounds(
     timeout: Duration,
     progress: &mut impl FnMut(DkgProgress),
 ) -> Result<KeyShare, DkgError> {
-    let deadline = Instant::now() + timeout;
-    let me = participants.my_identifier()?;
-    let n = participants.count()?;
-    let t = participants.threshold;
-    let frost_error =
-        |stage: &'static str| move |e: frost::Error| DkgError::Frost { stage, culprit: None, reason: e.to_string() };
-    let (secret1, package1) = match &ceremony {
-        Ceremony::Fresh => frost::keys::dkg::part1(me, n, t, OsRng),
-        Ceremony::Refresh(_) => frost::keys::refresh::refresh_dkg_part1(me, n, t, OsRng),
-    }
-    .map_err(frost_error("part 1"))?;
-    let package1 = Encoded(package1.serialize().map_err(frost_error("round-1 encoding"))?);
-
-    let others: Vec<(Identifier, PeerId)> = participants.others().map(|(i, p)| (*i, *p)).collect();
-    let round1_requests = others
-        .iter()
-        .map(|(_, peer)| (*peer, Request::Dkg { session, step: DkgStep::Round1(package1.clone()) }))
-        .collect();
-    send_all(mesh, round1_requests, deadline, "round 1").await?;
-
-    let total = others.len();
-    let round1_bytes: BTreeMap<Identifier, Encoded> =
-        inbox.wait(session, deadline, "round 1", |mailbox| from_everyone(&others, &mailbox.round1)).await?;
-    progress(DkgProgress::Round1 { received: round1_bytes.len(), of: total });
-    // Decoded before the echo, so a sender of bytes that are no package is named at once.
-    let round1_received: BTreeMap<Identifier, round1::Package> =
-        decode_all(participants, round1_bytes.clone(), "round 1", round1::Package::deserialize)?;
-
-    // The echo round: everyone must hold the same round-1 packages, byte for byte.
-    let mut digests = BTreeMap::new();
-    digests.insert(me, digest(&package1));
-    for (identifier, bytes) in &round1_bytes {
-        digests.insert(*identifier, digest(bytes));
-    }
-    let echo = encode_echo(participants, &digests);
-    let echo_requests =
-        others.iter().map(|(_, peer)| (*peer, Request::Dkg { session, step: DkgStep::Echo(echo.clone()) })).collect();
-    send_all(mesh, echo_requests, deadline, "the echo round").await?;
-    // Checked as each echo arrives: a cheater need not echo at all for its lie to be caught.
-    inbox
-        .wait(session, deadline, "the echo round", |mailbox| {
-            for (echoer, their_digests) in &mailbox.echoes {
-                if let Some(culprit) = echo_mismatch(participants, me, &digests, *echoer, their_digests) {
-                    return Ok(Err(culprit));
-                }
+    let origin = Instant::now();
+    let mut changed = inbox.changed.subscribe();
+    let mut machine = DkgRun::new(session, participants.clone(), ceremony, Duration::ZERO, timeout, &mut OsRng)?;
+    let mut pending: Sends<'_> = FuturesUnordered::new();
+    loop {
+        let status = machine.advance(origin.elapsed(), inbox);
+        for stage in machine.take_progress() {
+            progress(stage);
+        }
+        for DkgSend { ticket, to, request } in machine.take_sends() {
+            pending.push(Box::pin(async move {
+                let taken = match mesh.request(to, request).await {
+                    Ok(Response::Ack) => true,
+                    Ok(other) => {
+                        tracing::debug!(peer = %to, ?other, "DKG step not taken; sending again");
+                        false
+                    }
+                    Err(error) => {
+                        tracing::debug!(peer = %to, %error, "DKG step not delivered; sending again");
+                        false
+                    }
+                };
+                (ticket, taken)
+            }));
+        }
+        let wake = match status {
+            DkgStatus::Done(result) => return result,
+            DkgStatus::Waiting { wake } => origin + wake,
+        };
+        // Wake for a send's answer, a step in the mailbox, or the machine's own time.
+        let answer = async {
+            match pending.next().await {
+                Some(answered) => answered,
+                None => std::future::pending().await,
             }
-            from_everyone(&others, &mailbox.echoes).map(|_| Ok(()))
-        })
-        .await?
-        .map_err(|culprit| {
-            metrics::counter!("tss_dkg_aborts_total").increment(1);
-            DkgError::Inconsistent { culprit }
-        })?;
-    progress(DkgProgress::Echo);
-
-    let culprit_of = |e: &frost::Error| e.culprits().first().and_then(|c| participants.by_identifier.get(c)).copied();
-    let (secret2, round2_out) = match &ceremony {
-        Ceremony::Fresh => frost::keys::dkg::part2(secret1, &round1_received),
-        Ceremony::Refresh(_) => frost::keys::refresh::refresh_dkg_part2(secret1, &round1_received),
-    }
-    .map_err(|e| DkgError::Frost { stage: "part 2", culprit: culprit_of(&e), reason: e.to_string() })?;
-    let mut round2_requests = Vec::new();
-    for (identifier, package) in round2_out {
-        let Some(peer) = participants.by_identifier.get(&identifier) else { continue };
-        let bytes = Encoded(package.serialize().map_err(frost_error("round-2 encoding"))?);
-        round2_requests.push((*peer, Request::Dkg { session, step: DkgStep::Round2(bytes) }));
-    }
-    send_all(mesh, round2_requests, deadline, "round 2").await?;
-    let round2_bytes =
-        inbox.wait(session, deadline, "round 2", |mailbox| from_everyone(&others, &mailbox.round2)).await?;
-    let round2_received: BTreeMap<Identifier, round2::Package> =
-        decode_all(participants, round2_bytes, "round 2", round2::Package::deserialize)?;
-    progress(DkgProgress::Round2);
-
-    let (key_package, public) = match ceremony {
-        Ceremony::Fresh => frost::keys::dkg::part3(&secret2, &round1_received, &round2_received),
-        Ceremony::Refresh(old) => {
-            let old = *old;
-            let old_key = *old.public.verifying_key();
-            let refreshed = frost::keys::refresh::refresh_dkg_shares(
-                &secret2,
-                &round1_received,
-                &round2_received,
-                old.public,
-                old.key_package,
-            );
-            if let Ok((_, public)) = &refreshed
-                && *public.verifying_key() != old_key
-            {
-                return Err(DkgError::GroupKeyChanged);
-            }
-            refreshed
+        };
+        let event =
+            tokio::time::timeout_at(wake, futures::future::select(Box::pin(answer), Box::pin(changed.changed()))).await;
+        if let Ok(futures::future::Either::Left(((ticket, taken), _))) = event {
+            machine.answer(origin.elapsed(), ticket, taken);
         }
     }
-    .map_err(|e| DkgError::Frost { stage: "part 3", culprit: culprit_of(&e), reason: e.to_string() })?;
-    let signers: BTreeSet<_> = public.verifying_shares().keys().copied().collect();
-    let expected: BTreeSet<_> = participants.by_identifier.keys().copied().collect();
-    if signers != expected {
-        return Err(DkgError::Participants("the key's signer set differs from the participants".into()));
-    }
-    Ok(KeyShare { key_package, public })
 }
+
+type Sends<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = (SendTicket, bool)> + Send + 'a>>>;
 
 #[cfg(test)]
 mod tests {
