@@ -26,6 +26,7 @@ use tss::messages::{DkgStep, Encoded, Request, Response};
 use tss::signer::{InboundHandler, Randomness, Signer};
 use tss::{KeyPath, KeyShare, SessionId};
 
+use crate::evm::EthVault;
 use crate::mesh::{LinkFault, MeshEvent, Question};
 use crate::rng::SimRng;
 use crate::signing::{SimClock, WatchmanAttack};
@@ -171,6 +172,9 @@ impl World {
         let key = tss::GroupKey::key_for(&public, &KeyPath::Vault).map_err(|e| SimError::Setup(e.to_string()))?;
         self.keys.vault_key = Some(XOnlyPublicKey::from_slice(&key).map_err(|e| SimError::Setup(e.to_string()))?);
         self.keys.shares = shares;
+        let vault = EthVault::deploy(key, self.params.chain_id).map_err(SimError::Setup)?;
+        self.log(format!("the vault is deployed at {} under the group's key", EthVault::address()));
+        self.eth = Some(vault);
         Ok(())
     }
 

@@ -65,6 +65,27 @@ impl World {
                 _ => {}
             }
         }
+        // `solvency`: the vault's ether is what came in less what it paid, and it never paid
+        // more than the ledger let leave.
+        if let Some(vault) = &self.eth {
+            let balance = vault.balance();
+            if balance.checked_add(self.paid_wei) != Some(self.l1_deposited) {
+                found.push((
+                    "solvency",
+                    format!(
+                        "the vault holds {balance} wei and paid {}, but {} came in",
+                        self.paid_wei, self.l1_deposited
+                    ),
+                ));
+            }
+            if let Some(sequencer) = &self.coordinator.sequencer
+                && honest
+                && self.paid_wei > sequencer.state().supply(&AssetId::Eth).withdrawn.0
+            {
+                found
+                    .push(("solvency", format!("the vault paid {} wei, more than the ledger withdrew", self.paid_wei)));
+            }
+        }
         for (invariant, detail) in found {
             self.violate(invariant, detail);
         }
@@ -119,6 +140,7 @@ impl World {
             self.violate(invariant, detail);
         }
         self.check_settled();
+        self.check_paid();
         Ok(())
     }
 

@@ -15,6 +15,7 @@ pub mod byzantine;
 mod ceremony;
 mod checks;
 mod confirmers;
+mod evm;
 mod faults;
 pub mod l1;
 mod mesh;
@@ -105,6 +106,8 @@ pub struct Outcome {
     pub mesh_duplicated: u64,
     /// Requests the signers refused over a peer's limits (`Overloaded`).
     pub overloaded: u64,
+    /// Withdrawal leaves the vault (its bytecode on the in-process EVM) paid.
+    pub paid_leaves: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +171,7 @@ pub fn run(config: SimConfig) -> Result<Outcome, SimError> {
             mesh_dropped: world.mesh.dropped,
             mesh_duplicated: world.mesh.duplicated,
             overloaded: world.overloaded,
+            paid_leaves: world.paid.len(),
         })
     })
 }

@@ -81,7 +81,7 @@ fn config(seed: u64, args: &Args) -> sim::SimConfig {
 
 fn summary(outcome: &sim::Outcome) {
     println!(
-        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), mesh dropped {} and duplicated {} messages, {} requests refused over a limit, final hash {}",
+        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), {} leaves paid by the vault, mesh dropped {} and duplicated {} messages, {} requests refused over a limit, final hash {}",
         outcome.seed,
         outcome.faults,
         outcome.attack.as_deref().unwrap_or("none"),
@@ -90,6 +90,7 @@ fn summary(outcome: &sim::Outcome) {
         outcome.batches,
         outcome.sessions,
         outcome.signed,
+        outcome.paid_leaves,
         outcome.mesh_dropped,
         outcome.mesh_duplicated,
         outcome.overloaded,

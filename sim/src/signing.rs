@@ -421,18 +421,55 @@ impl World {
             return;
         }
         self.check_signed(ask);
-        if ask.first == self.vault.settled_through() + 1 {
-            self.vault.take(ask.first, ask.last, ask.root);
-            let root = hex::encode(&ask.root[..4]);
-            self.log(format!("vault takes range {}..={} ({}) {root}", ask.first, ask.last, ask.what));
-        } else {
-            self.log(format!(
-                "vault refuses range {}..={}: its ranges end at {}",
+        let next = ask.first == self.vault.settled_through() + 1;
+        let withdrawals = self.truth.range(ask.first, ask.last).unwrap_or_default();
+        let Some(vault) = self.eth.as_mut() else { return };
+        match vault.submit_and_withdraw((ask.first, ask.last, ask.root), signature, withdrawals) {
+            Ok(settled) => {
+                self.vault.take(ask.first, ask.last, ask.root);
+                let root = hex::encode(&ask.root[..4]);
+                let wei: u128 = settled.paid.iter().map(|(_, _, _, wei)| wei).sum();
+                self.log(format!(
+                    "vault takes range {}..={} ({}) {root}, pays {} leaves ({} wei), {} failed",
+                    ask.first,
+                    ask.last,
+                    ask.what,
+                    settled.paid.len(),
+                    wei,
+                    settled.failed
+                ));
+                for (batch, index, recipient, wei) in settled.paid {
+                    self.check_payout(batch, index, recipient, wei);
+                }
+            }
+            // A range the vault already passed: a late session's, refused as the contract must.
+            Err(revert) if !next => self.log(format!(
+                "vault refuses range {}..={}: {revert}; its ranges end at {}",
                 ask.first,
                 ask.last,
                 self.vault.settled_through()
-            ));
+            )),
+            Err(revert) => self.violate(
+                "vault-takes-signed-range",
+                format!("the vault refused range {}..={}, signed and next: {revert}", ask.first, ask.last),
+            ),
         }
+    }
+
+    /// `paid-once` and `paid-justified`: a leaf is paid once, as the honest sequencer sealed it.
+    fn check_payout(&mut self, batch: u64, index: u32, recipient: alloy::primitives::Address, wei: u128) {
+        if !self.paid.insert((batch, index)) {
+            self.violate("paid-once", format!("the vault paid leaf {index} of batch {batch} twice"));
+        }
+        let sealed = self.truth.leaf(batch, index);
+        let matches = sealed.is_some_and(|leaf| leaf.recipient.0 == recipient.into_array() && leaf.amount.0 == wei);
+        if !matches {
+            self.violate(
+                "paid-justified",
+                format!("the vault paid leaf {index} of batch {batch}, which was not sealed so"),
+            );
+        }
+        self.paid_wei += wei;
     }
 
     /// The byzantine watchman that spams asks every other signer for as many commitments as one

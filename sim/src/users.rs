@@ -68,6 +68,11 @@ impl World {
             l1_height: tip,
         };
         self.l1_deposited += ethers * ETHER;
+        if let Some(vault) = self.eth.as_mut()
+            && let Err(error) = vault.deposit(user, ethers * ETHER)
+        {
+            self.violate("vault-deposit", format!("the vault refused a deposit: {error}"));
+        }
         if let Ok(mut l1) = self.l1.lock() {
             l1.add(deposit);
         }

@@ -86,8 +86,18 @@ impl Truth {
         }
     }
 
+    /// Every withdrawal of the batches up to `last` that owe any.
+    pub(crate) fn owed_through(&self, last: u64) -> impl Iterator<Item = &EthWithdrawal> {
+        self.owing.range(..=last).flat_map(|(_, w)| w.iter())
+    }
+
+    /// Leaf `index` of batch `batch`, as sealed.
+    pub(crate) fn leaf(&self, batch: u64, index: u32) -> Option<&EthWithdrawal> {
+        self.owing.get(&batch)?.iter().find(|w| w.index == index)
+    }
+
     /// The withdrawals of batches `first..=last`, if all were sealed.
-    fn range(&self, first: u64, last: u64) -> Option<Vec<EthWithdrawal>> {
+    pub(crate) fn range(&self, first: u64, last: u64) -> Option<Vec<EthWithdrawal>> {
         (first >= 1 && first <= last && last <= self.sealed)
             .then(|| self.owing.range(first..=last).flat_map(|(_, w)| w.iter().cloned()).collect())
     }
@@ -215,6 +225,25 @@ impl World {
                 format!(
                     "the group signed {} for batches {}..={}, which the truth does not justify",
                     ask.what, ask.first, ask.last
+                ),
+            );
+        }
+    }
+
+    /// `payout-liveness`, after healing with an honest coordinator: every leaf of every range
+    /// the vault took is paid (the simulated recipients are plain accounts, which always take).
+    pub(crate) fn check_paid(&mut self) {
+        if self.bad_from.is_some() {
+            return;
+        }
+        let settled = self.vault.settled_through();
+        let unpaid = self.truth.owed_through(settled).find(|w| !self.paid.contains(&(w.batch, w.index))).cloned();
+        if let Some(leaf) = unpaid {
+            self.violate(
+                "payout-liveness",
+                format!(
+                    "leaf {} of batch {} is in a range the vault took, but unpaid after healing",
+                    leaf.index, leaf.batch
                 ),
             );
         }

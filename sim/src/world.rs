@@ -22,6 +22,7 @@ use coordinator::store::Store;
 use crate::arweave::{Arweave, BLOCK_MS, SimDa};
 use crate::byzantine::Attack;
 use crate::ceremony::Keys;
+use crate::evm::EthVault;
 use crate::l1::L1;
 use crate::mesh::SimMesh;
 use crate::rng::SimRng;
@@ -95,6 +96,11 @@ pub(crate) struct World {
     /// What the honest sequencer sealed owes: the watchmen's ground truth.
     pub(crate) truth: Truth,
     pub(crate) vault: SimVault,
+    /// The vault's code on an in-process EVM (deployed once the key ceremony gave it its key).
+    pub(crate) eth: Option<EthVault>,
+    /// Every leaf the vault paid, and the wei it paid in all.
+    pub(crate) paid: BTreeSet<(u64, u32)>,
+    pub(crate) paid_wei: u128,
     /// The watchmen's group key and names on the mesh.
     pub(crate) keys: Keys,
     /// The byzantine watchman of this run, if any.
@@ -189,6 +195,9 @@ impl World {
             healed: false,
             truth: Truth::default(),
             vault: SimVault::default(),
+            eth: None,
+            paid: BTreeSet::new(),
+            paid_wei: 0,
             keys,
             byzantine_watchman,
             mesh: SimMesh::default(),
@@ -365,7 +374,7 @@ fn network(coordinator_key: [u8; 32]) -> NetworkParams {
     NetworkParams {
         name: "sim".into(),
         chain_id: 31_337,
-        eth_vault: Address([0x7a; 20]),
+        eth_vault: Address(EthVault::address().into_array()),
         btc_network: BtcNetwork::Regtest,
         btc_vault: None,
         coordinator_key,
