@@ -32,6 +32,9 @@ pub enum PlantedBug {
     /// The DKG takes the echo round's digests unread: a participant that sends different
     /// round-1 packages to different peers leaves them with different group keys.
     EchoNotChecked,
+    /// The watchman's view of the vault's ranges never goes back, so a range an Ethereum reorg
+    /// dropped is refused as an overlap forever (a real bug the simulator found, kept planted).
+    VaultViewNeverGoesBack,
 }
 
 thread_local! {

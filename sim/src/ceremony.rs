@@ -98,15 +98,7 @@ impl World {
         let mut liar = self.byzantine_watchman.filter(|(_, k)| *k == WatchmanAttack::SplitsRound1).map(|(i, _)| i);
         if self.rng.below(3) == 0 && self.confirmers.len() > 1 {
             // A lossy, duplicating link during the ceremony: steps are sent again until taken.
-            let n = self.confirmers.len() as u64;
-            let from = self.rng.below(n) as usize;
-            let to = (from + 1 + self.rng.below(n - 1) as usize) % n as usize;
-            let fault = LinkFault {
-                drop_per_million: self.rng.below(500_000),
-                duplicate_per_million: self.rng.below(500_000),
-                slow_ms: self.rng.below(3_000),
-                until_ms: 60_000,
-            };
+            let (from, to, fault) = LinkFault::random(&mut self.rng, self.confirmers.len(), 3_000, 60_000);
             self.mesh.degrade(from, to, fault);
             self.faults += 1;
             self.log(format!(

@@ -7,7 +7,7 @@
 //! `payout-liveness`).
 
 use alloy::primitives::{Address, Bytes, TxKind, U256};
-use alloy::sol_types::{SolCall, SolEvent, SolValue};
+use alloy::sol_types::{SolCall, SolEvent, SolInterface, SolValue};
 use bridge::eth_settlement::EvmSchnorrSignature;
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use revm::context::TxEnv;
@@ -130,12 +130,22 @@ impl EthVault {
                 }
                 Ok(settled)
             }
-            ExecutionResult::Revert { output, .. } => {
-                let selector = output.get(..4).map(hex::encode).unwrap_or_default();
-                Err(format!("reverted (error selector 0x{selector})"))
-            }
+            ExecutionResult::Revert { output, .. } => match contracts::Vault::VaultErrors::abi_decode(&output) {
+                Ok(error) => Err(format!("reverted {error:?}")),
+                Err(_) => Err(format!("reverted with 0x{}", hex::encode(&output))),
+            },
             other => Err(format!("halted: {other:?}")),
         }
+    }
+
+    /// The chain's state as it stands (a block's end), for a reorg to return to.
+    pub(crate) fn snapshot(&self) -> InMemoryDB {
+        self.evm.ctx.db().clone()
+    }
+
+    /// Back to a state `snapshot` took: an Ethereum reorg dropped what came after.
+    pub(crate) fn restore(&mut self, snapshot: InMemoryDB) {
+        *self.evm.ctx.db_mut() = snapshot;
     }
 
     /// The vault's ether, in wei.

@@ -15,6 +15,7 @@ pub mod byzantine;
 mod ceremony;
 mod checks;
 mod confirmers;
+mod eth_reorg;
 mod evm;
 mod faults;
 pub mod l1;

@@ -37,6 +37,23 @@ pub(crate) struct LinkFault {
     pub(crate) until_ms: u64,
 }
 
+impl LinkFault {
+    /// A random one-way link among `n` watchmen (`n` ≥ 2) and its fault: up to half its
+    /// messages lost, up to half duplicated, each slowed by up to `slow_max_ms`, until `until_ms`.
+    pub(crate) fn random(rng: &mut SimRng, n: usize, slow_max_ms: u64, until_ms: u64) -> (usize, usize, LinkFault) {
+        let n = n as u64;
+        let from = rng.below(n) as usize;
+        let to = ((from as u64 + 1 + rng.below(n.saturating_sub(1))) % n.max(1)) as usize;
+        let fault = LinkFault {
+            drop_per_million: rng.below(500_000),
+            duplicate_per_million: rng.below(500_000),
+            slow_ms: rng.below(slow_max_ms),
+            until_ms,
+        };
+        (from, to, fault)
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct SimMesh {
     /// Events by (time, sequence): the sequence keeps equal times in the order they were sent.

@@ -388,9 +388,15 @@ impl World {
             Err(error) => {
                 let why = match &error {
                     SessionError::NotEnoughSigners { remaining, excluded, .. } => {
-                        let refused =
-                            excluded.values().filter(|e| matches!(e, tss::roast::Exclusion::Refused { .. })).count();
-                        format!("{remaining} could still sign, {refused} refused")
+                        let refusals: Vec<&String> = excluded
+                            .values()
+                            .filter_map(|e| match e {
+                                tss::roast::Exclusion::Refused { reason } => Some(reason),
+                                _ => None,
+                            })
+                            .collect();
+                        let first = refusals.first().map_or(String::new(), |r| format!(" (\"{r}\")"));
+                        format!("{remaining} could still sign, {} refused{first}", refusals.len())
                     }
                     SessionError::Timeout { unresponsive, .. } => {
                         format!("timed out, {} unresponsive", unresponsive.len())
@@ -426,7 +432,8 @@ impl World {
         let Some(vault) = self.eth.as_mut() else { return };
         match vault.submit_and_withdraw((ask.first, ask.last, ask.root), signature, withdrawals) {
             Ok(settled) => {
-                self.vault.take(ask.first, ask.last, ask.root);
+                let now = self.mesh_ms.load(Ordering::SeqCst);
+                self.vault.take(ask.first, ask.last, ask.root, now);
                 let root = hex::encode(&ask.root[..4]);
                 let wei: u128 = settled.paid.iter().map(|(_, _, _, wei)| wei).sum();
                 self.log(format!(
@@ -503,14 +510,8 @@ impl World {
             return;
         }
         if self.rng.chance(4_000) {
-            let from = self.rng.below(n) as usize;
-            let to = (from + 1 + self.rng.below(n - 1) as usize) % n as usize;
-            let fault = LinkFault {
-                drop_per_million: self.rng.below(500_000),
-                duplicate_per_million: self.rng.below(500_000),
-                slow_ms: self.rng.below(8_000),
-                until_ms: now + self.rng.between(60, 900) * 1000,
-            };
+            let until = now + self.rng.between(60, 900) * 1000;
+            let (from, to, fault) = LinkFault::random(&mut self.rng, n as usize, 8_000, until);
             self.mesh.degrade(from, to, fault);
             self.faults += 1;
             self.log(format!(

@@ -73,6 +73,7 @@ impl World {
         {
             self.violate("vault-deposit", format!("the vault refused a deposit: {error}"));
         }
+        self.eth_history.record_deposit(user, ethers * ETHER);
         if let Ok(mut l1) = self.l1.lock() {
             l1.add(deposit);
         }

@@ -23,6 +23,7 @@ use tss::{KeyPath, SigningContext, SigningRequest};
 
 use crate::SimError;
 use crate::byzantine::AttackKind;
+use crate::l1::L1_BLOCK_MS;
 use crate::signing::WatchmanSigner;
 use crate::world::World;
 
@@ -47,10 +48,13 @@ impl World {
     }
 }
 
-/// The Ethereum vault's ranges (first batch, last batch, withdrawals root), in order.
-#[derive(Debug, Default)]
+/// The Ethereum vault's ranges (first batch, last batch, withdrawals root), in order, as the
+/// EVM's vault took them, with when: a node that lags sees the vault as it was.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct SimVault {
     ranges: Vec<(u64, u64, [u8; 32])>,
+    /// When each range was taken (simulated ms), in order.
+    taken_at: Vec<u64>,
 }
 
 impl SimVault {
@@ -58,12 +62,17 @@ impl SimVault {
         self.ranges.last().map_or(0, |(_, last, _)| *last)
     }
 
-    pub(crate) fn take(&mut self, first: u64, last: u64, root: [u8; 32]) {
+    pub(crate) fn take(&mut self, first: u64, last: u64, root: [u8; 32], at_ms: u64) {
         self.ranges.push((first, last, root));
+        self.taken_at.push(at_ms);
     }
 
-    fn progress(&self) -> VaultProgress {
-        VaultProgress { range_count: self.ranges.len() as u64, settled_through: self.settled_through() }
+    /// The vault's progress as a node `lag_blocks` behind the tip sees it at `now_ms`.
+    fn progress_seen(&self, now_ms: u64, lag_blocks: u64) -> VaultProgress {
+        let seen_at = now_ms.saturating_sub(lag_blocks.saturating_mul(L1_BLOCK_MS));
+        let count = self.taken_at.partition_point(|at| *at <= seen_at);
+        let settled_through = count.checked_sub(1).and_then(|i| self.ranges.get(i)).map_or(0, |(_, last, _)| *last);
+        VaultProgress { range_count: count as u64, settled_through }
     }
 }
 
@@ -120,22 +129,24 @@ impl World {
     /// Every [`ASK_EVERY_MS`]: the books read their followers and the vault, then one running
     /// watchman starts a signing session for each question.
     pub(crate) async fn ask_watchmen(&mut self) -> Result<(), SimError> {
-        let progress = self.vault.progress();
+        let now = self.now();
         let mut finals = Vec::new();
         let mut running = Vec::new();
         for (index, role) in self.confirmers.iter().enumerate() {
             if let (Some(follower), Some(watchman)) = (&role.follower, &role.watchman) {
                 watchman.book.update_from(follower).await.map_err(SimError::role("watchman book"))?;
-                watchman.book.note_vault(progress);
+                // Its own Ethereum node's view of the vault, which lags when the node does.
+                let seen = self.vault.progress_seen(now, role.lag_blocks.load(std::sync::atomic::Ordering::SeqCst));
+                watchman.book.note_vault(seen);
                 finals.push(watchman.book.hard_final());
-                running.push(index);
+                running.push((index, seen));
             }
         }
-        // The longest range t of them can approve.
+        // The longest range t of them can approve, from where the asker's node sees the vault.
         finals.sort_unstable_by(|a, b| b.cmp(a));
-        let first = progress.settled_through + 1;
         let Some(&last) = finals.get(SIGNING_THRESHOLD - 1) else { return Ok(()) };
-        let asker = running[self.rng.below(running.len() as u64) as usize];
+        let (asker, seen) = running[self.rng.below(running.len() as u64) as usize];
+        let first = seen.settled_through + 1;
         for ask in self.questions(first, last) {
             let request = request(&self.vault_domain(), &ask);
             self.asked.insert(request.message.clone(), ask.clone());

@@ -22,6 +22,7 @@ use coordinator::store::Store;
 use crate::arweave::{Arweave, BLOCK_MS, SimDa};
 use crate::byzantine::Attack;
 use crate::ceremony::Keys;
+use crate::eth_reorg::EthHistory;
 use crate::evm::EthVault;
 use crate::l1::L1;
 use crate::mesh::SimMesh;
@@ -98,6 +99,8 @@ pub(crate) struct World {
     pub(crate) vault: SimVault,
     /// The vault's code on an in-process EVM (deployed once the key ceremony gave it its key).
     pub(crate) eth: Option<EthVault>,
+    /// Its recent blocks' end states, for reorgs.
+    pub(crate) eth_history: EthHistory,
     /// Every leaf the vault paid, and the wei it paid in all.
     pub(crate) paid: BTreeSet<(u64, u32)>,
     pub(crate) paid_wei: u128,
@@ -196,6 +199,7 @@ impl World {
             truth: Truth::default(),
             vault: SimVault::default(),
             eth: None,
+            eth_history: EthHistory::default(),
             paid: BTreeSet::new(),
             paid_wei: 0,
             keys,
@@ -272,6 +276,7 @@ impl World {
         if now.is_multiple_of(BLOCK_MS) {
             self.mine_block();
         }
+        self.ethereum_block();
         let users_active = now + QUIET_BEFORE_END_MS < self.config.fault_ms + self.config.healing_ms;
         if users_active && self.rng.chance(40_000) {
             self.deposit_on_l1();

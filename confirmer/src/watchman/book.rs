@@ -330,11 +330,15 @@ impl SettlementBook {
         entries.headers.get(&number).copied()
     }
 
-    /// Notes what this watchman's own Ethereum node shows of the vault's ranges.
+    /// Notes what this watchman's own Ethereum node shows of the vault's ranges, as it shows
+    /// it: lower than before too. An Ethereum reorg can drop a range the vault took, and a view
+    /// that never went back would refuse that range as an overlap forever, so no watchman would
+    /// sign it again and settlement would stop (found by the simulator, seed 8). A reading that
+    /// is merely stale costs at most a signature the vault refuses as an overlap.
     pub fn note_vault(&self, progress: VaultProgress) {
         if let Ok(mut entries) = self.0.write() {
             let known = entries.vault.get_or_insert(progress);
-            if progress.range_count >= known.range_count {
+            if progress.range_count >= known.range_count || !vault_view_never_goes_back() {
                 *known = progress;
             }
         }
@@ -427,6 +431,17 @@ impl Entries {
     }
 }
 
+/// The planted bug `VaultViewNeverGoesBack` (the simulator's own test): the old rule.
+#[cfg(feature = "planted-bugs")]
+fn vault_view_never_goes_back() -> bool {
+    bridge::planted::active(bridge::planted::PlantedBug::VaultViewNeverGoesBack)
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn vault_view_never_goes_back() -> bool {
+    false
+}
+
 /// Books for the watchman's unit tests.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // test code: a failure should panic
@@ -468,6 +483,15 @@ mod tests {
     use super::*;
 
     use super::fixtures::book_with;
+
+    #[test]
+    fn the_view_of_the_vault_goes_back_when_a_reorg_drops_a_range() {
+        let book = SettlementBook::default();
+        book.note_vault(VaultProgress { range_count: 5, settled_through: 40 });
+        // An Ethereum reorg dropped range 4 (batches 36..=40): the node shows four ranges.
+        book.note_vault(VaultProgress { range_count: 4, settled_through: 35 });
+        assert_eq!(book.vault(), Some(VaultProgress { range_count: 4, settled_through: 35 }));
+    }
 
     #[test]
     fn paid_ranges_leave_the_book_once_64_blocks_deep_and_are_never_built_again() {
