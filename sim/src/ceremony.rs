@@ -13,8 +13,8 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
@@ -23,13 +23,13 @@ use secp256k1::XOnlyPublicKey;
 use tss::dkg::{Ceremony, DkgError, DkgRun, DkgSend, DkgStatus, Participants, identifier_of};
 use tss::frost::{self, Identifier};
 use tss::messages::{DkgStep, Encoded, Request, Response};
-use tss::signer::{InboundHandler, Randomness, Signer};
+use tss::signer::{InboundHandler, Signer};
 use tss::{KeyPath, KeyShare, SessionId};
 
 use crate::evm::EthVault;
 use crate::mesh::{LinkFault, MeshEvent, Question};
 use crate::rng::SimRng;
-use crate::signing::{SimClock, WatchmanAttack};
+use crate::signing::WatchmanAttack;
 use crate::world::World;
 use crate::{SimConfig, SimError};
 
@@ -172,9 +172,7 @@ impl World {
 
     /// One ceremony among every watchman, to its end for each; `liar` splits its round 1.
     fn one_ceremony(&mut self, liar: Option<usize>) -> Result<Vec<Result<KeyShare, DkgError>>, SimError> {
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&self.rng.bytes32()[..16]);
-        let session = SessionId(id);
+        let session = SessionId(self.rng.bytes16());
         let start = self.now();
         let n = self.keys.peers.len();
         let mut participants = Vec::with_capacity(n);
@@ -187,9 +185,7 @@ impl World {
             let run =
                 DkgRun::new(session, roster, Ceremony::Fresh, Duration::from_millis(start), CEREMONY_TIMEOUT, &mut rng)
                     .map_err(|e| SimError::Setup(e.to_string()))?;
-            let randomness = Randomness::Given(Mutex::new(Box::new(ChaCha20Rng::from_seed(self.rng.bytes32()))));
-            let clock = Arc::new(SimClock::new(self.clock_origin, self.mesh_ms.clone()));
-            let inbox = Signer::with_sources(None, Arc::new(tss::ApproveAll), Default::default(), randomness, clock);
+            let inbox = self.seeded_signer(None, Arc::new(tss::ApproveAll), Default::default());
             participants.push(Participant { run: Some(run), inbox, wake_ms: start, ended: None });
         }
         let split = liar.and_then(|liar| self.split(liar, session));

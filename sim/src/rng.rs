@@ -34,6 +34,13 @@ impl SimRng {
         out
     }
 
+    /// Sixteen bytes (a session id's), drawn as [`Self::bytes32`]'s first half.
+    pub fn bytes16(&mut self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&self.bytes32()[..16]);
+        out
+    }
+
     /// Shuffles `items` in place (Fisher-Yates).
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {

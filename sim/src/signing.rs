@@ -21,7 +21,7 @@ use tss::messages::{Request, Response};
 use tss::nonces::NonceLimits;
 use tss::roast::{Effect, Progress, RoastSession, SessionOutcome};
 use tss::signer::{Clock, InboundHandler, Randomness, Signer};
-use tss::{Decision, SessionError, SessionId, SigningPolicy, SigningRequest};
+use tss::{Decision, KeyShare, SessionError, SessionId, SigningPolicy, SigningRequest};
 
 use crate::SimConfig;
 use crate::mesh::{LinkFault, MeshEvent, Question};
@@ -86,13 +86,13 @@ impl WatchmanAttack {
 
 /// The simulation's time, as a signer reads it: a fixed origin plus the simulated milliseconds
 /// (only differences matter to it).
-pub(crate) struct SimClock {
+struct SimClock {
     origin: Instant,
     ms: Arc<AtomicU64>,
 }
 
 impl SimClock {
-    pub(crate) fn new(origin: Instant, ms: Arc<AtomicU64>) -> Self {
+    fn new(origin: Instant, ms: Arc<AtomicU64>) -> Self {
         SimClock { origin, ms }
     }
 }
@@ -184,10 +184,8 @@ impl World {
             _ => policy,
         };
         let policy = Arc::new(Recorded { inner: policy, watchman: index, approvals: self.approval_log.clone() });
-        let randomness = Randomness::Given(Mutex::new(Box::new(ChaCha20Rng::from_seed(self.rng.bytes32()))));
-        let clock = Arc::new(SimClock::new(self.clock_origin, self.mesh_ms.clone()));
         let share = self.keys.shares.get(index).cloned();
-        let signer = Signer::with_sources(share, policy, LIMITS, randomness, clock);
+        let signer = self.seeded_signer(share, policy, LIMITS);
         let handler: Arc<dyn InboundHandler> = match attack {
             Some(WatchmanAttack::GarbageShares) => {
                 Arc::new(GarbageShares { honest: signer, rng: Mutex::new(SimRng::new(self.rng.below(u64::MAX))) })
@@ -196,6 +194,18 @@ impl World {
         };
         self.generation += 1;
         WatchmanSigner { handler, pool: tss::pool::CommitmentPool::default(), generation: self.generation }
+    }
+
+    /// A real signer whose nonces come from the seed and whose limits read simulated time.
+    pub(crate) fn seeded_signer(
+        &mut self,
+        share: Option<KeyShare>,
+        policy: Arc<dyn SigningPolicy>,
+        limits: NonceLimits,
+    ) -> Signer {
+        let randomness = Randomness::Given(Mutex::new(Box::new(ChaCha20Rng::from_seed(self.rng.bytes32()))));
+        let clock = Arc::new(SimClock::new(self.clock_origin, self.mesh_ms.clone()));
+        Signer::with_sources(share, policy, limits, randomness, clock)
     }
 
     fn signer_of(&self, index: usize) -> Option<&WatchmanSigner> {
@@ -208,8 +218,7 @@ impl World {
         let Some(signer) = self.signer_of(asker) else { return };
         let generation = signer.generation;
         let kept = signer.pool.take(1);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&self.rng.bytes32()[..16]);
+        let id = self.rng.bytes16();
         let Some(share) = self.keys.shares.get(asker) else { return };
         let started = RoastSession::new(
             share,
@@ -489,9 +498,7 @@ impl World {
                 continue;
             }
             for _ in 0..4 {
-                let mut id = [0u8; 16];
-                id.copy_from_slice(&self.rng.bytes32()[..16]);
-                let request = Request::Commit { session: SessionId(id), count: LIMITS.per_request };
+                let request = Request::Commit { session: SessionId(self.rng.bytes16()), count: LIMITS.per_request };
                 // Its answers come to no session: slot `usize::MAX` is never a session's.
                 self.mesh.ask(
                     &mut self.rng,

@@ -337,10 +337,13 @@ impl SettlementBook {
     /// is merely stale costs at most a signature the vault refuses as an overlap.
     pub fn note_vault(&self, progress: VaultProgress) {
         if let Ok(mut entries) = self.0.write() {
-            let known = entries.vault.get_or_insert(progress);
-            if progress.range_count >= known.range_count || !vault_view_never_goes_back() {
-                *known = progress;
+            #[cfg(feature = "planted-bugs")]
+            if bridge::planted::active(bridge::planted::PlantedBug::VaultViewNeverGoesBack)
+                && entries.vault.is_some_and(|known| progress.range_count < known.range_count)
+            {
+                return;
             }
+            entries.vault = Some(progress);
         }
     }
 
@@ -429,17 +432,6 @@ impl Entries {
         }
         tracing::debug!(through, batches = self.settlements.len(), "paid Ethereum leaves pruned from the book");
     }
-}
-
-/// The planted bug `VaultViewNeverGoesBack` (the simulator's own test): the old rule.
-#[cfg(feature = "planted-bugs")]
-fn vault_view_never_goes_back() -> bool {
-    bridge::planted::active(bridge::planted::PlantedBug::VaultViewNeverGoesBack)
-}
-
-#[cfg(not(feature = "planted-bugs"))]
-fn vault_view_never_goes_back() -> bool {
-    false
 }
 
 /// Books for the watchman's unit tests.

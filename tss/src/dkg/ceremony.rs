@@ -229,11 +229,11 @@ impl DkgRun {
     /// Who this stage still waits for.
     fn waiting_for(&self, mailbox: &Mailbox) -> Vec<PeerId> {
         let received = match self.stage {
-            Stage::Round1 => mailbox.round1.keys().collect::<BTreeSet<_>>(),
-            Stage::Echo => mailbox.echoes.keys().collect(),
-            Stage::Round2 | Stage::Finished => mailbox.round2.keys().collect(),
+            Stage::Round1 => &mailbox.round1,
+            Stage::Echo => &mailbox.echoes,
+            Stage::Round2 | Stage::Finished => &mailbox.round2,
         };
-        self.others.iter().map(|(_, p)| *p).filter(|p| !received.contains(p)).collect()
+        from_everyone(&self.others, received).err().unwrap_or_default()
     }
 
     /// Everyone's round 1 is here: decode it (naming a sender of bytes that are no package) and
@@ -260,7 +260,8 @@ impl DkgRun {
     /// caught); once everyone's matched, part 2 and the private round-2 packages.
     fn after_echo(&mut self, mailbox: &Mailbox) -> Result<bool, DkgError> {
         for (echoer, theirs) in &mailbox.echoes {
-            if check_echo_skipped() {
+            #[cfg(feature = "planted-bugs")]
+            if bridge::planted::active(bridge::planted::PlantedBug::EchoNotChecked) {
                 break;
             }
             if let Some(culprit) = echo_mismatch(&self.participants, self.me, &self.digests, *echoer, theirs) {
@@ -273,14 +274,11 @@ impl DkgRun {
         }
         self.progress.push(DkgProgress::Echo);
         let Some(secret1) = self.secret1.take() else { return Err(DkgError::Participants("part 2 ran twice".into())) };
-        let participants = &self.participants;
-        let culprit_of =
-            |e: &frost::Error| e.culprits().first().and_then(|c| participants.by_identifier.get(c)).copied();
         let (secret2, round2_out) = match &self.ceremony {
             Some(Ceremony::Fresh) => frost::keys::dkg::part2(secret1, &self.round1),
             _ => frost::keys::refresh::refresh_dkg_part2(secret1, &self.round1),
         }
-        .map_err(|e| DkgError::Frost { stage: "part 2", culprit: culprit_of(&e), reason: e.to_string() })?;
+        .map_err(|e| self.rejected("part 2", &e))?;
         self.secret2 = Some(secret2);
         for (identifier, package) in round2_out {
             let Some(peer) = self.participants.by_identifier.get(&identifier).copied() else { continue };
@@ -302,9 +300,6 @@ impl DkgRun {
         let round2 = decode_all(&self.participants, bytes, "round 2", round2::Package::deserialize)?;
         self.progress.push(DkgProgress::Round2);
         let secret2 = self.secret2.take().ok_or_else(|| DkgError::Participants("part 3 ran twice".into()))?;
-        let participants = &self.participants;
-        let culprit_of =
-            |e: &frost::Error| e.culprits().first().and_then(|c| participants.by_identifier.get(c)).copied();
         let (key_package, public) = match self.ceremony.take() {
             Some(Ceremony::Refresh(old)) => {
                 let old = *old;
@@ -325,13 +320,19 @@ impl DkgRun {
             }
             _ => frost::keys::dkg::part3(&secret2, &self.round1, &round2),
         }
-        .map_err(|e| DkgError::Frost { stage: "part 3", culprit: culprit_of(&e), reason: e.to_string() })?;
+        .map_err(|e| self.rejected("part 3", &e))?;
         let signers: BTreeSet<_> = public.verifying_shares().keys().copied().collect();
         let expected: BTreeSet<_> = self.participants.by_identifier.keys().copied().collect();
         if signers != expected {
             return Err(DkgError::Participants("the key's signer set differs from the participants".into()));
         }
         Ok(KeyShare { key_package, public })
+    }
+
+    /// FROST's refusal of `stage`, naming the first participant it blames.
+    fn rejected(&self, stage: &'static str, error: &frost::Error) -> DkgError {
+        let culprit = error.culprits().first().and_then(|c| self.participants.by_identifier.get(c)).copied();
+        DkgError::Frost { stage, culprit, reason: error.to_string() }
     }
 
     fn send(&mut self, to: PeerId, request: Request) {
@@ -344,15 +345,4 @@ impl DkgRun {
 
 fn frost_error(stage: &'static str) -> impl Fn(frost::Error) -> DkgError {
     move |e| DkgError::Frost { stage, culprit: None, reason: e.to_string() }
-}
-
-/// The planted bug `EchoNotChecked` (the simulator's own test): the echoes are taken unread.
-#[cfg(feature = "planted-bugs")]
-fn check_echo_skipped() -> bool {
-    bridge::planted::active(bridge::planted::PlantedBug::EchoNotChecked)
-}
-
-#[cfg(not(feature = "planted-bugs"))]
-fn check_echo_skipped() -> bool {
-    false
 }

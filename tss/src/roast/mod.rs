@@ -160,7 +160,7 @@ pub(crate) async fn sign(
 ) -> Result<SessionOutcome, SessionError> {
     let origin = Instant::now();
     let kept = signers.pool.take(requests.len());
-    let mut machine = match RoastSession::new(
+    let mut machine = RoastSession::new(
         share,
         session,
         requests,
@@ -169,10 +169,7 @@ pub(crate) async fn sign(
         Duration::ZERO,
         timeout,
         retry,
-    ) {
-        Ok(machine) => machine,
-        Err(error) => return Err(error),
-    };
+    )?;
     let mut pending: Pending<'_> = FuturesUnordered::new();
     let mut aggregation = Duration::ZERO;
     let outcome = loop {
