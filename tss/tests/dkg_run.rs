@@ -141,3 +141,15 @@ fn a_silent_participant_ends_the_ceremony_at_its_deadline_naming_it() {
         other => panic!("expected a timeout, got {other:?}"),
     }
 }
+
+#[test]
+fn a_failure_answered_twice_sends_the_step_again_once() {
+    let ceremonies = Ceremonies::new(3, 2);
+    let mut run = ceremonies.runs.into_iter().next().flatten().unwrap();
+    let first = run.take_sends().into_iter().next().unwrap();
+    run.answer(Duration::ZERO, first.ticket, false);
+    run.answer(Duration::ZERO, first.ticket, false);
+    run.advance(RESEND_AFTER, &ceremonies.signers[0].dkg_inbox());
+    let again: Vec<_> = run.take_sends().into_iter().filter(|s| s.ticket == first.ticket).collect();
+    assert_eq!(again.len(), 1, "one failed step is sent again once, however often its failure is told");
+}

@@ -167,7 +167,10 @@ impl DkgRun {
         }
         if taken {
             self.unacked.remove(&ticket);
-        } else if now + RESEND_AFTER <= self.deadline {
+        } else if now + RESEND_AFTER <= self.deadline && !self.resend.iter().any(|(_, t)| *t == ticket) {
+            // One resend per step at a time: a failure answered twice (a duplicated message)
+            // must not double the step's sends, so `resend` holds at most one entry per
+            // unacknowledged step.
             self.resend.push((now + RESEND_AFTER, ticket));
         }
     }
