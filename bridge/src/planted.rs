@@ -35,6 +35,10 @@ pub enum PlantedBug {
     /// The watchman's view of the vault's ranges never goes back, so a range an Ethereum reorg
     /// dropped is refused as an overlap forever (a real bug the simulator found, kept planted).
     VaultViewNeverGoesBack,
+    /// The follower forgets a batch whose record the database refused, though its state took
+    /// it: the retry replays the batch again and alarms an honest coordinator (a real bug the
+    /// simulator's disk faults found, kept planted).
+    RecordRefusedForgotten,
 }
 
 thread_local! {

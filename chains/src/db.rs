@@ -19,6 +19,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// Connections a SQLite pool holds at most: one writer at a time anyway, and readers beside it.
+pub const SQLITE_CONNECTIONS: u32 = 4;
+
 /// Opens a pool on `url` (`sqlite://PATH`, created if missing, or `postgres://…`).
 pub async fn open(url: &str) -> Result<(AnyPool, Backend), DbError> {
     install_default_drivers();
@@ -41,7 +44,7 @@ pub async fn open(url: &str) -> Result<(AnyPool, Backend), DbError> {
     let probe = sqlx::AnyConnection::connect(&url_with_mode).await.map_err(open_error)?;
     probe.close().await.map_err(open_error)?;
     let pool = AnyPoolOptions::new()
-        .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+        .max_connections(if backend == Backend::Sqlite { SQLITE_CONNECTIONS } else { 8 })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
@@ -66,6 +69,23 @@ pub async fn open(url: &str) -> Result<(AnyPool, Backend), DbError> {
         .await
         .map_err(open_error)?;
     Ok((pool, backend))
+}
+
+/// Makes every connection of a SQLite pool refuse writes (`refuse`) or take them again: what a
+/// full or failing disk does to a role, as the simulator's disk fault (crate `sim`). A write then
+/// fails inside SQLite with "attempt to write a readonly database", through the role's own store
+/// code. It holds every connection the pool can open while it sets each one (`query_only` is a
+/// connection's setting), so the caller must hold none; a connection opened later writes again.
+pub async fn refuse_writes(pool: &AnyPool, refuse: bool) -> Result<(), sqlx::Error> {
+    let mut held = Vec::new();
+    for _ in 0..SQLITE_CONNECTIONS {
+        held.push(pool.acquire().await?);
+    }
+    let pragma = if refuse { "PRAGMA query_only = ON" } else { "PRAGMA query_only = OFF" };
+    for connection in &mut held {
+        connection.execute(pragma).await?;
+    }
+    Ok(())
 }
 
 /// A throwaway schema in the PostgreSQL database at `base`, for tests and benchmarks that share

@@ -21,6 +21,7 @@ use crate::store::{ConfirmerStore, ReplayedBatch, StoreError};
 
 mod late_equivocation;
 mod takeover;
+mod unrecorded;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -140,6 +141,9 @@ pub struct Follower {
     /// Hashes of the batches a `censorship` alarm names, by number: only another batch with
     /// that number (a takeover's) can resume following (follower/takeover.rs).
     censored: BTreeMap<u64, BTreeSet<[u8; 32]>>,
+    /// The batch the state took whose record the database refused: the state is one batch
+    /// ahead of `replayed` until it is recorded (follower/unrecorded.rs).
+    unrecorded: Option<unrecorded::Unrecorded>,
     /// Snapshots of the replayed state, so a restart replays only what came after the last.
     snapshots: SnapshotKeeper,
     /// The batch of the snapshot this follower started from (0: genesis).
@@ -248,6 +252,7 @@ impl Follower {
             forced: None,
             forced_cursor,
             censored: BTreeMap::new(),
+            unrecorded: None,
             snapshots,
             restored_from: from,
             start_replayed: 0,
@@ -367,7 +372,8 @@ impl Follower {
         }
     }
 
-    /// The replayed state (as of batch [`Status::replayed`]).
+    /// The replayed state: as of batch [`Status::replayed`], or of the batch after it while the
+    /// database refuses that batch's record (follower/unrecorded.rs).
     pub fn state(&self) -> &State {
         &self.state
     }
@@ -481,6 +487,10 @@ impl Follower {
         let mut step = Step::default();
         // Every turn, even one with nothing new: the recorder may be installed after `open`.
         self.publish_metrics();
+        // A batch the state took whose record failed: recorded first, or nothing moves.
+        if self.record_owed().await? {
+            step.replayed += 1;
+        }
         if self.halted_at.is_some() {
             self.resume_after_takeover(&mut step).await?;
             return Ok(step);
@@ -738,20 +748,13 @@ impl Follower {
                 }
             },
         };
-        if let Some(commit) = &item.batch.header.forced {
-            self.forced_cursor = Some(commit.to);
-        }
-        let hashes = replayed_tx_hashes(&replayed);
-        self.store
-            .record_replayed(
-                &ReplayedBatch { batch: item.batch, locator: item.locator, unverified: unverified.clone() },
-                &hashes,
-                Some(&replayed.settlement),
-            )
-            .await?;
-        self.keep(number, replayed.settlement);
-        self.advance(number, unverified);
-        self.snapshots.after_batch(&self.state);
+        // The state holds the batch now: until the database records it, nothing else is taken.
+        self.unrecorded = Some(unrecorded::Unrecorded {
+            tx_hashes: replayed_tx_hashes(&replayed),
+            batch: ReplayedBatch { batch: item.batch, locator: item.locator, unverified },
+            settlement: replayed.settlement,
+        });
+        self.record_owed().await?;
         Ok(Taken::Replayed)
     }
 

@@ -55,6 +55,12 @@ impl ConfirmerStore {
         Ok(ConfirmerStore { pool, backend })
     }
 
+    /// Refuses every write from now on (`refuse`), or takes them again: the simulator's full or
+    /// failing disk (chains::db::refuse_writes). Only for SQLite; call it between the role's steps.
+    pub async fn refuse_writes(&self, refuse: bool) -> Result<(), StoreError> {
+        Ok(chains::db::refuse_writes(&self.pool, refuse).await?)
+    }
+
     /// Every replayed batch, in order.
     pub async fn replayed(&self) -> Result<Vec<ReplayedBatch>, StoreError> {
         let rows = sqlx::query("SELECT number, body, locator, unverified FROM replayed_batches ORDER BY number")

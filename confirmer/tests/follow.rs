@@ -147,6 +147,45 @@ async fn a_missing_batch_raises_an_alarm_after_patience() {
 }
 
 #[tokio::test]
+async fn a_batch_whose_record_the_disk_refuses_is_recorded_later_not_replayed_twice() {
+    // The state takes a batch before the database records it. A disk that refuses the record
+    // (full, failing) must not leave the state a batch ahead of what is taken next: the
+    // simulator found that a retry then replayed the batch again and alarmed an honest
+    // coordinator ("expected batch 4, got batch 3"). SQLite's own refusal, on every connection.
+    let honest = history(6, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
+    for batch in &honest {
+        da.publish(batch).await.unwrap();
+    }
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let mut confirmer = follower(&da, &url).await;
+    assert_eq!(confirmer.step(2).await.unwrap().replayed, 2);
+
+    confirmer.store().refuse_writes(true).await.unwrap();
+    for _ in 0..3 {
+        let refused = confirmer.step(16).await.expect_err("the record of batch 3 is refused");
+        assert!(refused.to_string().contains("readonly"), "{refused}");
+        let status = confirmer.status();
+        assert_eq!(status.replayed, 2, "a batch not recorded is not counted as replayed");
+        assert!(status.alarms.is_empty(), "{:?}", status.alarms);
+    }
+
+    confirmer.store().refuse_writes(false).await.unwrap();
+    let step = confirmer.step(16).await.unwrap();
+    assert_eq!(step.alarm, None, "the honest coordinator is not accused");
+    assert_eq!(step.replayed, 4, "batch 3's record first, then batches 4 to 6");
+    assert_eq!(confirmer.status().replayed, 6);
+    assert_eq!(confirmer.state().state_root(), honest[5].header.post_state_root);
+
+    // Every record landed: a restart starts from batch 6.
+    drop(confirmer);
+    let restarted = follower(&da, &url).await;
+    assert_eq!(restarted.status().replayed, 6);
+    assert!(restarted.status().alarms.is_empty());
+}
+
+#[tokio::test]
 async fn a_step_asking_for_no_batch_sees_no_gap_however_often_it_runs() {
     // Every batch is there; a step of 0 (a watchman settling without replaying) fetches none,
     // which is no sign that batch 3 is missing while 4 is published.

@@ -52,6 +52,12 @@ impl Store {
         Ok(Store { pool, backend })
     }
 
+    /// Refuses every write from now on (`refuse`), or takes them again: the simulator's full or
+    /// failing disk (chains::db::refuse_writes). Only for SQLite; call it between the role's steps.
+    pub async fn refuse_writes(&self, refuse: bool) -> Result<(), StoreError> {
+        Ok(chains::db::refuse_writes(&self.pool, refuse).await?)
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`: a
     /// deferred transaction that reads and then writes fails at once with `SQLITE_BUSY_SNAPSHOT`
     /// (not after `busy_timeout`) if another connection committed in between, as the publisher's
