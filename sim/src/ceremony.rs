@@ -26,6 +26,7 @@ use tss::messages::{DkgStep, Encoded, Request, Response};
 use tss::signer::{InboundHandler, Signer};
 use tss::{KeyPath, KeyShare, SessionId};
 
+use crate::clock::NodeClock;
 use crate::evm::EthVault;
 use crate::mesh::{LinkFault, MeshEvent, Question};
 use crate::rng::SimRng;
@@ -185,7 +186,7 @@ impl World {
             let run =
                 DkgRun::new(session, roster, Ceremony::Fresh, Duration::from_millis(start), CEREMONY_TIMEOUT, &mut rng)
                     .map_err(|e| SimError::Setup(e.to_string()))?;
-            let inbox = self.seeded_signer(None, Arc::new(tss::ApproveAll), Default::default());
+            let inbox = self.seeded_signer(None, Arc::new(tss::ApproveAll), Default::default(), &NodeClock::default());
             participants.push(Participant { run: Some(run), inbox, wake_ms: start, ended: None });
         }
         let split = liar.and_then(|liar| self.split(liar, session));

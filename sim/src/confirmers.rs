@@ -2,7 +2,6 @@
 //! from what the store holds, stepped once a tick, each with its watchman half (watchmen.rs).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bridge::Chain;
 use chains::da::DataAvailability;
@@ -12,6 +11,7 @@ use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 
 use crate::SimError;
+use crate::disk::Disk;
 use crate::l1::LaggingNode;
 use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
 
@@ -23,15 +23,29 @@ impl World {
             LaggingNode { l1: self.l1.clone(), now_ms: self.now_ms.clone(), lag_blocks: role.lag_blocks.clone() };
         let verifiers = DepositVerifiers::none().with(Chain::Ethereum, Arc::new(node));
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
-        let clock_ms = self.now_ms.clone();
-        let follower = Follower::open(da, store, self.params.clone(), verifiers)
-            .await
-            .map_err(SimError::role("confirmer start"))?
+        let clock = self.confirmers[index].clock.reader(self.now_ms.clone());
+        let refuses = self.refuses(Disk::Confirmer(index));
+        if refuses {
+            store.refuse_writes(true).await.map_err(SimError::role("disk fault"))?;
+        }
+        let follower = match Follower::open(da, store.clone(), self.params.clone(), verifiers).await {
+            Ok(follower) => follower,
+            // It wrote at its start and the disk refused: the process exits again, to be
+            // started once the disk takes writes.
+            Err(error) if refuses => {
+                self.confirmers[index].down_until = self.confirmers[index].disk_refuses_until;
+                self.log(format!("confirmer {index} cannot start on its disk: {error}"));
+                return Ok(());
+            }
+            Err(error) => return Err(SimError::role("confirmer start")(error)),
+        };
+        let follower = follower
             .with_snapshots(SnapshotPolicy::off())
             .with_missing_batch_wait(MISSING_BATCH_WAIT)
-            .with_clock(Arc::new(move || clock_ms.load(Ordering::SeqCst)));
+            .with_clock(Arc::new(clock));
         let status = follower.status();
         self.confirmers[index].follower = Some(follower);
+        self.confirmers[index].store = Some(store);
         self.confirmers[index].watchman = Some(self.new_watchman(index));
         self.confirmers[index].down_until = None;
         self.log(format!("confirmer {index} up: replayed {}, hard-final {}", status.replayed, status.hard_final));

@@ -9,12 +9,17 @@ use crate::world::World;
 
 impl World {
     pub(crate) fn crash_coordinator(&mut self, down_ms: u64) {
+        self.stop_coordinator(down_ms);
+        self.faults += 1;
+        self.log(format!("FAULT coordinator crashes for {} s", down_ms / 1000));
+    }
+
+    /// The coordinator's process is gone for `down_ms`: what it had in memory with it.
+    pub(crate) fn stop_coordinator(&mut self, down_ms: u64) {
         self.coordinator.sequencer = None;
         self.coordinator.publisher = None;
         self.coordinator.store = None;
         self.coordinator.down_until = Some(self.now() + down_ms);
-        self.faults += 1;
-        self.log(format!("FAULT coordinator crashes for {} s", down_ms / 1000));
     }
 
     pub(crate) async fn inject_faults(&mut self) -> Result<(), SimError> {
@@ -27,6 +32,7 @@ impl World {
             if self.confirmers[index].follower.is_some() && self.rng.chance(3_000) {
                 let down = self.rng.between(5, 300) * 1000;
                 self.confirmers[index].follower = None;
+                self.confirmers[index].store = None;
                 self.confirmers[index].watchman = None;
                 self.confirmers[index].down_until = Some(now + down);
                 self.faults += 1;
@@ -56,6 +62,8 @@ impl World {
             self.post_junk();
         }
         self.inject_mesh_faults();
+        self.fail_disks().await?;
+        self.skew_clocks()?;
         Ok(())
     }
 
@@ -88,6 +96,7 @@ impl World {
     }
 
     pub(crate) async fn restart_due(&mut self) -> Result<(), SimError> {
+        self.disks_back().await?;
         let now = self.now();
         if self.coordinator.down_until.is_some_and(|until| now >= until) {
             self.start_coordinator().await?;
@@ -116,6 +125,7 @@ impl World {
             role.lag_until = None;
         }
         self.mesh.heal();
+        self.true_clocks();
         self.log("healing: faults stop, every role is up and in sync from now on");
     }
 }

@@ -9,7 +9,7 @@
 //! One watchman in about three runs is byzantine for the whole run ([`WatchmanAttack`]).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tss::signer::{Clock, InboundHandler, Randomness, Signer};
 use tss::{Decision, KeyShare, SessionError, SessionId, SigningPolicy, SigningRequest};
 
 use crate::SimConfig;
+use crate::clock::NodeClock;
 use crate::mesh::{LinkFault, MeshEvent, Question};
 use crate::rng::SimRng;
 use crate::watchmen::Ask;
@@ -84,22 +85,16 @@ impl WatchmanAttack {
     }
 }
 
-/// The simulation's time, as a signer reads it: a fixed origin plus the simulated milliseconds
-/// (only differences matter to it).
+/// A machine's clock as its signer reads it: a fixed origin plus the node's milliseconds (only
+/// differences matter to it).
 struct SimClock {
     origin: Instant,
-    ms: Arc<AtomicU64>,
-}
-
-impl SimClock {
-    fn new(origin: Instant, ms: Arc<AtomicU64>) -> Self {
-        SimClock { origin, ms }
-    }
+    ms: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 impl Clock for SimClock {
     fn now(&self) -> Instant {
-        self.origin + Duration::from_millis(self.ms.load(Ordering::SeqCst))
+        self.origin + Duration::from_millis((self.ms)())
     }
 }
 
@@ -185,7 +180,8 @@ impl World {
         };
         let policy = Arc::new(Recorded { inner: policy, watchman: index, approvals: self.approval_log.clone() });
         let share = self.keys.shares.get(index).cloned();
-        let signer = self.seeded_signer(share, policy, LIMITS);
+        let clock = self.confirmers[index].clock.clone();
+        let signer = self.seeded_signer(share, policy, LIMITS, &clock);
         let handler: Arc<dyn InboundHandler> = match attack {
             Some(WatchmanAttack::GarbageShares) => {
                 Arc::new(GarbageShares { honest: signer, rng: Mutex::new(SimRng::new(self.rng.below(u64::MAX))) })
@@ -202,9 +198,10 @@ impl World {
         share: Option<KeyShare>,
         policy: Arc<dyn SigningPolicy>,
         limits: NonceLimits,
+        clock: &NodeClock,
     ) -> Signer {
         let randomness = Randomness::Given(Mutex::new(Box::new(ChaCha20Rng::from_seed(self.rng.bytes32()))));
-        let clock = Arc::new(SimClock::new(self.clock_origin, self.mesh_ms.clone()));
+        let clock = Arc::new(SimClock { origin: self.clock_origin, ms: Box::new(clock.reader(self.mesh_ms.clone())) });
         Signer::with_sources(share, policy, limits, randomness, clock)
     }
 

@@ -34,7 +34,10 @@ impl World {
             Tx::User(user) => Some(user.tx().from()),
             Tx::System(_) => None,
         };
-        let mut outcomes = sequencer.submit(vec![tx]).await.map_err(SimError::role("sequencer"))?;
+        let mut outcomes = match sequencer.submit(vec![tx]).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => return self.sequencer_failed("a submission", error),
+        };
         let Some(outcome) = outcomes.pop() else { return Ok(()) };
         match outcome {
             Ok(receipt) => {

@@ -14,6 +14,7 @@ use bridge::{Address, Amount, AssetConfig, AssetId, BtcNetwork, CoordinatorKey, 
 use chains::da::DataAvailability;
 use chains::snapshots::SnapshotPolicy;
 use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
 use coordinator::publisher::Publisher;
 use coordinator::seal_rule::{OpenBatch, SealRule};
 use coordinator::sequencer::Sequencer;
@@ -22,6 +23,8 @@ use coordinator::store::Store;
 use crate::arweave::{Arweave, BLOCK_MS, SimDa};
 use crate::byzantine::Attack;
 use crate::ceremony::Keys;
+use crate::clock::NodeClock;
+use crate::disk::Disk;
 use crate::eth_reorg::EthHistory;
 use crate::evm::EthVault;
 use crate::l1::L1;
@@ -51,11 +54,20 @@ pub(crate) struct CoordinatorRole {
     pub(crate) store: Option<Store>,
     pub(crate) down_until: Option<u64>,
     pub(crate) opened_ms: Option<u64>,
+    /// Its disk refuses writes until then (disk.rs).
+    pub(crate) disk_refuses_until: Option<u64>,
+    /// How far its wall clock, which stamps its batches, is off (clock.rs).
+    pub(crate) wall_offset_ms: i64,
 }
 
 pub(crate) struct ConfirmerRole {
     pub(crate) url: String,
     pub(crate) follower: Option<Follower>,
+    /// The follower's store, shared with it: where a disk fault is set (disk.rs).
+    pub(crate) store: Option<ConfirmerStore>,
+    pub(crate) disk_refuses_until: Option<u64>,
+    /// Its machine's clock, which its follower and its signer read (clock.rs).
+    pub(crate) clock: NodeClock,
     /// Its watchman half, in memory: gone with a crash, built again at the restart.
     pub(crate) watchman: Option<Watchman>,
     pub(crate) down_until: Option<u64>,
@@ -158,11 +170,16 @@ impl World {
             store: None,
             down_until: None,
             opened_ms: None,
+            disk_refuses_until: None,
+            wall_offset_ms: 0,
         };
         let confirmers = (0..config.confirmers)
             .map(|i| ConfirmerRole {
                 url: url(&format!("confirmer{i}.db")),
                 follower: None,
+                store: None,
+                disk_refuses_until: None,
+                clock: NodeClock::default(),
                 watchman: None,
                 down_until: None,
                 stalled_until: None,
@@ -307,10 +324,20 @@ impl World {
 
     pub(crate) async fn start_coordinator(&mut self) -> Result<(), SimError> {
         let store = Store::open(&self.coordinator.url).await.map_err(SimError::role("coordinator ledger"))?;
-        let sequencer = Sequencer::recover(store.clone(), self.params.clone(), self.key()?)
-            .await
-            .map_err(SimError::role("coordinator recovery"))?
-            .with_snapshots(SnapshotPolicy::off());
+        if self.refuses(Disk::Coordinator) {
+            store.refuse_writes(true).await.map_err(SimError::role("disk fault"))?;
+        }
+        let sequencer = match Sequencer::recover(store.clone(), self.params.clone(), self.key()?).await {
+            Ok(sequencer) => sequencer.with_snapshots(SnapshotPolicy::off()),
+            // Recovery wrote and the disk refused: the process exits again, to be started once
+            // the disk takes writes.
+            Err(error) if self.refuses(Disk::Coordinator) => {
+                self.coordinator.down_until = self.coordinator.disk_refuses_until;
+                self.log(format!("coordinator cannot start on its disk: {error}"));
+                return Ok(());
+            }
+            Err(error) => return Err(SimError::role("coordinator recovery")(error)),
+        };
         let open = sequencer.open_len();
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
         self.coordinator.publisher = Some(Publisher::new(store.clone(), da));
@@ -325,6 +352,7 @@ impl World {
 
     async fn seal_by_policy(&mut self) -> Result<(), SimError> {
         let now = self.now();
+        let wall_clock = self.coordinator_wall_clock();
         let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(()) };
         let open = OpenBatch {
             txs: sequencer.open_len(),
@@ -336,7 +364,11 @@ impl World {
             return Ok(());
         }
         self.coordinator.opened_ms = None;
-        if let Some(sealed) = sequencer.seal(now).await.map_err(SimError::role("sealing"))? {
+        let sealed = match sequencer.seal(wall_clock).await {
+            Ok(sealed) => sealed,
+            Err(error) => return self.sequencer_failed("sealing", error),
+        };
+        if let Some(sealed) = sealed {
             self.truth.record(&sealed);
             let header = &sealed.batch.header;
             let line = format!(

@@ -102,6 +102,13 @@ fn a_watchman_whose_view_of_the_vault_never_goes_back_is_found() {
 }
 
 #[test]
+fn a_follower_forgetting_a_refused_record_is_found() {
+    // The real bug the disk faults found: the state took a batch, its record failed, and the
+    // retry replayed it again and alarmed an honest coordinator.
+    assert_found(PlantedBug::RecordRefusedForgotten, None, 3, &["no-false-alarm"]);
+}
+
+#[test]
 fn without_a_planted_bug_the_same_seeds_pass() {
     // The failures above are the bugs', not the attacks': the same attacks pass unplanted.
     let attacks = [
