@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 use crate::deposit::{DepositCheck, DepositVerifier, VerifierError};
 
 pub mod fees;
+mod guardian;
 pub use fees::{FeeConfig, FeeDecision, FeeError, FeePolicy, Fees};
+pub use guardian::Guardian;
 
 pub use crate::eth_finality::{Confirmation, FinalityRule, FinalityStatus, FinalityWatch, SafeHeight};
 use crate::http::Tls;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bridge::{AssetId, Chain, NetworkParams, Transfer, UserTx, VaultOwner, Withdraw};
 use chains::bitcoin::{CoreRpc, DepositChecker, deposit_address};
 use chains::da::DirDa;
+use chains::task::{Schedule, Supervisor};
 use common::bitcoin_bridge::{BitcoinBridge, balance, recipient, submit, until};
 use common::*;
 use confirmer::deposits::DepositVerifiers;
@@ -25,7 +26,7 @@ use confirmer::solvency::SolvencyWatch;
 use confirmer::store::ConfirmerStore;
 use confirmer::watchman::admin::propose::{ProposeError, sign_key_rotation};
 use confirmer::watchman::admin::{AdminAction, AdminMessage, AdminPolicy, ApprovalBook};
-use confirmer::watchman::{BtcPayouts, BumpClock, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::{BUMP_CLOCK_TASK, BtcPayouts, BumpClock, ReplayPolicy, SettlementBook, Watchman};
 use tss::{GroupKey, SessionError, TssNode};
 
 /// Long enough for the whole test; expiry is the admin tests' subject.
@@ -74,7 +75,8 @@ impl Group {
             let follower = Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap();
             let book = SettlementBook::default();
             let clock = BumpClock::new(3);
-            clock.spawn(rpc.clone(), book.clone(), vault, p.btc_network, std::time::Duration::from_millis(100));
+            let refresh = clock.task(rpc.clone(), book.clone(), vault, p.btc_network);
+            Supervisor::new().spawn(BUMP_CLOCK_TASK, refresh, Schedule::every(std::time::Duration::from_millis(100)));
             let approvals = ApprovalBook::in_memory();
             let policy = ReplayPolicy::new(book.clone(), None)
                 .with_bitcoin(vault, p.btc_network)

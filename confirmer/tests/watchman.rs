@@ -16,11 +16,13 @@ use alloy::providers::Provider;
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{AssetId, UserTx, Withdraw};
 use chains::ethereum::fees::GWEI;
-use chains::ethereum::{FeeConfig, Submitter};
+use chains::ethereum::{FeeConfig, Guardian, Submitter};
+use chains::task::{Schedule, Supervisor, TaskState};
 use common::coordinator_api::submit;
 use common::eth_group::{EthGroup, watchman_follower};
 use common::*;
-use confirmer::watchman::{EthSettlement, RangeLimits, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::solvency::SolvencyGuard;
+use confirmer::watchman::{EthSettlement, OnDuty, RangeLimits, ReplayPolicy, SettlementBook, WATCHMAN_TASK, Watchman};
 use contracts::harness::Setup;
 use tss::{SessionError, TssNode};
 
@@ -173,15 +175,42 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         other => panic!("expected the halted watchmen to refuse, got {other}"),
     }
 
-    // With a guardian key, a watchman answers an alarm by pausing the vault (once).
-    let (guardian, _) =
+    // With a guardian key, a watchman on duty answers an alarm by pausing the vault, once: its
+    // turns run under the supervisor, as in the process.
+    let (guardian, guardian_address) =
         chains::ethereum::signing_provider(&setup.anvil.url(), &Default::default(), contracts::ANVIL_KEY_0).unwrap();
-    assert!(chains::ethereum::pause_vault(&guardian, domain.vault, &Default::default()).await.unwrap().is_some());
+    let sent_before = setup.provider.get_transaction_count(guardian_address).await.unwrap();
+    let watch =
+        confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None, tls: Default::default() };
+    let solvency = SolvencyGuard::new(watch, chains::ethereum::Confirmation::Depth(0), 0, domain.vault).unwrap();
+    let duty = OnDuty::new(watchmen.remove(0), solvency).with_guardian(Some(Guardian::new(
+        guardian.clone(),
+        domain.vault,
+        Default::default(),
+    )));
+    let on_duty = duty.watchman();
+    let supervisor = Supervisor::new();
+    let turns = supervisor.spawn(WATCHMAN_TASK, duty, Schedule::every(Duration::from_millis(50)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !vault.paused().call().await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "never paused: {:?}", supervisor.health());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Ten turns more: the vault is not paused again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = setup.provider.get_transaction_count(guardian_address).await.unwrap() - sent_before;
+    assert_eq!(sent, 1, "one pause transaction");
+    let health = supervisor.health();
+    assert_eq!(health.len(), 1);
+    assert_eq!((health[0].task.as_str(), health[0].state), (WATCHMAN_TASK, TaskState::Running), "{health:?}");
+    // The clean stop: between turns, then no more.
+    let mut stopped = on_duty.lock().await;
+    turns.abort();
+    stopped.finish_snapshots().await.unwrap();
     assert!(
         chains::ethereum::pause_vault(&guardian, domain.vault, &Default::default()).await.unwrap().is_none(),
         "paused already"
     );
-    assert!(vault.paused().call().await.unwrap());
 }
 
 /// Sets the base fee of the next block and mines it (anvil).

@@ -19,13 +19,16 @@ use bridge::tx::{Deposit, L1Ref, SystemTx, UserTx, Withdraw};
 use bridge::{Amount, AssetConfig, AssetId, BtcVaultParams, Chain, NetworkParams, State, Tx};
 use chains::bitcoin::{CoreRpc, DepositChecker, PayoutBroadcaster, PayoutStatus, deposit_address};
 use chains::da::{DataAvailability, DirDa};
+use chains::task::{Schedule, Supervisor};
 use common::btc::{Miner, recipient};
 use common::coordinator_api::until;
 use common::*;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{BtcPayouts, BumpClock, PayoutAction, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::{
+    BUMP_CLOCK_TASK, BtcPayouts, BumpClock, PayoutAction, ReplayPolicy, SettlementBook, Watchman,
+};
 use regtest::{RegtestConfig, RegtestNode};
 use tss::{GroupKey, TssNode};
 
@@ -194,7 +197,8 @@ impl Harness {
             let book = SettlementBook::default();
             // Each watchman's clock reads its own node directly, never through the payer's.
             let clock = BumpClock::new(BUMP_AFTER_BLOCKS);
-            clock.spawn(rpc.clone(), book.clone(), vault, p.btc_network, Duration::from_millis(100));
+            let refresh = clock.task(rpc.clone(), book.clone(), vault, p.btc_network);
+            Supervisor::new().spawn(BUMP_CLOCK_TASK, refresh, Schedule::every(Duration::from_millis(100)));
             let policy =
                 ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network).with_bump_clock(clock.clone());
             let tss = TssNode::start(tss_config(identity, &running, Some(shares[i].clone()), Arc::new(policy)))

@@ -1,6 +1,6 @@
 //! When this watchman signs a fee bump: only when its own Bitcoin node shows the previous
 //! attempt of the plan unconfirmed for `bump_after_blocks` blocks. The requester's word counts
-//! for nothing: the heights are this watchman's node's, read by [`BumpClock::run`] in the
+//! for nothing: the heights are this watchman's node's, read by [`BumpClock::task`] in the
 //! background, because the signing policy answers synchronously and cannot ask the node itself.
 //!
 //! An attempt's clock starts at the first height at which this watchman knew the attempt
@@ -12,11 +12,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bridge::btc_payout::PayoutPlan;
 use bridge::{BtcNetwork, BtcVaultParams};
 use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus};
+use chains::task::{Task, TaskError};
 
 use super::book::{BTC_PRUNE_CONFIRMATIONS, SettlementBook, confirmed_height, is_btc_deep};
 
@@ -156,38 +156,50 @@ impl BumpClock {
         deep
     }
 
-    /// Refreshes from `rpc` every `poll`, for the plans of `book`, until the task is dropped. A
-    /// node error leaves the last view (a stale tip only delays bumps) and is retried.
-    pub fn spawn(
+    /// The background refresh as a supervised task (`chains::task::Supervisor::spawn`): each
+    /// turn reads `rpc` for the plans of `book`. A node error leaves the last view (a stale tip
+    /// only delays bumps) and the turn is retried.
+    pub fn task(
         &self,
         rpc: CoreRpc,
         book: SettlementBook,
         vault: BtcVaultParams,
         network: BtcNetwork,
-        poll: Duration,
-    ) -> tokio::task::JoinHandle<()> {
-        let clock = self.clone();
-        let mut broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, network);
-        tokio::spawn(async move {
-            loop {
-                if let Some(keys) = book.btc_keys() {
-                    broadcaster.set_keys(keys);
-                }
-                let owing = book.owing_from(1);
-                let plans: Vec<PayoutPlan> = owing.iter().flat_map(|(_, s)| s.btc_plans.iter().cloned()).collect();
-                match clock.refresh(&rpc, &broadcaster, &plans).await {
-                    Ok(deep) => {
-                        for (batch, settlement) in &owing {
-                            for plan in settlement.btc_plans.iter().filter(|p| deep.contains(&p.id)) {
-                                book.prune_btc_plan(*batch, plan.id);
-                            }
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "the bump clock could not read this watchman's Bitcoin node"),
-                }
-                tokio::time::sleep(poll).await;
+    ) -> BumpClockTask {
+        let broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, network);
+        BumpClockTask { clock: self.clone(), rpc, broadcaster, book }
+    }
+}
+
+/// The name of the bump clock's task in `/health` and the `task` label of `bridge_task_*`.
+pub const BUMP_CLOCK_TASK: &str = "bump-clock";
+
+/// See [`BumpClock::task`].
+#[derive(Debug)]
+pub struct BumpClockTask {
+    clock: BumpClock,
+    rpc: CoreRpc,
+    broadcaster: PayoutBroadcaster,
+    book: SettlementBook,
+}
+
+impl Task for BumpClockTask {
+    async fn turn(&mut self) -> Result<(), TaskError> {
+        // The group's keys change with a rotation: the plans' scripts follow the ledger's.
+        if let Some(keys) = self.book.btc_keys() {
+            self.broadcaster.set_keys(keys);
+        }
+        let owing = self.book.owing_from(1);
+        let plans: Vec<PayoutPlan> = owing.iter().flat_map(|(_, s)| s.btc_plans.iter().cloned()).collect();
+        let deep = self.clock.refresh(&self.rpc, &self.broadcaster, &plans).await.map_err(|error| {
+            TaskError::transient(format!("the bump clock could not read this watchman's Bitcoin node: {error}"))
+        })?;
+        for (batch, settlement) in &owing {
+            for plan in settlement.btc_plans.iter().filter(|p| deep.contains(&p.id)) {
+                self.book.prune_btc_plan(*batch, plan.id);
             }
-        })
+        }
+        Ok(())
     }
 }
 

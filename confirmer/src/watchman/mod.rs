@@ -9,13 +9,15 @@
 //! watchman's own node allows a fee bump; `stuck`: leaves the vault could not pay, retried with
 //! backoff and listed for claims; `admin`: the vault's admin messages, signed only with this
 //! operator's approval of each; `checkpoint`: signed checkpoints (batch, header hash) for
-//! confirmers that join late; `run`: one watchman's loop turn
-//! (replay, book, settle, pay).
+//! confirmers that join late; `run`: the replay-and-settle step of a turn
+//! (replay, book, settle, pay); `duties`: the whole turn as a supervised task (the step,
+//! solvency, the guardian's pause, checkpoints).
 
 pub mod admin;
 pub mod book;
 pub mod bump_clock;
 pub mod checkpoint;
+pub mod duties;
 pub mod payout;
 pub mod policy;
 pub mod range_plan;
@@ -24,8 +26,9 @@ pub mod settle;
 pub mod stuck;
 
 pub use book::SettlementBook;
-pub use bump_clock::BumpClock;
+pub use bump_clock::{BUMP_CLOCK_TASK, BumpClock, BumpClockTask};
 pub use checkpoint::{CheckpointDuty, CheckpointSignError, CheckpointWriter, sign_checkpoint};
+pub use duties::{Duties, OnDuty, WATCHMAN_TASK};
 pub use payout::{BtcPayouts, PayoutAction, PayoutError};
 pub use policy::{
     PayoutInput, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SIGN_BTC_PAYOUT_INPUT, SIGN_CHECKPOINT,

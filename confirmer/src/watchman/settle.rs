@@ -279,7 +279,9 @@ impl EthSettlement {
         let horizon = self.book.eth_pruned_through();
         if horizon > 0 && self.next_to_pay < range_count {
             let submitter = &self.submitter;
-            let first = first_range_after(range_count, horizon, async |number| {
+            // A closure returning a future, not an async closure: the turn's future must be
+            // `Send` (it runs under `chains::task`), which an async closure's cannot yet show.
+            let first = first_range_after(range_count, horizon, move |number| async move {
                 Ok::<_, SubmitError>(submitter.range(number).await?.map(|range| range.last))
             })
             .await?;
@@ -616,11 +618,11 @@ impl EthSettlement {
 /// (the ranges' batches ascend); `last_of` reads a range's last batch. A range that cannot be
 /// read (`None`) ends the search at the lowest candidate: walking from too early a range costs
 /// reads, never a payment.
-async fn first_range_after<E>(
-    count: u64,
-    horizon: u64,
-    mut last_of: impl AsyncFnMut(u64) -> Result<Option<u64>, E>,
-) -> Result<u64, E> {
+async fn first_range_after<E, F, R>(count: u64, horizon: u64, mut last_of: F) -> Result<u64, E>
+where
+    F: FnMut(u64) -> R,
+    R: std::future::Future<Output = Result<Option<u64>, E>>,
+{
     let (mut low, mut high) = (0, count);
     while low < high {
         let middle = low + (high - low) / 2;
@@ -639,9 +641,9 @@ mod bisection_tests {
 
     /// Ranges ending at these batches.
     async fn first_after(lasts: &[u64], horizon: u64, reads: &mut usize) -> u64 {
-        let result: Result<u64, ()> = first_range_after(lasts.len() as u64, horizon, async |n| {
+        let result: Result<u64, ()> = first_range_after(lasts.len() as u64, horizon, |n| {
             *reads += 1;
-            Ok(lasts.get(n as usize).copied())
+            std::future::ready(Ok(lasts.get(n as usize).copied()))
         })
         .await;
         result.unwrap_or(u64::MAX)

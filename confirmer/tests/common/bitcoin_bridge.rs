@@ -7,10 +7,11 @@ use std::sync::Arc;
 use bridge::{AssetConfig, AssetId, BtcVaultParams, Chain, NetworkParams, UserTx, Withdraw};
 use chains::bitcoin::{CoreRpc, DepositChecker};
 use chains::da::DirDa;
+use chains::task::{Schedule, Supervisor};
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
-use confirmer::watchman::{BtcPayouts, BumpClock, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::{BUMP_CLOCK_TASK, BtcPayouts, BumpClock, ReplayPolicy, SettlementBook, Watchman};
 use coordinator::node::Node;
 use regtest::{RegtestConfig, RegtestNode};
 use tss::TssNode;
@@ -123,7 +124,8 @@ pub async fn start_watchman(
     let book = SettlementBook::default();
     // Its bump clock reads its node every 100 ms: bumps are signed only after 3 blocks there.
     let clock = BumpClock::new(3);
-    clock.spawn(rpc.clone(), book.clone(), vault, p.btc_network, std::time::Duration::from_millis(100));
+    let refresh = clock.task(rpc.clone(), book.clone(), vault, p.btc_network);
+    Supervisor::new().spawn(BUMP_CLOCK_TASK, refresh, Schedule::every(std::time::Duration::from_millis(100)));
     let policy =
         Arc::new(ReplayPolicy::new(book.clone(), None).with_bitcoin(vault, p.btc_network).with_bump_clock(clock));
     let node = TssNode::start(tss_config(identity, running, Some(share.clone()), policy)).await.unwrap();

@@ -20,12 +20,16 @@ use chains::arweave::{Gateway, RetryPolicy};
 use chains::bitcoin::{CoreRpc, DepositChecker};
 use chains::da::{ArweaveDa, ArweaveDaConfig, DataAvailability, DirDa};
 use chains::ethereum::{EthDepositVerifier, Submitter};
+use chains::task::{Schedule, Supervisor};
 use clap::{Parser, Subcommand};
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 use confirmer::watchman::admin::{self, AdminPolicy, ApprovalBook};
-use confirmer::watchman::{BtcPayouts, BumpClock, EthSettlement, ReplayPolicy, SettlementBook, Watchman};
+use confirmer::watchman::{
+    BUMP_CLOCK_TASK, BtcPayouts, BumpClock, EthSettlement, OnDuty, ReplayPolicy, SettlementBook, WATCHMAN_TASK,
+    Watchman,
+};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tss::keystore::{self, Passphrase};
 use tss::roster::WatchmenFile;
@@ -190,8 +194,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         if let Some(file) = &eth.guardian_key_file {
             let key = config::load_guardian_key(file, &passphrase)?;
-            let (provider, _) = chains::ethereum::signing_provider(&eth.rpc, &tls, &key).map_err(anyhow::Error::msg)?;
-            guardian = Some((provider, fees));
+            guardian = Some(
+                chains::ethereum::Guardian::connect(&eth.rpc, &tls, &key, params.eth_vault, fees)
+                    .map_err(anyhow::Error::msg)?,
+            );
         }
     }
     // Every watchman co-signs checkpoints its own replay vouches for.
@@ -206,10 +212,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         (Some(_), None) => bail!("[admin] needs [ethereum]: approvals are for the Ethereum vault"),
         (None, _) => None,
     };
+    // Every long-running duty runs under one supervisor: `/health` and `bridge_task_*` show each.
+    let supervisor = Supervisor::new();
     if let (Some(vault), Some(b), Some(rpc)) = (params.btc_vault, &config.bitcoin, &btc_rpc) {
         // Fee bumps are timed by this watchman's own node, read every few seconds.
         let clock = BumpClock::new(b.bump_after_blocks);
-        clock.spawn(rpc.clone(), book.clone(), vault, params.btc_network, Duration::from_secs(2));
+        let refresh = clock.task(rpc.clone(), book.clone(), vault, params.btc_network);
+        supervisor.spawn(BUMP_CLOCK_TASK, refresh, Schedule::every(Duration::from_secs(2)));
         policy = policy.with_bitcoin(vault, params.btc_network).with_bump_clock(clock);
     }
     let node = TssNode::start(TssNodeConfig {
@@ -244,7 +253,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let supervisor = chains::task::Supervisor::new();
     let public_approvals =
         approvals.as_ref().map(|a| admin::http::public_router(a.clone(), me.to_string(), roster.threshold));
     if let (Some(section), Some(approvals), Some(domain), Some(eth)) =
@@ -261,16 +269,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         };
         admin::http::serve(api, section.listen, section.allow_remote, &supervisor).await?;
     }
-    let (waiting_now, waiting) = tokio::sync::watch::channel(None);
-    serve(config.listen, book.clone(), supervisor.clone(), stuck, waiting, public_approvals).await?;
-    eprintln!(
-        "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
-        roster.threshold,
-        entries.len(),
-        hex::encode(group.internal_key),
-        config.listen
-    );
-
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: config.ethereum.as_ref().map(|e| e.rpc.clone()),
         btc_rpc: btc_rpc.clone(),
@@ -280,9 +278,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .ethereum
         .as_ref()
         .map_or(chains::ethereum::Confirmation::Depth(0), |e| chains::ethereum::Confirmation::new(e.finality, e.depth));
-    let mut solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_confirmation, 0, params.eth_vault)?;
-    let tss = watchman.tss_shared();
-    let mut checkpoints = config.checkpoints.as_ref().map(|section| {
+    let solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_confirmation, 0, params.eth_vault)?;
+    let checkpoints = config.checkpoints.as_ref().map(|section| {
         let writer = confirmer::watchman::CheckpointWriter {
             dir: section.dir.clone(),
             every_batches: section.every_batches,
@@ -290,69 +287,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
         };
         confirmer::watchman::CheckpointDuty::new(writer, params.name.clone(), params.genesis_hash())
     });
-    let mut paused = false;
-    let mut turn: u64 = 0;
-    // The loop reports each turn to the supervisor (`/health`, `bridge_task_*`).
-    let turns = supervisor.reporter("watchman");
-    // SIGTERM (systemd, docker stop) ends the loop between turns, with a final state snapshot.
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
-    loop {
-        turn += 1;
-        match watchman.step(64).await {
-            Ok(report) => {
-                turns.ok();
-                if report.replayed > 0 || !report.settled.is_empty() || !report.payouts.is_empty() {
-                    tracing::info!(
-                        replayed = report.replayed,
-                        hard_final = report.hard_final,
-                        settled = report.settled.len(),
-                        payouts = ?report.payouts,
-                        "watchman turn"
-                    );
-                }
-                if let Some(error) = report.settle_error {
-                    tracing::warn!(%error, "settling stopped this turn");
-                }
-            }
-            Err(error) => {
-                turns.failed(&chains::task::TaskError::transient(&error));
-            }
+    let duty = OnDuty::new(watchman, solvency).with_guardian(guardian).with_checkpoints(checkpoints);
+    let watchman = duty.watchman();
+    serve(config.listen, book.clone(), supervisor.clone(), stuck, duty.waiting(), public_approvals).await?;
+    eprintln!(
+        "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
+        roster.threshold,
+        entries.len(),
+        hex::encode(group.internal_key),
+        config.listen
+    );
+
+    // Replay, settle, judge solvency, pause on a halt, sign checkpoints: one supervised turn
+    // every `interval_ms` (confirmer::watchman::duties).
+    let turns = supervisor.spawn(WATCHMAN_TASK, duty, Schedule::every(Duration::from_millis(config.interval_ms)));
+    tokio::select! {
+        failure = supervisor.failed() => {
+            bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")
         }
-        waiting_now.send_replace(watchman.follower().status().waiting);
-        // Every tenth turn: a vault that cannot cover what this replay owes stops all signing
-        // (judged only when caught up with the DA; see confirmer::solvency::SolvencyGuard).
-        if turn % 10 == 1 {
-            match solvency.judge(watchman.follower()).await {
-                Ok(confirmer::solvency::Verdict::Shortfall { why, .. }) => {
-                    tracing::error!(%why, "shortfall: this watchman stops signing");
-                    book.halt(why);
-                }
-                Ok(verdict) => tracing::debug!(?verdict, "solvency"),
-                Err(error) => tracing::warn!(%error, "the solvency check failed; retrying"),
-            }
-        }
-        if let (Some(why), Some((provider, fees)), false) = (book.halted(), &guardian, paused) {
-            match chains::ethereum::pause_vault(provider, params.eth_vault, fees).await {
-                Ok(receipt) => {
-                    paused = true;
-                    tracing::error!(%why, already_paused = receipt.is_none(), "the Ethereum vault is paused");
-                }
-                Err(error) => tracing::error!(%error, "pausing the Ethereum vault failed; retrying"),
-            }
-        }
-        if let Some(duty) = &mut checkpoints {
-            duty.turn(&tss, &book).await;
-        }
-        if let Some(failure) = supervisor.failure() {
-            bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(config.interval_ms)) => {}
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
+        // SIGTERM (systemd, docker stop) or Ctrl-C: stop between turns, with a final snapshot.
+        () = chains::task::shutdown_signal() => {}
     }
+    // The turn in flight ends first (it holds the watchman); then no other starts.
+    let mut watchman = watchman.lock().await;
+    turns.abort();
     // A clean stop: the state after the last replayed batch saved, so the next start replays
     // nothing. A signing session in flight with the other watchmen is left: they time it out.
     tracing::info!("shutting down: saving the state");
