@@ -218,19 +218,6 @@ impl DepositWatcher {
         }
         Ok(handed)
     }
-
-    /// Polls every `interval` until a fatal error (a deep reorg, the channel closed); node
-    /// errors are logged and retried.
-    pub async fn run(mut self, interval: Duration) -> WatchError {
-        loop {
-            match self.poll().await {
-                Ok(_) => {}
-                Err(WatchError::Rpc(reason)) => tracing::warn!(%reason, "Ethereum node error; retrying"),
-                Err(fatal) => return fatal,
-            }
-            tokio::time::sleep(interval).await;
-        }
-    }
 }
 
 /// The confirmer's check of an Ethereum deposit: the receipt at `l1_ref` succeeded, the log at

@@ -192,9 +192,9 @@ impl Supervisor {
         })
     }
 
-    /// A handle for a loop that runs its own turns (not yet a [`Task`]) to report them; the
-    /// task shows as running until it reports otherwise.
-    pub fn reporter(&self, name: &str) -> TaskReporter {
+    /// Reports the turns of task `name`, which shows as running until told otherwise. Private:
+    /// every long-running loop is a [`Task`], so nothing outside runs and reports its own turns.
+    fn reporter(&self, name: &str) -> TaskReporter {
         let report = TaskReporter { shared: self.0.clone(), task: name.to_owned() };
         report.set(|health| {
             health.state = TaskState::Running;
@@ -226,14 +226,14 @@ impl Supervisor {
 
 /// Reports one task's turns to its [`Supervisor`].
 #[derive(Debug, Clone)]
-pub struct TaskReporter {
+struct TaskReporter {
     shared: Arc<Shared>,
     task: String,
 }
 
 impl TaskReporter {
     /// A good turn: the task is running again.
-    pub fn ok(&self) {
+    fn ok(&self) {
         let recovered = self.set(|health| {
             let was = (health.state == TaskState::Restarting).then_some(health.attempt);
             health.state = TaskState::Running;
@@ -247,7 +247,7 @@ impl TaskReporter {
 
     /// A failed turn. A transient error returns the attempt number (1 for the first retry); a
     /// fatal one marks the task dead and returns `None`.
-    pub fn failed(&self, error: &TaskError) -> Option<u32> {
+    fn failed(&self, error: &TaskError) -> Option<u32> {
         match error {
             TaskError::Transient(why) => {
                 let attempt = self.set(|health| {

@@ -3,8 +3,6 @@
 //! reorg below depth stops it; a broken node credits nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
-
 use bitcoin::Amount;
 use bitcoin::hashes::Hash;
 use bridge::tx::{Deposit, L1Ref};
@@ -23,7 +21,7 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
     let miner = Miner::new();
     rpc.generate_to_address(101, &miner.address).await.unwrap();
 
-    let config = WatcherConfig { depth: 3, start_height: 1, poll_interval: Duration::from_millis(10) };
+    let config = WatcherConfig { depth: 3, start_height: 1 };
     let key = group_key();
     let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, key, config).unwrap();
     let checker = DepositChecker::new(rpc.clone(), BtcNetwork::Regtest, key, 3);
@@ -108,7 +106,7 @@ async fn a_node_that_is_down_credits_nothing() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let config = WatcherConfig { depth: 1, start_height: 0, poll_interval: Duration::from_millis(10) };
+    let config = WatcherConfig { depth: 1, start_height: 0 };
     let mut watcher =
         DepositWatcher::new(CoreRpc::new(url, "u", "p"), BtcNetwork::Regtest, group_key(), config).unwrap();
     watcher.watch(bridge::Address([1; 20]));
@@ -119,30 +117,36 @@ async fn a_node_that_is_down_credits_nothing() {
 }
 
 #[tokio::test]
-async fn the_running_watcher_credits_each_deposit_once_and_stops_when_the_channel_closes() {
+async fn polls_credit_each_deposit_once_and_a_closed_channel_stops_the_watcher() {
     let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
     let rpc = CoreRpc::new(node.url(), node.user(), node.password());
     let miner = Miner::new();
     rpc.generate_to_address(101, &miner.address).await.unwrap();
-    let config = WatcherConfig { depth: 1, start_height: 0, poll_interval: Duration::from_millis(5) };
+    let config = WatcherConfig { depth: 1, start_height: 0 };
     let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, group_key(), config).unwrap();
     let address = watcher.watch(bridge::Address([0xc3; 20]));
     let (sink, mut deposits) = mpsc::channel(4);
-    let running = tokio::spawn(watcher.run(sink));
 
     let tx = miner.pay(&rpc, 1, &address, Amount::from_sat(100_000)).await;
     rpc.generate_to_address(1, &miner.address).await.unwrap();
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 1);
     let deposit = deposits.recv().await.unwrap();
     assert_eq!(deposit.l1_ref, L1Ref::Bitcoin { txid: tx.compute_txid().to_byte_array(), vout: 0 });
+    // Polled again, with and without new blocks: nothing is credited twice.
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
     rpc.generate_to_address(5, &miner.address).await.unwrap();
-    // A second deposit: when it arrives the watcher has read every block before it, so a repeat of
-    // the first would have arrived first.
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 0);
     let second = miner.pay(&rpc, 2, &address, Amount::from_sat(200_000)).await;
     rpc.generate_to_address(1, &miner.address).await.unwrap();
+    assert_eq!(watcher.poll(&sink).await.unwrap(), 1);
     let next = deposits.recv().await.unwrap();
     assert_eq!(next.l1_ref, L1Ref::Bitcoin { txid: second.compute_txid().to_byte_array(), vout: 0 });
+
+    // The intake gone: the next deposit stops the watcher (its task is dead, not retried).
     deposits.close();
-    let stopped = running.await.unwrap();
+    miner.pay(&rpc, 3, &address, Amount::from_sat(300_000)).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    let stopped = watcher.poll(&sink).await;
     assert!(matches!(stopped, Err(WatchError::SinkClosed)), "{stopped:?}");
     assert!(deposits.try_recv().is_err(), "credited once");
 }
@@ -168,7 +172,7 @@ async fn a_node_that_lags_waits_for_a_deposit_or_payout_and_a_node_past_its_bloc
     relay(&rpc, &behind, 101).await;
 
     let key = group_key();
-    let config = WatcherConfig { depth: 3, start_height: 1, poll_interval: Duration::from_millis(10) };
+    let config = WatcherConfig { depth: 3, start_height: 1 };
     let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, key, config).unwrap();
     let address = watcher.watch(bridge::Address([0xa1; 20]));
     let tx = miner.pay(&rpc, 1, &address, Amount::from_sat(250_000)).await;

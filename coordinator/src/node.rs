@@ -321,7 +321,6 @@ impl Node {
             let watcher_config = chains::bitcoin::WatcherConfig {
                 depth: u32::try_from(b.depth).unwrap_or(u32::MAX),
                 start_height: b.from_height,
-                poll_interval: poll,
             };
             let mut watcher = chains::bitcoin::DepositWatcher::new(
                 rpc.clone(),

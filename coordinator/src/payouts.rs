@@ -294,18 +294,6 @@ impl PayoutKeeper {
         };
         estimate.clamp(self.vault.min_fee_rate, self.vault.max_fee_rate)
     }
-
-    /// Runs rounds every `poll` until the sequencer stops; a node error is logged and retried.
-    pub async fn run(self, poll: Duration) -> SequencerError {
-        loop {
-            match self.round().await {
-                Ok(_) => {}
-                Err(PayoutKeeperError::Sequencer(error)) => return error,
-                Err(error) => tracing::warn!(%error, "bitcoin payout round failed; retrying"),
-            }
-            tokio::time::sleep(poll).await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -85,20 +85,6 @@ impl Publisher {
         Ok(done)
     }
 
-    /// Publishes whenever a batch is sealed and every `retry`, without a supervisor (the node
-    /// runs [`Publisher::task`] under one); returns on a fatal error.
-    pub async fn run(self, sealed: Arc<Notify>, retry: Duration) -> TaskError {
-        let mut task = self.task(sealed);
-        loop {
-            match task.turn().await {
-                Err(fatal @ TaskError::Fatal(_)) => return fatal,
-                Err(error) => tracing::warn!(%error, "publishing failed; retrying"),
-                Ok(()) => {}
-            }
-            task.idle(retry).await;
-        }
-    }
-
     /// The publisher as a supervised task: a round whenever a batch is sealed (`sealed` is
     /// notified) and at least every `retry`.
     pub fn task(self, sealed: Arc<Notify>) -> PublishTask {

@@ -123,6 +123,7 @@ async fn sealed_batches_are_published_once_even_across_a_restart() {
 #[tokio::test]
 async fn batches_seal_on_size_and_on_age_and_deposits_credit_once() {
     use chains::da::{DataAvailability, DirDa};
+    use chains::task::{Schedule, Supervisor};
     use coordinator::deposits::{deposit_channel, forward_deposits};
     use coordinator::publisher::Publisher;
     use std::sync::Arc;
@@ -136,7 +137,9 @@ async fn batches_seal_on_size_and_on_age_and_deposits_credit_once() {
         let sealed = Arc::new(tokio::sync::Notify::new());
         let policy = SealRule::new(10, Duration::from_millis(200));
         let (handle, task) = SequencerHandle::spawn(sequencer, policy, || 7, sealed.clone());
-        let publisher = tokio::spawn(Publisher::new(store.clone(), da.clone()).run(sealed, Duration::from_millis(100)));
+        // Published as the node publishes: a supervised task woken by each seal.
+        let publishing = Publisher::new(store.clone(), da.clone()).task(sealed);
+        let publisher = Supervisor::new().spawn("publisher", publishing, Schedule::every(Duration::from_millis(100)));
 
         // 25 deposits, each handed in twice: 25 credited, in batches of 10, 10 and (by age) 5.
         let (sink, source) = deposit_channel(64);

@@ -9,7 +9,6 @@
 //! a repeated L1 reference anyway.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use ::bitcoin::hashes::Hash as _;
 use ::bitcoin::key::XOnlyPublicKey;
@@ -28,8 +27,6 @@ pub struct WatcherConfig {
     pub depth: u32,
     /// First height to read (the vault's birth height, or where a restarted watcher left off).
     pub start_height: u64,
-    /// Pause between polls in [`DepositWatcher::run`].
-    pub poll_interval: Duration,
 }
 
 /// Why the watcher stopped.
@@ -243,35 +240,5 @@ impl DepositWatcher {
         }
         self.last = Some((height, hash));
         Ok(Some(found))
-    }
-
-    /// Poll until the deposit channel closes or an error stops it. Node errors are retried after
-    /// the poll interval (the node may come back); a deep reorg stops the watcher.
-    pub async fn run(self, sink: mpsc::Sender<Deposit>) -> Result<(), WatchError> {
-        let (_keep, accounts) = mpsc::channel(1);
-        self.run_with_accounts(sink, accounts).await
-    }
-
-    /// [`DepositWatcher::run`], also watching every account that arrives on `accounts` from the
-    /// next poll on (an account asks for its address before it deposits to it).
-    pub async fn run_with_accounts(
-        mut self,
-        sink: mpsc::Sender<Deposit>,
-        mut accounts: mpsc::Receiver<bridge::Address>,
-    ) -> Result<(), WatchError> {
-        loop {
-            while let Ok(account) = accounts.try_recv() {
-                self.watch(account);
-            }
-            match self.poll(&sink).await {
-                Ok(_) => {}
-                Err(WatchError::Rpc(e)) => tracing::warn!(error = %e, "bitcoin watcher: node error, retrying"),
-                Err(e) => return Err(e),
-            }
-            if sink.is_closed() {
-                return Err(WatchError::SinkClosed);
-            }
-            tokio::time::sleep(self.config.poll_interval).await;
-        }
     }
 }
