@@ -46,6 +46,16 @@ fn assert_holds(outcome: &Outcome) {
 #[test]
 fn fixed_seeds_hold_every_invariant() {
     let mut paid = 0;
+    // Each kind of fault must have struck some fixed seed, or its absence would pass unseen.
+    let mut unseen = vec![
+        ("a disk refusing writes", "disk refuses writes"),
+        ("a write refused mid-work", "attempt to write a readonly database"),
+        ("a clock running fast or slow", "clock runs"),
+        ("a clock jumping", "clock jumps"),
+        ("a role crash", "crashes for"),
+        ("an Arweave reorg", "FAULT Arweave reorg"),
+        ("an Ethereum reorg", "FAULT Ethereum reorg"),
+    ];
     for seed in FIXED_SEEDS.chain(REGRESSION_SEEDS.iter().copied()) {
         let outcome = run(SimConfig::quick(seed));
         assert_holds(&outcome);
@@ -53,8 +63,10 @@ fn fixed_seeds_hold_every_invariant() {
         assert!(outcome.faults > 0, "seed {seed} injected no fault");
         assert!(outcome.acked > 0 && outcome.batches > 0, "seed {seed} moved no value");
         paid += outcome.paid_leaves;
+        unseen.retain(|(_, mark)| !outcome.trace.iter().any(|line| line.contains(mark)));
     }
     assert!(paid > 0, "the vault paid no withdrawal in any fixed seed");
+    assert!(unseen.is_empty(), "no fixed seed had {:?}", unseen.iter().map(|(what, _)| *what).collect::<Vec<_>>());
 }
 
 /// Each byzantine coordinator once, on its own seed: alarmed by every confirmer, never final
