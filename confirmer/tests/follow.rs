@@ -14,6 +14,17 @@ use confirmer::alarm::AlarmKind;
 use confirmer::evidence::Evidence;
 use confirmer::store::ConfirmerStore;
 
+/// A directory DA holding `batches`, and the URL of a SQLite store beside it, in one directory.
+async fn published<'a>(batches: impl IntoIterator<Item = &'a SignedBatch>) -> (tempfile::TempDir, DirDa, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
+    for batch in batches {
+        da.publish(batch).await.unwrap();
+    }
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    (dir, da, url)
+}
+
 #[tokio::test]
 async fn an_honest_history_replays_proves_and_resumes() {
     let batches = history(30, 100);
@@ -61,13 +72,7 @@ async fn an_honest_history_replays_proves_and_resumes() {
 async fn expect_alarm(bad: SignedBatch, kind: AlarmKind) -> String {
     let honest = history(4, 10);
     let n = bad.header.number as usize - 1;
-    let dir = tempfile::tempdir().unwrap();
-    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
-    for batch in &honest[..n] {
-        da.publish(batch).await.unwrap();
-    }
-    da.publish(&bad).await.unwrap();
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_dir, da, url) = published(honest[..n].iter().chain([&bad])).await;
     let mut confirmer = follower(&da, &url).await;
     catch_up(&mut confirmer).await;
     let status = confirmer.status();
@@ -123,12 +128,7 @@ async fn a_broken_chain_link_raises_an_alarm() {
 #[tokio::test]
 async fn a_missing_batch_raises_an_alarm_after_patience() {
     let honest = history(4, 10);
-    let dir = tempfile::tempdir().unwrap();
-    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
-    for batch in [&honest[0], &honest[1], &honest[3]] {
-        da.publish(batch).await.unwrap();
-    }
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_dir, da, url) = published([&honest[0], &honest[1], &honest[3]]).await;
     let mut confirmer = follower(&da, &url).await;
     let mut alarm = None;
     for _ in 0..10 {
@@ -153,12 +153,7 @@ async fn a_batch_whose_record_the_disk_refuses_is_recorded_later_not_replayed_tw
     // simulator found that a retry then replayed the batch again and alarmed an honest
     // coordinator ("expected batch 4, got batch 3"). SQLite's own refusal, on every connection.
     let honest = history(6, 10);
-    let dir = tempfile::tempdir().unwrap();
-    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
-    for batch in &honest {
-        da.publish(batch).await.unwrap();
-    }
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_dir, da, url) = published(&honest).await;
     let mut confirmer = follower(&da, &url).await;
     assert_eq!(confirmer.step(2).await.unwrap().replayed, 2);
 
@@ -190,12 +185,7 @@ async fn a_step_asking_for_no_batch_sees_no_gap_however_often_it_runs() {
     // Every batch is there; a step of 0 (a watchman settling without replaying) fetches none,
     // which is no sign that batch 3 is missing while 4 is published.
     let honest = history(4, 10);
-    let dir = tempfile::tempdir().unwrap();
-    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
-    for batch in &honest {
-        da.publish(batch).await.unwrap();
-    }
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_dir, da, url) = published(&honest).await;
     let mut confirmer = follower(&da, &url).await;
     assert_eq!(confirmer.step(2).await.unwrap().replayed, 2);
     for _ in 0..10 {
@@ -209,14 +199,10 @@ async fn a_step_asking_for_no_batch_sees_no_gap_however_often_it_runs() {
 #[tokio::test]
 async fn bytes_the_coordinator_did_not_sign_are_ignored_not_alarmed() {
     let honest = history(4, 10);
-    let dir = tempfile::tempdir().unwrap();
-    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
-    da.publish(&honest[0]).await.unwrap();
     // Batch 2 with a body someone edited after the coordinator signed it.
     let mut edited = honest[1].clone();
     edited.body.swap(0, 1);
-    da.publish(&edited).await.unwrap();
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let (_dir, da, url) = published([&honest[0], &edited]).await;
     let mut confirmer = follower(&da, &url).await;
     catch_up(&mut confirmer).await;
     for _ in 0..5 {

@@ -33,7 +33,7 @@ impl World {
             // It wrote at its start and the disk refused: the process exits again, to be
             // started once the disk takes writes.
             Err(error) if refuses => {
-                self.confirmers[index].down_until = self.confirmers[index].disk_refuses_until;
+                self.confirmers[index].down_until = self.refused_until(Disk::Confirmer(index));
                 self.log(format!("confirmer {index} cannot start on its disk: {error}"));
                 return Ok(());
             }

@@ -15,7 +15,7 @@ use crate::SimError;
 use crate::world::World;
 
 /// Which role's disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Disk {
     Coordinator,
     Confirmer(usize),
@@ -26,25 +26,19 @@ impl World {
     /// 10 min. The coordinator's only when the coordinator is honest: a byzantine one's
     /// publishing is the simulator's own code, not the role's.
     pub(crate) async fn fail_disks(&mut self) -> Result<(), SimError> {
-        if self.attack.is_none() && self.coordinator.disk_refuses_until.is_none() && self.rng.chance(2_000) {
-            let lasting = self.rng.between(10, 600) * 1000;
-            self.refuse(Disk::Coordinator, lasting).await?;
-        }
-        for index in 0..self.confirmers.len() {
-            if self.confirmers[index].disk_refuses_until.is_none() && self.rng.chance(2_000) {
+        let honest = self.attack.is_none().then_some(Disk::Coordinator);
+        let disks: Vec<Disk> = honest.into_iter().chain((0..self.confirmers.len()).map(Disk::Confirmer)).collect();
+        for disk in disks {
+            if !self.refuses(disk) && self.rng.chance(2_000) {
                 let lasting = self.rng.between(10, 600) * 1000;
-                self.refuse(Disk::Confirmer(index), lasting).await?;
+                self.refuse(disk, lasting).await?;
             }
         }
         Ok(())
     }
 
     async fn refuse(&mut self, disk: Disk, lasting: u64) -> Result<(), SimError> {
-        let until = self.now() + lasting;
-        match disk {
-            Disk::Coordinator => self.coordinator.disk_refuses_until = Some(until),
-            Disk::Confirmer(index) => self.confirmers[index].disk_refuses_until = Some(until),
-        }
+        self.disk_refusals.insert(disk, self.now() + lasting);
         self.set_refusal(disk, true).await?;
         self.faults += 1;
         self.log(format!("FAULT {disk}'s disk refuses writes for {} s", lasting / 1000));
@@ -53,22 +47,11 @@ impl World {
 
     /// Disks whose fault is over take writes again; at the healing, every one.
     pub(crate) async fn disks_back(&mut self) -> Result<(), SimError> {
-        let now = self.now();
-        let over = |until: Option<u64>| until.is_some_and(|until| now >= until || self.healed);
-        let mut back = Vec::new();
-        if over(self.coordinator.disk_refuses_until) {
-            back.push(Disk::Coordinator);
-        }
-        for (index, role) in self.confirmers.iter().enumerate() {
-            if over(role.disk_refuses_until) {
-                back.push(Disk::Confirmer(index));
-            }
-        }
+        let (now, healed) = (self.now(), self.healed);
+        let back: Vec<Disk> =
+            self.disk_refusals.iter().filter(|(_, until)| now >= **until || healed).map(|(disk, _)| *disk).collect();
         for disk in back {
-            match disk {
-                Disk::Coordinator => self.coordinator.disk_refuses_until = None,
-                Disk::Confirmer(index) => self.confirmers[index].disk_refuses_until = None,
-            }
+            self.disk_refusals.remove(&disk);
             self.set_refusal(disk, false).await?;
             self.log(format!("{disk}'s disk takes writes again"));
         }
@@ -77,10 +60,12 @@ impl World {
 
     /// Whether `disk` refuses writes now.
     pub(crate) fn refuses(&self, disk: Disk) -> bool {
-        match disk {
-            Disk::Coordinator => self.coordinator.disk_refuses_until.is_some(),
-            Disk::Confirmer(index) => self.confirmers[index].disk_refuses_until.is_some(),
-        }
+        self.disk_refusals.contains_key(&disk)
+    }
+
+    /// Until when `disk` refuses writes, if it does.
+    pub(crate) fn refused_until(&self, disk: Disk) -> Option<u64> {
+        self.disk_refusals.get(&disk).copied()
     }
 
     /// Sets the refusal on the running role's pool, if the role is up (a role started later
@@ -107,7 +92,7 @@ impl World {
         what: &'static str,
         error: impl std::fmt::Display,
     ) -> Result<(), SimError> {
-        let Some(until) = self.coordinator.disk_refuses_until else {
+        let Some(until) = self.refused_until(Disk::Coordinator) else {
             return Err(SimError::Role { what, reason: error.to_string() });
         };
         self.log(format!("coordinator stops: {what} failed on its disk: {error}"));

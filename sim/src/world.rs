@@ -54,8 +54,6 @@ pub(crate) struct CoordinatorRole {
     pub(crate) store: Option<Store>,
     pub(crate) down_until: Option<u64>,
     pub(crate) opened_ms: Option<u64>,
-    /// Its disk refuses writes until then (disk.rs).
-    pub(crate) disk_refuses_until: Option<u64>,
     /// How far its wall clock, which stamps its batches, is off (clock.rs).
     pub(crate) wall_offset_ms: i64,
 }
@@ -65,7 +63,6 @@ pub(crate) struct ConfirmerRole {
     pub(crate) follower: Option<Follower>,
     /// The follower's store, shared with it: where a disk fault is set (disk.rs).
     pub(crate) store: Option<ConfirmerStore>,
-    pub(crate) disk_refuses_until: Option<u64>,
     /// Its machine's clock, which its follower and its signer read (clock.rs).
     pub(crate) clock: NodeClock,
     /// Its watchman half, in memory: gone with a crash, built again at the restart.
@@ -106,6 +103,8 @@ pub(crate) struct World {
     pub(crate) bad_from: Option<(u64, &'static str)>,
     pub(crate) faults: u32,
     pub(crate) healed: bool,
+    /// Disks that refuse writes, each until when (disk.rs).
+    pub(crate) disk_refusals: BTreeMap<Disk, u64>,
     /// What the honest sequencer sealed owes: the watchmen's ground truth.
     pub(crate) truth: Truth,
     pub(crate) vault: SimVault,
@@ -170,7 +169,6 @@ impl World {
             store: None,
             down_until: None,
             opened_ms: None,
-            disk_refuses_until: None,
             wall_offset_ms: 0,
         };
         let confirmers = (0..config.confirmers)
@@ -178,7 +176,6 @@ impl World {
                 url: url(&format!("confirmer{i}.db")),
                 follower: None,
                 store: None,
-                disk_refuses_until: None,
                 clock: NodeClock::default(),
                 watchman: None,
                 down_until: None,
@@ -213,6 +210,7 @@ impl World {
             bad_from: None,
             faults: 0,
             healed: false,
+            disk_refusals: BTreeMap::new(),
             truth: Truth::default(),
             vault: SimVault::default(),
             eth: None,
@@ -332,7 +330,7 @@ impl World {
             // Recovery wrote and the disk refused: the process exits again, to be started once
             // the disk takes writes.
             Err(error) if self.refuses(Disk::Coordinator) => {
-                self.coordinator.down_until = self.coordinator.disk_refuses_until;
+                self.coordinator.down_until = self.refused_until(Disk::Coordinator);
                 self.log(format!("coordinator cannot start on its disk: {error}"));
                 return Ok(());
             }

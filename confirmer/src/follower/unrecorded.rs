@@ -21,15 +21,16 @@ impl Follower {
     /// Records the batch replayed last, if its record is still owed, and only then counts it as
     /// replayed; `true` when it did. An error leaves it owed.
     pub(super) async fn record_owed(&mut self) -> Result<bool, FollowError> {
-        let Some(owed) = &self.unrecorded else { return Ok(false) };
+        let Some(owed) = self.unrecorded.take() else { return Ok(false) };
         if let Err(error) = self.store.record_replayed(&owed.batch, &owed.tx_hashes, Some(&owed.settlement)).await {
             #[cfg(feature = "planted-bugs")]
             if bridge::planted::active(bridge::planted::PlantedBug::RecordRefusedForgotten) {
-                self.unrecorded = None;
+                return Err(error.into());
             }
+            self.unrecorded = Some(owed);
             return Err(error.into());
         }
-        let Some(Unrecorded { batch, settlement, .. }) = self.unrecorded.take() else { return Ok(false) };
+        let Unrecorded { batch, settlement, .. } = owed;
         let number = batch.batch.header.number;
         if let Some(commit) = &batch.batch.header.forced {
             self.forced_cursor = Some(commit.to);

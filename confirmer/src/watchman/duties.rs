@@ -208,8 +208,9 @@ impl Task for OnDuty {
                 Judged::Failed(error) => failures.push(error.into()),
             }
         }
-        if let Some(why) = self.book.halted()
-            && self.duties.pause_due(true)
+        let halted = self.book.halted();
+        if self.duties.pause_due(halted.is_some())
+            && let Some(why) = halted
             && let Err(error) = self.pause(&why).await
         {
             failures.push(error);
