@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::{NodeError, Reject};
-pub use node::{Node, Submission};
+pub use node::{Clock, Node, Submission};
 
 /// How to run the node. `Debug` hides the password.
 #[derive(Clone)]

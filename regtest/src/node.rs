@@ -40,6 +40,11 @@ pub enum Submission {
 
 type Verdicts = Arc<Mutex<HashMap<[u8; 32], Verdict>>>;
 
+/// Where the node reads the time, in seconds since the Unix epoch: block timestamps and mempool
+/// admission. [`unix_now`] for a node next to real services; a fixed or stepped clock where the
+/// same script must mine the same blocks (the simulator, determinism tests).
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The chain state: field order matters, the chainstate manager is dropped before its context.
 struct State {
     chainman: ChainstateManager,
@@ -48,6 +53,7 @@ struct State {
     index: ChainIndex,
     mempool: Mempool,
     extra_nonce: u64,
+    clock: Clock,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -128,8 +134,16 @@ impl View<'_> {
 
 impl Node {
     /// Start a regtest chainstate in `data_dir` (a fresh temporary directory when `None`). The
-    /// kernel's databases are in memory; its block files live in the directory.
+    /// kernel's databases are in memory; its block files live in the directory. Time is the
+    /// system's ([`unix_now`]).
     pub fn new(data_dir: Option<PathBuf>) -> Result<Self, NodeError> {
+        Self::with_clock(data_dir, Arc::new(unix_now))
+    }
+
+    /// As [`Node::new`], reading the time from `clock` (seconds since the Unix epoch) for block
+    /// timestamps and mempool admission, so a caller that fixes the clock gets the same blocks
+    /// (and hashes) for the same script on every run.
+    pub fn with_clock(data_dir: Option<PathBuf>, clock: Clock) -> Result<Self, NodeError> {
         let (dir, path) = match data_dir {
             Some(path) => (None, path),
             None => {
@@ -175,6 +189,7 @@ impl Node {
             index: ChainIndex::default(),
             mempool: Mempool::default(),
             extra_nonce: 0,
+            clock,
             _dir: dir,
         };
         state.sync()?;
@@ -255,7 +270,7 @@ impl Node {
     /// Check `tx` for the mempool without admitting it.
     pub fn test_transaction(&self, tx: &Transaction) -> Result<Result<Admission, Reject>, NodeError> {
         let state = self.lock()?;
-        Ok(state.mempool.check(&state.index, tx, unix_now()))
+        Ok(state.mempool.check(&state.index, tx, (state.clock)()))
     }
 
     /// Check a package in order, each against the mempool with the ones before it admitted.
@@ -264,7 +279,7 @@ impl Node {
         let mut scratch = state.mempool.clone();
         let mut out = Vec::with_capacity(txs.len());
         for tx in txs {
-            let result = scratch.check(&state.index, tx, unix_now());
+            let result = scratch.check(&state.index, tx, (state.clock)());
             if let Ok(admission) = &result {
                 scratch.insert(admission.clone());
             }
@@ -285,7 +300,7 @@ impl Node {
         if state.mempool.get(&txid).is_some() {
             return Ok(Ok(txid));
         }
-        let admission = match state.mempool.check(&state.index, tx, unix_now()) {
+        let admission = match state.mempool.check(&state.index, tx, (state.clock)()) {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
@@ -321,7 +336,7 @@ impl State {
         Ok(mining::assemble(mining::Template {
             parent,
             height,
-            time: (unix_now() as u32).max(median + 1),
+            time: ((self.clock)() as u32).max(median + 1),
             script: script.clone(),
             transactions: txs.to_vec(),
             extra_nonce: self.extra_nonce,
@@ -398,7 +413,7 @@ impl State {
             .flat_map(|b| b.block.txdata.iter().filter(|t| !t.is_coinbase()).cloned())
             .collect();
         candidates.extend(self.mempool.drain().into_iter().map(|e| e.tx));
-        let now = unix_now();
+        let now = (self.clock)();
         for tx in candidates {
             if let Ok(admission) = self.mempool.check(&self.index, &tx, now) {
                 self.mempool.insert(admission);

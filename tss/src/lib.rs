@@ -42,7 +42,7 @@ pub use frost_secp256k1_tr as frost;
 pub use group::{GroupKey, KeyPath, bip340_bytes};
 pub use keystore::{KeyShare, KeystoreError};
 pub use mesh::{MeshConfig, PeerEntry};
-pub use node::{TssNode, TssNodeConfig};
+pub use node::{ThresholdSigner, TssNode, TssNodeConfig};
 pub use policy::{ApproveAll, Decision, RefuseAll, SigningContext, SigningPolicy, SigningRequest};
 pub use roast::{SessionError, SignedMessage};
 

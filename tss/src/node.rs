@@ -160,6 +160,22 @@ impl TssNode {
     }
 }
 
+/// Whoever runs a signing session for a caller: the watchman's [`TssNode`] over the libp2p mesh,
+/// or the simulator's mesh.
+#[async_trait::async_trait]
+pub trait ThresholdSigner: Send + Sync {
+    /// One session signing every request, or why not.
+    async fn sign(&self, requests: Vec<SigningRequest>) -> Result<SessionOutcome, SessionError>;
+}
+
+/// The watchman's: a session coordinated by this watchman, to its end.
+#[async_trait::async_trait]
+impl ThresholdSigner for TssNode {
+    async fn sign(&self, requests: Vec<SigningRequest>) -> Result<SessionOutcome, SessionError> {
+        TssNode::sign(self, requests).await
+    }
+}
+
 /// Answers peers' requests one at a time per peer, in turn: a peer's requests wait behind its
 /// own, never behind another's, and each peer has at most one answer being computed, so a greedy
 /// peer gets one thread of this watchman, not all of them. The queues are bounded by the mesh

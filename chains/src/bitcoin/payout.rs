@@ -3,11 +3,14 @@
 //! ([`bridge::btc_payout`]): every watchman derives the same bytes from its own replay; this
 //! module only talks to the node.
 
+use std::sync::Arc;
+
 use bitcoin::{Transaction, Txid};
 use bridge::btc_payout::{MAX_BUMPS, PayoutPlan};
 use bridge::{BtcNetwork, BtcVaultParams, VaultKeys};
 
-use super::rpc::{CoreRpc, NOT_FOUND, RpcError};
+use super::node::BitcoinNode;
+use super::rpc::{NOT_FOUND, RpcError};
 
 /// Core's `RPC_VERIFY_ALREADY_IN_CHAIN`: "transaction already in block chain".
 const ALREADY_IN_CHAIN: i64 = -27;
@@ -36,7 +39,8 @@ pub enum PayoutRpcError {
 /// The Bitcoin side of paying plans.
 #[derive(Debug, Clone)]
 pub struct PayoutBroadcaster {
-    rpc: CoreRpc,
+    /// Shared, so clones of the broadcaster ask the same node.
+    node: Arc<dyn BitcoinNode>,
     /// The ledger's vault keys: what a plan's change is paid to. Only grows (a key rotation adds
     /// one), and a plan's transaction depends only on the keys up to its batch, so keys read
     /// from any later state build every earlier plan the same.
@@ -46,9 +50,16 @@ pub struct PayoutBroadcaster {
 
 impl PayoutBroadcaster {
     /// A broadcaster for a vault that has not rotated its key; after a rotation, give it the
-    /// ledger's keys with [`PayoutBroadcaster::set_keys`].
-    pub fn new(rpc: CoreRpc, vault: BtcVaultParams, network: BtcNetwork) -> Self {
-        PayoutBroadcaster { rpc, keys: VaultKeys::genesis(vault), network }
+    /// ledger's keys with [`PayoutBroadcaster::set_keys`]. `node` is a [`super::CoreRpc`] in
+    /// production.
+    pub fn new(node: impl BitcoinNode + 'static, vault: BtcVaultParams, network: BtcNetwork) -> Self {
+        PayoutBroadcaster { node: Arc::new(node), keys: VaultKeys::genesis(vault), network }
+    }
+
+    /// The node this broadcaster asks, shared: for a caller that asks it more than payout
+    /// status (the watchman's payout loop reads the tip height), without a second handle.
+    pub fn node(&self) -> &Arc<dyn BitcoinNode> {
+        &self.node
     }
 
     /// The ledger's keys as its replay now shows them (`bridge::rotation::vault_keys`).
@@ -70,7 +81,7 @@ impl PayoutBroadcaster {
     pub async fn status(&self, plan: &PayoutPlan) -> Result<PayoutStatus, PayoutRpcError> {
         let mut status = PayoutStatus::Unseen;
         for (attempt, txid) in self.attempt_txids(plan) {
-            match self.rpc.transaction_info(&txid).await {
+            match self.node.transaction_info(&txid).await {
                 Ok(info) if info.block_hash.is_some() && info.confirmations > 0 => {
                     return Ok(PayoutStatus::Confirmed { attempt, confirmations: info.confirmations });
                 }
@@ -86,7 +97,7 @@ impl PayoutBroadcaster {
     /// that crashed after sending sends again.
     pub async fn broadcast(&self, tx: &Transaction) -> Result<Txid, PayoutRpcError> {
         let txid = tx.compute_txid();
-        match self.rpc.send_raw_transaction(tx).await {
+        match self.node.send_raw_transaction(tx).await {
             Ok(sent) => Ok(sent),
             Err(e) if e.code() == Some(ALREADY_IN_CHAIN) => Ok(txid),
             Err(RpcError::Rpc { code: REJECTED, message, .. }) if message.contains("already-in-mempool") => Ok(txid),
@@ -109,11 +120,11 @@ pub struct Holdings {
 /// Looks each of `outputs` up on the chain (`gettxout`, confirmed only): the vault's Bitcoin
 /// holdings as far as the ledger's own record of them is true. Deposits the ledger has not
 /// credited yet are extra and not counted.
-pub async fn holdings(rpc: &CoreRpc, outputs: &[bridge::VaultUtxo]) -> Result<Holdings, RpcError> {
+pub async fn holdings(node: &dyn BitcoinNode, outputs: &[bridge::VaultUtxo]) -> Result<Holdings, RpcError> {
     let mut holdings = Holdings::default();
     for utxo in outputs {
         let outpoint = bitcoin::OutPoint::from(utxo.outpoint);
-        match rpc.tx_out(&outpoint, false).await? {
+        match node.tx_out(&outpoint, false).await? {
             Some(found) if found.value.to_sat() == utxo.amount_sat => {
                 holdings.held_sat = holdings.held_sat.saturating_add(utxo.amount_sat);
             }

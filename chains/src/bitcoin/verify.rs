@@ -3,6 +3,8 @@
 //! carries the credited amount. Needs a node that finds confirmed transactions by txid
 //! (`bitcoind -txindex=1`, or the regtest test node).
 
+use std::sync::Arc;
+
 use ::bitcoin::hashes::Hash as _;
 use ::bitcoin::key::XOnlyPublicKey;
 use ::bitcoin::{TxOut, Txid};
@@ -10,7 +12,8 @@ use bridge::tx::{Deposit, L1Ref};
 use bridge::{AssetId, BtcNetwork, Chain};
 
 use super::deposit::deposit_script;
-use super::rpc::{CoreRpc, NOT_FOUND, RpcError};
+use super::node::BitcoinNode;
+use super::rpc::{NOT_FOUND, RpcError};
 
 /// What the chain says about a deposit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +40,11 @@ pub enum DepositStatus {
     },
 }
 
-/// Checks Bitcoin deposits against a Core node.
+/// Checks Bitcoin deposits against a node: Core in production.
 #[derive(Debug, Clone)]
 pub struct DepositChecker {
-    rpc: CoreRpc,
+    /// Shared, so clones of the checker ask the same node.
+    node: Arc<dyn BitcoinNode>,
     network: BtcNetwork,
     group_key: XOnlyPublicKey,
     depth: u32,
@@ -48,8 +52,9 @@ pub struct DepositChecker {
 
 impl DepositChecker {
     /// A checker for the vault with `group_key` on `network`, requiring `depth` confirmations.
-    pub fn new(rpc: CoreRpc, network: BtcNetwork, group_key: XOnlyPublicKey, depth: u32) -> Self {
-        Self { rpc, network, group_key, depth }
+    /// `node` is a [`super::CoreRpc`] in production.
+    pub fn new(node: impl BitcoinNode + 'static, network: BtcNetwork, group_key: XOnlyPublicKey, depth: u32) -> Self {
+        Self { node: Arc::new(node), network, group_key, depth }
     }
 
     /// The tip at which a fact in block `height` has `depth` confirmations.
@@ -92,8 +97,8 @@ impl DepositChecker {
         }
         let txid = Txid::from_byte_array(txid);
         // The tip first: a transaction unknown after it was read is unknown at that tip or later.
-        let tip = self.rpc.block_count().await?;
-        let info = match self.rpc.transaction_info(&txid).await {
+        let tip = self.node.block_count().await?;
+        let info = match self.node.transaction_info(&txid).await {
             Ok(info) => info,
             Err(e) if e.code() == Some(NOT_FOUND) => {
                 return Ok(self.unknown(tip, deposit.l1_height, format!("transaction {txid}")));
@@ -137,8 +142,8 @@ impl DepositChecker {
             Err(e) => return Ok(DepositStatus::NotOnChain { reason: e.to_string() }),
         };
         let txid = unsigned.tx.compute_txid();
-        let tip = self.rpc.block_count().await?;
-        let info = match self.rpc.transaction_info(&txid).await {
+        let tip = self.node.block_count().await?;
+        let info = match self.node.transaction_info(&txid).await {
             Ok(info) => info,
             Err(e) if e.code() == Some(NOT_FOUND) => {
                 return Ok(self.unknown(tip, height, format!("attempt {attempt} of payout plan {} ({txid})", plan.id)));
@@ -197,7 +202,7 @@ impl crate::deposit::DepositVerifier for DepositChecker {
 
     async fn beyond_synced_tip(&self, needed: u64) -> Result<Option<u64>, crate::deposit::VerifierError> {
         let info = self
-            .rpc
+            .node
             .blockchain_info()
             .await
             .map_err(|e| crate::deposit::VerifierError { chain: Chain::Bitcoin, reason: e.to_string() })?;

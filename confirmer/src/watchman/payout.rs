@@ -10,12 +10,13 @@
 //! [`PayoutAction::Failed`] and retried at the next turn; the plans after it go on.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bitcoin::Transaction;
 use bridge::btc_payout::{PayoutPlan, UnsignedPayout};
 use bridge::{BtcNetwork, BtcVaultParams, VaultKeys};
-use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus, RpcError};
-use tss::{KeyPath, SessionError, SigningContext, SigningRequest, TssNode};
+use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutRpcError, PayoutStatus, RpcError};
+use tss::{KeyPath, SessionError, SigningContext, SigningRequest, ThresholdSigner};
 
 use super::book::{BTC_PRUNE_CONFIRMATIONS, SettlementBook, confirmed_height, is_btc_deep};
 use super::policy::{PayoutInput, SIGN_BTC_PAYOUT_INPUT};
@@ -63,7 +64,9 @@ pub struct BtcPayouts {
     book: SettlementBook,
     vault: BtcVaultParams,
     network: BtcNetwork,
-    rpc: CoreRpc,
+    /// The node the broadcaster asks (Core in production, the simulator's chain in its runs):
+    /// the tip height is read from it.
+    rpc: Arc<dyn BitcoinNode>,
     broadcaster: PayoutBroadcaster,
     bump_after_blocks: u64,
     /// Plans the chain has confirmed, each with the height of the block that confirmed it: one
@@ -80,14 +83,18 @@ pub struct BtcPayouts {
 }
 
 impl BtcPayouts {
+    /// Payouts of `book`'s plans for `vault` on `network` through `node` (a
+    /// [`chains::bitcoin::CoreRpc`] in production), bumping an attempt `bump_after_blocks`
+    /// blocks (at least one) after it was signed or first seen.
     pub fn new(
         book: SettlementBook,
         vault: BtcVaultParams,
         network: BtcNetwork,
-        rpc: CoreRpc,
+        node: impl BitcoinNode + 'static,
         bump_after_blocks: u64,
     ) -> Self {
-        let broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, network);
+        let broadcaster = PayoutBroadcaster::new(node, vault, network);
+        let rpc = broadcaster.node().clone();
         BtcPayouts {
             book,
             vault,
@@ -139,8 +146,11 @@ impl BtcPayouts {
 
     /// Pays or bumps every plan of hard-final batches that the chain has not confirmed. A plan
     /// that fails is reported as [`PayoutAction::Failed`] and the next plan goes on; only a halt
-    /// or a node that does not answer stops the turn.
-    pub async fn settle(&mut self, tss: &TssNode) -> Result<Vec<PayoutAction>, PayoutError> {
+    /// or a node that does not answer stops the turn. `tss` is the watchman's
+    /// [`tss::TssNode`]; a session a signer reports [`SessionError::Unfinished`] (the
+    /// simulator's mesh) leaves the plan as it was, neither an action nor a failure, and the
+    /// next turn asks again.
+    pub async fn settle(&mut self, tss: &dyn ThresholdSigner) -> Result<Vec<PayoutAction>, PayoutError> {
         if let Some(why) = self.book.halted() {
             return Err(PayoutError::Halted(why));
         }
@@ -232,7 +242,7 @@ impl BtcPayouts {
     /// or never saw it.
     async fn advance(
         &mut self,
-        tss: &TssNode,
+        tss: &dyn ThresholdSigner,
         batch: u64,
         plan: &PayoutPlan,
         height: u64,
@@ -279,7 +289,14 @@ impl BtcPayouts {
             );
             return Ok(None);
         }
-        let signed = self.sign(tss, batch, plan, next).await?;
+        let signed = match self.sign(tss, batch, plan, next).await {
+            Err(PayoutError::Signing { source: SessionError::Unfinished, .. }) => {
+                // Nothing signed, so no attempt exists yet and its clock has not started.
+                tracing::debug!(plan = plan.id, attempt = next, "payout signing session still running");
+                return Ok(None);
+            }
+            signed => signed?,
+        };
         // The attempt exists from now: its clock runs whether or not the node takes it.
         self.attempted.insert(plan.id, Attempted { attempt: next, since: height, signed: Some(signed.clone()) });
         let txid = self.broadcaster.broadcast(&signed).await?;
@@ -290,7 +307,7 @@ impl BtcPayouts {
 
     async fn sign(
         &self,
-        tss: &TssNode,
+        tss: &dyn ThresholdSigner,
         batch: u64,
         plan: &PayoutPlan,
         attempt: u32,
@@ -322,7 +339,7 @@ mod tests {
     fn payouts() -> BtcPayouts {
         let vault = BtcVaultParams { group_key: [2; 32], min_fee_rate: 1, max_fee_rate: 50 };
         // Never asked: these tests drive the bookkeeping only.
-        let rpc = CoreRpc::new("http://127.0.0.1:9", "user", "password");
+        let rpc = chains::bitcoin::CoreRpc::new("http://127.0.0.1:9", "user", "password");
         BtcPayouts::new(SettlementBook::default(), vault, BtcNetwork::Regtest, rpc, 3)
     }
 

@@ -147,7 +147,7 @@ impl Watchman {
             }
         }
         if let Some(btc) = &mut self.btc {
-            match btc.settle(&self.tss).await {
+            match btc.settle(&*self.tss).await {
                 Ok(actions) => report.payouts = actions,
                 Err(PayoutError::Halted(why)) => report.settle_error = Some(format!("halted: {why}")),
                 Err(error) => {

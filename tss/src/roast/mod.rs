@@ -120,6 +120,10 @@ pub enum SessionError {
     Size(usize),
     #[error("{0}")]
     Frost(String),
+    /// A signer that runs sessions apart from its caller (the simulator's mesh) has one under
+    /// way for these requests; the caller asks again at its next turn.
+    #[error("the session for these requests is still running; ask again later")]
+    Unfinished,
 }
 
 /// How to reach each signer: over the mesh, or, for this watchman itself, directly.
