@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bridge::btc_payout::PayoutPlan;
 use bridge::{BtcNetwork, BtcVaultParams};
-use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutRpcError, PayoutStatus};
+use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutRpcError, PayoutStatus};
 use chains::task::{Task, TaskError};
 
 use super::book::{BTC_PRUNE_CONFIRMATIONS, SettlementBook, confirmed_height, is_btc_deep};
@@ -102,11 +102,11 @@ impl BumpClock {
     /// least [`BTC_PRUNE_CONFIRMATIONS`] deep: the caller prunes them from the book.
     pub async fn refresh(
         &self,
-        rpc: &CoreRpc,
+        node: &dyn BitcoinNode,
         broadcaster: &PayoutBroadcaster,
         plans: &[PayoutPlan],
     ) -> Result<Vec<u64>, PayoutRpcError> {
-        let tip = rpc.block_count().await?;
+        let tip = node.block_count().await?;
         let confirmed = self.view.lock().map(|v| v.confirmed.clone()).unwrap_or_default();
         let mut statuses = Vec::with_capacity(plans.len());
         for plan in plans {
@@ -157,17 +157,17 @@ impl BumpClock {
     }
 
     /// The background refresh as a supervised task (`chains::task::Supervisor::spawn`): each
-    /// turn reads `rpc` for the plans of `book`. A node error leaves the last view (a stale tip
+    /// turn reads `node` for the plans of `book`. A node error leaves the last view (a stale tip
     /// only delays bumps) and the turn is retried.
     pub fn task(
         &self,
-        rpc: CoreRpc,
+        node: impl BitcoinNode + 'static,
         book: SettlementBook,
         vault: BtcVaultParams,
         network: BtcNetwork,
     ) -> BumpClockTask {
-        let broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, network);
-        BumpClockTask { clock: self.clone(), rpc, broadcaster, book }
+        let broadcaster = PayoutBroadcaster::new(node, vault, network);
+        BumpClockTask { clock: self.clone(), node: broadcaster.node().clone(), broadcaster, book }
     }
 }
 
@@ -178,7 +178,7 @@ pub const BUMP_CLOCK_TASK: &str = "bump-clock";
 #[derive(Debug)]
 pub struct BumpClockTask {
     clock: BumpClock,
-    rpc: CoreRpc,
+    node: Arc<dyn BitcoinNode>,
     broadcaster: PayoutBroadcaster,
     book: SettlementBook,
 }
@@ -191,7 +191,7 @@ impl Task for BumpClockTask {
         }
         let owing = self.book.owing_from(1);
         let plans: Vec<PayoutPlan> = owing.iter().flat_map(|(_, s)| s.btc_plans.iter().cloned()).collect();
-        let deep = self.clock.refresh(&self.rpc, &self.broadcaster, &plans).await.map_err(|error| {
+        let deep = self.clock.refresh(&*self.node, &self.broadcaster, &plans).await.map_err(|error| {
             TaskError::transient(format!("the bump clock could not read this watchman's Bitcoin node: {error}"))
         })?;
         for (batch, settlement) in &owing {
