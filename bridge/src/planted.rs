@@ -39,6 +39,9 @@ pub enum PlantedBug {
     /// it: the retry replays the batch again and alarms an honest coordinator (a real bug the
     /// simulator's disk faults found, kept planted).
     RecordRefusedForgotten,
+    /// The ledger leaves a Bitcoin withdrawal in the queue after a payout plan took it: the next
+    /// plan pays it again.
+    PaidWithdrawalStaysQueued,
 }
 
 thread_local! {

@@ -381,6 +381,10 @@ impl State {
             self.mark_dirty(StateKey::BtcQueued(seq));
         }
         for seq in dequeued {
+            #[cfg(feature = "planted-bugs")]
+            if crate::planted::active(crate::planted::PlantedBug::PaidWithdrawalStaysQueued) {
+                continue;
+            }
             let old = self.btc_queue.remove(&seq);
             assert!(old.is_some(), "queued withdrawal {seq} was paid but never queued");
             self.record(Undo::Queued(seq, old));

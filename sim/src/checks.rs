@@ -89,6 +89,7 @@ impl World {
         for (invariant, detail) in found {
             self.violate(invariant, detail);
         }
+        self.check_btc_deposits();
         Ok(())
     }
 
@@ -141,7 +142,7 @@ impl World {
         }
         self.check_settled();
         self.check_paid();
-        Ok(())
+        self.check_btc_end().await
     }
 
     fn accounts(&self) -> Vec<bridge::Address> {

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use bridge::Chain;
+use bridge::{BtcNetwork, Chain};
+use chains::bitcoin::DepositChecker;
 use chains::da::DataAvailability;
 use chains::snapshots::SnapshotPolicy;
 use confirmer::deposits::DepositVerifiers;
@@ -11,6 +12,7 @@ use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 
 use crate::SimError;
+use crate::btc_chain::BTC_DEPTH;
 use crate::disk::Disk;
 use crate::l1::LaggingNode;
 use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
@@ -21,7 +23,13 @@ impl World {
         let store = ConfirmerStore::open(&role.url).await.map_err(SimError::role("confirmer store"))?;
         let node =
             LaggingNode { l1: self.l1.clone(), now_ms: self.now_ms.clone(), lag_blocks: role.lag_blocks.clone() };
-        let verifiers = DepositVerifiers::none().with(Chain::Ethereum, Arc::new(node));
+        let mut verifiers = DepositVerifiers::none().with(Chain::Ethereum, Arc::new(node));
+        // Its Bitcoin node, through the real checker of deposits and payouts.
+        if let (Some(btc), Some(key)) = (&self.btc, self.params.btc_vault.map(|v| v.internal_key())) {
+            let node = btc.view(role.btc_lag.clone());
+            let checker = DepositChecker::new(node, BtcNetwork::Regtest, key, BTC_DEPTH as u32);
+            verifiers = verifiers.with(Chain::Bitcoin, Arc::new(checker));
+        }
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
         let clock = self.confirmers[index].clock.reader(self.now_ms.clone());
         let refuses = self.refuses(Disk::Confirmer(index));

@@ -48,12 +48,15 @@ impl World {
                 let lag = self.rng.between(5, 200);
                 let lasting = self.rng.between(60, 1_800) * 1000;
                 self.confirmers[index].lag_blocks.store(lag, Ordering::SeqCst);
+                // Its Bitcoin node lags as long (a Bitcoin block is five Ethereum slots here).
+                self.confirmers[index].btc_lag.store(lag / 5, Ordering::SeqCst);
                 self.confirmers[index].lag_until = Some(now + lasting);
                 self.faults += 1;
                 self.log(format!("FAULT confirmer {index}'s L1 node lags {lag} blocks for {} s", lasting / 1000));
             }
             if self.confirmers[index].lag_until.is_some_and(|until| now >= until) {
                 self.confirmers[index].lag_blocks.store(0, Ordering::SeqCst);
+                self.confirmers[index].btc_lag.store(0, Ordering::SeqCst);
                 self.confirmers[index].lag_until = None;
                 self.log(format!("confirmer {index}'s L1 node caught up"));
             }
@@ -122,6 +125,7 @@ impl World {
             }
             role.stalled_until = None;
             role.lag_blocks.store(0, Ordering::SeqCst);
+            role.btc_lag.store(0, Ordering::SeqCst);
             role.lag_until = None;
         }
         self.mesh.heal();

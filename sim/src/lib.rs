@@ -11,6 +11,8 @@
 //! a counter, and maps are ordered; a seed gives the same trace and the same final hash.
 
 pub mod arweave;
+mod btc_chain;
+mod btc_payouts;
 pub mod byzantine;
 mod ceremony;
 mod checks;
@@ -28,6 +30,7 @@ mod users;
 pub mod watchmen;
 mod world;
 
+use bitcoin::hashes::Hash as _;
 use sha2::{Digest, Sha256};
 
 pub use world::MISSING_BATCH_WAIT;
@@ -111,6 +114,9 @@ pub struct Outcome {
     pub overloaded: u64,
     /// Withdrawal leaves the vault (its bytecode on the in-process EVM) paid.
     pub paid_leaves: usize,
+    /// Bitcoin payout plans the sequencer sealed, and those paid on the kernel's chain.
+    pub btc_plans: usize,
+    pub btc_plans_paid: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +156,9 @@ pub fn run(config: SimConfig) -> Result<Outcome, SimError> {
             batches = sequencer.state().head().next_number - 1;
             hash.update(sequencer.state().state_root());
         }
+        if let Some(btc) = &world.btc {
+            hash.update(btc.tip_hash()?.to_byte_array());
+        }
         for role in &world.confirmers {
             if let Some(follower) = &role.follower {
                 let status = follower.status();
@@ -175,6 +184,8 @@ pub fn run(config: SimConfig) -> Result<Outcome, SimError> {
             mesh_duplicated: world.mesh.duplicated,
             overloaded: world.overloaded,
             paid_leaves: world.paid.len(),
+            btc_plans: world.btc.as_ref().map_or(0, |b| b.truth.plans.len()),
+            btc_plans_paid: world.btc_plans_paid()?,
         })
     })
 }

@@ -23,6 +23,9 @@ struct Args {
     /// kind the seed picks).
     #[arg(long, value_enum)]
     watchman_attack: Option<sim::signing::WatchmanAttack>,
+    /// The shorter run the tests use (`SimConfig::quick`): 30 minutes of faults, 30 of healing.
+    #[arg(long)]
+    quick: bool,
     /// Trace lines printed before a failing seed's violation.
     #[arg(long, default_value_t = 40)]
     context: usize,
@@ -76,12 +79,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn config(seed: u64, args: &Args) -> sim::SimConfig {
-    sim::SimConfig { attack: args.attack, watchman_attack: args.watchman_attack, ..sim::SimConfig::new(seed) }
+    let base = if args.quick { sim::SimConfig::quick(seed) } else { sim::SimConfig::new(seed) };
+    sim::SimConfig { attack: args.attack, watchman_attack: args.watchman_attack, ..base }
 }
 
 fn summary(outcome: &sim::Outcome) {
     println!(
-        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), {} leaves paid by the vault, mesh dropped {} and duplicated {} messages, {} requests refused over a limit, final hash {}",
+        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), {} leaves paid by the vault, {} of {} Bitcoin payout plans paid, mesh dropped {} and duplicated {} messages, {} requests refused over a limit, final hash {}",
         outcome.seed,
         outcome.faults,
         outcome.attack.as_deref().unwrap_or("none"),
@@ -91,6 +95,8 @@ fn summary(outcome: &sim::Outcome) {
         outcome.sessions,
         outcome.signed,
         outcome.paid_leaves,
+        outcome.btc_plans_paid,
+        outcome.btc_plans,
         outcome.mesh_dropped,
         outcome.mesh_duplicated,
         outcome.overloaded,

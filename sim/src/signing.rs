@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bridge::btc_payout::MAX_PAYOUT_INPUTS;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use secp256k1::{Message, SECP256K1, schnorr};
@@ -24,6 +25,7 @@ use tss::signer::{Clock, InboundHandler, Randomness, Signer};
 use tss::{Decision, KeyShare, SessionError, SessionId, SigningPolicy, SigningRequest};
 
 use crate::SimConfig;
+use crate::btc_payouts::Messages;
 use crate::clock::NodeClock;
 use crate::mesh::{LinkFault, MeshEvent, Question};
 use crate::rng::SimRng;
@@ -34,16 +36,17 @@ use crate::world::World;
 const SESSION_TIMEOUT: Duration = Duration::from_secs(50);
 /// A silent attempt counts as stalled, and a failed signer is asked again, after this.
 const RETRY: Duration = Duration::from_secs(5);
-/// Every honest signer's limits per peer: the binary's, scaled to sessions of one message, so
-/// that a spamming peer meets them within a run (a rate of 1 pair per second is 60 a minute,
-/// against the honest asker's few).
+/// Every honest signer's limits per peer: the binary's shape, scaled to the largest session the
+/// simulator asks for (a Bitcoin payout of [`MAX_PAYOUT_INPUTS`] inputs, one message each), so
+/// that a spamming peer meets them within a run (20 pairs a second is 1,200 a minute, against
+/// the honest askers' few sessions).
 const LIMITS: NonceLimits = NonceLimits {
-    per_request: 16,
-    per_session: 32,
-    per_peer: 64,
+    per_request: MAX_PAYOUT_INPUTS as u32,
+    per_session: 2 * MAX_PAYOUT_INPUTS,
+    per_peer: 4 * MAX_PAYOUT_INPUTS,
     sets_per_peer: 16,
-    rate_per_second: 1.0,
-    burst: 32.0,
+    rate_per_second: 20.0,
+    burst: 4.0 * MAX_PAYOUT_INPUTS as f64,
 };
 
 /// What a byzantine watchman does, for the whole run.
@@ -161,6 +164,8 @@ pub(crate) struct SimSession {
     machine: RoastSession,
     wake_ms: u64,
     ask: Ask,
+    /// What it signs, in order (a Bitcoin payout's inputs are handed back by these).
+    messages: Messages,
 }
 
 impl World {
@@ -209,18 +214,19 @@ impl World {
         self.confirmers.get(index)?.watchman.as_ref().map(|w| &w.signer)
     }
 
-    /// Watchman `asker` starts a session to sign `request` (the question `ask`).
-    pub(crate) fn start_session(&mut self, asker: usize, request: SigningRequest, ask: Ask) {
+    /// Watchman `asker` starts a session to sign `requests` (the question `ask`).
+    pub(crate) fn start_session(&mut self, asker: usize, requests: Vec<SigningRequest>, ask: Ask) {
         let now = self.now();
         let Some(signer) = self.signer_of(asker) else { return };
         let generation = signer.generation;
-        let kept = signer.pool.take(1);
+        let kept = signer.pool.take(requests.len());
+        let messages: Messages = requests.iter().map(|r| r.message.clone()).collect();
         let id = self.rng.bytes16();
         let Some(share) = self.keys.shares.get(asker) else { return };
         let started = RoastSession::new(
             share,
             SessionId(id),
-            vec![request],
+            requests,
             kept,
             self.keys.by_identifier.clone(),
             Duration::from_millis(now),
@@ -229,7 +235,7 @@ impl World {
         );
         match started {
             Ok(machine) => {
-                self.sessions.push(Some(SimSession { asker, generation, machine, wake_ms: now, ask }));
+                self.sessions.push(Some(SimSession { asker, generation, machine, wake_ms: now, ask, messages }));
                 self.drive(self.sessions.len() - 1, now);
             }
             Err(error) => self.log(format!("watchman {asker} cannot start a session: {error}")),
@@ -365,7 +371,7 @@ impl World {
     /// A session's end: its unused commitments back to its asker's pool, its signature to the
     /// vault.
     fn conclude(&mut self, session: SimSession, result: Result<SessionOutcome, SessionError>) {
-        let SimSession { asker, generation, machine, ask, .. } = session;
+        let SimSession { asker, generation, machine, ask, messages, .. } = session;
         let unused = machine.into_unused();
         if let Some(signer) = self.signer_of(asker).filter(|s| s.generation == generation) {
             for (id, set) in unused {
@@ -373,6 +379,12 @@ impl World {
             }
         }
         self.sessions_ended += 1;
+        // A payout's signatures go back to the asker's payout loop, which broadcasts them.
+        let payouts = ask
+            .bitcoin
+            .then(|| self.confirmers.get(asker)?.watchman.as_ref().filter(|w| w.signer.generation == generation))
+            .flatten()
+            .map(|w| w.btc_signer.clone());
         match result {
             Ok(outcome) => {
                 let signers: BTreeSet<usize> =
@@ -387,11 +399,23 @@ impl World {
                     "watchman {asker}'s session signed {} for {}..={} by {signers:?} in {} attempts, excluded {excluded:?}",
                     ask.what, ask.first, ask.last, outcome.attempts
                 ));
+                if ask.bitcoin {
+                    for signed in &outcome.signatures {
+                        self.check_signed(&ask, &signed.request.message);
+                    }
+                    if let Some(payouts) = payouts {
+                        payouts.finish(messages, Some(outcome));
+                    }
+                    return;
+                }
                 for signed in outcome.signatures {
                     self.offer_to_vault(&ask, &signed.request.message, &signed.signature);
                 }
             }
             Err(error) => {
+                if let Some(payouts) = payouts {
+                    payouts.finish(messages, None);
+                }
                 let why = match &error {
                     SessionError::NotEnoughSigners { remaining, excluded, .. } => {
                         let refusals: Vec<&String> = excluded
@@ -432,7 +456,7 @@ impl World {
             );
             return;
         }
-        self.check_signed(ask);
+        self.check_signed(ask, message);
         let next = ask.first == self.vault.settled_through() + 1;
         let withdrawals = self.truth.range(ask.first, ask.last).unwrap_or_default();
         let Some(vault) = self.eth.as_mut() else { return };

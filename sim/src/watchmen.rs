@@ -13,15 +13,20 @@
 
 use std::collections::BTreeMap;
 
+use bridge::BtcNetwork;
 use bridge::batch::SealedBatch;
 use bridge::eth_settlement::{VaultDomain, withdrawals_message};
 use bridge::withdrawals::EthWithdrawal;
 use bridge::withdrawals::EthWithdrawalTree;
 use chains::ethereum::VaultProgress;
-use confirmer::watchman::{RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SettlementBook};
+use confirmer::watchman::{
+    BtcPayouts, BumpClock, BumpClockTask, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SettlementBook,
+};
 use tss::{KeyPath, SigningContext, SigningRequest};
 
 use crate::SimError;
+use crate::btc_chain::BUMP_AFTER_BLOCKS;
+use crate::btc_payouts::DeferredSigner;
 use crate::byzantine::AttackKind;
 use crate::l1::L1_BLOCK_MS;
 use crate::signing::WatchmanSigner;
@@ -38,13 +43,40 @@ pub const ASK_EVERY_MS: u64 = 60_000;
 pub(crate) struct Watchman {
     book: SettlementBook,
     pub(crate) signer: WatchmanSigner,
+    /// Its Bitcoin payouts (the real loop, on its own node: btc_payouts.rs), once the vault has
+    /// a Bitcoin key.
+    pub(crate) btc: Option<BtcPayouts>,
+    pub(crate) btc_signer: DeferredSigner,
+    /// The real task that feeds its policy's bump clock from its own Bitcoin node, its turn
+    /// taken before each payout turn.
+    pub(crate) bump_clock: Option<BumpClockTask>,
 }
 
 impl World {
     pub(crate) fn new_watchman(&mut self, index: usize) -> Watchman {
         let book = SettlementBook::default();
-        let policy = std::sync::Arc::new(ReplayPolicy::new(book.clone(), Some(self.vault_domain())));
-        Watchman { signer: self.new_signer(index, policy), book }
+        let mut policy = ReplayPolicy::new(book.clone(), Some(self.vault_domain()));
+        let (mut btc, mut bump_clock) = (None, None);
+        if let Some(chain) = &self.btc {
+            // As the binary wires it: the policy signs this vault's payouts, bumps timed by a
+            // clock its own node feeds, and the payout loop asks that node too.
+            let node = chain.view(self.confirmers[index].btc_lag.clone());
+            let clock = BumpClock::new(BUMP_AFTER_BLOCKS);
+            bump_clock = Some(clock.task(node.clone(), book.clone(), chain.vault, BtcNetwork::Regtest));
+            policy = policy.with_bitcoin(chain.vault, BtcNetwork::Regtest).with_bump_clock(clock);
+            btc = Some(
+                BtcPayouts::new(book.clone(), chain.vault, BtcNetwork::Regtest, node, BUMP_AFTER_BLOCKS)
+                    .for_group(chain.vault.group_key),
+            );
+        }
+        let policy = std::sync::Arc::new(policy);
+        Watchman {
+            signer: self.new_signer(index, policy),
+            book,
+            btc,
+            btc_signer: DeferredSigner::default(),
+            bump_clock,
+        }
     }
 }
 
@@ -119,6 +151,15 @@ pub(crate) struct Ask {
     pub(crate) first: u64,
     pub(crate) last: u64,
     pub(crate) root: [u8; 32],
+    /// A Bitcoin payout's inputs (of a plan of batch `last`), not an Ethereum range.
+    pub(crate) bitcoin: bool,
+}
+
+impl Ask {
+    /// The inputs of a payout a watchman's payout loop asked to sign, of a plan of `batch`.
+    pub(crate) fn bitcoin(batch: u64) -> Ask {
+        Ask { what: "a Bitcoin payout", first: batch, last: batch, root: [0; 32], bitcoin: true }
+    }
 }
 
 impl World {
@@ -150,7 +191,7 @@ impl World {
         for ask in self.questions(first, last) {
             let request = request(&self.vault_domain(), &ask);
             self.asked.insert(request.message.clone(), ask.clone());
-            self.start_session(asker, request, ask);
+            self.start_session(asker, vec![request], ask);
         }
         Ok(())
     }
@@ -162,7 +203,7 @@ impl World {
             && let Some(withdrawals) = self.truth.range(first, last).filter(|w| !w.is_empty())
         {
             let honest = EthWithdrawalTree::new(withdrawals.clone()).root();
-            asks.push(Ask { what: "the honest root", first, last, root: honest });
+            asks.push(Ask { what: "the honest root", first, last, root: honest, bitcoin: false });
             let mut more = withdrawals;
             let leaf = self.rng.below(more.len() as u64) as usize;
             more[leaf].amount = bridge::Amount(more[leaf].amount.0.saturating_add(1));
@@ -171,10 +212,11 @@ impl World {
                 first,
                 last,
                 root: EthWithdrawalTree::new(more).root(),
+                bitcoin: false,
             });
         }
         if last >= first {
-            asks.push(Ask { what: "a random root", first, last, root: self.rng.bytes32() });
+            asks.push(Ask { what: "a random root", first, last, root: self.rng.bytes32(), bitcoin: false });
         }
         // The byzantine coordinator asks for a range through its bad batch.
         if let Some((bad, _)) = self.bad_from
@@ -182,7 +224,7 @@ impl World {
             && let Some(withdrawals) = self.truth.range(first, bad)
         {
             let root = EthWithdrawalTree::new(withdrawals).root();
-            asks.push(Ask { what: "the coordinator's own range", first, last: bad, root });
+            asks.push(Ask { what: "the coordinator's own range", first, last: bad, root, bitcoin: false });
         }
         asks
     }
@@ -190,9 +232,15 @@ impl World {
     /// Whether the truth justifies signing `ask`. Bad history justifies nothing from its first
     /// batch on; a late equivocation's batch is the honest one, already justified before its
     /// rival was posted.
-    fn justified(&self, ask: &Ask) -> bool {
+    fn justified(&self, ask: &Ask, message: &[u8]) -> bool {
         let late = self.attack.as_ref().is_some_and(|a| a.kind == AttackKind::LateEquivocation);
         let cut = self.bad_from.filter(|_| !late).map_or(u64::MAX, |(bad, _)| bad);
+        if ask.bitcoin {
+            // An input of an attempt of a plan the honest sequencer sealed before any bad batch.
+            let truth = self.btc.as_ref().map(|b| &b.truth);
+            let plan = <[u8; 32]>::try_from(message).ok().and_then(|m| truth?.sighashes.get(&m));
+            return plan.and_then(|id| truth?.plans.get(id)).is_some_and(|(batch, _)| *batch < cut);
+        }
         ask.last < cut
             && self
                 .truth
@@ -215,7 +263,7 @@ impl World {
                 self.violate("signature-justified", format!("watchman {index} approved a message nobody asked"));
                 continue;
             };
-            if !self.justified(&ask) {
+            if !self.justified(&ask, &message) {
                 self.violate(
                     "signature-justified",
                     format!(
@@ -229,8 +277,8 @@ impl World {
 
     /// `signature-justified`, for a signature the group made: t watchmen approved it, so at
     /// least one honest one did.
-    pub(crate) fn check_signed(&mut self, ask: &Ask) {
-        if !self.justified(ask) {
+    pub(crate) fn check_signed(&mut self, ask: &Ask, message: &[u8]) {
+        if !self.justified(ask, message) {
             self.violate(
                 "signature-justified",
                 format!(

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bridge::{Address, Amount, AssetConfig, AssetId, BtcNetwork, CoordinatorKey, NetworkParams, SignedUserTx, Wallet};
+use bridge::{
+    Address, Amount, AssetConfig, AssetId, BtcNetwork, BtcVaultParams, CoordinatorKey, NetworkParams, SignedUserTx,
+    Wallet,
+};
 use chains::da::DataAvailability;
 use chains::snapshots::SnapshotPolicy;
 use confirmer::follower::Follower;
@@ -21,6 +24,7 @@ use coordinator::sequencer::Sequencer;
 use coordinator::store::Store;
 
 use crate::arweave::{Arweave, BLOCK_MS, SimDa};
+use crate::btc_chain::{BTC_BLOCK_MS, BtcChain};
 use crate::byzantine::Attack;
 use crate::ceremony::Keys;
 use crate::clock::NodeClock;
@@ -71,6 +75,8 @@ pub(crate) struct ConfirmerRole {
     pub(crate) stalled_until: Option<u64>,
     pub(crate) lag_blocks: Arc<AtomicU64>,
     pub(crate) lag_until: Option<u64>,
+    /// How far its Bitcoin node is behind the tip, in blocks (lags with its Ethereum node).
+    pub(crate) btc_lag: Arc<AtomicU64>,
 }
 
 /// A transaction the coordinator acknowledged.
@@ -138,6 +144,10 @@ pub(crate) struct World {
     /// (signer, asker, epoch, nonce set) of every `Sign` a signer answered with shares.
     pub(crate) shares_given: BTreeSet<(usize, usize, u64, u64)>,
     pub(crate) violation: Option<Violation>,
+    /// Bitcoin on the kernel (btc_chain.rs), once the key ceremony gave the vault its key.
+    pub(crate) btc: Option<BtcChain>,
+    /// Bitcoin's own stream of choices, so that they leave the rest of a seed's run as it was.
+    pub(crate) btc_rng: SimRng,
     _dir: tempfile::TempDir,
 }
 
@@ -182,6 +192,7 @@ impl World {
                 stalled_until: None,
                 lag_blocks: Arc::new(AtomicU64::new(0)),
                 lag_until: None,
+                btc_lag: Arc::new(AtomicU64::new(0)),
             })
             .collect();
         let attack = Attack::choose(&mut rng, &config);
@@ -189,6 +200,7 @@ impl World {
         let n = config.confirmers;
         let threshold = u16::try_from(SIGNING_THRESHOLD.min(n)).map_err(|_| SimError::Setup("a threshold".into()))?;
         let keys = Keys::name(&mut rng, &config, threshold)?;
+        let btc_rng = SimRng::new(config.seed ^ BTC_STREAM);
         let mut world = World {
             config,
             rng,
@@ -231,6 +243,8 @@ impl World {
             approval_log: Approvals::default(),
             shares_given: BTreeSet::new(),
             violation: None,
+            btc: None,
+            btc_rng,
             _dir: dir,
         };
         if let Some(attack) = &world.attack {
@@ -241,6 +255,7 @@ impl World {
             world.log(format!("watchman {index} is byzantine: {kind:?}"));
         }
         world.key_ceremony()?;
+        world.open_bitcoin()?;
         world.start_coordinator().await?;
         for index in 0..world.confirmers.len() {
             world.start_confirmer(index).await?;
@@ -292,15 +307,28 @@ impl World {
             self.mine_block();
         }
         self.ethereum_block();
+        if now.is_multiple_of(BTC_BLOCK_MS) {
+            self.bitcoin_block()?;
+        }
         let users_active = now + QUIET_BEFORE_END_MS < self.config.fault_ms + self.config.healing_ms;
         if users_active && self.rng.chance(40_000) {
             self.deposit_on_l1();
         }
+        if users_active && self.btc_rng.chance(40_000) {
+            self.deposit_on_bitcoin()?;
+        }
         if self.coordinator.sequencer.is_some() {
             self.watch_deposits().await?;
+            self.watch_btc_deposits().await?;
+            if now.is_multiple_of(BTC_BLOCK_MS) {
+                self.keep_payouts().await?;
+            }
             if users_active {
                 for _ in 0..self.rng.below(3) {
                     self.user_acts().await?;
+                }
+                if self.btc_rng.chance(30_000) {
+                    self.withdraw_bitcoin().await?;
                 }
             }
             self.attack_turn().await?;
@@ -313,6 +341,7 @@ impl World {
         self.run_mesh();
         if now.is_multiple_of(ASK_EVERY_MS) {
             self.ask_watchmen().await?;
+            self.pay_bitcoin().await?;
         }
         self.check_approvals();
         Ok(())
@@ -368,6 +397,9 @@ impl World {
         };
         if let Some(sealed) = sealed {
             self.truth.record(&sealed);
+            if let Some(btc) = self.btc.as_mut() {
+                btc.truth.record(sealed.batch.header.number, &sealed.settlement.btc_plans, btc.vault);
+            }
             let header = &sealed.batch.header;
             let line = format!(
                 "sealed batch {} ({} txs) {}",
@@ -404,7 +436,27 @@ impl World {
     }
 }
 
-/// The simulated network: Ethereum only (Bitcoin comes with its payouts in a later step).
+/// Bitcoin's stream of choices: the seed, xor this.
+const BTC_STREAM: u64 = 0xb17c_0117;
+
+impl World {
+    /// The Bitcoin vault under the group's key (its internal key `x(P)`), and the chain.
+    fn open_bitcoin(&mut self) -> Result<(), SimError> {
+        let Some(share) = self.keys.shares.first() else { return Ok(()) };
+        let group = tss::GroupKey::of(&share.public).map_err(|e| SimError::Setup(format!("the group key: {e}")))?;
+        let vault = BtcVaultParams { group_key: group.internal_key, min_fee_rate: 1, max_fee_rate: 50 };
+        self.params.btc_vault = Some(vault);
+        self.params.assets.push(AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) });
+        let accounts = self.users.iter().map(Wallet::address);
+        let funder = self.btc_rng.bytes32();
+        let chain = BtcChain::new(vault, accounts, self.now_ms.clone(), funder)?;
+        self.log(format!("the Bitcoin vault is under the group's key, the chain at height {}", chain.height()));
+        self.btc = Some(chain);
+        Ok(())
+    }
+}
+
+/// The simulated network: Ethereum, and Bitcoin once the key ceremony made the group key.
 fn network(coordinator_key: [u8; 32]) -> NetworkParams {
     NetworkParams {
         name: "sim".into(),

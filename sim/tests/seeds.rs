@@ -6,19 +6,21 @@ use sim::signing::WatchmanAttack;
 use sim::{Outcome, SimConfig};
 
 /// Seeds run on every test run, with the attacks below (debug profile: each run about 20 s).
-const FIXED_SEEDS: std::ops::Range<u64> = 0..2;
+/// 8 is among them for the Bitcoin payout it bumps while miners leave the mempool out.
+const FIXED_SEEDS: &[u64] = &[0, 1, 8];
 
 /// Seeds that reproduce a real bug in a quick run, kept so that it stays fixed (see README,
 /// Simulation). Seeds are re-chosen whenever a new kind of fault changes what every seed does:
 /// the reproduction is checked by planting the bug back (`tests/planted.rs`).
-/// 8: an Ethereum reorg dropped a range the vault had taken, and every watchman's view of the
+/// 13: an Ethereum reorg dropped a range the vault had taken, and every watchman's view of the
 /// vault refused to go back, so none signed it again (`SettlementBook::note_vault`).
-/// 1 (among the fixed seeds): a confirmer's disk refused a batch's record, and the retry
+/// 0 (among the fixed seeds): a confirmer's disk refused a batch's record, and the retry
 /// replayed the batch again and alarmed an honest coordinator (confirmer/src/follower/unrecorded.rs).
-const REGRESSION_SEEDS: &[u64] = &[8];
+const REGRESSION_SEEDS: &[u64] = &[13];
 
-/// Seeds that reproduce a real bug in a standard run (`SimConfig::new`), kept likewise.
-/// 6: the reorg bug above.
+/// Standard runs (`SimConfig::new`, 90 + 60 minutes) in CI. 6 reproduced the reorg bug above
+/// until Bitcoin joined the simulation and changed what every seed does; no standard seed is
+/// known to reproduce a bug today, and 6 stays as the one long run.
 const REGRESSION_STANDARD_SEEDS: &[u64] = &[6];
 
 fn run(config: SimConfig) -> Outcome {
@@ -55,17 +57,23 @@ fn fixed_seeds_hold_every_invariant() {
         ("a role crash", "crashes for"),
         ("an Arweave reorg", "FAULT Arweave reorg"),
         ("an Ethereum reorg", "FAULT Ethereum reorg"),
+        ("a Bitcoin reorg", "FAULT Bitcoin reorg"),
+        ("Bitcoin congestion", "FAULT Bitcoin miners leave the mempool out"),
+        ("a Bitcoin payout bumped", "attempt: 1"),
     ];
-    for seed in FIXED_SEEDS.chain(REGRESSION_SEEDS.iter().copied()) {
+    let mut btc_paid = 0;
+    for &seed in FIXED_SEEDS.iter().chain(REGRESSION_SEEDS) {
         let outcome = run(SimConfig::quick(seed));
         assert_holds(&outcome);
         // A run that injected nothing or moved nothing would pass vacuously.
         assert!(outcome.faults > 0, "seed {seed} injected no fault");
         assert!(outcome.acked > 0 && outcome.batches > 0, "seed {seed} moved no value");
         paid += outcome.paid_leaves;
+        btc_paid += outcome.btc_plans_paid;
         unseen.retain(|(_, mark)| !outcome.trace.iter().any(|line| line.contains(mark)));
     }
     assert!(paid > 0, "the vault paid no withdrawal in any fixed seed");
+    assert!(btc_paid > 0, "no Bitcoin payout was paid in any fixed seed");
     assert!(unseen.is_empty(), "no fixed seed had {:?}", unseen.iter().map(|(what, _)| *what).collect::<Vec<_>>());
 }
 

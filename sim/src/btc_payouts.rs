@@ -1,0 +1,358 @@
+//! Bitcoin's side of the bridge in the simulator, on the kernel's chain (btc_chain.rs): users
+//! deposit and withdraw, the coordinator credits deposits at depth and plans and records
+//! payouts, and every running watchman takes its turn of the real
+//! [`BtcPayouts`](confirmer::watchman::BtcPayouts): it asks its own node where each plan of its
+//! book stands, signs the first attempt or the next one once the last has waited
+//! [`BUMP_AFTER_BLOCKS`](crate::btc_chain::BUMP_AFTER_BLOCKS), and broadcasts.
+//!
+//! Its signing sessions run on the simulated mesh, which moves only between the simulator's
+//! ticks, so [`DeferredSigner`] answers a turn's request with [`SessionError::Unfinished`] and
+//! starts the session; the signature is handed over when the same requests come at a later
+//! turn, and the real code broadcasts it then.
+//!
+//! The checks: every transaction that spends the vault is an attempt of a plan the honest
+//! sequencer sealed (`btc-paid-justified`), no withdrawal is paid by two transactions of the
+//! active chain (`btc-paid-once`), and after healing every plan is paid, nothing waits in the
+//! queue and the chain holds every output the ledger says the vault has (`btc-payout-liveness`,
+//! `btc-solvency`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bitcoin::hashes::Hash as _;
+use bitcoin::{ScriptBuf, Txid};
+use bridge::tx::{SystemTx, UserTx, Withdraw};
+use bridge::{Amount, AssetId, BtcNetwork, Chain, Deposit, L1Ref, Tx, VaultOwner};
+use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutStatus};
+use chains::task::Task as _;
+use confirmer::watchman::PayoutAction;
+use tss::roast::SessionOutcome;
+use tss::{SessionError, SigningRequest, ThresholdSigner};
+
+use crate::SimError;
+use crate::btc_chain::BTC_DEPTH;
+use crate::watchmen::Ask;
+use crate::world::World;
+
+/// Finished sessions a watchman keeps for turns that no longer ask for them (the plan was
+/// paid by another meanwhile): the oldest go first.
+const MAX_UNCLAIMED: usize = 16;
+
+/// The keeper stops this long before the end (users stop 15 minutes before it), so that its last
+/// plan or record is replayed everywhere when convergence is checked; a plan made by then is
+/// paid by then.
+const KEEPER_QUIET_BEFORE_END_MS: u64 = 8 * 60_000;
+
+/// The messages of one session's requests, in order: what a turn's requests are matched by.
+pub(crate) type Messages = Vec<Vec<u8>>;
+
+#[derive(Default)]
+struct Deferred {
+    /// Requests asked for since the simulator last took them.
+    wanted: Vec<Vec<SigningRequest>>,
+    in_flight: BTreeSet<Messages>,
+    finished: BTreeMap<Messages, SessionOutcome>,
+}
+
+/// A watchman's signer as its payout loop sees it: the session runs on the simulated mesh, and
+/// its signature is given at the first turn after it ended.
+#[derive(Clone, Default)]
+pub(crate) struct DeferredSigner {
+    inner: Arc<Mutex<Deferred>>,
+}
+
+fn messages(requests: &[SigningRequest]) -> Messages {
+    requests.iter().map(|r| r.message.clone()).collect()
+}
+
+impl DeferredSigner {
+    /// The sessions asked for since the last call.
+    fn take_wanted(&self) -> Vec<Vec<SigningRequest>> {
+        self.inner.lock().map(|mut d| std::mem::take(&mut d.wanted)).unwrap_or_default()
+    }
+
+    /// A session ended: its signature, if any, waits for the next turn.
+    pub(crate) fn finish(&self, key: Messages, outcome: Option<SessionOutcome>) {
+        let Ok(mut deferred) = self.inner.lock() else { return };
+        deferred.in_flight.remove(&key);
+        if let Some(outcome) = outcome {
+            deferred.finished.insert(key, outcome);
+            while deferred.finished.len() > MAX_UNCLAIMED {
+                deferred.finished.pop_first();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ThresholdSigner for DeferredSigner {
+    async fn sign(&self, requests: Vec<SigningRequest>) -> Result<SessionOutcome, SessionError> {
+        let key = messages(&requests);
+        let Ok(mut deferred) = self.inner.lock() else { return Err(SessionError::Unfinished) };
+        if let Some(outcome) = deferred.finished.remove(&key) {
+            return Ok(outcome);
+        }
+        if deferred.in_flight.insert(key) {
+            deferred.wanted.push(requests);
+        }
+        Err(SessionError::Unfinished)
+    }
+}
+
+impl World {
+    /// A user pays Bitcoin to its deposit address.
+    pub(crate) fn deposit_on_bitcoin(&mut self) -> Result<(), SimError> {
+        let user = self.users[self.btc_rng.below(self.users.len() as u64) as usize].address();
+        let sat = self.btc_rng.between(100_000, 5_000_000);
+        let Some(btc) = self.btc.as_mut() else { return Ok(()) };
+        if let Some(deposit) = btc.deposit(user, sat)? {
+            self.log(format!("Bitcoin deposit of {sat} sat in {}", short(&deposit.outpoint.txid)));
+        }
+        Ok(())
+    }
+
+    /// The coordinator's Bitcoin watcher: each deposit [`BTC_DEPTH`] deep, credited once.
+    pub(crate) async fn watch_btc_deposits(&mut self) -> Result<(), SimError> {
+        let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
+        let mut deep = Vec::new();
+        for deposit in &btc.deposits {
+            let l1_ref = L1Ref::Bitcoin { txid: deposit.outpoint.txid.to_byte_array(), vout: deposit.outpoint.vout };
+            if sequencer.state().is_credited(&l1_ref) {
+                continue;
+            }
+            let (confirmations, height) = btc.confirmations(&deposit.outpoint.txid);
+            if confirmations >= BTC_DEPTH {
+                deep.push(Deposit {
+                    chain: Chain::Bitcoin,
+                    l1_ref,
+                    account: deposit.account,
+                    asset: AssetId::Btc,
+                    amount: Amount(u128::from(deposit.sat)),
+                    l1_height: height,
+                });
+            }
+        }
+        for deposit in deep {
+            self.submit(Tx::System(SystemTx::Deposit(deposit)), "Bitcoin deposit").await?;
+        }
+        Ok(())
+    }
+
+    /// A user withdraws part of its Bitcoin to an address of its own, paying a fee that leaves
+    /// room for a few bumps.
+    pub(crate) async fn withdraw_bitcoin(&mut self) -> Result<(), SimError> {
+        let Some(sequencer) = &self.coordinator.sequencer else { return Ok(()) };
+        let wallet = &self.users[self.btc_rng.below(self.users.len() as u64) as usize];
+        let balance = sequencer.state().balance(&wallet.address(), &AssetId::Btc).0;
+        let fee = 5_000u128;
+        if balance < 20_000 + fee {
+            return Ok(());
+        }
+        let amount = 10_000 + u128::from(self.btc_rng.below(u64::try_from(balance - fee - 10_000).unwrap_or(u64::MAX)));
+        let script = ScriptBuf::from_bytes(self.btc_rng.bytes32().to_vec());
+        let recipient = bitcoin::Address::p2wsh(&script, bitcoin::Network::Regtest);
+        let withdraw = Withdraw {
+            from: wallet.address(),
+            asset: AssetId::Btc,
+            amount: Amount(amount),
+            fee: Amount(fee),
+            recipient: recipient.to_string(),
+            nonce: sequencer.state().nonce(&wallet.address()),
+        };
+        let signed = wallet.sign(UserTx::Withdraw(withdraw), &bridge::eip712::Domain::new(&self.params));
+        self.submit_user(signed, "Bitcoin withdrawal").await
+    }
+
+    /// The coordinator's payout keeper, once a block: records each plan the chain confirmed
+    /// [`BTC_DEPTH`] deep, and plans a payout of the queue at the network's lowest fee rate.
+    /// (The binary's [`coordinator::payouts::PayoutKeeper`] also waits for a window and
+    /// consolidates; it drives a sequencer task this simulator does not run.)
+    pub(crate) async fn keep_payouts(&mut self) -> Result<(), SimError> {
+        // Its last batches must be replayed by every confirmer before the run ends.
+        if self.now() + KEEPER_QUIET_BEFORE_END_MS >= self.config.fault_ms + self.config.healing_ms {
+            return Ok(());
+        }
+        let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
+        let node = btc.view(Arc::new(AtomicU64::new(0)));
+        let state = sequencer.state();
+        let mut broadcaster = PayoutBroadcaster::new(node.clone(), btc.vault, BtcNetwork::Regtest);
+        if let Some(keys) = bridge::rotation::vault_keys(state) {
+            broadcaster.set_keys(keys);
+        }
+        let mut txs = Vec::new();
+        for plan in state.btc_plans() {
+            if let Ok(PayoutStatus::Confirmed { attempt, confirmations }) = broadcaster.status(plan).await
+                && confirmations >= BTC_DEPTH
+            {
+                let tip = node.block_count().await.map_err(SimError::role("the Bitcoin node"))?;
+                let height = (tip + 1).saturating_sub(confirmations);
+                txs.push((SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt, height }, "payout confirmation"));
+            }
+        }
+        if state.btc_queue().next().is_some() {
+            txs.push((SystemTx::BtcPayoutPlan { fee_rate: btc.vault.min_fee_rate }, "payout plan"));
+        }
+        for (tx, what) in txs {
+            self.submit(Tx::System(tx), what).await?;
+        }
+        Ok(())
+    }
+
+    /// Every running watchman's payout turn, then the sessions they asked for.
+    pub(crate) async fn pay_bitcoin(&mut self) -> Result<(), SimError> {
+        for index in 0..self.confirmers.len() {
+            let Some(watchman) = self.confirmers[index].watchman.as_mut() else { continue };
+            if let Some(task) = watchman.bump_clock.as_mut()
+                && let Err(error) = task.turn().await
+            {
+                self.log(format!("watchman {index}'s bump clock: {error}"));
+                continue;
+            }
+            let Some(watchman) = self.confirmers[index].watchman.as_mut() else { continue };
+            let signer = watchman.btc_signer.clone();
+            let Some(payouts) = watchman.btc.as_mut() else { continue };
+            match payouts.settle(&signer).await {
+                Ok(actions) => {
+                    for action in actions {
+                        match action {
+                            PayoutAction::Failed { reason, .. } if reason.contains("still running") => {}
+                            action => self.log(format!("watchman {index} Bitcoin: {action:?}")),
+                        }
+                    }
+                }
+                Err(error) => self.log(format!("watchman {index}'s Bitcoin turn failed: {error}")),
+            }
+            for requests in signer.take_wanted() {
+                let batch = requests.first().and_then(|r| r.context.batch).unwrap_or(0);
+                let ask = Ask::bitcoin(batch);
+                for request in &requests {
+                    self.asked.insert(request.message.clone(), ask.clone());
+                }
+                self.start_session(index, requests, ask);
+            }
+        }
+        Ok(())
+    }
+
+    /// `btc-paid-justified` and `btc-paid-once`, over the active chain.
+    pub(crate) fn check_btc_spends(&mut self) -> Result<(), SimError> {
+        let Some(btc) = &self.btc else { return Ok(()) };
+        let mut paid: BTreeMap<[u8; 32], Txid> = BTreeMap::new();
+        let mut found = Vec::new();
+        for (tx, spent) in btc.spends()? {
+            if !spent.iter().any(|script| btc.vault_scripts.contains(script)) {
+                continue;
+            }
+            let txid = tx.compute_txid();
+            let Some((_, plan)) = btc.truth.txids.get(&txid).and_then(|id| btc.truth.plans.get(id)) else {
+                found.push((
+                    "btc-paid-justified",
+                    format!("{txid} spends the vault but is no attempt of a plan the honest sequencer sealed"),
+                ));
+                continue;
+            };
+            for payout in &plan.payouts {
+                if let Some(other) = paid.insert(payout.tx_hash, txid)
+                    && other != txid
+                {
+                    found.push((
+                        "btc-paid-once",
+                        format!("withdrawal {} is paid by {other} and by {txid}", hex::encode(&payout.tx_hash[..4])),
+                    ));
+                }
+            }
+        }
+        for (invariant, detail) in found {
+            self.violate(invariant, detail);
+        }
+        Ok(())
+    }
+
+    /// The plans the sequencer sealed that an attempt on the active chain pays.
+    pub(crate) fn btc_plans_paid(&self) -> Result<usize, SimError> {
+        let Some(btc) = &self.btc else { return Ok(0) };
+        let paid: BTreeSet<u64> =
+            btc.spends()?.iter().filter_map(|(tx, _)| btc.truth.txids.get(&tx.compute_txid()).copied()).collect();
+        Ok(paid.len())
+    }
+
+    /// After healing, with an honest coordinator: every plan paid, nothing queued, and the
+    /// chain holds every output the ledger says the vault has, at least what the ledger owes.
+    pub(crate) async fn check_btc_end(&mut self) -> Result<(), SimError> {
+        if self.bad_from.is_some() {
+            return Ok(());
+        }
+        let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
+        let mut found = Vec::new();
+        let spends = btc.spends()?;
+        let mined: BTreeSet<Txid> = spends.iter().map(|(tx, _)| tx.compute_txid()).collect();
+        let paid: BTreeSet<u64> = mined.iter().filter_map(|txid| btc.truth.txids.get(txid).copied()).collect();
+        if let Some((id, (batch, _))) = btc.truth.plans.iter().find(|(id, _)| !paid.contains(id)) {
+            found.push(("btc-payout-liveness", format!("plan {id} of batch {batch} is unpaid after healing")));
+        }
+        let state = sequencer.state();
+        let queued = state.btc_queue().count();
+        if queued > 0 {
+            found.push(("btc-payout-liveness", format!("{queued} Bitcoin withdrawals still queued after healing")));
+        }
+        // The ledger's record of the vault is true (each output it lists is unspent on the
+        // chain at its amount), and the vault holds at least what the ledger owes its users.
+        let outputs: Vec<bridge::VaultUtxo> = state.vault_utxos().copied().collect();
+        let node = btc.view(Arc::new(AtomicU64::new(0)));
+        let holdings = chains::bitcoin::holdings(&node, &outputs).await.map_err(SimError::role("the Bitcoin node"))?;
+        if let Some(missing) = holdings.missing.first() {
+            found.push((
+                "btc-solvency",
+                format!(
+                    "the ledger lists {} vault outputs the chain does not hold, {}:{} first",
+                    holdings.missing.len(),
+                    hex::encode(&missing.txid[..4]),
+                    missing.vout
+                ),
+            ));
+        }
+        let held = btc.vault_holdings_sat()?;
+        let owed = state.supply(&AssetId::Btc).liabilities.0;
+        if u128::from(held) < owed {
+            found.push(("btc-solvency", format!("the vault holds {held} sat on the chain, the ledger owes {owed}")));
+        }
+        for (invariant, detail) in found {
+            self.violate(invariant, detail);
+        }
+        Ok(())
+    }
+
+    /// `deposits-backed` on Bitcoin, after every tick: no ledger credits more than was paid in.
+    pub(crate) fn check_btc_deposits(&mut self) {
+        let Some(btc) = &self.btc else { return };
+        let on_chain = u128::from(btc.deposited_sat);
+        let coordinator = self.coordinator.sequencer.as_ref().map(|s| s.state().supply(&AssetId::Btc).deposited.0);
+        if self.bad_from.is_none() && coordinator.is_some_and(|credited| credited > on_chain) {
+            self.violate("deposits-backed", "the coordinator credited more Bitcoin than was paid in".into());
+        }
+        let replayed = self.confirmers.iter().enumerate().find_map(|(index, role)| {
+            let credited = role.follower.as_ref()?.state().supply(&AssetId::Btc).deposited.0;
+            (credited > on_chain).then_some(index)
+        });
+        if let Some(index) = replayed {
+            self.violate("deposits-backed", format!("confirmer {index} replayed Bitcoin credits never paid in"));
+        }
+    }
+}
+
+/// The vault's own script and every user's deposit script: what a spend of the vault spends.
+pub(crate) fn vault_scripts(
+    vault: bridge::BtcVaultParams,
+    accounts: impl Iterator<Item = bridge::Address>,
+) -> BTreeSet<ScriptBuf> {
+    let mut scripts: BTreeSet<ScriptBuf> =
+        accounts.map(|account| vault.script_of(BtcNetwork::Regtest, &VaultOwner::Account { account })).collect();
+    scripts.insert(vault.script_of(BtcNetwork::Regtest, &VaultOwner::Vault));
+    scripts
+}
+
+fn short(txid: &Txid) -> String {
+    txid.to_string()[..8].to_string()
+}
