@@ -3,12 +3,14 @@
 //! every step. The roles' own code runs: the coordinator's [`coordinator::sequencer::Sequencer`],
 //! ledger and [`coordinator::publisher::Publisher`] on SQLite, and each confirmer's
 //! [`confirmer::follower::Follower`] and store on SQLite, with its waits measured on the
-//! simulated clock (confirmer::patience). Simulated: Arweave ([`arweave`]), Ethereum's deposits
-//! and each confirmer's lagging node ([`l1`]), users, and a byzantine coordinator
-//! ([`byzantine`]). See README.md, "Simulation".
+//! simulated clock (confirmer::patience), the watchmen's policy, signers and payout loop, the
+//! Ethereum vault's bytecode on revm and Bitcoin Core's kernel. Simulated: Arweave
+//! ([`arweave`]), Ethereum's deposits and each confirmer's lagging node ([`l1`]), users, and a
+//! byzantine coordinator ([`byzantine`]). See README.md, "Simulation".
 //!
-//! Determinism: every choice comes from one ChaCha8 stream ([`rng`]) in a fixed order, time is
-//! a counter, and maps are ordered; a seed gives the same trace and the same final hash.
+//! Determinism: every choice comes from ChaCha8 streams ([`rng`]) in a fixed order (Bitcoin's
+//! its own, so that it leaves the rest of a seed's choices as they were), time is a counter,
+//! and maps are ordered; a seed gives the same trace and the same final hash.
 
 pub mod arweave;
 mod btc_chain;

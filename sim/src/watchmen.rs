@@ -9,7 +9,8 @@
 //! The ground truth ([`Truth`]) is what the honest sequencer sealed: every approval of an honest
 //! watchman's policy and every signature the group makes must be of a root it justifies
 //! (`signature-justified`), and after healing an honest run's vault covers every batch that owes
-//! withdrawals (`settlement-liveness`). The payouts themselves are not simulated yet.
+//! withdrawals (`settlement-liveness`). The vault's code pays the ranges it takes (evm.rs);
+//! Bitcoin's payouts are each watchman's own loop (btc_payouts.rs).
 
 use std::collections::BTreeMap;
 
