@@ -27,7 +27,6 @@ use bridge::tx::{SystemTx, UserTx, Withdraw};
 use bridge::{Amount, AssetId, BtcNetwork, Chain, Deposit, L1Ref, Tx, VaultOwner};
 use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutStatus};
 use chains::task::Task as _;
-use confirmer::watchman::PayoutAction;
 use tss::roast::SessionOutcome;
 use tss::{SessionError, SigningRequest, ThresholdSigner};
 
@@ -216,10 +215,7 @@ impl World {
             match payouts.settle(&signer).await {
                 Ok(actions) => {
                     for action in actions {
-                        match action {
-                            PayoutAction::Failed { reason, .. } if reason.contains("still running") => {}
-                            action => self.log(format!("watchman {index} Bitcoin: {action:?}")),
-                        }
+                        self.log(format!("watchman {index} Bitcoin: {action:?}"));
                     }
                 }
                 Err(error) => self.log(format!("watchman {index}'s Bitcoin turn failed: {error}")),

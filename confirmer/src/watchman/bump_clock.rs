@@ -102,11 +102,10 @@ impl BumpClock {
     /// least [`BTC_PRUNE_CONFIRMATIONS`] deep: the caller prunes them from the book.
     pub async fn refresh(
         &self,
-        node: &dyn BitcoinNode,
         broadcaster: &PayoutBroadcaster,
         plans: &[PayoutPlan],
     ) -> Result<Vec<u64>, PayoutRpcError> {
-        let tip = node.block_count().await?;
+        let tip = broadcaster.node().block_count().await?;
         let confirmed = self.view.lock().map(|v| v.confirmed.clone()).unwrap_or_default();
         let mut statuses = Vec::with_capacity(plans.len());
         for plan in plans {
@@ -167,7 +166,7 @@ impl BumpClock {
         network: BtcNetwork,
     ) -> BumpClockTask {
         let broadcaster = PayoutBroadcaster::new(node, vault, network);
-        BumpClockTask { clock: self.clone(), node: broadcaster.node().clone(), broadcaster, book }
+        BumpClockTask { clock: self.clone(), broadcaster, book }
     }
 }
 
@@ -178,7 +177,7 @@ pub const BUMP_CLOCK_TASK: &str = "bump-clock";
 #[derive(Debug)]
 pub struct BumpClockTask {
     clock: BumpClock,
-    node: Arc<dyn BitcoinNode>,
+    /// Asks this watchman's own node (its tip and the plans' attempts).
     broadcaster: PayoutBroadcaster,
     book: SettlementBook,
 }
@@ -191,7 +190,7 @@ impl Task for BumpClockTask {
         }
         let owing = self.book.owing_from(1);
         let plans: Vec<PayoutPlan> = owing.iter().flat_map(|(_, s)| s.btc_plans.iter().cloned()).collect();
-        let deep = self.clock.refresh(&*self.node, &self.broadcaster, &plans).await.map_err(|error| {
+        let deep = self.clock.refresh(&self.broadcaster, &plans).await.map_err(|error| {
             TaskError::transient(format!("the bump clock could not read this watchman's Bitcoin node: {error}"))
         })?;
         for (batch, settlement) in &owing {

@@ -10,7 +10,6 @@
 //! [`PayoutAction::Failed`] and retried at the next turn; the plans after it go on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use bitcoin::Transaction;
 use bridge::btc_payout::{PayoutPlan, UnsignedPayout};
@@ -64,9 +63,8 @@ pub struct BtcPayouts {
     book: SettlementBook,
     vault: BtcVaultParams,
     network: BtcNetwork,
-    /// The node the broadcaster asks (Core in production, the simulator's chain in its runs):
-    /// the tip height is read from it.
-    rpc: Arc<dyn BitcoinNode>,
+    /// Asks the node (Core in production, the simulator's chain in its runs): the tip height
+    /// and every attempt.
     broadcaster: PayoutBroadcaster,
     bump_after_blocks: u64,
     /// Plans the chain has confirmed, each with the height of the block that confirmed it: one
@@ -94,12 +92,10 @@ impl BtcPayouts {
         bump_after_blocks: u64,
     ) -> Self {
         let broadcaster = PayoutBroadcaster::new(node, vault, network);
-        let rpc = broadcaster.node().clone();
         BtcPayouts {
             book,
             vault,
             network,
-            rpc,
             broadcaster,
             bump_after_blocks: bump_after_blocks.max(1),
             done: BTreeMap::new(),
@@ -154,7 +150,7 @@ impl BtcPayouts {
         if let Some(why) = self.book.halted() {
             return Err(PayoutError::Halted(why));
         }
-        let height = self.rpc.block_count().await?;
+        let height = self.broadcaster.node().block_count().await?;
         self.broadcaster.set_keys(self.keys());
         let mut actions = Vec::new();
         let keys = self.keys();
