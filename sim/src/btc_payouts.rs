@@ -25,8 +25,9 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::{ScriptBuf, Txid};
 use bridge::tx::{SystemTx, UserTx, Withdraw};
 use bridge::{Amount, AssetId, BtcNetwork, Chain, Deposit, L1Ref, Tx, VaultOwner};
-use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutStatus};
+use chains::bitcoin::PayoutBroadcaster;
 use chains::task::Task as _;
+use coordinator::payouts::{ChainReading, Keeping, LedgerReading, PayoutRound, Proposal};
 use tss::roast::SessionOutcome;
 use tss::{SessionError, SigningRequest, ThresholdSigner};
 
@@ -43,6 +44,11 @@ const MAX_UNCLAIMED: usize = 16;
 /// plan or record is replayed everywhere when convergence is checked; a plan made by then is
 /// paid by then.
 const KEEPER_QUIET_BEFORE_END_MS: u64 = 8 * 60_000;
+
+/// The keeper's settlement window: withdrawals share a payout when they come within three
+/// blocks, and the last ones (users stop 15 minutes before the end) are planned before the
+/// keeper goes quiet.
+const KEEPER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3 * 60);
 
 /// The messages of one session's requests, in order: what a turn's requests are matched by.
 pub(crate) type Messages = Vec<Vec<u8>>;
@@ -164,37 +170,39 @@ impl World {
         self.submit_user(signed, "Bitcoin withdrawal").await
     }
 
-    /// The coordinator's payout keeper, once a block: records each plan the chain confirmed
-    /// [`BTC_DEPTH`] deep, and plans a payout of the queue at the network's lowest fee rate.
-    /// (The binary's [`coordinator::payouts::PayoutKeeper`] also waits for a window and
-    /// consolidates; it drives a sequencer task this simulator does not run.)
+    /// The coordinator's payout keeper, once a block: the binary's own decisions
+    /// ([`coordinator::payouts::Keeping`]) on what the ledger holds and what the coordinator's
+    /// node says, on simulated time; it records each plan the chain confirmed [`BTC_DEPTH`]
+    /// deep, plans the queue once its oldest withdrawal has waited [`KEEPER_WINDOW`] (less the
+    /// measured lead), and consolidates the vault's small outputs. The node has no fee market,
+    /// so it plans at the network's lowest rate, as a quiet regtest node's missing estimate does.
     pub(crate) async fn keep_payouts(&mut self) -> Result<(), SimError> {
         // Its last batches must be replayed by every confirmer before the run ends.
         if self.now() + KEEPER_QUIET_BEFORE_END_MS >= self.config.fault_ms + self.config.healing_ms {
             return Ok(());
         }
+        let now = std::time::Duration::from_millis(self.now());
         let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
-        let node = btc.view(Arc::new(AtomicU64::new(0)));
-        let state = sequencer.state();
-        let mut broadcaster = PayoutBroadcaster::new(node.clone(), btc.vault, BtcNetwork::Regtest);
-        if let Some(keys) = bridge::rotation::vault_keys(state) {
-            broadcaster.set_keys(keys);
-        }
-        let mut txs = Vec::new();
-        for plan in state.btc_plans() {
-            if let Ok(PayoutStatus::Confirmed { attempt, confirmations }) = broadcaster.status(plan).await
-                && confirmations >= BTC_DEPTH
-            {
-                let tip = node.block_count().await.map_err(SimError::role("the Bitcoin node"))?;
-                let height = (tip + 1).saturating_sub(confirmations);
-                txs.push((SystemTx::BtcPayoutConfirmed { plan: plan.id, attempt, height }, "payout confirmation"));
-            }
-        }
-        if state.btc_queue().next().is_some() {
-            txs.push((SystemTx::BtcPayoutPlan { fee_rate: btc.vault.min_fee_rate }, "payout plan"));
-        }
-        for (tx, what) in txs {
-            self.submit(Tx::System(tx), what).await?;
+        let ledger = LedgerReading::of(sequencer.state());
+        let broadcaster = PayoutBroadcaster::new(btc.view(Arc::new(AtomicU64::new(0))), btc.vault, BtcNetwork::Regtest);
+        let fee_rate = coordinator::payouts::fee_rate(&btc.vault, None);
+        let keeping = self.coordinator.keeping.get_or_insert_with(|| Keeping::new(btc.vault, BTC_DEPTH, KEEPER_WINDOW));
+        let chain = ChainReading::read(&broadcaster, &ledger, keeping.depth())
+            .await
+            .map_err(SimError::role("the coordinator's Bitcoin node"))?;
+        let proposals = keeping.decide(&ledger, &chain, fee_rate, now);
+        let mut round = PayoutRound::default();
+        for proposal in proposals {
+            let what = match proposal {
+                Proposal::Confirmation { .. } => "payout confirmation",
+                Proposal::Sweep { .. } => "sweep plan",
+                Proposal::Payout { .. } => "payout plan",
+                Proposal::Consolidation { .. } => "consolidation plan",
+            };
+            let Some(result) = self.submit_for_outcome(Tx::System(proposal.tx()), what).await? else { break };
+            // A crash in between takes the keeper's memory with it.
+            let Some(keeping) = self.coordinator.keeping.as_mut() else { break };
+            keeping.outcome(&proposal, result.as_ref().map(|_| ()), &mut round);
         }
         Ok(())
     }

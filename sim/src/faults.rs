@@ -19,6 +19,7 @@ impl World {
         self.coordinator.sequencer = None;
         self.coordinator.publisher = None;
         self.coordinator.store = None;
+        self.coordinator.keeping = None;
         self.coordinator.down_until = Some(self.now() + down_ms);
     }
 

@@ -2,6 +2,7 @@
 //! them once deep, and users' transactions (honest, overdrawn, replayed, gapped, forged, of
 //! another domain) through the API's path into the real sequencer.
 
+use bridge::batch::ApplyError;
 use bridge::tx::{SystemTx, Transfer, UserTx, Withdraw};
 use bridge::{Amount, AssetId, Chain, Deposit, L1Ref, SignedUserTx, Tx};
 
@@ -29,17 +30,27 @@ impl World {
     }
 
     pub(crate) async fn submit(&mut self, tx: Tx, what: &str) -> Result<(), SimError> {
-        let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(()) };
+        self.submit_for_outcome(tx, what).await.map(|_| ())
+    }
+
+    /// [`World::submit`], and what the ledger said: `None` when the coordinator is down or its
+    /// disk failed.
+    pub(crate) async fn submit_for_outcome(
+        &mut self,
+        tx: Tx,
+        what: &str,
+    ) -> Result<Option<Result<(), ApplyError>>, SimError> {
+        let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(None) };
         let account = match &tx {
             Tx::User(user) => Some(user.tx().from()),
             Tx::System(_) => None,
         };
         let mut outcomes = match sequencer.submit(vec![tx]).await {
             Ok(outcomes) => outcomes,
-            Err(error) => return self.sequencer_failed("a submission", error),
+            Err(error) => return self.sequencer_failed("a submission", error).map(|()| None),
         };
-        let Some(outcome) = outcomes.pop() else { return Ok(()) };
-        match outcome {
+        let Some(outcome) = outcomes.pop() else { return Ok(None) };
+        match &outcome {
             Ok(receipt) => {
                 if self.coordinator.opened_ms.is_none() {
                     self.coordinator.opened_ms = Some(self.now());
@@ -55,7 +66,7 @@ impl World {
             }
             Err(error) => self.log(format!("refused {what}: {error}")),
         }
-        Ok(())
+        Ok(Some(outcome.map(|_| ())))
     }
 
     pub(crate) fn deposit_on_l1(&mut self) {

@@ -60,6 +60,8 @@ pub(crate) struct CoordinatorRole {
     pub(crate) opened_ms: Option<u64>,
     /// How far its wall clock, which stamps its batches, is off (clock.rs).
     pub(crate) wall_offset_ms: i64,
+    /// Its payout keeper's memory (btc_payouts.rs): gone with a crash like the rest.
+    pub(crate) keeping: Option<coordinator::payouts::Keeping>,
 }
 
 pub(crate) struct ConfirmerRole {
@@ -180,6 +182,7 @@ impl World {
             down_until: None,
             opened_ms: None,
             wall_offset_ms: 0,
+            keeping: None,
         };
         let confirmers = (0..config.confirmers)
             .map(|i| ConfirmerRole {
