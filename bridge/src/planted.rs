@@ -42,6 +42,10 @@ pub enum PlantedBug {
     /// The ledger leaves a Bitcoin withdrawal in the queue after a payout plan took it: the next
     /// plan pays it again.
     PaidWithdrawalStaysQueued,
+    /// The watchman's policy checks that a Bitcoin payout input names an input of a plan its
+    /// replay made, but not that the message is that input's sighash: a requester gets any
+    /// transaction spending those inputs signed.
+    PolicySkipsSighashCheck,
 }
 
 thread_local! {

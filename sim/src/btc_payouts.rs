@@ -24,9 +24,10 @@ use async_trait::async_trait;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{ScriptBuf, Txid};
 use bridge::tx::{SystemTx, UserTx, Withdraw};
-use bridge::{Amount, AssetId, BtcNetwork, Chain, Deposit, L1Ref, Tx, VaultOwner};
+use bridge::{Amount, AssetId, BtcNetwork, Chain, Deposit, L1Ref, Tx, VaultKeys, VaultOwner};
 use chains::bitcoin::PayoutBroadcaster;
 use chains::task::Task as _;
+use confirmer::watchman::BtcPayouts;
 use coordinator::payouts::{ChainReading, Keeping, LedgerReading, PayoutRound, Proposal};
 use tss::roast::SessionOutcome;
 use tss::{SessionError, SigningRequest, ThresholdSigner};
@@ -205,6 +206,27 @@ impl World {
             keeping.outcome(&proposal, result.as_ref().map(|_| ()), &mut round);
         }
         Ok(())
+    }
+
+    /// A hostile requester's Bitcoin question: the inputs of the newest payout plan of a batch up
+    /// to `last`, as its attempt 0 but with one output paying a satoshi more (the change one
+    /// less). Every honest policy must refuse it: its replay builds that input's sighash itself.
+    pub(crate) fn forged_bitcoin_question(&self, last: u64) -> Option<(Vec<SigningRequest>, Ask)> {
+        let btc = self.btc.as_ref()?;
+        let (batch, plan) =
+            btc.truth.plans.values().rev().find(|(batch, plan)| *batch <= last && !plan.is_consolidation())?;
+        let mut forged = plan.clone();
+        let output = forged.payouts.first_mut()?;
+        output.amount_sat = output.amount_sat.checked_add(1)?;
+        let unsigned = forged.build(&VaultKeys::genesis(btc.vault), BtcNetwork::Regtest, 0).ok()?;
+        let ask = Ask {
+            what: "a Bitcoin payout paying one output more",
+            first: *batch,
+            last: *batch,
+            root: [0; 32],
+            bitcoin: true,
+        };
+        Some((BtcPayouts::requests(*batch, &forged, &unsigned), ask))
     }
 
     /// Every running watchman's payout turn, then the sessions they asked for.

@@ -3,7 +3,8 @@
 //! (signing.rs). Every simulated minute one running watchman, the seed's pick, starts a signing
 //! session for each question about the next range of batches' Ethereum withdrawals: the honest
 //! root, a root where one leaf pays more, a random root, and under a byzantine coordinator a
-//! range reaching into its bad history. The sessions run over the simulated mesh; the vault
+//! range reaching into its bad history; and the inputs of the newest Bitcoin payout plan with
+//! one output paying a satoshi more (btc_payouts.rs). The sessions run over the simulated mesh; the vault
 //! ([`SimVault`], the ranges list of the Solidity vault) takes a range whose signature verifies.
 //!
 //! The ground truth ([`Truth`]) is what the honest sequencer sealed: every approval of an honest
@@ -193,6 +194,12 @@ impl World {
             let request = request(&self.vault_domain(), &ask);
             self.asked.insert(request.message.clone(), ask.clone());
             self.start_session(asker, vec![request], ask);
+        }
+        if let Some((requests, ask)) = self.forged_bitcoin_question(last) {
+            for request in &requests {
+                self.asked.insert(request.message.clone(), ask.clone());
+            }
+            self.start_session(asker, requests, ask);
         }
         Ok(())
     }

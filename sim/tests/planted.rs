@@ -97,7 +97,7 @@ fn a_dkg_that_does_not_check_the_echo_is_found() {
 #[test]
 fn a_watchman_whose_view_of_the_vault_never_goes_back_is_found() {
     // A real bug the simulator found (an Ethereum reorg dropped a range; no watchman signed it
-    // again), kept planted so the simulator is shown to find it: quick seed 13 does today.
+    // again), kept planted so the simulator is shown to find it: quick seed 2 does today.
     assert_found(PlantedBug::VaultViewNeverGoesBack, None, 30, &["settlement-liveness", "payout-liveness"]);
 }
 
@@ -113,6 +113,13 @@ fn a_ledger_paying_a_bitcoin_withdrawal_twice_is_found() {
     // Two plans pay one withdrawal; both confirm on the kernel's chain, so the check over the
     // active chain sees one withdrawal paid by two transactions.
     assert_found(PlantedBug::PaidWithdrawalStaysQueued, None, 3, &["btc-paid-once"]);
+}
+
+#[test]
+fn a_policy_not_checking_a_bitcoin_sighash_is_found() {
+    // The hostile requester's forged payout (one output a satoshi richer, the same inputs) is
+    // approved by every watchman whose policy skips the comparison.
+    assert_found(PlantedBug::PolicySkipsSighashCheck, None, 3, &["signature-justified"]);
 }
 
 #[test]
