@@ -30,6 +30,7 @@ use chains::bitcoin::deposit::deposit_script;
 use chains::bitcoin::rpc::{BlockchainInfo, NOT_FOUND, RpcError, TransactionInfo, UnspentOutput};
 
 use crate::SimError;
+use crate::btc_vault_scan::{Finding, VaultScan};
 
 /// A block every simulated minute.
 pub(crate) const BTC_BLOCK_MS: u64 = 60_000;
@@ -72,9 +73,15 @@ pub(crate) struct BtcChain {
     pub(crate) truth: BtcTruth,
     /// What a spend of the vault spends (btc_payouts.rs).
     pub(crate) vault_scripts: std::collections::BTreeSet<ScriptBuf>,
+    /// The vault's side of the active chain, block by block, for the checks.
+    vault_scan: VaultScan,
 }
 
-/// Every plan the honest sequencer sealed, and what signing or paying it looks like.
+/// Every plan the honest sequencer sealed, and what signing or paying it looks like. Kept for
+/// the whole run, as the watchmen may be asked to sign an old plan's attempt again and
+/// `signature-justified` must still find it; it grows with the plans (one per planning
+/// transaction, which the keeper sends at most once a block), not with the chain, and the
+/// checks read it by key.
 #[derive(Debug, Default)]
 pub(crate) struct BtcTruth {
     /// Plan id → (its batch, the plan).
@@ -127,6 +134,7 @@ impl BtcChain {
             congested_until: None,
             truth: BtcTruth::default(),
             vault_scripts: crate::btc_payouts::vault_scripts(vault, accounts),
+            vault_scan: VaultScan::new(SETUP_BLOCKS + 1),
         })
     }
 
@@ -245,42 +253,25 @@ impl BtcChain {
         }
     }
 
+    /// Summarizes the blocks mined or replaced since the last call: what their spends of the
+    /// vault broke of `btc-paid-justified` and `btc-paid-once`.
+    pub(crate) fn scan_vault_spends(&mut self) -> Result<Vec<Finding>, SimError> {
+        let view = self.node.view().map_err(SimError::role("the Bitcoin node"))?;
+        Ok(self.vault_scan.sync(view.index(), &self.vault_scripts, &self.truth))
+    }
+
     /// Everything the vault holds on the active chain: every unspent output to a vault script,
     /// whether or not the ledger has recorded it yet (a deposit not yet credited, a payout's
     /// change not yet recorded).
     pub(crate) fn vault_holdings_sat(&self) -> Result<u64, SimError> {
         let view = self.node.view().map_err(SimError::role("the Bitcoin node"))?;
-        let index = view.index();
-        let mut held = 0u64;
-        for height in SETUP_BLOCKS + 1..=index.height() {
-            let Some(block) = index.at(height) else { continue };
-            for tx in &block.block.txdata {
-                let txid = tx.compute_txid();
-                for (vout, output) in tx.output.iter().enumerate() {
-                    let outpoint = OutPoint { txid, vout: vout as u32 };
-                    if self.vault_scripts.contains(&output.script_pubkey) && index.coin(&outpoint).is_some() {
-                        held = held.saturating_add(output.value.to_sat());
-                    }
-                }
-            }
-        }
-        Ok(held)
+        self.vault_scan.holdings_sat(view.index())
     }
 
-    /// Every transaction of the active chain above the setup blocks, with what each spent.
-    pub(crate) fn spends(&self) -> Result<Vec<(Transaction, Vec<ScriptBuf>)>, SimError> {
+    /// The plans the sequencer sealed that an attempt on the active chain pays.
+    pub(crate) fn plans_paid(&self) -> Result<std::collections::BTreeSet<u64>, SimError> {
         let view = self.node.view().map_err(SimError::role("the Bitcoin node"))?;
-        let index = view.index();
-        let mut out = Vec::new();
-        for height in SETUP_BLOCKS + 1..=index.height() {
-            let Some(block) = index.at(height) else { continue };
-            let mut spent = block.spent.iter();
-            for tx in block.block.txdata.iter().skip(1) {
-                let scripts = spent.by_ref().take(tx.input.len()).map(|(_, coin)| coin.output.script_pubkey.clone());
-                out.push((tx.clone(), scripts.collect()));
-            }
-        }
-        Ok(out)
+        self.vault_scan.plans_paid(view.index(), &self.truth)
     }
 }
 

@@ -262,35 +262,11 @@ impl World {
         Ok(())
     }
 
-    /// `btc-paid-justified` and `btc-paid-once`, over the active chain.
+    /// `btc-paid-justified` and `btc-paid-once`, over the active chain: after each block, on the
+    /// blocks it added or replaced (btc_vault_scan.rs).
     pub(crate) fn check_btc_spends(&mut self) -> Result<(), SimError> {
-        let Some(btc) = &self.btc else { return Ok(()) };
-        let mut paid: BTreeMap<[u8; 32], Txid> = BTreeMap::new();
-        let mut found = Vec::new();
-        for (tx, spent) in btc.spends()? {
-            if !spent.iter().any(|script| btc.vault_scripts.contains(script)) {
-                continue;
-            }
-            let txid = tx.compute_txid();
-            let Some((_, plan)) = btc.truth.txids.get(&txid).and_then(|id| btc.truth.plans.get(id)) else {
-                found.push((
-                    "btc-paid-justified",
-                    format!("{txid} spends the vault but is no attempt of a plan the honest sequencer sealed"),
-                ));
-                continue;
-            };
-            for payout in &plan.payouts {
-                if let Some(other) = paid.insert(payout.tx_hash, txid)
-                    && other != txid
-                {
-                    found.push((
-                        "btc-paid-once",
-                        format!("withdrawal {} is paid by {other} and by {txid}", hex::encode(&payout.tx_hash[..4])),
-                    ));
-                }
-            }
-        }
-        for (invariant, detail) in found {
+        let Some(btc) = self.btc.as_mut() else { return Ok(()) };
+        for (invariant, detail) in btc.scan_vault_spends()? {
             self.violate(invariant, detail);
         }
         Ok(())
@@ -299,9 +275,7 @@ impl World {
     /// The plans the sequencer sealed that an attempt on the active chain pays.
     pub(crate) fn btc_plans_paid(&self) -> Result<usize, SimError> {
         let Some(btc) = &self.btc else { return Ok(0) };
-        let paid: BTreeSet<u64> =
-            btc.spends()?.iter().filter_map(|(tx, _)| btc.truth.txids.get(&tx.compute_txid()).copied()).collect();
-        Ok(paid.len())
+        Ok(btc.plans_paid()?.len())
     }
 
     /// After healing, with an honest coordinator: every plan paid, nothing queued, and the
@@ -312,9 +286,7 @@ impl World {
         }
         let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
         let mut found = Vec::new();
-        let spends = btc.spends()?;
-        let mined: BTreeSet<Txid> = spends.iter().map(|(tx, _)| tx.compute_txid()).collect();
-        let paid: BTreeSet<u64> = mined.iter().filter_map(|txid| btc.truth.txids.get(txid).copied()).collect();
+        let paid = btc.plans_paid()?;
         if let Some((id, (batch, _))) = btc.truth.plans.iter().find(|(id, _)| !paid.contains(id)) {
             found.push(("btc-payout-liveness", format!("plan {id} of batch {batch} is unpaid after healing")));
         }

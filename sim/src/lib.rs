@@ -15,6 +15,7 @@
 pub mod arweave;
 mod btc_chain;
 mod btc_payouts;
+mod btc_vault_scan;
 pub mod byzantine;
 mod ceremony;
 mod checks;
