@@ -428,8 +428,8 @@ impl World {
                         let first = refusals.first().map_or(String::new(), |r| format!(" (\"{r}\")"));
                         format!("{remaining} could still sign, {} refused{first}", refusals.len())
                     }
-                    SessionError::Timeout { unresponsive, .. } => {
-                        format!("timed out, {} unresponsive", unresponsive.len())
+                    SessionError::Timeout { unresponsive, busy, .. } => {
+                        format!("timed out, {} unresponsive, {} busy", unresponsive.len(), busy.len())
                     }
                     other => other.to_string(),
                 };

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{request, verify_bip340};
 use libp2p::PeerId;
-use tss::messages::{Request, Response};
+use tss::messages::{Overload, Request, Response};
 use tss::roast::{Effect, Progress, RoastSession, SessionOutcome, Ticket};
 use tss::signer::{InboundHandler, Signer};
 use tss::{ApproveAll, GroupKey, KeyShare, SessionError, SessionId, frost};
@@ -27,6 +27,8 @@ enum Conduct {
     Silent,
     /// Answers `Commit`, never `Sign`.
     StallsAfterCommit,
+    /// Answers everything "over my limit for you".
+    Busy,
 }
 
 struct Group {
@@ -98,6 +100,10 @@ fn drive(group: &Group, mut machine: RoastSession, conduct: &[Conduct]) -> Run {
                 Conduct::Answers => true,
                 Conduct::Silent => false,
                 Conduct::StallsAfterCommit => !sign,
+                Conduct::Busy => {
+                    answers.push((ticket, Response::Overloaded(Overload::QueueFull { queued: 8, max: 8 })));
+                    false
+                }
             };
             if answers_it {
                 answers.push((ticket, group.signers[index].handle(asker, request)));
@@ -148,12 +154,33 @@ fn a_member_that_stalls_gets_a_twin_attempt_one_retry_interval_later() {
 }
 
 #[test]
+fn a_timeout_names_busy_signers_apart_from_unresponsive_ones() {
+    // Signer 1 answers every question "over my limit" until the deadline, signer 2 never
+    // answers: the operator reading the error must be told which is which.
+    let group = Group::new(3, 2);
+    let conduct = [Conduct::Answers, Conduct::Busy, Conduct::Silent];
+    let run = drive(&group, group.session([6; 32], vec![]), &conduct);
+    match run.result {
+        Err(SessionError::Timeout { unresponsive, busy, excluded }) => {
+            assert_eq!(busy, vec![group.peers[1]], "the busy signer answered");
+            assert_eq!(unresponsive, vec![group.peers[2]]);
+            assert!(excluded.is_empty(), "being busy is not a fault: {excluded:?}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(run.ended_at, TIMEOUT);
+}
+
+#[test]
 fn too_few_answering_signers_end_the_session_at_its_deadline() {
     let group = Group::new(3, 2);
     let conduct = [Conduct::Answers, Conduct::Silent, Conduct::Silent];
     let run = drive(&group, group.session([3; 32], vec![]), &conduct);
     match run.result {
-        Err(SessionError::Timeout { .. }) => {}
+        Err(SessionError::Timeout { unresponsive, .. }) => {
+            let named: std::collections::BTreeSet<PeerId> = unresponsive.into_iter().collect();
+            assert_eq!(named, [group.peers[1], group.peers[2]].into(), "the silent signers are named");
+        }
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert_eq!(run.ended_at, TIMEOUT);

@@ -112,8 +112,12 @@ pub struct SessionPhases {
 pub enum SessionError {
     #[error("only {remaining} signers could still sign but {threshold} are needed; excluded: {excluded:?}")]
     NotEnoughSigners { remaining: usize, threshold: u16, excluded: BTreeMap<PeerId, Exclusion> },
-    #[error("no attempt completed before the deadline; unresponsive: {unresponsive:?}; excluded: {excluded:?}")]
-    Timeout { unresponsive: Vec<PeerId>, excluded: BTreeMap<PeerId, Exclusion> },
+    /// `busy` answered, but over their limits for this asker (too many requests or sessions at
+    /// once from it): slow down or raise their limits; `unresponsive` did not answer at all.
+    #[error(
+        "no attempt completed before the deadline; unresponsive: {unresponsive:?}; busy (over their limits for this watchman): {busy:?}; excluded: {excluded:?}"
+    )]
+    Timeout { unresponsive: Vec<PeerId>, busy: Vec<PeerId>, excluded: BTreeMap<PeerId, Exclusion> },
     #[error("this watchman holds no key share")]
     NoShare,
     #[error("a session signs 1 to {MAX_MESSAGES_PER_SESSION} messages, not {0}")]

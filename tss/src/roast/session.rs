@@ -111,7 +111,12 @@ pub struct RoastSession {
     asked: BTreeSet<Identifier>,
     attempts: Vec<Attempt>,
     excluded: BTreeMap<Identifier, Exclusion>,
+    /// Signers whose last answer was no answer (lost, failed, stale): a timeout names them as
+    /// unresponsive, with those whose question is still outstanding.
     unresponsive: BTreeSet<Identifier>,
+    /// Signers whose last answer was "over my limit for you": they answer, so a timeout names
+    /// them apart (the asker asked too much, or too many sessions ran at once), not as down.
+    busy: BTreeSet<Identifier>,
     /// Questions put and not answered yet: at most one `Commit` per signer per retry interval
     /// and `t` `Sign`s per attempt, so this stays small.
     outstanding: BTreeMap<Ticket, (Identifier, Query)>,
@@ -182,6 +187,7 @@ impl RoastSession {
             attempts: Vec::new(),
             excluded: BTreeMap::new(),
             unresponsive: BTreeSet::new(),
+            busy: BTreeSet::new(),
             outstanding: BTreeMap::new(),
             later: Vec::new(),
             next_ticket: 0,
@@ -256,8 +262,13 @@ impl RoastSession {
         if now >= self.deadline || (self.outstanding.is_empty() && self.later.is_empty()) {
             // Past the deadline, or nothing left that could answer.
             metrics::counter!("tss_signing_sessions_total", "outcome" => "timeout").increment(1);
+            // Unresponsive: whoever last failed to answer, and whoever still owes an answer.
+            let silent = self.outstanding.values().map(|(id, _)| id);
+            let unresponsive: BTreeSet<&Identifier> =
+                self.unresponsive.iter().chain(silent).filter(|id| !self.busy.contains(*id)).collect();
             return Progress::Done(Err(SessionError::Timeout {
-                unresponsive: self.unresponsive.iter().filter_map(|id| self.peers.get(id).copied()).collect(),
+                unresponsive: unresponsive.into_iter().filter_map(|id| self.peers.get(id).copied()).collect(),
+                busy: self.busy.iter().filter_map(|id| self.peers.get(id).copied()).collect(),
                 excluded: self.named_exclusions(),
             }));
         }
@@ -287,6 +298,7 @@ impl RoastSession {
     }
 
     fn committed(&mut self, now: Duration, id: Identifier, response: Response) {
+        self.note_busy(id, &response);
         match response {
             Response::Commitments(set) if set.commitments.len() == self.requests.len() => {
                 self.unresponsive.remove(&id);
@@ -303,7 +315,6 @@ impl RoastSession {
             Response::Overloaded(overload) => {
                 // Its limit for us, not a fault: it answers again once we have waited.
                 tracing::debug!(session = %self.session, ?id, %overload, "signer busy; asking again");
-                self.unresponsive.insert(id);
                 self.later.push((now + self.retry, id));
             }
             other => {
@@ -313,7 +324,18 @@ impl RoastSession {
         }
     }
 
+    /// Keeps [`Self::busy`] to each signer's last answer; a busy signer is not unresponsive.
+    fn note_busy(&mut self, id: Identifier, response: &Response) {
+        if matches!(response, Response::Overloaded(_)) {
+            self.busy.insert(id);
+            self.unresponsive.remove(&id);
+        } else {
+            self.busy.remove(&id);
+        }
+    }
+
     fn signed(&mut self, now: Duration, attempt: usize, id: Identifier, response: Response) {
+        self.note_busy(id, &response);
         let started_attempts = self.attempts.len();
         let Some(current) = self.attempts.get_mut(attempt) else { return };
         // Any answer is progress; one that ends the attempt leaves it not live anyway.
@@ -375,7 +397,6 @@ impl RoastSession {
             Response::Overloaded(overload) => {
                 current.live = false;
                 tracing::debug!(session = %self.session, ?id, %overload, "signer busy during an attempt");
-                self.unresponsive.insert(id);
                 self.later.push((now + self.retry, id));
             }
             Response::StaleNonces { epoch } => {
