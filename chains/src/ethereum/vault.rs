@@ -1,0 +1,107 @@
+//! The vault read with no key: what it holds of each asset, and where its withdrawal ranges
+//! stand (for a watchman's policy and the solvency check).
+
+use super::*;
+
+/// The vault's balance of each asset: ether and the given ERC-20 tokens.
+pub async fn vault_holdings(
+    provider: &DynProvider,
+    vault: Address,
+    tokens: &[Address],
+) -> Result<BTreeMap<AssetId, U256>, alloy::contract::Error> {
+    let mut holdings = BTreeMap::new();
+    holdings.insert(AssetId::Eth, provider.get_balance(vault).await?);
+    for token in tokens {
+        let balance = TestToken::new(*token, provider.clone()).balanceOf(vault).call().await?;
+        holdings.insert(AssetId::Erc20(from_alloy(*token)), balance);
+    }
+    Ok(holdings)
+}
+
+/// [`vault_holdings`] by URL in the ledger's types: what the vault at `vault` holds of ether and
+/// of each token, in base units.
+pub async fn holdings_of(
+    url: &str,
+    tls: &Tls,
+    vault: bridge::Address,
+    tokens: &[bridge::Address],
+) -> Result<BTreeMap<AssetId, u128>, String> {
+    let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
+    let tokens: Vec<Address> = tokens.iter().map(|t| contracts::to_alloy(*t)).collect();
+    let held = vault_holdings(&provider, contracts::to_alloy(vault), &tokens)
+        .await
+        .map_err(|e| format!("the Ethereum node at {url}: {e}"))?;
+    held.into_iter()
+        .map(|(asset, amount)| {
+            let amount =
+                u128::try_from(amount).map_err(|_| format!("the vault's {asset} balance overflows 128 bits"))?;
+            Ok((asset, amount))
+        })
+        .collect()
+}
+
+/// Where the vault's ranges stand: how many it holds, and the last batch they cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VaultProgress {
+    /// The next range's number.
+    pub range_count: u64,
+    /// The last batch covered by a range (0 before the first range): the next starts after it.
+    pub settled_through: u64,
+}
+
+/// Reads where the vault's ranges stand, with no key: what a watchman that signs but does not
+/// submit needs for its policy's gap and overlap checks.
+#[derive(Debug, Clone)]
+pub struct VaultReader(pub(super) Vault::VaultInstance<DynProvider>);
+
+impl VaultReader {
+    pub fn connect(url: &str, tls: &Tls, vault: bridge::Address) -> Result<Self, String> {
+        let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
+        Ok(VaultReader::new(provider, contracts::to_alloy(vault)))
+    }
+
+    pub fn new(provider: DynProvider, vault: Address) -> Self {
+        VaultReader(Vault::new(vault, provider))
+    }
+
+    pub async fn progress(&self) -> Result<VaultProgress, SubmitError> {
+        Ok(VaultProgress {
+            range_count: self.0.rangeCount().call().await?,
+            settled_through: self.0.settledThrough().call().await?,
+        })
+    }
+
+    /// The node's latest block number.
+    pub async fn block_number(&self) -> Result<u64, SubmitError> {
+        Ok(self.0.provider().get_block_number().await?)
+    }
+
+    /// Range `number` as the vault holds it; `None` if it holds no such range yet.
+    pub async fn range(&self, number: u64) -> Result<Option<OnchainRange>, SubmitError> {
+        let range = self.0.ranges(number).call().await?;
+        Ok((range.root != B256::ZERO).then_some(OnchainRange {
+            number,
+            first: range.first,
+            last: range.last,
+            root: range.root.0,
+        }))
+    }
+
+    /// The range covering `batch` (the vault's `rangeOf`), `None` while no range covers it.
+    pub async fn range_of(&self, batch: u64) -> Result<Option<OnchainRange>, SubmitError> {
+        let found = self.0.rangeOf(batch).call().await?;
+        if !found.found {
+            return Ok(None);
+        }
+        self.range(found.range).await
+    }
+}
+
+/// One range the vault holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnchainRange {
+    pub number: u64,
+    pub first: u64,
+    pub last: u64,
+    pub root: [u8; 32],
+}
