@@ -29,12 +29,14 @@ pub mod fees;
 mod guardian;
 mod submitter;
 mod vault;
+mod writer;
 
 pub use deposits::*;
 pub use fees::{FeeConfig, FeeDecision, FeeError, FeePolicy, Fees};
 pub use guardian::Guardian;
 pub use submitter::*;
 pub use vault::*;
+pub use writer::VaultWriter;
 
 pub use crate::eth_finality::{Confirmation, FinalityRule, FinalityStatus, FinalityWatch, SafeHeight};
 use crate::http::Tls;

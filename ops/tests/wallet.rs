@@ -484,7 +484,7 @@ async fn claim_pays_a_stuck_leaf_with_the_proof_a_watchman_lists() {
     assert_eq!(submitter.pay(range, &tree).await.unwrap().failed, vec![(1, 0)]);
 
     let stuck = StuckWithdrawals::default();
-    assert!(stuck.record((range, 1, 1), &tree, 0, &RetryPolicy::default(), std::time::Instant::now()));
+    assert!(stuck.record((range, 1, 1), &tree, 0, &RetryPolicy::default(), (std::time::Instant::now(), 1_700_000_000)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let watchman = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, confirmer::api::stuck_withdrawals_router(stuck)).await });

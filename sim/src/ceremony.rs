@@ -167,7 +167,7 @@ impl World {
         self.keys.shares = shares;
         let vault = EthVault::deploy(key, self.params.chain_id).map_err(SimError::Setup)?;
         self.log(format!("the vault is deployed at {} under the group's key", EthVault::address()));
-        self.eth = Some(vault);
+        self.evm = Some(vault);
         Ok(())
     }
 

@@ -67,8 +67,8 @@ impl World {
         }
         // `solvency`: the vault's ether is what came in less what it paid, and it never paid
         // more than the ledger let leave.
-        if let Some(vault) = &self.eth {
-            let balance = vault.balance();
+        let balance = self.evm.as_ref().map(|vault| vault.balance());
+        if let Some(balance) = balance {
             if balance.checked_add(self.paid_wei) != Some(self.l1_deposited) {
                 found.push((
                     "solvency",

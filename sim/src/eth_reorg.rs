@@ -4,12 +4,12 @@
 //! the vault submissions do not (their submitter must notice and send again), so a reorg undoes
 //! ranges the vault took and leaves it paid.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use revm::database::InMemoryDB;
 
+use crate::eth_chain::SimVault;
 use crate::l1::L1;
-use crate::watchmen::SimVault;
 use crate::world::World;
 
 /// Blocks whose end state is kept: deeper than any reorg simulated.
@@ -24,6 +24,7 @@ pub(crate) struct EthCheckpoint {
     deposits_before: u64,
     db: InMemoryDB,
     vault: SimVault,
+    paid_at: BTreeMap<(u64, u32), u64>,
     paid: BTreeSet<(u64, u32)>,
     paid_wei: u128,
 }
@@ -50,15 +51,21 @@ impl World {
     /// At each new block: its end state is kept; during the fault phase, sometimes a reorg.
     pub(crate) fn ethereum_block(&mut self) {
         let block = L1::tip(self.now());
-        let Some(vault) = &self.eth else { return };
         if self.eth_history.checkpoints.back().is_some_and(|c| c.block >= block) {
             return;
         }
+        // The block mines what waited for it, then its end state is kept.
+        self.mine_ethereum();
+        let Some(db) = self.evm.as_ref().map(|vault| vault.snapshot()) else { return };
+        let chain = self.eth_chain();
+        let (vault, paid_at) = (chain.vault.clone(), chain.paid_at.clone());
+        drop(chain);
         let checkpoint = EthCheckpoint {
             block,
             deposits_before: self.eth_history.deposit_count,
-            db: vault.snapshot(),
-            vault: self.vault.clone(),
+            db,
+            vault,
+            paid_at,
             paid: self.paid.clone(),
             paid_wei: self.paid_wei,
         };
@@ -85,14 +92,15 @@ impl World {
         }
         self.eth_history.checkpoints.truncate(kept - back);
         let Some(checkpoint) = self.eth_history.checkpoints.back() else { return };
-        let (db, vault, paid, paid_wei, deposits_before) = (
+        let (db, vault, paid_at, paid, paid_wei, deposits_before) = (
             checkpoint.db.clone(),
             checkpoint.vault.clone(),
+            checkpoint.paid_at.clone(),
             checkpoint.paid.clone(),
             checkpoint.paid_wei,
             checkpoint.deposits_before,
         );
-        let before = self.vault.settled_through();
+        let before = self.eth_chain().vault.settled_through();
         let undone = self.paid.len().saturating_sub(paid.len());
         let redeposit: Vec<(bridge::Address, u128)> = self
             .eth_history
@@ -101,7 +109,7 @@ impl World {
             .filter(|(number, _, _)| *number >= deposits_before)
             .map(|(_, a, w)| (*a, *w))
             .collect();
-        let Some(eth) = self.eth.as_mut() else { return };
+        let Some(eth) = self.evm.as_mut() else { return };
         eth.restore(db);
         let mut refused = None;
         for (account, wei) in &redeposit {
@@ -109,13 +117,16 @@ impl World {
                 refused = Some(error);
             }
         }
-        self.vault = vault;
+        let mut chain = self.eth_chain();
+        chain.vault = vault;
+        chain.paid_at = paid_at;
+        let after = chain.vault.settled_through();
+        drop(chain);
         self.paid = paid;
         self.paid_wei = paid_wei;
         self.faults += 1;
         self.log(format!(
-            "FAULT Ethereum reorg drops {depth} blocks: the vault's ranges end at {} again (were at {before}), {undone} payouts undone, {} deposits included again",
-            self.vault.settled_through(),
+            "FAULT Ethereum reorg drops {depth} blocks: the vault's ranges end at {after} again (were at {before}), {undone} payouts undone, {} deposits included again",
             redeposit.len()
         ));
         if let Some(error) = refused {

@@ -31,13 +31,16 @@ const GUARDIAN: Address = Address::repeat_byte(0x9a);
 /// Gas for one transaction: just under the per-transaction cap (2^24 since Osaka, EIP-7825).
 const GAS_LIMIT: u64 = 16_000_000;
 
-/// What one `submitAndWithdraw` did.
+/// What one call that pays leaves (`submitAndWithdraw`, `withdrawMany`) did.
 #[derive(Debug, Default)]
 pub(crate) struct Settled {
     /// Leaves paid: (batch, index, recipient, wei).
     pub(crate) paid: Vec<(u64, u32, Address, u128)>,
-    /// Leaves whose transfer failed (left unpaid).
-    pub(crate) failed: usize,
+    /// Leaves whose transfer failed (left unpaid): (batch, index).
+    pub(crate) failed: Vec<(u64, u32)>,
+    pub(crate) gas_used: u64,
+    /// Every log the call emitted, for its receipt.
+    pub(crate) logs: Vec<alloy::primitives::Log>,
 }
 
 pub(crate) struct EthVault {
@@ -99,8 +102,8 @@ impl EthVault {
         }
     }
 
-    /// Submits the range `first..=last` with its root and the group's signature, paying every
-    /// leaf of `withdrawals` (the range's, in order). `Err` carries the revert.
+    /// Submits the range `first..=last` with its root and the group's BIP-340 signature, paying
+    /// every leaf of `withdrawals` (the range's, in order): a hostile requester's send.
     pub(crate) fn submit_and_withdraw(
         &mut self,
         (first, last, root): (u64, u64, [u8; 32]),
@@ -110,24 +113,52 @@ impl EthVault {
         let sig = EvmSchnorrSignature::from_bip340(signature).ok_or("the signature's r is not a curve point")?;
         let tree = EthWithdrawalTree::new(withdrawals);
         let count = u32::try_from(tree.withdrawals().len()).map_err(|_| "too many leaves")?;
+        self.submit_and_pay((first, last, root), &sig, contracts::payouts(&tree, 0..count))
+    }
+
+    /// `submitAndWithdraw`: the range `first..=last` with its root and signature, and `payouts`
+    /// (leaves of it with their proofs). `Err` carries the revert.
+    pub(crate) fn submit_and_pay(
+        &mut self,
+        (first, last, root): (u64, u64, [u8; 32]),
+        sig: &EvmSchnorrSignature,
+        payouts: Vec<contracts::Vault::Payout>,
+    ) -> Result<Settled, String> {
         let call = contracts::Vault::submitAndWithdrawCall {
             first,
             last,
             root: root.into(),
-            sig: contracts::vault_signature(&sig),
-            payouts: contracts::payouts(&tree, 0..count),
+            sig: contracts::vault_signature(sig),
+            payouts,
         };
-        match self.transact(SUBMITTER, TxKind::Call(self.address), U256::ZERO, call.abi_encode().into())? {
-            ExecutionResult::Success { logs, .. } => {
-                let mut settled = Settled::default();
+        self.pay_call(call.abi_encode().into())
+    }
+
+    /// `withdrawMany`: `payouts` (leaves of range `range` with their proofs). `Err` carries the
+    /// revert.
+    pub(crate) fn withdraw_many(
+        &mut self,
+        range: u64,
+        payouts: Vec<contracts::Vault::Payout>,
+    ) -> Result<Settled, String> {
+        let call = contracts::Vault::withdrawManyCall { range, payouts };
+        self.pay_call(call.abi_encode().into())
+    }
+
+    /// A call that pays leaves, from the submitting account, and what its logs say it did.
+    fn pay_call(&mut self, data: Bytes) -> Result<Settled, String> {
+        match self.transact(SUBMITTER, TxKind::Call(self.address), U256::ZERO, data)? {
+            ExecutionResult::Success { logs, gas, .. } => {
+                let mut settled = Settled { gas_used: gas.tx_gas_used(), ..Settled::default() };
                 for log in &logs {
                     if let Ok(paid) = contracts::Vault::Withdrawn::decode_log(log) {
                         let wei = u128::try_from(paid.amount).unwrap_or(u128::MAX);
                         settled.paid.push((paid.batch, paid.index, paid.recipient, wei));
-                    } else if contracts::Vault::WithdrawalFailed::decode_log(log).is_ok() {
-                        settled.failed += 1;
+                    } else if let Ok(failed) = contracts::Vault::WithdrawalFailed::decode_log(log) {
+                        settled.failed.push((failed.batch, failed.index));
                     }
                 }
+                settled.logs = logs;
                 Ok(settled)
             }
             ExecutionResult::Revert { output, .. } => match contracts::Vault::VaultErrors::abi_decode(&output) {

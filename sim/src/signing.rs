@@ -90,7 +90,7 @@ impl WatchmanAttack {
 
 /// A machine's clock as its signer reads it: a fixed origin plus the node's milliseconds (only
 /// differences matter to it).
-struct SimClock {
+pub(crate) struct SimClock {
     origin: Instant,
     ms: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -99,7 +99,16 @@ impl Clock for SimClock {
     fn now(&self) -> Instant {
         self.origin + Duration::from_millis((self.ms)())
     }
+
+    /// The machine's wall clock reads as its monotonic one, from the run's start: the
+    /// coordinator's wall clock, which stamps batches, counts from the same epoch (clock.rs).
+    fn unix_ms(&self) -> u64 {
+        (self.ms)()
+    }
 }
+
+/// Where a session's end goes: the signing call of a watchman's settlement that awaits it.
+pub(crate) type SessionReply = tokio::sync::oneshot::Sender<Result<SessionOutcome, SessionError>>;
 
 /// Every approval a watchman's policy gives, recorded for `signature-justified`.
 pub(crate) type Approvals = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
@@ -166,6 +175,8 @@ pub(crate) struct SimSession {
     ask: Ask,
     /// What it signs, in order (a Bitcoin payout's inputs are handed back by these).
     messages: Messages,
+    /// Where its end goes when a watchman's Ethereum settlement awaits it (eth_settlement.rs).
+    reply: Option<SessionReply>,
 }
 
 impl World {
@@ -197,6 +208,12 @@ impl World {
         WatchmanSigner { handler, pool: tss::pool::CommitmentPool::default(), generation: self.generation }
     }
 
+    /// Confirmer `index`'s machine clock as its watchman's settlement reads it, at the ticks.
+    pub(crate) fn tick_clock(&self, index: usize) -> Arc<dyn Clock> {
+        let clock = self.confirmers[index].clock.clone();
+        Arc::new(SimClock { origin: self.clock_origin, ms: Box::new(clock.reader(self.now_ms.clone())) })
+    }
+
     /// A real signer whose nonces come from the seed and whose limits read simulated time.
     pub(crate) fn seeded_signer(
         &mut self,
@@ -216,6 +233,17 @@ impl World {
 
     /// Watchman `asker` starts a session to sign `requests` (the question `ask`).
     pub(crate) fn start_session(&mut self, asker: usize, requests: Vec<SigningRequest>, ask: Ask) {
+        self.start_session_for(asker, requests, ask, None);
+    }
+
+    /// [`World::start_session`], its end sent to `reply` if there is one (and not to the vault).
+    pub(crate) fn start_session_for(
+        &mut self,
+        asker: usize,
+        requests: Vec<SigningRequest>,
+        ask: Ask,
+        reply: Option<SessionReply>,
+    ) {
         let now = self.now();
         let Some(signer) = self.signer_of(asker) else { return };
         let generation = signer.generation;
@@ -235,7 +263,7 @@ impl World {
         );
         match started {
             Ok(machine) => {
-                self.sessions.push(Some(SimSession { asker, generation, machine, wake_ms: now, ask, messages }));
+                self.sessions.push(Some(SimSession { asker, generation, machine, wake_ms: now, ask, messages, reply }));
                 self.drive(self.sessions.len() - 1, now);
             }
             Err(error) => self.log(format!("watchman {asker} cannot start a session: {error}")),
@@ -371,7 +399,7 @@ impl World {
     /// A session's end: its unused commitments back to its asker's pool, its signature to the
     /// vault.
     fn conclude(&mut self, session: SimSession, result: Result<SessionOutcome, SessionError>) {
-        let SimSession { asker, generation, machine, ask, messages, .. } = session;
+        let SimSession { asker, generation, machine, ask, messages, reply, .. } = session;
         let unused = machine.into_unused();
         if let Some(signer) = self.signer_of(asker).filter(|s| s.generation == generation) {
             for (id, set) in unused {
@@ -399,6 +427,14 @@ impl World {
                     "watchman {asker}'s session signed {} for {}..={} by {signers:?} in {} attempts, excluded {excluded:?}",
                     ask.what, ask.first, ask.last, outcome.attempts
                 ));
+                if let Some(reply) = reply {
+                    // A watchman's own range: its settlement sends it (a dropped turn drops it).
+                    for signed in &outcome.signatures {
+                        self.check_signed(&ask, &signed.request.message);
+                    }
+                    let _ = reply.send(Ok(outcome));
+                    return;
+                }
                 if ask.bitcoin {
                     for signed in &outcome.signatures {
                         self.check_signed(&ask, &signed.request.message);
@@ -437,6 +473,9 @@ impl World {
                     "watchman {asker}'s session for {} {}..={} failed: {why}",
                     ask.what, ask.first, ask.last
                 ));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
             }
         }
     }
@@ -457,13 +496,25 @@ impl World {
             return;
         }
         self.check_signed(ask, message);
-        let next = ask.first == self.vault.settled_through() + 1;
         let withdrawals = self.truth.range(ask.first, ask.last).unwrap_or_default();
-        let Some(vault) = self.eth.as_mut() else { return };
-        match vault.submit_and_withdraw((ask.first, ask.last, ask.root), signature, withdrawals) {
+        let now = self.mesh_ms.load(Ordering::SeqCst);
+        let Some(vault) = self.evm.as_mut() else { return };
+        let sent = vault.submit_and_withdraw((ask.first, ask.last, ask.root), signature, withdrawals);
+        let mut chain = self.eth_chain();
+        let settled_through = chain.vault.settled_through();
+        let next = ask.first == settled_through + 1;
+        if sent.is_ok() {
+            chain.vault.take(ask.first, ask.last, ask.root, now);
+            // Its leaves' payouts are what the vault paid: the chain's record of them too.
+            if let Ok(settled) = &sent {
+                for (batch, index, _, _) in &settled.paid {
+                    chain.paid_at.insert((*batch, *index), now);
+                }
+            }
+        }
+        drop(chain);
+        match sent {
             Ok(settled) => {
-                let now = self.mesh_ms.load(Ordering::SeqCst);
-                self.vault.take(ask.first, ask.last, ask.root, now);
                 let root = hex::encode(&ask.root[..4]);
                 let wei: u128 = settled.paid.iter().map(|(_, _, _, wei)| wei).sum();
                 self.log(format!(
@@ -473,7 +524,7 @@ impl World {
                     ask.what,
                     settled.paid.len(),
                     wei,
-                    settled.failed
+                    settled.failed.len()
                 ));
                 for (batch, index, recipient, wei) in settled.paid {
                     self.check_payout(batch, index, recipient, wei);
@@ -481,10 +532,8 @@ impl World {
             }
             // A range the vault already passed: a late session's, refused as the contract must.
             Err(revert) if !next => self.log(format!(
-                "vault refuses range {}..={}: {revert}; its ranges end at {}",
-                ask.first,
-                ask.last,
-                self.vault.settled_through()
+                "vault refuses range {}..={}: {revert}; its ranges end at {settled_through}",
+                ask.first, ask.last
             )),
             Err(revert) => self.violate(
                 "vault-takes-signed-range",
@@ -494,7 +543,7 @@ impl World {
     }
 
     /// `paid-once` and `paid-justified`: a leaf is paid once, as the honest sequencer sealed it.
-    fn check_payout(&mut self, batch: u64, index: u32, recipient: alloy::primitives::Address, wei: u128) {
+    pub(crate) fn check_payout(&mut self, batch: u64, index: u32, recipient: alloy::primitives::Address, wei: u128) {
         if !self.paid.insert((batch, index)) {
             self.violate("paid-once", format!("the vault paid leaf {index} of batch {batch} twice"));
         }

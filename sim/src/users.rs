@@ -82,9 +82,8 @@ impl World {
             l1_height: tip,
         };
         self.l1_deposited += ethers * ETHER;
-        if let Some(vault) = self.eth.as_mut()
-            && let Err(error) = vault.deposit(user, ethers * ETHER)
-        {
+        let deposited = self.evm.as_mut().map(|vault| vault.deposit(user, ethers * ETHER));
+        if let Some(Err(error)) = deposited {
             self.violate("vault-deposit", format!("the vault refused a deposit: {error}"));
         }
         self.eth_history.record_deposit(user, ethers * ETHER);

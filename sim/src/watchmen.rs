@@ -1,17 +1,17 @@
 //! Watchmen in the simulator: each confirmer is also a watchman, with the real
 //! [`ReplayPolicy`] and [`SettlementBook`] fed by its real follower, and a real FROST signer
-//! (signing.rs). Every simulated minute one running watchman, the seed's pick, starts a signing
-//! session for each question about the next range of batches' Ethereum withdrawals: the honest
-//! root, a root where one leaf pays more, a random root, and under a byzantine coordinator a
-//! range reaching into its bad history; and the inputs of the newest Bitcoin payout plan with
-//! one output paying a satoshi more (btc_payouts.rs). The sessions run over the simulated mesh; the vault
-//! ([`SimVault`], the ranges list of the Solidity vault) takes a range whose signature verifies.
+//! (signing.rs). Each settles Ethereum with its real `EthSettlement` on its own node
+//! (eth_settlement.rs) and pays Bitcoin with its real `BtcPayouts` (btc_payouts.rs). Every
+//! simulated minute a hostile requester, through one running watchman (the seed's pick), also
+//! asks the group to sign what no honest replay justifies: the next range's root with one leaf
+//! paying more, a random root, under a byzantine coordinator a range reaching into its bad
+//! history, and the inputs of the newest Bitcoin payout plan with one output paying a satoshi
+//! more. A signature it gets goes to the vault (evm.rs).
 //!
 //! The ground truth ([`Truth`]) is what the honest sequencer sealed: every approval of an honest
-//! watchman's policy and every signature the group makes must be of a root it justifies
+//! watchman's policy and every signature the group makes must be of a message it justifies
 //! (`signature-justified`), and after healing an honest run's vault covers every batch that owes
-//! withdrawals (`settlement-liveness`). The vault's code pays the ranges it takes (evm.rs);
-//! Bitcoin's payouts are each watchman's own loop (btc_payouts.rs).
+//! withdrawals (`settlement-liveness`) and has paid every leaf of its ranges (`payout-liveness`).
 
 use std::collections::BTreeMap;
 
@@ -20,7 +20,6 @@ use bridge::batch::SealedBatch;
 use bridge::eth_settlement::{VaultDomain, withdrawals_message};
 use bridge::withdrawals::EthWithdrawal;
 use bridge::withdrawals::EthWithdrawalTree;
-use chains::ethereum::VaultProgress;
 use confirmer::watchman::{
     BtcPayouts, BumpClock, BumpClockTask, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SettlementBook,
 };
@@ -30,7 +29,8 @@ use crate::SimError;
 use crate::btc_chain::BUMP_AFTER_BLOCKS;
 use crate::btc_payouts::DeferredSigner;
 use crate::byzantine::AttackKind;
-use crate::l1::L1_BLOCK_MS;
+use crate::eth_chain::seen_at;
+use crate::eth_settlement::EthTurns;
 use crate::signing::WatchmanSigner;
 use crate::world::World;
 
@@ -52,6 +52,8 @@ pub(crate) struct Watchman {
     /// The real task that feeds its policy's bump clock from its own Bitcoin node, its turn
     /// taken before each payout turn.
     pub(crate) bump_clock: Option<BumpClockTask>,
+    /// Its Ethereum settlement (the real one, on its own node: eth_settlement.rs).
+    pub(crate) eth: EthTurns,
 }
 
 impl World {
@@ -74,39 +76,12 @@ impl World {
         let policy = std::sync::Arc::new(policy);
         Watchman {
             signer: self.new_signer(index, policy),
+            eth: self.new_eth_settlement(index, book.clone()),
             book,
             btc,
             btc_signer: DeferredSigner::default(),
             bump_clock,
         }
-    }
-}
-
-/// The Ethereum vault's ranges (first batch, last batch, withdrawals root), in order, as the
-/// EVM's vault took them, with when: a node that lags sees the vault as it was.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct SimVault {
-    ranges: Vec<(u64, u64, [u8; 32])>,
-    /// When each range was taken (simulated ms), in order.
-    taken_at: Vec<u64>,
-}
-
-impl SimVault {
-    pub(crate) fn settled_through(&self) -> u64 {
-        self.ranges.last().map_or(0, |(_, last, _)| *last)
-    }
-
-    pub(crate) fn take(&mut self, first: u64, last: u64, root: [u8; 32], at_ms: u64) {
-        self.ranges.push((first, last, root));
-        self.taken_at.push(at_ms);
-    }
-
-    /// The vault's progress as a node `lag_blocks` behind the tip sees it at `now_ms`.
-    fn progress_seen(&self, now_ms: u64, lag_blocks: u64) -> VaultProgress {
-        let seen_at = now_ms.saturating_sub(lag_blocks.saturating_mul(L1_BLOCK_MS));
-        let count = self.taken_at.partition_point(|at| *at <= seen_at);
-        let settled_through = count.checked_sub(1).and_then(|i| self.ranges.get(i)).map_or(0, |(_, last, _)| *last);
-        VaultProgress { range_count: count as u64, settled_through }
     }
 }
 
@@ -179,7 +154,8 @@ impl World {
             if let (Some(follower), Some(watchman)) = (&role.follower, &role.watchman) {
                 watchman.book.update_from(follower).await.map_err(SimError::role("watchman book"))?;
                 // Its own Ethereum node's view of the vault, which lags when the node does.
-                let seen = self.vault.progress_seen(now, role.lag_blocks.load(std::sync::atomic::Ordering::SeqCst));
+                let lag = role.lag_blocks.load(std::sync::atomic::Ordering::SeqCst);
+                let seen = self.eth_chain().vault.progress_seen(seen_at(now, lag));
                 watchman.book.note_vault(seen);
                 finals.push(watchman.book.hard_final());
                 running.push((index, seen));
@@ -210,8 +186,6 @@ impl World {
         if last >= first
             && let Some(withdrawals) = self.truth.range(first, last).filter(|w| !w.is_empty())
         {
-            let honest = EthWithdrawalTree::new(withdrawals.clone()).root();
-            asks.push(Ask { what: "the honest root", first, last, root: honest, bitcoin: false });
             let mut more = withdrawals;
             let leaf = self.rng.below(more.len() as u64) as usize;
             more[leaf].amount = bridge::Amount(more[leaf].amount.0.saturating_add(1));
@@ -249,11 +223,14 @@ impl World {
             let plan = <[u8; 32]>::try_from(message).ok().and_then(|m| truth?.sighashes.get(&m));
             return plan.and_then(|id| truth?.plans.get(id)).is_some_and(|(batch, _)| *batch < cut);
         }
+        // The message itself is compared: a watchman's own range is asked with no root.
+        let domain = self.vault_domain();
         ask.last < cut
-            && self
-                .truth
-                .range(ask.first, ask.last)
-                .is_some_and(|w| !w.is_empty() && EthWithdrawalTree::new(w).root() == ask.root)
+            && self.truth.range(ask.first, ask.last).is_some_and(|w| {
+                !w.is_empty()
+                    && withdrawals_message(&domain, ask.first, ask.last, EthWithdrawalTree::new(w).root()).as_slice()
+                        == message
+            })
     }
 
     /// `signature-justified`, for every approval an honest watchman's policy gave since the last
@@ -303,7 +280,7 @@ impl World {
         if self.bad_from.is_some() {
             return;
         }
-        let settled = self.vault.settled_through();
+        let settled = self.eth_chain().vault.settled_through();
         let unpaid = self.truth.owed_through(settled).find(|w| !self.paid.contains(&(w.batch, w.index))).cloned();
         if let Some(leaf) = unpaid {
             self.violate(
@@ -322,7 +299,7 @@ impl World {
         if self.bad_from.is_some() {
             return;
         }
-        let settled = self.vault.settled_through();
+        let settled = self.eth_chain().vault.settled_through();
         if let Some((&owing, _)) = self.truth.owing.range(settled + 1..).next() {
             self.violate(
                 "settlement-liveness",

@@ -29,13 +29,14 @@ use crate::byzantine::Attack;
 use crate::ceremony::Keys;
 use crate::clock::NodeClock;
 use crate::disk::Disk;
+use crate::eth_chain::EthChain;
 use crate::eth_reorg::EthHistory;
 use crate::evm::EthVault;
-use crate::l1::L1;
+use crate::l1::{L1, L1_BLOCK_MS};
 use crate::mesh::SimMesh;
 use crate::rng::SimRng;
 use crate::signing::{Approvals, SimSession, WatchmanAttack};
-use crate::watchmen::{ASK_EVERY_MS, Ask, SIGNING_THRESHOLD, SimVault, Truth, Watchman};
+use crate::watchmen::{ASK_EVERY_MS, Ask, SIGNING_THRESHOLD, Truth, Watchman};
 use crate::{SimConfig, SimError, Violation};
 
 /// The confirmers' wait before a gap is `missing_batch`: the binary's default (600 s).
@@ -115,9 +116,10 @@ pub(crate) struct World {
     pub(crate) disk_refusals: BTreeMap<Disk, u64>,
     /// What the honest sequencer sealed owes: the watchmen's ground truth.
     pub(crate) truth: Truth,
-    pub(crate) vault: SimVault,
-    /// The vault's code on an in-process EVM (deployed once the key ceremony gave it its key).
-    pub(crate) eth: Option<EthVault>,
+    /// Ethereum: the vault's code on an in-process EVM (deployed once the key ceremony gave it
+    /// its key) and what it holds, shared with every watchman's node (eth_chain.rs).
+    pub(crate) eth: Arc<Mutex<EthChain>>,
+    pub(crate) evm: Option<EthVault>,
     /// Its recent blocks' end states, for reorgs.
     pub(crate) eth_history: EthHistory,
     /// Every leaf the vault paid, and the wei it paid in all.
@@ -227,8 +229,8 @@ impl World {
             healed: false,
             disk_refusals: BTreeMap::new(),
             truth: Truth::default(),
-            vault: SimVault::default(),
-            eth: None,
+            eth: Arc::default(),
+            evm: None,
             eth_history: EthHistory::default(),
             paid: BTreeSet::new(),
             paid_wei: 0,
@@ -268,6 +270,11 @@ impl World {
 
     pub(crate) fn now(&self) -> u64 {
         self.now_ms.load(Ordering::SeqCst)
+    }
+
+    /// Ethereum's state. One thread: a poisoned lock means a panic already ended the run.
+    pub(crate) fn eth_chain(&self) -> std::sync::MutexGuard<'_, EthChain> {
+        self.eth.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn log(&mut self, event: impl Into<String>) {
@@ -342,6 +349,7 @@ impl World {
             self.step_confirmer(index).await?;
         }
         self.run_mesh();
+        self.settle_ethereum(now.is_multiple_of(L1_BLOCK_MS)).await?;
         if now.is_multiple_of(ASK_EVERY_MS) {
             self.ask_watchmen().await?;
             self.pay_bitcoin().await?;

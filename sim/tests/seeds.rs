@@ -6,8 +6,6 @@ use sim::signing::WatchmanAttack;
 use sim::{Outcome, SimConfig};
 
 /// Seeds run on every test run, with the attacks below (debug profile: each run about 20 s).
-/// 11 is among them for the Bitcoin payout it bumps while miners leave the mempool out (8 was,
-/// until the hostile requester's Bitcoin questions changed what the mesh draws).
 const FIXED_SEEDS: &[u64] = &[0, 1, 11];
 
 /// Seeds that reproduce a real bug in a quick run, kept so that it stays fixed (see README,
@@ -22,7 +20,10 @@ const REGRESSION_SEEDS: &[u64] = &[2];
 
 /// Standard runs (`SimConfig::new`, 90 + 60 minutes) in CI. 6 reproduced the reorg bug above
 /// until Bitcoin joined the simulation and changed what every seed does; no standard seed is
-/// known to reproduce a bug today, and 6 stays as the one long run.
+/// known to reproduce a bug today. 6 stays as the one long run, for the Bitcoin payouts it bumps
+/// while miners leave the mempool out: since the watchmen settle Ethereum with their own
+/// `EthSettlement`, none of the quick seeds tried (about 40 of 0 to 41) bumps one: a spell must
+/// meet a payout in flight.
 const REGRESSION_STANDARD_SEEDS: &[u64] = &[6];
 
 fn run(config: SimConfig) -> Outcome {
@@ -64,8 +65,10 @@ fn fixed_seeds_hold_every_invariant() {
         ("a Bitcoin payout bumped", "attempt: 1"),
     ];
     let mut btc_paid = 0;
-    for &seed in FIXED_SEEDS.iter().chain(REGRESSION_SEEDS) {
-        let outcome = run(SimConfig::quick(seed));
+    let quick = FIXED_SEEDS.iter().chain(REGRESSION_SEEDS).map(|&seed| SimConfig::quick(seed));
+    for config in quick.chain(REGRESSION_STANDARD_SEEDS.iter().map(|&seed| SimConfig::new(seed))) {
+        let seed = config.seed;
+        let outcome = run(config);
         assert_holds(&outcome);
         // A run that injected nothing or moved nothing would pass vacuously.
         assert!(outcome.faults > 0, "seed {seed} injected no fault");
@@ -181,11 +184,4 @@ fn a_watchman_splitting_its_round_1_is_named_by_every_honest_watchman_and_the_ce
         outcome.trace[..20.min(outcome.trace.len())].join("\n")
     );
     assert!(outcome.trace.iter().any(|l| l.contains("key ceremony 2 done")));
-}
-
-#[test]
-fn standard_regression_seeds_hold_every_invariant() {
-    for &seed in REGRESSION_STANDARD_SEEDS {
-        assert_holds(&run(SimConfig::new(seed)));
-    }
 }

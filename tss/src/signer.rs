@@ -75,10 +75,15 @@ impl Randomness {
     }
 }
 
-/// The time a signer's per-peer limits are measured in: the system's for the binaries, a
-/// simulated one for the simulator. Only differences between readings matter.
+/// A machine's clock as its decisions read it: the system's for the binaries, a simulated one for
+/// the simulator. A signer's per-peer limits and a watchman's settlement windows are measured in
+/// it, so nothing that decides reads the system's clock itself.
 pub trait Clock: Send + Sync + 'static {
+    /// The monotonic clock: only differences between readings matter.
     fn now(&self) -> Instant;
+    /// The wall clock, in milliseconds since the Unix epoch: for comparing with times other
+    /// machines stamped (a batch's header), never for measuring a wait by itself.
+    fn unix_ms(&self) -> u64;
 }
 
 #[derive(Debug)]
@@ -87,6 +92,12 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
         Instant::now()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 

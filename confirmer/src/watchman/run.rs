@@ -134,7 +134,7 @@ impl Watchman {
             {
                 eth.note_batch_time(batch, replayed.batch.header.timestamp);
             }
-            match eth.settle(&self.tss).await {
+            match eth.settle(&*self.tss).await {
                 Ok(settled) => report.settled = settled,
                 Err(SettleError::Halted(why)) => report.settle_error = Some(format!("halted: {why}")),
                 // Not a failure: counted and logged as a deferral by `settle`.

@@ -16,10 +16,12 @@
 
 use bridge::eth_settlement::{EvmSchnorrSignature, VaultDomain, withdrawals_message};
 use bridge::withdrawals::EthWithdrawalTree;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chains::ethereum::{FeeDecision, LeafKey, OnchainRange, Retry, SubmitError, Submitter, gwei};
-use tss::{KeyPath, SessionError, SigningContext, SigningRequest, TssNode};
+use chains::ethereum::{FeeDecision, LeafKey, OnchainRange, Retry, SubmitError, VaultWriter, gwei};
+use tss::signer::{Clock, SystemClock};
+use tss::{KeyPath, SessionError, SigningContext, SigningRequest, ThresholdSigner};
 
 use super::book::SettlementBook;
 use super::policy::{RangeDetail, SETTLE_ETH_WITHDRAWALS};
@@ -91,11 +93,13 @@ struct SignedRange {
     signature: EvmSchnorrSignature,
 }
 
-#[derive(Debug)]
 pub struct EthSettlement {
     book: SettlementBook,
     domain: VaultDomain,
-    submitter: Submitter,
+    /// The vault, through this watchman's node (or the simulator's EVM).
+    submitter: Box<dyn VaultWriter>,
+    /// Windows and retries are measured on it: the system's, or the simulator's.
+    clock: Arc<dyn Clock>,
     limits: RangeLimits,
     turns: Turns,
     /// Ranges below this are paid (or their unpaid leaves recorded as stuck).
@@ -124,12 +128,23 @@ pub struct EthSettlement {
     resumed: bool,
 }
 
+impl std::fmt::Debug for EthSettlement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthSettlement")
+            .field("submitter", &self.submitter)
+            .field("next_to_pay", &self.next_to_pay)
+            .field("paid_through", &self.paid_through)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EthSettlement {
-    pub fn new(book: SettlementBook, domain: VaultDomain, submitter: Submitter) -> Self {
+    pub fn new(book: SettlementBook, domain: VaultDomain, submitter: impl VaultWriter + 'static) -> Self {
         EthSettlement {
             book,
             domain,
-            submitter,
+            submitter: Box::new(submitter),
+            clock: Arc::new(SystemClock),
             limits: RangeLimits::default(),
             turns: Turns::default(),
             next_to_pay: 0,
@@ -147,7 +162,7 @@ impl EthSettlement {
 
     /// Takes back the stuck leaves an earlier run saved (at start).
     pub fn restore_stuck(&self, saved: Vec<crate::store::SavedStuckLeaf>) {
-        self.stuck.restore(saved, &self.retry, Instant::now());
+        self.stuck.restore(saved, &self.retry, self.clock.now());
     }
 
     /// The first vault range this watchman has not seen paid: what the next turn reads first.
@@ -164,6 +179,12 @@ impl EthSettlement {
     /// Bounds ranges by these limits instead of the default (1,024 leaves, 30 s).
     pub fn with_limits(mut self, limits: RangeLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Measures windows and retries on `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -208,7 +229,7 @@ impl EthSettlement {
     /// next range if it is due and this watchman's turn, then retries the stuck leaves that are
     /// due. Stops at the first failure (the node, the signing session, a cap with no room): it is
     /// retried at the next call. A leaf the vault could not pay is not a failure of its range.
-    pub async fn settle(&mut self, tss: &TssNode) -> Result<Vec<SettledRange>, SettleError> {
+    pub async fn settle(&mut self, tss: &dyn ThresholdSigner) -> Result<Vec<SettledRange>, SettleError> {
         let settled = self.settle_ranges(tss).await;
         if let Err(SettleError::FeeDeferred { range, call, fee_per_gas, ceiling }) = &settled {
             metrics::counter!("watchman_eth_fee_deferred_total", "call" => *call).increment(1);
@@ -295,7 +316,7 @@ impl EthSettlement {
         Ok(())
     }
 
-    async fn settle_ranges(&mut self, tss: &TssNode) -> Result<Vec<SettledRange>, SettleError> {
+    async fn settle_ranges(&mut self, tss: &dyn ThresholdSigner) -> Result<Vec<SettledRange>, SettleError> {
         let mut done = Vec::new();
         if let Some(why) = self.book.halted() {
             return Err(SettleError::Halted(why));
@@ -361,26 +382,23 @@ impl EthSettlement {
             let pruned_through = self.book.eth_pruned_through();
             return Err(SettleError::Pruned { settled_through: progress.settled_through, pruned_through });
         };
-        let now = Instant::now();
+        let now = self.clock.now();
         let waited = match (owing.first(), self.pending_since) {
             (Some((batch, _)), Some((known, since))) if known == *batch => now.saturating_duration_since(since),
             (Some((batch, _)), _) => {
                 self.pending_since = Some((*batch, now));
-                std::time::Duration::ZERO
+                Duration::ZERO
             }
             (None, _) => {
                 self.pending_since = None;
-                std::time::Duration::ZERO
+                Duration::ZERO
             }
         };
         // The batch's own time when known (a clock of the coordinator's: a skew only moves when
         // the root is proposed, never what is signed), else when this watchman first saw it.
         let waited = match (owing.first(), self.batch_time) {
             (Some((batch, _)), Some((known, unix_ms))) if known == *batch => {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                waited.max(std::time::Duration::from_millis(now_ms.saturating_sub(unix_ms)))
+                waited.max(Duration::from_millis(self.clock.unix_ms().saturating_sub(unix_ms)))
             }
             _ => waited,
         };
@@ -428,7 +446,7 @@ impl EthSettlement {
         debug_assert_eq!(tree.root(), root);
         let leaves = tree.withdrawals().len();
         // The root and its leaves' payouts in one transaction: paid in the root's own block.
-        let started = Instant::now();
+        let started = self.clock.now();
         let submitted = self
             .submitter
             .submit_and_pay(number, (first, last), &tree, &signature)
@@ -436,7 +454,7 @@ impl EthSettlement {
             .map_err(|source| SettleError::vault(number, "submitAndWithdraw", source))?;
         self.signed = None;
         metrics::histogram!("watchman_eth_submission_seconds", "call" => "submitAndWithdraw")
-            .record(started.elapsed().as_secs_f64());
+            .record(self.seconds_since(started));
         metrics::counter!("watchman_eth_ranges_submitted_total").increment(u64::from(submitted.is_some()));
         metrics::histogram!("watchman_eth_range_leaves").record(leaves as f64);
         tracing::info!(
@@ -458,12 +476,17 @@ impl EthSettlement {
         Ok(done)
     }
 
+    /// Seconds on this settlement's clock since `started`, for the histograms.
+    fn seconds_since(&self, started: Instant) -> f64 {
+        self.clock.now().saturating_duration_since(started).as_secs_f64()
+    }
+
     /// A new signing session for range `number`'s root (batches `first..=last`). Above the fee
     /// ceiling not even the session runs: its signature could not be sent, and every turn would
     /// start another among the watchmen.
     async fn sign_root(
         &self,
-        tss: &TssNode,
+        tss: &dyn ThresholdSigner,
         number: u64,
         first: u64,
         last: u64,
@@ -475,12 +498,12 @@ impl EthSettlement {
         {
             return Err(SettleError::FeeDeferred { range: number, call: "submitWithdrawals", fee_per_gas, ceiling });
         }
-        let started = Instant::now();
+        let started = self.clock.now();
         let outcome = tss
             .sign(vec![Self::request(&self.domain, first, last, root)])
             .await
             .map_err(|source| SettleError::Signing { first, last, source })?;
-        metrics::histogram!("watchman_eth_signing_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("watchman_eth_signing_seconds").record(self.seconds_since(started));
         outcome
             .signatures
             .first()
@@ -496,14 +519,14 @@ impl EthSettlement {
         tree: &EthWithdrawalTree,
         submitted_root: bool,
     ) -> Result<Option<SettledRange>, SettleError> {
-        let started = Instant::now();
+        let started = self.clock.now();
         let payment = self
             .submitter
             .pay(range.number, tree)
             .await
             .map_err(|source| SettleError::vault(range.number, "withdrawMany", source))?;
         metrics::histogram!("watchman_eth_submission_seconds", "call" => "withdrawMany")
-            .record(started.elapsed().as_secs_f64());
+            .record(self.seconds_since(started));
         Ok(self.settled(range, tree, submitted_root, payment))
     }
 
@@ -549,7 +572,7 @@ impl EthSettlement {
             return;
         }
         metrics::counter!("watchman_eth_withdrawals_failed_total").increment(failed.len() as u64);
-        let now = Instant::now();
+        let now = (self.clock.now(), self.clock.unix_ms() / 1000);
         for (batch, index) in failed {
             let Some(position) = tree.position(*batch, *index) else { continue };
             if !self.stuck.record((range.number, range.first, range.last), tree, position, &self.retry, now) {
@@ -574,7 +597,7 @@ impl EthSettlement {
         if self.book.halted().is_some() {
             return;
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         for (key, may_send) in self.stuck.due(now) {
             let (batch, index) = key;
             let outcome = if may_send {

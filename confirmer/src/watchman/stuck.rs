@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use serde::Serialize;
@@ -103,15 +103,15 @@ fn hex32(bytes: &[u8]) -> String {
 
 impl StuckWithdrawals {
     /// Records the leaf at `position` of range `range`'s tree `tree` (batches `first..=last`)
-    /// as failed now (a second report of a known leaf changes nothing). Returns false if the
-    /// record is full.
+    /// as failed now (`now`, and `unix_s` on the wall clock, for people): a second report of a
+    /// known leaf changes nothing. Returns false if the record is full.
     pub fn record(
         &self,
         (range, first, last): (u64, u64, u64),
         tree: &EthWithdrawalTree,
         position: u32,
         policy: &RetryPolicy,
-        now: Instant,
+        (now, unix_s): (Instant, u64),
     ) -> bool {
         let (Some(w), Some(proof)) = (tree.withdrawals().get(position as usize), tree.proof(position)) else {
             return false;
@@ -124,7 +124,7 @@ impl StuckWithdrawals {
         if record.entries.len() >= MAX_STUCK_LEAVES {
             return false;
         }
-        let first_failed_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let first_failed_at = unix_s;
         let saved = SavedStuckLeaf {
             range,
             range_first: first,
@@ -271,7 +271,7 @@ mod tests {
         let policy = RetryPolicy { first: Duration::from_secs(10), max: Duration::from_secs(40), max_attempts: 3 };
         let stuck = StuckWithdrawals::default();
         let t0 = Instant::now();
-        assert!(stuck.record((0, 1, 3), &tree, 0, &policy, t0));
+        assert!(stuck.record((0, 1, 3), &tree, 0, &policy, (t0, 1_700_000_000)));
         assert_eq!(stuck.range_of((3, 0)), Some((0, 1, 3)));
         // Its own copy of the leaf and proof, for retries after the book has let the range go.
         let (range, leaf, proof) = stuck.proven((3, 0)).unwrap();
