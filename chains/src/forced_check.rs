@@ -9,7 +9,9 @@
 //! "Not seen yet" is told apart from "absent": a gateway below the range's top, an entry it
 //! lists but does not serve yet, or a batch not yet in a block, is a wait, never an alarm.
 
-use crate::arweave::{Gateway, GatewayError, MAX_TXS_PER_BLOCK, PAGE, TxStatus};
+use std::sync::Arc;
+
+use crate::arweave::{ForcedStream, GatewayError, MAX_TXS_PER_BLOCK, PAGE, TxStatus};
 use bridge::SignedBatch;
 use bridge::forced::{FORCED_TX_TYPE, Finding, ForcedCursor, ForcedParams, check_deadline, check_records, expected};
 use serde::{Deserialize, Serialize};
@@ -68,21 +70,29 @@ impl CensorshipEvidence {
     }
 }
 
+/// The check over a forced stream: a gateway in the binaries, the simulated Arweave in `sim`.
 #[derive(Debug, Clone)]
 pub struct ForcedChecker {
-    gateway: Gateway,
+    gateway: Arc<dyn ForcedStream>,
     app_name: String,
     network: String,
     rules: ForcedParams,
 }
 
 impl ForcedChecker {
-    pub fn new(gateway: Gateway, network: &str, rules: ForcedParams) -> Self {
+    /// The check of `network`'s batches under `rules`, reading the forced stream from `gateway`
+    /// (a [`crate::arweave::Gateway`], or anything else that serves the stream).
+    pub fn new(gateway: impl ForcedStream + 'static, network: &str, rules: ForcedParams) -> Self {
+        Self::over(Arc::new(gateway), network, rules)
+    }
+
+    /// [`ForcedChecker::new`] over a stream already shared.
+    pub fn over(gateway: Arc<dyn ForcedStream>, network: &str, rules: ForcedParams) -> Self {
         ForcedChecker { gateway, app_name: "settlement-bridge".into(), network: network.into(), rules }
     }
 
-    pub fn gateway(&self) -> &Gateway {
-        &self.gateway
+    pub fn gateway(&self) -> &dyn ForcedStream {
+        self.gateway.as_ref()
     }
 
     pub fn rules(&self) -> ForcedParams {

@@ -11,7 +11,7 @@ use bridge::BatchBuilder;
 use bridge::batch::ApplyError;
 use bridge::forced::{ForcedCursor, ForcedEntry, ForcedListing, ForcedParams, plan};
 use bridge::{NetworkParams, State};
-use chains::arweave::{Gateway, MAX_TXS_PER_BLOCK};
+use chains::arweave::{ForcedStream, MAX_TXS_PER_BLOCK};
 use chains::task::{Task, TaskError};
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +89,8 @@ pub type SharedForcedStatus = Arc<Mutex<ForcedStatus>>;
 /// The follower: one turn lists, plans, fetches and hands over one section.
 #[derive(Debug)]
 pub struct ForcedFollower {
-    pub gateway: Gateway,
+    /// The forced stream: the configured gateway in the binary, the simulated Arweave in `sim`.
+    pub gateway: Arc<dyn ForcedStream>,
     pub app_name: String,
     pub params: NetworkParams,
     pub rules: ForcedParams,
@@ -101,7 +102,7 @@ pub struct ForcedFollower {
 
 impl ForcedFollower {
     pub fn new(
-        gateway: Gateway,
+        gateway: impl ForcedStream + 'static,
         params: NetworkParams,
         sequencer: SequencerHandle,
         store: Store,
@@ -110,7 +111,7 @@ impl ForcedFollower {
     ) -> Option<Self> {
         let rules = params.forced?;
         Some(ForcedFollower {
-            gateway,
+            gateway: Arc::new(gateway),
             app_name: chains::da::ArweaveDaConfig::new(&params.name, params.coordinator_key, "").app_name,
             params,
             rules,

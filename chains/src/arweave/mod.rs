@@ -5,6 +5,7 @@
 pub mod arlocal;
 mod deep_hash;
 mod forced;
+mod forced_stream;
 mod gateway;
 pub mod merkle;
 mod pss;
@@ -13,6 +14,7 @@ mod wallet;
 
 pub use deep_hash::{DeepHashItem, deep_hash};
 pub use forced::{FETCHES_IN_FLIGHT, ForcedListingPage, MAX_TXS_PER_BLOCK, NOT_SERVED_ATTEMPTS};
+pub use forced_stream::ForcedStream;
 pub use gateway::{FoundTx, Gateway, GatewayError, INLINE_LIMIT, PAGE, RetryPolicy, TxStatus, price_bound};
 pub use pss::verify as verify_pss;
 pub use tx::{Tag, Transaction, TxError, TxJson};
