@@ -79,7 +79,8 @@ pub struct UnsignedPayout {
     pub attempt: u32,
     pub tx: Transaction,
     pub fee_sat: u64,
-    /// The change output (always the last output) as the vault will hold it once confirmed.
+    /// The change output (always the last output) as the vault will hold it once confirmed,
+    /// but for its `height` (0 here: the block that confirms it is not known yet).
     pub change: VaultUtxo,
     /// One BIP-341 key-path sighash (`SIGHASH_DEFAULT`) per input, in input order.
     pub sighashes: Vec<[u8; 32]>,
@@ -174,6 +175,8 @@ impl PayoutPlan {
             },
             amount_sat: change_sat,
             owner: change_owner,
+            // Known only once it confirms: `BtcPayoutConfirmed` sets it.
+            height: 0,
         };
         let merkle_roots = self.inputs.iter().map(|u| u.owner.merkle_root(network)).collect();
         let input_keys = self.inputs.iter().map(|u| keys.internal_key_of(&u.owner)).collect();

@@ -197,6 +197,11 @@ pub struct VaultUtxo {
     pub outpoint: OutPoint,
     pub amount_sat: u64,
     pub owner: VaultOwner,
+    /// The Bitcoin block the ledger took this output from: a deposit's `l1_height`, or the
+    /// `height` of the `BtcPayoutConfirmed` that made it (0 for a payout's change before it
+    /// confirms). A node whose tip is below it (plus the depth) may simply not have it yet, so
+    /// the solvency watch does not count it missing there ("not seen yet" is not "absent").
+    pub height: u64,
 }
 
 /// A debited Bitcoin withdrawal waiting for a payout plan, with the fee its user paid towards

@@ -228,8 +228,8 @@ pub(crate) fn apply_at(state: &mut State, tx: &Tx, place: TxPlace) -> Result<Rec
             let (changes, plan) = check_consolidation_plan(state, *fee_rate)?;
             (changes, Effect::BtcPayoutPlanned(plan))
         }
-        Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt, .. }) => {
-            let (changes, change) = check_payout_confirmed(state, *plan, *attempt)?;
+        Tx::System(SystemTx::BtcPayoutConfirmed { plan, attempt, height }) => {
+            let (changes, change) = check_payout_confirmed(state, *plan, *attempt, *height)?;
             (changes, Effect::BtcPayoutConfirmed { plan: *plan, attempt: *attempt, change })
         }
         Tx::System(SystemTx::KeyRotation(rotation)) => {
@@ -385,7 +385,12 @@ fn check_deposit(state: &State, d: &Deposit, owner: VaultOwner) -> Result<Change
     if let L1Ref::Bitcoin { txid, vout } = d.l1_ref {
         // A Bitcoin deposit is an output of the vault, spendable by the account's tweaked key.
         let amount_sat = u64::try_from(d.amount.units()).map_err(|_| TxError::Overflow)?;
-        ledger.changes.utxos_added.push(VaultUtxo { outpoint: OutPoint { txid, vout }, amount_sat, owner });
+        ledger.changes.utxos_added.push(VaultUtxo {
+            outpoint: OutPoint { txid, vout },
+            amount_sat,
+            owner,
+            height: d.l1_height,
+        });
     }
     Ok(ledger.changes)
 }
@@ -523,11 +528,12 @@ fn check_consolidation_plan(state: &State, fee_rate: u64) -> Result<(Changes, Pa
     Ok((changes, plan))
 }
 
-fn check_payout_confirmed(state: &State, id: u64, attempt: u32) -> Result<(Changes, VaultUtxo), TxError> {
+fn check_payout_confirmed(state: &State, id: u64, attempt: u32, height: u64) -> Result<(Changes, VaultUtxo), TxError> {
     btc_vault(state)?;
     let keys = vault_keys(state).ok_or(TxError::NoBitcoinVault)?;
     let plan = state.btc_plan(id).ok_or(TxError::UnknownPayoutPlan(id))?;
     let built = plan.build(&keys, state.params().btc_network, attempt).map_err(TxError::Payout)?;
-    let changes = Changes { utxos_added: vec![built.change], plan_confirmed: Some(id), ..Changes::default() };
-    Ok((changes, built.change))
+    let change = VaultUtxo { height, ..built.change };
+    let changes = Changes { utxos_added: vec![change], plan_confirmed: Some(id), ..Changes::default() };
+    Ok((changes, change))
 }

@@ -106,6 +106,7 @@ fn outpoint_order() -> Value {
         outpoint: OutPoint { txid, vout },
         amount_sat: 5_000,
         owner: VaultOwner::Vault,
+        height: 7,
     };
     let available = [utxo(b, 0), utxo(a, 256), utxo(a, 1)];
     let chosen = select_inputs(available.iter(), 15_000).unwrap();

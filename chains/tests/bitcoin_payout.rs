@@ -207,15 +207,33 @@ async fn batched_payouts_of_1_10_and_100_are_mined_and_a_bump_replaces_its_first
     // The ledger's vault is the chain's: every output it holds is unspent with that amount.
     let state = &replicas.states[0];
     let outputs: Vec<bridge::VaultUtxo> = state.vault_utxos().copied().collect();
-    let held = holdings(&rpc, &outputs).await.unwrap();
-    assert_eq!(held, Holdings { held_sat: state.btc_vault_holdings_sat(), missing: vec![] });
+    const DEPTH: u32 = 6;
+    let tip = rpc.block_count().await.unwrap();
+    let held = holdings(&rpc, &outputs, DEPTH).await.unwrap();
+    assert_eq!(held, Holdings { tip, held_sat: state.btc_vault_holdings_sat(), ..Holdings::default() });
     let supply = state.supply(&AssetId::Btc);
     assert!(u128::from(held.held_sat) >= supply.liabilities.units(), "solvency: the vault holds what the ledger owes");
-    // An output the chain does not have is reported, not counted.
+    // An output the chain does not have, from a block the node is past, is reported, not counted.
     let mut made_up = outputs[0];
     made_up.outpoint.vout += 7;
-    let held = holdings(&rpc, &[made_up]).await.unwrap();
-    assert_eq!(held, Holdings { held_sat: 0, missing: vec![made_up.outpoint] });
+    let held = holdings(&rpc, &[made_up], DEPTH).await.unwrap();
+    assert_eq!(held, Holdings { tip, missing: vec![made_up.outpoint], ..Holdings::default() });
+    // The same output from a block the node has not reached at depth is "not seen yet": neither
+    // held nor missing (a lagging node must not make an honest vault look robbed).
+    let mut ahead = made_up;
+    ahead.height = tip + 1;
+    let held = holdings(&rpc, &[ahead, outputs[0]], DEPTH).await.unwrap();
+    let expected = Holdings {
+        tip,
+        held_sat: outputs[0].amount_sat,
+        missing: vec![],
+        unseen: vec![ahead.outpoint],
+        needed: tip + u64::from(DEPTH),
+    };
+    assert_eq!(held, expected);
+    // At depth: the first tip that must have it judges it missing.
+    ahead.height = tip + 1 - u64::from(DEPTH);
+    assert_eq!(holdings(&rpc, &[ahead], DEPTH).await.unwrap().missing, vec![ahead.outpoint]);
     for (count, vsize) in table {
         println!("batch {count:>3}: {vsize:>5} vB, {:.1} vB per withdrawal", vsize as f64 / count as f64);
     }

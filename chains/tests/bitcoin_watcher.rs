@@ -196,6 +196,7 @@ async fn a_node_that_lags_waits_for_a_deposit_or_payout_and_a_node_past_its_bloc
             outpoint: bridge::OutPoint { txid: [5; 32], vout: 0 },
             amount_sat: 100_000,
             owner: bridge::VaultOwner::Vault,
+            height: 1,
         }],
         payouts: vec![bridge::withdrawals::BtcPayout {
             tx_hash: [6; 32],

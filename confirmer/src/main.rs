@@ -396,6 +396,7 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
             Some(b) => Some(chains::bitcoin::CoreRpc::with_tls(&b.url, &b.user, &b.password, &tls)?),
             None => None,
         },
+        btc_depth: source.bitcoin.as_ref().map_or(1, |b| b.depth),
         tls: tls.clone(),
     };
     let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_confirmation, 0, params.eth_vault)?;

@@ -7,7 +7,8 @@
 //! from the vault are not counted: the vault's bitmap knows them, this ledger does not, so the
 //! Ethereum check is the weaker `held ≥ balances`. What is held: the vault contract's balance of
 //! each Ethereum asset; on Bitcoin, the vault outputs the ledger records that the chain has
-//! unspent (deposits the ledger has not credited yet are not counted).
+//! unspent (deposits the ledger has not credited yet are not counted). An output the node lacks
+//! from a block it has not reached is not judged at all: the node may only lag.
 //!
 //! Judged at a consistent point ([`SolvencyGuard`]): only once the replay has caught up with the
 //! DA (a restart replaying its backlog compares an old ledger with today's vault), with the
@@ -41,7 +42,7 @@ impl AssetSolvency {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the solvency watch could not ask the {chain} node: {reason}; retrying")]
+#[error("the solvency watch could not judge {chain} now: {reason}; retrying")]
 pub struct SolvencyError {
     pub chain: Chain,
     pub reason: String,
@@ -52,6 +53,9 @@ pub struct SolvencyError {
 pub struct SolvencyWatch {
     pub eth_rpc: Option<String>,
     pub btc_rpc: Option<CoreRpc>,
+    /// The confirmations the replay requires of a Bitcoin fact (the deposit checker's depth):
+    /// an output the node lacks is missing only once the node is that deep past its block.
+    pub btc_depth: u32,
     /// The trust the Ethereum client uses (the Bitcoin client carries its own).
     pub tls: chains::http::Tls,
 }
@@ -83,11 +87,8 @@ impl SolvencyWatch {
             }
         }
         if let (Some(rpc), Some(vault)) = (&self.btc_rpc, params.btc_vault) {
-            report.push(
-                self.bitcoin(rpc, state, vault)
-                    .await
-                    .map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })?,
-            );
+            let standing = self.bitcoin(rpc, state, vault).await;
+            report.push(standing.map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })?.judged()?);
         }
         for entry in &report {
             metrics::gauge!("bridge_solvency_shortfall", "asset" => entry.asset.to_string())
@@ -101,7 +102,7 @@ impl SolvencyWatch {
         rpc: &CoreRpc,
         state: &State,
         vault: bridge::BtcVaultParams,
-    ) -> Result<AssetSolvency, String> {
+    ) -> Result<BitcoinStanding, String> {
         let mut owed = state.supply(&AssetId::Btc).liabilities.units();
         owed += state.btc_queue().map(|(_, q)| u128::from(q.payout.amount_sat)).sum::<u128>();
         let mut outputs: Vec<bridge::VaultUtxo> = state.vault_utxos().copied().collect();
@@ -113,6 +114,7 @@ impl SolvencyWatch {
             // spent, its payouts paid, and its change is the vault's.
             match broadcaster.status(plan).await.map_err(|e| e.to_string())? {
                 PayoutStatus::Confirmed { attempt, .. } => {
+                    // Height 0: this node has the payout confirmed, so it has the change too.
                     let built = plan.build(&keys, state.params().btc_network, attempt).map_err(|e| e.to_string())?;
                     outputs.push(built.change);
                 }
@@ -122,7 +124,10 @@ impl SolvencyWatch {
                 }
             }
         }
-        let held = chains::bitcoin::holdings(rpc, &outputs).await.map_err(|e| e.to_string())?;
+        let held = chains::bitcoin::holdings(rpc, &outputs, self.btc_depth).await.map_err(|e| e.to_string())?;
+        if !held.unseen.is_empty() {
+            return Ok(BitcoinStanding::NodeBehind { tip: held.tip, needed: held.needed, unseen: held.unseen.len() });
+        }
         let detail = (!held.missing.is_empty()).then(|| {
             format!(
                 "{} vault output(s) the ledger records are not unspent on the chain: {:?}",
@@ -130,7 +135,46 @@ impl SolvencyWatch {
                 held.missing
             )
         });
-        Ok(AssetSolvency { asset: AssetId::Btc, owed, held: u128::from(held.held_sat), paid_ahead: 0, detail })
+        Ok(BitcoinStanding::Judged(AssetSolvency {
+            asset: AssetId::Btc,
+            owed,
+            held: u128::from(held.held_sat),
+            paid_ahead: 0,
+            detail,
+        }))
+    }
+}
+
+/// The Bitcoin vault as one check found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BitcoinStanding {
+    Judged(AssetSolvency),
+    /// The node lacks outputs from blocks it has not reached at depth: it may only lag (a
+    /// backend behind its peers, a restart still syncing), so Bitcoin is not judged until its
+    /// tip reaches `needed`. Never a shortfall: "not seen yet" is not "absent".
+    NodeBehind {
+        tip: u64,
+        needed: u64,
+        unseen: usize,
+    },
+}
+
+impl BitcoinStanding {
+    /// The judged standing, or why there is none now.
+    pub fn judged(self) -> Result<AssetSolvency, SolvencyError> {
+        match self {
+            BitcoinStanding::Judged(asset) => Ok(asset),
+            BitcoinStanding::NodeBehind { tip, needed, unseen } => {
+                Err(SolvencyError { chain: Chain::Bitcoin, reason: Self::behind(tip, needed, unseen) })
+            }
+        }
+    }
+
+    fn behind(tip: u64, needed: u64, unseen: usize) -> String {
+        format!(
+            "the Bitcoin node's tip {tip} is behind the ledger: {unseen} vault output(s) the ledger records \
+             come from blocks it has not reached at depth (tip {needed} needed)"
+        )
     }
 }
 
@@ -273,12 +317,15 @@ impl SolvencyGuard {
             report.extend(ethereum_at(state, &snapshot, status.replayed, latest));
         }
         if let (Some(rpc), Some(vault)) = (&self.watch.btc_rpc, state.params().btc_vault) {
-            report.push(
-                self.watch
-                    .bitcoin(rpc, state, vault)
-                    .await
-                    .map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })?,
-            );
+            let standing = self.watch.bitcoin(rpc, state, vault).await;
+            match standing.map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })? {
+                BitcoinStanding::Judged(asset) => report.push(asset),
+                // Like a replay waiting for its node: nothing is judged until the node catches up.
+                BitcoinStanding::NodeBehind { tip, needed, unseen } => {
+                    metrics::counter!("bridge_solvency_unjudged_total", "chain" => "bitcoin").increment(1);
+                    return Ok(Err(BitcoinStanding::behind(tip, needed, unseen)));
+                }
+            }
         }
         for entry in &report {
             metrics::gauge!("bridge_solvency_shortfall", "asset" => entry.asset.to_string())

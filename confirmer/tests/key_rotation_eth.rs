@@ -379,6 +379,7 @@ async fn the_vault_moves_to_the_new_group_and_pays_every_withdrawal_once() {
     let report = confirmer::solvency::SolvencyWatch {
         eth_rpc: Some(world.setup.anvil.url()),
         btc_rpc: None,
+        btc_depth: 1,
         tls: Default::default(),
     }
     .check(new.members[0].watchman.follower().state())

@@ -131,8 +131,12 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     );
 
     // Solvency as watchman 0's replay sees it: the vault holds at least every balance.
-    let watch =
-        confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None, tls: Default::default() };
+    let watch = confirmer::solvency::SolvencyWatch {
+        eth_rpc: Some(setup.anvil.url()),
+        btc_rpc: None,
+        btc_depth: 1,
+        tls: Default::default(),
+    };
     let report = watch.check(watchmen[0].follower().state()).await.unwrap();
     assert_eq!(report.len(), 1, "{report:?}");
     assert_eq!((report[0].owed, report[0].held, report[0].shortfall()), (600_000, 600_000, 0));
@@ -180,8 +184,12 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     let (guardian, guardian_address) =
         chains::ethereum::signing_provider(&setup.anvil.url(), &Default::default(), contracts::ANVIL_KEY_0).unwrap();
     let sent_before = setup.provider.get_transaction_count(guardian_address).await.unwrap();
-    let watch =
-        confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None, tls: Default::default() };
+    let watch = confirmer::solvency::SolvencyWatch {
+        eth_rpc: Some(setup.anvil.url()),
+        btc_rpc: None,
+        btc_depth: 1,
+        tls: Default::default(),
+    };
     let solvency = SolvencyGuard::new(watch, chains::ethereum::Confirmation::Depth(0), 0, domain.vault).unwrap();
     let duty = OnDuty::new(watchmen.remove(0), solvency).with_guardian(Some(Guardian::new(
         guardian.clone(),

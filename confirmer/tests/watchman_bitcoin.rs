@@ -109,7 +109,7 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     }
 
     // Solvency, as a watchman's replay sees it: the vault holds every satoshi the ledger owes.
-    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()), tls: Default::default() };
+    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()), btc_depth: 1, tls: Default::default() };
     let report = watch.check(watchmen[2].follower().state()).await.unwrap();
     assert_eq!(report.len(), 1);
     assert_eq!(report[0].shortfall(), 0, "{report:?}");
@@ -125,10 +125,21 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
         amount: bridge::Amount(700_000),
         l1_height: 0,
     };
-    bridge::apply(&mut forged, &bridge::Tx::System(bridge::tx::SystemTx::Deposit(fake))).unwrap();
+    bridge::apply(&mut forged, &bridge::Tx::System(bridge::tx::SystemTx::Deposit(fake.clone()))).unwrap();
     let report = watch.check(&forged).await.unwrap();
     assert_eq!(report[0].shortfall(), 700_000, "{report:?}");
     assert!(report[0].detail.as_deref().unwrap_or_default().contains("not unspent"), "{report:?}");
+    // The same output from a block this node has not reached is "not seen yet": Bitcoin is not
+    // judged (no shortfall, no halt) until the node gets there. A lagging node cannot make an
+    // honest vault look robbed, and a forger gains nothing by naming a later block: the replay
+    // waits for its node to reach that block before it takes the deposit at all.
+    let tip = rpc.block_count().await.unwrap();
+    let mut ahead = bridge::State::genesis(p.clone());
+    let late = Deposit { l1_height: tip + 1, ..fake };
+    bridge::apply(&mut ahead, &bridge::Tx::System(bridge::tx::SystemTx::Deposit(late))).unwrap();
+    let not_judged = watch.check(&ahead).await.unwrap_err();
+    assert_eq!(not_judged.chain, Chain::Bitcoin);
+    assert!(not_judged.reason.contains("behind the ledger"), "{not_judged}");
 
     // A forged payout (the same inputs paying someone else) is refused by every watchman.
     let mut forged = plan.clone();
@@ -274,7 +285,7 @@ async fn the_coordinator_proposes_a_consolidation_at_low_fees_and_the_watchmen_p
     })
     .await;
     let state = watchmen[2].follower().state();
-    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()), tls: Default::default() };
+    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()), btc_depth: 1, tls: Default::default() };
     let report = watch.check(state).await.unwrap();
     assert_eq!(report[0].shortfall(), 0, "{report:?}");
     coordinator.shutdown().await;

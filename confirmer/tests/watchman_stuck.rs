@@ -171,8 +171,12 @@ async fn unpayable_recipients_do_not_stop_later_batches_and_are_retried_until_pa
     }
 
     // Solvency holds: the vault still holds every balance (and the stuck leaves' amounts).
-    let watch =
-        confirmer::solvency::SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None, tls: Default::default() };
+    let watch = confirmer::solvency::SolvencyWatch {
+        eth_rpc: Some(setup.anvil.url()),
+        btc_rpc: None,
+        btc_depth: 1,
+        tls: Default::default(),
+    };
     let report = watch.check(watchmen[0].follower().state()).await.unwrap();
     assert_eq!(report.len(), 2, "{report:?}");
     assert!(report.iter().all(|a| a.shortfall() == 0), "{report:?}");

@@ -299,7 +299,21 @@ impl World {
         // chain at its amount), and the vault holds at least what the ledger owes its users.
         let outputs: Vec<bridge::VaultUtxo> = state.vault_utxos().copied().collect();
         let node = btc.view(Arc::new(AtomicU64::new(0)));
-        let holdings = chains::bitcoin::holdings(&node, &outputs).await.map_err(SimError::role("the Bitcoin node"))?;
+        // Depth 1: healed, the view is the chain's tip, which has every block the ledger names.
+        let holdings =
+            chains::bitcoin::holdings(&node, &outputs, 1).await.map_err(SimError::role("the Bitcoin node"))?;
+        if let Some(unseen) = holdings.unseen.first() {
+            found.push((
+                "btc-solvency",
+                format!(
+                    "the ledger lists {} vault outputs from blocks past the chain's tip {}, {}:{} first",
+                    holdings.unseen.len(),
+                    holdings.tip,
+                    hex::encode(&unseen.txid[..4]),
+                    unseen.vout
+                ),
+            ));
+        }
         if let Some(missing) = holdings.missing.first() {
             found.push((
                 "btc-solvency",

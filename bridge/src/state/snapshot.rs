@@ -23,8 +23,9 @@ use crate::commitment::{Commitment, key_hash};
 use crate::network::NetworkParams;
 use crate::rotation::KeyEpoch;
 
-/// The version of the snapshot layout; a reader refuses any other.
-pub const SNAPSHOT_VERSION: u16 = 1;
+/// The version of the snapshot layout; a reader refuses any other. 2: a `VaultUtxo` carries
+/// the height of the block it came from.
+pub const SNAPSHOT_VERSION: u16 = 2;
 /// The first bytes of an encoded snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"BRSS";
 /// The largest decompressed snapshot accepted (4 GiB): 10^7 accounts with two assets each are

@@ -110,25 +110,48 @@ impl PayoutBroadcaster {
 /// What the chain holds of the outputs the ledger says the vault has (for the solvency watch).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Holdings {
+    /// The node's tip, read before any output was looked up.
+    pub tip: u64,
     /// The sum of the listed outputs the chain has unspent, at the ledger's amounts.
     pub held_sat: u64,
-    /// Outputs the chain does not have unspent, or has with another amount: each one is a hole
-    /// in the vault that the ledger does not know about.
+    /// Outputs the chain does not have unspent, or has with another amount, although the node is
+    /// past the block each came from (plus the depth): each one is a hole in the vault that the
+    /// ledger does not know about.
     pub missing: Vec<bridge::OutPoint>,
+    /// Outputs the node does not have unspent whose block (plus the depth) it has not reached:
+    /// it may only lag, so they are neither held nor missing yet.
+    pub unseen: Vec<bridge::OutPoint>,
+    /// The tip the node must reach for every unseen output to be judged (0 if none is unseen).
+    pub needed: u64,
 }
 
 /// Looks each of `outputs` up on the chain (`gettxout`, confirmed only): the vault's Bitcoin
 /// holdings as far as the ledger's own record of them is true. Deposits the ledger has not
-/// credited yet are extra and not counted.
-pub async fn holdings(node: &dyn BitcoinNode, outputs: &[bridge::VaultUtxo]) -> Result<Holdings, RpcError> {
-    let mut holdings = Holdings::default();
+/// credited yet are extra and not counted. An output the node lacks counts as missing only if
+/// the node's tip is at or past its `height` plus `depth` − 1, the rule the replay's deposit
+/// check uses: a node behind the ledger (a lagging backend, a restart still syncing) has not
+/// seen it yet, which is not "absent".
+pub async fn holdings(node: &dyn BitcoinNode, outputs: &[bridge::VaultUtxo], depth: u32) -> Result<Holdings, RpcError> {
+    // The tip first: an output unknown after it was read is unknown at that tip or later.
+    let tip = node.block_count().await?;
+    let mut holdings = Holdings { tip, ..Holdings::default() };
     for utxo in outputs {
         let outpoint = bitcoin::OutPoint::from(utxo.outpoint);
         match node.tx_out(&outpoint, false).await? {
             Some(found) if found.value.to_sat() == utxo.amount_sat => {
                 holdings.held_sat = holdings.held_sat.saturating_add(utxo.amount_sat);
             }
-            _ => holdings.missing.push(utxo.outpoint),
+            // Another amount at the ledger's outpoint is wrong however far the node is.
+            Some(_) => holdings.missing.push(utxo.outpoint),
+            None => {
+                let needed = utxo.height.saturating_add(u64::from(depth.max(1))).saturating_sub(1);
+                if tip < needed {
+                    holdings.unseen.push(utxo.outpoint);
+                    holdings.needed = holdings.needed.max(needed);
+                } else {
+                    holdings.missing.push(utxo.outpoint);
+                }
+            }
         }
     }
     Ok(holdings)

@@ -309,6 +309,6 @@ mod tests {
         ];
         let Err(TaskError::Transient(why)) = turn_error(&failures) else { panic!("transient") };
         assert!(why.contains("pausing the Ethereum vault failed: the Ethereum node: timeout"), "{why}");
-        assert!(why.contains("node: 401"), "{why}");
+        assert!(why.contains("could not judge btc now: 401"), "{why}");
     }
 }

@@ -176,11 +176,13 @@ mod tests {
                     outpoint: OutPoint { txid: [0x01; 32], vout: 0 },
                     amount_sat: 5_000_000,
                     owner: VaultOwner::Account { account },
+                    height: 3,
                 },
                 VaultUtxo {
                     outpoint: OutPoint { txid: [0x02; 32], vout: 1 },
                     amount_sat: 40_000,
                     owner: VaultOwner::Vault,
+                    height: 3,
                 },
             ],
             payouts: vec![BtcPayout { tx_hash: WITHDRAWAL, script_pubkey: vec![0x51, 0x20], amount_sat: 2_000_000 }],

@@ -272,6 +272,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: config.ethereum.as_ref().map(|e| e.rpc.clone()),
         btc_rpc: btc_rpc.clone(),
+        btc_depth: config.bitcoin.as_ref().map_or(1, |b| b.depth),
         tls: tls.clone(),
     };
     let eth_confirmation = config
