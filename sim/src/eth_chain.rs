@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use bridge::eth_settlement::EvmSchnorrSignature;
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use chains::ethereum::{
-    FeeDecision, FeePolicy, Fees, OnchainRange, Payment, Retry, SubmitError, VaultProgress, VaultWriter,
+    FeeDecision, FeePolicy, Fees, OnchainRange, Payment, RangeOnVault, Retry, SubmitError, VaultProgress, VaultWriter,
+    range_on_vault,
 };
 use contracts::Vault::Payout;
 
@@ -296,15 +297,12 @@ impl VaultWriter for EthNode {
     ) -> Result<Option<Payment>, SubmitError> {
         let root = tree.root();
         let progress = self.progress().await?;
-        let held = match progress.range_count.checked_sub(1) {
-            Some(number) => self.range(number).await?,
-            None => None,
+        let last_held = match progress.range_count.checked_sub(1) {
+            Some(number) if progress.settled_through >= last => self.range(number).await?,
+            _ => None,
         };
-        if progress.settled_through >= last && held.is_some_and(|h| (h.first, h.last, h.root) == (first, last, root)) {
+        if range_on_vault(progress, last_held, Some(range), (first, last), root)? == RangeOnVault::Held {
             return Ok(None);
-        }
-        if first != progress.settled_through + 1 || range != progress.range_count {
-            return Err(SubmitError::RangeConflict { first, settled_through: progress.settled_through });
         }
         let unpaid = self.unpaid(tree);
         let (now, later) = unpaid.split_at(LEAVES_PER_TX.min(unpaid.len()));
