@@ -46,6 +46,10 @@ pub enum PlantedBug {
     /// replay made, but not that the message is that input's sighash: a requester gets any
     /// transaction spending those inputs signed.
     PolicySkipsSighashCheck,
+    /// The solvency watch counts a vault output its Bitcoin node lacks as missing even when the
+    /// node has not reached the block the ledger took it from: a lagging node halts an honest
+    /// watchman (a real bug the simulator found, kept planted).
+    UnseenOutputIsMissing,
 }
 
 thread_local! {

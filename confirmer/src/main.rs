@@ -392,8 +392,8 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
     }
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: source.eth_rpc.clone(),
-        btc_rpc: match &source.bitcoin {
-            Some(b) => Some(chains::bitcoin::CoreRpc::with_tls(&b.url, &b.user, &b.password, &tls)?),
+        btc: match &source.bitcoin {
+            Some(b) => Some(Arc::new(chains::bitcoin::CoreRpc::with_tls(&b.url, &b.user, &b.password, &tls)?)),
             None => None,
         },
         btc_depth: source.bitcoin.as_ref().map_or(1, |b| b.depth),

@@ -17,7 +17,9 @@
 //! the DA does not have is never excused: it is a forged root.
 
 use bridge::{AssetId, Chain, State};
-use chains::bitcoin::{CoreRpc, PayoutBroadcaster, PayoutStatus};
+use std::sync::Arc;
+
+use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutStatus};
 use chains::ethereum_view::{VaultSnapshot, VaultView};
 
 use crate::follower::Follower;
@@ -52,7 +54,8 @@ pub struct SolvencyError {
 #[derive(Debug, Clone, Default)]
 pub struct SolvencyWatch {
     pub eth_rpc: Option<String>,
-    pub btc_rpc: Option<CoreRpc>,
+    /// The Bitcoin node: a `CoreRpc` in production, the simulator's node in the simulator.
+    pub btc: Option<Arc<dyn BitcoinNode>>,
     /// The confirmations the replay requires of a Bitcoin fact (the deposit checker's depth):
     /// an output the node lacks is missing only once the node is that deep past its block.
     pub btc_depth: u32,
@@ -86,8 +89,8 @@ impl SolvencyWatch {
                 });
             }
         }
-        if let (Some(rpc), Some(vault)) = (&self.btc_rpc, params.btc_vault) {
-            let standing = self.bitcoin(rpc, state, vault).await;
+        if let (Some(node), Some(vault)) = (&self.btc, params.btc_vault) {
+            let standing = self.bitcoin(node, state, vault).await;
             report.push(standing.map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })?.judged()?);
         }
         for entry in &report {
@@ -99,14 +102,14 @@ impl SolvencyWatch {
 
     async fn bitcoin(
         &self,
-        rpc: &CoreRpc,
+        node: &Arc<dyn BitcoinNode>,
         state: &State,
         vault: bridge::BtcVaultParams,
     ) -> Result<BitcoinStanding, String> {
         let mut owed = state.supply(&AssetId::Btc).liabilities.units();
         owed += state.btc_queue().map(|(_, q)| u128::from(q.payout.amount_sat)).sum::<u128>();
         let mut outputs: Vec<bridge::VaultUtxo> = state.vault_utxos().copied().collect();
-        let mut broadcaster = PayoutBroadcaster::new(rpc.clone(), vault, state.params().btc_network);
+        let mut broadcaster = PayoutBroadcaster::shared(node.clone(), vault, state.params().btc_network);
         let keys = bridge::rotation::vault_keys(state).unwrap_or_else(|| bridge::VaultKeys::genesis(vault));
         broadcaster.set_keys(keys.clone());
         for plan in state.btc_plans() {
@@ -124,7 +127,12 @@ impl SolvencyWatch {
                 }
             }
         }
-        let held = chains::bitcoin::holdings(rpc, &outputs, self.btc_depth).await.map_err(|e| e.to_string())?;
+        #[allow(unused_mut)] // only the planted bug below changes it
+        let mut held = chains::bitcoin::holdings(&**node, &outputs, self.btc_depth).await.map_err(|e| e.to_string())?;
+        #[cfg(feature = "planted-bugs")]
+        if bridge::planted::active(bridge::planted::PlantedBug::UnseenOutputIsMissing) {
+            held.missing.append(&mut held.unseen);
+        }
         if !held.unseen.is_empty() {
             return Ok(BitcoinStanding::NodeBehind { tip: held.tip, needed: held.needed, unseen: held.unseen.len() });
         }
@@ -316,8 +324,8 @@ impl SolvencyGuard {
             let latest = follower.da().latest().await.map_err(da)?.max(latest);
             report.extend(ethereum_at(state, &snapshot, status.replayed, latest));
         }
-        if let (Some(rpc), Some(vault)) = (&self.watch.btc_rpc, state.params().btc_vault) {
-            let standing = self.watch.bitcoin(rpc, state, vault).await;
+        if let (Some(node), Some(vault)) = (&self.watch.btc, state.params().btc_vault) {
+            let standing = self.watch.bitcoin(node, state, vault).await;
             match standing.map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })? {
                 BitcoinStanding::Judged(asset) => report.push(asset),
                 // Like a replay waiting for its node: nothing is judged until the node catches up.

@@ -282,7 +282,12 @@ async fn the_vault_moves_to_the_new_key_and_every_satoshi_is_accounted_for() {
     // ledger's, and hold that plus what the miners did not take of the fee budgets.
     let owed = 3_585_000 + 100_000 + 5_000 - sweep_fees(state);
     assert_eq!(state.supply(&AssetId::Btc).liabilities.units(), owed);
-    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()), btc_depth: 1, tls: Default::default() };
+    let watch = SolvencyWatch {
+        eth_rpc: None,
+        btc: Some(std::sync::Arc::new(rpc.clone())),
+        btc_depth: 1,
+        tls: Default::default(),
+    };
     let report = watch.check(state).await.unwrap();
     assert_eq!(report[0].shortfall(), 0, "{report:?}");
     assert_eq!(report[0].owed, owed);

@@ -378,7 +378,7 @@ async fn the_vault_moves_to_the_new_group_and_pays_every_withdrawal_once() {
     assert_eq!(world.setup.balance(world.vault).await.unwrap(), U256::from(owed), "solvency is exact");
     let report = confirmer::solvency::SolvencyWatch {
         eth_rpc: Some(world.setup.anvil.url()),
-        btc_rpc: None,
+        btc: None,
         btc_depth: 1,
         tls: Default::default(),
     }

@@ -254,8 +254,7 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
     // shortfall of everything paid since (what the old check halted on) ...
     let mut watchman = open_follower(dir.path(), &p, "watchman.db", &setup.anvil.url()).await;
     assert_eq!(watchman.status().replayed, 1);
-    let watch =
-        SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc_rpc: None, btc_depth: 1, tls: Default::default() };
+    let watch = SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc: None, btc_depth: 1, tls: Default::default() };
     let naive = watch.check(watchman.state()).await.unwrap();
     assert_eq!(naive[0].shortfall(), BATCHES as u128 * EACH, "{naive:?}");
     // ... but at one block, with what the vault paid for the batches after this replay, none.

@@ -133,7 +133,7 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     // Solvency as watchman 0's replay sees it: the vault holds at least every balance.
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: Some(setup.anvil.url()),
-        btc_rpc: None,
+        btc: None,
         btc_depth: 1,
         tls: Default::default(),
     };
@@ -186,7 +186,7 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     let sent_before = setup.provider.get_transaction_count(guardian_address).await.unwrap();
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: Some(setup.anvil.url()),
-        btc_rpc: None,
+        btc: None,
         btc_depth: 1,
         tls: Default::default(),
     };

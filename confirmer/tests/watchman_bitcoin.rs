@@ -109,7 +109,12 @@ async fn watchmen_pay_a_bitcoin_withdrawal_their_replay_justifies_and_refuse_a_f
     }
 
     // Solvency, as a watchman's replay sees it: the vault holds every satoshi the ledger owes.
-    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()), btc_depth: 1, tls: Default::default() };
+    let watch = SolvencyWatch {
+        eth_rpc: None,
+        btc: Some(std::sync::Arc::new(rpc.clone())),
+        btc_depth: 1,
+        tls: Default::default(),
+    };
     let report = watch.check(watchmen[2].follower().state()).await.unwrap();
     assert_eq!(report.len(), 1);
     assert_eq!(report[0].shortfall(), 0, "{report:?}");
@@ -285,7 +290,12 @@ async fn the_coordinator_proposes_a_consolidation_at_low_fees_and_the_watchmen_p
     })
     .await;
     let state = watchmen[2].follower().state();
-    let watch = SolvencyWatch { eth_rpc: None, btc_rpc: Some(rpc.clone()), btc_depth: 1, tls: Default::default() };
+    let watch = SolvencyWatch {
+        eth_rpc: None,
+        btc: Some(std::sync::Arc::new(rpc.clone())),
+        btc_depth: 1,
+        tls: Default::default(),
+    };
     let report = watch.check(state).await.unwrap();
     assert_eq!(report[0].shortfall(), 0, "{report:?}");
     coordinator.shutdown().await;

@@ -173,7 +173,7 @@ async fn unpayable_recipients_do_not_stop_later_batches_and_are_retried_until_pa
     // Solvency holds: the vault still holds every balance (and the stuck leaves' amounts).
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: Some(setup.anvil.url()),
-        btc_rpc: None,
+        btc: None,
         btc_depth: 1,
         tls: Default::default(),
     };

@@ -559,7 +559,7 @@ async fn the_signer_set_rotates_twice_on_the_devnet_while_users_carry_on_and_not
     assert!(!on_chain.contains_key(&deposit_outpoint));
     let report = confirmer::solvency::SolvencyWatch {
         eth_rpc: Some(e["eth_rpc"].as_str().unwrap().to_owned()),
-        btc_rpc: Some(rpc.clone()),
+        btc: Some(std::sync::Arc::new(rpc.clone())),
         btc_depth: 1,
         tls: Default::default(),
     }

@@ -288,6 +288,11 @@ fn node_error(method: &str) -> impl Fn(regtest::NodeError) -> RpcError + '_ {
 }
 
 impl NodeView {
+    /// This view as the handle a caller shares with others (the solvency watch holds one).
+    pub(crate) fn shared(self) -> Arc<dyn BitcoinNode> {
+        Arc::new(self)
+    }
+
     fn visible(&self, tip: u32) -> u32 {
         tip.saturating_sub(u32::try_from(self.lag.load(Ordering::SeqCst)).unwrap_or(u32::MAX))
     }
@@ -359,7 +364,14 @@ impl BitcoinNode for NodeView {
         if include_mempool && view.mempool().spender(outpoint).is_some() {
             return Ok(None);
         }
-        if let Some(coin) = view.index().coin(outpoint).filter(|c| c.height <= visible) {
+        // As of the visible block: unspent at the tip, or spent only in a block this node has
+        // not reached (the blocks it lacks undo those spends).
+        let index = view.index();
+        let unreached = (visible + 1..=index.height()).filter_map(|height| index.at(height));
+        let spent_later = || {
+            unreached.flat_map(|block| block.spent.iter()).find(|(spent, _)| spent == outpoint).map(|(_, coin)| coin)
+        };
+        if let Some(coin) = index.coin(outpoint).or_else(spent_later).filter(|c| c.height <= visible) {
             return Ok(Some(UnspentOutput {
                 confirmations: u64::from(visible - coin.height + 1),
                 value: coin.output.value,

@@ -54,7 +54,7 @@ impl World {
         let status = follower.status();
         self.confirmers[index].follower = Some(follower);
         self.confirmers[index].store = Some(store);
-        self.confirmers[index].watchman = Some(self.new_watchman(index));
+        self.confirmers[index].watchman = Some(self.new_watchman(index)?);
         self.confirmers[index].down_until = None;
         self.log(format!("confirmer {index} up: replayed {}, hard-final {}", status.replayed, status.hard_final));
         Ok(())

@@ -29,7 +29,9 @@ use crate::l1::{L1, L1_BLOCK_MS};
 const LEAVES_PER_TX: usize = 64;
 
 /// The Ethereum vault's ranges (first batch, last batch, withdrawals root), in order, as the
-/// EVM's vault took them, with when: a node that lags sees the vault as it was.
+/// EVM's vault took them, with when: a node that lags sees the vault as it was. Grows by at most
+/// one range a block, and a run is bounded (2.5 simulated hours, 750 blocks), so it is kept
+/// whole.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SimVault {
     ranges: Vec<(u64, u64, [u8; 32])>,
@@ -108,9 +110,12 @@ pub(crate) struct PendingSend {
 #[derive(Default)]
 pub(crate) struct EthChain {
     pub(crate) vault: SimVault,
-    /// Every leaf the vault paid, with when (simulated ms).
+    /// Every leaf the vault paid, with when (simulated ms). Bounded by the withdrawals a run's
+    /// users make (a few hundred), as the vault's own bitmap is.
     pub(crate) paid_at: BTreeMap<(u64, u32), u64>,
-    /// Sends waiting for the next block, in the order they came.
+    /// Sends waiting for the next block, in the order they came. Bounded: a turn awaits each
+    /// send's receipt before the next, so this holds one send per turn in flight (and one per
+    /// turn a crash dropped since the last block); every block takes them all.
     pub(crate) mempool: Vec<PendingSend>,
     /// What mined sends did since the simulator last took them.
     pub(crate) events: Vec<VaultEvent>,

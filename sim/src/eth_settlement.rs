@@ -36,6 +36,8 @@ const TURN_BLOCKS: u64 = 10;
 type Turn = Pin<Box<dyn Future<Output = (EthSettlement, Result<Vec<SettledRange>, SettleError>)>>>;
 
 /// The signing sessions a watchman's settlement asked for since the simulator last took them.
+/// Bounded: its one turn awaits each session's end before asking again, and every tick takes
+/// what was asked.
 type Wanted = Arc<Mutex<Vec<(Vec<SigningRequest>, SessionReply)>>>;
 
 /// A watchman's signer as its settlement sees it: a session on the simulated mesh, awaited to

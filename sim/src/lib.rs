@@ -22,6 +22,7 @@ mod checks;
 mod clock;
 mod confirmers;
 mod disk;
+mod duties;
 mod eth_chain;
 mod eth_reorg;
 mod eth_settlement;

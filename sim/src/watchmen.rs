@@ -29,6 +29,7 @@ use crate::SimError;
 use crate::btc_chain::BUMP_AFTER_BLOCKS;
 use crate::btc_payouts::DeferredSigner;
 use crate::byzantine::AttackKind;
+use crate::duties::DutyTurns;
 use crate::eth_chain::seen_at;
 use crate::eth_settlement::EthTurns;
 use crate::signing::WatchmanSigner;
@@ -43,7 +44,7 @@ pub const ASK_EVERY_MS: u64 = 60_000;
 /// signer. All live in memory, so a crash loses them (its nonces too) and a restart builds them
 /// again from the follower; its key share is on disk, so it survives.
 pub(crate) struct Watchman {
-    book: SettlementBook,
+    pub(crate) book: SettlementBook,
     pub(crate) signer: WatchmanSigner,
     /// Its Bitcoin payouts (the real loop, on its own node: btc_payouts.rs), once the vault has
     /// a Bitcoin key.
@@ -54,10 +55,12 @@ pub(crate) struct Watchman {
     pub(crate) bump_clock: Option<BumpClockTask>,
     /// Its Ethereum settlement (the real one, on its own node: eth_settlement.rs).
     pub(crate) eth: EthTurns,
+    /// Its duties and solvency guard (the real ones, on its own Bitcoin node: duties.rs).
+    pub(crate) duties: DutyTurns,
 }
 
 impl World {
-    pub(crate) fn new_watchman(&mut self, index: usize) -> Watchman {
+    pub(crate) fn new_watchman(&mut self, index: usize) -> Result<Watchman, SimError> {
         let book = SettlementBook::default();
         let mut policy = ReplayPolicy::new(book.clone(), Some(self.vault_domain()));
         let (mut btc, mut bump_clock) = (None, None);
@@ -74,14 +77,15 @@ impl World {
             );
         }
         let policy = std::sync::Arc::new(policy);
-        Watchman {
+        Ok(Watchman {
+            duties: self.new_duties(index)?,
             signer: self.new_signer(index, policy),
             eth: self.new_eth_settlement(index, book.clone()),
             book,
             btc,
             btc_signer: DeferredSigner::default(),
             bump_clock,
-        }
+        })
     }
 }
 

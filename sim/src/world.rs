@@ -350,6 +350,7 @@ impl World {
         }
         self.run_mesh();
         self.settle_ethereum(now.is_multiple_of(L1_BLOCK_MS)).await?;
+        self.duty_turns().await?;
         if now.is_multiple_of(ASK_EVERY_MS) {
             self.ask_watchmen().await?;
             self.pay_bitcoin().await?;

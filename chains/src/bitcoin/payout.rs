@@ -56,6 +56,11 @@ impl PayoutBroadcaster {
         PayoutBroadcaster { node: Arc::new(node), keys: VaultKeys::genesis(vault), network }
     }
 
+    /// [`PayoutBroadcaster::new`] over a node handle shared with other callers.
+    pub fn shared(node: Arc<dyn BitcoinNode>, vault: BtcVaultParams, network: BtcNetwork) -> Self {
+        PayoutBroadcaster { node, keys: VaultKeys::genesis(vault), network }
+    }
+
     /// The node this broadcaster asks, shared: for a caller that asks it more than payout
     /// status (the watchman's payout loop reads the tip height), without a second handle.
     pub fn node(&self) -> &Arc<dyn BitcoinNode> {

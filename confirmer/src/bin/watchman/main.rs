@@ -271,7 +271,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let watch = confirmer::solvency::SolvencyWatch {
         eth_rpc: config.ethereum.as_ref().map(|e| e.rpc.clone()),
-        btc_rpc: btc_rpc.clone(),
+        btc: btc_rpc.clone().map(|rpc| Arc::new(rpc) as Arc<dyn chains::bitcoin::BitcoinNode>),
         btc_depth: config.bitcoin.as_ref().map_or(1, |b| b.depth),
         tls: tls.clone(),
     };
