@@ -97,7 +97,7 @@ fn a_dkg_that_does_not_check_the_echo_is_found() {
 #[test]
 fn a_watchman_whose_view_of_the_vault_never_goes_back_is_found() {
     // A real bug the simulator found (an Ethereum reorg dropped a range; no watchman signed it
-    // again), kept planted so the simulator is shown to find it: quick seed 2 does today.
+    // again), kept planted so the simulator is shown to find it: quick seed 20 does today.
     assert_found(PlantedBug::VaultViewNeverGoesBack, None, 30, &["settlement-liveness", "payout-liveness"]);
 }
 
