@@ -324,14 +324,14 @@ impl SolvencyGuard {
             let latest = follower.da().latest().await.map_err(da)?.max(latest);
             report.extend(ethereum_at(state, &snapshot, status.replayed, latest));
         }
+        let mut unjudged = None;
         if let (Some(node), Some(vault)) = (&self.watch.btc, state.params().btc_vault) {
             let standing = self.watch.bitcoin(node, state, vault).await;
             match standing.map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })? {
                 BitcoinStanding::Judged(asset) => report.push(asset),
-                // Like a replay waiting for its node: nothing is judged until the node catches up.
                 BitcoinStanding::NodeBehind { tip, needed, unseen } => {
                     metrics::counter!("bridge_solvency_unjudged_total", "chain" => "bitcoin").increment(1);
-                    return Ok(Err(BitcoinStanding::behind(tip, needed, unseen)));
+                    unjudged = Some(BitcoinStanding::behind(tip, needed, unseen));
                 }
             }
         }
@@ -339,6 +339,41 @@ impl SolvencyGuard {
             metrics::gauge!("bridge_solvency_shortfall", "asset" => entry.asset.to_string())
                 .set(entry.shortfall() as f64);
         }
-        Ok(Ok(report))
+        Ok(with_unjudged(report, unjudged))
+    }
+}
+
+/// One check's outcome when a chain could not be judged (`unjudged`, why): a shortfall on the
+/// chains that were judged still counts, so a lagging Bitcoin node never hides an Ethereum
+/// shortfall; without one, the check is not judged (a vault that looks whole only because a
+/// chain was skipped is not called solvent).
+fn with_unjudged(report: Vec<AssetSolvency>, unjudged: Option<String>) -> Result<Vec<AssetSolvency>, String> {
+    match unjudged {
+        Some(why) if report.iter().all(|a| a.shortfall() == 0) => Err(why),
+        _ => Ok(report),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth(owed: u128, held: u128) -> AssetSolvency {
+        AssetSolvency { asset: AssetId::Eth, owed, held, paid_ahead: 0, detail: None }
+    }
+
+    #[test]
+    fn a_lagging_bitcoin_node_does_not_hide_an_ethereum_shortfall() {
+        let behind = Some("the Bitcoin node's tip 5 is behind the ledger".to_owned());
+        let report = with_unjudged(vec![eth(100, 60)], behind).unwrap();
+        assert_eq!(report[0].shortfall(), 40);
+    }
+
+    #[test]
+    fn with_a_chain_unjudged_a_whole_vault_elsewhere_is_not_called_solvent() {
+        let behind = Some("behind".to_owned());
+        assert_eq!(with_unjudged(vec![eth(100, 100)], behind), Err("behind".to_owned()));
+        assert_eq!(with_unjudged(vec![], Some("behind".to_owned())), Err("behind".to_owned()));
+        assert_eq!(with_unjudged(vec![eth(100, 100)], None), Ok(vec![eth(100, 100)]));
     }
 }
