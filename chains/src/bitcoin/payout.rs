@@ -149,7 +149,7 @@ pub async fn holdings(node: &dyn BitcoinNode, outputs: &[bridge::VaultUtxo], dep
             // Another amount at the ledger's outpoint is wrong however far the node is.
             Some(_) => holdings.missing.push(utxo.outpoint),
             None => {
-                let needed = utxo.height.saturating_add(u64::from(depth.max(1))).saturating_sub(1);
+                let needed = super::verify::tip_at_depth(utxo.height, depth.max(1));
                 if tip < needed {
                     holdings.unseen.push(utxo.outpoint);
                     holdings.needed = holdings.needed.max(needed);

@@ -40,6 +40,13 @@ pub enum DepositStatus {
     },
 }
 
+/// The tip at which a fact in block `height` has `depth` confirmations: a node below it may only
+/// lag; one at or past it that lacks the fact shows it absent. The deposit check and the
+/// solvency watch ([`super::holdings`]) both judge by it.
+pub fn tip_at_depth(height: u64, depth: u32) -> u64 {
+    height.saturating_add(u64::from(depth)).saturating_sub(1)
+}
+
 /// Checks Bitcoin deposits against a node: Core in production.
 #[derive(Debug, Clone)]
 pub struct DepositChecker {
@@ -57,9 +64,8 @@ impl DepositChecker {
         Self { node: Arc::new(node), network, group_key, depth }
     }
 
-    /// The tip at which a fact in block `height` has `depth` confirmations.
     fn needed(&self, height: u64) -> u64 {
-        height.saturating_add(u64::from(self.depth)).saturating_sub(1)
+        tip_at_depth(height, self.depth)
     }
 
     /// What an unknown txid means: this node may lag (its tip is below `needed`), or it is past
