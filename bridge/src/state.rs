@@ -40,6 +40,8 @@ pub enum StateKey {
     BtcCounters = 6,
     /// Value: borsh(`KeyEpoch`): the group key of this epoch (1 and up), from a `KeyRotation`.
     GroupKey(u64) = 7,
+    /// Value: the highest L1 block a credited deposit of this asset names, `u64` little-endian.
+    DepositHeight(AssetId) = 8,
 }
 
 /// The sequence numbers of the Bitcoin queue and of payout plans; both start at 1.
@@ -89,6 +91,7 @@ enum Undo {
     Counters(BtcCounters),
     OpenTxs(u32),
     KeyEpoch(u64, Option<KeyEpoch>),
+    DepositHeight(AssetId, Option<u64>),
     /// The key was not dirty before: a rollback takes it back out, so that a refused batch
     /// leaves the dirty set as it found it (a snapshot needs it empty between batches).
     Dirty(StateKey),
@@ -100,7 +103,8 @@ pub(crate) struct Changes {
     pub balances: Vec<(Address, AssetId, Amount)>,
     pub nonce: Option<(Address, u64)>,
     pub credited: Option<L1Ref>,
-    pub deposited: Option<(AssetId, Amount)>,
+    /// The asset, the amount, and the L1 block the deposit names.
+    pub deposited: Option<(AssetId, Amount, u64)>,
     pub withdrawn: Option<(AssetId, Amount)>,
     /// Outputs the vault now holds (a Bitcoin deposit, a confirmed payout's change).
     pub utxos_added: Vec<VaultUtxo>,
@@ -129,6 +133,8 @@ pub struct State {
     btc_counters: BtcCounters,
     /// The group keys after the genesis key, by epoch (see [`crate::rotation`]).
     key_epochs: BTreeMap<u64, KeyEpoch>,
+    /// Per asset, the highest L1 block a credited deposit names (see [`State::deposit_height`]).
+    deposit_heights: BTreeMap<AssetId, u64>,
     /// Entries written since the commitment was last updated.
     dirty: BTreeSet<StateKey>,
     journal: Option<Vec<Undo>>,
@@ -156,6 +162,7 @@ impl State {
             btc_plans: BTreeMap::new(),
             btc_counters: BtcCounters::default(),
             key_epochs: BTreeMap::new(),
+            deposit_heights: BTreeMap::new(),
             dirty: BTreeSet::new(),
             journal: None,
             commitment: Commitment::default(),
@@ -214,6 +221,14 @@ impl State {
 
     pub fn supplies(&self) -> impl Iterator<Item = (&AssetId, &Supply)> {
         self.supply.iter()
+    }
+
+    /// The highest L1 block a credited deposit of `asset` names (0 before the first). A view of
+    /// the vault at an earlier block may lack deposits this ledger counts, so the solvency
+    /// watch does not judge the asset against it: "not seen yet" is not "absent". Committed
+    /// (`StateKey::DepositHeight`), so a snapshot cannot lie about it.
+    pub fn deposit_height(&self, asset: &AssetId) -> u64 {
+        self.deposit_heights.get(asset).copied().unwrap_or(0)
     }
 
     /// The outputs the Bitcoin vault holds and has not planned to spend, in outpoint order.
@@ -282,7 +297,8 @@ impl State {
             .chain(self.btc_queue.keys().map(|q| StateKey::BtcQueued(*q)))
             .chain(self.btc_plans.keys().map(|p| StateKey::BtcPlan(*p)))
             .chain(std::iter::once(StateKey::BtcCounters))
-            .chain(self.key_epochs.keys().map(|e| StateKey::GroupKey(*e)));
+            .chain(self.key_epochs.keys().map(|e| StateKey::GroupKey(*e)))
+            .chain(self.deposit_heights.keys().map(|a| StateKey::DepositHeight(*a)));
         let mut entries: Vec<(StateKey, Vec<u8>)> = keys
             .filter(|key| self.commitment.contains(key_hash(&to_bytes(key))))
             .filter_map(|key| self.entry_value(&key).map(|value| (key, value)))
@@ -311,10 +327,16 @@ impl State {
             self.record(Undo::Credited(l1_ref));
             self.mark_dirty(StateKey::Deposit(l1_ref));
         }
-        if let Some((asset, amount)) = changes.deposited {
+        if let Some((asset, amount, height)) = changes.deposited {
             self.update_supply(asset, |s| {
                 s.deposited = s.deposited.checked_add(amount).expect_invariant("deposited overflow")
             });
+            let old = self.deposit_heights.get(&asset).copied();
+            if old.is_none_or(|old| height > old) {
+                self.deposit_heights.insert(asset, height);
+                self.record(Undo::DepositHeight(asset, old));
+                self.mark_dirty(StateKey::DepositHeight(asset));
+            }
         }
         if let Some((asset, amount)) = changes.withdrawn {
             self.update_supply(asset, |s| {
@@ -465,6 +487,7 @@ impl State {
                 Undo::Counters(old) => self.btc_counters = old,
                 Undo::OpenTxs(old) => self.open_txs = old,
                 Undo::KeyEpoch(epoch, old) => restore(&mut self.key_epochs, epoch, old),
+                Undo::DepositHeight(asset, old) => restore(&mut self.deposit_heights, asset, old),
                 Undo::Dirty(key) => {
                     self.dirty.remove(&key);
                 }
@@ -513,6 +536,7 @@ impl State {
             StateKey::BtcPlan(id) => self.btc_plans.get(id).map(to_bytes),
             StateKey::BtcCounters => Some(to_bytes(&self.btc_counters)),
             StateKey::GroupKey(epoch) => self.key_epochs.get(epoch).map(to_bytes),
+            StateKey::DepositHeight(asset) => self.deposit_heights.get(asset).map(|h| h.to_le_bytes().to_vec()),
         }
     }
 
@@ -544,6 +568,9 @@ impl State {
         bytes.extend(to_bytes(&self.btc_counters));
         for (epoch, key) in &self.key_epochs {
             bytes.extend(to_bytes(&(epoch, key)));
+        }
+        for (asset, height) in &self.deposit_heights {
+            bytes.extend(to_bytes(&(asset, height)));
         }
         bytes.extend(self.state_root());
         bytes.extend(to_bytes(&(self.head.next_number, self.head.last_hash, self.head.last_timestamp, self.open_txs)));

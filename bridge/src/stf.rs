@@ -381,7 +381,7 @@ fn check_deposit(state: &State, d: &Deposit, owner: VaultOwner) -> Result<Change
     let mut ledger = Ledger::new(state);
     ledger.credit(d.account, d.asset, d.amount)?;
     ledger.changes.credited = Some(d.l1_ref);
-    ledger.changes.deposited = Some((d.asset, d.amount));
+    ledger.changes.deposited = Some((d.asset, d.amount, d.l1_height));
     if let L1Ref::Bitcoin { txid, vout } = d.l1_ref {
         // A Bitcoin deposit is an output of the vault, spendable by the account's tweaked key.
         let amount_sat = u64::try_from(d.amount.units()).map_err(|_| TxError::Overflow)?;

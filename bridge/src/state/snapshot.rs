@@ -24,8 +24,8 @@ use crate::network::NetworkParams;
 use crate::rotation::KeyEpoch;
 
 /// The version of the snapshot layout; a reader refuses any other. 2: a `VaultUtxo` carries
-/// the height of the block it came from.
-pub const SNAPSHOT_VERSION: u16 = 2;
+/// the height of the block it came from; 3: the entries include each asset's `DepositHeight`.
+pub const SNAPSHOT_VERSION: u16 = 3;
 /// The first bytes of an encoded snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"BRSS";
 /// The largest decompressed snapshot accepted (4 GiB): 10^7 accounts with two assets each are
@@ -153,6 +153,8 @@ impl State {
         entries.extend(self.btc_queue.iter().map(|(q, w)| (StateKey::BtcQueued(*q), to_bytes(w))));
         entries.extend(self.btc_plans.iter().map(|(p, plan)| (StateKey::BtcPlan(*p), to_bytes(plan))));
         entries.extend(self.key_epochs.iter().map(|(e, key)| (StateKey::GroupKey(*e), to_bytes(key))));
+        entries
+            .extend(self.deposit_heights.iter().map(|(a, h)| (StateKey::DepositHeight(*a), h.to_le_bytes().to_vec())));
         if self.commitment.contains(key_hash(&to_bytes(&StateKey::BtcCounters))) {
             entries.push((StateKey::BtcCounters, to_bytes(&self.btc_counters)));
         }
@@ -281,6 +283,13 @@ impl State {
                     return Err(fail("epoch 0 is the network's own key, never an entry".into()));
                 }
                 self.key_epochs.insert(*epoch, from_bytes::<KeyEpoch>(value).map_err(|e| fail(e.to_string()))?);
+            }
+            StateKey::DepositHeight(asset) => {
+                let bytes = <[u8; 8]>::try_from(value).map_err(|_| fail("a deposit height is 8 bytes".into()))?;
+                if self.params.asset(asset).is_none() {
+                    return Err(fail("the network has no such asset".into()));
+                }
+                self.deposit_heights.insert(*asset, u64::from_le_bytes(bytes));
             }
         }
         Ok(())

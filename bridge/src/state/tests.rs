@@ -26,10 +26,15 @@ fn params() -> NetworkParams {
 
 /// A credit of `amount` to `account`, as a deposit writes it.
 fn credit(state: &State, account: Address, amount: u128) -> Changes {
+    credit_at(state, account, amount, 0)
+}
+
+/// A credit of `amount` to `account` by a deposit that names L1 block `height`.
+fn credit_at(state: &State, account: Address, amount: u128, height: u64) -> Changes {
     let balance = state.balance(&account, &AssetId::Eth).checked_add(Amount(amount)).unwrap();
     Changes {
         balances: vec![(account, AssetId::Eth, balance)],
-        deposited: Some((AssetId::Eth, Amount(amount))),
+        deposited: Some((AssetId::Eth, Amount(amount), height)),
         ..Changes::default()
     }
 }
@@ -52,6 +57,28 @@ fn a_rollback_takes_back_the_keys_it_made_dirty_and_only_those() {
     state.write(credit(&state, alice, 7));
     state.write(credit(&state, bob, 3));
     state.rollback();
-    assert_eq!(state.dirty.iter().copied().collect::<Vec<_>>(), vec![StateKey::Balance(alice, AssetId::Eth)]);
+    assert_eq!(
+        state.dirty.iter().copied().collect::<Vec<_>>(),
+        vec![StateKey::Balance(alice, AssetId::Eth), StateKey::DepositHeight(AssetId::Eth)]
+    );
     assert_eq!(state.balance(&alice, &AssetId::Eth), Amount(5));
+}
+
+/// The solvency watch reads the deposit height to know which view of the vault may judge the
+/// asset: it is the highest block any credited deposit names (a later deposit from an earlier
+/// block, as a reorg may move one, does not lower it), and a rollback restores it.
+#[test]
+fn the_deposit_height_is_the_highest_block_a_credited_deposit_names() {
+    let alice = Address([0xa1; 20]);
+    let mut state = State::genesis(params());
+    assert_eq!(state.deposit_height(&AssetId::Eth), 0);
+    state.write(credit_at(&state, alice, 5, 120));
+    state.write(credit_at(&state, alice, 5, 90));
+    assert_eq!(state.deposit_height(&AssetId::Eth), 120);
+    state.begin();
+    state.write(credit_at(&state, alice, 5, 200));
+    assert_eq!(state.deposit_height(&AssetId::Eth), 200);
+    assert!(state.dirty.contains(&StateKey::DepositHeight(AssetId::Eth)));
+    state.rollback();
+    assert_eq!(state.deposit_height(&AssetId::Eth), 120);
 }
