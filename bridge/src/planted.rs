@@ -50,6 +50,10 @@ pub enum PlantedBug {
     /// node has not reached the block the ledger took it from: a lagging node halts an honest
     /// watchman (a real bug the simulator found, kept planted).
     UnseenOutputIsMissing,
+    /// The solvency watch judges an Ethereum asset against a view of the vault from a block
+    /// below deposits the ledger credited: a node that fell behind halts an honest watchman (a
+    /// real bug the simulator found, kept planted).
+    UnseenDepositJudged,
 }
 
 thread_local! {

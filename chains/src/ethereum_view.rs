@@ -36,6 +36,15 @@ pub struct VaultSnapshot {
     pub paid_after: PaidByBatch,
 }
 
+/// The vault read at one block, as the solvency guard asks for it: the binary's [`VaultView`]
+/// over JSON-RPC, the simulator's view of its in-process chain.
+#[async_trait::async_trait]
+pub trait VaultSnapshots: Send + Sync + std::fmt::Debug {
+    /// The vault's holdings of ether and `tokens`, and its payouts for batches after `after`,
+    /// all at one block.
+    async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultSnapshot, String>;
+}
+
 /// Reads the vault at the last final block (by the node's `finalized` tag or a depth below the
 /// head, see [`Confirmation`]), remembering the payouts it has scanned so each check reads
 /// only the blocks since the last one.
@@ -72,10 +81,11 @@ impl VaultView {
             paid: BTreeMap::new(),
         })
     }
+}
 
-    /// The vault's holdings of ether and `tokens`, and its payouts for batches after `after`,
-    /// all at one block.
-    pub async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultSnapshot, String> {
+#[async_trait::async_trait]
+impl VaultSnapshots for VaultView {
+    async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultSnapshot, String> {
         let node = |e: alloy::transports::TransportError| format!("the Ethereum node: {e}");
         let block = self.confirmation.safe_height(&self.provider).await.map_err(node)?.safe.unwrap_or(0);
         while self.next_block <= block {

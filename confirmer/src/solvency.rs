@@ -8,7 +8,9 @@
 //! Ethereum check is the weaker `held ≥ balances`. What is held: the vault contract's balance of
 //! each Ethereum asset; on Bitcoin, the vault outputs the ledger records that the chain has
 //! unspent (deposits the ledger has not credited yet are not counted). An output the node lacks
-//! from a block it has not reached is not judged at all: the node may only lag.
+//! from a block it has not reached is not judged at all: the node may only lag. Likewise an
+//! Ethereum asset is not judged against a view of the vault from below the last block the
+//! ledger credited a deposit of it from (`State::deposit_height`).
 //!
 //! Judged at a consistent point ([`SolvencyGuard`]): only once the replay has caught up with the
 //! DA (a restart replaying its backlog compares an old ledger with today's vault), with the
@@ -20,7 +22,7 @@ use bridge::{AssetId, Chain, State};
 use std::sync::Arc;
 
 use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutStatus};
-use chains::ethereum_view::{VaultSnapshot, VaultView};
+use chains::ethereum_view::{VaultSnapshot, VaultSnapshots, VaultView};
 
 use crate::follower::Follower;
 
@@ -215,6 +217,23 @@ pub fn ethereum_at(state: &State, snapshot: &VaultSnapshot, replayed: u64, da_la
     report
 }
 
+/// The Ethereum assets the ledger credited deposits of from blocks after the snapshot's, each
+/// with the highest such block: the vault as read may lack those deposits only because the node
+/// is behind (a backend that fell back, a restart still syncing), so these assets are not judged
+/// against it. "Not seen yet" is not "absent".
+pub fn ethereum_unseen(state: &State, snapshot: &VaultSnapshot) -> Vec<(AssetId, u64)> {
+    #[cfg(feature = "planted-bugs")]
+    if bridge::planted::active(bridge::planted::PlantedBug::UnseenDepositJudged) {
+        return Vec::new();
+    }
+    state
+        .supplies()
+        .filter(|(asset, _)| asset.chain() == Chain::Ethereum)
+        .map(|(asset, _)| (*asset, state.deposit_height(asset)))
+        .filter(|(_, height)| *height > snapshot.block)
+        .collect()
+}
+
 /// What the guard concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -231,7 +250,7 @@ pub enum Verdict {
 pub struct SolvencyGuard {
     watch: SolvencyWatch,
     /// The Ethereum vault's holdings and payouts, read at one block; `None`: Ethereum unwatched.
-    eth: Option<VaultView>,
+    eth: Option<Box<dyn VaultSnapshots>>,
 }
 
 /// Checks in a row a shortfall must be seen in before it halts anything: a Bitcoin payout can
@@ -249,13 +268,19 @@ impl SolvencyGuard {
         vault: bridge::Address,
     ) -> Result<Self, SolvencyError> {
         let eth = match &watch.eth_rpc {
-            Some(url) => Some(
+            Some(url) => Some(Box::new(
                 VaultView::connect(url, &watch.tls, vault, eth_confirmation, eth_from_block)
                     .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?,
-            ),
+            ) as Box<dyn VaultSnapshots>),
             None => None,
         };
         Ok(SolvencyGuard { watch, eth })
+    }
+
+    /// A guard reading the Ethereum vault through `eth` (the simulator's chain) instead of a
+    /// node at `watch.eth_rpc`; `None`: Ethereum unwatched.
+    pub fn with_vault(watch: SolvencyWatch, eth: Option<Box<dyn VaultSnapshots>>) -> Self {
+        SolvencyGuard { watch, eth }
     }
 
     /// Judges `follower`'s replay if it has caught up with the DA (or stopped at an alarm) and
@@ -310,6 +335,8 @@ impl SolvencyGuard {
         }
         let state = follower.state();
         let mut report = Vec::new();
+        // Why a chain (or some of its assets) is not judged now.
+        let mut unjudged = Vec::new();
         if let Some(view) = &mut self.eth {
             let tokens: Vec<bridge::Address> = state
                 .supplies()
@@ -322,16 +349,27 @@ impl SolvencyGuard {
                 .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?;
             // Batches published since `latest` was read may have been paid already.
             let latest = follower.da().latest().await.map_err(da)?.max(latest);
-            report.extend(ethereum_at(state, &snapshot, status.replayed, latest));
+            let unseen = ethereum_unseen(state, &snapshot);
+            let judged = ethereum_at(state, &snapshot, status.replayed, latest);
+            report.extend(judged.into_iter().filter(|a| unseen.iter().all(|(asset, _)| *asset != a.asset)));
+            if !unseen.is_empty() {
+                metrics::counter!("bridge_solvency_unjudged_total", "chain" => "ethereum").increment(1);
+                let assets: Vec<String> =
+                    unseen.iter().map(|(asset, height)| format!("{asset} from block {height}")).collect();
+                unjudged.push(format!(
+                    "the Ethereum node's block {} is behind the ledger, which credited deposits of {}",
+                    snapshot.block,
+                    assets.join(", ")
+                ));
+            }
         }
-        let mut unjudged = None;
         if let (Some(node), Some(vault)) = (&self.watch.btc, state.params().btc_vault) {
             let standing = self.watch.bitcoin(node, state, vault).await;
             match standing.map_err(|reason| SolvencyError { chain: Chain::Bitcoin, reason })? {
                 BitcoinStanding::Judged(asset) => report.push(asset),
                 BitcoinStanding::NodeBehind { tip, needed, unseen } => {
                     metrics::counter!("bridge_solvency_unjudged_total", "chain" => "bitcoin").increment(1);
-                    unjudged = Some(BitcoinStanding::behind(tip, needed, unseen));
+                    unjudged.push(BitcoinStanding::behind(tip, needed, unseen));
                 }
             }
         }
@@ -343,15 +381,12 @@ impl SolvencyGuard {
     }
 }
 
-/// One check's outcome when a chain could not be judged (`unjudged`, why): a shortfall on the
-/// chains that were judged still counts, so a lagging Bitcoin node never hides an Ethereum
-/// shortfall; without one, the check is not judged (a vault that looks whole only because a
-/// chain was skipped is not called solvent).
-fn with_unjudged(report: Vec<AssetSolvency>, unjudged: Option<String>) -> Result<Vec<AssetSolvency>, String> {
-    match unjudged {
-        Some(why) if report.iter().all(|a| a.shortfall() == 0) => Err(why),
-        _ => Ok(report),
-    }
+/// One check's outcome when assets could not be judged (`unjudged`: why, for each chain): a
+/// shortfall among the assets that were judged still counts, so a lagging node on one chain
+/// never hides a shortfall on the other; without one, the check is not judged (a vault that
+/// looks whole only because assets were skipped is not called solvent).
+fn with_unjudged(report: Vec<AssetSolvency>, unjudged: Vec<String>) -> Result<Vec<AssetSolvency>, String> {
+    if unjudged.is_empty() || report.iter().any(|a| a.shortfall() > 0) { Ok(report) } else { Err(unjudged.join("; ")) }
 }
 
 #[cfg(test)]
@@ -364,16 +399,18 @@ mod tests {
 
     #[test]
     fn a_lagging_bitcoin_node_does_not_hide_an_ethereum_shortfall() {
-        let behind = Some("the Bitcoin node's tip 5 is behind the ledger".to_owned());
+        let behind = vec!["the Bitcoin node's tip 5 is behind the ledger".to_owned()];
         let report = with_unjudged(vec![eth(100, 60)], behind).unwrap();
         assert_eq!(report[0].shortfall(), 40);
     }
 
     #[test]
     fn with_a_chain_unjudged_a_whole_vault_elsewhere_is_not_called_solvent() {
-        let behind = Some("behind".to_owned());
-        assert_eq!(with_unjudged(vec![eth(100, 100)], behind), Err("behind".to_owned()));
-        assert_eq!(with_unjudged(vec![], Some("behind".to_owned())), Err("behind".to_owned()));
-        assert_eq!(with_unjudged(vec![eth(100, 100)], None), Ok(vec![eth(100, 100)]));
+        let behind = vec!["behind".to_owned()];
+        assert_eq!(with_unjudged(vec![eth(100, 100)], behind.clone()), Err("behind".to_owned()));
+        assert_eq!(with_unjudged(vec![], behind), Err("behind".to_owned()));
+        assert_eq!(with_unjudged(vec![eth(100, 100)], Vec::new()), Ok(vec![eth(100, 100)]));
+        let both = vec!["eth behind".to_owned(), "btc behind".to_owned()];
+        assert_eq!(with_unjudged(vec![], both), Err("eth behind; btc behind".to_owned()));
     }
 }

@@ -20,7 +20,7 @@ use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{AssetId, Chain, State, Tx, UserTx, Withdraw};
 use chains::da::{DataAvailability, DirDa};
 use chains::ethereum::{Confirmation, EthDepositVerifier, deposit_from_log};
-use chains::ethereum_view::VaultView;
+use chains::ethereum_view::{VaultSnapshots, VaultView};
 use common::coordinator_api::{balance, until};
 use common::*;
 use confirmer::alarm::AlarmKind;
@@ -316,6 +316,62 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
             assert!(why.contains("the DA does not have"), "{why}");
         }
         other => panic!("a drained vault was judged {other:?}"),
+    }
+}
+
+/// A watchman's Ethereum node falls behind after its replay credited a deposit (a load-balanced
+/// provider whose backend lags; here a view ten blocks below the head): the vault read there
+/// lacks the deposit. That is "not seen yet", never a shortfall: the guard does not judge ether
+/// below the block the ledger's deposits name, and judges it whole once its view is past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_view_below_a_credited_deposit_is_not_judged_and_halts_no_one() {
+    let setup = Setup::new().await.unwrap();
+    mine(&setup, 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params();
+    p.eth_vault = from_alloy(setup.vault_address());
+    p.chain_id = setup.chain_id;
+    let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
+    let receipt = setup
+        .vault
+        .depositETH(to_alloy(wallet(1).address()))
+        .value(U256::from(1_000_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let height = receipt.block_number.unwrap();
+    let deposit = deposit_from_log(&receipt.inner.logs()[0], 0, height).unwrap();
+    mine(&setup, 1).await;
+    let mut state = State::genesis(p.clone());
+    let mut builder = BatchBuilder::new(&state);
+    builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
+    da.publish(&builder.seal(&mut state, 1, &key()).unwrap().batch).await.unwrap();
+    let mut watchman = open_follower(dir.path(), &p, "watchman.db", &setup.anvil.url()).await;
+    watchman.step(64).await.unwrap();
+    assert_eq!(watchman.status().replayed, 1);
+    assert_eq!(watchman.state().deposit_height(&AssetId::Eth), height);
+
+    let watch = SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc: None, btc_depth: 1, tls: Default::default() };
+    // The view ten blocks down holds nothing yet: as a balance, a shortfall of the whole deposit.
+    let mut behind =
+        VaultView::connect(&setup.anvil.url(), &Default::default(), p.eth_vault, Confirmation::Depth(10), 0).unwrap();
+    let snapshot = behind.snapshot(&[], 1).await.unwrap();
+    assert!(snapshot.block < height, "the view reads block {} (deposit at {height})", snapshot.block);
+    assert_eq!(ethereum_at(watchman.state(), &snapshot, 1, 1)[0].shortfall(), 1_000_000);
+    assert_eq!(confirmer::solvency::ethereum_unseen(watchman.state(), &snapshot), vec![(AssetId::Eth, height)]);
+    let mut guard = SolvencyGuard::with_vault(watch.clone(), Some(Box::new(behind)));
+    match guard.judge(&watchman).await.unwrap() {
+        Verdict::NotJudged(why) => assert!(why.contains("behind the ledger"), "{why}"),
+        other => panic!("a view below a credited deposit was judged: {other:?}"),
+    }
+    // Caught up, it judges, and the vault is whole.
+    let mut guard = SolvencyGuard::new(watch, Confirmation::Depth(1), 0, p.eth_vault).unwrap();
+    match guard.judge(&watchman).await.unwrap() {
+        Verdict::Solvent(report) => assert_eq!((report[0].owed, report[0].held), (1_000_000, 1_000_000)),
+        other => panic!("a synced view was judged {other:?}"),
     }
 }
 

@@ -78,6 +78,15 @@ impl World {
                     ),
                 ));
             }
+            // The chain's record of payouts, from which a lagging node's view of the vault is
+            // rebuilt (eth_vault_view.rs), is what the vault paid.
+            let recorded: u128 = self.eth_chain().paid_at.values().map(|leaf| leaf.wei).sum();
+            if recorded != self.paid_wei {
+                found.push((
+                    "solvency",
+                    format!("the chain records payouts of {recorded} wei, but the vault paid {}", self.paid_wei),
+                ));
+            }
             if let Some(sequencer) = &self.coordinator.sequencer
                 && honest
                 && self.paid_wei > sequencer.state().supply(&AssetId::Eth).withdrawn.0

@@ -1,22 +1,20 @@
 //! Every running watchman's duty turn, as the binary's `OnDuty` runs it: the real [`Duties`]
 //! decides when solvency is judged (the first turn and every tenth after), and the real
-//! [`SolvencyGuard`] judges the watchman's own replay against its own Bitcoin node, which lags
-//! and falls back when its backend does (a fault). A shortfall halts the watchman's signing
-//! through its book, as in the binary.
+//! [`SolvencyGuard`] judges the watchman's own replay against its own Bitcoin and Ethereum
+//! nodes, which lag and fall back when their backends do (a fault). A shortfall halts the
+//! watchman's signing through its book, as in the binary.
 //!
 //! `no-false-halt`: while the coordinator is honest, no watchman halts. A node that has not
 //! reached a block the ledger names must read as "not seen yet", never as a robbed vault; one
 //! halted watchman is one signer fewer, and lagging backends shared by several would stop every
 //! payout.
-//!
-//! Not judged here: the Ethereum vault (the guard's view of it reads a node over JSON-RPC, which
-//! the simulated Ethereum does not serve).
 
 use confirmer::solvency::{SolvencyGuard, SolvencyWatch, Verdict};
 use confirmer::watchman::Duties;
 use confirmer::watchman::duties::Judged;
 
 use crate::SimError;
+use crate::eth_vault_view::SimVaultView;
 use crate::l1::L1_BLOCK_MS;
 use crate::world::World;
 
@@ -30,7 +28,7 @@ pub(crate) struct DutyTurns {
 }
 
 impl World {
-    /// Watchman `index`'s duties as its binary builds them, on its own Bitcoin node.
+    /// Watchman `index`'s duties as its binary builds them, on its own Bitcoin and Ethereum nodes.
     pub(crate) fn new_duties(&self, index: usize) -> Result<DutyTurns, SimError> {
         let watch = SolvencyWatch {
             eth_rpc: None,
@@ -38,8 +36,16 @@ impl World {
             btc_depth: crate::btc_chain::BTC_DEPTH as u32,
             tls: Default::default(),
         };
-        let guard = SolvencyGuard::new(watch, chains::ethereum::Confirmation::Depth(0), 0, self.params.eth_vault)
-            .map_err(SimError::role("the solvency guard"))?;
+        // The vault as this watchman's Ethereum node shows it (the binary reads it over JSON-RPC).
+        let eth = self.evm.is_some().then(|| {
+            Box::new(SimVaultView {
+                chain: self.eth.clone(),
+                l1: self.l1.clone(),
+                now_ms: self.now_ms.clone(),
+                lag_blocks: self.confirmers[index].lag_blocks.clone(),
+            }) as Box<dyn chains::ethereum_view::VaultSnapshots>
+        });
+        let guard = SolvencyGuard::with_vault(watch, eth);
         Ok(DutyTurns { duties: Duties::new(false), guard, last_unjudged: None })
     }
 

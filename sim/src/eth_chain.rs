@@ -69,6 +69,14 @@ pub(crate) fn seen_at(now_ms: u64, lag_blocks: u64) -> u64 {
     now_ms.saturating_sub(lag_blocks.saturating_mul(L1_BLOCK_MS))
 }
 
+/// A leaf the vault paid: when (simulated ms) and how much ether (the simulated vault pays
+/// ether only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PaidLeaf {
+    pub(crate) at_ms: u64,
+    pub(crate) wei: u128,
+}
+
 /// What a mined send did, kept for the simulator's checks.
 #[derive(Debug, Clone)]
 pub(crate) enum VaultEvent {
@@ -110,9 +118,9 @@ pub(crate) struct PendingSend {
 #[derive(Default)]
 pub(crate) struct EthChain {
     pub(crate) vault: SimVault,
-    /// Every leaf the vault paid, with when (simulated ms). Bounded by the withdrawals a run's
+    /// Every leaf the vault paid, with when and how much. Bounded by the withdrawals a run's
     /// users make (a few hundred), as the vault's own bitmap is.
-    pub(crate) paid_at: BTreeMap<(u64, u32), u64>,
+    pub(crate) paid_at: BTreeMap<(u64, u32), PaidLeaf>,
     /// Sends waiting for the next block, in the order they came. Bounded: a turn awaits each
     /// send's receipt before the next, so this holds one send per turn in flight (and one per
     /// turn a crash dropped since the last block); every block takes them all.
@@ -170,7 +178,7 @@ impl EthChain {
         };
         if let Ok(settled) = &outcome {
             for (batch, index, recipient, wei) in &settled.paid {
-                self.paid_at.insert((*batch, *index), at_ms);
+                self.paid_at.insert((*batch, *index), PaidLeaf { at_ms, wei: *wei });
                 self.events.push(VaultEvent::Paid { batch: *batch, index: *index, recipient: *recipient, wei: *wei });
             }
         }
@@ -216,7 +224,7 @@ impl EthNode {
         let chain = self.chain();
         (0u32..)
             .zip(tree.withdrawals())
-            .filter(|(_, w)| chain.paid_at.get(&(w.batch, w.index)).is_none_or(|at| *at > seen_at))
+            .filter(|(_, w)| chain.paid_at.get(&(w.batch, w.index)).is_none_or(|paid| paid.at_ms > seen_at))
             .map(|(position, _)| position)
             .collect()
     }
@@ -287,7 +295,7 @@ impl VaultWriter for EthNode {
 
     async fn is_paid(&self, batch: u64, index: u32) -> Result<bool, SubmitError> {
         let seen_at = self.seen_at();
-        Ok(self.chain().paid_at.get(&(batch, index)).is_some_and(|at| *at <= seen_at))
+        Ok(self.chain().paid_at.get(&(batch, index)).is_some_and(|paid| paid.at_ms <= seen_at))
     }
 
     /// As the binary's: the vault read through this node first (a lagging one may send what
@@ -370,8 +378,8 @@ mod tests {
             let mut state = chain.lock().unwrap();
             state.vault.take(1, 4, [1; 32], 10 * L1_BLOCK_MS);
             state.vault.take(5, 9, [2; 32], 20 * L1_BLOCK_MS);
-            state.paid_at.insert((3, 0), 10 * L1_BLOCK_MS);
-            state.paid_at.insert((7, 0), 20 * L1_BLOCK_MS);
+            state.paid_at.insert((3, 0), PaidLeaf { at_ms: 10 * L1_BLOCK_MS, wei: 1 });
+            state.paid_at.insert((7, 0), PaidLeaf { at_ms: 20 * L1_BLOCK_MS, wei: 1 });
         }
         let synced = node(&chain, 25 * L1_BLOCK_MS, 0);
         let behind = node(&chain, 25 * L1_BLOCK_MS, 10);

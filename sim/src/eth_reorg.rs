@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use revm::database::InMemoryDB;
 
-use crate::eth_chain::SimVault;
+use crate::eth_chain::{PaidLeaf, SimVault};
 use crate::l1::L1;
 use crate::world::World;
 
@@ -24,7 +24,7 @@ pub(crate) struct EthCheckpoint {
     deposits_before: u64,
     db: InMemoryDB,
     vault: SimVault,
-    paid_at: BTreeMap<(u64, u32), u64>,
+    paid_at: BTreeMap<(u64, u32), PaidLeaf>,
     paid: BTreeSet<(u64, u32)>,
     paid_wei: u128,
 }

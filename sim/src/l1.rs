@@ -35,6 +35,17 @@ impl L1 {
         self.deposits.insert(deposit.l1_ref, deposit);
     }
 
+    /// The ether deposited in blocks up to `height`: what the vault took in as a node at that
+    /// height sees it (a deposit an Ethereum reorg dropped is included again at once, so it
+    /// keeps its block).
+    pub fn ether_through(&self, height: u64) -> u128 {
+        self.deposits
+            .values()
+            .filter(|d| d.asset == bridge::AssetId::Eth && d.l1_height <= height)
+            .map(|d| d.amount.units())
+            .sum()
+    }
+
     /// Deposits at depth by `tip`, in L1 order.
     pub fn deep(&self, tip: u64) -> impl Iterator<Item = &Deposit> {
         self.deposits.values().filter(move |d| d.l1_height + DEPOSIT_DEPTH_BLOCKS - 1 <= tip)

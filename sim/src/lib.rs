@@ -26,6 +26,7 @@ mod duties;
 mod eth_chain;
 mod eth_reorg;
 mod eth_settlement;
+mod eth_vault_view;
 mod evm;
 mod faults;
 pub mod l1;

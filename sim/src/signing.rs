@@ -507,8 +507,8 @@ impl World {
             chain.vault.take(ask.first, ask.last, ask.root, now);
             // Its leaves' payouts are what the vault paid: the chain's record of them too.
             if let Ok(settled) = &sent {
-                for (batch, index, _, _) in &settled.paid {
-                    chain.paid_at.insert((*batch, *index), now);
+                for (batch, index, _, wei) in &settled.paid {
+                    chain.paid_at.insert((*batch, *index), crate::eth_chain::PaidLeaf { at_ms: now, wei: *wei });
                 }
             }
         }

@@ -149,3 +149,8 @@ fn without_a_planted_bug_the_same_seeds_pass() {
         );
     }
 }
+
+#[test]
+fn a_solvency_watch_judging_ether_below_a_credited_deposit_is_found() {
+    assert_found(PlantedBug::UnseenDepositJudged, None, 12, &["no-false-halt"]);
+}
