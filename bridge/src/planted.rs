@@ -54,6 +54,19 @@ pub enum PlantedBug {
     /// below deposits the ledger credited: a node that fell behind halts an honest watchman (a
     /// real bug the simulator found, kept planted).
     UnseenDepositJudged,
+    /// The watchman's policy checks that a checkpoint's message is the checkpoint of the batch
+    /// and header hash it names, but not that its own replay has that header for that batch:
+    /// a requester gets any history vouched for.
+    PolicySkipsCheckpointHeader,
+    /// The watchman's duties take a guardian pause, once mined, as kept: an Ethereum reorg that
+    /// drops it leaves the vault open under a history the watchmen alarmed (a real bug the
+    /// simulator found, kept planted).
+    MinedPauseIsKept,
+    /// The watchman's book keeps a range's "seen paid" mark after its node shows the vault
+    /// without that range (an Ethereum reorg took it back): the mark ripens into a pruned
+    /// horizon over a range the vault does not hold, and every policy refuses to sign it again
+    /// (a real bug the simulator found, kept planted).
+    DoneMarkOutlivesReorg,
 }
 
 thread_local! {

@@ -196,6 +196,8 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         domain.vault,
         Default::default(),
     )));
+    // The chain before the pause, for a reorg that drops it (below).
+    let before_pause: U256 = setup.provider.raw_request("evm_snapshot".into(), ()).await.unwrap();
     let on_duty = duty.watchman();
     let supervisor = Supervisor::new();
     let turns = supervisor.spawn(WATCHMAN_TASK, duty, Schedule::every(Duration::from_millis(50)));
@@ -208,6 +210,19 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = setup.provider.get_transaction_count(guardian_address).await.unwrap() - sent_before;
     assert_eq!(sent, 1, "one pause transaction");
+    // A reorg drops the pause (anvil returns to the chain before it): the watchman still looks,
+    // the pause being far from 64 blocks deep, and pauses the vault again.
+    let reverted: bool = setup.provider.raw_request("evm_revert".into(), (before_pause,)).await.unwrap();
+    assert!(reverted && !vault.paused().call().await.unwrap(), "the reorg dropped the pause");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !vault.paused().call().await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a dropped pause was never sent again: {:?}",
+            supervisor.health()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let health = supervisor.health();
     assert_eq!(health.len(), 1);
     assert_eq!((health[0].task.as_str(), health[0].state), (WATCHMAN_TASK, TaskState::Running), "{health:?}");

@@ -34,7 +34,7 @@ use tss::{SessionError, SigningRequest, ThresholdSigner};
 
 use crate::SimError;
 use crate::btc_chain::BTC_DEPTH;
-use crate::watchmen::Ask;
+use crate::watchmen::{Ask, AskKind};
 use crate::world::World;
 
 /// Finished sessions a watchman keeps for turns that no longer ask for them (the plan was
@@ -224,7 +224,7 @@ impl World {
             first: *batch,
             last: *batch,
             root: [0; 32],
-            bitcoin: true,
+            kind: AskKind::BitcoinPayout,
         };
         Some((BtcPayouts::requests(*batch, &forged, &unsigned), ask))
     }

@@ -99,6 +99,7 @@ impl World {
             self.violate(invariant, detail);
         }
         self.check_btc_deposits();
+        self.check_pause();
         Ok(())
     }
 
@@ -151,6 +152,8 @@ impl World {
         }
         self.check_settled();
         self.check_paid();
+        self.check_checkpoints();
+        self.check_paused();
         self.check_btc_end().await
     }
 

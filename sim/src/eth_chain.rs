@@ -85,8 +85,13 @@ pub(crate) enum VaultEvent {
     /// A leaf paid, to `recipient`.
     Paid { batch: u64, index: u32, recipient: Address, wei: u128 },
     /// Watchman `by`'s range `first..=last` was refused; `next` if it was the vault's next
-    /// range when mined (then only a bad signature or root explains the refusal).
+    /// range when mined (then only a bad signature or root, or a pause, explains the refusal).
     Refused { by: usize, first: u64, last: u64, next: bool, why: String },
+    /// Watchman `by`'s guardian pause was mined.
+    Paused { by: usize },
+    /// Watchman `by`'s send paid leaves, or put a range on the vault, though the vault was
+    /// paused when it was mined.
+    PaidWhilePaused { by: usize },
 }
 
 /// A vault call a watchman sent.
@@ -95,6 +100,8 @@ pub(crate) enum Call {
     Submit { range: u64, first: u64, last: u64, root: [u8; 32], sig: EvmSchnorrSignature, payouts: Vec<Payout> },
     /// `withdrawMany`: leaves of range `range`.
     WithdrawMany { range: u64, payouts: Vec<Payout> },
+    /// The guardian's `pause()`.
+    Pause,
 }
 
 impl Call {
@@ -102,6 +109,7 @@ impl Call {
         match self {
             Call::Submit { .. } => "submitAndWithdraw",
             Call::WithdrawMany { .. } => "withdrawMany",
+            Call::Pause => "pause",
         }
     }
 }
@@ -127,6 +135,8 @@ pub(crate) struct EthChain {
     pub(crate) mempool: Vec<PendingSend>,
     /// What mined sends did since the simulator last took them.
     pub(crate) events: Vec<VaultEvent>,
+    /// When the guardian's pause was mined (simulated ms), if the vault is paused.
+    pub(crate) paused_at: Option<u64>,
     /// Transactions mined, for their hashes.
     transactions: u64,
 }
@@ -161,6 +171,8 @@ impl EthChain {
     /// and its sender hears the outcome.
     pub(crate) fn mine(&mut self, evm: &mut EthVault, send: PendingSend, at_ms: u64) {
         let PendingSend { by, call, mined } = send;
+        let paused_before = self.paused_at.is_some();
+        let pays = !matches!(call, Call::Pause);
         let outcome = match call {
             Call::Submit { range, first, last, root, sig, payouts } => {
                 let next = first == self.vault.settled_through() + 1 && range == self.vault.ranges.len() as u64;
@@ -175,7 +187,15 @@ impl EthChain {
                 outcome
             }
             Call::WithdrawMany { range, payouts } => evm.withdraw_many(range, payouts),
+            Call::Pause => evm.pause().map(|()| {
+                self.paused_at.get_or_insert(at_ms);
+                self.events.push(VaultEvent::Paused { by });
+                Settled::default()
+            }),
         };
+        if pays && paused_before && outcome.is_ok() {
+            self.events.push(VaultEvent::PaidWhilePaused { by });
+        }
         if let Ok(settled) = &outcome {
             for (batch, index, recipient, wei) in &settled.paid {
                 self.paid_at.insert((*batch, *index), PaidLeaf { at_ms, wei: *wei });

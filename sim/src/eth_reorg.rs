@@ -27,6 +27,8 @@ pub(crate) struct EthCheckpoint {
     paid_at: BTreeMap<(u64, u32), PaidLeaf>,
     paid: BTreeSet<(u64, u32)>,
     paid_wei: u128,
+    /// When the vault was paused, if it was by then.
+    paused_at: Option<u64>,
 }
 
 /// The chain's recent past.
@@ -58,7 +60,7 @@ impl World {
         self.mine_ethereum();
         let Some(db) = self.evm.as_ref().map(|vault| vault.snapshot()) else { return };
         let chain = self.eth_chain();
-        let (vault, paid_at) = (chain.vault.clone(), chain.paid_at.clone());
+        let (vault, paid_at, paused_at) = (chain.vault.clone(), chain.paid_at.clone(), chain.paused_at);
         drop(chain);
         let checkpoint = EthCheckpoint {
             block,
@@ -68,6 +70,7 @@ impl World {
             paid_at,
             paid: self.paid.clone(),
             paid_wei: self.paid_wei,
+            paused_at,
         };
         self.eth_history.checkpoints.push_back(checkpoint);
         while self.eth_history.checkpoints.len() > KEPT_BLOCKS {
@@ -92,13 +95,14 @@ impl World {
         }
         self.eth_history.checkpoints.truncate(kept - back);
         let Some(checkpoint) = self.eth_history.checkpoints.back() else { return };
-        let (db, vault, paid_at, paid, paid_wei, deposits_before) = (
+        let (db, vault, paid_at, paid, paid_wei, deposits_before, paused_at) = (
             checkpoint.db.clone(),
             checkpoint.vault.clone(),
             checkpoint.paid_at.clone(),
             checkpoint.paid.clone(),
             checkpoint.paid_wei,
             checkpoint.deposits_before,
+            checkpoint.paused_at,
         );
         let before = self.eth_chain().vault.settled_through();
         let undone = self.paid.len().saturating_sub(paid.len());
@@ -120,6 +124,8 @@ impl World {
         let mut chain = self.eth_chain();
         chain.vault = vault;
         chain.paid_at = paid_at;
+        let unpaused = chain.paused_at.is_some() && paused_at.is_none();
+        chain.paused_at = paused_at;
         let after = chain.vault.settled_through();
         drop(chain);
         self.paid = paid;
@@ -129,6 +135,9 @@ impl World {
             "FAULT Ethereum reorg drops {depth} blocks: the vault's ranges end at {after} again (were at {before}), {undone} payouts undone, {} deposits included again",
             redeposit.len()
         ));
+        if unpaused {
+            self.log("the reorg drops the guardian's pause: the vault is not paused");
+        }
         if let Some(error) = refused {
             self.violate("vault-deposit", format!("the vault refused a deposit included again: {error}"));
         }

@@ -26,7 +26,7 @@ use tss::{SessionError, SigningRequest, ThresholdSigner};
 use crate::SimError;
 use crate::eth_chain::{EthNode, VaultEvent};
 use crate::signing::SessionReply;
-use crate::watchmen::Ask;
+use crate::watchmen::{Ask, AskKind};
 use crate::world::World;
 
 /// Ethereum blocks in one submitter's turn: the binary's default.
@@ -166,7 +166,7 @@ impl World {
         for (requests, reply) in watchman.eth.signer.take_wanted() {
             let range = requests.first().and_then(|r| RangeDetail::from_detail(&r.context.detail));
             let (first, last) = range.map_or((0, 0), |r| (r.first, r.last));
-            let ask = Ask { what: "a watchman's range", first, last, root: [0; 32], bitcoin: false };
+            let ask = Ask { what: "a watchman's range", first, last, root: [0; 32], kind: AskKind::EthereumRange };
             for request in &requests {
                 self.asked.insert(request.message.clone(), ask.clone());
             }
@@ -201,6 +201,16 @@ impl World {
                 VaultEvent::Refused { by, first, last, next: false, why } => {
                     self.log(format!("the vault refuses watchman {by}'s range {first}..={last}: {why}"));
                 }
+                VaultEvent::Refused { by, first, last, next: true, why } if paused_refusal(&why) => {
+                    self.log(format!("the paused vault refuses watchman {by}'s range {first}..={last}"));
+                }
+                VaultEvent::Paused { by } => {
+                    self.log(format!("watchman {by}'s guardian pause is mined: the vault is paused"))
+                }
+                VaultEvent::PaidWhilePaused { by } => self.violate(
+                    "paused-pays-nothing",
+                    format!("watchman {by}'s send paid, or took a range, while the vault was paused"),
+                ),
                 VaultEvent::Refused { by, first, last, next: true, why } => self.violate(
                     "vault-takes-signed-range",
                     format!("the vault refused watchman {by}'s range {first}..={last}, signed and next: {why}"),
@@ -208,4 +218,10 @@ impl World {
             }
         }
     }
+}
+
+/// Whether a vault call's revert is the pause's (`Paused()`): a range refused so was no less
+/// the vault's next.
+pub(crate) fn paused_refusal(why: &str) -> bool {
+    why == crate::evm::PAUSED
 }

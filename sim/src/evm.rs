@@ -26,8 +26,11 @@ const DEPLOYER: Address = Address::repeat_byte(0xd0);
 const SUBMITTER: Address = Address::repeat_byte(0x5b);
 /// Pays the users' deposits in.
 const DEPOSITOR: Address = Address::repeat_byte(0xde);
-/// The vault's guardian (may pause; never does here).
+/// The vault's guardian: every watchman holds its key and pauses the vault once its signing
+/// halts (duties.rs), as the binary does with a guardian key.
 const GUARDIAN: Address = Address::repeat_byte(0x9a);
+/// A call's revert by `Paused()`: the guardian stopped the vault.
+pub(crate) const PAUSED: &str = "reverted: the vault is paused";
 /// Gas for one transaction: just under the per-transaction cap (2^24 since Osaka, EIP-7825).
 const GAS_LIMIT: u64 = 16_000_000;
 
@@ -57,7 +60,7 @@ impl EthVault {
     /// Deploys the committed vault under the group's x-only key on chain `chain_id`.
     pub(crate) fn deploy(group_key: [u8; 32], chain_id: u64) -> Result<Self, String> {
         let mut db = InMemoryDB::default();
-        for account in [DEPLOYER, SUBMITTER, DEPOSITOR] {
+        for account in [DEPLOYER, SUBMITTER, DEPOSITOR, GUARDIAN] {
             db.insert_account_info(account, AccountInfo::from_balance(U256::from(u128::MAX)));
         }
         let evm = Context::mainnet()
@@ -77,9 +80,9 @@ impl EthVault {
         }
     }
 
-    fn transact(&mut self, caller: Address, kind: TxKind, value: U256, data: Bytes) -> Result<ExecutionResult, String> {
+    fn tx(&self, caller: Address, kind: TxKind, value: U256, data: Bytes) -> Result<TxEnv, String> {
         let nonce = self.evm.ctx.db().basic_ref(caller).ok().flatten().map_or(0, |a| a.nonce);
-        let tx = TxEnv::builder()
+        TxEnv::builder()
             .caller(caller)
             .kind(kind)
             .value(value)
@@ -89,7 +92,11 @@ impl EthVault {
             .gas_price(0)
             .chain_id(Some(self.evm.ctx.cfg.chain_id))
             .build()
-            .map_err(|e| format!("a transaction: {e:?}"))?;
+            .map_err(|e| format!("a transaction: {e:?}"))
+    }
+
+    fn transact(&mut self, caller: Address, kind: TxKind, value: U256, data: Bytes) -> Result<ExecutionResult, String> {
+        let tx = self.tx(caller, kind, value, data)?;
         self.evm.transact_commit(tx).map_err(|e| format!("the EVM failed: {e:?}"))
     }
 
@@ -98,7 +105,37 @@ impl EthVault {
         let call = contracts::Vault::depositETHCall { account: Address::from(account.0) };
         match self.transact(DEPOSITOR, TxKind::Call(self.address), U256::from(wei), call.abi_encode().into())? {
             ExecutionResult::Success { .. } => Ok(()),
+            ExecutionResult::Revert { output, .. }
+                if matches!(
+                    contracts::Vault::VaultErrors::abi_decode(&output),
+                    Ok(contracts::Vault::VaultErrors::Paused(_))
+                ) =>
+            {
+                Err(PAUSED.into())
+            }
             other => Err(format!("depositETH failed: {other:?}")),
+        }
+    }
+
+    /// The guardian's `pause()`: deposits and payouts stop until the group signs an unpause.
+    pub(crate) fn pause(&mut self) -> Result<(), String> {
+        let call = contracts::Vault::pauseCall {};
+        match self.transact(GUARDIAN, TxKind::Call(self.address), U256::ZERO, call.abi_encode().into())? {
+            ExecutionResult::Success { .. } => Ok(()),
+            other => Err(format!("pause() failed: {other:?}")),
+        }
+    }
+
+    /// `paused()`, read as a node's `eth_call` reads it: executed, nothing committed.
+    pub(crate) fn paused(&mut self) -> Result<bool, String> {
+        let call = contracts::Vault::pausedCall {};
+        let tx = self.tx(DEPLOYER, TxKind::Call(self.address), U256::ZERO, call.abi_encode().into())?;
+        let result = revm::ExecuteEvm::transact(&mut self.evm, tx).map_err(|e| format!("the EVM failed: {e:?}"))?;
+        match result.result {
+            ExecutionResult::Success { output: Output::Call(bytes), .. } => {
+                contracts::Vault::pausedCall::abi_decode_returns(&bytes).map_err(|e| format!("paused(): {e}"))
+            }
+            other => Err(format!("paused() failed: {other:?}")),
         }
     }
 
@@ -162,6 +199,7 @@ impl EthVault {
                 Ok(settled)
             }
             ExecutionResult::Revert { output, .. } => match contracts::Vault::VaultErrors::abi_decode(&output) {
+                Ok(contracts::Vault::VaultErrors::Paused(_)) => Err(PAUSED.into()),
                 Ok(error) => Err(format!("reverted {error:?}")),
                 Err(_) => Err(format!("reverted with 0x{}", hex::encode(&output))),
             },

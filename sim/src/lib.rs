@@ -18,6 +18,7 @@ mod btc_payouts;
 mod btc_vault_scan;
 pub mod byzantine;
 mod ceremony;
+mod checkpoints;
 mod checks;
 mod clock;
 mod confirmers;

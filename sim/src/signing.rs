@@ -29,7 +29,7 @@ use crate::btc_payouts::Messages;
 use crate::clock::NodeClock;
 use crate::mesh::{LinkFault, MeshEvent, Question};
 use crate::rng::SimRng;
-use crate::watchmen::Ask;
+use crate::watchmen::{Ask, AskKind};
 use crate::world::World;
 
 /// A session ends at this age (the watchmen are asked again every minute anyway).
@@ -231,9 +231,10 @@ impl World {
         self.confirmers.get(index)?.watchman.as_ref().map(|w| &w.signer)
     }
 
-    /// Watchman `asker` starts a session to sign `requests` (the question `ask`).
-    pub(crate) fn start_session(&mut self, asker: usize, requests: Vec<SigningRequest>, ask: Ask) {
-        self.start_session_for(asker, requests, ask, None);
+    /// Watchman `asker` starts a session to sign `requests` (the question `ask`); whether it
+    /// could.
+    pub(crate) fn start_session(&mut self, asker: usize, requests: Vec<SigningRequest>, ask: Ask) -> bool {
+        self.start_session_for(asker, requests, ask, None)
     }
 
     /// [`World::start_session`], its end sent to `reply` if there is one (and not to the vault).
@@ -243,14 +244,14 @@ impl World {
         requests: Vec<SigningRequest>,
         ask: Ask,
         reply: Option<SessionReply>,
-    ) {
+    ) -> bool {
         let now = self.now();
-        let Some(signer) = self.signer_of(asker) else { return };
+        let Some(signer) = self.signer_of(asker) else { return false };
         let generation = signer.generation;
         let kept = signer.pool.take(requests.len());
         let messages: Messages = requests.iter().map(|r| r.message.clone()).collect();
         let id = self.rng.bytes16();
-        let Some(share) = self.keys.shares.get(asker) else { return };
+        let Some(share) = self.keys.shares.get(asker) else { return false };
         let started = RoastSession::new(
             share,
             SessionId(id),
@@ -265,8 +266,12 @@ impl World {
             Ok(machine) => {
                 self.sessions.push(Some(SimSession { asker, generation, machine, wake_ms: now, ask, messages, reply }));
                 self.drive(self.sessions.len() - 1, now);
+                true
             }
-            Err(error) => self.log(format!("watchman {asker} cannot start a session: {error}")),
+            Err(error) => {
+                self.log(format!("watchman {asker} cannot start a session: {error}"));
+                false
+            }
         }
     }
 
@@ -408,8 +413,7 @@ impl World {
         }
         self.sessions_ended += 1;
         // A payout's signatures go back to the asker's payout loop, which broadcasts them.
-        let payouts = ask
-            .bitcoin
+        let payouts = (ask.kind == AskKind::BitcoinPayout)
             .then(|| self.confirmers.get(asker)?.watchman.as_ref().filter(|w| w.signer.generation == generation))
             .flatten()
             .map(|w| w.btc_signer.clone());
@@ -435,7 +439,11 @@ impl World {
                     let _ = reply.send(Ok(outcome));
                     return;
                 }
-                if ask.bitcoin {
+                if let AskKind::Checkpoint { own } = ask.kind {
+                    self.checkpoint_signed(asker, generation, own, &ask, outcome.signatures);
+                    return;
+                }
+                if ask.kind == AskKind::BitcoinPayout {
                     for signed in &outcome.signatures {
                         self.check_signed(&ask, &signed.request.message);
                     }
@@ -451,6 +459,9 @@ impl World {
             Err(error) => {
                 if let Some(payouts) = payouts {
                     payouts.finish(messages, None);
+                }
+                if ask.kind == (AskKind::Checkpoint { own: true }) {
+                    self.checkpoint_failed(asker, generation);
                 }
                 let why = match &error {
                     SessionError::NotEnoughSigners { remaining, excluded, .. } => {
@@ -529,6 +540,9 @@ impl World {
                 for (batch, index, recipient, wei) in settled.paid {
                     self.check_payout(batch, index, recipient, wei);
                 }
+            }
+            Err(revert) if crate::eth_settlement::paused_refusal(&revert) => {
+                self.log(format!("the paused vault refuses range {}..={} ({})", ask.first, ask.last, ask.what));
             }
             // A range the vault already passed: a late session's, refused as the contract must.
             Err(revert) if !next => self.log(format!(

@@ -81,11 +81,17 @@ impl World {
             amount: Amount(ethers * ETHER),
             l1_height: tip,
         };
-        self.l1_deposited += ethers * ETHER;
         let deposited = self.evm.as_mut().map(|vault| vault.deposit(user, ethers * ETHER));
-        if let Some(Err(error)) = deposited {
-            self.violate("vault-deposit", format!("the vault refused a deposit: {error}"));
+        match deposited {
+            // The guardian paused the vault: the user's transaction reverts, nothing came in.
+            Some(Err(error)) if crate::eth_settlement::paused_refusal(&error) => {
+                self.log(format!("the paused vault refuses a deposit of {ethers} ETH"));
+                return;
+            }
+            Some(Err(error)) => self.violate("vault-deposit", format!("the vault refused a deposit: {error}")),
+            _ => {}
         }
+        self.l1_deposited += ethers * ETHER;
         self.eth_history.record_deposit(user, ethers * ETHER);
         if let Ok(mut l1) = self.l1.lock() {
             l1.add(deposit);

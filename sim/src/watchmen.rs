@@ -21,7 +21,8 @@ use bridge::eth_settlement::{VaultDomain, withdrawals_message};
 use bridge::withdrawals::EthWithdrawal;
 use bridge::withdrawals::EthWithdrawalTree;
 use confirmer::watchman::{
-    BtcPayouts, BumpClock, BumpClockTask, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS, SettlementBook,
+    BtcPayouts, BumpClock, BumpClockTask, CheckpointSchedule, RangeDetail, ReplayPolicy, SETTLE_ETH_WITHDRAWALS,
+    SettlementBook,
 };
 use tss::{KeyPath, SigningContext, SigningRequest};
 
@@ -57,12 +58,15 @@ pub(crate) struct Watchman {
     pub(crate) eth: EthTurns,
     /// Its duties and solvency guard (the real ones, on its own Bitcoin node: duties.rs).
     pub(crate) duties: DutyTurns,
+    /// Its checkpoint duty's decisions (the real schedule: checkpoints.rs).
+    pub(crate) checkpoints: CheckpointSchedule,
 }
 
 impl World {
     pub(crate) fn new_watchman(&mut self, index: usize) -> Result<Watchman, SimError> {
         let book = SettlementBook::default();
-        let mut policy = ReplayPolicy::new(book.clone(), Some(self.vault_domain()));
+        let mut policy =
+            ReplayPolicy::new(book.clone(), Some(self.vault_domain())).with_checkpoints(self.params.genesis_hash());
         let (mut btc, mut bump_clock) = (None, None);
         if let Some(chain) = &self.btc {
             // As the binary wires it: the policy signs this vault's payouts, bumps timed by a
@@ -85,6 +89,7 @@ impl World {
             btc,
             btc_signer: DeferredSigner::default(),
             bump_clock,
+            checkpoints: self.new_checkpoint_schedule(index),
         })
     }
 }
@@ -96,12 +101,15 @@ pub(crate) struct Truth {
     sealed: u64,
     /// Only batches that owe withdrawals.
     owing: BTreeMap<u64, Vec<EthWithdrawal>>,
+    /// Every batch's header hash, for checkpoints.
+    headers: BTreeMap<u64, [u8; 32]>,
 }
 
 impl Truth {
     pub(crate) fn record(&mut self, sealed: &SealedBatch) {
         let number = sealed.batch.header.number;
         self.sealed = self.sealed.max(number);
+        self.headers.insert(number, sealed.batch.header.hash());
         let withdrawals = sealed.settlement.eth.withdrawals();
         if !withdrawals.is_empty() {
             self.owing.insert(number, withdrawals.to_vec());
@@ -111,6 +119,17 @@ impl Truth {
     /// Every withdrawal of the batches up to `last` that owe any.
     pub(crate) fn owed_through(&self, last: u64) -> impl Iterator<Item = &EthWithdrawal> {
         self.owing.range(..=last).flat_map(|(_, w)| w.iter())
+    }
+
+    /// Batch `number`'s header hash, as sealed.
+    pub(crate) fn header(&self, number: u64) -> Option<[u8; 32]> {
+        self.headers.get(&number).copied()
+    }
+
+    /// The message of batch `number`'s true checkpoint on `params`' network.
+    pub(crate) fn checkpoint(&self, params: &bridge::NetworkParams, number: u64) -> Option<[u8; 32]> {
+        let header = self.header(number)?;
+        Some(bridge::checkpoint::checkpoint_message(&params.genesis_hash(), number, &header))
     }
 
     /// Leaf `index` of batch `batch`, as sealed.
@@ -125,6 +144,18 @@ impl Truth {
     }
 }
 
+/// What a question asks the group to sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AskKind {
+    /// The withdrawals of an Ethereum range `first..=last` (`root` when a requester names it).
+    EthereumRange,
+    /// A Bitcoin payout's inputs, of a plan of batch `last`.
+    BitcoinPayout,
+    /// The checkpoint of batch `last` with header hash `root` (checkpoints.rs); `own`: the
+    /// asker's checkpoint duty asked it, not a hostile requester.
+    Checkpoint { own: bool },
+}
+
 /// One question put to the watchmen.
 #[derive(Debug, Clone)]
 pub(crate) struct Ask {
@@ -132,14 +163,13 @@ pub(crate) struct Ask {
     pub(crate) first: u64,
     pub(crate) last: u64,
     pub(crate) root: [u8; 32],
-    /// A Bitcoin payout's inputs (of a plan of batch `last`), not an Ethereum range.
-    pub(crate) bitcoin: bool,
+    pub(crate) kind: AskKind,
 }
 
 impl Ask {
     /// The inputs of a payout a watchman's payout loop asked to sign, of a plan of `batch`.
     pub(crate) fn bitcoin(batch: u64) -> Ask {
-        Ask { what: "a Bitcoin payout", first: batch, last: batch, root: [0; 32], bitcoin: true }
+        Ask { what: "a Bitcoin payout", first: batch, last: batch, root: [0; 32], kind: AskKind::BitcoinPayout }
     }
 }
 
@@ -175,6 +205,10 @@ impl World {
             self.asked.insert(request.message.clone(), ask.clone());
             self.start_session(asker, vec![request], ask);
         }
+        if let Some((request, ask)) = self.forged_checkpoint_question(last) {
+            self.asked.insert(request.message.clone(), ask.clone());
+            self.start_session(asker, vec![request], ask);
+        }
         if let Some((requests, ask)) = self.forged_bitcoin_question(last) {
             for request in &requests {
                 self.asked.insert(request.message.clone(), ask.clone());
@@ -198,11 +232,17 @@ impl World {
                 first,
                 last,
                 root: EthWithdrawalTree::new(more).root(),
-                bitcoin: false,
+                kind: AskKind::EthereumRange,
             });
         }
         if last >= first {
-            asks.push(Ask { what: "a random root", first, last, root: self.rng.bytes32(), bitcoin: false });
+            asks.push(Ask {
+                what: "a random root",
+                first,
+                last,
+                root: self.rng.bytes32(),
+                kind: AskKind::EthereumRange,
+            });
         }
         // The byzantine coordinator asks for a range through its bad batch.
         if let Some((bad, _)) = self.bad_from
@@ -210,7 +250,13 @@ impl World {
             && let Some(withdrawals) = self.truth.range(first, bad)
         {
             let root = EthWithdrawalTree::new(withdrawals).root();
-            asks.push(Ask { what: "the coordinator's own range", first, last: bad, root, bitcoin: false });
+            asks.push(Ask {
+                what: "the coordinator's own range",
+                first,
+                last: bad,
+                root,
+                kind: AskKind::EthereumRange,
+            });
         }
         asks
     }
@@ -221,7 +267,10 @@ impl World {
     fn justified(&self, ask: &Ask, message: &[u8]) -> bool {
         let late = self.attack.as_ref().is_some_and(|a| a.kind == AttackKind::LateEquivocation);
         let cut = self.bad_from.filter(|_| !late).map_or(u64::MAX, |(bad, _)| bad);
-        if ask.bitcoin {
+        if let AskKind::Checkpoint { .. } = ask.kind {
+            return ask.last < cut && self.truth.checkpoint(&self.params, ask.last).is_some_and(|m| m == message);
+        }
+        if ask.kind == AskKind::BitcoinPayout {
             // An input of an attempt of a plan the honest sequencer sealed before any bad batch.
             let truth = self.btc.as_ref().map(|b| &b.truth);
             let plan = <[u8; 32]>::try_from(message).ok().and_then(|m| truth?.sighashes.get(&m));

@@ -80,6 +80,8 @@ pub(crate) struct ConfirmerRole {
     pub(crate) lag_until: Option<u64>,
     /// How far its Bitcoin node is behind the tip, in blocks (lags with its Ethereum node).
     pub(crate) btc_lag: Arc<AtomicU64>,
+    /// The signed checkpoints its watchman wrote: files on its disk (checkpoints.rs).
+    pub(crate) checkpoints_kept: BTreeSet<u64>,
 }
 
 /// A transaction the coordinator acknowledged.
@@ -137,6 +139,8 @@ pub(crate) struct World {
     pub(crate) sessions: Vec<Option<SimSession>>,
     pub(crate) sessions_ended: u64,
     pub(crate) sessions_signed: u64,
+    /// Every batch whose checkpoint the group signed (checked true: checkpoints.rs).
+    pub(crate) checkpoints_signed: BTreeSet<u64>,
     /// Requests signers refused over a peer's limits.
     pub(crate) overloaded: u64,
     /// Starts of watchmen so far: each start's sessions die with it.
@@ -198,6 +202,7 @@ impl World {
                 lag_blocks: Arc::new(AtomicU64::new(0)),
                 lag_until: None,
                 btc_lag: Arc::new(AtomicU64::new(0)),
+                checkpoints_kept: BTreeSet::new(),
             })
             .collect();
         let attack = Attack::choose(&mut rng, &config);
@@ -242,6 +247,7 @@ impl World {
             sessions: Vec::new(),
             sessions_ended: 0,
             sessions_signed: 0,
+            checkpoints_signed: BTreeSet::new(),
             overloaded: 0,
             generation: 0,
             asked: BTreeMap::new(),
@@ -351,6 +357,7 @@ impl World {
         self.run_mesh();
         self.settle_ethereum(now.is_multiple_of(L1_BLOCK_MS)).await?;
         self.duty_turns().await?;
+        self.checkpoint_turns();
         if now.is_multiple_of(ASK_EVERY_MS) {
             self.ask_watchmen().await?;
             self.pay_bitcoin().await?;

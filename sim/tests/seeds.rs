@@ -11,15 +11,21 @@ const FIXED_SEEDS: &[u64] = &[0, 1, 11];
 /// Seeds that reproduce a real bug in a quick run, kept so that it stays fixed (see README,
 /// Simulation). Seeds are re-chosen whenever a new kind of fault changes what every seed does:
 /// the reproduction is checked by planting the bug back (`tests/planted.rs`).
-/// 20: an Ethereum reorg dropped a range the vault had taken, and every watchman's view of the
+/// 29: an Ethereum reorg dropped a range the vault had taken, and every watchman's view of the
 /// vault refused to go back, so none signed it again (`SettlementBook::note_vault`); it was 13
 /// until the hostile requester's Bitcoin questions changed what the mesh draws, then 2 until the
-/// watchmen settled Ethereum with their own `EthSettlement`.
-/// 0 (among the fixed seeds): a confirmer's disk refused a batch's record, and the retry
-/// replayed the batch again and alarmed an honest coordinator (confirmer/src/follower/unrecorded.rs).
-/// 7: a watchman's lagging Bitcoin node, then its lagging Ethereum node, made its solvency guard
-/// call an honest vault short ("not seen yet" taken for "absent"; `confirmer::solvency`).
-const REGRESSION_SEEDS: &[u64] = &[7, 20];
+/// watchmen settled Ethereum with their own `EthSettlement`, then 20 until the checkpoint duty's
+/// sessions changed every seed's draws.
+/// 6: a confirmer's disk refused a batch's record, and the retry replayed the batch again and
+/// alarmed an honest coordinator (confirmer/src/follower/unrecorded.rs); it was 0 until the
+/// checkpoint duty.
+/// 5: a watchman's lagging Bitcoin node made its solvency guard call an honest vault short
+/// ("not seen yet" taken for "absent"; `confirmer::solvency`); 10: its lagging Ethereum node did
+/// (both were 7 until the checkpoint duty).
+/// 10 also: a range seen paid, then taken back by an Ethereum reorg, ripened into every
+/// watchman's pruned horizon, and no policy signed it again (`SettlementBook::note_vault`).
+/// The guardian's dropped pause has its own test below (a forged-withdrawal coordinator).
+const REGRESSION_SEEDS: &[u64] = &[5, 6, 10, 29];
 
 /// Standard runs (`SimConfig::new`, 90 + 60 minutes) in CI. 6 reproduced the reorg bug above
 /// until Bitcoin joined the simulation and changed what every seed does; no standard seed is
@@ -96,6 +102,19 @@ fn attack_holds(kind: AttackKind, seed: u64) {
 #[test]
 fn a_forged_withdrawal_is_alarmed_and_never_final() {
     attack_holds(AttackKind::ForgedWithdrawal, 101);
+}
+
+/// Regression: quick seed 6 with a forged withdrawal. Every watchman paused the vault after the
+/// alarm, an Ethereum reorg dropped the pause, and every watchman's duties had taken the mined
+/// pause as kept: the vault stayed open under a history they had alarmed (`pause-liveness`).
+#[test]
+fn a_pause_a_reorg_drops_is_sent_again() {
+    let outcome = run(SimConfig { attack: Some(AttackKind::ForgedWithdrawal), ..SimConfig::quick(6) });
+    assert_holds(&outcome);
+    assert!(
+        outcome.trace.iter().any(|line| line.contains("the reorg drops the guardian's pause")),
+        "seed 6 no longer has a reorg drop the pause: choose another regression seed (tests/planted.rs finds one)"
+    );
 }
 
 #[test]

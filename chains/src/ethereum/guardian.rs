@@ -1,7 +1,7 @@
 //! The guardian: the one key with which a single watchman may pause the vault on its own (the
 //! answer to an alarm; resuming needs the group, see `confirmer::watchman::admin`).
 
-use alloy::providers::DynProvider;
+use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionReceipt;
 
 use super::{FeePolicy, SubmitError, pause_vault, signing_provider};
@@ -29,5 +29,10 @@ impl Guardian {
     /// Pauses the vault ([`pause_vault`]); `None` if it is paused already.
     pub async fn pause(&self) -> Result<Option<TransactionReceipt>, SubmitError> {
         pause_vault(&self.provider, self.vault, &self.fees).await
+    }
+
+    /// The node's tip, for how deep a pause is.
+    pub async fn block_number(&self) -> Result<u64, SubmitError> {
+        self.provider.get_block_number().await.map_err(|e| SubmitError::Rpc(e.to_string()))
     }
 }

@@ -344,6 +344,18 @@ impl SettlementBook {
                 return;
             }
             entries.vault = Some(progress);
+            // A range seen paid that the vault no longer shows (an Ethereum reorg took it back,
+            // or this node fell behind it) vouches for nothing: its mark goes, and is made again,
+            // from a later block, once the range is seen paid again. Kept, it would ripen into a
+            // pruned horizon over a range the vault does not hold, and every later range reaching
+            // into it would be refused for good (a real bug the simulator found).
+            #[cfg(feature = "planted-bugs")]
+            if bridge::planted::active(bridge::planted::PlantedBug::DoneMarkOutlivesReorg) {
+                return;
+            }
+            while entries.eth_done.back().is_some_and(|(batch, _)| *batch > progress.settled_through) {
+                entries.eth_done.pop_back();
+            }
         }
     }
 
@@ -483,6 +495,25 @@ mod tests {
         // An Ethereum reorg dropped range 4 (batches 36..=40): the node shows four ranges.
         book.note_vault(VaultProgress { range_count: 4, settled_through: 35 });
         assert_eq!(book.vault(), Some(VaultProgress { range_count: 4, settled_through: 35 }));
+    }
+
+    #[test]
+    fn a_range_seen_paid_that_a_reorg_takes_back_is_not_pruned_when_its_mark_would_have_ripened() {
+        let book = book_with(10, &[(2, 2, &[]), (4, 1, &[]), (7, 3, &[])]);
+        book.note_vault(VaultProgress { range_count: 1, settled_through: 4 });
+        book.note_eth_done(4, 100);
+        // Eleven blocks later a reorg takes range 0 (batches 1..=4) back.
+        book.note_vault(VaultProgress { range_count: 0, settled_through: 0 });
+        book.note_eth_done(0, 164);
+        assert_eq!(book.eth_pruned_through(), 0, "nothing the vault does not hold is pruned");
+        assert!(book.range_tree(1, 7).is_some(), "the range can be signed again");
+        // It is taken and paid again at block 170: deep 64 blocks after that, not before.
+        book.note_vault(VaultProgress { range_count: 1, settled_through: 4 });
+        book.note_eth_done(4, 170);
+        book.note_eth_done(4, 233);
+        assert_eq!(book.eth_pruned_through(), 0);
+        book.note_eth_done(4, 234);
+        assert_eq!(book.eth_pruned_through(), 4);
     }
 
     #[test]

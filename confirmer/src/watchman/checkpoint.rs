@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use bridge::checkpoint::{CHECKPOINT_VERSION, SignedCheckpoint, checkpoint_message};
-use tss::{KeyPath, SigningContext, SigningRequest, TssNode};
+use tss::{KeyPath, SignedMessage, SigningContext, SigningRequest, TssNode};
 
 use super::book::SettlementBook;
 use super::policy::SIGN_CHECKPOINT;
@@ -28,19 +28,23 @@ pub enum CheckpointSignError {
     Write { path: String, reason: String },
 }
 
-/// Asks the group to sign the checkpoint of hard-final batch `number` as this watchman's own
-/// replay has it. The other signers each check it against their own replay.
-pub async fn sign_checkpoint(
-    tss: &TssNode,
+/// What the group is asked to sign for the checkpoint of hard-final batch `number`, as this
+/// watchman's own replay has it, and the header hash it vouches for. The other signers each
+/// check it against their own replay.
+pub fn checkpoint_request(
     book: &SettlementBook,
-    network: &str,
     genesis_hash: [u8; 32],
     number: u64,
-) -> Result<SignedCheckpoint, CheckpointSignError> {
+) -> Result<(SigningRequest, [u8; 32]), CheckpointSignError> {
     let header_hash = book.final_header(number).ok_or(CheckpointSignError::NotFinal(number))?;
-    let message = checkpoint_message(&genesis_hash, number, &header_hash);
-    let request = SigningRequest {
-        message: message.to_vec(),
+    Ok((checkpoint_signing_request(genesis_hash, number, header_hash), header_hash))
+}
+
+/// The signing request of "batch `number` has header `header_hash`" on the network whose
+/// genesis hash is `genesis_hash` (what [`ReplayPolicy`](super::ReplayPolicy) judges).
+pub fn checkpoint_signing_request(genesis_hash: [u8; 32], number: u64, header_hash: [u8; 32]) -> SigningRequest {
+    SigningRequest {
+        message: checkpoint_message(&genesis_hash, number, &header_hash).to_vec(),
         key_path: KeyPath::Vault,
         context: SigningContext {
             chain: "bridge".into(),
@@ -48,9 +52,19 @@ pub async fn sign_checkpoint(
             purpose: SIGN_CHECKPOINT.into(),
             detail: header_hash.to_vec(),
         },
-    };
-    let outcome = tss.sign(vec![request]).await.map_err(|e| CheckpointSignError::Session(e.to_string()))?;
-    let signed = outcome.signatures.into_iter().next().ok_or(CheckpointSignError::WrongSignature)?;
+    }
+}
+
+/// The signed checkpoint a finished session makes, if its one signature is of that checkpoint.
+pub fn checkpoint_from_session(
+    network: &str,
+    genesis_hash: [u8; 32],
+    number: u64,
+    header_hash: [u8; 32],
+    signatures: Vec<SignedMessage>,
+) -> Result<SignedCheckpoint, CheckpointSignError> {
+    let message = checkpoint_message(&genesis_hash, number, &header_hash);
+    let signed = signatures.into_iter().next().ok_or(CheckpointSignError::WrongSignature)?;
     if signed.request.message != message {
         return Err(CheckpointSignError::WrongSignature);
     }
@@ -62,6 +76,87 @@ pub async fn sign_checkpoint(
         group_key: signed.key,
         signature: signed.signature,
     })
+}
+
+/// Asks the group to sign the checkpoint of hard-final batch `number` as this watchman's own
+/// replay has it.
+pub async fn sign_checkpoint(
+    tss: &TssNode,
+    book: &SettlementBook,
+    network: &str,
+    genesis_hash: [u8; 32],
+    number: u64,
+) -> Result<SignedCheckpoint, CheckpointSignError> {
+    let (request, header_hash) = checkpoint_request(book, genesis_hash, number)?;
+    let outcome = tss.sign(vec![request]).await.map_err(|e| CheckpointSignError::Session(e.to_string()))?;
+    checkpoint_from_session(network, genesis_hash, number, header_hash, outcome.signatures)
+}
+
+/// The batch due for a checkpoint every `every` batches, given what is hard-final here and the
+/// last one written (0: none), if a new one is due. Only the newest multiple is due: a watchman
+/// that was down does not sign the ones it missed.
+pub fn due_checkpoint(every: u64, last: u64, hard_final: u64) -> Option<u64> {
+    let every = every.max(1);
+    let due = hard_final / every * every;
+    (due > 0 && due > last).then_some(due)
+}
+
+/// The checkpoint duty's decisions, apart from its I/O and free of any clock (time is handed
+/// in as the duty's own elapsed time): which batch to sign next, at most one session in flight,
+/// and a pause after a failure. The binary's [`CheckpointDuty`] and the simulator drive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSchedule {
+    every: u64,
+    last: u64,
+    in_flight: Option<u64>,
+    retry_at: Option<Duration>,
+}
+
+impl CheckpointSchedule {
+    /// Every `every` batches, after batch `last` (0: none yet).
+    pub fn new(every: u64, last: u64) -> Self {
+        CheckpointSchedule { every: every.max(1), last, in_flight: None, retry_at: None }
+    }
+
+    /// The batch to start a session for at `now`, if one is due and none is in flight or
+    /// waiting out a failure; it is then in flight. `done(n)`: batch `n`'s checkpoint exists
+    /// already (a file an earlier run wrote), which is not signed again.
+    pub fn start(&mut self, hard_final: u64, now: Duration, done: impl Fn(u64) -> bool) -> Option<u64> {
+        if self.in_flight.is_some() || self.retry_at.is_some_and(|at| now < at) {
+            return None;
+        }
+        let number = due_checkpoint(self.every, self.last, hard_final)?;
+        if done(number) {
+            self.last = number;
+            return None;
+        }
+        self.in_flight = Some(number);
+        Some(number)
+    }
+
+    /// The batch whose session is in flight.
+    pub fn in_flight(&self) -> Option<u64> {
+        self.in_flight
+    }
+
+    /// The last batch signed (0: none).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// The session for `number` made its checkpoint.
+    pub fn signed(&mut self, number: u64) {
+        debug_assert_eq!(self.in_flight, Some(number), "a checkpoint signed that was not in flight");
+        self.in_flight = None;
+        self.retry_at = None;
+        self.last = self.last.max(number);
+    }
+
+    /// The session in flight failed at `now`: the next waits [`CHECKPOINT_RETRY`].
+    pub fn failed(&mut self, now: Duration) {
+        self.in_flight = None;
+        self.retry_at = Some(now + CHECKPOINT_RETRY);
+    }
 }
 
 /// When and where this watchman writes signed checkpoints.
@@ -76,9 +171,7 @@ pub struct CheckpointWriter {
 impl CheckpointWriter {
     /// The batch due for a checkpoint given what is hard-final here, if a new one is due.
     pub fn due(&self, hard_final: u64) -> Option<u64> {
-        let every = self.every_batches.max(1);
-        let due = hard_final / every * every;
-        (due > 0 && due > self.last && !self.path_of(due).exists()).then_some(due)
+        due_checkpoint(self.every_batches, self.last, hard_final).filter(|due| !self.path_of(*due).exists())
     }
 
     pub fn path_of(&self, number: u64) -> PathBuf {
@@ -106,54 +199,60 @@ impl CheckpointWriter {
 /// the batch hard-final yet, and a session each turn would flood the mesh and the logs.
 pub const CHECKPOINT_RETRY: Duration = Duration::from_secs(30);
 
-/// The watchman loop's checkpoint duty: at most one signing session in flight, on a task of its
-/// own so that settling never waits for it.
+/// The watchman loop's checkpoint duty, the I/O shell around a [`CheckpointSchedule`]: at most
+/// one signing session in flight, on a task of its own so that settling never waits for it.
 #[derive(Debug)]
 pub struct CheckpointDuty {
     writer: CheckpointWriter,
+    schedule: CheckpointSchedule,
     network: String,
     genesis_hash: [u8; 32],
-    in_flight: Option<(u64, JoinHandle<Result<SignedCheckpoint, CheckpointSignError>>)>,
-    retry_at: Option<Instant>,
+    task: Option<JoinHandle<Result<SignedCheckpoint, CheckpointSignError>>>,
+    /// The schedule's time is measured from here.
+    origin: Instant,
 }
 
 impl CheckpointDuty {
     pub fn new(writer: CheckpointWriter, network: String, genesis_hash: [u8; 32]) -> Self {
-        CheckpointDuty { writer, network, genesis_hash, in_flight: None, retry_at: None }
+        let schedule = CheckpointSchedule::new(writer.every_batches, writer.last);
+        CheckpointDuty { writer, schedule, network, genesis_hash, task: None, origin: Instant::now() }
     }
 
     /// One turn: writes a finished session's checkpoint (or notes its failure), then starts the
-    /// next due one if none is in flight.
+    /// next due one if the schedule says so.
     pub async fn turn(&mut self, tss: &Arc<TssNode>, book: &SettlementBook) {
-        if self.in_flight.as_ref().is_some_and(|(_, task)| task.is_finished())
-            && let Some((number, task)) = self.in_flight.take()
+        if self.task.as_ref().is_some_and(JoinHandle::is_finished)
+            && let Some(task) = self.task.take()
+            && let Some(number) = self.schedule.in_flight()
         {
             // Finished: this await does not wait.
-            match task.await {
-                Ok(Ok(checkpoint)) => match self.writer.write(&checkpoint) {
-                    Ok(path) => {
-                        tracing::info!(batch = number, path = %path.display(), "signed checkpoint written");
-                        metrics::gauge!("watchman_checkpoint_batch").set(number as f64);
-                    }
-                    Err(error) => self.failed(number, &error.to_string()),
-                },
-                Ok(Err(error)) => self.failed(number, &error.to_string()),
-                Err(error) => self.failed(number, &error.to_string()),
+            let written = match task.await {
+                Ok(Ok(checkpoint)) => self.writer.write(&checkpoint).map_err(|e| e.to_string()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            match written {
+                Ok(path) => {
+                    self.schedule.signed(number);
+                    tracing::info!(batch = number, path = %path.display(), "signed checkpoint written");
+                    metrics::gauge!("watchman_checkpoint_batch").set(number as f64);
+                }
+                Err(error) => {
+                    self.schedule.failed(self.origin.elapsed());
+                    metrics::counter!("watchman_checkpoint_failures_total").increment(1);
+                    tracing::warn!(batch = number, %error, "signing a checkpoint failed; retrying in 30 s");
+                }
             }
         }
-        if self.in_flight.is_some() || self.retry_at.is_some_and(|at| Instant::now() < at) {
+        let writer = &self.writer;
+        let Some(number) =
+            self.schedule.start(book.hard_final(), self.origin.elapsed(), |n| writer.path_of(n).exists())
+        else {
             return;
-        }
-        let Some(number) = self.writer.due(book.hard_final()) else { return };
+        };
         let (tss, book, network, genesis_hash) = (tss.clone(), book.clone(), self.network.clone(), self.genesis_hash);
-        let task = tokio::spawn(async move { sign_checkpoint(&tss, &book, &network, genesis_hash, number).await });
-        self.in_flight = Some((number, task));
-    }
-
-    fn failed(&mut self, number: u64, error: &str) {
-        metrics::counter!("watchman_checkpoint_failures_total").increment(1);
-        tracing::warn!(batch = number, %error, "signing a checkpoint failed; retrying in 30 s");
-        self.retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+        self.task =
+            Some(tokio::spawn(async move { sign_checkpoint(&tss, &book, &network, genesis_hash, number).await }));
     }
 }
 
@@ -183,5 +282,25 @@ mod tests {
         assert_eq!(writer.due(30), Some(30));
         std::fs::write(writer.path_of(30), b"{}").unwrap();
         assert_eq!(writer.due(35), None, "a file already written is not signed again");
+    }
+
+    #[test]
+    fn one_checkpoint_session_at_a_time_and_a_failure_waits_out_the_retry() {
+        let never = |_| false;
+        let mut schedule = CheckpointSchedule::new(4, 0);
+        assert_eq!(schedule.start(3, Duration::ZERO, never), None, "nothing hard-final at a multiple yet");
+        assert_eq!(schedule.start(9, Duration::ZERO, never), Some(8), "the newest multiple only");
+        assert_eq!(schedule.start(12, Duration::ZERO, never), None, "one session in flight");
+        schedule.failed(Duration::from_secs(10));
+        assert_eq!(schedule.in_flight(), None);
+        let before = Duration::from_secs(10) + CHECKPOINT_RETRY - Duration::from_millis(1);
+        assert_eq!(schedule.start(12, before, never), None, "a failure waits out the retry");
+        assert_eq!(schedule.start(12, before + Duration::from_millis(1), never), Some(12));
+        schedule.signed(12);
+        assert_eq!((schedule.last(), schedule.in_flight()), (12, None));
+        assert_eq!(schedule.start(15, before, never), None, "batch 12 is done");
+        assert_eq!(schedule.start(16, before, |n| n == 16), None, "a checkpoint written before is not signed again");
+        assert_eq!(schedule.last(), 16);
+        assert_eq!(schedule.start(20, before, never), Some(20));
     }
 }

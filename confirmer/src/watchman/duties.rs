@@ -50,6 +50,11 @@ pub enum Judged {
     Failed(SolvencyError),
 }
 
+/// A pause this many blocks deep is final: an Ethereum reorg no longer drops it, and the
+/// watchman stops looking (an unpause after that is the group's decision, not a lost pause).
+/// Ethereum finalizes in two epochs, 64 blocks.
+pub const PAUSE_FINAL_BLOCKS: u64 = 64;
+
 /// The watchman's decisions across turns: when solvency is due, what a verdict means, and
 /// whether the vault still needs pausing. Pure: the shell tells it what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,13 +62,16 @@ pub struct Duties {
     turn: u64,
     /// This watchman holds a guardian key (may pause the vault).
     guardian: bool,
-    /// The vault is known paused (by this watchman, or already by someone): never again.
-    paused: bool,
+    /// The block from which the vault is known paused (this watchman's pause was mined there,
+    /// or the vault was found paused at that tip), until the pause is final.
+    paused_since: Option<u64>,
+    /// The pause is [`PAUSE_FINAL_BLOCKS`] deep: never looked at again.
+    pause_final: bool,
 }
 
 impl Duties {
     pub fn new(guardian: bool) -> Self {
-        Duties { turn: 0, guardian, paused: false }
+        Duties { turn: 0, guardian, paused_since: None, pause_final: false }
     }
 
     /// Starts the next turn.
@@ -81,15 +89,37 @@ impl Duties {
         }
     }
 
-    /// Whether to pause the vault now, given whether signing is halted: once, with a guardian,
-    /// and again after a pause that failed.
+    /// Whether to look at the vault's pause this turn (and pause it if it is not), given
+    /// whether signing is halted: with a guardian, every turn until the pause is final. A pause
+    /// that failed is sent again, and so is one an Ethereum reorg dropped: a pause mined is not
+    /// yet a pause kept (a real bug the simulator found: every watchman took its mined pause
+    /// for good, a reorg dropped it, and deposits flowed into the vault of a history they had
+    /// alarmed).
     pub fn pause_due(&self, halted: bool) -> bool {
-        halted && self.guardian && !self.paused
+        #[cfg(feature = "planted-bugs")]
+        if bridge::planted::active(bridge::planted::PlantedBug::MinedPauseIsKept) {
+            return halted && self.guardian && self.paused_since.is_none();
+        }
+        halted && self.guardian && !self.pause_final
     }
 
-    /// The vault is paused (the pause went through, or it was paused already).
-    pub fn vault_paused(&mut self) {
-        self.paused = true;
+    /// This watchman's pause was mined in block `block`: it is final [`PAUSE_FINAL_BLOCKS`]
+    /// later.
+    pub fn pause_mined(&mut self, block: u64) {
+        self.paused_since = Some(block);
+        self.pause_final = false;
+    }
+
+    /// The vault reads paused at tip `tip` (this watchman's pause, or anyone's): final once
+    /// [`PAUSE_FINAL_BLOCKS`] have passed since it was first known paused.
+    pub fn vault_paused(&mut self, tip: u64) {
+        let since = *self.paused_since.get_or_insert(tip);
+        self.pause_final = tip >= since.saturating_add(PAUSE_FINAL_BLOCKS);
+    }
+
+    /// Whether the pause is final (no more looking).
+    pub fn pause_final(&self) -> bool {
+        self.pause_final
     }
 }
 
@@ -171,8 +201,15 @@ impl OnDuty {
         let Some(guardian) = &self.guardian else { return Ok(()) };
         match guardian.pause().await {
             Ok(receipt) => {
-                self.duties.vault_paused();
-                tracing::error!(%why, already_paused = receipt.is_none(), "the Ethereum vault is paused");
+                let tip = guardian.block_number().await?;
+                if let Some(receipt) = &receipt {
+                    self.duties.pause_mined(receipt.block_number.unwrap_or(tip));
+                    tracing::error!(%why, "the Ethereum vault is paused");
+                }
+                self.duties.vault_paused(tip);
+                if self.duties.pause_final() {
+                    tracing::info!("the vault's pause is final");
+                }
                 Ok(())
             }
             Err(error) => {
@@ -281,16 +318,34 @@ mod tests {
     }
 
     #[test]
-    fn a_halted_book_with_a_guardian_pauses_once_and_again_after_a_failed_pause() {
+    fn a_halted_book_with_a_guardian_looks_at_the_pause_until_it_is_final() {
         let mut duties = Duties::new(true);
         assert!(!duties.pause_due(false), "nothing halted, nothing paused");
         assert!(duties.pause_due(true));
         // The pause failed: nothing is recorded, the next turn tries again.
         assert!(duties.pause_due(true));
-        duties.vault_paused();
+        duties.pause_mined(100);
+        duties.vault_paused(101);
+        assert!(duties.pause_due(true), "a pause one block deep may still be dropped by a reorg");
+        // A reorg dropped it: the shell finds the vault unpaused and sends it again.
+        duties.pause_mined(105);
+        duties.vault_paused(105 + PAUSE_FINAL_BLOCKS - 1);
+        assert!(duties.pause_due(true), "counted from the pause mined again, not the dropped one");
+        duties.vault_paused(105 + PAUSE_FINAL_BLOCKS);
+        assert!(duties.pause_final());
         for _ in 0..3 {
-            assert!(!duties.pause_due(true), "paused once, never again");
+            assert!(!duties.pause_due(true), "a final pause is never looked at again");
         }
+    }
+
+    #[test]
+    fn a_vault_found_paused_counts_from_when_it_was_first_seen() {
+        let mut duties = Duties::new(true);
+        duties.vault_paused(7);
+        duties.vault_paused(7 + PAUSE_FINAL_BLOCKS - 1);
+        assert!(duties.pause_due(true));
+        duties.vault_paused(7 + PAUSE_FINAL_BLOCKS);
+        assert!(!duties.pause_due(true));
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub mod stuck;
 
 pub use book::SettlementBook;
 pub use bump_clock::{BUMP_CLOCK_TASK, BumpClock, BumpClockTask};
-pub use checkpoint::{CheckpointDuty, CheckpointSignError, CheckpointWriter, sign_checkpoint};
+pub use checkpoint::{
+    CHECKPOINT_RETRY, CheckpointDuty, CheckpointSchedule, CheckpointSignError, CheckpointWriter,
+    checkpoint_from_session, checkpoint_request, checkpoint_signing_request, due_checkpoint, sign_checkpoint,
+};
 pub use duties::{Duties, OnDuty, WATCHMAN_TASK};
 pub use payout::{BtcPayouts, PayoutAction, PayoutError};
 pub use policy::{

@@ -323,6 +323,11 @@ impl EthSettlement {
         }
         let progress = self.submitter.progress().await.map_err(|e| SettleError::vault(self.next_to_pay, "read", e))?;
         self.book.note_vault(progress);
+        // An Ethereum reorg can take ranges back (or this node fall behind them): what was paid
+        // of them is not paid any more as far as this watchman can vouch, and a range that comes
+        // back under the same number is to pay again.
+        self.paid_through = self.paid_through.min(progress.settled_through);
+        self.next_to_pay = self.next_to_pay.min(progress.range_count);
         metrics::gauge!("watchman_eth_vault_settled_through").set(progress.settled_through as f64);
         if !self.resumed {
             let next = self.next_to_pay;
