@@ -25,6 +25,7 @@ use tss::{SessionError, SigningRequest, ThresholdSigner};
 
 use crate::SimError;
 use crate::eth_chain::{EthNode, VaultEvent};
+use crate::evm::paused_refusal;
 use crate::signing::SessionReply;
 use crate::watchmen::{Ask, AskKind};
 use crate::world::World;
@@ -218,10 +219,4 @@ impl World {
             }
         }
     }
-}
-
-/// Whether a vault call's revert is the pause's (`Paused()`): a range refused so was no less
-/// the vault's next.
-pub(crate) fn paused_refusal(why: &str) -> bool {
-    why == crate::evm::PAUSED
 }

@@ -30,7 +30,7 @@ const DEPOSITOR: Address = Address::repeat_byte(0xde);
 /// halts (duties.rs), as the binary does with a guardian key.
 const GUARDIAN: Address = Address::repeat_byte(0x9a);
 /// A call's revert by `Paused()`: the guardian stopped the vault.
-pub(crate) const PAUSED: &str = "reverted: the vault is paused";
+const PAUSED: &str = "reverted: the vault is paused";
 /// Gas for one transaction: just under the per-transaction cap (2^24 since Osaka, EIP-7825).
 const GAS_LIMIT: u64 = 16_000_000;
 
@@ -105,14 +105,7 @@ impl EthVault {
         let call = contracts::Vault::depositETHCall { account: Address::from(account.0) };
         match self.transact(DEPOSITOR, TxKind::Call(self.address), U256::from(wei), call.abi_encode().into())? {
             ExecutionResult::Success { .. } => Ok(()),
-            ExecutionResult::Revert { output, .. }
-                if matches!(
-                    contracts::Vault::VaultErrors::abi_decode(&output),
-                    Ok(contracts::Vault::VaultErrors::Paused(_))
-                ) =>
-            {
-                Err(PAUSED.into())
-            }
+            ExecutionResult::Revert { output, .. } => Err(revert_reason(&output)),
             other => Err(format!("depositETH failed: {other:?}")),
         }
     }
@@ -198,11 +191,7 @@ impl EthVault {
                 settled.logs = logs;
                 Ok(settled)
             }
-            ExecutionResult::Revert { output, .. } => match contracts::Vault::VaultErrors::abi_decode(&output) {
-                Ok(contracts::Vault::VaultErrors::Paused(_)) => Err(PAUSED.into()),
-                Ok(error) => Err(format!("reverted {error:?}")),
-                Err(_) => Err(format!("reverted with 0x{}", hex::encode(&output))),
-            },
+            ExecutionResult::Revert { output, .. } => Err(revert_reason(&output)),
             other => Err(format!("halted: {other:?}")),
         }
     }
@@ -222,4 +211,20 @@ impl EthVault {
         let balance = self.evm.ctx.db().basic_ref(self.address).ok().flatten().map_or(U256::ZERO, |a| a.balance);
         u128::try_from(balance).unwrap_or(u128::MAX)
     }
+}
+
+/// A vault call's revert, as the simulator reports it: the pause's as [`PAUSED`], any other of
+/// the vault's errors by name.
+fn revert_reason(output: &Bytes) -> String {
+    match contracts::Vault::VaultErrors::abi_decode(output) {
+        Ok(contracts::Vault::VaultErrors::Paused(_)) => PAUSED.into(),
+        Ok(error) => format!("reverted {error:?}"),
+        Err(_) => format!("reverted with 0x{}", hex::encode(output)),
+    }
+}
+
+/// Whether a vault call's revert is the pause's (`Paused()`): a range refused so was no less
+/// the vault's next, and a deposit refused so brought nothing in.
+pub(crate) fn paused_refusal(why: &str) -> bool {
+    why == PAUSED
 }

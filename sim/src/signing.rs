@@ -541,7 +541,7 @@ impl World {
                     self.check_payout(batch, index, recipient, wei);
                 }
             }
-            Err(revert) if crate::eth_settlement::paused_refusal(&revert) => {
+            Err(revert) if crate::evm::paused_refusal(&revert) => {
                 self.log(format!("the paused vault refuses range {}..={} ({})", ask.first, ask.last, ask.what));
             }
             // A range the vault already passed: a late session's, refused as the contract must.

@@ -84,7 +84,7 @@ impl World {
         let deposited = self.evm.as_mut().map(|vault| vault.deposit(user, ethers * ETHER));
         match deposited {
             // The guardian paused the vault: the user's transaction reverts, nothing came in.
-            Some(Err(error)) if crate::eth_settlement::paused_refusal(&error) => {
+            Some(Err(error)) if crate::evm::paused_refusal(&error) => {
                 self.log(format!("the paused vault refuses a deposit of {ethers} ETH"));
                 return;
             }
