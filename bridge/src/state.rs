@@ -11,7 +11,7 @@ use crate::asset::AssetId;
 use crate::btc_payout::PayoutPlan;
 use crate::btc_vault::{OutPoint, QueuedWithdrawal, VaultUtxo};
 use crate::codec::to_bytes;
-use crate::commitment::{Commitment, CommitmentError, PendingRoot, StateProof, key_hash};
+use crate::commitment::{Commitment, CommitmentError, PendingRoot, StateProof, Value, key_hash};
 use crate::eip712::Domain;
 use crate::network::NetworkParams;
 use crate::rotation::KeyEpoch;
@@ -301,7 +301,7 @@ impl State {
             .chain(self.deposit_heights.keys().map(|a| StateKey::DepositHeight(*a)));
         let mut entries: Vec<(StateKey, Vec<u8>)> = keys
             .filter(|key| self.commitment.contains(key_hash(&to_bytes(key))))
-            .filter_map(|key| self.entry_value(&key).map(|value| (key, value)))
+            .filter_map(|key| self.entry_value(&key).map(|value| (key, value.as_bytes().to_vec())))
             .collect();
         entries.sort_by_key(|a| a.0);
         entries
@@ -498,22 +498,17 @@ impl State {
     /// Computes the root over every entry written since the last commitment update, without
     /// changing the committed root.
     pub(crate) fn prepare_root(&self) -> Result<PendingRoot, CommitmentError> {
-        let mut writes = BTreeMap::new();
+        let mut writes = Vec::with_capacity(self.dirty.len());
         for key in &self.dirty {
-            let key_bytes = to_bytes(key);
-            let hash = key_hash(&key_bytes);
+            let hash = key_hash(&to_bytes(key));
             match self.entry_value(key) {
-                Some(value) => {
-                    writes.insert(hash, Some(value));
-                }
+                Some(value) => writes.push((hash, Some(value))),
                 // Written and then rolled back before it ever reached the tree: nothing to do.
                 None if !self.commitment.contains(hash) => {}
-                None => {
-                    writes.insert(hash, None);
-                }
+                None => writes.push((hash, None)),
             }
         }
-        self.commitment.prepare(writes)
+        self.commitment.prepare_unsorted(writes)
     }
 
     /// Makes a prepared root the committed one and moves the chain head to `head`.
@@ -524,19 +519,23 @@ impl State {
         self.open_txs = 0;
     }
 
-    fn entry_value(&self, key: &StateKey) -> Option<Vec<u8>> {
+    /// The entry's value bytes as the tree holds them; a nonce and a balance without allocating.
+    fn entry_value(&self, key: &StateKey) -> Option<Value> {
+        let encoded = |value: Vec<u8>| Value::from(value);
         match key {
-            StateKey::Nonce(account) => self.nonces.get(account).map(|n| n.to_le_bytes().to_vec()),
+            StateKey::Nonce(account) => self.nonces.get(account).map(|n| Value::from_slice(&n.to_le_bytes())),
             StateKey::Balance(account, asset) => {
-                self.balances.get(&(*account, *asset)).map(|b| b.units().to_le_bytes().to_vec())
+                self.balances.get(&(*account, *asset)).map(|b| Value::from_slice(&b.units().to_le_bytes()))
             }
-            StateKey::Deposit(l1_ref) => self.credited.contains(l1_ref).then(|| vec![1]),
-            StateKey::VaultUtxo(outpoint) => self.vault_utxos.get(outpoint).map(to_bytes),
-            StateKey::BtcQueued(seq) => self.btc_queue.get(seq).map(to_bytes),
-            StateKey::BtcPlan(id) => self.btc_plans.get(id).map(to_bytes),
-            StateKey::BtcCounters => Some(to_bytes(&self.btc_counters)),
-            StateKey::GroupKey(epoch) => self.key_epochs.get(epoch).map(to_bytes),
-            StateKey::DepositHeight(asset) => self.deposit_heights.get(asset).map(|h| h.to_le_bytes().to_vec()),
+            StateKey::Deposit(l1_ref) => self.credited.contains(l1_ref).then(|| Value::from_slice(&[1])),
+            StateKey::VaultUtxo(outpoint) => self.vault_utxos.get(outpoint).map(to_bytes).map(encoded),
+            StateKey::BtcQueued(seq) => self.btc_queue.get(seq).map(to_bytes).map(encoded),
+            StateKey::BtcPlan(id) => self.btc_plans.get(id).map(to_bytes).map(encoded),
+            StateKey::BtcCounters => Some(encoded(to_bytes(&self.btc_counters))),
+            StateKey::GroupKey(epoch) => self.key_epochs.get(epoch).map(to_bytes).map(encoded),
+            StateKey::DepositHeight(asset) => {
+                self.deposit_heights.get(asset).map(|h| Value::from_slice(&h.to_le_bytes()))
+            }
         }
     }
 

@@ -2,9 +2,10 @@
 //! memory at its latest version only (docs/PROTOCOL.md, "The state tree").
 //!
 //! Path-compressed: a leaf sits at the shallowest depth where no other key shares its path, so
-//! a tree of `n` entries is about `log2 n` deep. Every internal node caches its hash, and a
-//! batch's writes are applied sorted by key in one recursive pass ([`tree::Update`]), so each
-//! node a batch touches is hashed once per batch, and nothing else is. The roots and proofs
+//! a tree of `n` entries is about `log2 n` deep. Every internal node caches its children's
+//! hashes, and a batch's writes are applied sorted by key in one recursive pass
+//! ([`tree::Update`]), so each node a batch touches is hashed once per batch, and nothing else
+//! is. The roots and proofs
 //! are byte for byte those crate `jmt` 0.12 computed before this tree replaced it.
 
 mod proof;
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 
 pub use proof::{ProofError, ProofLeaf, ProofNode, SparseMerkleProof, StateProof};
 use sha2::{Digest, Sha256};
-use tree::{Nodes, Overlay, Ref, Update, Write};
+pub use tree::Value;
+use tree::{Child, Nodes, Overlay, Ref, Update, Write};
 
 /// The root of the empty tree, and the hash of every empty subtree.
 pub const PLACEHOLDER: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
@@ -41,16 +43,22 @@ pub fn empty_root() -> [u8; 32] {
 
 /// The tree at its latest version. Nodes replaced by an update are freed at once: proofs are
 /// served against the latest root only.
-#[derive(Default)]
 pub struct Commitment {
     nodes: Nodes,
-    root: Ref,
+    /// The root and its hash (every other node's hash is kept in its parent).
+    root: Child,
     entries: usize,
     /// Counts applied updates, so a pending root applied to a tree it was not prepared against
     /// is caught.
     updates: u64,
     /// False until the first update: [`Commitment::root`] is `None` until then, as under `jmt`.
     committed: bool,
+}
+
+impl Default for Commitment {
+    fn default() -> Commitment {
+        Commitment { nodes: Nodes::default(), root: Child::EMPTY, entries: 0, updates: 0, committed: false }
+    }
 }
 
 impl std::fmt::Debug for Commitment {
@@ -68,8 +76,7 @@ impl std::fmt::Debug for Commitment {
 /// An update computed but not yet applied: replay compares its root with the batch header's
 /// before anything changes. Dropping it leaves the tree as it was.
 pub struct PendingRoot {
-    root_hash: [u8; 32],
-    root: Ref,
+    root: Child,
     entries: usize,
     /// The tree's update count it was prepared against; `None` for an empty batch.
     prepared_at: Option<u64>,
@@ -78,13 +85,13 @@ pub struct PendingRoot {
 
 impl std::fmt::Debug for PendingRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingRoot").field("root", &hex::encode(self.root_hash)).finish()
+        f.debug_struct("PendingRoot").field("root", &hex::encode(self.root.hash)).finish()
     }
 }
 
 impl PendingRoot {
     pub fn root(&self) -> [u8; 32] {
-        self.root_hash
+        self.root.hash
     }
 }
 
@@ -92,7 +99,7 @@ impl Commitment {
     /// Builds the tree over `entries` in one pass: a snapshot's restore. The entries need not be
     /// sorted; a key given twice is refused.
     pub fn from_entries(entries: Vec<(KeyHash, Vec<u8>)>) -> Result<Commitment, CommitmentError> {
-        let mut writes: Vec<Write> = entries.into_iter().map(|(k, v)| (k, Some(v.into_boxed_slice()))).collect();
+        let mut writes: Vec<Write> = entries.into_iter().map(|(k, v)| (k, Some(Value::from(v)))).collect();
         writes.sort_unstable_by_key(|w| w.0);
         if let Some(pair) = writes.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             return Err(CommitmentError(format!("key hash {} given twice", hex::encode(pair[0].0.0))));
@@ -104,12 +111,12 @@ impl Commitment {
     }
 
     pub fn root(&self) -> Option<[u8; 32]> {
-        self.committed.then(|| self.nodes.hash(self.root))
+        self.committed.then_some(self.root.hash)
     }
 
     /// The current root; the empty tree's root before the first write.
     pub fn root_or_empty(&self) -> [u8; 32] {
-        self.nodes.hash(self.root)
+        self.root.hash
     }
 
     pub fn len(&self) -> usize {
@@ -127,13 +134,22 @@ impl Commitment {
     /// The value the tree holds for `key`.
     pub fn get(&self, key: KeyHash) -> Option<&[u8]> {
         let (found, _) = self.walk(key);
-        found.filter(|leaf| self.nodes.leaf(*leaf).key == key).map(|leaf| &*self.nodes.leaf(leaf).value)
+        found.filter(|leaf| self.nodes.leaf(*leaf).key == key).map(|leaf| self.nodes.leaf(leaf).value.as_bytes())
     }
 
     /// Computes the root after `writes` (a value, or `None` to delete) without changing anything.
     pub fn prepare(&self, writes: BTreeMap<KeyHash, Option<Vec<u8>>>) -> Result<PendingRoot, CommitmentError> {
         // A BTreeMap iterates in key order: the order the one-pass update needs.
-        self.prepare_sorted(writes.into_iter().map(|(k, v)| (k, v.map(Vec::into_boxed_slice))).collect())
+        self.prepare_sorted(writes.into_iter().map(|(k, v)| (k, v.map(Value::from))).collect())
+    }
+
+    /// Computes the root after `writes`, in any order, each key once.
+    pub fn prepare_unsorted(&self, mut writes: Vec<(KeyHash, Option<Value>)>) -> Result<PendingRoot, CommitmentError> {
+        writes.sort_unstable_by_key(|w| w.0);
+        if let Some(pair) = writes.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(CommitmentError(format!("key hash {} written twice", hex::encode(pair[0].0.0))));
+        }
+        self.prepare_sorted(writes)
     }
 
     /// `writes` sorted by key, each key once.
@@ -141,7 +157,6 @@ impl Commitment {
         debug_assert!(writes.windows(2).all(|pair| pair[0].0 < pair[1].0));
         if writes.is_empty() {
             return Ok(PendingRoot {
-                root_hash: self.root_or_empty(),
                 root: self.root,
                 entries: self.entries,
                 prepared_at: None,
@@ -153,11 +168,11 @@ impl Commitment {
         }
         let mut update = Update::new(&self.nodes, writes.len());
         let root = update.update(self.root, 0, &mut writes);
-        let (root_hash, overlay) = update.finish(root);
+        let overlay = update.finish();
         // Every written value is a new leaf, and every leaf written over or deleted is replaced.
         let (created, replaced) = overlay.leaves();
         let entries = self.entries + created - replaced;
-        Ok(PendingRoot { root_hash, root, entries, prepared_at: Some(self.updates), overlay })
+        Ok(PendingRoot { root, entries, prepared_at: Some(self.updates), overlay })
     }
 
     /// Applies a prepared update. It must have been prepared against the current tree.
@@ -166,11 +181,10 @@ impl Commitment {
             return;
         };
         assert_eq!(prepared_at, self.updates, "a pending root applied to a tree it was not prepared against");
-        self.root = self.nodes.apply(pending.overlay, pending.root);
+        self.root = Child { node: self.nodes.apply(pending.overlay, pending.root.node), hash: pending.root.hash };
         self.entries = pending.entries;
         self.updates += 1;
         self.committed = true;
-        debug_assert_eq!(self.nodes.hash(self.root), pending.root_hash);
         debug_assert_eq!(self.nodes.live().1, self.entries);
     }
 
@@ -178,7 +192,7 @@ impl Commitment {
     /// first.
     fn walk(&self, key: KeyHash) -> (Option<Ref>, Vec<Ref>) {
         let mut path = Vec::new();
-        let mut node = self.root;
+        let mut node = self.root.node;
         let mut depth = 0;
         while !node.is_empty() && !node.is_leaf() {
             path.push(node);
@@ -192,7 +206,7 @@ impl Commitment {
     /// A proof that `key` holds its value (or is absent) under the current root.
     pub fn prove(&self, key: &[u8]) -> Result<StateProof, CommitmentError> {
         let hash = key_hash(key);
-        if self.root.is_empty() {
+        if self.root.node.is_empty() {
             return Ok(StateProof { key: key.to_vec(), value: None, proof: None });
         }
         let (end, path) = self.walk(hash);
@@ -201,12 +215,12 @@ impl Commitment {
                 ProofNode::Null
             } else if node.is_leaf() {
                 let leaf = self.nodes.leaf(node);
-                ProofNode::Leaf(ProofLeaf { key_hash: leaf.key.0, value_hash: tree::value_hash(&leaf.value) })
+                ProofNode::Leaf(ProofLeaf { key_hash: leaf.key.0, value_hash: tree::value_hash(leaf.value.as_bytes()) })
             } else {
                 let internal = self.nodes.internal(node);
                 ProofNode::Internal(proof::ProofInternal {
-                    left_child: self.nodes.hash(internal.left),
-                    right_child: self.nodes.hash(internal.right),
+                    left_child: internal.left_hash,
+                    right_child: internal.right_hash,
                 })
             }
         };
@@ -221,8 +235,9 @@ impl Commitment {
             })
             .collect();
         let leaf = end.map(|leaf| self.nodes.leaf(leaf));
-        let value = leaf.filter(|leaf| leaf.key == hash).map(|leaf| leaf.value.to_vec());
-        let leaf = leaf.map(|leaf| ProofLeaf { key_hash: leaf.key.0, value_hash: tree::value_hash(&leaf.value) });
+        let value = leaf.filter(|leaf| leaf.key == hash).map(|leaf| leaf.value.as_bytes().to_vec());
+        let leaf =
+            leaf.map(|leaf| ProofLeaf { key_hash: leaf.key.0, value_hash: tree::value_hash(leaf.value.as_bytes()) });
         Ok(StateProof {
             key: key.to_vec(),
             value,

@@ -22,6 +22,27 @@ fn reference_root(entries: &BTreeMap<KeyHash, Vec<u8>>) -> [u8; 32] {
     subtree(&leaves, 0)
 }
 
+/// Every hash an internal node caches for a child is that child's hash, recomputed from the
+/// leaves up: the invariant the update relies on when it passes an untouched child.
+fn cached_hashes_hold(tree: &Commitment) -> bool {
+    fn hash_of(nodes: &tree::Nodes, node: tree::Ref, ok: &mut bool) -> [u8; 32] {
+        if node.is_empty() {
+            PLACEHOLDER
+        } else if node.is_leaf() {
+            let leaf = nodes.leaf(node);
+            leaf_hash(&leaf.key, &value_hash(leaf.value.as_bytes()))
+        } else {
+            let internal = nodes.internal(node);
+            let (left, right) = (hash_of(nodes, internal.left, ok), hash_of(nodes, internal.right, ok));
+            *ok &= left == internal.left_hash && right == internal.right_hash;
+            internal_hash(&left, &right)
+        }
+    }
+    let mut ok = true;
+    let root = hash_of(&tree.nodes, tree.root.node, &mut ok);
+    ok && root == tree.root.hash
+}
+
 fn key(n: u32) -> Vec<u8> {
     n.to_le_bytes().to_vec()
 }
@@ -103,7 +124,8 @@ fn rewriting_a_value_to_itself_keeps_the_root_and_deleting_an_absent_key_changes
 fn batch() -> impl Strategy<Value = BTreeMap<u16, Option<Vec<u8>>>> {
     prop::collection::btree_map(
         0u16..400,
-        prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 0..20)),
+        // Up to twice the inline size: values held in the leaf and boxed ones both.
+        prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 0..44)),
         0..60,
     )
 }
@@ -130,6 +152,7 @@ proptest! {
             prop_assert_eq!(tree.root_or_empty(), reference_root(&model));
             prop_assert_eq!(tree.len(), model.len());
             prop_assert_eq!(tree.nodes.live().1, model.len());
+            prop_assert!(cached_hashes_hold(&tree));
         }
         let root = tree.root_or_empty();
         for k in (0u16..400).step_by(7) {
