@@ -67,6 +67,10 @@ pub enum PlantedBug {
     /// horizon over a range the vault does not hold, and every policy refuses to sign it again
     /// (a real bug the simulator found, kept planted).
     DoneMarkOutlivesReorg,
+    /// A snapshot's restore checks its header (signature, hash, the root it claims) but not the
+    /// root its entries rebuild: a snapshot rewritten on disk starts the role on a state no
+    /// header commits to.
+    SnapshotRootUnchecked,
 }
 
 thread_local! {
@@ -76,6 +80,11 @@ thread_local! {
 /// Switches `bug` on (or every bug off, with `None`) for the calling thread.
 pub fn plant(bug: Option<PlantedBug>) {
     PLANTED.with(|planted| planted.set(bug));
+}
+
+/// The bug switched on for the calling thread: to carry it onto a worker thread.
+pub fn current() -> Option<PlantedBug> {
+    PLANTED.with(Cell::get)
 }
 
 /// Whether `bug` is switched on for the calling thread.

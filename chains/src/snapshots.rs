@@ -283,9 +283,19 @@ where
                 .map_err(|e| format!("its batch header could not be read: {e}"))?
                 .ok_or_else(|| format!("batch {number} is not in this node's record, so nothing vouches for it"))?;
             let params = params.clone();
-            tokio::task::spawn_blocking(move || State::restore(params, snapshot, &header).map_err(|e| e.to_string()))
-                .await
-                .map_err(|e| format!("the restoring worker failed: {e}"))?
+            // A planted bug is switched on per thread: the simulator's test carries it over.
+            #[cfg(feature = "planted-bugs")]
+            let planted = bridge::planted::current();
+            tokio::task::spawn_blocking(move || {
+                #[cfg(feature = "planted-bugs")]
+                bridge::planted::plant(planted);
+                let restored = State::restore(params, snapshot, &header).map_err(|e| e.to_string());
+                #[cfg(feature = "planted-bugs")]
+                bridge::planted::plant(None);
+                restored
+            })
+            .await
+            .map_err(|e| format!("the restoring worker failed: {e}"))?
         };
         match attempt.await {
             Ok(state) => {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use bridge::{BtcNetwork, Chain};
 use chains::bitcoin::DepositChecker;
 use chains::da::DataAvailability;
-use chains::snapshots::SnapshotPolicy;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
@@ -32,6 +31,7 @@ impl World {
         }
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
         let clock = self.confirmers[index].clock.reader(self.now_ms.clone());
+        let expected = self.rot_before_start(Disk::Confirmer(index), &store.snapshots()).await;
         let refuses = self.refuses(Disk::Confirmer(index));
         if refuses {
             store.refuse_writes(true).await.map_err(SimError::role("disk fault"))?;
@@ -45,10 +45,14 @@ impl World {
                 self.log(format!("confirmer {index} cannot start on its disk: {error}"));
                 return Ok(());
             }
-            Err(error) => return Err(SimError::role("confirmer start")(error)),
+            Err(error) => {
+                self.violate("role-restarts", format!("confirmer {index} cannot start from its store: {error}"));
+                return Ok(());
+            }
         };
+        self.check_restored(Disk::Confirmer(index), follower.restored_from(), expected);
         let follower = follower
-            .with_snapshots(SnapshotPolicy::off())
+            .with_snapshots(crate::snapshots::confirmer_policy())
             .with_missing_batch_wait(MISSING_BATCH_WAIT)
             .with_clock(Arc::new(clock));
         let status = follower.status();
@@ -83,6 +87,7 @@ impl World {
             }
             Err(error) => self.log(format!("confirmer {index} step failed: {error}")),
         }
+        self.confirmer_snapshot_saved(index).await;
         if after.hard_final != before.hard_final || after.replayed != before.replayed {
             self.log(format!("confirmer {index} replayed {}, hard-final {}", after.replayed, after.hard_final));
         }

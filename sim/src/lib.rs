@@ -34,6 +34,7 @@ pub mod l1;
 mod mesh;
 pub mod rng;
 pub mod signing;
+mod snapshots;
 mod users;
 pub mod watchmen;
 mod world;

@@ -15,7 +15,6 @@ use bridge::{
     Wallet,
 };
 use chains::da::DataAvailability;
-use chains::snapshots::SnapshotPolicy;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 use coordinator::publisher::Publisher;
@@ -156,6 +155,9 @@ pub(crate) struct World {
     pub(crate) btc: Option<BtcChain>,
     /// Bitcoin's own stream of choices, so that they leave the rest of a seed's run as it was.
     pub(crate) btc_rng: SimRng,
+    /// Snapshots' rot: its own stream, and the snapshots that rotted, by role (snapshots.rs).
+    pub(crate) snapshot_rng: SimRng,
+    pub(crate) rotten: BTreeSet<(Disk, u64)>,
     _dir: tempfile::TempDir,
 }
 
@@ -211,6 +213,7 @@ impl World {
         let threshold = u16::try_from(SIGNING_THRESHOLD.min(n)).map_err(|_| SimError::Setup("a threshold".into()))?;
         let keys = Keys::name(&mut rng, &config, threshold)?;
         let btc_rng = SimRng::new(config.seed ^ BTC_STREAM);
+        let seed = config.seed;
         let mut world = World {
             config,
             rng,
@@ -256,6 +259,8 @@ impl World {
             violation: None,
             btc: None,
             btc_rng,
+            snapshot_rng: SimRng::new(seed ^ crate::snapshots::SNAPSHOT_STREAM),
+            rotten: BTreeSet::new(),
             _dir: dir,
         };
         if let Some(attack) = &world.attack {
@@ -370,11 +375,15 @@ impl World {
 
     pub(crate) async fn start_coordinator(&mut self) -> Result<(), SimError> {
         let store = Store::open(&self.coordinator.url).await.map_err(SimError::role("coordinator ledger"))?;
+        let expected = self.rot_before_start(Disk::Coordinator, &store.snapshots()).await;
         if self.refuses(Disk::Coordinator) {
             store.refuse_writes(true).await.map_err(SimError::role("disk fault"))?;
         }
         let sequencer = match Sequencer::recover(store.clone(), self.params.clone(), self.key()?).await {
-            Ok(sequencer) => sequencer.with_snapshots(SnapshotPolicy::off()),
+            Ok(sequencer) => {
+                self.check_restored(Disk::Coordinator, sequencer.restored_from(), expected);
+                sequencer.with_snapshots(crate::snapshots::coordinator_policy())
+            }
             // Recovery wrote and the disk refused: the process exits again, to be started once
             // the disk takes writes.
             Err(error) if self.refuses(Disk::Coordinator) => {
@@ -382,7 +391,12 @@ impl World {
                 self.log(format!("coordinator cannot start on its disk: {error}"));
                 return Ok(());
             }
-            Err(error) => return Err(SimError::role("coordinator recovery")(error)),
+            // An honest coordinator that cannot start from what it committed halts the bridge:
+            // a violation (a snapshot it should have refused, say), not a broken run.
+            Err(error) => {
+                self.violate("role-restarts", format!("the coordinator cannot start from its ledger: {error}"));
+                return Ok(());
+            }
         };
         let open = sequencer.open_len();
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
@@ -427,6 +441,7 @@ impl World {
                 hex::encode(&header.hash()[..4])
             );
             self.log(line);
+            self.coordinator_snapshot_saved().await;
         }
         Ok(())
     }

@@ -178,3 +178,11 @@ fn a_paid_mark_outliving_the_reorg_that_took_its_range_is_found() {
     // no watchman signed it again. Quick seed 10 finds it first today.
     assert_found(PlantedBug::DoneMarkOutlivesReorg, None, 12, &["settlement-liveness", "payout-liveness"]);
 }
+
+#[test]
+fn a_restore_trusting_a_snapshot_it_did_not_rebuild_is_found() {
+    // A snapshot rots on the disk of a role that is down (rewritten whole, checksum right, one
+    // nonce changed): a restore that does not compare the root its entries rebuild with the
+    // signed header's starts the role on a state nothing commits to.
+    assert_found(PlantedBug::SnapshotRootUnchecked, None, 4, &["start-from-newest-good-snapshot", "role-restarts"]);
+}
