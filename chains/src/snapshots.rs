@@ -38,7 +38,9 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotPolicy {
-    /// A snapshot at least every this many batches (0: never by count).
+    /// A snapshot at every batch whose number is a multiple of this (0: never by count), so
+    /// that roles configured alike snapshot the same batches: a late confirmer handed the
+    /// watchmen's checkpoint of a batch finds the coordinator's snapshot of that batch.
     pub every_batches: u64,
     /// A snapshot once a batch is this much later (ms of batch time) than the last snapshot's
     /// (0: never by time).
@@ -68,7 +70,9 @@ impl SnapshotPolicy {
     /// Whether batch `number` at `timestamp` is due for a snapshot, the last one (or the start)
     /// being batch `last_number` at `last_ms` (0: no time known yet).
     pub fn due(&self, last_number: u64, last_ms: u64, number: u64, timestamp: u64) -> bool {
-        let by_count = self.every_batches > 0 && number >= last_number.saturating_add(self.every_batches);
+        // A multiple of `every_batches` lies in (last_number, number]: at most that many
+        // batches apart, and on the multiples whatever the start.
+        let by_count = self.every_batches > 0 && number / self.every_batches > last_number / self.every_batches;
         let by_time = self.every_ms > 0 && last_ms > 0 && timestamp >= last_ms.saturating_add(self.every_ms);
         by_count || by_time
     }
@@ -437,4 +441,36 @@ fn to_i64(value: u64) -> i64 {
 
 fn from_i64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches `from + 1..=through` taken one by one, and those a snapshot is taken at.
+    fn taken(policy: SnapshotPolicy, from: u64, through: u64) -> Vec<u64> {
+        let mut last = from;
+        let mut taken = Vec::new();
+        for number in from + 1..=through {
+            if policy.due(last, 0, number, 0) {
+                taken.push(number);
+                last = number;
+            }
+        }
+        taken
+    }
+
+    #[test]
+    fn snapshots_by_count_fall_on_the_multiples_whatever_the_start() {
+        let every_4 = SnapshotPolicy { every_batches: 4, every_ms: 0, keep: 2 };
+        assert_eq!(taken(every_4, 0, 13), vec![4, 8, 12]);
+        // A start after batch 6 (a restart, a fast sync) snapshots batch 8 next, not 10: the
+        // coordinator's snapshots stay on the batches the watchmen's checkpoints name.
+        assert_eq!(taken(every_4, 6, 13), vec![8, 12]);
+        assert!(taken(SnapshotPolicy::off(), 0, 100).is_empty());
+        // By time: once a batch's timestamp is `every_ms` past the last snapshot's.
+        let by_time = SnapshotPolicy { every_batches: 0, every_ms: 1_000, keep: 2 };
+        assert!(!by_time.due(5, 10_000, 6, 10_999));
+        assert!(by_time.due(5, 10_000, 6, 11_000));
+    }
 }

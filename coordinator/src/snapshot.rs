@@ -12,7 +12,9 @@ use chains::task::{Task, TaskError};
 
 use crate::store::Store;
 
-/// Publishes the ledger's snapshots to the DA, at most one per `every_batches` batches.
+/// Publishes the ledger's snapshots to the DA: the newest once it passes a multiple of
+/// `every_batches` (the batch itself when the ledger snapshots on those multiples too, which is
+/// what the watchmen's checkpoints name).
 #[derive(Clone)]
 pub struct DaSnapshots {
     store: Store,
@@ -42,7 +44,7 @@ impl DaSnapshots {
     pub async fn round(&mut self) -> Result<Option<u64>, String> {
         let snapshots = self.store.snapshots();
         let Some(&newest) = snapshots.numbers().await.map_err(|e| e.to_string())?.first() else { return Ok(None) };
-        if self.published > 0 && newest < self.published + self.every_batches {
+        if self.published > 0 && newest / self.every_batches <= self.published / self.every_batches {
             return Ok(None);
         }
         let on_da = self.store.publication().await.map_err(|e| e.to_string())?.published;

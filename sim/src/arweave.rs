@@ -10,6 +10,10 @@
 //!   listing whose data is not served yet must answer "not yet", never "absent".
 //! - Anyone can post under the bridge's tags: other wallets' junk is kept out by the owner
 //!   filter, as GraphQL's `owners` does.
+//! - The coordinator's state snapshots (for confirmers that join late) are postings of their
+//!   own: mined at the next block, served [`MAX_SERVE_DELAY_MS`] later, back to the mempool in a
+//!   reorg, and kept apart from the batches' postings so that they draw nothing from the
+//!   model's stream of choices (a seed's run is the same with them as without).
 //!
 //! The reader's rules mirror docs/PROTOCOL.md's (owner, confirmations, the coordinator's
 //! signature through the real [`check_published`], one batch per number or an equivocation).
@@ -59,6 +63,17 @@ struct Posting {
     served_at_ms: Option<u64>,
 }
 
+/// A state snapshot the coordinator posted, under its own tags.
+#[derive(Debug, Clone)]
+struct SnapshotPosting {
+    id: String,
+    number: u64,
+    bytes: Vec<u8>,
+    /// The height of the block that holds it (1 is the first block), once mined.
+    mined_at: Option<u64>,
+    served_at_ms: Option<u64>,
+}
+
 /// Postings mined together (an equivocating coordinator posts its two batches as one bundle).
 #[derive(Debug, Clone)]
 struct Pending {
@@ -73,11 +88,12 @@ pub struct Arweave {
     next_id: u64,
     rng: SimRng,
     now_ms: Arc<AtomicU64>,
+    snapshots: Vec<SnapshotPosting>,
 }
 
 impl Arweave {
     pub fn new(rng: SimRng, now_ms: Arc<AtomicU64>) -> Self {
-        Arweave { blocks: Vec::new(), mempool: Vec::new(), next_id: 0, rng, now_ms }
+        Arweave { blocks: Vec::new(), mempool: Vec::new(), next_id: 0, rng, now_ms, snapshots: Vec::new() }
     }
 
     pub fn height(&self) -> u64 {
@@ -123,6 +139,34 @@ impl Arweave {
         self.mempool = left;
         self.rng.shuffle(&mut block);
         self.blocks.push(block);
+        let height = self.height();
+        for snapshot in self.snapshots.iter_mut().filter(|s| s.mined_at.is_none()) {
+            snapshot.mined_at = Some(height);
+            snapshot.served_at_ms.get_or_insert(now + MAX_SERVE_DELAY_MS);
+        }
+    }
+
+    /// Posts the snapshot of batch `number`; the same bytes again are the same posting.
+    pub fn post_snapshot(&mut self, number: u64, bytes: Vec<u8>) -> String {
+        if let Some(posted) = self.snapshots.iter().find(|s| s.number == number && s.bytes == bytes) {
+            return posted.id.clone();
+        }
+        let id = format!("snap{:06}", self.snapshots.len() + 1);
+        self.snapshots.push(SnapshotPosting { id: id.clone(), number, bytes, mined_at: None, served_at_ms: None });
+        id
+    }
+
+    /// The coordinator's snapshots of batch `number`, mined with enough confirmations and
+    /// served.
+    fn snapshots_listed(&self, number: u64) -> Vec<(String, Vec<u8>)> {
+        let (now, height) = (self.now(), self.height());
+        self.snapshots
+            .iter()
+            .filter(|s| s.number == number)
+            .filter(|s| s.mined_at.is_some_and(|at| height + 1 - at >= READ_CONFIRMATIONS))
+            .filter(|s| s.served_at_ms.is_some_and(|at| at <= now))
+            .map(|s| (s.id.clone(), s.bytes.clone()))
+            .collect()
     }
 
     /// Drops the top `depth` blocks (at most [`MAX_REORG_BLOCKS`]); their postings return to
@@ -138,6 +182,10 @@ impl Arweave {
             for (_, postings) in bundles {
                 self.mempool.push(Pending { postings, blocks_waited: 0 });
             }
+        }
+        let height = self.height();
+        for snapshot in self.snapshots.iter_mut().filter(|s| s.mined_at.is_some_and(|at| at > height)) {
+            snapshot.mined_at = None;
         }
         for _ in 0..=depth {
             self.mine();
@@ -309,6 +357,14 @@ impl DataAvailability for SimDa {
         Ok(None)
     }
 
+    async fn publish_snapshot(&self, number: u64, _root: [u8; 32], bytes: &[u8]) -> Result<Option<String>, DaError> {
+        Ok(Some(self.lock()?.post_snapshot(number, bytes.to_vec())))
+    }
+
+    async fn snapshots_of(&self, number: u64) -> Result<Vec<(String, Vec<u8>)>, DaError> {
+        Ok(self.lock()?.snapshots_listed(number))
+    }
+
     async fn signed_after(&self, number: u64) -> Result<Option<FetchedBatch>, DaError> {
         let arweave = self.lock()?;
         for later in arweave.numbers_above(number) {
@@ -317,5 +373,31 @@ impl DataAvailability for SimDa {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_listed_once_mined_and_served_and_a_reorg_takes_it_back_to_the_mempool() {
+        let now = Arc::new(AtomicU64::new(0));
+        let mut arweave = Arweave::new(SimRng::new(1), now.clone());
+        arweave.mine();
+        let id = arweave.post_snapshot(4, vec![1, 2, 3]);
+        assert_eq!(arweave.post_snapshot(4, vec![1, 2, 3]), id, "the same bytes again are the same posting");
+        assert!(arweave.snapshots_listed(4).is_empty(), "not mined yet");
+        arweave.mine();
+        assert!(arweave.snapshots_listed(4).is_empty(), "mined but not served yet");
+        now.store(MAX_SERVE_DELAY_MS, Ordering::SeqCst);
+        assert_eq!(arweave.snapshots_listed(4), vec![(id.clone(), vec![1, 2, 3])]);
+        assert!(arweave.snapshots_listed(8).is_empty());
+        // A reorg over its block: back to the mempool, mined again on the new fork, its data
+        // still served (it is on the network).
+        let height = arweave.height();
+        arweave.reorg(1);
+        assert_eq!(arweave.height(), height + 1);
+        assert_eq!(arweave.snapshots_listed(4), vec![(id, vec![1, 2, 3])]);
     }
 }

@@ -113,6 +113,7 @@ impl World {
         };
         watchman.checkpoints.signed(number);
         role.checkpoints_kept.insert(number);
+        self.checkpoint_files.insert(number, checkpoint);
         self.log(format!("watchman {asker} writes the signed checkpoint of batch {number}"));
     }
 

@@ -153,6 +153,7 @@ impl World {
         self.check_settled();
         self.check_paid();
         self.check_checkpoints();
+        self.check_late_joiner_end();
         self.check_paused();
         self.check_btc_end().await
     }

@@ -2,6 +2,7 @@
 //! from what the store holds, stepped once a tick, each with its watchman half (watchmen.rs).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bridge::{BtcNetwork, Chain};
 use chains::bitcoin::DepositChecker;
@@ -17,18 +18,24 @@ use crate::l1::LaggingNode;
 use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
 
 impl World {
-    pub(crate) async fn start_confirmer(&mut self, index: usize) -> Result<(), SimError> {
-        let role = &self.confirmers[index];
-        let store = ConfirmerStore::open(&role.url).await.map_err(SimError::role("confirmer store"))?;
-        let node =
-            LaggingNode { l1: self.l1.clone(), now_ms: self.now_ms.clone(), lag_blocks: role.lag_blocks.clone() };
+    /// A confirmer's checks of L1 facts, through its own Ethereum and Bitcoin nodes lagging by
+    /// `lag_blocks` and `btc_lag` blocks.
+    pub(crate) fn deposit_verifiers(&self, lag_blocks: Arc<AtomicU64>, btc_lag: Arc<AtomicU64>) -> DepositVerifiers {
+        let node = LaggingNode { l1: self.l1.clone(), now_ms: self.now_ms.clone(), lag_blocks };
         let mut verifiers = DepositVerifiers::none().with(Chain::Ethereum, Arc::new(node));
         // Its Bitcoin node, through the real checker of deposits and payouts.
         if let (Some(btc), Some(key)) = (&self.btc, self.params.btc_vault.map(|v| v.internal_key())) {
-            let node = btc.view(role.btc_lag.clone());
+            let node = btc.view(btc_lag);
             let checker = DepositChecker::new(node, BtcNetwork::Regtest, key, BTC_DEPTH as u32);
             verifiers = verifiers.with(Chain::Bitcoin, Arc::new(checker));
         }
+        verifiers
+    }
+
+    pub(crate) async fn start_confirmer(&mut self, index: usize) -> Result<(), SimError> {
+        let role = &self.confirmers[index];
+        let store = ConfirmerStore::open(&role.url).await.map_err(SimError::role("confirmer store"))?;
+        let verifiers = self.deposit_verifiers(role.lag_blocks.clone(), role.btc_lag.clone());
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
         let clock = self.confirmers[index].clock.reader(self.now_ms.clone());
         let expected = self.rot_before_start(Disk::Confirmer(index), &store.snapshots()).await;

@@ -20,6 +20,7 @@ impl World {
         self.coordinator.publisher = None;
         self.coordinator.store = None;
         self.coordinator.keeping = None;
+        self.coordinator.da_snapshots = None;
         self.coordinator.down_until = Some(self.now() + down_ms);
     }
 

@@ -31,6 +31,7 @@ mod eth_vault_view;
 mod evm;
 mod faults;
 pub mod l1;
+mod late_joiner;
 mod mesh;
 pub mod rng;
 pub mod signing;

@@ -14,14 +14,17 @@ use bridge::state::StateKey;
 use bridge::state::snapshot::Snapshot;
 use chains::snapshots::{SnapshotMeta, SnapshotPolicy, SnapshotStore};
 
+use crate::checkpoints::CHECKPOINT_EVERY;
 use crate::disk::Disk;
 use crate::world::{STEP_LIMIT, World};
 
-/// The coordinator's: a snapshot every three batches, the two newest kept. A run seals about a
-/// hundred batches, so restarts meet both a snapshot and batches to replay after it. It seals
-/// one batch per tick and the tick waits for the write.
+/// The coordinator's: a snapshot on every batch the watchmen's checkpoints may name (every
+/// [`CHECKPOINT_EVERY`]), the two newest kept, so that a late joiner handed a checkpoint finds
+/// its snapshot on the DA. A run seals about a hundred batches, so restarts meet both a
+/// snapshot and batches to replay after it. It seals one batch per tick and the tick waits for
+/// the write.
 pub(crate) fn coordinator_policy() -> SnapshotPolicy {
-    SnapshotPolicy { every_batches: 3, every_ms: 0, keep: 2 }
+    SnapshotPolicy { every_batches: CHECKPOINT_EVERY, every_ms: 0, keep: 2 }
 }
 
 /// A confirmer's: one every [`STEP_LIMIT`] batches, so that at most one comes due within a
@@ -55,6 +58,17 @@ impl World {
             Ok(Some(number)) => self.log(format!("confirmer {index} saved its state at batch {number}")),
             Ok(None) => {}
             Err(error) => self.log(format!("confirmer {index} could not save its state: {error}")),
+        }
+    }
+
+    /// The coordinator's `DaSnapshots` turn, after each publishing round: its newest snapshot
+    /// to the DA once it passes a multiple of [`CHECKPOINT_EVERY`] and its batch is published.
+    pub(crate) async fn publish_snapshot(&mut self) {
+        let Some(task) = self.coordinator.da_snapshots.as_mut() else { return };
+        match task.round().await {
+            Ok(Some(number)) => self.log(format!("coordinator published its snapshot of batch {number} to the DA")),
+            Ok(None) => {}
+            Err(error) => self.log(format!("coordinator could not publish a snapshot: {error}")),
         }
     }
 

@@ -20,18 +20,21 @@ use confirmer::store::ConfirmerStore;
 use coordinator::publisher::Publisher;
 use coordinator::seal_rule::{OpenBatch, SealRule};
 use coordinator::sequencer::Sequencer;
+use coordinator::snapshot::DaSnapshots;
 use coordinator::store::Store;
 
 use crate::arweave::{Arweave, BLOCK_MS, SimDa};
 use crate::btc_chain::{BTC_BLOCK_MS, BtcChain};
 use crate::byzantine::Attack;
 use crate::ceremony::Keys;
+use crate::checkpoints::CHECKPOINT_EVERY;
 use crate::clock::NodeClock;
 use crate::disk::Disk;
 use crate::eth_chain::EthChain;
 use crate::eth_reorg::EthHistory;
 use crate::evm::EthVault;
 use crate::l1::{L1, L1_BLOCK_MS};
+use crate::late_joiner::LateJoiner;
 use crate::mesh::SimMesh;
 use crate::rng::SimRng;
 use crate::signing::{Approvals, SimSession, WatchmanAttack};
@@ -62,6 +65,8 @@ pub(crate) struct CoordinatorRole {
     pub(crate) wall_offset_ms: i64,
     /// Its payout keeper's memory (btc_payouts.rs): gone with a crash like the rest.
     pub(crate) keeping: Option<coordinator::payouts::Keeping>,
+    /// Its task publishing state snapshots to the DA for late joiners (late_joiner.rs).
+    pub(crate) da_snapshots: Option<coordinator::snapshot::DaSnapshots>,
 }
 
 pub(crate) struct ConfirmerRole {
@@ -158,6 +163,10 @@ pub(crate) struct World {
     /// Snapshots' rot: its own stream, and the snapshots that rotted, by role (snapshots.rs).
     pub(crate) snapshot_rng: SimRng,
     pub(crate) rotten: BTreeSet<(Disk, u64)>,
+    /// Every checkpoint file a watchman wrote, by batch: what an operator hands a late joiner.
+    pub(crate) checkpoint_files: BTreeMap<u64, bridge::checkpoint::SignedCheckpoint>,
+    /// The confirmer that joins late from a checkpoint (late_joiner.rs).
+    pub(crate) late: LateJoiner,
     _dir: tempfile::TempDir,
 }
 
@@ -191,6 +200,7 @@ impl World {
             opened_ms: None,
             wall_offset_ms: 0,
             keeping: None,
+            da_snapshots: None,
         };
         let confirmers = (0..config.confirmers)
             .map(|i| ConfirmerRole {
@@ -207,6 +217,7 @@ impl World {
                 checkpoints_kept: BTreeSet::new(),
             })
             .collect();
+        let late = LateJoiner::new(url("late.db"), config.fault_ms * 2 / 3);
         let attack = Attack::choose(&mut rng, &config);
         let byzantine_watchman = WatchmanAttack::choose(&mut rng, &config);
         let n = config.confirmers;
@@ -261,6 +272,8 @@ impl World {
             btc_rng,
             snapshot_rng: SimRng::new(seed ^ crate::snapshots::SNAPSHOT_STREAM),
             rotten: BTreeSet::new(),
+            checkpoint_files: BTreeMap::new(),
+            late,
             _dir: dir,
         };
         if let Some(attack) = &world.attack {
@@ -359,6 +372,7 @@ impl World {
         for index in 0..self.confirmers.len() {
             self.step_confirmer(index).await?;
         }
+        self.late_joiner_turn().await?;
         self.run_mesh();
         self.settle_ethereum(now.is_multiple_of(L1_BLOCK_MS)).await?;
         self.duty_turns().await?;
@@ -400,7 +414,8 @@ impl World {
         };
         let open = sequencer.open_len();
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
-        self.coordinator.publisher = Some(Publisher::new(store.clone(), da));
+        self.coordinator.publisher = Some(Publisher::new(store.clone(), da.clone()));
+        self.coordinator.da_snapshots = Some(DaSnapshots::new(store.clone(), da, CHECKPOINT_EVERY));
         self.coordinator.store = Some(store);
         self.coordinator.opened_ms = (open > 0).then(|| self.now());
         let head = sequencer.state().head().next_number - 1;
@@ -459,6 +474,7 @@ impl World {
             }
             Err(error) => self.log(format!("publishing failed: {error}")),
         }
+        self.publish_snapshot().await;
         Ok(())
     }
 

@@ -55,7 +55,9 @@ impl Tracker {
         if self.has(stage) {
             return;
         }
-        let elapsed = self.start.elapsed();
+        // Acceptance is the clock's origin: 0 by definition, not whatever a loaded machine took
+        // between the answer and this line.
+        let elapsed = if stage == ACCEPTED { Duration::ZERO } else { self.start.elapsed() };
         let at_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let label = if stage == PAID { "paid on L1" } else { stage };
         match &detail {

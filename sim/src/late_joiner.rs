@@ -1,0 +1,191 @@
+//! A confirmer that joins late (fast sync): two thirds into the fault phase its operator hands
+//! it the newest checkpoint file a watchman wrote (the group's signature over a batch's header
+//! hash), and it starts from the coordinator's state snapshot on the DA instead of from
+//! genesis, through the binary's own code: `signed_checkpoint`'s check of the file,
+//! `fast_sync_with_state` (the DA's batch at the checkpoint must hash to it, the snapshot must
+//! rebuild that header's state root), then `Follower::open_from` and its steps.
+//!
+//! The coordinator publishes its snapshots with the binary's own `DaSnapshots` task, on the
+//! batches the watchmen's checkpoints name (both every `CHECKPOINT_EVERY`). A checkpoint
+//! whose snapshot is not on the DA yet is passed over for an older one; with none usable the
+//! joiner asks again a minute later.
+//!
+//! Invariants: with an honest coordinator, every batch the joiner replays has the header the
+//! honest sequencer sealed (`fast-sync-agrees`), and after healing it has joined and holds the
+//! coordinator's state (`fast-sync-liveness`); it never makes bad history hard-final, and it
+//! alarms bad history published after its checkpoint.
+//!
+//! It draws nothing from the seed's streams, and is neither crashed nor a watchman: a seed's
+//! run is the same with it as without.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use chains::da::DataAvailability;
+use chains::snapshots::Restored;
+use confirmer::fast_sync::{Checkpoint, FastSynced, fast_sync_with_state};
+use confirmer::follower::Follower;
+use confirmer::store::ConfirmerStore;
+
+use crate::SimError;
+use crate::clock::NodeClock;
+use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
+
+/// Checkpoint files tried per attempt, newest first: an operator tries a few, not every one.
+const FILES_PER_ATTEMPT: usize = 3;
+/// Between two attempts to join.
+const RETRY_MS: u64 = 60_000;
+
+pub(crate) struct LateJoiner {
+    pub(crate) url: String,
+    pub(crate) follower: Option<Follower>,
+    /// The checkpoint it joined from.
+    pub(crate) joined_from: Option<u64>,
+    next_attempt_ms: u64,
+}
+
+impl LateJoiner {
+    pub(crate) fn new(url: String, join_at_ms: u64) -> Self {
+        LateJoiner { url, follower: None, joined_from: None, next_attempt_ms: join_at_ms }
+    }
+}
+
+impl World {
+    /// Once a tick: join when due, then step like any confirmer.
+    pub(crate) async fn late_joiner_turn(&mut self) -> Result<(), SimError> {
+        if self.late.follower.is_none() {
+            if self.now() >= self.late.next_attempt_ms {
+                self.late.next_attempt_ms = self.now() + RETRY_MS;
+                self.join_late().await?;
+            }
+            return Ok(());
+        }
+        let Some(follower) = self.late.follower.as_mut() else { return Ok(()) };
+        let result = follower.step(STEP_LIMIT).await;
+        let status = follower.status();
+        let head = follower.state().head().last_hash;
+        let saved = follower.flush_snapshots().await;
+        match &result {
+            Ok(step) => {
+                if let Some(alarm) = &step.alarm {
+                    let (kind, number) = (alarm.kind.as_str(), alarm.number);
+                    self.log(format!("the late confirmer ALARMS {kind} at batch {number}: {}", alarm.detail));
+                }
+            }
+            Err(error) => self.log(format!("the late joiner's step failed: {error}")),
+        }
+        if let Ok(Some(number)) = saved {
+            self.log(format!("the late joiner saved its state at batch {number}"));
+        }
+        self.check_late_joiner(status.replayed, status.hard_final, head);
+        Ok(())
+    }
+
+    /// Tries the newest checkpoint files; the first whose snapshot checks is joined from.
+    async fn join_late(&mut self) -> Result<(), SimError> {
+        let Some(key) = self.keys.vault_key.map(|k| k.serialize()) else { return Ok(()) };
+        let files: Vec<_> = self.checkpoint_files.values().rev().take(FILES_PER_ATTEMPT).cloned().collect();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let store = ConfirmerStore::open(&self.late.url).await.map_err(SimError::role("late joiner store"))?;
+        let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
+        let mut passed = Vec::new();
+        for file in files {
+            // What `confirmer follow --checkpoint-file` does with the file.
+            let (number, header_hash) = match file.verify(&self.params, &key) {
+                Ok(vouched) => vouched,
+                Err(error) => {
+                    self.violate("checkpoint-true", format!("a watchman's checkpoint file is refused: {error}"));
+                    return Ok(());
+                }
+            };
+            let checkpoint = Checkpoint { number, header_hash };
+            match fast_sync_with_state(da.as_ref(), &store, &self.params, checkpoint).await {
+                Ok((FastSynced::FromSnapshot { number, locator }, Some(state))) => {
+                    let restored = Restored { state, from: number, refused: Vec::new() };
+                    let verifiers = self.deposit_verifiers(Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+                    let follower = Follower::open_from(da, store, self.params.clone(), verifiers, restored)
+                        .await
+                        .map_err(SimError::role("late joiner start"))?
+                        .with_snapshots(crate::snapshots::confirmer_policy())
+                        .with_missing_batch_wait(MISSING_BATCH_WAIT)
+                        .with_clock(Arc::new(NodeClock::default().reader(self.now_ms.clone())));
+                    self.late.follower = Some(follower);
+                    self.late.joined_from = Some(number);
+                    self.log(format!(
+                        "a late confirmer joins from the checkpoint of batch {number} (snapshot {locator})"
+                    ));
+                    return Ok(());
+                }
+                Ok((synced, _)) => {
+                    return Err(SimError::Role {
+                        what: "late joiner",
+                        reason: format!("an empty database fast-synced as {synced:?}"),
+                    });
+                }
+                Err(error) => passed.push(format!("{number}: {error}")),
+            }
+        }
+        self.log(format!("the late confirmer cannot join yet: {}", passed.join("; ")));
+        Ok(())
+    }
+
+    /// `fast-sync-agrees`, and bad history never hard-final, after each of its steps.
+    fn check_late_joiner(&mut self, replayed: u64, hard_final: u64, head: [u8; 32]) {
+        if let Some((bad, kind)) = self.bad_from {
+            if hard_final >= bad {
+                self.violate(
+                    "bad-history-not-final",
+                    format!("the late confirmer made batch {hard_final} hard-final, past the {kind} at batch {bad}"),
+                );
+            }
+            return;
+        }
+        if self.attack.is_none() && self.truth.header(replayed).is_some_and(|sealed| sealed != head) {
+            self.violate(
+                "fast-sync-agrees",
+                format!("the late confirmer's batch {replayed} is not the batch the honest sequencer sealed"),
+            );
+        }
+    }
+
+    /// After healing: with bad history after its checkpoint, the joiner alarmed it
+    /// (`bad-history-alarmed`); with an honest coordinator, `fast-sync-liveness`.
+    pub(crate) fn check_late_joiner_end(&mut self) {
+        if let Some((bad, kind)) = self.bad_from {
+            let silent = self.late.follower.as_ref().is_some_and(|f| f.status().alarms.is_empty());
+            if silent && self.late.joined_from.is_some_and(|from| from < bad) {
+                let detail = format!(
+                    "the late confirmer, joined at batch {:?}, never alarmed the {kind} at batch {bad}",
+                    self.late.joined_from
+                );
+                self.violate("bad-history-alarmed", detail);
+            }
+            return;
+        }
+        if self.attack.is_some() {
+            return;
+        }
+        let sealed =
+            self.coordinator.sequencer.as_ref().map(|s| (s.state().head().next_number - 1, s.state().state_root()));
+        let Some(follower) = &self.late.follower else {
+            let newest = self.checkpoint_files.keys().last().copied();
+            self.violate(
+                "fast-sync-liveness",
+                format!("the late confirmer never joined (the newest checkpoint file is of batch {newest:?})"),
+            );
+            return;
+        };
+        let status = follower.status();
+        if let Some((number, root)) = sealed
+            && (status.replayed != number || status.hard_final != number || follower.state().state_root() != root)
+        {
+            let detail = format!(
+                "the late confirmer (joined at batch {:?}) replayed {}, hard-final {}; the coordinator sealed {number}, or their states differ",
+                self.late.joined_from, status.replayed, status.hard_final
+            );
+            self.violate("fast-sync-liveness", detail);
+        }
+    }
+}
