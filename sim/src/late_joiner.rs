@@ -15,8 +15,11 @@
 //! coordinator's state (`fast-sync-liveness`); it never makes bad history hard-final, and it
 //! alarms bad history published after its checkpoint.
 //!
-//! It draws nothing from the seed's streams, and is neither crashed nor a watchman: a seed's
-//! run is the same with it as without.
+//! During the fault phase it crashes now and then and is started again as its binary is, with
+//! the same checkpoint on a database that is no longer empty: `fast_sync_with_state` must say
+//! `Resumed`, and `Follower::open` resumes from its own snapshot and record (`role-restarts`).
+//! Its crashes are drawn on a stream of its own (the seed xor [`LATE_STREAM`]), and it is not a
+//! watchman: a seed's run is otherwise the same with it as without.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -29,35 +32,66 @@ use confirmer::store::ConfirmerStore;
 
 use crate::SimError;
 use crate::clock::NodeClock;
+use crate::rng::SimRng;
 use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
 
 /// Checkpoint files tried per attempt, newest first: an operator tries a few, not every one.
 const FILES_PER_ATTEMPT: usize = 3;
 /// Between two attempts to join.
 const RETRY_MS: u64 = 60_000;
+/// The joiner's crashes: the seed, xor this.
+const LATE_STREAM: u64 = 0x1a7e_5ca7;
 
 pub(crate) struct LateJoiner {
     pub(crate) url: String,
     pub(crate) follower: Option<Follower>,
     /// The checkpoint it joined from.
     pub(crate) joined_from: Option<u64>,
+    /// Its operator's checkpoint, given again at every start.
+    checkpoint: Option<Checkpoint>,
     next_attempt_ms: u64,
+    down_until: Option<u64>,
+    rng: SimRng,
 }
 
 impl LateJoiner {
-    pub(crate) fn new(url: String, join_at_ms: u64) -> Self {
-        LateJoiner { url, follower: None, joined_from: None, next_attempt_ms: join_at_ms }
+    pub(crate) fn new(url: String, join_at_ms: u64, seed: u64) -> Self {
+        LateJoiner {
+            url,
+            follower: None,
+            joined_from: None,
+            checkpoint: None,
+            next_attempt_ms: join_at_ms,
+            down_until: None,
+            rng: SimRng::new(seed ^ LATE_STREAM),
+        }
     }
 }
 
 impl World {
     /// Once a tick: join when due, then step like any confirmer.
     pub(crate) async fn late_joiner_turn(&mut self) -> Result<(), SimError> {
+        let now = self.now();
         if self.late.follower.is_none() {
-            if self.now() >= self.late.next_attempt_ms {
-                self.late.next_attempt_ms = self.now() + RETRY_MS;
-                self.join_late().await?;
+            match (self.late.checkpoint, self.late.down_until) {
+                (Some(checkpoint), Some(until)) if now >= until || self.healed => {
+                    self.restart_late(checkpoint).await?;
+                }
+                (Some(_), _) => {}
+                (None, _) if now >= self.late.next_attempt_ms => {
+                    self.late.next_attempt_ms = now + RETRY_MS;
+                    self.join_late().await?;
+                }
+                (None, _) => {}
             }
+            return Ok(());
+        }
+        if self.in_fault_phase() && self.late.rng.chance(3_000) {
+            let down = self.late.rng.between(5, 120) * 1000;
+            self.late.follower = None;
+            self.late.down_until = Some(now + down);
+            self.faults += 1;
+            self.log(format!("FAULT the late confirmer crashes for {} s", down / 1000));
             return Ok(());
         }
         let Some(follower) = self.late.follower.as_mut() else { return Ok(()) };
@@ -113,6 +147,7 @@ impl World {
                         .with_clock(Arc::new(NodeClock::default().reader(self.now_ms.clone())));
                     self.late.follower = Some(follower);
                     self.late.joined_from = Some(number);
+                    self.late.checkpoint = Some(checkpoint);
                     self.log(format!(
                         "a late confirmer joins from the checkpoint of batch {number} (snapshot {locator})"
                     ));
@@ -128,6 +163,38 @@ impl World {
             }
         }
         self.log(format!("the late confirmer cannot join yet: {}", passed.join("; ")));
+        Ok(())
+    }
+
+    /// A start after a crash, with the checkpoint it was first given: its database holds its
+    /// record, so fast sync resumes from that and the follower opens on it.
+    async fn restart_late(&mut self, checkpoint: Checkpoint) -> Result<(), SimError> {
+        let store = ConfirmerStore::open(&self.late.url).await.map_err(SimError::role("late joiner store"))?;
+        let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
+        match fast_sync_with_state(da.as_ref(), &store, &self.params, checkpoint).await {
+            Ok((FastSynced::Resumed, _)) => {}
+            other => {
+                let detail = format!("the late confirmer's start on its own database fast-synced again: {other:?}");
+                self.violate("role-restarts", detail);
+                return Ok(());
+            }
+        }
+        let verifiers = self.deposit_verifiers(Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let follower = match Follower::open(da, store, self.params.clone(), verifiers).await {
+            Ok(follower) => follower,
+            Err(error) => {
+                self.violate("role-restarts", format!("the late confirmer cannot start from its store: {error}"));
+                return Ok(());
+            }
+        };
+        let follower = follower
+            .with_snapshots(crate::snapshots::confirmer_policy())
+            .with_missing_batch_wait(MISSING_BATCH_WAIT)
+            .with_clock(Arc::new(NodeClock::default().reader(self.now_ms.clone())));
+        let (from, replayed) = (follower.restored_from(), follower.status().replayed);
+        self.late.follower = Some(follower);
+        self.late.down_until = None;
+        self.log(format!("the late confirmer is up again: its snapshot of batch {from}, replayed {replayed}"));
         Ok(())
     }
 

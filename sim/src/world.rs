@@ -217,7 +217,7 @@ impl World {
                 checkpoints_kept: BTreeSet::new(),
             })
             .collect();
-        let late = LateJoiner::new(url("late.db"), config.fault_ms * 2 / 3);
+        let late = LateJoiner::new(url("late.db"), config.fault_ms * 2 / 3, config.seed);
         let attack = Attack::choose(&mut rng, &config);
         let byzantine_watchman = WatchmanAttack::choose(&mut rng, &config);
         let n = config.confirmers;
