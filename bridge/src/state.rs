@@ -521,18 +521,17 @@ impl State {
 
     /// The entry's value bytes as the tree holds them; a nonce and a balance without allocating.
     fn entry_value(&self, key: &StateKey) -> Option<Value> {
-        let encoded = |value: Vec<u8>| Value::from(value);
         match key {
             StateKey::Nonce(account) => self.nonces.get(account).map(|n| Value::from_slice(&n.to_le_bytes())),
             StateKey::Balance(account, asset) => {
                 self.balances.get(&(*account, *asset)).map(|b| Value::from_slice(&b.units().to_le_bytes()))
             }
             StateKey::Deposit(l1_ref) => self.credited.contains(l1_ref).then(|| Value::from_slice(&[1])),
-            StateKey::VaultUtxo(outpoint) => self.vault_utxos.get(outpoint).map(to_bytes).map(encoded),
-            StateKey::BtcQueued(seq) => self.btc_queue.get(seq).map(to_bytes).map(encoded),
-            StateKey::BtcPlan(id) => self.btc_plans.get(id).map(to_bytes).map(encoded),
-            StateKey::BtcCounters => Some(encoded(to_bytes(&self.btc_counters))),
-            StateKey::GroupKey(epoch) => self.key_epochs.get(epoch).map(to_bytes).map(encoded),
+            StateKey::VaultUtxo(outpoint) => self.vault_utxos.get(outpoint).map(to_bytes).map(Value::from),
+            StateKey::BtcQueued(seq) => self.btc_queue.get(seq).map(to_bytes).map(Value::from),
+            StateKey::BtcPlan(id) => self.btc_plans.get(id).map(to_bytes).map(Value::from),
+            StateKey::BtcCounters => Some(Value::from(to_bytes(&self.btc_counters))),
+            StateKey::GroupKey(epoch) => self.key_epochs.get(epoch).map(to_bytes).map(Value::from),
             StateKey::DepositHeight(asset) => {
                 self.deposit_heights.get(asset).map(|h| Value::from_slice(&h.to_le_bytes()))
             }

@@ -17,6 +17,15 @@ use crate::disk::Disk;
 use crate::l1::LaggingNode;
 use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
 
+/// A follower as every simulated confirmer runs it: the simulator's snapshot cadence, its
+/// missing-batch wait, and its machine's clock.
+pub(crate) fn as_simulated(follower: Follower, clock: confirmer::patience::Clock) -> Follower {
+    follower
+        .with_snapshots(crate::snapshots::confirmer_policy())
+        .with_missing_batch_wait(MISSING_BATCH_WAIT)
+        .with_clock(clock)
+}
+
 impl World {
     /// A confirmer's checks of L1 facts, through its own Ethereum and Bitcoin nodes lagging by
     /// `lag_blocks` and `btc_lag` blocks.
@@ -58,10 +67,7 @@ impl World {
             }
         };
         self.check_restored(Disk::Confirmer(index), follower.restored_from(), expected);
-        let follower = follower
-            .with_snapshots(crate::snapshots::confirmer_policy())
-            .with_missing_batch_wait(MISSING_BATCH_WAIT)
-            .with_clock(Arc::new(clock));
+        let follower = as_simulated(follower, Arc::new(clock));
         let status = follower.status();
         self.confirmers[index].follower = Some(follower);
         self.confirmers[index].store = Some(store);

@@ -32,8 +32,9 @@ use confirmer::store::ConfirmerStore;
 
 use crate::SimError;
 use crate::clock::NodeClock;
+use crate::confirmers::as_simulated;
 use crate::rng::SimRng;
-use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
+use crate::world::{STEP_LIMIT, World};
 
 /// Checkpoint files tried per attempt, newest first: an operator tries a few, not every one.
 const FILES_PER_ATTEMPT: usize = 3;
@@ -98,7 +99,7 @@ impl World {
         let result = follower.step(STEP_LIMIT).await;
         let status = follower.status();
         let head = follower.state().head().last_hash;
-        let saved = follower.flush_snapshots().await;
+        let flushed = follower.flush_snapshots().await;
         match &result {
             Ok(step) => {
                 if let Some(alarm) = &step.alarm {
@@ -106,11 +107,9 @@ impl World {
                     self.log(format!("the late confirmer ALARMS {kind} at batch {number}: {}", alarm.detail));
                 }
             }
-            Err(error) => self.log(format!("the late joiner's step failed: {error}")),
+            Err(error) => self.log(format!("the late confirmer's step failed: {error}")),
         }
-        if let Ok(Some(number)) = saved {
-            self.log(format!("the late joiner saved its state at batch {number}"));
-        }
+        self.note_snapshot("the late confirmer", flushed);
         self.check_late_joiner(status.replayed, status.hard_final, head);
         Ok(())
     }
@@ -138,13 +137,10 @@ impl World {
             match fast_sync_with_state(da.as_ref(), &store, &self.params, checkpoint).await {
                 Ok((FastSynced::FromSnapshot { number, locator }, Some(state))) => {
                     let restored = Restored { state, from: number, refused: Vec::new() };
-                    let verifiers = self.deposit_verifiers(Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-                    let follower = Follower::open_from(da, store, self.params.clone(), verifiers, restored)
+                    let follower = Follower::open_from(da, store, self.params.clone(), self.late_verifiers(), restored)
                         .await
-                        .map_err(SimError::role("late joiner start"))?
-                        .with_snapshots(crate::snapshots::confirmer_policy())
-                        .with_missing_batch_wait(MISSING_BATCH_WAIT)
-                        .with_clock(Arc::new(NodeClock::default().reader(self.now_ms.clone())));
+                        .map_err(SimError::role("late joiner start"))?;
+                    let follower = as_simulated(follower, self.late_clock());
                     self.late.follower = Some(follower);
                     self.late.joined_from = Some(number);
                     self.late.checkpoint = Some(checkpoint);
@@ -166,6 +162,15 @@ impl World {
         Ok(())
     }
 
+    /// Its L1 nodes never lag, and its machine's clock is true.
+    fn late_verifiers(&self) -> confirmer::deposits::DepositVerifiers {
+        self.deposit_verifiers(Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)))
+    }
+
+    fn late_clock(&self) -> confirmer::patience::Clock {
+        Arc::new(NodeClock::default().reader(self.now_ms.clone()))
+    }
+
     /// A start after a crash, with the checkpoint it was first given: its database holds its
     /// record, so fast sync resumes from that and the follower opens on it.
     async fn restart_late(&mut self, checkpoint: Checkpoint) -> Result<(), SimError> {
@@ -179,18 +184,14 @@ impl World {
                 return Ok(());
             }
         }
-        let verifiers = self.deposit_verifiers(Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let follower = match Follower::open(da, store, self.params.clone(), verifiers).await {
+        let follower = match Follower::open(da, store, self.params.clone(), self.late_verifiers()).await {
             Ok(follower) => follower,
             Err(error) => {
                 self.violate("role-restarts", format!("the late confirmer cannot start from its store: {error}"));
                 return Ok(());
             }
         };
-        let follower = follower
-            .with_snapshots(crate::snapshots::confirmer_policy())
-            .with_missing_batch_wait(MISSING_BATCH_WAIT)
-            .with_clock(Arc::new(NodeClock::default().reader(self.now_ms.clone())));
+        let follower = as_simulated(follower, self.late_clock());
         let (from, replayed) = (follower.restored_from(), follower.status().replayed);
         self.late.follower = Some(follower);
         self.late.down_until = None;

@@ -42,22 +42,26 @@ const ROT_PER_MILLION: u64 = 500_000;
 
 impl World {
     /// Waits for the snapshot a batch made due, so that nothing in the run depends on when a
-    /// worker thread finishes; a write the disk refused is logged, as the role logs it.
+    /// worker thread finishes.
     pub(crate) async fn coordinator_snapshot_saved(&mut self) {
         let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return };
-        match sequencer.flush_snapshots().await {
-            Ok(Some(number)) => self.log(format!("coordinator saved its state at batch {number}")),
-            Ok(None) => {}
-            Err(error) => self.log(format!("coordinator could not save its state: {error}")),
-        }
+        let flushed = sequencer.flush_snapshots().await;
+        self.note_snapshot("coordinator", flushed);
     }
 
     pub(crate) async fn confirmer_snapshot_saved(&mut self, index: usize) {
         let Some(follower) = self.confirmers[index].follower.as_mut() else { return };
-        match follower.flush_snapshots().await {
-            Ok(Some(number)) => self.log(format!("confirmer {index} saved its state at batch {number}")),
+        let flushed = follower.flush_snapshots().await;
+        self.note_snapshot(&format!("confirmer {index}"), flushed);
+    }
+
+    /// What a flushed snapshot write came to; a write the disk refused is logged, as the role
+    /// logs it.
+    pub(crate) fn note_snapshot(&mut self, role: &str, flushed: Result<Option<u64>, impl std::fmt::Display>) {
+        match flushed {
+            Ok(Some(number)) => self.log(format!("{role} saved its state at batch {number}")),
             Ok(None) => {}
-            Err(error) => self.log(format!("confirmer {index} could not save its state: {error}")),
+            Err(error) => self.log(format!("{role} could not save its state: {error}")),
         }
     }
 

@@ -99,13 +99,9 @@ impl Commitment {
     /// Builds the tree over `entries` in one pass: a snapshot's restore. The entries need not be
     /// sorted; a key given twice is refused.
     pub fn from_entries(entries: Vec<(KeyHash, Vec<u8>)>) -> Result<Commitment, CommitmentError> {
-        let mut writes: Vec<Write> = entries.into_iter().map(|(k, v)| (k, Some(Value::from(v)))).collect();
-        writes.sort_unstable_by_key(|w| w.0);
-        if let Some(pair) = writes.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-            return Err(CommitmentError(format!("key hash {} given twice", hex::encode(pair[0].0.0))));
-        }
+        let writes = entries.into_iter().map(|(k, v)| (k, Some(Value::from(v)))).collect();
         let mut tree = Commitment::default();
-        let pending = tree.prepare_sorted(writes)?;
+        let pending = tree.prepare_unsorted(writes)?;
         tree.apply(pending);
         Ok(tree)
     }
@@ -143,11 +139,11 @@ impl Commitment {
         self.prepare_sorted(writes.into_iter().map(|(k, v)| (k, v.map(Value::from))).collect())
     }
 
-    /// Computes the root after `writes`, in any order, each key once.
+    /// Computes the root after `writes`, in any order; a key given twice is refused.
     pub fn prepare_unsorted(&self, mut writes: Vec<(KeyHash, Option<Value>)>) -> Result<PendingRoot, CommitmentError> {
         writes.sort_unstable_by_key(|w| w.0);
         if let Some(pair) = writes.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-            return Err(CommitmentError(format!("key hash {} written twice", hex::encode(pair[0].0.0))));
+            return Err(CommitmentError(format!("key hash {} given twice", hex::encode(pair[0].0.0))));
         }
         self.prepare_sorted(writes)
     }

@@ -197,7 +197,7 @@ impl Overlay {
 }
 
 /// One write of a batch: a value, or `None` to delete. The value is moved into its new leaf.
-pub type Write = (KeyHash, Option<Value>);
+pub(super) type Write = (KeyHash, Option<Value>);
 
 impl Nodes {
     pub(super) fn internal(&self, node: Ref) -> &Internal {
