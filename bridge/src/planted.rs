@@ -71,6 +71,34 @@ pub enum PlantedBug {
     /// root its entries rebuild: a snapshot rewritten on disk starts the role on a state no
     /// header commits to.
     SnapshotRootUnchecked,
+    /// The forced check takes a batch's forced records as they are, without comparing them to
+    /// the entries the stream holds in its range: a coordinator that leaves a forced
+    /// transaction out is never alarmed.
+    ForcedRecordsUnchecked,
+}
+
+impl PlantedBug {
+    /// Every planted bug, for `sim --plant NAME` (its name as written here).
+    pub const ALL: &[PlantedBug] = &[
+        PlantedBug::NonceNotConsumed,
+        PlantedBug::NotSeenYetIsAbsent,
+        PlantedBug::InvalidTxIgnored,
+        PlantedBug::GapNeverAlarmed,
+        PlantedBug::PolicySkipsRootCheck,
+        PlantedBug::NonceKeptAfterSigning,
+        PlantedBug::EchoNotChecked,
+        PlantedBug::VaultViewNeverGoesBack,
+        PlantedBug::RecordRefusedForgotten,
+        PlantedBug::PaidWithdrawalStaysQueued,
+        PlantedBug::PolicySkipsSighashCheck,
+        PlantedBug::UnseenOutputIsMissing,
+        PlantedBug::UnseenDepositJudged,
+        PlantedBug::PolicySkipsCheckpointHeader,
+        PlantedBug::MinedPauseIsKept,
+        PlantedBug::DoneMarkOutlivesReorg,
+        PlantedBug::SnapshotRootUnchecked,
+        PlantedBug::ForcedRecordsUnchecked,
+    ];
 }
 
 thread_local! {

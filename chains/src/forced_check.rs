@@ -132,7 +132,11 @@ impl ForcedChecker {
             Err(error @ GatewayError::NotServedYet { .. }) => return Ok(ForcedVerdict::Wait(error.to_string())),
             Err(error) => return Err(error),
         };
-        if let Err(finding) = check_records(&batch.forced, &entries) {
+        #[cfg(feature = "planted-bugs")]
+        let unchecked = bridge::planted::active(bridge::planted::PlantedBug::ForcedRecordsUnchecked);
+        #[cfg(not(feature = "planted-bugs"))]
+        let unchecked = false;
+        if !unchecked && let Err(finding) = check_records(&batch.forced, &entries) {
             return Ok(censored(finding, listed, None));
         }
         let confirmed_at = match self.gateway.status(locator).await? {

@@ -252,6 +252,26 @@ pub struct Restored {
     pub refused: Vec<(u64, String)>,
 }
 
+/// Runs `work` (a snapshot's decoding or restore: seconds at 10^6 accounts) on a blocking
+/// worker, so that a role's runtime keeps serving meanwhile. Every restore of a snapshot goes
+/// through here, so that the simulator's test, which switches a planted bug on per thread,
+/// reaches the worker's too.
+pub async fn on_worker<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    #[cfg(feature = "planted-bugs")]
+    let planted = bridge::planted::current();
+    tokio::task::spawn_blocking(move || {
+        #[cfg(feature = "planted-bugs")]
+        bridge::planted::plant(planted);
+        let done = work();
+        #[cfg(feature = "planted-bugs")]
+        bridge::planted::plant(None);
+        done
+    })
+    .await
+}
+
 /// Restores the newest snapshot in `store` that checks against the signed header its role
 /// holds for that batch (`header_of`), falling back to older ones and then to genesis. Every
 /// refusal is logged as an error and counted (`bridge_snapshot_refused_total`).
@@ -287,19 +307,9 @@ where
                 .map_err(|e| format!("its batch header could not be read: {e}"))?
                 .ok_or_else(|| format!("batch {number} is not in this node's record, so nothing vouches for it"))?;
             let params = params.clone();
-            // A planted bug is switched on per thread: the simulator's test carries it over.
-            #[cfg(feature = "planted-bugs")]
-            let planted = bridge::planted::current();
-            tokio::task::spawn_blocking(move || {
-                #[cfg(feature = "planted-bugs")]
-                bridge::planted::plant(planted);
-                let restored = State::restore(params, snapshot, &header).map_err(|e| e.to_string());
-                #[cfg(feature = "planted-bugs")]
-                bridge::planted::plant(None);
-                restored
-            })
-            .await
-            .map_err(|e| format!("the restoring worker failed: {e}"))?
+            on_worker(move || State::restore(params, snapshot, &header).map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| format!("the restoring worker failed: {e}"))?
         };
         match attempt.await {
             Ok(state) => {

@@ -163,7 +163,7 @@ pub async fn fast_sync_with_state(
     let mut refused = Vec::new();
     for (locator, bytes) in da.snapshots_of(number).await? {
         let (params, header) = (params.clone(), header.clone());
-        let checked = tokio::task::spawn_blocking(move || {
+        let checked = chains::snapshots::on_worker(move || {
             let snapshot = Snapshot::decode(&bytes).map_err(|e| e.to_string())?;
             let meta = SnapshotMeta::of(&snapshot);
             let state = State::restore(params, snapshot, &header).map_err(|e| e.to_string())?;

@@ -86,17 +86,24 @@ pub struct PendingEntry {
 /// Shared with the API.
 pub type SharedForcedStatus = Arc<Mutex<ForcedStatus>>;
 
-/// The follower: one turn lists, plans, fetches and hands over one section.
+/// The planning of one forced section, apart from who takes it: the binary's follower hands it
+/// to the sequencer's actor, the simulator to the sequencer it drives.
 #[derive(Debug)]
-pub struct ForcedFollower {
+pub struct ForcedPlanner {
     /// The forced stream: the configured gateway in the binary, the simulated Arweave in `sim`.
     pub gateway: Arc<dyn ForcedStream>,
     pub app_name: String,
     pub params: NetworkParams,
     pub rules: ForcedParams,
-    pub sequencer: SequencerHandle,
     pub store: Store,
     pub status: SharedForcedStatus,
+}
+
+/// The follower: one turn lists, plans, fetches and hands over one section.
+#[derive(Debug)]
+pub struct ForcedFollower {
+    pub planner: ForcedPlanner,
+    pub sequencer: SequencerHandle,
     pub clock: fn() -> u64,
 }
 
@@ -109,21 +116,53 @@ impl ForcedFollower {
         status: SharedForcedStatus,
         clock: fn() -> u64,
     ) -> Option<Self> {
-        let rules = params.forced?;
-        Some(ForcedFollower {
-            gateway: Arc::new(gateway),
-            app_name: chains::da::ArweaveDaConfig::new(&params.name, params.coordinator_key, "").app_name,
-            params,
-            rules,
-            sequencer,
-            store,
-            status,
-            clock,
-        })
+        let planner = ForcedPlanner::new(Arc::new(gateway), params, store, status)?;
+        Some(ForcedFollower { planner, sequencer, clock })
     }
 
     async fn round(&mut self) -> Result<(), String> {
         let from = self.sequencer.forced_cursor().await.map_err(|e| e.to_string())?.ok_or("no forced cursor")?;
+        let work = self.planner.section(from).await?;
+        let (count, to) = (work.entries.len(), work.to);
+        match self.sequencer.include_forced(work, (self.clock)()).await?.last() {
+            Some(sealed) => {
+                tracing::info!(
+                    number = sealed.batch.header.number,
+                    entries = count,
+                    %to,
+                    "forced transactions sealed in a batch of their own"
+                );
+                metrics::counter!("bridge_forced_included_total").increment(count as u64);
+            }
+            None => tracing::debug!(%to, "no forced entries; the next batch moves the cursor"),
+        }
+        Ok(())
+    }
+}
+
+impl ForcedPlanner {
+    /// `None` on a network without forced inclusion.
+    pub fn new(
+        gateway: Arc<dyn ForcedStream>,
+        params: NetworkParams,
+        store: Store,
+        status: SharedForcedStatus,
+    ) -> Option<Self> {
+        let rules = params.forced?;
+        Some(ForcedPlanner {
+            gateway,
+            app_name: chains::da::ArweaveDaConfig::new(&params.name, params.coordinator_key, "").app_name,
+            params,
+            rules,
+            store,
+            status,
+        })
+    }
+
+    /// The section the next batch takes from the cursor `from`: what is safe on the stream, up
+    /// to the cap, fetched. An entry listed but not served yet is an error (the caller asks
+    /// again at its next turn): it is never planned around.
+    pub async fn section(&self, from: ForcedCursor) -> Result<ForcedWork, String> {
         let tip = self.gateway.height().await.map_err(|e| e.to_string())?;
         let safe = self.rules.safe_height(tip);
         // The listing covers the cursor's height on; a cap of entries plus one whole block more
@@ -155,21 +194,7 @@ impl ForcedFollower {
             }
         };
         let applied = self.applied(&entries).await?;
-        let count = entries.len();
-        let work = ForcedWork { from, to: planned.to, entries, applied };
-        match self.sequencer.include_forced(work, (self.clock)()).await? {
-            Some(sealed) => {
-                tracing::info!(
-                    number = sealed.batch.header.number,
-                    entries = count,
-                    to = %planned.to,
-                    "forced transactions sealed in a batch of their own"
-                );
-                metrics::counter!("bridge_forced_included_total").increment(count as u64);
-            }
-            None => tracing::debug!(to = %planned.to, "no forced entries; the next batch moves the cursor"),
-        }
-        Ok(())
+        Ok(ForcedWork { from, to: planned.to, entries, applied })
     }
 
     /// The entries' signing hashes that the ledger holds or an earlier entry carries.

@@ -277,12 +277,13 @@ impl Sequencer {
     /// seal move the cursor to `work.to`. With entries, they go first in a batch of their own:
     /// the open batch is sealed first if it holds anything, then the entries are processed and
     /// that batch sealed at once, so the ledger never holds acknowledged transactions that
-    /// ran after forced ones it could lose in a crash.
+    /// ran after forced ones it could lose in a crash. Returns what it sealed, in order: none
+    /// without entries, else the open batch if it held anything, then the forced one.
     pub async fn include_forced(
         &mut self,
         work: crate::forced::ForcedWork,
         timestamp: u64,
-    ) -> Result<Option<SealedBatch>, SequencerError> {
+    ) -> Result<Vec<SealedBatch>, SequencerError> {
         if self.stopped {
             return Err(SequencerError::Stopped);
         }
@@ -292,20 +293,22 @@ impl Sequencer {
         }
         if work.entries.is_empty() {
             cursor.allow(work.to);
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let timestamp = timestamp.max(self.state.head().last_timestamp);
+        let mut sealed = Vec::with_capacity(2);
         if !self.builder.is_empty() {
             // The open batch closes without moving the cursor: the entries start at it.
             cursor.hold();
-            self.seal_open(timestamp).await?;
+            sealed.push(self.seal_open(timestamp).await?);
         }
         let number = self.builder.number();
         let applied = &work.applied;
         self.builder
             .process_forced(&mut self.state, work.from, work.to, &work.entries, &|hash| applied.contains(hash))
             .map_err(|e| self.stop_with(SequencerError::Seal { number, reason: format!("forced entries: {e}") }))?;
-        self.seal_open(timestamp).await.map(Some)
+        sealed.push(self.seal_open(timestamp).await?);
+        Ok(sealed)
     }
 
     fn stop(&mut self, error: StoreError) -> SequencerError {
@@ -326,7 +329,7 @@ enum Command {
     Submit(Box<Tx>, oneshot::Sender<Result<Outcome, String>>),
     Seal(u64, oneshot::Sender<Result<Option<SealedBatch>, String>>),
     Read(Read),
-    Forced(Box<crate::forced::ForcedWork>, u64, oneshot::Sender<Result<Option<SealedBatch>, String>>),
+    Forced(Box<crate::forced::ForcedWork>, u64, oneshot::Sender<Result<Vec<SealedBatch>, String>>),
     ForcedCursor(oneshot::Sender<Option<bridge::forced::ForcedCursor>>),
     FinishSnapshots(oneshot::Sender<Result<Option<u64>, String>>),
 }
@@ -433,7 +436,7 @@ impl SequencerHandle {
         &self,
         work: crate::forced::ForcedWork,
         timestamp: u64,
-    ) -> Result<Option<SealedBatch>, String> {
+    ) -> Result<Vec<SealedBatch>, String> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Forced(Box::new(work), timestamp, reply))
@@ -516,7 +519,7 @@ async fn run_group(sequencer: &mut Sequencer, group: Vec<Command>) -> bool {
             Command::Forced(work, timestamp, reply) => {
                 flush(sequencer, std::mem::take(&mut txs), std::mem::take(&mut replies)).await;
                 let result = sequencer.include_forced(*work, timestamp).await.map_err(|e| e.to_string());
-                sealed_any |= matches!(result, Ok(Some(_)));
+                sealed_any |= result.as_ref().is_ok_and(|sealed| !sealed.is_empty());
                 let _ = reply.send(result);
             }
             Command::ForcedCursor(reply) => {

@@ -15,6 +15,12 @@
 //!   reorg, and kept apart from the batches' postings so that they draw nothing from the
 //!   model's stream of choices (a seed's run is the same with them as without).
 //!
+//! - Forced transactions (docs/PROTOCOL.md, "Forced transactions") are postings anyone makes
+//!   under the forced tags: mined at the next block, listed in stream order (height, then id),
+//!   served [`forced_serve_delay_ms`] after they are mined, back to the mempool in a reorg; like
+//!   the snapshots they draw nothing from the model's stream. The roles read them through
+//!   [`SimForcedStream`], the same [`ForcedStream`] the gateway client implements.
+//!
 //! The reader's rules mirror docs/PROTOCOL.md's (owner, confirmations, the coordinator's
 //! signature through the real [`check_published`], one batch per number or an equivocation).
 //! The real gateway client (`chains::da::arweave`) is exercised on arlocal by its own tests; a
@@ -26,6 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bridge::SignedBatch;
 use bridge::batch::Equivocation;
+use bridge::forced::{ForcedEntry, ForcedListing};
+use chains::arweave::{ForcedListingPage, ForcedStream, GatewayError, TxStatus};
 use chains::da::{DaError, DataAvailability, FetchedBatch, Published, check_published};
 
 use crate::rng::SimRng;
@@ -74,6 +82,26 @@ struct SnapshotPosting {
     served_at_ms: Option<u64>,
 }
 
+/// A forced transaction: anyone's posting under the forced tags.
+#[derive(Debug, Clone)]
+struct ForcedPosting {
+    id: [u8; 32],
+    /// The `App-Name` and `Network` tags (a junk poster may get them wrong).
+    app_name: String,
+    network: String,
+    data: Vec<u8>,
+    /// The size its transaction signs (a junk poster may post more than a transaction's).
+    size: u64,
+    mined_at: Option<u64>,
+    served_at_ms: Option<u64>,
+}
+
+/// How long after it is mined a forced posting's data is served: from none to
+/// [`MAX_SERVE_DELAY_MS`], by its id (no draw from the model's stream).
+pub fn forced_serve_delay_ms(id: &[u8; 32]) -> u64 {
+    u64::from(u16::from_le_bytes([id[0], id[1]])) * MAX_SERVE_DELAY_MS / u64::from(u16::MAX)
+}
+
 /// Postings mined together (an equivocating coordinator posts its two batches as one bundle).
 #[derive(Debug, Clone)]
 struct Pending {
@@ -89,11 +117,20 @@ pub struct Arweave {
     rng: SimRng,
     now_ms: Arc<AtomicU64>,
     snapshots: Vec<SnapshotPosting>,
+    forced: Vec<ForcedPosting>,
 }
 
 impl Arweave {
     pub fn new(rng: SimRng, now_ms: Arc<AtomicU64>) -> Self {
-        Arweave { blocks: Vec::new(), mempool: Vec::new(), next_id: 0, rng, now_ms, snapshots: Vec::new() }
+        Arweave {
+            blocks: Vec::new(),
+            mempool: Vec::new(),
+            next_id: 0,
+            rng,
+            now_ms,
+            snapshots: Vec::new(),
+            forced: Vec::new(),
+        }
     }
 
     pub fn height(&self) -> u64 {
@@ -144,6 +181,52 @@ impl Arweave {
             snapshot.mined_at = Some(height);
             snapshot.served_at_ms.get_or_insert(now + MAX_SERVE_DELAY_MS);
         }
+        for posting in self.forced.iter_mut().filter(|p| p.mined_at.is_none()) {
+            posting.mined_at = Some(height);
+            posting.served_at_ms.get_or_insert(now + forced_serve_delay_ms(&posting.id));
+        }
+    }
+
+    /// Posts a forced transaction under the tags `app_name` and `network` whose transaction
+    /// signs `size` bytes of data, `data` (its id chosen by the poster's stream).
+    pub fn post_forced(&mut self, id: [u8; 32], app_name: &str, network: &str, data: Vec<u8>, size: u64) {
+        let posting = ForcedPosting {
+            id,
+            app_name: app_name.into(),
+            network: network.into(),
+            data,
+            size,
+            mined_at: None,
+            served_at_ms: None,
+        };
+        self.forced.push(posting);
+    }
+
+    /// Every forced posting of `network` that a block holds: (id, height), in stream order.
+    pub fn forced_mined(&self, network: &str) -> Vec<([u8; 32], u64)> {
+        let mut mined: Vec<([u8; 32], u64)> = self
+            .forced
+            .iter()
+            .filter(|p| p.network == network && p.app_name == FORCED_APP_NAME)
+            .filter_map(|p| p.mined_at.map(|height| (p.id, height)))
+            .collect();
+        mined.sort_by_key(|(id, height)| (*height, *id));
+        mined
+    }
+
+    /// Where the coordinator's posting `id` stands.
+    fn batch_status(&self, id: &str) -> TxStatus {
+        let height = self.height();
+        for (index, block) in self.blocks.iter().enumerate() {
+            if block.iter().any(|p| p.id == id) {
+                let at = index as u64 + 1;
+                return TxStatus::Confirmed { height: at, confirmations: height + 1 - at };
+            }
+        }
+        if self.mempool.iter().flat_map(|p| p.postings.iter()).any(|p| p.id == id) {
+            return TxStatus::Pending;
+        }
+        TxStatus::NotFound
     }
 
     /// Posts the snapshot of batch `number`; the same bytes again are the same posting.
@@ -154,6 +237,13 @@ impl Arweave {
         let id = format!("snap{:06}", self.snapshots.len() + 1);
         self.snapshots.push(SnapshotPosting { id: id.clone(), number, bytes, mined_at: None, served_at_ms: None });
         id
+    }
+
+    /// A forged copy of the snapshot of batch `number`, listed before the ones already posted.
+    pub fn post_snapshot_first(&mut self, number: u64, bytes: Vec<u8>) {
+        let id = format!("snap{:06}", self.snapshots.len() + 1);
+        let at = self.snapshots.iter().position(|s| s.number == number).unwrap_or(self.snapshots.len());
+        self.snapshots.insert(at, SnapshotPosting { id, number, bytes, mined_at: None, served_at_ms: None });
     }
 
     /// The coordinator's snapshots of batch `number`, mined with enough confirmations and
@@ -186,6 +276,9 @@ impl Arweave {
         let height = self.height();
         for snapshot in self.snapshots.iter_mut().filter(|s| s.mined_at.is_some_and(|at| at > height)) {
             snapshot.mined_at = None;
+        }
+        for posting in self.forced.iter_mut().filter(|p| p.mined_at.is_some_and(|at| at > height)) {
+            posting.mined_at = None;
         }
         for _ in 0..=depth {
             self.mine();
@@ -373,6 +466,101 @@ impl DataAvailability for SimDa {
             }
         }
         Ok(None)
+    }
+}
+
+/// The `App-Name` the bridge's postings carry.
+pub const FORCED_APP_NAME: &str = "settlement-bridge";
+
+/// The forced stream of the simulated Arweave as the roles read it: the gateway's four calls.
+#[derive(Debug, Clone)]
+pub struct SimForcedStream {
+    arweave: Arc<Mutex<Arweave>>,
+}
+
+impl SimForcedStream {
+    pub fn new(arweave: Arc<Mutex<Arweave>>) -> Self {
+        SimForcedStream { arweave }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Arweave>, GatewayError> {
+        self.arweave.lock().map_err(|_| GatewayError::Malformed {
+            url: "sim".into(),
+            reason: "the simulated Arweave's lock is poisoned".into(),
+        })
+    }
+}
+
+#[async_trait]
+impl ForcedStream for SimForcedStream {
+    fn base(&self) -> &str {
+        "sim://arweave"
+    }
+
+    async fn height(&self) -> Result<u64, GatewayError> {
+        Ok(self.lock()?.height())
+    }
+
+    /// As the gateway client: whole heights in stream order, stopping once `max_rows` rows
+    /// are read; only the heights below the last one read are then known whole.
+    async fn list_forced(
+        &self,
+        app_name: &str,
+        network: &str,
+        min: u64,
+        max: u64,
+        max_rows: usize,
+    ) -> Result<ForcedListingPage, GatewayError> {
+        let arweave = self.lock()?;
+        let mut rows: Vec<ForcedListing> = arweave
+            .forced
+            .iter()
+            .filter(|p| p.app_name == app_name && p.network == network)
+            .filter_map(|p| p.mined_at.map(|height| ForcedListing { arweave_id: p.id, height, size: p.size }))
+            .filter(|l| (min..=max).contains(&l.height))
+            .collect();
+        bridge::forced::sort_listings(&mut rows);
+        if rows.len() <= max_rows {
+            return Ok(ForcedListingPage { listings: rows, complete_to: Some(max), skipped: 0 });
+        }
+        rows.truncate(max_rows);
+        let complete_to = rows.last().and_then(|l| l.height.checked_sub(1)).filter(|h| *h >= min);
+        match complete_to {
+            Some(complete) => rows.retain(|l| l.height <= complete),
+            None => rows.clear(),
+        }
+        Ok(ForcedListingPage { listings: rows, complete_to, skipped: 0 })
+    }
+
+    async fn fetch_forced_all(&self, listings: &[ForcedListing]) -> Result<Vec<ForcedEntry>, GatewayError> {
+        let arweave = self.lock()?;
+        let now = arweave.now();
+        let mut entries = Vec::with_capacity(listings.len());
+        for listing in listings {
+            if !listing.fetchable() {
+                entries.push(ForcedEntry { listing: *listing, data: None });
+                continue;
+            }
+            let posting = arweave.forced.iter().find(|p| p.id == listing.arweave_id);
+            match posting {
+                Some(posting) if posting.served_at_ms.is_some_and(|at| at <= now) => {
+                    entries.push(ForcedEntry { listing: *listing, data: Some(posting.data.clone()) })
+                }
+                _ => {
+                    return Err(GatewayError::NotServedYet {
+                        url: "sim://arweave".into(),
+                        id: chains::arweave::to_b64(&listing.arweave_id),
+                        what: "data",
+                        attempts: 1,
+                    });
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn status(&self, id: &str) -> Result<TxStatus, GatewayError> {
+        Ok(self.lock()?.batch_status(id))
     }
 }
 

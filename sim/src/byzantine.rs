@@ -31,6 +31,8 @@ pub enum AttackKind {
     Reorder,
     /// A second batch under a number the running confirmers have already replayed.
     LateEquivocation,
+    /// A forced transaction left out of the section that had to take it (forced.rs).
+    CensorsForced,
 }
 
 impl AttackKind {
@@ -43,6 +45,7 @@ impl AttackKind {
             AttackKind::ForgedDeposit => "forged deposit",
             AttackKind::Reorder => "reorder",
             AttackKind::LateEquivocation => "late equivocation",
+            AttackKind::CensorsForced => "censorship of a forced transaction",
         }
     }
 }
@@ -87,7 +90,10 @@ impl Attack {
     /// Whether the attack has taken publication over from the real publisher.
     pub(crate) fn controls_publishing(&self) -> bool {
         self.target.is_some()
-            && !matches!(self.kind, AttackKind::ForgedDeposit | AttackKind::LateEquivocation)
+            && !matches!(
+                self.kind,
+                AttackKind::ForgedDeposit | AttackKind::LateEquivocation | AttackKind::CensorsForced
+            )
             && !self.done
     }
 
@@ -105,6 +111,10 @@ impl World {
             return Ok(());
         }
         let kind = attack.kind;
+        // The forced task censors (forced.rs): publication stays honest.
+        if kind == AttackKind::CensorsForced {
+            return Ok(());
+        }
         if kind == AttackKind::LateEquivocation {
             return self.equivocate_late().await;
         }

@@ -106,8 +106,7 @@ impl World {
     /// After the healing phase: bad history alarmed by every confirmer; honest history final.
     pub(crate) async fn check_end(&mut self) -> Result<(), SimError> {
         let mut found: Vec<(&'static str, String)> = Vec::new();
-        let sealed =
-            self.coordinator.sequencer.as_ref().map(|s| (s.state().head().next_number - 1, s.state().state_root()));
+        let cutoff = self.sealed_before_quiet;
         for (index, role) in self.confirmers.iter().enumerate() {
             let Some(follower) = &role.follower else {
                 found.push(("liveness", format!("confirmer {index} is not running after healing")));
@@ -138,12 +137,16 @@ impl World {
                     break;
                 }
             }
-            if let Some((number, root)) = sealed
-                && (status.replayed != number || follower.state().state_root() != root)
-            {
+            // Every batch sealed before the quiet end is replayed, and the replica's head is the
+            // batch the honest sequencer sealed under that number (its header commits the state).
+            let head = follower.state().head().last_hash;
+            if status.replayed < cutoff || self.truth.header(status.replayed).is_some_and(|sealed| sealed != head) {
                 found.push((
                     "convergence",
-                    format!("confirmer {index} replayed {} batches, the coordinator sealed {number}, or their states differ", status.replayed),
+                    format!(
+                        "confirmer {index} replayed {} batches (the coordinator sealed {cutoff} before the quiet end), or its head is not the sealed batch",
+                        status.replayed
+                    ),
                 ));
             }
         }
@@ -154,12 +157,14 @@ impl World {
         self.check_paid();
         self.check_checkpoints();
         self.check_late_joiner_end();
+        self.check_forced_end();
         self.check_paused();
         self.check_btc_end().await
     }
 
     fn accounts(&self) -> Vec<bridge::Address> {
         let mut accounts: Vec<_> = self.users.iter().map(|u| u.address()).collect();
+        accounts.push(self.forced.user.address());
         accounts.push(self.params.fee_account);
         accounts
     }

@@ -18,12 +18,20 @@ use crate::l1::LaggingNode;
 use crate::world::{MISSING_BATCH_WAIT, STEP_LIMIT, World};
 
 /// A follower as every simulated confirmer runs it: the simulator's snapshot cadence, its
-/// missing-batch wait, and its machine's clock.
-pub(crate) fn as_simulated(follower: Follower, clock: confirmer::patience::Clock) -> Follower {
-    follower
+/// missing-batch wait, its machine's clock, and the forced check over the simulated stream.
+pub(crate) fn as_simulated(
+    follower: Follower,
+    clock: confirmer::patience::Clock,
+    forced: Option<confirmer::forced::ForcedChecker>,
+) -> Follower {
+    let follower = follower
         .with_snapshots(crate::snapshots::confirmer_policy())
         .with_missing_batch_wait(MISSING_BATCH_WAIT)
-        .with_clock(clock)
+        .with_clock(clock);
+    match forced {
+        Some(checker) => follower.with_forced(checker),
+        None => follower,
+    }
 }
 
 impl World {
@@ -67,7 +75,7 @@ impl World {
             }
         };
         self.check_restored(Disk::Confirmer(index), follower.restored_from(), expected);
-        let follower = as_simulated(follower, Arc::new(clock));
+        let follower = as_simulated(follower, Arc::new(clock), self.forced_checker());
         let status = follower.status();
         self.confirmers[index].follower = Some(follower);
         self.confirmers[index].store = Some(store);

@@ -21,6 +21,7 @@ impl World {
         self.coordinator.store = None;
         self.coordinator.keeping = None;
         self.coordinator.da_snapshots = None;
+        self.coordinator.forced = None;
         self.coordinator.down_until = Some(self.now() + down_ms);
     }
 

@@ -37,7 +37,7 @@ use crate::rng::SimRng;
 use crate::world::{STEP_LIMIT, World};
 
 /// Checkpoint files tried per attempt, newest first: an operator tries a few, not every one.
-const FILES_PER_ATTEMPT: usize = 3;
+pub(crate) const FILES_PER_ATTEMPT: usize = 3;
 /// Between two attempts to join.
 const RETRY_MS: u64 = 60_000;
 /// The joiner's crashes: the seed, xor this.
@@ -110,7 +110,7 @@ impl World {
             Err(error) => self.log(format!("the late confirmer's step failed: {error}")),
         }
         self.note_snapshot("the late confirmer", flushed);
-        self.check_late_joiner(status.replayed, status.hard_final, head);
+        self.check_late_joiner(&status, head);
         Ok(())
     }
 
@@ -140,7 +140,7 @@ impl World {
                     let follower = Follower::open_from(da, store, self.params.clone(), self.late_verifiers(), restored)
                         .await
                         .map_err(SimError::role("late joiner start"))?;
-                    let follower = as_simulated(follower, self.late_clock());
+                    let follower = as_simulated(follower, self.late_clock(), self.forced_checker());
                     self.late.follower = Some(follower);
                     self.late.joined_from = Some(number);
                     self.late.checkpoint = Some(checkpoint);
@@ -191,7 +191,7 @@ impl World {
                 return Ok(());
             }
         };
-        let follower = as_simulated(follower, self.late_clock());
+        let follower = as_simulated(follower, self.late_clock(), self.forced_checker());
         let (from, replayed) = (follower.restored_from(), follower.status().replayed);
         self.late.follower = Some(follower);
         self.late.down_until = None;
@@ -200,9 +200,13 @@ impl World {
     }
 
     /// `fast-sync-agrees`, and bad history never hard-final, after each of its steps.
-    fn check_late_joiner(&mut self, replayed: u64, hard_final: u64, head: [u8; 32]) {
+    fn check_late_joiner(&mut self, status: &confirmer::follower::Status, head: [u8; 32]) {
+        let (replayed, hard_final) = (status.replayed, status.hard_final);
         if let Some((bad, kind)) = self.bad_from {
-            if hard_final >= bad {
+            // A late equivocation's batch was final before its rival existed: it must fall
+            // back once the joiner alarms, as on every confirmer (checks.rs).
+            let late = self.attack.as_ref().is_some_and(|a| a.kind == crate::byzantine::AttackKind::LateEquivocation);
+            if hard_final >= bad && (!late || !status.alarms.is_empty()) {
                 self.violate(
                     "bad-history-not-final",
                     format!("the late confirmer made batch {hard_final} hard-final, past the {kind} at batch {bad}"),
@@ -215,6 +219,20 @@ impl World {
                 "fast-sync-agrees",
                 format!("the late confirmer's batch {replayed} is not the batch the honest sequencer sealed"),
             );
+        }
+        // A state it took from a snapshot that its header does not commit to fails the next
+        // batch's root: an honest coordinator accused.
+        if let Some(alarm) = status.alarms.first()
+            && self.attack.is_none()
+        {
+            let detail = format!(
+                "the late confirmer (joined at batch {:?}) alarmed ({}) at batch {} though the coordinator is honest: {}",
+                self.late.joined_from,
+                alarm.kind.as_str(),
+                alarm.number,
+                alarm.detail
+            );
+            self.violate("fast-sync-agrees", detail);
         }
     }
 
@@ -235,8 +253,7 @@ impl World {
         if self.attack.is_some() {
             return;
         }
-        let sealed =
-            self.coordinator.sequencer.as_ref().map(|s| (s.state().head().next_number - 1, s.state().state_root()));
+        let cutoff = self.sealed_before_quiet;
         let Some(follower) = &self.late.follower else {
             let newest = self.checkpoint_files.keys().last().copied();
             self.violate(
@@ -246,11 +263,13 @@ impl World {
             return;
         };
         let status = follower.status();
-        if let Some((number, root)) = sealed
-            && (status.replayed != number || status.hard_final != number || follower.state().state_root() != root)
+        let head = follower.state().head().last_hash;
+        if status.replayed < cutoff
+            || status.hard_final < cutoff
+            || self.truth.header(status.replayed).is_some_and(|sealed| sealed != head)
         {
             let detail = format!(
-                "the late confirmer (joined at batch {:?}) replayed {}, hard-final {}; the coordinator sealed {number}, or their states differ",
+                "the late confirmer (joined at batch {:?}) replayed {}, hard-final {}; the coordinator sealed {cutoff} before the quiet end, or its head is not the sealed batch",
                 self.late.joined_from, status.replayed, status.hard_final
             );
             self.violate("fast-sync-liveness", detail);

@@ -30,6 +30,7 @@ mod eth_settlement;
 mod eth_vault_view;
 mod evm;
 mod faults;
+mod forced;
 pub mod l1;
 mod late_joiner;
 mod mesh;
@@ -63,6 +64,9 @@ pub struct SimConfig {
     /// `None`: about one run in three has a byzantine watchman, of a kind the seed picks;
     /// `Some(kind)`: every run has one of that kind (`--watchman-attack`).
     pub watchman_attack: Option<signing::WatchmanAttack>,
+    /// Users post forced transactions (forced.rs); without them the network still takes
+    /// forced transactions, and every batch's (empty) forced section is checked.
+    pub forced_traffic: bool,
 }
 
 impl SimConfig {
@@ -78,6 +82,7 @@ impl SimConfig {
             tick_ms: 5_000,
             attack: None,
             watchman_attack: None,
+            forced_traffic: true,
         }
     }
 }
@@ -127,6 +132,9 @@ pub struct Outcome {
     /// Bitcoin payout plans the sequencer sealed, and those paid on the kernel's chain.
     pub btc_plans: usize,
     pub btc_plans_paid: usize,
+    /// Forced entries posted under the network's tags, and those a sealed batch recorded.
+    pub forced_posted: usize,
+    pub forced_recorded: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +204,8 @@ pub fn run(config: SimConfig) -> Result<Outcome, SimError> {
             paid_leaves: world.paid.len(),
             btc_plans: world.btc.as_ref().map_or(0, |b| b.truth.plans.len()),
             btc_plans_paid: world.btc_plans_paid()?,
+            forced_posted: world.forced.posted.len(),
+            forced_recorded: world.forced.recorded.len(),
         })
     })
 }

@@ -23,9 +23,17 @@ struct Args {
     /// kind the seed picks).
     #[arg(long, value_enum)]
     watchman_attack: Option<sim::signing::WatchmanAttack>,
+    /// No forced transactions from users (the network still takes them).
+    #[arg(long)]
+    no_forced_traffic: bool,
     /// The shorter run the tests use (`SimConfig::quick`): 30 minutes of faults, 30 of healing.
     #[arg(long)]
     quick: bool,
+    /// Switch this planted bug on for every run (`PlantedBug`'s variant name; a build with
+    /// `--features planted-bugs` only): which seeds catch it.
+    #[cfg(feature = "planted-bugs")]
+    #[arg(long)]
+    plant: Option<String>,
     /// Trace lines printed before a failing seed's violation.
     #[arg(long, default_value_t = 40)]
     context: usize,
@@ -33,6 +41,14 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    #[cfg(feature = "planted-bugs")]
+    if let Some(name) = &args.plant {
+        let bug = bridge::planted::PlantedBug::ALL.iter().find(|bug| format!("{bug:?}") == *name);
+        let bug = bug.with_context(|| {
+            format!("no planted bug is called {name:?}; they are {:?}", bridge::planted::PlantedBug::ALL)
+        })?;
+        bridge::planted::plant(Some(*bug));
+    }
     if let Some(seed) = args.seed {
         let outcome = sim::run(config(seed, &args)).with_context(|| format!("seed {seed}"))?;
         for line in &outcome.trace {
@@ -80,12 +96,17 @@ fn main() -> anyhow::Result<()> {
 
 fn config(seed: u64, args: &Args) -> sim::SimConfig {
     let base = if args.quick { sim::SimConfig::quick(seed) } else { sim::SimConfig::new(seed) };
-    sim::SimConfig { attack: args.attack, watchman_attack: args.watchman_attack, ..base }
+    sim::SimConfig {
+        attack: args.attack,
+        watchman_attack: args.watchman_attack,
+        forced_traffic: !args.no_forced_traffic,
+        ..base
+    }
 }
 
 fn summary(outcome: &sim::Outcome) {
     println!(
-        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), {} leaves paid by the vault, {} of {} Bitcoin payout plans paid, mesh dropped {} and duplicated {} messages, {} requests refused over a limit, final hash {}",
+        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), {} leaves paid by the vault, {} of {} Bitcoin payout plans paid, mesh dropped {} and duplicated {} messages, {} requests refused over a limit, {} of {} forced entries recorded, final hash {}",
         outcome.seed,
         outcome.faults,
         outcome.attack.as_deref().unwrap_or("none"),
@@ -100,6 +121,8 @@ fn summary(outcome: &sim::Outcome) {
         outcome.mesh_dropped,
         outcome.mesh_duplicated,
         outcome.overloaded,
+        outcome.forced_recorded,
+        outcome.forced_posted,
         hex::encode(outcome.final_hash)
     );
     match &outcome.violation {

@@ -7,6 +7,10 @@
 //! restart starts from the newest snapshot that did not rot, or from genesis when none is left;
 //! `role-restarts`, that an honest role's start from what it committed succeeds at all.
 //!
+//! A snapshot on the DA may be forged in the same way: a gateway serves, first, a copy of the
+//! coordinator's snapshot with one nonce changed, so a late joiner's fast sync must refuse it
+//! by the root it rebuilds and take the true one after it (`fast-sync-agrees`).
+//!
 //! The rot is chosen on a stream of its own (the seed xor [`SNAPSHOT_STREAM`]), so it leaves
 //! every other choice of a seed's run as it was.
 
@@ -70,10 +74,34 @@ impl World {
     pub(crate) async fn publish_snapshot(&mut self) {
         let Some(task) = self.coordinator.da_snapshots.as_mut() else { return };
         match task.round().await {
-            Ok(Some(number)) => self.log(format!("coordinator published its snapshot of batch {number} to the DA")),
+            Ok(Some(number)) => {
+                self.log(format!("coordinator published its snapshot of batch {number} to the DA"));
+                self.forge_da_snapshot(number).await;
+            }
             Ok(None) => {}
             Err(error) => self.log(format!("coordinator could not publish a snapshot: {error}")),
         }
+    }
+
+    /// During the fault phase, one DA snapshot in two gets a forged twin that readers meet first.
+    async fn forge_da_snapshot(&mut self, number: u64) {
+        // Only a joiner reads them: once it has joined, a forgery would test nothing.
+        if !self.in_fault_phase() || self.late.joined_from.is_some() || !self.snapshot_rng.chance(ROT_PER_MILLION) {
+            return;
+        }
+        let Some(store) = &self.coordinator.store else { return };
+        let Ok(Some(bytes)) = store.snapshots().load(number).await else { return };
+        let Ok(mut snapshot) = Snapshot::decode(&bytes) else { return };
+        if !change_a_nonce(&mut snapshot) {
+            return;
+        }
+        if let Ok(mut arweave) = self.arweave.lock() {
+            arweave.post_snapshot_first(number, snapshot.encode());
+        }
+        self.faults += 1;
+        self.log(format!(
+            "FAULT the DA serves a forged copy of the snapshot of batch {number} first (a nonce changed)"
+        ));
     }
 
     /// Before a restart in the fault phase: the newest snapshot may rot. Returns the batch a
@@ -111,6 +139,15 @@ impl World {
 async fn rot(store: &SnapshotStore, number: u64) -> bool {
     let Ok(Some(bytes)) = store.load(number).await else { return false };
     let Ok(mut snapshot) = Snapshot::decode(&bytes) else { return false };
+    if !change_a_nonce(&mut snapshot) {
+        return false;
+    }
+    // `keep` as large as it gets: the rot prunes nothing.
+    store.save(&SnapshotMeta::of(&snapshot), &snapshot.encode(), usize::MAX).await.is_ok()
+}
+
+/// The first account's nonce one higher; false when the snapshot holds no nonce.
+fn change_a_nonce(snapshot: &mut Snapshot) -> bool {
     let Some(value) =
         snapshot.entries.iter_mut().find_map(|(key, value)| matches!(key, StateKey::Nonce(_)).then_some(value))
     else {
@@ -118,6 +155,5 @@ async fn rot(store: &SnapshotStore, number: u64) -> bool {
     };
     let Ok(nonce) = <[u8; 8]>::try_from(value.as_slice()) else { return false };
     *value = u64::from_le_bytes(nonce).wrapping_add(1).to_le_bytes().to_vec();
-    // `keep` as large as it gets: the rot prunes nothing.
-    store.save(&SnapshotMeta::of(&snapshot), &snapshot.encode(), usize::MAX).await.is_ok()
+    true
 }

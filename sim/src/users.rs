@@ -71,11 +71,17 @@ impl World {
 
     pub(crate) fn deposit_on_l1(&mut self) {
         let user = self.users[self.rng.below(self.users.len() as u64) as usize].address();
-        let tip = L1::tip(self.now());
         let ethers = self.rng.between(1, 5) as u128;
+        let tx_hash = self.rng.bytes32();
+        self.deposit_for(user, ethers, tx_hash);
+    }
+
+    /// `user` deposits `ethers` in the vault on L1, in the transaction `tx_hash`.
+    pub(crate) fn deposit_for(&mut self, user: bridge::Address, ethers: u128, tx_hash: [u8; 32]) {
+        let tip = L1::tip(self.now());
         let deposit = Deposit {
             chain: Chain::Ethereum,
-            l1_ref: L1Ref::Ethereum { tx_hash: self.rng.bytes32(), log_in_tx: 0 },
+            l1_ref: L1Ref::Ethereum { tx_hash, log_in_tx: 0 },
             account: user,
             asset: AssetId::Eth,
             amount: Amount(ethers * ETHER),

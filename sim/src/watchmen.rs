@@ -353,7 +353,8 @@ impl World {
             return;
         }
         let settled = self.eth_chain().vault.settled_through();
-        if let Some((&owing, _)) = self.truth.owing.range(settled + 1..).next() {
+        let cutoff = self.sealed_before_quiet;
+        if let Some((&owing, _)) = self.truth.owing.range(settled + 1..).find(|(number, _)| **number <= cutoff) {
             self.violate(
                 "settlement-liveness",
                 format!("batch {owing} owes withdrawals, but the vault's ranges end at batch {settled} after healing"),

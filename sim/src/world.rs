@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bridge::batch::SealedBatch;
 use bridge::{
     Address, Amount, AssetConfig, AssetId, BtcNetwork, BtcVaultParams, CoordinatorKey, NetworkParams, SignedUserTx,
     Wallet,
@@ -33,6 +34,7 @@ use crate::disk::Disk;
 use crate::eth_chain::EthChain;
 use crate::eth_reorg::EthHistory;
 use crate::evm::EthVault;
+use crate::forced::ForcedTraffic;
 use crate::l1::{L1, L1_BLOCK_MS};
 use crate::late_joiner::LateJoiner;
 use crate::mesh::SimMesh;
@@ -51,6 +53,10 @@ const SEAL_RULE: SealRule =
 pub(crate) const STEP_LIMIT: usize = 16;
 /// Users stop this long before the end, so that what they did can become hard-final.
 pub const QUIET_BEFORE_END_MS: u64 = 15 * 60_000;
+/// Users stop asking for Bitcoin this long before the end: a payout that must wait for an
+/// earlier one's change to confirm (a block a minute, three deep) is then planned well before
+/// the keeper's own quiet (btc_payouts.rs), and paid before the end.
+const BTC_WITHDRAWALS_QUIET_BEFORE_END_MS: u64 = 25 * 60_000;
 /// One ether in wei: deposits are whole ethers, transfers fractions of one.
 pub(crate) const ETHER: u128 = 1_000_000_000_000_000_000;
 
@@ -67,6 +73,8 @@ pub(crate) struct CoordinatorRole {
     pub(crate) keeping: Option<coordinator::payouts::Keeping>,
     /// Its task publishing state snapshots to the DA for late joiners (late_joiner.rs).
     pub(crate) da_snapshots: Option<coordinator::snapshot::DaSnapshots>,
+    /// Its forced task's planning (forced.rs).
+    pub(crate) forced: Option<coordinator::forced::ForcedPlanner>,
 }
 
 pub(crate) struct ConfirmerRole {
@@ -163,10 +171,16 @@ pub(crate) struct World {
     /// Snapshots' rot: its own stream, and the snapshots that rotted, by role (snapshots.rs).
     pub(crate) snapshot_rng: SimRng,
     pub(crate) rotten: BTreeSet<(Disk, u64)>,
-    /// Every checkpoint file a watchman wrote, by batch: what an operator hands a late joiner.
+    /// The newest checkpoint files watchmen wrote, by batch: what an operator hands a late joiner.
     pub(crate) checkpoint_files: BTreeMap<u64, bridge::checkpoint::SignedCheckpoint>,
     /// The confirmer that joins late from a checkpoint (late_joiner.rs).
     pub(crate) late: LateJoiner,
+    /// Forced transactions users posted and batches recorded (forced.rs).
+    pub(crate) forced: ForcedTraffic,
+    /// The last batch sealed before the quiet end of the run: what liveness holds to the end.
+    /// A forced entry is safe about 40 minutes after it is posted, so the coordinator seals
+    /// batches to the end of a run, and those it seals in the quiet may still be on their way.
+    pub(crate) sealed_before_quiet: u64,
     _dir: tempfile::TempDir,
 }
 
@@ -201,6 +215,7 @@ impl World {
             wall_offset_ms: 0,
             keeping: None,
             da_snapshots: None,
+            forced: None,
         };
         let confirmers = (0..config.confirmers)
             .map(|i| ConfirmerRole {
@@ -274,6 +289,8 @@ impl World {
             rotten: BTreeSet::new(),
             checkpoint_files: BTreeMap::new(),
             late,
+            forced: ForcedTraffic::new(seed),
+            sealed_before_quiet: 0,
             _dir: dir,
         };
         if let Some(attack) = &world.attack {
@@ -351,6 +368,9 @@ impl World {
         if users_active && self.btc_rng.chance(40_000) {
             self.deposit_on_bitcoin()?;
         }
+        if users_active && self.config.forced_traffic {
+            self.forced_users_turn();
+        }
         if self.coordinator.sequencer.is_some() {
             self.watch_deposits().await?;
             self.watch_btc_deposits().await?;
@@ -361,11 +381,13 @@ impl World {
                 for _ in 0..self.rng.below(3) {
                     self.user_acts().await?;
                 }
-                if self.btc_rng.chance(30_000) {
+                let end = self.config.fault_ms + self.config.healing_ms;
+                if now + BTC_WITHDRAWALS_QUIET_BEFORE_END_MS < end && self.btc_rng.chance(30_000) {
                     self.withdraw_bitcoin().await?;
                 }
             }
             self.attack_turn().await?;
+            self.forced_turn().await?;
             self.seal_by_policy().await?;
             self.publish().await?;
         }
@@ -416,6 +438,7 @@ impl World {
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
         self.coordinator.publisher = Some(Publisher::new(store.clone(), da.clone()));
         self.coordinator.da_snapshots = Some(DaSnapshots::new(store.clone(), da, CHECKPOINT_EVERY));
+        self.coordinator.forced = self.forced_planner(&store);
         self.coordinator.store = Some(store);
         self.coordinator.opened_ms = (open > 0).then(|| self.now());
         let head = sequencer.state().head().next_number - 1;
@@ -444,21 +467,32 @@ impl World {
             Err(error) => return self.sequencer_failed("sealing", error),
         };
         if let Some(sealed) = sealed {
-            self.truth.record(&sealed);
-            if let Some(btc) = self.btc.as_mut() {
-                btc.truth.record(sealed.batch.header.number, &sealed.settlement.btc_plans, btc.vault);
-            }
-            let header = &sealed.batch.header;
-            let line = format!(
-                "sealed batch {} ({} txs) {}",
-                header.number,
-                header.tx_count,
-                hex::encode(&header.hash()[..4])
-            );
-            self.log(line);
-            self.coordinator_snapshot_saved().await;
+            self.note_sealed(&sealed).await;
         }
         Ok(())
+    }
+
+    /// What the simulator keeps of a batch the coordinator sealed: the watchmen's truth, its
+    /// forced records, the snapshot it may have saved.
+    pub(crate) async fn note_sealed(&mut self, sealed: &SealedBatch) {
+        self.truth.record(sealed);
+        if self.now() + QUIET_BEFORE_END_MS < self.config.fault_ms + self.config.healing_ms {
+            self.sealed_before_quiet = sealed.batch.header.number;
+        }
+        if let Some(btc) = self.btc.as_mut() {
+            btc.truth.record(sealed.batch.header.number, &sealed.settlement.btc_plans, btc.vault);
+        }
+        let header = &sealed.batch.header;
+        let line = format!(
+            "sealed batch {} ({} txs, {} forced) {}",
+            header.number,
+            header.tx_count,
+            sealed.batch.forced.len(),
+            hex::encode(&header.hash()[..4])
+        );
+        self.log(line);
+        self.note_forced_records(&sealed.batch);
+        self.coordinator_snapshot_saved().await;
     }
 
     async fn publish(&mut self) -> Result<(), SimError> {
@@ -517,7 +551,7 @@ fn network(coordinator_key: [u8; 32]) -> NetworkParams {
         coordinator_key,
         fee_account: Address([0xfe; 20]),
         assets: vec![AssetConfig { asset: AssetId::Eth, min_fee: Amount(0) }],
-        forced: None,
+        forced: Some(crate::forced::RULES),
         webauthn: None,
         rotation: None,
     }
