@@ -88,7 +88,7 @@ impl ForcedChecker {
 
     /// [`ForcedChecker::new`] over a stream already shared.
     pub fn over(gateway: Arc<dyn ForcedStream>, network: &str, rules: ForcedParams) -> Self {
-        ForcedChecker { gateway, app_name: "settlement-bridge".into(), network: network.into(), rules }
+        ForcedChecker { gateway, app_name: crate::da::APP_NAME.into(), network: network.into(), rules }
     }
 
     pub fn gateway(&self) -> &dyn ForcedStream {

@@ -149,14 +149,7 @@ impl ForcedPlanner {
         status: SharedForcedStatus,
     ) -> Option<Self> {
         let rules = params.forced?;
-        Some(ForcedPlanner {
-            gateway,
-            app_name: chains::da::ArweaveDaConfig::new(&params.name, params.coordinator_key, "").app_name,
-            params,
-            rules,
-            store,
-            status,
-        })
+        Some(ForcedPlanner { gateway, app_name: chains::da::APP_NAME.into(), params, rules, store, status })
     }
 
     /// The section the next batch takes from the cursor `from`: what is safe on the stream, up

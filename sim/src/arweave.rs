@@ -207,7 +207,7 @@ impl Arweave {
         let mut mined: Vec<([u8; 32], u64)> = self
             .forced
             .iter()
-            .filter(|p| p.network == network && p.app_name == FORCED_APP_NAME)
+            .filter(|p| p.network == network && p.app_name == chains::da::APP_NAME)
             .filter_map(|p| p.mined_at.map(|height| (p.id, height)))
             .collect();
         mined.sort_by_key(|(id, height)| (*height, *id));
@@ -234,16 +234,21 @@ impl Arweave {
         if let Some(posted) = self.snapshots.iter().find(|s| s.number == number && s.bytes == bytes) {
             return posted.id.clone();
         }
-        let id = format!("snap{:06}", self.snapshots.len() + 1);
+        let id = self.next_snapshot_id();
         self.snapshots.push(SnapshotPosting { id: id.clone(), number, bytes, mined_at: None, served_at_ms: None });
         id
     }
 
     /// A forged copy of the snapshot of batch `number`, listed before the ones already posted.
     pub fn post_snapshot_first(&mut self, number: u64, bytes: Vec<u8>) {
-        let id = format!("snap{:06}", self.snapshots.len() + 1);
+        let id = self.next_snapshot_id();
         let at = self.snapshots.iter().position(|s| s.number == number).unwrap_or(self.snapshots.len());
         self.snapshots.insert(at, SnapshotPosting { id, number, bytes, mined_at: None, served_at_ms: None });
+    }
+
+    /// Snapshot postings are only ever added, so their count names the next one uniquely.
+    fn next_snapshot_id(&self) -> String {
+        format!("snap{:06}", self.snapshots.len() + 1)
     }
 
     /// The coordinator's snapshots of batch `number`, mined with enough confirmations and
@@ -468,9 +473,6 @@ impl DataAvailability for SimDa {
         Ok(None)
     }
 }
-
-/// The `App-Name` the bridge's postings carry.
-pub const FORCED_APP_NAME: &str = "settlement-bridge";
 
 /// The forced stream of the simulated Arweave as the roles read it: the gateway's four calls.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use bridge::{Amount, AssetId, Wallet};
 use coordinator::forced::ForcedPlanner;
 
 use crate::SimError;
-use crate::arweave::{BLOCK_MS, FORCED_APP_NAME, MAX_REORG_BLOCKS, MAX_SERVE_DELAY_MS, SimForcedStream};
+use crate::arweave::{BLOCK_MS, MAX_REORG_BLOCKS, MAX_SERVE_DELAY_MS, SimForcedStream};
 use crate::byzantine::AttackKind;
 use crate::rng::SimRng;
 use crate::world::{QUIET_BEFORE_END_MS, World};
@@ -49,10 +49,9 @@ pub(crate) struct ForcedTraffic {
     pub(crate) posted: BTreeMap<[u8; 32], &'static str>,
     /// Every entry a batch the coordinator sealed recorded, by batch.
     pub(crate) recorded: BTreeMap<[u8; 32], u64>,
-    /// The entry a censoring coordinator dropped from a section, until a batch passes it.
+    /// The entry a censoring coordinator dropped from a section, until a batch passes it
+    /// (that batch is then the run's `bad_from`).
     dropped: Option<ForcedListing>,
-    /// The entry a censoring coordinator left out, and the batch that did.
-    pub(crate) censored: Option<([u8; 32], u64)>,
 }
 
 impl ForcedTraffic {
@@ -71,7 +70,6 @@ impl ForcedTraffic {
             posted: BTreeMap::new(),
             recorded: BTreeMap::new(),
             dropped: None,
-            censored: None,
         }
     }
 }
@@ -106,7 +104,7 @@ impl World {
         let censoring =
             self.attack.as_ref().is_some_and(|a| a.kind == AttackKind::CensorsForced && self.now() >= a.at_ms)
                 && self.now() + QUIET_BEFORE_END_MS < self.config.fault_ms + self.config.healing_ms
-                && self.forced.censored.is_none();
+                && self.bad_from.is_none();
         match self.forced.dropped {
             Some(dropped) if censoring => work.entries.retain(|e| e.listing.arweave_id != dropped.arweave_id),
             Some(_) => self.forced.dropped = None,
@@ -142,7 +140,6 @@ impl World {
                 self.forced.dropped = None;
             } else if self.in_range(commit.from, commit.to, &listing) {
                 self.forced.dropped = None;
-                self.forced.censored = Some((id, number));
                 self.bad_from = Some((number, AttackKind::CensorsForced.name()));
                 self.log(format!("BYZANTINE batch {number} leaves forced entry {} out", short(&id)));
             }
@@ -210,7 +207,7 @@ impl World {
             _ => ("another network's", self.forced.rng.bytes32().to_vec(), 32, "other".into()),
         };
         if let Ok(mut arweave) = self.arweave.lock() {
-            arweave.post_forced(id, FORCED_APP_NAME, &network, data, size);
+            arweave.post_forced(id, chains::da::APP_NAME, &network, data, size);
         }
         if network == self.params.name {
             self.forced.posted.insert(id, what);
@@ -277,11 +274,10 @@ impl World {
         if self.attack.as_ref().is_some_and(|a| a.kind == AttackKind::CensorsForced) {
             return;
         }
-        let mined = match self.arweave.lock() {
+        let (entries, tip) = match self.arweave.lock() {
             Ok(arweave) => (arweave.forced_mined(&self.params.name), arweave.height()),
             Err(_) => return,
         };
-        let (entries, tip) = mined;
         let stale = entries.into_iter().find(|(id, height)| {
             height + RULES.confirmations - 1 + RECORD_WITHIN_BLOCKS <= tip && !self.forced.recorded.contains_key(id)
         });

@@ -27,6 +27,9 @@ use crate::forced_check::{ForcedChecker, ForcedVerdict};
 mod late;
 mod snapshots;
 
+/// The `App-Name` tag of every posting of the bridge: batches, snapshots and forced
+/// transactions alike.
+pub const APP_NAME: &str = "settlement-bridge";
 const APP_VERSION: &str = "1";
 const CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -57,7 +60,7 @@ pub const DEFAULT_MAX_PRICE_WINSTON_PER_MIB: u128 = 1_000_000_000_000;
 impl ArweaveDaConfig {
     pub fn new(network: &str, coordinator_key: [u8; 32], coordinator_address: &str) -> Self {
         ArweaveDaConfig {
-            app_name: "settlement-bridge".into(),
+            app_name: APP_NAME.into(),
             network: network.into(),
             coordinator_key,
             coordinator_address: coordinator_address.into(),

@@ -12,7 +12,7 @@ use bridge::batch::Equivocation;
 
 use crate::arweave::{GatewayError, WalletError};
 
-pub use arweave::{ArweaveDa, ArweaveDaConfig, DEFAULT_MAX_PRICE_WINSTON_PER_MIB, Rejection};
+pub use arweave::{APP_NAME, ArweaveDa, ArweaveDaConfig, DEFAULT_MAX_PRICE_WINSTON_PER_MIB, Rejection};
 pub use dir::DirDa;
 pub use snapshot_files::SNAPSHOT_CODEC;
 
