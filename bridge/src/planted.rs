@@ -75,6 +75,9 @@ pub enum PlantedBug {
     /// the entries the stream holds in its range: a coordinator that leaves a forced
     /// transaction out is never alarmed.
     ForcedRecordsUnchecked,
+    /// The publisher takes a DA it cannot reach for a DA that contradicts the ledger: a gateway
+    /// outage kills the publishing task, and the coordinator's process stops with it.
+    UnreachableDaIsFatal,
 }
 
 impl PlantedBug {
@@ -98,6 +101,7 @@ impl PlantedBug {
         PlantedBug::DoneMarkOutlivesReorg,
         PlantedBug::SnapshotRootUnchecked,
         PlantedBug::ForcedRecordsUnchecked,
+        PlantedBug::UnreachableDaIsFatal,
     ];
 }
 

@@ -117,6 +117,13 @@ pub struct TaskHealth {
     pub last_error: Option<String>,
 }
 
+impl TaskHealth {
+    /// A task not run yet: shown as running.
+    fn new(task: &str) -> Self {
+        TaskHealth { task: task.to_owned(), state: TaskState::Running, attempt: 0, restarts: 0, last_error: None }
+    }
+}
+
 /// The first task that died, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskFailure {
@@ -154,22 +161,40 @@ impl Supervisor {
     }
 
     /// Runs `task`'s turns on `schedule` until a fatal error (then it is dead), on the runtime.
+    /// When the next turn runs is the [`Pacer`]'s decision, the one the simulator drives on
+    /// simulated time; this shell adds the runtime's clock, panics caught, logs and metrics.
     pub fn spawn<T: Task>(&self, name: &str, mut task: T, schedule: Schedule) -> JoinHandle<()> {
         let report = self.reporter(name);
+        let mut pacer = Pacer::new(name, schedule);
         tokio::spawn(async move {
             loop {
-                let error = match AssertUnwindSafe(task.turn()).catch_unwind().await {
-                    Ok(Ok(())) => {
-                        report.ok();
-                        task.idle(schedule.interval).await;
-                        continue;
-                    }
-                    Ok(Err(error)) => error,
-                    Err(panic) => TaskError::Transient(format!("panicked: {}", panic_message(panic.as_ref()))),
+                let outcome = match AssertUnwindSafe(task.turn()).catch_unwind().await {
+                    Ok(outcome) => outcome,
+                    Err(panic) => Err(TaskError::Transient(format!("panicked: {}", panic_message(panic.as_ref())))),
                 };
-                match report.failed(&error) {
-                    Some(attempt) => tokio::time::sleep(schedule.backoff(attempt)).await,
-                    None => return,
+                let recovered = pacer.health().state == TaskState::Restarting;
+                let attempts = pacer.health().attempt;
+                let next = pacer.after(outcome.as_ref().map(|_| ()));
+                report.show(pacer.health());
+                match (next, outcome) {
+                    (Next::Idle(interval), _) => {
+                        if recovered {
+                            tracing::info!(task = %report.task, attempts, "task recovered");
+                        }
+                        task.idle(interval).await;
+                    }
+                    (Next::Retry { attempt, after }, Err(error)) => {
+                        metrics::counter!("bridge_task_restarts_total", "task" => report.task.clone()).increment(1);
+                        tracing::warn!(task = %report.task, attempt, %error, "task failed; retrying");
+                        tokio::time::sleep(after).await;
+                    }
+                    (Next::Dead, outcome) => {
+                        let why = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                        report.dead(&why);
+                        return;
+                    }
+                    // A retry follows a failed turn only; never reached, but never a busy loop.
+                    (Next::Retry { after, .. }, Ok(())) => tokio::time::sleep(after).await,
                 }
             }
         })
@@ -188,7 +213,7 @@ impl Supervisor {
                 Ok(Err(error)) => error.to_string(),
                 Err(panic) => format!("panicked: {}", panic_message(panic.as_ref())),
             };
-            report.failed(&TaskError::Fatal(why));
+            report.dead(&why);
         })
     }
 
@@ -196,10 +221,7 @@ impl Supervisor {
     /// every long-running loop is a [`Task`], so nothing outside runs and reports its own turns.
     fn reporter(&self, name: &str) -> TaskReporter {
         let report = TaskReporter { shared: self.0.clone(), task: name.to_owned() };
-        report.set(|health| {
-            health.state = TaskState::Running;
-            health.attempt = 0;
-        });
+        report.show(&TaskHealth::new(name));
         report
     }
 
@@ -232,64 +254,95 @@ struct TaskReporter {
 }
 
 impl TaskReporter {
-    /// A good turn: the task is running again.
-    fn ok(&self) {
-        let recovered = self.set(|health| {
-            let was = (health.state == TaskState::Restarting).then_some(health.attempt);
-            health.state = TaskState::Running;
-            health.attempt = 0;
-            was
-        });
-        if let Some(attempts) = recovered {
-            tracing::info!(task = %self.task, attempts, "task recovered");
-        }
+    /// Shows the task's health as its pacer now has it.
+    fn show(&self, health: &TaskHealth) {
+        self.set(|shown| *shown = health.clone());
     }
 
-    /// A failed turn. A transient error returns the attempt number (1 for the first retry); a
-    /// fatal one marks the task dead and returns `None`.
-    fn failed(&self, error: &TaskError) -> Option<u32> {
-        match error {
-            TaskError::Transient(why) => {
-                let attempt = self.set(|health| {
-                    health.state = TaskState::Restarting;
-                    health.attempt = health.attempt.saturating_add(1);
-                    health.restarts += 1;
-                    health.last_error = Some(why.clone());
-                    health.attempt
-                });
-                metrics::counter!("bridge_task_restarts_total", "task" => self.task.clone()).increment(1);
-                tracing::warn!(task = %self.task, attempt, error = %why, "task failed; retrying");
-                Some(attempt)
-            }
-            TaskError::Fatal(why) => {
-                self.set(|health| {
-                    health.state = TaskState::Dead;
-                    health.last_error = Some(why.clone());
-                });
-                tracing::error!(task = %self.task, error = %why, "task dead: the process stops");
-                let failure = TaskFailure { task: self.task.clone(), error: why.clone() };
-                self.shared.failed.send_if_modified(|first| {
-                    let changed = first.is_none();
-                    first.get_or_insert(failure);
-                    changed
-                });
-                None
-            }
-        }
+    /// The task is dead (a fatal error, or an essential task that ended): the process should
+    /// stop, and the first death is the one [`Supervisor::failed`] reports.
+    fn dead(&self, why: &str) {
+        self.set(|health| {
+            health.state = TaskState::Dead;
+            health.last_error = Some(why.to_owned());
+        });
+        tracing::error!(task = %self.task, error = %why, "task dead: the process stops");
+        let failure = TaskFailure { task: self.task.clone(), error: why.to_owned() };
+        self.shared.failed.send_if_modified(|first| {
+            let changed = first.is_none();
+            first.get_or_insert(failure);
+            changed
+        });
     }
 
     fn set<R>(&self, change: impl FnOnce(&mut TaskHealth) -> R) -> R {
         let mut tasks = self.shared.tasks.write().unwrap_or_else(PoisonError::into_inner);
-        let health = tasks.entry(self.task.clone()).or_insert_with(|| TaskHealth {
-            task: self.task.clone(),
-            state: TaskState::Running,
-            attempt: 0,
-            restarts: 0,
-            last_error: None,
-        });
+        let health = tasks.entry(self.task.clone()).or_insert_with(|| TaskHealth::new(&self.task));
         let out = change(health);
         metrics::gauge!("bridge_task_state", "task" => self.task.clone()).set(health.state.gauge());
         out
+    }
+}
+
+/// What a task does after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The turn succeeded: the next one after `interval` (or sooner, on the task's event).
+    Idle(Duration),
+    /// The turn failed and is worth another try: try `attempt` (1 for the first) after `after`.
+    Retry { attempt: u32, after: Duration },
+    /// The turn failed fatally: no more turns; the process stops.
+    Dead,
+}
+
+/// A task's turns as the supervisor decides them, apart from any clock or runtime: each outcome
+/// in, what comes next out, and the health `/health` shows. [`Supervisor::spawn`] drives it
+/// with the runtime's timers; the simulator drives the same pacer with simulated time, so the
+/// backoff and the line between a retry and a dead process are one piece of code.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    schedule: Schedule,
+    health: TaskHealth,
+}
+
+impl Pacer {
+    pub fn new(task: &str, schedule: Schedule) -> Self {
+        Pacer { schedule, health: TaskHealth::new(task) }
+    }
+
+    /// Records a turn's outcome and says what comes next. A dead task stays dead.
+    pub fn after(&mut self, outcome: Result<(), &TaskError>) -> Next {
+        let health = &mut self.health;
+        if health.state == TaskState::Dead {
+            return Next::Dead;
+        }
+        match outcome {
+            Ok(()) => {
+                health.state = TaskState::Running;
+                health.attempt = 0;
+                Next::Idle(self.schedule.interval)
+            }
+            Err(TaskError::Transient(why)) => {
+                health.state = TaskState::Restarting;
+                health.attempt = health.attempt.saturating_add(1);
+                health.restarts = health.restarts.saturating_add(1);
+                health.last_error = Some(why.clone());
+                Next::Retry { attempt: health.attempt, after: self.schedule.backoff(health.attempt) }
+            }
+            Err(TaskError::Fatal(why)) => {
+                health.state = TaskState::Dead;
+                health.last_error = Some(why.clone());
+                Next::Dead
+            }
+        }
+    }
+
+    pub fn health(&self) -> &TaskHealth {
+        &self.health
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
     }
 }
 
@@ -368,6 +421,31 @@ mod tests {
         assert_eq!(waits, [100, 200, 300, 300, 300, 300]);
         assert_eq!(s.backoff(u32::MAX), Duration::from_millis(300));
         assert_eq!(Schedule::every(Duration::from_millis(100)).backoff(40), MAX_BACKOFF);
+    }
+
+    /// The pacer alone, as the simulator drives it: no runtime, no clock.
+    #[test]
+    fn the_pacer_backs_off_recovers_and_stays_dead() {
+        let mut pacer = Pacer::new("publisher", schedule());
+        let down = TaskError::transient("gateway down");
+        assert_eq!(pacer.after(Ok(())), Next::Idle(Duration::from_secs(1)));
+        let retries: Vec<Next> = (0..4).map(|_| pacer.after(Err(&down))).collect();
+        let waits = [100, 200, 300, 300].map(Duration::from_millis);
+        assert_eq!(
+            retries,
+            (1..=4).zip(waits).map(|(attempt, after)| Next::Retry { attempt, after }).collect::<Vec<_>>()
+        );
+        assert_eq!(pacer.health().state, TaskState::Restarting);
+        assert_eq!(pacer.after(Ok(())), Next::Idle(Duration::from_secs(1)));
+        let health = pacer.health();
+        assert_eq!((health.state, health.attempt, health.restarts), (TaskState::Running, 0, 4));
+        assert_eq!(health.last_error.as_deref(), Some("gateway down"), "the last failure is kept");
+        // After recovering, the backoff starts again from the first retry.
+        assert_eq!(pacer.after(Err(&down)), Next::Retry { attempt: 1, after: Duration::from_millis(100) });
+        assert_eq!(pacer.after(Err(&TaskError::fatal("the DA filed batch 3 as 4"))), Next::Dead);
+        assert_eq!(pacer.after(Ok(())), Next::Dead, "a dead task is never run again");
+        assert_eq!(pacer.health().state, TaskState::Dead);
+        assert_eq!(pacer.health().last_error.as_deref(), Some("the DA filed batch 3 as 4"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,6 +47,16 @@ pub enum FollowError {
     OwnRecord { number: u64, reason: String },
 }
 
+impl FollowError {
+    /// Whether another turn cannot help: the confirmer's own record does not replay, and only
+    /// deleting its database does (a human decides). Anything else (a DA, a store or a worker
+    /// failing now) is worth another turn. The binary's follow task and the simulator's
+    /// `tasks-live` check both ask this.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, FollowError::OwnRecord { .. })
+    }
+}
+
 /// Where the follower stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {

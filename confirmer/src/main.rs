@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use confirmer::api::ApiContext;
 use confirmer::deposits::DepositVerifiers;
 use confirmer::evidence::Evidence;
-use confirmer::follower::{FollowError, Follower};
+use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::sync::RwLock;
@@ -542,11 +542,10 @@ impl Task for Follow {
             }
         }
         self.busy = false;
-        let step = self.follower.write().await.step(64).await.map_err(|error| match error {
-            // Its own record does not replay: only deleting the database helps (a human decides).
-            FollowError::OwnRecord { .. } => TaskError::fatal(error),
-            _ => TaskError::transient(error),
-        })?;
+        let step =
+            self.follower.write().await.step(64).await.map_err(|error| {
+                if error.is_fatal() { TaskError::fatal(error) } else { TaskError::transient(error) }
+            })?;
         if step.replayed > 0 || step.alarm.is_some() {
             let status = self.follower.read().await.status();
             eprintln!(

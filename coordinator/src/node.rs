@@ -186,9 +186,6 @@ pub struct Node {
 pub const ETH_DEPOSITS: &str = "ethereum-deposits";
 pub const BTC_DEPOSITS: &str = "bitcoin-deposits";
 
-/// The longest wait between two tries of a failing publication.
-const PUBLISH_MAX_RETRY: Duration = Duration::from_secs(10);
-
 /// The payout keeper as a supervised task: a node error is retried; the sequencer gone is fatal.
 #[derive(Debug)]
 struct KeeperTask(crate::payouts::PayoutKeeper);
@@ -239,14 +236,11 @@ impl Node {
         })];
         if config.da.snapshot_every_batches > 0 {
             let task = crate::snapshot::DaSnapshots::new(store.clone(), da.clone(), config.da.snapshot_every_batches);
-            let every = Schedule::every(Duration::from_millis(config.da.publish_retry_ms));
+            let every = crate::snapshot::DaSnapshots::schedule(Duration::from_millis(config.da.publish_retry_ms));
             background.push(supervisor.spawn("da-snapshots", task, every));
         }
         let publisher = Publisher::new(store.clone(), da);
-        let retry = Duration::from_millis(config.da.publish_retry_ms);
-        // Every user waits on publication for hard finality: a DA that comes back is retried
-        // within 10 s, not the default minute (a gateway answers a retry every 10 s cheaply).
-        let schedule = Schedule { max_retry: PUBLISH_MAX_RETRY.max(retry), ..Schedule::every(retry) };
+        let schedule = Publisher::schedule(Duration::from_millis(config.da.publish_retry_ms));
         let publishing = supervisor.spawn("publisher", publisher.clone().task(sealed), schedule);
 
         if let (DaKind::Arweave, Some(url), Some(address)) = (config.da.kind, &config.da.gateway, &da_info.owner) {

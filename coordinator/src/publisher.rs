@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use chains::da::{DaError, DataAvailability, Published};
-use chains::task::{Task, TaskError};
+use chains::task::{Schedule, Task, TaskError};
 
 use crate::store::{Store, StoreError};
 
@@ -35,12 +35,21 @@ impl PublishError {
         match self {
             PublishError::Misfiled { .. } => true,
             PublishError::Da { source, .. } => {
+                #[cfg(feature = "planted-bugs")]
+                if bridge::planted::active(bridge::planted::PlantedBug::UnreachableDaIsFatal)
+                    && matches!(source, DaError::Gateway(_))
+                {
+                    return true;
+                }
                 matches!(source, DaError::Conflict { .. } | DaError::Misfiled { .. } | DaError::Equivocation(_))
             }
             PublishError::Store(_) => false,
         }
     }
 }
+
+/// The longest wait between two tries of a failing publication ([`Publisher::schedule`]).
+const MAX_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -83,6 +92,14 @@ impl Publisher {
             done.push(published);
         }
         Ok(done)
+    }
+
+    /// When the publisher's turns run: every `retry` (and at each seal); a failing DA is tried
+    /// again after `retry`, doubling up to 10 s, not the default minute: every user waits on
+    /// publication for hard finality, and a gateway answers a retry every 10 s cheaply. The
+    /// coordinator's supervisor and the simulator both pace the task by this.
+    pub fn schedule(retry: Duration) -> Schedule {
+        Schedule { max_retry: MAX_RETRY.max(retry), ..Schedule::every(retry) }
     }
 
     /// The publisher as a supervised task: a round whenever a batch is sealed (`sealed` is

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bridge::Snapshot;
 use chains::da::DataAvailability;
-use chains::task::{Task, TaskError};
+use chains::task::{Schedule, Task, TaskError};
 
 use crate::store::Store;
 
@@ -37,6 +37,17 @@ impl std::fmt::Debug for DaSnapshots {
 impl DaSnapshots {
     pub fn new(store: Store, da: Arc<dyn DataAvailability>, every_batches: u64) -> Self {
         DaSnapshots { store, da, every_batches: every_batches.max(1), published: 0 }
+    }
+
+    /// When its turns run: every `retry` (the DA's publication retry); a failure is retried
+    /// with the default backoff (a snapshot is a convenience, not worth a busy retry).
+    pub fn schedule(retry: std::time::Duration) -> Schedule {
+        Schedule::every(retry)
+    }
+
+    /// The batch of the last snapshot this task published (0: none yet).
+    pub fn published(&self) -> u64 {
+        self.published
     }
 
     /// Publishes the newest saved snapshot if it is due and its batch is on the DA; the batch

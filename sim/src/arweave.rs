@@ -118,6 +118,9 @@ pub struct Arweave {
     now_ms: Arc<AtomicU64>,
     snapshots: Vec<SnapshotPosting>,
     forced: Vec<ForcedPosting>,
+    /// Until when the coordinator's own gateway refuses its postings (a fault, tasks.rs); the
+    /// network, and every reader's gateway, go on.
+    gateway_down_until: Option<u64>,
 }
 
 impl Arweave {
@@ -130,6 +133,27 @@ impl Arweave {
             now_ms,
             snapshots: Vec::new(),
             forced: Vec::new(),
+            gateway_down_until: None,
+        }
+    }
+
+    pub fn gateway_down_until(&self) -> Option<u64> {
+        self.gateway_down_until
+    }
+
+    pub fn set_gateway_down_until(&mut self, until: Option<u64>) {
+        self.gateway_down_until = until;
+    }
+
+    /// The coordinator's gateway, if it is down: what a posting gets.
+    fn gateway_refuses(&self) -> Result<(), DaError> {
+        match self.gateway_down_until {
+            Some(until) => Err(DaError::Gateway(GatewayError::Unreachable {
+                url: "sim".into(),
+                attempts: 1,
+                last: format!("the coordinator's gateway is down until {} s (a fault)", until / 1000),
+            })),
+            None => Ok(()),
         }
     }
 
@@ -404,6 +428,7 @@ impl DataAvailability for SimDa {
         let number = batch.header.number;
         let bytes = bridge::codec::encode_batch(batch);
         let mut arweave = self.lock()?;
+        arweave.gateway_refuses()?;
         if let Some(locator) = arweave.already_posted(&bytes) {
             return Ok(Published { number, locator });
         }
@@ -456,7 +481,9 @@ impl DataAvailability for SimDa {
     }
 
     async fn publish_snapshot(&self, number: u64, _root: [u8; 32], bytes: &[u8]) -> Result<Option<String>, DaError> {
-        Ok(Some(self.lock()?.post_snapshot(number, bytes.to_vec())))
+        let mut arweave = self.lock()?;
+        arweave.gateway_refuses()?;
+        Ok(Some(arweave.post_snapshot(number, bytes.to_vec())))
     }
 
     async fn snapshots_of(&self, number: u64) -> Result<Vec<(String, Vec<u8>)>, DaError> {

@@ -154,6 +154,10 @@ impl World {
     pub(crate) async fn publish_byzantine(&mut self) -> Result<(), SimError> {
         let (Some(attack), Some(store)) = (self.attack.clone(), self.coordinator.store.clone()) else { return Ok(()) };
         let Some(target) = attack.target else { return Ok(()) };
+        // Its gateway is down (tasks.rs): nothing it posts goes out this tick.
+        if self.arweave.lock().map_or(true, |arweave| arweave.gateway_down_until().is_some()) {
+            return Ok(());
+        }
         let pending = store.unpublished_batches().await.map_err(SimError::role("ledger"))?;
         for batch in pending {
             let number = batch.header.number;

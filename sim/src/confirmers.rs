@@ -106,7 +106,13 @@ impl World {
                     ));
                 }
             }
-            Err(error) => self.log(format!("confirmer {index} step failed: {error}")),
+            Err(error) => {
+                self.log(format!("confirmer {index} step failed: {error}"));
+                // Its binary's follow task dies on this, and the process stops (tasks.rs).
+                if error.is_fatal() {
+                    self.violate("tasks-live", format!("confirmer {index}'s follow task died: {error}"));
+                }
+            }
         }
         self.confirmer_snapshot_saved(index).await;
         if after.hard_final != before.hard_final || after.replayed != before.replayed {

@@ -17,7 +17,7 @@ impl World {
     /// The coordinator's process is gone for `down_ms`: what it had in memory with it.
     pub(crate) fn stop_coordinator(&mut self, down_ms: u64) {
         self.coordinator.sequencer = None;
-        self.coordinator.publisher = None;
+        self.coordinator.publishing = None;
         self.coordinator.store = None;
         self.coordinator.keeping = None;
         self.coordinator.da_snapshots = None;
@@ -27,19 +27,26 @@ impl World {
 
     pub(crate) async fn inject_faults(&mut self) -> Result<(), SimError> {
         let now = self.now();
+        // Without crashes (`SimConfig::crashes`) a crash's own draws are still made, so the
+        // faults after it are drawn as in the run with crashes, until a role that would have
+        // been down draws where it would not have.
         if self.coordinator.sequencer.is_some() && self.rng.chance(3_000) {
             let down = self.rng.between(5, 120) * 1000;
-            self.crash_coordinator(down);
+            if self.config.crashes {
+                self.crash_coordinator(down);
+            }
         }
         for index in 0..self.confirmers.len() {
             if self.confirmers[index].follower.is_some() && self.rng.chance(3_000) {
                 let down = self.rng.between(5, 300) * 1000;
-                self.confirmers[index].follower = None;
-                self.confirmers[index].store = None;
-                self.confirmers[index].watchman = None;
-                self.confirmers[index].down_until = Some(now + down);
-                self.faults += 1;
-                self.log(format!("FAULT confirmer {index} crashes for {} s", down / 1000));
+                if self.config.crashes {
+                    self.confirmers[index].follower = None;
+                    self.confirmers[index].store = None;
+                    self.confirmers[index].watchman = None;
+                    self.confirmers[index].down_until = Some(now + down);
+                    self.faults += 1;
+                    self.log(format!("FAULT confirmer {index} crashes for {} s", down / 1000));
+                }
             }
             if self.rng.chance(3_000) {
                 let stall = self.rng.between(60, 1_200) * 1000;

@@ -107,7 +107,12 @@ impl World {
                     self.log(format!("the late confirmer ALARMS {kind} at batch {number}: {}", alarm.detail));
                 }
             }
-            Err(error) => self.log(format!("the late confirmer's step failed: {error}")),
+            Err(error) => {
+                self.log(format!("the late confirmer's step failed: {error}"));
+                if error.is_fatal() {
+                    self.violate("tasks-live", format!("the late confirmer's follow task died: {error}"));
+                }
+            }
         }
         self.note_snapshot("the late confirmer", flushed);
         self.check_late_joiner(&status, head);

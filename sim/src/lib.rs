@@ -37,6 +37,7 @@ mod mesh;
 pub mod rng;
 pub mod signing;
 mod snapshots;
+mod tasks;
 mod users;
 pub mod watchmen;
 mod world;
@@ -67,6 +68,11 @@ pub struct SimConfig {
     /// Users post forced transactions (forced.rs); without them the network still takes
     /// forced transactions, and every batch's (empty) forced section is checked.
     pub forced_traffic: bool,
+    /// The coordinator and the confirmers crash now and then (faults.rs). Without crashes the
+    /// seed's other faults strike much as they would have: a run that
+    /// needs a role's memory to outlive a fault (a mined pause taken as kept, then dropped by a
+    /// reorg) is not cut short by a restart that rebuilds it.
+    pub crashes: bool,
 }
 
 impl SimConfig {
@@ -83,6 +89,7 @@ impl SimConfig {
             attack: None,
             watchman_attack: None,
             forced_traffic: true,
+            crashes: true,
         }
     }
 }

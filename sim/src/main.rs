@@ -26,6 +26,9 @@ struct Args {
     /// No forced transactions from users (the network still takes them).
     #[arg(long)]
     no_forced_traffic: bool,
+    /// No crashes of the coordinator or the confirmers (every other fault as the seed draws it).
+    #[arg(long)]
+    no_crashes: bool,
     /// The shorter run the tests use (`SimConfig::quick`): 30 minutes of faults, 30 of healing.
     #[arg(long)]
     quick: bool,
@@ -100,6 +103,7 @@ fn config(seed: u64, args: &Args) -> sim::SimConfig {
         attack: args.attack,
         watchman_attack: args.watchman_attack,
         forced_traffic: !args.no_forced_traffic,
+        crashes: !args.no_crashes,
         ..base
     }
 }

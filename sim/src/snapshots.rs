@@ -72,15 +72,17 @@ impl World {
     /// The coordinator's `DaSnapshots` turn, after each publishing round: its newest snapshot
     /// to the DA once it passes a multiple of [`CHECKPOINT_EVERY`] and its batch is published.
     pub(crate) async fn publish_snapshot(&mut self) {
+        let now = self.now();
         let Some(task) = self.coordinator.da_snapshots.as_mut() else { return };
-        match task.round().await {
-            Ok(Some(number)) => {
-                self.log(format!("coordinator published its snapshot of batch {number} to the DA"));
-                self.forge_da_snapshot(number).await;
-            }
-            Ok(None) => {}
-            Err(error) => self.log(format!("coordinator could not publish a snapshot: {error}")),
+        let before = task.task().published();
+        let Some((outcome, next)) = task.turn_if_due(now).await else { return };
+        let number = task.task().published();
+        let name = task.name();
+        if number != before {
+            self.log(format!("coordinator published its snapshot of batch {number} to the DA"));
+            self.forge_da_snapshot(number).await;
         }
+        self.coordinator_task_turned(name, outcome, next);
     }
 
     /// During the fault phase, one DA snapshot in two gets a forged twin that readers meet first.

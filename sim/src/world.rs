@@ -18,7 +18,7 @@ use bridge::{
 use chains::da::DataAvailability;
 use confirmer::follower::Follower;
 use confirmer::store::ConfirmerStore;
-use coordinator::publisher::Publisher;
+use coordinator::publisher::{PublishTask, Publisher};
 use coordinator::seal_rule::{OpenBatch, SealRule};
 use coordinator::sequencer::Sequencer;
 use coordinator::snapshot::DaSnapshots;
@@ -40,6 +40,7 @@ use crate::late_joiner::LateJoiner;
 use crate::mesh::SimMesh;
 use crate::rng::SimRng;
 use crate::signing::{Approvals, SimSession, WatchmanAttack};
+use crate::tasks::Paced;
 use crate::watchmen::{ASK_EVERY_MS, Ask, SIGNING_THRESHOLD, Truth, Watchman};
 use crate::{SimConfig, SimError, Violation};
 
@@ -63,7 +64,8 @@ pub(crate) const ETHER: u128 = 1_000_000_000_000_000_000;
 pub(crate) struct CoordinatorRole {
     pub(crate) url: String,
     pub(crate) sequencer: Option<Sequencer>,
-    pub(crate) publisher: Option<Publisher>,
+    /// Its publisher, a supervised task (tasks.rs).
+    pub(crate) publishing: Option<Paced<PublishTask>>,
     pub(crate) store: Option<Store>,
     pub(crate) down_until: Option<u64>,
     pub(crate) opened_ms: Option<u64>,
@@ -72,7 +74,7 @@ pub(crate) struct CoordinatorRole {
     /// Its payout keeper's memory (btc_payouts.rs): gone with a crash like the rest.
     pub(crate) keeping: Option<coordinator::payouts::Keeping>,
     /// Its task publishing state snapshots to the DA for late joiners (late_joiner.rs).
-    pub(crate) da_snapshots: Option<coordinator::snapshot::DaSnapshots>,
+    pub(crate) da_snapshots: Option<Paced<DaSnapshots>>,
     /// Its forced task's planning (forced.rs).
     pub(crate) forced: Option<coordinator::forced::ForcedPlanner>,
 }
@@ -170,6 +172,8 @@ pub(crate) struct World {
     pub(crate) btc_rng: SimRng,
     /// Snapshots' rot: its own stream, and the snapshots that rotted, by role (snapshots.rs).
     pub(crate) snapshot_rng: SimRng,
+    /// The coordinator's gateway outages: their own stream (tasks.rs).
+    pub(crate) gateway_rng: SimRng,
     pub(crate) rotten: BTreeSet<(Disk, u64)>,
     /// The newest checkpoint files watchmen wrote, by batch: what an operator hands a late joiner.
     pub(crate) checkpoint_files: BTreeMap<u64, bridge::checkpoint::SignedCheckpoint>,
@@ -208,7 +212,7 @@ impl World {
         let coordinator = CoordinatorRole {
             url: url("coordinator.db"),
             sequencer: None,
-            publisher: None,
+            publishing: None,
             store: None,
             down_until: None,
             opened_ms: None,
@@ -286,6 +290,7 @@ impl World {
             btc: None,
             btc_rng,
             snapshot_rng: SimRng::new(seed ^ crate::snapshots::SNAPSHOT_STREAM),
+            gateway_rng: SimRng::new(seed ^ crate::tasks::GATEWAY_STREAM),
             rotten: BTreeSet::new(),
             checkpoint_files: BTreeMap::new(),
             late,
@@ -354,6 +359,7 @@ impl World {
             self.heal();
         }
         self.restart_due().await?;
+        self.gateway_faults();
         if now.is_multiple_of(BLOCK_MS) {
             self.mine_block();
         }
@@ -436,8 +442,13 @@ impl World {
         };
         let open = sequencer.open_len();
         let da: Arc<dyn DataAvailability> = Arc::new(self.da.clone());
-        self.coordinator.publisher = Some(Publisher::new(store.clone(), da.clone()));
-        self.coordinator.da_snapshots = Some(DaSnapshots::new(store.clone(), da, CHECKPOINT_EVERY));
+        // Paced as the binary's supervisor paces them, on the binary's default retry.
+        let retry = std::time::Duration::from_millis(coordinator::config::Config::default().da.publish_retry_ms);
+        let now = self.now();
+        let publisher = Publisher::new(store.clone(), da.clone()).task(Arc::new(tokio::sync::Notify::new()));
+        self.coordinator.publishing = Some(Paced::new("publisher", publisher, Publisher::schedule(retry), now));
+        let snapshots = DaSnapshots::new(store.clone(), da, CHECKPOINT_EVERY);
+        self.coordinator.da_snapshots = Some(Paced::new("da-snapshots", snapshots, DaSnapshots::schedule(retry), now));
         self.coordinator.forced = self.forced_planner(&store);
         self.coordinator.store = Some(store);
         self.coordinator.opened_ms = (open > 0).then(|| self.now());
@@ -493,21 +504,31 @@ impl World {
         self.log(line);
         self.note_forced_records(&sealed.batch);
         self.coordinator_snapshot_saved().await;
+        // The sequencer notifies the publisher's idle wait.
+        let now = self.now();
+        if let Some(publishing) = self.coordinator.publishing.as_mut() {
+            publishing.wake(now);
+        }
     }
 
     async fn publish(&mut self) -> Result<(), SimError> {
         if self.attack.as_ref().is_some_and(|a| a.controls_publishing()) {
             return self.publish_byzantine().await;
         }
-        let Some(publisher) = &self.coordinator.publisher else { return Ok(()) };
-        match publisher.publish_pending().await {
-            Ok(published) => {
-                for p in published {
-                    self.log(format!("published batch {} as {}", p.number, p.locator));
-                }
-            }
-            Err(error) => self.log(format!("publishing failed: {error}")),
+        let now = self.now();
+        let (Some(publishing), Some(store)) = (self.coordinator.publishing.as_mut(), &self.coordinator.store) else {
+            return Ok(());
+        };
+        let before = store.publication().await.map(|p| p.published);
+        let Some((outcome, next)) = publishing.turn_if_due(now).await else { return Ok(()) };
+        let after = store.publication().await.map(|p| p.published);
+        let name = publishing.name();
+        if let (Ok(before), Ok(after)) = (before, after)
+            && after > before
+        {
+            self.log(format!("published batches {}..={after}", before + 1));
         }
+        self.coordinator_task_turned(name, outcome, next);
         self.publish_snapshot().await;
         Ok(())
     }
