@@ -252,3 +252,19 @@ fn a_bad_bitcoin_group_key_or_a_missing_one_is_a_clear_error() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--btc-group-key"), "{output:?}");
 }
+
+/// What stops `confirmer follow` (its task dies) and what it tries again: only its own record
+/// failing to replay is fatal; a DA, a gateway or a worker failing now is not. The simulator's
+/// `tasks-live` holds every confirmer to the same line.
+#[test]
+fn only_an_own_record_that_does_not_replay_stops_the_follower() {
+    use confirmer::follower::FollowError;
+    assert!(FollowError::OwnRecord { number: 3, reason: "nonce 9 was already used".into() }.is_fatal());
+    for transient in [
+        FollowError::Da(chains::da::DaError::Worker("restarted".into())),
+        FollowError::Worker("a signature worker panicked".into()),
+        FollowError::Forced("the gateway did not answer".into()),
+    ] {
+        assert!(!transient.is_fatal(), "{transient} must be retried");
+    }
+}

@@ -130,3 +130,37 @@ impl Task for PublishTask {
         let _ = tokio::time::timeout(retry, self.sealed.notified()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chains::arweave::GatewayError;
+
+    use super::*;
+
+    fn da(source: DaError) -> PublishError {
+        PublishError::Da { number: 7, source }
+    }
+
+    /// A DA that cannot be reached, is slow or refuses for now is tried again (an outage must
+    /// not stop the coordinator); one that contradicts the ledger stops publication for a human.
+    #[test]
+    fn only_a_da_contradicting_the_ledger_stops_publication() {
+        let unreachable = GatewayError::Unreachable { url: "https://gw".into(), attempts: 3, last: "timeout".into() };
+        let refused = GatewayError::Refused { url: "https://gw".into(), status: 503, body: "busy".into() };
+        for transient in [
+            da(DaError::Gateway(unreachable)),
+            da(DaError::Gateway(refused)),
+            da(DaError::Worker("the worker restarted".into())),
+            da(DaError::OutOfOrder { number: 7, previous: 6 }),
+        ] {
+            assert!(!transient.is_fatal(), "{transient} must be retried");
+        }
+        for fatal in [
+            da(DaError::Conflict { number: 7, locator: "abc".into() }),
+            da(DaError::Misfiled { locator: "abc".into(), expected: 7, found: 8 }),
+            PublishError::Misfiled { number: 7, filed: 8, locator: "abc".into() },
+        ] {
+            assert!(fatal.is_fatal(), "{fatal} must stop publication");
+        }
+    }
+}
