@@ -340,10 +340,6 @@ impl Pacer {
     pub fn health(&self) -> &TaskHealth {
         &self.health
     }
-
-    pub fn schedule(&self) -> Schedule {
-        self.schedule
-    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
