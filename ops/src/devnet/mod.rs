@@ -100,7 +100,8 @@ pub enum DevnetCommand {
     /// Stop the old group's watchmen once the newest key's deposit grace is over and nothing is
     /// left under an old key (the last step of `rotate --retire`).
     Retire {
-        /// How long to wait for the grace to end (batches are made only while transactions arrive).
+        /// How long to wait without a new batch (or a new hard-final one) before giving up
+        /// (batches are made only while transactions arrive).
         #[arg(long, default_value_t = 600)]
         grace_timeout_secs: u64,
     },

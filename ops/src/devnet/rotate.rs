@@ -44,11 +44,13 @@ pub struct RotateArgs {
     /// then stop the old group's watchmen (what `devnet retire` does).
     #[arg(long)]
     pub retire: bool,
-    /// How long --retire waits for the grace to end (batches are made only while transactions
-    /// arrive, so a quiet devnet's grace does not end by itself).
+    /// How long --retire waits without a new batch (or a new hard-final one) before giving up
+    /// (batches are made only while transactions arrive, so a quiet devnet's grace does not end
+    /// by itself).
     #[arg(long, default_value_t = 600)]
     pub grace_timeout_secs: u64,
-    /// How long the Bitcoin sweep of the old key's outputs may take.
+    /// How long the wait for the Bitcoin sweep of the old key's outputs may go without a new
+    /// batch before giving up.
     #[arg(long, default_value_t = 600)]
     pub sweep_timeout_secs: u64,
 }
@@ -338,8 +340,7 @@ async fn run(
 
     // 5. Bitcoin: the old group sweeps what its key holds to the new key's vault address.
     let t = steps.begin("Bitcoin sweep of the old key's outputs");
-    let deadline = Instant::now() + Duration::from_secs(args.sweep_timeout_secs);
-    let at = old_key_swept(chain, &coordinator, from_batch, deadline).await?;
+    let at = old_key_swept(chain, &coordinator, from_batch, Duration::from_secs(args.sweep_timeout_secs)).await?;
     let sweeps = chain.coordinator_metric(&coordinator, "bridge_btc_sweeps_total").await.unwrap_or(0.0);
     steps.end(
         t,
@@ -371,11 +372,15 @@ async fn run(
 
 /// Waits until the coordinator, counting at or after `from_batch`, finds no vault output (planned
 /// or not) under an old key, saying how far it is every few seconds.
-async fn old_key_swept(chain: &Chain, coordinator: &str, from_batch: u64, deadline: Instant) -> anyhow::Result<u64> {
+async fn old_key_swept(chain: &Chain, coordinator: &str, from_batch: u64, stall: Duration) -> anyhow::Result<u64> {
     let mut said = Instant::now();
+    let mut progress = Progress::new(stall);
     loop {
         let at = chain.coordinator_metric(coordinator, "bridge_btc_old_key_outputs_batch").await;
         let left = chain.coordinator_metric(coordinator, "bridge_btc_old_key_outputs").await;
+        if let Some(at) = at {
+            progress.saw(at as u64);
+        }
         if let (Some(at), Some(left)) = (at, left)
             && at >= from_batch as f64
         {
@@ -387,7 +392,7 @@ async fn old_key_swept(chain: &Chain, coordinator: &str, from_batch: u64, deadli
                 said = Instant::now();
             }
         }
-        if Instant::now() > deadline {
+        if progress.stalled() {
             bail!(
                 "vault outputs are still under the old key ({} at batch {}; counted from batch {from_batch} on)",
                 left.map_or("unknown".into(), |l| l.to_string()),
@@ -400,7 +405,9 @@ async fn old_key_swept(chain: &Chain, coordinator: &str, from_batch: u64, deadli
 
 /// Stops the watchmen of every group older than the newest, once the newest key's deposit
 /// grace is over and no output is left under an old key (swept and recorded hard-final): the
-/// moment docs/OPERATIONS.md says the old shares may go. Bounded by `timeout`.
+/// moment docs/OPERATIONS.md says the old shares may go. Each wait gives up after `timeout`
+/// without progress (no new batch, no new hard-final batch), not after `timeout` in all: on a
+/// loaded machine the steps are slow but move, and only a stuck devnet should fail.
 pub async fn retire(state: &mut DevnetState, timeout: Duration) -> anyhow::Result<String> {
     ensure!(state.rotating.is_none(), "a rotation has not finished on this devnet; there is nothing safe to retire");
     let Some(newest) = state.groups.last().cloned() else { bail!("this devnet records no watchman groups") };
@@ -410,21 +417,24 @@ pub async fn retire(state: &mut DevnetState, timeout: Duration) -> anyhow::Resul
     let grace = chain.params()?.rotation_rules().old_key_grace_batches;
     let ends = newest.from_batch.saturating_add(grace);
     let coordinator = state.endpoints.coordinator.clone();
-    let deadline = Instant::now() + timeout;
+    let mut progress = Progress::new(timeout);
     let mut said = Instant::now();
-    // A coordinator slow to answer (a loaded machine) is asked again until the deadline.
+    // A coordinator slow to answer (a loaded machine) is asked again until it stalls.
     loop {
         let latest = match chain.latest_batch(&coordinator).await {
             Ok(batch) if batch >= ends => break,
             answer => answer,
         };
-        if Instant::now() > deadline {
+        if let Ok(batch) = &latest {
+            progress.saw(*batch);
+        }
+        if progress.stalled() {
             let at = match &latest {
                 Ok(batch) => format!("the coordinator is at batch {batch}"),
                 Err(error) => format!("the coordinator did not answer ({error:#})"),
             };
             bail!(
-                "the deposit grace has not ended within {timeout:?}: {at}; deposits to old addresses are credited \
+                "the deposit grace has not ended: no new batch for {timeout:?}: {at}; deposits to old addresses are credited \
                  until batch {ends} (from batch {} + {grace}); batches are made only while transactions arrive",
                 newest.from_batch
             );
@@ -437,15 +447,24 @@ pub async fn retire(state: &mut DevnetState, timeout: Duration) -> anyhow::Resul
         }
         tokio::time::sleep(POLL).await;
     }
-    let swept_at = old_key_swept(&chain, &coordinator, ends, deadline).await?;
+    let swept_at = old_key_swept(&chain, &coordinator, ends, timeout).await?;
     // The sweeps' confirmations are in the ledger at `swept_at`: wait until the confirmer has
     // replayed that far, so every old output's end is hard-final.
+    let mut progress = Progress::new(timeout);
     loop {
         let status = chain.json(&format!("{}/status", state.endpoints.confirmer)).await;
-        if status.is_some_and(|s| s["hard_final"].as_u64().is_some_and(|h| h + 1 >= swept_at)) {
+        let hard_final = status.and_then(|s| s["hard_final"].as_u64());
+        if hard_final.is_some_and(|h| h + 1 >= swept_at) {
             break;
         }
-        ensure!(Instant::now() < deadline, "the confirmer has not made batch {swept_at} hard-final within {timeout:?}");
+        if let Some(h) = hard_final {
+            progress.saw(h);
+        }
+        ensure!(
+            !progress.stalled(),
+            "the confirmer has not made batch {swept_at} hard-final: no new hard-final batch for {timeout:?} (at {})",
+            hard_final.map_or("none yet".into(), |h| h.to_string())
+        );
         tokio::time::sleep(POLL).await;
     }
     let mut stopped = Vec::new();
@@ -461,6 +480,31 @@ pub async fn retire(state: &mut DevnetState, timeout: Duration) -> anyhow::Resul
         state.save()?;
     }
     Ok(format!("grace over at batch {ends}, the old key empty; stopped {}", stopped.join(", ")))
+}
+
+/// A wait's bound: how long a counter that should climb (a batch number, a hard-final batch)
+/// may stay where it is before the wait gives up.
+struct Progress {
+    best: Option<u64>,
+    since: Instant,
+    stall: Duration,
+}
+
+impl Progress {
+    fn new(stall: Duration) -> Self {
+        Progress { best: None, since: Instant::now(), stall }
+    }
+
+    fn saw(&mut self, value: u64) {
+        if self.best.is_none_or(|best| value > best) {
+            self.best = Some(value);
+            self.since = Instant::now();
+        }
+    }
+
+    fn stalled(&self) -> bool {
+        self.since.elapsed() > self.stall
+    }
 }
 
 /// The coordinator's Arweave wallet address (the owner every follower reads batches of).
