@@ -78,6 +78,10 @@ pub enum PlantedBug {
     /// The publisher takes a DA it cannot reach for a DA that contradicts the ledger: a gateway
     /// outage kills the publishing task, and the coordinator's process stops with it.
     UnreachableDaIsFatal,
+    /// The Bitcoin deposit watcher, started afresh (a coordinator's start), begins at the
+    /// node's newest block at depth instead of its configured start height: deposits that
+    /// reached depth while the coordinator was down are never credited.
+    WatcherStartsAtTip,
 }
 
 impl PlantedBug {
@@ -102,6 +106,7 @@ impl PlantedBug {
         PlantedBug::SnapshotRootUnchecked,
         PlantedBug::ForcedRecordsUnchecked,
         PlantedBug::UnreachableDaIsFatal,
+        PlantedBug::WatcherStartsAtTip,
     ];
 }
 

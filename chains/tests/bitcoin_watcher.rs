@@ -23,7 +23,7 @@ async fn a_deposit_is_credited_once_at_depth_and_a_reorg_before_depth_credits_no
 
     let config = WatcherConfig { depth: 3, start_height: 1 };
     let key = group_key();
-    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, key, config).unwrap();
+    let mut watcher = DepositWatcher::new(std::sync::Arc::new(rpc.clone()), BtcNetwork::Regtest, key, config).unwrap();
     let checker = DepositChecker::new(rpc.clone(), BtcNetwork::Regtest, key, 3);
     let account = bridge::Address([0xa1; 20]);
     let address = watcher.watch(account);
@@ -108,7 +108,8 @@ async fn a_node_that_is_down_credits_nothing() {
     drop(listener);
     let config = WatcherConfig { depth: 1, start_height: 0 };
     let mut watcher =
-        DepositWatcher::new(CoreRpc::new(url, "u", "p"), BtcNetwork::Regtest, group_key(), config).unwrap();
+        DepositWatcher::new(std::sync::Arc::new(CoreRpc::new(url, "u", "p")), BtcNetwork::Regtest, group_key(), config)
+            .unwrap();
     watcher.watch(bridge::Address([1; 20]));
     let (sink, mut deposits) = mpsc::channel(4);
     assert!(matches!(watcher.poll(&sink).await, Err(WatchError::Rpc(_))));
@@ -123,7 +124,8 @@ async fn polls_credit_each_deposit_once_and_a_closed_channel_stops_the_watcher()
     let miner = Miner::new();
     rpc.generate_to_address(101, &miner.address).await.unwrap();
     let config = WatcherConfig { depth: 1, start_height: 0 };
-    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, group_key(), config).unwrap();
+    let mut watcher =
+        DepositWatcher::new(std::sync::Arc::new(rpc.clone()), BtcNetwork::Regtest, group_key(), config).unwrap();
     let address = watcher.watch(bridge::Address([0xc3; 20]));
     let (sink, mut deposits) = mpsc::channel(4);
 
@@ -173,7 +175,7 @@ async fn a_node_that_lags_waits_for_a_deposit_or_payout_and_a_node_past_its_bloc
 
     let key = group_key();
     let config = WatcherConfig { depth: 3, start_height: 1 };
-    let mut watcher = DepositWatcher::new(rpc.clone(), BtcNetwork::Regtest, key, config).unwrap();
+    let mut watcher = DepositWatcher::new(std::sync::Arc::new(rpc.clone()), BtcNetwork::Regtest, key, config).unwrap();
     let address = watcher.watch(bridge::Address([0xa1; 20]));
     let tx = miner.pay(&rpc, 1, &address, Amount::from_sat(250_000)).await;
     rpc.generate_to_address(32, &miner.address).await.unwrap(); // the deposit at 102, the tip 30 past depth

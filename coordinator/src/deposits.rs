@@ -84,55 +84,93 @@ pub struct BtcDepositTask {
 /// addresses, and the rest are credited by the restart's rescan.
 pub const MAX_HELD_DEPOSITS: usize = 10_000;
 
-/// What the ledger says of the watched keys.
-struct LedgerKeys {
+/// What the ledger says of the group keys a Bitcoin deposit may pay: the decisions of
+/// [`BtcDepositTask`] apart from its I/O, which the simulator drives too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerKeys {
     /// `(epoch, x(P), grace over)` of every key, oldest first.
     keys: Vec<(u64, [u8; 32], bool)>,
 }
 
+/// What became of one deposit handed to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credit {
+    /// Credited now or before: done with it.
+    Done,
+    /// Its key is not in force yet (the rotation's first batch has not opened): hold it.
+    Wait,
+    /// The state-transition function refused it for good (counted and logged): done with it.
+    Refused,
+}
+
+impl LedgerKeys {
+    /// The keys as of `state`'s open batch: the genesis key, then each rotation's, each with
+    /// whether its successor's grace is over.
+    pub fn of(state: &bridge::State) -> Self {
+        let batch = state.head().next_number;
+        let grace = state.params().rotation_rules().old_key_grace_batches;
+        let genesis = state.params().btc_vault.map(|v| v.group_key);
+        let mut keys: Vec<(u64, [u8; 32])> = genesis.map(|k| (0, k)).into_iter().collect();
+        keys.extend(state.key_epochs().map(|(epoch, key)| (epoch, key.internal_key)));
+        let froms: Vec<u64> = state.key_epochs().map(|(_, key)| key.from_batch).collect();
+        let keys = keys
+            .iter()
+            .enumerate()
+            .map(|(i, (epoch, key))| {
+                let over = froms.get(i).is_some_and(|next| batch >= next.saturating_add(grace));
+                (*epoch, *key, over)
+            })
+            .collect();
+        LedgerKeys { keys }
+    }
+
+    /// Makes `watcher` watch the keys in force or in their grace, and stop watching the rest.
+    pub fn steer(&self, watcher: &mut chains::bitcoin::DepositWatcher) {
+        for (_, key, over) in &self.keys {
+            let Ok(key) = chains::bitcoin::XOnlyPublicKey::from_slice(key) else { continue };
+            if *over {
+                watcher.drop_key(key);
+            } else {
+                watcher.add_key(key);
+            }
+        }
+    }
+
+    /// The transaction crediting `seen` to the key it paid; `None` while the ledger does not
+    /// know that key yet (hold the deposit).
+    pub fn credit_tx(&self, seen: &chains::bitcoin::KeyedDeposit) -> Option<Tx> {
+        let (epoch, ..) = self.keys.iter().find(|(_, key, _)| *key == seen.internal_key)?;
+        Some(Tx::System(SystemTx::BtcKeyedDeposit { deposit: seen.deposit.clone(), key_epoch: *epoch }))
+    }
+}
+
+/// Reads the ledger's answer to a keyed deposit: a key not yet in force waits, a repeat is done,
+/// any other refusal is counted, logged, and not retried (it would be refused again).
+pub fn credit_outcome<T>(seen: &chains::bitcoin::KeyedDeposit, outcome: &Result<T, ApplyError>) -> Credit {
+    match outcome {
+        Ok(_) => Credit::Done,
+        Err(ApplyError::Tx(TxError::DepositKey(bridge::rotation::KeyedDepositError::NotYetInForce { .. }))) => {
+            Credit::Wait
+        }
+        Err(ApplyError::Tx(TxError::DepositAlreadyCredited(_))) => Credit::Done,
+        Err(error) => {
+            metrics::counter!("bridge_btc_deposits_refused_total").increment(1);
+            tracing::error!(l1_ref = ?seen.deposit.l1_ref, %error, "bitcoin deposit refused by the state-transition function");
+            Credit::Refused
+        }
+    }
+}
+
 impl BtcDepositTask {
     async fn ledger_keys(&self) -> Result<LedgerKeys, TaskError> {
-        self.sequencer
-            .read(|state| {
-                let batch = state.head().next_number;
-                let grace = state.params().rotation_rules().old_key_grace_batches;
-                let genesis = state.params().btc_vault.map(|v| v.group_key);
-                let mut keys: Vec<(u64, [u8; 32])> = genesis.map(|k| (0, k)).into_iter().collect();
-                keys.extend(state.key_epochs().map(|(epoch, key)| (epoch, key.internal_key)));
-                let froms: Vec<u64> = state.key_epochs().map(|(_, key)| key.from_batch).collect();
-                let keys = keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (epoch, key))| {
-                        let over = froms.get(i).is_some_and(|next| batch >= next.saturating_add(grace));
-                        (*epoch, *key, over)
-                    })
-                    .collect();
-                LedgerKeys { keys }
-            })
-            .await
-            .map_err(TaskError::fatal)
+        self.sequencer.read(LedgerKeys::of).await.map_err(TaskError::fatal)
     }
 
     /// Credits one deposit the way the ledger's keys call for; `false` if it must wait.
     async fn credit(&self, seen: &chains::bitcoin::KeyedDeposit, ledger: &LedgerKeys) -> Result<bool, TaskError> {
-        let Some((epoch, ..)) = ledger.keys.iter().find(|(_, key, _)| *key == seen.internal_key) else {
-            return Ok(false);
-        };
-        let l1_ref = seen.deposit.l1_ref;
-        let tx = Tx::System(SystemTx::BtcKeyedDeposit { deposit: seen.deposit.clone(), key_epoch: *epoch });
-        match self.sequencer.submit(tx).await.map_err(TaskError::fatal)? {
-            Ok(_) => Ok(true),
-            Err(ApplyError::Tx(TxError::DepositKey(bridge::rotation::KeyedDepositError::NotYetInForce { .. }))) => {
-                Ok(false)
-            }
-            Err(ApplyError::Tx(TxError::DepositAlreadyCredited(_))) => Ok(true),
-            Err(error) => {
-                metrics::counter!("bridge_btc_deposits_refused_total").increment(1);
-                tracing::error!(?l1_ref, key_epoch = epoch, %error, "bitcoin deposit refused by the state-transition function");
-                Ok(true)
-            }
-        }
+        let Some(tx) = ledger.credit_tx(seen) else { return Ok(false) };
+        let outcome = self.sequencer.submit(tx).await.map_err(TaskError::fatal)?;
+        Ok(credit_outcome(seen, &outcome) != Credit::Wait)
     }
 }
 
@@ -142,14 +180,7 @@ impl Task for BtcDepositTask {
             self.watcher.watch(account);
         }
         let ledger = self.ledger_keys().await?;
-        for (_, key, over) in &ledger.keys {
-            let Ok(key) = chains::bitcoin::XOnlyPublicKey::from_slice(key) else { continue };
-            if *over {
-                self.watcher.drop_key(key);
-            } else {
-                self.watcher.add_key(key);
-            }
-        }
+        ledger.steer(&mut self.watcher);
         let held = std::mem::take(&mut self.held);
         for seen in held {
             if !self.credit(&seen, &ledger).await? {
@@ -173,5 +204,48 @@ impl Task for BtcDepositTask {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge::rotation::KeyedDepositError;
+    use bridge::{Amount, AssetId, Chain, L1Ref};
+
+    use super::*;
+
+    fn seen(key: u8) -> chains::bitcoin::KeyedDeposit {
+        let deposit = Deposit {
+            chain: Chain::Bitcoin,
+            l1_ref: L1Ref::Bitcoin { txid: [7; 32], vout: 0 },
+            account: bridge::Address([1; 20]),
+            asset: AssetId::Btc,
+            amount: Amount(50_000),
+            l1_height: 120,
+        };
+        chains::bitcoin::KeyedDeposit { deposit, internal_key: [key; 32] }
+    }
+
+    /// Who could stop a deposit: a key the ledger has not taken yet holds it (never drops it),
+    /// and only a refusal that would come again ends it.
+    #[test]
+    fn a_deposit_waits_for_its_key_and_ends_only_when_settled() {
+        let ledger = LedgerKeys { keys: vec![(0, [2; 32], true), (1, [3; 32], false)] };
+        assert!(ledger.credit_tx(&seen(9)).is_none(), "a key the ledger does not know yet holds the deposit");
+        let Some(Tx::System(SystemTx::BtcKeyedDeposit { key_epoch, deposit })) = ledger.credit_tx(&seen(3)) else {
+            panic!("a deposit to a known key is credited as a keyed deposit");
+        };
+        assert_eq!((key_epoch, deposit), (1, seen(3).deposit));
+
+        let not_in_force = KeyedDepositError::NotYetInForce { epoch: 1, from_batch: 9 };
+        let outcome: Result<(), ApplyError> = Err(ApplyError::Tx(TxError::DepositKey(not_in_force)));
+        assert_eq!(credit_outcome(&seen(3), &outcome), Credit::Wait);
+        let repeat: Result<(), ApplyError> =
+            Err(ApplyError::Tx(TxError::DepositAlreadyCredited(seen(3).deposit.l1_ref)));
+        assert_eq!(credit_outcome(&seen(3), &repeat), Credit::Done);
+        assert_eq!(credit_outcome(&seen(3), &Ok::<(), ApplyError>(())), Credit::Done);
+        let grace_over = KeyedDepositError::GraceOver { epoch: 0, ended: 5 };
+        let refused: Result<(), ApplyError> = Err(ApplyError::Tx(TxError::DepositKey(grace_over)));
+        assert_eq!(credit_outcome(&seen(2), &refused), Credit::Refused);
     }
 }

@@ -317,7 +317,7 @@ impl Node {
                 start_height: b.from_height,
             };
             let mut watcher = chains::bitcoin::DepositWatcher::new(
-                rpc.clone(),
+                std::sync::Arc::new(rpc.clone()),
                 params.btc_network,
                 vault.internal_key(),
                 watcher_config,

@@ -24,7 +24,7 @@ use bitcoin::{
     Amount as Sats, BlockHash, OutPoint, ScriptBuf, Sequence, TapSighashType, Transaction, TxIn, TxOut, Txid, Witness,
 };
 use bridge::btc_payout::{MAX_BUMPS, PayoutPlan};
-use bridge::{Address, BtcNetwork, BtcVaultParams, VaultKeys};
+use bridge::{Address, BtcNetwork, BtcVaultParams, L1Ref, VaultKeys};
 use chains::bitcoin::BitcoinNode;
 use chains::bitcoin::deposit::deposit_script;
 use chains::bitcoin::rpc::{BlockchainInfo, NOT_FOUND, RpcError, TransactionInfo, UnspentOutput};
@@ -48,14 +48,6 @@ const SETUP_BLOCKS: u32 = 110;
 /// What each funding transaction leaves to the miner.
 const FUNDING_FEE_SAT: u64 = 2_000;
 
-/// A deposit a user made on Bitcoin.
-#[derive(Debug, Clone)]
-pub(crate) struct BtcDeposit {
-    pub(crate) outpoint: OutPoint,
-    pub(crate) account: Address,
-    pub(crate) sat: u64,
-}
-
 pub(crate) struct BtcChain {
     pub(crate) node: Arc<regtest::Node>,
     pub(crate) vault: BtcVaultParams,
@@ -63,8 +55,9 @@ pub(crate) struct BtcChain {
     funder_script: ScriptBuf,
     /// The next coinbase height the funder spends.
     next_coinbase: u32,
-    /// Every deposit made, in order.
-    pub(crate) deposits: Vec<BtcDeposit>,
+    /// Every deposit's output, in the order made: what the coordinator must have credited by
+    /// the end (`deposit-liveness`).
+    pub(crate) deposits: Vec<OutPoint>,
     /// Sats paid to deposit addresses in all.
     pub(crate) deposited_sat: u64,
     /// Miners leave the mempool out until then (simulated ms).
@@ -187,9 +180,10 @@ impl BtcChain {
         Ok(())
     }
 
-    /// A user's deposit of `sat` to its deposit address, funded by the next matured coinbase;
-    /// `None` when none has matured yet.
-    pub(crate) fn deposit(&mut self, account: Address, sat: u64) -> Result<Option<BtcDeposit>, SimError> {
+    /// A user's deposit of `sat` to its deposit address, funded by the next matured coinbase:
+    /// the output it pays; `None` when no coinbase has matured yet. The coordinator's watcher
+    /// finds it in its block (btc_payouts.rs).
+    pub(crate) fn deposit(&mut self, account: Address, sat: u64) -> Result<Option<OutPoint>, SimError> {
         let (coinbase, value) = {
             let view = self.node.view().map_err(SimError::role("the Bitcoin node"))?;
             let index = view.index();
@@ -234,23 +228,25 @@ impl BtcChain {
         tx.input[0].witness = Witness::from_slice(&[signature.as_ref()]);
         match self.node.send_transaction(&tx, None).map_err(SimError::role("the Bitcoin node"))? {
             Ok(txid) => {
-                let deposit = BtcDeposit { outpoint: OutPoint { txid, vout: 0 }, account, sat };
-                self.deposits.push(deposit.clone());
                 self.deposited_sat += sat;
-                Ok(Some(deposit))
+                self.deposits.push(OutPoint { txid, vout: 0 });
+                Ok(Some(OutPoint { txid, vout: 0 }))
             }
             Err(reject) => Err(SimError::Role { what: "a deposit's funding", reason: reject.reason }),
         }
     }
 
-    /// Confirmations of `txid` on the active chain (0 if not in it).
-    pub(crate) fn confirmations(&self, txid: &Txid) -> (u64, u64) {
-        let Ok(view) = self.node.view() else { return (0, 0) };
-        let tip = u64::from(view.index().height());
-        match view.index().tx_height(txid) {
-            Some(height) => (tip + 1 - u64::from(height), u64::from(height)),
-            None => (0, 0),
-        }
+    /// The first deposit [`BTC_DEPTH`] deep on the active chain that `credited` says the ledger
+    /// has not credited.
+    pub(crate) fn deep_deposit_not(&self, credited: impl Fn(&L1Ref) -> bool) -> Result<Option<OutPoint>, SimError> {
+        let view = self.node.view().map_err(SimError::role("the Bitcoin node"))?;
+        let index = view.index();
+        let tip = u64::from(index.height());
+        Ok(self.deposits.iter().copied().find(|outpoint| {
+            let deep = index.tx_height(&outpoint.txid).is_some_and(|h| tip + 1 >= u64::from(h) + BTC_DEPTH);
+            let l1_ref = L1Ref::Bitcoin { txid: outpoint.txid.to_byte_array(), vout: outpoint.vout };
+            deep && !credited(&l1_ref)
+        }))
     }
 
     /// Summarizes the blocks mined or replaced since the last call: what their spends of the
@@ -386,7 +382,33 @@ impl BitcoinNode for NodeView {
             coinbase: false,
         }))
     }
+
+    async fn block_hash(&self, height: u64) -> Result<BlockHash, RpcError> {
+        let view = self.node.view().map_err(node_error("getblockhash"))?;
+        let visible = u64::from(self.visible(view.index().height()));
+        let block = u32::try_from(height).ok().filter(|h| u64::from(*h) <= visible).and_then(|h| view.index().at(h));
+        block.map(|b| b.hash).ok_or_else(|| RpcError::Rpc {
+            method: "getblockhash".into(),
+            code: OUT_OF_RANGE,
+            message: "Block height out of range".into(),
+        })
+    }
+
+    async fn block(&self, hash: &BlockHash) -> Result<bitcoin::Block, RpcError> {
+        let view = self.node.view().map_err(node_error("getblock"))?;
+        let index = view.index();
+        let visible = self.visible(index.height());
+        let block = index.height_of(hash).filter(|h| *h <= visible).and_then(|h| index.at(h));
+        block.map(|b| b.block.clone()).ok_or_else(|| RpcError::Rpc {
+            method: "getblock".into(),
+            code: NOT_FOUND,
+            message: "Block not found".into(),
+        })
+    }
 }
+
+/// Core's `RPC_INVALID_PARAMETER`, its answer to a height past its tip.
+const OUT_OF_RANGE: i64 = -8;
 
 impl crate::world::World {
     /// This minute's Bitcoin block; in the fault phase, now and then a reorg or a spell of

@@ -21,13 +21,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bitcoin::hashes::Hash as _;
 use bitcoin::{ScriptBuf, Txid};
-use bridge::tx::{SystemTx, UserTx, Withdraw};
-use bridge::{Amount, AssetId, BtcNetwork, Chain, Deposit, L1Ref, Tx, VaultKeys, VaultOwner};
-use chains::bitcoin::PayoutBroadcaster;
-use chains::task::Task as _;
+use bridge::tx::{UserTx, Withdraw};
+use bridge::{Amount, AssetId, BtcNetwork, Tx, VaultKeys, VaultOwner};
+use chains::bitcoin::{DepositWatcher, KeyedDeposit, PayoutBroadcaster, WatchError, WatcherConfig};
+use chains::task::{Next, Task as _, TaskError};
 use confirmer::watchman::BtcPayouts;
+use coordinator::deposits::{Credit, LedgerKeys, credit_outcome};
+use coordinator::node::BTC_DEPOSITS;
 use coordinator::payouts::{ChainReading, Keeping, LedgerReading, PayoutRound, Proposal};
 use tss::roast::SessionOutcome;
 use tss::{SessionError, SigningRequest, ThresholdSigner};
@@ -113,35 +114,66 @@ impl World {
         let user = self.users[self.btc_rng.below(self.users.len() as u64) as usize].address();
         let sat = self.btc_rng.between(100_000, 5_000_000);
         let Some(btc) = self.btc.as_mut() else { return Ok(()) };
-        if let Some(deposit) = btc.deposit(user, sat)? {
-            self.log(format!("Bitcoin deposit of {sat} sat in {}", short(&deposit.outpoint.txid)));
+        if let Some(outpoint) = btc.deposit(user, sat)? {
+            self.log(format!("Bitcoin deposit of {sat} sat in {}", short(&outpoint.txid)));
         }
         Ok(())
     }
 
-    /// The coordinator's Bitcoin watcher: each deposit [`BTC_DEPTH`] deep, credited once.
+    /// The coordinator's Bitcoin deposit task, once a step: the binary's own watcher
+    /// ([`chains::bitcoin::DepositWatcher`], every block [`BTC_DEPTH`] deep, read in height order
+    /// through the coordinator's node) steered and credited by the binary's own decisions
+    /// ([`LedgerKeys`], [`credit_outcome`]): each deposit as a keyed deposit to the key it paid,
+    /// held while that key is not in force. A crash drops the watcher; the restart reads the
+    /// chain again from the vault's birth, as the binary does, and the ledger refuses repeats.
     pub(crate) async fn watch_btc_deposits(&mut self) -> Result<(), SimError> {
         let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
-        let mut deep = Vec::new();
-        for deposit in &btc.deposits {
-            let l1_ref = L1Ref::Bitcoin { txid: deposit.outpoint.txid.to_byte_array(), vout: deposit.outpoint.vout };
-            if sequencer.state().is_credited(&l1_ref) {
-                continue;
+        if self.coordinator.btc_deposits.is_none() {
+            let config = WatcherConfig { depth: BTC_DEPTH as u32, start_height: 0 };
+            let node = btc.view(Arc::new(AtomicU64::new(0))).shared();
+            let mut watcher = DepositWatcher::new(node, BtcNetwork::Regtest, btc.vault.internal_key(), config)
+                .map_err(|e| SimError::Setup(format!("the coordinator's Bitcoin watcher: {e}")))?;
+            for user in &self.users {
+                watcher.watch(user.address());
             }
-            let (confirmations, height) = btc.confirmations(&deposit.outpoint.txid);
-            if confirmations >= BTC_DEPTH {
-                deep.push(Deposit {
-                    chain: Chain::Bitcoin,
-                    l1_ref,
-                    account: deposit.account,
-                    asset: AssetId::Btc,
-                    amount: Amount(u128::from(deposit.sat)),
-                    l1_height: height,
-                });
+            self.coordinator.btc_deposits = Some(BtcDepositWatch { watcher, held: Vec::new() });
+        }
+        let ledger = LedgerKeys::of(sequencer.state());
+        let Some(watch) = self.coordinator.btc_deposits.as_mut() else { return Ok(()) };
+        ledger.steer(&mut watch.watcher);
+        let mut due = std::mem::take(&mut watch.held);
+        let read = async {
+            let tip = watch.watcher.checked_tip().await?;
+            while let Some(block) = watch.watcher.next_block(tip).await? {
+                due.extend(block);
+            }
+            Ok::<_, WatchError>(())
+        };
+        let failed = read.await.err();
+        let mut held = Vec::new();
+        for seen in due {
+            let Some(tx) = ledger.credit_tx(&seen) else {
+                held.push(seen);
+                continue;
+            };
+            match self.submit_for_outcome(tx, "Bitcoin deposit").await? {
+                Some(outcome) if credit_outcome(&seen, &outcome) != Credit::Wait => {}
+                // Its key is not in force yet, or the coordinator stopped (its watcher with it).
+                _ => held.push(seen),
             }
         }
-        for deposit in deep {
-            self.submit(Tx::System(SystemTx::Deposit(deposit)), "Bitcoin deposit").await?;
+        if let Some(watch) = self.coordinator.btc_deposits.as_mut() {
+            held.truncate(coordinator::deposits::MAX_HELD_DEPOSITS);
+            watch.held = held;
+        }
+        // As the binary's task: a node that does not answer is asked again; a reorg deeper
+        // than the depth kills the task, and with it the process.
+        match failed {
+            None => {}
+            Some(error @ WatchError::Rpc(_)) => self.log(format!("coordinator's Bitcoin watcher: {error}")),
+            Some(error) => {
+                self.coordinator_task_turned(BTC_DEPOSITS, Err(TaskError::fatal(error)), Next::Dead);
+            }
         }
         Ok(())
     }
@@ -291,6 +323,20 @@ impl World {
             found.push(("btc-payout-liveness", format!("plan {id} of batch {batch} is unpaid after healing")));
         }
         let state = sequencer.state();
+        // Deposits are credited: the honest coordinator's watcher (the binary's) missed none
+        // that reached its depth, across its crashes and the chain's reorgs.
+        if self.attack.is_none()
+            && let Some(missed) = btc.deep_deposit_not(|l1_ref| state.is_credited(l1_ref))?
+        {
+            found.push((
+                "deposit-liveness",
+                format!(
+                    "the Bitcoin deposit {}:{} is {BTC_DEPTH} deep and not credited after healing",
+                    short(&missed.txid),
+                    missed.vout
+                ),
+            ));
+        }
         let queued = state.btc_queue().count();
         if queued > 0 {
             found.push(("btc-payout-liveness", format!("{queued} Bitcoin withdrawals still queued after healing")));
@@ -367,4 +413,11 @@ pub(crate) fn vault_scripts(
 
 fn short(txid: &Txid) -> String {
     txid.to_string()[..8].to_string()
+}
+
+/// The coordinator's Bitcoin deposit watcher while its process is up: the binary's watcher and
+/// the deposits it holds for a key not yet in force.
+pub(crate) struct BtcDepositWatch {
+    watcher: DepositWatcher,
+    held: Vec<KeyedDeposit>,
 }

@@ -159,6 +159,7 @@ impl World {
         self.check_late_joiner_end();
         self.check_forced_end();
         self.check_paused();
+        self.check_eth_deposits_end();
         self.check_btc_end().await
     }
 

@@ -22,6 +22,7 @@ impl World {
         self.coordinator.keeping = None;
         self.coordinator.da_snapshots = None;
         self.coordinator.forced = None;
+        self.coordinator.btc_deposits = None;
         self.coordinator.down_until = Some(self.now() + down_ms);
     }
 

@@ -120,6 +120,23 @@ impl World {
         Ok(())
     }
 
+    /// `deposit-liveness` on Ethereum, after healing: the honest coordinator credited every
+    /// deposit at depth.
+    pub(crate) fn check_eth_deposits_end(&mut self) {
+        let (None, None, Some(sequencer)) = (&self.attack, self.bad_from, &self.coordinator.sequencer) else { return };
+        let tip = L1::tip(self.now());
+        let missed = match self.l1.lock() {
+            Ok(l1) => l1.deep(tip).find(|d| !sequencer.state().is_credited(&d.l1_ref)).map(|d| d.l1_height),
+            Err(_) => return,
+        };
+        if let Some(height) = missed {
+            self.violate(
+                "deposit-liveness",
+                format!("an Ethereum deposit of block {height} is deep and not credited after healing"),
+            );
+        }
+    }
+
     pub(crate) async fn user_acts(&mut self) -> Result<(), SimError> {
         let Some(sequencer) = &self.coordinator.sequencer else { return Ok(()) };
         let domain = bridge::eip712::Domain::new(&self.params);

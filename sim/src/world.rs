@@ -77,6 +77,8 @@ pub(crate) struct CoordinatorRole {
     pub(crate) da_snapshots: Option<Paced<DaSnapshots>>,
     /// Its forced task's planning (forced.rs).
     pub(crate) forced: Option<coordinator::forced::ForcedPlanner>,
+    /// Its Bitcoin deposit watcher (btc_payouts.rs): gone with a crash.
+    pub(crate) btc_deposits: Option<crate::btc_payouts::BtcDepositWatch>,
 }
 
 pub(crate) struct ConfirmerRole {
@@ -218,6 +220,7 @@ impl World {
             opened_ms: None,
             wall_offset_ms: 0,
             keeping: None,
+            btc_deposits: None,
             da_snapshots: None,
             forced: None,
         };

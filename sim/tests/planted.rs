@@ -272,3 +272,12 @@ fn a_publisher_dying_on_an_unreachable_gateway_is_found() {
 
 /// Seed 0, the first quick seed, has its coordinator's gateway go down.
 const BOUND_GATEWAY: u64 = 4;
+
+#[test]
+fn a_deposit_watcher_restarting_at_the_tip_is_found() {
+    // The coordinator's Bitcoin deposit task is the binary's watcher: one that starts afresh at
+    // the node's newest block at depth (not at the vault's birth) never credits the deposits
+    // that reached depth while the coordinator was down, which `deposit-liveness` sees after
+    // healing. Quick seed 1 is the first whose coordinator is down while a deposit deepens.
+    assert_found(PlantedBug::WatcherStartsAtTip, Byzantine::default(), 3, &["deposit-liveness"]);
+}

@@ -1,8 +1,8 @@
-//! The Bitcoin node as the bridge's deposit check and payouts see it: five calls, so the same
-//! code runs against Core's JSON-RPC in production and against an in-process chain in the
+//! The Bitcoin node as the bridge's deposit watcher, deposit check and payouts see it: seven
+//! calls, so the same code runs against Core's JSON-RPC in production and against an in-process chain in the
 //! simulator.
 
-use bitcoin::{OutPoint, Transaction, Txid};
+use bitcoin::{Block, BlockHash, OutPoint, Transaction, Txid};
 
 use super::rpc::{BlockchainInfo, CoreRpc, RpcError, TransactionInfo, UnspentOutput};
 
@@ -22,6 +22,10 @@ pub trait BitcoinNode: Send + Sync + std::fmt::Debug {
     async fn send_raw_transaction(&self, tx: &Transaction) -> Result<Txid, RpcError>;
     /// `gettxout`: the output if unspent (mempool spends count when `include_mempool`).
     async fn tx_out(&self, outpoint: &OutPoint, include_mempool: bool) -> Result<Option<UnspentOutput>, RpcError>;
+    /// `getblockhash`: the active chain's block at `height` (at most [`BitcoinNode::block_count`]).
+    async fn block_hash(&self, height: u64) -> Result<BlockHash, RpcError>;
+    /// `getblock` raw: the block `hash`, checked to be that block.
+    async fn block(&self, hash: &BlockHash) -> Result<Block, RpcError>;
 }
 
 /// Production: every call is the client's own.
@@ -45,5 +49,13 @@ impl BitcoinNode for CoreRpc {
 
     async fn tx_out(&self, outpoint: &OutPoint, include_mempool: bool) -> Result<Option<UnspentOutput>, RpcError> {
         CoreRpc::tx_out(self, outpoint, include_mempool).await
+    }
+
+    async fn block_hash(&self, height: u64) -> Result<BlockHash, RpcError> {
+        CoreRpc::block_hash(self, height).await
+    }
+
+    async fn block(&self, hash: &BlockHash) -> Result<Block, RpcError> {
+        CoreRpc::block(self, hash).await
     }
 }
