@@ -75,14 +75,43 @@ pub struct BtcDepositTask {
     pub accounts: mpsc::Receiver<bridge::Address>,
     pub sequencer: SequencerHandle,
     /// Deposits to a key not yet in force (its rotation's first batch has not opened): credited
-    /// on a later turn. At most [`MAX_HELD_DEPOSITS`].
-    pub held: Vec<chains::bitcoin::KeyedDeposit>,
+    /// on a later turn.
+    pub held: HeldDeposits,
 }
 
 /// How many deposits to a key not yet in force are held for a later turn: a key is in force one
 /// batch after its rotation, so only deposits of that moment wait; more is a misuse of the new
 /// addresses, and the rest are credited by the restart's rescan.
 pub const MAX_HELD_DEPOSITS: usize = 10_000;
+
+/// The deposits held for a key not yet in force, at most [`MAX_HELD_DEPOSITS`].
+#[derive(Debug, Default)]
+pub struct HeldDeposits(Vec<chains::bitcoin::KeyedDeposit>);
+
+impl HeldDeposits {
+    /// Every deposit held, to try again; what still waits is held again.
+    pub fn take(&mut self) -> Vec<chains::bitcoin::KeyedDeposit> {
+        std::mem::take(&mut self.0)
+    }
+
+    /// Holds `seen` for a later turn; past the bound it is left to the restart's rescan.
+    pub fn hold(&mut self, seen: chains::bitcoin::KeyedDeposit) {
+        if self.0.len() >= MAX_HELD_DEPOSITS {
+            tracing::error!(l1_ref = ?seen.deposit.l1_ref, "too many deposits to a key not yet in force; this one is credited after a restart");
+            return;
+        }
+        self.0.push(seen);
+    }
+}
+
+/// The task's reading of a watcher error: a node that does not answer is asked again after a
+/// backoff; a reorg below the depth or a closed intake does not go away with another poll.
+pub fn watch_error(error: chains::bitcoin::WatchError) -> TaskError {
+    match error {
+        error @ chains::bitcoin::WatchError::Rpc(_) => TaskError::transient(error),
+        error => TaskError::fatal(error),
+    }
+}
 
 /// What the ledger says of the group keys a Bitcoin deposit may pay: the decisions of
 /// [`BtcDepositTask`] apart from its I/O, which the simulator drives too.
@@ -181,25 +210,16 @@ impl Task for BtcDepositTask {
         }
         let ledger = self.ledger_keys().await?;
         ledger.steer(&mut self.watcher);
-        let held = std::mem::take(&mut self.held);
-        for seen in held {
+        for seen in self.held.take() {
             if !self.credit(&seen, &ledger).await? {
-                self.held.push(seen);
+                self.held.hold(seen);
             }
         }
-        let watch = |error: chains::bitcoin::WatchError| match error {
-            error @ chains::bitcoin::WatchError::Rpc(_) => TaskError::transient(error),
-            error => TaskError::fatal(error),
-        };
-        let tip = self.watcher.checked_tip().await.map_err(watch)?;
-        while let Some(block) = self.watcher.next_block(tip).await.map_err(watch)? {
+        let tip = self.watcher.checked_tip().await.map_err(watch_error)?;
+        while let Some(block) = self.watcher.next_block(tip).await.map_err(watch_error)? {
             for seen in block {
                 if !self.credit(&seen, &ledger).await? {
-                    if self.held.len() >= MAX_HELD_DEPOSITS {
-                        tracing::error!(l1_ref = ?seen.deposit.l1_ref, "too many deposits to a key not yet in force; this one is credited after a restart");
-                        continue;
-                    }
-                    self.held.push(seen);
+                    self.held.hold(seen);
                 }
             }
         }

@@ -328,7 +328,8 @@ impl Node {
             }
             let (register, registered) = tokio::sync::mpsc::channel(1024);
             btc_accounts = Some(register);
-            let task = BtcDepositTask { watcher, accounts: registered, sequencer: handle.clone(), held: Vec::new() };
+            let task =
+                BtcDepositTask { watcher, accounts: registered, sequencer: handle.clone(), held: Default::default() };
             background.push(supervisor.spawn(BTC_DEPOSITS, task, Schedule::every(poll)));
             let keeper = crate::payouts::PayoutKeeper::new(
                 handle.clone(),

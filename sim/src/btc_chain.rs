@@ -228,9 +228,10 @@ impl BtcChain {
         tx.input[0].witness = Witness::from_slice(&[signature.as_ref()]);
         match self.node.send_transaction(&tx, None).map_err(SimError::role("the Bitcoin node"))? {
             Ok(txid) => {
+                let outpoint = OutPoint { txid, vout: 0 };
                 self.deposited_sat += sat;
-                self.deposits.push(OutPoint { txid, vout: 0 });
-                Ok(Some(OutPoint { txid, vout: 0 }))
+                self.deposits.push(outpoint);
+                Ok(Some(outpoint))
             }
             Err(reject) => Err(SimError::Role { what: "a deposit's funding", reason: reject.reason }),
         }
@@ -238,7 +239,10 @@ impl BtcChain {
 
     /// The first deposit [`BTC_DEPTH`] deep on the active chain that `credited` says the ledger
     /// has not credited.
-    pub(crate) fn deep_deposit_not(&self, credited: impl Fn(&L1Ref) -> bool) -> Result<Option<OutPoint>, SimError> {
+    pub(crate) fn uncredited_deep_deposit(
+        &self,
+        credited: impl Fn(&L1Ref) -> bool,
+    ) -> Result<Option<OutPoint>, SimError> {
         let view = self.node.view().map_err(SimError::role("the Bitcoin node"))?;
         let index = view.index();
         let tip = u64::from(index.height());

@@ -24,10 +24,10 @@ use async_trait::async_trait;
 use bitcoin::{ScriptBuf, Txid};
 use bridge::tx::{UserTx, Withdraw};
 use bridge::{Amount, AssetId, BtcNetwork, Tx, VaultKeys, VaultOwner};
-use chains::bitcoin::{DepositWatcher, KeyedDeposit, PayoutBroadcaster, WatchError, WatcherConfig};
+use chains::bitcoin::{DepositWatcher, PayoutBroadcaster, WatchError, WatcherConfig};
 use chains::task::{Next, Task as _, TaskError};
 use confirmer::watchman::BtcPayouts;
-use coordinator::deposits::{Credit, LedgerKeys, credit_outcome};
+use coordinator::deposits::{Credit, HeldDeposits, LedgerKeys, credit_outcome, watch_error};
 use coordinator::node::BTC_DEPOSITS;
 use coordinator::payouts::{ChainReading, Keeping, LedgerReading, PayoutRound, Proposal};
 use tss::roast::SessionOutcome;
@@ -136,12 +136,12 @@ impl World {
             for user in &self.users {
                 watcher.watch(user.address());
             }
-            self.coordinator.btc_deposits = Some(BtcDepositWatch { watcher, held: Vec::new() });
+            self.coordinator.btc_deposits = Some(BtcDepositWatch { watcher, held: HeldDeposits::default() });
         }
         let ledger = LedgerKeys::of(sequencer.state());
         let Some(watch) = self.coordinator.btc_deposits.as_mut() else { return Ok(()) };
         ledger.steer(&mut watch.watcher);
-        let mut due = std::mem::take(&mut watch.held);
+        let mut due = watch.held.take();
         let read = async {
             let tip = watch.watcher.checked_tip().await?;
             while let Some(block) = watch.watcher.next_block(tip).await? {
@@ -149,31 +149,28 @@ impl World {
             }
             Ok::<_, WatchError>(())
         };
-        let failed = read.await.err();
-        let mut held = Vec::new();
+        let failed = read.await.err().map(watch_error);
+        let mut held = HeldDeposits::default();
         for seen in due {
             let Some(tx) = ledger.credit_tx(&seen) else {
-                held.push(seen);
+                held.hold(seen);
                 continue;
             };
             match self.submit_for_outcome(tx, "Bitcoin deposit").await? {
                 Some(outcome) if credit_outcome(&seen, &outcome) != Credit::Wait => {}
                 // Its key is not in force yet, or the coordinator stopped (its watcher with it).
-                _ => held.push(seen),
+                _ => held.hold(seen),
             }
         }
         if let Some(watch) = self.coordinator.btc_deposits.as_mut() {
-            held.truncate(coordinator::deposits::MAX_HELD_DEPOSITS);
             watch.held = held;
         }
-        // As the binary's task: a node that does not answer is asked again; a reorg deeper
-        // than the depth kills the task, and with it the process.
+        // Read as the binary's task reads it: a transient error is asked again at the next
+        // step; a fatal one (a reorg below the depth) kills the task, and with it the process.
         match failed {
             None => {}
-            Some(error @ WatchError::Rpc(_)) => self.log(format!("coordinator's Bitcoin watcher: {error}")),
-            Some(error) => {
-                self.coordinator_task_turned(BTC_DEPOSITS, Err(TaskError::fatal(error)), Next::Dead);
-            }
+            Some(error @ TaskError::Transient(_)) => self.log(format!("coordinator's Bitcoin watcher: {error}")),
+            Some(error) => self.coordinator_task_turned(BTC_DEPOSITS, Err(error), Next::Dead),
         }
         Ok(())
     }
@@ -326,7 +323,7 @@ impl World {
         // Deposits are credited: the honest coordinator's watcher (the binary's) missed none
         // that reached its depth, across its crashes and the chain's reorgs.
         if self.attack.is_none()
-            && let Some(missed) = btc.deep_deposit_not(|l1_ref| state.is_credited(l1_ref))?
+            && let Some(missed) = btc.uncredited_deep_deposit(|l1_ref| state.is_credited(l1_ref))?
         {
             found.push((
                 "deposit-liveness",
@@ -419,5 +416,5 @@ fn short(txid: &Txid) -> String {
 /// the deposits it holds for a key not yet in force.
 pub(crate) struct BtcDepositWatch {
     watcher: DepositWatcher,
-    held: Vec<KeyedDeposit>,
+    held: HeldDeposits,
 }
