@@ -82,6 +82,10 @@ pub enum PlantedBug {
     /// node's newest block at depth instead of its configured start height: deposits that
     /// reached depth while the coordinator was down are never credited.
     WatcherStartsAtTip,
+    /// A share refresh ends with each participant's old share instead of the one its rounds
+    /// made: the operators destroy their old shares' backups believing a stolen one is now
+    /// useless, and it is not.
+    RefreshKeepsOldShare,
 }
 
 impl PlantedBug {
@@ -107,6 +111,7 @@ impl PlantedBug {
         PlantedBug::ForcedRecordsUnchecked,
         PlantedBug::UnreachableDaIsFatal,
         PlantedBug::WatcherStartsAtTip,
+        PlantedBug::RefreshKeepsOldShare,
     ];
 }
 

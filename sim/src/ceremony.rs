@@ -28,7 +28,7 @@ use tss::{KeyPath, KeyShare, SessionId};
 
 use crate::clock::NodeClock;
 use crate::evm::EthVault;
-use crate::mesh::{LinkFault, MeshEvent, Question};
+use crate::mesh::{LinkFault, MeshEvent, Question, SimMesh};
 use crate::rng::SimRng;
 use crate::signing::WatchmanAttack;
 use crate::world::World;
@@ -92,24 +92,63 @@ struct Participant {
     ended: Option<Result<KeyShare, DkgError>>,
 }
 
+/// Which ceremony the watchmen run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CeremonyKind {
+    /// The key at the run's start.
+    Keygen,
+    /// New shares of the same key (refresh.rs).
+    Refresh,
+}
+
+/// Where a ceremony's steps travel and its chances come from: the watchmen's mesh and the
+/// world's stream for the key at the start; the operators' ceremony nodes' own mesh and the
+/// refresh's stream for a refresh, which runs beside the watchmen (refresh.rs).
+pub(crate) struct CeremonyNet {
+    pub(crate) mesh: SimMesh,
+    pub(crate) rng: SimRng,
+}
+
 impl World {
-    /// Runs ceremonies until one gives every watchman a share, checking `dkg-agreement` after
-    /// each. The world's clock moves to the first tick after the last one.
+    /// Runs key ceremonies until one gives every watchman a share. The world's clock moves to
+    /// the first tick after the last one.
     pub(crate) fn key_ceremony(&mut self) -> Result<(), SimError> {
+        // The key ceremony is the first thing on the watchmen's mesh, its chances the world's.
+        let mut net =
+            CeremonyNet { mesh: std::mem::take(&mut self.mesh), rng: std::mem::replace(&mut self.rng, SimRng::new(0)) };
+        let ended = self.ceremonies(&mut net, CeremonyKind::Keygen);
+        self.mesh = net.mesh;
+        self.rng = net.rng;
+        if let Some((attempt, shares)) = ended? {
+            self.install(shares)?;
+            self.log(format!("key ceremony {attempt} done: every watchman holds a share"));
+        }
+        Ok(())
+    }
+
+    /// Runs ceremonies of `kind` on `net` until one gives every watchman a share (with the
+    /// attempt that did), checking `dkg-agreement` after each; `None` once an invariant broke.
+    pub(crate) fn ceremonies(
+        &mut self,
+        net: &mut CeremonyNet,
+        kind: CeremonyKind,
+    ) -> Result<Option<(usize, Vec<KeyShare>)>, SimError> {
         let mut liar = self.byzantine_watchman.filter(|(_, k)| *k == WatchmanAttack::SplitsRound1).map(|(i, _)| i);
-        if self.rng.below(3) == 0 && self.confirmers.len() > 1 {
+        if net.rng.below(3) == 0 && self.confirmers.len() > 1 {
             // A lossy, duplicating link during the ceremony: steps are sent again until taken.
-            let (from, to, fault) = LinkFault::random(&mut self.rng, self.confirmers.len(), 3_000, 60_000);
-            self.mesh.degrade(from, to, fault);
+            let until = self.now() + 60_000;
+            let (from, to, fault) = LinkFault::random(&mut net.rng, self.confirmers.len(), 3_000, until);
+            net.mesh.degrade(from, to, fault);
             self.faults += 1;
             self.log(format!(
-                "FAULT mesh link {from}→{to} drops {}% and duplicates {}% during the key ceremony",
+                "FAULT mesh link {from}→{to} drops {}% and duplicates {}% during the {}",
                 fault.drop_per_million / 10_000,
-                fault.duplicate_per_million / 10_000
+                fault.duplicate_per_million / 10_000,
+                kind.describe(),
             ));
         }
         for attempt in 1..=MAX_CEREMONIES {
-            let ended = self.one_ceremony(liar)?;
+            let ended = self.one_ceremony(net, liar, kind)?;
             let finished: Vec<(usize, &KeyShare)> =
                 ended.iter().enumerate().filter_map(|(i, e)| Some((i, e.as_ref().ok()?))).collect();
             let honest = |i: &usize| Some(*i) != liar;
@@ -123,11 +162,12 @@ impl World {
             let honest_finished = finished.iter().filter(|(i, _)| honest(i)).count();
             if keys.len() > 1 || (honest_finished > 0 && honest_finished < honest_count) {
                 let detail = format!(
-                    "ceremony {attempt}: {honest_finished} of {honest_count} honest watchmen ended with a share, under {} group keys",
+                    "{} {attempt}: {honest_finished} of {honest_count} honest watchmen ended with a share, under {} group keys",
+                    kind.describe(),
                     keys.len()
                 );
                 self.violate("dkg-agreement", detail);
-                return Ok(());
+                return Ok(None);
             }
             for (index, outcome) in ended.iter().enumerate() {
                 if let Err(error) = outcome {
@@ -143,21 +183,21 @@ impl World {
                             "dkg-agreement",
                             format!("watchman {index} blamed honest watchman {named_index:?}"),
                         );
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
             }
             if honest_finished == honest_count && finished.len() == ended.len() {
-                let shares: Vec<KeyShare> = ended.into_iter().filter_map(Result::ok).collect();
-                self.install(shares)?;
-                self.log(format!("key ceremony {attempt} done: every watchman holds a share"));
-                return Ok(());
+                return Ok(Some((attempt, ended.into_iter().filter_map(Result::ok).collect())));
             }
             // Aborted: run again with the liar behaving.
             liar = None;
         }
-        self.violate("dkg-liveness", format!("{MAX_CEREMONIES} key ceremonies ended without a key"));
-        Ok(())
+        self.violate(
+            "dkg-liveness",
+            format!("{MAX_CEREMONIES} attempts at the {} ended without a key", kind.describe()),
+        );
+        Ok(None)
     }
 
     fn install(&mut self, shares: Vec<KeyShare>) -> Result<(), SimError> {
@@ -171,10 +211,18 @@ impl World {
         Ok(())
     }
 
-    /// One ceremony among every watchman, to its end for each; `liar` splits its round 1.
-    fn one_ceremony(&mut self, liar: Option<usize>) -> Result<Vec<Result<KeyShare, DkgError>>, SimError> {
-        let session = SessionId(self.rng.bytes16());
+    /// One ceremony among every watchman on `net`, to its end for each; `liar` splits its
+    /// round 1. A key ceremony moves the world's clock to the first tick after its end; a
+    /// refresh runs beside the world and leaves it where it was.
+    fn one_ceremony(
+        &mut self,
+        net: &mut CeremonyNet,
+        liar: Option<usize>,
+        kind: CeremonyKind,
+    ) -> Result<Vec<Result<KeyShare, DkgError>>, SimError> {
+        let session = SessionId(net.rng.bytes16());
         let start = self.now();
+        let mesh_before = self.mesh_ms.load(Ordering::SeqCst);
         let n = self.keys.peers.len();
         let mut participants = Vec::with_capacity(n);
         for index in 0..n {
@@ -182,26 +230,37 @@ impl World {
             let others = self.keys.peers.iter().copied().filter(|p| *p != me);
             let roster =
                 Participants::new(me, others, self.keys.threshold).map_err(|e| SimError::Setup(e.to_string()))?;
-            let mut rng = ChaCha20Rng::from_seed(self.rng.bytes32());
-            let run =
-                DkgRun::new(session, roster, Ceremony::Fresh, Duration::from_millis(start), CEREMONY_TIMEOUT, &mut rng)
-                    .map_err(|e| SimError::Setup(e.to_string()))?;
-            let inbox = self.seeded_signer(None, Arc::new(tss::ApproveAll), Default::default(), &NodeClock::default());
+            let ceremony = match kind {
+                CeremonyKind::Keygen => Ceremony::Fresh,
+                CeremonyKind::Refresh => {
+                    let share = self.keys.shares.get(index).cloned().ok_or_else(|| SimError::Role {
+                        what: "share refresh",
+                        reason: format!("watchman {index} holds no share"),
+                    })?;
+                    Ceremony::Refresh(Box::new(share))
+                }
+            };
+            let mut rng = ChaCha20Rng::from_seed(net.rng.bytes32());
+            let run = DkgRun::new(session, roster, ceremony, Duration::from_millis(start), CEREMONY_TIMEOUT, &mut rng)
+                .map_err(|e| SimError::Setup(e.to_string()))?;
+            let seed = net.rng.bytes32();
+            let inbox =
+                self.signer_from(seed, None, Arc::new(tss::ApproveAll), Default::default(), &NodeClock::default());
             participants.push(Participant { run: Some(run), inbox, wake_ms: start, ended: None });
         }
-        let split = liar.and_then(|liar| self.split(liar, session));
+        let split = liar.and_then(|liar| self.split(net, liar, session, kind));
         for index in 0..n {
-            self.step_participant(&mut participants, index, start, split.as_ref());
+            self.step_participant(net, &mut participants, index, start, split.as_ref());
         }
         while participants.iter().any(|p| p.ended.is_none()) {
-            let Some((at, event)) = self.mesh.pop_due(u64::MAX) else {
+            let Some((at, event)) = net.mesh.pop_due(u64::MAX) else {
                 return Err(SimError::Role { what: "key ceremony", reason: "nothing left to happen".into() });
             };
             self.mesh_ms.store(at, Ordering::SeqCst);
             match event {
                 MeshEvent::Deliver { slot, ticket, asker, signer, request } => {
                     let response = participants[signer].inbox.handle(self.keys.peers[asker], request);
-                    self.mesh.answer(&mut self.rng, at, (slot, ticket), (signer, asker), response);
+                    net.mesh.answer(&mut net.rng, at, (slot, ticket), (signer, asker), response);
                 }
                 MeshEvent::Answer { slot, ticket, response } => {
                     if let Some(run) = participants.get_mut(slot).and_then(|p| p.run.as_mut()) {
@@ -216,22 +275,35 @@ impl World {
             }
             // A step in a mailbox may move any participant on.
             for index in 0..n {
-                self.step_participant(&mut participants, index, at, split.as_ref());
+                self.step_participant(net, &mut participants, index, at, split.as_ref());
             }
         }
-        // The world resumes at the first tick after the ceremony; its leftovers are dropped.
+        // The ceremony's leftovers are dropped.
         let end = self.mesh_ms.load(Ordering::SeqCst);
-        while self.mesh.pop_due(u64::MAX).is_some() {}
-        let tick = self.config.tick_ms;
-        self.now_ms.store(end.div_ceil(tick) * tick, Ordering::SeqCst);
-        self.mesh_ms.store(self.now(), Ordering::SeqCst);
+        while net.mesh.pop_due(u64::MAX).is_some() {}
+        match kind {
+            CeremonyKind::Keygen => {
+                // The world resumes at the first tick after the ceremony.
+                let tick = self.config.tick_ms;
+                self.now_ms.store(end.div_ceil(tick) * tick, Ordering::SeqCst);
+                self.mesh_ms.store(self.now(), Ordering::SeqCst);
+            }
+            CeremonyKind::Refresh => self.mesh_ms.store(mesh_before, Ordering::SeqCst),
+        }
         Ok(participants
             .into_iter()
             .map(|p| p.ended.unwrap_or_else(|| Err(DkgError::Participants("never ran".into()))))
             .collect())
     }
 
-    fn step_participant(&mut self, participants: &mut [Participant], index: usize, at: u64, split: Option<&Split>) {
+    fn step_participant(
+        &mut self,
+        net: &mut CeremonyNet,
+        participants: &mut [Participant],
+        index: usize,
+        at: u64,
+        split: Option<&Split>,
+    ) {
         let participant = &mut participants[index];
         let Some(run) = participant.run.as_mut() else { return };
         let status = run.advance(Duration::from_millis(at), &participant.inbox.dkg_inbox());
@@ -241,7 +313,7 @@ impl World {
                 let wake_ms = u64::try_from(wake.as_millis()).unwrap_or(u64::MAX).max(at + 1);
                 if wake_ms != participant.wake_ms {
                     participant.wake_ms = wake_ms;
-                    self.mesh.schedule(wake_ms, MeshEvent::Wake { slot: index });
+                    net.mesh.schedule(wake_ms, MeshEvent::Wake { slot: index });
                 }
             }
             DkgStatus::Done(result) => {
@@ -261,22 +333,36 @@ impl World {
                 }
                 _ => request,
             };
-            self.mesh.ask(&mut self.rng, at, Question { slot: index, ticket, asker: index, signer, request });
+            net.mesh.ask(&mut net.rng, at, Question { slot: index, ticket, asker: index, signer, request });
         }
     }
 
     /// The liar's round-1 package for its first peer: of another polynomial than the one it
     /// sends the rest (and every send of it again is the same lie).
-    fn split(&mut self, liar: usize, session: SessionId) -> Option<Split> {
+    fn split(&mut self, net: &mut CeremonyNet, liar: usize, session: SessionId, kind: CeremonyKind) -> Option<Split> {
         let identifier = self.keys.index_of.iter().find(|(_, i)| **i == liar).map(|(id, _)| *id)?;
         let target = *self.keys.peers.iter().enumerate().find(|(i, _)| *i != liar)?.1;
         let n = u16::try_from(self.keys.peers.len()).ok()?;
-        let mut rng = ChaCha20Rng::from_seed(self.rng.bytes32());
-        let (_, package) = frost::keys::dkg::part1(identifier, n, self.keys.threshold, &mut rng).ok()?;
+        let mut rng = ChaCha20Rng::from_seed(net.rng.bytes32());
+        let t = self.keys.threshold;
+        let (_, package) = match kind {
+            CeremonyKind::Keygen => frost::keys::dkg::part1(identifier, n, t, &mut rng),
+            CeremonyKind::Refresh => frost::keys::refresh::refresh_dkg_part1(identifier, n, t, &mut rng),
+        }
+        .ok()?;
         let bytes = package.serialize().ok()?;
         let index = self.keys.index_of_peer(&target)?;
         self.log(format!("watchman {liar} sends watchman {index} a different round-1 package than the others"));
         Some(Split { liar, target, request: Request::Dkg { session, step: DkgStep::Round1(Encoded(bytes)) } })
+    }
+}
+
+impl CeremonyKind {
+    fn describe(self) -> &'static str {
+        match self {
+            CeremonyKind::Keygen => "key ceremony",
+            CeremonyKind::Refresh => "share refresh",
+        }
     }
 }
 

@@ -34,6 +34,7 @@ mod forced;
 pub mod l1;
 mod late_joiner;
 mod mesh;
+mod refresh;
 pub mod rng;
 pub mod signing;
 mod snapshots;
@@ -73,6 +74,10 @@ pub struct SimConfig {
     /// needs a role's memory to outlive a fault (a mined pause taken as kept, then dropped by a
     /// reorg) is not cut short by a restart that rebuilds it.
     pub crashes: bool,
+    /// About one run in two the operators refresh the watchmen's shares (refresh.rs). Without
+    /// it the refresh's chances are still drawn, on their own stream, so that a run is the run
+    /// it was before refreshes existed: the planted bugs found in such a run keep it.
+    pub refresh: bool,
 }
 
 impl SimConfig {
@@ -90,6 +95,7 @@ impl SimConfig {
             watchman_attack: None,
             forced_traffic: true,
             crashes: true,
+            refresh: true,
         }
     }
 }

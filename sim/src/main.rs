@@ -29,6 +29,9 @@ struct Args {
     /// No crashes of the coordinator or the confirmers (every other fault as the seed draws it).
     #[arg(long)]
     no_crashes: bool,
+    /// No share refresh mid-run (the run as it was before refreshes joined the simulator).
+    #[arg(long)]
+    no_refresh: bool,
     /// The shorter run the tests use (`SimConfig::quick`): 30 minutes of faults, 30 of healing.
     #[arg(long)]
     quick: bool,
@@ -104,6 +107,7 @@ fn config(seed: u64, args: &Args) -> sim::SimConfig {
         watchman_attack: args.watchman_attack,
         forced_traffic: !args.no_forced_traffic,
         crashes: !args.no_crashes,
+        refresh: !args.no_refresh,
         ..base
     }
 }

@@ -222,7 +222,20 @@ impl World {
         limits: NonceLimits,
         clock: &NodeClock,
     ) -> Signer {
-        let randomness = Randomness::Given(Mutex::new(Box::new(ChaCha20Rng::from_seed(self.rng.bytes32()))));
+        let seed = self.rng.bytes32();
+        self.signer_from(seed, share, policy, limits, clock)
+    }
+
+    /// [`World::seeded_signer`], its nonces from `seed`.
+    pub(crate) fn signer_from(
+        &self,
+        seed: [u8; 32],
+        share: Option<KeyShare>,
+        policy: Arc<dyn SigningPolicy>,
+        limits: NonceLimits,
+        clock: &NodeClock,
+    ) -> Signer {
+        let randomness = Randomness::Given(Mutex::new(Box::new(ChaCha20Rng::from_seed(seed))));
         let clock = Arc::new(SimClock { origin: self.clock_origin, ms: Box::new(clock.reader(self.mesh_ms.clone())) });
         Signer::with_sources(share, policy, limits, randomness, clock)
     }

@@ -38,6 +38,7 @@ use crate::forced::ForcedTraffic;
 use crate::l1::{L1, L1_BLOCK_MS};
 use crate::late_joiner::LateJoiner;
 use crate::mesh::SimMesh;
+use crate::refresh::Refresh;
 use crate::rng::SimRng;
 use crate::signing::{Approvals, SimSession, WatchmanAttack};
 use crate::tasks::Paced;
@@ -183,6 +184,8 @@ pub(crate) struct World {
     pub(crate) late: LateJoiner,
     /// Forced transactions users posted and batches recorded (forced.rs).
     pub(crate) forced: ForcedTraffic,
+    /// The operators' refresh of the watchmen's shares, if this run has one (refresh.rs).
+    pub(crate) refresh: Refresh,
     /// The last batch sealed before the quiet end of the run: what liveness holds to the end.
     /// A forced entry is safe about 40 minutes after it is posted, so the coordinator seals
     /// batches to the end of a run, and those it seals in the quiet may still be on their way.
@@ -247,6 +250,7 @@ impl World {
         let keys = Keys::name(&mut rng, &config, threshold)?;
         let btc_rng = SimRng::new(config.seed ^ BTC_STREAM);
         let seed = config.seed;
+        let refresh = Refresh::new(&config);
         let mut world = World {
             config,
             rng,
@@ -298,6 +302,7 @@ impl World {
             checkpoint_files: BTreeMap::new(),
             late,
             forced: ForcedTraffic::new(seed),
+            refresh,
             sealed_before_quiet: 0,
             _dir: dir,
         };
@@ -362,6 +367,7 @@ impl World {
             self.heal();
         }
         self.restart_due().await?;
+        self.refresh_turn()?;
         self.gateway_faults();
         if now.is_multiple_of(BLOCK_MS) {
             self.mine_block();

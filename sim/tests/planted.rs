@@ -15,6 +15,7 @@ struct Byzantine {
     watchman: Option<WatchmanAttack>,
     no_forced_traffic: bool,
     no_crashes: bool,
+    no_refresh: bool,
 }
 
 impl From<Option<AttackKind>> for Byzantine {
@@ -29,6 +30,7 @@ fn config(seed: u64, byzantine: Byzantine) -> SimConfig {
         watchman_attack: byzantine.watchman,
         forced_traffic: !byzantine.no_forced_traffic,
         crashes: !byzantine.no_crashes,
+        refresh: !byzantine.no_refresh,
         ..SimConfig::quick(seed)
     }
 }
@@ -112,7 +114,9 @@ fn a_watchman_whose_view_of_the_vault_never_goes_back_is_found() {
     // A real bug the simulator found (an Ethereum reorg dropped a range; no watchman signed it
     // again), kept planted so the simulator is shown to find it: quick seed 10 does today (29
     // before forced transactions joined the runs, 0 before the coordinator's gateway outages).
-    assert_found(PlantedBug::VaultViewNeverGoesBack, None, 12, &["settlement-liveness", "payout-liveness"]);
+    // Runs without a share refresh: seed 10 refreshes before its reorg since refreshes joined.
+    let runs = Byzantine { no_refresh: true, ..Byzantine::default() };
+    assert_found(PlantedBug::VaultViewNeverGoesBack, runs, 12, &["settlement-liveness", "payout-liveness"]);
 }
 
 #[test]
@@ -153,7 +157,9 @@ fn a_solvency_watch_taking_not_seen_yet_for_missing_is_found() {
     // (6 of quick seeds 0 to 11 when it was found). Quick seed 11 finds it first today (5
     // before forced transactions and the earlier end of Bitcoin withdrawals changed every run,
     // 19 before the coordinator's gateway outages).
-    assert_found(PlantedBug::UnseenOutputIsMissing, None, 24, &["no-false-halt"]);
+    // Runs without a share refresh, as for the bug above.
+    let runs = Byzantine { no_refresh: true, ..Byzantine::default() };
+    assert_found(PlantedBug::UnseenOutputIsMissing, runs, 24, &["no-false-halt"]);
 }
 
 #[test]
@@ -210,7 +216,7 @@ fn a_paid_mark_outliving_the_reorg_that_took_its_range_is_found() {
     // no watchman signed it again. Quick seed 10 finds it first in runs without forced traffic
     // (as when it was found); with it, none of quick seeds 0 to 249 does (the interleaving is
     // rare, and forced traffic moves every run's draws).
-    let runs = Byzantine { no_forced_traffic: true, ..Byzantine::default() };
+    let runs = Byzantine { no_forced_traffic: true, no_refresh: true, ..Byzantine::default() };
     assert_found(PlantedBug::DoneMarkOutlivesReorg, runs, 12, &["settlement-liveness", "payout-liveness"]);
 }
 
@@ -281,3 +287,14 @@ fn a_deposit_watcher_restarting_at_the_tip_is_found() {
     // healing. Quick seed 1 is the first whose coordinator is down while a deposit deepens.
     assert_found(PlantedBug::WatcherStartsAtTip, Byzantine::default(), 3, &["deposit-liveness"]);
 }
+
+#[test]
+fn a_refresh_that_keeps_the_old_shares_is_found() {
+    // About one run in two refreshes the watchmen's shares mid-run (refresh.rs): a refresh
+    // that hands each operator its old share back leaves a stolen share as good as before.
+    // Quick seed 0 is the first that refreshes (at 00:05:20 with this bug planted).
+    assert_found(PlantedBug::RefreshKeepsOldShare, Byzantine::default(), BOUND_REFRESH, &["refresh-renews-shares"]);
+}
+
+/// Seeds within which a run refreshes (one that does not cannot fail).
+const BOUND_REFRESH: u64 = 2;

@@ -306,6 +306,10 @@ impl DkgRun {
         let (key_package, public) = match self.ceremony.take() {
             Some(Ceremony::Refresh(old)) => {
                 let old = *old;
+                #[cfg(feature = "planted-bugs")]
+                if bridge::planted::active(bridge::planted::PlantedBug::RefreshKeepsOldShare) {
+                    return Ok(old);
+                }
                 let old_key = *old.public.verifying_key();
                 let refreshed = frost::keys::refresh::refresh_dkg_shares(
                     &secret2,
