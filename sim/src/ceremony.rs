@@ -254,7 +254,7 @@ impl World {
         }
         while participants.iter().any(|p| p.ended.is_none()) {
             let Some((at, event)) = net.mesh.pop_due(u64::MAX) else {
-                return Err(SimError::Role { what: "key ceremony", reason: "nothing left to happen".into() });
+                return Err(SimError::Role { what: kind.describe(), reason: "nothing left to happen".into() });
             };
             self.mesh_ms.store(at, Ordering::SeqCst);
             match event {

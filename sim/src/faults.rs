@@ -14,6 +14,17 @@ impl World {
         self.log(format!("FAULT coordinator crashes for {} s", down_ms / 1000));
     }
 
+    /// Confirmer `index`'s process (its follower and its watchman) is gone for `down_ms`: what
+    /// it had in memory with it, its nonces and kept commitments included.
+    pub(crate) fn stop_confirmer(&mut self, index: usize, down_ms: u64) {
+        let now = self.now();
+        let Some(role) = self.confirmers.get_mut(index) else { return };
+        role.follower = None;
+        role.store = None;
+        role.watchman = None;
+        role.down_until = Some(now + down_ms);
+    }
+
     /// The coordinator's process is gone for `down_ms`: what it had in memory with it.
     pub(crate) fn stop_coordinator(&mut self, down_ms: u64) {
         self.coordinator.sequencer = None;
@@ -41,10 +52,7 @@ impl World {
             if self.confirmers[index].follower.is_some() && self.rng.chance(3_000) {
                 let down = self.rng.between(5, 300) * 1000;
                 if self.config.crashes {
-                    self.confirmers[index].follower = None;
-                    self.confirmers[index].store = None;
-                    self.confirmers[index].watchman = None;
-                    self.confirmers[index].down_until = Some(now + down);
+                    self.stop_confirmer(index, down);
                     self.faults += 1;
                     self.log(format!("FAULT confirmer {index} crashes for {} s", down / 1000));
                 }

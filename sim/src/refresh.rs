@@ -102,15 +102,10 @@ impl World {
     fn switch_share(&mut self, index: usize, share: KeyShare) {
         let Some(slot) = self.keys.shares.get_mut(index) else { return };
         *slot = share;
-        let now = self.now();
         let down = self.refresh.rng.between(1, SWITCH_DOWN_MAX_S) * 1000;
-        let role = &mut self.confirmers[index];
-        if role.follower.is_some() {
+        if self.confirmers.get(index).is_some_and(|role| role.follower.is_some()) {
             // What it had in memory goes with the process, as in a crash.
-            role.follower = None;
-            role.store = None;
-            role.watchman = None;
-            role.down_until = Some(now + down);
+            self.stop_confirmer(index, down);
             self.log(format!("watchman {index}'s operator restarts it on its new share ({} s down)", down / 1000));
         } else {
             self.log(format!("watchman {index} is down: it will start on its new share"));
