@@ -486,7 +486,15 @@ impl World {
                             })
                             .collect();
                         let first = refusals.first().map_or(String::new(), |r| format!(" (\"{r}\")"));
-                        format!("{remaining} could still sign, {} refused{first}", refusals.len())
+                        let other_generation = excluded
+                            .values()
+                            .filter(|e| matches!(e, tss::roast::Exclusion::OtherGeneration { .. }))
+                            .count();
+                        let other_generation = match other_generation {
+                            0 => String::new(),
+                            n => format!(", {n} of another generation (OtherGeneration {{ … }})"),
+                        };
+                        format!("{remaining} could still sign, {} refused{first}{other_generation}", refusals.len())
                     }
                     SessionError::Timeout { unresponsive, busy, .. } => {
                         format!("timed out, {} unresponsive, {} busy", unresponsive.len(), busy.len())

@@ -209,6 +209,39 @@ impl std::fmt::Debug for KeyShare {
     }
 }
 
+/// The shares one ceremony (a DKG or a refresh) made: SHA-256 of a tag and the group's public
+/// package (the group key and every member's verifying share). Every member of one ceremony holds
+/// the same package, and a refresh changes every verifying share while keeping the group key, so
+/// the generation tells shares of one group that can sign together (`t` of one generation)
+/// from those that cannot: a signer still on its old share during a refresh is of another
+/// generation, not a cheater.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Generation(#[serde(with = "crate::group::hex_bytes")] pub [u8; 32]);
+
+impl Generation {
+    pub fn of(public: &frost::keys::PublicKeyPackage) -> Result<Self, KeystoreError> {
+        use sha2::{Digest, Sha256};
+        let bytes = public.serialize().map_err(|e| KeystoreError::Share(e.to_string()))?;
+        let mut hash = Sha256::new();
+        hash.update(b"bridge/tss/share-generation/v1");
+        hash.update(&bytes);
+        Ok(Generation(hash.finalize().into()))
+    }
+}
+
+/// The first four bytes in hex: enough to tell generations apart in a log.
+impl std::fmt::Display for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", hex::encode(&self.0[..4]))
+    }
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Generation({self})")
+    }
+}
+
 const SHARE_KIND: &str = "frost-secp256k1-tr key share";
 
 #[derive(Serialize, Deserialize)]
@@ -220,6 +253,11 @@ struct ShareFile {
 impl KeyShare {
     pub fn identifier(&self) -> frost::Identifier {
         *self.key_package.identifier()
+    }
+
+    /// Which ceremony's shares this one belongs to: see [`Generation`].
+    pub fn generation(&self) -> Result<Generation, KeystoreError> {
+        Generation::of(&self.public)
     }
 
     pub fn save(&self, path: &Path, passphrase: &Passphrase, kdf: KdfParams) -> Result<(), KeystoreError> {

@@ -40,7 +40,7 @@ pub mod traffic;
 
 pub use frost_secp256k1_tr as frost;
 pub use group::{GroupKey, KeyPath, bip340_bytes};
-pub use keystore::{KeyShare, KeystoreError};
+pub use keystore::{Generation, KeyShare, KeystoreError};
 pub use mesh::{MeshConfig, PeerEntry};
 pub use node::{ThresholdSigner, TssNode, TssNodeConfig};
 pub use policy::{ApproveAll, Decision, RefuseAll, SigningContext, SigningPolicy, SigningRequest};

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::messages::{Overload, Request, Response};
 use crate::traffic::{Counters, CountingCodec, Traffic};
 
-const PROTOCOL: StreamProtocol = StreamProtocol::new("/bridge-tss/4");
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/bridge-tss/5");
 const MAX_MESSAGE: u64 = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -192,7 +192,7 @@ pub async fn start(
             let codec = CountingCodec::new(codec, counters.clone());
             MeshBehaviour {
                 allow: allow_block_list::Behaviour::default(),
-                identify: identify::Behaviour::new(identify::Config::new("/bridge-tss/4".into(), key.public())),
+                identify: identify::Behaviour::new(identify::Config::new("/bridge-tss/5".into(), key.public())),
                 ping: ping::Behaviour::default(),
                 rpc: request_response::Behaviour::with_codec(
                     codec,

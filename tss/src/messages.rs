@@ -5,6 +5,7 @@ use frost_secp256k1_tr as frost;
 use serde::{Deserialize, Serialize};
 
 use crate::SessionId;
+use crate::keystore::Generation;
 use crate::policy::SigningRequest;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -96,10 +97,13 @@ pub enum DkgStep {
 /// Commitments to nonces a signer made for one peer: `count` pairs, used together by one `Sign`
 /// of that peer and then gone. `epoch` names the signer's process (random at each start and at
 /// each new share): nonces live in memory only, so a set from another epoch is unknown there,
-/// and the coordinator drops every set it holds of that signer's older epoch.
+/// and the coordinator drops every set it holds of that signer's older epoch. `generation` names
+/// the share the signer signs with in that epoch: a coordinator uses only sets of its own
+/// generation (a share of another ceremony cannot sign with its own).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitmentSet {
     pub epoch: u64,
+    pub generation: Generation,
     pub nonce_id: u64,
     pub commitments: Vec<frost::round1::SigningCommitments>,
 }

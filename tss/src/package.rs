@@ -1,4 +1,4 @@
-//! A FROST signing package on the mesh (`/bridge-tss/4`): the same content as
+//! A FROST signing package on the mesh (`/bridge-tss/5`): the same content as
 //! `SigningPackage::serialize`, with every nonce commitment uncompressed.
 //!
 //! Why: each of the `t` signers decodes all `2t` commitments of an attempt. FROST's own encoding

@@ -139,7 +139,7 @@ mod tests {
         let (shares, _) = frost::keys::generate_with_dealer(3, 2, frost::keys::IdentifierList::Default, rng).unwrap();
         let share = shares.values().next().unwrap();
         let commitments = (0..count).map(|_| frost::round1::commit(share.signing_share(), &mut rng).1).collect();
-        CommitmentSet { epoch, nonce_id, commitments }
+        CommitmentSet { epoch, generation: crate::Generation([0; 32]), nonce_id, commitments }
     }
 
     fn id(i: u16) -> Identifier {

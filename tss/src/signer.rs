@@ -20,7 +20,7 @@ use rand_core::{CryptoRngCore, OsRng};
 
 use crate::SessionId;
 use crate::dkg::DkgInbox;
-use crate::keystore::KeyShare;
+use crate::keystore::{Generation, KeyShare};
 use crate::messages::{CommitmentSet, Encoded, Overload, Request, Response};
 use crate::nonces::{NonceLimits, NonceStore};
 use crate::policy::{Decision, SigningPolicy, SigningRequest};
@@ -34,7 +34,7 @@ pub trait InboundHandler: Send + Sync + 'static {
 }
 
 pub struct Signer {
-    share: RwLock<Option<KeyShare>>,
+    share: RwLock<Option<Held>>,
     policy: Arc<dyn SigningPolicy>,
     nonces: Mutex<NonceStore>,
     /// Names this process's nonces (with the share they are for): random, so that a restarted
@@ -43,6 +43,27 @@ pub struct Signer {
     dkg: Arc<DkgInbox>,
     randomness: Randomness,
     clock: Arc<dyn Clock>,
+}
+
+/// A share and its generation, worked out once when the share is installed.
+#[derive(Clone)]
+struct Held {
+    share: KeyShare,
+    generation: Generation,
+}
+
+impl Held {
+    /// A share whose public package cannot be encoded holds an identity point, which no
+    /// ceremony makes: it is treated as no share (the signer answers `Failed`), and logged.
+    fn of(share: KeyShare) -> Option<Held> {
+        match share.generation() {
+            Ok(generation) => Some(Held { share, generation }),
+            Err(error) => {
+                tracing::error!(%error, "this key share's public package does not encode; it will not sign");
+                None
+            }
+        }
+    }
 }
 
 /// Where a signer's nonces and epochs come from.
@@ -126,7 +147,7 @@ impl Signer {
     ) -> Self {
         let epoch = randomness.draw(|rng| rng.next_u64());
         Signer {
-            share: RwLock::new(share),
+            share: RwLock::new(share.and_then(Held::of)),
             policy,
             nonces: Mutex::new(NonceStore::new(limits)),
             epoch: AtomicU64::new(epoch),
@@ -157,6 +178,15 @@ impl Signer {
     }
 
     pub fn share(&self) -> Option<KeyShare> {
+        self.held().map(|held| held.share)
+    }
+
+    /// The generation of the share this signer signs with.
+    pub fn generation(&self) -> Option<Generation> {
+        self.share.read().ok().and_then(|s| s.as_ref().map(|held| held.generation))
+    }
+
+    fn held(&self) -> Option<Held> {
         self.share.read().ok().and_then(|s| s.clone())
     }
 
@@ -170,7 +200,7 @@ impl Signer {
     pub fn set_share(&self, share: KeyShare) {
         let mut store = self.store();
         if let Ok(mut slot) = self.share.write() {
-            *slot = Some(share);
+            *slot = Held::of(share);
         }
         store.clear();
         self.epoch.store(self.randomness.draw(|rng| rng.next_u64()), Ordering::SeqCst);
@@ -182,7 +212,7 @@ impl Signer {
     }
 
     fn commit(&self, from: PeerId, session: SessionId, count: u32) -> Response {
-        let Some(share) = self.share() else {
+        let Some(share) = self.held() else {
             return Response::Failed { reason: "this watchman holds no key share yet".into() };
         };
         let admitted = self.store().admit(from, count, self.clock.now());
@@ -193,7 +223,8 @@ impl Signer {
     }
 
     /// Makes `count` nonce pairs (already admitted) outside the lock: it is the costly part.
-    fn fresh_nonces(&self, from: PeerId, session: SessionId, count: u32, share: &KeyShare) -> CommitmentSet {
+    fn fresh_nonces(&self, from: PeerId, session: SessionId, count: u32, held: &Held) -> CommitmentSet {
+        let share = &held.share;
         let mut nonces = Vec::with_capacity(count as usize);
         let mut commitments = Vec::with_capacity(count as usize);
         self.randomness.draw(|mut rng| {
@@ -203,25 +234,31 @@ impl Signer {
                 commitments.push(c);
             }
         });
-        // The epoch is read under the store's lock, which `set_share` holds while it clears the
-        // store and draws a new epoch: a set is never named by an epoch it was not made in.
+        // The epoch and the generation are read under the store's lock, which `set_share` holds
+        // while it installs the share, clears the store and draws a new epoch: a set is never
+        // named by an epoch it was not made in, nor by a share other than the one its epoch
+        // signs with (the share `held` may be older than the epoch).
         let mut store = self.store();
         let nonce_id = store.insert(from, session, nonces, self.clock.now());
-        CommitmentSet { epoch: self.epoch(), nonce_id, commitments }
+        let generation = self.generation().unwrap_or(held.generation);
+        CommitmentSet { epoch: self.epoch(), generation, nonce_id, commitments }
     }
 
     /// Removes the nonces before anything else, so that whatever happens next they are gone.
-    /// Nonces of another epoch (an earlier process, an older share) are never here.
-    fn take_nonces(&self, from: PeerId, epoch: u64, id: u64) -> Option<Vec<frost::round1::SigningNonces>> {
+    /// Nonces of another epoch (an earlier process, an older share) are never here. The share
+    /// comes with them, read under the same lock: the one their epoch signs with, which is the
+    /// generation their commitment set named.
+    fn take_nonces(&self, from: PeerId, epoch: u64, id: u64) -> Option<(Vec<frost::round1::SigningNonces>, Held)> {
         let mut store = self.store();
         if epoch != self.epoch() {
             return None;
         }
+        let held = self.held()?;
         #[cfg(feature = "planted-bugs")]
         if bridge::planted::active(bridge::planted::PlantedBug::NonceKeptAfterSigning) {
-            return store.copy(from, id);
+            return store.copy(from, id).map(|nonces| (nonces, held));
         }
-        store.take(from, id)
+        store.take(from, id).map(|nonces| (nonces, held))
     }
 
     fn sign(
@@ -232,7 +269,7 @@ impl Signer {
         requests: &[SigningRequest],
         packages: &[Encoded],
     ) -> Response {
-        let Some(nonces) = self.take_nonces(from, epoch, nonce_id) else {
+        let Some((nonces, held)) = self.take_nonces(from, epoch, nonce_id) else {
             metrics::counter!("tss_stale_nonce_requests_total").increment(1);
             tracing::debug!(peer = %from, %session, epoch, nonce_id, "a Sign named nonces not here (used, evicted or of another epoch)");
             return Response::StaleNonces { epoch: self.epoch() };
@@ -245,9 +282,7 @@ impl Signer {
             Err(error) => return Response::Failed { reason: format!("a malformed signing package: {error}") },
         };
         let packages = packages.as_slice();
-        let Some(share) = self.share() else {
-            return Response::Failed { reason: "this watchman holds no key share".into() };
-        };
+        let share = &held.share;
         if requests.len() != packages.len() || packages.len() != nonces.len() {
             return Response::Failed {
                 reason: format!(
@@ -281,7 +316,7 @@ impl Signer {
         // again later.
         let admitted = self.store().admit(from, count, self.clock.now());
         match admitted {
-            Ok(()) => Response::Shares { shares, next: Some(self.fresh_nonces(from, session, count, &share)) },
+            Ok(()) => Response::Shares { shares, next: Some(self.fresh_nonces(from, session, count, &held)) },
             Err(overload) => {
                 count_refusal(from, &overload);
                 Response::Shares { shares, next: None }

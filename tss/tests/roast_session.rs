@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{request, verify_bip340};
 use libp2p::PeerId;
 use tss::messages::{Overload, Request, Response};
-use tss::roast::{Effect, Progress, RoastSession, SessionOutcome, Ticket};
+use tss::roast::{Effect, Exclusion, Progress, RoastSession, SessionOutcome, Ticket};
 use tss::signer::{InboundHandler, Signer};
 use tss::{ApproveAll, GroupKey, KeyShare, SessionError, SessionId, frost};
 
@@ -48,6 +48,33 @@ impl Group {
         let peers = shares.iter().map(|_| PeerId::random()).collect();
         let signers = shares.iter().map(|s| Signer::new(Some(s.clone()), Arc::new(ApproveAll))).collect();
         Group { shares, peers, signers }
+    }
+
+    /// A refresh of every share (FROST's trusted-dealer refresh: same group key, new shares),
+    /// in the order of `shares`; nobody holds them until the test installs them.
+    fn refreshed(&self) -> Vec<KeyShare> {
+        let identifiers: Vec<frost::Identifier> = self.shares.iter().map(KeyShare::identifier).collect();
+        let (zero_shares, public) = frost::keys::refresh::compute_refreshing_shares(
+            self.shares[0].public.clone(),
+            &identifiers,
+            &mut rand_core::OsRng,
+        )
+        .unwrap();
+        self.shares
+            .iter()
+            .zip(zero_shares)
+            .map(|(old, zero)| {
+                assert_eq!(zero.identifier(), &old.identifier());
+                let key_package = frost::keys::refresh::refresh_share(zero, &old.key_package).unwrap();
+                KeyShare { key_package, public: public.clone() }
+            })
+            .collect()
+    }
+
+    /// Signer `index` (and, for index 0, the session's coordinator) switches to `share`.
+    fn switch(&mut self, index: usize, share: &KeyShare) {
+        self.signers[index].set_share(share.clone());
+        self.shares[index] = share.clone();
     }
 
     fn peers_by_identifier(&self) -> BTreeMap<frost::Identifier, PeerId> {
@@ -225,4 +252,58 @@ fn kept_commitments_make_the_next_session_one_round_and_a_replayed_sign_is_refus
     let (index, sign) = signs.first().cloned().unwrap();
     assert!(matches!(group.signers[index].handle(asker, sign.clone()), Response::Shares { .. }));
     assert!(matches!(group.signers[index].handle(asker, sign), Response::StaleNonces { .. }));
+}
+
+#[test]
+fn signers_still_on_their_old_share_during_a_refresh_are_left_out_as_another_generation_not_as_cheaters() {
+    let mut group = Group::new(4, 2);
+    let before = group_key(&group);
+    let new = group.refreshed();
+    assert_ne!(new[0].generation().unwrap(), group.shares[0].generation().unwrap(), "a refresh is a new generation");
+    // The coordinator and signer 1 have switched; 2 and 3 have not yet.
+    group.switch(0, &new[0]);
+    group.switch(1, &new[1]);
+    let run = drive(&group, group.session([7; 32], vec![]), &[Conduct::Answers; 4]);
+    let outcome = run.result.unwrap();
+    assert!(verify_bip340(&outcome.signatures[0].signature, &[7; 32], &before), "the refresh keeps the group key");
+    assert_eq!(outcome.attempts, 1, "no attempt is spent on a share that cannot sign with ours");
+    let theirs = group.shares[2].generation().unwrap();
+    for late in [2, 3] {
+        assert_eq!(outcome.excluded.get(&group.peers[late]), Some(&Exclusion::OtherGeneration { theirs }));
+    }
+    assert!(!outcome.excluded.values().any(|why| *why == Exclusion::InvalidShare), "{:?}", outcome.excluded);
+
+    // With only the coordinator switched, the session cannot sign; the error says why, and
+    // names nobody a cheater.
+    let mut lonely = Group::new(3, 2);
+    let new = lonely.refreshed();
+    lonely.switch(0, &new[0]);
+    let run = drive(&lonely, lonely.session([8; 32], vec![]), &[Conduct::Answers; 3]);
+    match run.result {
+        Err(SessionError::NotEnoughSigners { remaining, excluded, .. }) => {
+            assert_eq!(remaining, 1);
+            assert_eq!(excluded.len(), 2);
+            assert!(excluded.values().all(|why| matches!(why, Exclusion::OtherGeneration { .. })), "{excluded:?}");
+        }
+        other => panic!("expected too few signers of our generation, got {other:?}"),
+    }
+}
+
+#[test]
+fn commitments_kept_before_a_refresh_are_dropped_not_signed_with() {
+    let mut group = Group::new(3, 2);
+    let first = drive(&group, group.session([9; 32], vec![]), &[Conduct::Answers; 3]);
+    first.result.unwrap();
+    let kept = first.machine.into_unused();
+    assert_eq!(kept.len(), 3);
+    let new = group.refreshed();
+    for (index, share) in new.iter().enumerate() {
+        group.switch(index, share);
+    }
+    let second = drive(&group, group.session([10; 32], kept), &[Conduct::Answers; 3]);
+    let outcome = second.result.unwrap();
+    assert!(verify_bip340(&outcome.signatures[0].signature, &[10; 32], &group_key(&group)));
+    assert_eq!(outcome.attempts, 1);
+    assert!(!second.asked[0].1, "the old generation's kept sets are not used: a commitment round first");
+    assert!(outcome.excluded.is_empty(), "{:?}", outcome.excluded);
 }

@@ -54,7 +54,7 @@ use tokio::time::Instant;
 pub use session::{Effect, Progress, RoastSession, Ticket};
 
 use crate::SessionId;
-use crate::keystore::KeyShare;
+use crate::keystore::{Generation, KeyShare};
 use crate::mesh::MeshHandle;
 use crate::messages::{Request, Response};
 use crate::policy::SigningRequest;
@@ -81,6 +81,10 @@ pub enum Exclusion {
     Refused { reason: String },
     /// It answered, but not usefully (wrong counts, malformed, an error).
     Faulty { reason: String },
+    /// Its share is of another ceremony than the coordinator's (`theirs`; one of them has not
+    /// switched to the newest refresh yet): not a fault, but it cannot sign with the
+    /// coordinator's generation.
+    OtherGeneration { theirs: Generation },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use libp2p::PeerId;
 use super::{Exclusion, SessionError, SessionOutcome, SessionPhases, SignedMessage};
 use crate::SessionId;
 use crate::group::{GroupKey, bip340_bytes};
-use crate::keystore::KeyShare;
+use crate::keystore::{Generation, KeyShare};
 use crate::messages::{CommitmentSet, Encoded, Request, Response};
 use crate::policy::SigningRequest;
 use crate::signer::MAX_MESSAGES_PER_SESSION;
@@ -99,6 +99,8 @@ pub struct RoastSession {
     requests: Vec<SigningRequest>,
     count: u32,
     threshold: usize,
+    /// The coordinator's own share's: only signers of this generation can sign with it.
+    generation: Generation,
     everyone: BTreeSet<Identifier>,
     peers: BTreeMap<Identifier, PeerId>,
     /// The group's public package tweaked for each request's key path.
@@ -158,11 +160,16 @@ impl RoastSession {
         let count = u32::try_from(requests.len()).ok().filter(|c| (1..=MAX_MESSAGES_PER_SESSION).contains(c));
         let Some(count) = count else { return Err(SessionError::Size(requests.len())) };
         let threshold = usize::from(share.public.min_signers().unwrap_or(*share.key_package.min_signers()));
+        let generation = share.generation().map_err(|e| SessionError::Frost(e.to_string()))?;
         let tweaked = requests.iter().map(|r| r.key_path.tweak_public(&share.public)).collect();
         let everyone: BTreeSet<Identifier> = share.public.verifying_shares().keys().copied().collect();
+        // A kept set of another generation is dropped: its signer has switched shares since (and
+        // so epochs), or this coordinator has; either way the signer is asked afresh.
         let ready: Vec<Ready> = kept
             .into_iter()
-            .filter(|(id, set)| everyone.contains(id) && set.commitments.len() == requests.len())
+            .filter(|(id, set)| {
+                everyone.contains(id) && set.commitments.len() == requests.len() && set.generation == generation
+            })
             .map(|(id, set)| Ready { id, set, pooled: true })
             .collect();
         // Signers with kept commitments are ready already. The others are asked at the first
@@ -176,6 +183,7 @@ impl RoastSession {
             requests,
             count,
             threshold,
+            generation,
             everyone,
             peers,
             tweaked,
@@ -300,6 +308,10 @@ impl RoastSession {
     fn committed(&mut self, now: Duration, id: Identifier, response: Response) {
         self.note_busy(id, &response);
         match response {
+            Response::Commitments(set) if set.generation != self.generation => {
+                self.unresponsive.remove(&id);
+                self.other_generation(id, set.generation);
+            }
             Response::Commitments(set) if set.commitments.len() == self.requests.len() => {
                 self.unresponsive.remove(&id);
                 self.ready.push(Ready { id, set, pooled: false });
@@ -336,20 +348,21 @@ impl RoastSession {
 
     fn signed(&mut self, now: Duration, attempt: usize, id: Identifier, response: Response) {
         self.note_busy(id, &response);
+        // The fresh set an answer brings is the signer's next readiness, whatever becomes of
+        // this attempt.
+        let response = match response {
+            Response::Shares { shares, next } if shares.len() == self.requests.len() => {
+                self.take_next(now, id, next);
+                Response::Shares { shares, next: None }
+            }
+            other => other,
+        };
         let started_attempts = self.attempts.len();
         let Some(current) = self.attempts.get_mut(attempt) else { return };
         // Any answer is progress; one that ends the attempt leaves it not live anyway.
         current.progressed = now;
         match response {
-            Response::Shares { shares, next } if shares.len() == self.requests.len() => {
-                if !self.excluded.contains_key(&id) {
-                    if let Some(set) = next.filter(|n| n.commitments.len() == self.requests.len()) {
-                        self.ready.push(Ready { id, set, pooled: false });
-                    } else {
-                        // No fresh set (the signer's rate limit): ask for one later.
-                        self.later.push((now + self.retry, id));
-                    }
-                }
+            Response::Shares { shares, .. } if shares.len() == self.requests.len() => {
                 if !current.live {
                     return;
                 }
@@ -430,6 +443,30 @@ impl RoastSession {
                 self.excluded.insert(id, Exclusion::Faulty { reason: format!("answered Sign with {}", kind(&other)) });
             }
         }
+    }
+
+    /// Keeps the fresh commitment set that came with `id`'s shares, if it can serve the next
+    /// attempt.
+    fn take_next(&mut self, now: Duration, id: Identifier, next: Option<CommitmentSet>) {
+        if self.excluded.contains_key(&id) {
+            return;
+        }
+        match next.filter(|n| n.commitments.len() == self.requests.len()) {
+            Some(set) if set.generation == self.generation => self.ready.push(Ready { id, set, pooled: false }),
+            // It switched shares after signing this attempt (its shares are still of ours):
+            // it cannot sign the next.
+            Some(set) => self.other_generation(id, set.generation),
+            // No fresh set (the signer's rate limit): ask for one later.
+            None => self.later.push((now + self.retry, id)),
+        }
+    }
+
+    /// A signer whose share is of another ceremony: left out of this session, as not able to
+    /// sign with ours rather than as a cheater (a refresh's switch is not simultaneous).
+    fn other_generation(&mut self, id: Identifier, theirs: Generation) {
+        metrics::counter!("tss_other_generation_signers_total").increment(1);
+        tracing::info!(session = %self.session, peer = ?self.peers.get(&id), %theirs, ours = %self.generation, "a signer holds a share of another generation: left out of this session");
+        self.excluded.insert(id, Exclusion::OtherGeneration { theirs });
     }
 
     fn ask(&mut self, signer: Identifier, query: Query, request: Request) {

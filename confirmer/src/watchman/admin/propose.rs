@@ -133,6 +133,9 @@ fn refusals_of(error: &SessionError) -> Vec<Refusal> {
             let reason = match why {
                 Exclusion::Refused { reason } | Exclusion::Faulty { reason } => reason.clone(),
                 Exclusion::InvalidShare => "its share failed verification".into(),
+                Exclusion::OtherGeneration { theirs } => {
+                    format!("it holds a share of another generation ({theirs}): it has not switched to the newest refresh, or this watchman has not")
+                }
             };
             let code = AdminRefusal::code_of_reason(&reason).unwrap_or("other").to_owned();
             Refusal { peer: peer.to_string(), code, reason }
