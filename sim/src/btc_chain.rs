@@ -36,6 +36,11 @@ use crate::btc_vault_scan::{Finding, VaultScan};
 pub(crate) const BTC_BLOCK_MS: u64 = 60_000;
 /// Confirmations before a deposit is credited, a payout recorded, and either checked.
 pub(crate) const BTC_DEPTH: u64 = 3;
+/// The coordinator's Bitcoin node's lags: the seed, xor this, is their stream.
+pub(crate) const COORDINATOR_NODE_STREAM: u64 = 0xc_00b7_c1a9;
+/// How far behind the coordinator's Bitcoin node falls at most, in blocks: past the payout
+/// depth, so that a plan the chain confirmed can be unconfirmed, or unknown, to the keeper.
+const MAX_COORDINATOR_LAG: u64 = 2 * BTC_DEPTH + 2;
 /// The deepest Bitcoin reorg: below [`BTC_DEPTH`], as a real deployment's depth is chosen.
 pub(crate) const MAX_BTC_REORG: u64 = 2;
 /// Blocks a payout attempt may wait unconfirmed before the watchmen sign the next one.
@@ -436,6 +441,21 @@ impl crate::world::World {
             btc.congested_until = None;
         }
         events.push(btc.mine(now)?);
+        // The coordinator's node: now and then it falls behind (its deposit watcher and payout
+        // keeper then read an older chain, and "not seen yet" must not pass for "absent").
+        let coordinator = &mut self.coordinator;
+        if coordinator.btc_lag_until.is_some_and(|until| now >= until) {
+            coordinator.btc_lag.store(0, Ordering::SeqCst);
+            coordinator.btc_lag_until = None;
+            events.push("the coordinator's Bitcoin node caught up".into());
+        }
+        if faults && coordinator.btc_lag_until.is_none() && self.coordinator_btc_rng.chance(40_000) {
+            let lag = self.coordinator_btc_rng.between(1, MAX_COORDINATOR_LAG);
+            let blocks = self.coordinator_btc_rng.between(2, 30);
+            coordinator.btc_lag.store(lag, Ordering::SeqCst);
+            coordinator.btc_lag_until = Some(now + blocks * BTC_BLOCK_MS);
+            events.push(format!("FAULT the coordinator's Bitcoin node lags {lag} blocks for {blocks} blocks"));
+        }
         for event in events {
             if event.starts_with("FAULT") {
                 self.faults += 1;

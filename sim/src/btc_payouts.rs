@@ -130,7 +130,7 @@ impl World {
         let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
         if self.coordinator.btc_deposits.is_none() {
             let config = WatcherConfig { depth: BTC_DEPTH as u32, start_height: 0 };
-            let node = btc.view(Arc::new(AtomicU64::new(0))).shared();
+            let node = btc.view(self.coordinator.btc_lag.clone()).shared();
             let mut watcher = DepositWatcher::new(node, BtcNetwork::Regtest, btc.vault.internal_key(), config)
                 .map_err(|e| SimError::Setup(format!("the coordinator's Bitcoin watcher: {e}")))?;
             for user in &self.users {
@@ -214,7 +214,8 @@ impl World {
         let now = std::time::Duration::from_millis(self.now());
         let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
         let ledger = LedgerReading::of(sequencer.state());
-        let broadcaster = PayoutBroadcaster::new(btc.view(Arc::new(AtomicU64::new(0))), btc.vault, BtcNetwork::Regtest);
+        let broadcaster =
+            PayoutBroadcaster::new(btc.view(self.coordinator.btc_lag.clone()), btc.vault, BtcNetwork::Regtest);
         let fee_rate = coordinator::payouts::fee_rate(&btc.vault, None);
         let keeping = self.coordinator.keeping.get_or_insert_with(|| Keeping::new(btc.vault, BTC_DEPTH, KEEPER_WINDOW));
         let chain = ChainReading::read(&broadcaster, &ledger, keeping.depth())

@@ -147,6 +147,8 @@ impl World {
             role.btc_lag.store(0, Ordering::SeqCst);
             role.lag_until = None;
         }
+        self.coordinator.btc_lag.store(0, Ordering::SeqCst);
+        self.coordinator.btc_lag_until = None;
         self.mesh.heal();
         self.true_clocks();
         self.log("healing: faults stop, every role is up and in sync from now on");

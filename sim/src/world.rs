@@ -80,6 +80,10 @@ pub(crate) struct CoordinatorRole {
     pub(crate) forced: Option<coordinator::forced::ForcedPlanner>,
     /// Its Bitcoin deposit watcher (btc_payouts.rs): gone with a crash.
     pub(crate) btc_deposits: Option<crate::btc_payouts::BtcDepositWatch>,
+    /// How far its Bitcoin node (its deposit watcher's and payout keeper's) is behind the tip,
+    /// in blocks, and until when (btc_chain.rs): the machine's, so a crash keeps it.
+    pub(crate) btc_lag: Arc<AtomicU64>,
+    pub(crate) btc_lag_until: Option<u64>,
 }
 
 pub(crate) struct ConfirmerRole {
@@ -173,6 +177,8 @@ pub(crate) struct World {
     pub(crate) btc: Option<BtcChain>,
     /// Bitcoin's own stream of choices, so that they leave the rest of a seed's run as it was.
     pub(crate) btc_rng: SimRng,
+    /// The coordinator's Bitcoin node's lags: a stream of their own, for the same reason.
+    pub(crate) coordinator_btc_rng: SimRng,
     /// Snapshots' rot: its own stream, and the snapshots that rotted, by role (snapshots.rs).
     pub(crate) snapshot_rng: SimRng,
     /// The coordinator's gateway outages: their own stream (tasks.rs).
@@ -226,6 +232,8 @@ impl World {
             btc_deposits: None,
             da_snapshots: None,
             forced: None,
+            btc_lag: Arc::new(AtomicU64::new(0)),
+            btc_lag_until: None,
         };
         let confirmers = (0..config.confirmers)
             .map(|i| ConfirmerRole {
@@ -296,6 +304,7 @@ impl World {
             violation: None,
             btc: None,
             btc_rng,
+            coordinator_btc_rng: SimRng::new(seed ^ crate::btc_chain::COORDINATOR_NODE_STREAM),
             snapshot_rng: SimRng::new(seed ^ crate::snapshots::SNAPSHOT_STREAM),
             gateway_rng: SimRng::new(seed ^ crate::tasks::GATEWAY_STREAM),
             rotten: BTreeSet::new(),

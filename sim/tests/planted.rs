@@ -154,12 +154,13 @@ fn a_policy_not_checking_a_bitcoin_sighash_is_found() {
 fn a_solvency_watch_taking_not_seen_yet_for_missing_is_found() {
     // The real bug the duty turn found: a watchman whose Bitcoin node fell behind counted the
     // ledger's newer vault outputs as missing and halted its signing, the coordinator honest
-    // (6 of quick seeds 0 to 11 when it was found). Quick seed 11 finds it first today (5
+    // (6 of quick seeds 0 to 11 when it was found). Quick seed 33 finds it first today (5
     // before forced transactions and the earlier end of Bitcoin withdrawals changed every run,
-    // 19 before the coordinator's gateway outages).
+    // 19 before the coordinator's gateway outages, 11 before the coordinator's Bitcoin node
+    // came to lag).
     // Runs without a share refresh, as for the bug above.
     let runs = Byzantine { no_refresh: true, ..Byzantine::default() };
-    assert_found(PlantedBug::UnseenOutputIsMissing, runs, 24, &["no-false-halt"]);
+    assert_found(PlantedBug::UnseenOutputIsMissing, runs, 36, &["no-false-halt"]);
 }
 
 #[test]
