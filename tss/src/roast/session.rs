@@ -346,17 +346,15 @@ impl RoastSession {
         }
     }
 
-    fn signed(&mut self, now: Duration, attempt: usize, id: Identifier, response: Response) {
+    fn signed(&mut self, now: Duration, attempt: usize, id: Identifier, mut response: Response) {
         self.note_busy(id, &response);
         // The fresh set an answer brings is the signer's next readiness, whatever becomes of
         // this attempt.
-        let response = match response {
-            Response::Shares { shares, next } if shares.len() == self.requests.len() => {
-                self.take_next(now, id, next);
-                Response::Shares { shares, next: None }
-            }
-            other => other,
-        };
+        if let Response::Shares { shares, next } = &mut response
+            && shares.len() == self.requests.len()
+        {
+            self.take_next(now, id, next.take());
+        }
         let started_attempts = self.attempts.len();
         let Some(current) = self.attempts.get_mut(attempt) else { return };
         // Any answer is progress; one that ends the attempt leaves it not live anyway.
