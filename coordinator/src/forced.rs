@@ -5,17 +5,18 @@
 //! safe on Arweave is in the next batch, up to the cap.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bridge::BatchBuilder;
-use bridge::batch::ApplyError;
+use bridge::batch::{ApplyError, SealedBatch};
 use bridge::forced::{ForcedCursor, ForcedEntry, ForcedListing, ForcedParams, plan};
 use bridge::{NetworkParams, State};
 use chains::arweave::{ForcedStream, MAX_TXS_PER_BLOCK};
 use chains::task::{Task, TaskError};
 use serde::{Deserialize, Serialize};
 
-use crate::sequencer::SequencerHandle;
+use crate::sequencer::{SequencerError, SequencerHandle};
 use crate::store::Store;
 
 /// Where the cursor stands in the sequencer: `sealed` is the last sealed batch's `to`;
@@ -107,6 +108,29 @@ pub struct ForcedFollower {
     pub clock: fn() -> u64,
 }
 
+/// Where the forced task hands its sections: the sequencer's handle in the binary, the
+/// simulator's own sequencer there (where a censoring coordinator edits a section first).
+pub trait ForcedSequencer {
+    /// The last sealed batch's cursor; `None` on a network without forced inclusion.
+    fn forced_cursor(&mut self) -> impl Future<Output = Result<Option<ForcedCursor>, SequencerError>> + Send;
+    /// Takes a planned section ([`crate::sequencer::Sequencer::include_forced`]): what it sealed.
+    fn include_forced(
+        &mut self,
+        work: ForcedWork,
+        timestamp: u64,
+    ) -> impl Future<Output = Result<Vec<SealedBatch>, String>> + Send;
+}
+
+impl ForcedSequencer for SequencerHandle {
+    async fn forced_cursor(&mut self) -> Result<Option<ForcedCursor>, SequencerError> {
+        SequencerHandle::forced_cursor(self).await
+    }
+
+    async fn include_forced(&mut self, work: ForcedWork, timestamp: u64) -> Result<Vec<SealedBatch>, String> {
+        SequencerHandle::include_forced(self, work, timestamp).await
+    }
+}
+
 impl ForcedFollower {
     pub fn new(
         gateway: impl ForcedStream + 'static,
@@ -118,25 +142,6 @@ impl ForcedFollower {
     ) -> Option<Self> {
         let planner = ForcedPlanner::new(Arc::new(gateway), params, store, status)?;
         Some(ForcedFollower { planner, sequencer, clock })
-    }
-
-    async fn round(&mut self) -> Result<(), String> {
-        let from = self.sequencer.forced_cursor().await.map_err(|e| e.to_string())?.ok_or("no forced cursor")?;
-        let work = self.planner.section(from).await?;
-        let (count, to) = (work.entries.len(), work.to);
-        match self.sequencer.include_forced(work, (self.clock)()).await?.last() {
-            Some(sealed) => {
-                tracing::info!(
-                    number = sealed.batch.header.number,
-                    entries = count,
-                    %to,
-                    "forced transactions sealed in a batch of their own"
-                );
-                metrics::counter!("bridge_forced_included_total").increment(count as u64);
-            }
-            None => tracing::debug!(%to, "no forced entries; the next batch moves the cursor"),
-        }
-        Ok(())
     }
 }
 
@@ -150,6 +155,34 @@ impl ForcedPlanner {
     ) -> Option<Self> {
         let rules = params.forced?;
         Some(ForcedPlanner { gateway, app_name: chains::da::APP_NAME.into(), params, rules, store, status })
+    }
+
+    /// The forced task's turn, which the binary's follower and the simulator both run: plans the
+    /// section from the sequencer's cursor and hands it over, stamped with `clock` as it is
+    /// handed; what the sequencer sealed. An error leaves everything as it was; the next turn
+    /// plans again.
+    pub async fn turn(
+        &self,
+        sequencer: &mut impl ForcedSequencer,
+        clock: impl Fn() -> u64,
+    ) -> Result<Vec<SealedBatch>, String> {
+        let from = sequencer.forced_cursor().await.map_err(|e| e.to_string())?.ok_or("no forced cursor")?;
+        let work = self.section(from).await?;
+        let (count, to) = (work.entries.len(), work.to);
+        let sealed = sequencer.include_forced(work, clock()).await?;
+        match sealed.last() {
+            Some(sealed) => {
+                tracing::info!(
+                    number = sealed.batch.header.number,
+                    entries = count,
+                    %to,
+                    "forced transactions sealed in a batch of their own"
+                );
+                metrics::counter!("bridge_forced_included_total").increment(count as u64);
+            }
+            None => tracing::debug!(%to, "no forced entries; the next batch moves the cursor"),
+        }
+        Ok(sealed)
     }
 
     /// The section the next batch takes from the cursor `from`: what is safe on the stream, up
@@ -225,6 +258,6 @@ impl ForcedPlanner {
 
 impl Task for ForcedFollower {
     async fn turn(&mut self) -> Result<(), TaskError> {
-        self.round().await.map_err(TaskError::transient)
+        self.planner.turn(&mut self.sequencer, self.clock).await.map(|_| ()).map_err(TaskError::transient)
     }
 }

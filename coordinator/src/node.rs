@@ -188,11 +188,16 @@ pub const BTC_DEPOSITS: &str = "bitcoin-deposits";
 
 /// The payout keeper as a supervised task: a node error is retried; the sequencer gone is fatal.
 #[derive(Debug)]
-struct KeeperTask(crate::payouts::PayoutKeeper);
+struct KeeperTask {
+    keeper: crate::payouts::PayoutKeeper,
+    sequencer: SequencerHandle,
+    /// The keeper's clock starts with it: `Keeping` sees only time since then.
+    started: std::time::Instant,
+}
 
 impl Task for KeeperTask {
     async fn turn(&mut self) -> Result<(), TaskError> {
-        match self.0.round().await {
+        match self.keeper.round(&mut self.sequencer, self.started.elapsed()).await {
             Ok(_) => Ok(()),
             Err(error @ crate::payouts::PayoutKeeperError::Sequencer(_)) => Err(TaskError::fatal(error)),
             Err(error) => Err(TaskError::transient(error)),
@@ -332,7 +337,7 @@ impl Node {
                 BtcDepositTask { watcher, accounts: registered, sequencer: handle.clone(), held: Default::default() };
             background.push(supervisor.spawn(BTC_DEPOSITS, task, Schedule::every(poll)));
             let keeper = crate::payouts::PayoutKeeper::new(
-                handle.clone(),
+                rpc.clone(),
                 rpc,
                 vault,
                 params.btc_network,
@@ -340,7 +345,8 @@ impl Node {
                 b.fee_target_blocks,
             )
             .with_window(Duration::from_millis(b.payout_window_ms));
-            background.push(supervisor.spawn("bitcoin-payouts", KeeperTask(keeper), Schedule::every(poll)));
+            let task = KeeperTask { keeper, sequencer: handle.clone(), started: std::time::Instant::now() };
+            background.push(supervisor.spawn("bitcoin-payouts", task, Schedule::every(poll)));
         }
         if let Some(path) = &config.dev.deposits {
             for deposit in dev_deposits(path)? {

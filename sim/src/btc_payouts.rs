@@ -24,12 +24,13 @@ use async_trait::async_trait;
 use bitcoin::{ScriptBuf, Txid};
 use bridge::tx::{UserTx, Withdraw};
 use bridge::{Amount, AssetId, BtcNetwork, Tx, VaultKeys, VaultOwner};
-use chains::bitcoin::{DepositWatcher, PayoutBroadcaster, WatchError, WatcherConfig};
+use chains::bitcoin::{DepositWatcher, WatchError, WatcherConfig};
 use chains::task::{Next, Task as _, TaskError};
 use confirmer::watchman::BtcPayouts;
 use coordinator::deposits::{Credit, HeldDeposits, LedgerKeys, credit_outcome, watch_error};
 use coordinator::node::BTC_DEPOSITS;
-use coordinator::payouts::{ChainReading, Keeping, LedgerReading, PayoutRound, Proposal};
+use coordinator::payouts::{FeeEstimates, LedgerReading, PayoutKeeper, PayoutKeeperError, PayoutLedger};
+use coordinator::sequencer::{Outcome, Sequencer, SequencerError};
 use tss::roast::SessionOutcome;
 use tss::{SessionError, SigningRequest, ThresholdSigner};
 
@@ -200,42 +201,47 @@ impl World {
         self.submit_user(signed, "Bitcoin withdrawal").await
     }
 
-    /// The coordinator's payout keeper, once a block: the binary's own decisions
-    /// ([`coordinator::payouts::Keeping`]) on what the ledger holds and what the coordinator's
-    /// node says, on simulated time; it records each plan the chain confirmed [`BTC_DEPTH`]
-    /// deep, plans the queue once its oldest withdrawal has waited [`KEEPER_WINDOW`] (less the
-    /// measured lead), and consolidates the vault's small outputs. The node has no fee market,
-    /// so it plans at the network's lowest rate, as a quiet regtest node's missing estimate does.
+    /// The coordinator's payout keeper, once a block: the binary's own round
+    /// ([`coordinator::payouts::PayoutKeeper::round`], which its `bitcoin-payouts` task turns)
+    /// on the coordinator's sequencer and its node's view of the chain, on simulated time. It
+    /// records each plan the chain confirmed [`BTC_DEPTH`] deep, plans the queue once its
+    /// oldest withdrawal has waited [`KEEPER_WINDOW`] (less the measured lead), and consolidates
+    /// the vault's small outputs. The node has no fee market, so it plans at the network's
+    /// lowest rate, as a quiet regtest node's missing estimate does.
     pub(crate) async fn keep_payouts(&mut self) -> Result<(), SimError> {
         // Its last batches must be replayed by every confirmer before the run ends.
         if self.now() + KEEPER_QUIET_BEFORE_END_MS >= self.config.fault_ms + self.config.healing_ms {
             return Ok(());
         }
         let now = std::time::Duration::from_millis(self.now());
-        let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
-        let ledger = LedgerReading::of(sequencer.state());
-        let broadcaster =
-            PayoutBroadcaster::new(btc.view(self.coordinator.btc_lag.clone()), btc.vault, BtcNetwork::Regtest);
-        let fee_rate = coordinator::payouts::fee_rate(&btc.vault, None);
-        let keeping = self.coordinator.keeping.get_or_insert_with(|| Keeping::new(btc.vault, BTC_DEPTH, KEEPER_WINDOW));
-        let chain = ChainReading::read(&broadcaster, &ledger, keeping.depth())
-            .await
-            .map_err(SimError::role("the coordinator's Bitcoin node"))?;
-        let proposals = keeping.decide(&ledger, &chain, fee_rate, now);
-        let mut round = PayoutRound::default();
-        for proposal in proposals {
-            let what = match proposal {
-                Proposal::Confirmation { .. } => "payout confirmation",
-                Proposal::Sweep { .. } => "sweep plan",
-                Proposal::Payout { .. } => "payout plan",
-                Proposal::Consolidation { .. } => "consolidation plan",
-            };
-            let Some(result) = self.submit_for_outcome(Tx::System(proposal.tx()), what).await? else { break };
-            // A crash in between takes the keeper's memory with it.
-            let Some(keeping) = self.coordinator.keeping.as_mut() else { break };
-            keeping.outcome(&proposal, result.as_ref().map(|_| ()), &mut round);
+        let Some(btc) = &self.btc else { return Ok(()) };
+        let vault = btc.vault;
+        let node = btc.view(self.coordinator.btc_lag.clone());
+        let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(()) };
+        let mut keeper = self.coordinator.keeper.take().unwrap_or_else(|| {
+            PayoutKeeper::new(node, NoFeeMarket, vault, BtcNetwork::Regtest, BTC_DEPTH, 0).with_window(KEEPER_WINDOW)
+        });
+        let mut ledger = KeeperLedger { sequencer, outcomes: Vec::new() };
+        let round = keeper.round(&mut ledger, now).await;
+        let outcomes = ledger.outcomes;
+        // The keeper's memory lives as long as the coordinator: a crash below takes it.
+        self.coordinator.keeper = Some(keeper);
+        for (what, outcome) in outcomes {
+            match outcome {
+                Ok(hash) => {
+                    if self.coordinator.opened_ms.is_none() {
+                        self.coordinator.opened_ms = Some(self.now());
+                    }
+                    self.log(format!("acked {what} {}", hex::encode(&hash[..4])));
+                }
+                Err(error) => self.log(format!("refused {what}: {error}")),
+            }
         }
-        Ok(())
+        match round {
+            Ok(_) => Ok(()),
+            Err(PayoutKeeperError::Sequencer(error)) => self.sequencer_failed("a submission", error),
+            Err(PayoutKeeperError::Node(error)) => Err(SimError::role("the coordinator's Bitcoin node")(error)),
+        }
     }
 
     /// A hostile requester's Bitcoin question: the inputs of the newest payout plan of a batch up
@@ -418,4 +424,39 @@ fn short(txid: &Txid) -> String {
 pub(crate) struct BtcDepositWatch {
     watcher: DepositWatcher,
     held: HeldDeposits,
+}
+
+/// The payout keeper's ledger edge in the simulator: the coordinator's own sequencer, each
+/// submission's outcome kept for the trace.
+struct KeeperLedger<'a> {
+    sequencer: &'a mut Sequencer,
+    outcomes: Vec<(&'static str, Result<[u8; 32], bridge::batch::ApplyError>)>,
+}
+
+impl PayoutLedger for KeeperLedger<'_> {
+    async fn reading(&mut self) -> Result<LedgerReading, SequencerError> {
+        Ok(LedgerReading::of(self.sequencer.state()))
+    }
+
+    async fn submit(&mut self, tx: Tx) -> Result<Outcome, SequencerError> {
+        let what = match &tx {
+            Tx::System(bridge::tx::SystemTx::BtcPayoutConfirmed { .. }) => "payout confirmation",
+            Tx::System(bridge::tx::SystemTx::BtcSweepPlan { .. }) => "sweep plan",
+            Tx::System(bridge::tx::SystemTx::BtcPayoutPlan { .. }) => "payout plan",
+            Tx::System(bridge::tx::SystemTx::BtcConsolidationPlan { .. }) => "consolidation plan",
+            _ => "keeper's transaction",
+        };
+        let outcome = self.sequencer.submit(vec![tx]).await?.pop().ok_or(SequencerError::Stopped)?;
+        self.outcomes.push((what, outcome.as_ref().map(|receipt| receipt.tx_hash).map_err(Clone::clone)));
+        Ok(outcome)
+    }
+}
+
+/// The simulated node has no fee market: no estimate, as a quiet regtest node answers.
+pub(crate) struct NoFeeMarket;
+
+impl FeeEstimates for NoFeeMarket {
+    async fn estimate(&self, _target_blocks: u16) -> Result<Option<u64>, chains::bitcoin::RpcError> {
+        Ok(None)
+    }
 }

@@ -30,7 +30,7 @@ impl World {
         self.coordinator.sequencer = None;
         self.coordinator.publishing = None;
         self.coordinator.store = None;
-        self.coordinator.keeping = None;
+        self.coordinator.keeper = None;
         self.coordinator.da_snapshots = None;
         self.coordinator.forced = None;
         self.coordinator.btc_deposits = None;

@@ -1,8 +1,8 @@
 //! Forced inclusion (docs/PROTOCOL.md, "Forced transactions"): a user whom the coordinator never
 //! hears from posts its signed transactions to Arweave, and others post copies of transactions
 //! already applied, junk, entries too large to fetch and entries of another network. The
-//! coordinator's real [`ForcedPlanner`] plans each section from the simulated stream and its
-//! sequencer seals it; every confirmer checks each batch's section against the stream with the
+//! coordinator's forced task takes the binary's own turn ([`ForcedPlanner::turn`]): it plans
+//! each section from the simulated stream and its sequencer seals it; every confirmer checks each batch's section against the stream with the
 //! real `ForcedChecker`. A censoring coordinator ([`AttackKind::CensorsForced`]) leaves one
 //! entry out of a section it seals: every confirmer must alarm, and nothing after it may be
 //! final.
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bridge::forced::{ForcedCursor, ForcedListing, ForcedOutcome, ForcedParams};
 use bridge::tx::{Transfer, UserTx, Withdraw};
 use bridge::{Amount, AssetId, Wallet};
-use coordinator::forced::ForcedPlanner;
+use coordinator::forced::{ForcedPlanner, ForcedSequencer, ForcedWork};
 
 use crate::SimError;
 use crate::arweave::{BLOCK_MS, MAX_REORG_BLOCKS, MAX_SERVE_DELAY_MS, SimForcedStream};
@@ -88,15 +88,10 @@ impl World {
         Some(chains::forced_check::ForcedChecker::over(stream, &self.params.name, rules))
     }
 
-    /// The coordinator's forced task, one turn: plan a section from its cursor and hand it to
-    /// the sequencer (a censoring coordinator drops an entry from it first).
+    /// The coordinator's forced task, one turn: the binary's own [`ForcedPlanner::turn`] plans a
+    /// section from its sequencer's cursor and hands it over (a censoring coordinator drops an
+    /// entry from it first, in its sequencer edge).
     pub(crate) async fn forced_turn(&mut self) -> Result<(), SimError> {
-        let (Some(planner), Some(sequencer)) = (&self.coordinator.forced, &self.coordinator.sequencer) else {
-            return Ok(());
-        };
-        let Some(from) = sequencer.forced_cursor() else { return Ok(()) };
-        // Not served yet, or a gateway that cannot say: the next turn asks again.
-        let Ok(mut work) = planner.section(from).await else { return Ok(()) };
         // A censoring coordinator drops one entry from every section that would take it, until
         // a batch's range passes it; only while a batch will pass it soon (others in the
         // section, or transactions open) and before the run's quiet end, so that what follows
@@ -105,23 +100,21 @@ impl World {
             self.attack.as_ref().is_some_and(|a| a.kind == AttackKind::CensorsForced && self.now() >= a.at_ms)
                 && self.now() + QUIET_BEFORE_END_MS < self.config.fault_ms + self.config.healing_ms
                 && self.bad_from.is_none();
-        match self.forced.dropped {
-            Some(dropped) if censoring => work.entries.retain(|e| e.listing.arweave_id != dropped.arweave_id),
-            Some(_) => self.forced.dropped = None,
-            None if censoring && !work.entries.is_empty() && (work.entries.len() >= 2 || sequencer.open_len() > 0) => {
-                let entry = work.entries.remove(0);
-                let id = short(&entry.listing.arweave_id);
-                self.log(format!("BYZANTINE the coordinator drops forced entry {id} from its section"));
-                self.forced.dropped = Some(entry.listing);
-            }
-            None => {}
-        }
         let wall_clock = self.coordinator_wall_clock();
-        let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(()) };
-        let sealed = match sequencer.include_forced(work, wall_clock).await {
-            Ok(sealed) => sealed,
-            Err(error) => return self.sequencer_failed("a forced section", error),
+        let (Some(planner), Some(sequencer)) = (&self.coordinator.forced, self.coordinator.sequencer.as_mut()) else {
+            return Ok(());
         };
+        let mut edge = ForcedEdge { sequencer, censoring, dropped: self.forced.dropped, dropping: None, failed: None };
+        // An error is not served yet, or a gateway that cannot say: the next turn asks again.
+        let sealed = planner.turn(&mut edge, || wall_clock).await.unwrap_or_default();
+        let ForcedEdge { dropped, dropping, failed, .. } = edge;
+        self.forced.dropped = dropped;
+        if let Some(id) = dropping {
+            self.log(format!("BYZANTINE the coordinator drops forced entry {id} from its section"));
+        }
+        if let Some(error) = failed {
+            return self.sequencer_failed("a forced section", error);
+        }
         for batch in &sealed {
             self.note_sealed(batch).await;
         }
@@ -293,4 +286,51 @@ impl World {
 
 fn short(id: &[u8; 32]) -> String {
     hex::encode(&id[..4])
+}
+
+/// The forced task's sequencer edge in the simulator: the coordinator's own sequencer, behind
+/// what a censoring coordinator does to a section before it takes it.
+struct ForcedEdge<'a> {
+    sequencer: &'a mut coordinator::sequencer::Sequencer,
+    censoring: bool,
+    /// The entry the coordinator keeps out, until a batch's range passes it.
+    dropped: Option<ForcedListing>,
+    /// The entry dropped this turn, for the trace.
+    dropping: Option<String>,
+    /// The sequencer's own failure (its disk), which stops the coordinator.
+    failed: Option<coordinator::sequencer::SequencerError>,
+}
+
+impl ForcedSequencer for ForcedEdge<'_> {
+    async fn forced_cursor(&mut self) -> Result<Option<ForcedCursor>, coordinator::sequencer::SequencerError> {
+        Ok(self.sequencer.forced_cursor())
+    }
+
+    async fn include_forced(
+        &mut self,
+        mut work: ForcedWork,
+        timestamp: u64,
+    ) -> Result<Vec<bridge::batch::SealedBatch>, String> {
+        match self.dropped {
+            Some(dropped) if self.censoring => work.entries.retain(|e| e.listing.arweave_id != dropped.arweave_id),
+            Some(_) => self.dropped = None,
+            None if self.censoring
+                && !work.entries.is_empty()
+                && (work.entries.len() >= 2 || self.sequencer.open_len() > 0) =>
+            {
+                let entry = work.entries.remove(0);
+                self.dropping = Some(short(&entry.listing.arweave_id));
+                self.dropped = Some(entry.listing);
+            }
+            None => {}
+        }
+        match self.sequencer.include_forced(work, timestamp).await {
+            Ok(sealed) => Ok(sealed),
+            Err(error) => {
+                let shown = error.to_string();
+                self.failed = Some(error);
+                Err(shown)
+            }
+        }
+    }
 }

@@ -73,7 +73,7 @@ pub(crate) struct CoordinatorRole {
     /// How far its wall clock, which stamps its batches, is off (clock.rs).
     pub(crate) wall_offset_ms: i64,
     /// Its payout keeper's memory (btc_payouts.rs): gone with a crash like the rest.
-    pub(crate) keeping: Option<coordinator::payouts::Keeping>,
+    pub(crate) keeper: Option<coordinator::payouts::PayoutKeeper<crate::btc_payouts::NoFeeMarket>>,
     /// Its task publishing state snapshots to the DA for late joiners (late_joiner.rs).
     pub(crate) da_snapshots: Option<Paced<DaSnapshots>>,
     /// Its forced task's planning (forced.rs).
@@ -228,7 +228,7 @@ impl World {
             down_until: None,
             opened_ms: None,
             wall_offset_ms: 0,
-            keeping: None,
+            keeper: None,
             btc_deposits: None,
             da_snapshots: None,
             forced: None,
