@@ -63,9 +63,14 @@ impl<T: Task> Paced<T> {
         }
     }
 
+    /// Whether a turn is due at `now_ms`.
+    pub(crate) fn is_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.due_ms
+    }
+
     /// Runs a turn if one is due: its outcome, and what the pacer made of it.
     pub(crate) async fn turn_if_due(&mut self, now_ms: u64) -> Option<(Result<(), TaskError>, Next)> {
-        if now_ms < self.due_ms {
+        if !self.is_due(now_ms) {
             return None;
         }
         let outcome = self.task.turn().await;

@@ -537,6 +537,10 @@ impl World {
         let (Some(publishing), Some(store)) = (self.coordinator.publishing.as_mut(), &self.coordinator.store) else {
             return Ok(());
         };
+        // Most ticks have no turn due: the ledger is read only around one.
+        if !publishing.is_due(now) {
+            return Ok(());
+        }
         let before = store.publication().await.map(|p| p.published);
         let Some((outcome, next)) = publishing.turn_if_due(now).await else { return Ok(()) };
         let after = store.publication().await.map(|p| p.published);
