@@ -2,8 +2,8 @@
 //! hears from posts its signed transactions to Arweave, and others post copies of transactions
 //! already applied, junk, entries too large to fetch and entries of another network. The
 //! coordinator's forced task takes the binary's own turn ([`ForcedPlanner::turn`]): it plans
-//! each section from the simulated stream and its sequencer seals it; every confirmer checks each batch's section against the stream with the
-//! real `ForcedChecker`. A censoring coordinator ([`AttackKind::CensorsForced`]) leaves one
+//! each section from the simulated stream and its sequencer seals it; every confirmer checks
+//! each batch's section against the stream with the real `ForcedChecker`. A censoring coordinator ([`AttackKind::CensorsForced`]) leaves one
 //! entry out of a section it seals: every confirmer must alarm, and nothing after it may be
 //! final.
 //!
