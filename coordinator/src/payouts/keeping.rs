@@ -1,9 +1,10 @@
 //! The payout keeper's decisions, apart from its I/O: given what the ledger holds
 //! ([`LedgerReading`]), where each plan stands on the chain ([`ChainReading`]) and the keeper's
 //! own time, [`Keeping::decide`] says which system transactions to propose, and
-//! [`Keeping::outcome`] takes what the ledger said of each. The binary's shell
-//! ([`super::PayoutKeeper`]) and the simulator both drive this, on their own clocks: `now` is
-//! the time since the keeper started, never the wall clock.
+//! [`Keeping::outcome`] takes what the ledger said of each. The keeper's round
+//! ([`super::PayoutKeeper::round`]), which the binary and the simulator both run, drives this on
+//! the caller's clock: `now` is the time since the keeper started (simulated time in the
+//! simulator), never the wall clock.
 
 use std::time::Duration;
 

@@ -15,9 +15,9 @@
 //! so the keeper plans that long before the window ends: by the *lead*, how long its last plan
 //! took from being seen in the ledger to its first confirmation, at most half the window (so a
 //! slow chain still leaves most of the window for withdrawals to share one payout).
-
 //!
-//! The decisions live in [`keeping`], apart from the I/O here: the simulator drives them too.
+//! The decisions live in [`keeping`], apart from the I/O here; [`PayoutKeeper::round`] is the
+//! whole turn around them, over narrow edges, which the binary's task and the simulator both run.
 
 mod keeping;
 
