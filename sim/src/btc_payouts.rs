@@ -215,27 +215,19 @@ impl World {
         }
         let now = std::time::Duration::from_millis(self.now());
         let Some(btc) = &self.btc else { return Ok(()) };
-        let vault = btc.vault;
-        let node = btc.view(self.coordinator.btc_lag.clone());
         let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(()) };
         let mut keeper = self.coordinator.keeper.take().unwrap_or_else(|| {
-            PayoutKeeper::new(node, NoFeeMarket, vault, BtcNetwork::Regtest, BTC_DEPTH, 0).with_window(KEEPER_WINDOW)
+            let node = btc.view(self.coordinator.btc_lag.clone());
+            PayoutKeeper::new(node, NoFeeMarket, btc.vault, BtcNetwork::Regtest, BTC_DEPTH, 0)
+                .with_window(KEEPER_WINDOW)
         });
         let mut ledger = KeeperLedger { sequencer, outcomes: Vec::new() };
         let round = keeper.round(&mut ledger, now).await;
         let outcomes = ledger.outcomes;
         // The keeper's memory lives as long as the coordinator: a crash below takes it.
         self.coordinator.keeper = Some(keeper);
-        for (what, outcome) in outcomes {
-            match outcome {
-                Ok(hash) => {
-                    if self.coordinator.opened_ms.is_none() {
-                        self.coordinator.opened_ms = Some(self.now());
-                    }
-                    self.log(format!("acked {what} {}", hex::encode(&hash[..4])));
-                }
-                Err(error) => self.log(format!("refused {what}: {error}")),
-            }
+        for (what, outcome) in &outcomes {
+            self.note_outcome(what, None, outcome);
         }
         match round {
             Ok(_) => Ok(()),
@@ -430,7 +422,7 @@ pub(crate) struct BtcDepositWatch {
 /// submission's outcome kept for the trace.
 struct KeeperLedger<'a> {
     sequencer: &'a mut Sequencer,
-    outcomes: Vec<(&'static str, Result<[u8; 32], bridge::batch::ApplyError>)>,
+    outcomes: Vec<(&'static str, Outcome)>,
 }
 
 impl PayoutLedger for KeeperLedger<'_> {
@@ -447,7 +439,7 @@ impl PayoutLedger for KeeperLedger<'_> {
             _ => "keeper's transaction",
         };
         let outcome = self.sequencer.submit(vec![tx]).await?.pop().ok_or(SequencerError::Stopped)?;
-        self.outcomes.push((what, outcome.as_ref().map(|receipt| receipt.tx_hash).map_err(Clone::clone)));
+        self.outcomes.push((what, outcome.clone()));
         Ok(outcome)
     }
 }

@@ -324,13 +324,10 @@ impl ForcedSequencer for ForcedEdge<'_> {
             }
             None => {}
         }
-        match self.sequencer.include_forced(work, timestamp).await {
-            Ok(sealed) => Ok(sealed),
-            Err(error) => {
-                let shown = error.to_string();
-                self.failed = Some(error);
-                Err(shown)
-            }
-        }
+        self.sequencer.include_forced(work, timestamp).await.map_err(|error| {
+            let shown = error.to_string();
+            self.failed = Some(error);
+            shown
+        })
     }
 }

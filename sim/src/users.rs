@@ -50,7 +50,19 @@ impl World {
             Err(error) => return self.sequencer_failed("a submission", error).map(|()| None),
         };
         let Some(outcome) = outcomes.pop() else { return Ok(None) };
-        match &outcome {
+        self.note_outcome(what, account, &outcome);
+        Ok(Some(outcome.map(|_| ())))
+    }
+
+    /// What the coordinator answered a submission: acknowledged (kept for `at-most-once`, for a
+    /// user's transaction) or refused.
+    pub(crate) fn note_outcome(
+        &mut self,
+        what: &str,
+        account: Option<bridge::Address>,
+        outcome: &coordinator::sequencer::Outcome,
+    ) {
+        match outcome {
             Ok(receipt) => {
                 if self.coordinator.opened_ms.is_none() {
                     self.coordinator.opened_ms = Some(self.now());
@@ -66,7 +78,6 @@ impl World {
             }
             Err(error) => self.log(format!("refused {what}: {error}")),
         }
-        Ok(Some(outcome.map(|_| ())))
     }
 
     pub(crate) fn deposit_on_l1(&mut self) {
