@@ -20,7 +20,6 @@ use bridge::eth_settlement::EvmSchnorrSignature;
 use bridge::withdrawals::EthWithdrawalTree;
 use bridge::{Amount, AssetId, Chain, Deposit, L1Ref};
 use contracts::{TestToken, Vault, from_alloy, vault_signature};
-use tokio::sync::mpsc;
 
 use crate::deposit::{DepositCheck, DepositVerifier, VerifierError};
 

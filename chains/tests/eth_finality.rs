@@ -20,7 +20,6 @@ use chains::http::Tls;
 use contracts::harness::{Setup, signing_provider};
 use contracts::{ANVIL_KEY_0, Anvil};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 /// Anvil's slots per epoch here: its finalized block trails the head by twice this.
 const SLOTS: u64 = 2;
@@ -57,16 +56,14 @@ async fn deposit_eth(setup: &Setup, wei: u64) -> (u64, Deposit) {
 async fn a_deposit_is_handed_on_and_confirmed_only_once_its_block_is_finalized() {
     let setup = anvil_with_short_epochs().await;
     mine(&setup, 10).await;
-    let (sink, mut credited) = mpsc::channel(16);
-    let mut watcher = DepositWatcher::new(setup.provider.clone(), setup.vault_address(), RULE, 0, sink);
+    let mut watcher = DepositWatcher::new(setup.provider.clone(), setup.vault_address(), RULE, 0);
     let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), RULE);
 
     let (height, deposit) = deposit_eth(&setup, 4242).await;
     // The fallback depth is reached and passed, the finalized block is not: nothing counts.
     for _ in 1..FINALITY_LAG {
         mine(&setup, 1).await;
-        assert_eq!(watcher.poll().await.unwrap(), 0);
-        assert!(credited.try_recv().is_err(), "credited before its block was finalized");
+        assert!(watcher.poll().await.unwrap().deposits.is_empty(), "credited before its block was finalized");
         assert_eq!(verifier.check(&deposit).await.unwrap(), DepositCheck::NotYetDeep);
         let status = watcher.finality().status();
         assert_eq!(status.in_force, Some(FinalityRule::Finalized));
@@ -77,33 +74,31 @@ async fn a_deposit_is_handed_on_and_confirmed_only_once_its_block_is_finalized()
 
     // One more block: anvil's finalized block is the deposit's.
     mine(&setup, 1).await;
-    assert_eq!(watcher.poll().await.unwrap(), 1);
-    assert_eq!(credited.try_recv().unwrap(), deposit);
+    assert_eq!(watcher.poll().await.unwrap().deposits, vec![deposit.clone()]);
     assert_eq!(verifier.check(&deposit).await.unwrap(), DepositCheck::Confirmed);
     let status = verifier.finality().refresh().await;
     assert_eq!((status.configured, status.in_force), (FinalityRule::Finalized, Some(FinalityRule::Finalized)));
     assert_eq!((status.finalized, status.safe, status.error), (Some(height), Some(height), None));
     // Handed on once only.
     mine(&setup, 3).await;
-    assert_eq!(watcher.poll().await.unwrap(), 0);
+    assert!(watcher.poll().await.unwrap().deposits.is_empty());
 }
 
 #[tokio::test]
 async fn a_deposit_reorged_out_before_finality_is_never_handed_on() {
     let setup = anvil_with_short_epochs().await;
     mine(&setup, 10).await;
-    let (sink, mut credited) = mpsc::channel(16);
-    let mut watcher = DepositWatcher::new(setup.provider.clone(), setup.vault_address(), RULE, 0, sink);
+    let mut watcher = DepositWatcher::new(setup.provider.clone(), setup.vault_address(), RULE, 0);
     let (height, deposit) = deposit_eth(&setup, 5).await;
     mine(&setup, FALLBACK_DEPTH + 1).await;
-    assert_eq!(watcher.poll().await.unwrap(), 0, "deep enough for the depth, not finalized");
+    assert!(watcher.poll().await.unwrap().deposits.is_empty(), "deep enough for the depth, not finalized");
     // A reorg replaces the deposit's block and those on top (within the finality lag).
     let head = setup.provider.get_block_number().await.unwrap();
     let depth = head - height + 1;
     let _: Value = setup.provider.raw_request("anvil_reorg".into(), (depth, Vec::<Value>::new())).await.unwrap();
     mine(&setup, FINALITY_LAG + 2).await;
-    watcher.poll().await.unwrap();
-    assert!(credited.try_recv().is_err(), "a deposit reorged out before finality was credited");
+    let scanned = watcher.poll().await.unwrap();
+    assert!(scanned.deposits.is_empty(), "a deposit reorged out before finality was credited");
     let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), RULE);
     assert!(
         matches!(verifier.check(&deposit).await.unwrap(), DepositCheck::NotOnL1 { .. }),

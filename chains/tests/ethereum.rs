@@ -11,12 +11,14 @@ use bridge::eth_settlement::{EvmSchnorrSignature, withdrawals_message};
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{Amount, AssetId, Chain, Deposit, L1Ref};
 use chains::deposit::{DepositCheck, DepositVerifier};
-use chains::ethereum::{Confirmation, DepositWatcher, EthDepositVerifier, Submitter, deposit_from_log, vault_holdings};
+use chains::ethereum::{
+    Confirmation, DepositWatcher, EthDepositVerifier, MAX_BLOCKS_PER_POLL, ScanMark, Submitter, WatchError,
+    deposit_from_log, vault_holdings,
+};
 use contracts::ANVIL_KEY_0;
 use contracts::harness::{Setup, signing_provider};
 use contracts::{Spoofer, TestToken, from_alloy};
 use secp256k1::{Message, SECP256K1};
-use tokio::sync::mpsc;
 
 #[path = "common/lagging_eth.rs"]
 mod lagging_eth;
@@ -48,23 +50,19 @@ async fn deposit_eth(setup: &Setup, wei: u64) -> (TransactionReceipt, Deposit) {
     (receipt, deposit)
 }
 
-fn watcher(setup: &Setup, sink: mpsc::Sender<Deposit>) -> DepositWatcher {
-    DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(DEPTH), 0, sink)
+fn watcher(setup: &Setup) -> DepositWatcher {
+    DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(DEPTH), 0)
 }
 
-fn drain(rx: &mut mpsc::Receiver<Deposit>) -> Vec<Deposit> {
-    let mut all = Vec::new();
-    while let Ok(d) = rx.try_recv() {
-        all.push(d);
-    }
-    all
+/// The deposits one poll of `watcher` hands on.
+async fn poll(watcher: &mut DepositWatcher) -> Vec<Deposit> {
+    watcher.poll().await.unwrap().deposits
 }
 
 #[tokio::test]
 async fn deposits_are_handed_on_once_and_only_at_depth() {
     let setup = Setup::new().await.unwrap();
-    let (tx, mut rx) = mpsc::channel(16);
-    let mut watcher = watcher(&setup, tx);
+    let mut watcher = watcher(&setup);
 
     let (receipt, expected) = deposit_eth(&setup, 1234).await;
     assert_eq!(
@@ -79,15 +77,12 @@ async fn deposits_are_handed_on_once_and_only_at_depth() {
         }
     );
     for _ in 0..DEPTH {
-        assert_eq!(watcher.poll().await.unwrap(), 0);
-        assert!(drain(&mut rx).is_empty(), "handed on before depth");
+        assert!(poll(&mut watcher).await.is_empty(), "handed on before depth");
         mine(&setup, 1).await;
     }
-    assert_eq!(watcher.poll().await.unwrap(), 1);
-    assert_eq!(drain(&mut rx), vec![expected]);
+    assert_eq!(poll(&mut watcher).await, vec![expected]);
     mine(&setup, 5).await;
-    assert_eq!(watcher.poll().await.unwrap(), 0);
-    assert!(drain(&mut rx).is_empty(), "handed on twice");
+    assert!(poll(&mut watcher).await.is_empty(), "handed on twice");
 
     // An ERC-20 deposit.
     let token = TestToken::deploy(setup.provider.clone()).await.unwrap();
@@ -103,8 +98,7 @@ async fn deposits_are_handed_on_once_and_only_at_depth() {
         .await
         .unwrap();
     mine(&setup, DEPTH).await;
-    watcher.poll().await.unwrap();
-    let handed = drain(&mut rx);
+    let handed = poll(&mut watcher).await;
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].asset, AssetId::Erc20(from_alloy(*token.address())));
     assert_eq!((handed[0].account, handed[0].amount), (from_alloy(setup.deployer), Amount(500)));
@@ -118,30 +112,84 @@ async fn deposits_are_handed_on_once_and_only_at_depth() {
 #[tokio::test]
 async fn a_reorg_before_depth_credits_nothing_and_one_past_depth_stops_the_watcher() {
     let setup = Setup::new().await.unwrap();
-    let (tx, mut rx) = mpsc::channel(16);
-    let mut watcher = watcher(&setup, tx);
+    let mut watcher = watcher(&setup);
     let verifier = EthDepositVerifier::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(DEPTH));
 
     let (_, removed) = deposit_eth(&setup, 777).await;
     mine(&setup, 1).await;
-    watcher.poll().await.unwrap();
+    assert!(poll(&mut watcher).await.is_empty());
     assert_eq!(verifier.check(&removed).await.unwrap(), DepositCheck::NotYetDeep);
     // The deposit's block and the one after are replaced by empty blocks.
     reorg(&setup, 2).await;
     mine(&setup, DEPTH + 2).await;
-    assert_eq!(watcher.poll().await.unwrap(), 0);
-    assert!(drain(&mut rx).is_empty(), "a reorged-out deposit was handed on");
+    assert!(poll(&mut watcher).await.is_empty(), "a reorged-out deposit was handed on");
     assert!(matches!(verifier.check(&removed).await.unwrap(), DepositCheck::NotOnL1 { .. }));
 
     // A deposit that reached depth is handed on; a reorg deeper than the depth is an error.
     let (_, kept) = deposit_eth(&setup, 888).await;
     mine(&setup, DEPTH).await;
-    watcher.poll().await.unwrap();
-    assert_eq!(drain(&mut rx), vec![kept]);
+    assert_eq!(poll(&mut watcher).await, vec![kept]);
     reorg(&setup, DEPTH + 2).await;
     mine(&setup, 3).await;
     let err = watcher.poll().await.unwrap_err();
-    assert!(matches!(err, chains::ethereum::WatchError::DeepReorg { .. }), "{err}");
+    assert!(matches!(err, WatchError::DeepReorg { .. }), "{err}");
+}
+
+/// What a restarted coordinator relies on (coordinator::deposits::EthDepositTask saves the
+/// mark): a watcher resumed after a block scans only what came after it, a watcher far behind
+/// catches up a bounded stretch per poll, and a reorg under the mark is noticed on resuming.
+#[tokio::test]
+async fn a_resumed_watcher_scans_after_its_mark_catches_up_in_bounded_steps_and_sees_a_reorg_under_it() {
+    let setup = Setup::new().await.unwrap();
+    let mut first = watcher(&setup);
+    let (_, early) = deposit_eth(&setup, 100).await;
+    mine(&setup, DEPTH).await;
+    let scanned = first.poll().await.unwrap();
+    assert_eq!(scanned.deposits, vec![early.clone()]);
+    let mark = scanned.through.expect("final blocks were scanned");
+    assert_eq!(mark.number + 1, first.next_block());
+    assert!(first.poll().await.unwrap().through.is_none(), "nothing new became final");
+
+    // Resumed after the mark: the later deposit only.
+    mine(&setup, 50).await;
+    let (_, late) = deposit_eth(&setup, 200).await;
+    mine(&setup, DEPTH).await;
+    let mut resumed = watcher(&setup).resume(mark);
+    assert_eq!(resumed.next_block(), mark.number + 1);
+    let scanned = resumed.poll().await.unwrap();
+    assert_eq!(scanned.deposits, vec![late.clone()]);
+    assert_eq!(scanned.through.map(|m| m.number), Some(late.l1_height), "up to the final block");
+
+    // From the start, far behind: one bounded stretch per poll, every deposit once, in order.
+    mine(&setup, MAX_BLOCKS_PER_POLL + 10).await;
+    let mut afresh = watcher(&setup);
+    let step = afresh.poll().await.unwrap();
+    assert_eq!(step.deposits, vec![early, late]);
+    assert_eq!(step.through.map(|m| m.number), Some(MAX_BLOCKS_PER_POLL - 1), "one stretch");
+    let rest = afresh.poll().await.unwrap();
+    assert!(rest.deposits.is_empty());
+    let head = setup.provider.get_block_number().await.unwrap();
+    assert_eq!(rest.through.map(|m| m.number), Some(head - DEPTH), "caught up");
+
+    // The mark's block replaced by a reorg deeper than the depth: a watcher resumed after it
+    // stops rather than scan on from a chain its ledger did not see.
+    let deep = resumed.poll().await.unwrap().through.expect("scanned on");
+    reorg(&setup, head - deep.number + 1).await;
+    mine(&setup, 2).await;
+    let mut after_reorg = watcher(&setup).resume(deep);
+    let err = after_reorg.poll().await.unwrap_err();
+    assert!(matches!(err, WatchError::DeepReorg { number } if number == deep.number), "{err}");
+    let unknown = ScanMark { number: deep.number, hash: [0xee; 32] };
+    assert!(matches!(watcher(&setup).resume(unknown).poll().await, Err(WatchError::DeepReorg { .. })));
+
+    // A mark above what the node counts as final (a node still syncing) is not seen yet, which
+    // is not a reorg: the watcher waits, and judges the block once the node has it.
+    let head = setup.provider.get_block_number().await.unwrap();
+    let ahead = ScanMark { number: head + 5, hash: [0xee; 32] };
+    let mut waiting = watcher(&setup).resume(ahead);
+    assert_eq!(waiting.poll().await.unwrap(), chains::ethereum::Scanned::default(), "waits");
+    mine(&setup, 5 + DEPTH).await;
+    assert!(matches!(waiting.poll().await, Err(WatchError::DeepReorg { number }) if number == ahead.number));
 }
 
 #[tokio::test]
@@ -468,17 +516,15 @@ async fn a_node_that_lags_waits_for_a_deposit_and_a_node_past_its_block_calls_a_
 #[tokio::test]
 async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credited_once() {
     let setup = Setup::new().await.unwrap();
-    let (sender, mut handed) = mpsc::channel(16);
-    let mut watcher =
-        DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(1), 0, sender);
+    let mut watcher = DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(1), 0);
     // The deposit, alone in its block: its log is the block's first.
     let (receipt, _) = deposit_eth(&setup, 5000).await;
     assert_eq!(receipt.inner.logs()[0].log_index, Some(0));
     let height = receipt.block_number.unwrap();
     let raw = setup.provider.get_raw_transaction_by_hash(receipt.transaction_hash).await.unwrap().unwrap();
     mine(&setup, 1).await;
-    assert_eq!(watcher.poll().await.unwrap(), 1);
-    let first = drain(&mut handed);
+    let first = poll(&mut watcher).await;
+    assert_eq!(first.len(), 1);
 
     // A reorg replaces the deposit's block and the next with empty blocks; the transaction is
     // mined again later, after another deposit in the same block, so its block-level log index
@@ -508,12 +554,11 @@ async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credite
     mine(&setup, 1).await;
 
     // The watcher stops at the reorg; restarted from an earlier block, it scans the block again.
-    assert!(matches!(watcher.poll().await, Err(chains::ethereum::WatchError::DeepReorg { .. })));
-    let (sender, mut handed) = mpsc::channel(16);
+    assert!(matches!(watcher.poll().await, Err(WatchError::DeepReorg { .. })));
     let mut rescan =
-        DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(1), height - 1, sender);
-    assert_eq!(rescan.poll().await.unwrap(), 2);
-    let second = drain(&mut handed);
+        DepositWatcher::new(setup.provider.clone(), setup.vault_address(), Confirmation::Depth(1), height - 1);
+    let second = poll(&mut rescan).await;
+    assert_eq!(second.len(), 2);
 
     // The ledger credits every deposit handed on, refusing a reference already credited.
     let params = bridge::NetworkParams {

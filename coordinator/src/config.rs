@@ -148,6 +148,8 @@ pub struct EthereumConfig {
     /// `depth`: credit `depth` blocks below the head.
     pub finality: chains::eth_finality::FinalityRule,
     pub depth: u64,
+    /// Where the first start scans from (the vault's deployment block); a later start resumes
+    /// after the mark the last run saved, unless this is set past it.
     pub from_block: u64,
     pub poll_ms: u64,
 }

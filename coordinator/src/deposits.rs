@@ -9,7 +9,8 @@ use bridge::{Deposit, Tx, TxError};
 use chains::task::{Task, TaskError};
 use tokio::sync::mpsc;
 
-use crate::sequencer::SequencerHandle;
+use crate::sequencer::{SequencerError, SequencerHandle};
+use crate::store::Store;
 
 /// The sending half, for the chain watchers.
 pub type DepositSink = mpsc::Sender<Deposit>;
@@ -29,15 +30,11 @@ pub fn deposit_channel(capacity: usize) -> (DepositSink, DepositSource) {
 pub async fn forward_deposits(mut source: DepositSource, sequencer: SequencerHandle) -> u64 {
     let mut credited = 0;
     while let Some(deposit) = source.0.recv().await {
-        let l1_ref = deposit.l1_ref;
-        match sequencer.submit(Tx::System(SystemTx::Deposit(deposit))).await {
-            Ok(Ok(_)) => credited += 1,
-            Ok(Err(ApplyError::Tx(TxError::DepositAlreadyCredited(_)))) => {
-                tracing::debug!(?l1_ref, "deposit already credited");
-            }
-            Ok(Err(error)) => tracing::error!(?l1_ref, %error, "deposit refused by the state-transition function"),
+        match credit(&sequencer, deposit).await {
+            Ok(true) => credited += 1,
+            Ok(false) => {}
             Err(error) => {
-                tracing::error!(?l1_ref, %error, "the sequencer stopped; deposits wait for a restart");
+                tracing::error!(%error, "the sequencer stopped; deposits wait for a restart");
                 break;
             }
         }
@@ -45,20 +42,63 @@ pub async fn forward_deposits(mut source: DepositSource, sequencer: SequencerHan
     credited
 }
 
-/// The Ethereum deposit watcher as a supervised task: one poll per turn. The node may come back
-/// (transient); a deep reorg, an unreadable vault log or a closed intake does not go away with
-/// another poll (fatal: a human decides, docs/OPERATIONS.md).
+/// Hands `deposit` to the ledger: `true` once credited (durably), `false` when it was credited
+/// before or the state-transition function refuses it (logged); an error only when the
+/// sequencer has stopped.
+async fn credit(sequencer: &SequencerHandle, deposit: Deposit) -> Result<bool, SequencerError> {
+    let l1_ref = deposit.l1_ref;
+    match sequencer.submit(Tx::System(SystemTx::Deposit(deposit))).await? {
+        Ok(_) => Ok(true),
+        Err(ApplyError::Tx(TxError::DepositAlreadyCredited(_))) => {
+            tracing::debug!(?l1_ref, "deposit already credited");
+            Ok(false)
+        }
+        Err(error) => {
+            tracing::error!(?l1_ref, %error, "deposit refused by the state-transition function");
+            Ok(false)
+        }
+    }
+}
+
+/// The Ethereum deposit watcher as a supervised task, one poll per turn: each deposit the poll
+/// found is credited, then the watcher's place is saved in the ledger's database, so a restart
+/// resumes there (`scan_mark`) instead of rescanning from `ethereum.from_block`. The mark is
+/// written only after every deposit at or below it is durable in the ledger, so a crash between
+/// the two rescans a little, never skips. The node may come back (transient); a deep reorg or
+/// an unreadable vault log does not go away with another poll, nor does a stopped sequencer
+/// (fatal: a human decides, docs/OPERATIONS.md).
 #[derive(Debug)]
-pub struct EthDepositTask(pub chains::ethereum::DepositWatcher);
+pub struct EthDepositTask {
+    pub watcher: chains::ethereum::DepositWatcher,
+    pub sequencer: SequencerHandle,
+    pub store: Store,
+    /// Whose mark this is ([`eth_scan_scope`]): the vault the watcher reads.
+    pub scope: String,
+}
 
 impl Task for EthDepositTask {
     async fn turn(&mut self) -> Result<(), TaskError> {
-        match self.0.poll().await {
-            Ok(_) => Ok(()),
-            Err(error @ chains::ethereum::WatchError::Rpc(_)) => Err(TaskError::transient(error)),
-            Err(error) => Err(TaskError::fatal(error)),
+        let scanned = match self.watcher.poll().await {
+            Ok(scanned) => scanned,
+            Err(error @ chains::ethereum::WatchError::Rpc(_)) => return Err(TaskError::transient(error)),
+            Err(error) => return Err(TaskError::fatal(error)),
+        };
+        for deposit in scanned.deposits {
+            credit(&self.sequencer, deposit).await.map_err(TaskError::fatal)?;
         }
+        if let Some(mark) = scanned.through {
+            // A mark not saved (a full disk, say) costs a longer rescan after a restart, never a
+            // deposit: the next turn saves a later one.
+            self.store.set_scan_mark(&self.scope, mark).await.map_err(TaskError::transient)?;
+        }
+        Ok(())
     }
+}
+
+/// The name a chain watcher's mark is saved under: its chain and what it watches, so that a
+/// database pointed at another vault does not resume from this one's place.
+pub fn eth_scan_scope(vault: &bridge::Address) -> String {
+    format!("ethereum:{vault}")
 }
 
 /// The Bitcoin deposit watcher as a supervised task: takes the accounts that asked for their

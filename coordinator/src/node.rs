@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiContext, ApiLimits, RateLimit, RateLimiter};
 use crate::config::{Config, ConfigError, DaKind};
-use crate::deposits::{BtcDepositTask, DepositSink, EthDepositTask, deposit_channel, forward_deposits};
+use crate::deposits::{BtcDepositTask, DepositSink, EthDepositTask, deposit_channel, eth_scan_scope, forward_deposits};
 use crate::publisher::Publisher;
 use crate::seal_rule::SealRule;
 use crate::sequencer::{Sequencer, SequencerError, SequencerHandle};
@@ -292,18 +292,28 @@ impl Node {
         let tls = config.tls()?;
         let mut eth_finality = None;
         if let Some(url) = &config.ethereum.rpc {
-            let watcher = chains::ethereum::DepositWatcher::connect(
+            let from = config.ethereum.from_block;
+            let mut watcher = chains::ethereum::DepositWatcher::connect(
                 url,
                 &tls,
                 params.eth_vault,
                 chains::ethereum::Confirmation::new(config.ethereum.finality, config.ethereum.depth),
-                config.ethereum.from_block,
-                sink.clone(),
+                from,
             )
             .map_err(|reason| NodeError::Config(ConfigError::Invalid(reason)))?;
+            // Where the last run stood, unless the operator moved the start past it.
+            let scope = eth_scan_scope(&params.eth_vault);
+            match store.scan_mark(&scope).await? {
+                Some(mark) if mark.number >= from => {
+                    tracing::info!(block = mark.number + 1, "the Ethereum deposit scan resumes where it stopped");
+                    watcher = watcher.resume(mark);
+                }
+                _ => tracing::info!(block = from, "the Ethereum deposit scan starts at ethereum.from_block"),
+            }
             eth_finality = Some(watcher.finality());
             let poll = Duration::from_millis(config.ethereum.poll_ms);
-            background.push(supervisor.spawn(ETH_DEPOSITS, EthDepositTask(watcher), Schedule::every(poll)));
+            let task = EthDepositTask { watcher, sequencer: handle.clone(), store: store.clone(), scope };
+            background.push(supervisor.spawn(ETH_DEPOSITS, task, Schedule::every(poll)));
         }
         let mut btc_accounts = None;
         if let Some(url) = &config.bitcoin.rpc {

@@ -26,6 +26,7 @@ pub enum StoreError {
 }
 
 pub use chains::db::Backend;
+pub use chains::ethereum::ScanMark;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -399,6 +400,46 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Where the chain watcher of `scope` stands (`crate::deposits::eth_scan_scope`), if it has
+    /// saved a mark in this ledger.
+    pub async fn scan_mark(&self, scope: &str) -> Result<Option<ScanMark>, StoreError> {
+        let Some(row) = sqlx::query("SELECT number, hash FROM chain_scan_marks WHERE scope = $1")
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StoreError::Corrupt { what: format!("chain_scan_marks {scope}"), reason };
+        let number: i64 = row.try_get("number")?;
+        let number = u64::try_from(number).map_err(|_| corrupt(format!("block number {number}")))?;
+        let text: String = row.try_get("hash")?;
+        let hash = hex::decode(&text)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| corrupt(format!("block hash {text:?}")))?;
+        Ok(Some(ScanMark { number, hash }))
+    }
+
+    /// Saves where the chain watcher of `scope` stands: every deposit at or below `mark` is
+    /// credited in this ledger.
+    pub async fn set_scan_mark(&self, scope: &str, mark: ScanMark) -> Result<(), StoreError> {
+        let number = i64::try_from(mark.number).map_err(|_| StoreError::Corrupt {
+            what: format!("chain_scan_marks {scope}"),
+            reason: format!("block number {} above 2^63", mark.number),
+        })?;
+        sqlx::query(
+            "INSERT INTO chain_scan_marks (scope, number, hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (scope) DO UPDATE SET number = excluded.number, hash = excluded.hash",
+        )
+        .bind(scope)
+        .bind(number)
+        .bind(hex::encode(mark.hash))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The next sequence number to hand out.

@@ -45,14 +45,38 @@ pub enum WatchError {
     DeepReorg { number: u64 },
     #[error("a vault log the watcher cannot read: {0}")]
     BadLog(String),
-    #[error("the deposit channel is closed")]
-    SinkClosed,
 }
 
 /// How many scanned block hashes the watcher keeps to notice a deep reorg.
 const REMEMBERED_BLOCKS: usize = 128;
 
-/// Reads the vault's deposits at depth and hands each to the coordinator once, in block order.
+/// Blocks one poll scans at most (two or three requests each): a watcher far behind (after a
+/// long downtime, or on its first start at the vault's deployment) catches up over several
+/// turns, each handing its deposits on and saving its place, rather than in one turn that
+/// grows with the chain's history.
+pub const MAX_BLOCKS_PER_POLL: u64 = 1_000;
+
+/// Where a watcher stands: the last block it scanned at depth, by number and hash. Once every
+/// deposit a poll found is credited, its mark is saved; a restarted watcher resumes after it
+/// (so a restart costs the blocks since, not the chain since the vault's deployment) and checks
+/// that the block is still canonical (a reorg deeper than the depth is noticed across restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanMark {
+    pub number: u64,
+    pub hash: [u8; 32],
+}
+
+/// What one poll found: the deposits of the blocks it scanned, in block and log order, and the
+/// mark of the last of them (`None` when no block became final since the last poll).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scanned {
+    pub deposits: Vec<Deposit>,
+    pub through: Option<ScanMark>,
+}
+
+/// Reads the vault's deposits at depth, in block order, and returns each once. Handing them to
+/// the ledger, and saving the mark after them, is the caller's (the coordinator's
+/// `EthDepositTask`): a poll changes nothing outside the watcher.
 #[derive(Debug)]
 pub struct DepositWatcher {
     provider: DynProvider,
@@ -61,19 +85,12 @@ pub struct DepositWatcher {
     finality: FinalityWatch,
     next_block: u64,
     scanned: VecDeque<(u64, B256)>,
-    sink: mpsc::Sender<Deposit>,
 }
 
 impl DepositWatcher {
-    /// Watches `vault` from `from_block` (the vault's deployment block, or where a previous run
-    /// stopped: the coordinator's state refuses a deposit credited twice, so starting early is safe).
-    pub fn new(
-        provider: DynProvider,
-        vault: Address,
-        confirmation: Confirmation,
-        from_block: u64,
-        sink: mpsc::Sender<Deposit>,
-    ) -> Self {
+    /// Watches `vault` from `from_block` (the vault's deployment block, or earlier: the
+    /// coordinator's state refuses a deposit credited twice, so starting early is safe).
+    pub fn new(provider: DynProvider, vault: Address, confirmation: Confirmation, from_block: u64) -> Self {
         DepositWatcher {
             provider,
             vault,
@@ -81,7 +98,6 @@ impl DepositWatcher {
             finality: FinalityWatch::new(confirmation),
             next_block: from_block,
             scanned: VecDeque::new(),
-            sink,
         }
     }
 
@@ -93,10 +109,17 @@ impl DepositWatcher {
         vault: bridge::Address,
         confirmation: Confirmation,
         from_block: u64,
-        sink: mpsc::Sender<Deposit>,
     ) -> Result<Self, String> {
         let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
-        Ok(DepositWatcher::new(provider, contracts::to_alloy(vault), confirmation, from_block, sink))
+        Ok(DepositWatcher::new(provider, contracts::to_alloy(vault), confirmation, from_block))
+    }
+
+    /// Resumes after `mark`, a block this watcher's predecessor scanned and whose deposits were
+    /// all credited: the next poll first checks that the block is still canonical.
+    pub fn resume(mut self, mark: ScanMark) -> Self {
+        self.next_block = mark.number + 1;
+        self.scanned = VecDeque::from([(mark.number, B256::from(mark.hash))]);
+        self
     }
 
     /// The watcher's last answer to "what is final", for `/status`.
@@ -109,9 +132,10 @@ impl DepositWatcher {
         self.next_block
     }
 
-    /// Scans every block that has newly become final (by the node's `finalized` tag or the
-    /// depth, see [`Confirmation`]); returns the number of deposits handed on.
-    pub async fn poll(&mut self) -> Result<usize, WatchError> {
+    /// Scans the blocks that have newly become final (by the node's `finalized` tag or the
+    /// depth, see [`Confirmation`]), at most [`MAX_BLOCKS_PER_POLL`] of them. On an error the
+    /// watcher stays where it was: the next poll scans the same blocks again.
+    pub async fn poll(&mut self) -> Result<Scanned, WatchError> {
         let rpc = |e: alloy::transports::TransportError| WatchError::Rpc(e.to_string());
         let seen = match self.confirmation.safe_height(&self.provider).await {
             Ok(seen) => seen,
@@ -122,72 +146,93 @@ impl DepositWatcher {
         };
         self.finality.record(&seen);
         let Some(safe) = seen.safe else {
-            return Ok(0);
+            return Ok(Scanned::default());
         };
-        // The last block scanned must still be canonical.
+        // The last block scanned must still be canonical. A node whose final block is below it
+        // (another node, still syncing, after a restart that resumed from the saved mark) has
+        // not seen it yet, which is not a reorg: wait for it.
         if let Some(&(number, hash)) = self.scanned.back() {
+            if number > safe {
+                return Ok(Scanned::default());
+            }
             let block = self.provider.get_block_by_number(number.into()).await.map_err(rpc)?;
             if block.map(|b| b.header.hash) != Some(hash) {
                 return Err(WatchError::DeepReorg { number });
             }
         }
-        let mut handed = 0;
-        while self.next_block <= safe {
-            let number = self.next_block;
+        let mut found = Scanned::default();
+        let mut last = self.scanned.back().copied();
+        let mut newly = Vec::new();
+        let end = safe.min(self.next_block.saturating_add(MAX_BLOCKS_PER_POLL - 1));
+        for number in self.next_block..=end {
             let block = self
                 .provider
                 .get_block_by_number(number.into())
                 .await
                 .map_err(rpc)?
                 .ok_or_else(|| WatchError::Rpc(format!("block {number} is missing")))?;
-            if let Some(&(previous, hash)) = self.scanned.back()
+            if let Some((previous, hash)) = last
                 && previous + 1 == number
                 && block.header.parent_hash != hash
             {
                 return Err(WatchError::DeepReorg { number: previous });
             }
-            // Logs by block hash (EIP-234): exactly this block's, even if a reorg happens meanwhile.
-            let filter = Filter::new()
-                .address(self.vault)
-                .event_signature(Vault::Deposited::SIGNATURE_HASH)
-                .at_block_hash(block.header.hash);
-            let mut logs = self.provider.get_logs(&filter).await.map_err(rpc)?;
-            logs.sort_by_key(|log| log.log_index);
-            // The receipt of each deposit transaction, for the log's place within it (fetched
-            // once per transaction: a block's deposits are bounded by its gas).
-            let mut receipts: BTreeMap<B256, TransactionReceipt> = BTreeMap::new();
-            for log in logs.iter().filter(|log| !log.removed) {
-                let tx_hash =
-                    log.transaction_hash.ok_or_else(|| WatchError::BadLog("log without a transaction hash".into()))?;
-                let receipt = match receipts.entry(tx_hash) {
-                    std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(slot) => {
-                        let receipt =
-                            self.provider.get_transaction_receipt(tx_hash).await.map_err(rpc)?.ok_or_else(|| {
-                                WatchError::Rpc(format!("no receipt for {tx_hash} in block {number}"))
-                            })?;
-                        if receipt.block_hash != Some(block.header.hash) {
-                            // A reorg between the two questions: scan this block again next poll.
-                            return Err(WatchError::Rpc(format!(
-                                "{tx_hash} moved out of block {number} during the scan"
-                            )));
-                        }
-                        slot.insert(receipt)
-                    }
-                };
-                let position = position_in_receipt(receipt, log).map_err(WatchError::BadLog)?;
-                let deposit = deposit_from_log(log, position, number).map_err(WatchError::BadLog)?;
+            for deposit in self.block_deposits(number, block.header.hash).await? {
                 tracing::info!(block = number, rule = %seen.rule, ?deposit, "Ethereum deposit final");
-                self.sink.send(deposit).await.map_err(|_| WatchError::SinkClosed)?;
-                handed += 1;
+                found.deposits.push(deposit);
             }
-            self.scanned.push_back((number, block.header.hash));
+            last = Some((number, block.header.hash));
+            newly.push((number, block.header.hash));
+            found.through = Some(ScanMark { number, hash: block.header.hash.0 });
+        }
+        // The whole range was read: only now does the watcher move past it.
+        if let Some(mark) = found.through {
+            self.next_block = mark.number + 1;
+        }
+        for block in newly {
+            self.scanned.push_back(block);
             if self.scanned.len() > REMEMBERED_BLOCKS {
                 self.scanned.pop_front();
             }
-            self.next_block = number + 1;
         }
-        Ok(handed)
+        Ok(found)
+    }
+
+    /// The vault's deposits in block `number` (hash `hash`), in log order.
+    async fn block_deposits(&self, number: u64, hash: B256) -> Result<Vec<Deposit>, WatchError> {
+        let rpc = |e: alloy::transports::TransportError| WatchError::Rpc(e.to_string());
+        // Logs by block hash (EIP-234): exactly this block's, even if a reorg happens meanwhile.
+        let filter =
+            Filter::new().address(self.vault).event_signature(Vault::Deposited::SIGNATURE_HASH).at_block_hash(hash);
+        let mut logs = self.provider.get_logs(&filter).await.map_err(rpc)?;
+        logs.sort_by_key(|log| log.log_index);
+        // The receipt of each deposit transaction, for the log's place within it (fetched once
+        // per transaction: a block's deposits are bounded by its gas).
+        let mut receipts: BTreeMap<B256, TransactionReceipt> = BTreeMap::new();
+        let mut deposits = Vec::new();
+        for log in logs.iter().filter(|log| !log.removed) {
+            let tx_hash =
+                log.transaction_hash.ok_or_else(|| WatchError::BadLog("log without a transaction hash".into()))?;
+            let receipt = match receipts.entry(tx_hash) {
+                std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let receipt = self
+                        .provider
+                        .get_transaction_receipt(tx_hash)
+                        .await
+                        .map_err(rpc)?
+                        .ok_or_else(|| WatchError::Rpc(format!("no receipt for {tx_hash} in block {number}")))?;
+                    if receipt.block_hash != Some(hash) {
+                        // A reorg between the two questions: scan this block again next poll.
+                        return Err(WatchError::Rpc(format!("{tx_hash} moved out of block {number} during the scan")));
+                    }
+                    slot.insert(receipt)
+                }
+            };
+            let position = position_in_receipt(receipt, log).map_err(WatchError::BadLog)?;
+            deposits.push(deposit_from_log(log, position, number).map_err(WatchError::BadLog)?);
+        }
+        Ok(deposits)
     }
 }
 
