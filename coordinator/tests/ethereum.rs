@@ -4,7 +4,6 @@
 
 mod common;
 
-use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
 use common::*;
 use contracts::from_alloy;
@@ -36,16 +35,7 @@ async fn a_vault_deposit_is_credited_at_depth() {
     let node = Node::start(&config).await.unwrap();
 
     let account = bridge::Address([0xd1; 20]);
-    setup
-        .vault
-        .depositETH(EthAddress::from(account.0))
-        .value(U256::from(5_000))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    deposit_eth(&setup, account, 5_000).await;
     // Not before its depth.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(eth_balance(&node, account).await, 0);
@@ -74,19 +64,7 @@ async fn a_restarted_coordinator_resumes_its_deposit_scan_after_the_saved_mark()
         config.ethereum.depth = 2;
         config.ethereum.finality = chains::eth_finality::FinalityRule::Depth;
         config.ethereum.poll_ms = 100;
-        let deposit = async |account: bridge::Address, wei: u64| {
-            let receipt = setup
-                .vault
-                .depositETH(EthAddress::from(account.0))
-                .value(U256::from(wei))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap();
-            receipt.block_number.unwrap()
-        };
+        let deposit = async |account: bridge::Address, wei: u64| deposit_eth(&setup, account, wei).await;
         let mine = async |blocks: u64| {
             let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (blocks,)).await.unwrap();
         };

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::Provider;
 use chains::da::{DaError, DataAvailability, DirDa, FetchedBatch, Published};
 use chains::task::{Schedule, Supervisor, TaskState};
@@ -109,16 +108,7 @@ fn task<'a>(health: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn deposit(setup: &Setup, account: bridge::Address, wei: u64) {
-    setup
-        .vault
-        .depositETH(EthAddress::from(account.0))
-        .value(U256::from(wei))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    deposit_eth(setup, account, wei).await;
     let _: Value = setup.provider.raw_request("anvil_mine".into(), (2,)).await.unwrap();
 }
 

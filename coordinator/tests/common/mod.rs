@@ -264,3 +264,18 @@ pub fn run_binary(args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// `account` deposits `wei` into the vault of `setup` (anvil): the block it landed in.
+pub async fn deposit_eth(setup: &contracts::harness::Setup, account: Address, wei: u64) -> u64 {
+    let receipt = setup
+        .vault
+        .depositETH(alloy::primitives::Address::from(account.0))
+        .value(alloy::primitives::U256::from(wei))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    receipt.block_number.unwrap()
+}
