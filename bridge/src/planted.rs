@@ -79,8 +79,9 @@ pub enum PlantedBug {
     /// outage kills the publishing task, and the coordinator's process stops with it.
     UnreachableDaIsFatal,
     /// The Bitcoin deposit watcher, started afresh (a coordinator's start), begins at the
-    /// node's newest block at depth instead of its configured start height: deposits that
-    /// reached depth while the coordinator was down are never credited.
+    /// node's newest block at depth instead of after its saved mark (or at its configured start
+    /// height, before any): deposits that reached depth while the coordinator was down are
+    /// never credited.
     WatcherStartsAtTip,
     /// A share refresh ends with each participant's old share instead of the one its rounds
     /// made: the operators destroy their old shares' backups believing a stolen one is now

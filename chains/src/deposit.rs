@@ -21,6 +21,17 @@ pub enum DepositCheck {
     NotOnL1 { reason: String },
 }
 
+/// Where a chain's deposit watcher stands: the last block it read at depth, by number (height)
+/// and hash. Once every deposit at or below it is credited, the coordinator saves it; a
+/// restarted watcher resumes after it (so a restart costs the blocks since, not the chain since
+/// the vault's deployment) and first checks the block is still on the node's chain (a reorg
+/// deeper than the depth is noticed across restarts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanMark {
+    pub number: u64,
+    pub hash: [u8; 32],
+}
+
 /// How many blocks a synced node may trail the coordinator's node (beyond the depth, which each
 /// verifier adds) before a fact named beyond its tip counts as a block its chain does not have:
 /// about 6 minutes of Ethereum blocks and half an hour of Bitcoin blocks, far more than two

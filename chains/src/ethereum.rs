@@ -21,6 +21,7 @@ use bridge::withdrawals::EthWithdrawalTree;
 use bridge::{Amount, AssetId, Chain, Deposit, L1Ref};
 use contracts::{TestToken, Vault, from_alloy, vault_signature};
 
+pub use crate::deposit::ScanMark;
 use crate::deposit::{DepositCheck, DepositVerifier, VerifierError};
 
 mod deposits;

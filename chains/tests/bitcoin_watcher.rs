@@ -153,6 +153,57 @@ async fn polls_credit_each_deposit_once_and_a_closed_channel_stops_the_watcher()
     assert!(deposits.try_recv().is_err(), "credited once");
 }
 
+/// What a restarted coordinator relies on (coordinator::deposits::BtcDepositTask saves the
+/// mark): a watcher resumed after a block reads only what came after it, waits for a node that
+/// has not reached the block yet, and stops at a reorg under it.
+#[tokio::test]
+async fn a_resumed_watcher_reads_after_its_mark_waits_for_a_lagging_node_and_stops_at_a_reorg_under_it() {
+    let node = RegtestNode::start(RegtestConfig::default()).await.unwrap();
+    let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+    let miner = Miner::new();
+    rpc.generate_to_address(101, &miner.address).await.unwrap();
+    let config = WatcherConfig { depth: 1, start_height: 0 };
+    let key = group_key(); // one vault for every watcher below
+    let fresh = || DepositWatcher::new(std::sync::Arc::new(rpc.clone()), BtcNetwork::Regtest, key, config.clone());
+    let account = bridge::Address([0xd4; 20]);
+    let mut first = fresh().unwrap();
+    let address = first.watch(account);
+    let (sink, mut deposits) = mpsc::channel(8);
+    let early = miner.pay(&rpc, 1, &address, Amount::from_sat(100_000)).await;
+    rpc.generate_to_address(1, &miner.address).await.unwrap();
+    assert_eq!(first.poll(&sink).await.unwrap(), 1);
+    assert_eq!(
+        deposits.recv().await.unwrap().l1_ref,
+        L1Ref::Bitcoin { txid: early.compute_txid().to_byte_array(), vout: 0 }
+    );
+    let mark = first.mark().expect("blocks were read");
+    assert_eq!(mark.number, 102);
+
+    // Resumed after the mark: the later deposit only.
+    let late = miner.pay(&rpc, 2, &address, Amount::from_sat(200_000)).await;
+    rpc.generate_to_address(3, &miner.address).await.unwrap();
+    let mut resumed = fresh().unwrap();
+    resumed.watch(account);
+    resumed.resume(mark);
+    assert_eq!(resumed.next_height(), 103);
+    assert_eq!(resumed.poll(&sink).await.unwrap(), 1);
+    assert_eq!(
+        deposits.recv().await.unwrap().l1_ref,
+        L1Ref::Bitcoin { txid: late.compute_txid().to_byte_array(), vout: 0 }
+    );
+    assert_eq!(resumed.mark().map(|m| m.number), Some(105));
+
+    // A mark above the node's tip (a node still syncing) is not seen yet: it waits, no error.
+    let ahead = chains::deposit::ScanMark { number: 110, hash: [0xee; 32] };
+    let mut waiting = fresh().unwrap();
+    waiting.resume(ahead);
+    assert_eq!(waiting.poll(&sink).await.unwrap(), 0);
+    // Once the node has that height, a block other than the mark's is a reorg under it.
+    rpc.generate_to_address(6, &miner.address).await.unwrap();
+    assert!(matches!(waiting.poll(&sink).await, Err(WatchError::ReorgBelowDepth { height: 110, .. })));
+    assert!(deposits.try_recv().is_err(), "nothing read twice, nothing read past a reorg");
+}
+
 /// Copies the active chain of `from` up to `height` into `to`, block by block.
 async fn relay(from: &CoreRpc, to: &CoreRpc, height: u64) {
     for h in to.block_count().await.unwrap() + 1..=height {

@@ -179,8 +179,9 @@ pub struct BitcoinConfig {
     /// Confirmations before a deposit is credited and before a payout's change is recorded as
     /// the vault's.
     pub depth: u64,
-    /// The first block the deposit watcher reads: the vault's birth height, or where to resume (a
-    /// deposit handed in twice is refused by the state, so starting early is safe).
+    /// The first block the deposit watcher reads on the first start: the vault's birth height (a
+    /// deposit handed in twice is refused by the state, so starting early is safe). A later start
+    /// resumes after the mark the last run saved, unless this is set past it.
     pub from_height: u64,
     pub poll_ms: u64,
     /// `estimatesmartfee`'s target in blocks.

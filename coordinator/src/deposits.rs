@@ -109,6 +109,10 @@ pub fn eth_scan_scope(vault: &bridge::Address) -> String {
 /// it to the right key whichever batch it lands in (a plain `Deposit` would take the key in
 /// force at its batch, which a rotation sealed meanwhile could change), late deposits to an old
 /// key included.
+///
+/// Like [`EthDepositTask`] it saves the watcher's place once every deposit it read is credited
+/// (none held), and a restart resumes there: without it a start read every block since the
+/// vault's birth in full again.
 #[derive(Debug)]
 pub struct BtcDepositTask {
     pub watcher: chains::bitcoin::DepositWatcher,
@@ -117,6 +121,11 @@ pub struct BtcDepositTask {
     /// Deposits to a key not yet in force (its rotation's first batch has not opened): credited
     /// on a later turn.
     pub held: HeldDeposits,
+    pub store: Store,
+    /// Whose mark this is ([`btc_scan_scope`]).
+    pub scope: String,
+    /// The mark last saved, so an idle turn writes nothing.
+    pub saved: Option<chains::deposit::ScanMark>,
 }
 
 /// How many deposits to a key not yet in force are held for a later turn: a key is in force one
@@ -126,21 +135,34 @@ pub const MAX_HELD_DEPOSITS: usize = 10_000;
 
 /// The deposits held for a key not yet in force, at most [`MAX_HELD_DEPOSITS`].
 #[derive(Debug, Default)]
-pub struct HeldDeposits(Vec<chains::bitcoin::KeyedDeposit>);
+pub struct HeldDeposits {
+    held: Vec<chains::bitcoin::KeyedDeposit>,
+    /// One was left out past the bound: only a read of its block again (a restart from a mark
+    /// before it) credits it, so no later mark may be saved in this run.
+    dropped: bool,
+}
 
 impl HeldDeposits {
+    /// Whether every deposit read is settled (credited, or refused for good): nothing held and
+    /// nothing left out. Only then may the watcher's mark be saved, since a restart forgets what
+    /// is held and finds it again only by reading its block again.
+    pub fn settled(&self) -> bool {
+        self.held.is_empty() && !self.dropped
+    }
+
     /// Every deposit held, to try again; what still waits is held again.
     pub fn take(&mut self) -> Vec<chains::bitcoin::KeyedDeposit> {
-        std::mem::take(&mut self.0)
+        std::mem::take(&mut self.held)
     }
 
     /// Holds `seen` for a later turn; past the bound it is left to the restart's rescan.
     pub fn hold(&mut self, seen: chains::bitcoin::KeyedDeposit) {
-        if self.0.len() >= MAX_HELD_DEPOSITS {
+        if self.held.len() >= MAX_HELD_DEPOSITS {
             tracing::error!(l1_ref = ?seen.deposit.l1_ref, "too many deposits to a key not yet in force; this one is credited after a restart");
+            self.dropped = true;
             return;
         }
-        self.0.push(seen);
+        self.held.push(seen);
     }
 }
 
@@ -263,8 +285,21 @@ impl Task for BtcDepositTask {
                 }
             }
         }
+        let mark = self.watcher.mark();
+        if self.held.settled() && mark != self.saved {
+            if let Some(mark) = mark {
+                // Not saved (a full disk, say): a restart reads a few more blocks, no deposit is lost.
+                self.store.set_scan_mark(&self.scope, mark).await.map_err(TaskError::transient)?;
+            }
+            self.saved = mark;
+        }
         Ok(())
     }
+}
+
+/// The name the Bitcoin deposit watcher's mark is saved under: the vault's genesis key.
+pub fn btc_scan_scope(vault: &bridge::BtcVaultParams) -> String {
+    format!("bitcoin:{}", hex::encode(vault.internal_key().serialize()))
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiContext, ApiLimits, RateLimit, RateLimiter};
 use crate::config::{Config, ConfigError, DaKind};
-use crate::deposits::{BtcDepositTask, DepositSink, EthDepositTask, deposit_channel, eth_scan_scope, forward_deposits};
+use crate::deposits::{
+    BtcDepositTask, DepositSink, EthDepositTask, btc_scan_scope, deposit_channel, eth_scan_scope, forward_deposits,
+};
 use crate::publisher::Publisher;
 use crate::seal_rule::SealRule;
 use crate::sequencer::{Sequencer, SequencerError, SequencerHandle};
@@ -341,10 +343,29 @@ impl Node {
             for account in store.btc_deposit_accounts().await? {
                 watcher.watch(account);
             }
+            // Where the last run stood, unless the operator moved the start past it.
+            let scope = btc_scan_scope(&vault);
+            let saved = store.scan_mark(&scope).await?.filter(|mark| mark.number >= b.from_height);
+            match saved {
+                Some(mark) => {
+                    tracing::info!(height = mark.number + 1, "the Bitcoin deposit scan resumes where it stopped");
+                    watcher.resume(mark);
+                }
+                None => {
+                    tracing::info!(height = b.from_height, "the Bitcoin deposit scan starts at bitcoin.from_height")
+                }
+            }
             let (register, registered) = tokio::sync::mpsc::channel(1024);
             btc_accounts = Some(register);
-            let task =
-                BtcDepositTask { watcher, accounts: registered, sequencer: handle.clone(), held: Default::default() };
+            let task = BtcDepositTask {
+                watcher,
+                accounts: registered,
+                sequencer: handle.clone(),
+                held: Default::default(),
+                store: store.clone(),
+                scope,
+                saved,
+            };
             background.push(supervisor.spawn(BTC_DEPOSITS, task, Schedule::every(poll)));
             let keeper = crate::payouts::PayoutKeeper::new(
                 rpc.clone(),

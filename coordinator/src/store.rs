@@ -26,7 +26,7 @@ pub enum StoreError {
 }
 
 pub use chains::db::Backend;
-pub use chains::ethereum::ScanMark;
+pub use chains::deposit::ScanMark;
 
 #[derive(Debug, Clone)]
 pub struct Store {

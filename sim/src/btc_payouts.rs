@@ -27,7 +27,7 @@ use bridge::{Amount, AssetId, BtcNetwork, Tx, VaultKeys, VaultOwner};
 use chains::bitcoin::{DepositWatcher, WatchError, WatcherConfig};
 use chains::task::{Next, Task as _, TaskError};
 use confirmer::watchman::BtcPayouts;
-use coordinator::deposits::{Credit, HeldDeposits, LedgerKeys, credit_outcome, watch_error};
+use coordinator::deposits::{Credit, HeldDeposits, LedgerKeys, btc_scan_scope, credit_outcome, watch_error};
 use coordinator::node::BTC_DEPOSITS;
 use coordinator::payouts::{FeeEstimates, LedgerReading, PayoutKeeper, PayoutKeeperError, PayoutLedger};
 use coordinator::sequencer::{Outcome, Sequencer, SequencerError};
@@ -125,10 +125,17 @@ impl World {
     /// ([`chains::bitcoin::DepositWatcher`], every block [`BTC_DEPTH`] deep, read in height order
     /// through the coordinator's node) steered and credited by the binary's own decisions
     /// ([`LedgerKeys`], [`credit_outcome`]): each deposit as a keyed deposit to the key it paid,
-    /// held while that key is not in force. A crash drops the watcher; the restart reads the
-    /// chain again from the vault's birth, as the binary does, and the ledger refuses repeats.
+    /// held while that key is not in force. Once nothing is held it saves the watcher's place in
+    /// the coordinator's ledger, as the binary's task does; a crash drops the watcher, and the
+    /// restart resumes after the saved mark (the blocks since are read again; the ledger
+    /// refuses repeats).
     pub(crate) async fn watch_btc_deposits(&mut self) -> Result<(), SimError> {
-        let (Some(btc), Some(sequencer)) = (&self.btc, &self.coordinator.sequencer) else { return Ok(()) };
+        let (Some(btc), Some(sequencer), Some(store)) =
+            (&self.btc, &self.coordinator.sequencer, &self.coordinator.store)
+        else {
+            return Ok(());
+        };
+        let scope = btc_scan_scope(&btc.vault);
         if self.coordinator.btc_deposits.is_none() {
             let config = WatcherConfig { depth: BTC_DEPTH as u32, start_height: 0 };
             let node = btc.view(self.coordinator.btc_lag.clone()).shared();
@@ -137,8 +144,13 @@ impl World {
             for user in &self.users {
                 watcher.watch(user.address());
             }
-            self.coordinator.btc_deposits = Some(BtcDepositWatch { watcher, held: HeldDeposits::default() });
+            let saved = store.scan_mark(&scope).await.map_err(SimError::role("coordinator ledger"))?;
+            if let Some(mark) = saved {
+                watcher.resume(mark);
+            }
+            self.coordinator.btc_deposits = Some(BtcDepositWatch { watcher, held: HeldDeposits::default(), saved });
         }
+        let store = store.clone();
         let ledger = LedgerKeys::of(sequencer.state());
         let Some(watch) = self.coordinator.btc_deposits.as_mut() else { return Ok(()) };
         ledger.steer(&mut watch.watcher);
@@ -151,7 +163,8 @@ impl World {
             Ok::<_, WatchError>(())
         };
         let failed = read.await.err().map(watch_error);
-        let mut held = HeldDeposits::default();
+        // What was held went into `due`; what still waits goes back (its bound and record kept).
+        let mut held = std::mem::take(&mut watch.held);
         for seen in due {
             let Some(tx) = ledger.credit_tx(&seen) else {
                 held.hold(seen);
@@ -163,8 +176,21 @@ impl World {
                 _ => held.hold(seen),
             }
         }
+        // The place is saved once a whole read is credited and nothing is held, as the binary's
+        // task does; a refused write (a disk fault) leaves the older mark, read again later.
+        let mut failed = failed;
         if let Some(watch) = self.coordinator.btc_deposits.as_mut() {
             watch.held = held;
+            let mark = watch.watcher.mark();
+            if failed.is_none() && watch.held.settled() && mark != watch.saved {
+                if let Some(mark) = mark
+                    && let Err(error) = store.set_scan_mark(&scope, mark).await
+                {
+                    failed = Some(TaskError::transient(error));
+                } else {
+                    watch.saved = mark;
+                }
+            }
         }
         // Read as the binary's task reads it: a transient error is asked again at the next
         // step; a fatal one (a reorg below the depth) kills the task, and with it the process.
@@ -416,6 +442,8 @@ fn short(txid: &Txid) -> String {
 pub(crate) struct BtcDepositWatch {
     watcher: DepositWatcher,
     held: HeldDeposits,
+    /// The mark last saved in the coordinator's ledger.
+    saved: Option<chains::deposit::ScanMark>,
 }
 
 /// The payout keeper's ledger edge in the simulator: the coordinator's own sequencer, each

@@ -6,8 +6,9 @@
 //! It only reads blocks already at depth, in height order, each checked to build on the last one
 //! it read, so a reorg shallower than `depth` never reaches it (what it would have credited is not
 //! read yet) and a deeper one is reported as an error instead of being followed: a credited deposit
-//! cannot be taken back. Each outpoint is credited at most once per watcher, and the state refuses
-//! a repeated L1 reference anyway.
+//! cannot be taken back. Each block is read once, so each output is handed on once per watcher
+//! (nothing is kept per deposit: the watcher's memory does not grow with the deposits it has
+//! seen), and the state refuses a repeated L1 reference anyway.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,13 +22,15 @@ use tokio::sync::mpsc;
 use super::deposit::deposit_address;
 use super::node::BitcoinNode;
 use super::rpc::RpcError;
+use crate::deposit::ScanMark;
 
 /// How the watcher follows the chain.
 #[derive(Debug, Clone)]
 pub struct WatcherConfig {
     /// Confirmations a block needs before its deposits are credited (1 = in the tip).
     pub depth: u32,
-    /// First height to read (the vault's birth height, or where a restarted watcher left off).
+    /// First height to read: the vault's birth height (a restarted watcher resumes after its
+    /// saved mark instead, [`DepositWatcher::resume`]).
     pub start_height: u64,
 }
 
@@ -85,7 +88,6 @@ pub struct DepositWatcher {
     /// Every account watched, so a key added later watches them all.
     watched: HashSet<bridge::Address>,
     last: Option<(u64, BlockHash)>,
-    credited: HashSet<OutPoint>,
 }
 
 impl DepositWatcher {
@@ -108,7 +110,6 @@ impl DepositWatcher {
             accounts: HashMap::new(),
             watched: HashSet::new(),
             last: None,
-            credited: HashSet::new(),
         })
     }
 
@@ -154,6 +155,22 @@ impl DepositWatcher {
         self.accounts.retain(|_, (_, k)| *k != key);
     }
 
+    /// Resumes after `mark`, the last block a predecessor read and whose deposits were all
+    /// credited: the next poll first checks that the block is still on the node's chain.
+    pub fn resume(&mut self, mark: ScanMark) {
+        #[cfg(feature = "planted-bugs")]
+        if bridge::planted::active(bridge::planted::PlantedBug::WatcherStartsAtTip) {
+            // Forgets its place, and so starts at the newest block at depth (`next_block`).
+            return;
+        }
+        self.last = Some((mark.number, BlockHash::from_byte_array(mark.hash)));
+    }
+
+    /// The last block read: where a successor resumes once every deposit read is credited.
+    pub fn mark(&self) -> Option<ScanMark> {
+        self.last.map(|(number, hash)| ScanMark { number, hash: hash.to_byte_array() })
+    }
+
     /// The next height to be read.
     pub fn next_height(&self) -> u64 {
         self.last.map_or(self.config.start_height, |(h, _)| h + 1)
@@ -191,6 +208,11 @@ impl DepositWatcher {
     pub async fn checked_tip(&mut self) -> Result<u64, WatchError> {
         let tip = self.rpc.block_count().await?;
         if let Some((height, credited)) = self.last {
+            // A node below the block (another node, still syncing, after a restart that resumed
+            // from the saved mark) has not seen it yet, which is not a reorg: wait for it.
+            if height > tip {
+                return Ok(tip);
+            }
             let now = self.rpc.block_hash(height).await?;
             if now != credited {
                 return Err(WatchError::ReorgBelowDepth { height, credited, now, depth: self.config.depth });
@@ -230,9 +252,6 @@ impl DepositWatcher {
             for (vout, output) in tx.output.iter().enumerate() {
                 let Some((account, key)) = self.accounts.get(&output.script_pubkey) else { continue };
                 let outpoint = OutPoint { txid, vout: vout as u32 };
-                if !self.credited.insert(outpoint) {
-                    continue;
-                }
                 let deposit = Deposit {
                     chain: Chain::Bitcoin,
                     l1_ref: L1Ref::Bitcoin { txid: txid.to_raw_hash().to_byte_array(), vout: outpoint.vout },

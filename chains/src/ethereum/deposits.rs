@@ -56,16 +56,6 @@ const REMEMBERED_BLOCKS: usize = 128;
 /// grows with the chain's history.
 pub const MAX_BLOCKS_PER_POLL: u64 = 1_000;
 
-/// Where a watcher stands: the last block it scanned at depth, by number and hash. Once every
-/// deposit a poll found is credited, its mark is saved; a restarted watcher resumes after it
-/// (so a restart costs the blocks since, not the chain since the vault's deployment) and checks
-/// that the block is still canonical (a reorg deeper than the depth is noticed across restarts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScanMark {
-    pub number: u64,
-    pub hash: [u8; 32],
-}
-
 /// What one poll found: the deposits of the blocks it scanned, in block and log order, and the
 /// mark of the last of them (`None` when no block became final since the last poll).
 #[derive(Debug, Default, PartialEq, Eq)]
