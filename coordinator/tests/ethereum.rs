@@ -108,7 +108,11 @@ async fn a_restarted_coordinator_resumes_its_deposit_scan_after_the_saved_mark()
         })
         .await;
         assert_eq!(eth_balance(&node, bob).await, 0, "block {skipped}, below the mark, was not scanned again");
-        assert!(store.scan_mark(&scope).await.unwrap().unwrap().number >= third);
+        // The mark is saved after the turn's deposits are credited: a moment after the balance.
+        eventually(60, "the mark past the last deposit", || async {
+            (store.scan_mark(&scope).await.unwrap().unwrap().number >= third).then_some(())
+        })
+        .await;
         node.shutdown().await;
     }
 }
