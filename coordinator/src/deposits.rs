@@ -95,6 +95,21 @@ impl Task for EthDepositTask {
     }
 }
 
+/// Where a chain watcher of `scope` resumes: the mark its last run saved, unless the operator
+/// set the configured start (`from`) past it.
+pub async fn saved_mark(
+    store: &Store,
+    scope: &str,
+    from: u64,
+) -> Result<Option<chains::deposit::ScanMark>, crate::store::StoreError> {
+    let saved = store.scan_mark(scope).await?.filter(|mark| mark.number >= from);
+    match saved {
+        Some(mark) => tracing::info!(scope, block = mark.number + 1, "the deposit scan resumes where it stopped"),
+        None => tracing::info!(scope, block = from, "the deposit scan starts at its configured start"),
+    }
+    Ok(saved)
+}
+
 /// The name a chain watcher's mark is saved under: its chain and what it watches, so that a
 /// database pointed at another vault does not resume from this one's place.
 pub fn eth_scan_scope(vault: &bridge::Address) -> String {

@@ -21,6 +21,7 @@ use crate::api::{self, ApiContext, ApiLimits, RateLimit, RateLimiter};
 use crate::config::{Config, ConfigError, DaKind};
 use crate::deposits::{
     BtcDepositTask, DepositSink, EthDepositTask, btc_scan_scope, deposit_channel, eth_scan_scope, forward_deposits,
+    saved_mark,
 };
 use crate::publisher::Publisher;
 use crate::seal_rule::SealRule;
@@ -303,14 +304,9 @@ impl Node {
                 from,
             )
             .map_err(|reason| NodeError::Config(ConfigError::Invalid(reason)))?;
-            // Where the last run stood, unless the operator moved the start past it.
             let scope = eth_scan_scope(&params.eth_vault);
-            match store.scan_mark(&scope).await? {
-                Some(mark) if mark.number >= from => {
-                    tracing::info!(block = mark.number + 1, "the Ethereum deposit scan resumes where it stopped");
-                    watcher = watcher.resume(mark);
-                }
-                _ => tracing::info!(block = from, "the Ethereum deposit scan starts at ethereum.from_block"),
+            if let Some(mark) = saved_mark(&store, &scope, from).await? {
+                watcher = watcher.resume(mark);
             }
             eth_finality = Some(watcher.finality());
             let poll = Duration::from_millis(config.ethereum.poll_ms);
@@ -343,17 +339,10 @@ impl Node {
             for account in store.btc_deposit_accounts().await? {
                 watcher.watch(account);
             }
-            // Where the last run stood, unless the operator moved the start past it.
             let scope = btc_scan_scope(&vault);
-            let saved = store.scan_mark(&scope).await?.filter(|mark| mark.number >= b.from_height);
-            match saved {
-                Some(mark) => {
-                    tracing::info!(height = mark.number + 1, "the Bitcoin deposit scan resumes where it stopped");
-                    watcher.resume(mark);
-                }
-                None => {
-                    tracing::info!(height = b.from_height, "the Bitcoin deposit scan starts at bitcoin.from_height")
-                }
+            let saved = saved_mark(&store, &scope, b.from_height).await?;
+            if let Some(mark) = saved {
+                watcher.resume(mark);
             }
             let (register, registered) = tokio::sync::mpsc::channel(1024);
             btc_accounts = Some(register);

@@ -150,9 +150,8 @@ impl DepositWatcher {
                 return Err(WatchError::DeepReorg { number });
             }
         }
-        let mut found = Scanned::default();
-        let mut last = self.scanned.back().copied();
-        let mut newly = Vec::new();
+        let mut deposits = Vec::new();
+        let mut newly: Vec<(u64, B256)> = Vec::new();
         let end = safe.min(self.next_block.saturating_add(MAX_BLOCKS_PER_POLL - 1));
         for number in self.next_block..=end {
             let block = self
@@ -161,7 +160,7 @@ impl DepositWatcher {
                 .await
                 .map_err(rpc)?
                 .ok_or_else(|| WatchError::Rpc(format!("block {number} is missing")))?;
-            if let Some((previous, hash)) = last
+            if let Some(&(previous, hash)) = newly.last().or(self.scanned.back())
                 && previous + 1 == number
                 && block.header.parent_hash != hash
             {
@@ -169,14 +168,13 @@ impl DepositWatcher {
             }
             for deposit in self.block_deposits(number, block.header.hash).await? {
                 tracing::info!(block = number, rule = %seen.rule, ?deposit, "Ethereum deposit final");
-                found.deposits.push(deposit);
+                deposits.push(deposit);
             }
-            last = Some((number, block.header.hash));
             newly.push((number, block.header.hash));
-            found.through = Some(ScanMark { number, hash: block.header.hash.0 });
         }
         // The whole range was read: only now does the watcher move past it.
-        if let Some(mark) = found.through {
+        let through = newly.last().map(|&(number, hash)| ScanMark { number, hash: hash.0 });
+        if let Some(mark) = through {
             self.next_block = mark.number + 1;
         }
         for block in newly {
@@ -185,7 +183,7 @@ impl DepositWatcher {
                 self.scanned.pop_front();
             }
         }
-        Ok(found)
+        Ok(Scanned { deposits, through })
     }
 
     /// The vault's deposits in block `number` (hash `hash`), in log order.
