@@ -5,6 +5,11 @@
 //! A watchman behind the others compares its replay (as of batch `n`) with a vault that has
 //! already paid withdrawals of batches after `n`; those payouts are the difference, not a
 //! shortfall. [`VaultView::snapshot`] gives them, from the vault's `Withdrawn` events.
+//!
+//! The scan of those events is a place on the chain ([`PayoutScan`]) the role saves beside its
+//! replay, so a restart reads only the blocks since, not every block since the vault's
+//! deployment (issue 23), and one read scans at most [`MAX_RANGES_PER_READ`] log ranges, so a
+//! view far behind catches up over several turns instead of holding one for minutes.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +24,13 @@ use contracts::{TestToken, Vault, from_alloy};
 use crate::eth_finality::Confirmation;
 
 /// Blocks per `eth_getLogs` request: public nodes refuse wider ranges (10,000 is the common cap).
-const LOG_RANGE: u64 = 10_000;
+pub const LOG_RANGE: u64 = 10_000;
+
+/// `eth_getLogs` ranges one read scans at most (a million blocks, a few seconds through a
+/// local node): a view far behind (a first start on a chain years long) answers
+/// [`VaultRead::NotYet`] and goes on at the next read, so the turn that asked is not held for
+/// minutes and the place saved in between keeps what was read.
+pub const MAX_RANGES_PER_READ: u64 = 100;
 
 /// What one asset's payouts sum to, by batch.
 pub type PaidByBatch = BTreeMap<u64, BTreeMap<AssetId, u128>>;
@@ -36,13 +47,44 @@ pub struct VaultSnapshot {
     pub paid_after: PaidByBatch,
 }
 
+/// What one read of the vault gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultRead {
+    /// The vault at one block.
+    At(VaultSnapshot),
+    /// No consistent read now, and why: the payout scan is still catching up (it goes on at the
+    /// next read), or the node's final block is below blocks already scanned (a restart on a
+    /// node still syncing, a backend that fell back). Not seen yet, not absent.
+    NotYet(String),
+}
+
+/// Where a payout scan stands: what a restart resumes from instead of the vault's deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PayoutScan {
+    /// The first block not scanned yet.
+    pub next_block: u64,
+    /// Payouts for batches up to this one are not kept (the replay had reached it).
+    pub pruned_through: u64,
+    /// Every payout logged before `next_block` for a batch after `pruned_through`.
+    pub paid: PaidByBatch,
+}
+
 /// The vault read at one block, as the solvency guard asks for it: the binary's [`VaultView`]
 /// over JSON-RPC, the simulator's view of its in-process chain.
 #[async_trait::async_trait]
 pub trait VaultSnapshots: Send + Sync + std::fmt::Debug {
     /// The vault's holdings of ether and `tokens`, and its payouts for batches after `after`,
-    /// all at one block.
-    async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultSnapshot, String>;
+    /// all at one block; or why not now.
+    async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultRead, String>;
+
+    /// Where this view's payout scan stands, to be saved; `None`: it keeps no place (the
+    /// simulator's view reads its whole chain each time).
+    fn place(&self) -> Option<PayoutScan> {
+        None
+    }
+
+    /// Goes on from a saved `place` instead of the start.
+    fn resume(&mut self, _place: PayoutScan) {}
 }
 
 /// Reads the vault at the last final block (by the node's `finalized` tag or a depth below the
@@ -54,11 +96,13 @@ pub struct VaultView {
     vault: Address,
     /// Which block is read: a final one, so a reorg does not undo what was scanned.
     confirmation: Confirmation,
-    /// The first block not yet scanned for `Withdrawn` events.
-    next_block: u64,
-    /// Payouts scanned, by batch; batches at or below the replay are dropped as it advances, so
-    /// this holds at most the batches a watchman lags behind the payers.
-    paid: PaidByBatch,
+    /// Where a scan starts when it has no place to go on from (the vault's deployment, or 0).
+    from_block: u64,
+    /// Blocks per `eth_getLogs` request ([`LOG_RANGE`] unless the provider caps lower).
+    log_range: u64,
+    /// How far the scan has read. Batches at or below the replay are dropped from its payouts
+    /// as the replay advances, so it holds at most the batches a watchman lags the payers by.
+    scan: PayoutScan,
 }
 
 impl VaultView {
@@ -77,24 +121,47 @@ impl VaultView {
             provider,
             vault: contracts::to_alloy(vault),
             confirmation,
-            next_block: from_block,
-            paid: BTreeMap::new(),
+            from_block,
+            log_range: LOG_RANGE,
+            scan: PayoutScan { next_block: from_block, ..PayoutScan::default() },
         })
     }
-}
 
-#[async_trait::async_trait]
-impl VaultSnapshots for VaultView {
-    async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultSnapshot, String> {
+    /// Asks for at most `blocks` blocks per `eth_getLogs` request instead of [`LOG_RANGE`]: for
+    /// a provider that caps ranges lower. A read then covers `MAX_RANGES_PER_READ × blocks`.
+    pub fn with_log_range(mut self, blocks: u64) -> Self {
+        self.log_range = blocks.max(1);
+        self
+    }
+
+    /// Reads the vault's `Withdrawn` logs from the scan's place up to `block`, at most
+    /// [`MAX_RANGES_PER_READ`] ranges; whether it got there.
+    async fn scan_to(&mut self, block: u64, after: u64) -> Result<bool, String> {
         let node = |e: alloy::transports::TransportError| format!("the Ethereum node: {e}");
-        let block = self.confirmation.safe_height(&self.provider).await.map_err(node)?.safe.unwrap_or(0);
-        while self.next_block <= block {
-            let to = block.min(self.next_block.saturating_add(LOG_RANGE - 1));
+        if after < self.scan.pruned_through {
+            // Payouts for batches after `after` may have been dropped: only a scan from the
+            // start has them all again. A replay does not go back, so this is a restore from an
+            // older snapshot under a place saved later.
+            tracing::warn!(
+                after,
+                pruned_through = self.scan.pruned_through,
+                "the vault's payout scan had dropped batches this replay has not reached; scanning again from the start"
+            );
+            self.scan = PayoutScan { next_block: self.from_block, ..PayoutScan::default() };
+        }
+        for _ in 0..MAX_RANGES_PER_READ {
+            if self.scan.next_block > block {
+                break;
+            }
+            let to = block.min(self.scan.next_block.saturating_add(self.log_range - 1));
             let filter = Filter::new()
                 .address(self.vault)
                 .event_signature(Vault::Withdrawn::SIGNATURE_HASH)
-                .from_block(self.next_block)
+                .from_block(self.scan.next_block)
                 .to_block(to);
+            // The whole range is read before anything of it is kept: an error leaves the place
+            // where it was, and the next read asks for the same range again.
+            let mut read = Vec::new();
             for log in self.provider.get_logs(&filter).await.map_err(node)? {
                 if log.removed {
                     continue;
@@ -105,13 +172,40 @@ impl VaultSnapshots for VaultView {
                     if event.token == Address::ZERO { AssetId::Eth } else { AssetId::Erc20(from_alloy(event.token)) };
                 let amount =
                     u128::try_from(event.amount).map_err(|_| format!("payout {} above 2^128", event.amount))?;
-                let sum = self.paid.entry(event.batch).or_default().entry(asset).or_insert(0);
+                read.push((event.batch, asset, amount));
+            }
+            for (batch, asset, amount) in read {
+                let sum = self.scan.paid.entry(batch).or_default().entry(asset).or_insert(0);
                 *sum = sum.saturating_add(amount);
             }
-            self.next_block = to + 1;
+            self.scan.next_block = to + 1;
         }
         // What the replay has reached is in its ledger already.
-        self.paid = self.paid.split_off(&(after + 1));
+        self.scan.paid = self.scan.paid.split_off(&(after + 1));
+        self.scan.pruned_through = after;
+        Ok(self.scan.next_block > block)
+    }
+}
+
+#[async_trait::async_trait]
+impl VaultSnapshots for VaultView {
+    async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultRead, String> {
+        let node = |e: alloy::transports::TransportError| format!("the Ethereum node: {e}");
+        let block = self.confirmation.safe_height(&self.provider).await.map_err(node)?.safe.unwrap_or(0);
+        if self.scan.next_block > block.saturating_add(1) {
+            // Payouts read above `block` would be counted while its balance still holds them.
+            return Ok(VaultRead::NotYet(format!(
+                "the Ethereum node's final block {block} is below block {} the vault's payouts were read through; \
+                 waiting for it",
+                self.scan.next_block - 1
+            )));
+        }
+        if !self.scan_to(block, after).await? {
+            return Ok(VaultRead::NotYet(format!(
+                "reading the vault's payouts: through block {} of {block}",
+                self.scan.next_block.saturating_sub(1)
+            )));
+        }
         let at = BlockId::number(block);
         let mut held = BTreeMap::new();
         let ether = self.provider.get_balance(self.vault).block_id(at).await.map_err(node)?;
@@ -130,6 +224,14 @@ impl VaultSnapshots for VaultView {
                 u128::try_from(balance).map_err(|_| format!("the vault's {token} balance overflows 128 bits"))?;
             held.insert(AssetId::Erc20(*token), balance);
         }
-        Ok(VaultSnapshot { block, held, paid_after: self.paid.clone() })
+        Ok(VaultRead::At(VaultSnapshot { block, held, paid_after: self.scan.paid.clone() }))
+    }
+
+    fn place(&self) -> Option<PayoutScan> {
+        Some(self.scan.clone())
+    }
+
+    fn resume(&mut self, place: PayoutScan) {
+        self.scan = place;
     }
 }

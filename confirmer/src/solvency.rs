@@ -22,7 +22,7 @@ use bridge::{AssetId, Chain, State};
 use std::sync::Arc;
 
 use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutStatus};
-use chains::ethereum_view::{VaultSnapshot, VaultSnapshots, VaultView};
+use chains::ethereum_view::{PayoutScan, VaultRead, VaultSnapshot, VaultSnapshots, VaultView};
 
 use crate::follower::Follower;
 
@@ -251,6 +251,9 @@ pub struct SolvencyGuard {
     watch: SolvencyWatch,
     /// The Ethereum vault's holdings and payouts, read at one block; `None`: Ethereum unwatched.
     eth: Option<Box<dyn VaultSnapshots>>,
+    /// The view's payout scan as last saved in the follower's database; `None` until the saved
+    /// place was loaded (at the first check).
+    saved_scan: Option<Option<PayoutScan>>,
 }
 
 /// Checks in a row a shortfall must be seen in before it halts anything: a Bitcoin payout can
@@ -274,13 +277,13 @@ impl SolvencyGuard {
             ) as Box<dyn VaultSnapshots>),
             None => None,
         };
-        Ok(SolvencyGuard { watch, eth })
+        Ok(SolvencyGuard { watch, eth, saved_scan: None })
     }
 
     /// A guard reading the Ethereum vault through `eth` (the simulator's chain) instead of a
     /// node at `watch.eth_rpc`; `None`: Ethereum unwatched.
     pub fn with_vault(watch: SolvencyWatch, eth: Option<Box<dyn VaultSnapshots>>) -> Self {
-        SolvencyGuard { watch, eth }
+        SolvencyGuard { watch, eth, saved_scan: None }
     }
 
     /// Judges `follower`'s replay if it has caught up with the DA (or stopped at an alarm) and
@@ -343,10 +346,29 @@ impl SolvencyGuard {
                 .filter_map(|(asset, _)| asset.eth_token())
                 .filter(|t| *t != bridge::Address::ZERO)
                 .collect();
-            let snapshot = view
-                .snapshot(&tokens, status.replayed)
-                .await
-                .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?;
+            let scope = crate::store::payout_scan_scope(state.params().eth_vault);
+            let store = follower.store();
+            let saved = match &self.saved_scan {
+                Some(saved) => saved.clone(),
+                None => {
+                    let saved = resume_payout_scan(&mut **view, store, &scope).await?;
+                    self.saved_scan = Some(saved.clone());
+                    saved
+                }
+            };
+            let read = view.snapshot(&tokens, status.replayed).await;
+            // Saved whatever the read concluded: a scan catching up keeps each step.
+            if let Some(place) = view.place().filter(|place| saved.as_ref() != Some(place)) {
+                match store.save_payout_scan(&scope, &place).await {
+                    Ok(()) => self.saved_scan = Some(Some(place)),
+                    // Only a restart's cost: it reads those blocks again.
+                    Err(error) => tracing::warn!(%error, "the vault's payout scan could not be saved"),
+                }
+            }
+            let snapshot = match read.map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })? {
+                VaultRead::At(snapshot) => snapshot,
+                VaultRead::NotYet(why) => return Ok(Err(why)),
+            };
             // Batches published since `latest` was read may have been paid already.
             let latest = follower.da().latest().await.map_err(da)?.max(latest);
             let unseen = ethereum_unseen(state, &snapshot);
@@ -378,6 +400,34 @@ impl SolvencyGuard {
                 .set(entry.shortfall() as f64);
         }
         Ok(with_unjudged(report, unjudged))
+    }
+}
+
+/// Puts `view` at the payout scan saved for `scope` (if it keeps one and one was saved); what
+/// was saved. A saved place that does not decode is left, and the scan starts over: slower,
+/// never wrong.
+async fn resume_payout_scan(
+    view: &mut dyn VaultSnapshots,
+    store: &crate::store::ConfirmerStore,
+    scope: &str,
+) -> Result<Option<PayoutScan>, SolvencyError> {
+    if view.place().is_none() {
+        return Ok(None);
+    }
+    match store.payout_scan(scope).await {
+        Ok(Some(place)) => {
+            tracing::info!(next_block = place.next_block, "the vault's payout scan goes on from its saved place");
+            view.resume(place.clone());
+            Ok(Some(place))
+        }
+        Ok(None) => Ok(None),
+        Err(error @ crate::store::StoreError::Corrupt { .. }) => {
+            tracing::warn!(%error, "the vault's saved payout scan is unreadable; scanning from the start");
+            Ok(None)
+        }
+        Err(error) => {
+            Err(SolvencyError { chain: Chain::Ethereum, reason: format!("the confirmer's database: {error}") })
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use sqlx::{AnyPool, Row};
 
 use crate::alarm::{Alarm, AlarmKind};
 
+mod payout_scan;
 mod watchman;
+pub use payout_scan::payout_scan_scope;
 pub use watchman::{Horizons, SavedStuckLeaf};
 
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{AssetId, Chain, State, Tx, UserTx, Withdraw};
 use chains::da::{DataAvailability, DirDa};
 use chains::ethereum::{Confirmation, EthDepositVerifier, deposit_from_log};
-use chains::ethereum_view::{VaultSnapshots, VaultView};
+use chains::ethereum_view::{PayoutScan, VaultRead, VaultSnapshots, VaultView};
 use common::coordinator_api::{balance, until};
 use common::*;
 use confirmer::alarm::AlarmKind;
@@ -37,12 +37,40 @@ async fn mine(setup: &Setup, blocks: u64) {
 }
 
 async fn open_follower(dir: &std::path::Path, p: &bridge::NetworkParams, name: &str, eth_rpc: &str) -> Follower {
+    open_follower_at(dir, p, &format!("sqlite://{}", dir.join(name).display()), eth_rpc).await
+}
+
+/// A follower of the DA in `dir` keeping its record at `url` (SQLite or PostgreSQL).
+async fn open_follower_at(dir: &std::path::Path, p: &bridge::NetworkParams, url: &str, eth_rpc: &str) -> Follower {
     let da = DirDa::open(dir.join("da"), p.coordinator_key).unwrap();
-    let store = ConfirmerStore::open(&format!("sqlite://{}", dir.join(name).display())).await.unwrap();
+    let store = ConfirmerStore::open(url).await.unwrap();
     let verifier =
         EthDepositVerifier::connect(eth_rpc, &Default::default(), p.eth_vault, Confirmation::Depth(1)).unwrap();
     let verifiers = DepositVerifiers::none().with(Chain::Ethereum, Arc::new(verifier));
     Follower::open(Arc::new(da), store, p.clone(), verifiers).await.unwrap()
+}
+
+/// Wallet 1 deposits 1,000,000 wei into the vault and batch 1, published to `da`, credits it
+/// (a block later); the deposit's block.
+async fn publish_a_credited_deposit(setup: &Setup, da: &DirDa, p: &bridge::NetworkParams) -> u64 {
+    let receipt = setup
+        .vault
+        .depositETH(to_alloy(wallet(1).address()))
+        .value(U256::from(1_000_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let height = receipt.block_number.unwrap();
+    let deposit = deposit_from_log(&receipt.inner.logs()[0], 0, height).unwrap();
+    mine(setup, 1).await;
+    let mut state = State::genesis(p.clone());
+    let mut builder = BatchBuilder::new(&state);
+    builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
+    da.publish(&builder.seal(&mut state, 1, &key()).unwrap().batch).await.unwrap();
+    height
 }
 
 /// The ledger as the DA has it, batch by batch: what a cheating coordinator builds on.
@@ -260,7 +288,7 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
     // ... but at one block, with what the vault paid for the batches after this replay, none.
     let mut view =
         VaultView::connect(&setup.anvil.url(), &Default::default(), p.eth_vault, Confirmation::Depth(0), 0).unwrap();
-    let snapshot = view.snapshot(&[], 1).await.unwrap();
+    let VaultRead::At(snapshot) = view.snapshot(&[], 1).await.unwrap() else { panic!("the view did not read") };
     let consistent = ethereum_at(watchman.state(), &snapshot, 1, latest);
     assert_eq!((consistent[0].paid_ahead, consistent[0].shortfall()), (BATCHES as u128 * EACH, 0), "{consistent:?}");
 
@@ -332,23 +360,7 @@ async fn a_vault_view_below_a_credited_deposit_is_not_judged_and_halts_no_one() 
     p.eth_vault = from_alloy(setup.vault_address());
     p.chain_id = setup.chain_id;
     let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
-    let receipt = setup
-        .vault
-        .depositETH(to_alloy(wallet(1).address()))
-        .value(U256::from(1_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let height = receipt.block_number.unwrap();
-    let deposit = deposit_from_log(&receipt.inner.logs()[0], 0, height).unwrap();
-    mine(&setup, 1).await;
-    let mut state = State::genesis(p.clone());
-    let mut builder = BatchBuilder::new(&state);
-    builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
-    da.publish(&builder.seal(&mut state, 1, &key()).unwrap().batch).await.unwrap();
+    let height = publish_a_credited_deposit(&setup, &da, &p).await;
     let mut watchman = open_follower(dir.path(), &p, "watchman.db", &setup.anvil.url()).await;
     watchman.step(64).await.unwrap();
     assert_eq!(watchman.status().replayed, 1);
@@ -358,7 +370,7 @@ async fn a_vault_view_below_a_credited_deposit_is_not_judged_and_halts_no_one() 
     // The view ten blocks down holds nothing yet: as a balance, a shortfall of the whole deposit.
     let mut behind =
         VaultView::connect(&setup.anvil.url(), &Default::default(), p.eth_vault, Confirmation::Depth(10), 0).unwrap();
-    let snapshot = behind.snapshot(&[], 1).await.unwrap();
+    let VaultRead::At(snapshot) = behind.snapshot(&[], 1).await.unwrap() else { panic!("the view did not read") };
     assert!(snapshot.block < height, "the view reads block {} (deposit at {height})", snapshot.block);
     assert_eq!(ethereum_at(watchman.state(), &snapshot, 1, 1)[0].shortfall(), 1_000_000);
     assert_eq!(confirmer::solvency::ethereum_unseen(watchman.state(), &snapshot), vec![(AssetId::Eth, height)]);
@@ -372,6 +384,55 @@ async fn a_vault_view_below_a_credited_deposit_is_not_judged_and_halts_no_one() 
     match guard.judge(&watchman).await.unwrap() {
         Verdict::Solvent(report) => assert_eq!((report[0].owed, report[0].held), (1_000_000, 1_000_000)),
         other => panic!("a synced view was judged {other:?}"),
+    }
+}
+
+/// A watchman's solvency guard saves where its scan of the vault's payouts stands, in its own
+/// database; a restarted guard goes on from there instead of reading every block since the
+/// vault's deployment again. Shown by a place saved above the node's final block (as a run
+/// through a node further on would leave it): only a guard that went on from it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_solvency_guard_goes_on_from_its_saved_payout_scan() {
+    for ledger in common::stores().await {
+        let setup = Setup::new().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = params();
+        p.eth_vault = from_alloy(setup.vault_address());
+        p.chain_id = setup.chain_id;
+        let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
+        publish_a_credited_deposit(&setup, &da, &p).await;
+        let mut watchman = open_follower_at(dir.path(), &p, &ledger.url, &setup.anvil.url()).await;
+        watchman.step(64).await.unwrap();
+        assert_eq!(watchman.status().replayed, 1);
+
+        let watch =
+            SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc: None, btc_depth: 1, tls: Default::default() };
+        let guard = || SolvencyGuard::new(watch.clone(), Confirmation::Depth(0), 0, p.eth_vault).unwrap();
+        let solvent = |verdict: Verdict| match verdict {
+            Verdict::Solvent(report) => assert_eq!((report[0].owed, report[0].held), (1_000_000, 1_000_000)),
+            other => panic!("a whole vault was judged {other:?}"),
+        };
+        solvent(guard().judge(&watchman).await.unwrap());
+        let head = setup.provider.get_block_number().await.unwrap();
+        let scope = confirmer::store::payout_scan_scope(p.eth_vault);
+        let saved = watchman.store().payout_scan(&scope).await.unwrap().expect("the scan's place saved");
+        assert_eq!((saved.next_block, saved.pruned_through, saved.paid.len()), (head + 1, 1, 0));
+
+        // Restarted, with a place through block head + 10 saved: it waits for its node ...
+        let ahead = PayoutScan { next_block: head + 11, ..saved };
+        watchman.store().save_payout_scan(&scope, &ahead).await.unwrap();
+        let mut restarted = guard();
+        match restarted.judge(&watchman).await.unwrap() {
+            Verdict::NotJudged(why) => assert!(why.contains("below block"), "{why}"),
+            other => panic!("a view below its saved place was judged: {other:?}"),
+        }
+        // ... and judges once the node is there, reading on from the place.
+        mine(&setup, 10).await;
+        solvent(restarted.judge(&watchman).await.unwrap());
+        assert_eq!(watchman.store().payout_scan(&scope).await.unwrap(), Some(ahead));
+        mine(&setup, 3).await;
+        solvent(restarted.judge(&watchman).await.unwrap());
+        assert_eq!(watchman.store().payout_scan(&scope).await.unwrap().unwrap().next_block, head + 14);
     }
 }
 

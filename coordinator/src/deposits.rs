@@ -141,7 +141,17 @@ pub struct BtcDepositTask {
     pub scope: String,
     /// The mark last saved, so an idle turn writes nothing.
     pub saved: Option<chains::deposit::ScanMark>,
+    /// The last turn stopped at [`MAX_BLOCKS_PER_TURN`] with blocks at depth left: the next
+    /// one runs at once.
+    pub behind: bool,
 }
+
+/// Blocks one turn reads at most (a day of blocks). A watcher far behind (a first start at an
+/// old `from_height`, a node back after a long outage) catches up over several turns, saving
+/// its place after each, and takes the accounts that asked for a deposit address in between:
+/// the API waits on that queue once it is full, so one turn reading months of blocks would
+/// stall every request for an address meanwhile.
+pub const MAX_BLOCKS_PER_TURN: u64 = 144;
 
 /// How many deposits to a key not yet in force are held for a later turn: a key is in force one
 /// batch after its rotation, so only deposits of that moment wait; more is a misuse of the new
@@ -293,11 +303,18 @@ impl Task for BtcDepositTask {
             }
         }
         let tip = self.watcher.checked_tip().await.map_err(watch_error)?;
+        let mut read = 0;
+        self.behind = false;
         while let Some(block) = self.watcher.next_block(tip).await.map_err(watch_error)? {
             for seen in block {
                 if !self.credit(&seen, &ledger).await? {
                     self.held.hold(seen);
                 }
+            }
+            read += 1;
+            if read == MAX_BLOCKS_PER_TURN {
+                self.behind = true;
+                break;
             }
         }
         let mark = self.watcher.mark();
@@ -309,6 +326,12 @@ impl Task for BtcDepositTask {
             self.saved = mark;
         }
         Ok(())
+    }
+
+    async fn idle(&mut self, interval: std::time::Duration) {
+        if !self.behind {
+            tokio::time::sleep(interval).await;
+        }
     }
 }
 

@@ -354,6 +354,7 @@ impl Node {
                 store: store.clone(),
                 scope,
                 saved,
+                behind: false,
             };
             background.push(supervisor.spawn(BTC_DEPOSITS, task, Schedule::every(poll)));
             let keeper = crate::payouts::PayoutKeeper::new(

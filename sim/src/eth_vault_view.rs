@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bridge::AssetId;
-use chains::ethereum_view::{VaultSnapshot, VaultSnapshots};
+use chains::ethereum_view::{VaultRead, VaultSnapshot, VaultSnapshots};
 
 use crate::eth_chain::{EthChain, seen_at};
 use crate::l1::L1;
@@ -36,7 +36,7 @@ impl std::fmt::Debug for SimVaultView {
 #[async_trait]
 impl VaultSnapshots for SimVaultView {
     /// Ether only: the simulated users deposit no token, so `tokens` is always empty.
-    async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultSnapshot, String> {
+    async fn snapshot(&mut self, tokens: &[bridge::Address], after: u64) -> Result<VaultRead, String> {
         if let Some(token) = tokens.first() {
             return Err(format!("the simulated vault holds no token, asked for {token}"));
         }
@@ -58,6 +58,6 @@ impl VaultSnapshots for SimVaultView {
         let held = came_in.checked_sub(paid_out).ok_or_else(|| {
             format!("the simulated chain's record pays {paid_out} wei by block {block}, more than the {came_in} that came in")
         })?;
-        Ok(VaultSnapshot { block, held: BTreeMap::from([(AssetId::Eth, held)]), paid_after })
+        Ok(VaultRead::At(VaultSnapshot { block, held: BTreeMap::from([(AssetId::Eth, held)]), paid_after }))
     }
 }

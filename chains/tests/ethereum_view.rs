@@ -1,0 +1,143 @@
+//! chains::ethereum_view against anvil: the solvency watch's scan of the vault's payouts goes on
+//! from a saved place (a restart does not read every block since the deployment again), reads a
+//! bounded stretch each time, and waits for a node below blocks it has read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
+
+use std::collections::BTreeMap;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
+use bridge::{Amount, AssetId};
+use chains::ethereum::Confirmation;
+use chains::ethereum_view::{PaidByBatch, PayoutScan, VaultRead, VaultSnapshot, VaultSnapshots, VaultView};
+use contracts::from_alloy;
+use contracts::harness::Setup;
+
+async fn mine(setup: &Setup, blocks: u64) {
+    let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (blocks,)).await.unwrap();
+}
+
+/// The vault pays `wei` for batch `batch` (a root signed with the harness's group key); the
+/// block of its `Withdrawn` log.
+async fn pay(setup: &Setup, batch: u64, wei: u128) -> u64 {
+    let tree = EthWithdrawalTree::new(vec![EthWithdrawal {
+        batch,
+        index: 0,
+        token: bridge::Address::ZERO,
+        recipient: bridge::Address([0x5e; 20]),
+        amount: Amount(wei),
+    }]);
+    let range = setup.submit(batch, &tree, 0).await.unwrap();
+    let receipt = setup
+        .vault
+        .withdrawMany(range, contracts::payouts(&tree, [0]))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    receipt.block_number.unwrap()
+}
+
+fn paid(entries: &[(u64, u128)]) -> PaidByBatch {
+    entries.iter().map(|(batch, wei)| (*batch, BTreeMap::from([(AssetId::Eth, *wei)]))).collect()
+}
+
+async fn read(view: &mut VaultView, after: u64) -> VaultRead {
+    view.snapshot(&[], after).await.unwrap()
+}
+
+async fn at(view: &mut VaultView, after: u64) -> VaultSnapshot {
+    match read(view, after).await {
+        VaultRead::At(snapshot) => snapshot,
+        VaultRead::NotYet(why) => panic!("no read: {why}"),
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_vault_view_reads_payouts_after_its_place_in_bounded_steps_and_waits_for_a_node_below_it() {
+    let setup = Setup::new().await.unwrap();
+    setup
+        .vault
+        .depositETH(Address::ZERO)
+        .value(U256::from(1_000_000))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    pay(&setup, 3, 100).await;
+    mine(&setup, 10).await;
+    let second = pay(&setup, 5, 7).await;
+    // Ten blocks a request: a read covers 1,000 blocks.
+    let view = || {
+        VaultView::connect(
+            &setup.anvil.url(),
+            &Default::default(),
+            from_alloy(setup.vault_address()),
+            Confirmation::Depth(0),
+            0,
+        )
+        .unwrap()
+        .with_log_range(10)
+    };
+
+    // From the start: both payouts, and the place after the block read.
+    let mut fresh = view();
+    let snapshot = at(&mut fresh, 2).await;
+    assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
+    assert_eq!(snapshot.held[&AssetId::Eth], 1_000_000 - 107);
+    let place = fresh.place().unwrap();
+    assert_eq!((place.next_block, place.pruned_through, &place.paid), (snapshot.block + 1, 2, &snapshot.paid_after));
+    // The replay reached batch 3: its payout is in the ledger, not kept.
+    assert_eq!(at(&mut fresh, 3).await.paid_after, paid(&[(5, 7)]));
+
+    // Resumed at the second payout's block with nothing kept: it does not read below its place.
+    let mut resumed = view();
+    resumed.resume(PayoutScan { next_block: second, pruned_through: 2, paid: PaidByBatch::new() });
+    assert_eq!(at(&mut resumed, 2).await.paid_after, paid(&[(5, 7)]));
+    // Resumed from a place another view saved: the same answer as that view's.
+    let mut again = view();
+    again.resume(fresh.place().unwrap());
+    assert_eq!(at(&mut again, 3).await, at(&mut fresh, 3).await);
+
+    // A place above the node's final block (a node still syncing): waited for, not judged.
+    let head = setup.provider.get_block_number().await.unwrap();
+    resumed.resume(PayoutScan { next_block: head + 6, pruned_through: 2, paid: paid(&[(5, 7)]) });
+    match read(&mut resumed, 2).await {
+        VaultRead::NotYet(why) => assert!(why.contains("below block"), "{why}"),
+        VaultRead::At(snapshot) => panic!("read at block {} below its place {}", snapshot.block, head + 5),
+    }
+    mine(&setup, 5).await;
+    assert_eq!(at(&mut resumed, 2).await.paid_after, paid(&[(5, 7)]));
+
+    // A replay older than the place's pruning (restored from an older snapshot): payouts it
+    // needs were dropped, so it scans again from the start.
+    let mut older = view();
+    older.resume(PayoutScan { next_block: head + 1, pruned_through: 4, paid: paid(&[(5, 7)]) });
+    assert_eq!(at(&mut older, 2).await.paid_after, paid(&[(3, 100), (5, 7)]));
+
+    // Far behind: each read scans at most 1,000 blocks and says so; the place moves with it.
+    mine(&setup, 2_500).await;
+    let head = setup.provider.get_block_number().await.unwrap();
+    let mut far = view();
+    let mut partial = 0u64;
+    let snapshot = loop {
+        let before = far.place().unwrap().next_block;
+        match read(&mut far, 2).await {
+            VaultRead::NotYet(why) => {
+                assert!(why.contains("reading the vault's payouts"), "{why}");
+                assert_eq!(far.place().unwrap().next_block, before + 1_000);
+                partial += 1;
+                assert!(partial <= 3, "never caught up");
+            }
+            VaultRead::At(snapshot) => break snapshot,
+        }
+    };
+    assert_eq!((partial, snapshot.block), ((head + 1).div_ceil(1_000) - 1, head));
+    assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
+}
