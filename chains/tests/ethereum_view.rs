@@ -100,6 +100,16 @@ async fn a_resumed_vault_view_reads_payouts_after_its_place_in_bounded_steps_and
     let mut resumed = view();
     resumed.resume(PayoutScan { next_block: second, pruned_through: 2, paid: PaidByBatch::new() });
     assert_eq!(at(&mut resumed, 2).await.paid_after, paid(&[(5, 7)]));
+    // Started at a later block (the vault's deployment, as configured): nothing below it read.
+    let mut later = VaultView::connect(
+        &setup.anvil.url(),
+        &Default::default(),
+        from_alloy(setup.vault_address()),
+        Confirmation::Depth(0),
+        second,
+    )
+    .unwrap();
+    assert_eq!(at(&mut later, 2).await.paid_after, paid(&[(5, 7)]));
     // Resumed from a place another view saved: the same answer as that view's.
     let mut again = view();
     again.resume(fresh.place().unwrap());

@@ -100,6 +100,11 @@ struct FollowArgs {
     /// Blocks an Ethereum deposit needs on top of it (the rule, or the fallback).
     #[arg(long, default_value_t = 12)]
     eth_depth: u64,
+    /// The vault's deployment block: where the solvency watch first reads the vault's payouts
+    /// (0: from the chain's first block, a million blocks a check). Later starts go on from the
+    /// place saved in the database.
+    #[arg(long, default_value_t = 0)]
+    eth_from_block: u64,
     /// An extra CA certificate file (PEM) trusted besides the bundled roots by every HTTPS
     /// client: the Arweave gateway, the Ethereum and Bitcoin nodes, the coordinator.
     #[arg(long, env = "CONFIRMER_TLS_CA_FILE")]
@@ -191,6 +196,7 @@ fn main() -> ExitCode {
                 database_url: args.database_url,
                 eth_rpc: args.eth_rpc,
                 eth_confirmation: chains::ethereum::Confirmation::new(args.eth_finality, args.eth_depth),
+                eth_from_block: args.eth_from_block,
                 tls_ca_file: args.tls_ca_file,
                 checkpoint: args.checkpoint,
                 signed_checkpoint: args.checkpoint_file.map(|file| (file, args.checkpoint_key)),
@@ -288,6 +294,8 @@ struct Source {
     database_url: String,
     eth_rpc: Option<String>,
     eth_confirmation: chains::ethereum::Confirmation,
+    /// Where the solvency watch first reads the vault's payouts.
+    eth_from_block: u64,
     tls_ca_file: Option<PathBuf>,
     bitcoin: Option<BitcoinSource>,
     snapshots: chains::snapshots::SnapshotPolicy,
@@ -399,7 +407,12 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         btc_depth: source.bitcoin.as_ref().map_or(1, |b| b.depth),
         tls: tls.clone(),
     };
-    let solvency = confirmer::solvency::SolvencyGuard::new(watch, source.eth_confirmation, 0, params.eth_vault)?;
+    let solvency = confirmer::solvency::SolvencyGuard::new(
+        watch,
+        source.eth_confirmation,
+        source.eth_from_block,
+        params.eth_vault,
+    )?;
     let signed = match &source.signed_checkpoint {
         Some((file, key)) => Some(confirmer::fast_sync::signed_checkpoint(file, &params, key.as_deref())?),
         None => None,

@@ -126,6 +126,11 @@ pub struct EthereumSection {
     /// The vault's key epoch (0 until the first key rotation).
     #[serde(default)]
     pub epoch: u64,
+    /// The vault's deployment block: where the solvency watch first reads the vault's payouts
+    /// (0: from the chain's first block, a million blocks a check). Later starts go on from
+    /// the place saved in the database.
+    #[serde(default)]
+    pub from_block: u64,
     /// A file with the hex private key of the account that pays gas for roots and payouts.
     /// Without it this watchman replays and signs but submits nothing itself.
     pub sender_key_file: Option<PathBuf>,

@@ -279,7 +279,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .ethereum
         .as_ref()
         .map_or(chains::ethereum::Confirmation::Depth(0), |e| chains::ethereum::Confirmation::new(e.finality, e.depth));
-    let solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_confirmation, 0, params.eth_vault)?;
+    let eth_from_block = config.ethereum.as_ref().map_or(0, |e| e.from_block);
+    let solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_confirmation, eth_from_block, params.eth_vault)?;
     let checkpoints = config.checkpoints.as_ref().map(|section| {
         let writer = confirmer::watchman::CheckpointWriter {
             dir: section.dir.clone(),
