@@ -133,8 +133,8 @@ pub struct BtcDepositTask {
     pub watcher: chains::bitcoin::DepositWatcher,
     pub accounts: mpsc::Receiver<bridge::Address>,
     pub sequencer: SequencerHandle,
-    /// Deposits to a key not yet in force (its rotation's first batch has not opened): credited
-    /// on a later turn.
+    /// Deposits to a key not yet in force (its rotation's first batch has not opened), and
+    /// coinbase outputs not yet mature (`KeyedDeposit::spendable`): credited on a later turn.
     pub held: HeldDeposits,
     pub store: Store,
     /// Whose mark this is ([`btc_scan_scope`]).
@@ -153,12 +153,13 @@ pub struct BtcDepositTask {
 /// stall every request for an address meanwhile.
 pub const MAX_BLOCKS_PER_TURN: u64 = 144;
 
-/// How many deposits to a key not yet in force are held for a later turn: a key is in force one
-/// batch after its rotation, so only deposits of that moment wait; more is a misuse of the new
-/// addresses, and the rest are credited by the restart's rescan.
+/// How many deposits are held for a later turn: a key is in force one batch after its rotation,
+/// so only deposits of that moment wait, and a coinbase paying deposit addresses waits 100
+/// blocks; more is a misuse, and the rest are credited by the restart's rescan.
 pub const MAX_HELD_DEPOSITS: usize = 10_000;
 
-/// The deposits held for a key not yet in force, at most [`MAX_HELD_DEPOSITS`].
+/// The deposits held for a key not yet in force or until they mature, at most
+/// [`MAX_HELD_DEPOSITS`].
 #[derive(Debug, Default)]
 pub struct HeldDeposits {
     held: Vec<chains::bitcoin::KeyedDeposit>,
@@ -183,7 +184,7 @@ impl HeldDeposits {
     /// Holds `seen` for a later turn; past the bound it is left to the restart's rescan.
     pub fn hold(&mut self, seen: chains::bitcoin::KeyedDeposit) {
         if self.held.len() >= MAX_HELD_DEPOSITS {
-            tracing::error!(l1_ref = ?seen.deposit.l1_ref, "too many deposits to a key not yet in force; this one is credited after a restart");
+            tracing::error!(l1_ref = ?seen.deposit.l1_ref, "too many deposits held (to a key not yet in force, or coinbase outputs not yet mature); this one is credited after a restart");
             self.dropped = true;
             return;
         }
@@ -282,8 +283,17 @@ impl BtcDepositTask {
         self.sequencer.read(LedgerKeys::of).await.map_err(TaskError::fatal)
     }
 
-    /// Credits one deposit the way the ledger's keys call for; `false` if it must wait.
-    async fn credit(&self, seen: &chains::bitcoin::KeyedDeposit, ledger: &LedgerKeys) -> Result<bool, TaskError> {
+    /// Credits one deposit the way the ledger's keys call for, once the vault can spend it at
+    /// `tip`; `false` if it must wait.
+    async fn credit(
+        &self,
+        seen: &chains::bitcoin::KeyedDeposit,
+        ledger: &LedgerKeys,
+        tip: u64,
+    ) -> Result<bool, TaskError> {
+        if !seen.spendable(tip) {
+            return Ok(false);
+        }
         let Some(tx) = ledger.credit_tx(seen) else { return Ok(false) };
         let outcome = self.sequencer.submit(tx).await.map_err(TaskError::fatal)?;
         Ok(credit_outcome(seen, &outcome) != Credit::Wait)
@@ -297,17 +307,17 @@ impl Task for BtcDepositTask {
         }
         let ledger = self.ledger_keys().await?;
         ledger.steer(&mut self.watcher);
+        let tip = self.watcher.checked_tip().await.map_err(watch_error)?;
         for seen in self.held.take() {
-            if !self.credit(&seen, &ledger).await? {
+            if !self.credit(&seen, &ledger, tip).await? {
                 self.held.hold(seen);
             }
         }
-        let tip = self.watcher.checked_tip().await.map_err(watch_error)?;
         let mut read = 0;
         self.behind = false;
         while let Some(block) = self.watcher.next_block(tip).await.map_err(watch_error)? {
             for seen in block {
-                if !self.credit(&seen, &ledger).await? {
+                if !self.credit(&seen, &ledger, tip).await? {
                     self.held.hold(seen);
                 }
             }
@@ -356,7 +366,7 @@ mod tests {
             amount: Amount(50_000),
             l1_height: 120,
         };
-        chains::bitcoin::KeyedDeposit { deposit, internal_key: [key; 32] }
+        chains::bitcoin::KeyedDeposit { deposit, internal_key: [key; 32], spendable_at: 120 }
     }
 
     /// Who could stop a deposit: a key the ledger has not taken yet holds it (never drops it),

@@ -155,18 +155,22 @@ impl World {
         let Some(watch) = self.coordinator.btc_deposits.as_mut() else { return Ok(()) };
         ledger.steer(&mut watch.watcher);
         let mut due = watch.held.take();
+        // The node's tip, once it answered: what decides whether a coinbase output is mature.
+        let mut tip = None;
         let read = async {
-            let tip = watch.watcher.checked_tip().await?;
-            while let Some(block) = watch.watcher.next_block(tip).await? {
+            let at = watch.watcher.checked_tip().await?;
+            tip = Some(at);
+            while let Some(block) = watch.watcher.next_block(at).await? {
                 due.extend(block);
             }
             Ok::<_, WatchError>(())
         };
         let failed = read.await.err().map(watch_error);
+        let tip = tip.unwrap_or(0);
         // What was held went into `due`; what still waits goes back (its bound and record kept).
         let mut held = std::mem::take(&mut watch.held);
         for seen in due {
-            let Some(tx) = ledger.credit_tx(&seen) else {
+            let Some(tx) = ledger.credit_tx(&seen).filter(|_| seen.spendable(tip)) else {
                 held.hold(seen);
                 continue;
             };

@@ -69,6 +69,19 @@ pub enum WatchError {
 pub struct KeyedDeposit {
     pub deposit: Deposit,
     pub internal_key: [u8; 32],
+    /// The lowest tip at which a transaction spending it is accepted: its own block for a plain
+    /// output, 99 blocks above for a coinbase output (Bitcoin's coinbase maturity). A deposit
+    /// credited before then could go into a payout the node refuses until it matures, holding
+    /// up every withdrawal of that payout: a miner paying deposit addresses from its coinbase
+    /// (a pool that pays its miners there) would otherwise delay payouts by up to 100 blocks.
+    pub spendable_at: u64,
+}
+
+impl KeyedDeposit {
+    /// Whether the vault can spend it once the tip is `tip`: credit it then, hold it before.
+    pub fn spendable(&self, tip: u64) -> bool {
+        tip >= self.spendable_at
+    }
 }
 
 /// The most group keys one watcher watches at once: the key in force and the old keys still in
@@ -177,7 +190,8 @@ impl DepositWatcher {
     }
 
     /// Read every block that reached depth since the last poll and credit its deposits into
-    /// `sink`. Returns how many deposits were credited. For a watcher of more than one key use
+    /// `sink`, coinbase outputs not yet mature included (a caller that credits a ledger holds
+    /// those, [`KeyedDeposit::spendable`]). Returns how many deposits were credited. For a watcher of more than one key use
     /// [`DepositWatcher::poll_keyed`], which says which key each deposit paid.
     pub async fn poll(&mut self, sink: &mpsc::Sender<Deposit>) -> Result<usize, WatchError> {
         let tip = self.checked_tip().await?;
@@ -249,6 +263,8 @@ impl DepositWatcher {
         let mut found = Vec::new();
         for tx in &block.txdata {
             let txid = tx.compute_txid();
+            let spendable_at =
+                if tx.is_coinbase() { height + u64::from(::bitcoin::constants::COINBASE_MATURITY) - 1 } else { height };
             for (vout, output) in tx.output.iter().enumerate() {
                 let Some((account, key)) = self.accounts.get(&output.script_pubkey) else { continue };
                 let outpoint = OutPoint { txid, vout: vout as u32 };
@@ -261,7 +277,7 @@ impl DepositWatcher {
                     l1_height: height,
                 };
                 tracing::info!(%outpoint, %account, sat = output.value.to_sat(), height, "bitcoin deposit at depth");
-                found.push(KeyedDeposit { deposit, internal_key: key.serialize() });
+                found.push(KeyedDeposit { deposit, internal_key: key.serialize(), spendable_at });
             }
         }
         self.last = Some((height, hash));
