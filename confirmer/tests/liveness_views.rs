@@ -51,8 +51,8 @@ async fn open_follower_at(dir: &std::path::Path, p: &bridge::NetworkParams, url:
 }
 
 /// Wallet 1 deposits 1,000,000 wei into the vault and batch 1, published to `da`, credits it
-/// (a block later); the deposit's block.
-async fn publish_a_credited_deposit(setup: &Setup, da: &DirDa, p: &bridge::NetworkParams) -> u64 {
+/// (a block later); the ledger after batch 1, and the deposit's block.
+async fn publish_a_credited_deposit(setup: &Setup, da: &DirDa, p: &bridge::NetworkParams) -> (State, u64) {
     let receipt = setup
         .vault
         .depositETH(to_alloy(wallet(1).address()))
@@ -70,7 +70,7 @@ async fn publish_a_credited_deposit(setup: &Setup, da: &DirDa, p: &bridge::Netwo
     let mut builder = BatchBuilder::new(&state);
     builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
     da.publish(&builder.seal(&mut state, 1, &key()).unwrap().batch).await.unwrap();
-    height
+    (state, height)
 }
 
 /// The ledger as the DA has it, batch by batch: what a cheating coordinator builds on.
@@ -232,22 +232,7 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
     let recipient = bridge::Address([0x5e; 20]);
 
     // Batch 1 credits a real deposit.
-    let receipt = setup
-        .vault
-        .depositETH(to_alloy(user.address()))
-        .value(U256::from(1_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let deposit = deposit_from_log(&receipt.inner.logs()[0], 0, receipt.block_number.unwrap()).unwrap();
-    mine(&setup, 1).await;
-    let mut state = State::genesis(p.clone());
-    let mut builder = BatchBuilder::new(&state);
-    builder.apply(&mut state, Tx::System(SystemTx::Deposit(deposit))).unwrap();
-    da.publish(&builder.seal(&mut state, 1, &key()).unwrap().batch).await.unwrap();
+    let (mut state, _) = publish_a_credited_deposit(&setup, &da, &p).await;
 
     // The watchman replays batch 1, then stops.
     let mut watchman = open_follower(dir.path(), &p, "watchman.db", &setup.anvil.url()).await;
@@ -360,7 +345,7 @@ async fn a_vault_view_below_a_credited_deposit_is_not_judged_and_halts_no_one() 
     p.eth_vault = from_alloy(setup.vault_address());
     p.chain_id = setup.chain_id;
     let da = DirDa::open(dir.path().join("da"), p.coordinator_key).unwrap();
-    let height = publish_a_credited_deposit(&setup, &da, &p).await;
+    let (_, height) = publish_a_credited_deposit(&setup, &da, &p).await;
     let mut watchman = open_follower(dir.path(), &p, "watchman.db", &setup.anvil.url()).await;
     watchman.step(64).await.unwrap();
     assert_eq!(watchman.status().replayed, 1);

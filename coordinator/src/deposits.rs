@@ -253,9 +253,13 @@ impl LedgerKeys {
         }
     }
 
-    /// The transaction crediting `seen` to the key it paid; `None` while the ledger does not
-    /// know that key yet (hold the deposit).
-    pub fn credit_tx(&self, seen: &chains::bitcoin::KeyedDeposit) -> Option<Tx> {
+    /// The transaction crediting `seen` to the key it paid once the node's tip is `tip`; `None`
+    /// while it must wait (hold the deposit): the ledger does not know that key yet, or the vault
+    /// cannot spend the output yet (a coinbase not mature, `KeyedDeposit::spendable`).
+    pub fn credit_tx(&self, seen: &chains::bitcoin::KeyedDeposit, tip: u64) -> Option<Tx> {
+        if !seen.spendable(tip) {
+            return None;
+        }
         let (epoch, ..) = self.keys.iter().find(|(_, key, _)| *key == seen.internal_key)?;
         Some(Tx::System(SystemTx::BtcKeyedDeposit { deposit: seen.deposit.clone(), key_epoch: *epoch }))
     }
@@ -283,18 +287,15 @@ impl BtcDepositTask {
         self.sequencer.read(LedgerKeys::of).await.map_err(TaskError::fatal)
     }
 
-    /// Credits one deposit the way the ledger's keys call for, once the vault can spend it at
-    /// `tip`; `false` if it must wait.
+    /// Credits one deposit the way the ledger's keys call for at tip `tip`; `false` if it must
+    /// wait.
     async fn credit(
         &self,
         seen: &chains::bitcoin::KeyedDeposit,
         ledger: &LedgerKeys,
         tip: u64,
     ) -> Result<bool, TaskError> {
-        if !seen.spendable(tip) {
-            return Ok(false);
-        }
-        let Some(tx) = ledger.credit_tx(seen) else { return Ok(false) };
+        let Some(tx) = ledger.credit_tx(seen, tip) else { return Ok(false) };
         let outcome = self.sequencer.submit(tx).await.map_err(TaskError::fatal)?;
         Ok(credit_outcome(seen, &outcome) != Credit::Wait)
     }
@@ -374,8 +375,8 @@ mod tests {
     #[test]
     fn a_deposit_waits_for_its_key_and_ends_only_when_settled() {
         let ledger = LedgerKeys { keys: vec![(0, [2; 32], true), (1, [3; 32], false)] };
-        assert!(ledger.credit_tx(&seen(9)).is_none(), "a key the ledger does not know yet holds the deposit");
-        let Some(Tx::System(SystemTx::BtcKeyedDeposit { key_epoch, deposit })) = ledger.credit_tx(&seen(3)) else {
+        assert!(ledger.credit_tx(&seen(9), 120).is_none(), "a key the ledger does not know yet holds the deposit");
+        let Some(Tx::System(SystemTx::BtcKeyedDeposit { key_epoch, deposit })) = ledger.credit_tx(&seen(3), 120) else {
             panic!("a deposit to a known key is credited as a keyed deposit");
         };
         assert_eq!((key_epoch, deposit), (1, seen(3).deposit));

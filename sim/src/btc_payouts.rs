@@ -170,7 +170,7 @@ impl World {
         // What was held went into `due`; what still waits goes back (its bound and record kept).
         let mut held = std::mem::take(&mut watch.held);
         for seen in due {
-            let Some(tx) = ledger.credit_tx(&seen).filter(|_| seen.spendable(tip)) else {
+            let Some(tx) = ledger.credit_tx(&seen, tip) else {
                 held.hold(seen);
                 continue;
             };

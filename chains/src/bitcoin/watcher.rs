@@ -191,8 +191,9 @@ impl DepositWatcher {
 
     /// Read every block that reached depth since the last poll and credit its deposits into
     /// `sink`, coinbase outputs not yet mature included (a caller that credits a ledger holds
-    /// those, [`KeyedDeposit::spendable`]). Returns how many deposits were credited. For a watcher of more than one key use
-    /// [`DepositWatcher::poll_keyed`], which says which key each deposit paid.
+    /// those, [`KeyedDeposit::spendable`]). Returns how many deposits were credited. For a
+    /// watcher of more than one key use [`DepositWatcher::poll_keyed`], which says which key
+    /// each deposit paid.
     pub async fn poll(&mut self, sink: &mpsc::Sender<Deposit>) -> Result<usize, WatchError> {
         let tip = self.checked_tip().await?;
         let mut count = 0;

@@ -27,8 +27,7 @@ impl ConfirmerStore {
         Ok(Some(PayoutScan {
             next_block: from_i64(row.try_get("next_block")?),
             pruned_through: from_i64(row.try_get("pruned_through")?),
-            paid: paid_from_json(&paid)
-                .map_err(|reason| StoreError::Corrupt { what: format!("the payout scan of {scope}"), reason })?,
+            paid: paid_from_json(&paid).map_err(|reason| corrupt(scope, reason))?,
         }))
     }
 
@@ -42,23 +41,27 @@ impl ConfirmerStore {
         .bind(scope.to_owned())
         .bind(to_i64(place.next_block))
         .bind(to_i64(place.pruned_through))
-        .bind(paid_to_json(&place.paid))
+        .bind(paid_to_json(&place.paid).map_err(|reason| corrupt(scope, reason))?)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 }
 
+fn corrupt(scope: &str, reason: String) -> StoreError {
+    StoreError::Corrupt { what: format!("the payout scan of {scope}"), reason }
+}
+
 /// `[batch, "eth:ETH", "1000"]` rows: amounts as decimal strings, which JSON numbers do not hold
 /// past 2^53.
-fn paid_to_json(paid: &PaidByBatch) -> String {
+fn paid_to_json(paid: &PaidByBatch) -> Result<String, String> {
     let rows: Vec<(u64, String, String)> = paid
         .iter()
         .flat_map(|(batch, assets)| {
             assets.iter().map(move |(asset, amount)| (*batch, asset.to_string(), amount.to_string()))
         })
         .collect();
-    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned())
+    serde_json::to_string(&rows).map_err(|e| e.to_string())
 }
 
 fn paid_from_json(text: &str) -> Result<PaidByBatch, String> {
@@ -86,7 +89,7 @@ mod tests {
             (4, BTreeMap::from([(AssetId::Eth, u128::MAX), (token, 3)])),
             (9, BTreeMap::from([(AssetId::Eth, 1u128 << 60)])),
         ]);
-        assert_eq!(paid_from_json(&paid_to_json(&paid)), Ok(paid));
+        assert_eq!(paid_from_json(&paid_to_json(&paid).unwrap()), Ok(paid));
         assert!(paid_from_json(r#"[[4, "eth:nope", "1"]]"#).is_err());
         assert!(paid_from_json(r#"[[4, "eth:ETH", "-1"]]"#).is_err());
     }
