@@ -8,8 +8,13 @@
 //!
 //! The scan of those events is a place on the chain ([`PayoutScan`]) the role saves beside its
 //! replay, so a restart reads only the blocks since, not every block since the vault's
-//! deployment (issue 23), and one read scans at most [`MAX_RANGES_PER_READ`] log ranges, so a
-//! view far behind catches up over several turns instead of holding one for minutes.
+//! deployment (issue 23), and one read makes at most [`MAX_REQUESTS_PER_READ`] log requests, so
+//! a view far behind catches up over several turns instead of holding one for minutes.
+//!
+//! Hosted providers cap `eth_getLogs` ranges, many below [`LOG_RANGE`] (500 to 2,000 blocks is
+//! common), and say so in words no two of them share. A refused request halves the range and
+//! asks again; a run of answered ones doubles it back toward the configured width. Without this
+//! a watchman on such a provider failed every solvency check: its guard was off, silently.
 
 use std::collections::BTreeMap;
 
@@ -23,14 +28,35 @@ use contracts::{TestToken, Vault, from_alloy};
 
 use crate::eth_finality::Confirmation;
 
-/// Blocks per `eth_getLogs` request: public nodes refuse wider ranges (10,000 is the common cap).
+/// Blocks per `eth_getLogs` request unless configured narrower: public nodes refuse wider
+/// ranges (10,000 is the common cap).
 pub const LOG_RANGE: u64 = 10_000;
 
-/// `eth_getLogs` ranges one read scans at most (a million blocks, a few seconds through a
-/// local node): a view far behind (a first start on a chain years long) answers
-/// [`VaultRead::NotYet`] and goes on at the next read, so the turn that asked is not held for
-/// minutes and the place saved in between keeps what was read.
-pub const MAX_RANGES_PER_READ: u64 = 100;
+/// `eth_getLogs` requests one read makes at most, refused ones included (a million blocks at
+/// [`LOG_RANGE`], a few seconds through a local node): a view far behind (a first start on a
+/// chain years long) answers [`VaultRead::NotYet`] and goes on at the next read, so the turn
+/// that asked is not held for minutes and the place saved in between keeps what was read.
+pub const MAX_REQUESTS_PER_READ: u64 = 100;
+
+/// Answered requests in a row after which a halved range doubles again (toward the configured
+/// width): a range halved by a passing outage comes back, and against a provider whose cap
+/// lies between two widths one request in this many is refused, not one in two.
+const GROW_AFTER: u32 = 16;
+
+/// Where a view's payout scan starts when it has no saved place, and how wide its requests are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayoutScanConfig {
+    /// The vault's deployment block (0: the chain's first block).
+    pub from_block: u64,
+    /// Blocks per `eth_getLogs` request at most: [`LOG_RANGE`], or the provider's cap.
+    pub log_range: u64,
+}
+
+impl Default for PayoutScanConfig {
+    fn default() -> Self {
+        PayoutScanConfig { from_block: 0, log_range: LOG_RANGE }
+    }
+}
 
 /// What one asset's payouts sum to, by batch.
 pub type PaidByBatch = BTreeMap<u64, BTreeMap<AssetId, u128>>;
@@ -96,10 +122,13 @@ pub struct VaultView {
     vault: Address,
     /// Which block is read: a final one, so a reorg does not undo what was scanned.
     confirmation: Confirmation,
-    /// Where a scan starts when it has no place to go on from (the vault's deployment, or 0).
-    from_block: u64,
-    /// Blocks per `eth_getLogs` request ([`LOG_RANGE`] unless the provider caps lower).
-    log_range: u64,
+    /// Where a scan starts when it has no place to go on from, and the widest request.
+    config: PayoutScanConfig,
+    /// Blocks the next `eth_getLogs` request asks for: `config.log_range`, or less after the
+    /// node refused a wider one.
+    range: u64,
+    /// Requests answered since the range last changed.
+    answered: u32,
     /// How far the scan has read. Batches at or below the replay are dropped from its payouts
     /// as the replay advances, so it holds at most the batches a watchman lags the payers by.
     scan: PayoutScan,
@@ -107,37 +136,62 @@ pub struct VaultView {
 
 impl VaultView {
     /// A view of `vault` through the node at `url` (http or https, trusting `tls`), reading the
-    /// last block `confirmation` counts as final, scanning payouts from `from_block` (the
-    /// vault's deployment block, or 0).
+    /// last block `confirmation` counts as final, scanning payouts as `config` says.
     pub fn connect(
         url: &str,
         tls: &crate::http::Tls,
         vault: bridge::Address,
         confirmation: Confirmation,
-        from_block: u64,
+        config: PayoutScanConfig,
     ) -> Result<Self, String> {
         let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
+        let config = PayoutScanConfig { log_range: config.log_range.max(1), ..config };
         Ok(VaultView {
             provider,
             vault: contracts::to_alloy(vault),
             confirmation,
-            from_block,
-            log_range: LOG_RANGE,
-            scan: PayoutScan { next_block: from_block, ..PayoutScan::default() },
+            config,
+            range: config.log_range,
+            answered: 0,
+            scan: PayoutScan { next_block: config.from_block, ..PayoutScan::default() },
         })
     }
 
-    /// Asks for at most `blocks` blocks per `eth_getLogs` request instead of [`LOG_RANGE`]: for
-    /// a provider that caps ranges lower. A read then covers `MAX_RANGES_PER_READ × blocks`.
-    pub fn with_log_range(mut self, blocks: u64) -> Self {
-        self.log_range = blocks.max(1);
-        self
+    /// Blocks the next `eth_getLogs` request asks for (less than configured after refusals).
+    pub fn log_range(&self) -> u64 {
+        self.range
+    }
+
+    /// The vault's payouts logged in blocks `from..=to`, in log order.
+    async fn payouts_in(&self, from: u64, to: u64) -> Result<Vec<(u64, AssetId, u128)>, LogsError> {
+        let filter = Filter::new()
+            .address(self.vault)
+            .event_signature(Vault::Withdrawn::SIGNATURE_HASH)
+            .from_block(from)
+            .to_block(to);
+        let logs = self.provider.get_logs(&filter).await.map_err(|e| LogsError::Node(e.to_string()))?;
+        let mut read = Vec::new();
+        for log in logs {
+            if log.removed {
+                continue;
+            }
+            let event = log
+                .log_decode::<Vault::Withdrawn>()
+                .map_err(|e| LogsError::Log(format!("a Withdrawn log: {e}")))?
+                .inner
+                .data;
+            let asset =
+                if event.token == Address::ZERO { AssetId::Eth } else { AssetId::Erc20(from_alloy(event.token)) };
+            let amount = u128::try_from(event.amount)
+                .map_err(|_| LogsError::Log(format!("payout {} above 2^128", event.amount)))?;
+            read.push((event.batch, asset, amount));
+        }
+        Ok(read)
     }
 
     /// Reads the vault's `Withdrawn` logs from the scan's place up to `block`, at most
-    /// [`MAX_RANGES_PER_READ`] ranges; whether it got there.
+    /// [`MAX_REQUESTS_PER_READ`] requests; whether it got there.
     async fn scan_to(&mut self, block: u64, after: u64) -> Result<bool, String> {
-        let node = |e: alloy::transports::TransportError| format!("the Ethereum node: {e}");
         if after < self.scan.pruned_through {
             // Payouts for batches after `after` may have been dropped: only a scan from the
             // start has them all again. A replay does not go back, so this is a restore from an
@@ -147,32 +201,39 @@ impl VaultView {
                 pruned_through = self.scan.pruned_through,
                 "the vault's payout scan had dropped batches this replay has not reached; scanning again from the start"
             );
-            self.scan = PayoutScan { next_block: self.from_block, ..PayoutScan::default() };
+            self.scan = PayoutScan { next_block: self.config.from_block, ..PayoutScan::default() };
         }
-        for _ in 0..MAX_RANGES_PER_READ {
+        for _ in 0..MAX_REQUESTS_PER_READ {
             if self.scan.next_block > block {
                 break;
             }
-            let to = block.min(self.scan.next_block.saturating_add(self.log_range - 1));
-            let filter = Filter::new()
-                .address(self.vault)
-                .event_signature(Vault::Withdrawn::SIGNATURE_HASH)
-                .from_block(self.scan.next_block)
-                .to_block(to);
+            let to = block.min(self.scan.next_block.saturating_add(self.range - 1));
             // The whole range is read before anything of it is kept: an error leaves the place
-            // where it was, and the next read asks for the same range again.
-            let mut read = Vec::new();
-            for log in self.provider.get_logs(&filter).await.map_err(node)? {
-                if log.removed {
+            // where it was, and the next request asks for it (or its first half) again.
+            let read = match self.payouts_in(self.scan.next_block, to).await {
+                Ok(read) => read,
+                Err(LogsError::Node(why)) if self.range > 1 => {
+                    // Most likely a range wider than the provider allows (or results it will
+                    // not send in one answer); a narrower one costs requests, never payouts.
+                    let wider = self.range;
+                    self.range = wider / 2;
+                    self.answered = 0;
+                    tracing::warn!(
+                        from = self.scan.next_block,
+                        to,
+                        was = wider,
+                        now = self.range,
+                        "the Ethereum node refused the vault's payout logs; asking for fewer blocks: {why}"
+                    );
                     continue;
                 }
-                let event =
-                    log.log_decode::<Vault::Withdrawn>().map_err(|e| format!("a Withdrawn log: {e}"))?.inner.data;
-                let asset =
-                    if event.token == Address::ZERO { AssetId::Eth } else { AssetId::Erc20(from_alloy(event.token)) };
-                let amount =
-                    u128::try_from(event.amount).map_err(|_| format!("payout {} above 2^128", event.amount))?;
-                read.push((event.batch, asset, amount));
+                Err(LogsError::Node(why)) => return Err(format!("the Ethereum node: {why}")),
+                Err(LogsError::Log(why)) => return Err(why),
+            };
+            self.answered = self.answered.saturating_add(1);
+            if self.answered >= GROW_AFTER && self.range < self.config.log_range {
+                self.range = self.range.saturating_mul(2).min(self.config.log_range);
+                self.answered = 0;
             }
             for (batch, asset, amount) in read {
                 let sum = self.scan.paid.entry(batch).or_default().entry(asset).or_insert(0);
@@ -185,6 +246,14 @@ impl VaultView {
         self.scan.pruned_through = after;
         Ok(self.scan.next_block > block)
     }
+}
+
+/// Why a request for the vault's logs gave nothing.
+enum LogsError {
+    /// The node refused or did not answer: a narrower range may pass.
+    Node(String),
+    /// A log that is not the vault's `Withdrawn` event as built: no range helps.
+    Log(String),
 }
 
 #[async_trait::async_trait]

@@ -10,9 +10,14 @@ use alloy::providers::Provider;
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{Amount, AssetId};
 use chains::ethereum::Confirmation;
-use chains::ethereum_view::{PaidByBatch, PayoutScan, VaultRead, VaultSnapshot, VaultSnapshots, VaultView};
+use chains::ethereum_view::{
+    PaidByBatch, PayoutScan, PayoutScanConfig, VaultRead, VaultSnapshot, VaultSnapshots, VaultView,
+};
 use contracts::from_alloy;
 use contracts::harness::Setup;
+
+#[path = "common/lagging_eth.rs"]
+mod lagging_eth;
 
 async fn mine(setup: &Setup, blocks: u64) {
     let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (blocks,)).await.unwrap();
@@ -80,10 +85,9 @@ async fn a_resumed_vault_view_reads_payouts_after_its_place_in_bounded_steps_and
             &Default::default(),
             from_alloy(setup.vault_address()),
             Confirmation::Depth(0),
-            0,
+            PayoutScanConfig { from_block: 0, log_range: 10 },
         )
         .unwrap()
-        .with_log_range(10)
     };
 
     // From the start: both payouts, and the place after the block read.
@@ -106,7 +110,7 @@ async fn a_resumed_vault_view_reads_payouts_after_its_place_in_bounded_steps_and
         &Default::default(),
         from_alloy(setup.vault_address()),
         Confirmation::Depth(0),
-        second,
+        PayoutScanConfig { from_block: second, ..PayoutScanConfig::default() },
     )
     .unwrap();
     assert_eq!(at(&mut later, 2).await.paid_after, paid(&[(5, 7)]));
@@ -150,4 +154,86 @@ async fn a_resumed_vault_view_reads_payouts_after_its_place_in_bounded_steps_and
     };
     assert_eq!((partial, snapshot.block), ((head + 1).div_ceil(1_000) - 1, head));
     assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
+}
+
+/// A provider that caps `eth_getLogs` ranges below the view's width (many hosted ones allow
+/// 500 to 2,000 blocks) used to fail every solvency check: the guard was off, silently. The
+/// view now halves its range when refused, reads every payout, and widens again after a run of
+/// answered requests; a refusal costs a request, never a payout.
+#[tokio::test]
+async fn a_provider_capping_log_ranges_is_read_in_narrower_requests_and_no_payout_is_missed() {
+    let setup = Setup::new().await.unwrap();
+    setup
+        .vault
+        .depositETH(Address::ZERO)
+        .value(U256::from(1_000_000))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    pay(&setup, 3, 100).await;
+    mine(&setup, 700).await;
+    pay(&setup, 5, 7).await;
+    mine(&setup, 300).await;
+    let node = lagging_eth::LaggingNode::start(&setup.anvil.url(), 0).await;
+    node.set_log_cap(Some(100));
+    let connect = |log_range| {
+        VaultView::connect(
+            &node.url,
+            &Default::default(),
+            from_alloy(setup.vault_address()),
+            Confirmation::Depth(0),
+            PayoutScanConfig { from_block: 0, log_range },
+        )
+        .unwrap()
+    };
+
+    // Configured at 400 blocks a request: refused at 400 and 200, answered at 100; each time
+    // 16 answered requests double it, the next is refused and it halves again.
+    let mut view = connect(400);
+    let snapshot = at(&mut view, 2).await;
+    assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
+    assert_eq!(snapshot.held[&AssetId::Eth], 1_000_000 - 107);
+    let (answered, refused) = node.log_requests();
+    let head = setup.provider.get_block_number().await.unwrap();
+    assert_eq!(answered, (head + 1).div_ceil(100), "every stretch read once, 100 blocks at a time");
+    assert_eq!(refused, 2 + (answered - 1) / 16, "400 and 200, then one a regrowth");
+
+    // The cap lifted: the range doubles after each 16 answered requests, up to the width
+    // configured and no further.
+    node.set_log_cap(None);
+    mine(&setup, 100 * 16 + 200 * 16 + 400).await;
+    let mut reads = 0;
+    let snapshot = loop {
+        reads += 1;
+        assert!(reads <= 5, "never caught up");
+        if let VaultRead::At(snapshot) = read(&mut view, 2).await {
+            break snapshot;
+        }
+    };
+    assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
+    assert_eq!(view.log_range(), 400);
+
+    // Configured at the cap: never refused.
+    node.set_log_cap(Some(100));
+    let refused_before = node.log_requests().1;
+    let mut fitted = connect(100);
+    let snapshot = loop {
+        if let VaultRead::At(snapshot) = read(&mut fitted, 2).await {
+            break snapshot;
+        }
+    };
+    assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
+    assert_eq!(node.log_requests().1, refused_before);
+
+    // A node that refuses even one block: the read fails after 4, 2 and 1 (the guard's task
+    // retries it); nothing is judged on a scan with a hole in it.
+    node.set_log_cap(Some(0));
+    let mut refusing = connect(4);
+    let why = refusing.snapshot(&[], 2).await.unwrap_err();
+    assert!(why.contains("the Ethereum node") && why.contains("block range"), "{why}");
+    assert_eq!(node.log_requests().1, refused_before + 3);
+    assert_eq!(refusing.place().unwrap().next_block, 0, "nothing kept past the hole");
 }

@@ -105,6 +105,11 @@ struct FollowArgs {
     /// place saved in the database.
     #[arg(long, default_value_t = 0)]
     eth_from_block: u64,
+    /// Blocks one `eth_getLogs` request of that read covers at most: the provider's cap if it is
+    /// below 10,000. A refused request is asked again narrower anyway; this saves the refusals.
+    #[arg(long, default_value_t = chains::ethereum_view::LOG_RANGE,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    eth_log_range: u64,
     /// An extra CA certificate file (PEM) trusted besides the bundled roots by every HTTPS
     /// client: the Arweave gateway, the Ethereum and Bitcoin nodes, the coordinator.
     #[arg(long, env = "CONFIRMER_TLS_CA_FILE")]
@@ -196,7 +201,10 @@ fn main() -> ExitCode {
                 database_url: args.database_url,
                 eth_rpc: args.eth_rpc,
                 eth_confirmation: chains::ethereum::Confirmation::new(args.eth_finality, args.eth_depth),
-                eth_from_block: args.eth_from_block,
+                payout_scan: chains::ethereum_view::PayoutScanConfig {
+                    from_block: args.eth_from_block,
+                    log_range: args.eth_log_range,
+                },
                 tls_ca_file: args.tls_ca_file,
                 checkpoint: args.checkpoint,
                 signed_checkpoint: args.checkpoint_file.map(|file| (file, args.checkpoint_key)),
@@ -294,8 +302,8 @@ struct Source {
     database_url: String,
     eth_rpc: Option<String>,
     eth_confirmation: chains::ethereum::Confirmation,
-    /// Where the solvency watch first reads the vault's payouts.
-    eth_from_block: u64,
+    /// Where the solvency watch first reads the vault's payouts, and how widely.
+    payout_scan: chains::ethereum_view::PayoutScanConfig,
     tls_ca_file: Option<PathBuf>,
     bitcoin: Option<BitcoinSource>,
     snapshots: chains::snapshots::SnapshotPolicy,
@@ -407,12 +415,8 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         btc_depth: source.bitcoin.as_ref().map_or(1, |b| b.depth),
         tls: tls.clone(),
     };
-    let solvency = confirmer::solvency::SolvencyGuard::new(
-        watch,
-        source.eth_confirmation,
-        source.eth_from_block,
-        params.eth_vault,
-    )?;
+    let solvency =
+        confirmer::solvency::SolvencyGuard::new(watch, source.eth_confirmation, source.payout_scan, params.eth_vault)?;
     let signed = match &source.signed_checkpoint {
         Some((file, key)) => Some(confirmer::fast_sync::signed_checkpoint(file, &params, key.as_deref())?),
         None => None,

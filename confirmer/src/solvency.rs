@@ -22,7 +22,7 @@ use bridge::{AssetId, Chain, State};
 use std::sync::Arc;
 
 use chains::bitcoin::{BitcoinNode, PayoutBroadcaster, PayoutStatus};
-use chains::ethereum_view::{PayoutScan, VaultRead, VaultSnapshot, VaultSnapshots, VaultView};
+use chains::ethereum_view::{PayoutScan, PayoutScanConfig, VaultRead, VaultSnapshot, VaultSnapshots, VaultView};
 
 use crate::follower::Follower;
 
@@ -262,17 +262,17 @@ const STRIKES_TO_HALT: u32 = 2;
 
 impl SolvencyGuard {
     /// `eth_confirmation`: which Ethereum block the vault is read at (the deposits' rule serves:
-    /// the finalized block, or a depth below the head); `eth_from_block`: where the vault's
-    /// payouts start (its deployment block, or 0).
+    /// the finalized block, or a depth below the head); `payout_scan`: where the vault's
+    /// payouts start (its deployment block, or 0) and how many blocks one log request covers.
     pub fn new(
         watch: SolvencyWatch,
         eth_confirmation: chains::ethereum::Confirmation,
-        eth_from_block: u64,
+        payout_scan: PayoutScanConfig,
         vault: bridge::Address,
     ) -> Result<Self, SolvencyError> {
         let eth = match &watch.eth_rpc {
             Some(url) => Some(Box::new(
-                VaultView::connect(url, &watch.tls, vault, eth_confirmation, eth_from_block)
+                VaultView::connect(url, &watch.tls, vault, eth_confirmation, payout_scan)
                     .map_err(|reason| SolvencyError { chain: Chain::Ethereum, reason })?,
             ) as Box<dyn VaultSnapshots>),
             None => None,

@@ -271,15 +271,21 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
     let naive = watch.check(watchman.state()).await.unwrap();
     assert_eq!(naive[0].shortfall(), BATCHES as u128 * EACH, "{naive:?}");
     // ... but at one block, with what the vault paid for the batches after this replay, none.
-    let mut view =
-        VaultView::connect(&setup.anvil.url(), &Default::default(), p.eth_vault, Confirmation::Depth(0), 0).unwrap();
+    let mut view = VaultView::connect(
+        &setup.anvil.url(),
+        &Default::default(),
+        p.eth_vault,
+        Confirmation::Depth(0),
+        Default::default(),
+    )
+    .unwrap();
     let VaultRead::At(snapshot) = view.snapshot(&[], 1).await.unwrap() else { panic!("the view did not read") };
     let consistent = ethereum_at(watchman.state(), &snapshot, 1, latest);
     assert_eq!((consistent[0].paid_ahead, consistent[0].shortfall()), (BATCHES as u128 * EACH, 0), "{consistent:?}");
 
     // Catching up ten batches a turn, the guard never judges mid-way, and finds it solvent once
     // caught up.
-    let mut guard = SolvencyGuard::new(watch.clone(), Confirmation::Depth(0), 0, p.eth_vault).unwrap();
+    let mut guard = SolvencyGuard::new(watch.clone(), Confirmation::Depth(0), Default::default(), p.eth_vault).unwrap();
     let mut turns = 0;
     loop {
         turns += 1;
@@ -353,8 +359,14 @@ async fn a_vault_view_below_a_credited_deposit_is_not_judged_and_halts_no_one() 
 
     let watch = SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc: None, btc_depth: 1, tls: Default::default() };
     // The view ten blocks down holds nothing yet: as a balance, a shortfall of the whole deposit.
-    let mut behind =
-        VaultView::connect(&setup.anvil.url(), &Default::default(), p.eth_vault, Confirmation::Depth(10), 0).unwrap();
+    let mut behind = VaultView::connect(
+        &setup.anvil.url(),
+        &Default::default(),
+        p.eth_vault,
+        Confirmation::Depth(10),
+        Default::default(),
+    )
+    .unwrap();
     let VaultRead::At(snapshot) = behind.snapshot(&[], 1).await.unwrap() else { panic!("the view did not read") };
     assert!(snapshot.block < height, "the view reads block {} (deposit at {height})", snapshot.block);
     assert_eq!(ethereum_at(watchman.state(), &snapshot, 1, 1)[0].shortfall(), 1_000_000);
@@ -365,7 +377,7 @@ async fn a_vault_view_below_a_credited_deposit_is_not_judged_and_halts_no_one() 
         other => panic!("a view below a credited deposit was judged: {other:?}"),
     }
     // Caught up, it judges, and the vault is whole.
-    let mut guard = SolvencyGuard::new(watch, Confirmation::Depth(1), 0, p.eth_vault).unwrap();
+    let mut guard = SolvencyGuard::new(watch, Confirmation::Depth(1), Default::default(), p.eth_vault).unwrap();
     match guard.judge(&watchman).await.unwrap() {
         Verdict::Solvent(report) => assert_eq!((report[0].owed, report[0].held), (1_000_000, 1_000_000)),
         other => panic!("a synced view was judged {other:?}"),
@@ -392,7 +404,8 @@ async fn a_restarted_solvency_guard_goes_on_from_its_saved_payout_scan() {
 
         let watch =
             SolvencyWatch { eth_rpc: Some(setup.anvil.url()), btc: None, btc_depth: 1, tls: Default::default() };
-        let guard = || SolvencyGuard::new(watch.clone(), Confirmation::Depth(0), 0, p.eth_vault).unwrap();
+        let guard =
+            || SolvencyGuard::new(watch.clone(), Confirmation::Depth(0), Default::default(), p.eth_vault).unwrap();
         let solvent = |verdict: Verdict| match verdict {
             Verdict::Solvent(report) => assert_eq!((report[0].owed, report[0].held), (1_000_000, 1_000_000)),
             other => panic!("a whole vault was judged {other:?}"),

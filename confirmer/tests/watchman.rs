@@ -190,7 +190,8 @@ async fn watchmen_pay_a_withdrawal_their_replay_justifies_and_refuse_a_forged_ro
         btc_depth: 1,
         tls: Default::default(),
     };
-    let solvency = SolvencyGuard::new(watch, chains::ethereum::Confirmation::Depth(0), 0, domain.vault).unwrap();
+    let solvency =
+        SolvencyGuard::new(watch, chains::ethereum::Confirmation::Depth(0), Default::default(), domain.vault).unwrap();
     let duty = OnDuty::new(watchmen.remove(0), solvency).with_guardian(Some(Guardian::new(
         guardian.clone(),
         domain.vault,

@@ -1,7 +1,8 @@
 //! A lagging Ethereum node, for tests: a JSON-RPC proxy in front of anvil that answers as anvil
 //! did `lag` blocks ago. The head is capped at `head - lag`; blocks, receipts, transactions and
 //! logs above the cap are absent; state reads at `latest` are read at the cap. Setting the lag
-//! to 0 lets it catch up.
+//! to 0 lets it catch up. It can also refuse `eth_getLogs` over more than a set number of blocks,
+//! as hosted providers do.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -16,28 +17,59 @@ use serde_json::{Value, json};
 pub struct LaggingNode {
     pub url: String,
     lag: Arc<AtomicU64>,
+    limits: Arc<LogLimits>,
+}
+
+/// The widest `eth_getLogs` range answered (`u64::MAX`: any), and the requests answered and
+/// refused.
+#[derive(Debug)]
+struct LogLimits {
+    cap: AtomicU64,
+    answered: AtomicU64,
+    refused: AtomicU64,
 }
 
 struct Upstream {
     url: String,
     client: reqwest::Client,
     lag: Arc<AtomicU64>,
+    limits: Arc<LogLimits>,
 }
 
 impl LaggingNode {
     /// Starts the proxy in front of the node at `upstream`, `lag` blocks behind it.
     pub async fn start(upstream: &str, lag: u64) -> LaggingNode {
         let lag = Arc::new(AtomicU64::new(lag));
-        let state = Arc::new(Upstream { url: upstream.to_owned(), client: reqwest::Client::new(), lag: lag.clone() });
+        let limits = Arc::new(LogLimits {
+            cap: AtomicU64::new(u64::MAX),
+            answered: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        });
+        let state = Arc::new(Upstream {
+            url: upstream.to_owned(),
+            client: reqwest::Client::new(),
+            lag: lag.clone(),
+            limits: limits.clone(),
+        });
         let app = axum::Router::new().route("/", post(handle)).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        LaggingNode { url, lag }
+        LaggingNode { url, lag, limits }
     }
 
     pub fn set_lag(&self, lag: u64) {
         self.lag.store(lag, Ordering::SeqCst);
+    }
+
+    /// Refuses `eth_getLogs` over more than `blocks` blocks (`None`: answers any range).
+    pub fn set_log_cap(&self, blocks: Option<u64>) {
+        self.limits.cap.store(blocks.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// `eth_getLogs` requests (answered, refused) so far.
+    pub fn log_requests(&self) -> (u64, u64) {
+        (self.limits.answered.load(Ordering::SeqCst), self.limits.refused.load(Ordering::SeqCst))
     }
 }
 
@@ -99,6 +131,19 @@ impl Upstream {
                 }
             }
             "eth_getLogs" => {
+                let cap_blocks = self.limits.cap.load(Ordering::SeqCst);
+                let range = hex_u64(&params[0]["toBlock"])
+                    .zip(hex_u64(&params[0]["fromBlock"]))
+                    .map(|(to, from)| to.saturating_sub(from) + 1);
+                if cap_blocks < u64::MAX && range.is_none_or(|blocks| blocks > cap_blocks) {
+                    self.limits.refused.fetch_add(1, Ordering::SeqCst);
+                    // As one hosted provider words it; every provider words it its own way.
+                    let message = format!(
+                        "Log response size exceeded. You can make eth_getLogs requests with up to a {cap_blocks} block range."
+                    );
+                    return json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": message}});
+                }
+                self.limits.answered.fetch_add(1, Ordering::SeqCst);
                 if params[0].get("toBlock").is_some() {
                     params[0]["toBlock"] = Self::at(&params[0]["toBlock"], cap).unwrap_or(json!(format!("0x{cap:x}")));
                 }

@@ -131,6 +131,11 @@ pub struct EthereumSection {
     /// the place saved in the database.
     #[serde(default)]
     pub from_block: u64,
+    /// Blocks one `eth_getLogs` request of that read covers at most: the provider's cap if it
+    /// is below 10,000. A refused request is asked again narrower anyway; this saves the
+    /// refusals.
+    #[serde(default = "default_log_range")]
+    pub log_range: u64,
     /// A file with the hex private key of the account that pays gas for roots and payouts.
     /// Without it this watchman replays and signs but submits nothing itself.
     pub sender_key_file: Option<PathBuf>,
@@ -210,6 +215,10 @@ fn default_bump() -> u64 {
     3
 }
 
+fn default_log_range() -> u64 {
+    chains::ethereum_view::LOG_RANGE
+}
+
 impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         use anyhow::Context;
@@ -234,6 +243,9 @@ impl Config {
             rebase(p);
         }
         if let Some(eth) = &mut config.ethereum {
+            if eth.log_range == 0 {
+                anyhow::bail!("{}: [ethereum] log_range must be at least 1 block", path.display());
+            }
             if let Some(p) = &mut eth.sender_key_file {
                 rebase(p);
             }
@@ -309,5 +321,27 @@ mod tests {
         // The example tells how the guardian key is kept: encrypted, never plaintext.
         let example = include_str!("../../../watchman.example.toml");
         assert!(example.contains("bridgectl wallet import") && example.contains("encrypted"), "{example}");
+    }
+
+    /// A log range of zero blocks could read nothing: refused at load, with the key named.
+    #[test]
+    fn the_payout_scan_reads_10000_blocks_a_request_unless_configured_and_never_zero() {
+        let example = include_str!("../../../watchman.example.toml");
+        let config: Config = toml::from_str(example).unwrap();
+        assert_eq!(config.ethereum.unwrap().log_range, chains::ethereum_view::LOG_RANGE);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("watchman.toml");
+        for (range, loads) in [("2000", true), ("0", false)] {
+            let text = example.replace("# log_range = 10000", &format!("log_range = {range}"));
+            assert_ne!(text, example);
+            std::fs::write(&file, text).unwrap();
+            match Config::load(&file) {
+                Ok(config) => assert!(loads && config.ethereum.unwrap().log_range == 2000),
+                Err(error) => {
+                    let error = format!("{error:#}");
+                    assert!(!loads && error.contains("[ethereum] log_range must be at least 1"), "{error}");
+                }
+            }
+        }
     }
 }

@@ -279,8 +279,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .ethereum
         .as_ref()
         .map_or(chains::ethereum::Confirmation::Depth(0), |e| chains::ethereum::Confirmation::new(e.finality, e.depth));
-    let eth_from_block = config.ethereum.as_ref().map_or(0, |e| e.from_block);
-    let solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_confirmation, eth_from_block, params.eth_vault)?;
+    let payout_scan = config.ethereum.as_ref().map_or_else(Default::default, |e| {
+        chains::ethereum_view::PayoutScanConfig { from_block: e.from_block, log_range: e.log_range }
+    });
+    let solvency = confirmer::solvency::SolvencyGuard::new(watch, eth_confirmation, payout_scan, params.eth_vault)?;
     let checkpoints = config.checkpoints.as_ref().map(|section| {
         let writer = confirmer::watchman::CheckpointWriter {
             dir: section.dir.clone(),
