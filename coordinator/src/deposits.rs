@@ -9,7 +9,7 @@ use bridge::{Deposit, Tx, TxError};
 use chains::task::{Task, TaskError};
 use tokio::sync::mpsc;
 
-use crate::sequencer::{SequencerError, SequencerHandle};
+use crate::sequencer::{Outcome, SequencerError, SequencerHandle};
 use crate::store::Store;
 
 /// The sending half, for the chain watchers.
@@ -130,9 +130,18 @@ pub fn eth_scan_scope(vault: &bridge::Address) -> String {
 /// vault's birth in full again.
 #[derive(Debug)]
 pub struct BtcDepositTask {
-    pub watcher: chains::bitcoin::DepositWatcher,
+    pub scan: BtcDepositScan,
+    /// Accounts that asked for a deposit address (the API), watched from the next turn.
     pub accounts: mpsc::Receiver<bridge::Address>,
     pub sequencer: SequencerHandle,
+}
+
+/// The Bitcoin deposit watcher and what its turns remember, wherever the ledger is: the
+/// binary's [`BtcDepositTask`] credits through its [`SequencerHandle`], the simulator through
+/// its sequencer, both by [`BtcDepositScan::turn`].
+#[derive(Debug)]
+pub struct BtcDepositScan {
+    pub watcher: chains::bitcoin::DepositWatcher,
     /// Deposits to a key not yet in force (its rotation's first batch has not opened), and
     /// coinbase outputs not yet mature (`KeyedDeposit::spendable`): credited on a later turn.
     pub held: HeldDeposits,
@@ -144,6 +153,24 @@ pub struct BtcDepositTask {
     /// The last turn stopped at [`MAX_BLOCKS_PER_TURN`] with blocks at depth left: the next
     /// one runs at once.
     pub behind: bool,
+}
+
+/// What the Bitcoin deposit turn needs of the ledger: the keys a deposit may pay, and a
+/// crediting transaction's outcome. An error means the sequencer stopped.
+pub trait DepositLedger {
+    fn keys(&mut self) -> impl Future<Output = Result<LedgerKeys, SequencerError>> + Send;
+    /// Submits one transaction; resolves once it is durable or refused.
+    fn submit(&mut self, tx: Tx) -> impl Future<Output = Result<Outcome, SequencerError>> + Send;
+}
+
+impl DepositLedger for SequencerHandle {
+    async fn keys(&mut self) -> Result<LedgerKeys, SequencerError> {
+        self.read(LedgerKeys::of).await
+    }
+
+    async fn submit(&mut self, tx: Tx) -> Result<Outcome, SequencerError> {
+        SequencerHandle::submit(self, tx).await
+    }
 }
 
 /// Blocks one turn reads at most (a day of blocks). A watcher far behind (a first start at an
@@ -282,35 +309,27 @@ pub fn credit_outcome<T>(seen: &chains::bitcoin::KeyedDeposit, outcome: &Result<
     }
 }
 
-impl BtcDepositTask {
-    async fn ledger_keys(&self) -> Result<LedgerKeys, TaskError> {
-        self.sequencer.read(LedgerKeys::of).await.map_err(TaskError::fatal)
+impl BtcDepositScan {
+    /// A scan by `watcher` (resumed after `saved`, if any) whose mark is saved in `store` under
+    /// `scope`.
+    pub fn new(
+        watcher: chains::bitcoin::DepositWatcher,
+        store: Store,
+        scope: String,
+        saved: Option<chains::deposit::ScanMark>,
+    ) -> Self {
+        BtcDepositScan { watcher, held: HeldDeposits::default(), store, scope, saved, behind: false }
     }
 
-    /// Credits one deposit the way the ledger's keys call for at tip `tip`; `false` if it must
-    /// wait.
-    async fn credit(
-        &self,
-        seen: &chains::bitcoin::KeyedDeposit,
-        ledger: &LedgerKeys,
-        tip: u64,
-    ) -> Result<bool, TaskError> {
-        let Some(tx) = ledger.credit_tx(seen, tip) else { return Ok(false) };
-        let outcome = self.sequencer.submit(tx).await.map_err(TaskError::fatal)?;
-        Ok(credit_outcome(seen, &outcome) != Credit::Wait)
-    }
-}
-
-impl Task for BtcDepositTask {
-    async fn turn(&mut self) -> Result<(), TaskError> {
-        while let Ok(account) = self.accounts.try_recv() {
-            self.watcher.watch(account);
-        }
-        let ledger = self.ledger_keys().await?;
-        ledger.steer(&mut self.watcher);
+    /// One turn: steers the watcher by the ledger's keys, credits what was held and what the
+    /// blocks at depth pay (at most [`MAX_BLOCKS_PER_TURN`] of them), and saves the watcher's
+    /// place once nothing read is held.
+    pub async fn turn(&mut self, ledger: &mut impl DepositLedger) -> Result<(), TaskError> {
+        let keys = ledger.keys().await.map_err(TaskError::fatal)?;
+        keys.steer(&mut self.watcher);
         let tip = self.watcher.checked_tip().await.map_err(watch_error)?;
         for seen in self.held.take() {
-            if !self.credit(&seen, &ledger, tip).await? {
+            if !Self::credit(ledger, &seen, &keys, tip).await? {
                 self.held.hold(seen);
             }
         }
@@ -318,7 +337,7 @@ impl Task for BtcDepositTask {
         self.behind = false;
         while let Some(block) = self.watcher.next_block(tip).await.map_err(watch_error)? {
             for seen in block {
-                if !self.credit(&seen, &ledger, tip).await? {
+                if !Self::credit(ledger, &seen, &keys, tip).await? {
                     self.held.hold(seen);
                 }
             }
@@ -339,8 +358,30 @@ impl Task for BtcDepositTask {
         Ok(())
     }
 
+    /// Credits one deposit the way the ledger's keys call for at tip `tip`; `false` if it must
+    /// wait.
+    async fn credit(
+        ledger: &mut impl DepositLedger,
+        seen: &chains::bitcoin::KeyedDeposit,
+        keys: &LedgerKeys,
+        tip: u64,
+    ) -> Result<bool, TaskError> {
+        let Some(tx) = keys.credit_tx(seen, tip) else { return Ok(false) };
+        let outcome = ledger.submit(tx).await.map_err(TaskError::fatal)?;
+        Ok(credit_outcome(seen, &outcome) != Credit::Wait)
+    }
+}
+
+impl Task for BtcDepositTask {
+    async fn turn(&mut self) -> Result<(), TaskError> {
+        while let Ok(account) = self.accounts.try_recv() {
+            self.scan.watcher.watch(account);
+        }
+        self.scan.turn(&mut self.sequencer).await
+    }
+
     async fn idle(&mut self, interval: std::time::Duration) {
-        if !self.behind {
+        if !self.scan.behind {
             tokio::time::sleep(interval).await;
         }
     }

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use crate::api::{self, ApiContext, ApiLimits, RateLimit, RateLimiter};
 use crate::config::{Config, ConfigError, DaKind};
 use crate::deposits::{
-    BtcDepositTask, DepositSink, EthDepositTask, btc_scan_scope, deposit_channel, eth_scan_scope, forward_deposits,
-    saved_mark,
+    BtcDepositScan, BtcDepositTask, DepositSink, EthDepositTask, btc_scan_scope, deposit_channel, eth_scan_scope,
+    forward_deposits, saved_mark,
 };
 use crate::publisher::Publisher;
 use crate::seal_rule::SealRule;
@@ -347,14 +347,9 @@ impl Node {
             let (register, registered) = tokio::sync::mpsc::channel(1024);
             btc_accounts = Some(register);
             let task = BtcDepositTask {
-                watcher,
+                scan: BtcDepositScan::new(watcher, store.clone(), scope, saved),
                 accounts: registered,
                 sequencer: handle.clone(),
-                held: Default::default(),
-                store: store.clone(),
-                scope,
-                saved,
-                behind: false,
             };
             background.push(supervisor.spawn(BTC_DEPOSITS, task, Schedule::every(poll)));
             let keeper = crate::payouts::PayoutKeeper::new(

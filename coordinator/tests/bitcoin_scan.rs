@@ -14,7 +14,7 @@ use bridge::{AssetId, BtcVaultParams};
 use chains::bitcoin::{CoreRpc, DepositWatcher, WatcherConfig};
 use chains::task::Task;
 use common::*;
-use coordinator::deposits::{BtcDepositTask, MAX_BLOCKS_PER_TURN, btc_scan_scope};
+use coordinator::deposits::{BtcDepositScan, BtcDepositTask, MAX_BLOCKS_PER_TURN, btc_scan_scope};
 use coordinator::seal_rule::SealRule;
 use coordinator::sequencer::{Sequencer, SequencerHandle};
 use coordinator::store::Store;
@@ -47,14 +47,9 @@ async fn deposit_task(
     .unwrap();
     let (register, accounts) = tokio::sync::mpsc::channel(8);
     let task = BtcDepositTask {
-        watcher,
+        scan: BtcDepositScan::new(watcher, store, btc_scan_scope(&vault), None),
         accounts,
         sequencer: handle,
-        held: Default::default(),
-        store,
-        scope: btc_scan_scope(&vault),
-        saved: None,
-        behind: false,
     };
     (rpc, task, anyone, register)
 }
@@ -65,23 +60,23 @@ async fn a_deposit_watcher_far_behind_reads_a_bounded_stretch_a_turn_and_saves_i
     let ledger = &ledgers().await[0];
     let (rpc, mut task, anyone, _register) = deposit_task(&node, ledger).await;
     rpc.generate_to_address(400, &anyone).await.unwrap();
-    let (store, scope) = (task.store.clone(), task.scope.clone());
+    let (store, scope) = (task.scan.store.clone(), task.scan.scope.clone());
 
     // Heights 0..=400 at depth 1: two full turns, then the rest.
     for turn in 1..=2 {
         task.turn().await.unwrap();
-        assert_eq!(task.watcher.next_height(), turn * MAX_BLOCKS_PER_TURN);
-        assert!(task.behind, "turn {turn} stopped at its bound with blocks left");
+        assert_eq!(task.scan.watcher.next_height(), turn * MAX_BLOCKS_PER_TURN);
+        assert!(task.scan.behind, "turn {turn} stopped at its bound with blocks left");
         let mark = store.scan_mark(&scope).await.unwrap().expect("the place saved after the turn");
         assert_eq!(mark.number, turn * MAX_BLOCKS_PER_TURN - 1);
     }
     task.turn().await.unwrap();
-    assert_eq!((task.watcher.next_height(), task.behind), (401, false));
+    assert_eq!((task.scan.watcher.next_height(), task.scan.behind), (401, false));
     assert_eq!(store.scan_mark(&scope).await.unwrap().unwrap().number, 400);
     // Caught up, a turn reads only what came since.
     rpc.generate_to_address(3, &anyone).await.unwrap();
     task.turn().await.unwrap();
-    assert_eq!((task.watcher.next_height(), task.behind), (404, false));
+    assert_eq!((task.scan.watcher.next_height(), task.scan.behind), (404, false));
     assert_eq!(store.scan_mark(&scope).await.unwrap().unwrap().number, 403);
 }
 
@@ -96,7 +91,7 @@ async fn a_coinbase_paying_a_deposit_address_is_credited_once_it_matures() {
     let (rpc, mut task, anyone, register) = deposit_task(&node, ledger).await;
     let miner = wallet(3).address();
     register.send(miner).await.unwrap();
-    let key = task.watcher.keys()[0];
+    let key = task.scan.watcher.keys()[0];
     let paid_to = chains::bitcoin::deposit_address(key, bridge::BtcNetwork::Regtest, &miner);
     rpc.generate_to_address(1, &paid_to).await.unwrap();
     let reward = rpc.block(&rpc.block_hash(1).await.unwrap()).await.unwrap().txdata[0].output[0].value.to_sat();
@@ -109,7 +104,7 @@ async fn a_coinbase_paying_a_deposit_address_is_credited_once_it_matures() {
     rpc.generate_to_address(10, &anyone).await.unwrap();
     task.turn().await.unwrap();
     assert_eq!(balance(&task).await, 0, "credited before it can be spent");
-    assert_eq!(task.store.scan_mark(&task.scope).await.unwrap(), None);
+    assert_eq!(task.scan.store.scan_mark(&task.scan.scope).await.unwrap(), None);
     rpc.generate_to_address(88, &anyone).await.unwrap();
     task.turn().await.unwrap();
     assert_eq!(balance(&task).await, 0, "credited at tip 99, a block before it matures");
@@ -117,5 +112,5 @@ async fn a_coinbase_paying_a_deposit_address_is_credited_once_it_matures() {
     rpc.generate_to_address(1, &anyone).await.unwrap();
     task.turn().await.unwrap();
     assert_eq!(balance(&task).await, u128::from(reward));
-    assert_eq!(task.store.scan_mark(&task.scope).await.unwrap().unwrap().number, 100);
+    assert_eq!(task.scan.store.scan_mark(&task.scan.scope).await.unwrap().unwrap().number, 100);
 }

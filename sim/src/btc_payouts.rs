@@ -24,10 +24,10 @@ use async_trait::async_trait;
 use bitcoin::{ScriptBuf, Txid};
 use bridge::tx::{UserTx, Withdraw};
 use bridge::{Amount, AssetId, BtcNetwork, Tx, VaultKeys, VaultOwner};
-use chains::bitcoin::{DepositWatcher, WatchError, WatcherConfig};
+use chains::bitcoin::{DepositWatcher, WatcherConfig};
 use chains::task::{Next, Task as _, TaskError};
 use confirmer::watchman::BtcPayouts;
-use coordinator::deposits::{Credit, HeldDeposits, LedgerKeys, btc_scan_scope, credit_outcome, watch_error};
+use coordinator::deposits::{BtcDepositScan, DepositLedger, LedgerKeys, btc_scan_scope};
 use coordinator::node::BTC_DEPOSITS;
 use coordinator::payouts::{FeeEstimates, LedgerReading, PayoutKeeper, PayoutKeeperError, PayoutLedger};
 use coordinator::sequencer::{Outcome, Sequencer, SequencerError};
@@ -121,87 +121,55 @@ impl World {
         Ok(())
     }
 
-    /// The coordinator's Bitcoin deposit task, once a step: the binary's own watcher
-    /// ([`chains::bitcoin::DepositWatcher`], every block [`BTC_DEPTH`] deep, read in height order
-    /// through the coordinator's node) steered and credited by the binary's own decisions
-    /// ([`LedgerKeys`], [`credit_outcome`]): each deposit as a keyed deposit to the key it paid,
-    /// held while that key is not in force. Once nothing is held it saves the watcher's place in
-    /// the coordinator's ledger, as the binary's task does; a crash drops the watcher, and the
-    /// restart resumes after the saved mark (the blocks since are read again; the ledger
-    /// refuses repeats).
+    /// The coordinator's Bitcoin deposit task, once a step: the binary's own turn
+    /// ([`BtcDepositScan::turn`]: its watcher reading every block [`BTC_DEPTH`] deep in height
+    /// order through the coordinator's node, steered by the ledger's keys, each deposit credited
+    /// as a keyed deposit to the key it paid or held, the place saved in the coordinator's ledger
+    /// once nothing read is held) with the sequencer in process as its ledger. A crash drops the
+    /// scan, and the restart resumes after the saved mark (the blocks since are read again; the
+    /// ledger refuses repeats).
     pub(crate) async fn watch_btc_deposits(&mut self) -> Result<(), SimError> {
-        let (Some(btc), Some(sequencer), Some(store)) =
-            (&self.btc, &self.coordinator.sequencer, &self.coordinator.store)
+        let (Some(btc), Some(store), Some(_)) = (&self.btc, &self.coordinator.store, &self.coordinator.sequencer)
         else {
             return Ok(());
         };
-        let scope = btc_scan_scope(&btc.vault);
-        if self.coordinator.btc_deposits.is_none() {
-            let config = WatcherConfig { depth: BTC_DEPTH as u32, start_height: 0 };
-            let node = btc.view(self.coordinator.btc_lag.clone()).shared();
-            let mut watcher = DepositWatcher::new(node, BtcNetwork::Regtest, btc.vault.internal_key(), config)
-                .map_err(|e| SimError::Setup(format!("the coordinator's Bitcoin watcher: {e}")))?;
-            for user in &self.users {
-                watcher.watch(user.address());
-            }
-            let saved = store.scan_mark(&scope).await.map_err(SimError::role("coordinator ledger"))?;
-            if let Some(mark) = saved {
-                watcher.resume(mark);
-            }
-            self.coordinator.btc_deposits = Some(BtcDepositWatch { watcher, held: HeldDeposits::default(), saved });
-        }
-        let store = store.clone();
-        let ledger = LedgerKeys::of(sequencer.state());
-        let Some(watch) = self.coordinator.btc_deposits.as_mut() else { return Ok(()) };
-        ledger.steer(&mut watch.watcher);
-        let mut due = watch.held.take();
-        // The node's tip, once it answered: what decides whether a coinbase output is mature.
-        let mut tip = None;
-        let read = async {
-            let at = watch.watcher.checked_tip().await?;
-            tip = Some(at);
-            while let Some(block) = watch.watcher.next_block(at).await? {
-                due.extend(block);
-            }
-            Ok::<_, WatchError>(())
-        };
-        let failed = read.await.err().map(watch_error);
-        let tip = tip.unwrap_or(0);
-        // What was held went into `due`; what still waits goes back (its bound and record kept).
-        let mut held = std::mem::take(&mut watch.held);
-        for seen in due {
-            let Some(tx) = ledger.credit_tx(&seen, tip) else {
-                held.hold(seen);
-                continue;
-            };
-            match self.submit_for_outcome(tx, "Bitcoin deposit").await? {
-                Some(outcome) if credit_outcome(&seen, &outcome) != Credit::Wait => {}
-                // Its key is not in force yet, or the coordinator stopped (its watcher with it).
-                _ => held.hold(seen),
-            }
-        }
-        // The place is saved once a whole read is credited and nothing is held, as the binary's
-        // task does; a refused write (a disk fault) leaves the older mark, read again later.
-        let mut failed = failed;
-        if let Some(watch) = self.coordinator.btc_deposits.as_mut() {
-            watch.held = held;
-            let mark = watch.watcher.mark();
-            if failed.is_none() && watch.held.settled() && mark != watch.saved {
-                if let Some(mark) = mark
-                    && let Err(error) = store.set_scan_mark(&scope, mark).await
-                {
-                    failed = Some(TaskError::transient(error));
-                } else {
-                    watch.saved = mark;
+        let mut scan = match self.coordinator.btc_deposits.take() {
+            Some(scan) => scan,
+            None => {
+                let config = WatcherConfig { depth: BTC_DEPTH as u32, start_height: 0 };
+                let node = btc.view(self.coordinator.btc_lag.clone()).shared();
+                let mut watcher = DepositWatcher::new(node, BtcNetwork::Regtest, btc.vault.internal_key(), config)
+                    .map_err(|e| SimError::Setup(format!("the coordinator's Bitcoin watcher: {e}")))?;
+                for user in &self.users {
+                    watcher.watch(user.address());
                 }
+                let scope = btc_scan_scope(&btc.vault);
+                let saved = store.scan_mark(&scope).await.map_err(SimError::role("coordinator ledger"))?;
+                if let Some(mark) = saved {
+                    watcher.resume(mark);
+                }
+                BtcDepositScan::new(watcher, store.clone(), scope, saved)
             }
+        };
+        let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(()) };
+        let mut ledger = DepositsLedger { sequencer, outcomes: Vec::new(), stopped: None };
+        let turned = scan.turn(&mut ledger).await;
+        let DepositsLedger { outcomes, stopped, .. } = ledger;
+        // The scan lives as long as the coordinator's process: a stop below takes it.
+        self.coordinator.btc_deposits = Some(scan);
+        for outcome in &outcomes {
+            self.note_outcome("Bitcoin deposit", None, outcome);
         }
         // Read as the binary's task reads it: a transient error is asked again at the next
-        // step; a fatal one (a reorg below the depth) kills the task, and with it the process.
-        match failed {
-            None => {}
-            Some(error @ TaskError::Transient(_)) => self.log(format!("coordinator's Bitcoin watcher: {error}")),
-            Some(error) => self.coordinator_task_turned(BTC_DEPOSITS, Err(error), Next::Dead),
+        // step; a fatal one (a reorg below the depth) kills the task, and with it the process;
+        // a sequencer that stopped (a disk fault) stops the coordinator.
+        match (turned, stopped) {
+            (Ok(()), _) => {}
+            (Err(_), Some(error)) => self.sequencer_failed("a submission", error)?,
+            (Err(error @ TaskError::Transient(_)), None) => {
+                self.log(format!("coordinator's Bitcoin watcher: {error}"));
+            }
+            (Err(error), None) => self.coordinator_task_turned(BTC_DEPOSITS, Err(error), Next::Dead),
         }
         Ok(())
     }
@@ -441,13 +409,35 @@ fn short(txid: &Txid) -> String {
     txid.to_string()[..8].to_string()
 }
 
-/// The coordinator's Bitcoin deposit watcher while its process is up: the binary's watcher and
-/// the deposits it holds for a key not yet in force.
-pub(crate) struct BtcDepositWatch {
-    watcher: DepositWatcher,
-    held: HeldDeposits,
-    /// The mark last saved in the coordinator's ledger.
-    saved: Option<chains::deposit::ScanMark>,
+/// The Bitcoin deposit turn's ledger edge in the simulator: the coordinator's own sequencer,
+/// each outcome kept for the trace, and the error if it stopped.
+struct DepositsLedger<'a> {
+    sequencer: &'a mut Sequencer,
+    outcomes: Vec<Outcome>,
+    stopped: Option<String>,
+}
+
+impl DepositLedger for DepositsLedger<'_> {
+    async fn keys(&mut self) -> Result<LedgerKeys, SequencerError> {
+        Ok(LedgerKeys::of(self.sequencer.state()))
+    }
+
+    async fn submit(&mut self, tx: Tx) -> Result<Outcome, SequencerError> {
+        let outcome = match self.sequencer.submit(vec![tx]).await {
+            Ok(mut outcomes) => outcomes.pop().ok_or(SequencerError::Stopped),
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(outcome) => {
+                self.outcomes.push(outcome.clone());
+                Ok(outcome)
+            }
+            Err(error) => {
+                self.stopped = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
 }
 
 /// The payout keeper's ledger edge in the simulator: the coordinator's own sequencer, each

@@ -79,7 +79,7 @@ pub(crate) struct CoordinatorRole {
     /// Its forced task's planning (forced.rs).
     pub(crate) forced: Option<coordinator::forced::ForcedPlanner>,
     /// Its Bitcoin deposit watcher (btc_payouts.rs): gone with a crash.
-    pub(crate) btc_deposits: Option<crate::btc_payouts::BtcDepositWatch>,
+    pub(crate) btc_deposits: Option<coordinator::deposits::BtcDepositScan>,
     /// How far its Bitcoin node (its deposit watcher's and payout keeper's) is behind the tip,
     /// in blocks, and until when (btc_chain.rs): the machine's, so a crash keeps it.
     pub(crate) btc_lag: Arc<AtomicU64>,
