@@ -226,12 +226,36 @@ pub fn funding_capacity<'a>(available: impl Iterator<Item = &'a VaultUtxo>) -> u
 
 /// The outputs a consolidation at `fee_rate` merges: the smallest first (ties by outpoint), at
 /// most [`MAX_PAYOUT_INPUTS`], leaving out any output worth no more than
-/// [`CONSOLIDATION_BUDGET_FACTOR`] times what spending it costs (it would cost more than it adds).
+/// [`CONSOLIDATION_BUDGET_FACTOR`] times what spending it costs (it would cost more than it
+/// adds), and together worth at most half of `available`.
+///
+/// Why the half: a consolidation is made at a low fee rate and holds its inputs until it
+/// confirms, which a fee rise can put off for days; had it merged the whole vault, every
+/// withdrawal would wait for it meanwhile. The larger half stays unplanned, and withdrawals go
+/// on being paid from it.
 pub fn select_consolidation<'a>(available: impl Iterator<Item = &'a VaultUtxo>, fee_rate: u64) -> Vec<VaultUtxo> {
     let worth_spending = TAPROOT_INPUT_VSIZE.saturating_mul(fee_rate).saturating_mul(CONSOLIDATION_BUDGET_FACTOR);
-    let mut candidates: Vec<VaultUtxo> = available.filter(|u| u.amount_sat > worth_spending).copied().collect();
+    let mut total = 0u64;
+    let mut candidates = Vec::new();
+    for utxo in available {
+        total = total.saturating_add(utxo.amount_sat);
+        if utxo.amount_sat > worth_spending {
+            candidates.push(*utxo);
+        }
+    }
     candidates.sort_by(|a, b| a.amount_sat.cmp(&b.amount_sat).then(a.outpoint.cmp(&b.outpoint)));
-    candidates.truncate(MAX_PAYOUT_INPUTS);
+    let half = total / 2;
+    let mut merged = 0u64;
+    let taken = candidates
+        .iter()
+        .take(MAX_PAYOUT_INPUTS)
+        .take_while(|u| {
+            merged = merged.saturating_add(u.amount_sat);
+            merged <= half
+        })
+        .count();
+    candidates.truncate(taken);
+    debug_assert!(candidates.iter().map(|u| u.amount_sat).sum::<u64>() <= half);
     candidates
 }
 

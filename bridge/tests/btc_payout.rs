@@ -263,7 +263,8 @@ fn a_consolidation_merges_the_smallest_outputs_at_a_low_rate_and_pays_only_from_
     refused(&mut state, consolidate(5), TxError::ConsolidationFeeRate { got: 5, max: 4 });
     let Effect::BtcPayoutPlanned(plan) = apply(&mut state, &consolidate(2)).unwrap().effect else { panic!() };
     assert!(plan.is_consolidation());
-    assert_eq!(plan.inputs.len(), 13, "the twelve deposits and the payout's change");
+    assert_eq!(plan.inputs.len(), 12, "the twelve deposits; the payout's change is the larger half");
+    assert!(plan.inputs.iter().all(|u| u.amount_sat < 20_000));
     assert!(plan.inputs.windows(2).all(|w| w[0].amount_sat <= w[1].amount_sat), "smallest first");
     let vault = btc_vault();
     let vsize = plan.vsize(&vault, BtcNetwork::Regtest);
@@ -273,9 +274,49 @@ fn a_consolidation_merges_the_smallest_outputs_at_a_low_rate_and_pays_only_from_
     assert_eq!(first.tx.output.len(), 1, "one output: the vault's");
     refused(&mut state, consolidate(1), TxError::ConsolidationPending(plan.id));
     apply(&mut state, &confirmed(plan.id, 0)).unwrap();
-    assert_eq!(state.vault_utxos().count(), 1);
+    assert_eq!(state.vault_utxos().count(), 2, "the merged output and the change left out");
     let supply = state.supply(&AssetId::Btc);
     assert!(u128::from(state.btc_vault_holdings_sat()) >= supply.liabilities.units());
+}
+
+/// Who could stop withdrawals: a consolidation is made at a low fee rate and holds its inputs
+/// until it confirms, which a fee rise can put off for days. It used to merge the whole vault
+/// (every output up to 200), and every withdrawal then waited for it. It now merges at most
+/// half the vault's value, the smallest outputs, and withdrawals are paid from the rest meanwhile.
+#[test]
+fn a_pending_consolidation_leaves_the_larger_half_of_the_vault_to_pay_withdrawals() {
+    let mut state = surplus_and_small_outputs();
+    let total = state.btc_vault_holdings_sat();
+    let Effect::BtcPayoutPlanned(merge) = apply(&mut state, &consolidate(1)).unwrap().effect else { panic!() };
+    assert!(merge.is_consolidation());
+    assert!(merge.total_in_sat() <= total / 2, "{} of {total}", merge.total_in_sat());
+    let left = state.vault_utxos().map(|u| u.amount_sat).sum::<u64>();
+    assert_eq!(left, total - merge.total_in_sat());
+
+    // The consolidation waits in the mempool; a withdrawal of a third of the vault is planned
+    // from what it left out, without waiting for it.
+    apply(&mut state, &withdraw(&wallet(1), AssetId::Btc, 300_000, 5_000, REGTEST_P2TR, 1)).unwrap();
+    let Effect::BtcPayoutPlanned(payout) = apply(&mut state, &plan_payout(2)).unwrap().effect else { panic!() };
+    assert_eq!(payout.payouts.iter().map(|p| p.amount_sat).collect::<Vec<_>>(), vec![300_000]);
+    assert!(payout.inputs.iter().all(|u| !merge.inputs.contains(u)), "no output spent twice");
+    assert_eq!(state.btc_plans().count(), 2, "both pending at once");
+
+    // However the vault is split, the merge stays within half its value.
+    for outputs in [vec![5_000u64; 40], vec![1_000_000, 1], (1..=30).map(|n| n * 7_000).collect()] {
+        let utxos: Vec<bridge::VaultUtxo> = outputs
+            .iter()
+            .enumerate()
+            .map(|(vout, amount)| bridge::VaultUtxo {
+                outpoint: bridge::OutPoint { txid: [9; 32], vout: vout as u32 },
+                amount_sat: *amount,
+                ..merge.inputs[0]
+            })
+            .collect();
+        let chosen = bridge::btc_payout::select_consolidation(utxos.iter(), 1);
+        let sum: u64 = chosen.iter().map(|u| u.amount_sat).sum();
+        assert!(sum <= outputs.iter().sum::<u64>() / 2, "{outputs:?}: merged {sum}");
+        assert!(!chosen.is_empty() || outputs.len() == 2, "{outputs:?}: small outputs are still merged");
+    }
 }
 
 #[test]
@@ -284,9 +325,12 @@ fn no_consolidation_without_surplus_or_without_enough_outputs() {
     for n in 0..12u64 {
         apply(&mut state, &deposit(wallet(10 + n).address(), AssetId::Btc, 10_000, 10 + n)).unwrap();
     }
+    // Twelve outputs of 10,000 alone: six are half the vault, too few to merge.
+    refused(&mut state, consolidate(1), TxError::NothingToConsolidate { found: 6, min: 10 });
+    apply(&mut state, &deposit(wallet(30).address(), AssetId::Btc, 200_000, 30)).unwrap();
     assert!(matches!(apply(&mut state, &consolidate(1)), Err(TxError::ConsolidationSurplus { surplus: 0, .. })));
     let mut state = queued_state();
-    refused(&mut state, consolidate(1), TxError::NothingToConsolidate { found: 3, min: 10 });
+    refused(&mut state, consolidate(1), TxError::NothingToConsolidate { found: 2, min: 10 });
 }
 
 #[test]
