@@ -251,9 +251,19 @@ pub struct SolvencyGuard {
     watch: SolvencyWatch,
     /// The Ethereum vault's holdings and payouts, read at one block; `None`: Ethereum unwatched.
     eth: Option<Box<dyn VaultSnapshots>>,
-    /// The view's payout scan as last saved in the follower's database; `None` until the saved
-    /// place was loaded (at the first check).
-    saved_scan: Option<Option<PayoutScan>>,
+    /// The view's payout scan as last saved in the follower's database.
+    saved_scan: SavedScan,
+}
+
+/// What the guard knows of the payout scan saved in the follower's database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SavedScan {
+    /// Not read yet: the first check loads it (and resumes the view there).
+    Unread,
+    /// Nothing saved (a first start).
+    Nothing,
+    /// This place.
+    At(PayoutScan),
 }
 
 /// Checks in a row a shortfall must be seen in before it halts anything: a Bitcoin payout can
@@ -277,13 +287,13 @@ impl SolvencyGuard {
             ) as Box<dyn VaultSnapshots>),
             None => None,
         };
-        Ok(SolvencyGuard { watch, eth, saved_scan: None })
+        Ok(SolvencyGuard { watch, eth, saved_scan: SavedScan::Unread })
     }
 
     /// A guard reading the Ethereum vault through `eth` (the simulator's chain) instead of a
     /// node at `watch.eth_rpc`; `None`: Ethereum unwatched.
     pub fn with_vault(watch: SolvencyWatch, eth: Option<Box<dyn VaultSnapshots>>) -> Self {
-        SolvencyGuard { watch, eth, saved_scan: None }
+        SolvencyGuard { watch, eth, saved_scan: SavedScan::Unread }
     }
 
     /// Judges `follower`'s replay if it has caught up with the DA (or stopped at an alarm) and
@@ -348,19 +358,19 @@ impl SolvencyGuard {
                 .collect();
             let scope = crate::store::payout_scan_scope(state.params().eth_vault);
             let store = follower.store();
-            let saved = match &self.saved_scan {
-                Some(saved) => saved.clone(),
-                None => {
-                    let saved = resume_payout_scan(&mut **view, store, &scope).await?;
-                    self.saved_scan = Some(saved.clone());
-                    saved
-                }
-            };
+            if self.saved_scan == SavedScan::Unread {
+                self.saved_scan = match resume_payout_scan(&mut **view, store, &scope).await? {
+                    Some(place) => SavedScan::At(place),
+                    None => SavedScan::Nothing,
+                };
+            }
             let read = view.snapshot(&tokens, status.replayed).await;
             // Saved whatever the read concluded: a scan catching up keeps each step.
-            if let Some(place) = view.place().filter(|place| saved.as_ref() != Some(place)) {
+            if let Some(place) =
+                view.place().filter(|place| !matches!(&self.saved_scan, SavedScan::At(saved) if saved == place))
+            {
                 match store.save_payout_scan(&scope, &place).await {
-                    Ok(()) => self.saved_scan = Some(Some(place)),
+                    Ok(()) => self.saved_scan = SavedScan::At(place),
                     // Only a restart's cost: it reads those blocks again.
                     Err(error) => tracing::warn!(%error, "the vault's payout scan could not be saved"),
                 }
