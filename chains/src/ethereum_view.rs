@@ -146,6 +146,7 @@ impl VaultView {
     ) -> Result<Self, String> {
         let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
         let config = PayoutScanConfig { log_range: config.log_range.max(1), ..config };
+        metrics::gauge!("bridge_solvency_log_range_blocks").set(config.log_range as f64);
         Ok(VaultView {
             provider,
             vault: contracts::to_alloy(vault),
@@ -218,6 +219,7 @@ impl VaultView {
                     let wider = self.range;
                     self.range = wider / 2;
                     self.answered = 0;
+                    metrics::gauge!("bridge_solvency_log_range_blocks").set(self.range as f64);
                     tracing::warn!(
                         from = self.scan.next_block,
                         to,
@@ -234,6 +236,7 @@ impl VaultView {
             if self.answered >= GROW_AFTER && self.range < self.config.log_range {
                 self.range = self.range.saturating_mul(2).min(self.config.log_range);
                 self.answered = 0;
+                metrics::gauge!("bridge_solvency_log_range_blocks").set(self.range as f64);
             }
             for (batch, asset, amount) in read {
                 let sum = self.scan.paid.entry(batch).or_default().entry(asset).or_insert(0);

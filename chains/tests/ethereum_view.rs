@@ -174,11 +174,11 @@ async fn a_provider_capping_log_ranges_is_read_in_narrower_requests_and_no_payou
         .await
         .unwrap();
     pay(&setup, 3, 100).await;
-    mine(&setup, 700).await;
+    mine(&setup, 70).await;
     pay(&setup, 5, 7).await;
-    mine(&setup, 300).await;
+    mine(&setup, 30).await;
     let node = lagging_eth::LaggingNode::start(&setup.anvil.url(), 0).await;
-    node.set_log_cap(Some(100));
+    node.set_log_cap(Some(10));
     let connect = |log_range| {
         VaultView::connect(
             &node.url,
@@ -190,21 +190,21 @@ async fn a_provider_capping_log_ranges_is_read_in_narrower_requests_and_no_payou
         .unwrap()
     };
 
-    // Configured at 400 blocks a request: refused at 400 and 200, answered at 100; each time
-    // 16 answered requests double it, the next is refused and it halves again.
-    let mut view = connect(400);
+    // Configured at 40 blocks a request: refused at 40 and 20, answered at 10; each time 16
+    // answered requests double it, the next is refused and it halves again.
+    let mut view = connect(40);
     let snapshot = at(&mut view, 2).await;
     assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
     assert_eq!(snapshot.held[&AssetId::Eth], 1_000_000 - 107);
     let (answered, refused) = node.log_requests();
     let head = setup.provider.get_block_number().await.unwrap();
-    assert_eq!(answered, (head + 1).div_ceil(100), "every stretch read once, 100 blocks at a time");
-    assert_eq!(refused, 2 + (answered - 1) / 16, "400 and 200, then one a regrowth");
+    assert_eq!(answered, (head + 1).div_ceil(10), "every stretch read once, 10 blocks at a time");
+    assert_eq!(refused, 2 + (answered - 1) / 16, "40 and 20, then one a regrowth");
 
     // The cap lifted: the range doubles after each 16 answered requests, up to the width
     // configured and no further.
     node.set_log_cap(None);
-    mine(&setup, 100 * 16 + 200 * 16 + 400).await;
+    mine(&setup, 10 * 16 + 20 * 16 + 40).await;
     let mut reads = 0;
     let snapshot = loop {
         reads += 1;
@@ -214,12 +214,12 @@ async fn a_provider_capping_log_ranges_is_read_in_narrower_requests_and_no_payou
         }
     };
     assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
-    assert_eq!(view.log_range(), 400);
+    assert_eq!(view.log_range(), 40);
 
     // Configured at the cap: never refused.
-    node.set_log_cap(Some(100));
+    node.set_log_cap(Some(10));
     let refused_before = node.log_requests().1;
-    let mut fitted = connect(100);
+    let mut fitted = connect(10);
     let snapshot = loop {
         if let VaultRead::At(snapshot) = read(&mut fitted, 2).await {
             break snapshot;

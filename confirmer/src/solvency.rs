@@ -298,7 +298,9 @@ impl SolvencyGuard {
 
     /// Judges `follower`'s replay if it has caught up with the DA (or stopped at an alarm) and
     /// waits for no L1 fact; a shortfall halts only when
-    /// it is seen in [`STRIKES_TO_HALT`] checks in a row (checked again at once).
+    /// it is seen in [`STRIKES_TO_HALT`] checks in a row (checked again at once). Each verdict
+    /// counts in `bridge_solvency_judged_total`: a guard that judges nothing for hours is off in
+    /// effect, and the alert `SolvencyWatchJudgesNothing` says so.
     pub async fn judge(&mut self, follower: &Follower) -> Result<Verdict, SolvencyError> {
         let mut strikes = 0;
         loop {
@@ -307,6 +309,7 @@ impl SolvencyGuard {
                 Ok(report) => report,
             };
             if report.iter().all(|a| a.shortfall() == 0) {
+                metrics::counter!("bridge_solvency_judged_total", "verdict" => "solvent").increment(1);
                 return Ok(Verdict::Solvent(report));
             }
             strikes += 1;
@@ -327,6 +330,7 @@ impl SolvencyGuard {
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
+                metrics::counter!("bridge_solvency_judged_total", "verdict" => "shortfall").increment(1);
                 return Ok(Verdict::Shortfall { why, report });
             }
             tracing::warn!(?report, "a solvency shortfall seen once; checking again");

@@ -107,7 +107,8 @@ fn peer_id(dir: &Path, i: usize) -> String {
 }
 
 /// Solvency on both chains for every asset: each of `watchmen`'s own check (against its nodes)
-/// reports no shortfall for ETH, the token and BTC.
+/// reports no shortfall for ETH, the token and BTC, and its guard has reached a verdict of
+/// solvent (what the alert `SolvencyWatchJudgesNothing` counts).
 async fn solvent(watchmen: &[&str], token: EthAddress) {
     let http = reqwest::Client::new();
     let assets = ["eth:eth".to_owned(), format!("eth:{token:#x}"), "btc:btc".to_owned()]; // lowercase, as compared
@@ -118,11 +119,18 @@ async fn solvent(watchmen: &[&str], token: EthAddress) {
                 && l.ends_with(" 0")
         })
     };
+    let judged_solvent = |metrics: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("bridge_solvency_judged_total")
+                && l.contains("verdict=\"solvent\"")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v >= 1.0)
+        })
+    };
     for watchman in watchmen {
         let mut seen = String::new();
         for _ in 0..300 {
             seen = http.get(format!("{watchman}/metrics")).send().await.unwrap().text().await.unwrap();
-            if assets.iter().all(|a| zero(&seen, a)) {
+            if assets.iter().all(|a| zero(&seen, a)) && judged_solvent(&seen) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -130,6 +138,7 @@ async fn solvent(watchmen: &[&str], token: EthAddress) {
         for asset in &assets {
             assert!(zero(&seen, asset), "{watchman}: no zero shortfall for {asset}:\n{seen}");
         }
+        assert!(judged_solvent(&seen), "{watchman}: no solvent verdict counted:\n{seen}");
     }
 }
 
