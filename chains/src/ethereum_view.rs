@@ -146,7 +146,6 @@ impl VaultView {
     ) -> Result<Self, String> {
         let provider = crate::http::eth_provider(url, tls).map_err(|e| e.to_string())?;
         let config = PayoutScanConfig { log_range: config.log_range.max(1), ..config };
-        metrics::gauge!("bridge_solvency_log_range_blocks").set(config.log_range as f64);
         Ok(VaultView {
             provider,
             vault: contracts::to_alloy(vault),
@@ -219,7 +218,6 @@ impl VaultView {
                     let wider = self.range;
                     self.range = wider / 2;
                     self.answered = 0;
-                    metrics::gauge!("bridge_solvency_log_range_blocks").set(self.range as f64);
                     tracing::warn!(
                         from = self.scan.next_block,
                         to,
@@ -236,7 +234,6 @@ impl VaultView {
             if self.answered >= GROW_AFTER && self.range < self.config.log_range {
                 self.range = self.range.saturating_mul(2).min(self.config.log_range);
                 self.answered = 0;
-                metrics::gauge!("bridge_solvency_log_range_blocks").set(self.range as f64);
             }
             for (batch, asset, amount) in read {
                 let sum = self.scan.paid.entry(batch).or_default().entry(asset).or_insert(0);
@@ -244,6 +241,9 @@ impl VaultView {
             }
             self.scan.next_block = to + 1;
         }
+        // Set at every read, so it is exported from the first check on (a recorder installed
+        // after the view was made still sees it).
+        metrics::gauge!("bridge_solvency_log_range_blocks").set(self.range as f64);
         // What the replay has reached is in its ledger already.
         self.scan.paid = self.scan.paid.split_off(&(after + 1));
         self.scan.pruned_through = after;
