@@ -219,12 +219,30 @@ impl HeldDeposits {
     }
 }
 
-/// The task's reading of a watcher error: a node that does not answer is asked again after a
-/// backoff; a reorg below the depth or a closed intake does not go away with another poll.
-pub fn watch_error(error: chains::bitcoin::WatchError) -> TaskError {
-    match error {
-        error @ chains::bitcoin::WatchError::Rpc(_) => TaskError::transient(error),
-        error => TaskError::fatal(error),
+/// Why a Bitcoin deposit turn stopped short, for its runner to read: the binary's task as a
+/// [`TaskError`] ([`DepositScanError::task_error`]), the simulator also telling a stopped
+/// sequencer (its disk fault) from the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum DepositScanError {
+    #[error(transparent)]
+    Sequencer(#[from] SequencerError),
+    #[error(transparent)]
+    Watch(#[from] chains::bitcoin::WatchError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl DepositScanError {
+    /// The task's reading: a node that does not answer is asked again after a backoff, and so
+    /// is a mark not saved (a restart reads a few more blocks, no deposit is lost); a reorg
+    /// below the depth, a closed intake or a stopped sequencer does not go away with another
+    /// turn.
+    pub fn task_error(self) -> TaskError {
+        match self {
+            DepositScanError::Watch(error @ chains::bitcoin::WatchError::Rpc(_)) => TaskError::transient(error),
+            DepositScanError::Store(error) => TaskError::transient(error),
+            error => TaskError::fatal(error),
+        }
     }
 }
 
@@ -324,10 +342,10 @@ impl BtcDepositScan {
     /// One turn: steers the watcher by the ledger's keys, credits what was held and what the
     /// blocks at depth pay (at most [`MAX_BLOCKS_PER_TURN`] of them), and saves the watcher's
     /// place once nothing read is held.
-    pub async fn turn(&mut self, ledger: &mut impl DepositLedger) -> Result<(), TaskError> {
-        let keys = ledger.keys().await.map_err(TaskError::fatal)?;
+    pub async fn turn(&mut self, ledger: &mut impl DepositLedger) -> Result<(), DepositScanError> {
+        let keys = ledger.keys().await?;
         keys.steer(&mut self.watcher);
-        let tip = self.watcher.checked_tip().await.map_err(watch_error)?;
+        let tip = self.watcher.checked_tip().await?;
         for seen in self.held.take() {
             if !Self::credit(ledger, &seen, &keys, tip).await? {
                 self.held.hold(seen);
@@ -335,7 +353,7 @@ impl BtcDepositScan {
         }
         let mut read = 0;
         self.behind = false;
-        while let Some(block) = self.watcher.next_block(tip).await.map_err(watch_error)? {
+        while let Some(block) = self.watcher.next_block(tip).await? {
             for seen in block {
                 if !Self::credit(ledger, &seen, &keys, tip).await? {
                     self.held.hold(seen);
@@ -351,7 +369,7 @@ impl BtcDepositScan {
         if self.held.settled() && mark != self.saved {
             if let Some(mark) = mark {
                 // Not saved (a full disk, say): a restart reads a few more blocks, no deposit is lost.
-                self.store.set_scan_mark(&self.scope, mark).await.map_err(TaskError::transient)?;
+                self.store.set_scan_mark(&self.scope, mark).await?;
             }
             self.saved = mark;
         }
@@ -365,9 +383,9 @@ impl BtcDepositScan {
         seen: &chains::bitcoin::KeyedDeposit,
         keys: &LedgerKeys,
         tip: u64,
-    ) -> Result<bool, TaskError> {
+    ) -> Result<bool, DepositScanError> {
         let Some(tx) = keys.credit_tx(seen, tip) else { return Ok(false) };
-        let outcome = ledger.submit(tx).await.map_err(TaskError::fatal)?;
+        let outcome = ledger.submit(tx).await?;
         Ok(credit_outcome(seen, &outcome) != Credit::Wait)
     }
 }
@@ -377,7 +395,7 @@ impl Task for BtcDepositTask {
         while let Ok(account) = self.accounts.try_recv() {
             self.scan.watcher.watch(account);
         }
-        self.scan.turn(&mut self.sequencer).await
+        self.scan.turn(&mut self.sequencer).await.map_err(DepositScanError::task_error)
     }
 
     async fn idle(&mut self, interval: std::time::Duration) {

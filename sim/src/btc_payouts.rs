@@ -27,7 +27,7 @@ use bridge::{Amount, AssetId, BtcNetwork, Tx, VaultKeys, VaultOwner};
 use chains::bitcoin::{DepositWatcher, WatcherConfig};
 use chains::task::{Next, Task as _, TaskError};
 use confirmer::watchman::BtcPayouts;
-use coordinator::deposits::{BtcDepositScan, DepositLedger, LedgerKeys, btc_scan_scope};
+use coordinator::deposits::{BtcDepositScan, DepositLedger, DepositScanError, LedgerKeys, btc_scan_scope};
 use coordinator::node::BTC_DEPOSITS;
 use coordinator::payouts::{FeeEstimates, LedgerReading, PayoutKeeper, PayoutKeeperError, PayoutLedger};
 use coordinator::sequencer::{Outcome, Sequencer, SequencerError};
@@ -152,9 +152,9 @@ impl World {
             }
         };
         let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(()) };
-        let mut ledger = DepositsLedger { sequencer, outcomes: Vec::new(), stopped: None };
+        let mut ledger = DepositsLedger { sequencer, outcomes: Vec::new() };
         let turned = scan.turn(&mut ledger).await;
-        let DepositsLedger { outcomes, stopped, .. } = ledger;
+        let outcomes = ledger.outcomes;
         // The scan lives as long as the coordinator's process: a stop below takes it.
         self.coordinator.btc_deposits = Some(scan);
         for outcome in &outcomes {
@@ -163,13 +163,13 @@ impl World {
         // Read as the binary's task reads it: a transient error is asked again at the next
         // step; a fatal one (a reorg below the depth) kills the task, and with it the process;
         // a sequencer that stopped (a disk fault) stops the coordinator.
-        match (turned, stopped) {
-            (Ok(()), _) => {}
-            (Err(_), Some(error)) => self.sequencer_failed("a submission", error)?,
-            (Err(error @ TaskError::Transient(_)), None) => {
-                self.log(format!("coordinator's Bitcoin watcher: {error}"));
-            }
-            (Err(error), None) => self.coordinator_task_turned(BTC_DEPOSITS, Err(error), Next::Dead),
+        match turned {
+            Ok(()) => {}
+            Err(DepositScanError::Sequencer(error)) => self.sequencer_failed("a submission", error)?,
+            Err(error) => match error.task_error() {
+                error @ TaskError::Transient(_) => self.log(format!("coordinator's Bitcoin watcher: {error}")),
+                error => self.coordinator_task_turned(BTC_DEPOSITS, Err(error), Next::Dead),
+            },
         }
         Ok(())
     }
@@ -410,11 +410,10 @@ fn short(txid: &Txid) -> String {
 }
 
 /// The Bitcoin deposit turn's ledger edge in the simulator: the coordinator's own sequencer,
-/// each outcome kept for the trace, and the error if it stopped.
+/// each outcome kept for the trace.
 struct DepositsLedger<'a> {
     sequencer: &'a mut Sequencer,
     outcomes: Vec<Outcome>,
-    stopped: Option<String>,
 }
 
 impl DepositLedger for DepositsLedger<'_> {
@@ -423,20 +422,9 @@ impl DepositLedger for DepositsLedger<'_> {
     }
 
     async fn submit(&mut self, tx: Tx) -> Result<Outcome, SequencerError> {
-        let outcome = match self.sequencer.submit(vec![tx]).await {
-            Ok(mut outcomes) => outcomes.pop().ok_or(SequencerError::Stopped),
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(outcome) => {
-                self.outcomes.push(outcome.clone());
-                Ok(outcome)
-            }
-            Err(error) => {
-                self.stopped = Some(error.to_string());
-                Err(error)
-            }
-        }
+        let outcome = self.sequencer.submit(vec![tx]).await?.pop().ok_or(SequencerError::Stopped)?;
+        self.outcomes.push(outcome.clone());
+        Ok(outcome)
     }
 }
 
