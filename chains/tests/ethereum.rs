@@ -233,7 +233,7 @@ async fn the_verifier_checks_every_field_the_depth_and_the_emitter() {
 #[tokio::test]
 async fn the_submitter_sends_only_what_is_missing() {
     let setup = Setup::new().await.unwrap();
-    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, 10_000).await.unwrap();
     let tree = EthWithdrawalTree::new(
         (0..5u32)
             .map(|i| EthWithdrawal {
@@ -281,7 +281,7 @@ async fn the_submitter_sends_only_what_is_missing() {
 #[tokio::test]
 async fn a_root_goes_with_its_payouts_and_the_rest_follow_in_as_many_transactions_as_needed() {
     let setup = Setup::new().await.unwrap();
-    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, 10_000).await.unwrap();
     let tree = EthWithdrawalTree::new(
         (0..5u32)
             .map(|i| EthWithdrawal {
@@ -322,7 +322,7 @@ async fn a_root_goes_with_its_payouts_and_the_rest_follow_in_as_many_transaction
 #[tokio::test]
 async fn a_transaction_not_mined_is_sent_again_with_a_higher_fee() {
     let setup = Setup::new().await.unwrap();
-    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, 10_000).await.unwrap();
     let tree = EthWithdrawalTree::new(vec![EthWithdrawal {
         batch: 1,
         index: 0,
@@ -360,7 +360,7 @@ async fn a_transaction_not_mined_is_sent_again_with_a_higher_fee() {
 #[tokio::test]
 async fn an_ether_recipient_that_refuses_does_not_block_the_others() {
     let setup = Setup::new().await.unwrap();
-    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, 10_000).await.unwrap();
     // Another vault refuses plain ether: a recipient contract that reverts.
     let refuser = contracts::Vault::deploy(setup.provider.clone(), contracts::group_key(&setup.key), setup.deployer)
         .await
@@ -394,7 +394,7 @@ async fn an_ether_recipient_that_refuses_does_not_block_the_others() {
 #[tokio::test]
 async fn the_submitter_respects_the_vaults_cap_and_pause() {
     let setup = Setup::new().await.unwrap();
-    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, 10_000).await.unwrap();
     // A cap of 250 wei per day on ether.
     let message = bridge::eth_settlement::set_cap_message(&setup.domain(0), 0, bridge::Address::ZERO, 250, 86_400);
     let cap_sig = contracts::sign(&setup.key, message);
@@ -432,7 +432,7 @@ async fn the_submitter_respects_the_vaults_cap_and_pause() {
 #[tokio::test]
 async fn gas_burning_recipients_cannot_push_a_payout_past_the_block_gas_limit() {
     let setup = Setup::new().await.unwrap();
-    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, 10_000).await.unwrap();
     let burner = contracts::recipients::GasBurner::deploy(setup.provider.clone()).await.unwrap();
     // A small block: seven leaves whose recipients each burn their whole stipend need more gas
     // than one block holds.
@@ -596,7 +596,7 @@ async fn a_deposit_a_reorg_moves_to_another_log_position_in_its_block_is_credite
 #[tokio::test]
 async fn clones_of_one_submitter_take_turns_on_the_accounts_nonce() {
     let setup = Setup::new().await.unwrap();
-    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, 10_000).await.unwrap();
     let tree_of = |batch: u64, recipient: u8, amount: u128| {
         EthWithdrawalTree::new(vec![EthWithdrawal {
             batch,

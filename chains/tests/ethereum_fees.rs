@@ -25,7 +25,7 @@ async fn base_fee(setup: &Setup, wei: u128) {
 #[tokio::test]
 async fn above_the_fee_ceiling_a_payout_waits_and_is_paid_when_fees_fall() {
     let setup = Setup::new().await.unwrap();
-    setup.vault.depositETH(Address::ZERO).value(U256::from(10_000)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, 10_000).await.unwrap();
     let tree = EthWithdrawalTree::new(vec![EthWithdrawal {
         batch: 1,
         index: 0,

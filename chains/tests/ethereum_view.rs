@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::Address;
 use alloy::providers::Provider;
 use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
 use bridge::{Amount, AssetId};
@@ -65,16 +65,7 @@ async fn at(view: &mut VaultView, after: u64) -> VaultSnapshot {
 #[tokio::test]
 async fn a_resumed_vault_view_reads_payouts_after_its_place_in_bounded_steps_and_waits_for_a_node_below_it() {
     let setup = Setup::new().await.unwrap();
-    setup
-        .vault
-        .depositETH(Address::ZERO)
-        .value(U256::from(1_000_000))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    setup.deposit_eth(Address::ZERO, 1_000_000).await.unwrap();
     pay(&setup, 3, 100).await;
     mine(&setup, 10).await;
     let second = pay(&setup, 5, 7).await;
@@ -163,16 +154,7 @@ async fn a_resumed_vault_view_reads_payouts_after_its_place_in_bounded_steps_and
 #[tokio::test]
 async fn a_provider_capping_log_ranges_is_read_in_narrower_requests_and_no_payout_is_missed() {
     let setup = Setup::new().await.unwrap();
-    setup
-        .vault
-        .depositETH(Address::ZERO)
-        .value(U256::from(1_000_000))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    setup.deposit_eth(Address::ZERO, 1_000_000).await.unwrap();
     pay(&setup, 3, 100).await;
     mine(&setup, 70).await;
     pay(&setup, 5, 7).await;

@@ -316,6 +316,13 @@ pub mod harness {
             Ok(receipt)
         }
 
+        /// Deposits `wei` of ether to the vault for `account`, from anvil's account 0.
+        pub async fn deposit_eth(&self, account: Address, wei: u128) -> anyhow::Result<TransactionReceipt> {
+            let receipt = self.vault.depositETH(account).value(U256::from(wei)).send().await?.get_receipt().await?;
+            ensure!(receipt.status(), "depositETH reverted");
+            Ok(receipt)
+        }
+
         pub async fn balance(&self, who: Address) -> anyhow::Result<U256> {
             self.provider.get_balance(who).await.context("eth_getBalance")
         }

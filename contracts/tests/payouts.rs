@@ -43,7 +43,7 @@ fn withdrawn(receipt: &TransactionReceipt) -> Vec<u32> {
 }
 
 async fn fund_eth(setup: &Setup, wei: u128) {
-    setup.vault.depositETH(Address::ZERO).value(U256::from(wei)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, wei).await.unwrap();
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ fn eth_leaves(batch: u64, amounts: &[u128], recipient_base: u8) -> EthWithdrawal
 }
 
 async fn fund(setup: &Setup, wei: u128) {
-    setup.vault.depositETH(Address::ZERO).value(U256::from(wei)).send().await.unwrap().get_receipt().await.unwrap();
+    setup.deposit_eth(Address::ZERO, wei).await.unwrap();
 }
 
 /// The custom error of a failed call (simulated with `eth_call`, so no gas is spent).

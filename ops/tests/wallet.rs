@@ -451,16 +451,7 @@ async fn claim_pays_a_stuck_leaf_with_the_proof_a_watchman_lists() {
     use contracts::harness::Setup;
 
     let setup = Setup::new().await.unwrap();
-    setup
-        .vault
-        .depositETH(EthAddress::ZERO)
-        .value(U256::from(10_000))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    setup.deposit_eth(EthAddress::ZERO, 10_000).await.unwrap();
     let refuser = contracts::recipients::RevertingRecipient::deploy(setup.provider.clone()).await.unwrap();
     let honest = bridge::Address([0x71; 20]);
     let tree = EthWithdrawalTree::new(vec![
