@@ -13,7 +13,8 @@
 //!
 //! Hosted providers cap `eth_getLogs` ranges, many below [`LOG_RANGE`] (500 to 2,000 blocks is
 //! common), and say so in words no two of them share. A refused request halves the range and
-//! asks again; a run of answered ones doubles it back toward the configured width. Without this
+//! asks again; a run of answered ones doubles it back toward the configured width. A request
+//! that got no answer at all (the node down) narrows nothing: the read fails and is retried. Without this
 //! a watchman on such a provider failed every solvency check: its guard was off, silently.
 
 use std::collections::BTreeMap;
@@ -169,7 +170,7 @@ impl VaultView {
             .event_signature(Vault::Withdrawn::SIGNATURE_HASH)
             .from_block(from)
             .to_block(to);
-        let logs = self.provider.get_logs(&filter).await.map_err(|e| LogsError::Node(e.to_string()))?;
+        let logs = self.provider.get_logs(&filter).await.map_err(LogsError::from_node)?;
         let mut read = Vec::new();
         for log in logs {
             if log.removed {
@@ -212,7 +213,7 @@ impl VaultView {
             // where it was, and the next request asks for it (or its first half) again.
             let read = match self.payouts_in(self.scan.next_block, to).await {
                 Ok(read) => read,
-                Err(LogsError::Node(why)) if self.range > 1 => {
+                Err(LogsError::Refused(why)) if self.range > 1 => {
                     // Most likely a range wider than the provider allows (or results it will
                     // not send in one answer); a narrower one costs requests, never payouts.
                     let wider = self.range;
@@ -227,7 +228,9 @@ impl VaultView {
                     );
                     continue;
                 }
-                Err(LogsError::Node(why)) => return Err(format!("the Ethereum node: {why}")),
+                Err(LogsError::Refused(why) | LogsError::Unreachable(why)) => {
+                    return Err(format!("the Ethereum node: {why}"));
+                }
                 Err(LogsError::Log(why)) => return Err(why),
             };
             self.answered = self.answered.saturating_add(1);
@@ -253,10 +256,29 @@ impl VaultView {
 
 /// Why a request for the vault's logs gave nothing.
 enum LogsError {
-    /// The node refused or did not answer: a narrower range may pass.
-    Node(String),
+    /// The node answered with an error (a JSON-RPC error, a 4xx status, a body it could not
+    /// finish): a narrower range may pass.
+    Refused(String),
+    /// The node did not answer (no connection, a timeout, a 5xx from its gateway, a rate
+    /// limit): the read fails and the next asks for the same range. Narrowing here would leave
+    /// a watchman back from an outage crawling through its backlog a few blocks at a time.
+    Unreachable(String),
     /// A log that is not the vault's `Withdrawn` event as built: no range helps.
     Log(String),
+}
+
+impl LogsError {
+    fn from_node(error: alloy::transports::TransportError) -> LogsError {
+        use alloy::transports::{RpcError, TransportErrorKind};
+        let refused = match &error {
+            RpcError::ErrorResp(_) | RpcError::DeserError { .. } => true,
+            RpcError::Transport(TransportErrorKind::HttpError(http)) => {
+                (400..500).contains(&http.status) && !matches!(http.status, 408 | 429)
+            }
+            _ => false,
+        };
+        if refused { LogsError::Refused(error.to_string()) } else { LogsError::Unreachable(error.to_string()) }
+    }
 }
 
 #[async_trait::async_trait]

@@ -210,6 +210,27 @@ async fn a_provider_capping_log_ranges_is_read_in_narrower_requests_and_no_payou
     assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7)]));
     assert_eq!(node.log_requests().1, refused_before);
 
+    // A node that does not answer (its gateway says 503) refuses nothing: the read fails at
+    // once, the range stays as wide, and the next read after the outage goes on from the place.
+    node.set_log_cap(None);
+    mine(&setup, 100).await;
+    pay(&setup, 9, 11).await;
+    let place = view.place().unwrap().next_block;
+    let requests = node.log_requests();
+    node.set_logs_down(true);
+    let why = view.snapshot(&[], 2).await.unwrap_err();
+    assert!(why.contains("the Ethereum node") && why.contains("503"), "{why}");
+    assert_eq!((view.log_range(), view.place().unwrap().next_block), (40, place), "an outage narrows nothing");
+    assert_eq!(node.log_requests(), requests, "one request tried, none answered or refused");
+    node.set_logs_down(false);
+    let snapshot = loop {
+        if let VaultRead::At(snapshot) = read(&mut view, 2).await {
+            break snapshot;
+        }
+    };
+    assert_eq!(snapshot.paid_after, paid(&[(3, 100), (5, 7), (9, 11)]));
+    node.set_log_cap(Some(10));
+
     // A node that refuses even one block: the read fails after 4, 2 and 1 (the guard's task
     // retries it); nothing is judged on a scan with a hole in it.
     node.set_log_cap(Some(0));

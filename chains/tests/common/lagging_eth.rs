@@ -2,14 +2,16 @@
 //! did `lag` blocks ago. The head is capped at `head - lag`; blocks, receipts, transactions and
 //! logs above the cap are absent; state reads at `latest` are read at the cap. Setting the lag
 //! to 0 lets it catch up. It can also refuse `eth_getLogs` over more than a set number of blocks,
-//! as hosted providers do.
+//! as hosted providers do, or fail them with HTTP 503, as a gateway does while its node is down.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
@@ -27,6 +29,8 @@ struct LogLimits {
     cap: AtomicU64,
     answered: AtomicU64,
     refused: AtomicU64,
+    /// `eth_getLogs` answered with HTTP 503, as a gateway does while the node behind it is down.
+    down: AtomicBool,
 }
 
 struct Upstream {
@@ -44,6 +48,7 @@ impl LaggingNode {
             cap: AtomicU64::new(u64::MAX),
             answered: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            down: AtomicBool::new(false),
         });
         let state = Arc::new(Upstream {
             url: upstream.to_owned(),
@@ -65,6 +70,11 @@ impl LaggingNode {
     /// Refuses `eth_getLogs` over more than `blocks` blocks (`None`: answers any range).
     pub fn set_log_cap(&self, blocks: Option<u64>) {
         self.limits.cap.store(blocks.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// Answers `eth_getLogs` with HTTP 503 while `down`: an outage, not a refusal.
+    pub fn set_logs_down(&self, down: bool) {
+        self.limits.down.store(down, Ordering::SeqCst);
     }
 
     /// `eth_getLogs` requests (answered, refused) so far.
@@ -178,15 +188,18 @@ impl Upstream {
     }
 }
 
-async fn handle(State(upstream): State<Arc<Upstream>>, Json(body): Json<Value>) -> Json<Value> {
+async fn handle(State(upstream): State<Arc<Upstream>>, Json(body): Json<Value>) -> Response {
+    if upstream.limits.down.load(Ordering::SeqCst) && body["method"] == "eth_getLogs" {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no upstream node").into_response();
+    }
     match body {
         Value::Array(requests) => {
             let mut answers = Vec::new();
             for request in requests {
                 answers.push(upstream.answer(request).await);
             }
-            Json(Value::Array(answers))
+            Json(Value::Array(answers)).into_response()
         }
-        request => Json(upstream.answer(request).await),
+        request => Json(upstream.answer(request).await).into_response(),
     }
 }
