@@ -87,6 +87,11 @@ impl VaultReader {
         }))
     }
 
+    /// Whether the vault has paid leaf `index` of `batch` (its bitmap, `isPaid`).
+    pub async fn is_paid(&self, batch: u64, index: u32) -> Result<bool, SubmitError> {
+        Ok(self.0.isPaid(batch, index).call().await?)
+    }
+
     /// The range covering `batch` (the vault's `rangeOf`), `None` while no range covers it.
     pub async fn range_of(&self, batch: u64) -> Result<Option<OnchainRange>, SubmitError> {
         let found = self.0.rangeOf(batch).call().await?;
