@@ -20,9 +20,10 @@ fn main() {
         .unwrap_or_else(|_| vec![10_000, 1_000_000, 10_000_000]);
     let hash_us = bare_hash_us();
     println!(
-        "\n| state tree (one core) | bulk build | root update per write | in bare node hashes | RSS after build |"
+        "\n| state tree ({} cores) | bulk build | root update per write, one core | in bare node hashes | root update per write, every core | RSS after build |",
+        rayon::current_num_threads()
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for entries in sizes {
         let started = Instant::now();
         let tree =
@@ -31,30 +32,39 @@ fn main() {
         let build_s = started.elapsed().as_secs_f64();
         let rss = rss_mb();
         let mut tree = tree;
-        // Three batches: updates spread over the whole tree, a tenth of them new keys.
-        let mut total_s = 0.0;
-        for round in 0..3u64 {
-            let writes: BTreeMap<KeyHash, Option<Vec<u8>>> = (0..BATCH_WRITES)
-                .map(|i| {
-                    let n =
-                        if i % 10 == 0 { entries + round * BATCH_WRITES + i } else { (i * 7_919 + round) % entries };
-                    (key(n), Some((u128::from(round) + 7).to_le_bytes().to_vec()))
-                })
-                .collect();
-            let count = writes.len() as f64;
-            let started = Instant::now();
-            let pending = tree.prepare(writes).unwrap();
-            tree.apply(pending);
-            total_s += started.elapsed().as_secs_f64() / count;
-        }
-        let per_write_us = total_s / 3.0 * 1e6;
+        // Three batches on one thread, then three on every core (the update splits between
+        // threads near the root): updates spread over the whole tree, a tenth of them new keys.
+        let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one_core_us = one_thread.install(|| update_per_write_us(&mut tree, entries, 0));
+        let all_cores_us = update_per_write_us(&mut tree, entries, 3);
         println!(
-            "| {entries} entries | {build_s:.2} s ({:.2} µs/entry) | {per_write_us:.2} µs | {:.1} | {rss:.0} MB |",
+            "| {entries} entries | {build_s:.2} s ({:.2} µs/entry) | {one_core_us:.2} µs | {:.1} | {all_cores_us:.2} µs ({:.2}× faster) | {rss:.0} MB |",
             build_s * 1e6 / entries as f64,
-            per_write_us / hash_us,
+            one_core_us / hash_us,
+            one_core_us / all_cores_us,
         );
     }
     println!("\nbare SHA-256 of 80 bytes (an internal node): {:.3} µs", hash_us);
+}
+
+/// Applies three batches of [`BATCH_WRITES`] writes, rounds `first..first + 3`, and returns the
+/// mean root update time per write.
+fn update_per_write_us(tree: &mut Commitment, entries: u64, first: u64) -> f64 {
+    let mut total_s = 0.0;
+    for round in first..first + 3 {
+        let writes: BTreeMap<KeyHash, Option<Vec<u8>>> = (0..BATCH_WRITES)
+            .map(|i| {
+                let n = if i % 10 == 0 { entries + round * BATCH_WRITES + i } else { (i * 7_919 + round) % entries };
+                (key(n), Some((u128::from(round) + 7).to_le_bytes().to_vec()))
+            })
+            .collect();
+        let count = writes.len() as f64;
+        let started = Instant::now();
+        let pending = tree.prepare(writes).unwrap();
+        tree.apply(pending);
+        total_s += started.elapsed().as_secs_f64() / count;
+    }
+    total_s / 3.0 * 1e6
 }
 
 fn key(n: u64) -> KeyHash {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use borsh::{BorshDeserialize, BorshSerialize};
+use rayon::prelude::*;
 
 use crate::address::Address;
 use crate::amount::Amount;
@@ -497,17 +498,23 @@ impl State {
 
     /// Computes the root over every entry written since the last commitment update, without
     /// changing the committed root.
+    /// The writes are gathered on every core (a key hash and a lookup in the state's maps each,
+    /// about a fifth of a write's cost), in the dirty set's order, so the result does not
+    /// depend on the threads.
     pub(crate) fn prepare_root(&self) -> Result<PendingRoot, CommitmentError> {
-        let mut writes = Vec::with_capacity(self.dirty.len());
-        for key in &self.dirty {
-            let hash = key_hash(&to_bytes(key));
-            match self.entry_value(key) {
-                Some(value) => writes.push((hash, Some(value))),
-                // Written and then rolled back before it ever reached the tree: nothing to do.
-                None if !self.commitment.contains(hash) => {}
-                None => writes.push((hash, None)),
-            }
-        }
+        let dirty: Vec<&StateKey> = self.dirty.iter().collect();
+        let writes = dirty
+            .par_iter()
+            .filter_map(|key| {
+                let hash = key_hash(&to_bytes(*key));
+                match self.entry_value(key) {
+                    Some(value) => Some((hash, Some(value))),
+                    // Written and then rolled back before it ever reached the tree: nothing to do.
+                    None if !self.commitment.contains(hash) => None,
+                    None => Some((hash, None)),
+                }
+            })
+            .collect();
         self.commitment.prepare_unsorted(writes)
     }
 

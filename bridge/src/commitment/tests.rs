@@ -120,6 +120,55 @@ fn rewriting_a_value_to_itself_keeps_the_root_and_deleting_an_absent_key_changes
     assert_eq!((tree.root(), tree.len()), (root, 50));
 }
 
+/// A batch's update split between threads is the one-thread update node for node: the same
+/// roots, the same overlay, the same arenas once applied, whatever the pool's size. The batches
+/// are large enough that every split level is taken, and mix inserts, rewrites, boxed values
+/// and deletes.
+#[test]
+fn an_update_split_between_threads_builds_the_tree_a_single_thread_builds() {
+    let history: Vec<BTreeMap<KeyHash, Option<Vec<u8>>>> = (0..4u32)
+        .map(|round| {
+            (0..6_000u32)
+                .map(|i| {
+                    let n = (i * 7 + round * 3_001) % 20_000;
+                    let value = match (i + round) % 9 {
+                        0 if round > 0 => None,
+                        1 => Some(vec![round as u8; 40]),
+                        _ => Some((u128::from(i) * u128::from(round + 1)).to_le_bytes().to_vec()),
+                    };
+                    (key_hash(&key(n)), value)
+                })
+                .collect()
+        })
+        .collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut tree = Commitment::default();
+            let mut model: BTreeMap<KeyHash, Vec<u8>> = BTreeMap::new();
+            let mut seen = Vec::new();
+            for writes in &history {
+                for (k, v) in writes {
+                    match v {
+                        Some(v) => model.insert(*k, v.clone()),
+                        None => model.remove(k),
+                    };
+                }
+                let pending = tree.prepare(writes.clone()).unwrap();
+                assert_eq!(pending.root(), reference_root(&model));
+                seen.push(format!("{:?}", pending.overlay));
+                tree.apply(pending);
+                seen.push(format!("{:?} {:?}", tree.nodes, tree.root));
+                assert!(cached_hashes_hold(&tree));
+            }
+            seen
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(4));
+}
+
 /// One step of a random history: keys from a small space so that updates and deletes hit.
 fn batch() -> impl Strategy<Value = BTreeMap<u16, Option<Vec<u8>>>> {
     prop::collection::btree_map(

@@ -312,6 +312,18 @@ fn placed(node: Ref, leaves: &[Ref], internals: &[Ref]) -> Ref {
     }
 }
 
+/// A half with fewer writes than this is updated on the thread that reached it: handing work
+/// to another thread costs a few microseconds, a write about two.
+const PARALLEL_MIN_WRITES: usize = 512;
+
+/// How many levels from the root split a batch's update between threads: enough that every
+/// core has a part (the pool's threads, rounded up to a power of two). The tree is only read
+/// while an update is prepared, so the parts are independent; a bulk build on an empty tree
+/// (a snapshot's restore) stays on one thread, so that it never holds its nodes twice.
+fn parallel_depth() -> usize {
+    rayon::current_num_threads().next_power_of_two().trailing_zeros() as usize
+}
+
 /// Builds one batch's changes over a tree that stays as it is.
 pub(super) struct Update<'a> {
     tree: &'a Nodes,
@@ -389,13 +401,62 @@ impl<'a> Update<'a> {
         };
         let split = writes.partition_point(|w| !bit(&w.0, depth));
         let (to_left, to_right) = writes.split_at_mut(split);
-        let new_left = self.update(left, depth + 1, to_left);
-        let new_right = self.update(right, depth + 1, to_right);
+        let (new_left, new_right) = if depth < parallel_depth() && to_right.len() >= PARALLEL_MIN_WRITES {
+            self.update_halves(depth, (left, to_left), (right, to_right))
+        } else {
+            (self.update(left, depth + 1, to_left), self.update(right, depth + 1, to_right))
+        };
         if new_left.node == left.node && new_right.node == right.node {
             return child;
         }
         self.overlay.replaced.push(node);
         self.join(new_left, new_right)
+    }
+
+    /// Both halves of a node's update at once: the left on this thread into this overlay, the
+    /// right on another into an overlay of its own, appended after the left's. A one-thread pass
+    /// builds the left half's nodes, then the right's, in the same order, so the overlay (and the
+    /// tree once it is applied) is the same node for node whichever way it was prepared.
+    fn update_halves(
+        &mut self,
+        depth: usize,
+        (left, to_left): (Child, &mut [Write]),
+        (right, to_right): (Child, &mut [Write]),
+    ) -> (Child, Child) {
+        let tree = self.tree;
+        let (new_left, (new_right, right_overlay)) = rayon::join(
+            || self.update(left, depth + 1, to_left),
+            || {
+                let mut update = Update::new(tree, to_right.len());
+                let new_right = update.update(right, depth + 1, to_right);
+                (new_right, update.finish())
+            },
+        );
+        let new_right = self.append(right_overlay, new_right);
+        (new_left, new_right)
+    }
+
+    /// Moves `part`'s nodes to the end of this overlay; returns `root` (a node of `part`) as
+    /// this overlay places it.
+    fn append(&mut self, part: Overlay, root: Child) -> Child {
+        let (leaves, internals) = (self.overlay.leaves.len(), self.overlay.internals.len());
+        let shift = |node: Ref| {
+            if !node.is_pending() {
+                node
+            } else if node.is_leaf() {
+                Ref::new(node.index() + leaves, true, true)
+            } else {
+                Ref::new(node.index() + internals, false, true)
+            }
+        };
+        self.overlay.leaves.extend(part.leaves);
+        self.overlay.internals.extend(part.internals.into_iter().map(|mut node| {
+            node.left = shift(node.left);
+            node.right = shift(node.right);
+            node
+        }));
+        self.overlay.replaced.extend(part.replaced);
+        Child { node: shift(root.node), hash: root.hash }
     }
 
     /// A fresh subtree at `depth` from the values among `writes` and, if given, one leaf of the
