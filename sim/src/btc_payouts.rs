@@ -129,7 +129,8 @@ impl World {
     /// scan, and the restart resumes after the saved mark (the blocks since are read again; the
     /// ledger refuses repeats).
     pub(crate) async fn watch_btc_deposits(&mut self) -> Result<(), SimError> {
-        let (Some(btc), Some(store), Some(_)) = (&self.btc, &self.coordinator.store, &self.coordinator.sequencer)
+        let (Some(btc), Some(store), Some(sequencer)) =
+            (&self.btc, &self.coordinator.store, self.coordinator.sequencer.as_mut())
         else {
             return Ok(());
         };
@@ -151,7 +152,6 @@ impl World {
                 BtcDepositScan::new(watcher, store.clone(), scope, saved)
             }
         };
-        let Some(sequencer) = self.coordinator.sequencer.as_mut() else { return Ok(()) };
         let mut ledger = DepositsLedger { sequencer, outcomes: Vec::new() };
         let turned = scan.turn(&mut ledger).await;
         let outcomes = ledger.outcomes;
