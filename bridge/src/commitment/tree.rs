@@ -328,6 +328,8 @@ fn parallel_depth() -> usize {
 pub(super) struct Update<'a> {
     tree: &'a Nodes,
     overlay: Overlay,
+    /// [`parallel_depth`], read once per update rather than at every node it passes.
+    parallel_depth: usize,
 }
 
 impl<'a> Update<'a> {
@@ -340,7 +342,7 @@ impl<'a> Update<'a> {
             leaves: Vec::with_capacity(writes),
             replaced: Vec::with_capacity(2 * writes),
         };
-        Update { tree, overlay }
+        Update { tree, overlay, parallel_depth: parallel_depth() }
     }
 
     fn new_leaf(&mut self, key: KeyHash, value: Value) -> Child {
@@ -401,7 +403,7 @@ impl<'a> Update<'a> {
         };
         let split = writes.partition_point(|w| !bit(&w.0, depth));
         let (to_left, to_right) = writes.split_at_mut(split);
-        let (new_left, new_right) = if depth < parallel_depth() && to_right.len() >= PARALLEL_MIN_WRITES {
+        let (new_left, new_right) = if depth < self.parallel_depth && to_right.len() >= PARALLEL_MIN_WRITES {
             self.update_halves(depth, (left, to_left), (right, to_right))
         } else {
             (self.update(left, depth + 1, to_left), self.update(right, depth + 1, to_right))
