@@ -33,18 +33,7 @@ async fn pay(setup: &Setup, batch: u64, wei: u128) -> u64 {
         recipient: bridge::Address([0x5e; 20]),
         amount: Amount(wei),
     }]);
-    let range = setup.submit(batch, &tree, 0).await.unwrap();
-    let receipt = setup
-        .vault
-        .withdrawMany(range, contracts::payouts(&tree, [0]))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
-    receipt.block_number.unwrap()
+    setup.pay(batch, &tree, [0]).await.unwrap().block_number.unwrap()
 }
 
 fn paid(entries: &[(u64, u128)]) -> PaidByBatch {

@@ -255,9 +255,7 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
         let SealedBatch { batch, settlement } = builder.seal(&mut state, 2 + n, &key()).unwrap();
         da.publish(&batch).await.unwrap();
         let number = batch.header.number;
-        let range = setup.submit(number, &settlement.eth, 0).await.unwrap();
-        let pay = contracts::payouts(&settlement.eth, 0..settlement.eth.withdrawals().len() as u32);
-        assert!(setup.vault.withdrawMany(range, pay).send().await.unwrap().get_receipt().await.unwrap().status());
+        setup.pay(number, &settlement.eth, 0..settlement.eth.withdrawals().len() as u32).await.unwrap();
     }
     assert_eq!(setup.balance(EthAddress::from(recipient.0)).await.unwrap(), U256::from(BATCHES as u128 * EACH));
     let latest = da.latest().await.unwrap();
@@ -318,16 +316,7 @@ async fn a_watchman_restarted_behind_110_batches_others_paid_raises_no_alarm_and
         recipient: thief,
         amount: bridge::Amount(held.to::<u128>()),
     }]);
-    let range = setup.submit(latest + 1, &forged, 0).await.unwrap();
-    setup
-        .vault
-        .withdrawMany(range, contracts::payouts(&forged, [0]))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    setup.pay(latest + 1, &forged, [0]).await.unwrap();
     assert_eq!(setup.balance(setup.vault_address()).await.unwrap(), U256::ZERO);
     match guard.judge(&watchman).await.unwrap() {
         Verdict::Shortfall { why, report } => {

@@ -29,17 +29,7 @@ async fn a_paid_leaf_is_found_through_a_range_capped_node_and_an_old_one_is_stil
         recipient: bridge::Address([0x5e; 20]),
         amount: Amount(100),
     }]);
-    let range = setup.submit(3, &tree, 0).await.unwrap();
-    let receipt = setup
-        .vault
-        .withdrawMany(range, contracts::payouts(&tree, [0]))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    let receipt = setup.pay(3, &tree, [0]).await.unwrap();
     let paid_hash = receipt.transaction_hash.to_string();
     mine(&setup, 3_000).await;
 

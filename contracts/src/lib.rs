@@ -316,6 +316,20 @@ pub mod harness {
             Ok(receipt)
         }
 
+        /// Submits `tree`'s root for the batches after the vault's last one through `last` (as
+        /// [`Setup::submit`]) and pays its leaves at `positions` in one `withdrawMany`.
+        pub async fn pay(
+            &self,
+            last: u64,
+            tree: &EthWithdrawalTree,
+            positions: impl IntoIterator<Item = u32>,
+        ) -> anyhow::Result<TransactionReceipt> {
+            let range = self.submit(last, tree, 0).await?;
+            let receipt = self.vault.withdrawMany(range, payouts(tree, positions)).send().await?.get_receipt().await?;
+            ensure!(receipt.status(), "withdrawMany reverted");
+            Ok(receipt)
+        }
+
         /// Deposits `wei` of ether to the vault for `account`, from anvil's account 0.
         pub async fn deposit_eth(&self, account: Address, wei: u128) -> anyhow::Result<TransactionReceipt> {
             let receipt = self.vault.depositETH(account).value(U256::from(wei)).send().await?.get_receipt().await?;
