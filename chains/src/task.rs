@@ -352,21 +352,39 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Resolves on SIGTERM (systemd, `docker stop`) or Ctrl-C: what every server waits on before
-/// it stops taking work and saves its state.
-pub async fn shutdown_signal() {
+/// SIGTERM (systemd, `docker stop`) or Ctrl-C: what every server waits on before it stops
+/// taking work and saves its state.
+///
+/// Installed before a server says it listens, not when the wait is first polled: a SIGTERM
+/// that came between the two took the signal's default action and killed the process without
+/// its final snapshot (a test terminating a coordinator at once after its start saw it).
+#[derive(Debug)]
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    /// Catches SIGTERM from now on (Ctrl-C is caught once [`ShutdownSignal::received`] waits).
+    pub fn install() -> ShutdownSignal {
+        ShutdownSignal {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Resolves on SIGTERM or Ctrl-C.
+    pub async fn received(self) {
+        #[cfg(unix)]
+        if let Some(mut terminate) = self.terminate {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

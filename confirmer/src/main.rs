@@ -505,6 +505,7 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         }));
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let shutdown = chains::task::ShutdownSignal::install();
     println!("confirmer listening on http://{}", listener.local_addr()?);
     if let Some(path) = web_path {
         println!("web app (explorer and wallet) on http://{}{path}", listener.local_addr()?);
@@ -519,7 +520,7 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
         failure = supervisor.failed() => {
             anyhow::bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")
         }
-        () = chains::task::shutdown_signal() => {}
+        () = shutdown.received() => {}
     }
     // A clean stop (SIGTERM, Ctrl-C): the turn in flight ends (it holds the lock), then the state
     // after the last replayed batch is saved, so the next start replays nothing.

@@ -116,11 +116,12 @@ fn init_logging(format: LogFormat, filter: &str) {
 
 async fn run(config: &Config) -> anyhow::Result<()> {
     let node = Node::start(config).await.context("the coordinator could not start")?;
+    let shutdown = chains::task::ShutdownSignal::install();
     println!("coordinator listening on {}", node.url());
     // A dead background task stops the process (after the same orderly shutdown), so that it
     // never serves without, say, its deposit watcher; the exit status says it failed.
     let failure = tokio::select! {
-        () = chains::task::shutdown_signal() => None,
+        () = shutdown.received() => None,
         failure = node.failed() => Some(failure),
     };
     tracing::info!("shutting down: sealing and publishing what is open");

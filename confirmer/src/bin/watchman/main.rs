@@ -293,6 +293,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     let duty = OnDuty::new(watchman, solvency).with_guardian(guardian).with_checkpoints(checkpoints);
     let watchman = duty.watchman();
+    let shutdown = chains::task::ShutdownSignal::install();
     serve(config.listen, book.clone(), supervisor.clone(), stuck, duty.waiting(), public_approvals).await?;
     eprintln!(
         "watchman {me}: {}-of-{} watchmen, group key {}; metrics on http://{}/metrics",
@@ -310,7 +311,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             bail!("{failure}; see docs/OPERATIONS.md, \"A background task is dead\"")
         }
         // SIGTERM (systemd, docker stop) or Ctrl-C: stop between turns, with a final snapshot.
-        () = chains::task::shutdown_signal() => {}
+        () = shutdown.received() => {}
     }
     // The turn in flight ends first (it holds the watchman); then no other starts.
     let mut watchman = watchman.lock().await;
