@@ -9,6 +9,7 @@ use bridge::{Deposit, Tx, TxError};
 use chains::task::{Task, TaskError};
 use tokio::sync::mpsc;
 
+use crate::deposit_book::StoreBook;
 use crate::sequencer::{Outcome, SequencerError, SequencerHandle};
 use crate::store::Store;
 
@@ -131,8 +132,6 @@ pub fn eth_scan_scope(vault: &bridge::Address) -> String {
 #[derive(Debug)]
 pub struct BtcDepositTask {
     pub scan: BtcDepositScan,
-    /// Accounts that asked for a deposit address (the API), watched from the next turn.
-    pub accounts: mpsc::Receiver<bridge::Address>,
     pub sequencer: SequencerHandle,
 }
 
@@ -141,7 +140,8 @@ pub struct BtcDepositTask {
 /// its sequencer, both by [`BtcDepositScan::turn`].
 #[derive(Debug)]
 pub struct BtcDepositScan {
-    pub watcher: chains::bitcoin::DepositWatcher,
+    /// Its book is the ledger's ([`StoreBook`]): the accounts that asked for an address.
+    pub watcher: chains::bitcoin::DepositWatcher<StoreBook>,
     /// Deposits to a key not yet in force (its rotation's first batch has not opened), and
     /// coinbase outputs not yet mature (`KeyedDeposit::spendable`): credited on a later turn.
     pub held: HeldDeposits,
@@ -175,9 +175,7 @@ impl DepositLedger for SequencerHandle {
 
 /// Blocks one turn reads at most (a day of blocks). A watcher far behind (a first start at an
 /// old `from_height`, a node back after a long outage) catches up over several turns, saving
-/// its place after each, and takes the accounts that asked for a deposit address in between:
-/// the API waits on that queue once it is full, so one turn reading months of blocks would
-/// stall every request for an address meanwhile.
+/// its place after each, and indexes the accounts that asked for a deposit address in between.
 pub const MAX_BLOCKS_PER_TURN: u64 = 144;
 
 /// How many deposits are held for a later turn: a key is in force one batch after its rotation,
@@ -239,7 +237,9 @@ impl DepositScanError {
     /// turn.
     pub fn task_error(self) -> TaskError {
         match self {
-            DepositScanError::Watch(error @ chains::bitcoin::WatchError::Rpc(_)) => TaskError::transient(error),
+            DepositScanError::Watch(
+                error @ (chains::bitcoin::WatchError::Rpc(_) | chains::bitcoin::WatchError::Book(_)),
+            ) => TaskError::transient(error),
             DepositScanError::Store(error) => TaskError::transient(error),
             error => TaskError::fatal(error),
         }
@@ -266,6 +266,12 @@ pub enum Credit {
 }
 
 impl LedgerKeys {
+    /// Keys as given, `(epoch, x(P), grace over)`, oldest first (tests and tools; a running
+    /// coordinator reads them with [`LedgerKeys::of`]).
+    pub fn from_keys(keys: Vec<(u64, [u8; 32], bool)>) -> Self {
+        LedgerKeys { keys }
+    }
+
     /// The keys as of `state`'s open batch: the genesis key, then each rotation's, each with
     /// whether its successor's grace is over.
     pub fn of(state: &bridge::State) -> Self {
@@ -286,16 +292,9 @@ impl LedgerKeys {
         LedgerKeys { keys }
     }
 
-    /// Makes `watcher` watch the keys in force or in their grace, and stop watching the rest.
-    pub fn steer(&self, watcher: &mut chains::bitcoin::DepositWatcher) {
-        for (_, key, over) in &self.keys {
-            let Ok(key) = chains::bitcoin::XOnlyPublicKey::from_slice(key) else { continue };
-            if *over {
-                watcher.drop_key(key);
-            } else {
-                watcher.add_key(key);
-            }
-        }
+    /// Each key with whether its grace is over: a deposit book watches the others.
+    pub fn watched(&self) -> impl Iterator<Item = ([u8; 32], bool)> + '_ {
+        self.keys.iter().map(|(_, key, over)| (*key, *over))
     }
 
     /// The transaction crediting `seen` to the key it paid once the node's tip is `tip`; `None`
@@ -331,7 +330,7 @@ impl BtcDepositScan {
     /// A scan by `watcher` (resumed after `saved`, if any) whose mark is saved in `store` under
     /// `scope`.
     pub fn new(
-        watcher: chains::bitcoin::DepositWatcher,
+        watcher: chains::bitcoin::DepositWatcher<StoreBook>,
         store: Store,
         scope: String,
         saved: Option<chains::deposit::ScanMark>,
@@ -339,20 +338,27 @@ impl BtcDepositScan {
         BtcDepositScan { watcher, held: HeldDeposits::default(), store, scope, saved, behind: false }
     }
 
-    /// One turn: steers the watcher by the ledger's keys, credits what was held and what the
-    /// blocks at depth pay (at most [`MAX_BLOCKS_PER_TURN`] of them), and saves the watcher's
-    /// place once nothing read is held.
+    /// One turn: steers the book by the ledger's keys, credits what was held, brings the book
+    /// up to date, then credits what the blocks at depth pay (at most [`MAX_BLOCKS_PER_TURN`]
+    /// of them), and saves the watcher's place once nothing read is held.
     pub async fn turn(&mut self, ledger: &mut impl DepositLedger) -> Result<(), DepositScanError> {
         let keys = ledger.keys().await?;
-        keys.steer(&mut self.watcher);
+        self.watcher.book().steer(&keys).await?;
+        // The tip before the index: every account whose address a block up to it pays asked
+        // for that address before the block was mined, so the index below holds it.
         let tip = self.watcher.checked_tip().await?;
         for seen in self.held.take() {
             if !Self::credit(ledger, &seen, &keys, tip).await? {
                 self.held.hold(seen);
             }
         }
-        let mut read = 0;
         self.behind = false;
+        if !self.watcher.book().catch_up().await? {
+            // Not seen yet is not absent: no block is read past an account not yet indexed.
+            self.behind = true;
+            return Ok(());
+        }
+        let mut read = 0;
         while let Some(block) = self.watcher.next_block(tip).await? {
             for seen in block {
                 if !Self::credit(ledger, &seen, &keys, tip).await? {
@@ -392,9 +398,6 @@ impl BtcDepositScan {
 
 impl Task for BtcDepositTask {
     async fn turn(&mut self) -> Result<(), TaskError> {
-        while let Ok(account) = self.accounts.try_recv() {
-            self.scan.watcher.watch(account);
-        }
         self.scan.turn(&mut self.sequencer).await.map_err(DepositScanError::task_error)
     }
 

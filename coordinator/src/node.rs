@@ -313,7 +313,6 @@ impl Node {
             let task = EthDepositTask { watcher, sequencer: handle.clone(), store: store.clone(), scope };
             background.push(supervisor.spawn(ETH_DEPOSITS, task, Schedule::every(poll)));
         }
-        let mut btc_accounts = None;
         if let Some(url) = &config.bitcoin.rpc {
             let vault = params.btc_vault.ok_or_else(|| {
                 NodeError::Config(ConfigError::Invalid(
@@ -329,26 +328,18 @@ impl Node {
                 depth: u32::try_from(b.depth).unwrap_or(u32::MAX),
                 start_height: b.from_height,
             };
-            let mut watcher = chains::bitcoin::DepositWatcher::new(
-                std::sync::Arc::new(rpc.clone()),
-                params.btc_network,
-                vault.internal_key(),
-                watcher_config,
-            )
-            .map_err(|e| NodeError::Config(ConfigError::Invalid(format!("bitcoin: {e}"))))?;
-            for account in store.btc_deposit_accounts().await? {
-                watcher.watch(account);
-            }
+            // The book is the ledger's: nothing per account is loaded here.
+            let book = crate::deposit_book::StoreBook::new(store.clone(), params.btc_network);
+            let mut watcher =
+                chains::bitcoin::DepositWatcher::with_book(std::sync::Arc::new(rpc.clone()), book, watcher_config)
+                    .map_err(|e| NodeError::Config(ConfigError::Invalid(format!("bitcoin: {e}"))))?;
             let scope = btc_scan_scope(&vault);
             let saved = saved_mark(&store, &scope, b.from_height).await?;
             if let Some(mark) = saved {
                 watcher.resume(mark);
             }
-            let (register, registered) = tokio::sync::mpsc::channel(1024);
-            btc_accounts = Some(register);
             let task = BtcDepositTask {
                 scan: BtcDepositScan::new(watcher, store.clone(), scope, saved),
-                accounts: registered,
                 sequencer: handle.clone(),
             };
             background.push(supervisor.spawn(BTC_DEPOSITS, task, Schedule::every(poll)));
@@ -390,7 +381,6 @@ impl Node {
             },
             limiter: RateLimiter::new(rate),
             metrics: prometheus(),
-            btc_accounts,
             tasks: supervisor.clone(),
             eth_finality,
             forced: forced_status,

@@ -10,8 +10,11 @@ use bridge::{Address, BatchTx, SignedBatch, SystemTx, UserTx};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
+mod deposit_book;
 #[cfg(test)]
 mod plans;
+
+pub use deposit_book::{BookKey, BookScript, Unindexed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -376,30 +379,6 @@ impl Store {
         let unpublished: Option<i64> = row.try_get("unpublished")?;
         let published = unpublished.map_or(sealed, |first| from_i64(first).saturating_sub(1));
         Ok(Publication { sealed, published })
-    }
-
-    /// Remembers that `account` asked for its Bitcoin deposit address (idempotent).
-    pub async fn add_btc_deposit_account(&self, account: &Address) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO btc_deposit_accounts (account) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(account.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Every account that asked for its Bitcoin deposit address.
-    pub async fn btc_deposit_accounts(&self) -> Result<Vec<Address>, StoreError> {
-        let rows =
-            sqlx::query("SELECT account FROM btc_deposit_accounts ORDER BY account").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                let text: String = row.try_get("account")?;
-                text.parse().map_err(|e: bridge::address::AddressError| StoreError::Corrupt {
-                    what: "btc_deposit_accounts".into(),
-                    reason: format!("{text:?}: {e}"),
-                })
-            })
-            .collect()
     }
 
     /// Where the chain watcher of `scope` stands (`crate::deposits::eth_scan_scope`), if it has

@@ -27,6 +27,7 @@ use bridge::{Amount, AssetId, BtcNetwork, Tx, VaultKeys, VaultOwner};
 use chains::bitcoin::{DepositWatcher, WatcherConfig};
 use chains::task::{Next, Task as _, TaskError};
 use confirmer::watchman::BtcPayouts;
+use coordinator::deposit_book::StoreBook;
 use coordinator::deposits::{BtcDepositScan, DepositLedger, DepositScanError, LedgerKeys, btc_scan_scope};
 use coordinator::node::BTC_DEPOSITS;
 use coordinator::payouts::{FeeEstimates, LedgerReading, PayoutKeeper, PayoutKeeperError, PayoutLedger};
@@ -121,6 +122,25 @@ impl World {
         Ok(())
     }
 
+    /// Every user asks the coordinator for its deposit address once (the API's own store call,
+    /// before the watcher starts); false while the coordinator's disk refuses the write, asked
+    /// again at the next step as a user would.
+    async fn register_btc_depositors(&mut self) -> Result<bool, SimError> {
+        let (Some(_), Some(store)) = (&self.btc, &self.coordinator.store) else { return Ok(true) };
+        let store = store.clone();
+        let accounts: Vec<bridge::Address> = self.users.iter().map(|u| u.address()).collect();
+        for account in accounts {
+            if store.is_btc_deposit_account(&account).await.map_err(SimError::role("coordinator ledger"))? {
+                continue;
+            }
+            if let Err(error) = store.add_btc_deposit_account(&account).await {
+                self.log(format!("coordinator's deposit address for {account}: {error}"));
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The coordinator's Bitcoin deposit task, once a step: the binary's own turn
     /// ([`BtcDepositScan::turn`]: its watcher reading every block [`BTC_DEPTH`] deep in height
     /// order through the coordinator's node, steered by the ledger's keys, each deposit credited
@@ -129,6 +149,9 @@ impl World {
     /// scan, and the restart resumes after the saved mark (the blocks since are read again; the
     /// ledger refuses repeats).
     pub(crate) async fn watch_btc_deposits(&mut self) -> Result<(), SimError> {
+        if self.coordinator.btc_deposits.is_none() && !self.register_btc_depositors().await? {
+            return Ok(());
+        }
         let (Some(btc), Some(store), Some(sequencer)) =
             (&self.btc, &self.coordinator.store, self.coordinator.sequencer.as_mut())
         else {
@@ -139,11 +162,9 @@ impl World {
             None => {
                 let config = WatcherConfig { depth: BTC_DEPTH as u32, start_height: 0 };
                 let node = btc.view(self.coordinator.btc_lag.clone()).shared();
-                let mut watcher = DepositWatcher::new(node, BtcNetwork::Regtest, btc.vault.internal_key(), config)
+                let book = StoreBook::new(store.clone(), BtcNetwork::Regtest);
+                let mut watcher = DepositWatcher::with_book(node, book, config)
                     .map_err(|e| SimError::Setup(format!("the coordinator's Bitcoin watcher: {e}")))?;
-                for user in &self.users {
-                    watcher.watch(user.address());
-                }
                 let scope = btc_scan_scope(&btc.vault);
                 let saved = store.scan_mark(&scope).await.map_err(SimError::role("coordinator ledger"))?;
                 if let Some(mark) = saved {

@@ -1,7 +1,7 @@
 //! The deposit watcher: follows the active chain through a [`BitcoinNode`] (Core's RPC in
 //! production, the simulator's in-process chain) and credits every output
-//! paying a watched account's deposit address once its block has `depth` confirmations, as a
-//! `bridge::Deposit` into the coordinator's deposit channel.
+//! paying a watched account's deposit address (its [`DepositBook`] says whose) once its block
+//! has `depth` confirmations, as a `bridge::Deposit` into the coordinator's deposit channel.
 //!
 //! It only reads blocks already at depth, in height order, each checked to build on the last one
 //! it read, so a reorg shallower than `depth` never reaches it (what it would have credited is not
@@ -10,8 +10,6 @@
 //! (nothing is kept per deposit: the watcher's memory does not grow with the deposits it has
 //! seen), and the state refuses a repeated L1 reference anyway.
 
-use std::collections::{HashMap, HashSet};
-
 use ::bitcoin::hashes::Hash as _;
 use ::bitcoin::key::XOnlyPublicKey;
 use ::bitcoin::{Address, BlockHash, OutPoint, ScriptBuf};
@@ -19,7 +17,7 @@ use bridge::tx::{Deposit, L1Ref};
 use bridge::{AssetId, BtcNetwork, Chain};
 use tokio::sync::mpsc;
 
-use super::deposit::deposit_address;
+use super::book::{BookError, DepositBook, MemoryBook, Owner};
 use super::node::BitcoinNode;
 use super::rpc::RpcError;
 use crate::deposit::ScanMark;
@@ -40,6 +38,9 @@ pub enum WatchError {
     /// Talking to the node failed; nothing of the failed poll was credited past the last whole block.
     #[error(transparent)]
     Rpc(#[from] RpcError),
+    /// The deposit book could not be read; nothing of the block was credited.
+    #[error(transparent)]
+    Book(#[from] BookError),
     /// A block whose deposits were already credited left the active chain.
     #[error(
         "block {height} was {credited} when its deposits were credited and is now {now}: a reorg deeper than the \
@@ -84,88 +85,59 @@ impl KeyedDeposit {
     }
 }
 
-/// The most group keys one watcher watches at once: the key in force and the old keys still in
-/// their grace. Two rotations inside one grace is already unusual; this bounds the address map.
-pub const MAX_WATCHED_KEYS: usize = 4;
-
-/// The Bitcoin deposit watcher.
+/// The Bitcoin deposit watcher, asking `B` whose address each output pays.
 #[derive(Debug)]
-pub struct DepositWatcher {
+pub struct DepositWatcher<B = MemoryBook> {
     rpc: std::sync::Arc<dyn BitcoinNode>,
-    network: BtcNetwork,
-    /// The group keys whose deposit addresses are watched, oldest first (the genesis key first).
-    keys: Vec<XOnlyPublicKey>,
-    genesis_key: XOnlyPublicKey,
+    book: B,
     config: WatcherConfig,
-    accounts: HashMap<ScriptBuf, (bridge::Address, XOnlyPublicKey)>,
-    /// Every account watched, so a key added later watches them all.
-    watched: HashSet<bridge::Address>,
     last: Option<(u64, BlockHash)>,
 }
 
-impl DepositWatcher {
-    /// A watcher for the vault with `group_key` on `network`.
+impl DepositWatcher<MemoryBook> {
+    /// A watcher for the vault with `group_key` on `network`, its book in memory.
     pub fn new(
         rpc: std::sync::Arc<dyn BitcoinNode>,
         network: BtcNetwork,
         group_key: XOnlyPublicKey,
         config: WatcherConfig,
     ) -> Result<Self, WatchError> {
-        if config.depth == 0 {
-            return Err(WatchError::ZeroDepth);
-        }
-        Ok(Self {
-            rpc,
-            network,
-            keys: vec![group_key],
-            genesis_key: group_key,
-            config,
-            accounts: HashMap::new(),
-            watched: HashSet::new(),
-            last: None,
-        })
+        Self::with_book(rpc, MemoryBook::new(network, group_key), config)
     }
 
-    /// Watch `account`'s deposit address under every watched key; returns the address under
-    /// the newest key.
+    /// Watch `account`'s deposit address under every watched key ([`MemoryBook::watch`]).
     pub fn watch(&mut self, account: bridge::Address) -> Address {
-        self.watched.insert(account);
-        let mut newest = None;
-        for key in self.keys.clone() {
-            let address = deposit_address(key, self.network, &account);
-            self.accounts.insert(address.script_pubkey(), (account, key));
-            newest = Some(address);
-        }
-        // No key watched (all dropped): the address under the genesis key, watched by none.
-        newest.unwrap_or_else(|| deposit_address(self.genesis_key, self.network, &account))
+        self.book.watch(account)
     }
 
     /// The group keys watched, oldest first.
     pub fn keys(&self) -> &[XOnlyPublicKey] {
-        &self.keys
+        self.book.keys()
     }
 
-    /// Also watch every account's address under `key` (a key rotation's new key). Keys past
-    /// [`MAX_WATCHED_KEYS`] push out the oldest, whose grace is over long before.
+    /// Also watch every account's address under `key` ([`MemoryBook::add_key`]).
     pub fn add_key(&mut self, key: XOnlyPublicKey) {
-        if self.keys.contains(&key) {
-            return;
-        }
-        self.keys.push(key);
-        if self.keys.len() > MAX_WATCHED_KEYS {
-            let dropped = self.keys.remove(0);
-            self.drop_key(dropped);
-        }
-        for account in self.watched.clone() {
-            let address = deposit_address(key, self.network, &account);
-            self.accounts.insert(address.script_pubkey(), (account, key));
-        }
+        self.book.add_key(key);
     }
 
-    /// Stop watching the addresses of `key` (its grace is over: the ledger would refuse them).
+    /// Stop watching the addresses of `key` ([`MemoryBook::drop_key`]).
     pub fn drop_key(&mut self, key: XOnlyPublicKey) {
-        self.keys.retain(|k| *k != key);
-        self.accounts.retain(|_, (_, k)| *k != key);
+        self.book.drop_key(key);
+    }
+}
+
+impl<B> DepositWatcher<B> {
+    /// A watcher whose book is `book`.
+    pub fn with_book(rpc: std::sync::Arc<dyn BitcoinNode>, book: B, config: WatcherConfig) -> Result<Self, WatchError> {
+        if config.depth == 0 {
+            return Err(WatchError::ZeroDepth);
+        }
+        Ok(Self { rpc, book, config, last: None })
+    }
+
+    /// The book it reads.
+    pub fn book(&self) -> &B {
+        &self.book
     }
 
     /// Resumes after `mark`, the last block a predecessor read and whose deposits were all
@@ -189,6 +161,25 @@ impl DepositWatcher {
         self.last.map_or(self.config.start_height, |(h, _)| h + 1)
     }
 
+    /// The node's tip, after checking the last block read is still on its active chain.
+    pub async fn checked_tip(&mut self) -> Result<u64, WatchError> {
+        let tip = self.rpc.block_count().await?;
+        if let Some((height, credited)) = self.last {
+            // A node below the block (another node, still syncing, after a restart that resumed
+            // from the saved mark) has not seen it yet, which is not a reorg: wait for it.
+            if height > tip {
+                return Ok(tip);
+            }
+            let now = self.rpc.block_hash(height).await?;
+            if now != credited {
+                return Err(WatchError::ReorgBelowDepth { height, credited, now, depth: self.config.depth });
+            }
+        }
+        Ok(tip)
+    }
+}
+
+impl<B: DepositBook> DepositWatcher<B> {
     /// Read every block that reached depth since the last poll and credit its deposits into
     /// `sink`, coinbase outputs not yet mature included (a caller that credits a ledger holds
     /// those, [`KeyedDeposit::spendable`]). Returns how many deposits were credited. For a
@@ -219,23 +210,6 @@ impl DepositWatcher {
         Ok(count)
     }
 
-    /// The node's tip, after checking the last block read is still on its active chain.
-    pub async fn checked_tip(&mut self) -> Result<u64, WatchError> {
-        let tip = self.rpc.block_count().await?;
-        if let Some((height, credited)) = self.last {
-            // A node below the block (another node, still syncing, after a restart that resumed
-            // from the saved mark) has not seen it yet, which is not a reorg: wait for it.
-            if height > tip {
-                return Ok(tip);
-            }
-            let now = self.rpc.block_hash(height).await?;
-            if now != credited {
-                return Err(WatchError::ReorgBelowDepth { height, credited, now, depth: self.config.depth });
-            }
-        }
-        Ok(tip)
-    }
-
     /// Reads the next block if it has reached depth below `tip`, returning its deposits; `None`
     /// when no block is at depth yet. With [`DepositWatcher::checked_tip`], for a caller that
     /// routes each block's deposits itself.
@@ -261,13 +235,22 @@ impl DepositWatcher {
                 depth: self.config.depth,
             });
         }
+        // Deposit addresses are Taproot outputs: only those are asked about.
+        let taproot: Vec<ScriptBuf> = block
+            .txdata
+            .iter()
+            .flat_map(|tx| tx.output.iter().map(|output| &output.script_pubkey))
+            .filter(|script| script.is_p2tr())
+            .cloned()
+            .collect();
+        let owners = if taproot.is_empty() { Default::default() } else { self.book.owners(&taproot).await? };
         let mut found = Vec::new();
         for tx in &block.txdata {
             let txid = tx.compute_txid();
             let spendable_at =
                 if tx.is_coinbase() { height + u64::from(::bitcoin::constants::COINBASE_MATURITY) - 1 } else { height };
             for (vout, output) in tx.output.iter().enumerate() {
-                let Some((account, key)) = self.accounts.get(&output.script_pubkey) else { continue };
+                let Some(Owner { account, key }) = owners.get(&output.script_pubkey) else { continue };
                 let outpoint = OutPoint { txid, vout: vout as u32 };
                 let deposit = Deposit {
                     chain: Chain::Bitcoin,

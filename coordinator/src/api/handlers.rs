@@ -225,8 +225,9 @@ pub async fn get_account(
 
 /// The account's own Bitcoin deposit address, derived from the group key and the account as
 /// every replayer derives it: under the newest group key the ledger has (after a key rotation,
-/// the new key's; the old address is still credited during the grace, then swept). The account is remembered (durably, before the answer) so that the
-/// deposit watcher watches its address, now and after a restart.
+/// the new key's; the old address is still credited during the grace, then swept). The account is
+/// remembered in the ledger's deposit book (durably, before the answer), which the deposit
+/// watcher indexes before it reads another block (`crate::deposit_book`).
 #[utoipa::path(get, path = "/accounts/{address}/btc-deposit-address",
     params(("address" = String, Path, description = "0x and 40 hex digits", pattern = "^0x[0-9a-fA-F]{40}$")),
     responses((status = 200, body = views::BtcDepositAddress), (status = 400, body = ErrorBody),
@@ -249,11 +250,8 @@ pub async fn get_btc_deposit_address(
     let key = chains::bitcoin::XOnlyPublicKey::from_slice(&newest)
         .map_err(|_| ApiError::internal("the ledger's group key is no x-only key"))?;
     let address = chains::bitcoin::deposit_address(key, params.btc_network, &account);
+    // Durable before the answer: the deposit watcher indexes it before it reads another block.
     context.store.add_btc_deposit_account(&account).await?;
-    if let Some(watcher) = &context.btc_accounts {
-        // Closed only if the watcher stopped (logged); the stored account is watched at restart.
-        let _ = watcher.send(account).await;
-    }
     Ok(Json(views::BtcDepositAddress {
         account: account.to_string(),
         address: address.to_string(),

@@ -53,9 +53,6 @@ pub struct ApiContext {
     pub limits: ApiLimits,
     pub limiter: RateLimiter,
     pub metrics: Option<PrometheusHandle>,
-    /// The Bitcoin deposit watcher's intake of accounts that asked for their address; `None`
-    /// when no Bitcoin node is configured (the address is still served and remembered).
-    pub btc_accounts: Option<tokio::sync::mpsc::Sender<bridge::Address>>,
     /// The background tasks' supervisor, for `/health`.
     pub tasks: chains::task::Supervisor,
     /// The Ethereum deposit watcher's finality rule and heights, for `/status`; `None` when no

@@ -1,10 +1,12 @@
 //! SQLite's plans for the queries every seal, publish and lookup runs: each reads an index,
-//! never the batches table itself (a table scan walks every batch body ever sealed).
+//! never the batches table itself (a table scan walks every batch body ever sealed); and for
+//! the Bitcoin deposit book's, whose tables anyone can grow by asking for addresses.
 
 #![allow(clippy::unwrap_used)]
 
 use sqlx::Row;
 
+use super::deposit_book::{DROP_KEY_SCRIPTS, OWNERS_OF, UNINDEXED_ACCOUNTS};
 use super::{BATCHED_AND_PRESENT, BATCHES_HOLDING, PUBLICATION, Store, UNBATCHED_TXS, UNPUBLISHED_BATCHES};
 
 async fn plan(store: &Store, sql: &str) -> Vec<String> {
@@ -32,4 +34,21 @@ async fn no_query_of_the_seal_publish_or_lookup_paths_scans_the_batches_table() 
     // What a table scan's plan says, so the check above can tell one.
     let scan = plan(&store, "SELECT COUNT(*) FROM batches WHERE length(body) > 3").await;
     assert!(scan.iter().any(|line| line == "SCAN batches"), "{scan:?}");
+}
+
+#[tokio::test]
+async fn the_deposit_book_reads_its_indexes_and_sorts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("ledger.db").display())).await.unwrap();
+    let owners = format!("{OWNERS_OF} (?, ?)");
+    let expected = [
+        (UNINDEXED_ACCOUNTS, "btc_deposit_accounts_by_indexed"),
+        (DROP_KEY_SCRIPTS, "btc_deposit_scripts_by_key"),
+        (owners.as_str(), "sqlite_autoindex_btc_deposit_scripts_1"),
+    ];
+    for (sql, index) in expected {
+        let plan = plan(&store, sql).await;
+        assert!(plan.iter().any(|line| line.contains(index)), "{sql} does not use {index}: {plan:?}");
+        assert!(!plan.iter().any(|line| line.starts_with("SCAN") || line.contains("TEMP B-TREE")), "{sql}: {plan:?}");
+    }
 }
