@@ -255,29 +255,44 @@ impl VaultView {
 }
 
 /// Why a request for the vault's logs gave nothing.
-enum LogsError {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogsError {
     /// The node answered with an error (a JSON-RPC error, a 4xx status, a body it could not
     /// finish): a narrower range may pass.
+    #[error("the Ethereum node refused the log range: {0}")]
     Refused(String),
     /// The node did not answer (no connection, a timeout, a 5xx from its gateway, a rate
     /// limit): the read fails and the next asks for the same range. Narrowing here would leave
     /// a watchman back from an outage crawling through its backlog a few blocks at a time.
+    #[error("the Ethereum node did not answer: {0}")]
     Unreachable(String),
     /// A log that is not the vault's `Withdrawn` event as built: no range helps.
+    #[error("the vault's log: {0}")]
     Log(String),
 }
 
 impl LogsError {
-    fn from_node(error: alloy::transports::TransportError) -> LogsError {
-        use alloy::transports::{RpcError, TransportErrorKind};
-        let refused = match &error {
-            RpcError::ErrorResp(_) | RpcError::DeserError { .. } => true,
-            RpcError::Transport(TransportErrorKind::HttpError(http)) => {
-                (400..500).contains(&http.status) && !matches!(http.status, 408 | 429)
-            }
-            _ => false,
-        };
-        if refused { LogsError::Refused(error.to_string()) } else { LogsError::Unreachable(error.to_string()) }
+    pub fn from_node(error: alloy::transports::TransportError) -> LogsError {
+        if refuses_range(&error) {
+            LogsError::Refused(error.to_string())
+        } else {
+            LogsError::Unreachable(error.to_string())
+        }
+    }
+}
+
+/// Whether the node answered an `eth_getLogs` with a refusal (a JSON-RPC error, a 4xx status
+/// other than 408 and 429, a body it could not finish), which a narrower range may pass, rather
+/// than not answering (no connection, a timeout, a 5xx from its gateway, a rate limit), which
+/// the same range is asked again after.
+pub fn refuses_range(error: &alloy::transports::TransportError) -> bool {
+    use alloy::transports::{RpcError, TransportErrorKind};
+    match error {
+        RpcError::ErrorResp(_) | RpcError::DeserError { .. } => true,
+        RpcError::Transport(TransportErrorKind::HttpError(http)) => {
+            (400..500).contains(&http.status) && !matches!(http.status, 408 | 429)
+        }
+        _ => false,
     }
 }
 

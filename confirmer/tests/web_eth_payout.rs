@@ -1,6 +1,7 @@
 //! The explorer's Ethereum payout lookup against anvil: a paid leaf is found by windows from the
 //! head, through a node that caps `eth_getLogs` ranges as hosted providers do; a leaf paid
-//! before what the lookup reaches is still reported paid (the vault's bitmap), not unpaid.
+//! before what the lookup reaches is still reported paid (the vault's bitmap), not unpaid; a
+//! node that does not answer ends the lookup with an error, without narrowing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 use alloy::providers::Provider;
@@ -36,8 +37,7 @@ async fn a_paid_leaf_is_found_through_a_range_capped_node_and_an_old_one_is_stil
     let node = lagging_eth::LaggingNode::start(&setup.anvil.url(), 0).await;
     let vault = from_alloy(setup.vault_address());
     let reader = VaultReader::connect(&node.url, &Default::default(), vault).unwrap();
-    let http = reqwest::Client::new();
-    let look = |batch: u64, index: u32| leaf(&reader, &http, &node.url, vault, batch, index, bridge::Address::ZERO);
+    let look = |batch: u64, index: u32| leaf(&reader, batch, index, bridge::Address::ZERO);
     let head = || async { setup.provider.get_block_number().await.unwrap() };
     let paid_block = receipt.block_number.unwrap();
 
@@ -64,4 +64,13 @@ async fn a_paid_leaf_is_found_through_a_range_capped_node_and_an_old_one_is_stil
     let why = look(3, 0).await.unwrap_err();
     assert!(why.contains("has paid leaf 0 of batch 3") && why.contains("bitmap"), "{why}");
     assert_eq!(node.log_requests(), (6 + 13, 4 + 7));
+
+    // A node whose log reads are down (HTTP 503) is not a refusal: the lookup says the node did
+    // not answer after one request, instead of narrowing through twenty.
+    node.set_log_cap(None);
+    node.set_logs_down(true);
+    let why = look(3, 0).await.unwrap_err();
+    assert!(why.contains("did not answer"), "{why}");
+    node.set_logs_down(false);
+    assert_eq!(look(3, 0).await.unwrap().paid.unwrap().hash, paid_hash, "found again once the node is back");
 }

@@ -92,6 +92,36 @@ impl VaultReader {
         Ok(self.0.isPaid(batch, index).call().await?)
     }
 
+    /// The node's head block.
+    pub async fn head(&self) -> Result<u64, SubmitError> {
+        Ok(self.0.provider().get_block_number().await?)
+    }
+
+    /// The vault's `Withdrawn` log paying leaf `index` of `batch` in `token` (zero for ether)
+    /// within blocks `from..=to`: its transaction and block. The filter names all three indexed
+    /// topics, so a window holds at most that one log (or a reorg's removed copy, skipped). A
+    /// refusal ([`LogsError::Refused`]) is the caller's cue to ask for fewer blocks; a node that
+    /// does not answer is [`LogsError::Unreachable`], and fewer blocks would not help.
+    pub async fn withdrawn_log(
+        &self,
+        batch: u64,
+        index: u32,
+        token: bridge::Address,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<(B256, u64)>, crate::ethereum_view::LogsError> {
+        let filter = Filter::new()
+            .address(*self.0.address())
+            .event_signature(Vault::Withdrawn::SIGNATURE_HASH)
+            .topic1(B256::from(U256::from(batch)))
+            .topic2(B256::from(U256::from(index)))
+            .topic3(contracts::to_alloy(token).into_word())
+            .from_block(from)
+            .to_block(to);
+        let logs = self.0.provider().get_logs(&filter).await.map_err(crate::ethereum_view::LogsError::from_node)?;
+        Ok(logs.iter().filter(|log| !log.removed).find_map(|log| Some((log.transaction_hash?, log.block_number?))))
+    }
+
     /// The range covering `batch` (the vault's `rangeOf`), `None` while no range covers it.
     pub async fn range_of(&self, batch: u64) -> Result<Option<OnchainRange>, SubmitError> {
         let found = self.0.rangeOf(batch).call().await?;

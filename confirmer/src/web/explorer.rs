@@ -325,10 +325,8 @@ async fn eth_payout(context: &WebContext, r: &Replayed) -> PayoutView {
         (None, Some(_), Some(_)) => {
             PayoutView::Unknown(Chain::Ethereum, "its leaf is not in this confirmer's settlement".into())
         }
-        (Some(leaf), Some(rpc), Some(reader)) => {
-            let vault = context.follower.read().await.params().eth_vault;
-            let read = super::payout::leaf(reader, &context.http, rpc, vault, leaf.batch, leaf.index, leaf.token);
-            match read.await {
+        (Some(leaf), Some(_), Some(reader)) => {
+            match super::payout::leaf(reader, leaf.batch, leaf.index, leaf.token).await {
                 Ok(on_chain) => PayoutView::Seen { index: leaf.index, root: on_chain.root, paid: on_chain.paid },
                 Err(why) => PayoutView::Unknown(Chain::Ethereum, why),
             }

@@ -3,7 +3,9 @@
 //! Ethereum: `signed` once the vault holds a withdrawals root for a range covering the
 //! transaction's batch (the watchmen's group signature made it through `submitWithdrawals`),
 //! `paid` once the vault has
-//! emitted a `Withdrawn` log for that batch paying the recipient the amount.
+//! emitted a `Withdrawn` log for that batch paying the recipient the amount. The logs are read
+//! forward from the head at the withdrawal, a bounded window a poll (one request from there to
+//! the head would outgrow a hosted node's range cap during a long wait and fail every poll).
 //!
 //! Bitcoin: `signed` once a transaction paying the recipient's script exactly the amount is in
 //! the node's mempool or a block (only a fully signed transaction gets there), `paid` once it
@@ -41,8 +43,15 @@ pub struct EthPayout {
     amount: U256,
     /// The head when the withdrawal was sent: its root and payment come later.
     from_block: u64,
+    /// The first block whose logs no poll has read yet.
+    next_block: u64,
+    /// Blocks per `eth_getLogs`: [`chains::ethereum_view::LOG_RANGE`], halved at each refusal.
+    window: u64,
     root_seen: Option<String>,
 }
+
+/// Blocks read again at each poll: a reorg may move the payment into a block already read.
+const REREAD_BLOCKS: u64 = 64;
 
 impl EthPayout {
     /// Connects to the node and notes its head; call before sending the withdrawal.
@@ -67,6 +76,8 @@ impl EthPayout {
             recipient: contracts::to_alloy(recipient),
             amount: U256::from(amount),
             from_block,
+            next_block: from_block,
+            window: chains::ethereum_view::LOG_RANGE,
             root_seen: None,
         })
     }
@@ -92,13 +103,32 @@ impl EthPayout {
                 range.root, held.range, range.first, range.last
             ));
         }
+        let head =
+            self.provider.get_block_number().await.map_err(|e| anyhow!("reading the Ethereum node's head: {e}"))?;
+        // Never more than half a window again, so a narrowed window still moves on.
+        let reread = REREAD_BLOCKS.min(self.window / 2);
+        let from = self.next_block.saturating_sub(reread).max(self.from_block);
+        let to = head.min(from.saturating_add(self.window - 1));
+        if from > to {
+            return Ok(self.root_seen.clone().map_or(Seen::Nothing, Seen::Signed));
+        }
         let filter = Filter::new()
             .address(self.vault)
             .event_signature(Vault::Withdrawn::SIGNATURE_HASH)
             .topic1(B256::from(U256::from(batch)))
-            .from_block(self.from_block);
-        let logs =
-            self.provider.get_logs(&filter).await.map_err(|e| anyhow!("reading the vault's Withdrawn logs: {e}"))?;
+            .from_block(from)
+            .to_block(to);
+        let logs = match self.provider.get_logs(&filter).await {
+            Ok(logs) => logs,
+            Err(e) => {
+                if chains::ethereum_view::refuses_range(&e) && self.window > 1 {
+                    // Most likely wider than the node allows: fewer blocks from now on.
+                    self.window /= 2;
+                }
+                return Err(anyhow!("reading the vault's Withdrawn logs of blocks {from} to {to}: {e}"));
+            }
+        };
+        self.next_block = to + 1;
         for log in logs.iter().filter(|log| !log.removed) {
             let Ok(decoded) = log.log_decode::<Vault::Withdrawn>() else { continue };
             let event = &decoded.inner.data;
@@ -185,5 +215,60 @@ impl BtcPayout {
             }
         }
         Ok(found.map_or(Seen::Nothing, |txid| Seen::Signed(format!("Bitcoin tx {txid} in the mempool"))))
+    }
+}
+
+/// The test's range-capping node, shared with the chains crate's tests.
+#[cfg(test)]
+#[path = "../../../chains/tests/common/lagging_eth.rs"]
+mod lagging_eth;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use bridge::withdrawals::{EthWithdrawal, EthWithdrawalTree};
+    use contracts::harness::Setup;
+
+    use super::*;
+
+    /// Who could stop `withdraw --wait` from seeing its payment: a hosted node capping log
+    /// ranges, once the wait outgrows the cap (one request from the start to the head was
+    /// refused at every poll). A bounded window a poll, narrowed at a refusal, finds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_payment_long_after_the_withdrawal_is_seen_through_a_range_capped_node() {
+        let setup = Setup::new().await.unwrap();
+        setup.deposit_eth(Address::ZERO, 1_000_000).await.unwrap();
+        let node = lagging_eth::LaggingNode::start(&setup.anvil.url(), 0).await;
+        node.set_log_cap(Some(1_000));
+        let recipient = bridge::Address([0x5e; 20]);
+        let vault = contracts::from_alloy(setup.vault_address());
+        let mut payout = EthPayout::start(&node.url, &Default::default(), vault, bridge::Address::ZERO, recipient, 100)
+            .await
+            .unwrap();
+        assert_eq!(payout.poll(3).await.unwrap(), Seen::Nothing);
+
+        // 3,000 blocks of waiting, then the payment.
+        let _: serde_json::Value = setup.provider.raw_request("anvil_mine".into(), (3_000u64,)).await.unwrap();
+        let withdrawal =
+            EthWithdrawal { batch: 3, index: 0, token: bridge::Address::ZERO, recipient, amount: bridge::Amount(100) };
+        let receipt = setup.pay(3, &EthWithdrawalTree::new(vec![withdrawal]), [0]).await.unwrap();
+        let paid = receipt.transaction_hash.to_string();
+
+        // 10,000 blocks are refused, then 5,000, 2,500 and 1,250; windows of 625 reach it.
+        let mut polls = 0;
+        let seen = loop {
+            polls += 1;
+            assert!(polls <= 15, "not seen after {polls} polls");
+            match payout.poll(3).await {
+                Ok(Seen::Paid(detail)) => break detail,
+                Ok(_) => {}
+                Err(e) => assert!(e.to_string().contains("Withdrawn logs"), "{e:#}"),
+            }
+        };
+        assert!(seen.contains(&paid), "{seen}");
+        let (answered, refused) = node.log_requests();
+        assert_eq!(refused, 4, "only refusals narrow the window");
+        assert!(answered <= 7, "{answered} windows for 3,000 blocks");
     }
 }
