@@ -14,7 +14,20 @@ use sqlx::{AnyPool, Row};
 use crate::alarm::{Alarm, AlarmKind};
 
 mod payout_scan;
+#[cfg(test)]
+mod plans;
 mod watchman;
+
+/// The queries a start and every step run, each answered from an index whatever the history
+/// (`store/plans.rs` checks SQLite's plans).
+const FIRST_UNVERIFIED: &str = "SELECT number, unverified FROM replayed_batches \
+     WHERE number <= $1 AND unverified IS NOT NULL ORDER BY number LIMIT 1";
+const REPLAYED_AFTER: &str =
+    "SELECT number, body, locator, unverified FROM replayed_batches WHERE number > $1 ORDER BY number LIMIT $2";
+const SETTLEMENTS_BETWEEN: &str =
+    "SELECT number, body FROM settlements WHERE number >= $1 AND number <= $2 ORDER BY number";
+const RECENT_SETTLEMENTS: &str = "SELECT number, body FROM settlements ORDER BY number DESC LIMIT $1";
+const BATCH_OF_TX: &str = "SELECT number FROM replayed_txs WHERE hash = $1";
 pub use payout_scan::payout_scan_scope;
 pub use watchman::{Horizons, SavedStuckLeaf};
 
@@ -147,10 +160,7 @@ impl ConfirmerStore {
 
     /// The replayed batch holding transaction `hash`.
     pub async fn batch_of_tx(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
-        let row = sqlx::query("SELECT number FROM replayed_txs WHERE hash = $1")
-            .bind(hash.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(BATCH_OF_TX).bind(hash.to_vec()).fetch_optional(&self.pool).await?;
         row.map(|row| Ok(from_i64(row.try_get("number")?))).transpose()
     }
 
@@ -178,20 +188,13 @@ impl ConfirmerStore {
             return Ok(Vec::new());
         }
         let rows =
-            sqlx::query("SELECT number, body FROM settlements WHERE number >= $1 AND number <= $2 ORDER BY number")
-                .bind(to_i64(first))
-                .bind(to_i64(last))
-                .fetch_all(&self.pool)
-                .await?;
+            sqlx::query(SETTLEMENTS_BETWEEN).bind(to_i64(first)).bind(to_i64(last)).fetch_all(&self.pool).await?;
         rows.iter().map(settlement_in).collect()
     }
 
     /// The `limit` newest settlements (by batch number), in batch order.
     pub async fn recent_settlements(&self, limit: u32) -> Result<Vec<(u64, Settlement)>, StoreError> {
-        let rows = sqlx::query("SELECT number, body FROM settlements ORDER BY number DESC LIMIT $1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(RECENT_SETTLEMENTS).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         let mut newest: Vec<(u64, Settlement)> = rows.iter().map(settlement_in).collect::<Result<_, _>>()?;
         newest.reverse();
         Ok(newest)
@@ -200,26 +203,15 @@ impl ConfirmerStore {
     /// Replayed batches after `number`, in order, at most `limit` of them: the record is read
     /// page by page, never whole.
     pub async fn replayed_after(&self, number: u64, limit: u32) -> Result<Vec<ReplayedBatch>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT number, body, locator, unverified FROM replayed_batches WHERE number > $1 ORDER BY number LIMIT $2",
-        )
-        .bind(to_i64(number))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query(REPLAYED_AFTER).bind(to_i64(number)).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(replayed_in).collect()
     }
 
     /// The first replayed batch up to `number` that is not hard-final though it replays, with
     /// why: what the hard-final prefix stops at.
     pub async fn first_unverified(&self, number: u64) -> Result<Option<(u64, String)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT number, unverified FROM replayed_batches WHERE number <= $1 AND unverified IS NOT NULL \
-             ORDER BY number LIMIT 1",
-        )
-        .bind(to_i64(number))
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(FIRST_UNVERIFIED).bind(to_i64(number)).fetch_optional(&self.pool).await?;
         row.map(|row| Ok((from_i64(row.try_get("number")?), row.try_get("unverified")?))).transpose()
     }
 
