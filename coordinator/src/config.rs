@@ -83,6 +83,9 @@ pub struct ApiConfig {
     pub max_txs_per_request: usize,
     pub rate_limit_per_second: f64,
     pub rate_limit_burst: f64,
+    /// What a first request for an account's Bitcoin deposit address costs of the rate limit
+    /// (every later one costs 1): each new account is rows in the deposit book for good.
+    pub new_deposit_address_cost: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -317,6 +320,7 @@ impl Default for ApiConfig {
             max_txs_per_request: 1_000,
             rate_limit_per_second: 200.0,
             rate_limit_burst: 400.0,
+            new_deposit_address_cost: 50.0,
         }
     }
 }
@@ -394,6 +398,10 @@ impl Config {
             return invalid(
                 "api.rate_limit_per_second must be 0 (off) or positive, with rate_limit_burst at least 1".into(),
             );
+        }
+        let cost = self.api.new_deposit_address_cost;
+        if !(cost.is_finite() && cost >= 1.0) {
+            return invalid("api.new_deposit_address_cost must be at least 1".into());
         }
         if self.da.kind == DaKind::Arweave && (self.da.gateway.is_none() || self.da.wallet.is_none()) {
             return invalid("da.kind = \"arweave\" needs da.gateway and da.wallet".into());

@@ -378,6 +378,7 @@ impl Node {
                 body_bytes: config.api.body_limit_bytes,
                 txs_per_request: config.api.max_txs_per_request,
                 rate,
+                new_deposit_address_cost: config.api.new_deposit_address_cost,
             },
             limiter: RateLimiter::new(rate),
             metrics: prometheus(),

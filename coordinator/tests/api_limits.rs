@@ -1,5 +1,6 @@
 //! The API's limits over real HTTP on loopback: the rate limit charges a `POST /txs` its whole
-//! size, and /openapi.json says what a path parameter must look like.
+//! size and a new account's Bitcoin deposit address its cost, and /openapi.json says what a path
+//! parameter must look like.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
@@ -85,5 +86,48 @@ async fn openapi_json_gives_address_and_hash_parameters_their_pattern() {
         let parameter = parameters.iter().find(|p| p["name"] == name).unwrap();
         assert_eq!(parameter["schema"]["pattern"], pattern, "{path}: {parameter}");
     }
+    node.shutdown().await;
+}
+
+/// Who could fill the deposit book: anyone, asking for the addresses of made-up accounts. A new
+/// account costs `new_deposit_address_cost` of the client's rate limit, so a client adds few
+/// a second, while asking again for an account already in the book costs 1 and is answered.
+#[tokio::test]
+async fn a_new_account_s_deposit_address_costs_more_of_the_rate_limit_than_asking_again() {
+    let ledger = ledgers().await.remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = node_config(dir.path(), &ledger.url, 1);
+    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[0x42; 32]).unwrap();
+    let group_key =
+        bitcoin::key::Keypair::from_secret_key(bitcoin::secp256k1::SECP256K1, &secret).x_only_public_key().0;
+    config.network.btc_vault =
+        Some(bridge::BtcVaultParams { group_key: group_key.serialize(), min_fee_rate: 1, max_fee_rate: 100 });
+    // A bucket of 120, refilling one a second: a new account costs 50, asking again 1.
+    config.api.rate_limit_per_second = 1.0;
+    config.api.rate_limit_burst = 120.0;
+    config.api.new_deposit_address_cost = 50.0;
+    let (node, http, base) = started(&config).await;
+    let ask = |n: u64| {
+        let (http, url) = (http.clone(), format!("{base}/accounts/{}/btc-deposit-address", wallet(n).address()));
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Two new accounts and one asked again take 101 of the 120.
+    assert_eq!(ask(1).await.0, StatusCode::OK);
+    assert_eq!(ask(1).await.0, StatusCode::OK, "asking again costs one");
+    assert_eq!(ask(2).await.0, StatusCode::OK);
+    // A third new one finds fewer than 50 left: refused, and not remembered.
+    let (status, error) = ask(3).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{error}");
+    assert!(!node.store.is_btc_deposit_account(&wallet(3).address()).await.unwrap());
+    // An account already in the book is still answered.
+    let (status, body) = ask(2).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected = chains::bitcoin::deposit_address(group_key, bridge::BtcNetwork::Regtest, &wallet(2).address());
+    assert_eq!(body["address"], expected.to_string());
     node.shutdown().await;
 }

@@ -231,9 +231,11 @@ pub async fn get_account(
 #[utoipa::path(get, path = "/accounts/{address}/btc-deposit-address",
     params(("address" = String, Path, description = "0x and 40 hex digits", pattern = "^0x[0-9a-fA-F]{40}$")),
     responses((status = 200, body = views::BtcDepositAddress), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "the network has no Bitcoin vault")))]
+        (status = 404, body = ErrorBody, description = "the network has no Bitcoin vault"),
+        (status = 429, body = ErrorBody, description = "over the client's rate limit (a new account costs more)")))]
 pub async fn get_btc_deposit_address(
     State(context): Ctx,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<views::BtcDepositAddress>, ApiError> {
     let account = address_in(path)?;
@@ -250,6 +252,14 @@ pub async fn get_btc_deposit_address(
     let key = chains::bitcoin::XOnlyPublicKey::from_slice(&newest)
         .map_err(|_| ApiError::internal("the ledger's group key is no x-only key"))?;
     let address = chains::bitcoin::deposit_address(key, params.btc_network, &account);
+    // A new account is rows in the deposit book for good, and anyone may ask for any account:
+    // it costs more of the client's rate limit (the request paid 1 on the way in).
+    if !context.store.is_btc_deposit_account(&account).await? {
+        let cost = context.limits.new_deposit_address_cost;
+        if let Err(wait) = context.limiter.take_rest(client.ip(), 1.0, cost) {
+            return Err(super::rate_limited(client.ip(), wait));
+        }
+    }
     // Durable before the answer: the deposit watcher indexes it before it reads another block.
     context.store.add_btc_deposit_account(&account).await?;
     Ok(Json(views::BtcDepositAddress {

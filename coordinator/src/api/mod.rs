@@ -39,6 +39,8 @@ pub struct ApiLimits {
     pub txs_per_request: usize,
     /// Per client IP; `None` for no limit.
     pub rate: Option<RateLimit>,
+    /// What a first request for an account's Bitcoin deposit address costs of the rate limit.
+    pub new_deposit_address_cost: f64,
 }
 
 /// Everything a request handler can reach.
@@ -151,7 +153,7 @@ async fn rate_limit(State(context): Ctx, request: Request, next: Next) -> Respon
 }
 
 /// 429 with a JSON error; the `retry-after` header is added by [`retry_after`].
-fn rate_limited(client: std::net::IpAddr, wait: f64) -> ApiError {
+pub(crate) fn rate_limited(client: std::net::IpAddr, wait: f64) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
