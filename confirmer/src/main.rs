@@ -512,7 +512,10 @@ async fn follow(source: Source, interval_ms: u64, serve: Option<Serve>) -> anyho
     }
     let supervisor = Supervisor::new();
     supervisor.spawn_essential("api", async move {
-        axum::serve(listener, app).await.map_err(|error| TaskError::fatal(format!("the API server failed: {error}")))
+        // With the peer's address: the web relay names its client to the coordinator.
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .await
+            .map_err(|error| TaskError::fatal(format!("the API server failed: {error}")))
     });
     let follow = Follow { follower: follower.clone(), solvency: Some(solvency), turns: 0, busy: false };
     supervisor.spawn("follow", follow, Schedule::every(Duration::from_millis(interval_ms)));

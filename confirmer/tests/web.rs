@@ -1,7 +1,8 @@
 //! The web app's routes over real HTTP on loopback (the browser's view of them is
 //! ops/tests/web_app.rs): the embedded page and files with their Content-Security-Policy, the
 //! explorer's reads from the replay (batches with their alarms, a batch's transaction ids, a
-//! transaction's stages), and clear JSON errors for bad input and a missing coordinator.
+//! transaction's stages), clear JSON errors for bad input and a missing coordinator, and the
+//! relay naming each of its clients to the coordinator's rate limit.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should panic
 
 mod common;
@@ -131,4 +132,55 @@ async fn the_web_app_serves_its_page_the_replays_batches_and_stages_and_clear_er
     let bare = no_redirects.get(format!("{base}/app")).send().await.unwrap();
     assert_eq!(bare.status(), 308);
     assert_eq!(bare.headers()["location"], "/app/");
+}
+
+/// Who could stop every user of a confirmer's page: one of them, using up the rate limit the
+/// coordinator gives the confirmer (every relayed call came from the confirmer's address). The
+/// relay names its client in `X-Forwarded-For`, and a coordinator that trusts the confirmer
+/// counts each client alone: one client over its limit is refused, another is still served.
+#[tokio::test]
+async fn the_relay_names_its_client_so_one_page_user_cannot_use_up_the_limit_for_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = coordinator_config(dir.path(), &params());
+    // Two requests at once per client, then one every hundred seconds.
+    config.api.rate_limit_per_second = 0.01;
+    config.api.rate_limit_burst = 2.0;
+    config.api.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let node = coordinator::node::Node::start(&config).await.unwrap();
+
+    let da = DirDa::open(dir.path().join("da"), params().coordinator_key).unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let follower = Arc::new(RwLock::new(follower(&da, &url).await));
+    let app = router(WebContext {
+        follower,
+        coordinator: Some(node.url()),
+        http: reqwest::Client::new(),
+        config: WebConfig::new("/", None, None).unwrap(),
+        vault: None,
+        btc_rpc: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap()
+    });
+    // Two users of the page, on two loopback addresses.
+    let user =
+        |last: u8| reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, last])).build().unwrap();
+    let (first, second) = (user(2), user(3));
+    let account = format!("{base}/web/v1/relay/accounts/{}", wallet(1).address());
+
+    for _ in 0..2 {
+        assert_eq!(first.get(&account).send().await.unwrap().status(), 200);
+    }
+    let refused = first.get(&account).send().await.unwrap();
+    assert_eq!(refused.status(), 429, "the first user is over its own limit");
+    let error: Value = refused.json().await.unwrap();
+    assert!(error["message"].as_str().unwrap().contains("127.0.0.2"), "{error}");
+    assert_eq!(second.get(&account).send().await.unwrap().status(), 200, "the second user was stopped by the first");
+
+    // A client's own X-Forwarded-For is not passed on: it cannot borrow another's bucket.
+    let claimed = first.get(&account).header("x-forwarded-for", "192.0.2.9").send().await.unwrap();
+    assert_eq!(claimed.status(), 429);
+    node.shutdown().await;
 }

@@ -86,6 +86,9 @@ pub struct ApiConfig {
     /// What a first request for an account's Bitcoin deposit address costs of the rate limit
     /// (every later one costs 1): each new account is rows in the deposit book for good.
     pub new_deposit_address_cost: f64,
+    /// Peers whose `X-Forwarded-For` names the client the rate limit counts (a confirmer
+    /// relaying its web page's calls, a reverse proxy); any other peer's header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -321,6 +324,7 @@ impl Default for ApiConfig {
             rate_limit_per_second: 200.0,
             rate_limit_burst: 400.0,
             new_deposit_address_cost: 50.0,
+            trusted_proxies: Vec::new(),
         }
     }
 }

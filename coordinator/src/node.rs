@@ -379,6 +379,7 @@ impl Node {
                 txs_per_request: config.api.max_txs_per_request,
                 rate,
                 new_deposit_address_cost: config.api.new_deposit_address_cost,
+                trusted_proxies: config.api.trusted_proxies.clone(),
             },
             limiter: RateLimiter::new(rate),
             metrics: prometheus(),

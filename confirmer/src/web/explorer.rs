@@ -254,6 +254,7 @@ async fn replayed(context: &WebContext, hash: &[u8; 32]) -> Result<Option<Replay
 /// `GET /web/v1/tx/{hash}`: the transaction and each of its stages with who vouches for it.
 pub async fn get_tx(
     State(context): Ctx,
+    peer: super::relay::Peer,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TxDetail>, WebError> {
     let text = path.map(|Path(t)| t).map_err(|e| WebError::bad_request("bad_path", e.to_string()))?;
@@ -264,7 +265,7 @@ pub async fn get_tx(
     let (mut coordinator, mut coordinator_error, mut coordinator_tx) = (None, None, None);
     match &context.coordinator {
         None => coordinator_error = Some("this confirmer has no --coordinator to ask".to_owned()),
-        Some(url) => match context.http.get(format!("{url}/tx/{hex}")).send().await {
+        Some(url) => match super::relay::for_client(context.http.get(format!("{url}/tx/{hex}")), &peer).send().await {
             Ok(answer) if answer.status().is_success() => match answer.json::<serde_json::Value>().await {
                 Ok(view) => {
                     coordinator = Some(CoordinatorView {

@@ -201,7 +201,7 @@ fn address_in(path: Result<Path<String>, PathRejection>) -> Result<bridge::Addre
 }
 
 /// `POST /web/v1/relay/tx`: a signed transaction, passed to the coordinator's `POST /tx`.
-async fn relay_tx(State(context): State<Arc<WebContext>>, body: Bytes) -> Response {
+async fn relay_tx(State(context): State<Arc<WebContext>>, peer: relay::Peer, body: Bytes) -> Response {
     let coordinator = match coordinator_of(&context) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -210,17 +210,23 @@ async fn relay_tx(State(context): State<Arc<WebContext>>, body: Bytes) -> Respon
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    relay::forward(coordinator, context.http.post(format!("{coordinator}/tx")).json(&value)).await
+    let request = relay::for_client(context.http.post(format!("{coordinator}/tx")).json(&value), &peer);
+    relay::forward(coordinator, request).await
 }
 
 /// `GET /web/v1/relay/accounts/{a}`: the coordinator's view (the nonce to sign next).
-async fn relay_account(State(context): State<Arc<WebContext>>, path: Result<Path<String>, PathRejection>) -> Response {
+async fn relay_account(
+    State(context): State<Arc<WebContext>>,
+    peer: relay::Peer,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
     let (coordinator, account) = match (coordinator_of(&context), address_in(path)) {
         (Ok(c), Ok(a)) => (c, a),
         // Bad input is said first: it is wrong whatever the configuration.
         (_, Err(e)) | (Err(e), _) => return e.into_response(),
     };
-    relay::forward(coordinator, context.http.get(format!("{coordinator}/accounts/{account}"))).await
+    let request = relay::for_client(context.http.get(format!("{coordinator}/accounts/{account}")), &peer);
+    relay::forward(coordinator, request).await
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -265,6 +271,7 @@ pub struct DepositAddressView {
 /// An address the two disagree on is never shown.
 async fn btc_deposit_address(
     State(context): State<Arc<WebContext>>,
+    peer: relay::Peer,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DepositAddressView>, WebError> {
     let account = address_in(path)?;
@@ -285,7 +292,7 @@ async fn btc_deposit_address(
     };
     let coordinator = coordinator_of(&context)?;
     let url = format!("{coordinator}/accounts/{account}/btc-deposit-address");
-    let answer = context.http.get(&url).send().await.map_err(|e| {
+    let answer = relay::for_client(context.http.get(&url), &peer).send().await.map_err(|e| {
         WebError::new(
             StatusCode::BAD_GATEWAY,
             "coordinator_unreachable",
@@ -295,6 +302,7 @@ async fn btc_deposit_address(
             ),
         )
     })?;
+    let status = answer.status();
     let theirs: serde_json::Value = answer.json().await.map_err(|e| {
         WebError::new(
             StatusCode::BAD_GATEWAY,
@@ -302,6 +310,13 @@ async fn btc_deposit_address(
             format!("the coordinator's answer is not JSON: {e}"),
         )
     })?;
+    if !status.is_success() {
+        // Its refusal as it said it (over the client's rate limit, say), not a disagreement.
+        let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let code = theirs["code"].as_str().unwrap_or("coordinator_refused");
+        let message = theirs["message"].as_str().map_or_else(|| theirs.to_string(), str::to_owned);
+        return Err(WebError::new(status, code, format!("the coordinator: {message}")));
+    }
     if theirs["address"].as_str() != Some(ours.as_str()) {
         return Err(WebError::new(
             StatusCode::BAD_GATEWAY,

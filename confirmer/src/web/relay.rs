@@ -5,6 +5,11 @@
 //! /accounts/{a}` (the nonce to sign next: the coordinator's ledger is ahead of any replay),
 //! `GET /tx/{h}` (the soft stages) and `GET /accounts/{a}/btc-deposit-address` (which also
 //! makes the coordinator watch that address).
+//!
+//! Each relayed call names the page's client in `X-Forwarded-For` (set here, never passed on
+//! from the client, which could claim anything): a coordinator that lists this confirmer in
+//! `api.trusted_proxies` counts each client against its own rate limit, so one client of the
+//! page cannot use up the confirmer's and stop every other.
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
@@ -16,6 +21,19 @@ use super::WebError;
 /// A signed transaction is a few hundred bytes; 64 KiB leaves room for any field the
 /// coordinator's parser might refuse with its own message, and keeps a flood cheap.
 pub const MAX_RELAYED_BODY_BYTES: usize = 64 * 1024;
+
+/// The page's client, as the server's connection info says (absent when served without it).
+pub type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+/// `request` naming `peer` as the client it is made for.
+pub fn for_client(request: reqwest::RequestBuilder, peer: &Peer) -> reqwest::RequestBuilder {
+    match peer {
+        Some(axum::Extension(axum::extract::ConnectInfo(address))) => {
+            request.header("x-forwarded-for", address.ip().to_string())
+        }
+        None => request,
+    }
+}
 
 /// The coordinator's answer, passed through with its status (its errors are already
 /// `{code, message}`), or a 502 saying it could not be reached.

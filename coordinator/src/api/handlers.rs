@@ -95,9 +95,11 @@ use axum::extract::State;
 ))]
 pub async fn post_txs(
     State(context): Ctx,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<views::TxResults>, ApiError> {
+    let client = super::client_of(peer.ip(), &headers, &context.limits.trusted_proxies);
     let Value::Array(items) = request::json_of(&body_of(body)?)? else {
         return Err(ApiError::bad_request("malformed_json", "POST /txs takes a JSON array of transactions"));
     };
@@ -110,8 +112,8 @@ pub async fn post_txs(
     }
     // The rate limit counts transactions: the request paid for one on the way in, and is charged
     // the rest whole (one larger than the burst leaves the client owing).
-    if let Err(wait) = context.limiter.take_rest(client.ip(), 1.0, items.len().max(1) as f64) {
-        return Err(super::rate_limited(client.ip(), wait));
+    if let Err(wait) = context.limiter.take_rest(client, 1.0, items.len().max(1) as f64) {
+        return Err(super::rate_limited(client, wait));
     }
     let expected = expected(&context);
     let domain = context.domain.clone();
@@ -235,10 +237,12 @@ pub async fn get_account(
         (status = 429, body = ErrorBody, description = "over the client's rate limit (a new account costs more)")))]
 pub async fn get_btc_deposit_address(
     State(context): Ctx,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<views::BtcDepositAddress>, ApiError> {
     let account = address_in(path)?;
+    let client = super::client_of(peer.ip(), &headers, &context.limits.trusted_proxies);
     let params = &context.params;
     let vault = params.btc_vault.as_ref().ok_or_else(|| {
         ApiError::not_found("no_bitcoin_vault", "this network has no Bitcoin vault configured; it takes no bitcoin")
@@ -256,8 +260,8 @@ pub async fn get_btc_deposit_address(
     // it costs more of the client's rate limit (the request paid 1 on the way in).
     if !context.store.is_btc_deposit_account(&account).await? {
         let cost = context.limits.new_deposit_address_cost;
-        if let Err(wait) = context.limiter.take_rest(client.ip(), 1.0, cost) {
-            return Err(super::rate_limited(client.ip(), wait));
+        if let Err(wait) = context.limiter.take_rest(client, 1.0, cost) {
+            return Err(super::rate_limited(client, wait));
         }
     }
     // Durable before the answer: the deposit watcher indexes it before it reads another block.

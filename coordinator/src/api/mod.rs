@@ -31,7 +31,7 @@ use crate::sequencer::SequencerHandle;
 use crate::store::Store;
 
 /// What the API is allowed to take in.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ApiLimits {
     /// The largest request body, in bytes.
     pub body_bytes: usize,
@@ -41,6 +41,29 @@ pub struct ApiLimits {
     pub rate: Option<RateLimit>,
     /// What a first request for an account's Bitcoin deposit address costs of the rate limit.
     pub new_deposit_address_cost: f64,
+    /// Peers whose `X-Forwarded-For` names the client ([`client_of`]).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// The client a request counts against: the peer, or, when the peer is a trusted proxy, the
+/// last address of its `X-Forwarded-For` (the one that proxy appended; earlier ones are the
+/// client's own claims). A trusted proxy's header that does not parse counts against the proxy.
+pub fn client_of(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|list| list.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok())
+        .unwrap_or(peer)
 }
 
 /// Everything a request handler can reach.
@@ -143,7 +166,10 @@ pub fn router(context: ApiContext) -> Router {
 }
 
 async fn rate_limit(State(context): Ctx, request: Request, next: Next) -> Response {
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| client_of(c.0.ip(), request.headers(), &context.limits.trusted_proxies));
     if let Some(client) = client
         && let Err(wait) = context.limiter.take(client, 1.0)
     {
