@@ -256,31 +256,35 @@ impl Store {
     }
 
     /// `prefix` followed by `rows` groups of `columns` placeholders, each group ending with
-    /// `tail` (constant columns). SQLite gets anonymous `?`: it resolves each numbered `$n` by
-    /// a linear scan, which makes a statement of hundreds of them quadratic.
+    /// `tail` (constant columns).
     fn multi_row_insert(&self, prefix: &str, rows: usize, columns: usize, tail: &str) -> String {
         let mut sql = String::with_capacity(prefix.len() + rows * (columns * 6 + tail.len() + 4));
         sql.push_str(prefix);
-        let mut n = 0;
         for row in 0..rows {
             sql.push_str(if row == 0 { "(" } else { ", (" });
-            for column in 0..columns {
-                n += 1;
-                if column > 0 {
-                    sql.push_str(", ");
-                }
-                match self.backend {
-                    Backend::Sqlite => sql.push('?'),
-                    Backend::Postgres => {
-                        sql.push('$');
-                        sql.push_str(&n.to_string());
-                    }
-                }
-            }
+            self.push_placeholders(&mut sql, row * columns + 1, columns);
             sql.push_str(tail);
             sql.push(')');
         }
         sql
+    }
+
+    /// `count` placeholders, comma-separated, the first numbered `first` on PostgreSQL. SQLite
+    /// gets anonymous `?`: it resolves each numbered `$n` by a linear scan, which makes a
+    /// statement of hundreds of them quadratic.
+    fn push_placeholders(&self, sql: &mut String, first: usize, count: usize) {
+        for i in 0..count {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            match self.backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(first + i).to_string());
+                }
+            }
+        }
     }
 
     /// Where transaction `hash` stands in the ledger, if it was acknowledged.

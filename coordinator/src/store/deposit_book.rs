@@ -6,7 +6,7 @@ use bridge::Address;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, ROWS_PER_INSERT, Store, StoreError, to_i64};
+use super::{ROWS_PER_INSERT, Store, StoreError, to_i64};
 
 pub(super) const UNINDEXED_ACCOUNTS: &str =
     "SELECT account, indexed FROM btc_deposit_accounts WHERE indexed < $1 ORDER BY indexed, account LIMIT $2";
@@ -181,13 +181,11 @@ impl Store {
         Ok(owners)
     }
 
-    /// `n` placeholders, comma-separated, numbered from 1 on PostgreSQL.
+    /// `n` placeholders, the statement's only ones ([`Store::push_placeholders`]).
     fn placeholders(&self, n: usize) -> String {
-        let each = |i: usize| match self.backend {
-            Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${}", i + 1),
-        };
-        (0..n).map(each).collect::<Vec<_>>().join(", ")
+        let mut list = String::with_capacity(n * 5);
+        self.push_placeholders(&mut list, 1, n);
+        list
     }
 }
 
