@@ -17,7 +17,7 @@ use bridge::BtcNetwork;
 use chains::bitcoin::{BookError, DepositBook, Owner, ScriptBuf, XOnlyPublicKey, deposit_script};
 
 use crate::deposits::LedgerKeys;
-use crate::store::{BookScript, Store, StoreError};
+use crate::store::{BookKey, BookScript, Store, StoreError};
 
 /// Accounts indexed per database transaction: a few tens of milliseconds of key tweaks.
 pub const INDEX_PAGE: u32 = 500;
@@ -48,25 +48,28 @@ impl StoreBook {
     }
 
     /// Makes the book watch the keys the ledger credits: adds each key in force or in its
-    /// grace, drops each whose grace is over.
-    pub async fn steer(&self, ledger: &LedgerKeys) -> Result<(), StoreError> {
+    /// grace, drops each whose grace is over. Returns the book's keys as they now stand, for
+    /// [`StoreBook::catch_up`] (read again only if this changed them).
+    pub async fn steer(&self, ledger: &LedgerKeys) -> Result<Vec<BookKey>, StoreError> {
         let held = self.store.deposit_book_keys().await?;
+        let mut changed = false;
         for (key, over) in ledger.watched() {
             let book = held.iter().find(|k| k.key == key);
             match (book, over) {
                 (None, false) => self.store.add_deposit_book_key(&key).await?,
                 (Some(k), true) if !k.dropped => self.store.drop_deposit_book_key(&key).await?,
-                _ => {}
+                _ => continue,
             }
+            changed = true;
         }
-        Ok(())
+        if changed { self.store.deposit_book_keys().await } else { Ok(held) }
     }
 
     /// Indexes the accounts registered since, and every account under a key added since, at
     /// most [`MAX_INDEXED_PER_TURN`] a turn; true once every registered account is indexed under
-    /// every watched key (only then may the watcher read blocks).
-    pub async fn catch_up(&self) -> Result<bool, StoreError> {
-        let keys = self.store.deposit_book_keys().await?;
+    /// every watched key (only then may the watcher read blocks). `keys` are the book's, as
+    /// [`StoreBook::steer`] left them.
+    pub async fn catch_up(&self, keys: &[BookKey]) -> Result<bool, StoreError> {
         let generation = keys.iter().map(|k| k.added).max().unwrap_or(0);
         let mut indexed = 0;
         loop {

@@ -343,7 +343,7 @@ impl BtcDepositScan {
     /// of them), and saves the watcher's place once nothing read is held.
     pub async fn turn(&mut self, ledger: &mut impl DepositLedger) -> Result<(), DepositScanError> {
         let keys = ledger.keys().await?;
-        self.watcher.book().steer(&keys).await?;
+        let book_keys = self.watcher.book().steer(&keys).await?;
         // The tip before the index: every account whose address a block up to it pays asked
         // for that address before the block was mined, so the index below holds it.
         let tip = self.watcher.checked_tip().await?;
@@ -353,7 +353,7 @@ impl BtcDepositScan {
             }
         }
         self.behind = false;
-        if !self.watcher.book().catch_up().await? {
+        if !self.watcher.book().catch_up(&book_keys).await? {
             // Not seen yet is not absent: no block is read past an account not yet indexed.
             self.behind = true;
             return Ok(());

@@ -39,8 +39,8 @@ async fn the_book_indexes_every_account_under_every_watched_key_and_forgets_a_ke
 
         // The genesis key: both accounts in one turn.
         let keys = LedgerKeys::from_keys(vec![(0, genesis.serialize(), false)]);
-        book.steer(&keys).await.unwrap();
-        assert!(book.catch_up().await.unwrap());
+        let held = book.steer(&keys).await.unwrap();
+        assert!(book.catch_up(&held).await.unwrap());
         for account in [a, b] {
             assert_eq!(owner(&book, genesis, account).await, Some(Owner { account, key: genesis }));
             assert_eq!(owner(&book, rotated, account).await, None);
@@ -49,10 +49,10 @@ async fn the_book_indexes_every_account_under_every_watched_key_and_forgets_a_ke
         // A rotation: every account again under the new key, two a turn, the old key kept.
         store.add_btc_deposit_account(&c).await.unwrap();
         let keys = LedgerKeys::from_keys(vec![(0, genesis.serialize(), false), (1, rotated.serialize(), false)]);
-        book.steer(&keys).await.unwrap();
-        book.steer(&keys).await.unwrap(); // steering again adds nothing
-        assert!(!book.catch_up().await.unwrap(), "three accounts to index at two a turn");
-        assert!(book.catch_up().await.unwrap());
+        let held = book.steer(&keys).await.unwrap();
+        assert_eq!(book.steer(&keys).await.unwrap(), held, "steering again adds nothing");
+        assert!(!book.catch_up(&held).await.unwrap(), "three accounts to index at two a turn");
+        assert!(book.catch_up(&held).await.unwrap());
         for account in [a, b, c] {
             assert_eq!(owner(&book, genesis, account).await, Some(Owner { account, key: genesis }), "{account}");
             assert_eq!(owner(&book, rotated, account).await, Some(Owner { account, key: rotated }), "{account}");
@@ -60,11 +60,11 @@ async fn the_book_indexes_every_account_under_every_watched_key_and_forgets_a_ke
 
         // The old key's grace is over: its addresses are no longer anyone's, the new key's are.
         let keys = LedgerKeys::from_keys(vec![(0, genesis.serialize(), true), (1, rotated.serialize(), false)]);
-        book.steer(&keys).await.unwrap();
-        assert!(book.catch_up().await.unwrap());
+        let held = book.steer(&keys).await.unwrap();
+        assert!(book.catch_up(&held).await.unwrap());
         let late = wallet(4).address();
         store.add_btc_deposit_account(&late).await.unwrap();
-        assert!(book.catch_up().await.unwrap());
+        assert!(book.catch_up(&held).await.unwrap());
         for account in [a, b, c, late] {
             assert_eq!(owner(&book, genesis, account).await, None, "{account} under a key whose grace is over");
             assert_eq!(owner(&book, rotated, account).await, Some(Owner { account, key: rotated }), "{account}");
