@@ -81,6 +81,10 @@ enum Command {
         /// History lengths in transfers, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
         histories: Vec<usize>,
+        /// Grow the ledgers in this (new or empty) directory and leave them there, to time or
+        /// inspect the starts again; by default a temporary directory, removed at the end.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
     },
 }
 
@@ -102,7 +106,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { accounts, txs, http_txs, concurrency } => {
             runtime.block_on(bench(accounts, txs, http_txs, concurrency))
         }
-        Command::Restart { accounts, histories } => runtime.block_on(restart::restart(accounts, histories)),
+        Command::Restart { accounts, histories, keep } => {
+            runtime.block_on(restart::restart(accounts, histories, keep.as_deref()))
+        }
     }
 }
 
