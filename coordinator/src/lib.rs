@@ -8,6 +8,7 @@ pub mod api;
 pub mod arweave_wallet;
 pub mod config;
 pub mod deposit_book;
+pub mod deposit_claim;
 pub mod deposits;
 pub mod forced;
 pub mod node;

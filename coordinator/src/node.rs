@@ -294,6 +294,7 @@ impl Node {
         }));
         let tls = config.tls()?;
         let mut eth_finality = None;
+        let mut btc_claims = None;
         if let Some(url) = &config.ethereum.rpc {
             let from = config.ethereum.from_block;
             let mut watcher = chains::ethereum::DepositWatcher::connect(
@@ -324,10 +325,8 @@ impl Node {
             let rpc = chains::bitcoin::CoreRpc::with_tls(url, &b.rpc_user, &b.rpc_password, &tls)
                 .map_err(|e| NodeError::Config(ConfigError::Invalid(format!("bitcoin.rpc: {e}"))))?;
             let poll = Duration::from_millis(b.poll_ms);
-            let watcher_config = chains::bitcoin::WatcherConfig {
-                depth: u32::try_from(b.depth).unwrap_or(u32::MAX),
-                start_height: b.from_height,
-            };
+            let depth = u32::try_from(b.depth).unwrap_or(u32::MAX);
+            let watcher_config = chains::bitcoin::WatcherConfig { depth, start_height: b.from_height };
             // The book is the ledger's: nothing per account is loaded here.
             let book = crate::deposit_book::StoreBook::new(store.clone(), params.btc_network);
             let mut watcher =
@@ -338,6 +337,9 @@ impl Node {
             if let Some(mark) = saved {
                 watcher.resume(mark);
             }
+            // A claim reads blocks at the scan's depth, on the scan's node.
+            let node = std::sync::Arc::new(rpc.clone());
+            btc_claims = Some(crate::api::deposit_claims::ClaimNode { node, depth });
             let task = BtcDepositTask {
                 scan: BtcDepositScan::new(watcher, store.clone(), scope, saved),
                 sequencer: handle.clone(),
@@ -386,6 +388,7 @@ impl Node {
             tasks: supervisor.clone(),
             eth_finality,
             forced: forced_status,
+            btc_claims,
         };
         let listener = tokio::net::TcpListener::bind(config.api.listen)
             .await

@@ -151,6 +151,8 @@ async fn transactions_flow_from_post_to_published_batch() {
             "/info",
             "/accounts/{address}",
             "/accounts/{address}/txs",
+            "/accounts/{address}/btc-deposit-address",
+            "/accounts/{address}/btc-deposits",
             "/tx/{hash}",
             "/batches/{number}",
             "/health",

@@ -254,6 +254,15 @@ async fn transfer_and_withdraw_against_a_coordinator() {
     args.extend(common);
     fails_with(&bridgectl(&args, PASSPHRASE, None).await, "does not take");
 
+    // A Bitcoin deposit claim: a bad transaction id is named, and this network takes no bitcoin.
+    let txid = "ab".repeat(32);
+    let mut args = vec!["deposit", "btc-claim", "--txid", "0xzz", "--height", "7"];
+    args.extend(common);
+    fails_with(&bridgectl(&args, PASSPHRASE, None).await, "64 hex digits");
+    let mut args = vec!["deposit", "btc-claim", "--txid", txid.as_str(), "--height", "7"];
+    args.extend(common);
+    fails_with(&bridgectl(&args, PASSPHRASE, None).await, "no Bitcoin vault");
+
     // The views: the transaction and the balance (no confirmer: said so, not fatal).
     let shown =
         bridgectl(&["tx", &hash, "--coordinator", &url, "--devnet", path(&devnet), "--json"], PASSPHRASE, None).await;

@@ -12,12 +12,12 @@ pub mod rpc;
 pub mod verify;
 pub mod watcher;
 
-pub use ::bitcoin::ScriptBuf;
 pub use ::bitcoin::key::XOnlyPublicKey;
+pub use ::bitcoin::{ScriptBuf, Txid};
 pub use book::{BookError, DepositBook, MAX_WATCHED_KEYS, MemoryBook, Owner};
 pub use deposit::{account_merkle_root, deposit_address, deposit_script, vault_address};
 pub use node::BitcoinNode;
 pub use payout::{Holdings, PayoutBroadcaster, PayoutRpcError, PayoutStatus, holdings};
 pub use rpc::{CoreRpc, RpcError};
 pub use verify::{DepositChecker, DepositStatus};
-pub use watcher::{DepositWatcher, KeyedDeposit, WatchError, WatcherConfig};
+pub use watcher::{DepositWatcher, KeyedDeposit, WatchError, WatcherConfig, keyed_deposits};

@@ -244,27 +244,37 @@ impl<B: DepositBook> DepositWatcher<B> {
             .cloned()
             .collect();
         let owners = if taproot.is_empty() { Default::default() } else { self.book.owners(&taproot).await? };
-        let mut found = Vec::new();
-        for tx in &block.txdata {
-            let txid = tx.compute_txid();
-            let spendable_at =
-                if tx.is_coinbase() { height + u64::from(::bitcoin::constants::COINBASE_MATURITY) - 1 } else { height };
-            for (vout, output) in tx.output.iter().enumerate() {
-                let Some(Owner { account, key }) = owners.get(&output.script_pubkey) else { continue };
-                let outpoint = OutPoint { txid, vout: vout as u32 };
-                let deposit = Deposit {
-                    chain: Chain::Bitcoin,
-                    l1_ref: L1Ref::Bitcoin { txid: txid.to_raw_hash().to_byte_array(), vout: outpoint.vout },
-                    account: *account,
-                    asset: AssetId::Btc,
-                    amount: bridge::Amount(u128::from(output.value.to_sat())),
-                    l1_height: height,
-                };
-                tracing::info!(%outpoint, %account, sat = output.value.to_sat(), height, "bitcoin deposit at depth");
-                found.push(KeyedDeposit { deposit, internal_key: key.serialize(), spendable_at });
-            }
-        }
+        let found = block.txdata.iter().flat_map(|tx| keyed_deposits(tx, height, &owners)).collect();
         self.last = Some((height, hash));
         Ok(Some(found))
     }
+}
+
+/// The deposits `tx`, mined at `height`, makes: each output whose script `owners` names, with
+/// the key it paid and when the vault may spend it. The watcher's reading of every block, and
+/// a claim's of one transaction its payer names.
+pub fn keyed_deposits(
+    tx: &::bitcoin::Transaction,
+    height: u64,
+    owners: &std::collections::BTreeMap<ScriptBuf, Owner>,
+) -> Vec<KeyedDeposit> {
+    let txid = tx.compute_txid();
+    let spendable_at =
+        if tx.is_coinbase() { height + u64::from(::bitcoin::constants::COINBASE_MATURITY) - 1 } else { height };
+    let mut found = Vec::new();
+    for (vout, output) in tx.output.iter().enumerate() {
+        let Some(Owner { account, key }) = owners.get(&output.script_pubkey) else { continue };
+        let outpoint = OutPoint { txid, vout: vout as u32 };
+        let deposit = Deposit {
+            chain: Chain::Bitcoin,
+            l1_ref: L1Ref::Bitcoin { txid: txid.to_raw_hash().to_byte_array(), vout: outpoint.vout },
+            account: *account,
+            asset: AssetId::Btc,
+            amount: bridge::Amount(u128::from(output.value.to_sat())),
+            l1_height: height,
+        };
+        tracing::info!(%outpoint, %account, sat = output.value.to_sat(), height, "bitcoin deposit at depth");
+        found.push(KeyedDeposit { deposit, internal_key: key.serialize(), spendable_at });
+    }
+    found
 }

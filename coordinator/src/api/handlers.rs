@@ -198,7 +198,7 @@ pub async fn get_info(State(context): Ctx) -> Result<Json<views::Info>, ApiError
     }))
 }
 
-fn address_in(path: Result<Path<String>, PathRejection>) -> Result<Address, ApiError> {
+pub(super) fn address_in(path: Result<Path<String>, PathRejection>) -> Result<Address, ApiError> {
     let Path(text) = path.map_err(|e| ApiError::bad_request("bad_path", e.to_string()))?;
     text.parse().map_err(|e: bridge::address::AddressError| ApiError::bad_request("bad_address", e.to_string()))
 }

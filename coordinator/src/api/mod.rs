@@ -2,6 +2,7 @@
 //! batches. Every answer is JSON, every error `{code, message}` with a 4xx/5xx status; bodies
 //! are size-limited and each client IP is rate-limited. `GET /openapi.json` describes it all.
 
+pub mod deposit_claims;
 mod error;
 mod handlers;
 mod rate_limit;
@@ -86,6 +87,8 @@ pub struct ApiContext {
     /// What the forced-transaction follower last saw, for `/status`; `None` without forced
     /// inclusion.
     pub forced: Option<crate::forced::SharedForcedStatus>,
+    /// The Bitcoin node deposit claims are checked on; `None` when none is configured.
+    pub btc_claims: Option<deposit_claims::ClaimNode>,
 }
 
 type Ctx = State<Arc<ApiContext>>;
@@ -103,6 +106,7 @@ type Ctx = State<Arc<ApiContext>>;
         handlers::get_account,
         handlers::get_account_txs,
         handlers::get_btc_deposit_address,
+        deposit_claims::post_btc_deposit_claim,
         handlers::get_tx,
         handlers::get_batch,
         handlers::get_health,
@@ -123,6 +127,9 @@ type Ctx = State<Arc<ApiContext>>;
         views::Confirmations,
         views::Account,
         views::BtcDepositAddress,
+        deposit_claims::DepositClaimRequest,
+        deposit_claims::DepositClaimed,
+        deposit_claims::ClaimedOutputView,
         views::AccountTxs,
         views::TxStatus,
         views::ForcedRecordView,
@@ -148,6 +155,7 @@ pub fn router(context: ApiContext) -> Router {
         .route("/accounts/{address}", get(handlers::get_account))
         .route("/accounts/{address}/txs", get(handlers::get_account_txs))
         .route("/accounts/{address}/btc-deposit-address", get(handlers::get_btc_deposit_address))
+        .route("/accounts/{address}/btc-deposits", post(deposit_claims::post_btc_deposit_claim))
         .route("/tx/{hash}", get(handlers::get_tx))
         .route("/batches/{number}", get(handlers::get_batch))
         .route("/openapi.json", get(handlers::get_openapi))

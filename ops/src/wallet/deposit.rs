@@ -1,7 +1,8 @@
 //! `deposit eth | erc20 | btc`: ether and ERC-20 tokens are sent to the vault from the wallet's
 //! own Ethereum address (the same key as the bridge account) and credited to that account once
 //! the coordinator's watcher sees them deep enough; bitcoin goes to the account's own Taproot
-//! deposit address, which `deposit btc` prints.
+//! deposit address, which `deposit btc` prints (`deposit btc-claim` has one paid before that
+//! credited: the coordinator's scan passed it by).
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use anyhow::{Context, anyhow, bail};
 use bridge::{Address, Amount, AssetId};
 use clap::Subcommand;
 use contracts::{TestToken, Vault};
+use coordinator::api::deposit_claims::DepositClaimed;
 use coordinator::api::views::BtcDepositAddress;
 use serde_json::json;
 
@@ -41,6 +43,22 @@ pub enum DepositCommand {
     },
     /// Print the account's Bitcoin deposit address: bitcoin sent there is credited to it.
     Btc {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Have a Bitcoin deposit credited that the coordinator passed by: one paid to the account's
+    /// address before `deposit btc` asked for it. Claiming again changes nothing.
+    BtcClaim {
+        /// The paying transaction's id (64 hex digits).
+        #[arg(long)]
+        txid: String,
+        /// The height of the block holding it.
+        #[arg(long)]
+        height: u64,
         #[command(flatten)]
         wallet: WalletArgs,
         #[command(flatten)]
@@ -104,6 +122,21 @@ pub async fn run(command: DepositCommand) -> anyhow::Result<()> {
                 println!("{}", answer.address);
                 Ok(())
             }
+        }
+        DepositCommand::BtcClaim { txid, height, wallet, endpoints, output } => {
+            let endpoints = Endpoints::resolve(&endpoints);
+            let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+            let address = wallet.open()?.address();
+            let claimed: DepositClaimed = coordinator
+                .post(&format!("/accounts/{address}/btc-deposits"), &json!({ "txid": txid, "height": height }))
+                .await?;
+            if output.json {
+                return print_json(&claimed);
+            }
+            for out in &claimed.outputs {
+                println!("{}:{} {} sat: {}", claimed.txid, out.vout, out.sat, out.outcome.replace('_', " "));
+            }
+            Ok(())
         }
     }
 }
