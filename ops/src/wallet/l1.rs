@@ -149,7 +149,8 @@ pub struct BtcPayout {
     amount_sat: u64,
     /// The tip when the withdrawal was sent; only later blocks are scanned.
     start_height: u64,
-    /// Mempool transactions looked at (or there before the withdrawal), and whether they pay.
+    /// Mempool transactions looked at (or there before the withdrawal), and whether they pay;
+    /// only those still in the node's mempool at the last poll.
     mempool: HashMap<Txid, bool>,
     /// Blocks scanned: height to hash and the paying transaction in it, if any.
     blocks: BTreeMap<u64, (BlockHash, Option<Txid>)>,
@@ -198,8 +199,13 @@ impl BtcPayout {
             let confirmations = tip.saturating_sub(height).saturating_add(1);
             return Ok(Seen::Paid(format!("Bitcoin tx {txid}, {confirmations} confirmation(s) at height {height}")));
         }
+        let listed = self.rpc.raw_mempool().await.map_err(rpc_error)?;
+        // Only what the mempool holds now is remembered: everything that passed through it during
+        // a long wait (anyone's flood included) would otherwise stay in the wallet's memory.
+        let now: HashSet<Txid> = listed.iter().copied().collect();
+        self.mempool.retain(|txid, _| now.contains(txid));
         let mut found = None;
-        for txid in self.rpc.raw_mempool().await.map_err(rpc_error)? {
+        for txid in listed {
             let pays = match self.mempool.get(&txid) {
                 Some(pays) => *pays,
                 None => {
@@ -222,6 +228,11 @@ impl BtcPayout {
 #[cfg(test)]
 #[path = "../../../chains/tests/common/lagging_eth.rs"]
 mod lagging_eth;
+
+/// The test's Bitcoin miner, shared with the chains crate's tests.
+#[cfg(test)]
+#[path = "../../../chains/tests/common/btc.rs"]
+mod btc;
 
 #[cfg(test)]
 mod tests {
@@ -270,5 +281,41 @@ mod tests {
         let (answered, refused) = node.log_requests();
         assert_eq!(refused, 4, "only refusals narrow the window");
         assert!(answered <= 7, "{answered} windows for 3,000 blocks");
+    }
+
+    /// Who could grow a waiting wallet's memory: anyone sending transactions through the
+    /// mempool while `withdraw --wait` watches it for a Bitcoin payout. What left it is forgotten.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bitcoin_payout_watch_remembers_only_what_the_mempool_holds_now() {
+        use bitcoin::Amount;
+        let node = regtest::RegtestNode::start(regtest::RegtestConfig::default()).await.unwrap();
+        let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+        let miner = super::btc::Miner::new();
+        rpc.generate_to_address(110, &miner.address).await.unwrap();
+        let recipient = super::btc::recipient();
+        let endpoint = BtcRpc {
+            url: node.url(),
+            user: node.user().to_owned(),
+            password: node.password().to_owned(),
+            tls: Default::default(),
+        };
+        let mut payout = BtcPayout::start(&endpoint, recipient.script_pubkey(), 5_000).await.unwrap();
+
+        // A flood passes through the mempool while the wallet waits.
+        for height in 1..=5 {
+            miner.pay(&rpc, height, &super::btc::recipient(), Amount::from_sat(5_000)).await;
+        }
+        assert_eq!(payout.poll().await.unwrap(), Seen::Nothing);
+        assert_eq!(payout.mempool.len(), 5);
+        rpc.generate_to_address(1, &miner.address).await.unwrap();
+        assert_eq!(payout.poll().await.unwrap(), Seen::Nothing);
+        assert!(payout.mempool.is_empty(), "mined transactions are still remembered: {:?}", payout.mempool);
+
+        // The payment itself is still seen: in the mempool, then in a block.
+        let paid = miner.pay(&rpc, 6, &recipient, Amount::from_sat(5_000)).await.compute_txid();
+        assert_eq!(payout.poll().await.unwrap(), Seen::Signed(format!("Bitcoin tx {paid} in the mempool")));
+        rpc.generate_to_address(1, &miner.address).await.unwrap();
+        assert!(matches!(payout.poll().await.unwrap(), Seen::Paid(detail) if detail.contains(&paid.to_string())));
+        node.shutdown().await;
     }
 }
