@@ -112,15 +112,15 @@ pub async fn claim(
         let sat = u64::try_from(seen.deposit.amount.0).unwrap_or(u64::MAX);
         let outcome = match keys.credit_tx(&seen, tip) {
             None => ClaimOutcome::NotYet,
-            Some(tx) => {
-                let outcome = ledger.submit(tx).await?;
-                match (credit_outcome(&seen, &outcome), &outcome) {
-                    (_, Err(ApplyError::Tx(TxError::DepositAlreadyCredited(_)))) => ClaimOutcome::AlreadyCredited,
-                    (Credit::Done, _) => ClaimOutcome::Credited,
-                    (Credit::Wait, _) => ClaimOutcome::NotYet,
-                    (Credit::Refused, _) => ClaimOutcome::Refused,
-                }
-            }
+            Some(tx) => match ledger.submit(tx).await? {
+                // The scan's reading counts a repeat as done; the claimant is told which.
+                Err(ApplyError::Tx(TxError::DepositAlreadyCredited(_))) => ClaimOutcome::AlreadyCredited,
+                outcome => match credit_outcome(&seen, &outcome) {
+                    Credit::Done => ClaimOutcome::Credited,
+                    Credit::Wait => ClaimOutcome::NotYet,
+                    Credit::Refused => ClaimOutcome::Refused,
+                },
+            },
         };
         tracing::info!(%txid, vout, %account, sat, ?outcome, "bitcoin deposit claimed");
         claimed.push(ClaimedOutput { vout, sat, outcome });

@@ -76,8 +76,7 @@ pub async fn post_btc_deposit_claim(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DepositClaimed>, ApiError> {
     let account = super::handlers::address_in(path)?;
-    let body =
-        body.map_err(|e| ApiError::bad_request("bad_body", format!("the request body could not be read: {e}")))?;
+    let body = super::handlers::body_of(body)?;
     let request: DepositClaimRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("bad_json", format!("a claim is {{\"txid\": \"64 hex digits\", \"height\": N}}: {e}"))
     })?;

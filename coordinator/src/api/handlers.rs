@@ -26,7 +26,7 @@ fn expected(context: &super::ApiContext) -> Expected {
     Expected { chain_id: context.params.chain_id, vault: context.params.eth_vault }
 }
 
-fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
