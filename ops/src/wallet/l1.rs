@@ -186,14 +186,35 @@ impl BtcPayout {
         let rpc_error = |e: chains::bitcoin::rpc::RpcError| anyhow!("asking the Bitcoin node: {e}");
         let tip = self.rpc.block_count().await.map_err(rpc_error)?;
         self.blocks.retain(|height, _| *height <= tip);
-        for height in self.start_height.saturating_add(1)..=tip {
-            let hash = self.rpc.block_hash(height).await.map_err(rpc_error)?;
-            if self.blocks.get(&height).is_some_and(|(known, _)| *known == hash) {
+        // A poll reads what changed, not every block since the withdrawal: the newest block
+        // read is asked again (a reorg that replaced it without growing the chain), and each
+        // new block must build on the one read below it, or that one is read again. So a poll
+        // costs one call plus the new blocks plus the reorg's depth, however long the wait.
+        while let Some((&height, (known, _))) = self.blocks.last_key_value() {
+            if self.rpc.block_hash(height).await.map_err(rpc_error)? == *known {
+                break;
+            }
+            self.blocks.pop_last();
+        }
+        // Bounded: a node whose chain keeps changing under the poll is asked again next poll.
+        let mut reads = tip.saturating_sub(self.start_height).saturating_mul(2).saturating_add(2);
+        loop {
+            let next = self.blocks.last_key_value().map_or(self.start_height.saturating_add(1), |(h, _)| h + 1);
+            if next > tip || reads == 0 {
+                break;
+            }
+            reads -= 1;
+            let hash = self.rpc.block_hash(next).await.map_err(rpc_error)?;
+            let block = self.rpc.block(&hash).await.map_err(rpc_error)?;
+            if let Some((_, (below, _))) = self.blocks.last_key_value()
+                && block.header.prev_blockhash != *below
+            {
+                // The chain moved under the poll: the block below was replaced too.
+                self.blocks.pop_last();
                 continue;
             }
-            let block = self.rpc.block(&hash).await.map_err(rpc_error)?;
             let paying = block.txdata.iter().find(|tx| self.pays(tx)).map(Transaction::compute_txid);
-            self.blocks.insert(height, (hash, paying));
+            self.blocks.insert(next, (hash, paying));
         }
         if let Some((height, txid)) = self.blocks.iter().find_map(|(h, (_, paying))| paying.map(|t| (*h, t))) {
             let confirmations = tip.saturating_sub(height).saturating_add(1);
@@ -316,6 +337,52 @@ mod tests {
         assert_eq!(payout.poll().await.unwrap(), Seen::Signed(format!("Bitcoin tx {paid} in the mempool")));
         rpc.generate_to_address(1, &miner.address).await.unwrap();
         assert!(matches!(payout.poll().await.unwrap(), Seen::Paid(detail) if detail.contains(&paid.to_string())));
+        node.shutdown().await;
+    }
+
+    /// Who could make `withdraw --wait` say "paid" for a payment that is not: a reorg taking its
+    /// block away. A poll reads only what changed since the last (not every block since the
+    /// withdrawal), so it must still notice a block it read being replaced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bitcoin_payout_watch_reads_only_new_blocks_and_follows_a_reorg() {
+        use bitcoin::Amount;
+        let node = regtest::RegtestNode::start(regtest::RegtestConfig::default()).await.unwrap();
+        let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+        let miner = super::btc::Miner::new();
+        rpc.generate_to_address(110, &miner.address).await.unwrap();
+        let recipient = super::btc::recipient();
+        let endpoint = BtcRpc {
+            url: node.url(),
+            user: node.user().to_owned(),
+            password: node.password().to_owned(),
+            tls: Default::default(),
+        };
+        let mut payout = BtcPayout::start(&endpoint, recipient.script_pubkey(), 5_000).await.unwrap();
+        rpc.generate_to_address(3, &miner.address).await.unwrap();
+        assert_eq!(payout.poll().await.unwrap(), Seen::Nothing);
+        let read: Vec<u64> = payout.blocks.keys().copied().collect();
+        assert_eq!(read, vec![111, 112, 113], "the blocks since the withdrawal");
+
+        // The payment in block 114.
+        let fork = rpc.block_hash(113).await.unwrap();
+        let paid = miner.pay(&rpc, 1, &recipient, Amount::from_sat(5_000)).await.compute_txid();
+        rpc.generate_to_address(1, &miner.address).await.unwrap();
+        let seen = payout.poll().await.unwrap();
+        assert!(matches!(&seen, Seen::Paid(detail) if detail.contains("at height 114")), "{seen:?}");
+
+        // A longer branch from 113 without it: the payment is back in the mempool, not paid.
+        super::btc::mine_branch(&node, fork, 3, &miner.address).await;
+        assert_eq!(payout.poll().await.unwrap(), Seen::Signed(format!("Bitcoin tx {paid} in the mempool")));
+        for height in 114..=116 {
+            let (hash, paying) = payout.blocks[&height];
+            assert_eq!(hash, rpc.block_hash(height).await.unwrap(), "block {height} of the new branch");
+            assert_eq!(paying, None);
+        }
+
+        // Mined again, higher up: paid there.
+        rpc.generate_to_address(1, &miner.address).await.unwrap();
+        let seen = payout.poll().await.unwrap();
+        assert!(matches!(&seen, Seen::Paid(detail) if detail.contains("at height 117")), "{seen:?}");
         node.shutdown().await;
     }
 }
