@@ -82,7 +82,7 @@ pub async fn run(args: ClaimArgs) -> anyhow::Result<()> {
     let eth_rpc = endpoints.eth_rpc()?;
     let vault: Address = match &args.vault {
         Some(text) => text.trim().parse().map_err(|e| anyhow!("--vault {text}: {e}"))?,
-        None => Network::fetch(&Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?).await?.eth_vault,
+        None => Network::fetch(&endpoints.coordinator_api()?).await?.eth_vault,
     };
     let recipient: Option<Address> = match &args.recipient {
         Some(text) => Some(text.trim().parse().map_err(|e| anyhow!("--recipient {text}: {e}"))?),

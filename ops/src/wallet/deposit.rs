@@ -108,7 +108,7 @@ pub async fn run(command: DepositCommand) -> anyhow::Result<()> {
         }
         DepositCommand::Btc { wallet, endpoints, output } => {
             let endpoints = Endpoints::resolve(&endpoints);
-            let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+            let coordinator = endpoints.coordinator_api()?;
             let address = wallet.open()?.address();
             let answer: BtcDepositAddress =
                 coordinator.get(&format!("/accounts/{address}/btc-deposit-address")).await?;
@@ -125,7 +125,7 @@ pub async fn run(command: DepositCommand) -> anyhow::Result<()> {
         }
         DepositCommand::BtcClaim { txid, height, wallet, endpoints, output } => {
             let endpoints = Endpoints::resolve(&endpoints);
-            let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+            let coordinator = endpoints.coordinator_api()?;
             let address = wallet.open()?.address();
             let claimed: DepositClaimed = coordinator
                 .post(&format!("/accounts/{address}/btc-deposits"), &json!({ "txid": txid, "height": height }))
@@ -145,7 +145,7 @@ pub async fn run(command: DepositCommand) -> anyhow::Result<()> {
 /// for the credit unless `--no-wait`.
 async fn to_vault(args: &DepositArgs, token: Option<Address>, amount: Amount) -> anyhow::Result<()> {
     let endpoints = Endpoints::resolve(&args.endpoints);
-    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+    let coordinator = endpoints.coordinator_api()?;
     let eth_rpc = endpoints.eth_rpc()?;
     let wallet = args.wallet.open()?;
     let account = wallet.address();

@@ -104,6 +104,11 @@ impl Endpoints {
         self.pick(&self.args.coordinator, |s| &s.endpoints.coordinator, "coordinator", "coordinator")
     }
 
+    /// A client of the coordinator's API, under this command's trust.
+    pub fn coordinator_api(&self) -> anyhow::Result<Api> {
+        Api::coordinator(self.coordinator()?, &self.tls()?)
+    }
+
     pub fn confirmer(&self) -> anyhow::Result<String> {
         self.pick(&self.args.confirmer, |s| &s.endpoints.confirmer, "confirmer", "confirmer (hard finality)")
     }

@@ -208,7 +208,7 @@ async fn balance(args: BalanceArgs) -> anyhow::Result<()> {
         (None, None) => anyhow::bail!("give --wallet FILE or --address 0x…"),
     };
     let endpoints = Endpoints::resolve(&args.endpoints);
-    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+    let coordinator = endpoints.coordinator_api()?;
     let account: Account = coordinator.get(&format!("/accounts/{address}")).await?;
     // The confirmer is optional here: a balance is still worth showing without it.
     let verified = match endpoints.confirmer() {
@@ -264,7 +264,7 @@ async fn tx(args: TxArgs) -> anyhow::Result<()> {
         anyhow::bail!("a transaction hash is 0x and 64 hex digits, got {hash:?}");
     }
     let endpoints = Endpoints::resolve(&args.endpoints);
-    let coordinator = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+    let coordinator = endpoints.coordinator_api()?;
     let soft: CoordinatorTx = coordinator.get(&format!("/tx/{hash}")).await.map_err(|e| {
         if e.is_not_found() {
             anyhow::anyhow!(

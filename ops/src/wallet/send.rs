@@ -149,7 +149,7 @@ impl Forced {
 /// user gave an Arweave wallet.
 async fn choose_route(send: &SendArgs, endpoints: &Endpoints) -> anyhow::Result<Route> {
     if !send.force.force {
-        let api = Api::coordinator(endpoints.coordinator()?, &endpoints.tls()?)?;
+        let api = endpoints.coordinator_api()?;
         match Network::fetch(&api).await {
             Ok(network) => return Ok(Route::Coordinator { api, network }),
             Err(error) => match route::unavailable(&error) {
