@@ -106,8 +106,8 @@ async fn a_deposit_paid_before_its_account_asked_is_credited_by_its_payer_s_clai
     // Bad input is named, and a height past any chain is only not deep yet.
     for (bad, code) in [
         (json!({ "txid": "00", "height": height }), "bad_txid"),
-        (json!({ "txid": txid.to_string() }), "bad_json"),
-        (json!({ "txid": txid.to_string(), "height": height, "vout": 0 }), "bad_json"),
+        (json!({ "txid": txid.to_string() }), "malformed_json"),
+        (json!({ "txid": txid.to_string(), "height": height, "vout": 0 }), "malformed_json"),
     ] {
         let (status, body) = claim(&http, &base, alice, bad).await;
         assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}");

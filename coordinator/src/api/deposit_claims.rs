@@ -78,7 +78,10 @@ pub async fn post_btc_deposit_claim(
     let account = super::handlers::address_in(path)?;
     let body = super::handlers::body_of(body)?;
     let request: DepositClaimRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("bad_json", format!("a claim is {{\"txid\": \"64 hex digits\", \"height\": N}}: {e}"))
+        ApiError::bad_request(
+            "malformed_json",
+            format!("a claim is {{\"txid\": \"64 hex digits\", \"height\": N}}: {e}"),
+        )
     })?;
     let txid: chains::bitcoin::Txid = request
         .txid
