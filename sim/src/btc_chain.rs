@@ -242,6 +242,15 @@ impl BtcChain {
         }
     }
 
+    /// The height of the active-chain block holding `txid`, and its confirmations: what a
+    /// wallet watching the chain's tip knows of its own payment.
+    pub(crate) fn depth_of(&self, txid: &Txid) -> Result<Option<(u64, u64)>, SimError> {
+        let view = self.node.view().map_err(SimError::role("the Bitcoin node"))?;
+        let index = view.index();
+        let tip = u64::from(index.height());
+        Ok(index.tx_height(txid).map(|height| (u64::from(height), tip + 1 - u64::from(height))))
+    }
+
     /// The first deposit [`BTC_DEPTH`] deep on the active chain that `credited` says the ledger
     /// has not credited.
     pub(crate) fn uncredited_deep_deposit(

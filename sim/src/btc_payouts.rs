@@ -426,15 +426,15 @@ pub(crate) fn vault_scripts(
     scripts
 }
 
-fn short(txid: &Txid) -> String {
+pub(crate) fn short(txid: &Txid) -> String {
     txid.to_string()[..8].to_string()
 }
 
 /// The Bitcoin deposit turn's ledger edge in the simulator: the coordinator's own sequencer,
 /// each outcome kept for the trace.
-struct DepositsLedger<'a> {
-    sequencer: &'a mut Sequencer,
-    outcomes: Vec<Outcome>,
+pub(crate) struct DepositsLedger<'a> {
+    pub(crate) sequencer: &'a mut Sequencer,
+    pub(crate) outcomes: Vec<Outcome>,
 }
 
 impl DepositLedger for DepositsLedger<'_> {

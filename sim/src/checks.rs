@@ -166,6 +166,7 @@ impl World {
     fn accounts(&self) -> Vec<bridge::Address> {
         let mut accounts: Vec<_> = self.users.iter().map(|u| u.address()).collect();
         accounts.push(self.forced.user.address());
+        accounts.push(self.claimant.account());
         accounts.push(self.params.fee_account);
         accounts
     }

@@ -14,6 +14,7 @@
 
 pub mod arweave;
 mod btc_chain;
+mod btc_claims;
 mod btc_payouts;
 mod btc_vault_scan;
 pub mod byzantine;
@@ -148,6 +149,8 @@ pub struct Outcome {
     /// Forced entries posted under the network's tags, and those a sealed batch recorded.
     pub forced_posted: usize,
     pub forced_recorded: usize,
+    /// Bitcoin deposits the scan passed by that their payer's claim credited (btc_claims.rs).
+    pub btc_claims_credited: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +222,7 @@ pub fn run(config: SimConfig) -> Result<Outcome, SimError> {
             btc_plans_paid: world.btc_plans_paid()?,
             forced_posted: world.forced.posted.len(),
             forced_recorded: world.forced.recorded.len(),
+            btc_claims_credited: world.claimant.credited,
         })
     })
 }

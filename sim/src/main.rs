@@ -114,7 +114,7 @@ fn config(seed: u64, args: &Args) -> sim::SimConfig {
 
 fn summary(outcome: &sim::Outcome) {
     println!(
-        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), {} leaves paid by the vault, {} of {} Bitcoin payout plans paid, mesh dropped {} and duplicated {} messages, {} requests refused over a limit, {} of {} forced entries recorded, final hash {}",
+        "seed {}: {} faults, attack {}, byzantine {}, {} acknowledged, {} batches, {} signing sessions ({} signed), {} leaves paid by the vault, {} of {} Bitcoin payout plans paid, mesh dropped {} and duplicated {} messages, {} requests refused over a limit, {} of {} forced entries recorded, {} Bitcoin deposits credited by their payer's claim, final hash {}",
         outcome.seed,
         outcome.faults,
         outcome.attack.as_deref().unwrap_or("none"),
@@ -131,6 +131,7 @@ fn summary(outcome: &sim::Outcome) {
         outcome.overloaded,
         outcome.forced_recorded,
         outcome.forced_posted,
+        outcome.btc_claims_credited,
         hex::encode(outcome.final_hash)
     );
     match &outcome.violation {

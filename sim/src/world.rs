@@ -26,6 +26,7 @@ use coordinator::store::Store;
 
 use crate::arweave::{Arweave, BLOCK_MS, SimDa};
 use crate::btc_chain::{BTC_BLOCK_MS, BtcChain};
+use crate::btc_claims::Claimant;
 use crate::byzantine::Attack;
 use crate::ceremony::Keys;
 use crate::checkpoints::CHECKPOINT_EVERY;
@@ -188,6 +189,8 @@ pub(crate) struct World {
     pub(crate) checkpoint_files: BTreeMap<u64, bridge::checkpoint::SignedCheckpoint>,
     /// The confirmer that joins late from a checkpoint (late_joiner.rs).
     pub(crate) late: LateJoiner,
+    /// The Bitcoin depositor who pays before it asks and claims (btc_claims.rs).
+    pub(crate) claimant: Claimant,
     /// Forced transactions users posted and batches recorded (forced.rs).
     pub(crate) forced: ForcedTraffic,
     /// The operators' refresh of the watchmen's shares, if this run has one (refresh.rs).
@@ -310,6 +313,7 @@ impl World {
             rotten: BTreeSet::new(),
             checkpoint_files: BTreeMap::new(),
             late,
+            claimant: Claimant::new(seed),
             forced: ForcedTraffic::new(seed),
             refresh,
             sealed_before_quiet: 0,
@@ -392,6 +396,9 @@ impl World {
         if users_active && self.btc_rng.chance(40_000) {
             self.deposit_on_bitcoin()?;
         }
+        if users_active {
+            self.claimant_pays()?;
+        }
         if users_active && self.config.forced_traffic {
             self.forced_users_turn();
         }
@@ -399,6 +406,7 @@ impl World {
             self.watch_deposits().await?;
             self.watch_btc_deposits().await?;
             if now.is_multiple_of(BTC_BLOCK_MS) {
+                self.claimant_claims().await?;
                 self.keep_payouts().await?;
             }
             if users_active {
@@ -574,7 +582,7 @@ impl World {
         let vault = BtcVaultParams { group_key: group.internal_key, min_fee_rate: 1, max_fee_rate: 50 };
         self.params.btc_vault = Some(vault);
         self.params.assets.push(AssetConfig { asset: AssetId::Btc, min_fee: Amount(0) });
-        let accounts = self.users.iter().map(Wallet::address);
+        let accounts = self.users.iter().map(Wallet::address).chain([self.claimant.account()]);
         let funder = self.btc_rng.bytes32();
         let chain = BtcChain::new(vault, accounts, self.now_ms.clone(), funder)?;
         self.log(format!("the Bitcoin vault is under the group's key, the chain at height {}", chain.height()));
