@@ -304,23 +304,40 @@ mod tests {
         assert!(answered <= 7, "{answered} windows for 3,000 blocks");
     }
 
+    /// A regtest node past its first mature coinbases, and a watch for a payment of 5,000 sat
+    /// to a fresh address, started at its tip.
+    struct BtcWatch {
+        node: regtest::RegtestNode,
+        rpc: CoreRpc,
+        miner: super::btc::Miner,
+        recipient: bitcoin::Address,
+        payout: BtcPayout,
+    }
+
+    impl BtcWatch {
+        async fn start() -> Self {
+            let node = regtest::RegtestNode::start(regtest::RegtestConfig::default()).await.unwrap();
+            let rpc = CoreRpc::new(node.url(), node.user(), node.password());
+            let miner = super::btc::Miner::new();
+            rpc.generate_to_address(110, &miner.address).await.unwrap();
+            let recipient = super::btc::recipient();
+            let endpoint = BtcRpc {
+                url: node.url(),
+                user: node.user().to_owned(),
+                password: node.password().to_owned(),
+                tls: Default::default(),
+            };
+            let payout = BtcPayout::start(&endpoint, recipient.script_pubkey(), 5_000).await.unwrap();
+            BtcWatch { node, rpc, miner, recipient, payout }
+        }
+    }
+
     /// Who could grow a waiting wallet's memory: anyone sending transactions through the
     /// mempool while `withdraw --wait` watches it for a Bitcoin payout. What left it is forgotten.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_bitcoin_payout_watch_remembers_only_what_the_mempool_holds_now() {
         use bitcoin::Amount;
-        let node = regtest::RegtestNode::start(regtest::RegtestConfig::default()).await.unwrap();
-        let rpc = CoreRpc::new(node.url(), node.user(), node.password());
-        let miner = super::btc::Miner::new();
-        rpc.generate_to_address(110, &miner.address).await.unwrap();
-        let recipient = super::btc::recipient();
-        let endpoint = BtcRpc {
-            url: node.url(),
-            user: node.user().to_owned(),
-            password: node.password().to_owned(),
-            tls: Default::default(),
-        };
-        let mut payout = BtcPayout::start(&endpoint, recipient.script_pubkey(), 5_000).await.unwrap();
+        let BtcWatch { node, rpc, miner, recipient, mut payout } = BtcWatch::start().await;
 
         // A flood passes through the mempool while the wallet waits.
         for height in 1..=5 {
@@ -346,18 +363,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_bitcoin_payout_watch_reads_only_new_blocks_and_follows_a_reorg() {
         use bitcoin::Amount;
-        let node = regtest::RegtestNode::start(regtest::RegtestConfig::default()).await.unwrap();
-        let rpc = CoreRpc::new(node.url(), node.user(), node.password());
-        let miner = super::btc::Miner::new();
-        rpc.generate_to_address(110, &miner.address).await.unwrap();
-        let recipient = super::btc::recipient();
-        let endpoint = BtcRpc {
-            url: node.url(),
-            user: node.user().to_owned(),
-            password: node.password().to_owned(),
-            tls: Default::default(),
-        };
-        let mut payout = BtcPayout::start(&endpoint, recipient.script_pubkey(), 5_000).await.unwrap();
+        let BtcWatch { node, rpc, miner, recipient, mut payout } = BtcWatch::start().await;
         rpc.generate_to_address(3, &miner.address).await.unwrap();
         assert_eq!(payout.poll().await.unwrap(), Seen::Nothing);
         let read: Vec<u64> = payout.blocks.keys().copied().collect();
