@@ -46,11 +46,7 @@ pub(crate) struct Claimant {
 impl Claimant {
     pub(crate) fn new(seed: u64) -> Self {
         let mut rng = SimRng::new(seed ^ CLAIM_STREAM);
-        let wallet = loop {
-            if let Ok(wallet) = Wallet::from_secret(&rng.bytes32()) {
-                break wallet;
-            }
-        };
+        let wallet = rng.wallet();
         Claimant { rng, wallet, asked: false, open: BTreeSet::new(), credited: 0 }
     }
 

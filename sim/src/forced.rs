@@ -57,11 +57,7 @@ pub(crate) struct ForcedTraffic {
 impl ForcedTraffic {
     pub(crate) fn new(seed: u64) -> Self {
         let mut rng = SimRng::new(seed ^ FORCED_STREAM);
-        let user = loop {
-            if let Ok(wallet) = Wallet::from_secret(&rng.bytes32()) {
-                break wallet;
-            }
-        };
+        let user = rng.wallet();
         ForcedTraffic {
             rng,
             user,

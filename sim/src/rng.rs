@@ -28,6 +28,15 @@ impl SimRng {
         self.below(1_000_000) < per_million
     }
 
+    /// A user's wallet from the next secret that is a valid key (nearly every one is).
+    pub fn wallet(&mut self) -> bridge::Wallet {
+        loop {
+            if let Ok(wallet) = bridge::Wallet::from_secret(&self.bytes32()) {
+                return wallet;
+            }
+        }
+    }
+
     pub fn bytes32(&mut self) -> [u8; 32] {
         let mut out = [0u8; 32];
         self.0.fill_bytes(&mut out);

@@ -214,9 +214,7 @@ impl World {
         let l1 = Arc::new(Mutex::new(L1::default()));
         let mut users = Vec::new();
         while users.len() < config.users {
-            if let Ok(wallet) = Wallet::from_secret(&rng.bytes32()) {
-                users.push(wallet);
-            }
+            users.push(rng.wallet());
         }
         // tmpfs when there is one: the ledgers are real SQLite files, and fsync is not what is tested.
         let shm = std::path::Path::new("/dev/shm");
