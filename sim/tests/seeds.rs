@@ -88,7 +88,7 @@ fn fixed_seeds_hold_every_invariant() {
         ("a share refresh", "done: every operator holds a new share of the same key"),
         ("a watchman restarted on its new share", "restarts it on its new share"),
         ("a signer of the other generation left out", "OtherGeneration {"),
-        ("a claim of another user's deposit refused", "claimant's claim of another's"),
+        ("a claim of another user's deposit refused", "pays no deposit address of"),
         ("a claim after the scan credited the deposit", "AlreadyCredited"),
     ];
     let mut btc_paid = 0;
