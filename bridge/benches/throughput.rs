@@ -148,7 +148,7 @@ fn main() {
                 builder.apply(&mut state, tx).unwrap();
             }
             let apply_time = started.elapsed();
-            let writes = 3 * TXS; // sender balance and nonce, recipient balance (fee 0)
+            let writes = 2 * TXS; // the sender's and the recipient's account leaves (fee 0)
             let started = Instant::now();
             match pool {
                 Some(pool) => pool.install(|| builder.seal(&mut state, 3 + round, &key)).unwrap(),

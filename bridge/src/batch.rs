@@ -17,11 +17,20 @@ use crate::stf::{Effect, Receipt, TxError, apply_at};
 use crate::tx::{BatchTx, Tx, TxPlace, verify_all};
 use crate::withdrawals::{BtcPayout, BtcWithdrawals, EthWithdrawal, EthWithdrawalTree, MerkleTree};
 
-/// The version of the header layout of a network without forced inclusion, checked on replay.
-pub const BATCH_VERSION: u16 = 1;
-/// The header layout of a network with forced inclusion: version 1's fields, then
-/// `borsh(Option<ForcedCommit>)`, and the batch's forced records after its body.
-pub const BATCH_VERSION_FORCED: u16 = 2;
+/// The header version of a network without forced inclusion, checked on replay: version 1's
+/// layout, its `post_state_root` under state commitment 2 (a leaf per account, see
+/// [`crate::state::AccountEntry`]). Versions 1 and 2 committed the state under commitment 1 (a
+/// leaf per nonce and per balance); this build decodes them but replays neither.
+pub const BATCH_VERSION: u16 = 3;
+/// The header version of a network with forced inclusion: version 1's fields, then
+/// `borsh(Option<ForcedCommit>)`, and the batch's forced records after its body; the state under
+/// commitment 2 (version 2 is this layout under commitment 1).
+pub const BATCH_VERSION_FORCED: u16 = 4;
+
+/// Whether a header of `version` carries the forced commit and its batch the forced records.
+fn carries_forced(version: u16) -> bool {
+    version == 2 || version == BATCH_VERSION_FORCED
+}
 /// The most transactions one batch may carry.
 pub const MAX_BATCH_TXS: usize = 100_000;
 
@@ -44,13 +53,13 @@ pub struct BatchHeader {
     #[serde(with = "crate::serde_hex::fixed")]
     pub eth_withdrawals_root: [u8; 32],
     pub btc_withdrawals: BtcWithdrawals,
-    /// Version 2 only: the forced cursor range and the records' root (crate::forced).
+    /// Versions 2 and 4 only: the forced cursor range and the records' root (crate::forced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced: Option<ForcedCommit>,
 }
 
-/// Version 1's layout stays byte for byte what it was, so published version-1 batches keep
-/// their hashes; `forced` is written from version 2 on (see `crate::forced`).
+/// Versions 1 and 3 are one layout, 2 and 4 another: `forced` is written by 2 and 4 (see
+/// `crate::forced`).
 impl BorshSerialize for BatchHeader {
     fn serialize<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
         BorshSerialize::serialize(&self.version, w)?;
@@ -63,7 +72,7 @@ impl BorshSerialize for BatchHeader {
         BorshSerialize::serialize(&self.post_state_root, w)?;
         BorshSerialize::serialize(&self.eth_withdrawals_root, w)?;
         BorshSerialize::serialize(&self.btc_withdrawals, w)?;
-        if self.version >= BATCH_VERSION_FORCED {
+        if carries_forced(self.version) {
             BorshSerialize::serialize(&self.forced, w)?;
         }
         Ok(())
@@ -86,7 +95,7 @@ impl BorshDeserialize for BatchHeader {
             btc_withdrawals: BorshDeserialize::deserialize_reader(r)?,
             forced: None,
         };
-        if version >= BATCH_VERSION_FORCED {
+        if carries_forced(version) {
             header.forced = BorshDeserialize::deserialize_reader(r)?;
         }
         Ok(header)
@@ -132,19 +141,19 @@ pub struct SignedBatch {
     #[serde(with = "crate::serde_hex::fixed")]
     pub signature: [u8; 64],
     pub body: Vec<BatchTx>,
-    /// Version 2 only: what became of each forced transaction the batch consumed, in stream
+    /// Versions 2 and 4 only: what became of each forced transaction the batch consumed, in stream
     /// order. They are processed before the body.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forced: Vec<ForcedRecord>,
 }
 
-/// Like the header: version 1 is unchanged, version 2 appends `borsh(Vec<ForcedRecord>)`.
+/// Like the header: versions 2 and 4 append `borsh(Vec<ForcedRecord>)`.
 impl BorshSerialize for SignedBatch {
     fn serialize<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
         BorshSerialize::serialize(&self.header, w)?;
         BorshSerialize::serialize(&self.signature, w)?;
         BorshSerialize::serialize(&self.body, w)?;
-        if self.header.version >= BATCH_VERSION_FORCED {
+        if carries_forced(self.header.version) {
             BorshSerialize::serialize(&self.forced, w)?;
         }
         Ok(())
@@ -156,8 +165,7 @@ impl BorshDeserialize for SignedBatch {
         let header = BatchHeader::deserialize_reader(r)?;
         let signature = BorshDeserialize::deserialize_reader(r)?;
         let body = BorshDeserialize::deserialize_reader(r)?;
-        let forced =
-            if header.version >= BATCH_VERSION_FORCED { BorshDeserialize::deserialize_reader(r)? } else { Vec::new() };
+        let forced = if carries_forced(header.version) { BorshDeserialize::deserialize_reader(r)? } else { Vec::new() };
         Ok(SignedBatch { header, signature, body, forced })
     }
 }
@@ -499,7 +507,11 @@ pub enum RootKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("batch header version {0} is not supported (this build replays version {BATCH_VERSION})")]
+    #[error(
+        "batch header version {0} is not this network's: it replays version {BATCH_VERSION} (version \
+         {BATCH_VERSION_FORCED} with forced inclusion); versions 1 and 2 are the state commitment this build no \
+         longer computes"
+    )]
     UnsupportedVersion(u16),
     #[error("the batch is for another network (genesis {got}, expected {expected})")]
     WrongNetwork { expected: String, got: String },

@@ -18,17 +18,21 @@ use crate::network::NetworkParams;
 use crate::rotation::KeyEpoch;
 use crate::tx::{L1Ref, TxPlace};
 
+pub mod account;
 pub mod snapshot;
 
+pub use account::{AccountEntry, AccountEntryError};
+
 /// The key of a committed state entry; its borsh bytes are the tree key (docs/PROTOCOL.md).
+/// Discriminants 0 and 1 were state commitment 1's per-entry nonce and balance; they are never
+/// used again, so no key of one commitment can be read as the other's. Keys order by
+/// discriminant (as their borsh bytes do), so `Account` sorts last.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
 pub enum StateKey {
-    /// Value: the next nonce, `u64` little-endian.
-    Nonce(Address) = 0,
-    /// Value: the balance, `u128` little-endian.
-    Balance(Address, AssetId) = 1,
+    /// Value: borsh([`AccountEntry`]): the account's nonce and every balance it holds.
+    Account(Address) = 9,
     /// Value: the single byte `1`: this L1 deposit has been credited.
     Deposit(L1Ref) = 2,
     /// Value: borsh(`VaultUtxo`): an output the Bitcoin vault holds and has not yet planned to spend.
@@ -289,10 +293,8 @@ impl State {
     pub fn committed_entries(&self) -> Vec<(StateKey, Vec<u8>)> {
         assert!(self.dirty.is_empty(), "entries are listed between batches only");
         let keys = self
-            .nonces
-            .keys()
-            .map(|a| StateKey::Nonce(*a))
-            .chain(self.balances.keys().map(|(a, s)| StateKey::Balance(*a, *s)))
+            .accounts()
+            .map(StateKey::Account)
             .chain(self.credited.iter().map(|r| StateKey::Deposit(*r)))
             .chain(self.vault_utxos.keys().map(|o| StateKey::VaultUtxo(*o)))
             .chain(self.btc_queue.keys().map(|q| StateKey::BtcQueued(*q)))
@@ -314,14 +316,14 @@ impl State {
         for (account, asset, amount) in changes.balances {
             let old = self.balances.insert((account, asset), amount);
             self.record(Undo::Balance(account, asset, old));
-            self.mark_dirty(StateKey::Balance(account, asset));
+            self.mark_dirty(StateKey::Account(account));
             self.adjust_liabilities(asset, old.unwrap_or_default(), amount);
         }
         if let Some((account, nonce)) = changes.nonce {
             let old = self.nonces.insert(account, nonce);
             assert_eq!(old.unwrap_or(0) + 1, nonce, "nonces advance by one");
             self.record(Undo::Nonce(account, old));
-            self.mark_dirty(StateKey::Nonce(account));
+            self.mark_dirty(StateKey::Account(account));
         }
         if let Some(l1_ref) = changes.credited {
             assert!(self.credited.insert(l1_ref), "a deposit was credited twice");
@@ -526,13 +528,11 @@ impl State {
         self.open_txs = 0;
     }
 
-    /// The entry's value bytes as the tree holds them; a nonce and a balance without allocating.
+    /// The entry's value bytes as the tree holds them; an account of one or two assets without
+    /// allocating.
     fn entry_value(&self, key: &StateKey) -> Option<Value> {
         match key {
-            StateKey::Nonce(account) => self.nonces.get(account).map(|n| Value::from_slice(&n.to_le_bytes())),
-            StateKey::Balance(account, asset) => {
-                self.balances.get(&(*account, *asset)).map(|b| Value::from_slice(&b.units().to_le_bytes()))
-            }
+            StateKey::Account(account) => self.account_value(account),
             StateKey::Deposit(l1_ref) => self.credited.contains(l1_ref).then(|| Value::from_slice(&[1])),
             StateKey::VaultUtxo(outpoint) => self.vault_utxos.get(outpoint).map(to_bytes).map(Value::from),
             StateKey::BtcQueued(seq) => self.btc_queue.get(seq).map(to_bytes).map(Value::from),

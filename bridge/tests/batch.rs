@@ -6,6 +6,7 @@ mod common;
 use bridge::batch::{BatchBuilder, Equivocation, EquivocationError, ReplayError, RootKind, replay};
 use bridge::codec::{CodecError, decode_batch, encode_batch};
 use bridge::commitment::empty_root;
+use bridge::state::AccountEntry;
 use bridge::withdrawals::verify_eth_proof;
 use bridge::{AssetId, SignedBatch, State, StateKey, Tx};
 use common::*;
@@ -83,17 +84,22 @@ fn state_proofs_check_against_the_header_root() {
     let (state, batches) = history();
     let root = batches[2].header.post_state_root;
     let alice = wallet(1).address();
-    let proof = state.prove(&StateKey::Balance(alice, AssetId::Eth)).unwrap();
+    let proof = state.prove(&StateKey::Account(alice)).unwrap();
     proof.verify(root).unwrap();
-    let balance = u128::from_le_bytes(proof.value.clone().unwrap().try_into().unwrap());
-    assert_eq!(balance, state.balance(&alice, &AssetId::Eth).units());
+    // One proof holds the account's nonce and every balance.
+    let entry = AccountEntry::decode(proof.value.as_deref().unwrap()).unwrap();
+    assert_eq!(entry.balance(&AssetId::Eth), state.balance(&alice, &AssetId::Eth));
+    assert_eq!(entry.nonce, state.nonce(&alice));
+    assert_eq!(Some(entry.clone()), state.account_entry(&alice));
     // Exclusion: an account that never existed.
-    let absent = state.prove(&StateKey::Balance(wallet(42).address(), AssetId::Eth)).unwrap();
+    let absent = state.prove(&StateKey::Account(wallet(42).address())).unwrap();
     assert!(absent.value.is_none());
     absent.verify(root).unwrap();
     // A lie about the value, and a proof against another root, are refused.
     let mut lie = proof.clone();
-    lie.value = Some(1_000_000u128.to_le_bytes().to_vec());
+    let mut richer = entry;
+    richer.balances[0].1 = richer.balances[0].1.checked_add(bridge::Amount::new(1)).unwrap();
+    lie.value = Some(bridge::codec::to_bytes(&richer));
     assert!(lie.verify(root).is_err());
     assert!(proof.verify(batches[1].header.post_state_root).is_err());
     // It survives JSON, as an API serves it.
@@ -208,9 +214,12 @@ fn signature_link_number_and_count_are_checked() {
     bad.header.network = [1; 32];
     refuses(1, &resign(bad), |e| matches!(e, ReplayError::WrongNetwork { .. }));
 
-    let mut bad = batches[1].clone();
-    bad.header.version = 2;
-    refuses(1, &resign(bad), |e| matches!(e, ReplayError::UnsupportedVersion(2)));
+    // Versions 1 and 2 are state commitment 1's: decoded, never replayed.
+    for version in [1, 2, 4] {
+        let mut bad = batches[1].clone();
+        bad.header.version = version;
+        refuses(1, &resign(bad), |e| matches!(e, ReplayError::UnsupportedVersion(v) if *v == version));
+    }
 }
 
 #[test]

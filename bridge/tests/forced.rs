@@ -201,17 +201,17 @@ fn junk_counts_against_the_cap_and_the_deadline_yields_to_full_batches() {
 }
 
 #[test]
-fn version_one_batches_are_unchanged_and_a_forced_network_refuses_them() {
+fn unforced_batches_have_no_forced_bytes_and_a_forced_network_refuses_them() {
     let mut state = genesis();
     let mut builder = BatchBuilder::new(&state);
     builder.apply(&mut state, deposit(wallet(1).address(), AssetId::Eth, 5, 1)).unwrap();
     let v1 = builder.seal(&mut state, 1, &coordinator_key()).unwrap().batch;
     assert_eq!(v1.header.version, BATCH_VERSION);
     assert!(v1.header.forced.is_none() && v1.forced.is_empty());
-    // The published version-1 layout has no forced bytes at all.
+    // The layout without forced inclusion (versions 1 and 3) has no forced bytes at all.
     assert_eq!(to_bytes(&v1.header).len(), 2 + 32 + 8 + 32 + 8 + 4 + 32 + 32 + 32 + (4 + 8 + 32));
     let mut forced_state = State::genesis(forced_params());
-    assert!(matches!(bridge::replay(&mut forced_state, &v1), Err(ReplayError::UnsupportedVersion(1))));
+    assert!(matches!(bridge::replay(&mut forced_state, &v1), Err(ReplayError::UnsupportedVersion(BATCH_VERSION))));
     // A forced network's builder will not seal without its forced section.
     let mut forced_state = State::genesis(forced_params());
     let builder = BatchBuilder::new(&forced_state);

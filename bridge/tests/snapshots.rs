@@ -6,6 +6,7 @@
 mod common;
 
 use bridge::batch::{BatchBuilder, replay};
+use bridge::state::AccountEntry;
 use bridge::state::snapshot::SNAPSHOT_VERSION;
 use bridge::tx::{Deposit, L1Ref, SystemTx};
 use bridge::{Amount, AssetId, Chain, SignedBatch, Snapshot, SnapshotError, State, StateKey, Tx};
@@ -157,8 +158,8 @@ fn a_snapshot_whose_balances_were_moved_is_refused_for_its_root() {
     let (batches, snapshots) = small_history();
     let mut forged = snapshots[1].clone();
     // Move 1 wei from account 0 to account 1: totals still add up, the root does not.
-    let a0 = StateKey::Balance(wallet(0).address(), AssetId::Eth);
-    let a1 = StateKey::Balance(wallet(1).address(), AssetId::Eth);
+    let a0 = StateKey::Account(wallet(0).address());
+    let a1 = StateKey::Account(wallet(1).address());
     for (key, value) in &mut forged.entries {
         let delta: i128 = if *key == a0 {
             -1
@@ -167,8 +168,10 @@ fn a_snapshot_whose_balances_were_moved_is_refused_for_its_root() {
         } else {
             continue;
         };
-        let amount = u128::from_le_bytes(value.as_slice().try_into().unwrap());
-        *value = amount.checked_add_signed(delta).unwrap().to_le_bytes().to_vec();
+        let mut entry = AccountEntry::decode(value).unwrap();
+        let (_, amount) = entry.balances.iter_mut().find(|(asset, _)| *asset == AssetId::Eth).unwrap();
+        *amount = Amount::new(amount.units().checked_add_signed(delta).unwrap());
+        *value = bridge::codec::to_bytes(&entry);
     }
     let error = State::restore(params(), forged.clone(), &batches[1].signed_header()).unwrap_err();
     assert!(matches!(error, SnapshotError::RootMismatch { number: 2, .. }), "{error}");

@@ -73,8 +73,8 @@ fn compute() -> Value {
         .unwrap();
     let SealedBatch { batch, settlement } = builder.seal(&mut state, 1_764_000_000_000, &coordinator_key()).unwrap();
 
-    let balance_key = StateKey::Balance(alice.address(), AssetId::Eth);
-    let proof = state.prove(&balance_key).unwrap();
+    let account_key = StateKey::Account(alice.address());
+    let proof = state.prove(&account_key).unwrap();
     let leaf = EthWithdrawal { batch: 7, index: 3, token: TOKEN, recipient: bob.address(), amount: Amount(12345) };
 
     json!({
@@ -99,8 +99,8 @@ fn compute() -> Value {
             "btc_payouts_borsh": hex0x(to_bytes(&settlement.btc)),
         },
         "state_proof": {
-            "key": "Balance(alice, eth:ETH)",
-            "key_borsh": hex0x(to_bytes(&balance_key)),
+            "key": "Account(alice)",
+            "key_borsh": hex0x(to_bytes(&account_key)),
             "value": proof.value.as_ref().map(hex0x),
             "root": hex0x(state.state_root()),
         },

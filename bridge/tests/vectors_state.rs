@@ -2,8 +2,8 @@
 //! (items 1 to 3 of issue 25), checked two ways:
 //!
 //! - the vectors (`docs/vectors/state-tree.json`, `docs/vectors/ledger-entries.json`) must be
-//!   what the `bridge` crate computes today (they were written when it ran on crate `jmt` 0.12,
-//!   so they also pin that its own tree still computes what `jmt` did);
+//!   what the `bridge` crate computes today (the tree's hashing is still what crate `jmt` 0.12
+//!   computed; the entries are state commitment 2's, a leaf per account);
 //! - a small re-implementation written from the document alone (module `spec` below; it does
 //!   not call the crate's commitment) must reproduce every root and accept every proof
 //!   in the files, and refuse doctored ones. If the document and the code part, this fails.
@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use bridge::batch::BatchBuilder;
 use bridge::codec::to_bytes;
 use bridge::commitment::{Commitment, key_hash};
-use bridge::{Address, AssetId, StateKey};
+use bridge::state::AccountEntry;
+use bridge::{Address, Amount, AssetId, StateKey};
 use common::*;
 use serde_json::{Value, json};
 
@@ -145,16 +146,38 @@ fn commit(tree: &mut Commitment, writes: &[(Vec<u8>, Option<Vec<u8>>)]) {
     tree.apply(pending);
 }
 
+/// `n` accounts, each with a nonce and an ether balance, and `n` assets' deposit heights.
 fn entry_keys(n: u8) -> Vec<StateKey> {
-    (1..=n)
-        .flat_map(|i| [StateKey::Nonce(Address([i; 20])), StateKey::Balance(Address([i; 20]), AssetId::Eth)])
-        .collect()
+    (1..=n).flat_map(|i| [StateKey::Account(Address([i; 20])), StateKey::DepositHeight(asset_of(i))]).collect()
+}
+
+/// A distinct asset per `i`: ether, bitcoin, then tokens.
+fn asset_of(i: u8) -> AssetId {
+    match i {
+        1 => AssetId::Eth,
+        2 => AssetId::Btc,
+        _ => AssetId::Erc20(Address([i; 20])),
+    }
 }
 
 fn value_of(key: &StateKey) -> Vec<u8> {
     match key {
-        StateKey::Nonce(a) => u64::from(a.0[0]).to_le_bytes().to_vec(),
-        _ => (1_000u128 * u128::from(to_bytes(key)[1])).to_le_bytes().to_vec(),
+        StateKey::Account(a) => {
+            let i = a.0[0];
+            to_bytes(&AccountEntry {
+                nonce: u64::from(i),
+                balances: vec![(AssetId::Eth, Amount::new(1_000 * u128::from(i)))],
+            })
+        }
+        StateKey::DepositHeight(asset) => {
+            let i = match asset {
+                AssetId::Eth => 1,
+                AssetId::Btc => 2,
+                AssetId::Erc20(token) => token.0[0],
+            };
+            (1_000u64 * u64::from(i)).to_le_bytes().to_vec()
+        }
+        _ => unreachable!("entry_keys makes accounts and deposit heights only"),
     }
 }
 
@@ -162,7 +185,7 @@ fn value_of(key: &StateKey) -> Vec<u8> {
 /// and absent keys.
 fn state_tree() -> Value {
     let keys = entry_keys(12);
-    let absent = [StateKey::Nonce(Address([0xee; 20])), StateKey::BtcCounters, StateKey::BtcQueued(1)];
+    let absent = [StateKey::Account(Address([0xee; 20])), StateKey::BtcCounters, StateKey::BtcQueued(1)];
     let mut cases = Vec::new();
     let mut tree = Commitment::default();
     let mut case = |name: &str, tree: &Commitment, present: &[StateKey]| {
@@ -248,18 +271,18 @@ fn ledger_entries() -> Value {
     })];
     let steps: Vec<(&str, Vec<bridge::Tx>)> = vec![
         (
-            "deposit 1000 wei to alice; alice sends 400 to bob with fee 0: the fee account gets no Balance entry",
+            "deposit 1000 wei to alice; alice sends 400 to bob with fee 0: the fee account gets no Account entry",
             vec![
                 deposit(alice.address(), AssetId::Eth, 1_000, 1),
                 transfer(&alice, bob.address(), AssetId::Eth, 400, 0, 0),
             ],
         ),
         (
-            "bob sends 390 to alice with fee 10: the fee account's entry is created; bob's balance is 0 and its entry stays, as 0",
+            "bob sends 390 to alice with fee 10: the fee account's entry is created; bob's ether balance is 0 and stays listed in his entry, as 0",
             vec![transfer(&bob, alice.address(), AssetId::Eth, 390, 10, 0)],
         ),
         (
-            "a Bitcoin deposit of 100000 sat to bob: Balance, Deposit and VaultUtxo entries; BtcCounters still absent",
+            "a Bitcoin deposit of 100000 sat to bob: his Account entry lists bitcoin; Deposit and VaultUtxo entries; BtcCounters still absent",
             vec![deposit(bob.address(), AssetId::Btc, 100_000, 2)],
         ),
         (
@@ -301,7 +324,10 @@ fn ledger_entries() -> Value {
 #[test]
 fn entries_appear_stay_and_go_as_the_document_says() {
     let stored = stored_vectors("ledger-entries.json", &ledger_entries());
-    let fee_balance = to_bytes(&StateKey::Balance(fee_account(), AssetId::Eth));
+    let fee_entry = to_bytes(&StateKey::Account(fee_account()));
+    let balance = |entries: &BTreeMap<Vec<u8>, Vec<u8>>, key: &[u8]| {
+        AccountEntry::decode(&entries[key]).unwrap().balances.iter().find(|(a, _)| *a == AssetId::Eth).map(|(_, b)| *b)
+    };
     let counters = to_bytes(&StateKey::BtcCounters);
     let mut replayed = genesis();
     for batch in stored["batches"].as_array().unwrap() {
@@ -320,11 +346,11 @@ fn entries_appear_stay_and_go_as_the_document_says() {
         }
         match number {
             0 => assert!(entries.is_empty()),
-            1 => assert!(!entries.contains_key(&fee_balance), "a zero fee created the fee account's entry"),
+            1 => assert!(!entries.contains_key(&fee_entry), "a zero fee created the fee account's entry"),
             2 => {
-                assert_eq!(entries[&fee_balance], 10u128.to_le_bytes());
-                let bob = to_bytes(&StateKey::Balance(wallet(2).address(), AssetId::Eth));
-                assert_eq!(entries[&bob], 0u128.to_le_bytes(), "a balance spent to zero stays, as zero");
+                assert_eq!(balance(&entries, &fee_entry), Some(Amount::new(10)));
+                let bob = to_bytes(&StateKey::Account(wallet(2).address()));
+                assert_eq!(balance(&entries, &bob), Some(Amount::ZERO), "a balance spent to zero stays, as zero");
             }
             3 => assert!(!entries.contains_key(&counters), "BtcCounters before the first Bitcoin withdrawal"),
             4 => assert_eq!(entries[&counters], [2u64.to_le_bytes(), 1u64.to_le_bytes()].concat()),

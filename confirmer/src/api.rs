@@ -104,7 +104,9 @@ pub struct AccountView {
     pub hard_final: bool,
     pub nonce: u64,
     pub balances: Vec<BalanceView>,
-    /// Proofs of the nonce and of every balance (inclusion or exclusion) against `state_root`.
+    /// One proof, of the account's entry (its nonce and every balance; exclusion for an account
+    /// that has neither), against `state_root`. A list, so that a later commitment may prove
+    /// more than one entry per account without changing the shape.
     #[schema(value_type = Vec<Object>)]
     pub proofs: Vec<StateProof>,
 }
@@ -328,10 +330,9 @@ async fn get_account(
     })?;
     let follower = context.follower.read().await;
     let state = follower.state();
-    let mut proofs = vec![state.prove(&StateKey::Nonce(address)).map_err(ApiError::internal)?];
+    let proofs = vec![state.prove(&StateKey::Account(address)).map_err(ApiError::internal)?];
     let mut balances = Vec::new();
     for asset in follower.params().assets.iter().map(|a| a.asset) {
-        proofs.push(state.prove(&StateKey::Balance(address, asset)).map_err(ApiError::internal)?);
         let amount = state.balance(&address, &asset);
         if !amount.is_zero() {
             balances.push(BalanceView { asset: asset.to_string(), amount: amount.to_string() });

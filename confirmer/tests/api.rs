@@ -62,11 +62,18 @@ async fn the_api_serves_finality_proofs_and_clear_errors() {
     let root = bridge::serde_hex::parse_fixed::<32>(account["state_root"].as_str().unwrap()).unwrap();
     assert_eq!(root, batches[3].header.post_state_root);
     assert_eq!(account["hard_final"], false);
-    for proof in account["proofs"].as_array().unwrap() {
-        let proof: StateProof = serde_json::from_value(proof.clone()).unwrap();
-        proof.verify(root).unwrap();
+    let proofs = account["proofs"].as_array().unwrap();
+    assert_eq!(proofs.len(), 1, "one proof holds the account's nonce and every balance");
+    let proof: StateProof = serde_json::from_value(proofs[0].clone()).unwrap();
+    proof.verify(root).unwrap();
+    let entry = bridge::state::AccountEntry::decode(proof.value.as_deref().unwrap()).unwrap();
+    assert_eq!(account["nonce"], entry.nonce);
+    let balances = account["balances"].as_array().unwrap();
+    assert!(!balances.is_empty());
+    for balance in balances {
+        let asset: bridge::AssetId = balance["asset"].as_str().unwrap().parse().unwrap();
+        assert_eq!(balance["amount"], entry.balance(&asset).to_string());
     }
-    assert!(!account["balances"].as_array().unwrap().is_empty());
 
     // A transaction of batch 2, and the batch itself.
     let hash = match &batches[1].body[0] {

@@ -11,6 +11,7 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bridge::batch::{BatchBuilder, replay};
+use bridge::state::AccountEntry;
 use bridge::{Amount, AssetId, SignedBatch, Snapshot, State, StateKey};
 use chains::da::{DataAvailability, DirDa};
 use common::*;
@@ -135,10 +136,12 @@ async fn an_edited_balance_in_the_prior_state_is_refused() {
     genuine.check().unwrap();
 
     let mut snapshot = prior_state(&genuine);
-    let key = StateKey::Balance(wallet(3).address(), AssetId::Eth);
+    let key = StateKey::Account(wallet(3).address());
     let entry = snapshot.entries.iter_mut().find(|(k, _)| *k == key).unwrap();
-    let balance = u128::from_le_bytes(entry.1.as_slice().try_into().unwrap());
-    entry.1 = (balance + 1_000).to_le_bytes().to_vec();
+    let mut account = AccountEntry::decode(&entry.1).unwrap();
+    let (_, balance) = account.balances.iter_mut().find(|(asset, _)| *asset == AssetId::Eth).unwrap();
+    *balance = balance.checked_add(Amount(1_000)).unwrap();
+    entry.1 = bridge::codec::to_bytes(&account);
     // Totals that add up with the edit, so only the root can give it away.
     let totals = snapshot.supplies.iter_mut().find(|t| t.asset == AssetId::Eth).unwrap();
     totals.deposited = totals.deposited.checked_add(Amount(1_000)).unwrap();

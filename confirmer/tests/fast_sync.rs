@@ -133,8 +133,7 @@ async fn a_fast_synced_confirmer_agrees_with_a_from_genesis_confirmer_batch_by_b
     let true_bytes = store.snapshots().load(6).await.unwrap().unwrap();
     assert!(true_bytes.len() > 256 * 1024, "{} bytes: one chunk only", true_bytes.len());
     let mut forged = Snapshot::decode(&true_bytes).unwrap();
-    let (from, to) =
-        (StateKey::Balance(wallet(1).address(), AssetId::Eth), StateKey::Balance(wallet(2).address(), AssetId::Eth));
+    let (from, to) = (StateKey::Account(wallet(1).address()), StateKey::Account(wallet(2).address()));
     for (key, value) in &mut forged.entries {
         let delta: i128 = if *key == from {
             -1
@@ -143,8 +142,10 @@ async fn a_fast_synced_confirmer_agrees_with_a_from_genesis_confirmer_batch_by_b
         } else {
             continue;
         };
-        let amount = u128::from_le_bytes(value.as_slice().try_into().unwrap());
-        *value = amount.checked_add_signed(delta).unwrap().to_le_bytes().to_vec();
+        let mut entry = bridge::state::AccountEntry::decode(value).unwrap();
+        let (_, amount) = entry.balances.iter_mut().find(|(asset, _)| *asset == AssetId::Eth).unwrap();
+        *amount = bridge::Amount::new(amount.units().checked_add_signed(delta).unwrap());
+        *value = bridge::codec::to_bytes(&entry);
     }
     da.publish_snapshot(6, [9; 32], &forged.encode()).await.unwrap().unwrap();
     arlocal.mine(2).await.unwrap();

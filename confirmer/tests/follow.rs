@@ -7,7 +7,7 @@
 mod common;
 
 use bridge::tx::UserTx;
-use bridge::{Amount, AssetId, SignedBatch, StateKey};
+use bridge::{Amount, SignedBatch, StateKey};
 use chains::da::{DataAvailability, DirDa};
 use common::*;
 use confirmer::alarm::AlarmKind;
@@ -47,7 +47,7 @@ async fn an_honest_history_replays_proves_and_resumes() {
 
         // Proofs of balances check against the root the coordinator signed.
         for n in 0..10 {
-            let proof = confirmer.state().prove(&StateKey::Balance(wallet(n).address(), AssetId::Eth)).unwrap();
+            let proof = confirmer.state().prove(&StateKey::Account(wallet(n).address())).unwrap();
             proof.verify(batches[19].header.post_state_root).unwrap();
             assert!(proof.value.is_some());
         }

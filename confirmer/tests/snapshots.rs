@@ -124,8 +124,7 @@ async fn a_restarted_confirmer_loads_its_newest_snapshot_and_keeps_its_finality_
 async fn forge(store: &ConfirmerStore, number: u64) {
     let snapshots = store.snapshots();
     let mut snapshot = Snapshot::decode(&snapshots.load(number).await.unwrap().unwrap()).unwrap();
-    let (from, to) =
-        (StateKey::Balance(wallet(1).address(), AssetId::Eth), StateKey::Balance(wallet(2).address(), AssetId::Eth));
+    let (from, to) = (StateKey::Account(wallet(1).address()), StateKey::Account(wallet(2).address()));
     for (key, value) in &mut snapshot.entries {
         let delta: i128 = if *key == from {
             -1
@@ -134,8 +133,10 @@ async fn forge(store: &ConfirmerStore, number: u64) {
         } else {
             continue;
         };
-        let amount = u128::from_le_bytes(value.as_slice().try_into().unwrap());
-        *value = amount.checked_add_signed(delta).unwrap().to_le_bytes().to_vec();
+        let mut entry = bridge::state::AccountEntry::decode(value).unwrap();
+        let (_, amount) = entry.balances.iter_mut().find(|(asset, _)| *asset == AssetId::Eth).unwrap();
+        *amount = bridge::Amount::new(amount.units().checked_add_signed(delta).unwrap());
+        *value = bridge::codec::to_bytes(&entry);
     }
     snapshots.replace_bytes(number, &SnapshotMeta::of(&snapshot), &snapshot.encode()).await.unwrap();
 }

@@ -89,7 +89,7 @@ async fn a_confirmer_agrees_with_the_coordinator_on_thousands_of_transfers() {
         let received = if n == 0 { WALLETS } else { n };
         let expected = FUNDS - u128::from(ROUNDS) * u128::from(n + 1) + u128::from(ROUNDS) * u128::from(received);
         assert_eq!(confirmer.state().balance(&wallet(n).address(), &AssetId::Eth).units(), expected, "wallet {n}");
-        let proof = confirmer.state().prove(&StateKey::Balance(wallet(n).address(), AssetId::Eth)).unwrap();
+        let proof = confirmer.state().prove(&StateKey::Account(wallet(n).address())).unwrap();
         proof.verify(last_batch.header.post_state_root).unwrap();
     }
 }

@@ -101,8 +101,7 @@ async fn forge(store: &Store, number: u64) {
     let snapshots = store.snapshots();
     let bytes = snapshots.load(number).await.unwrap().unwrap();
     let mut snapshot = Snapshot::decode(&bytes).unwrap();
-    let (from, to) =
-        (StateKey::Balance(wallet(1).address(), AssetId::Eth), StateKey::Balance(wallet(2).address(), AssetId::Eth));
+    let (from, to) = (StateKey::Account(wallet(1).address()), StateKey::Account(wallet(2).address()));
     for (key, value) in &mut snapshot.entries {
         let delta: i128 = if *key == from {
             -1
@@ -111,8 +110,10 @@ async fn forge(store: &Store, number: u64) {
         } else {
             continue;
         };
-        let amount = u128::from_le_bytes(value.as_slice().try_into().unwrap());
-        *value = amount.checked_add_signed(delta).unwrap().to_le_bytes().to_vec();
+        let mut entry = bridge::state::AccountEntry::decode(value).unwrap();
+        let (_, amount) = entry.balances.iter_mut().find(|(asset, _)| *asset == AssetId::Eth).unwrap();
+        *amount = bridge::Amount::new(amount.units().checked_add_signed(delta).unwrap());
+        *value = bridge::codec::to_bytes(&entry);
     }
     snapshots.replace_bytes(number, &SnapshotMeta::of(&snapshot), &snapshot.encode()).await.unwrap();
 }

@@ -311,6 +311,25 @@ async fn the_explorer_and_a_wallet_work_in_chromium_against_the_devnet() {
     )
     .await;
     assert_eq!(checked, json!(24), "the browser's proof checker, on every proof of the 5 cases");
+    // And its reading of an account entry (nonce and balances in one leaf) against the same
+    // vectors' values; a value one byte short reads as nothing, not as a smaller balance.
+    let read = eval(
+        &page,
+        &format!(
+            "import('/assets/proof.js').then((m) => {{ const v = {vectors}; let n = 0;
+               for (const e of v.cases.find((c) => c.entries.length === 24).entries) {{
+                 if (!e.key.startsWith('Account')) continue;
+                 const i = BigInt(parseInt(e.key_borsh.slice(4, 6), 16));
+                 const d = m.decodeEntry({{ key: e.key_borsh, value: e.value }});
+                 if (!d || d.nonce !== i || d.balances.length !== 1 || d.balances[0].asset !== 'eth:ETH'
+                     || d.balances[0].value !== 1000n * i) return `misread ${{e.key}}`;
+                 if (m.decodeEntry({{ key: e.key_borsh, value: e.value.slice(0, -2) }}) !== null) return `read a cut ${{e.key}}`;
+                 n++; }}
+               return n; }})"
+        ),
+    )
+    .await;
+    assert_eq!(read, json!(12), "the browser's reading of the 12 account entries");
     // Keyboard: the search box takes a batch number and Enter opens it.
     let first = eval(&page, "document.querySelector('[data-testid=batches] tbody tr:last-child a').textContent").await;
     let number = first.as_str().unwrap().trim_start_matches('#').to_owned();

@@ -14,8 +14,8 @@
 //! The rot is chosen on a stream of its own (the seed xor [`SNAPSHOT_STREAM`]), so it leaves
 //! every other choice of a seed's run as it was.
 
-use bridge::state::StateKey;
 use bridge::state::snapshot::Snapshot;
+use bridge::state::{AccountEntry, StateKey};
 use chains::snapshots::{SnapshotMeta, SnapshotPolicy, SnapshotStore};
 
 use crate::checkpoints::CHECKPOINT_EVERY;
@@ -148,14 +148,17 @@ async fn rot(store: &SnapshotStore, number: u64) -> bool {
     store.save(&SnapshotMeta::of(&snapshot), &snapshot.encode(), usize::MAX).await.is_ok()
 }
 
-/// The first account's nonce one higher; false when the snapshot holds no nonce.
+/// The first account with a nonce gets it one higher; false when no account has one.
 fn change_a_nonce(snapshot: &mut Snapshot) -> bool {
-    let Some(value) =
-        snapshot.entries.iter_mut().find_map(|(key, value)| matches!(key, StateKey::Nonce(_)).then_some(value))
-    else {
-        return false;
-    };
-    let Ok(nonce) = <[u8; 8]>::try_from(value.as_slice()) else { return false };
-    *value = u64::from_le_bytes(nonce).wrapping_add(1).to_le_bytes().to_vec();
-    true
+    for (key, value) in &mut snapshot.entries {
+        let StateKey::Account(_) = key else { continue };
+        let Ok(mut entry) = AccountEntry::decode(value) else { continue };
+        if entry.nonce == 0 {
+            continue;
+        }
+        entry.nonce = entry.nonce.wrapping_add(1);
+        *value = bridge::codec::to_bytes(&entry);
+        return true;
+    }
+    false
 }

@@ -113,6 +113,9 @@ pub(super) struct Leaf {
     pub(super) value: Value,
 }
 
+// One cache line per leaf (see `INLINE`).
+const _: () = assert!(std::mem::size_of::<Leaf>() == 64);
+
 /// A subtree as its parent sees it: where it is, and its hash.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) struct Child {
@@ -124,9 +127,10 @@ impl Child {
     pub(super) const EMPTY: Child = Child { node: Ref::EMPTY, hash: PLACEHOLDER };
 }
 
-/// Values this short are held in the leaf itself: a nonce (8 bytes) or a balance (16), so that
-/// nearly every write allocates and frees nothing. 22 bytes fill the boxed form's size.
-const INLINE: usize = 22;
+/// Values this short are held in the leaf itself: an account holding one asset of one byte
+/// (nonce 8, length 4, asset 1, balance 16: 29 bytes), so that nearly every write allocates and
+/// frees nothing. 30 bytes make a leaf (key hash and value) one 64-byte cache line.
+const INLINE: usize = 30;
 
 /// A leaf's value bytes.
 #[derive(Clone, PartialEq, Eq)]

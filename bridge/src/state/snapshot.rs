@@ -12,7 +12,7 @@ use std::io::Read;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use super::{BtcCounters, ChainHead, State, StateKey, Supply};
+use super::{AccountEntry, BtcCounters, ChainHead, State, StateKey, Supply};
 use crate::amount::Amount;
 use crate::asset::AssetId;
 use crate::batch::SignedHeader;
@@ -24,12 +24,13 @@ use crate::network::NetworkParams;
 use crate::rotation::KeyEpoch;
 
 /// The version of the snapshot layout; a reader refuses any other. 2: a `VaultUtxo` carries
-/// the height of the block it came from; 3: the entries include each asset's `DepositHeight`.
-pub const SNAPSHOT_VERSION: u16 = 3;
+/// the height of the block it came from; 3: the entries include each asset's `DepositHeight`;
+/// 4: an account's nonce and balances are one entry (state commitment 2).
+pub const SNAPSHOT_VERSION: u16 = 4;
 /// The first bytes of an encoded snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"BRSS";
 /// The largest decompressed snapshot accepted (4 GiB): 10^7 accounts with two assets each are
-/// about 1.2 GB; a hostile DA copy cannot make a reader allocate more than this.
+/// under 1 GB; a hostile DA copy cannot make a reader allocate more than this.
 pub const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
 const ZSTD_LEVEL: i32 = 1;
 /// The largest zstd window a reader accepts (128 MiB); level 1 uses far less.
@@ -144,9 +145,9 @@ impl State {
         // Every entry in the maps is in the tree once the batch is closed; the counters are the
         // one entry the tree lacks until first written (docs/PROTOCOL.md).
         let mut entries: Vec<(StateKey, Vec<u8>)> = Vec::with_capacity(self.commitment.len());
-        entries.extend(self.nonces.iter().map(|(a, n)| (StateKey::Nonce(*a), n.to_le_bytes().to_vec())));
         entries.extend(
-            self.balances.iter().map(|((a, s), b)| (StateKey::Balance(*a, *s), b.units().to_le_bytes().to_vec())),
+            self.accounts()
+                .filter_map(|a| self.account_value(&a).map(|value| (StateKey::Account(a), value.as_bytes().to_vec()))),
         );
         entries.extend(self.credited.iter().map(|r| (StateKey::Deposit(*r), vec![1])));
         entries.extend(self.vault_utxos.iter().map(|(o, u)| (StateKey::VaultUtxo(*o), to_bytes(u))));
@@ -246,16 +247,17 @@ impl State {
     fn put_entry(&mut self, key: &StateKey, value: &[u8]) -> Result<(), SnapshotError> {
         let fail = |reason: String| bad_entry(key, &reason);
         match key {
-            StateKey::Nonce(account) => {
-                let bytes = <[u8; 8]>::try_from(value).map_err(|_| fail("a nonce is 8 bytes".into()))?;
-                self.nonces.insert(*account, u64::from_le_bytes(bytes));
-            }
-            StateKey::Balance(account, asset) => {
-                let bytes = <[u8; 16]>::try_from(value).map_err(|_| fail("a balance is 16 bytes".into()))?;
-                if self.params.asset(asset).is_none() {
+            StateKey::Account(account) => {
+                let entry = AccountEntry::decode(value).map_err(|e| fail(e.to_string()))?;
+                if entry.balances.iter().any(|(asset, _)| self.params.asset(asset).is_none()) {
                     return Err(fail("the network has no such asset".into()));
                 }
-                self.balances.insert((*account, *asset), Amount::new(u128::from_le_bytes(bytes)));
+                if entry.nonce != 0 {
+                    self.nonces.insert(*account, entry.nonce);
+                }
+                for (asset, amount) in entry.balances {
+                    self.balances.insert((*account, asset), amount);
+                }
             }
             StateKey::Deposit(l1_ref) => {
                 if value != [1] {

@@ -1,7 +1,9 @@
-//! The undo journal: a rollback restores the dirty set with everything else.
+//! The undo journal (a rollback restores the dirty set with everything else), and the account
+//! leaf's encoding.
 #![allow(clippy::unwrap_used)]
 
-use super::{Changes, State, StateKey};
+use super::{AccountEntry, Changes, State, StateKey};
+use crate::codec::to_bytes;
 use crate::{Address, Amount, AssetConfig, AssetId, BtcNetwork, NetworkParams};
 
 fn params() -> NetworkParams {
@@ -46,7 +48,7 @@ fn a_rollback_takes_back_the_keys_it_made_dirty_and_only_those() {
     let untouched = state.fingerprint();
     state.begin();
     state.write(credit(&state, alice, 5));
-    assert!(state.dirty.contains(&StateKey::Balance(alice, AssetId::Eth)));
+    assert!(state.dirty.contains(&StateKey::Account(alice)));
     state.rollback();
     assert!(state.dirty.is_empty(), "a refused batch leaves no dirty key: {:?}", state.dirty);
     assert_eq!(state.fingerprint(), untouched);
@@ -59,7 +61,7 @@ fn a_rollback_takes_back_the_keys_it_made_dirty_and_only_those() {
     state.rollback();
     assert_eq!(
         state.dirty.iter().copied().collect::<Vec<_>>(),
-        vec![StateKey::Balance(alice, AssetId::Eth), StateKey::DepositHeight(AssetId::Eth)]
+        vec![StateKey::DepositHeight(AssetId::Eth), StateKey::Account(alice)]
     );
     assert_eq!(state.balance(&alice, &AssetId::Eth), Amount(5));
 }
@@ -81,4 +83,40 @@ fn the_deposit_height_is_the_highest_block_a_credited_deposit_names() {
     assert!(state.dirty.contains(&StateKey::DepositHeight(AssetId::Eth)));
     state.rollback();
     assert_eq!(state.deposit_height(&AssetId::Eth), 120);
+}
+
+/// An account's leaf value, built on the stack or spilled to the heap, is the borsh of its
+/// entry; every account with a nonce or a balance is listed once, in address order.
+#[test]
+fn an_account_leaf_is_the_borsh_of_its_entry() {
+    let (alice, bob, carol) = (Address([0xa1; 20]), Address([0x0b; 20]), Address([0xca; 20]));
+    let token = AssetId::Erc20(Address([7; 20]));
+    let mut state = State::genesis(params());
+    assert!(state.account_value(&alice).is_none() && state.account_entry(&alice).is_none());
+    let credit = |account: Address, asset: AssetId, amount: u128| Changes {
+        balances: vec![(account, asset, Amount(amount))],
+        deposited: Some((asset, Amount(amount), 0)),
+        ..Changes::default()
+    };
+    let leaf_is_entry = |state: &State, account: &Address| {
+        let entry = state.account_entry(account).unwrap();
+        assert_eq!(state.account_value(account).unwrap().as_bytes(), to_bytes(&entry).as_slice(), "{entry:?}");
+        entry
+    };
+    // Ether (29 bytes), then a token (66: spilled), then bitcoin (83: appended to the spill).
+    for (asset, amount) in [(AssetId::Eth, 5), (token, 6), (AssetId::Btc, 7)] {
+        state.write(credit(alice, asset, amount));
+        assert_eq!(leaf_is_entry(&state, &alice).balance(&asset), Amount(amount));
+    }
+    // Ether and bitcoin fill the stack buffer exactly (46 bytes).
+    state.write(credit(carol, AssetId::Eth, 1));
+    state.write(credit(carol, AssetId::Btc, u128::MAX - 7));
+    assert_eq!(state.account_value(&carol).unwrap().as_bytes().len(), 46);
+    leaf_is_entry(&state, &carol);
+    // A nonce and no balance.
+    state.write(Changes { nonce: Some((bob, 1)), ..Changes::default() });
+    assert_eq!(leaf_is_entry(&state, &bob), AccountEntry { nonce: 1, balances: vec![] });
+    state.write(Changes { nonce: Some((alice, 1)), ..Changes::default() });
+    assert_eq!(leaf_is_entry(&state, &alice).nonce, 1);
+    assert_eq!(state.accounts().collect::<Vec<_>>(), vec![bob, alice, carol]);
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bridge::batch::replay;
+use bridge::state::AccountEntry;
 use bridge::state::snapshot::SupplyTotals;
 use bridge::{Amount, AssetId, SignedBatch, Snapshot, State, StateKey};
 
@@ -147,14 +148,16 @@ impl Evidence {
 /// forger could set `deposited` near 2^128 and make an honest deposit "overflow". These are at
 /// most the true totals (deposited ≥ liabilities, withdrawn ≥ 0), and the rules only ever ask
 /// whether a total can grow, so every batch that replays from the true totals replays from these.
-/// A balance that is not 16 bytes is left to [`State::restore`], which refuses it.
+/// An account entry that does not decode is left to [`State::restore`], which refuses it.
 fn least_supplies(entries: &[(StateKey, Vec<u8>)]) -> Vec<SupplyTotals> {
     let mut liabilities: BTreeMap<AssetId, Option<Amount>> = BTreeMap::new();
     for (key, value) in entries {
-        let StateKey::Balance(_, asset) = key else { continue };
-        let Ok(bytes) = <[u8; 16]>::try_from(value.as_slice()) else { continue };
-        let sum = liabilities.entry(*asset).or_insert(Some(Amount::ZERO));
-        *sum = sum.and_then(|s| s.checked_add(Amount::new(u128::from_le_bytes(bytes))));
+        let StateKey::Account(_) = key else { continue };
+        let Ok(account) = AccountEntry::decode(value) else { continue };
+        for (asset, amount) in account.balances {
+            let sum = liabilities.entry(asset).or_insert(Some(Amount::ZERO));
+            *sum = sum.and_then(|s| s.checked_add(amount));
+        }
     }
     liabilities
         .into_iter()

@@ -104,7 +104,7 @@ export async function tx(view, hash, isCurrent) {
 }
 
 /**
- * An account: its balances as its proofs say, each proof checked here against the state root of
+ * An account: its nonce and balances as its proof says, the proof checked here against the state root of
  * the batch the confirmer answered for, and that root against the batch's header.
  */
 export async function account(view, address) {
@@ -120,19 +120,19 @@ export async function account(view, address) {
   const allOk = rootMatches && results.every((r) => r.ok);
   const entries = a.proofs.map(decodeEntry);
   const own = address.toLowerCase();
-  const mine = entries.every((e) => e && e.account === own);
-  const balances = entries.filter((e) => e && e.kind === "balance" && e.value > 0n);
-  const nonce = entries.find((e) => e && e.kind === "nonce");
+  const mine = entries.length > 0 && entries.every((e) => e && e.account === own);
+  const balances = entries.flatMap((e) => (e ? e.balances : [])).filter((b) => b.value > 0n);
+  const nonce = entries.find((e) => e !== null);
   const hardFinal = a.batch > 0 && a.batch <= status.hard_final;
   let verdict;
   if (!allOk || !mine) {
     const why = !rootMatches ? "the state root is not the batch header's"
-      : !mine ? "a proof is about another account"
+      : !mine ? "a proof is about another account, or is missing"
       : results.find((r) => !r.ok).reason;
     verdict = el("p", { class: "proof-bad", "data-testid": "proof-verdict" }, `✗ The proofs do NOT check: ${why}. Do not rely on these balances.`);
   } else {
     verdict = el("p", { class: "proof-ok", "data-testid": "proof-verdict" },
-      `✓ ${results.length} proofs checked in this browser against the state root of batch ${a.batch}`,
+      `✓ ${results.length} proof${results.length === 1 ? "" : "s"} checked in this browser against the state root of batch ${a.batch}`,
       hardFinal ? " (hard-final)." : ` (replayed, not yet hard-final: hard-final is batch ${status.hard_final}).`);
   }
   view.replaceChildren(
@@ -140,7 +140,7 @@ export async function account(view, address) {
     el("p", { class: "mono" }, a.address),
     verdict,
     el("p", { class: "mono" }, `state root ${root}`),
-    el("p", {}, `Next nonce: ${nonce ? nonce.value : 0n}`),
+    el("p", {}, `Next nonce: ${nonce ? nonce.nonce : 0n}`),
     balances.length === 0 ? el("p", {}, "No balance.") : el("div", { class: "table-wrap" }, el("table", { "data-testid": "balances" },
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Asset"), el("th", { scope: "col" }, "Balance (base units)"))),
       el("tbody", {}, balances.map((b) => el("tr", {}, el("td", { class: "mono" }, b.asset), el("td", {}, b.value.toString())))))));

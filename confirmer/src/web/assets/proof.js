@@ -107,27 +107,38 @@ function littleEndian(bytes) {
   return n;
 }
 
+/** Reads borsh(AssetId) at `at`: `[asset, next]`, or null if it is no asset. */
+function readAsset(bytes, at) {
+  if (bytes[at] === 0) return ["eth:ETH", at + 1];
+  if (bytes[at] === 1 && at + 21 <= bytes.length) return [`eth:${bytesToHex(bytes.slice(at + 1, at + 21))}`, at + 21];
+  if (bytes[at] === 2) return ["btc:BTC", at + 1];
+  return null;
+}
+
 /**
- * What a proved entry of an account says, read from its key and value bytes alone:
- * `{kind: "nonce", account, value}` or `{kind: "balance", account, asset, value}` (BigInt), or
- * null for another kind of entry. The asset's token address is lowercase hex.
+ * What a proved account entry says, read from its key and value bytes alone (state commitment 2:
+ * key `9 ‖ address`, value borsh `{nonce: u64, balances: Vec<(AssetId, u128)>}`):
+ * `{kind: "account", account, nonce, balances: [{asset, value}]}` (BigInts; an exclusion proof
+ * reads as nonce 0 and no balance), or null for another kind of entry or a value that does not
+ * decode. The asset's token address is lowercase hex.
  */
 export function decodeEntry(stateProof) {
   const key = hexToBytes(stateProof.key);
-  const value = stateProof.value === null ? null : hexToBytes(stateProof.value);
+  if (key.length !== 21 || key[0] !== 9) return null;
   const account = bytesToHex(key.slice(1, 21));
-  if (key[0] === 0 && key.length === 21) {
-    if (value !== null && value.length !== 8) return null;
-    return { kind: "nonce", account, value: value === null ? 0n : littleEndian(value) };
+  if (stateProof.value === null) return { kind: "account", account, nonce: 0n, balances: [] };
+  const value = hexToBytes(stateProof.value);
+  if (value.length < 12) return null;
+  const nonce = littleEndian(value.slice(0, 8));
+  const count = Number(littleEndian(value.slice(8, 12)));
+  const balances = [];
+  let at = 12;
+  for (let i = 0; i < count; i++) {
+    const asset = at < value.length ? readAsset(value, at) : null;
+    if (asset === null || asset[1] + 16 > value.length) return null;
+    balances.push({ asset: asset[0], value: littleEndian(value.slice(asset[1], asset[1] + 16)) });
+    at = asset[1] + 16;
   }
-  if (key[0] === 1 && key.length >= 22) {
-    let asset;
-    if (key[21] === 0 && key.length === 22) asset = "eth:ETH";
-    else if (key[21] === 1 && key.length === 42) asset = `eth:${bytesToHex(key.slice(22, 42))}`;
-    else if (key[21] === 2 && key.length === 22) asset = "btc:BTC";
-    else return null;
-    if (value !== null && value.length !== 16) return null;
-    return { kind: "balance", account, asset, value: value === null ? 0n : littleEndian(value) };
-  }
-  return null;
+  if (at !== value.length) return null;
+  return { kind: "account", account, nonce, balances };
 }

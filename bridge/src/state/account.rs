@@ -1,0 +1,195 @@
+//! One account's leaf of the state tree: its nonce and every balance it holds, in one entry
+//! (`StateKey::Account`, state commitment 2). A transfer writes two leaves (the sender's and the
+//! recipient's) instead of three (a nonce and two balances), which is what keeps the state root
+//! within its share of the transaction budget at 10^6 accounts (issue 23); an account's whole
+//! state is also one proof.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+
+use super::State;
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::asset::AssetId;
+use crate::codec::{CodecError, from_bytes};
+use crate::commitment::Value;
+
+/// The value of `StateKey::Account(a)`: `borsh(AccountEntry)`.
+#[derive(Clone, PartialEq, Eq, Debug, Default, BorshSerialize, BorshDeserialize)]
+pub struct AccountEntry {
+    /// The nonce the account's next transaction must carry; 0 for an account that only received.
+    pub nonce: u64,
+    /// Every balance the account has held, in strictly increasing asset order; a balance spent
+    /// to zero stays listed (docs/PROTOCOL.md, Which entries exist).
+    pub balances: Vec<(AssetId, Amount)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountEntryError {
+    #[error("an account entry does not decode: {0}")]
+    Decode(#[from] CodecError),
+    #[error("an account entry's balances are not in strictly increasing asset order")]
+    Order,
+    #[error("an account entry with nonce 0 and no balance is never written (the account is absent)")]
+    Empty,
+}
+
+impl AccountEntry {
+    /// Decodes a leaf's value strictly: canonical borsh, assets in order, not empty. Which
+    /// assets a network lists is the caller's check.
+    pub fn decode(bytes: &[u8]) -> Result<AccountEntry, AccountEntryError> {
+        let entry: AccountEntry = from_bytes(bytes)?;
+        if entry.balances.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
+            return Err(AccountEntryError::Order);
+        }
+        if entry.nonce == 0 && entry.balances.is_empty() {
+            return Err(AccountEntryError::Empty);
+        }
+        Ok(entry)
+    }
+
+    /// The balance of `asset` the entry lists, zero if it lists none.
+    pub fn balance(&self, asset: &AssetId) -> Amount {
+        self.balances.iter().find(|(a, _)| a == asset).map(|(_, amount)| *amount).unwrap_or_default()
+    }
+}
+
+/// The most bytes an account's value takes without allocating: nonce, length, and two assets of
+/// one byte each with their balances (ether and bitcoin).
+const STACK_VALUE: usize = 8 + 4 + 2 * (1 + 16);
+
+impl State {
+    /// The account's leaf value as the tree holds it, or `None` if the account has neither a
+    /// nonce nor a balance. Encoded by hand on the stack for the common shapes: this runs once
+    /// per written account in every seal.
+    pub(super) fn account_value(&self, account: &Address) -> Option<Value> {
+        let nonce = self.nonce(account);
+        let mut balances = self.balances_of(account).peekable();
+        if nonce == 0 && balances.peek().is_none() {
+            return None;
+        }
+        let mut buffer = [0u8; STACK_VALUE];
+        let mut len = 12;
+        let mut count: u32 = 0;
+        let mut spilled: Option<Vec<u8>> = None;
+        for (asset, amount) in balances {
+            count += 1;
+            let mut item = [0u8; 1 + 20 + 16];
+            let item_len = encode_balance(&asset, amount, &mut item);
+            match &mut spilled {
+                Some(bytes) => bytes.extend_from_slice(&item[..item_len]),
+                None if len + item_len <= STACK_VALUE => {
+                    buffer[len..len + item_len].copy_from_slice(&item[..item_len]);
+                    len += item_len;
+                }
+                None => {
+                    let mut bytes = buffer[..len].to_vec();
+                    bytes.extend_from_slice(&item[..item_len]);
+                    spilled = Some(bytes);
+                }
+            }
+        }
+        let head = |bytes: &mut [u8]| {
+            bytes[..8].copy_from_slice(&nonce.to_le_bytes());
+            bytes[8..12].copy_from_slice(&count.to_le_bytes());
+        };
+        Some(match spilled {
+            Some(mut bytes) => {
+                head(&mut bytes);
+                Value::from(bytes)
+            }
+            None => {
+                head(&mut buffer);
+                Value::from_slice(&buffer[..len])
+            }
+        })
+    }
+
+    /// The account's entry as the tree would hold it (see [`State::account_value`]).
+    pub fn account_entry(&self, account: &Address) -> Option<AccountEntry> {
+        let nonce = self.nonce(account);
+        let balances: Vec<(AssetId, Amount)> = self.balances_of(account).collect();
+        (nonce != 0 || !balances.is_empty()).then_some(AccountEntry { nonce, balances })
+    }
+
+    /// Every account with an entry, in address order: those with a nonce and those with a
+    /// balance, each once.
+    pub(super) fn accounts(&self) -> impl Iterator<Item = Address> + '_ {
+        let mut nonces = self.nonces.keys().copied().peekable();
+        let mut holders = self.balances.keys().map(|(a, _)| *a).peekable();
+        std::iter::from_fn(move || {
+            let next = match (nonces.peek(), holders.peek()) {
+                (None, None) => return None,
+                (Some(n), Some(h)) => *n.min(h),
+                (Some(n), None) => *n,
+                (None, Some(h)) => *h,
+            };
+            while nonces.next_if_eq(&next).is_some() {}
+            while holders.next_if_eq(&next).is_some() {}
+            Some(next)
+        })
+    }
+}
+
+/// `borsh((asset, amount))` into `out`; returns its length.
+fn encode_balance(asset: &AssetId, amount: Amount, out: &mut [u8; 1 + 20 + 16]) -> usize {
+    let len = match asset {
+        AssetId::Eth => {
+            out[0] = 0;
+            1
+        }
+        AssetId::Erc20(token) => {
+            out[0] = 1;
+            out[1..21].copy_from_slice(&token.0);
+            21
+        }
+        AssetId::Btc => {
+            out[0] = 2;
+            1
+        }
+    };
+    out[len..len + 16].copy_from_slice(&amount.units().to_le_bytes());
+    len + 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::to_bytes;
+
+    #[test]
+    fn the_hand_encoding_is_borsh() {
+        let token = AssetId::Erc20(Address([7; 20]));
+        for balances in [
+            vec![],
+            vec![(AssetId::Eth, Amount::new(5))],
+            vec![(AssetId::Eth, Amount::new(u128::MAX)), (AssetId::Btc, Amount::ZERO)],
+            vec![(AssetId::Eth, Amount::new(1)), (token, Amount::new(2)), (AssetId::Btc, Amount::new(3))],
+        ] {
+            let entry = AccountEntry { nonce: 9, balances };
+            let mut out = Vec::new();
+            out.extend_from_slice(&entry.nonce.to_le_bytes());
+            out.extend_from_slice(&(entry.balances.len() as u32).to_le_bytes());
+            for (asset, amount) in &entry.balances {
+                let mut item = [0u8; 37];
+                let len = encode_balance(asset, *amount, &mut item);
+                out.extend_from_slice(&item[..len]);
+            }
+            assert_eq!(out, to_bytes(&entry));
+            assert_eq!(AccountEntry::decode(&out), Ok(entry));
+        }
+    }
+
+    #[test]
+    fn decoding_refuses_what_is_never_written() {
+        let unordered =
+            AccountEntry { nonce: 1, balances: vec![(AssetId::Btc, Amount::new(1)), (AssetId::Eth, Amount::new(1))] };
+        assert_eq!(AccountEntry::decode(&to_bytes(&unordered)), Err(AccountEntryError::Order));
+        let twice =
+            AccountEntry { nonce: 1, balances: vec![(AssetId::Eth, Amount::new(1)), (AssetId::Eth, Amount::new(2))] };
+        assert_eq!(AccountEntry::decode(&to_bytes(&twice)), Err(AccountEntryError::Order));
+        assert_eq!(AccountEntry::decode(&to_bytes(&AccountEntry::default())), Err(AccountEntryError::Empty));
+        let mut trailing = to_bytes(&AccountEntry { nonce: 1, balances: vec![] });
+        trailing.push(0);
+        assert!(matches!(AccountEntry::decode(&trailing), Err(AccountEntryError::Decode(_))));
+    }
+}
