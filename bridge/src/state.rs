@@ -12,7 +12,7 @@ use crate::asset::AssetId;
 use crate::btc_payout::PayoutPlan;
 use crate::btc_vault::{OutPoint, QueuedWithdrawal, VaultUtxo};
 use crate::codec::to_bytes;
-use crate::commitment::{Commitment, CommitmentError, PendingRoot, StateProof, Value, key_hash};
+use crate::commitment::{Commitment, CommitmentError, KeyHash, PendingRoot, StateProof, Value, key_hash};
 use crate::eip712::Domain;
 use crate::network::NetworkParams;
 use crate::rotation::KeyEpoch;
@@ -47,6 +47,22 @@ pub enum StateKey {
     GroupKey(u64) = 7,
     /// Value: the highest L1 block a credited deposit of this asset names, `u64` little-endian.
     DepositHeight(AssetId) = 8,
+}
+
+impl StateKey {
+    /// The key's path in the tree, `SHA256(borsh(key))`; an account's key (nearly every write)
+    /// is laid out on the stack instead of in an allocation.
+    pub fn path(&self) -> KeyHash {
+        match self {
+            StateKey::Account(account) => {
+                let mut bytes = [0u8; 21];
+                bytes[0] = 9;
+                bytes[1..].copy_from_slice(&account.0);
+                key_hash(&bytes)
+            }
+            other => key_hash(&to_bytes(other)),
+        }
+    }
 }
 
 /// The sequence numbers of the Bitcoin queue and of payout plans; both start at 1.
@@ -87,7 +103,7 @@ pub struct ChainHead {
 #[derive(Clone, Debug)]
 enum Undo {
     Balance(Address, AssetId, Option<Amount>),
-    Nonce(Address, Option<u64>),
+    Nonce(Address, u64),
     Credited(L1Ref),
     Supply(AssetId, Option<Supply>),
     Utxo(OutPoint, Option<VaultUtxo>),
@@ -128,8 +144,9 @@ pub struct State {
     params: NetworkParams,
     domain: Domain,
     genesis: [u8; 32],
-    balances: BTreeMap<(Address, AssetId), Amount>,
-    nonces: BTreeMap<Address, u64>,
+    /// Each account's nonce and balances, as its leaf holds them: one lookup reads or writes
+    /// both (a transfer's sender needs both, and the seal encodes both).
+    accounts: BTreeMap<Address, AccountEntry>,
     credited: BTreeSet<L1Ref>,
     supply: BTreeMap<AssetId, Supply>,
     vault_utxos: BTreeMap<OutPoint, VaultUtxo>,
@@ -158,8 +175,7 @@ impl State {
             domain: Domain::new(&params),
             params,
             genesis,
-            balances: BTreeMap::new(),
-            nonces: BTreeMap::new(),
+            accounts: BTreeMap::new(),
             credited: BTreeSet::new(),
             supply: BTreeMap::new(),
             vault_utxos: BTreeMap::new(),
@@ -199,21 +215,17 @@ impl State {
     }
 
     pub fn balance(&self, account: &Address, asset: &AssetId) -> Amount {
-        self.balances.get(&(*account, *asset)).copied().unwrap_or_default()
+        self.accounts.get(account).map_or(Amount::ZERO, |entry| entry.balance(asset))
     }
 
     /// Every asset `account` has ever held, in asset order.
     pub fn balances_of(&self, account: &Address) -> impl Iterator<Item = (AssetId, Amount)> + '_ {
-        let account = *account;
-        self.balances
-            .range((account, AssetId::Eth)..)
-            .take_while(move |((a, _), _)| *a == account)
-            .map(|((_, asset), amount)| (*asset, *amount))
+        self.accounts.get(account).into_iter().flat_map(|entry| entry.balances.iter().copied())
     }
 
     /// The nonce the account's next transaction must carry.
     pub fn nonce(&self, account: &Address) -> u64 {
-        self.nonces.get(account).copied().unwrap_or(0)
+        self.accounts.get(account).map_or(0, |entry| entry.nonce)
     }
 
     pub fn is_credited(&self, l1_ref: &L1Ref) -> bool {
@@ -293,8 +305,9 @@ impl State {
     pub fn committed_entries(&self) -> Vec<(StateKey, Vec<u8>)> {
         assert!(self.dirty.is_empty(), "entries are listed between batches only");
         let keys = self
-            .accounts()
-            .map(StateKey::Account)
+            .accounts
+            .keys()
+            .map(|a| StateKey::Account(*a))
             .chain(self.credited.iter().map(|r| StateKey::Deposit(*r)))
             .chain(self.vault_utxos.keys().map(|o| StateKey::VaultUtxo(*o)))
             .chain(self.btc_queue.keys().map(|q| StateKey::BtcQueued(*q)))
@@ -303,7 +316,7 @@ impl State {
             .chain(self.key_epochs.keys().map(|e| StateKey::GroupKey(*e)))
             .chain(self.deposit_heights.keys().map(|a| StateKey::DepositHeight(*a)));
         let mut entries: Vec<(StateKey, Vec<u8>)> = keys
-            .filter(|key| self.commitment.contains(key_hash(&to_bytes(key))))
+            .filter(|key| self.commitment.contains(key.path()))
             .filter_map(|key| self.entry_value(&key).map(|value| (key, value.as_bytes().to_vec())))
             .collect();
         entries.sort_by_key(|a| a.0);
@@ -314,14 +327,14 @@ impl State {
     /// here can fail for a reason of input; only a broken invariant stops it.
     pub(crate) fn write(&mut self, changes: Changes) {
         for (account, asset, amount) in changes.balances {
-            let old = self.balances.insert((account, asset), amount);
+            let old = self.accounts.entry(account).or_default().set_balance(asset, amount);
             self.record(Undo::Balance(account, asset, old));
             self.mark_dirty(StateKey::Account(account));
             self.adjust_liabilities(asset, old.unwrap_or_default(), amount);
         }
         if let Some((account, nonce)) = changes.nonce {
-            let old = self.nonces.insert(account, nonce);
-            assert_eq!(old.unwrap_or(0) + 1, nonce, "nonces advance by one");
+            let old = std::mem::replace(&mut self.accounts.entry(account).or_default().nonce, nonce);
+            assert_eq!(old + 1, nonce, "nonces advance by one");
             self.record(Undo::Nonce(account, old));
             self.mark_dirty(StateKey::Account(account));
         }
@@ -478,8 +491,13 @@ impl State {
         };
         for undo in journal.into_iter().rev() {
             match undo {
-                Undo::Balance(account, asset, old) => restore(&mut self.balances, (account, asset), old),
-                Undo::Nonce(account, old) => restore(&mut self.nonces, account, old),
+                Undo::Balance(account, asset, old) => self.restore_account(account, |entry| match old {
+                    Some(amount) => {
+                        entry.set_balance(asset, amount);
+                    }
+                    None => entry.remove_balance(&asset),
+                }),
+                Undo::Nonce(account, old) => self.restore_account(account, |entry| entry.nonce = old),
                 Undo::Credited(l1_ref) => {
                     self.credited.remove(&l1_ref);
                 }
@@ -508,7 +526,7 @@ impl State {
         let writes = dirty
             .par_iter()
             .filter_map(|key| {
-                let hash = key_hash(&to_bytes(*key));
+                let hash = key.path();
                 match self.entry_value(key) {
                     Some(value) => Some((hash, Some(value))),
                     // Written and then rolled back before it ever reached the tree: nothing to do.
@@ -549,11 +567,8 @@ impl State {
     /// nothing. It covers the uncommitted entries too, unlike the state root.
     pub fn fingerprint(&self) -> [u8; 32] {
         let mut bytes = Vec::new();
-        for ((account, asset), amount) in &self.balances {
-            bytes.extend(to_bytes(&(account, asset, amount)));
-        }
-        for (account, nonce) in &self.nonces {
-            bytes.extend(to_bytes(&(account, nonce)));
+        for (account, entry) in &self.accounts {
+            bytes.extend(to_bytes(&(account, entry)));
         }
         for l1_ref in &self.credited {
             bytes.extend(to_bytes(l1_ref));
@@ -580,6 +595,18 @@ impl State {
         bytes.extend(self.state_root());
         bytes.extend(to_bytes(&(self.head.next_number, self.head.last_hash, self.head.last_timestamp, self.open_txs)));
         crate::hashing::sha256(bytes)
+    }
+}
+
+impl State {
+    /// Undoes one write to an account; an account left with nonce 0 and no balance had no
+    /// entry before, and has none again.
+    fn restore_account(&mut self, account: Address, undo: impl FnOnce(&mut AccountEntry)) {
+        let entry = self.accounts.get_mut(&account).expect_invariant("an undone write's account exists");
+        undo(entry);
+        if entry.is_empty() {
+            self.accounts.remove(&account);
+        }
     }
 }
 

@@ -49,7 +49,10 @@ impl AccountEntry {
 
     /// The balance of `asset` the entry lists, zero if it lists none.
     pub fn balance(&self, asset: &AssetId) -> Amount {
-        self.balances.iter().find(|(a, _)| a == asset).map(|(_, amount)| *amount).unwrap_or_default()
+        match self.balances.binary_search_by(|(a, _)| a.cmp(asset)) {
+            Ok(i) => self.balances[i].1,
+            Err(_) => Amount::ZERO,
+        }
     }
 }
 
@@ -57,24 +60,19 @@ impl AccountEntry {
 /// one byte each with their balances (ether and bitcoin).
 const STACK_VALUE: usize = 8 + 4 + 2 * (1 + 16);
 
-impl State {
-    /// The account's leaf value as the tree holds it, or `None` if the account has neither a
-    /// nonce nor a balance. Encoded by hand on the stack for the common shapes: this runs once
-    /// per written account in every seal.
-    pub(super) fn account_value(&self, account: &Address) -> Option<Value> {
-        let nonce = self.nonce(account);
-        let mut balances = self.balances_of(account).peekable();
-        if nonce == 0 && balances.peek().is_none() {
-            return None;
-        }
+impl AccountEntry {
+    /// The leaf value, `borsh(self)`, encoded by hand on the stack for the common shapes: this
+    /// runs once per written account in every seal.
+    pub(super) fn leaf_value(&self) -> Value {
         let mut buffer = [0u8; STACK_VALUE];
+        buffer[..8].copy_from_slice(&self.nonce.to_le_bytes());
+        // A network lists a handful of assets; `State::write` asserts far fewer than 2^32.
+        buffer[8..12].copy_from_slice(&(self.balances.len() as u32).to_le_bytes());
         let mut len = 12;
-        let mut count: u32 = 0;
         let mut spilled: Option<Vec<u8>> = None;
-        for (asset, amount) in balances {
-            count += 1;
+        for (asset, amount) in &self.balances {
             let mut item = [0u8; 1 + 20 + 16];
-            let item_len = encode_balance(&asset, amount, &mut item);
+            let item_len = encode_balance(asset, *amount, &mut item);
             match &mut spilled {
                 Some(bytes) => bytes.extend_from_slice(&item[..item_len]),
                 None if len + item_len <= STACK_VALUE => {
@@ -88,45 +86,46 @@ impl State {
                 }
             }
         }
-        let head = |bytes: &mut [u8]| {
-            bytes[..8].copy_from_slice(&nonce.to_le_bytes());
-            bytes[8..12].copy_from_slice(&count.to_le_bytes());
-        };
-        Some(match spilled {
-            Some(mut bytes) => {
-                head(&mut bytes);
-                Value::from(bytes)
-            }
-            None => {
-                head(&mut buffer);
-                Value::from_slice(&buffer[..len])
-            }
-        })
+        match spilled {
+            Some(bytes) => Value::from(bytes),
+            None => Value::from_slice(&buffer[..len]),
+        }
     }
 
-    /// The account's entry as the tree would hold it (see [`State::account_value`]).
+    /// Sets `asset`'s balance, keeping the assets in order; returns the balance it replaced.
+    pub(super) fn set_balance(&mut self, asset: AssetId, amount: Amount) -> Option<Amount> {
+        match self.balances.binary_search_by(|(a, _)| a.cmp(&asset)) {
+            Ok(i) => Some(std::mem::replace(&mut self.balances[i].1, amount)),
+            Err(i) => {
+                self.balances.insert(i, (asset, amount));
+                None
+            }
+        }
+    }
+
+    /// Takes `asset` off the list (a rollback of its first credit).
+    pub(super) fn remove_balance(&mut self, asset: &AssetId) {
+        if let Ok(i) = self.balances.binary_search_by(|(a, _)| a.cmp(asset)) {
+            self.balances.remove(i);
+        }
+    }
+
+    /// Nonce 0 and no balance: the account has no entry.
+    pub(super) fn is_empty(&self) -> bool {
+        self.nonce == 0 && self.balances.is_empty()
+    }
+}
+
+impl State {
+    /// The account's leaf value as the tree holds it, or `None` if it has no entry.
+    pub(super) fn account_value(&self, account: &Address) -> Option<Value> {
+        self.accounts.get(account).map(AccountEntry::leaf_value)
+    }
+
+    /// The account's entry as the tree holds it (its nonce and every balance it has held), or
+    /// `None` if it has neither a nonce nor a balance.
     pub fn account_entry(&self, account: &Address) -> Option<AccountEntry> {
-        let nonce = self.nonce(account);
-        let balances: Vec<(AssetId, Amount)> = self.balances_of(account).collect();
-        (nonce != 0 || !balances.is_empty()).then_some(AccountEntry { nonce, balances })
-    }
-
-    /// Every account with an entry, in address order: those with a nonce and those with a
-    /// balance, each once.
-    pub(super) fn accounts(&self) -> impl Iterator<Item = Address> + '_ {
-        let mut nonces = self.nonces.keys().copied().peekable();
-        let mut holders = self.balances.keys().map(|(a, _)| *a).peekable();
-        std::iter::from_fn(move || {
-            let next = match (nonces.peek(), holders.peek()) {
-                (None, None) => return None,
-                (Some(n), Some(h)) => *n.min(h),
-                (Some(n), None) => *n,
-                (None, Some(h)) => *h,
-            };
-            while nonces.next_if_eq(&next).is_some() {}
-            while holders.next_if_eq(&next).is_some() {}
-            Some(next)
-        })
+        self.accounts.get(account).cloned()
     }
 }
 

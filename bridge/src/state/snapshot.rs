@@ -19,7 +19,7 @@ use crate::batch::SignedHeader;
 use crate::btc_payout::PayoutPlan;
 use crate::btc_vault::{QueuedWithdrawal, VaultUtxo};
 use crate::codec::{from_bytes, to_bytes};
-use crate::commitment::{Commitment, key_hash};
+use crate::commitment::Commitment;
 use crate::network::NetworkParams;
 use crate::rotation::KeyEpoch;
 
@@ -145,10 +145,7 @@ impl State {
         // Every entry in the maps is in the tree once the batch is closed; the counters are the
         // one entry the tree lacks until first written (docs/PROTOCOL.md).
         let mut entries: Vec<(StateKey, Vec<u8>)> = Vec::with_capacity(self.commitment.len());
-        entries.extend(
-            self.accounts()
-                .filter_map(|a| self.account_value(&a).map(|value| (StateKey::Account(a), value.as_bytes().to_vec()))),
-        );
+        entries.extend(self.accounts.iter().map(|(a, entry)| (StateKey::Account(*a), to_bytes(entry))));
         entries.extend(self.credited.iter().map(|r| (StateKey::Deposit(*r), vec![1])));
         entries.extend(self.vault_utxos.iter().map(|(o, u)| (StateKey::VaultUtxo(*o), to_bytes(u))));
         entries.extend(self.btc_queue.iter().map(|(q, w)| (StateKey::BtcQueued(*q), to_bytes(w))));
@@ -156,7 +153,7 @@ impl State {
         entries.extend(self.key_epochs.iter().map(|(e, key)| (StateKey::GroupKey(*e), to_bytes(key))));
         entries
             .extend(self.deposit_heights.iter().map(|(a, h)| (StateKey::DepositHeight(*a), h.to_le_bytes().to_vec())));
-        if self.commitment.contains(key_hash(&to_bytes(&StateKey::BtcCounters))) {
+        if self.commitment.contains(StateKey::BtcCounters.path()) {
             entries.push((StateKey::BtcCounters, to_bytes(&self.btc_counters)));
         }
         entries.sort_unstable_by_key(|e| e.0);
@@ -218,7 +215,7 @@ impl State {
             }
             previous = Some(key);
             state.put_entry(&key, &value)?;
-            leaves.push((key_hash(&to_bytes(&key)), value));
+            leaves.push((key.path(), value));
         }
         state.restore_supplies(&snapshot.supplies)?;
         // One bottom-up pass over the sorted keys: every node is hashed once.
@@ -252,12 +249,7 @@ impl State {
                 if entry.balances.iter().any(|(asset, _)| self.params.asset(asset).is_none()) {
                     return Err(fail("the network has no such asset".into()));
                 }
-                if entry.nonce != 0 {
-                    self.nonces.insert(*account, entry.nonce);
-                }
-                for (asset, amount) in entry.balances {
-                    self.balances.insert((*account, asset), amount);
-                }
+                self.accounts.insert(*account, entry);
             }
             StateKey::Deposit(l1_ref) => {
                 if value != [1] {
@@ -307,7 +299,7 @@ impl State {
     /// for every asset, and every asset with a balance must have totals.
     fn restore_supplies(&mut self, totals: &[SupplyTotals]) -> Result<(), SnapshotError> {
         let mut liabilities: BTreeMap<AssetId, Amount> = BTreeMap::new();
-        for ((_, asset), amount) in &self.balances {
+        for (asset, amount) in self.accounts.values().flat_map(|entry| &entry.balances) {
             let sum = liabilities.entry(*asset).or_default();
             *sum = sum.checked_add(*amount).ok_or_else(|| bad_supply(asset, "the balances overflow"))?;
         }

@@ -86,7 +86,7 @@ fn the_deposit_height_is_the_highest_block_a_credited_deposit_names() {
 }
 
 /// An account's leaf value, built on the stack or spilled to the heap, is the borsh of its
-/// entry; every account with a nonce or a balance is listed once, in address order.
+/// entry; every account with a nonce or a balance has one entry, in address order.
 #[test]
 fn an_account_leaf_is_the_borsh_of_its_entry() {
     let (alice, bob, carol) = (Address([0xa1; 20]), Address([0x0b; 20]), Address([0xca; 20]));
@@ -118,5 +118,13 @@ fn an_account_leaf_is_the_borsh_of_its_entry() {
     assert_eq!(leaf_is_entry(&state, &bob), AccountEntry { nonce: 1, balances: vec![] });
     state.write(Changes { nonce: Some((alice, 1)), ..Changes::default() });
     assert_eq!(leaf_is_entry(&state, &alice).nonce, 1);
-    assert_eq!(state.accounts().collect::<Vec<_>>(), vec![bob, alice, carol]);
+    assert_eq!(state.accounts.keys().copied().collect::<Vec<_>>(), vec![bob, alice, carol]);
+}
+
+/// A key's path is the hash of its borsh bytes, whichever way it is laid out.
+#[test]
+fn a_key_path_is_the_hash_of_its_borsh() {
+    for key in [StateKey::Account(Address([0xa1; 20])), StateKey::BtcCounters, StateKey::DepositHeight(AssetId::Btc)] {
+        assert_eq!(key.path(), crate::commitment::key_hash(&to_bytes(&key)), "{key:?}");
+    }
 }
