@@ -1,8 +1,8 @@
 //! One account's leaf of the state tree: its nonce and every balance it holds, in one entry
 //! (`StateKey::Account`, state commitment 2). A transfer writes two leaves (the sender's and the
-//! recipient's) instead of three (a nonce and two balances), which is what keeps the state root
-//! within its share of the transaction budget at 10^6 accounts (issue 23); an account's whole
-//! state is also one proof.
+//! recipient's) instead of three (a nonce and two balances): a third less tree work per
+//! transaction, for the state root's share of the transaction budget at 10^6 accounts (issue
+//! 23). An account's whole state is also one proof.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
@@ -66,7 +66,8 @@ impl AccountEntry {
     pub(super) fn leaf_value(&self) -> Value {
         let mut buffer = [0u8; STACK_VALUE];
         buffer[..8].copy_from_slice(&self.nonce.to_le_bytes());
-        // A network lists a handful of assets; `State::write` asserts far fewer than 2^32.
+        // An account holds only assets its network lists (a handful: the STF refuses any other,
+        // a snapshot's restore too), far below 2^32.
         buffer[8..12].copy_from_slice(&(self.balances.len() as u32).to_le_bytes());
         let mut len = 12;
         let mut spilled: Option<Vec<u8>> = None;
