@@ -50,17 +50,18 @@ pub enum StateKey {
 }
 
 impl StateKey {
-    /// The key's path in the tree, `SHA256(borsh(key))`; an account's key (nearly every write)
-    /// is laid out on the stack instead of in an allocation.
+    /// The key's path in the tree, `SHA256(borsh(key))`, with the key's bytes on the stack
+    /// (every key is shorter than the buffer; an account's, nearly every write, is 21 bytes).
     pub fn path(&self) -> KeyHash {
-        match self {
-            StateKey::Account(account) => {
-                let mut bytes = [0u8; 21];
-                bytes[0] = 9;
-                bytes[1..].copy_from_slice(&account.0);
-                key_hash(&bytes)
+        const KEY_BUFFER: usize = 64;
+        let mut buffer = [0u8; KEY_BUFFER];
+        let mut rest = &mut buffer[..];
+        match self.serialize(&mut rest) {
+            Ok(()) => {
+                let len = KEY_BUFFER - rest.len();
+                key_hash(&buffer[..len])
             }
-            other => key_hash(&to_bytes(other)),
+            Err(_) => key_hash(&to_bytes(self)),
         }
     }
 }

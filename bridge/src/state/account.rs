@@ -10,7 +10,7 @@ use super::State;
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::asset::AssetId;
-use crate::codec::{CodecError, from_bytes};
+use crate::codec::{CodecError, from_bytes, to_bytes};
 use crate::commitment::Value;
 
 /// The value of `StateKey::Account(a)`: `borsh(AccountEntry)`.
@@ -61,35 +61,18 @@ impl AccountEntry {
 const STACK_VALUE: usize = 8 + 4 + 2 * (1 + 16);
 
 impl AccountEntry {
-    /// The leaf value, `borsh(self)`, encoded by hand on the stack for the common shapes: this
-    /// runs once per written account in every seal.
+    /// The leaf value, `borsh(self)`, written to the stack when it fits (nearly every account):
+    /// this runs once per written account in every seal.
     pub(super) fn leaf_value(&self) -> Value {
         let mut buffer = [0u8; STACK_VALUE];
-        buffer[..8].copy_from_slice(&self.nonce.to_le_bytes());
-        // An account holds only assets its network lists (a handful: the STF refuses any other,
-        // a snapshot's restore too), far below 2^32.
-        buffer[8..12].copy_from_slice(&(self.balances.len() as u32).to_le_bytes());
-        let mut len = 12;
-        let mut spilled: Option<Vec<u8>> = None;
-        for (asset, amount) in &self.balances {
-            let mut item = [0u8; 1 + 20 + 16];
-            let item_len = encode_balance(asset, *amount, &mut item);
-            match &mut spilled {
-                Some(bytes) => bytes.extend_from_slice(&item[..item_len]),
-                None if len + item_len <= STACK_VALUE => {
-                    buffer[len..len + item_len].copy_from_slice(&item[..item_len]);
-                    len += item_len;
-                }
-                None => {
-                    let mut bytes = buffer[..len].to_vec();
-                    bytes.extend_from_slice(&item[..item_len]);
-                    spilled = Some(bytes);
-                }
+        let mut rest = &mut buffer[..];
+        match self.serialize(&mut rest) {
+            Ok(()) => {
+                let len = STACK_VALUE - rest.len();
+                Value::from_slice(&buffer[..len])
             }
-        }
-        match spilled {
-            Some(bytes) => Value::from(bytes),
-            None => Value::from_slice(&buffer[..len]),
+            // Longer than the buffer (a token, or three assets): borsh into an allocation.
+            Err(_) => Value::from(to_bytes(self)),
         }
     }
 
@@ -130,34 +113,12 @@ impl State {
     }
 }
 
-/// `borsh((asset, amount))` into `out`; returns its length.
-fn encode_balance(asset: &AssetId, amount: Amount, out: &mut [u8; 1 + 20 + 16]) -> usize {
-    let len = match asset {
-        AssetId::Eth => {
-            out[0] = 0;
-            1
-        }
-        AssetId::Erc20(token) => {
-            out[0] = 1;
-            out[1..21].copy_from_slice(&token.0);
-            21
-        }
-        AssetId::Btc => {
-            out[0] = 2;
-            1
-        }
-    };
-    out[len..len + 16].copy_from_slice(&amount.units().to_le_bytes());
-    len + 16
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::to_bytes;
 
     #[test]
-    fn the_hand_encoding_is_borsh() {
+    fn the_leaf_value_is_borsh_on_the_stack_or_not() {
         let token = AssetId::Erc20(Address([7; 20]));
         for balances in [
             vec![],
@@ -166,14 +127,7 @@ mod tests {
             vec![(AssetId::Eth, Amount::new(1)), (token, Amount::new(2)), (AssetId::Btc, Amount::new(3))],
         ] {
             let entry = AccountEntry { nonce: 9, balances };
-            let mut out = Vec::new();
-            out.extend_from_slice(&entry.nonce.to_le_bytes());
-            out.extend_from_slice(&(entry.balances.len() as u32).to_le_bytes());
-            for (asset, amount) in &entry.balances {
-                let mut item = [0u8; 37];
-                let len = encode_balance(asset, *amount, &mut item);
-                out.extend_from_slice(&item[..len]);
-            }
+            let out = entry.leaf_value().as_bytes().to_vec();
             assert_eq!(out, to_bytes(&entry));
             assert_eq!(AccountEntry::decode(&out), Ok(entry));
         }
